@@ -1,0 +1,20 @@
+"""lazyexport: export image volumes far larger than memory, lazily, chunk by chunk.
+
+The public API::
+
+    src = open_source("raw.h5/data")                     # labeled, dask-backed, nothing read
+    print(describe(src))                                 # shape, dtype, axes, chunks, bytes
+    settings = ExportSettings(roi={"z": (0, 100)}, renormalize=((0, 1), (0, 255)),
+                              dtype="uint8", axis_order="czyx", format="zarr")
+    result = export(src, settings)                       # what was written
+    out = open_exported(result)                          # read it back, labeled
+"""
+
+from .describe import describe
+from .errors import ExportError
+from .run import export
+from .settings import ExportSettings
+from .sources import open_exported, open_source
+
+__all__ = ["ExportError", "ExportSettings", "describe", "export", "open_exported", "open_source"]
+__version__ = "0.1.0"

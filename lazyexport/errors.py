@@ -1,0 +1,44 @@
+"""The exceptions lazyexport raises for mistakes a user can fix.
+
+Every one is an :class:`ExportError` with a one-line message in the user's terms (the axis
+they named, the ROI they typed, the placeholder they misspelled). The command line prints it
+as ``error: <message>`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """Base class of every error lazyexport raises for bad input or a refused action."""
+
+
+class SourceError(ExportError):
+    """The source cannot be found, opened or understood."""
+
+
+class AxisError(ExportError):
+    """Axis tags are malformed, duplicated, or do not fit the data."""
+
+
+class RoiError(ExportError):
+    """The cutout subregion does not fit the source."""
+
+
+class SettingsError(ExportError):
+    """An export setting is invalid (dtype, renormalize bounds, compression, ...)."""
+
+
+class TemplateError(ExportError):
+    """The output file template is invalid (unknown placeholder, missing {slice_index}, ...)."""
+
+
+class FormatError(ExportError):
+    """Unknown output format, or data the format cannot hold."""
+
+
+class OutputExistsError(ExportError):
+    """The output exists already and overwriting was not asked for."""
+
+
+class ExportCancelled(ExportError):
+    """The export was cancelled; its temporary output was removed."""

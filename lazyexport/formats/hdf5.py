@@ -1,0 +1,131 @@
+"""HDF5: one chunked dataset (``out.h5/exported_data``) with ilastik's ``axistags`` and ``drange``."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..axes import vigra_axistags
+from . import register
+from .base import Target, Writer, remove, temp_path
+
+DEFAULT_DATASET = "exported_data"
+_FILTERS = {"gzip": "gzip", "lzf": "lzf", "none": None}
+
+# One open handle per temporary file per process; h5py serializes access anyway.
+_HANDLES: dict[str, h5py.File] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _handle(path: Path) -> h5py.File:
+    with _HANDLES_LOCK:
+        f = _HANDLES.get(str(path))
+        if f is None or not f.id.valid:
+            f = _HANDLES[str(path)] = h5py.File(path, "r+")
+        return f
+
+
+def _close_handle(path: Path) -> None:
+    with _HANDLES_LOCK:
+        f = _HANDLES.pop(str(path), None)
+    if f is not None and f.id.valid:
+        f.close()
+
+
+def _other_content(file: Path, dataset: str) -> bool | None:
+    """None if ``file`` is not readable HDF5; else whether it holds anything besides ``dataset``."""
+    try:
+        with h5py.File(file, "r") as f:
+            names: list[str] = []
+            f.visit(names.append)
+            inside = {dataset.strip("/")} | {p for p in _parents(dataset)}
+            return any(n not in inside for n in names) or bool(f.attrs.keys())
+    except OSError:
+        return None
+
+
+def _parents(dataset: str) -> list[str]:
+    parts = dataset.strip("/").split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+@register
+class HDF5Writer(Writer):
+    name = "hdf5"
+    extensions = (".h5", ".hdf5", ".hdf")
+    compressions = ("gzip", "lzf", "none")
+    chunk_bytes = 2**20
+    description = "one chunked HDF5 dataset with ilastik axistags"
+
+    def dataset(self, plan) -> str:
+        return plan.internal.strip("/") or DEFAULT_DATASET
+
+    def existing(self, plan) -> list[Path]:
+        file = plan.output
+        if not file.exists():
+            return []
+        if _other_content(file, self.dataset(plan)) is None:  # not HDF5: the whole file is in the way
+            return [file]
+        with h5py.File(file, "r") as f:
+            return [file] if self.dataset(plan) in f else []
+
+    def open(self, plan) -> Target:
+        final = plan.output
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path(final)
+        name = self.dataset(plan)
+        compression = _FILTERS[self.compression(plan)]
+        opts = {"compression_opts": plan.settings.compression_level if plan.settings.compression_level is not None else 1} \
+            if compression == "gzip" else {}
+        try:
+            with h5py.File(temp, "w") as f:
+                dset = f.create_dataset(name, shape=plan.shape, dtype=plan.dtype, chunks=plan.chunks,
+                                        compression=compression, fillvalue=0, **opts)
+                dset.attrs["axistags"] = vigra_axistags(plan.axes)
+                if plan.value_range is not None:
+                    dset.attrs["drange"] = np.array(plan.value_range, dtype=plan.dtype)
+        except BaseException:
+            remove(temp)
+            raise
+        merge = final.exists() and bool(_other_content(final, name))
+        return HDF5Target({final: temp}, name, merge)
+
+
+class HDF5Target(Target):
+    def __init__(self, temps: dict[Path, Path], dataset: str, merge: bool):
+        super().__init__(temps)
+        (self.final, self.temp), = temps.items()
+        self.dataset = dataset
+        self.merge = merge   # the final file holds other data: copy our dataset into it
+
+    def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        _handle(self.temp)[self.dataset][location] = block
+        return block.nbytes
+
+    def close(self) -> None:
+        _close_handle(self.temp)
+
+    finish = close
+
+    def commit(self) -> list[Path]:
+        if not self.merge:
+            return super().commit()
+        self.finish()
+        # Copy into the existing file under a temporary name, then swap: the old dataset
+        # disappears only once the new one is complete.
+        staging = f"{self.dataset}.lazyexport-new"
+        with h5py.File(self.temp, "r") as src, h5py.File(self.final, "r+") as dst:
+            if staging in dst:
+                del dst[staging]
+            parent = self.dataset.rpartition("/")[0]
+            if parent:
+                dst.require_group(parent)
+            src.copy(src[self.dataset], dst, name=staging)
+            if self.dataset in dst:
+                del dst[self.dataset]
+            dst.move(staging, self.dataset)
+        remove(self.temp)
+        return [self.final]

@@ -1,0 +1,152 @@
+"""ExportSettings: everything that says what to export and how, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .axes import parse_axes
+from .errors import SettingsError
+from .roi import Bounds, normalize_roi_spec
+
+Range = tuple[float, float]
+
+
+def _parse_range(value: Any, what: str) -> Range:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise SettingsError(f"renormalize {what} range must be two numbers [min, max], got {value!r}")
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"renormalize {what} range must be two numbers, got {value!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise SettingsError(f"renormalize {what} range must be finite, got {value!r}")
+    return (lo, hi)
+
+
+def parse_dtype(value: Any) -> str:
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        raise SettingsError(f"unknown data type {value!r} (e.g. uint8, uint16, float32)") from None
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise SettingsError(f"cannot export to data type {dtype}: choose bool, (u)int8..64 or float16/32/64")
+    return dtype.name
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportSettings:
+    """What to export and how. Every field is optional; the defaults export the whole source
+    unchanged as HDF5 next to it.
+
+    - ``roi``: ``{axis: (start, stop)}``, stop exclusive, None for the start/end of the axis.
+    - ``renormalize``: ``((in_min, in_max), (out_min, out_max))``; ``in`` may be None for the
+      default (the dtype's range for integers, the data's min/max for floats).
+    - ``dtype``: convert to this numpy dtype (integers round half to even and clip).
+    - ``axis_order``: e.g. ``"czyx"``; missing axes are added with length 1.
+    - ``format``: an output format name (see ``lazyexport.formats.formats()``).
+    - ``output``: the output template (placeholders as in SPEC §5); None for the default.
+    - ``compression`` / ``compression_level``: the writer's codec and level (None: its default).
+    - ``chunks``: output chunk length per axis, e.g. ``{"z": 32}`` (others: the writer chooses).
+    - ``result_type``: a label for ``{result_type}``, e.g. ``"Probabilities"``.
+    - ``zarr_format``: 2 or 3 for Zarr outputs.
+    """
+
+    roi: Mapping[str, Bounds] | None = None
+    renormalize: tuple[Range | None, Range] | None = None
+    dtype: str | None = None
+    axis_order: str | None = None
+    format: str = "hdf5"
+    output: str | None = None
+    compression: str | None = None
+    compression_level: int | None = None
+    chunks: Mapping[str, int] | None = None
+    result_type: str | None = None
+    zarr_format: int = 3
+
+    def __post_init__(self) -> None:
+        from .formats import get_writer  # the registry validates format names
+
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("roi", normalize_roi_spec(self.roi) or None)
+        if self.renormalize is not None:
+            pair = self.renormalize
+            if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+                raise SettingsError(
+                    f"renormalize must be ((in_min, in_max), (out_min, out_max)), got {pair!r}"
+                )
+            in_range = None if pair[0] is None else _parse_range(pair[0], "input")
+            out_range = _parse_range(pair[1], "output")
+            if in_range is not None and in_range[0] == in_range[1]:
+                raise SettingsError(f"renormalize input range [{in_range[0]:g}, {in_range[1]:g}] is empty (min == max)")
+            set_("renormalize", (in_range, out_range))
+        if self.dtype is not None:
+            set_("dtype", parse_dtype(self.dtype))
+        if self.axis_order is not None:
+            set_("axis_order", "".join(parse_axes(self.axis_order)))
+        writer = get_writer(self.format)
+        set_("format", writer.name)
+        if self.compression is not None:
+            set_("compression", str(self.compression).lower())
+            if self.compression not in writer.compressions:
+                raise SettingsError(
+                    f"format {writer.name} has no compression {self.compression!r}; "
+                    f"choose one of {', '.join(writer.compressions)}"
+                )
+        if self.compression_level is not None:
+            if isinstance(self.compression_level, bool) or not isinstance(self.compression_level, int):
+                raise SettingsError(f"compression level must be a whole number, got {self.compression_level!r}")
+        if self.chunks is not None:
+            if not isinstance(self.chunks, Mapping):
+                raise SettingsError(f"chunks must map axis letters to lengths, got {self.chunks!r}")
+            chunks = {}
+            for axis, length in self.chunks.items():
+                (letter,) = parse_axes(str(axis))
+                if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+                    raise SettingsError(f"chunk length for axis {letter!r} must be a positive whole number, got {length!r}")
+                chunks[letter] = length
+            set_("chunks", chunks)
+        if self.zarr_format not in (2, 3):
+            raise SettingsError(f"zarr_format must be 2 or 3, got {self.zarr_format!r}")
+
+    def replace(self, **changes: Any) -> ExportSettings:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, not tuples; None fields left out), for JSON or TOML."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None or value == field.default:
+                continue
+            if field.name == "roi":
+                value = {a: list(b) for a, b in value.items()}
+            elif field.name == "renormalize":
+                value = [list(value[0]) if value[0] is not None else None, list(value[1])]
+            elif field.name == "chunks":
+                value = dict(value)
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExportSettings:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(data)
+        if values.get("roi") is not None:
+            values["roi"] = {a: tuple(b) for a, b in values["roi"].items()}
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExportSettings:
+        return cls.from_dict(json.loads(text))

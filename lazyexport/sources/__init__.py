@@ -1,0 +1,84 @@
+"""``open_source``: any supported input -> a labeled, dask-backed :class:`xarray.DataArray`.
+
+Paths are dispatched on the file part's suffix through :data:`OPENERS`; the part after the file
+is the internal path (``file.h5/group/data``, ``store.zarr/level0``). Opening reads metadata only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import xarray as xr
+
+from ..errors import SourceError
+from . import hdf5, npy, tiff, zarr
+from .memory import open_memory
+
+Opener = Callable[..., xr.DataArray]
+
+# suffix of the file part -> opener(path, internal, axes)
+OPENERS: dict[str, Opener] = {}
+for _module, _opener in ((hdf5, hdf5.open_hdf5), (zarr, zarr.open_zarr), (npy, npy.open_npy),
+                         (tiff, tiff.open_tiff)):
+    for _suffix in _module.SUFFIXES:
+        OPENERS[_suffix] = _opener
+
+
+def split_path(text: str) -> tuple[Path, str]:
+    """Split ``file.h5/inner/path`` into the file (or store) and the internal path.
+
+    The file part ends at the first component whose suffix names a known format, or at the
+    first component that exists as a file or a Zarr directory.
+    """
+    parts = Path(text).parts
+    for i in range(1, len(parts) + 1):
+        head = Path(*parts[:i])
+        if head.suffix.lower() in OPENERS or head.is_file() or zarr.is_zarr_dir(head):
+            return head, "/".join(parts[i:])
+    return Path(text), ""
+
+
+def open_path(text: str, axes=None) -> xr.DataArray:
+    if any(ch in text for ch in "*?["):
+        if not text.lower().endswith(tiff.IMAGE_SUFFIXES):
+            raise SourceError(f"a glob source must match .tif or .png files, got {text!r}")
+        return tiff.open_sequence(text, axes=axes)
+    path, internal = split_path(text)
+    if not path.exists():
+        raise SourceError(f"source {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    opener = OPENERS.get(suffix)
+    if opener is None and zarr.is_zarr_dir(path):
+        opener = zarr.open_zarr
+    if opener is None:
+        known = ", ".join(sorted(OPENERS))
+        raise SourceError(f"cannot tell the format of {str(path)!r} from its name (known: {known})")
+    return opener(path, internal, axes=axes)
+
+
+def open_source(obj, axes: str | None = None) -> xr.DataArray:
+    """Open ``obj`` lazily as a labeled dask-backed DataArray; no pixel is read.
+
+    ``obj`` is a path (HDF5, Zarr, TIFF, npy, or a glob of TIFF/PNG slices) or a numpy, dask or
+    xarray array. ``axes`` (e.g. ``"zyxc"``) overrides the axis tags found in the file.
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        return open_path(os.fspath(obj), axes=axes)
+    return open_memory(obj, axes=axes)
+
+
+def open_exported(exported) -> xr.DataArray:
+    """Open what an export wrote, labeled with its axes: an ``ExportResult`` or a path
+    (``out.h5/exported_data``, ``out.zarr``, a glob of slice files)."""
+    paths = getattr(exported, "paths", None)
+    if paths is not None:
+        if len(paths) > 1 or exported.format.endswith("-sequence"):
+            return tiff.open_sequence(list(paths))
+        internal = f"/{exported.internal}" if exported.internal else ""
+        return open_source(f"{exported.output}{internal}")
+    return open_source(exported)
+
+
+__all__ = ["OPENERS", "open_exported", "open_source", "split_path"]

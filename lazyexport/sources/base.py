@@ -1,0 +1,125 @@
+"""What every source opener shares: a picklable lazily opened file array, and the wrapping of a
+dask array as a labeled :class:`xarray.DataArray`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from ..axes import guess_axes, parse_axes
+
+# Bytes per dask chunk that openers aim for when growing a file's native chunks.
+CHUNK_TARGET_BYTES = 64 * 2**20
+
+
+class FileArray:
+    """An array stored in a file, opened on first access in each process.
+
+    dask reads blocks through ``__getitem__``; the object pickles without its open handle, so
+    blocks can be read on distributed workers. Subclasses implement :meth:`_open`, returning
+    anything indexable with a tuple of slices (an h5py dataset, a memory map, a zarr array).
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
+        self.path = str(path)
+        self.key = key
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._handle: Any = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def _array(self) -> Any:
+        if self._handle is None:
+            with self._lock:
+                if self._handle is None:
+                    self._handle = self._open()
+        return self._handle
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self._array()[key])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __dask_tokenize__(self):
+        try:
+            mtime = os.stat(self.path).st_mtime_ns
+        except OSError:
+            mtime = 0
+        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype), mtime)
+
+    def __repr__(self) -> str:
+        inner = f"{self.path}/{self.key}" if self.key else self.path
+        return f"{type(self).__name__}({inner!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def dask_chunks(shape: Sequence[int], dtype: Any, native: Sequence[int] | None) -> tuple:
+    """dask chunks for a file array: whole multiples of its native chunks, about 64 MiB each."""
+    return da.core.normalize_chunks(
+        "auto",
+        tuple(shape),
+        dtype=np.dtype(dtype),
+        previous_chunks=tuple(native) if native else None,
+        limit=CHUNK_TARGET_BYTES,
+    )
+
+
+def from_file_array(arr: FileArray, native_chunks: Sequence[int] | None = None) -> da.Array:
+    chunks = dask_chunks(arr.shape, arr.dtype, native_chunks)
+    return da.from_array(arr, chunks=chunks, asarray=False, fancy=False, lock=False,
+                         meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+
+
+def resolve_axes(
+    explicit: str | Sequence[str] | None,
+    from_metadata: Sequence[str] | None,
+    shape: Sequence[int],
+) -> tuple[str, ...]:
+    """Axis tags by priority: what the user passed, then the file's metadata, then a guess by rank."""
+    if explicit is not None:
+        return parse_axes(explicit, ndim=len(shape))
+    if from_metadata is not None:
+        return parse_axes(from_metadata, ndim=len(shape))
+    return guess_axes(shape)
+
+
+def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, **attrs) -> xr.DataArray:
+    """Wrap a dask array as a DataArray with lazyexport's source attributes.
+
+    ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
+    without extension) and ``dataset_dir`` (the directory holding the source; the current
+    directory for in-memory data).
+    """
+    if path is not None:
+        file = Path(path)
+        name = file.name
+        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        else:
+            name = file.stem if file.suffix else file.name
+        base = {"source": str(path), "nickname": name, "dataset_dir": str(file.resolve().parent)}
+    else:
+        base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
+    base.update(attrs)
+    return xr.DataArray(data, dims=tuple(axes), attrs=base)

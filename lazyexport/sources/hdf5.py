@@ -1,0 +1,52 @@
+"""HDF5 datasets: ``file.h5/internal/path``; axes from ilastik's ``axistags`` attribute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import xarray as xr
+
+from ..axes import parse_vigra_axistags
+from ..errors import SourceError
+from .base import FileArray, from_file_array, labeled, resolve_axes
+
+SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".ilp")
+
+
+class H5Array(FileArray):
+    def _open(self):
+        return h5py.File(self.path, "r")[self.key]
+
+
+def list_datasets(file: h5py.File) -> list[str]:
+    names: list[str] = []
+    file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
+    try:
+        file = h5py.File(path, "r")
+    except OSError as exc:
+        raise SourceError(f"cannot open {path} as HDF5: {exc}") from None
+    with file:
+        if not internal:
+            names = list_datasets(file)
+            if len(names) != 1:
+                listing = ", ".join(names[:10]) or "none"
+                raise SourceError(
+                    f"{path} holds {len(names)} datasets ({listing}); name one as {path}/<dataset>"
+                )
+            internal = names[0]
+        obj = file.get(internal)
+        if not isinstance(obj, h5py.Dataset):
+            listing = ", ".join(list_datasets(file)[:10]) or "none"
+            raise SourceError(f"{path} has no dataset {internal!r} (datasets: {listing})")
+        tags = obj.attrs.get("axistags")
+        meta_axes = parse_vigra_axistags(tags) if tags is not None else None
+        arr = H5Array(path, obj.shape, obj.dtype, key=internal)
+        native = obj.chunks
+        shape = obj.shape
+    dims = resolve_axes(axes, meta_axes, shape)
+    return labeled(from_file_array(arr, native), dims, path, internal_path=internal)

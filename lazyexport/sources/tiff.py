@@ -1,0 +1,133 @@
+"""TIFF / OME-TIFF / ImageJ hyperstacks (axes from tifffile's series), and slice sequences
+given as a glob (``dir/slice_*.tif``), stacked along a new axis.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import tifffile
+import xarray as xr
+import zarr
+
+from ..axes import parse_axes
+from ..errors import AxisError, SourceError
+from .base import FileArray, from_file_array, labeled, resolve_axes
+
+SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
+IMAGE_SUFFIXES = SUFFIXES + (".png",)
+
+# tifffile's axis codes -> ours. 'S' (samples, e.g. RGB) and 'I'/'Q' (plain page sequences)
+# become channel and z when those are free.
+_TIFF_AXES = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "c", "I": "z", "Q": "z"}
+
+
+class TiffArray(FileArray):
+    """Series 0 of a TIFF file, read region by region through tifffile's zarr store."""
+
+    def _open(self):
+        return zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
+
+
+def tiff_axes(codes: str) -> tuple[str, ...]:
+    """Translate tifffile's series axes (e.g. ``TZCYX``, ``IYXS``) to unique lower-case letters."""
+    out: list[str] = []
+    for code in codes:
+        wanted = [_TIFF_AXES.get(code, code.lower()), code.lower()]
+        choice = next((w for w in wanted if w not in out), None)
+        if choice is None:
+            choice = next(letter for letter in "abdefghijklmnopqrsuvw" if letter not in out)
+        out.append(choice)
+    return tuple(out)
+
+
+def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
+    if internal:
+        raise SourceError(f"{path} is a TIFF file; it has no internal path {internal!r}")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, dtype, codes = series.shape, series.dtype, series.axes
+            page = series.keyframe
+            native = [1] * (len(shape) - 2) + list(shape[-2:])
+            if page.is_tiled and len(shape) >= 2 and codes[-1] != "S":
+                native[-2:] = [page.tilelength, page.tilewidth]
+    except (OSError, tifffile.TiffFileError, IndexError) as exc:
+        raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
+    arr = TiffArray(path, shape, dtype)
+    dims = resolve_axes(axes, tiff_axes(codes), shape)
+    return labeled(from_file_array(arr, native), dims, path, tiff_axes=codes)
+
+
+class ImageFileArray(FileArray):
+    """One whole 2-D (or 2-D + channel) image file of a sequence."""
+
+    def _open(self):
+        if self.path.lower().endswith(".png"):
+            from PIL import Image  # optional: PNG sequences need Pillow
+
+            return np.asarray(Image.open(self.path))
+        return tifffile.imread(self.path)
+
+
+def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
+    if file.lower().endswith(".png"):
+        try:
+            from PIL import Image
+        except ImportError:
+            raise SourceError("reading PNG sequences needs Pillow: pip install pillow") from None
+        with Image.open(file) as img:
+            first = np.asarray(img)
+        return first.shape, first.dtype, "YXS"[: first.ndim]
+    with tifffile.TiffFile(file) as tif:
+        series = tif.series[0]
+        return series.shape, series.dtype, series.axes
+
+
+def _sequence_metadata(file: str) -> dict:
+    """The axes lazyexport stored in a slice it wrote (empty for other files)."""
+    if not file.lower().endswith(SUFFIXES):
+        return {}
+    with tifffile.TiffFile(file) as tif:
+        meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    return meta if "lazyexport_axes" in meta else {}
+
+
+def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.DataArray:
+    """Stack image files along a new outer axis: a glob pattern (sorted by name) or a list.
+
+    Slices written by lazyexport's sequence writers come back in the exported axis order.
+    """
+    from ..transforms import transpose
+
+    pattern = files if isinstance(files, str) else None
+    files = sorted(globmod.glob(files)) if isinstance(files, str) else [str(f) for f in files]
+    if not files:
+        raise SourceError(f"no files match {pattern!r}")
+    try:
+        shape, dtype, codes = _image_header(files[0])
+        meta = _sequence_metadata(files[0])
+    except (OSError, tifffile.TiffFileError) as exc:
+        raise SourceError(f"cannot read {files[0]}: {exc}") from None
+    parts = [da.from_array(ImageFileArray(f, shape, dtype), chunks=shape, asarray=False, fancy=False,
+                           lock=False, meta=np.empty((0,) * len(shape), dtype)) for f in files]
+    data = da.stack(parts, axis=0)
+    if axes is not None:
+        dims = parse_axes(axes, ndim=data.ndim)
+    elif meta:
+        dims = (meta["lazyexport_slice_axis"], *meta["lazyexport_plane"])
+    else:
+        plane = tiff_axes(codes)
+        stack = parse_axes(stack_axis)[0]
+        if stack in plane:
+            raise AxisError(f"cannot stack along {stack!r}: the images already have that axis ({''.join(plane)})")
+        dims = (stack, *plane)
+    first = Path(files[0])
+    out = labeled(data, dims, first.parent / (Path(pattern).name if pattern else first.name), files=len(files))
+    out.attrs["nickname"] = first.parent.name
+    if meta and axes is None:
+        out = transpose(out, meta["lazyexport_axes"])
+    return out

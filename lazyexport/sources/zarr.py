@@ -1,0 +1,82 @@
+"""Zarr v2/v3 arrays and groups (``store.zarr`` or ``store.zarr/path``), OME-Zarr images included.
+
+Axes come from ``dimension_names`` (v3), ``_ARRAY_DIMENSIONS`` (the xarray convention) or an
+OME-Zarr group's ``multiscales.axes`` (level 0 is opened).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+from dask.base import tokenize
+
+from ..errors import SourceError
+from .base import dask_chunks, labeled, resolve_axes
+
+SUFFIXES = (".zarr", ".zarr2", ".zarr3")
+MARKERS = ("zarr.json", ".zarray", ".zgroup")
+
+
+def is_zarr_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in MARKERS)
+
+
+def _multiscales(attrs) -> list | None:
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return ome["multiscales"]
+    return attrs.get("multiscales")
+
+
+def _array_axes(arr: zarr.Array) -> list[str] | None:
+    names = getattr(arr.metadata, "dimension_names", None)
+    if names and all(isinstance(n, str) for n in names):
+        return list(names)
+    dims = arr.attrs.get("_ARRAY_DIMENSIONS")
+    return list(dims) if dims else None
+
+
+def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
+    try:
+        node = zarr.open(store=str(path), mode="r", path=internal or None)
+    except Exception as exc:  # zarr raises several kinds for a missing or broken store
+        where = f"{path}/{internal}" if internal else str(path)
+        raise SourceError(f"cannot open {where} as Zarr: {exc}") from None
+    meta_axes = None
+    if isinstance(node, zarr.Group):
+        multiscales = _multiscales(node.attrs)
+        if multiscales:
+            image = multiscales[0]
+            level0 = image["datasets"][0]["path"]
+            meta_axes = [a["name"] if isinstance(a, dict) else a for a in image.get("axes", [])] or None
+            arr = node[level0]
+            internal = f"{internal}/{level0}".strip("/")
+        else:
+            arrays = sorted(name for name, _ in node.arrays())
+            if len(arrays) != 1:
+                listing = ", ".join(arrays[:10]) or "none"
+                raise SourceError(
+                    f"{path} is a Zarr group with {len(arrays)} arrays ({listing}); name one as {path}/<array>"
+                )
+            arr = node[arrays[0]]
+            internal = f"{internal}/{arrays[0]}".strip("/")
+    else:
+        arr = node
+    if meta_axes is None:
+        meta_axes = _array_axes(arr)
+    native = getattr(arr, "shards", None) or arr.chunks
+    chunks = dask_chunks(arr.shape, arr.dtype, native)
+    name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
+    data = da.from_array(arr, chunks=chunks, lock=False, asarray=False, fancy=False, name=name,
+                         meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+    dims = resolve_axes(axes, meta_axes, arr.shape)
+    return labeled(data, dims, path, internal_path=internal)
+
+
+def _mtime(path: Path) -> int:
+    markers = [path / m for m in MARKERS if (path / m).exists()]
+    return max((m.stat().st_mtime_ns for m in markers), default=0)

@@ -1,0 +1,123 @@
+"""Output file templates: ``{dataset_dir}/{nickname}_export.h5``, placeholders and extensions.
+
+Placeholders: ``{dataset_dir}``, ``{nickname}``, ``{result_type}``, ``{roi}``, ``{<axis>_start}`` /
+``{<axis>_stop}`` for each source axis, and ``{slice_index}`` (sequence formats only, where it
+is required). ``{{`` and ``}}`` are literal braces.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePath
+
+from .errors import TemplateError
+
+FIXED = ("dataset_dir", "nickname", "result_type", "roi", "slice_index")
+DEFAULT = "{dataset_dir}/{nickname}_export"
+DEFAULT_WITH_RESULT_TYPE = "{dataset_dir}/{nickname}_{result_type}"
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+_FORMATTER = string.Formatter()
+
+
+def known_placeholders(axes: Iterable[str]) -> list[str]:
+    return list(FIXED) + [f"{a}_{edge}" for a in axes for edge in ("start", "stop")]
+
+
+def _parse(template: str) -> list[tuple[str, str | None, str | None]]:
+    try:
+        return [(literal, field, spec) for literal, field, spec, _ in _FORMATTER.parse(template)]
+    except ValueError as exc:
+        raise TemplateError(f"cannot read output template {template!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+
+
+def placeholders(template: str) -> list[str]:
+    return [field for _, field, _ in _parse(template) if field is not None]
+
+
+def check(template: str, axes: Sequence[str], is_sequence: bool) -> None:
+    """Refuse unknown placeholders, and a missing (sequence) or stray (other formats) {slice_index}."""
+    known = known_placeholders(axes)
+    used = placeholders(template)
+    for field in used:
+        if field not in known:
+            shown = field or "{}"
+            raise TemplateError(
+                f"unknown placeholder {{{shown}}} in output template {template!r}; "
+                f"known: {', '.join('{' + k + '}' for k in known)}"
+            )
+    if is_sequence and "slice_index" not in used:
+        raise TemplateError(f"a sequence format needs {{slice_index}} in the output template {template!r}")
+    if not is_sequence and "slice_index" in used:
+        raise TemplateError(
+            f"{{slice_index}} is only for sequence formats (tiff-sequence, png-sequence); "
+            f"remove it from {template!r}"
+        )
+
+
+def literal_text(template: str) -> str:
+    """The template with its placeholders removed (what the user typed literally)."""
+    return "".join(literal for literal, _, _ in _parse(template))
+
+
+def has_extension(template: str, extensions: Sequence[str]) -> bool:
+    """True if a component of the template ends with one of the format's ``extensions``, or the
+    last component ends (after its last placeholder) with a literal extension of the user's own."""
+    parts = template.replace("\\", "/").split("/")
+    wanted = tuple(e.lower() for e in extensions)
+    if any(literal_text(part).lower().endswith(wanted) for part in parts):
+        return True
+    last = _parse(parts[-1])
+    tail = last[-1][0] if last and last[-1][1] is None else ""
+    return bool(_EXTENSION.search(tail))
+
+
+class SliceIndex(int):
+    """An int that formats zero-padded to ``width`` when the template gives no format spec."""
+
+    width: int = 1
+
+    def __new__(cls, value: int, width: int):
+        obj = super().__new__(cls, value)
+        obj.width = width
+        return obj
+
+    def __format__(self, spec: str) -> str:
+        return format(int(self), spec or f"0{self.width}d")
+
+
+def render(template: str, values: Mapping[str, object]) -> str:
+    try:
+        return _FORMATTER.vformat(template, (), dict(values))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise TemplateError(f"cannot fill output template {template!r}: {exc}") from None
+
+
+def values_for(
+    *,
+    dataset_dir: str,
+    nickname: str,
+    result_type: str | None,
+    roi: Mapping[str, tuple[int, int]],
+    roi_text: str,
+) -> dict[str, object]:
+    values: dict[str, object] = {
+        "dataset_dir": dataset_dir,
+        "nickname": nickname,
+        "result_type": result_type or "",
+        "roi": roi_text,
+    }
+    for axis, (start, stop) in roi.items():
+        values[f"{axis}_start"] = start
+        values[f"{axis}_stop"] = stop
+    return values
+
+
+def split_container(path: str, extensions: Sequence[str]) -> tuple[str, str]:
+    """Split ``out.h5/group/data`` at the last component ending in one of ``extensions``."""
+    parts = PurePath(path).parts
+    for i in range(len(parts), 0, -1):
+        if parts[i - 1].lower().endswith(tuple(extensions)):
+            return str(PurePath(*parts[:i])), "/".join(parts[i:])
+    return path, ""

@@ -1,0 +1,120 @@
+"""Transformations, as pure functions ``DataArray -> DataArray`` over dask-backed arrays.
+
+Applied in this order by the planner: cutout, renormalize, convert dtype, transpose. Each works
+block by block (``map_blocks``), so nothing is computed until a writer asks for a block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from .axes import parse_axes
+from .errors import AxisError, SettingsError
+
+# Integer types narrow enough that float32 holds every value exactly.
+_FLOAT32_EXACT = {np.dtype(t) for t in ("bool", "int8", "uint8", "int16", "uint16", "float16", "float32")}
+
+
+def cutout(arr: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> xr.DataArray:
+    """Slice the region ``roi`` (absolute ``[start, stop)`` per axis) out of ``arr``."""
+    return arr.isel({axis: slice(*bounds) for axis, bounds in roi.items()})
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The float type renormalization computes in: float32 where exact enough, else float64."""
+    return np.dtype("float32") if np.dtype(dtype) in _FLOAT32_EXACT else np.dtype("float64")
+
+
+def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
+    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return (0.0, 1.0)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return (float(info.min), float(info.max))
+    return None
+
+
+def renormalize(
+    arr: xr.DataArray, in_range: tuple[float, float], out_range: tuple[float, float]
+) -> xr.DataArray:
+    """Linear map ``[in_min, in_max] -> [out_min, out_max]``, computed in :func:`compute_dtype`.
+
+    ``out = (x - in_min) * (out_max - out_min) / (in_max - in_min) + out_min``; values outside the
+    input range map outside the output range (a later integer conversion clips them).
+    """
+    in_min, in_max = (float(v) for v in in_range)
+    out_min, out_max = (float(v) for v in out_range)
+    if in_min == in_max:
+        raise SettingsError(f"renormalize input range [{in_min:g}, {in_max:g}] is empty (min == max)")
+    cdt = compute_dtype(arr.dtype)
+    data = da.map_blocks(
+        _renormalize_block, arr.data, in_min, in_max, out_min, out_max, cdt, dtype=cdt
+    )
+    return arr.copy(data=data)
+
+
+def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt):
+    y = np.array(x, dtype=cdt, copy=True)
+    y -= cdt.type(in_min)
+    y *= cdt.type(out_max - out_min)
+    y /= cdt.type(in_max - in_min)
+    y += cdt.type(out_min)
+    return y
+
+
+def convert_dtype(arr: xr.DataArray, dtype: np.dtype | str) -> xr.DataArray:
+    """Convert to ``dtype``: integers round half to even, clip to the type's range, NaN -> 0."""
+    dtype = np.dtype(dtype)
+    if dtype == arr.dtype:
+        return arr
+    data = da.map_blocks(convert_block, arr.data, dtype, dtype=dtype)
+    return arr.copy(data=data)
+
+
+def convert_block(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The numpy core of :func:`convert_dtype`, for one block."""
+    dtype = np.dtype(dtype)
+    x = np.asarray(x)
+    if dtype == np.bool_:
+        return np.where(np.isnan(x), False, x != 0) if x.dtype.kind == "f" else x != 0
+    if dtype.kind not in "ui" or x.dtype == np.bool_:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    if x.dtype.kind in "ui":
+        src = np.iinfo(x.dtype)
+        lo, hi = max(src.min, info.min), min(src.max, info.max)
+        return np.clip(x, x.dtype.type(lo), x.dtype.type(hi)).astype(dtype)
+    # float -> integer
+    ftype = x.dtype.type
+    rounded = np.rint(x)
+    hi_f = ftype(info.max)
+    if int(hi_f) > info.max:  # info.max is not representable: use the float just below it
+        hi_f = np.nextafter(hi_f, ftype(-np.inf))
+    above = rounded > hi_f  # every float above hi_f is above info.max
+    out = np.clip(np.nan_to_num(rounded, nan=0.0), ftype(info.min), hi_f).astype(dtype)
+    out[above] = info.max
+    return out
+
+
+def transpose(arr: xr.DataArray, order: str | Sequence[str]) -> xr.DataArray:
+    """Reorder to ``order``: missing axes are added with length 1; axes left out must have length 1."""
+    axes = parse_axes(order)
+    dropped = [a for a in arr.dims if a not in axes]
+    too_long = [f"{a} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
+    if too_long:
+        raise AxisError(
+            f"axis order {''.join(axes)!r} leaves out {', '.join(too_long)}; "
+            f"only axes of length 1 can be dropped"
+        )
+    if dropped:
+        arr = arr.isel({a: 0 for a in dropped}, drop=True)
+    added = [a for a in axes if a not in arr.dims]
+    if added:
+        arr = arr.expand_dims(added)
+    return arr.transpose(*axes)
