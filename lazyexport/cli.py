@@ -1,0 +1,239 @@
+"""The ``lazyexport`` command: a thin layer over the public API.
+
+Mistakes a user can fix (bad ROI, unknown axis or placeholder, existing output, ...) print one
+``error: ...`` line and exit with status 2; Ctrl-C exits with 130 after removing temporary output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .describe import describe
+from .errors import ExportError, SettingsError
+from .formats import formats, get_writer
+from .plan import build_plan
+from .roi import parse_roi_text
+from .run import Progress, execute
+from .settings import ExportSettings
+from .sources import open_exported, open_source
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, like every other user error
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _parse_renormalize(text: str):
+    """``in_min,in_max:out_min,out_max``; ``:out_min,out_max`` takes the input range from the data."""
+    left, sep, right = text.partition(":")
+    if not sep:
+        raise SettingsError(f"cannot read --renormalize {text!r}; write in_min,in_max:out_min,out_max (e.g. 0,1:0,255)")
+
+    def pair(part: str):
+        values = part.split(",")
+        if len(values) != 2:
+            raise SettingsError(f"cannot read --renormalize {text!r}; each side needs two numbers, e.g. 0,1:0,255")
+        try:
+            return (float(values[0]), float(values[1]))
+        except ValueError:
+            raise SettingsError(f"cannot read --renormalize {text!r}: {part!r} is not two numbers") from None
+
+    return (pair(left) if left.strip() else None, pair(right))
+
+
+def _parse_chunks(text: str) -> dict[str, int]:
+    chunks = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        axis, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise SettingsError(f"cannot read --chunks part {part!r}; write axis=length, e.g. z=32,y=256")
+        chunks[axis.strip()] = int(value)
+    return chunks
+
+
+def _settings_from_args(args) -> ExportSettings:
+    return ExportSettings(
+        roi=parse_roi_text(args.roi) if args.roi else None,
+        renormalize=_parse_renormalize(args.renormalize) if args.renormalize else None,
+        dtype=args.dtype,
+        axis_order=args.axis_order,
+        format=args.format,
+        output=args.output,
+        compression=args.compression,
+        compression_level=args.compression_level,
+        chunks=_parse_chunks(args.chunks) if args.chunks else None,
+        result_type=args.result_type,
+        zarr_format=args.zarr_format,
+    )
+
+
+class _Bar:
+    """A tqdm progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self, enabled: bool, label: str):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=True)
+
+    def __call__(self, event: Progress) -> None:
+        if self.bar is None:
+            return
+        self.bar.total = event.bytes_total
+        self.bar.n = event.bytes_done
+        self.bar.set_postfix_str(f"{event.blocks_done}/{event.blocks_total} blocks", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False,
+                memory_limit=None, scheduler=None, quiet=False, label=None):
+    plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    bar = _Bar(not quiet, label or plan.nickname)
+    try:
+        return execute(plan, overwrite=overwrite, progress=bar, scheduler=scheduler)
+    finally:
+        bar.close()
+
+
+def cmd_info(args) -> int:
+    print(describe(open_source(args.source, axes=args.axes)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    settings = _settings_from_args(args)
+    source = open_source(args.source, axes=args.axes)
+    result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite,
+                         memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
+    print(result)
+    return 0
+
+
+def cmd_formats(args) -> int:
+    for name in formats():
+        writer = get_writer(name)
+        kind = "sequence" if writer.is_sequence else "single  "
+        print(f"{name:15} {kind} {'/'.join(writer.extensions):14} compression: "
+              f"{', '.join(writer.compressions)} (default {writer.compressions[0]})  - {writer.description}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import sample_volume
+
+    out_dir = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="lazyexport-demo-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    volume = sample_volume()
+    print("Source (a lazily generated two-channel probability map; nothing is in memory yet):")
+    print(describe(volume))
+    print()
+    common = dict(roi={"z": (16, 144)}, renormalize=((0.0, 1.0), (0, 255)), dtype="uint8", axis_order="czyx")
+    jobs = [
+        ("hdf5", f"{out_dir}/{{nickname}}_{{roi}}.h5/exported_data"),
+        ("zarr", f"{out_dir}/{{nickname}}_{{roi}}.zarr"),
+        ("tiff-sequence", f"{out_dir}/{{nickname}}_slices/z{{slice_index}}.tif"),
+    ]
+    print("Export: z in [16, 144), renormalize [0, 1] -> [0, 255], uint8, axis order czyx")
+    for fmt, output in jobs:
+        settings = ExportSettings(format=fmt, output=output, **common)
+        result = _run_export(volume, settings, overwrite=args.overwrite, quiet=args.quiet, label=fmt)
+        back = open_exported(result)
+        plane = back.isel(z=40).values
+        expected = execute_reference_plane(volume, 16 + 40)
+        status = "read back OK" if (plane == expected).all() else "READ BACK DIFFERS"
+        print(f"  {result}  [{status}]")
+    print(f"\nOutputs are in {out_dir}")
+    return 0
+
+
+def execute_reference_plane(volume, z: int):
+    """Plane ``z`` of the demo export computed directly with numpy, to check the read-back."""
+    import numpy as np
+
+    plane = volume.isel(z=z).values.astype("float32") * np.float32(255)
+    return np.clip(np.rint(plane), 0, 255).astype("uint8").transpose(2, 0, 1)
+
+
+def _add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--roi", help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end)")
+    p.add_argument("--renormalize", metavar="IN:OUT",
+                   help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input range from the data")
+    p.add_argument("--dtype", help="convert to this data type (integers round and clip), e.g. uint8")
+    p.add_argument("--axis-order", help="transpose to this axis order, e.g. czyx")
+    p.add_argument("--format", default="hdf5", help=f"output format: {', '.join(formats())} (default hdf5)")
+    p.add_argument("--output", metavar="TEMPLATE",
+                   help="output template, e.g. '{dataset_dir}/{nickname}_export.h5' (placeholders: see docs)")
+    p.add_argument("--nickname", help="the dataset's nickname for {nickname} (default: the file name)")
+    p.add_argument("--result-type", help="a label for {result_type}, e.g. Probabilities")
+    p.add_argument("--compression", help="codec, e.g. gzip, lzf, zstd, none (default: the format's)")
+    p.add_argument("--compression-level", type=int, help="codec level")
+    p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
+    p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3), help="Zarr version (default 3)")
+    p.add_argument("--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)")
+    p.add_argument("--scheduler", help="dask scheduler: threads (default) or synchronous")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lazyexport", description="Export image volumes larger than memory, chunk by chunk.")
+    parser.add_argument("--version", action="version", version=f"lazyexport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("info", help="describe a source (or an exported file) without reading pixels")
+    p.add_argument("source")
+    p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("export", help="export one source")
+    p.add_argument("source", help="file.h5/dataset, store.zarr[/path], file.tif, file.npy or a glob of slices")
+    p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
+    _add_export_options(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("formats", help="list the output formats")
+    p.set_defaults(func=cmd_formats)
+
+    p = sub.add_parser("demo", help="export a built-in sample volume to every core format")
+    p.add_argument("--output-dir", help="where to write (default: a new temporary directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo in --output-dir")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; temporary output removed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure: one line, the traceback on request
+        if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
+            traceback.print_exc()
+        print(f"error: export failed: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
