@@ -8,13 +8,16 @@ The public API::
                               dtype="uint8", axis_order="czyx", format="zarr")
     result = export(src, settings)                       # what was written
     out = open_exported(result)                          # read it back, labeled
+    batch = Batch.load("project.toml")                   # many datasets by nickname
+    report = batch.export_all()                          # results and failures by nickname
 """
 
+from .batch import Batch
 from .describe import describe
 from .errors import ExportError
 from .run import export
 from .settings import ExportSettings
 from .sources import open_exported, open_source
 
-__all__ = ["ExportError", "ExportSettings", "describe", "export", "open_exported", "open_source"]
+__all__ = ["Batch", "ExportError", "ExportSettings", "describe", "export", "open_exported", "open_source"]
 __version__ = "0.1.0"
