@@ -1,15 +1,19 @@
 """The ``lazyexport`` command: a thin layer over the public API.
 
 Mistakes a user can fix (bad ROI, unknown axis or placeholder, existing output, ...) print one
-``error: ...`` line and exit with status 2; Ctrl-C exits with 130 after removing temporary output.
+``error: ...`` line and exit with status 2; Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15),
+both after removing the temporary output (kept only with ``--resume``); existing outputs stay as
+they were.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -329,23 +333,38 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.func(args)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; temporary output removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output removed",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()
         print(f"error: export failed: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
