@@ -291,3 +291,42 @@ def test_cli_subprocess_uses_this_checkout():
     out = subprocess.run([sys.executable, "-c", "import lazyexport; print(lazyexport.__file__)"],
                          env=cli_env(), capture_output=True, text=True, cwd="/")
     assert out.stdout.strip() == str(Path(le.__file__))
+
+
+def run_on_terminal(args: list, cwd: Path) -> str:
+    """Run the CLI with stderr on a pseudo-terminal (150 columns); return what it showed there."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "lazyexport", *map(str, args)], cwd=cwd, env=cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:      # the terminal closed: the process is done
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return shown.decode(errors="replace").replace("\r", "\n")
+
+
+def test_progress_bars_one_per_dataset_on_a_terminal_only(three_formats):
+    project, _ = three_formats
+    shown = run_on_terminal(["batch", project, "export-all", "--memory-limit", "16MiB"], project.parent)
+    finals = [line for line in shown.splitlines() if "100%" in line]
+    for nick in "abc":
+        assert any(line.startswith(f"{nick}: 100%") and "1/1 blocks" in line and "/s" in line for line in finals)
+    quiet = run_on_terminal(["batch", project, "export-all", "--overwrite", "--quiet"], project.parent)
+    assert "blocks" not in quiet
+    piped = run_cli("batch", project, "export-all", "--overwrite")
+    assert piped.returncode == 0 and "blocks" not in piped.stderr
