@@ -25,6 +25,7 @@ from .formats import Writer, get_writer
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
+from .sources.base import reopen
 from .transforms import convert_dtype, cutout, default_input_range, renormalize, transpose
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -144,19 +145,14 @@ def build_plan(
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, src.dims, src.shape)
-    result = cutout(src, roi)
     notes: list[str] = []
     renorm = None
     if settings.renormalize is not None:
         in_range, out_range = settings.renormalize
         if in_range is None:
-            in_range = default_input_range(result.dtype) or _data_range(result, notes)
+            in_range = default_input_range(src.dtype) or _data_range(cutout(src, roi), notes)
         renorm = (in_range, out_range)
-        result = renormalize(result, in_range, out_range)
-    if settings.dtype is not None:
-        result = convert_dtype(result, settings.dtype)
-    if settings.axis_order is not None:
-        result = transpose(result, settings.axis_order)
+    result = _transformed(src, roi, settings, renorm)
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
@@ -167,8 +163,42 @@ def build_plan(
         _plan_slices(plan)
     _plan_outputs(plan)
     plan.chunks = writer.chunks(plan)
-    plan.result = result.chunk(dict(zip(plan.axes, _block_shape(plan))))
+    block = _block_shape(plan)
+    # A file source is read again with chunks that start at the cutout and match the blocks,
+    # so no block needs a rechunk (which would hold shared source chunks in memory).
+    aligned = reopen(src, _aligned_source_chunks(plan, block))
+    if aligned is not None:
+        result = _transformed(aligned, roi, settings, renorm)
+    plan.result = result.chunk(dict(zip(plan.axes, block)))
     return plan
+
+
+def _transformed(src: xr.DataArray, roi, settings: ExportSettings, renorm) -> xr.DataArray:
+    """The lazy result: cutout, renormalize, convert, transpose - in that order."""
+    result = cutout(src, roi)
+    if renorm is not None:
+        result = renormalize(result, *renorm)
+    if settings.dtype is not None:
+        result = convert_dtype(result, settings.dtype)
+    if settings.axis_order is not None:
+        result = transpose(result, settings.axis_order)
+    return result
+
+
+def _aligned_source_chunks(plan: ExportPlan, block: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Source chunks whose boundaries fall on the cutout's start and then every block length;
+    the parts outside the cutout are single chunks that are never read."""
+    lengths = dict(zip(plan.axes, block))
+    chunks = []
+    for axis, size in zip(plan.source.dims, plan.source.shape):
+        start, stop = plan.roi[axis]
+        step = lengths.get(axis, 1)   # an axis the transpose dropped has length 1
+        pieces = [start] if start else []
+        pieces += [min(step, stop - at) for at in range(start, stop, step)]
+        if stop < size:
+            pieces.append(size - stop)
+        chunks.append(tuple(pieces))
+    return tuple(chunks)
 
 
 def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:

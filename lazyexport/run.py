@@ -19,6 +19,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import zarr
 from dask.callbacks import Callback
 
 from .errors import ExportCancelled, OutputExistsError, SettingsError
@@ -72,6 +73,7 @@ class ExportResult:
 
 
 ProgressCallback = Callable[[Progress], Any]
+ZARR_CONCURRENCY = 4
 
 
 def _write_block(block: np.ndarray, target, block_info=None) -> np.ndarray:
@@ -139,7 +141,9 @@ def execute(
             chunks=tuple((1,) * len(c) for c in data.chunks),
             meta=np.empty((0,) * data.ndim, dtype=np.int64),
         )
-        with _Tracker(plan, written.name, progress, cancel):
+        # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
+        with _Tracker(plan, written.name, progress, cancel), \
+                zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
             dask.compute(written, scheduler=scheduler_name, num_workers=plan.workers)
         paths = target.commit()
     except BaseException:
