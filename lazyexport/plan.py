@@ -101,6 +101,19 @@ class ExportPlan:
     def widest_itemsize(self) -> int:
         return max(self.source.dtype.itemsize, self.result.dtype.itemsize, 8 if self.renormalize else 1)
 
+    def native_chunks(self) -> tuple[int, ...] | None:
+        """The source file's own chunk shape in output axes (1 for added axes), if known."""
+        native = self.source.encoding.get("lazyexport_native")
+        if native is None:
+            return None
+        lengths = dict(zip(self.source.dims, native))
+        return tuple(min(lengths.get(a, 1), s) for a, s in zip(self.axes, self.shape))
+
+    def misaligned_axes(self) -> list[str]:
+        """Output axes whose cutout starts inside a native source chunk."""
+        native = dict(zip(self.source.dims, self.source.encoding.get("lazyexport_native", ())))
+        return [a for a in self.axes if a in native and self.roi[a][0] % native[a]]
+
     def default_chunks(self, chunk_bytes: int) -> tuple[int, ...]:
         """An output chunk shape of about ``chunk_bytes``, following the data's own chunking,
         whole channel axes kept together, and the user's ``chunks`` setting where given."""
@@ -109,7 +122,7 @@ class ExportPlan:
             if axis == "c" and size <= 16:
                 fixed.setdefault(axis, size)
         wanted = tuple(min(fixed[a], s) if a in fixed else "auto" for a, s in zip(self.axes, self.shape))
-        previous = tuple(max(c) for c in self.result.data.chunks)
+        previous = self.native_chunks() or tuple(max(c) for c in self.result.data.chunks)
         auto = da.core.normalize_chunks(wanted, self.shape, limit=chunk_bytes, dtype=self.dtype,
                                         previous_chunks=previous)
         return tuple(max(c) if c else 1 for c in auto)
@@ -286,8 +299,10 @@ def _block_shape(plan: ExportPlan) -> tuple[int, ...]:
     chunk_bytes = chunk_elems * plan.widest_itemsize()
     multiples = max(budget // max(chunk_bytes, 1), 1)
     block = list(plan.chunks)
-    # grow along the innermost axes first, in whole chunks, up to the full axis
-    for i in reversed(range(len(block))):
+    # grow in whole chunks up to the full axis: first along axes where the cutout starts inside a
+    # source chunk (so that chunk is read by fewer blocks), then the innermost axes first
+    misaligned = [plan.axes.index(a) for a in plan.misaligned_axes()]
+    for i in misaligned + [i for i in reversed(range(len(block))) if i not in misaligned]:
         c, size = plan.chunks[i], plan.shape[i]
         if multiples <= 1:
             break

@@ -101,11 +101,12 @@ def resolve_axes(
 
 
 def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, reader: Any = None,
-            **attrs) -> xr.DataArray:
+            native: Sequence[int] | None = None, **attrs) -> xr.DataArray:
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
 
     ``reader`` is the sliceable object ``data`` reads from (a :class:`FileArray`, a zarr array);
     the planner uses it to re-open the source with chunks aligned to the cutout (:func:`reopen`).
+    ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
 
     ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
     without extension) and ``dataset_dir`` (the directory holding the source; the current
@@ -127,6 +128,8 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     out = xr.DataArray(data, dims=tuple(axes), attrs=base)
     if reader is not None:
         out.encoding.update(lazyexport_reader=reader, lazyexport_name=data.name)
+    if native is not None:
+        out.encoding["lazyexport_native"] = tuple(int(n) for n in native)
     return out
 
 

@@ -70,7 +70,7 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     chunks = dask_chunks(arr.shape, arr.dtype, native)
     name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
     dims = resolve_axes(axes, meta_axes, arr.shape)
-    return labeled(reader_array(arr, chunks, name=name), dims, path, reader=arr, internal_path=internal)
+    return labeled(reader_array(arr, chunks, name=name), dims, path, reader=arr, native=native, internal_path=internal)
 
 
 def _mtime(path: Path) -> int:
