@@ -93,10 +93,11 @@ class ExportPlan:
     @property
     def value_range(self) -> tuple[float, float] | None:
         """The output's value range where it is known without reading data."""
+        full = default_input_range(self.dtype)   # an integer output type clips to its range
         if self.renormalize is not None:
-            lo, hi = self.renormalize[1]
-            return (min(lo, hi), max(lo, hi))
-        return default_input_range(self.dtype)
+            lo, hi = sorted(self.renormalize[1])
+            return (max(lo, full[0]), min(hi, full[1])) if full else (lo, hi)
+        return full
 
     def widest_itemsize(self) -> int:
         return max(self.source.dtype.itemsize, self.result.dtype.itemsize, 8 if self.renormalize else 1)
