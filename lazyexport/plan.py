@@ -144,19 +144,14 @@ def build_plan(
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, src.dims, src.shape)
-    result = cutout(src, roi)
     notes: list[str] = []
     renorm = None
     if settings.renormalize is not None:
         in_range, out_range = settings.renormalize
         if in_range is None:
-            in_range = default_input_range(result.dtype) or _data_range(result, notes)
+            in_range = default_input_range(src.dtype) or _data_range(cutout(src, roi), notes)
         renorm = (in_range, out_range)
-        result = renormalize(result, in_range, out_range)
-    if settings.dtype is not None:
-        result = convert_dtype(result, settings.dtype)
-    if settings.axis_order is not None:
-        result = transpose(result, settings.axis_order)
+    result = transform(src, roi, settings, renorm)
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
@@ -169,6 +164,26 @@ def build_plan(
     plan.chunks = writer.chunks(plan)
     plan.result = result.chunk(dict(zip(plan.axes, _block_shape(plan))))
     return plan
+
+
+def transform(
+    src: xr.DataArray,
+    roi: dict[str, tuple[int, int]],
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+) -> xr.DataArray:
+    """The lazy export result for ``roi``: cutout, renormalize (with resolved ranges), convert,
+    transpose, in that order, without rechunking. :func:`build_plan` applies it to the whole ROI;
+    a preview applies it to a one-plane ROI so that only the chunks of that plane are computed.
+    """
+    result = cutout(src, roi)
+    if renorm is not None:
+        result = renormalize(result, *renorm)
+    if settings.dtype is not None:
+        result = convert_dtype(result, settings.dtype)
+    if settings.axis_order is not None:
+        result = transpose(result, settings.axis_order)
+    return result
 
 
 def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
