@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+from PIL import Image
 
 import lazyexport
 from lazyexport import ExportError, ExportSettings, export, preview
 from lazyexport import demo
+from lazyexport.cli import main
 from lazyexport.errors import AxisError, NotExportedError, RoiError, SourceError
+from lazyexport.preview import PAD_PX, PANEL_PX, TITLE_PX, picture_size
 
 
 def _source(shape=(20, 30, 40), seed=0) -> np.ndarray:
@@ -198,3 +202,88 @@ def test_live_preview_of_a_16_gib_volume_computes_one_plane_of_chunks(monkeypatc
     reference = original(block_info={None: {"array-location": [(300, 301), (0, 2048), (0, 2048), (0, 2)]}})[0]
     expected = np.clip(np.rint(reference * np.float32(255)), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(live.values, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture
+def sample_h5(tmp_path) -> Path:
+    export(demo.sample_volume(shape=(24, 64, 96), chunks=(8, 32, 32)), ExportSettings(output=str(tmp_path / "sample.h5")))
+    return tmp_path / "sample.h5"
+
+
+def _options(tmp_path) -> list[str]:
+    return ["--roi", "z=4:20", "--renormalize", "0,1:0,255", "--dtype", "uint8", "--axis-order", "czyx",
+            "--format", "zarr", "--output", str(tmp_path / "exported.zarr")]
+
+
+def _panels(png: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The image area and the title band of each of the three panels, as RGB arrays."""
+    image = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    inner = 2 * PAD_PX
+    areas = [image[TITLE_PX + inner:-inner, i * PANEL_PX + inner:(i + 1) * PANEL_PX - inner] for i in range(3)]
+    titles = [image[:TITLE_PX - PAD_PX, i * PANEL_PX:(i + 1) * PANEL_PX] for i in range(3)]
+    return areas, titles
+
+
+def test_cli_preview_png_has_three_panels(tmp_path, sample_h5, capsys):
+    png = tmp_path / "pictures" / "preview.png"
+    args = ["preview", str(sample_h5), *_options(tmp_path), "--at", "z=10", "--png", str(png)]
+
+    # before the export: the disk panel says so, the command still succeeds
+    assert main(args) == 0
+    assert "nothing exported yet" in capsys.readouterr().err
+    assert Image.open(png).size == picture_size((64, 96)) == (3 * PANEL_PX, round(PANEL_PX * 64 / 96) + TITLE_PX)
+    (raw, live, disk), titles = _panels(png)
+    assert raw.std() > 20 and live.std() > 20                  # pictures, not blank
+    assert disk.std() < 15                                     # a plain panel with one line of text
+    assert np.abs(disk.mean() - live.mean()) > 10
+    assert all((t < 100).any() for t in titles)                # every panel has a dark title text
+
+    assert main(["export", str(sample_h5), *_options(tmp_path), "-q"]) == 0
+    assert main(args) == 0
+    (raw, live, disk), _ = _panels(png)
+    assert disk.std() > 20
+    np.testing.assert_array_equal(disk, live)                  # the same plane, read back from disk
+    assert (live[..., 0] != live[..., 1]).any()                # two channels: a magenta/green composite
+
+    # one display range for all: the raw probabilities (0..1) turn black next to 0..255
+    assert main([*args, "--same-range"]) == 0
+    (raw, live, disk), _ = _panels(png)
+    assert raw.mean() < 5 < live.mean() - 50
+    # one channel: gray
+    assert main([*args, "--channel", "1"]) == 0
+    (raw, live, disk), _ = _panels(png)
+    assert (live[..., 0] == live[..., 1]).all() and (live[..., 1] == live[..., 2]).all() and live.std() > 20
+
+
+@pytest.mark.parametrize("at,message", [
+    ("q=3", "axis 'q', which the source does not have"),
+    ("z=2", r"z=2 is outside the ROI: axis 'z' has the valid range \[4, 20\)"),
+    ("z=ten", "cannot read --at part 'z=ten'"),
+])
+def test_cli_preview_bad_position_exits_2_with_one_error_line(tmp_path, sample_h5, capsys, at, message):
+    png = tmp_path / "p.png"
+    assert main(["preview", str(sample_h5), *_options(tmp_path), "--at", at, "--png", str(png)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert __import__("re").search(message, err[0])
+    assert not png.exists()
+
+
+@pytest.mark.parametrize("fmt,output,opened", [
+    ("hdf5", "out.h5/exported_data", "out.h5/exported_data"),
+    ("zarr", "out.zarr", "out.zarr"),
+    ("tiff-sequence", "slices/z{slice_index}.tif", "slices/z*.tif"),
+])
+def test_info_describes_an_export_like_a_source(tmp_path, sample_h5, capsys, fmt, output, opened):
+    assert main(["export", str(sample_h5), "--roi", "z=4:7", "--axis-order", "czyx", "--dtype", "uint16",
+                 "--renormalize", "0,1:0,1000", "--format", fmt, "--output", str(tmp_path / output), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / opened)]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["axes"] == "czyx"
+    assert lines["shape"] == "(c=2, z=3, y=64, x=96)"
+    assert lines["dtype"] == "uint16"
