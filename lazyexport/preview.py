@@ -149,13 +149,14 @@ class Position:
     def disk(self) -> xr.DataArray:
         plan = self.plan
         expected = dict(plan.result.sizes)
+        index = {a: self.output_index(a) for a in plan.axes if a not in self.plane and a != CHANNEL}
         if plan.writer.is_sequence:
             axis = plan.slice_axis
             if axis in self.plane:
                 files = list(plan.paths)
-            else:
-                files = [plan.paths[self.output_index(axis)]]
-                expected[axis] = 1
+            else:   # read only the slice file that holds the plane
+                files = [plan.paths[index[axis]]]
+                expected[axis], index[axis] = 1, 0
             missing = [f for f in files if not f.exists()]
             if missing:
                 raise NotExportedError(f"nothing exported yet at {missing[0]}; run export first")
@@ -171,12 +172,6 @@ class Position:
                 f"the export at {_exported_location(plan)} ({_shape_text(found)} {arr.dtype}) does not match "
                 f"these settings ({_shape_text(expected)} {plan.dtype}); export again with --overwrite"
             )
-        if plan.writer.is_sequence and plan.slice_axis not in self.plane:
-            index = {plan.slice_axis: 0}
-        else:
-            index = {}
-        index.update({a: self.output_index(a) for a in plan.axes
-                      if a not in self.plane and a != CHANNEL and a not in index})
         return self._label(arr.isel(index), "disk")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from lazyexport import ExportError, ExportSettings, export, preview
 from lazyexport import demo
 from lazyexport.cli import main
 from lazyexport.errors import AxisError, NotExportedError, RoiError, SourceError
+from lazyexport.plan import build_plan
 from lazyexport.preview import PAD_PX, PANEL_PX, TITLE_PX, picture_size
 
 
@@ -80,7 +82,7 @@ def test_raw_and_live_planes_equal_numpy_with_renormalize_dtype_and_transpose():
 def test_live_plane_equals_the_plans_full_result():
     src = _source(seed=3)
     planes = preview(xr.DataArray(src, dims=("z", "y", "x")), SETTINGS, at={"z": 14}, layers=("live",))
-    plan = lazyexport.plan.build_plan(xr.DataArray(src, dims=("z", "y", "x")), SETTINGS)
+    plan = build_plan(xr.DataArray(src, dims=("z", "y", "x")), SETTINGS)
     full = plan.result.values  # xyz, z counted from the ROI start 5
     np.testing.assert_array_equal(planes["live"].values, full[:, :, 14 - 5])
 
@@ -269,7 +271,7 @@ def test_cli_preview_bad_position_exits_2_with_one_error_line(tmp_path, sample_h
     assert main(["preview", str(sample_h5), *_options(tmp_path), "--at", at, "--png", str(png)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
-    assert __import__("re").search(message, err[0])
+    assert re.search(message, err[0])
     assert not png.exists()
 
 
