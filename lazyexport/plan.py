@@ -166,7 +166,7 @@ def build_plan(
         if in_range is None:
             in_range = default_input_range(src.dtype) or _data_range(cutout(src, roi), notes)
         renorm = (in_range, out_range)
-    result = _transformed(src, roi, settings, renorm)
+    result = transform(src, roi, settings, renorm)
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
@@ -182,13 +182,21 @@ def build_plan(
     # so no block needs a rechunk (which would hold shared source chunks in memory).
     aligned = reopen(src, _aligned_source_chunks(plan, block))
     if aligned is not None:
-        result = _transformed(aligned, roi, settings, renorm)
+        result = transform(aligned, roi, settings, renorm)
     plan.result = result.chunk(dict(zip(plan.axes, block)))
     return plan
 
 
-def _transformed(src: xr.DataArray, roi, settings: ExportSettings, renorm) -> xr.DataArray:
-    """The lazy result: cutout, renormalize, convert, transpose - in that order."""
+def transform(
+    src: xr.DataArray,
+    roi: dict[str, tuple[int, int]],
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+) -> xr.DataArray:
+    """The lazy export result for ``roi``: cutout, renormalize (with resolved ranges), convert,
+    transpose, in that order, without rechunking. :func:`build_plan` applies it to the whole ROI;
+    a preview applies it to a one-plane ROI so that only the chunks of that plane are computed.
+    """
     result = cutout(src, roi)
     if renorm is not None:
         result = renormalize(result, *renorm)
