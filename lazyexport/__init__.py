@@ -9,8 +9,11 @@ The public API::
     result = export(src, settings)                       # what was written
     out = open_exported(result)                          # read it back, labeled
     planes = preview(src, settings, at={"z": 10})        # raw / live / disk planes of z=10
+    batch = Batch.load("project.toml")                   # many datasets by nickname
+    report = batch.export_all()                          # results and failures by nickname
 """
 
+from .batch import Batch
 from .describe import describe
 from .errors import ExportError
 from .preview import preview
@@ -18,5 +21,6 @@ from .run import export
 from .settings import ExportSettings
 from .sources import open_exported, open_source
 
-__all__ = ["ExportError", "ExportSettings", "describe", "export", "open_exported", "open_source", "preview"]
+__all__ = ["Batch", "ExportError", "ExportSettings", "describe", "export", "open_exported", "open_source",
+           "preview"]
 __version__ = "0.1.0"

@@ -1,26 +1,31 @@
 """The ``lazyexport`` command: a thin layer over the public API.
 
 Mistakes a user can fix (bad ROI, unknown axis or placeholder, existing output, ...) print one
-``error: ...`` line and exit with status 2; Ctrl-C exits with 130 after removing temporary output.
+``error: ...`` line and exit with status 2; Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15),
+both after removing the temporary output (kept only with ``--resume``); existing outputs stay as
+they were.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
 from . import __version__
+from .batch import Batch, Dataset, reason
 from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
 from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text
-from .run import Progress, execute
+from .run import ExportResult, Progress, execute
 from .settings import ExportSettings
 from .sources import open_exported, open_source
 
@@ -80,7 +85,8 @@ def _settings_from_args(args) -> ExportSettings:
 
 
 class _Bar:
-    """A tqdm progress bar on stderr, only when it is a terminal."""
+    """A tqdm progress bar on stderr, only when it is a terminal: bytes written, rate, ETA, and
+    blocks (chunks) done / total."""
 
     def __init__(self, enabled: bool, label: str):
         self.bar = None
@@ -102,6 +108,25 @@ class _Bar:
             self.bar.close()
 
 
+class _BatchBars:
+    """One progress bar line per dataset of a batch (a new bar when the nickname changes)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.nickname: str | None = None
+        self.bar = _Bar(False, "")
+
+    def __call__(self, nickname: str, event: Progress) -> None:
+        if nickname != self.nickname:
+            self.close()
+            self.nickname, self.bar = nickname, _Bar(self.enabled, nickname)
+        self.bar(event)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.nickname, self.bar = None, _Bar(False, "")
+
+
 def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False,
                 memory_limit=None, scheduler=None, quiet=False, label=None):
     plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
@@ -121,6 +146,11 @@ def cmd_info(args) -> int:
 
 def cmd_export(args) -> int:
     settings = _settings_from_args(args)
+    if args.save_settings:
+        project = Batch(settings, [Dataset(args.source, args.nickname or "", args.axes)])
+        saved = project.save(args.save_settings)
+        print(f"saved the settings as a one-dataset project {saved}; rerun with "
+              f"'lazyexport batch {saved} export-all'", file=sys.stderr)
     source = open_source(args.source, axes=args.axes)
     result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite,
                          memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
@@ -147,6 +177,72 @@ def cmd_preview(args) -> int:
     print(f"wrote {path}: raw, live preview and exported planes {''.join(map(str, live.dims))} "
           f"{live.shape}" + (f" at {fixed}" if fixed else ""))
     return 0
+
+
+def cmd_batch(args) -> int:
+    batch = Batch.load(args.project)
+    if args.save_settings:
+        print(f"saved the project to {batch.save(args.save_settings)}", file=sys.stderr)
+    return _BATCH_ACTIONS[args.action](batch, args)
+
+
+def _batch_list(batch: Batch, args) -> int:
+    rows = [("NICKNAME", "SOURCE", "OUTPUT", "EXISTS")]
+    for row in batch.list():
+        output = row.output if row.error is None else f"? ({row.error})"
+        rows.append((row.nickname, row.source, output, "yes" if row.exists else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) + "  " + r[3])
+    return 0
+
+
+def _batch_export(batch: Batch, args) -> int:
+    nicknames = args.nicknames if args.action == "export" else batch.nicknames
+    bars = _BatchBars(not args.quiet)
+
+    def done(nickname: str, outcome) -> None:
+        bars.close()
+        if isinstance(outcome, ExportResult):
+            print(f"{nickname}: {outcome}")
+        else:
+            print(f"{nickname}: FAILED: {reason(outcome)}")
+
+    try:
+        report = batch.export(nicknames, overwrite=args.overwrite, fail_fast=args.fail_fast,
+                              memory_limit=args.memory_limit, scheduler=args.scheduler,
+                              progress=bars, on_done=done)
+    finally:
+        bars.close()
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _batch_delete(batch: Batch, args) -> int:
+    planned = batch.delete_all(dry_run=True)
+    for nickname, why in planned.refused.items():
+        print(f"left alone: {nickname}: {why}", file=sys.stderr)
+    if not planned.removed:
+        print("nothing to delete")
+        return 1 if planned.refused else 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise SettingsError("delete-all needs confirmation and stdin is not a terminal; pass --yes")
+        print("delete-all would remove:")
+        for item in planned.removed:
+            print(f"  {item}")
+        answer = input(f"Delete these {len(planned.removed)} outputs? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    report = batch.delete_all()
+    for item in report.removed:
+        print(f"deleted {item}")
+    return 1 if report.refused else 0
+
+
+_BATCH_ACTIONS = {"list": _batch_list, "export-all": _batch_export, "export": _batch_export,
+                  "delete-all": _batch_delete}
 
 
 def cmd_formats(args) -> int:
@@ -209,6 +305,12 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression-level", type=int, help="codec level")
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3), help="Zarr version (default 3)")
+    _add_run_options(p)
+    p.add_argument("--save-settings", metavar="FILE.toml",
+                   help="also save these settings as a one-dataset project file for 'lazyexport batch'")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)")
     p.add_argument("--scheduler", help="dask scheduler: threads (default) or synchronous")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -242,6 +344,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, help="show this channel only (default: up to 3 channels as a composite)")
     _add_export_options(p)
     p.set_defaults(func=cmd_preview)
+    p = sub.add_parser("batch", help="many datasets from a project file: list, export, export-all, delete-all")
+    p.add_argument("project", help="the project file (TOML; see docs/batch.md)")
+    p.add_argument("--save-settings", metavar="FILE.toml", help="save the project (sources made relative to FILE)")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    actions.add_parser("list", help="nickname, source, output location, and whether the output exists")
+    for action, text in (("export-all", "export every dataset"), ("export", "export the datasets named")):
+        a = actions.add_parser(action, help=text)
+        if action == "export":
+            a.add_argument("nicknames", nargs="+", metavar="NICKNAME")
+        a.add_argument("--fail-fast", action="store_true", help="stop at the first dataset that fails")
+        _add_run_options(a)
+    a = actions.add_parser("delete-all", help="remove every output the project writes (asks first)")
+    a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("formats", help="list the output formats")
     p.set_defaults(func=cmd_formats)
@@ -254,23 +370,38 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return args.func(args)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; temporary output removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output removed",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM if terminated else 130
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()
         print(f"error: export failed: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

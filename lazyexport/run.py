@@ -12,15 +12,19 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
+import dask.local
+import dask.threaded
 import numpy as np
 import zarr
 from dask.callbacks import Callback
+from dask.core import flatten
 
 from .errors import ExportCancelled, OutputExistsError, SettingsError
 from .plan import ExportPlan, build_plan
@@ -110,6 +114,21 @@ class _Tracker(Callback):
             self.progress(event)
 
 
+def _run_tasks(written: da.Array, keys: Sequence[tuple], scheduler: str, workers: int) -> None:
+    """Compute the write tasks ``keys`` of ``written``. Returns (or raises) only once no write
+    is running any more, also when interrupted, so the temporary output can then be removed."""
+    (written,) = dask.optimize(written)
+    graph = written.__dask_graph__().cull(set(keys))
+    if scheduler == "sync":
+        dask.local.get_sync(graph, list(keys))
+        return
+    pool = ThreadPoolExecutor(workers)
+    try:
+        dask.threaded.get(graph, list(keys), pool=pool)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _local_scheduler(scheduler: Any) -> str:
     if scheduler in (None, "threads", "threading"):
         return "threads"
@@ -141,10 +160,11 @@ def execute(
             chunks=tuple((1,) * len(c) for c in data.chunks),
             meta=np.empty((0,) * data.ndim, dtype=np.int64),
         )
+        keys = list(flatten(written.__dask_keys__()))
         # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
         with _Tracker(plan, written.name, progress, cancel), \
                 zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
-            dask.compute(written, scheduler=scheduler_name, num_workers=plan.workers)
+            _run_tasks(written, keys, scheduler_name, plan.workers)
         paths = target.commit()
     except BaseException:
         target.abort()

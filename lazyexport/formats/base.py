@@ -74,6 +74,15 @@ class Writer:
     def open(self, plan: ExportPlan) -> Target:
         raise NotImplementedError
 
+    def delete(self, plan: ExportPlan, dry_run: bool = False) -> list[str]:
+        """Remove what an export of ``plan`` wrote (its final outputs that exist, nothing else);
+        return what was (or, with ``dry_run``, would be) removed."""
+        found = self.existing(plan)
+        if not dry_run:
+            for path in found:
+                remove(path)
+        return [str(p) for p in found]
+
     def compression(self, plan: ExportPlan) -> str:
         return plan.settings.compression or self.compressions[0]
 

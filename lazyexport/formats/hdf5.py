@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 
 from ..axes import vigra_axistags
+from ..errors import FormatError
 from . import register
 from .base import Target, Writer, remove, temp_path
 
@@ -74,6 +75,26 @@ class HDF5Writer(Writer):
             return [file]
         with h5py.File(file, "r") as f:
             return [file] if self.dataset(plan) in f else []
+
+    def delete(self, plan, dry_run: bool = False) -> list[str]:
+        """Remove the file, or only our dataset when the file holds other data too."""
+        if not self.existing(plan):
+            return []
+        file, name = plan.output, self.dataset(plan)
+        other = _other_content(file, name)
+        if other is None:
+            raise FormatError(f"{file} is not an HDF5 file, so lazyexport did not write it; left alone")
+        if not other:
+            if not dry_run:
+                remove(file)
+            return [str(file)]
+        if not dry_run:
+            with h5py.File(file, "r+") as f:
+                del f[name]
+                for parent in reversed(_parents(name)):   # groups the export created, if now empty
+                    if parent in f and not len(f[parent]) and not f[parent].attrs.keys():
+                        del f[parent]
+        return [f"{file}/{name} (only this dataset: the file holds other data)"]
 
     def open(self, plan) -> Target:
         final = plan.output

@@ -100,6 +100,15 @@ def resolve_axes(
     return guess_axes(shape)
 
 
+def default_nickname(file: str | os.PathLike) -> str:
+    """A source's default nickname: its file name without extension (``a.ome.tif`` -> ``a``)."""
+    name = Path(file).name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem if Path(name).suffix else name
+
+
 def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, reader: Any = None,
             native: Sequence[int] | None = None, **attrs) -> xr.DataArray:
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
@@ -114,14 +123,7 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     """
     if path is not None:
         file = Path(path)
-        name = file.name
-        for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        else:
-            name = file.stem if file.suffix else file.name
-        base = {"source": str(path), "nickname": name, "dataset_dir": str(file.resolve().parent)}
+        base = {"source": str(path), "nickname": default_nickname(file), "dataset_dir": str(file.resolve().parent)}
     else:
         base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
     base.update(attrs)

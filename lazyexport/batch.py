@@ -1,0 +1,368 @@
+"""Many datasets by nickname: a project file with shared settings and per-dataset overrides.
+
+A project is a TOML file::
+
+    [settings]                      # shared: any ExportSettings field
+    format = "hdf5"
+    output = "{dataset_dir}/{nickname}_export.h5/exported_data"
+    roi = { z = [0, 10] }           # or the command line form: roi = "z=0:10,x=:512"
+
+    [[datasets]]
+    source = "data/a.h5/volume"     # relative paths start at the project file's directory
+    nickname = "a"                  # default: the source file name without extension
+    axes = "zyx"                    # optional, overrides the file's axis tags
+    [datasets.settings]             # optional: overrides of any shared setting
+    dtype = "uint16"
+
+A per-dataset setting replaces the shared one as a whole (an overriding ``roi`` replaces the
+whole shared ``roi``). TOML has no null: ``renormalize = [[], [0, 255]]`` takes the input range
+from the data, and a ROI with open ends is written in its text form ``"z=10:,x=:512"``.
+
+:class:`Batch` lists the datasets with their output locations, exports one, some or all of
+them (one failing does not stop the others unless ``fail_fast``), and deletes exactly the
+outputs the project writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import ExportCancelled, ExportError, SettingsError
+from .plan import ExportPlan, build_plan
+from .roi import parse_roi_text
+from .run import ExportResult, Progress, execute
+from .settings import ExportSettings
+from .sources import open_source, split_path
+from .sources.base import default_nickname
+
+PROJECT_KEYS = ("settings", "datasets")
+DATASET_KEYS = ("source", "nickname", "axes", "settings")
+
+BatchProgress = Callable[[str, Progress], Any]          # (nickname, progress)
+BatchDone = Callable[[str, "ExportResult | Exception"], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """One dataset of a project: its source (absolute, or relative to the project's directory),
+    nickname, optional axis tags and per-dataset setting overrides (as in the project file)."""
+
+    source: str
+    nickname: str = ""
+    axes: str | None = None
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.nickname:
+            object.__setattr__(self, "nickname", default_nickname(split_path(self.source)[0]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A line of :meth:`Batch.list`: where a dataset's export goes and whether it exists."""
+
+    nickname: str
+    source: str            # the source, its axes, shape and dtype
+    output: str            # the output location ("?" if it cannot be planned)
+    exists: bool
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class BatchReport:
+    """What an export of several datasets did: results and failures by nickname, and the
+    nicknames not attempted because an earlier one failed with ``fail_fast``."""
+
+    results: dict[str, ExportResult] = dataclasses.field(default_factory=dict)
+    failures: dict[str, Exception] = dataclasses.field(default_factory=dict)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.skipped
+
+    def summary(self) -> str:
+        lines = [f"{len(self.results)} exported, {len(self.failures)} failed"
+                 + (f", {len(self.skipped)} not attempted" if self.skipped else "")]
+        lines += [f"  FAILED {nick}: {reason(exc)}" for nick, exc in self.failures.items()]
+        if self.skipped:
+            lines.append(f"  not attempted (--fail-fast): {', '.join(self.skipped)}")
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class DeleteReport:
+    """What :meth:`Batch.delete_all` removed, and the datasets it left alone (with why)."""
+
+    removed: list[str] = dataclasses.field(default_factory=list)
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def reason(exc: BaseException) -> str:
+    """One line saying why an export failed, in the user's terms where possible."""
+    return str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
+
+
+class Batch:
+    """Many datasets exported with shared settings; see the module docstring for the file format.
+
+    ``settings`` are the shared settings (an :class:`ExportSettings` or a mapping of its fields);
+    ``base_dir`` is where relative sources start (the project file's directory).
+    """
+
+    def __init__(self, settings: ExportSettings | Mapping[str, Any] | None,
+                 datasets: Iterable[Dataset | Mapping[str, Any]], base_dir: str | os.PathLike | None = None):
+        if isinstance(settings, ExportSettings):
+            settings = settings.to_dict()
+        self.settings: dict[str, Any] = _from_toml(settings or {})
+        self.base_dir = Path(base_dir or os.getcwd()).resolve()
+        self.datasets: list[Dataset] = [_dataset(d, i) for i, d in enumerate(datasets)]
+        counts = Counter(d.nickname for d in self.datasets)
+        duplicates = [n for n, k in counts.items() if k > 1]
+        if duplicates:
+            listing = "; ".join(
+                f"{n!r} ({', '.join(d.source for d in self.datasets if d.nickname == n)})" for n in duplicates
+            )
+            raise SettingsError(f"duplicate nickname(s) {listing}: give each dataset a unique nickname")
+        for d in self.datasets:
+            self.settings_for(d.nickname)   # every dataset's settings are valid, or fail now
+
+    # -- reading and writing project files ---------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Batch:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"project file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read project file {path}: {exc}") from None
+        try:
+            return cls.from_dict(data, base_dir=path.resolve().parent)
+        except ExportError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> Batch:
+        unknown = sorted(set(data) - set(PROJECT_KEYS))
+        if unknown:
+            raise SettingsError(f"unknown project key(s) {', '.join(unknown)}; known: {', '.join(PROJECT_KEYS)}")
+        datasets = data.get("datasets", [])
+        if not isinstance(datasets, list) or not datasets:
+            raise SettingsError("a project needs at least one [[datasets]] entry with a source")
+        return cls(data.get("settings", {}), datasets, base_dir=base_dir)
+
+    def to_dict(self, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+        """Plain TOML-ready data; sources under ``base_dir`` (default: this batch's) are relative."""
+        base = Path(base_dir).resolve() if base_dir is not None else self.base_dir
+        datasets = []
+        for d in self.datasets:
+            entry: dict[str, Any] = {"source": _relative(self.source_path(d), base), "nickname": d.nickname}
+            if d.axes:
+                entry["axes"] = d.axes
+            if d.settings:
+                entry["settings"] = _to_toml(d.settings)
+            datasets.append(entry)
+        return {"settings": _to_toml(self.settings), "datasets": datasets}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the project to ``path`` (TOML), sources relative to its directory where below it."""
+        import tomli_w
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = tomli_w.dumps(self.to_dict(base_dir=path.resolve().parent))
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+        return path
+
+    # -- what the project exports --------------------------------------------------------------
+
+    @property
+    def nicknames(self) -> list[str]:
+        return [d.nickname for d in self.datasets]
+
+    def dataset(self, nickname: str) -> Dataset:
+        for d in self.datasets:
+            if d.nickname == nickname:
+                return d
+        raise SettingsError(f"no dataset nicknamed {nickname!r}; the project has {', '.join(self.nicknames)}")
+
+    def source_path(self, dataset: Dataset) -> str:
+        return os.path.abspath(self.base_dir / os.path.expanduser(dataset.source))
+
+    def settings_for(self, nickname: str) -> ExportSettings:
+        d = self.dataset(nickname)
+        try:
+            return ExportSettings.from_dict({**self.settings, **_from_toml(d.settings)})
+        except ExportError as exc:
+            raise type(exc)(f"dataset {nickname!r}: {exc}") from None
+
+    def plan(self, nickname: str, memory_limit: Any = None) -> ExportPlan:
+        d = self.dataset(nickname)
+        source = open_source(self.source_path(d), axes=d.axes)
+        return build_plan(source, self.settings_for(nickname), nickname=nickname, memory_limit=memory_limit)
+
+    def list(self) -> list[Row]:
+        """Each dataset's nickname, source, output location and whether that output exists.
+        A dataset that cannot be planned (missing source, bad ROI, ...) says why in ``error``."""
+        rows = []
+        for d in self.datasets:
+            try:
+                plan = self.plan(d.nickname)
+            except Exception as exc:
+                rows.append(Row(d.nickname, d.source, "?", False, reason(exc)))
+                continue
+            src = plan.source
+            described = f"{d.source} {''.join(map(str, src.dims))} {tuple(src.shape)} {src.dtype}"
+            rows.append(Row(d.nickname, described, output_location(plan), bool(plan.writer.existing(plan))))
+        return rows
+
+    # -- export and delete ---------------------------------------------------------------------
+
+    def export(
+        self,
+        nicknames: Sequence[str],
+        *,
+        overwrite: bool = False,
+        fail_fast: bool = False,
+        memory_limit: Any = None,
+        scheduler: Any = None,
+        progress: BatchProgress | None = None,
+        on_done: BatchDone | None = None,
+        cancel=None,
+    ) -> BatchReport:
+        """Export the named datasets in order. A dataset that fails is recorded in the report and
+        the others go on (with ``fail_fast`` the rest are skipped). Cancellation (the ``cancel``
+        event, Ctrl-C) stops the whole batch. ``progress(nickname, Progress)`` is called after
+        every block; ``on_done(nickname, result_or_exception)`` after every dataset."""
+        for nick in nicknames:
+            self.dataset(nick)   # unknown nicknames fail before anything is written
+        report = BatchReport()
+        for i, nick in enumerate(nicknames):
+            try:
+                plan = self.plan(nick, memory_limit=memory_limit)
+                each = (lambda event, nick=nick: progress(nick, event)) if progress else None
+                result = execute(plan, overwrite=overwrite, progress=each, scheduler=scheduler, cancel=cancel)
+            except ExportCancelled:
+                raise
+            except Exception as exc:
+                report.failures[nick] = exc
+                if on_done:
+                    on_done(nick, exc)
+                if fail_fast:
+                    report.skipped = list(nicknames[i + 1:])
+                    break
+                continue
+            report.results[nick] = result
+            if on_done:
+                on_done(nick, result)
+        return report
+
+    def export_all(self, *, fail_fast: bool = False, **options: Any) -> BatchReport:
+        """Export every dataset; ``options`` as for :meth:`export`."""
+        return self.export(self.nicknames, fail_fast=fail_fast, **options)
+
+    def delete_all(self, *, dry_run: bool = False) -> DeleteReport:
+        """Remove exactly the outputs this project writes: the final files and directories of
+        each dataset's plan (for an HDF5 file that holds other data too, only the dataset), and
+        directories the export created that are left empty. Never a source, nothing else.
+        A dataset whose output cannot be computed, or whose output holds a source, is left alone
+        and reported in ``refused``."""
+        report = DeleteReport()
+        sources = [Path(split_path(self.source_path(d))[0]).resolve() for d in self.datasets]
+        for d in self.datasets:
+            try:
+                plan = self.plan(d.nickname)
+                outputs = [p.resolve() for p in plan.paths]
+                clash = [s for s in sources for o in outputs if s == o or o in s.parents]
+                if clash:
+                    raise SettingsError(f"its output {outputs[0]} holds the source {clash[0]}")
+                removed = plan.writer.delete(plan, dry_run=dry_run)
+            except Exception as exc:
+                report.refused[d.nickname] = reason(exc)
+                continue
+            report.removed += removed
+            if not dry_run and removed:
+                _remove_empty_parents(plan.paths, stop=Path(plan.source.attrs["dataset_dir"]))
+        return report
+
+
+def output_location(plan: ExportPlan) -> str:
+    """The output as one string: ``out.h5/exported_data``, ``out.zarr``, or a sequence's range."""
+    if len(plan.paths) > 1:
+        return f"{plan.paths[0]} .. {plan.paths[-1].name} ({len(plan.paths)} files)"
+    return str(plan.output) + (f"/{plan.internal}" if plan.internal else "")
+
+
+def _dataset(entry: Dataset | Mapping[str, Any], index: int) -> Dataset:
+    if isinstance(entry, Dataset):
+        return entry
+    if not isinstance(entry, Mapping) or not entry.get("source"):
+        raise SettingsError(f"dataset {index + 1} needs a source, got {entry!r}")
+    unknown = sorted(set(entry) - set(DATASET_KEYS))
+    if unknown:
+        raise SettingsError(
+            f"dataset {index + 1} ({entry['source']}): unknown key(s) {', '.join(unknown)}; "
+            f"known: {', '.join(DATASET_KEYS)}"
+        )
+    overrides = entry.get("settings") or {}
+    if not isinstance(overrides, Mapping):
+        raise SettingsError(f"dataset {index + 1} ({entry['source']}): settings must be a table")
+    return Dataset(str(entry["source"]), str(entry.get("nickname") or ""), entry.get("axes"), dict(overrides))
+
+
+def _from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as written in TOML -> ExportSettings fields (the ROI text form, ``[]`` for None)."""
+    out = dict(table)
+    if isinstance(out.get("roi"), str):
+        out["roi"] = parse_roi_text(out["roi"])
+    renorm = out.get("renormalize")
+    if isinstance(renorm, (list, tuple)) and len(renorm) == 2 and renorm[0] in ([], ()):
+        out["renormalize"] = [None, renorm[1]]
+    return out
+
+
+def _to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """ExportSettings fields -> TOML-ready values (no None: see :func:`_from_toml`)."""
+    out = {k: v for k, v in settings.items() if v is not None}
+    roi = out.get("roi")
+    if isinstance(roi, Mapping):
+        if any(b is None for bounds in roi.values() for b in bounds):
+            out["roi"] = ",".join(f"{a}={'' if lo is None else lo}:{'' if hi is None else hi}"
+                                  for a, (lo, hi) in roi.items())
+        else:
+            out["roi"] = {a: list(b) for a, b in roi.items()}
+    renorm = out.get("renormalize")
+    if renorm is not None:
+        out["renormalize"] = [list(renorm[0]) if renorm[0] is not None else [], list(renorm[1])]
+    return out
+
+
+def _relative(source: str, base: Path) -> str:
+    path = Path(source)
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _remove_empty_parents(paths: Sequence[Path], stop: Path) -> None:
+    """Remove directories holding ``paths`` that are now empty, up to (not including) ``stop``
+    or the first directory that is not empty."""
+    stop = stop.resolve()
+    for parent in sorted({p.resolve().parent for p in paths}, key=lambda p: -len(p.parts)):
+        while parent != stop and stop in parent.parents:
+            try:
+                parent.rmdir()   # only succeeds when empty
+            except OSError:
+                break
+            parent = parent.parent
