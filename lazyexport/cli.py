@@ -20,9 +20,10 @@ from pathlib import Path
 from . import __version__
 from .batch import Batch, Dataset, reason
 from .describe import describe
-from .errors import ExportError, SettingsError
+from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
 from .plan import build_plan
+from .preview import preview_plan, render_png
 from .roi import parse_roi_text
 from .run import ExportResult, Progress, execute
 from .settings import ExportSettings
@@ -52,14 +53,19 @@ def _parse_renormalize(text: str):
     return (pair(left) if left.strip() else None, pair(right))
 
 
-def _parse_chunks(text: str) -> dict[str, int]:
-    chunks = {}
+def _parse_axis_numbers(text: str, option: str, example: str) -> dict[str, int]:
+    """``z=32,y=256``: a whole number per axis, for --chunks and --at."""
+    values = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         axis, sep, value = part.partition("=")
         if not sep or not value.strip().isdigit():
-            raise SettingsError(f"cannot read --chunks part {part!r}; write axis=length, e.g. z=32,y=256")
-        chunks[axis.strip()] = int(value)
-    return chunks
+            raise SettingsError(f"cannot read {option} part {part!r}; write {example}")
+        values[axis.strip()] = int(value)
+    return values
+
+
+def _parse_chunks(text: str) -> dict[str, int]:
+    return _parse_axis_numbers(text, "--chunks", "axis=length, e.g. z=32,y=256")
 
 
 def _settings_from_args(args) -> ExportSettings:
@@ -149,6 +155,27 @@ def cmd_export(args) -> int:
     result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite, resume=args.resume,
                          memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
     print(result)
+    return 0
+
+
+def cmd_preview(args) -> int:
+    settings = _settings_from_args(args)
+    source = open_source(args.source, axes=args.axes)
+    at = _parse_axis_numbers(args.at, "--at", "axis=index, e.g. z=10,t=0") if args.at else None
+    plan = build_plan(source, settings, nickname=args.nickname, memory_limit=args.memory_limit)
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    planes: dict = preview_plan(plan, at, ("raw", "live"))
+    try:
+        planes.update(preview_plan(plan, at, ("disk",)))
+    except NotExportedError as exc:
+        print(f"note: {exc}", file=sys.stderr)
+        planes["disk"] = "not exported yet"
+    path = render_png(planes, args.png, same_range=args.same_range, channel=args.channel)
+    live = planes["live"]
+    fixed = ", ".join(f"{a}={int(v)}" for a, v in live.coords.items() if a not in live.dims)
+    print(f"wrote {path}: raw, live preview and exported planes {''.join(map(str, live.dims))} "
+          f"{live.shape}" + (f" at {fixed}" if fixed else ""))
     return 0
 
 
@@ -310,6 +337,16 @@ def make_parser() -> argparse.ArgumentParser:
     _add_export_options(p)
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("preview", help="draw a plane of the raw, live and exported data side by side into a PNG")
+    p.add_argument("source", help="file.h5/dataset, store.zarr[/path], file.tif, file.npy or a glob of slices")
+    p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
+    p.add_argument("--at", help="where the plane lies, in source coordinates, e.g. z=10 (the plane spans the last "
+                                "two free non-channel output axes; other axes default to the middle of the ROI)")
+    p.add_argument("--png", required=True, help="the picture to write, e.g. preview.png")
+    p.add_argument("--same-range", action="store_true", help="one display range for all three panels")
+    p.add_argument("--channel", type=int, help="show this channel only (default: up to 3 channels as a composite)")
+    _add_export_options(p)
+    p.set_defaults(func=cmd_preview)
     p = sub.add_parser("batch", help="many datasets from a project file: list, export, export-all, delete-all")
     p.add_argument("project", help="the project file (TOML; see docs/batch.md)")
     p.add_argument("--save-settings", metavar="FILE.toml", help="save the project (sources made relative to FILE)")

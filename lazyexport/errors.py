@@ -40,5 +40,9 @@ class OutputExistsError(ExportError):
     """The output exists already and overwriting was not asked for."""
 
 
+class NotExportedError(ExportError):
+    """An exported output was asked for (e.g. the from-disk preview) but nothing was written yet."""
+
+
 class ExportCancelled(ExportError):
     """The export was cancelled; its temporary output was removed."""

@@ -25,6 +25,7 @@ from .formats import Writer, get_writer
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
+from .sources.base import reopen
 from .transforms import convert_dtype, cutout, default_input_range, renormalize, transpose
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -92,13 +93,27 @@ class ExportPlan:
     @property
     def value_range(self) -> tuple[float, float] | None:
         """The output's value range where it is known without reading data."""
+        full = default_input_range(self.dtype)   # an integer output type clips to its range
         if self.renormalize is not None:
-            lo, hi = self.renormalize[1]
-            return (min(lo, hi), max(lo, hi))
-        return default_input_range(self.dtype)
+            lo, hi = sorted(self.renormalize[1])
+            return (max(lo, full[0]), min(hi, full[1])) if full else (lo, hi)
+        return full
 
     def widest_itemsize(self) -> int:
         return max(self.source.dtype.itemsize, self.result.dtype.itemsize, 8 if self.renormalize else 1)
+
+    def native_chunks(self) -> tuple[int, ...] | None:
+        """The source file's own chunk shape in output axes (1 for added axes), if known."""
+        native = self.source.encoding.get("lazyexport_native")
+        if native is None:
+            return None
+        lengths = dict(zip(self.source.dims, native))
+        return tuple(min(lengths.get(a, 1), s) for a, s in zip(self.axes, self.shape))
+
+    def misaligned_axes(self) -> list[str]:
+        """Output axes whose cutout starts inside a native source chunk."""
+        native = dict(zip(self.source.dims, self.source.encoding.get("lazyexport_native", ())))
+        return [a for a in self.axes if a in native and self.roi[a][0] % native[a]]
 
     def default_chunks(self, chunk_bytes: int) -> tuple[int, ...]:
         """An output chunk shape of about ``chunk_bytes``, following the data's own chunking,
@@ -108,7 +123,7 @@ class ExportPlan:
             if axis == "c" and size <= 16:
                 fixed.setdefault(axis, size)
         wanted = tuple(min(fixed[a], s) if a in fixed else "auto" for a, s in zip(self.axes, self.shape))
-        previous = tuple(max(c) for c in self.result.data.chunks)
+        previous = self.native_chunks() or tuple(max(c) for c in self.result.data.chunks)
         auto = da.core.normalize_chunks(wanted, self.shape, limit=chunk_bytes, dtype=self.dtype,
                                         previous_chunks=previous)
         return tuple(max(c) if c else 1 for c in auto)
@@ -144,19 +159,14 @@ def build_plan(
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, src.dims, src.shape)
-    result = cutout(src, roi)
     notes: list[str] = []
     renorm = None
     if settings.renormalize is not None:
         in_range, out_range = settings.renormalize
         if in_range is None:
-            in_range = default_input_range(result.dtype) or _data_range(result, notes)
+            in_range = default_input_range(src.dtype) or _data_range(cutout(src, roi), notes)
         renorm = (in_range, out_range)
-        result = renormalize(result, in_range, out_range)
-    if settings.dtype is not None:
-        result = convert_dtype(result, settings.dtype)
-    if settings.axis_order is not None:
-        result = transpose(result, settings.axis_order)
+    result = transform(src, roi, settings, renorm)
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
@@ -167,8 +177,50 @@ def build_plan(
         _plan_slices(plan)
     _plan_outputs(plan)
     plan.chunks = writer.chunks(plan)
-    plan.result = result.chunk(dict(zip(plan.axes, _block_shape(plan))))
+    block = _block_shape(plan)
+    # A file source is read again with chunks that start at the cutout and match the blocks,
+    # so no block needs a rechunk (which would hold shared source chunks in memory).
+    aligned = reopen(src, _aligned_source_chunks(plan, block))
+    if aligned is not None:
+        result = transform(aligned, roi, settings, renorm)
+    plan.result = result.chunk(dict(zip(plan.axes, block)))
     return plan
+
+
+def transform(
+    src: xr.DataArray,
+    roi: dict[str, tuple[int, int]],
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+) -> xr.DataArray:
+    """The lazy export result for ``roi``: cutout, renormalize (with resolved ranges), convert,
+    transpose, in that order, without rechunking. :func:`build_plan` applies it to the whole ROI;
+    a preview applies it to a one-plane ROI so that only the chunks of that plane are computed.
+    """
+    result = cutout(src, roi)
+    if renorm is not None:
+        result = renormalize(result, *renorm)
+    if settings.dtype is not None:
+        result = convert_dtype(result, settings.dtype)
+    if settings.axis_order is not None:
+        result = transpose(result, settings.axis_order)
+    return result
+
+
+def _aligned_source_chunks(plan: ExportPlan, block: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Source chunks whose boundaries fall on the cutout's start and then every block length;
+    the parts outside the cutout are single chunks that are never read."""
+    lengths = dict(zip(plan.axes, block))
+    chunks = []
+    for axis, size in zip(plan.source.dims, plan.source.shape):
+        start, stop = plan.roi[axis]
+        step = lengths.get(axis, 1)   # an axis the transpose dropped has length 1
+        pieces = [start] if start else []
+        pieces += [min(step, stop - at) for at in range(start, stop, step)]
+        if stop < size:
+            pieces.append(size - stop)
+        chunks.append(tuple(pieces))
+    return tuple(chunks)
 
 
 def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
@@ -256,8 +308,10 @@ def _block_shape(plan: ExportPlan) -> tuple[int, ...]:
     chunk_bytes = chunk_elems * plan.widest_itemsize()
     multiples = max(budget // max(chunk_bytes, 1), 1)
     block = list(plan.chunks)
-    # grow along the innermost axes first, in whole chunks, up to the full axis
-    for i in reversed(range(len(block))):
+    # grow in whole chunks up to the full axis: first along axes where the cutout starts inside a
+    # source chunk (so that chunk is read by fewer blocks), then the innermost axes first
+    misaligned = [plan.axes.index(a) for a in plan.misaligned_axes()]
+    for i in misaligned + [i for i in reversed(range(len(block))) if i not in misaligned]:
         c, size = plan.chunks[i], plan.shape[i]
         if multiples <= 1:
             break

@@ -25,6 +25,7 @@ import dask.array as da
 import dask.local
 import dask.threaded
 import numpy as np
+import zarr
 from dask.callbacks import Callback
 from dask.core import flatten
 
@@ -80,6 +81,7 @@ class ExportResult:
 
 
 ProgressCallback = Callable[[Progress], Any]
+ZARR_CONCURRENCY = 4
 
 
 def _write_block(block: np.ndarray, target, journal: Journal | None = None, block_info=None) -> np.ndarray:
@@ -179,7 +181,9 @@ def execute(
             meta=np.empty((0,) * data.ndim, dtype=np.int64),
         )
         keys = [k for k in flatten(written.__dask_keys__()) if tuple(k[1:]) not in done]
-        with _Tracker(plan, written.name, progress, cancel, skipped=done):
+        # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
+        with _Tracker(plan, written.name, progress, cancel, skipped=done), \
+                zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
             _run_tasks(written, keys, scheduler_name, plan.workers)
         paths = target.commit()
     except BaseException:

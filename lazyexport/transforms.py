@@ -90,7 +90,9 @@ def convert_block(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
         src = np.iinfo(x.dtype)
         lo, hi = max(src.min, info.min), min(src.max, info.max)
         return np.clip(x, x.dtype.type(lo), x.dtype.type(hi)).astype(dtype)
-    # float -> integer
+    # float -> integer; float16 cannot even hold 65535, so widen it first (exactly)
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
     ftype = x.dtype.type
     rounded = np.rint(x)
     hi_f = ftype(info.max)

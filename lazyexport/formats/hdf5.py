@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import zlib
 from pathlib import Path
 
 import h5py
@@ -19,6 +21,7 @@ _FILTERS = {"gzip": "gzip", "lzf": "lzf", "none": None}
 # One open handle per temporary file per process; h5py serializes access anyway.
 _HANDLES: dict[str, h5py.File] = {}
 _HANDLES_LOCK = threading.Lock()
+_WRITE_LOCK = threading.Lock()   # the one serialized step: bytes into the file
 
 
 def _handle(path: Path) -> h5py.File:
@@ -112,18 +115,47 @@ class HDF5Writer(Writer):
             remove(temp)
             raise
         merge = final.exists() and bool(_other_content(final, name))
-        return HDF5Target({final: temp}, name, merge)
+        level = plan.settings.compression_level if plan.settings.compression_level is not None else 1
+        return HDF5Target({final: temp}, name, merge, self.compression(plan), level, plan.chunks)
 
 
 class HDF5Target(Target):
-    def __init__(self, temps: dict[Path, Path], dataset: str, merge: bool):
+    """Compresses each chunk of a block on the calling thread (zlib releases the GIL, so the
+    workers compress in parallel), then writes the encoded bytes with h5py's direct chunk
+    write: only that byte write is serialized. lzf, which has no Python encoder, goes
+    through h5py's own (serial) filter pipeline."""
+
+    def __init__(self, temps: dict[Path, Path], dataset: str, merge: bool, compression: str,
+                 level: int, chunks: tuple[int, ...]):
         super().__init__(temps)
         (self.final, self.temp), = temps.items()
         self.dataset = dataset
         self.merge = merge   # the final file holds other data: copy our dataset into it
+        self.compression = compression
+        self.level = level
+        self.chunks = tuple(chunks)
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        if chunk.shape != self.chunks:  # an edge chunk: HDF5 stores it padded to full size
+            full = np.zeros(self.chunks, dtype=chunk.dtype)
+            full[tuple(slice(0, n) for n in chunk.shape)] = chunk
+            chunk = full
+        raw = np.ascontiguousarray(chunk).tobytes()
+        return zlib.compress(raw, self.level) if self.compression == "gzip" else raw
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
-        _handle(self.temp)[self.dataset][location] = block
+        dset = _handle(self.temp)[self.dataset]
+        if self.compression == "lzf":
+            with _WRITE_LOCK:
+                dset[location] = block
+            return block.nbytes
+        starts = [range(0, n, c) for n, c in zip(block.shape, self.chunks)]
+        for offset in itertools.product(*starts):
+            inner = tuple(slice(o, o + c) for o, c in zip(offset, self.chunks))
+            data = self.encode(block[inner])
+            absolute = tuple(loc.start + o for loc, o in zip(location, offset))
+            with _WRITE_LOCK:
+                dset.id.write_direct_chunk(absolute, data)
         return block.nbytes
 
     def close(self) -> None:

@@ -70,14 +70,17 @@ def open_source(obj, axes: str | None = None) -> xr.DataArray:
 
 
 def open_exported(exported) -> xr.DataArray:
-    """Open what an export wrote, labeled with its axes: an ``ExportResult`` or a path
-    (``out.h5/exported_data``, ``out.zarr``, a glob of slice files)."""
+    """Open what an export wrote, labeled with its axes: an ``ExportResult``, a path
+    (``out.h5/exported_data``, ``out.zarr``, a glob of slice files) or a list of slice files
+    (a sequence's slices, or just some of them: only the files listed are read)."""
     paths = getattr(exported, "paths", None)
     if paths is not None:
         if len(paths) > 1 or exported.format.endswith("-sequence"):
             return tiff.open_sequence(list(paths))
         internal = f"/{exported.internal}" if exported.internal else ""
         return open_source(f"{exported.output}{internal}")
+    if isinstance(exported, (list, tuple)):
+        return tiff.open_sequence(list(exported))
     return open_source(exported)
 
 

@@ -84,9 +84,7 @@ def dask_chunks(shape: Sequence[int], dtype: Any, native: Sequence[int] | None) 
 
 
 def from_file_array(arr: FileArray, native_chunks: Sequence[int] | None = None) -> da.Array:
-    chunks = dask_chunks(arr.shape, arr.dtype, native_chunks)
-    return da.from_array(arr, chunks=chunks, asarray=False, fancy=False, lock=False,
-                         meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+    return reader_array(arr, dask_chunks(arr.shape, arr.dtype, native_chunks))
 
 
 def resolve_axes(
@@ -111,8 +109,13 @@ def default_nickname(file: str | os.PathLike) -> str:
     return Path(name).stem if Path(name).suffix else name
 
 
-def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, **attrs) -> xr.DataArray:
+def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, reader: Any = None,
+            native: Sequence[int] | None = None, **attrs) -> xr.DataArray:
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
+
+    ``reader`` is the sliceable object ``data`` reads from (a :class:`FileArray`, a zarr array);
+    the planner uses it to re-open the source with chunks aligned to the cutout (:func:`reopen`).
+    ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
 
     ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
     without extension) and ``dataset_dir`` (the directory holding the source; the current
@@ -124,4 +127,26 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     else:
         base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
     base.update(attrs)
-    return xr.DataArray(data, dims=tuple(axes), attrs=base)
+    out = xr.DataArray(data, dims=tuple(axes), attrs=base)
+    if reader is not None:
+        out.encoding.update(lazyexport_reader=reader, lazyexport_name=data.name)
+    if native is not None:
+        out.encoding["lazyexport_native"] = tuple(int(n) for n in native)
+    return out
+
+
+def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
+    """A dask array reading ``reader`` block by block (no lock: readers are thread-safe)."""
+    return da.from_array(reader, chunks=chunks, asarray=False, fancy=False, lock=False, name=name,
+                         meta=np.empty((0,) * reader.ndim, dtype=reader.dtype))
+
+
+def reopen(arr: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> xr.DataArray | None:
+    """``arr`` read again from its file with other dask chunks, or None if it has no reader or
+    is no longer the array as opened (the user transformed it)."""
+    reader = arr.encoding.get("lazyexport_reader")
+    if reader is None or arr.data.name != arr.encoding.get("lazyexport_name"):
+        return None
+    out = arr.copy(data=reader_array(reader, chunks))
+    out.encoding.update(arr.encoding)
+    return out

@@ -49,4 +49,4 @@ def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
         native = obj.chunks
         shape = obj.shape
     dims = resolve_axes(axes, meta_axes, shape)
-    return labeled(from_file_array(arr, native), dims, path, internal_path=internal)
+    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, internal_path=internal)

@@ -23,6 +23,7 @@ def open_memory(obj, axes=None) -> xr.DataArray:
         if obj.name is not None:
             out.attrs["nickname"] = str(obj.name)
         out.attrs.update(obj.attrs)  # a DataArray from open_source keeps its source's attributes
+        out.encoding.update(obj.encoding)
         return out
     if isinstance(obj, da.Array):
         return labeled(obj, resolve_axes(axes, None, obj.shape), None)

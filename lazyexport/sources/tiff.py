@@ -59,7 +59,7 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
         raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
     arr = TiffArray(path, shape, dtype)
     dims = resolve_axes(axes, tiff_axes(codes), shape)
-    return labeled(from_file_array(arr, native), dims, path, tiff_axes=codes)
+    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, tiff_axes=codes)
 
 
 class ImageFileArray(FileArray):

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dask.array as da
-import numpy as np
 import xarray as xr
 import zarr
 from dask.base import tokenize
 
 from ..errors import SourceError
-from .base import dask_chunks, labeled, resolve_axes
+from .base import dask_chunks, labeled, reader_array, resolve_axes
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
 MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -71,10 +69,8 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     native = getattr(arr, "shards", None) or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
     name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
-    data = da.from_array(arr, chunks=chunks, lock=False, asarray=False, fancy=False, name=name,
-                         meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
     dims = resolve_axes(axes, meta_axes, arr.shape)
-    return labeled(data, dims, path, internal_path=internal)
+    return labeled(reader_array(arr, chunks, name=name), dims, path, reader=arr, native=native, internal_path=internal)
 
 
 def _mtime(path: Path) -> int:
