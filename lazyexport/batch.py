@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportCancelled, ExportError, SettingsError
+from .formats.base import remove
 from .plan import ExportPlan, build_plan
+from .resume import leftovers
 from .roi import parse_roi_text
 from .run import ExportResult, Progress, execute
 from .settings import ExportSettings
@@ -233,6 +235,7 @@ class Batch:
         nicknames: Sequence[str],
         *,
         overwrite: bool = False,
+        resume: bool = False,
         fail_fast: bool = False,
         memory_limit: Any = None,
         scheduler: Any = None,
@@ -243,7 +246,8 @@ class Batch:
         """Export the named datasets in order. A dataset that fails is recorded in the report and
         the others go on (with ``fail_fast`` the rest are skipped). Cancellation (the ``cancel``
         event, Ctrl-C) stops the whole batch. ``progress(nickname, Progress)`` is called after
-        every block; ``on_done(nickname, result_or_exception)`` after every dataset."""
+        every block; ``on_done(nickname, result_or_exception)`` after every dataset. ``resume``:
+        continue interrupted exports where the format can (see :mod:`lazyexport.resume`)."""
         for nick in nicknames:
             self.dataset(nick)   # unknown nicknames fail before anything is written
         report = BatchReport()
@@ -251,7 +255,8 @@ class Batch:
             try:
                 plan = self.plan(nick, memory_limit=memory_limit)
                 each = (lambda event, nick=nick: progress(nick, event)) if progress else None
-                result = execute(plan, overwrite=overwrite, progress=each, scheduler=scheduler, cancel=cancel)
+                result = execute(plan, overwrite=overwrite, progress=each, scheduler=scheduler, cancel=cancel,
+                                 resume=resume)
             except ExportCancelled:
                 raise
             except Exception as exc:
@@ -273,7 +278,8 @@ class Batch:
 
     def delete_all(self, *, dry_run: bool = False) -> DeleteReport:
         """Remove exactly the outputs this project writes: the final files and directories of
-        each dataset's plan (for an HDF5 file that holds other data too, only the dataset), and
+        each dataset's plan (for an HDF5 file that holds other data too, only the dataset), what
+        an interrupted ``resume`` export of that plan kept (temporary output and journal), and
         directories the export created that are left empty. Never a source, nothing else.
         A dataset whose output cannot be computed, or whose output holds a source, is left alone
         and reported in ``refused``."""
@@ -287,6 +293,10 @@ class Batch:
                 if clash:
                     raise SettingsError(f"its output {outputs[0]} holds the source {clash[0]}")
                 removed = plan.writer.delete(plan, dry_run=dry_run)
+                for path in leftovers(plan):
+                    if not dry_run:
+                        remove(path)
+                    removed.append(f"{path} (kept by an interrupted --resume export)")
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue

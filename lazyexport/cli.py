@@ -127,14 +127,14 @@ class _BatchBars:
         self.nickname, self.bar = None, _Bar(False, "")
 
 
-def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False,
+def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False, resume=False,
                 memory_limit=None, scheduler=None, quiet=False, label=None):
     plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     bar = _Bar(not quiet, label or plan.nickname)
     try:
-        return execute(plan, overwrite=overwrite, progress=bar, scheduler=scheduler)
+        return execute(plan, overwrite=overwrite, progress=bar, scheduler=scheduler, resume=resume)
     finally:
         bar.close()
 
@@ -152,7 +152,7 @@ def cmd_export(args) -> int:
         print(f"saved the settings as a one-dataset project {saved}; rerun with "
               f"'lazyexport batch {saved} export-all'", file=sys.stderr)
     source = open_source(args.source, axes=args.axes)
-    result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite,
+    result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite, resume=args.resume,
                          memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
     print(result)
     return 0
@@ -209,7 +209,7 @@ def _batch_export(batch: Batch, args) -> int:
             print(f"{nickname}: FAILED: {reason(outcome)}")
 
     try:
-        report = batch.export(nicknames, overwrite=args.overwrite, fail_fast=args.fail_fast,
+        report = batch.export(nicknames, overwrite=args.overwrite, resume=args.resume, fail_fast=args.fail_fast,
                               memory_limit=args.memory_limit, scheduler=args.scheduler,
                               progress=bars, on_done=done)
     finally:
@@ -314,6 +314,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)")
     p.add_argument("--scheduler", help="dask scheduler: threads (default) or synchronous")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--resume", action="store_true",
+                   help="zarr, tiff-sequence: continue an interrupted --resume export of the same plan, and keep "
+                        "the temporary output if this one is interrupted (other formats restart)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -390,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output removed",
-              file=sys.stderr)
+        kept = "kept for --resume (zarr, tiff-sequence)" if getattr(args, "resume", False) else "removed"
+        print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output {kept}", file=sys.stderr)
         return 128 + signal.SIGTERM if terminated else 130
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):

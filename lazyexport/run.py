@@ -4,12 +4,15 @@ Every block of the planned result is computed and handed to the writer's target 
 (``map_blocks``), so reading, transforming and writing a block happen together and no block
 is kept once written. The scheduler runs at most ``plan.workers`` such tasks at a time.
 Outputs are written under temporary names and renamed only when every block succeeded; on
-any failure or cancellation (Ctrl-C included) the temporary output is removed.
+any failure or cancellation (Ctrl-C included) the temporary output is removed — unless the
+export was asked to resume (``resume=True``, formats that can: see :mod:`lazyexport.resume`),
+which keeps it with a journal of the finished blocks, and skips those blocks the next time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +31,7 @@ from dask.core import flatten
 
 from .errors import ExportCancelled, OutputExistsError, SettingsError
 from .plan import ExportPlan, build_plan
+from .resume import Journal, open_resumable
 from .settings import ExportSettings
 
 
@@ -80,9 +84,11 @@ ProgressCallback = Callable[[Progress], Any]
 ZARR_CONCURRENCY = 4
 
 
-def _write_block(block: np.ndarray, target, block_info=None) -> np.ndarray:
+def _write_block(block: np.ndarray, target, journal: Journal | None = None, block_info=None) -> np.ndarray:
     location = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
     written = target.write(np.ascontiguousarray(block), location)
+    if journal is not None:
+        journal.record(block_info[0]["chunk-location"])
     return np.full((1,) * block.ndim, written, dtype=np.int64)
 
 
@@ -90,11 +96,13 @@ class _Tracker(Callback):
     """Counts finished write tasks for progress, and stops the run when cancelled."""
 
     def __init__(self, plan: ExportPlan, layer: str, progress: ProgressCallback | None,
-                 cancel: threading.Event | None):
+                 cancel: threading.Event | None, skipped: set[tuple[int, ...]] = frozenset()):
         super().__init__()
         self.layer, self.progress, self.cancel = layer, progress, cancel
         self.total, self.nbytes = plan.nblocks, plan.nbytes
-        self.done = self.bytes = 0
+        self.done = len(skipped)    # blocks an interrupted run finished count as done
+        self.bytes = sum(math.prod(plan.blocks[d][i] for d, i in enumerate(index)) for index in skipped) \
+            * plan.dtype.itemsize
         self.start = time.perf_counter()
         self.lock = threading.Lock()
 
@@ -117,6 +125,8 @@ class _Tracker(Callback):
 def _run_tasks(written: da.Array, keys: Sequence[tuple], scheduler: str, workers: int) -> None:
     """Compute the write tasks ``keys`` of ``written``. Returns (or raises) only once no write
     is running any more, also when interrupted, so the temporary output can then be removed."""
+    if not keys:
+        return
     (written,) = dask.optimize(written)
     graph = written.__dask_graph__().cull(set(keys))
     if scheduler == "sync":
@@ -144,31 +154,46 @@ def execute(
     progress: ProgressCallback | None = None,
     scheduler: Any = None,
     cancel: threading.Event | None = None,
+    resume: bool = False,
 ) -> ExportResult:
-    """Write ``plan``'s result. Existing outputs are replaced only with ``overwrite=True``."""
+    """Write ``plan``'s result. Existing outputs are replaced only with ``overwrite=True``.
+
+    With ``resume=True`` and a format that can resume (zarr, tiff-sequence), a failed or
+    cancelled export keeps its temporary output, and the next ``resume=True`` export of the
+    same plan continues it; other formats export from the start (and clean up as usual)."""
     existing = plan.writer.existing(plan)
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it")
     scheduler_name = _local_scheduler(scheduler)
     start = time.perf_counter()
-    target = plan.writer.open(plan)
+    if resume and plan.writer.resumable:
+        target, journal, done = open_resumable(plan)
+    else:
+        if resume:
+            plan.notes.append(f"{plan.writer.name} outputs cannot resume; exported from the start")
+        target, journal, done = plan.writer.open(plan), None, set()
     try:
         data = plan.result.data
         written = da.map_blocks(
-            _write_block, data, target=target, dtype=np.int64,
+            _write_block, data, target=target, journal=journal, dtype=np.int64,
             chunks=tuple((1,) * len(c) for c in data.chunks),
             meta=np.empty((0,) * data.ndim, dtype=np.int64),
         )
-        keys = list(flatten(written.__dask_keys__()))
+        keys = [k for k in flatten(written.__dask_keys__()) if tuple(k[1:]) not in done]
         # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
-        with _Tracker(plan, written.name, progress, cancel), \
+        with _Tracker(plan, written.name, progress, cancel, skipped=done), \
                 zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
             _run_tasks(written, keys, scheduler_name, plan.workers)
         paths = target.commit()
     except BaseException:
-        target.abort()
+        if journal is None:
+            target.abort()
+        else:
+            target.close()      # keep the temporary output and the journal for the next run
         raise
+    if journal is not None:
+        journal.remove()
     return ExportResult(
         format=plan.writer.name, output=plan.output, paths=paths, internal=plan.internal,
         shape=plan.shape, dtype=plan.dtype, axes=plan.axes, nbytes=plan.nbytes,
@@ -186,13 +211,16 @@ def export(
     scheduler: Any = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    resume: bool = False,
 ) -> ExportResult:
     """Export ``source`` (a path, or a numpy / dask / xarray array) with ``settings``.
 
     Returns an :class:`ExportResult` saying what was written. ``memory_limit`` (bytes or text
     like ``"512MiB"``) bounds the memory of the whole export; ``progress`` is called after every
     block with a :class:`Progress`; setting the ``cancel`` event stops the export and removes
-    its temporary output.
+    its temporary output (kept, with ``resume=True``, for the next ``resume=True`` export to
+    continue: see :func:`execute`).
     """
     plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
-    return execute(plan, overwrite=overwrite, progress=progress, scheduler=scheduler, cancel=cancel)
+    return execute(plan, overwrite=overwrite, progress=progress, scheduler=scheduler, cancel=cancel,
+                   resume=resume)

@@ -113,3 +113,171 @@ def test_without_an_older_output_nothing_final_is_left(volume, tmp_path):
     code, err = interrupt(proc, marker, signal.SIGTERM)
     assert code == 143, err
     assert sorted(p.name for p in volume.parent.rglob("*")) == ["out", "vol.npy"]
+
+
+# -- resume --------------------------------------------------------------------------------------
+
+RESUMABLE = ["zarr", "tiff-sequence"]
+
+
+def resume_files(out: Path) -> list[Path]:
+    return sorted(p for p in out.iterdir() if ".lazyexport-r" in p.name) if out.exists() else []
+
+
+def journal_of(out: Path) -> Path:
+    (journal,) = [p for p in resume_files(out) if p.name.endswith(".blocks")]
+    return journal
+
+
+def cancel_after(blocks: int):
+    """A progress callback and cancel event that stop the export after ``blocks`` blocks."""
+    import threading
+
+    cancel = threading.Event()
+
+    def progress(event):
+        if event.blocks_done >= blocks:
+            cancel.set()
+
+    return progress, cancel
+
+
+def run_api(src: Path, fmt: str, **options) -> list:
+    events: list = []
+    user = options.pop("progress", None)
+
+    def progress(event):
+        events.append(event)
+        if user:
+            user(event)
+
+    le.export(src, settings(fmt, chunks={"z": 1}), memory_limit="16MiB", progress=progress, **options)
+    return events
+
+
+@pytest.mark.parametrize("fmt", RESUMABLE)
+def test_cancelled_resumable_export_continues_and_equals_an_uninterrupted_one(volume, fmt):
+    out = volume.parent / "out"
+    progress, cancel = cancel_after(5)
+    with pytest.raises(le.ExportError, match="cancelled"):
+        run_api(volume, fmt, progress=progress, cancel=cancel, resume=True)
+    assert not read_paths_exist(fmt, volume)
+    done_lines = lines(journal_of(out)) - 1                   # the header, then one line per block
+    assert 5 <= done_lines < SHAPE[0]
+    assert any(p.name.endswith(".tmp") for p in resume_files(out))
+
+    events = run_api(volume, fmt, resume=True)
+    assert events[0].blocks_done == done_lines + 1            # finished blocks count as done...
+    assert len(events) == SHAPE[0] - done_lines               # ...and are not written again
+    assert events[-1].blocks_done == events[-1].blocks_total == SHAPE[0]
+    assert events[-1].bytes_done == events[-1].bytes_total
+    resumed = read_output(fmt, volume)
+    assert resume_files(out) == []                            # temporaries and journal are gone
+
+    run_api(volume, fmt, overwrite=True)                      # the same, uninterrupted
+    np.testing.assert_array_equal(resumed, read_output(fmt, volume))
+    np.testing.assert_array_equal(resumed, reference(volume))
+
+
+def read_paths_exist(fmt: str, src: Path) -> bool:
+    out = src.parent / "out"
+    return (out / "vol.zarr").exists() if fmt == "zarr" else any(out.glob("vol_z*.tif"))
+
+
+def test_a_changed_plan_does_not_reuse_stale_data(volume):
+    out = volume.parent / "out"
+    progress, cancel = cancel_after(4)
+    with pytest.raises(le.ExportError):
+        run_api(volume, "zarr", progress=progress, cancel=cancel, resume=True)
+    stale = resume_files(out)
+    assert len(stale) == 2
+    changed = settings("zarr", chunks={"z": 1}, renormalize=((0, 1), (0, 100)))
+    events = []
+    le.export(volume, changed, memory_limit="16MiB", resume=True, progress=events.append)
+    assert events[0].blocks_done == 1                         # nothing skipped
+    assert resume_files(out) == []                            # the stale run's files are gone
+    data = np.load(volume).astype("float32") * np.float32(100)
+    np.testing.assert_array_equal(read_output("zarr", volume), np.rint(data).astype("uint8"))
+
+
+def test_a_changed_source_does_not_reuse_stale_data(volume):
+    progress, cancel = cancel_after(4)
+    with pytest.raises(le.ExportError):
+        run_api(volume, "tiff-sequence", progress=progress, cancel=cancel, resume=True)
+    np.save(volume, np.zeros(SHAPE, dtype=np.float32))       # same shape and dtype, new data
+    events = run_api(volume, "tiff-sequence", resume=True)
+    assert events[0].blocks_done == 1 and len(events) == SHAPE[0]
+    assert not read_output("tiff-sequence", volume).any()
+
+
+def test_hdf5_resume_restarts_and_cleans_up(volume):
+    out = volume.parent / "out"
+    progress, cancel = cancel_after(3)
+    with pytest.raises(le.ExportError):
+        run_api(volume, "hdf5", progress=progress, cancel=cancel, resume=True)
+    assert [p.name for p in out.iterdir()] == []              # no temporary kept
+    plan = le.plan.build_plan(volume, settings("hdf5", chunks={"z": 1}), memory_limit="16MiB")
+    result = le.run.execute(plan, resume=True)
+    assert "hdf5 outputs cannot resume; exported from the start" in result.notes
+    np.testing.assert_array_equal(read_output("hdf5", volume), reference(volume))
+
+
+def test_journal_drops_an_interrupted_line(tmp_path):
+    from lazyexport.resume import Journal
+
+    journal = Journal(tmp_path / "j.blocks", ((2, 2), (3, 3)))
+    assert journal.load() == set()
+    for block in [(0, 0), (1, 0), (0, 1)]:
+        journal.record(block)
+    with open(journal.path, "a") as f:
+        f.write("[1, ")                                       # killed in the middle of an append
+    assert journal.load() == {(0, 0), (1, 0), (0, 1)}
+    journal.record((1, 1))
+    assert journal.load() == {(0, 0), (1, 0), (0, 1), (1, 1)}
+    other_grid = Journal(journal.path, ((4,), (3, 3)))
+    assert other_grid.load() == set()                         # another block grid: start afresh
+
+
+@pytest.mark.parametrize("fmt,sig", [("zarr", signal.SIGTERM), ("tiff-sequence", signal.SIGINT)],
+                         ids=["zarr-SIGTERM", "tiff-sequence-SIGINT"])
+def test_killed_cli_export_resumes_to_the_same_result(volume, tmp_path, fmt, sig):
+    out = volume.parent / "out"
+    marker = tmp_path / "marker"
+    proc = start_slow(export_args(fmt, volume, "--resume"), marker)
+    wait_for(lambda: any(p.suffix == ".blocks" for p in resume_files(out)) and lines(journal_of(out)) > 4,
+             "the journal to grow")
+    code, err = interrupt(proc, marker, sig)
+    assert code == exit_code(sig), err
+    assert "temporary output kept for --resume" in err
+    assert not read_paths_exist(fmt, volume)
+    first = int(err.rsplit("blocks-written=", 1)[1])
+    assert lines(journal_of(out)) - 1 == first                # every block written is recorded
+    assert 4 <= first < SHAPE[0]
+
+    again = start_slow(export_args(fmt, volume, "--resume"), tmp_path / "marker2", delay=0)
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert int(err.rsplit("blocks-written=", 1)[1]) == SHAPE[0] - first
+    assert resume_files(out) == []
+    resumed = read_output(fmt, volume)
+
+    whole = subprocess.run([sys.executable, "-m", "lazyexport", *export_args(fmt, volume, "--overwrite")],
+                           env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert whole.returncode == 0, whole.stderr
+    np.testing.assert_array_equal(resumed, read_output(fmt, volume))
+    np.testing.assert_array_equal(resumed, reference(volume))
+
+
+def test_delete_all_removes_what_an_interrupted_resume_kept(volume):
+    before = snapshot(volume.parent)
+    batch = le.Batch({**settings("zarr", chunks={"z": 1}).to_dict()}, [{"source": volume.name}],
+                     base_dir=volume.parent)
+    progress, cancel = cancel_after(3)
+    with pytest.raises(le.ExportError):
+        batch.export_all(resume=True, memory_limit="16MiB", cancel=cancel,
+                         progress=lambda nick, event: progress(event))
+    assert len(resume_files(volume.parent / "out")) == 2
+    assert [row.exists for row in batch.list()] == [False]
+    report = batch.delete_all()
+    assert len(report.removed) == 2 and all("interrupted --resume" in r for r in report.removed)
+    assert snapshot(volume.parent) == before

@@ -59,6 +59,7 @@ class Writer:
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]   # the first is appended to templates without one
     is_sequence: ClassVar[bool] = False
+    resumable: ClassVar[bool] = False                     # open() takes a resume_token
     compressions: ClassVar[tuple[str, ...]] = ("none",)   # the first is the default
     chunk_bytes: ClassVar[int] = 4 * 2**20                # preferred bytes per output chunk
     description: ClassVar[str] = ""
@@ -72,6 +73,8 @@ class Writer:
         return [p for p in plan.paths if p.exists() or p.is_symlink()]
 
     def open(self, plan: ExportPlan) -> Target:
+        """Create the output under temporary names. Writers that are ``resumable`` also take
+        ``resume_token``: then the temporary names use it, and what exists under them is kept."""
         raise NotImplementedError
 
     def delete(self, plan: ExportPlan, dry_run: bool = False) -> list[str]:

@@ -19,12 +19,14 @@ from .base import Target, Writer, temp_path
 
 class SequenceWriter(Writer):
     is_sequence = True
+    resumable = True
 
     def chunks(self, plan) -> tuple[int, ...]:
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
 
-    def open(self, plan) -> Target:
-        token = uuid.uuid4().hex[:10]   # one token for all slices, so they are recognisably one export
+    def open(self, plan, resume_token: str | None = None) -> Target:
+        # one token for all slices, so they are recognisably one export
+        token = resume_token or uuid.uuid4().hex[:10]
         temps = {}
         for path in plan.paths:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,11 +44,19 @@ class ZarrWriter(Writer):
     compressions = ("zstd", "blosc", "gzip", "none")
     chunk_bytes = 4 * 2**20
     description = "a Zarr v3 (or v2) array with dimension names"
+    resumable = True
 
-    def open(self, plan) -> Target:
+    def open(self, plan, resume_token: str | None = None) -> Target:
         final = plan.output
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path(final)
+        temp = temp_path(final, resume_token)
+        target = ZarrTarget({final: temp}, plan.internal.strip("/"))
+        if resume_token and temp.exists():
+            try:
+                target.array()      # an interrupted run's store: keep it
+                return target
+            except Exception:       # it broke while being created: start again
+                remove(temp)
         fmt = plan.settings.zarr_format
         attrs = {"_ARRAY_DIMENSIONS": list(plan.axes)} if fmt == 2 else {}
         if plan.value_range is not None:
@@ -69,7 +77,7 @@ class ZarrWriter(Writer):
         except BaseException:
             remove(temp)
             raise
-        return ZarrTarget({final: temp}, plan.internal.strip("/"))
+        return target
 
 
 class ZarrTarget(Target):
