@@ -26,6 +26,7 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
 from .transforms import convert_dtype, cutout, default_input_range, renormalize, transpose
+from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
 # Memory one block in flight can take, as a multiple of its size in the widest dtype it passes
@@ -97,6 +98,21 @@ class ExportPlan:
             return (min(lo, hi), max(lo, hi))
         return default_input_range(self.dtype)
 
+    @property
+    def pixel_size(self) -> dict[str, float]:
+        """Physical pixel size per spatial output axis, where known: the settings' sizes, else
+        the source's (``attrs["pixel_size"]``, converted to :attr:`unit`). Axes without one are left out."""
+        src = self.source.attrs
+        found = {a: to_micrometers(v, src.get("unit", DEFAULT_UNIT)) / to_micrometers(1.0, self.unit)
+                 for a, v in (src.get("pixel_size") or {}).items()}
+        found.update(self.settings.pixel_size or {})
+        return {a: float(found[a]) for a in self.axes if a in found}
+
+    @property
+    def unit(self) -> str:
+        """The unit of :attr:`pixel_size`: the settings' unit, else the source's, else micrometer."""
+        return self.settings.unit or self.source.attrs.get("unit") or DEFAULT_UNIT
+
     def widest_itemsize(self) -> int:
         return max(self.source.dtype.itemsize, self.result.dtype.itemsize, 8 if self.renormalize else 1)
 
@@ -157,6 +173,10 @@ def build_plan(
         result = convert_dtype(result, settings.dtype)
     if settings.axis_order is not None:
         result = transpose(result, settings.axis_order)
+    wanted = writer.axis_order(tuple(str(d) for d in result.dims), dict(result.sizes), settings.axis_order)
+    if wanted is not None and wanted != "".join(map(str, result.dims)):
+        result = transpose(result, wanted)
+        notes.append(f"{writer.name} stores axes in the order {wanted!r}")
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
@@ -251,14 +271,18 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
 def _block_shape(plan: ExportPlan) -> tuple[int, ...]:
     """Blocks are whole multiples of the output chunks, as large as the memory budget allows."""
     budget = plan.memory_limit // (BLOCK_MEMORY_FACTOR * max(plan.workers, 1))
+    return block_shape(plan.chunks, plan.shape, plan.widest_itemsize(), budget)
+
+
+def block_shape(chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, budget: int) -> tuple[int, ...]:
+    """A block of whole ``chunks`` of at most ``budget`` bytes (at least one chunk), grown along
+    the innermost axes first, up to the full axis."""
     budget = max(min(budget, MAX_BLOCK_BYTES), 1)
-    chunk_elems = math.prod(plan.chunks)
-    chunk_bytes = chunk_elems * plan.widest_itemsize()
+    chunk_bytes = math.prod(chunks) * itemsize
     multiples = max(budget // max(chunk_bytes, 1), 1)
-    block = list(plan.chunks)
-    # grow along the innermost axes first, in whole chunks, up to the full axis
+    block = list(chunks)
     for i in reversed(range(len(block))):
-        c, size = plan.chunks[i], plan.shape[i]
+        c, size = chunks[i], shape[i]
         if multiples <= 1:
             break
         n_chunks = math.ceil(size / c)

@@ -72,13 +72,18 @@ def open_source(obj, axes: str | None = None) -> xr.DataArray:
 def open_exported(exported) -> xr.DataArray:
     """Open what an export wrote, labeled with its axes: an ``ExportResult`` or a path
     (``out.h5/exported_data``, ``out.zarr``, a glob of slice files)."""
+    from ..transforms import transpose
+
     paths = getattr(exported, "paths", None)
-    if paths is not None:
-        if len(paths) > 1 or exported.format.endswith("-sequence"):
-            return tiff.open_sequence(list(paths))
+    if paths is None:
+        return open_source(exported)
+    if len(paths) > 1 or exported.format.endswith("-sequence"):
+        out = tiff.open_sequence(list(paths))
+    else:
         internal = f"/{exported.internal}" if exported.internal else ""
-        return open_source(f"{exported.output}{internal}")
-    return open_source(exported)
+        out = open_source(f"{exported.output}{internal}")
+    # formats with an axis order of their own (ImageJ's TZCYX) come back in the exported order
+    return out if tuple(out.dims) == tuple(exported.axes) else transpose(out, exported.axes)
 
 
 __all__ = ["OPENERS", "open_exported", "open_source", "split_path"]
