@@ -13,14 +13,14 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import SourceError
-from . import hdf5, npy, tiff, zarr
+from . import hdf5, n5, npy, tiff, zarr
 from .memory import open_memory
 
 Opener = Callable[..., xr.DataArray]
 
 # suffix of the file part -> opener(path, internal, axes)
 OPENERS: dict[str, Opener] = {}
-for _module, _opener in ((hdf5, hdf5.open_hdf5), (zarr, zarr.open_zarr), (npy, npy.open_npy),
+for _module, _opener in ((hdf5, hdf5.open_hdf5), (zarr, zarr.open_zarr), (npy, npy.open_npy), (n5, n5.open_n5),
                          (tiff, tiff.open_tiff)):
     for _suffix in _module.SUFFIXES:
         OPENERS[_suffix] = _opener

@@ -5,6 +5,7 @@ given as a glob (``dir/slice_*.tif``), stacked along a new axis.
 from __future__ import annotations
 
 import glob as globmod
+import json
 from pathlib import Path
 
 import dask.array as da
@@ -88,11 +89,19 @@ def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
 
 
 def _sequence_metadata(file: str) -> dict:
-    """The axes lazyexport stored in a slice it wrote (empty for other files)."""
-    if not file.lower().endswith(SUFFIXES):
-        return {}
-    with tifffile.TiffFile(file) as tif:
-        meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    """The axes lazyexport stored in a slice it wrote (empty for other files): in tifffile's
+    JSON description of a TIFF, in the ``lazyexport`` text chunk of a PNG."""
+    if file.lower().endswith(".png"):
+        from PIL import Image
+
+        with Image.open(file) as img:
+            text = getattr(img, "text", {}).get("lazyexport")
+        meta = json.loads(text) if text else {}
+    elif file.lower().endswith(SUFFIXES):
+        with tifffile.TiffFile(file) as tif:
+            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    else:
+        meta = {}
     return meta if "lazyexport_axes" in meta else {}
 
 
