@@ -81,3 +81,24 @@ def parse_pixel_size(value: Any) -> dict[str, float]:
             raise SettingsError(f"pixel size for axis {letter!r} must be positive, got {size!r}")
         out[letter] = size
     return out
+
+
+def source_attrs(sizes: Mapping[str, Any], unit: Any = None) -> dict:
+    """``pixel_size``/``unit`` attributes for a source, from sizes a file gives per axis (only
+    positive finite spatial sizes kept; an unknown unit is left out, meaning micrometer)."""
+    clean = {}
+    for axis, size in sizes.items():
+        try:
+            size = float(size)
+        except (TypeError, ValueError):
+            continue
+        if axis in SPATIAL_AXES and math.isfinite(size) and size > 0:
+            clean[axis] = size
+    if not clean:
+        return {}
+    out: dict[str, Any] = {"pixel_size": clean}
+    try:
+        out["unit"] = parse_unit(unit) if unit else DEFAULT_UNIT
+    except SettingsError:
+        out["unit"] = DEFAULT_UNIT
+    return out

@@ -44,6 +44,7 @@ class ZarrWriter(Writer):
     compressions = ("zstd", "blosc", "gzip", "none")
     chunk_bytes = 4 * 2**20
     description = "a Zarr v3 (or v2) array with dimension names"
+    options = ("zarr_format",)
 
     def open(self, plan) -> Target:
         final = plan.output
