@@ -82,8 +82,11 @@ def open_exported(exported) -> xr.DataArray:
     else:
         internal = f"/{exported.internal}" if exported.internal else ""
         out = open_source(f"{exported.output}{internal}")
+    axes = tuple(exported.axes)
+    if set(out.dims) != set(axes) and out.ndim == len(axes):   # a format without axis names (npy)
+        out = xr.DataArray(out.data, dims=axes, attrs=out.attrs)
     # formats with an axis order of their own (ImageJ's TZCYX) come back in the exported order
-    return out if tuple(out.dims) == tuple(exported.axes) else transpose(out, exported.axes)
+    return out if tuple(out.dims) == axes else transpose(out, axes)
 
 
 __all__ = ["OPENERS", "open_exported", "open_source", "split_path"]
