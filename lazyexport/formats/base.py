@@ -7,6 +7,8 @@ and renames on commit.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import uuid
@@ -142,3 +144,14 @@ def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray
             done = os.pwrite(fd, view, at)
             view, at = view[done:], at + done
     return block.nbytes
+
+
+def release_memory() -> None:
+    """Hand memory freed by the block writes back to the system before a writer's own second
+    pass (pyramid levels, TIFF streaming). glibc keeps freed heap pages of every thread's arena
+    resident until trimmed, so without this the second pass would add to the first's peak."""
+    libc = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):   # not glibc: nothing to do
+        pass

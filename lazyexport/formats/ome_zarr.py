@@ -19,17 +19,17 @@ the plan reorders the result when the user gave no axis order.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
+import dask
 import numpy as np
 import zarr
 
 from ..errors import FormatError
 from . import register
-from .base import Target, remove, temp_path
+from .base import Target, release_memory, remove, temp_path
 from .zarr import ZarrTarget, ZarrWriter, compressors
 
 NGFF_ORDER = "tczyx"
@@ -188,6 +188,7 @@ class OmeZarrTarget(ZarrTarget):
         self.workers = workers
 
     def finish(self) -> None:
+        release_memory()
         root = zarr.open_group(store=str(self.temp), mode="r+")
         group = root[self.group] if self.group else root
         for below, level in zip(self.levels, self.levels[1:]):
@@ -199,8 +200,8 @@ class OmeZarrTarget(ZarrTarget):
         from ..plan import BLOCK_MEMORY_FACTOR, block_shape
 
         budget = self.memory_limit // (BLOCK_MEMORY_FACTOR * self.workers)
-        # budget the block by the bytes it reads: the output block times the window size
-        itemsize = max(src.dtype.itemsize, 8) * math.prod(factors)
+        # per output pixel: its window read, a reordered copy of it, and float64 (or sort) work space
+        itemsize = (2 * src.dtype.itemsize + 8) * math.prod(factors)
         block = block_shape(dst.chunks, dst.shape, itemsize, budget)
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
 
@@ -209,6 +210,7 @@ class OmeZarrTarget(ZarrTarget):
             region = tuple(slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape))
             dst[out] = downsample(src[region], factors, self.method)
 
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for _ in pool.map(one, product(*grid)):
-                pass
+        # dask's own thread pool, the one that wrote level 0: new threads would each get new
+        # malloc arenas, and the process would keep the old ones' memory besides
+        dask.compute(*(dask.delayed(one)(corner) for corner in product(*grid)),
+                     scheduler="threads", num_workers=self.workers)

@@ -38,7 +38,7 @@ import tifffile
 from ..errors import FormatError
 from ..units import imagej_unit, to_micrometers, unit_symbol
 from . import register
-from .base import Target, Writer, remove, temp_path, write_region
+from .base import Target, Writer, release_memory, remove, temp_path, write_region
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
@@ -90,13 +90,11 @@ class TiffWriter(Writer):
         return (*outer, *plane)
 
     def chunks(self, plan) -> tuple[int, ...]:
-        """Whole rows of one plane: each block is a run of rows of the raw file's pages."""
+        """The usual chunks, which follow the source's: the raw file takes any block shape,
+        and a block shaped like the page (whole rows or planes) would read source chunks
+        that neighbouring blocks need too, which dask then holds in memory between them."""
         self.file_axes(plan)   # refuse what the flavor cannot hold, at planning time
-        *_, ya, xa = [a for a in plan.axes if a != "c"]
-        sizes = dict(zip(plan.axes, plan.shape))
-        row = sizes[xa] * plan.dtype.itemsize
-        rows = max(1, min(sizes[ya], self.chunk_bytes // max(row, 1)))
-        return tuple(sizes[a] if a == xa else rows if a == ya else 1 for a in plan.axes)
+        return super().chunks(plan)
 
     def open(self, plan) -> Target:
         final = plan.output
@@ -191,6 +189,7 @@ class TiffTarget(Target):
         return meta, res
 
     def finish(self) -> None:
+        release_memory()
         meta, res = self.metadata()
         compression = None if self.compression == "none" else self.compression
         args = {"compressionargs": {"level": self.level}} if compression and self.level is not None else {}
