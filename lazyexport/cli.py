@@ -26,7 +26,7 @@ from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text
 from .run import ExportResult, Progress, execute
-from .settings import ExportSettings
+from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
 from .sources import open_exported, open_source
 
 
@@ -81,6 +81,11 @@ def _settings_from_args(args) -> ExportSettings:
         chunks=_parse_chunks(args.chunks) if args.chunks else None,
         result_type=args.result_type,
         zarr_format=args.zarr_format,
+        pixel_size=args.pixel_size,
+        unit=args.unit,
+        levels=args.levels,
+        downsample=args.downsample,
+        tiff_flavor=args.tiff_flavor,
     )
 
 
@@ -249,8 +254,9 @@ def cmd_formats(args) -> int:
     for name in formats():
         writer = get_writer(name)
         kind = "sequence" if writer.is_sequence else "single  "
-        print(f"{name:15} {kind} {'/'.join(writer.extensions):14} compression: "
-              f"{', '.join(writer.compressions)} (default {writer.compressions[0]})  - {writer.description}")
+        options = f"  options: {', '.join(writer.options)}" if writer.options else ""
+        print(f"{name:15} {kind} {'/'.join(writer.extensions):26} compression: "
+              f"{', '.join(writer.compressions)} (default {writer.compressions[0]})  - {writer.description}{options}")
     return 0
 
 
@@ -305,6 +311,13 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression-level", type=int, help="codec level")
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3), help="Zarr version (default 3)")
+    p.add_argument("--pixel-size", help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)")
+    p.add_argument("--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)")
+    p.add_argument("--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)")
+    p.add_argument("--downsample", choices=DOWNSAMPLE_METHODS,
+                   help="ome-zarr pyramid: mean (default for floats), mode (default for integer labels) or nearest")
+    p.add_argument("--tiff-flavor", default="plain", choices=TIFF_FLAVORS,
+                   help="tiff metadata: plain, imagej (hyperstack) or ome (default plain)")
     _add_run_options(p)
     p.add_argument("--save-settings", metavar="FILE.toml",
                    help="also save these settings as a one-dataset project file for 'lazyexport batch'")
@@ -332,7 +345,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", help="export one source")
-    p.add_argument("source", help="file.h5/dataset, store.zarr[/path], file.tif, file.npy or a glob of slices")
+    p.add_argument("source", help="file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy or a glob of slices")
     p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
     _add_export_options(p)
     p.set_defaults(func=cmd_export)

@@ -27,6 +27,7 @@ from .settings import ExportSettings
 from .sources import open_source
 from .sources.base import reopen
 from .transforms import convert_dtype, cutout, default_input_range, renormalize, transpose
+from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
 # Memory one block in flight can take, as a multiple of its size in the widest dtype it passes
@@ -99,6 +100,21 @@ class ExportPlan:
             return (max(lo, full[0]), min(hi, full[1])) if full else (lo, hi)
         return full
 
+    @property
+    def pixel_size(self) -> dict[str, float]:
+        """Physical pixel size per spatial output axis, where known: the settings' sizes, else
+        the source's (``attrs["pixel_size"]``, converted to :attr:`unit`). Axes without one are left out."""
+        src = self.source.attrs
+        found = {a: to_micrometers(v, src.get("unit", DEFAULT_UNIT)) / to_micrometers(1.0, self.unit)
+                 for a, v in (src.get("pixel_size") or {}).items()}
+        found.update(self.settings.pixel_size or {})
+        return {a: float(found[a]) for a in self.axes if a in found}
+
+    @property
+    def unit(self) -> str:
+        """The unit of :attr:`pixel_size`: the settings' unit, else the source's, else micrometer."""
+        return self.settings.unit or self.source.attrs.get("unit") or DEFAULT_UNIT
+
     def widest_itemsize(self) -> int:
         return max(self.source.dtype.itemsize, self.result.dtype.itemsize, 8 if self.renormalize else 1)
 
@@ -116,17 +132,16 @@ class ExportPlan:
         return [a for a in self.axes if a in native and self.roi[a][0] % native[a]]
 
     def default_chunks(self, chunk_bytes: int) -> tuple[int, ...]:
-        """An output chunk shape of about ``chunk_bytes``, following the data's own chunking,
-        whole channel axes kept together, and the user's ``chunks`` setting where given."""
+        """An output chunk shape of about ``chunk_bytes`` that follows the data's own chunking
+        (each length a divisor or a multiple of the source's, so a block reads whole source
+        chunks), whole channel axes kept together, and the user's ``chunks`` setting where given."""
         fixed = dict(self.settings.chunks or {})
         for axis, size in zip(self.axes, self.shape):
             if axis == "c" and size <= 16:
                 fixed.setdefault(axis, size)
-        wanted = tuple(min(fixed[a], s) if a in fixed else "auto" for a, s in zip(self.axes, self.shape))
-        previous = self.native_chunks() or tuple(max(c) for c in self.result.data.chunks)
-        auto = da.core.normalize_chunks(wanted, self.shape, limit=chunk_bytes, dtype=self.dtype,
-                                        previous_chunks=previous)
-        return tuple(max(c) if c else 1 for c in auto)
+        previous = self.native_chunks() or tuple(max(c) if c else 1 for c in self.result.data.chunks)
+        return aligned_chunks(previous, self.shape, self.dtype.itemsize, chunk_bytes,
+                              {self.axes.index(a): n for a, n in fixed.items() if a in self.axes})
 
     def __str__(self) -> str:
         lines = [
@@ -167,6 +182,13 @@ def build_plan(
             in_range = default_input_range(src.dtype) or _data_range(cutout(src, roi), notes)
         renorm = (in_range, out_range)
     result = transform(src, roi, settings, renorm)
+    # a format with an axis order of its own (ImageJ's TZCYX) gets one more transpose
+    wanted = writer.axis_order(tuple(str(d) for d in result.dims), dict(result.sizes), settings.axis_order)
+    if wanted == "".join(map(str, result.dims)):
+        wanted = None
+    if wanted is not None:
+        result = transpose(result, wanted)
+        notes.append(f"{writer.name} stores axes in the order {wanted!r}")
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
@@ -183,6 +205,8 @@ def build_plan(
     aligned = reopen(src, _aligned_source_chunks(plan, block))
     if aligned is not None:
         result = transform(aligned, roi, settings, renorm)
+        if wanted is not None:
+            result = transpose(result, wanted)
     plan.result = result.chunk(dict(zip(plan.axes, block)))
     return plan
 
@@ -205,6 +229,39 @@ def transform(
     if settings.axis_order is not None:
         result = transpose(result, settings.axis_order)
     return result
+
+
+def aligned_chunks(
+    previous: tuple[int, ...], shape: tuple[int, ...], itemsize: int, chunk_bytes: int, fixed: dict[int, int]
+) -> tuple[int, ...]:
+    """A chunk shape of about ``chunk_bytes`` made from ``previous`` (the source's chunks) by
+    splitting its longest axis into equal parts, or doubling its innermost axes, so that every
+    length divides or is a multiple of the previous one. Axes in ``fixed`` keep the given length."""
+    chunk = [max(min(fixed.get(i, p), s), 1) for i, (p, s) in enumerate(zip(previous, shape))]
+    free = [i for i in range(len(chunk)) if i not in fixed]
+
+    def nbytes() -> int:
+        return math.prod(chunk) * itemsize
+
+    while nbytes() > chunk_bytes:
+        splittable = [i for i in free if chunk[i] > 1]
+        if not splittable:
+            break
+        i = max(splittable, key=lambda j: (chunk[j], -j))     # the longest, outermost on ties
+        chunk[i] //= _smallest_factor(chunk[i])
+    grown = True
+    while grown:
+        grown = False
+        for i in reversed(free):                                # innermost first
+            if chunk[i] < shape[i] and nbytes() * 2 <= chunk_bytes:
+                chunk[i] = min(chunk[i] * 2, shape[i])
+                grown = True
+                break
+    return tuple(chunk)
+
+
+def _smallest_factor(n: int) -> int:
+    return next((f for f in range(2, math.isqrt(n) + 1) if n % f == 0), n)
 
 
 def _aligned_source_chunks(plan: ExportPlan, block: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
@@ -303,16 +360,23 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
 def _block_shape(plan: ExportPlan) -> tuple[int, ...]:
     """Blocks are whole multiples of the output chunks, as large as the memory budget allows."""
     budget = plan.memory_limit // (BLOCK_MEMORY_FACTOR * max(plan.workers, 1))
+    # first along axes where the cutout starts inside a source chunk (so that chunk is read by fewer blocks)
+    misaligned = tuple(plan.axes.index(a) for a in plan.misaligned_axes())
+    return block_shape(plan.chunks, plan.shape, plan.widest_itemsize(), budget, first=misaligned)
+
+
+def block_shape(
+    chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, budget: int, first: tuple[int, ...] = ()
+) -> tuple[int, ...]:
+    """A block of whole ``chunks`` of at most ``budget`` bytes (at least one chunk), grown along
+    the ``first`` axes, then the innermost axes first, up to the full axis."""
     budget = max(min(budget, MAX_BLOCK_BYTES), 1)
-    chunk_elems = math.prod(plan.chunks)
-    chunk_bytes = chunk_elems * plan.widest_itemsize()
+    chunk_bytes = math.prod(chunks) * itemsize
     multiples = max(budget // max(chunk_bytes, 1), 1)
-    block = list(plan.chunks)
-    # grow in whole chunks up to the full axis: first along axes where the cutout starts inside a
-    # source chunk (so that chunk is read by fewer blocks), then the innermost axes first
-    misaligned = [plan.axes.index(a) for a in plan.misaligned_axes()]
-    for i in misaligned + [i for i in reversed(range(len(block))) if i not in misaligned]:
-        c, size = plan.chunks[i], plan.shape[i]
+    block = list(chunks)
+    # grow in whole chunks up to the full axis: first along the ``first`` axes, then the innermost
+    for i in list(first) + [i for i in reversed(range(len(block))) if i not in first]:
+        c, size = chunks[i], shape[i]
         if multiples <= 1:
             break
         n_chunks = math.ceil(size / c)

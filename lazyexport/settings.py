@@ -13,8 +13,11 @@ import numpy as np
 from .axes import parse_axes
 from .errors import SettingsError
 from .roi import Bounds, normalize_roi_spec
+from .units import parse_pixel_size, parse_unit
 
 Range = tuple[float, float]
+DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
+TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
 def _parse_range(value: Any, what: str) -> Range:
@@ -54,7 +57,13 @@ class ExportSettings:
     - ``compression`` / ``compression_level``: the writer's codec and level (None: its default).
     - ``chunks``: output chunk length per axis, e.g. ``{"z": 32}`` (others: the writer chooses).
     - ``result_type``: a label for ``{result_type}``, e.g. ``"Probabilities"``.
-    - ``zarr_format``: 2 or 3 for Zarr outputs.
+    - ``zarr_format``: 2 or 3 for Zarr and OME-Zarr outputs.
+    - ``pixel_size`` / ``unit``: physical size of a pixel per spatial axis, e.g.
+      ``{"z": 0.5, "y": 0.1, "x": 0.1}`` in ``"micrometer"`` (default: what the source carries).
+    - ``levels``: OME-Zarr pyramid levels (None: until the smallest level fits 512x512).
+    - ``downsample``: how pyramid levels are made: ``"mean"`` (default for floats),
+      ``"mode"`` (default for integers: label images keep their labels) or ``"nearest"``.
+    - ``tiff_flavor``: multipage TIFF metadata: ``"plain"``, ``"imagej"`` (hyperstack) or ``"ome"``.
     """
 
     roi: Mapping[str, Bounds] | None = None
@@ -68,6 +77,11 @@ class ExportSettings:
     chunks: Mapping[str, int] | None = None
     result_type: str | None = None
     zarr_format: int = 3
+    pixel_size: Mapping[str, float] | None = None
+    unit: str | None = None
+    levels: int | None = None
+    downsample: str | None = None
+    tiff_flavor: str = "plain"
 
     def __post_init__(self) -> None:
         from .formats import get_writer  # the registry validates format names
@@ -113,6 +127,20 @@ class ExportSettings:
             set_("chunks", chunks)
         if self.zarr_format not in (2, 3):
             raise SettingsError(f"zarr_format must be 2 or 3, got {self.zarr_format!r}")
+        if self.pixel_size is not None:
+            set_("pixel_size", parse_pixel_size(self.pixel_size) or None)
+        if self.unit is not None:
+            set_("unit", parse_unit(self.unit))
+        if self.levels is not None:
+            if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 1 <= self.levels <= 32:
+                raise SettingsError(f"levels must be a whole number from 1 to 32, got {self.levels!r}")
+        if self.downsample is not None:
+            set_("downsample", str(self.downsample).lower())
+            if self.downsample not in DOWNSAMPLE_METHODS:
+                raise SettingsError(f"unknown downsample method {self.downsample!r}; choose one of {', '.join(DOWNSAMPLE_METHODS)}")
+        set_("tiff_flavor", str(self.tiff_flavor).lower())
+        if self.tiff_flavor not in TIFF_FLAVORS:
+            raise SettingsError(f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}")
 
     def replace(self, **changes: Any) -> ExportSettings:
         return dataclasses.replace(self, **changes)
@@ -128,7 +156,7 @@ class ExportSettings:
                 value = {a: list(b) for a, b in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
-            elif field.name == "chunks":
+            elif field.name in ("chunks", "pixel_size"):
                 value = dict(value)
             out[field.name] = value
         return out

@@ -24,6 +24,6 @@ def formats() -> list[str]:
     return sorted(_WRITERS)
 
 
-from . import hdf5, sequence, zarr  # noqa: E402,F401  (each registers its writer)
+from . import hdf5, n5, npy, ome_zarr, png, sequence, tiff, zarr  # noqa: E402,F401  (each registers its writer)
 
 __all__ = ["Target", "Writer", "formats", "get_writer", "register"]

@@ -7,6 +7,8 @@ and renames on commit.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import uuid
@@ -63,6 +65,15 @@ class Writer:
     compressions: ClassVar[tuple[str, ...]] = ("none",)   # the first is the default
     chunk_bytes: ClassVar[int] = 4 * 2**20                # preferred bytes per output chunk
     description: ClassVar[str] = ""
+    options: ClassVar[tuple[str, ...]] = ()               # the settings it reads beyond the common ones
+
+    def axis_order(self, axes: tuple[str, ...], sizes: dict[str, int], explicit: str | None) -> str | None:
+        """The axis order the format must store, if it has one (None: any order).
+
+        ``axes`` is the result's order, ``explicit`` the order the user asked for (or None).
+        Raise :class:`~lazyexport.errors.FormatError` where the user's order cannot be stored.
+        """
+        return None
 
     def chunks(self, plan: ExportPlan) -> tuple[int, ...]:
         """The chunk shape of the output, in output axes (blocks are whole multiples of it)."""
@@ -115,3 +126,44 @@ def replace(temp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(temp, final)
+
+
+def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray,
+                 location: tuple[slice, ...]) -> int:
+    """Write ``block`` at ``location`` into a C-ordered array of ``shape`` stored from byte
+    ``offset`` of the open file ``fd``; return the bytes written.
+
+    Positioned writes (``os.pwrite``), one per contiguous run, rather than assignment through a
+    memory map: dirty pages of a shared mapping count to the process's resident memory until
+    the kernel writes them back, so a large output would look (and be charged) as if held in RAM.
+    Safe to call from many threads at once for disjoint regions.
+    """
+    block = np.ascontiguousarray(block)
+    ndim = block.ndim
+    k = ndim   # axes k.. are covered whole, so axis k-1 and everything inside it is one run
+    while k > 0 and block.shape[k - 1] == shape[k - 1]:
+        k -= 1
+    outer = max(k - 1, 0)
+    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(ndim)]
+    starts = [s.start or 0 for s in location]
+    base = sum(starts[i] * strides[i] for i in range(outer, ndim))
+    runs = block.reshape(block.shape[:outer] + (-1,))
+    for index in np.ndindex(*block.shape[:outer]):
+        pos = base + sum((starts[i] + index[i]) * strides[i] for i in range(outer))
+        view = memoryview(runs[index]).cast("B")
+        at = offset + pos * block.itemsize
+        while view:
+            done = os.pwrite(fd, view, at)
+            view, at = view[done:], at + done
+    return block.nbytes
+
+
+def release_memory() -> None:
+    """Hand memory freed by the block writes back to the system before a writer's own second
+    pass (pyramid levels, TIFF streaming). glibc keeps freed heap pages of every thread's arena
+    resident until trimmed, so without this the second pass would add to the first's peak."""
+    libc = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):   # not glibc: nothing to do
+        pass

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..axes import vigra_axistags
 from ..errors import FormatError
+from ..units import to_micrometers
 from . import register
 from .base import Target, Writer, remove, temp_path
 
@@ -63,6 +64,7 @@ class HDF5Writer(Writer):
     compressions = ("gzip", "lzf", "none")
     chunk_bytes = 2**20
     description = "one chunked HDF5 dataset with ilastik axistags"
+    options = ("pixel_size", "unit")
 
     def dataset(self, plan) -> str:
         return plan.internal.strip("/") or DEFAULT_DATASET
@@ -108,7 +110,10 @@ class HDF5Writer(Writer):
             with h5py.File(temp, "w") as f:
                 dset = f.create_dataset(name, shape=plan.shape, dtype=plan.dtype, chunks=plan.chunks,
                                         compression=compression, fillvalue=0, **opts)
-                dset.attrs["axistags"] = vigra_axistags(plan.axes)
+                um = {a: to_micrometers(v, plan.unit) for a, v in plan.pixel_size.items()}
+                dset.attrs["axistags"] = vigra_axistags(plan.axes, um)
+                if um:   # Fiji's HDF5 plugin and many others read voxel sizes in micrometers from here
+                    dset.attrs["element_size_um"] = np.array([um.get(a, 1.0) for a in plan.axes])
                 if plan.value_range is not None:
                     dset.attrs["drange"] = np.array(plan.value_range, dtype=plan.dtype)
         except BaseException:

@@ -66,6 +66,13 @@ class SequenceTarget(Target):
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
         raise NotImplementedError
 
+    def slice_metadata(self, index: int, plane_axes: str) -> dict:
+        """What each slice file records so that it reads back labeled: the exported axes, the
+        axes of the stored plane, the slicing axis and this slice's source index."""
+        return {"lazyexport_axes": "".join(self.axes), "lazyexport_plane": plane_axes,
+                "lazyexport_slice_axis": self.axes[self.slice_pos],
+                "lazyexport_slice_index": self.slice_start + index}
+
 
 class TiffSequenceTarget(SequenceTarget):
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
@@ -77,10 +84,7 @@ class TiffSequenceTarget(SequenceTarget):
         args = {"compressionargs": {"level": self.level}} if compression and self.level is not None else {}
         tifffile.imwrite(
             path, plane, photometric="minisblack", compression=compression,
-            metadata={"axes": codes, "lazyexport_axes": "".join(self.axes),
-                      "lazyexport_plane": "".join(axes),
-                      "lazyexport_slice_axis": self.axes[self.slice_pos],
-                      "lazyexport_slice_index": self.slice_start + index},
+            metadata={"axes": codes, **self.slice_metadata(index, "".join(axes))},
             **args,
         )
 

@@ -45,6 +45,7 @@ class ZarrWriter(Writer):
     chunk_bytes = 4 * 2**20
     description = "a Zarr v3 (or v2) array with dimension names"
     resumable = True
+    options = ("zarr_format",)
 
     def open(self, plan, resume_token: str | None = None) -> Target:
         final = plan.output

@@ -13,14 +13,14 @@ from pathlib import Path
 import xarray as xr
 
 from ..errors import SourceError
-from . import hdf5, npy, tiff, zarr
+from . import hdf5, n5, npy, tiff, zarr
 from .memory import open_memory
 
 Opener = Callable[..., xr.DataArray]
 
 # suffix of the file part -> opener(path, internal, axes)
 OPENERS: dict[str, Opener] = {}
-for _module, _opener in ((hdf5, hdf5.open_hdf5), (zarr, zarr.open_zarr), (npy, npy.open_npy),
+for _module, _opener in ((hdf5, hdf5.open_hdf5), (zarr, zarr.open_zarr), (npy, npy.open_npy), (n5, n5.open_n5),
                          (tiff, tiff.open_tiff)):
     for _suffix in _module.SUFFIXES:
         OPENERS[_suffix] = _opener
@@ -73,15 +73,23 @@ def open_exported(exported) -> xr.DataArray:
     """Open what an export wrote, labeled with its axes: an ``ExportResult``, a path
     (``out.h5/exported_data``, ``out.zarr``, a glob of slice files) or a list of slice files
     (a sequence's slices, or just some of them: only the files listed are read)."""
+    from ..transforms import transpose
+
     paths = getattr(exported, "paths", None)
-    if paths is not None:
-        if len(paths) > 1 or exported.format.endswith("-sequence"):
-            return tiff.open_sequence(list(paths))
+    if paths is None:
+        if isinstance(exported, (list, tuple)):
+            return tiff.open_sequence(list(exported))
+        return open_source(exported)
+    if len(paths) > 1 or exported.format.endswith("-sequence"):
+        out = tiff.open_sequence(list(paths))
+    else:
         internal = f"/{exported.internal}" if exported.internal else ""
-        return open_source(f"{exported.output}{internal}")
-    if isinstance(exported, (list, tuple)):
-        return tiff.open_sequence(list(exported))
-    return open_source(exported)
+        out = open_source(f"{exported.output}{internal}")
+    axes = tuple(exported.axes)
+    if set(out.dims) != set(axes) and out.ndim == len(axes):   # a format without axis names (npy)
+        out = xr.DataArray(out.data, dims=axes, attrs=out.attrs)
+    # formats with an axis order of their own (ImageJ's TZCYX) come back in the exported order
+    return out if tuple(out.dims) == axes else transpose(out, axes)
 
 
 __all__ = ["OPENERS", "open_exported", "open_source", "split_path"]

@@ -9,6 +9,7 @@ import xarray as xr
 
 from ..axes import parse_vigra_axistags
 from ..errors import SourceError
+from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
 
 SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".ilp")
@@ -44,9 +45,12 @@ def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
             listing = ", ".join(list_datasets(file)[:10]) or "none"
             raise SourceError(f"{path} has no dataset {internal!r} (datasets: {listing})")
         tags = obj.attrs.get("axistags")
+        element_size = obj.attrs.get("element_size_um")
         meta_axes = parse_vigra_axistags(tags) if tags is not None else None
         arr = H5Array(path, obj.shape, obj.dtype, key=internal)
         native = obj.chunks
         shape = obj.shape
     dims = resolve_axes(axes, meta_axes, shape)
-    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, internal_path=internal)
+    sizes = dict(zip(dims, element_size)) if element_size is not None and len(element_size) == len(dims) else {}
+    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, internal_path=internal,
+                   **source_attrs(sizes, "micrometer"))

@@ -10,6 +10,7 @@ import xarray as xr
 
 from ..axes import parse_axes
 from ..errors import SourceError
+from ..units import source_attrs
 from .base import dask_chunks, labeled, resolve_axes
 
 
@@ -22,6 +23,7 @@ def open_memory(obj, axes=None) -> xr.DataArray:
         out = labeled(data, dims, None)
         if obj.name is not None:
             out.attrs["nickname"] = str(obj.name)
+        out.attrs.update(_coordinate_spacing(obj, dims))
         out.attrs.update(obj.attrs)  # a DataArray from open_source keeps its source's attributes
         out.encoding.update(obj.encoding)
         return out
@@ -49,3 +51,18 @@ def _xarray_dims(obj: xr.DataArray) -> tuple[str, ...]:
     raise SourceError(
         f"the DataArray's dims {tuple(obj.dims)} are not single-letter axis tags; pass axes=, e.g. 'zyx'"
     )
+
+
+def _coordinate_spacing(obj: xr.DataArray, dims) -> dict:
+    """Pixel sizes from evenly spaced numeric coordinates of the spatial dims (unit from the
+    coordinate's ``units`` attribute)."""
+    sizes, unit = {}, None
+    for name, axis in zip(obj.dims, dims):
+        coord = obj.coords.get(name)
+        if coord is None or coord.ndim != 1 or coord.size < 2 or coord.dtype.kind not in "iuf":
+            continue
+        steps = np.diff(coord.values.astype(np.float64))
+        if np.allclose(steps, steps[0]):
+            sizes[axis] = abs(float(steps[0]))
+            unit = unit or coord.attrs.get("units")
+    return source_attrs(sizes, unit)

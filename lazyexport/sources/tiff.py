@@ -5,6 +5,8 @@ given as a glob (``dir/slice_*.tif``), stacked along a new axis.
 from __future__ import annotations
 
 import glob as globmod
+import json
+from xml.etree import ElementTree
 from pathlib import Path
 
 import dask.array as da
@@ -15,6 +17,7 @@ import zarr
 
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
+from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
 
 SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
@@ -55,11 +58,37 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
             native = [1] * (len(shape) - 2) + list(shape[-2:])
             if page.is_tiled and len(shape) >= 2 and codes[-1] != "S":
                 native[-2:] = [page.tilelength, page.tilewidth]
+            own = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+            meta_axes = own.get("lazyexport_axes") if len(own.get("lazyexport_axes", "")) == len(shape) else None
+            extra = _pixel_size(tif, own)
     except (OSError, tifffile.TiffFileError, IndexError) as exc:
         raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
     arr = TiffArray(path, shape, dtype)
-    dims = resolve_axes(axes, tiff_axes(codes), shape)
-    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, tiff_axes=codes)
+    dims = resolve_axes(axes, meta_axes or tiff_axes(codes), shape)
+    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, tiff_axes=codes, **extra)
+
+
+def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
+    """``pixel_size``/``unit`` from OME-XML PhysicalSize*, ImageJ's resolution + spacing + unit, or
+    the sizes lazyexport wrote into a plain TIFF's description. Other TIFFs' resolution tags
+    (often a meaningless 72 dpi) are ignored."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+            if pixels is None:
+                return {}
+            sizes = {a: pixels.get(f"PhysicalSize{a.upper()}") for a in "zyx" if pixels.get(f"PhysicalSize{a.upper()}")}
+            return source_attrs(sizes, pixels.get("PhysicalSizeXUnit", "µm"))
+        if tif.is_imagej and tif.imagej_metadata:
+            meta = tif.imagej_metadata
+            xres, yres = tif.pages.first.resolution
+            sizes = {"x": 1 / xres if xres else None, "y": 1 / yres if yres else None, "z": meta.get("spacing")}
+            return source_attrs({a: v for a, v in sizes.items() if v is not None}, meta.get("unit"))
+        if "pixel_size" in own:
+            return source_attrs(own["pixel_size"], own.get("unit"))
+    except (ValueError, TypeError, ZeroDivisionError, ElementTree.ParseError):
+        pass
+    return {}
 
 
 class ImageFileArray(FileArray):
@@ -88,11 +117,19 @@ def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
 
 
 def _sequence_metadata(file: str) -> dict:
-    """The axes lazyexport stored in a slice it wrote (empty for other files)."""
-    if not file.lower().endswith(SUFFIXES):
-        return {}
-    with tifffile.TiffFile(file) as tif:
-        meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    """The axes lazyexport stored in a slice it wrote (empty for other files): in tifffile's
+    JSON description of a TIFF, in the ``lazyexport`` text chunk of a PNG."""
+    if file.lower().endswith(".png"):
+        from PIL import Image
+
+        with Image.open(file) as img:
+            text = getattr(img, "text", {}).get("lazyexport")
+        meta = json.loads(text) if text else {}
+    elif file.lower().endswith(SUFFIXES):
+        with tifffile.TiffFile(file) as tif:
+            meta = tif.shaped_metadata[0] if tif.shaped_metadata else {}
+    else:
+        meta = {}
     return meta if "lazyexport_axes" in meta else {}
 
 

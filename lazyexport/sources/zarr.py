@@ -13,6 +13,7 @@ import zarr
 from dask.base import tokenize
 
 from ..errors import SourceError
+from ..units import source_attrs
 from .base import dask_chunks, labeled, reader_array, resolve_axes
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
@@ -30,6 +31,18 @@ def _multiscales(attrs) -> list | None:
     return attrs.get("multiscales")
 
 
+def _ome_pixel_size(image: dict) -> dict:
+    """Pixel sizes of level 0 from its ``scale`` transform and the axes' units."""
+    axes = image.get("axes", [])
+    names = [a["name"] if isinstance(a, dict) else a for a in axes]
+    scale = next((t.get("scale") for t in image["datasets"][0].get("coordinateTransformations", [])
+                  if t.get("type") == "scale"), None)
+    if not scale or len(scale) != len(names):
+        return {}
+    unit = next((a.get("unit") for a in axes if isinstance(a, dict) and a.get("type") == "space" and a.get("unit")), None)
+    return source_attrs(dict(zip(names, scale)), unit) if unit else {}
+
+
 def _array_axes(arr: zarr.Array) -> list[str] | None:
     names = getattr(arr.metadata, "dimension_names", None)
     if names and all(isinstance(n, str) for n in names):
@@ -45,12 +58,14 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         where = f"{path}/{internal}" if internal else str(path)
         raise SourceError(f"cannot open {where} as Zarr: {exc}") from None
     meta_axes = None
+    extra: dict = {}
     if isinstance(node, zarr.Group):
         multiscales = _multiscales(node.attrs)
         if multiscales:
             image = multiscales[0]
             level0 = image["datasets"][0]["path"]
             meta_axes = [a["name"] if isinstance(a, dict) else a for a in image.get("axes", [])] or None
+            extra = _ome_pixel_size(image)
             arr = node[level0]
             internal = f"{internal}/{level0}".strip("/")
         else:
@@ -70,7 +85,8 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     chunks = dask_chunks(arr.shape, arr.dtype, native)
     name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
     dims = resolve_axes(axes, meta_axes, arr.shape)
-    return labeled(reader_array(arr, chunks, name=name), dims, path, reader=arr, native=native, internal_path=internal)
+    return labeled(reader_array(arr, chunks, name=name), dims, path, reader=arr, native=native,
+                   internal_path=internal, **extra)
 
 
 def _mtime(path: Path) -> int:

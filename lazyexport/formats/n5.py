@@ -1,0 +1,135 @@
+"""N5 containers, for Fiji's N5 tools and BigDataViewer: ``out.n5`` (dataset at the root) or
+``out.n5/path/to/dataset``.
+
+N5 lists dimensions in the reverse (Fortran) order of ours: ``dimensions``, ``blockSize`` and
+the ``axes`` attribute name the fastest-varying axis (x) first, and a block's C-ordered bytes in
+our axis order are exactly its N5 bytes. Each chunk is one file ``<dataset>/<i_x>/<i_y>/...``:
+a big-endian header (mode 0, number of dimensions, the block's own size per dimension - edge
+blocks are stored cut short) followed by the big-endian data, gzip-compressed by default.
+Blocks cover whole chunks, so chunk files are written (and compressed) in parallel with no lock.
+
+The block codec lives here and is shared with :mod:`lazyexport.sources.n5`, which reads N5 back.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FormatError
+from ..units import unit_symbol
+from . import register
+from .base import Target, Writer, remove, temp_path
+
+N5_VERSION = "4.0.0"
+DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")
+ATTRIBUTES = "attributes.json"
+
+
+def encode_block(block: np.ndarray, compression: str, level: int) -> bytes:
+    header = struct.pack(">HH", 0, block.ndim) + struct.pack(f">{block.ndim}I", *reversed(block.shape))
+    data = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder(">")).tobytes()
+    if compression == "gzip":
+        data = gzip.compress(data, compresslevel=level, mtime=0)
+    return header + data
+
+
+def decode_block(raw: bytes, dtype: np.dtype, compression: str) -> np.ndarray:
+    """A chunk file's bytes -> the block in our (C) axis order and native byte order."""
+    mode, ndim = struct.unpack(">HH", raw[:4])
+    if mode != 0:
+        raise ValueError(f"N5 block mode {mode} (varlength/object) is not supported")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])[::-1]
+    data = raw[4 + 4 * ndim:]
+    if compression == "gzip":
+        data = gzip.decompress(data)
+    elif compression != "raw":
+        raise ValueError(f"N5 compression {compression!r} is not supported (gzip, raw)")
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder(">")).reshape(shape).astype(dtype)
+
+
+def chunk_file(dataset: Path, grid: tuple[int, ...]) -> Path:
+    return dataset.joinpath(*(str(i) for i in reversed(grid)))
+
+
+def read_attributes(node: Path) -> dict:
+    try:
+        return json.loads((node / ATTRIBUTES).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def _write_attributes(node: Path, attrs: dict) -> None:
+    node.mkdir(parents=True, exist_ok=True)
+    merged = {**read_attributes(node), **attrs}
+    (node / ATTRIBUTES).write_text(json.dumps(merged, indent=1))
+
+
+@register
+class N5Writer(Writer):
+    name = "n5"
+    extensions = (".n5",)
+    compressions = ("gzip", "raw")
+    chunk_bytes = 2**20
+    description = "an N5 dataset (Fiji N5 / BigDataViewer), gzip or raw blocks"
+    options = ("pixel_size", "unit")
+
+    def chunks(self, plan) -> tuple[int, ...]:
+        if plan.dtype.name not in DTYPES:
+            raise FormatError(f"N5 cannot hold {plan.dtype} data; convert to one of {', '.join(DTYPES)}")
+        return super().chunks(plan)
+
+    def open(self, plan) -> Target:
+        final = plan.output
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path(final)
+        internal = plan.internal.strip("/")
+        compression = self.compression(plan)
+        level = plan.settings.compression_level if plan.settings.compression_level is not None else 1
+        attrs = {
+            "dimensions": list(reversed(plan.shape)),
+            "blockSize": list(reversed(plan.chunks)),
+            "dataType": plan.dtype.name,
+            "compression": {"type": "gzip", "level": level, "useZlib": False} if compression == "gzip"
+            else {"type": "raw"},
+            "axes": list(reversed(plan.axes)),
+        }
+        pixel_size = plan.pixel_size
+        if pixel_size:   # both conventions: n5-viewer's pixelResolution, and resolution + units
+            sizes = [pixel_size.get(a, 1.0) for a in reversed(plan.axes)]
+            attrs["pixelResolution"] = {"unit": unit_symbol(plan.unit), "dimensions": sizes}
+            attrs["resolution"] = sizes
+            attrs["units"] = [unit_symbol(plan.unit) if a in pixel_size else "" for a in reversed(plan.axes)]
+        if plan.value_range is not None:
+            attrs["drange"] = list(plan.value_range)
+        try:
+            _write_attributes(temp, {"n5": N5_VERSION})
+            _write_attributes(temp / internal if internal else temp, attrs)
+        except BaseException:
+            remove(temp)
+            raise
+        return N5Target({final: temp}, internal, plan.chunks, compression, level)
+
+
+class N5Target(Target):
+    def __init__(self, temps: dict[Path, Path], internal: str, chunks: tuple[int, ...], compression: str, level: int):
+        super().__init__(temps)
+        (temp,) = temps.values()
+        self.dataset = temp / internal if internal else temp
+        self.chunk_shape = tuple(chunks)
+        self.compression, self.level = compression, level
+
+    def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        starts = [s.start for s in location]
+        ranges = [range(0, n, c) for n, c in zip(block.shape, self.chunk_shape)]
+        for corner in np.ndindex(*(len(r) for r in ranges)):
+            inner = tuple(slice(r[i], r[i] + c) for r, i, c in zip(ranges, corner, self.chunk_shape))
+            grid = tuple((s + sl.start) // c for s, sl, c in zip(starts, inner, self.chunk_shape))
+            path = chunk_file(self.dataset, grid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode_block(block[inner], self.compression, self.level))
+        return block.nbytes

@@ -1,0 +1,51 @@
+"""NumPy ``.npy``: one file, created full-size as a memory map under a temporary name.
+
+``np.lib.format.open_memmap`` writes the header and sizes the (sparse) file; the blocks then
+go into it by positioned writes at their byte offsets (:func:`~lazyexport.formats.base.write_region`),
+in parallel and in any order, rather than through the mapping itself, whose dirty pages would
+count as the process's memory. The file is renamed to its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import register
+from .base import Target, Writer, remove, temp_path, write_region
+
+
+@register
+class NpyWriter(Writer):
+    name = "npy"
+    extensions = (".npy",)
+    description = "one .npy file, written block by block at its byte offsets"
+
+    def open(self, plan) -> Target:
+        final = plan.output
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path(final)
+        try:
+            mm = np.lib.format.open_memmap(temp, mode="w+", dtype=plan.dtype, shape=plan.shape)
+            offset = mm.offset
+            del mm
+        except BaseException:
+            remove(temp)
+            raise
+        return NpyTarget({final: temp}, offset, plan.shape)
+
+
+class NpyTarget(Target):
+    def __init__(self, temps: dict[Path, Path], offset: int, shape: tuple[int, ...]):
+        super().__init__(temps)
+        (self.temp,) = temps.values()
+        self.offset, self.shape = offset, tuple(shape)
+
+    def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        fd = os.open(self.temp, os.O_WRONLY)
+        try:
+            return write_region(fd, self.offset, self.shape, block, location)
+        finally:
+            os.close(fd)

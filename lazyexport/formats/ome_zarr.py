@@ -1,0 +1,216 @@
+"""OME-Zarr: an OME-NGFF 0.5 image on Zarr v3 (default) or 0.4 on Zarr v2, with a pyramid.
+
+Level ``0`` is the export itself, written block by block like any Zarr array. The coarser
+levels ``1 .. N-1`` are made in :meth:`OmeZarrTarget.finish`, after every block of level 0 is
+on disk and before the atomic rename: each level is read back from the level just written, in
+blocks bounded by the memory budget, downsampled and written chunk-aligned by a few threads.
+This reads level 0 once more from disk instead of building one graph over all levels (which
+would either hold level 0 blocks until their coarse chunks are complete, or recompute the
+export per level).
+
+Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
+enough": z spacing at most 1.5 times the y/x spacing); time and channel are never scaled.
+Floats are averaged; integers (label images) take the most frequent value of each window
+(ties to the smaller label), so no label appears that was not there; ``downsample="nearest"``
+takes every other pixel. The axes must be stored in NGFF's order (time, channel, space), so
+the plan reorders the result when the user gave no axis order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import dask
+import numpy as np
+import zarr
+
+from ..errors import FormatError
+from . import register
+from .base import Target, release_memory, remove, temp_path
+from .zarr import ZarrTarget, ZarrWriter, compressors
+
+NGFF_ORDER = "tczyx"
+AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+PLANE_FIT = 512             # the default pyramid ends with a level whose y/x fit in this
+ANISOTROPY = 1.5            # z is downsampled while its spacing is at most this times y/x's
+
+
+@dataclass(frozen=True)
+class Level:
+    path: str
+    shape: tuple[int, ...]
+    factors: tuple[int, ...]     # downsampling from the level before (1 for level 0)
+    scale: tuple[float, ...]     # physical size of a pixel per axis (1 where unknown)
+
+
+def pyramid(axes: tuple[str, ...], shape: tuple[int, ...], pixel_size: dict[str, float],
+            levels: int | None) -> list[Level]:
+    """The levels of the pyramid: their shapes, factors and scales (``levels=None``: until y/x fit 512)."""
+    scale = tuple(pixel_size.get(a, 1.0) if AXIS_TYPES.get(a) == "space" else 1.0 for a in axes)
+    out = [Level("0", tuple(shape), (1,) * len(axes), scale)]
+    plane = [i for i, a in enumerate(axes) if a in "yx"]
+    while True:
+        last = out[-1]
+        if levels is not None and len(out) >= levels:
+            break
+        if levels is None and max(last.shape[i] for i in plane) <= PLANE_FIT:
+            break
+        if all(last.shape[i] == 1 for i in plane):   # nothing left to halve
+            break
+        xy = max(last.scale[i] for i in plane)
+        factors = []
+        for i, a in enumerate(axes):
+            scaled = a in "yx" or (a == "z" and last.scale[i] <= ANISOTROPY * xy)
+            factors.append(2 if scaled and last.shape[i] > 1 else 1)
+        out.append(Level(
+            str(len(out)),
+            tuple(math.ceil(n / f) for n, f in zip(last.shape, factors)),
+            tuple(factors),
+            tuple(s * f for s, f in zip(last.scale, factors)),
+        ))
+    return out
+
+
+def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
+    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode`` or ``nearest``.
+
+    A window cut short by the end of the array counts only the pixels it has (edge padding
+    repeats them evenly, which changes neither a mean nor a mode).
+    """
+    if all(f == 1 for f in factors):
+        return block
+    if method == "nearest":
+        return block[tuple(slice(None, None, f) for f in factors)]
+    pad = [(0, -n % f) for n, f in zip(block.shape, factors)]
+    if any(p for _, p in pad):
+        block = np.pad(block, pad, mode="edge")
+    nd = block.ndim
+    split = [x for n, f in zip(block.shape, factors) for x in (n // f, f)]
+    windows = block.reshape(split).transpose([2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)])
+    windows = windows.reshape(windows.shape[:nd] + (-1,))
+    if method == "mean":
+        mean = windows.mean(axis=-1, dtype=np.float64)
+        return (mean if block.dtype.kind == "f" else np.rint(mean)).astype(block.dtype)
+    windows = np.sort(windows, axis=-1)
+    counts = np.stack([(windows == windows[..., j:j + 1]).sum(axis=-1, dtype=np.int16)
+                       for j in range(windows.shape[-1])], axis=-1)
+    best = counts.argmax(axis=-1)[..., None]       # the first maximum: the smallest value
+    return np.take_along_axis(windows, best, axis=-1)[..., 0]
+
+
+def ngff_metadata(name: str, axes: tuple[str, ...], levels: list[Level], unit: str | None,
+                  version: str) -> dict:
+    """The group attributes: ``multiscales`` (under ``ome`` for 0.5)."""
+    axes_meta = []
+    for a in axes:
+        entry = {"name": a, "type": AXIS_TYPES[a]}
+        if AXIS_TYPES[a] == "space" and unit:
+            entry["unit"] = unit
+        axes_meta.append(entry)
+    image = {
+        "name": name,
+        "axes": axes_meta,
+        "datasets": [{"path": lv.path, "coordinateTransformations": [{"type": "scale", "scale": list(lv.scale)}]}
+                     for lv in levels],
+    }
+    if version == "0.4":
+        return {"multiscales": [{"version": "0.4", **image}]}
+    return {"ome": {"version": "0.5", "multiscales": [image]}}
+
+
+@register
+class OmeZarrWriter(ZarrWriter):
+    name = "ome-zarr"
+    extensions = (".ome.zarr", ".zarr")
+    description = "an OME-NGFF image (0.5 on Zarr v3, 0.4 on v2) with a multiscale pyramid"
+    options = ("zarr_format", "levels", "downsample", "pixel_size", "unit")
+
+    def axis_order(self, axes, sizes, explicit):
+        other = [f"{a!r} (length {sizes[a]})" for a in axes if a not in NGFF_ORDER and sizes[a] != 1]
+        if other:
+            raise FormatError(f"OME-Zarr has only the axes t, c, z, y, x; the result also has {', '.join(other)}")
+        wanted = "".join(a for a in NGFF_ORDER if a in axes or a in "yx")
+        if explicit is not None and explicit != "".join(a for a in wanted if a in explicit):
+            raise FormatError(
+                f"OME-Zarr stores axes as time, channel, space ({wanted!r}); axis order {explicit!r} "
+                f"cannot be stored: use {wanted!r} or give no axis order"
+            )
+        return wanted
+
+    def levels(self, plan) -> list[Level]:
+        return pyramid(plan.axes, plan.shape, plan.pixel_size, plan.settings.levels)
+
+    def method(self, plan) -> str:
+        return plan.settings.downsample or ("mean" if plan.dtype.kind == "f" else "mode")
+
+    def open(self, plan) -> Target:
+        final = plan.output
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_path(final)
+        fmt = plan.settings.zarr_format
+        group_path = plan.internal.strip("/")
+        levels = self.levels(plan)
+        pixel_size = plan.pixel_size
+        attrs = ngff_metadata(plan.nickname, plan.axes, levels, plan.unit if pixel_size else None,
+                              "0.4" if fmt == 2 else "0.5")
+        if plan.value_range is not None:
+            attrs["drange"] = list(plan.value_range)
+        try:
+            root = zarr.open_group(store=str(temp), mode="w", zarr_format=fmt)
+            group = root.require_group(group_path) if group_path else root
+            group.attrs.update(attrs)
+            for level in levels:
+                group.create_array(
+                    name=level.path, shape=level.shape, dtype=plan.dtype, fill_value=0,
+                    chunks=tuple(min(c, n) for c, n in zip(plan.chunks, level.shape)),
+                    compressors=compressors(self.compression(plan), plan.settings.compression_level, fmt),
+                    dimension_names=list(plan.axes) if fmt == 3 else None,
+                    chunk_key_encoding={"name": "v2", "separator": "/"} if fmt == 2 else None,
+                )
+        except BaseException:
+            remove(temp)
+            raise
+        return OmeZarrTarget({final: temp}, f"{group_path}/0".strip("/"), levels, self.method(plan),
+                             plan.memory_limit, plan.workers)
+
+
+class OmeZarrTarget(ZarrTarget):
+    def __init__(self, temps: dict[Path, Path], internal: str, levels: list[Level], method: str,
+                 memory_limit: int, workers: int):
+        super().__init__(temps, internal)
+        self.group = internal.rpartition("/")[0]
+        self.levels = levels
+        self.method = method
+        self.memory_limit = memory_limit
+        self.workers = workers
+
+    def finish(self) -> None:
+        release_memory()
+        root = zarr.open_group(store=str(self.temp), mode="r+")
+        group = root[self.group] if self.group else root
+        for below, level in zip(self.levels, self.levels[1:]):
+            self.build_level(group[below.path], group[level.path], level.factors)
+
+    def build_level(self, src: zarr.Array, dst: zarr.Array, factors: tuple[int, ...]) -> None:
+        """Write ``dst`` from ``src`` block by block; a block is whole chunks of ``dst`` whose
+        source region (and its float64 working copies) fits the memory budget per worker."""
+        from ..plan import BLOCK_MEMORY_FACTOR, block_shape
+
+        budget = self.memory_limit // (BLOCK_MEMORY_FACTOR * self.workers)
+        # per output pixel: its window read, a reordered copy of it, and float64 (or sort) work space
+        itemsize = (2 * src.dtype.itemsize + 8) * math.prod(factors)
+        block = block_shape(dst.chunks, dst.shape, itemsize, budget)
+        grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
+
+        def one(corner: tuple[int, ...]) -> None:
+            out = tuple(slice(c, min(c + b, n)) for c, b, n in zip(corner, block, dst.shape))
+            region = tuple(slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape))
+            dst[out] = downsample(src[region], factors, self.method)
+
+        # dask's own thread pool, the one that wrote level 0: new threads would each get new
+        # malloc arenas, and the process would keep the old ones' memory besides
+        dask.compute(*(dask.delayed(one)(corner) for corner in product(*grid)),
+                     scheduler="threads", num_workers=self.workers)

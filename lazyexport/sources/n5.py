@@ -1,0 +1,105 @@
+"""N5 datasets (``store.n5`` or ``store.n5/path``); axes from the ``axes`` attribute (N5 order,
+reversed to ours), pixel sizes from ``pixelResolution`` or ``resolution``.
+
+Blocks are read and decoded with the codec of :mod:`lazyexport.formats.n5`; a missing block
+reads as zeros, as N5 specifies.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..errors import SourceError
+from ..formats.n5 import ATTRIBUTES, chunk_file, decode_block, read_attributes
+from ..units import parse_unit
+from .base import FileArray, from_file_array, labeled, resolve_axes
+
+SUFFIXES = (".n5",)
+
+
+class N5Dataset:
+    """Region reads of one N5 dataset: the blocks a region touches, decoded and assembled."""
+
+    def __init__(self, path: Path, attrs: dict):
+        self.path = path
+        self.shape = tuple(reversed(attrs["dimensions"]))
+        self.chunks = tuple(reversed(attrs["blockSize"]))
+        self.dtype = np.dtype(attrs["dataType"])
+        self.compression = attrs.get("compression", {}).get("type", "raw")
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        region = [range(*s.indices(n)) for s, n in zip(key, self.shape)]
+        out = np.zeros([len(r) for r in region], dtype=self.dtype)
+        grids = [range(r.start // c, math.ceil(r.stop / c)) if len(r) else range(0) for r, c in zip(region, self.chunks)]
+        for grid in product(*grids):
+            file = chunk_file(self.path, grid)
+            if not file.exists():
+                continue
+            block = decode_block(file.read_bytes(), self.dtype, self.compression)
+            src, dst = [], []
+            for g, c, r, n in zip(grid, self.chunks, region, block.shape):
+                lo, hi = max(r.start, g * c), min(r.stop, g * c + n)
+                src.append(slice(lo - g * c, hi - g * c))
+                dst.append(slice(lo - r.start, hi - r.start))
+            out[tuple(dst)] = block[tuple(src)]
+        return out
+
+
+class N5Array(FileArray):
+    def _open(self):
+        node = Path(self.path) / self.key if self.key else Path(self.path)
+        return N5Dataset(node, read_attributes(node))
+
+
+def _datasets(root: Path) -> list[str]:
+    """Dataset paths below ``root``; chunk directories (numbered) are not entered."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.isdigit()]
+        if ATTRIBUTES in files and "dimensions" in read_attributes(Path(folder)):
+            found.append(Path(folder).relative_to(root).as_posix().strip("."))
+    return sorted(found)
+
+
+def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
+    """``pixel_size``/``unit`` source attributes from n5-viewer's ``pixelResolution`` or ``resolution`` (+ ``units``)."""
+    res = attrs.get("pixelResolution")
+    sizes, unit = (res.get("dimensions"), res.get("unit")) if isinstance(res, dict) else (attrs.get("resolution"), None)
+    if unit is None and attrs.get("units"):
+        unit = next((u for u in attrs["units"] if u), None)
+    if not sizes or len(sizes) != len(axes):
+        return {}
+    try:
+        unit = parse_unit(unit) if unit else None
+    except Exception:
+        return {}
+    sizes = dict(zip(axes, reversed(sizes)))
+    out = {"pixel_size": {a: float(sizes[a]) for a in "zyx" if a in sizes}}
+    if unit:
+        out["unit"] = unit
+    return out
+
+
+def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
+    if not path.is_dir() or "n5" not in read_attributes(path) and not _datasets(path):
+        raise SourceError(f"{path} is not an N5 container (no attributes.json)")
+    internal = internal.strip("/")
+    attrs = read_attributes(path / internal if internal else path)
+    if "dimensions" not in attrs:
+        names = _datasets(path / internal if internal else path)
+        if len(names) != 1:
+            listing = ", ".join(names[:10]) or "none"
+            raise SourceError(f"{path}/{internal} holds {len(names)} N5 datasets ({listing}); name one as {path}/<dataset>")
+        internal = f"{internal}/{names[0]}".strip("/")
+        attrs = read_attributes(path / internal)
+    shape, chunks = tuple(reversed(attrs["dimensions"])), tuple(reversed(attrs["blockSize"]))
+    meta_axes = list(reversed(attrs["axes"])) if attrs.get("axes") else None
+    arr = N5Array(path, shape, attrs["dataType"], key=internal)
+    dims = resolve_axes(axes, meta_axes, shape)
+    return labeled(from_file_array(arr, chunks), dims, path, internal_path=internal, **n5_pixel_size(attrs, dims))

@@ -1,0 +1,104 @@
+"""Physical pixel sizes and their units, shared by settings, sources and writers.
+
+Units are kept by their UDUNITS name (``micrometer``), as OME-NGFF requires; each format
+spells them its own way (ImageJ ``micron``, OME-XML ``µm``, HDF5 ``element_size_um`` in
+micrometers), and the tables here are the one place that knows those spellings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .axes import parse_axes
+from .errors import SettingsError
+
+DEFAULT_UNIT = "micrometer"
+
+# UDUNITS name -> (OME-XML symbol, size in micrometers)
+_UNITS: dict[str, tuple[str, float]] = {
+    "angstrom": ("Å", 1e-4),
+    "nanometer": ("nm", 1e-3),
+    "micrometer": ("µm", 1.0),
+    "millimeter": ("mm", 1e3),
+    "centimeter": ("cm", 1e4),
+    "meter": ("m", 1e6),
+}
+_ALIASES = {
+    "a": "angstrom", "å": "angstrom", "nm": "nanometer", "um": "micrometer", "µm": "micrometer",
+    "μm": "micrometer", "\\u00b5m": "micrometer", "micron": "micrometer", "microns": "micrometer",
+    "mm": "millimeter", "cm": "centimeter", "m": "meter",
+}
+SPATIAL_AXES = ("z", "y", "x")
+
+
+def parse_unit(value: Any) -> str:
+    """A unit name or symbol (``um``, ``µm``, ``micron``, ``nanometer``, ...) -> its UDUNITS name."""
+    text = str(value).strip().lower()
+    text = _ALIASES.get(text, text.rstrip("s") if text.rstrip("s") in _UNITS else text)
+    if text not in _UNITS:
+        raise SettingsError(f"unknown unit {value!r}; choose one of {', '.join(_UNITS)} (or um, nm, mm)")
+    return text
+
+
+def unit_symbol(unit: str) -> str:
+    """The OME-XML symbol of a UDUNITS name (``micrometer`` -> ``µm``)."""
+    return _UNITS[unit][0]
+
+
+def imagej_unit(unit: str) -> str:
+    """ImageJ's spelling: ``micron`` for micrometers (what Fiji shows as µm), else the symbol."""
+    return "micron" if unit == "micrometer" else unit_symbol(unit)
+
+
+def to_micrometers(size: float, unit: str) -> float:
+    return size * _UNITS[unit][1]
+
+
+def parse_pixel_size(value: Any) -> dict[str, float]:
+    """``{"z": 0.5, "y": 0.1}`` or ``"z=0.5,y=0.1"`` -> positive floats per spatial axis."""
+    if isinstance(value, str):
+        pairs = []
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            axis, sep, size = part.partition("=")
+            if not sep:
+                raise SettingsError(f"cannot read pixel size part {part!r}; write axis=size, e.g. z=0.5,y=0.1,x=0.1")
+            pairs.append((axis.strip(), size.strip()))
+        value = dict(pairs)
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"pixel size must map axes to sizes, e.g. {{'z': 0.5, 'y': 0.1}}, got {value!r}")
+    out: dict[str, float] = {}
+    for axis, size in value.items():
+        (letter,) = parse_axes(str(axis))
+        if letter not in SPATIAL_AXES:
+            raise SettingsError(f"pixel size is for the spatial axes z, y, x; got axis {letter!r}")
+        try:
+            size = float(size)
+        except (TypeError, ValueError):
+            raise SettingsError(f"pixel size for axis {letter!r} must be a number, got {size!r}") from None
+        if not (math.isfinite(size) and size > 0):
+            raise SettingsError(f"pixel size for axis {letter!r} must be positive, got {size!r}")
+        out[letter] = size
+    return out
+
+
+def source_attrs(sizes: Mapping[str, Any], unit: Any = None) -> dict:
+    """``pixel_size``/``unit`` attributes for a source, from sizes a file gives per axis (only
+    positive finite spatial sizes kept; an unknown unit is left out, meaning micrometer)."""
+    clean = {}
+    for axis, size in sizes.items():
+        try:
+            size = float(size)
+        except (TypeError, ValueError):
+            continue
+        if axis in SPATIAL_AXES and math.isfinite(size) and size > 0:
+            clean[axis] = size
+    if not clean:
+        return {}
+    out: dict[str, Any] = {"pixel_size": clean}
+    try:
+        out["unit"] = parse_unit(unit) if unit else DEFAULT_UNIT
+    except SettingsError:
+        out["unit"] = DEFAULT_UNIT
+    return out
