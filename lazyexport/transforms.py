@@ -60,11 +60,17 @@ def renormalize(
 
 
 def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt):
+    # one new array, then in place; steps that cannot change a value (- 0, * 1, / 1) are left
+    # out, so the result is bit for bit that of the full formula
     y = np.array(x, dtype=cdt, copy=True)
-    y -= cdt.type(in_min)
-    y *= cdt.type(out_max - out_min)
-    y /= cdt.type(in_max - in_min)
-    y += cdt.type(out_min)
+    if in_min != 0:
+        y -= cdt.type(in_min)
+    if out_max - out_min != 1:
+        y *= cdt.type(out_max - out_min)
+    if in_max - in_min != 1:
+        y /= cdt.type(in_max - in_min)
+    if out_min != 0:
+        y += cdt.type(out_min)
     return y
 
 
@@ -94,13 +100,18 @@ def convert_block(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if x.dtype == np.float16:
         x = x.astype(np.float32)
     ftype = x.dtype.type
-    rounded = np.rint(x)
+    rounded = np.rint(x)                 # the one temporary; the steps below work in place
     hi_f = ftype(info.max)
     if int(hi_f) > info.max:  # info.max is not representable: use the float just below it
         hi_f = np.nextafter(hi_f, ftype(-np.inf))
-    above = rounded > hi_f  # every float above hi_f is above info.max
-    out = np.clip(np.nan_to_num(rounded, nan=0.0), ftype(info.min), hi_f).astype(dtype)
-    out[above] = info.max
+        above = rounded > hi_f  # every float above hi_f is above info.max
+    else:
+        above = None
+    np.nan_to_num(rounded, copy=False, nan=0.0)
+    np.clip(rounded, ftype(info.min), hi_f, out=rounded)
+    out = rounded.astype(dtype)
+    if above is not None:
+        out[above] = info.max
     return out
 
 

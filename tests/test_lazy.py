@@ -16,6 +16,7 @@ import zarr
 from conftest import WRITERS, make_data
 
 import lazyexport.sources.base as sources_base
+from lazyexport.chunkio import ChunkFiles
 from lazyexport import ExportSettings, describe, export, open_exported, open_source
 from lazyexport.plan import build_plan
 from lazyexport.sources.base import FileArray, from_file_array, labeled
@@ -179,7 +180,8 @@ class ReadCounter:
         self.regions: list = []
         self.lock = threading.Lock()
         for cls, name in ((FileArray, "__getitem__"), (h5py.Dataset, "__getitem__"),
-                          (zarr.Array, "__getitem__"), (tifffile.TiffPage, "asarray")):
+                          (zarr.Array, "__getitem__"), (ChunkFiles, "__getitem__"),
+                          (tifffile.TiffPage, "asarray")):
             monkeypatch.setattr(cls, name, self._wrap(getattr(cls, name)))
 
     def _wrap(self, original):
@@ -222,7 +224,7 @@ def test_file_source_export_reads_nothing_outside_roi(kind, monkeypatch, src_dir
     src = WRITERS[kind](src_dir, data)
     reads: list[tuple] = []
     lock = threading.Lock()
-    cls = zarr.Array if kind == "zarr3" else FileArray
+    cls = ChunkFiles if kind == "zarr3" else FileArray   # zarr arrays are read through their chunk files
     original = cls.__getitem__
 
     def recording_getitem(obj, key):

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
+from ..chunkio import ChunkFiles
 from . import register
 from .base import Target, Writer, remove, temp_path
 
@@ -87,11 +88,12 @@ class ZarrTarget(Target):
         (self.temp,) = temps.values()
         self.internal = internal
         self._array = None
+        self._files = None
         self._lock = threading.Lock()
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_array"] = None
+        state["_array"] = state["_files"] = None
         del state["_lock"]
         return state
 
@@ -107,5 +109,10 @@ class ZarrTarget(Target):
         return self._array
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
-        self.array()[location] = block
+        if self._files is None:
+            self._files = ChunkFiles.of(self.array()) or False
+        if self._files:
+            self._files.write(block, location)      # the chunk files, encoded as zarr would
+        else:
+            self.array()[location] = block
         return block.nbytes

@@ -12,6 +12,7 @@ import xarray as xr
 import zarr
 from dask.base import tokenize
 
+from ..chunkio import reader_for
 from ..errors import SourceError
 from ..units import source_attrs
 from .base import dask_chunks, labeled, reader_array, resolve_axes
@@ -85,7 +86,8 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     chunks = dask_chunks(arr.shape, arr.dtype, native)
     name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
     dims = resolve_axes(axes, meta_axes, arr.shape)
-    return labeled(reader_array(arr, chunks, name=name), dims, path, reader=arr, native=native,
+    reader = reader_for(arr)
+    return labeled(reader_array(reader, chunks, name=name), dims, path, reader=reader, native=native,
                    internal_path=internal, **extra)
 
 

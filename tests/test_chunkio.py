@@ -1,0 +1,99 @@
+"""Direct chunk I/O (lazyexport.chunkio) against zarr itself: the same values read, and chunk
+files zarr reads back as written, byte-identical to the files zarr writes."""
+
+from __future__ import annotations
+
+import numcodecs
+import numpy as np
+import pytest
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from zarr.codecs import BloscCodec, GzipCodec, TransposeCodec, ZstdCodec
+
+from lazyexport.chunkio import ChunkFiles
+
+SHAPE, CHUNKS = (7, 13, 10), (3, 4, 5)          # edge chunks on every axis
+
+LAYOUTS = {
+    "v3-zstd": dict(zarr_format=3, compressors=ZstdCodec(level=3)),
+    "v3-blosc": dict(zarr_format=3, compressors=BloscCodec(cname="lz4", clevel=5)),
+    "v3-gzip": dict(zarr_format=3, compressors=GzipCodec(level=1)),
+    "v3-none": dict(zarr_format=3, compressors=None),
+    "v2-zstd": dict(zarr_format=2, compressors=numcodecs.Zstd(level=1)),
+    "v2-zlib": dict(zarr_format=2, compressors=numcodecs.Zlib(level=1)),
+    "v2-none": dict(zarr_format=2, compressors=None),
+}
+
+
+def make(path, layout, dtype="uint16", fill=0):
+    arr = zarr.create_array(str(path), shape=SHAPE, chunks=CHUNKS, dtype=dtype, fill_value=fill,
+                            **LAYOUTS[layout])
+    data = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 251).astype(dtype)
+    data[:3, :4, :5] = fill                                    # one chunk left unwritten by zarr
+    arr[...] = data
+    return arr, data
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_reads_equal_zarr(tmp_path, layout):
+    arr, data = make(tmp_path / "a.zarr", layout, dtype="float32", fill=0.5)
+    files = ChunkFiles.of(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
+    assert files is not None
+    np.testing.assert_array_equal(files[...], data)
+    np.testing.assert_array_equal(files[1:6, 3:13, 4:5], arr[1:6, 3:13, 4:5])
+    assert files[2:2, :, :].shape == (0, 13, 10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=3, max_size=3))
+def test_any_region_reads_like_zarr(tmp_path_factory, bounds):
+    path = tmp_path_factory.mktemp("r") / "a.zarr"
+    arr, data = make(path, "v3-zstd")
+    files = ChunkFiles.of(arr)
+    region = tuple(slice(min(a, b), max(a, b)) for a, b in bounds)
+    np.testing.assert_array_equal(files[region], data[region])
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_writes_files_zarr_reads_and_would_write(tmp_path, layout):
+    ref, data = make(tmp_path / "ref.zarr", layout)
+    mine = zarr.create_array(str(tmp_path / "mine.zarr"), shape=SHAPE, chunks=CHUNKS, dtype="uint16",
+                             fill_value=0, **LAYOUTS[layout])
+    files = ChunkFiles.of(mine)
+    files.write(data[:3], (slice(0, 3), slice(None), slice(None)))          # whole chunks ...
+    files.write(data[3:], (slice(3, 7), slice(None), slice(None)))          # ... and edge chunks
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"), mode="r")[...], data)
+    ref_files = sorted(p.relative_to(tmp_path / "ref.zarr") for p in (tmp_path / "ref.zarr").rglob("*")
+                       if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs"))
+    mine_files = sorted(p.relative_to(tmp_path / "mine.zarr") for p in (tmp_path / "mine.zarr").rglob("*")
+                        if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs"))
+    assert mine_files == ref_files                     # the fill-only chunk is not stored by either
+    for rel in ref_files:
+        assert (tmp_path / "mine.zarr" / rel).read_bytes() == (tmp_path / "ref.zarr" / rel).read_bytes(), rel
+
+
+def test_write_refuses_partial_chunks(tmp_path):
+    arr, data = make(tmp_path / "a.zarr", "v3-zstd")
+    with pytest.raises(ValueError, match="whole chunks"):
+        ChunkFiles.of(arr).write(data[1:3], (slice(1, 3), slice(None), slice(None)))
+
+
+def test_layouts_zarr_must_handle_itself(tmp_path):
+    sharded = zarr.create_array(str(tmp_path / "s.zarr"), shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="u1")
+    transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(8, 8), chunks=(2, 2), dtype="u1",
+                                   filters=[TransposeCodec(order=(1, 0))])
+    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(8, 8), chunks=(2, 2), dtype="u1")
+    big_endian = zarr.create_array(str(tmp_path / "b.zarr"), shape=(8, 8), chunks=(2, 2), dtype=">u2",
+                                   zarr_format=2)
+    for arr in (sharded, transposed, in_memory, big_endian):
+        assert ChunkFiles.of(arr) is None, arr
+
+
+def test_integer_and_ellipsis_keys(tmp_path):
+    arr, data = make(tmp_path / "a.zarr", "v2-zstd")
+    files = ChunkFiles.of(arr)
+    np.testing.assert_array_equal(files[2, ..., 3:7], data[2, ..., 3:7])
+    np.testing.assert_array_equal(files[-1], data[-1])
+    with pytest.raises(IndexError):
+        files[7]
