@@ -26,7 +26,7 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
 from .sources.base import reopen
-from .transforms import convert_dtype, cutout, default_input_range, renormalize, transpose
+from .transforms import compute_dtype, convert_dtype, cutout, default_input_range, renormalize, transpose
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -116,7 +116,8 @@ class ExportPlan:
         return self.settings.unit or self.source.attrs.get("unit") or DEFAULT_UNIT
 
     def widest_itemsize(self) -> int:
-        return max(self.source.dtype.itemsize, self.result.dtype.itemsize, 8 if self.renormalize else 1)
+        computed = compute_dtype(self.source.dtype).itemsize if self.renormalize else 1
+        return max(self.source.dtype.itemsize, self.result.dtype.itemsize, computed)
 
     def native_chunks(self) -> tuple[int, ...] | None:
         """The source file's own chunk shape in output axes (1 for added axes), if known."""
@@ -223,8 +224,8 @@ def transform(
     """
     result = cutout(src, roi)
     if renorm is not None:
-        result = renormalize(result, *renorm)
-    if settings.dtype is not None:
+        result = renormalize(result, *renorm, dtype=settings.dtype)   # converts in the same pass
+    elif settings.dtype is not None:
         result = convert_dtype(result, settings.dtype)
     if settings.axis_order is not None:
         result = transpose(result, settings.axis_order)

@@ -41,25 +41,29 @@ def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
 
 
 def renormalize(
-    arr: xr.DataArray, in_range: tuple[float, float], out_range: tuple[float, float]
+    arr: xr.DataArray, in_range: tuple[float, float], out_range: tuple[float, float],
+    dtype: np.dtype | str | None = None,
 ) -> xr.DataArray:
     """Linear map ``[in_min, in_max] -> [out_min, out_max]``, computed in :func:`compute_dtype`.
 
     ``out = (x - in_min) * (out_max - out_min) / (in_max - in_min) + out_min``; values outside the
-    input range map outside the output range (a later integer conversion clips them).
+    input range map outside the output range (a later integer conversion clips them). With
+    ``dtype``, the result is converted as :func:`convert_dtype` does, in the same pass (in place
+    on the one temporary the renormalization needs).
     """
     in_min, in_max = (float(v) for v in in_range)
     out_min, out_max = (float(v) for v in out_range)
     if in_min == in_max:
         raise SettingsError(f"renormalize input range [{in_min:g}, {in_max:g}] is empty (min == max)")
     cdt = compute_dtype(arr.dtype)
+    out = cdt if dtype is None else np.dtype(dtype)
     data = da.map_blocks(
-        _renormalize_block, arr.data, in_min, in_max, out_min, out_max, cdt, dtype=cdt
+        _renormalize_block, arr.data, in_min, in_max, out_min, out_max, cdt, out, dtype=out
     )
     return arr.copy(data=data)
 
 
-def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt):
+def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
     # one new array, then in place; steps that cannot change a value (- 0, * 1, / 1) are left
     # out, so the result is bit for bit that of the full formula
     y = np.array(x, dtype=cdt, copy=True)
@@ -71,7 +75,7 @@ def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt):
         y /= cdt.type(in_max - in_min)
     if out_min != 0:
         y += cdt.type(out_min)
-    return y
+    return y if dtype is None or dtype == cdt else convert_block(y, dtype, in_place=True)
 
 
 def convert_dtype(arr: xr.DataArray, dtype: np.dtype | str) -> xr.DataArray:
@@ -83,8 +87,9 @@ def convert_dtype(arr: xr.DataArray, dtype: np.dtype | str) -> xr.DataArray:
     return arr.copy(data=data)
 
 
-def convert_block(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The numpy core of :func:`convert_dtype`, for one block."""
+def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
+    """The numpy core of :func:`convert_dtype`, for one block. With ``in_place``, ``x`` (a
+    temporary of the caller's) may be overwritten."""
     dtype = np.dtype(dtype)
     x = np.asarray(x)
     if dtype == np.bool_:
@@ -100,14 +105,16 @@ def convert_block(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if x.dtype == np.float16:
         x = x.astype(np.float32)
     ftype = x.dtype.type
-    rounded = np.rint(x)                 # the one temporary; the steps below work in place
+    rounded = np.rint(x, out=x) if in_place else np.rint(x)   # the steps below work in place
     hi_f = ftype(info.max)
     if int(hi_f) > info.max:  # info.max is not representable: use the float just below it
         hi_f = np.nextafter(hi_f, ftype(-np.inf))
         above = rounded > hi_f  # every float above hi_f is above info.max
     else:
         above = None
-    np.nan_to_num(rounded, copy=False, nan=0.0)
+    nan = np.isnan(rounded)
+    if nan.any():
+        rounded[nan] = 0
     np.clip(rounded, ftype(info.min), hi_f, out=rounded)
     out = rounded.astype(dtype)
     if above is not None:

@@ -8,6 +8,7 @@ Also: every kind of source opens with the right axes, shape, dtype and values; `
 from __future__ import annotations
 
 import json
+import zlib
 import os
 
 import dask.array as da
@@ -310,21 +311,31 @@ def test_open_exported_gives_output_axis_order(fmt, out_dir):
     np.testing.assert_array_equal(back.values[0], data[2:6])
 
 
-@pytest.mark.parametrize("compression", ["gzip", "lzf", "none"])
-def test_hdf5_chunks_and_compression_roundtrip(compression, h5_source, out_dir, monkeypatch):
+@pytest.mark.parametrize("compression,level", [("gzip", None), ("gzip", 6), ("lzf", None), ("zstd", None),
+                                               ("blosc", None), ("none", None)])
+def test_hdf5_chunks_and_compression_roundtrip(compression, level, h5_source, out_dir, monkeypatch):
     """Output chunks that do not divide the shape (edge chunks), several blocks per export."""
     import lazyexport.plan as plan_module
 
     monkeypatch.setattr(plan_module, "MAX_BLOCK_BYTES", 3 * 7 * 16 * 8 * 4)
     roi = {"z": (1, -2), "y": (3, None), "x": (-33, -1)}
     settings = ExportSettings(roi=roi, axis_order="zyx", format="hdf5", compression=compression,
-                              chunks={"z": 3, "y": 7, "x": 16}, output=f"{out_dir}/c.h5")
+                              compression_level=level, chunks={"z": 3, "y": 7, "x": 16}, output=f"{out_dir}/c.h5")
     result = export(h5_source.spec, settings)
     expected = h5_source.data[1:-2, 3:, -33:-1]
     with h5py.File(result.output, "r") as f:
         dset = f["exported_data"]
         assert dset.chunks == (3, 7, 16)
-        assert dset.compression == (None if compression == "none" else compression)
+        plugin = {"zstd": "32015", "blosc": "32001"}.get(compression)
+        if plugin:
+            assert plugin in dset._filters            # the registered HDF5 filter plugin
+        else:
+            assert dset.compression == (None if compression == "none" else compression)
+        if compression == "gzip":                     # a plain zlib stream, as every HDF5 reader expects
+            assert dset.compression_opts == (level or 1)
+            _, raw = dset.id.read_direct_chunk((3, 7, 16))
+            np.testing.assert_array_equal(np.frombuffer(zlib.decompress(raw), dtype=dset.dtype).reshape(3, 7, 16),
+                                          expected[3:6, 7:14, 16:32])
         np.testing.assert_array_equal(dset[...], expected)
 
 
