@@ -65,6 +65,7 @@ class ExportPlan:
     renormalize: tuple[tuple[float, float], tuple[float, float]] | None = None
     slice_axis: str | None = None            # sequences: the axis the files run along
     slice_start: int = 0                     # sequences: source index of the first slice
+    staged: bool = False                     # sequences: blocks follow the source, slices assembled on disk
     notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -114,6 +115,10 @@ class ExportPlan:
     def unit(self) -> str:
         """The unit of :attr:`pixel_size`: the settings' unit, else the source's, else micrometer."""
         return self.settings.unit or self.source.attrs.get("unit") or DEFAULT_UNIT
+
+    def block_budget(self) -> int:
+        """Bytes (in the widest dtype a block passes through) one block in flight may take."""
+        return min(self.memory_limit // (BLOCK_MEMORY_FACTOR * max(self.workers, 1)), MAX_BLOCK_BYTES)
 
     def widest_itemsize(self) -> int:
         computed = compute_dtype(self.source.dtype).itemsize if self.renormalize else 1
@@ -199,6 +204,11 @@ def build_plan(
     if writer.is_sequence:
         _plan_slices(plan)
     _plan_outputs(plan)
+    if writer.is_sequence:
+        plan.staged = _source_depth(plan) > 1
+        if plan.staged:
+            plan.notes.append(f"source chunks are {_source_depth(plan)} slices deep: blocks follow them, "
+                              f"and slices are assembled in a staging file beside the output")
     plan.chunks = writer.chunks(plan)
     block = _block_shape(plan)
     # A file source is read again with chunks that start at the cutout and match the blocks,
@@ -294,6 +304,14 @@ def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
     return (lo, hi)
 
 
+def _source_depth(plan: ExportPlan) -> int:
+    """How many slices deep the source's chunks are along a sequence's slicing axis."""
+    native = plan.native_chunks()
+    if native is not None:
+        return native[plan.axes.index(plan.slice_axis)]
+    return max(plan.result.data.chunks[plan.axes.index(plan.slice_axis)], default=1)
+
+
 def _plan_slices(plan: ExportPlan) -> None:
     """Sequences run along the outermost non-channel axis; each slice must be 2-D (+ channel)."""
     sizes = plan.result.sizes
@@ -360,7 +378,7 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
 
 def _block_shape(plan: ExportPlan) -> tuple[int, ...]:
     """Blocks are whole multiples of the output chunks, as large as the memory budget allows."""
-    budget = plan.memory_limit // (BLOCK_MEMORY_FACTOR * max(plan.workers, 1))
+    budget = plan.block_budget()
     # first along axes where the cutout starts inside a source chunk (so that chunk is read by fewer blocks)
     misaligned = tuple(plan.axes.index(a) for a in plan.misaligned_axes())
     return block_shape(plan.chunks, plan.shape, plan.widest_itemsize(), budget, first=misaligned)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .formats.base import Target, remove, temp_path
+from .formats.sequence import stage_path
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -106,7 +107,7 @@ def open_resumable(plan: ExportPlan) -> tuple[Target, Journal, set[Block]]:
     return target, journal, journal.load()
 
 
-_RESUME_NAME = re.compile(r"(\..+\.lazyexport-)(r[0-9a-f]{16})\.(tmp|blocks)")
+_RESUME_NAME = re.compile(r"(\..+\.lazyexport-)(r[0-9a-f]{16})\.(tmp|blocks|stage)")
 
 
 def _remove_stale(plan: ExportPlan, token: str) -> None:
@@ -125,5 +126,5 @@ def _remove_stale(plan: ExportPlan, token: str) -> None:
 def leftovers(plan: ExportPlan) -> list[Path]:
     """What an interrupted resumable export of ``plan`` left: its temporary outputs and journal."""
     token = plan_token(plan)
-    found = [temp_path(p, token) for p in plan.paths] + [journal_path(plan, token)]
+    found = [temp_path(p, token) for p in plan.paths] + [journal_path(plan, token), stage_path(plan, token)]
     return [p for p in found if p.exists()]

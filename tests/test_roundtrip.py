@@ -8,8 +8,8 @@ Also: every kind of source opens with the right axes, shape, dtype and values; `
 from __future__ import annotations
 
 import json
-import zlib
 import os
+import zlib
 
 import dask.array as da
 import h5py
@@ -350,3 +350,19 @@ def test_zarr_chunks_roundtrip(zarr_format, zarr3_source, out_dir, monkeypatch):
     arr = zarr.open(str(result.output), mode="r")
     assert arr.chunks == (9, 11, 4)
     np.testing.assert_array_equal(arr[...], zarr3_source.data[2:, :, 5:-5].transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_sequences_from_deep_chunks_are_staged(tmp_path, depth):
+    """Source chunks deeper than one slice: blocks follow them and slices are assembled in a
+    staging file, which is gone afterwards; the files equal a slice-by-slice export."""
+    from lazyexport.plan import build_plan
+
+    data = (np.arange(10 * 12 * 9) % 200).astype("uint16").reshape(10, 12, 9)
+    source = xr.DataArray(da.from_array(data, chunks=(depth, 5, 9)), dims=("z", "y", "x"))
+    settings = ExportSettings(roi={"z": (1, 9)}, format="tiff-sequence", output=str(tmp_path / "s" / "z{slice_index}.tif"))
+    plan = build_plan(source, settings, memory_limit="16MiB")
+    assert plan.staged == (depth > 1)
+    result = export(source, settings, memory_limit="16MiB")
+    assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]
+    assert [tifffile.imread(p).tolist() for p in result.paths] == data[1:9].tolist()

@@ -158,6 +158,22 @@ def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray
     return block.nbytes
 
 
+_READ_MAX = 2**30                 # bytes per pread call (Linux caps one call below 2 GiB)
+
+
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes from ``offset`` of the open file ``fd`` (a temporary file lazyexport wrote)."""
+    parts = []
+    while size > 0:
+        part = os.pread(fd, min(size, _READ_MAX), offset)
+        if not part:
+            raise OSError(f"unexpected end of the temporary file at byte {offset}")
+        parts.append(part)
+        size -= len(part)
+        offset += len(part)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
+
+
 def release_memory() -> None:
     """Hand memory freed by the block writes back to the system before a writer's own second
     pass (pyramid levels, TIFF streaming). glibc keeps freed heap pages of every thread's arena

@@ -1,20 +1,44 @@
 """Slice sequences: one 2-D (or 2-D + channel) image file per slice along the slicing axis.
 
 The plan picks the slicing axis (the outermost non-channel axis) and one file name per slice
-from ``{slice_index}``. Blocks are whole slices, so each file is written once, by one task.
-Each TIFF carries its axes in tifffile's JSON description, so it can be read back labeled.
+from ``{slice_index}``. Each TIFF carries its axes in tifffile's JSON description, so it can
+be read back labeled.
+
+Two ways to get from blocks to slice files, chosen by the planner (``plan.staged``):
+
+- Source chunks one slice deep (a TIFF stack, 2-D chunked data): blocks are whole slices, and
+  each file is written by the one task that computed its slice.
+- Source chunks several slices deep (a Zarr/HDF5 volume chunked 16 or 64 slices deep): a
+  slice-shaped block would need a whole row of source chunks (64 slices of a 4096x4096 plane:
+  4 GiB) held in memory, or each chunk read again for every slice it holds. Instead blocks
+  follow the source's chunks and are written into a raw *staging* file (``.lazyexport-….stage``
+  beside the first slice, as large as the uncompressed output); the task that completes a
+  slice writes its file from there at once, and :meth:`SequenceTarget.finish` writes any
+  slice no task completed (on a cluster, where workers do not see each other's counts).
+  Memory stays at a few blocks; the price is the temporary disk space and one extra write
+  and read of the output through the page cache.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from . import register
-from .base import Target, Writer, temp_path
+from .base import Target, Writer, pread_exact, release_memory, remove, temp_path, write_region
+
+
+def stage_path(plan, token: str) -> Path:
+    """The staging file of a staged sequence export (beside the first slice)."""
+    first = plan.paths[0]
+    return first.with_name(f".{first.name}.lazyexport-{token}.stage")
 
 
 class SequenceWriter(Writer):
@@ -22,6 +46,9 @@ class SequenceWriter(Writer):
     resumable = True
 
     def chunks(self, plan) -> tuple[int, ...]:
+        if plan.staged:    # blocks follow the source (whole chunks if they fit); slices are assembled on disk
+            itemsize_ratio = plan.widest_itemsize() / plan.dtype.itemsize
+            return plan.default_chunks(max(self.chunk_bytes, int(plan.block_budget() / itemsize_ratio)))
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
 
     def open(self, plan, resume_token: str | None = None) -> Target:
@@ -31,8 +58,14 @@ class SequenceWriter(Writer):
         for path in plan.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             temps[path] = temp_path(path, token)
-        return self.target_class(temps, plan.axes, plan.slice_axis, self.compression(plan),
-                                 plan.settings.compression_level, plan.slice_start)
+        target = self.target_class(temps, plan.axes, plan.slice_axis, self.compression(plan),
+                                   plan.settings.compression_level, plan.slice_start)
+        if plan.staged:
+            stage = stage_path(plan, token)
+            with open(stage, "ab") as f:      # sparse; what an interrupted run staged is kept
+                f.truncate(plan.nbytes)
+            target.stage_in(stage, plan.shape, plan.dtype)
+        return target
 
     target_class: type[SequenceTarget]
 
@@ -48,6 +81,33 @@ class SequenceTarget(Target):
         self.compression = compression
         self.level = level
         self.slice_start = slice_start
+        self.stage: Path | None = None
+
+    def stage_in(self, stage: Path, shape: tuple[int, ...], dtype) -> None:
+        """Assemble slices in the raw file ``stage``, stored slice by slice (slice axis first,
+        then :meth:`plane_axes`), so one slice is one contiguous read."""
+        self.stage = stage
+        self.perm = (self.slice_pos, *[self.axes.index(a) for a in self.plane_axes()])
+        self.stage_shape = tuple(shape[i] for i in self.perm)
+        self.dtype = np.dtype(dtype)
+        self.plane_size = math.prod(self.stage_shape[1:])
+        self._init_counts()
+
+    def _init_counts(self) -> None:
+        self._missing: dict[int, int] = {}      # slice -> elements not yet staged (this process)
+        self._written: set[int] = set()         # slices whose file this process wrote
+        self._count_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        for key in ("_missing", "_written", "_count_lock"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.stage is not None:
+            self._init_counts()
 
     def plane_axes(self) -> tuple[str, ...]:
         """Axes of one written plane: channel first (if any), then the plane's spatial axes."""
@@ -55,6 +115,8 @@ class SequenceTarget(Target):
         return tuple(a for a in rest if a == "c") + tuple(a for a in rest if a != "c")
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        if self.stage is not None:
+            return self._stage_block(block, location)
         rest = [a for a in self.axes if a != self.axes[self.slice_pos]]
         order = [rest.index(a) for a in self.plane_axes()]
         first = location[self.slice_pos].start
@@ -62,6 +124,55 @@ class SequenceTarget(Target):
             plane = np.take(block, k, axis=self.slice_pos).transpose(order)
             self.write_plane(self.files[first + k], np.ascontiguousarray(plane), first + k)
         return block.nbytes
+
+    def _stage_block(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        fd = os.open(self.stage, os.O_WRONLY)
+        try:
+            write_region(fd, 0, self.stage_shape, block.transpose(self.perm), tuple(location[i] for i in self.perm))
+        finally:
+            os.close(fd)
+        first = location[self.slice_pos].start
+        per_slice = block.size // max(block.shape[self.slice_pos], 1)
+        complete = []
+        with self._count_lock:
+            for k in range(first, first + block.shape[self.slice_pos]):
+                left = self._missing.get(k, self.plane_size) - per_slice
+                self._missing[k] = left
+                if left == 0:
+                    complete.append(k)
+        if complete:                       # this block completed these slices: write them now,
+            release_memory()               # with the heap the block phase freed handed back first
+        for k in complete:
+            self._write_staged(k)
+        return block.nbytes
+
+    def _write_staged(self, index: int) -> None:
+        fd = os.open(self.stage, os.O_RDONLY)
+        try:
+            raw = pread_exact(fd, self.plane_size * self.dtype.itemsize, index * self.plane_size * self.dtype.itemsize)
+        finally:
+            os.close(fd)
+        plane = np.frombuffer(raw, dtype=self.dtype).reshape(self.stage_shape[1:])
+        self.write_plane(self.files[index], plane, index)
+        with self._count_lock:
+            self._written.add(index)
+
+    def finish(self) -> None:
+        """Staged: write the slices no block task completed (all of them after a resume or on
+        a cluster), a few at a time, then drop the staging file."""
+        if self.stage is None:
+            return
+        left = [k for k in range(len(self.files)) if k not in self._written]
+        release_memory()
+        if left:
+            with ThreadPoolExecutor(min(os.cpu_count() or 1, 4)) as pool:
+                list(pool.map(self._write_staged, left))
+        remove(self.stage)
+
+    def abort(self) -> None:
+        super().abort()
+        if self.stage is not None:
+            remove(self.stage)
 
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
         raise NotImplementedError

@@ -38,28 +38,13 @@ import tifffile
 from ..errors import FormatError
 from ..units import imagej_unit, to_micrometers, unit_symbol
 from . import register
-from .base import Target, Writer, release_memory, remove, temp_path, write_region
+from .base import Target, Writer, pread_exact, release_memory, remove, temp_path, write_region
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
 CLASSIC_LIMIT = 2**32 - 2**25     # bytes of pixel data above which a classic TIFF may overflow
 TILE = 512                        # tile edge for planes larger than TILED_PLANE_BYTES
 TILED_PLANE_BYTES = 64 * 2**20
-_READ_MAX = 2**30                 # bytes per pread call (Linux caps one call below 2 GiB)
-
-
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    parts = []
-    while size > 0:
-        part = os.pread(fd, min(size, _READ_MAX), offset)
-        if not part:
-            raise OSError(f"unexpected end of the temporary raw file at byte {offset}")
-        parts.append(part)
-        size -= len(part)
-        offset += len(part)
-    return b"".join(parts) if len(parts) != 1 else parts[0]
-
-
 @register
 class TiffWriter(Writer):
     name = "tiff"
@@ -149,7 +134,7 @@ class TiffTarget(Target):
             for page in range(npages):
                 for y in range(0, height, band):
                     rows = min(band, height - y)
-                    data = np.frombuffer(_pread(fd, rows * row, (page * height + y) * row), self.dtype)
+                    data = np.frombuffer(pread_exact(fd, rows * row, (page * height + y) * row), self.dtype)
                     data = data.reshape(rows, width)
                     if not self.tiled:
                         yield data

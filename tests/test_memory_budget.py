@@ -1,0 +1,118 @@
+"""The memory budget: peak resident memory of a whole export, measured in a fresh process
+(``ru_maxrss``), stays under ``memory_limit`` + 256 MiB (interpreter, libraries, allocator
+slack) whatever the volume size:
+
+- an 8 GiB lazily generated volume with ``memory_limit=512MiB`` in every format (TIFF and
+  OME-Zarr with its pyramid are covered at 4 GiB in test_memory_formats.py);
+- peak memory of a 1 GiB and an 8 GiB export are the same (no growth with the volume);
+- a TIFF sequence from a 4 GiB Zarr file chunked 64 slices deep (64 x 512 x 512 chunks of
+  4096 x 4096 planes: one row of chunks is the whole 4 GiB).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from lazyexport import open_exported
+from lazyexport.demo import sample_volume
+
+MiB = 2**20
+BUDGET = 512 * MiB
+SLACK = 256 * MiB
+REPO = Path(__file__).resolve().parents[1]
+EIGHT_GIB = (1024, 1024, 1024)          # z, y, x; two float32 channels
+
+# VmHWM: this process's own peak. ru_maxrss would also count the parent's resident memory at
+# fork time (Linux carries the high-water mark across exec), here pytest's.
+SCRIPT = """
+import json, sys
+import lazyexport as le
+from lazyexport.demo import sample_volume
+source, settings = json.loads(sys.argv[1]), le.ExportSettings.from_dict(json.loads(sys.argv[2]))
+if isinstance(source, list):
+    source = sample_volume(shape=tuple(source))
+result = le.export(source, settings, memory_limit="512MiB")
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak": int(hwm.split()[1]) * 1024,
+                  "paths": [str(p) for p in result.paths]}))
+"""
+
+
+def run_export(source, settings: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(source), json.dumps(settings)], cwd=REPO,
+                          capture_output=True, text=True, timeout=900,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{settings['format']} {source if isinstance(source, list) else 'file'}: "
+          f"peak RSS {report['peak'] / MiB:.0f} MiB")
+    return report
+
+
+FORMATS = {
+    "zarr": {"output": "v.zarr"},
+    "hdf5": {"output": "v.h5"},
+    "n5": {"output": "v.n5", "compression": "raw"},
+    "npy": {"output": "v.npy"},
+    "tiff-sequence": {"output": "seq/z{slice_index}.tif"},
+    "png-sequence": {"output": "png/z{slice_index}.png", "renormalize": [[0, 1], [0, 255]], "dtype": "uint8",
+                     "roi": {"c": [0, 1]}, "axis_order": "zyx"},
+}
+
+
+def expected(z: int) -> np.ndarray:
+    return sample_volume(shape=EIGHT_GIB).isel(z=z).values        # yxc
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_8_gib_export_stays_within_the_budget(tmp_path, fmt):
+    settings = {"format": fmt, **FORMATS[fmt]}
+    settings["output"] = str(tmp_path / settings["output"])
+    report = run_export(list(EIGHT_GIB), settings)
+    assert report["peak"] < BUDGET + SLACK, f"peak RSS {report['peak'] / MiB:.0f} MiB"
+    assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]    # no temporaries left
+    z = 777
+    if fmt.endswith("-sequence"):
+        back = open_exported([report["paths"][z]])
+        plane = back.isel(z=0).values
+        if fmt == "png-sequence":
+            ref = np.clip(np.rint(expected(z)[..., 0] * np.float32(255)), 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(plane, ref)
+        else:
+            np.testing.assert_array_equal(plane, expected(z))
+    else:
+        back = open_exported(report["paths"][0] + ("/exported_data" if fmt == "hdf5" else ""))
+        np.testing.assert_array_equal(back.isel(z=z).transpose("y", "x", "c").values, expected(z))
+
+
+def test_peak_memory_does_not_grow_with_the_volume(tmp_path):
+    peaks = {}
+    for factor, shape in ((1, (128, 1024, 1024)), (8, EIGHT_GIB)):
+        report = run_export(list(shape), {"format": "zarr", "output": str(tmp_path / f"x{factor}.zarr")})
+        peaks[factor] = report["peak"]
+    assert peaks[8] < BUDGET + SLACK
+    assert peaks[8] - peaks[1] < 96 * MiB, {k: v // MiB for k, v in peaks.items()}
+
+
+def test_slice_sequence_from_deep_chunks_stays_within_the_budget(tmp_path):
+    """64-slice-deep source chunks: blocks follow them and slices are assembled in a staging file."""
+    source = tmp_path / "deep.zarr"
+    volume = sample_volume(shape=(64, 4096, 4096), chunks=(64, 512, 512)).isel(c=0)
+    arr = zarr.create_array(str(source), shape=volume.shape, chunks=(64, 512, 512), dtype="float32",
+                            compressors=None, dimension_names=["z", "y", "x"])
+    volume.data.store(arr, lock=False, compute=True, scheduler="threads", num_workers=2)
+    assert arr.nbytes == 4 * 2**30
+    report = run_export(str(source), {"format": "tiff-sequence", "output": str(tmp_path / "seq" / "z{slice_index}.tif")})
+    assert report["peak"] < BUDGET + SLACK, f"peak RSS {report['peak'] / MiB:.0f} MiB"
+    assert len(report["paths"]) == 64
+    assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]
+    for z in (0, 41, 63):
+        np.testing.assert_array_equal(tifffile.imread(report["paths"][z]), arr[z])
