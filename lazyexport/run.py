@@ -295,7 +295,7 @@ def scheduler_session(scheduler: Any) -> Iterator[Any]:
 
     with contextlib.ExitStack() as stack:
         if resolved == "local-cluster":
-            cluster = stack.enter_context(LocalCluster(host="127.0.0.1", dashboard_address=None))
+            cluster = stack.enter_context(LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0"))
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             client = stack.enter_context(_connect(resolved))

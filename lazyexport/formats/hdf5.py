@@ -140,8 +140,8 @@ class HDF5Target(Target):
     through h5py's own (serial) filter pipeline.
 
     HDF5 files cannot be written by two processes at once, so the target is ``single_writer``:
-    under process-based schedulers (a dask cluster) the workers only :meth:`encode` and the
-    process running the export :meth:`store`\ s the compressed chunks into the file."""
+    under process-based schedulers (a dask cluster) the workers only :meth:`encode`, and the
+    process running the export writes the compressed chunks into the file (:meth:`store`)."""
 
     single_writer = True
 
