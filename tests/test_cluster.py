@@ -26,6 +26,7 @@ import lazyexport as le
 from lazyexport import cli, run
 from lazyexport.errors import ExportCancelled, SchedulerError
 from lazyexport.formats import formats
+from lazyexport.formats.zarr import ZarrTarget, ZarrWriter
 from lazyexport.plan import build_plan
 
 from conftest import make_data
@@ -162,6 +163,38 @@ def test_cancel_on_the_cluster_removes_the_temporary_output(client, tmp_path, fm
     assert files_in(out) == []
     # the cluster is free for the next export
     assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+class SlowWriteZarrTarget(ZarrTarget):
+    """Opens its store, then writes its blocks only after a while: a write still running when
+    an export is cancelled."""
+
+    def write(self, block, location):
+        self.array()
+        time.sleep(SLOW_SECONDS)
+        return super().write(block, location)
+
+
+class SlowWriteZarr(ZarrWriter):
+    def open(self, plan, resume_token=None):
+        target = super().open(plan, resume_token)
+        return SlowWriteZarrTarget(target.temps, target.internal)
+
+
+def test_cancel_waits_for_running_writes_before_removing_the_output(client, tmp_path):
+    """Cancelled futures do not stop tasks that already run: the export must wait for those
+    writes to end before it removes the temporary store, or they would re-create it."""
+    out = tmp_path / "out"
+    plan = build_plan(le.open_source(volume((64, 256, 256)), axes="zyx"),
+                      settings_for("zarr", out, chunks={"z": 8}), memory_limit="16MiB")
+    plan.writer = SlowWriteZarr()
+    assert plan.nblocks >= 6
+    cancel = threading.Event()
+    with pytest.raises(ExportCancelled):
+        run.execute(plan, scheduler=client, cancel=cancel, progress=lambda event: cancel.set())
+    assert files_in(out) == []
+    time.sleep(3 * SLOW_SECONDS)
+    assert files_in(out) == []
 
 
 # -- the local process-based schedulers -------------------------------------------------------------
