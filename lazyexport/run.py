@@ -358,6 +358,8 @@ def execute(
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it")
     with scheduler_session(scheduler) as resolved:
+        if not isinstance(resolved, str):   # cluster workers may run in other directories
+            plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
         start = time.perf_counter()
         if resume and plan.writer.resumable:
             target, journal, done = open_resumable(plan)

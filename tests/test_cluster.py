@@ -112,6 +112,20 @@ def test_hdf5_on_the_cluster_keeps_metadata_and_compression(client, tmp_path):
         np.testing.assert_array_equal(dset[...], data)
 
 
+def test_relative_paths_work_on_workers_in_another_directory(client, tmp_path, monkeypatch):
+    data = volume((8, 32, 32))
+    monkeypatch.chdir(tmp_path)           # the workers stay where they were started
+    assert set(client.run(os.getcwd).values()) != {str(tmp_path)}
+    np.save("src.npy", data)
+    first = le.export(le.open_source("src.npy", axes="zyx"), le.ExportSettings(format="zarr", output="out/a.zarr"),
+                      scheduler=client)
+    second = le.export(le.open_source("out/a.zarr"), le.ExportSettings(format="npy", output="out/b.npy"),
+                       scheduler=client)
+    assert first.output == tmp_path / "out" / "a.zarr"
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "b.npy"), data)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.zarr", "b.npy"]
+
+
 # -- a worker killed in the middle of an export ---------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["hdf5", "tiff-sequence"])
@@ -224,13 +238,20 @@ def test_an_unknown_scheduler_is_a_clear_error(tmp_path, scheduler):
     assert files_in(tmp_path) == []
 
 
-def test_cli_unknown_scheduler_exits_2_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["export", "batch"])
+def test_cli_unknown_scheduler_exits_2_with_one_line(tmp_path, capsys, command):
     np.save(tmp_path / "src.npy", np.zeros((4, 8, 8), np.uint8))
-    code = cli.main(["export", str(tmp_path / "src.npy"), "--format", "zarr", "--output", str(tmp_path / "o"),
-                     "--scheduler", "bogus", "--quiet"])
+    if command == "export":
+        argv = ["export", str(tmp_path / "src.npy"), "--format", "zarr", "--output", str(tmp_path / "o")]
+    else:
+        project = tmp_path / "project.toml"
+        project.write_text(f'[settings]\nformat = "zarr"\n[[datasets]]\nsource = "{tmp_path / "src.npy"}"\n')
+        argv = ["batch", str(project), "export-all"]
+    code = cli.main([*argv, "--scheduler", "bogus", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: unknown scheduler 'bogus'")
+    assert not [p for p in tmp_path.iterdir() if "zarr" in p.name]
 
 
 def test_cli_unreachable_scheduler_fails_in_bounded_time(tmp_path, capsys, monkeypatch):
