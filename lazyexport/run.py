@@ -265,8 +265,10 @@ _ADDRESS = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)\S+$|^[\w.-]+:\d+$", re.IGNOREC
 def scheduler_name(scheduler: Any) -> str | Any:
     """Check ``scheduler`` and return its canonical form: a local scheduler's name, a scheduler
     address, or the ``distributed.Client`` itself. Raises SchedulerError for anything else."""
-    if scheduler is None or _is_client(scheduler):
-        return scheduler or "threads"
+    if scheduler is None:
+        return "threads"
+    if _is_client(scheduler):
+        return scheduler
     name = str(scheduler).strip().lower() if isinstance(scheduler, str) else None
     aliases = {"threads": "threads", "threading": "threads", "sync": "synchronous",
                "synchronous": "synchronous", "single-threaded": "synchronous", "processes": "processes",
