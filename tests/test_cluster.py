@@ -42,7 +42,7 @@ def client():
         yield c
 
 
-def volume(shape=(40, 256, 256), dtype="uint16", chunks=(4, 256, 256)) -> np.ndarray:
+def volume(shape=(40, 256, 256), dtype="uint16") -> np.ndarray:
     return make_data(dtype, shape, seed=5)
 
 
@@ -53,7 +53,7 @@ def slow(block: np.ndarray) -> np.ndarray:
     return block
 
 
-def slow_source(data: np.ndarray, chunks) -> le.open_source:
+def slow_source(data: np.ndarray, chunks):
     return le.open_source(da.from_array(data, chunks=chunks).map_blocks(slow, dtype=data.dtype), axes="zyx")
 
 
