@@ -38,7 +38,7 @@ from .formats.base import remove
 from .plan import ExportPlan, build_plan
 from .resume import leftovers
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, execute
+from .run import ExportResult, Progress, execute, scheduler_session
 from .settings import ExportSettings
 from .sources import open_source, split_path
 from .sources.base import default_nickname
@@ -247,9 +247,17 @@ class Batch:
         the others go on (with ``fail_fast`` the rest are skipped). Cancellation (the ``cancel``
         event, Ctrl-C) stops the whole batch. ``progress(nickname, Progress)`` is called after
         every block; ``on_done(nickname, result_or_exception)`` after every dataset. ``resume``:
-        continue interrupted exports where the format can (see :mod:`lazyexport.resume`)."""
+        continue interrupted exports where the format can (see :mod:`lazyexport.resume`).
+        ``scheduler`` as for :func:`lazyexport.export`; a cluster it starts or connects to
+        serves the whole batch."""
         for nick in nicknames:
             self.dataset(nick)   # unknown nicknames fail before anything is written
+        with scheduler_session(scheduler) as resolved:
+            return self._export(nicknames, overwrite, resume, fail_fast, memory_limit, resolved, progress,
+                                on_done, cancel)
+
+    def _export(self, nicknames, overwrite, resume, fail_fast, memory_limit, scheduler, progress, on_done,
+                cancel) -> BatchReport:
         report = BatchReport()
         for i, nick in enumerate(nicknames):
             try:

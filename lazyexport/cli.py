@@ -325,7 +325,10 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)")
-    p.add_argument("--scheduler", help="dask scheduler: threads (default) or synchronous")
+    p.add_argument("--scheduler", metavar="NAME|ADDRESS",
+                   help="dask scheduler: threads (default), synchronous, processes, local-cluster (a dask "
+                        "LocalCluster for this run), or a running cluster's address, e.g. tcp://host:8786 "
+                        "(outputs must be on storage every worker sees; see docs/cluster.md)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true",
                    help="zarr, tiff-sequence: continue an interrupted --resume export of the same plan, and keep "

@@ -36,6 +36,10 @@ class FormatError(ExportError):
     """Unknown output format, or data the format cannot hold."""
 
 
+class SchedulerError(ExportError):
+    """The scheduler named is unknown, or the dask cluster at an address cannot be reached."""
+
+
 class OutputExistsError(ExportError):
     """The output exists already and overwriting was not asked for."""
 

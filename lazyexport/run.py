@@ -11,25 +11,31 @@ which keeps it with a journal of the finished blocks, and skips those blocks the
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import math
+import multiprocessing
+import re
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
 import dask.local
+import dask.multiprocessing
 import dask.threaded
 import numpy as np
 import zarr
 from dask.callbacks import Callback
 from dask.core import flatten
 
-from .errors import ExportCancelled, OutputExistsError, SettingsError
+from .errors import ExportCancelled, OutputExistsError, SchedulerError
 from .plan import ExportPlan, build_plan
 from .resume import Journal, open_resumable
 from .settings import ExportSettings
@@ -82,23 +88,62 @@ class ExportResult:
 
 ProgressCallback = Callable[[Progress], Any]
 ZARR_CONCURRENCY = 4
+CONNECT_TIMEOUT = 10.0      # seconds to reach a scheduler at an address
+STOP_TIMEOUT = 120.0        # seconds to wait for a cancelled run's writes to finish on the workers
+LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
+
+# Writes running in this process, per run: a cancelled distributed run waits until none of
+# its writes runs on any worker before it removes the temporary output.
+_ACTIVE: collections.Counter[str] = collections.Counter()
+_ACTIVE_LOCK = threading.Lock()
 
 
-def _write_block(block: np.ndarray, target, journal: Journal | None = None, block_info=None) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class _Encoded:
+    """What a write task of a single-writer target returns: the block's index and what the
+    target's ``store`` writes (in the process that runs the export)."""
+
+    index: tuple[int, ...]
+    payload: Any
+
+
+def _write_block(block: np.ndarray, target, journal: Journal | None = None, run: str = "",
+                 encode_only: bool = False, block_info=None):
     location = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
-    written = target.write(np.ascontiguousarray(block), location)
+    block = np.ascontiguousarray(block)
+    with _ACTIVE_LOCK:
+        _ACTIVE[run] += 1
+    try:
+        if encode_only:
+            return _Encoded(tuple(block_info[0]["chunk-location"]), target.encode(block, location))
+        written = target.write(block, location)
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE[run] -= 1
+            if not _ACTIVE[run]:
+                del _ACTIVE[run]
     if journal is not None:
         journal.record(block_info[0]["chunk-location"])
     return np.full((1,) * block.ndim, written, dtype=np.int64)
 
 
+def _active_writes(run: str) -> int:
+    """How many write tasks of ``run`` this process is running (called on workers)."""
+    with _ACTIVE_LOCK:
+        return _ACTIVE[run]
+
+
 class _Tracker(Callback):
-    """Counts finished write tasks for progress, and stops the run when cancelled."""
+    """Counts finished write tasks for progress, stores what single-writer tasks encoded, and
+    stops the run when cancelled. A dask callback for the local schedulers; the distributed
+    runner calls :meth:`finished` itself."""
 
     def __init__(self, plan: ExportPlan, layer: str, progress: ProgressCallback | None,
-                 cancel: threading.Event | None, skipped: set[tuple[int, ...]] = frozenset()):
+                 cancel: threading.Event | None, target, journal: Journal | None,
+                 skipped: set[tuple[int, ...]] = frozenset()):
         super().__init__()
         self.layer, self.progress, self.cancel = layer, progress, cancel
+        self.target, self.journal = target, journal
         self.total, self.nbytes = plan.nblocks, plan.nbytes
         self.done = len(skipped)    # blocks an interrupted run finished count as done
         self.bytes = sum(math.prod(plan.blocks[d][i] for d, i in enumerate(index)) for index in skipped) \
@@ -106,45 +151,194 @@ class _Tracker(Callback):
         self.start = time.perf_counter()
         self.lock = threading.Lock()
 
-    def _pretask(self, key, dsk, state):
+    def check(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise ExportCancelled("export cancelled")
+
+    def _pretask(self, key, dsk, state):
+        self.check()
 
     def _posttask(self, key, result, dsk, state, worker_id):
         if not (isinstance(key, tuple) and key and key[0] == self.layer):
             return
+        written = self.finished(result)
+        if isinstance(result, _Encoded):
+            state["cache"][key] = written   # keep a number, not the encoded block, until the end
+
+    def finished(self, result) -> int:
+        """Account for one finished write task (storing its block first for single-writer
+        targets); return the bytes it wrote."""
+        if isinstance(result, _Encoded):
+            written = self.target.store(result.payload)
+            if self.journal is not None:
+                self.journal.record(result.index)
+        else:
+            written = int(np.sum(result))
         with self.lock:
             self.done += 1
-            self.bytes += int(np.sum(result))
+            self.bytes += written
             event = Progress(self.done, self.total, min(self.bytes, self.nbytes), self.nbytes,
                              time.perf_counter() - self.start)
         if self.progress is not None:
             self.progress(event)
+        return written
+
+
+def _write_graph(written: da.Array, keys: Sequence[tuple]):
+    (written,) = dask.optimize(written)
+    return written.__dask_graph__().cull(set(keys))
 
 
 def _run_tasks(written: da.Array, keys: Sequence[tuple], scheduler: str, workers: int) -> None:
-    """Compute the write tasks ``keys`` of ``written``. Returns (or raises) only once no write
-    is running any more, also when interrupted, so the temporary output can then be removed."""
+    """Compute the write tasks ``keys`` of ``written`` with a local scheduler. Returns (or
+    raises) only once no write is running any more, also when interrupted, so the temporary
+    output can then be removed."""
     if not keys:
         return
-    (written,) = dask.optimize(written)
-    graph = written.__dask_graph__().cull(set(keys))
-    if scheduler == "sync":
+    graph = _write_graph(written, keys)
+    if scheduler == "synchronous":
         dask.local.get_sync(graph, list(keys))
         return
-    pool = ThreadPoolExecutor(workers)
+    if scheduler == "processes":
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        get = dask.multiprocessing.get
+    else:
+        pool, get = ThreadPoolExecutor(workers), dask.threaded.get
     try:
-        dask.threaded.get(graph, list(keys), pool=pool)
+        get(graph, list(keys), pool=pool)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _local_scheduler(scheduler: Any) -> str:
-    if scheduler in (None, "threads", "threading"):
+def _run_distributed(client, written: da.Array, keys: Sequence[tuple], tracker: _Tracker, run: str) -> None:
+    """Compute the write tasks on a dask cluster, accounting for each as it finishes. On any
+    failure or cancellation the remaining tasks are cancelled and this returns (raises) only
+    once no write of this run is still running on a worker."""
+    if not keys:
+        return
+    from distributed import as_completed
+
+    futures = client.get(_write_graph(written, keys), list(keys), sync=False)
+    try:
+        pending = as_completed(futures, loop=client.loop)
+        while not pending.is_empty():
+            tracker.check()
+            batch = pending.next_batch(block=False)
+            if not batch:
+                time.sleep(0.05)
+                continue
+            for future in batch:
+                tracker.finished(future.result())
+                future.release()
+    except BaseException:
+        client.cancel(futures)
+        _wait_writes_stopped(client, run)
+        raise
+
+
+def _wait_writes_stopped(client, run: str) -> None:
+    """Wait (at most STOP_TIMEOUT) until no worker runs a write of ``run``: cancelling futures
+    does not interrupt tasks already running, and those must not write after the temporary
+    output is removed. Twice quiet in a row, since a queued task may start just after a look."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        try:
+            busy = client.run(_active_writes, run, on_error="ignore")
+        except Exception:   # the cluster is gone: nothing runs there any more
+            return
+        quiet = quiet + 1 if not any(busy.values()) else 0
+        time.sleep(0.1)
+
+
+def _is_client(scheduler: Any) -> bool:
+    try:
+        from distributed import Client
+    except ImportError:    # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(scheduler, Client)
+
+
+_ADDRESS = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)\S+$|^[\w.-]+:\d+$", re.IGNORECASE)
+
+
+def scheduler_name(scheduler: Any) -> str | Any:
+    """Check ``scheduler`` and return its canonical form: a local scheduler's name, a scheduler
+    address, or the ``distributed.Client`` itself. Raises SchedulerError for anything else."""
+    if scheduler is None:
         return "threads"
-    if scheduler in ("sync", "synchronous", "single-threaded"):
-        return "sync"
-    raise SettingsError(f"unknown scheduler {scheduler!r}; choose 'threads' or 'synchronous'")
+    if _is_client(scheduler):
+        return scheduler
+    name = str(scheduler).strip().lower() if isinstance(scheduler, str) else None
+    aliases = {"threads": "threads", "threading": "threads", "sync": "synchronous",
+               "synchronous": "synchronous", "single-threaded": "synchronous", "processes": "processes",
+               "multiprocessing": "processes", "local-cluster": "local-cluster", "localcluster": "local-cluster"}
+    if name in aliases:
+        return aliases[name]
+    if name is not None and _ADDRESS.match(scheduler.strip()):
+        return scheduler.strip()
+    raise SchedulerError(
+        f"unknown scheduler {scheduler!r}; choose {', '.join(LOCAL_SCHEDULERS)}, a scheduler address "
+        f"like tcp://host:8786, or (from Python) a distributed.Client"
+    )
+
+
+@contextlib.contextmanager
+def scheduler_session(scheduler: Any) -> Iterator[Any]:
+    """Resolve ``scheduler`` for one or more exports: yields a local scheduler's name or a
+    ``distributed.Client``. An address gets a client connected for the session, and
+    ``local-cluster`` a LocalCluster started for it; both are closed afterwards. A client
+    passed in is used as it is (and left open)."""
+    resolved = scheduler_name(scheduler)
+    if not isinstance(resolved, str) or resolved in ("threads", "synchronous", "processes"):
+        yield resolved
+        return
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if resolved == "local-cluster":
+            cluster = stack.enter_context(LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0"))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        else:
+            client = stack.enter_context(_connect(resolved))
+        yield client
+
+
+def _connect(address: str):
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SchedulerError(f"cannot reach a dask scheduler at {address} within {CONNECT_TIMEOUT:g} s "
+                             f"({first})") from None
+
+
+def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tuple[int, ...]],
+               scheduler: Any, progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
+    """Write every block of ``plan`` not in ``done`` into ``target`` with ``scheduler`` (a local
+    scheduler's name or a distributed.Client)."""
+    local = isinstance(scheduler, str)
+    # other processes must not write a single-writer target: they encode, this process stores
+    encode_only = target.single_writer and scheduler not in ("threads", "synchronous")
+    run = uuid.uuid4().hex
+    data = plan.result.data
+    written = da.map_blocks(
+        _write_block, data, target=target, journal=None if encode_only else journal, run=run,
+        encode_only=encode_only, dtype=np.int64,
+        chunks=tuple((1,) * len(c) for c in data.chunks),
+        meta=np.empty((0,) * data.ndim, dtype=np.int64),
+    )
+    keys = [k for k in flatten(written.__dask_keys__()) if tuple(k[1:]) not in done]
+    tracker = _Tracker(plan, written.name, progress, cancel, target, journal, skipped=done)
+    # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
+    with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
+        if local:
+            with tracker:
+                _run_tasks(written, keys, scheduler, plan.workers)
+        else:
+            _run_distributed(scheduler, written, keys, tracker, run)
 
 
 def execute(
@@ -165,33 +359,25 @@ def execute(
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise OutputExistsError(f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it")
-    scheduler_name = _local_scheduler(scheduler)
-    start = time.perf_counter()
-    if resume and plan.writer.resumable:
-        target, journal, done = open_resumable(plan)
-    else:
-        if resume:
-            plan.notes.append(f"{plan.writer.name} outputs cannot resume; exported from the start")
-        target, journal, done = plan.writer.open(plan), None, set()
-    try:
-        data = plan.result.data
-        written = da.map_blocks(
-            _write_block, data, target=target, journal=journal, dtype=np.int64,
-            chunks=tuple((1,) * len(c) for c in data.chunks),
-            meta=np.empty((0,) * data.ndim, dtype=np.int64),
-        )
-        keys = [k for k in flatten(written.__dask_keys__()) if tuple(k[1:]) not in done]
-        # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
-        with _Tracker(plan, written.name, progress, cancel, skipped=done), \
-                zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
-            _run_tasks(written, keys, scheduler_name, plan.workers)
-        paths = target.commit()
-    except BaseException:
-        if journal is None:
-            target.abort()
+    with scheduler_session(scheduler) as resolved:
+        if not isinstance(resolved, str):   # cluster workers may run in other directories
+            plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
+        start = time.perf_counter()
+        if resume and plan.writer.resumable:
+            target, journal, done = open_resumable(plan)
         else:
-            target.close()      # keep the temporary output and the journal for the next run
-        raise
+            if resume:
+                plan.notes.append(f"{plan.writer.name} outputs cannot resume; exported from the start")
+            target, journal, done = plan.writer.open(plan), None, set()
+        try:
+            _write_all(plan, target, journal, done, resolved, progress, cancel)
+            paths = target.commit()
+        except BaseException:
+            if journal is None:
+                target.abort()
+            else:
+                target.close()      # keep the temporary output and the journal for the next run
+            raise
     if journal is not None:
         journal.remove()
     return ExportResult(

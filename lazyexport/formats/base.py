@@ -13,7 +13,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -28,11 +28,24 @@ class Target:
     path) so that :meth:`abort` and :meth:`commit` treat them alike.
     """
 
+    #: Only one process may write the output (HDF5). Process-based schedulers then run
+    #: :meth:`encode` (the CPU-heavy part) on the workers and hand what it returns to
+    #: :meth:`store` in the process that runs the export; ``write`` is ``store(encode(...))``.
+    single_writer: ClassVar[bool] = False
+
     def __init__(self, temps: dict[Path, Path]):
         self.temps = temps
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         """Write ``block`` at ``location`` (output coordinates); return the bytes written."""
+        raise NotImplementedError
+
+    def encode(self, block: np.ndarray, location: tuple[slice, ...]) -> Any:
+        """Single-writer targets: prepare ``block`` for :meth:`store` without touching the output."""
+        raise NotImplementedError
+
+    def store(self, encoded: Any) -> int:
+        """Single-writer targets: write what :meth:`encode` returned; return the (uncompressed) bytes."""
         raise NotImplementedError
 
     def finish(self) -> None:

@@ -6,6 +6,7 @@ import itertools
 import threading
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import hdf5plugin
@@ -61,6 +62,14 @@ def _encoder(compression: str, level: int):
 _HANDLES: dict[str, h5py.File] = {}
 _HANDLES_LOCK = threading.Lock()
 _WRITE_LOCK = threading.Lock()   # the one serialized step: bytes into the file
+
+
+class EncodedBlock(NamedTuple):
+    """A block ready for the file: its chunks' stored bytes by chunk offset (or, for lzf, the block)."""
+
+    nbytes: int
+    location: tuple[slice, ...]
+    data: list[tuple[tuple[int, ...], bytes]] | np.ndarray
 
 
 def _handle(path: Path) -> h5py.File:
@@ -162,10 +171,16 @@ class HDF5Writer(Writer):
 
 
 class HDF5Target(Target):
-    """Compresses each chunk of a block on the calling thread (the codecs release the GIL, so
-    the workers compress in parallel), then writes the encoded bytes with h5py's direct chunk
-    write: only that byte write is serialized. lzf, which has no Python encoder, goes
-    through h5py's own (serial) filter pipeline."""
+    """Compresses each chunk of a block on the calling thread or worker (the codecs release
+    the GIL, so threads compress in parallel), then writes the encoded bytes with h5py's direct
+    chunk write: only that byte write is serialized. lzf, which has no Python encoder, goes
+    through h5py's own (serial) filter pipeline.
+
+    HDF5 files cannot be written by two processes at once, so the target is ``single_writer``:
+    under process-based schedulers (a dask cluster) the workers only :meth:`encode`, and the
+    process running the export writes the compressed chunks into the file (:meth:`store`)."""
+
+    single_writer = True
 
     def __init__(self, temps: dict[Path, Path], dataset: str, merge: bool, compression: str,
                  level: int, chunks: tuple[int, ...]):
@@ -177,27 +192,38 @@ class HDF5Target(Target):
         self.level = level
         self.chunks = tuple(chunks)
 
-    def encode(self, chunk: np.ndarray) -> bytes:
+    def encode_chunk(self, chunk: np.ndarray) -> bytes:
         if chunk.shape != self.chunks:  # an edge chunk: HDF5 stores it padded to full size
             full = np.zeros(self.chunks, dtype=chunk.dtype)
             full[tuple(slice(0, n) for n in chunk.shape)] = chunk
             chunk = full
         return _encoder(self.compression, self.level)(np.ascontiguousarray(chunk))
 
-    def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
-        dset = _handle(self.temp)[self.dataset]
+    def encode(self, block: np.ndarray, location: tuple[slice, ...]) -> EncodedBlock:
+        """The block's chunks, each encoded as stored in the file, at their chunk offsets
+        (lzf: the block itself, for h5py's filter in :meth:`store`)."""
         if _encoder(self.compression, self.level) is None:
-            with _WRITE_LOCK:
-                dset[location] = block
-            return block.nbytes
+            return EncodedBlock(block.nbytes, location, block)
+        chunks = []
         starts = [range(0, n, c) for n, c in zip(block.shape, self.chunks)]
         for offset in itertools.product(*starts):
             inner = tuple(slice(o, o + c) for o, c in zip(offset, self.chunks))
-            data = self.encode(block[inner])
             absolute = tuple(loc.start + o for loc, o in zip(location, offset))
-            with _WRITE_LOCK:
-                dset.id.write_direct_chunk(absolute, data)
-        return block.nbytes
+            chunks.append((absolute, self.encode_chunk(block[inner])))
+        return EncodedBlock(block.nbytes, location, chunks)
+
+    def store(self, encoded: EncodedBlock) -> int:
+        dset = _handle(self.temp)[self.dataset]
+        with _WRITE_LOCK:
+            if isinstance(encoded.data, np.ndarray):
+                dset[encoded.location] = encoded.data
+            else:
+                for offset, data in encoded.data:
+                    dset.id.write_direct_chunk(offset, data)
+        return encoded.nbytes
+
+    def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        return self.store(self.encode(block, location))
 
     def close(self) -> None:
         _close_handle(self.temp)

@@ -48,7 +48,7 @@ class SequenceWriter(Writer):
     def chunks(self, plan) -> tuple[int, ...]:
         if plan.staged:    # blocks follow the source (whole chunks if they fit); slices are assembled on disk
             itemsize_ratio = plan.widest_itemsize() / plan.dtype.itemsize
-            return plan.default_chunks(max(self.chunk_bytes, int(plan.block_budget() / itemsize_ratio)))
+            return plan.default_chunks(int(plan.block_budget() / itemsize_ratio))
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
 
     def open(self, plan, resume_token: str | None = None) -> Target:

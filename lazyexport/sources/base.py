@@ -29,7 +29,7 @@ class FileArray:
     """
 
     def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
-        self.path = str(path)
+        self.path = os.path.abspath(path)   # workers of a cluster may run in other directories
         self.key = key
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)

@@ -54,7 +54,8 @@ def _array_axes(arr: zarr.Array) -> list[str] | None:
 
 def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     try:
-        node = zarr.open(store=str(path), mode="r", path=internal or None)
+        # absolute: the array is pickled to cluster workers, which may run in other directories
+        node = zarr.open(store=str(Path(path).absolute()), mode="r", path=internal or None)
     except Exception as exc:  # zarr raises several kinds for a missing or broken store
         where = f"{path}/{internal}" if internal else str(path)
         raise SourceError(f"cannot open {where} as Zarr: {exc}") from None

@@ -1,0 +1,336 @@
+"""Exports on dask.distributed: a real LocalCluster of two worker processes on loopback, a
+cluster started separately with the ``dask`` command, and the local process-based schedulers.
+
+Every format is exported through the cluster and compared with the threaded export; a worker
+is killed in the middle of an export; progress and cancellation work; bad or unreachable
+schedulers fail with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+import lazyexport as le
+from lazyexport import cli, run
+from lazyexport.errors import ExportCancelled, SchedulerError
+from lazyexport.formats import formats
+from lazyexport.formats.zarr import ZarrTarget, ZarrWriter
+from lazyexport.plan import build_plan
+
+from conftest import make_data
+
+SLOW_SECONDS = 0.4
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+def volume(shape=(40, 256, 256), dtype="uint16") -> np.ndarray:
+    return make_data(dtype, shape, seed=5)
+
+
+def slow(block: np.ndarray) -> np.ndarray:
+    """A source transform slow enough to interrupt an export (runs on the workers, which
+    import this module by name: they inherit the test process's sys.path)."""
+    time.sleep(SLOW_SECONDS)
+    return block
+
+
+def slow_source(data: np.ndarray, chunks):
+    return le.open_source(da.from_array(data, chunks=chunks).map_blocks(slow, dtype=data.dtype), axes="zyx")
+
+
+def settings_for(fmt: str, out: Path, **extra) -> le.ExportSettings:
+    name = "out_{slice_index}" if fmt.endswith("sequence") else "out"
+    return le.ExportSettings(format=fmt, output=str(out / name), **extra)
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+# -- every format on the cluster equals the threaded export -------------------------------------
+
+FORMAT_OPTIONS = {"ome-zarr": {"levels": 2}, "png-sequence": {"dtype": "uint8"}}
+
+
+@pytest.mark.parametrize("fmt", formats())
+def test_every_format_on_a_local_cluster_equals_the_threaded_export(client, tmp_path, fmt):
+    data = volume()
+    source = le.open_source(da.from_array(data, chunks=(4, 256, 256)), axes="zyx")
+    options = dict(FORMAT_OPTIONS.get(fmt, {}), roi={"y": (8, 200)})
+    threaded = le.export(source, settings_for(fmt, tmp_path / "threads", **options), memory_limit="16MiB")
+    events: list[run.Progress] = []
+    on_cluster = le.export(source, settings_for(fmt, tmp_path / "cluster", **options), memory_limit="16MiB",
+                           scheduler=client, progress=events.append)
+    expected = np.asarray(le.open_exported(threaded))
+    got = np.asarray(le.open_exported(on_cluster))
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+    assert expected.shape == (40, 192, 256)
+    # progress arrives block by block, ending complete
+    plan = build_plan(source, settings_for(fmt, tmp_path / "x", **options), memory_limit="16MiB")
+    assert [e.blocks_done for e in events] == list(range(1, plan.nblocks + 1))
+    assert events[-1].bytes_done == events[-1].bytes_total == plan.nbytes
+    # nothing temporary is left beside the output
+    assert not [n for n in files_in(tmp_path / "cluster") if "lazyexport" in n]
+    if fmt == "ome-zarr":   # the pyramid level built in commit() on the client is the same too
+        import zarr
+        levels = [zarr.open_array(str(r.output), path="1", mode="r")[...] for r in (threaded, on_cluster)]
+        assert levels[0].shape == (20, 96, 128)
+        np.testing.assert_array_equal(levels[1], levels[0])
+
+
+def test_hdf5_on_the_cluster_keeps_metadata_and_compression(client, tmp_path):
+    import h5py
+
+    data = volume()
+    source = le.open_source(data, axes="zyx")
+    result = le.export(source, le.ExportSettings(format="hdf5", output=str(tmp_path / "out.h5"), compression="gzip"),
+                       memory_limit="16MiB", scheduler=client)
+    with h5py.File(result.output, "r") as f:
+        dset = f["exported_data"]
+        assert dset.compression == "gzip"
+        assert '"key": "z"' in dset.attrs["axistags"]
+        np.testing.assert_array_equal(dset[...], data)
+
+
+def test_relative_paths_work_on_workers_in_another_directory(client, tmp_path, monkeypatch):
+    data = volume((8, 32, 32))
+    monkeypatch.chdir(tmp_path)           # the workers stay where they were started
+    assert set(client.run(os.getcwd).values()) != {str(tmp_path)}
+    np.save("src.npy", data)
+    first = le.export(le.open_source("src.npy", axes="zyx"), le.ExportSettings(format="zarr", output="out/a.zarr"),
+                      scheduler=client)
+    second = le.export(le.open_source("out/a.zarr"), le.ExportSettings(format="npy", output="out/b.npy"),
+                       scheduler=client)
+    assert first.output == tmp_path / "out" / "a.zarr"
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "b.npy"), data)
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.zarr", "b.npy"]
+
+
+# -- a worker killed in the middle of an export ---------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["hdf5", "tiff-sequence"])
+def test_an_export_survives_a_killed_worker(client, tmp_path, fmt):
+    data = volume((64, 256, 256))
+    source = slow_source(data, (8, 256, 256))
+    plan = build_plan(source, settings_for(fmt, tmp_path), memory_limit="16MiB")
+    assert plan.nblocks >= 6
+    pids = client.run(os.getpid)
+    killed: list[tuple[int, int]] = []
+
+    def kill_one_worker(event: run.Progress) -> None:
+        if not killed:
+            victim = next(iter(pids.values()))
+            os.kill(victim, signal.SIGKILL)
+            killed.append((victim, event.blocks_done))
+
+    result = le.export(source, settings_for(fmt, tmp_path), memory_limit="16MiB", scheduler=client,
+                       progress=kill_one_worker)
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
+    (victim, done_then), = killed
+    assert done_then < plan.nblocks                       # it died while blocks were still to write
+    client.wait_for_workers(2, timeout=60)                # the nanny restarted it ...
+    assert victim not in client.run(os.getpid).values()   # ... as a new process: the old one is dead
+
+
+# -- cancellation ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_cancel_on_the_cluster_removes_the_temporary_output(client, tmp_path, fmt):
+    data = volume((64, 256, 256))
+    source = slow_source(data, (8, 256, 256))
+    out = tmp_path / "out"
+    cancel = threading.Event()
+    events: list[run.Progress] = []
+
+    def cancel_after_first(event: run.Progress) -> None:
+        events.append(event)
+        cancel.set()
+
+    with pytest.raises(ExportCancelled):
+        le.export(source, settings_for(fmt, out, chunks={"z": 8}), memory_limit="16MiB", scheduler=client,
+                  progress=cancel_after_first, cancel=cancel)
+    assert len(events) >= 1
+    plan = build_plan(source, settings_for(fmt, out, chunks={"z": 8}), memory_limit="16MiB")
+    assert len(events) < plan.nblocks
+    assert files_in(out) == []
+    time.sleep(2 * SLOW_SECONDS)       # a write still running would re-create files by now
+    assert files_in(out) == []
+    # the cluster is free for the next export
+    assert client.submit(sum, [1, 2]).result(timeout=30) == 3
+
+
+class SlowWriteZarrTarget(ZarrTarget):
+    """Opens its store, then writes its blocks only after a while: a write still running when
+    an export is cancelled."""
+
+    def write(self, block, location):
+        self.array()
+        time.sleep(SLOW_SECONDS)
+        return super().write(block, location)
+
+
+class SlowWriteZarr(ZarrWriter):
+    def open(self, plan, resume_token=None):
+        target = super().open(plan, resume_token)
+        return SlowWriteZarrTarget(target.temps, target.internal)
+
+
+def test_cancel_waits_for_running_writes_before_removing_the_output(client, tmp_path):
+    """Cancelled futures do not stop tasks that already run: the export must wait for those
+    writes to end before it removes the temporary store, or they would re-create it."""
+    out = tmp_path / "out"
+    plan = build_plan(le.open_source(volume((64, 256, 256)), axes="zyx"),
+                      settings_for("zarr", out, chunks={"z": 8}), memory_limit="16MiB")
+    plan.writer = SlowWriteZarr()
+    assert plan.nblocks >= 6
+    cancel = threading.Event()
+    with pytest.raises(ExportCancelled):
+        run.execute(plan, scheduler=client, cancel=cancel, progress=lambda event: cancel.set())
+    assert files_in(out) == []
+    time.sleep(3 * SLOW_SECONDS)
+    assert files_in(out) == []
+
+
+# -- the local process-based schedulers -------------------------------------------------------------
+
+@pytest.mark.parametrize("scheduler,fmt", [("processes", "hdf5"), ("processes", "zarr"), ("local-cluster", "hdf5")])
+def test_local_process_schedulers(tmp_path, scheduler, fmt):
+    data = volume()
+    events: list[run.Progress] = []
+    result = le.export(le.open_source(data, axes="zyx"), settings_for(fmt, tmp_path), memory_limit="16MiB",
+                       scheduler=scheduler, progress=events.append)
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
+    assert events and events[-1].blocks_done == events[-1].blocks_total > 1
+
+
+# -- bad and unreachable schedulers ------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheduler", ["bogus", "tcp:/127.0.0.1", 42])
+def test_an_unknown_scheduler_is_a_clear_error(tmp_path, scheduler):
+    with pytest.raises(SchedulerError, match="unknown scheduler .*choose threads, synchronous, processes"):
+        le.export(np.zeros((4, 4)), settings_for("npy", tmp_path), scheduler=scheduler)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["export", "batch"])
+def test_cli_unknown_scheduler_exits_2_with_one_line(tmp_path, capsys, command):
+    np.save(tmp_path / "src.npy", np.zeros((4, 8, 8), np.uint8))
+    if command == "export":
+        argv = ["export", str(tmp_path / "src.npy"), "--format", "zarr", "--output", str(tmp_path / "o")]
+    else:
+        project = tmp_path / "project.toml"
+        project.write_text(f'[settings]\nformat = "zarr"\n[[datasets]]\nsource = "{tmp_path / "src.npy"}"\n')
+        argv = ["batch", str(project), "export-all"]
+    code = cli.main([*argv, "--scheduler", "bogus", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: unknown scheduler 'bogus'")
+    assert not [p for p in tmp_path.iterdir() if "zarr" in p.name]
+
+
+def test_cli_unreachable_scheduler_fails_in_bounded_time(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(run, "CONNECT_TIMEOUT", 2.0)
+    np.save(tmp_path / "src.npy", np.zeros((4, 8, 8), np.uint8))
+    address = f"tcp://127.0.0.1:{free_port()}"   # nothing listens there
+    start = time.monotonic()
+    code = cli.main(["export", str(tmp_path / "src.npy"), "--format", "hdf5", "--output", str(tmp_path / "o.h5"),
+                     "--scheduler", address, "--quiet"])
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot reach a dask scheduler at {address} within 2 s")
+    assert elapsed < 15
+    assert files_in(tmp_path) == ["src.npy"]
+
+
+# -- the CLI against a cluster started separately ---------------------------------------------------
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the dask scheduler exited"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_cli_exports_on_a_separately_started_cluster(tmp_path):
+    data = make_data("uint16", (24, 64, 80), seed=3)
+    np.save(tmp_path / "src.npy", data)
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = open(tmp_path / "dask.log", "wb")
+    scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard", "--dashboard-address", "127.0.0.1:0"], stdout=logs, stderr=logs)
+    worker = None
+    try:
+        wait_listening(port, scheduler)
+        worker = subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "2",
+                                   "--no-dashboard", "--host", "127.0.0.1"], stdout=logs, stderr=logs)
+        with Client(address, timeout=30, set_as_default=False) as probe:
+            probe.wait_for_workers(2, timeout=60)
+        lazyexport = str(BIN / "lazyexport")
+        out = tmp_path / "out"
+        done = subprocess.run([lazyexport, "export", str(tmp_path / "src.npy"), "--axes", "zyx", "--format", "hdf5",
+                               "--output", str(out / "cli.h5"), "--chunks", "z=4", "--memory-limit", "16MiB",
+                               "--scheduler", address, "--quiet"],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        assert "wrote hdf5" in done.stdout
+        np.testing.assert_array_equal(np.asarray(le.open_exported(out / "cli.h5")), data)
+        # a batch passes the scheduler on to each of its exports
+        project = tmp_path / "project.toml"
+        project.write_text(
+            '[settings]\nformat = "tiff-sequence"\noutput = "{dataset_dir}/out/{nickname}_{slice_index}.tif"\n'
+            f'[[datasets]]\nsource = "{tmp_path / "src.npy"}"\nnickname = "a"\naxes = "zyx"\n'
+        )
+        done = subprocess.run([lazyexport, "batch", str(project), "export-all", "--scheduler", address, "--quiet"],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        slices = sorted(out.glob("a_*.tif"))
+        assert len(slices) == 24
+        np.testing.assert_array_equal(np.asarray(le.open_exported(str(out / "a_*.tif"))), data)
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(scheduler)
+        logs.close()
