@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -188,3 +189,10 @@ def snapshot(directory: Path) -> dict[str, str]:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def free_disk(tmp_path):
+    """Remove ``tmp_path`` after the test: for tests writing gigabytes (pytest keeps old tmp dirs)."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -28,6 +28,7 @@ MiB = 2**20
 BUDGET = 512 * MiB
 SLACK = 256 * MiB
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("free_disk")   # gigabytes per test: removed after it
 EIGHT_GIB = (1024, 1024, 1024)          # z, y, x; two float32 channels
 
 # VmHWM: this process's own peak. ru_maxrss would also count the parent's resident memory at

@@ -21,6 +21,7 @@ SHAPE = (512, 1024, 1024)            # z, y, x; two float32 channels: 4 GiB
 BUDGET = 512 * 2**20
 SLACK = 256 * 2**20
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("free_disk")   # gigabytes per test: removed after it
 
 SCRIPT = """
 import json, sys, time
