@@ -61,9 +61,16 @@ def reference(src: Path) -> np.ndarray:
     return np.clip(np.rint(data), 0, 255).astype("uint8")
 
 
+def _default_sigint() -> None:
+    # an ignored SIGINT is inherited (dask's process pools and clusters earlier in the test
+    # session leave pytest ignoring it); the child must get Python's Ctrl-C handling, as from a shell
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_slow(args: list[str], marker: Path, delay: float = 0.2) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(SLOW_CLI), str(marker), str(delay), *args],
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
