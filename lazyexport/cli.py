@@ -68,6 +68,12 @@ def _parse_chunks(text: str) -> dict[str, int]:
     return _parse_axis_numbers(text, "--chunks", "axis=length, e.g. z=32,y=256")
 
 
+def _parse_shards(text: str) -> dict[str, int] | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    return _parse_axis_numbers(text, "--shards", "auto or axis=length, e.g. z=64,y=1024,x=1024")
+
+
 def _settings_from_args(args) -> ExportSettings:
     return ExportSettings(
         roi=parse_roi_text(args.roi) if args.roi else None,
@@ -86,6 +92,7 @@ def _settings_from_args(args) -> ExportSettings:
         levels=args.levels,
         downsample=args.downsample,
         tiff_flavor=args.tiff_flavor,
+        shards=_parse_shards(args.shards) if args.shards else None,
     )
 
 
@@ -311,6 +318,8 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression-level", type=int, help="codec level")
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3), help="Zarr version (default 3)")
+    p.add_argument("--shards", help="zarr v3 sharding for many small chunks: auto (one shard per block) "
+                                    "or shard lengths, e.g. z=64,y=1024,x=1024 (default: no shards)")
     p.add_argument("--pixel-size", help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)")
     p.add_argument("--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)")
     p.add_argument("--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)")

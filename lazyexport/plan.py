@@ -62,6 +62,7 @@ class ExportPlan:
     memory_limit: int
     workers: int
     chunks: tuple[int, ...] = ()             # output chunk shape
+    shards: tuple[int, ...] | None = None    # Zarr v3 shard shape (whole chunks), if sharded
     renormalize: tuple[tuple[float, float], tuple[float, float]] | None = None
     slice_axis: str | None = None            # sequences: the axis the files run along
     slice_start: int = 0                     # sequences: source index of the first slice
@@ -156,8 +157,8 @@ class ExportPlan:
             + (f" (+{len(self.paths) - 1} more files)" if len(self.paths) > 1 else ""),
             f"  roi        {roi_text(self.roi, self.source.dims)}",
             f"  result     {''.join(self.axes)} {self.shape} {self.dtype} ({format_bytes(self.nbytes)})",
-            f"  chunks     {self.chunks}, {self.nblocks} blocks in flight {self.workers} at a time,"
-            f" memory limit {format_bytes(self.memory_limit)}",
+            f"  chunks     {self.chunks}" + (f" in shards of {self.shards}" if self.shards else "")
+            + f", {self.nblocks} blocks in flight {self.workers} at a time, memory limit {format_bytes(self.memory_limit)}",
         ]
         lines += [f"  note       {n}" for n in self.notes]
         return "\n".join(lines)
@@ -210,6 +211,8 @@ def build_plan(
             plan.notes.append(f"source chunks are {_source_depth(plan)} slices deep: blocks follow them, "
                               f"and slices are assembled in a staging file beside the output")
     plan.chunks = writer.chunks(plan)
+    if settings.shards is not None:
+        _plan_shards(plan)
     block = _block_shape(plan)
     # A file source is read again with chunks that start at the cutout and match the blocks,
     # so no block needs a rechunk (which would hold shared source chunks in memory).
@@ -376,12 +379,43 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
             raise TemplateError(f"the output {path} is the source itself; choose another output template")
 
 
-def _block_shape(plan: ExportPlan) -> tuple[int, ...]:
-    """Blocks are whole multiples of the output chunks, as large as the memory budget allows."""
+def _block_shape(plan: ExportPlan, unit: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Blocks are whole multiples of the output's shards (or chunks), as large as the memory
+    budget allows, so no two tasks write one file."""
     budget = plan.block_budget()
     # first along axes where the cutout starts inside a source chunk (so that chunk is read by fewer blocks)
     misaligned = tuple(plan.axes.index(a) for a in plan.misaligned_axes())
-    return block_shape(plan.chunks, plan.shape, plan.widest_itemsize(), budget, first=misaligned)
+    unit = unit or plan.shards or plan.chunks
+    return block_shape(unit, plan.shape, plan.widest_itemsize(), budget, first=misaligned)
+
+
+def _plan_shards(plan: ExportPlan) -> None:
+    """The shard shape: the user's lengths (or one block the budget allows, for ``"auto"``),
+    rounded up to whole chunks and to at most the axis. A shard is written by one task, so fewer
+    run at once when shards are large; one that cannot fit the memory limit at all is refused."""
+    chunks, shape = plan.chunks, plan.shape
+    wanted = plan.settings.shards
+    if wanted == "auto":
+        lengths = _block_shape(plan, unit=chunks)
+    else:
+        unknown = sorted(set(wanted) - set(plan.axes))
+        if unknown:
+            raise SettingsError(f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) does not have")
+        lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
+    shards = tuple(min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape))
+    if wanted != "auto" and shards != lengths:
+        plan.notes.append(f"shards {lengths} rounded to whole chunks of {chunks}: {shards}")
+    in_flight = math.prod(shards) * plan.widest_itemsize() * BLOCK_MEMORY_FACTOR
+    if in_flight > plan.memory_limit:
+        raise SettingsError(
+            f"a shard of {shards} needs about {format_bytes(in_flight)} while it is written, more than the memory "
+            f"limit {format_bytes(plan.memory_limit)}; choose smaller shards, shards 'auto', or a larger memory limit"
+        )
+    fit = max(plan.memory_limit // in_flight, 1)
+    if fit < plan.workers:
+        plan.notes.append(f"shards are large: {fit} written at a time (not {plan.workers}) to stay within the memory limit")
+        plan.workers = fit
+    plan.shards = shards
 
 
 def block_shape(

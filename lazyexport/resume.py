@@ -49,6 +49,7 @@ def plan_token(plan: ExportPlan) -> str:
         "shape": plan.shape,
         "dtype": str(plan.dtype),
         "chunks": plan.chunks,
+        "shards": plan.shards,
     }
     text = json.dumps(identity, sort_keys=True, default=str)
     return "r" + hashlib.sha256(text.encode()).hexdigest()[:16]

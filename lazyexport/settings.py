@@ -42,6 +42,19 @@ def parse_dtype(value: Any) -> str:
     return dtype.name
 
 
+def _axis_lengths(value: Any, what: str) -> dict[str, int]:
+    """``{"z": 32, ...}`` checked: axis letters to positive whole numbers (chunks, shards)."""
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"{what}s must map axis letters to lengths, got {value!r}")
+    lengths = {}
+    for axis, length in value.items():
+        (letter,) = parse_axes(str(axis))
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise SettingsError(f"{what} length for axis {letter!r} must be a positive whole number, got {length!r}")
+        lengths[letter] = length
+    return lengths
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportSettings:
     """What to export and how. Every field is optional; the defaults export the whole source
@@ -64,6 +77,9 @@ class ExportSettings:
     - ``downsample``: how pyramid levels are made: ``"mean"`` (default for floats),
       ``"mode"`` (default for integers: label images keep their labels) or ``"nearest"``.
     - ``tiff_flavor``: multipage TIFF metadata: ``"plain"``, ``"imagej"`` (hyperstack) or ``"ome"``.
+    - ``shards``: Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
+      ``{"z": 64, "y": 1024, "x": 1024}`` (each a multiple of the chunk length; axes not named: one
+      chunk), or ``"auto"``: one shard per block the memory budget allows. None: no sharding.
     """
 
     roi: Mapping[str, Bounds] | None = None
@@ -82,6 +98,7 @@ class ExportSettings:
     levels: int | None = None
     downsample: str | None = None
     tiff_flavor: str = "plain"
+    shards: Mapping[str, int] | str | None = None
 
     def __post_init__(self) -> None:
         from .formats import get_writer  # the registry validates format names
@@ -116,17 +133,20 @@ class ExportSettings:
             if isinstance(self.compression_level, bool) or not isinstance(self.compression_level, int):
                 raise SettingsError(f"compression level must be a whole number, got {self.compression_level!r}")
         if self.chunks is not None:
-            if not isinstance(self.chunks, Mapping):
-                raise SettingsError(f"chunks must map axis letters to lengths, got {self.chunks!r}")
-            chunks = {}
-            for axis, length in self.chunks.items():
-                (letter,) = parse_axes(str(axis))
-                if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-                    raise SettingsError(f"chunk length for axis {letter!r} must be a positive whole number, got {length!r}")
-                chunks[letter] = length
-            set_("chunks", chunks)
+            set_("chunks", _axis_lengths(self.chunks, "chunk"))
         if self.zarr_format not in (2, 3):
             raise SettingsError(f"zarr_format must be 2 or 3, got {self.zarr_format!r}")
+        if self.shards is not None:
+            if "shards" not in writer.options:
+                raise SettingsError(f"format {writer.name} has no shards; sharding is a Zarr v3 option (format zarr)")
+            if self.zarr_format != 3:
+                raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
+            if isinstance(self.shards, str):
+                if self.shards.lower() != "auto":
+                    raise SettingsError(f"shards must be 'auto' or map axis letters to lengths, got {self.shards!r}")
+                set_("shards", "auto")
+            else:
+                set_("shards", _axis_lengths(self.shards, "shard"))
         if self.pixel_size is not None:
             set_("pixel_size", parse_pixel_size(self.pixel_size) or None)
         if self.unit is not None:
@@ -156,7 +176,7 @@ class ExportSettings:
                 value = {a: list(b) for a, b in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
-            elif field.name in ("chunks", "pixel_size"):
+            elif field.name in ("chunks", "pixel_size") or (field.name == "shards" and value != "auto"):
                 value = dict(value)
             out[field.name] = value
         return out

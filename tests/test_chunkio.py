@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, TransposeCodec, ZstdCodec
 
-from lazyexport.chunkio import ChunkFiles
+from lazyexport.chunkio import ChunkFiles, ShardFiles
 
 SHAPE, CHUNKS = (7, 13, 10), (3, 4, 5)          # edge chunks on every axis
 
@@ -80,7 +80,8 @@ def test_write_refuses_partial_chunks(tmp_path):
 
 
 def test_layouts_zarr_must_handle_itself(tmp_path):
-    sharded = zarr.create_array(str(tmp_path / "s.zarr"), shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="u1")
+    sharded = zarr.create_array(str(tmp_path / "s.zarr"), shape=(8, 8), chunks=(2, 2), dtype="u1",
+                                shards={"shape": (4, 4), "index_location": "start"})   # not the default index
     transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(8, 8), chunks=(2, 2), dtype="u1",
                                    filters=[TransposeCodec(order=(1, 0))])
     in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(8, 8), chunks=(2, 2), dtype="u1")
@@ -97,3 +98,95 @@ def test_integer_and_ellipsis_keys(tmp_path):
     np.testing.assert_array_equal(files[-1], data[-1])
     with pytest.raises(IndexError):
         files[7]
+
+
+# ---------------------------------------------------------------- sharded arrays
+
+SHARDS = (6, 8, 10)      # 2 x 2 x 1 shards over SHAPE, the edge ones partly outside the array
+
+
+def make_sharded(path, layout, dtype="uint16", fill=0):
+    arr = zarr.create_array(str(path), shape=SHAPE, chunks=CHUNKS, shards=SHARDS, dtype=dtype, fill_value=fill,
+                            **LAYOUTS[layout])
+    data = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 251).astype(dtype)
+    data[:3, :4, :5] = fill                                    # an inner chunk of only the fill value
+    data[6:, 8:, :] = fill                                     # a whole shard of it
+    arr[...] = data
+    return arr, data
+
+
+def shard_files(path):
+    return sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
+
+
+V3 = [name for name in LAYOUTS if name.startswith("v3")]
+
+
+@pytest.mark.parametrize("layout", V3)
+def test_reads_shards_zarr_wrote(tmp_path, layout):
+    arr, data = make_sharded(tmp_path / "a.zarr", layout, dtype="float32", fill=0.5)
+    files = ChunkFiles.of(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
+    assert isinstance(files, ShardFiles) and files.chunks == SHARDS and files.inner == CHUNKS
+    np.testing.assert_array_equal(files[...], data)
+    np.testing.assert_array_equal(files[1:7, 3:13, 4:5], data[1:7, 3:13, 4:5])
+
+
+@pytest.mark.parametrize("layout", V3)
+def test_writes_shards_zarr_and_tensorstore_read(tmp_path, layout):
+    import tensorstore as ts
+
+    _, data = make_sharded(tmp_path / "ref.zarr", layout)
+    mine = zarr.create_array(str(tmp_path / "mine.zarr"), shape=SHAPE, chunks=CHUNKS, shards=SHARDS,
+                             dtype="uint16", fill_value=0, **LAYOUTS[layout])
+    files = ChunkFiles.of(mine)
+    files.write(data[:6], (slice(0, 6), slice(None), slice(None)))          # whole shards ...
+    files.write(data[6:], (slice(6, 7), slice(None), slice(None)))          # ... and edge shards
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"), mode="r")[...], data)
+    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "mine.zarr")}}).result()
+    np.testing.assert_array_equal(store.read().result(), data)
+    # the same shard files as zarr's: the shard of only the fill value is stored by neither
+    assert shard_files(tmp_path / "mine.zarr") == shard_files(tmp_path / "ref.zarr")
+    assert len(shard_files(tmp_path / "mine.zarr")) == 3
+    # rewriting a shard with only the fill value removes its file
+    files.write(np.zeros((6, 8, 10), "uint16"), (slice(0, 6), slice(0, 8), slice(0, 10)))
+    assert len(shard_files(tmp_path / "mine.zarr")) == 2
+    assert not zarr.open_array(str(tmp_path / "mine.zarr"), mode="r")[:6, :8].any()
+
+
+def test_write_refuses_partial_shards(tmp_path):
+    arr, data = make_sharded(tmp_path / "a.zarr", "v3-zstd")
+    with pytest.raises(ValueError, match="whole chunks"):
+        ChunkFiles.of(arr).write(data[:3], (slice(0, 3), slice(None), slice(None)))   # whole inner chunks only
+
+
+def test_a_damaged_shard_index_is_reported(tmp_path):
+    arr, _ = make_sharded(tmp_path / "a.zarr", "v3-zstd")
+    shard = tmp_path / "a.zarr" / "c" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged"):
+        ChunkFiles.of(arr)[...]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=3, max_size=3))
+def test_any_region_of_shards_reads_like_zarr(tmp_path_factory, bounds):
+    path = tmp_path_factory.mktemp("s") / "a.zarr"
+    arr, data = make_sharded(path, "v3-gzip")
+    files = ChunkFiles.of(arr)
+    region = tuple(slice(min(a, b), max(a, b)) for a, b in bounds)
+    np.testing.assert_array_equal(files[region], data[region])
+
+
+def test_shard_reads_decode_only_the_inner_chunks_asked_for(tmp_path):
+    arr, data = make_sharded(tmp_path / "a.zarr", "v3-none")
+    files = ChunkFiles.of(arr)
+    shard = tmp_path / "a.zarr" / "c" / "0" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    spans = np.frombuffer(bytes(raw[-4 - 16 * 8:-4]), "<u8").reshape(2, 2, 2, 2)
+    offset, nbytes = (int(v) for v in spans[1, 1, 1])              # inner chunk z 3:6, y 4:8, x 5:10
+    raw[offset:offset + nbytes] = b"\xff" * nbytes                  # damage that chunk only
+    shard.write_bytes(bytes(raw))
+    np.testing.assert_array_equal(files[:3, :8, :], data[:3, :8, :])   # other inner chunks of the shard
+    assert (files[3:6, 4:8, 5:10] == 0xFFFF).all()                     # the damaged one is read when asked

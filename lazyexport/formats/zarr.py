@@ -46,7 +46,7 @@ class ZarrWriter(Writer):
     chunk_bytes = 4 * 2**20
     description = "a Zarr v3 (or v2) array with dimension names"
     resumable = True
-    options = ("zarr_format",)
+    options = ("zarr_format", "shards")
 
     def open(self, plan, resume_token: str | None = None) -> Target:
         final = plan.output
@@ -69,6 +69,7 @@ class ZarrWriter(Writer):
                 name=plan.internal.strip("/") or None,
                 shape=plan.shape,
                 chunks=plan.chunks,
+                shards=plan.shards,
                 dtype=plan.dtype,
                 compressors=compressors(self.compression(plan), plan.settings.compression_level, fmt),
                 fill_value=0,
