@@ -23,4 +23,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py --scaling
+	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded --scaling

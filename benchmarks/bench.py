@@ -2,8 +2,9 @@
 
 Workload (the performance issue's): a float32 Zarr source (zyxc, 2 GiB by default), cutout
 starting mid-chunk, renormalize [0, 1] -> [0, 255], uint8, transpose to czyx; written as Zarr,
-gzip-1 HDF5 and a TIFF sequence. Runs alternate (plain, lazyexport, plain, ...) so machine noise
-hits both alike; each run is its own process, so its peak RSS is its own. Prints medians and
+gzip-1 HDF5 and a TIFF sequence (and, with ``--formats zarr-sharded``, Zarr v3 with 32 KiB
+chunks in 8 MiB shards, against ``da.store`` into the same sharded array). Runs alternate
+(plain, lazyexport, plain, ...) so machine noise hits both alike; each run is its own process, so its peak RSS is its own. Prints medians and
 the speed ratio (plain seconds / lazyexport seconds: > 1 means lazyexport is faster).
 
     python benchmarks/bench.py [--gib 2] [--repeats 3] [--scaling]
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -24,6 +24,7 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent.parent / "bench-out"
 CUT = {"z": (4, -4)}          # starts mid-chunk (source chunks are 16 deep)
 SRC_CHUNKS = (16, 256, 256, 2)
+SMALL_CHUNKS, SHARDS = (2, 1, 128, 128), (2, 16, 512, 512)   # zarr-sharded: 32 KiB chunks, 8 MiB shards
 
 
 def source_path(gib: float) -> Path:
@@ -63,6 +64,12 @@ def run_plain(fmt: str, src: Path, out: Path) -> None:
     if fmt == "zarr":
         y = y.rechunk((2, 16, 256, 256))   # to_zarr needs regular chunks; the cutout broke them
         da.to_zarr(y, str(out), overwrite=True)
+    elif fmt == "zarr-sharded":
+        import zarr
+
+        y = y.rechunk(SHARDS)               # one dask chunk per shard, so no two tasks write one
+        arr = zarr.create_array(str(out), shape=y.shape, dtype=y.dtype, chunks=SMALL_CHUNKS, shards=SHARDS)
+        da.store(y, arr, lock=False)
     elif fmt == "hdf5":
         da.to_hdf5(str(out), "/exported_data", y, chunks=(2, 8, 128, 256), compression="gzip",
                    compression_opts=1)
@@ -77,8 +84,11 @@ def run_lazyexport(fmt: str, src: Path, out: Path) -> None:
     import lazyexport as le
 
     output = str(out / "z{slice_index}.tif") if fmt == "tiff-sequence" else str(out)
+    sharded = {}
+    if fmt == "zarr-sharded":
+        fmt, sharded = "zarr", dict(chunks=dict(zip("czyx", SMALL_CHUNKS)), shards=dict(zip("czyx", SHARDS)))
     settings = le.ExportSettings(roi={"z": CUT["z"]}, renormalize=((0.0, 1.0), (0, 255)), dtype="uint8",
-                                 axis_order="czyx", format=fmt, output=output)
+                                 axis_order="czyx", format=fmt, output=output, **sharded)
     le.export(str(src), settings, overwrite=True)
 
 
@@ -100,6 +110,14 @@ def run_scaling(fmt: str, factor: int, out: Path) -> None:
     settings = le.ExportSettings(renormalize=((0.0, 1.0), (0, 255)), dtype="uint8", axis_order="czyx",
                                  format=fmt, output=output)
     le.export(vol, settings, overwrite=True, memory_limit="512MiB")
+
+
+def peak_rss() -> int:
+    """This process's own peak resident memory (VmHWM), in bytes. Not ru_maxrss: Linux carries
+    that across exec, so it would include the parent's resident memory at the fork."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 
 
 def child(args: list[str]) -> dict:
@@ -127,7 +145,7 @@ def child_main(spec: str) -> None:
     elif kind == "scaling":
         run_scaling(fmt, int(rest[0]), out.with_suffix(".h5") if fmt == "hdf5" else out)
     seconds = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss()
     shutil.rmtree(out, ignore_errors=True)
     if out.with_suffix(".h5").exists():
         out.with_suffix(".h5").unlink()
@@ -138,7 +156,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="source size in GiB (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per tool (default 3)")
-    parser.add_argument("--formats", default="zarr,hdf5,tiff-sequence")
+    parser.add_argument("--formats", default="zarr,hdf5,tiff-sequence",
+                        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded")
     parser.add_argument("--scaling", action="store_true", help="also peak RSS at 1x, 4x, 8x GiB, memory_limit=512MiB")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -158,7 +177,8 @@ def main() -> None:
     t = statistics.median(child(["transform", "-", str(src)])["seconds"] for _ in range(args.repeats))
     print(f"read + transform only (plain dask, no writing): {t:.2f} s, {cut_bytes / t / 1e9:.2f} GB/s\n")
 
-    header = f"{'format':14} {'tool':11} {'median s':>9} {'GB/s':>6} {'peak RSS':>9} {'speed ratio':>12}"
+    header = (f"{'format':14} {'tool':11} {'median s':>9} {'GB/s':>6} {'peak RSS':>9} {'speed ratio':>12}"
+              f"  runs (s, in order)")
     print(header)
     print("-" * len(header))
     for fmt in args.formats.split(","):
@@ -170,11 +190,12 @@ def main() -> None:
         for tool, rs in runs.items():
             rss = max(r["peak_rss"] for r in rs) / 2**20
             ratio = f"{med['plain'] / med['lazyexport']:.2f}x" if tool == "lazyexport" else ""
+            each = " ".join(f"{r['seconds']:.2f}" for r in rs)
             print(f"{fmt:14} {tool:11} {med[tool]:9.2f} {cut_bytes / med[tool] / 1e9:6.2f} "
-                  f"{rss:7.0f}Mi {ratio:>12}")
+                  f"{rss:7.0f}Mi {ratio:>12}  {each}")
     if args.scaling:
         print("\npeak RSS of lazyexport, lazily generated source, memory_limit=512MiB")
-        for fmt in args.formats.split(","):
+        for fmt in (f for f in args.formats.split(",") if f != "zarr-sharded"):
             row = []
             for factor in (1, 4, 8):
                 r = child(["scaling", fmt, str(factor)])
