@@ -1,9 +1,9 @@
 """The memory budget: peak resident memory of a whole export, measured in a fresh process
-(``ru_maxrss``), stays under ``memory_limit`` + 256 MiB (interpreter, libraries, allocator
+(VmHWM), stays under ``memory_limit`` + 256 MiB (interpreter, libraries, allocator
 slack) whatever the volume size:
 
-- an 8 GiB lazily generated volume with ``memory_limit=512MiB`` in every format (TIFF and
-  OME-Zarr with its pyramid are covered at 4 GiB in test_memory_formats.py);
+- an 8 GiB lazily generated volume with ``memory_limit=512MiB`` in every format, and as sharded
+  Zarr (TIFF and OME-Zarr with its pyramid are covered at 4 GiB in test_memory_formats.py);
 - peak memory of a 1 GiB and an 8 GiB export are the same (no growth with the volume);
 - a TIFF sequence from a 4 GiB Zarr file chunked 64 slices deep (64 x 512 x 512 chunks of
   4096 x 4096 planes: one row of chunks is the whole 4 GiB).
@@ -63,6 +63,8 @@ FORMATS = {
     "hdf5": {"output": "v.h5"},
     "n5": {"output": "v.n5", "compression": "raw"},
     "npy": {"output": "v.npy"},
+    "zarr-sharded": {"format": "zarr", "output": "s.zarr", "chunks": {"z": 1, "y": 128, "x": 128},
+                     "shards": {"z": 16, "y": 512, "x": 512}},
     "tiff-sequence": {"output": "seq/z{slice_index}.tif"},
     "png-sequence": {"output": "png/z{slice_index}.png", "renormalize": [[0, 1], [0, 255]], "dtype": "uint8",
                      "roi": {"c": [0, 1]}, "axis_order": "zyx"},
@@ -78,6 +80,8 @@ def test_8_gib_export_stays_within_the_budget(tmp_path, fmt):
     settings = {"format": fmt, **FORMATS[fmt]}
     settings["output"] = str(tmp_path / settings["output"])
     report = run_export(list(EIGHT_GIB), settings)
+    if fmt == "zarr-sharded":
+        assert zarr.open_array(report["paths"][0], mode="r").shards == (16, 512, 512, 2)
     assert report["peak"] < BUDGET + SLACK, f"peak RSS {report['peak'] / MiB:.0f} MiB"
     assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]    # no temporaries left
     z = 777
