@@ -7,7 +7,8 @@ chunk file directly). For the common layout — a local store, regular chunks, t
 ``bytes`` codec (v3) or C order without filters (v2), and at most one of the zstd, blosc, gzip
 or zlib compressors — :class:`ChunkFiles` reads and writes chunk files itself, with the same
 numcodecs codecs zarr uses, so the files are exactly those zarr would write. Sharded v3 arrays
-with that inner layout and the default shard index go through :class:`ShardFiles`. Anything
+with that inner layout and the default shard index go through :class:`ShardFiles` (same
+chunks and index format, but inner chunks in C order, not zarr's Morton order). Anything
 else (transposes, big-endian data, other index layouts, remote stores) keeps going through
 zarr: :meth:`ChunkFiles.of` returns None for it.
 """
@@ -140,7 +141,10 @@ class ChunkFiles:
 
     def _encode(self, chunk: np.ndarray) -> bytes | None:
         """One chunk's bytes, or None when it holds only the fill value (zarr does not store those)."""
-        if not np.any(chunk != self.fill_value):
+        if self.fill_value.dtype.kind == "f" and np.isnan(self.fill_value):
+            if np.isnan(chunk).all():
+                return None
+        elif not np.any(chunk != self.fill_value):
             return None
         return chunk.tobytes() if self.compressor is None else self.compressor.encode(chunk)
 
@@ -243,33 +247,26 @@ class ShardFiles(ChunkFiles):
         self.per_shard = tuple(s // c for s, c in zip(self.chunks, inner))
         self._index_bytes = 16 * math.prod(self.per_shard)
 
-    def _inner(self):
-        """(position in the index, slices of the shard) of every inner chunk, in C order."""
-        for local in itertools.product(*(range(n) for n in self.per_shard)):
-            yield local, tuple(slice(i * c, (i + 1) * c) for i, c in zip(local, self.inner))
-
     def _read_into(self, out: np.ndarray, region: tuple[slice, ...]) -> None:
-        """Only the inner chunks ``region`` touches are read (positioned reads) and decoded."""
-        shards: dict[tuple[int, ...], tuple[int, np.ndarray] | None] = {}   # open shard: (fd, index)
+        """Shard by shard (one file open at a time), only the inner chunks ``region`` touches
+        are read (positioned reads) and decoded."""
         chunk = np.empty(self.inner, dtype=self.dtype)
-        try:
-            for index, inner, outer in self._pieces(region, self.inner):
-                shard = tuple(i // n for i, n in zip(index, self.per_shard))
-                if shard not in shards:
-                    shards[shard] = self._open_shard(shard)
-                found = shards[shard]
-                span = None
-                if found is not None:
-                    offset, nbytes = (int(v) for v in found[1][tuple(i % n for i, n in zip(index, self.per_shard))])
-                    span = None if offset == _MISSING else (offset, nbytes)
-                if span is None:
-                    out[outer] = self.fill_value
-                else:
-                    out[outer] = self._decode(os.pread(found[0], span[1], span[0]), chunk)[inner]
-        finally:
-            for found in shards.values():
-                if found is not None:
-                    os.close(found[0])
+        for shard, part, where in self._pieces(region, self.chunks):
+            found = self._open_shard(shard)
+            if found is None:
+                out[where] = self.fill_value
+                continue
+            fd, spans = found
+            target = out[where]
+            try:
+                for local, inner, outer in self._pieces(part, self.inner):
+                    offset, nbytes = (int(v) for v in spans[local])
+                    if offset == _MISSING:
+                        target[outer] = self.fill_value
+                    else:
+                        target[outer] = self._decode(os.pread(fd, nbytes, offset), chunk)[inner]
+            finally:
+                os.close(fd)
 
     def _open_shard(self, shard: tuple[int, ...]) -> tuple[int, np.ndarray] | None:
         """An open shard file and its index (None: no file, all fill value)."""
@@ -288,7 +285,7 @@ class ShardFiles(ChunkFiles):
     def _store(self, index: tuple[int, ...], shard: np.ndarray) -> None:
         spans = np.full(self.per_shard + (2,), _MISSING, dtype="<u8")
         parts, offset = [], 0
-        for local, where in self._inner():
+        for local, _, where in self._pieces(tuple(slice(0, n) for n in self.chunks), self.inner):
             data = self._encode(np.ascontiguousarray(shard[where]))
             if data is not None:
                 spans[local] = (offset, len(data))

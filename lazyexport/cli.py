@@ -60,6 +60,8 @@ def _parse_axis_numbers(text: str, option: str, example: str) -> dict[str, int]:
         axis, sep, value = part.partition("=")
         if not sep or not value.strip().isdigit():
             raise SettingsError(f"cannot read {option} part {part!r}; write {example}")
+        if axis.strip() in values:
+            raise SettingsError(f"{option} gives axis {axis.strip()!r} twice")
         values[axis.strip()] = int(value)
     return values
 
@@ -92,7 +94,7 @@ def _settings_from_args(args) -> ExportSettings:
         levels=args.levels,
         downsample=args.downsample,
         tiff_flavor=args.tiff_flavor,
-        shards=_parse_shards(args.shards) if args.shards else None,
+        shards=_parse_shards(args.shards) if args.shards is not None else None,
     )
 
 

@@ -390,21 +390,27 @@ def _block_shape(plan: ExportPlan, unit: tuple[int, ...] | None = None) -> tuple
 
 
 def _plan_shards(plan: ExportPlan) -> None:
-    """The shard shape: the user's lengths (or one block the budget allows, for ``"auto"``),
-    rounded up to whole chunks and to at most the axis. A shard is written by one task, so fewer
-    run at once when shards are large; one that cannot fit the memory limit at all is refused."""
+    """The shard shape. ``"auto"``: the block the budget allows (no shards if that is one chunk).
+    Else the user's lengths, rounded up to whole chunks and down to the axis; a shard is written
+    by one task, so fewer run at once when shards are large, and one that cannot fit the memory
+    limit at all is refused."""
     chunks, shape = plan.chunks, plan.shape
     wanted = plan.settings.shards
     if wanted == "auto":
-        lengths = _block_shape(plan, unit=chunks)
-    else:
-        unknown = sorted(set(wanted) - set(plan.axes))
-        if unknown:
-            raise SettingsError(f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) does not have")
-        lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
+        # the blocks the export would use anyway, so the budget holds as without shards
+        shards = tuple(math.ceil(n / c) * c for n, c in zip(_block_shape(plan, unit=chunks), chunks))
+        if shards == chunks:
+            plan.notes.append("shards 'auto': a block holds one chunk, so the output is not sharded")
+        else:
+            plan.shards = shards
+        return
+    unknown = sorted(set(wanted) - set(plan.axes))
+    if unknown:
+        raise SettingsError(f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) does not have")
+    lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
     shards = tuple(min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape))
-    if wanted != "auto" and shards != lengths:
-        plan.notes.append(f"shards {lengths} rounded to whole chunks of {chunks}: {shards}")
+    if shards != lengths:
+        plan.notes.append(f"shards {lengths} rounded up to whole chunks of {chunks} and down to the axis: {shards}")
     in_flight = math.prod(shards) * plan.widest_itemsize() * BLOCK_MEMORY_FACTOR
     if in_flight > plan.memory_limit:
         raise SettingsError(
@@ -413,7 +419,8 @@ def _plan_shards(plan: ExportPlan) -> None:
         )
     fit = max(plan.memory_limit // in_flight, 1)
     if fit < plan.workers:
-        plan.notes.append(f"shards are large: {fit} written at a time (not {plan.workers}) to stay within the memory limit")
+        plan.notes.append(f"shards are large: {fit} written at a time (not {plan.workers}) to stay within the memory "
+                          f"limit (threads and processes; on a cluster its workers' own limits apply)")
         plan.workers = fit
     plan.shards = shards
 

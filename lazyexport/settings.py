@@ -48,7 +48,12 @@ def _axis_lengths(value: Any, what: str) -> dict[str, int]:
         raise SettingsError(f"{what}s must map axis letters to lengths, got {value!r}")
     lengths = {}
     for axis, length in value.items():
-        (letter,) = parse_axes(str(axis))
+        letters = parse_axes(str(axis))
+        if len(letters) != 1:
+            raise SettingsError(f"{what} lengths are given per axis, one letter each, like z=32; got {axis!r}")
+        (letter,) = letters
+        if letter in lengths:
+            raise SettingsError(f"{what} length for axis {letter!r} is given twice")
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise SettingsError(f"{what} length for axis {letter!r} must be a positive whole number, got {length!r}")
         lengths[letter] = length
@@ -78,8 +83,9 @@ class ExportSettings:
       ``"mode"`` (default for integers: label images keep their labels) or ``"nearest"``.
     - ``tiff_flavor``: multipage TIFF metadata: ``"plain"``, ``"imagej"`` (hyperstack) or ``"ome"``.
     - ``shards``: Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
-      ``{"z": 64, "y": 1024, "x": 1024}`` (each a multiple of the chunk length; axes not named: one
-      chunk), or ``"auto"``: one shard per block the memory budget allows. None: no sharding.
+      ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks and down to the axis;
+      axes not named: one chunk), or ``"auto"``: one shard per block the memory budget allows.
+      None: no sharding.
     """
 
     roi: Mapping[str, Bounds] | None = None
@@ -147,6 +153,8 @@ class ExportSettings:
                 set_("shards", "auto")
             else:
                 set_("shards", _axis_lengths(self.shards, "shard"))
+                if not self.shards:
+                    raise SettingsError("shards needs a length for at least one axis, or 'auto'")
         if self.pixel_size is not None:
             set_("pixel_size", parse_pixel_size(self.pixel_size) or None)
         if self.unit is not None:

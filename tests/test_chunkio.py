@@ -190,3 +190,18 @@ def test_shard_reads_decode_only_the_inner_chunks_asked_for(tmp_path):
     shard.write_bytes(bytes(raw))
     np.testing.assert_array_equal(files[:3, :8, :], data[:3, :8, :])   # other inner chunks of the shard
     assert (files[3:6, 4:8, 5:10] == 0xFFFF).all()                     # the damaged one is read when asked
+
+
+def test_chunks_of_only_nan_fill_are_left_out_like_zarr(tmp_path):
+    arrays = {}
+    for name in ("ref", "mine"):
+        arrays[name] = zarr.create_array(str(tmp_path / f"{name}.zarr"), shape=(8, 8), chunks=(2, 2), shards=(4, 4),
+                                         dtype="float32", fill_value=float("nan"))
+    data = np.full((8, 8), np.nan, dtype="float32")
+    data[0, 0], data[5, 6] = 1.0, 2.0
+    arrays["ref"][...] = data
+    ChunkFiles.of(arrays["mine"]).write(data, (slice(0, 8), slice(0, 8)))
+    assert shard_files(tmp_path / "mine.zarr") == shard_files(tmp_path / "ref.zarr")   # the NaN-only shards: neither
+    spans = np.frombuffer((tmp_path / "mine.zarr" / "c" / "0" / "0").read_bytes()[-4 - 64:-4], "<u8")
+    assert (spans.reshape(4, 2)[:, 0] != 2**64 - 1).sum() == 1                          # one inner chunk of four
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"))[...], data)

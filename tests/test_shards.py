@@ -68,7 +68,7 @@ def test_shard_lengths_round_up_to_whole_chunks_and_at_most_the_axis(tmp_path, v
     plan = build_plan(volume, settings(tmp_path / "out.zarr", shards={"y": 100, "x": 1000}))
     assert plan.chunks[2:] == (32, 32)
     assert plan.shards == (2, 1, 128, 192)                    # 100 -> 4 chunks; 1000 -> the axis (183 -> 6 chunks)
-    assert any("rounded to whole chunks" in n for n in plan.notes)
+    assert any("rounded up to whole chunks of (2, 1, 32, 32) and down to the axis" in n for n in plan.notes)
 
 
 def test_auto_shards_are_one_block(tmp_path, volume, reference):
@@ -91,11 +91,22 @@ def test_large_shards_run_fewer_at_a_time_and_too_large_ones_are_refused(tmp_pat
         build_plan(volume, settings(tmp_path / "b.zarr", shards=big), memory_limit="16MiB")
 
 
+def test_auto_shards_follow_the_unsharded_blocks_and_never_refuse(tmp_path, volume):
+    big = le.ExportSettings(format="zarr", output=str(tmp_path / "a.zarr"), chunks={"z": 32, "y": 256, "x": 200})
+    unsharded = build_plan(volume, big, memory_limit="64MiB")          # one 13 MiB chunk: over a block's budget
+    auto = build_plan(volume, big.replace(shards="auto"), memory_limit="64MiB")
+    assert auto.shards is None and auto.blocks == unsharded.blocks and auto.workers == unsharded.workers
+    assert any("not sharded" in n for n in auto.notes)
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(format="hdf5", output="x.h5"), "format hdf5 has no shards"),
     (dict(zarr_format=2), "Zarr v2 has no sharding"),
     (dict(shards="some"), "'auto' or map axis letters"),
     (dict(shards={"z": 0}), "shard length for axis 'z' must be a positive"),
+    (dict(shards={}), "at least one axis"),
+    (dict(shards={"zy": 4}), "one letter each"),
+    (dict(shards={"z": 4, "Z": 8}), "given twice"),
 ])
 def test_bad_shard_settings(change, message):
     base = dict(format="zarr", output="x.zarr", shards={"z": 4})
@@ -133,9 +144,16 @@ def test_cli_shards(tmp_path, volume, capsys):
     arr = zarr.open_array(str(out), mode="r")
     assert arr.shards == (16, 128, 128)
     np.testing.assert_array_equal(arr[...], volume.values[..., 0])
-    code = main(["export", str(src), "--format", "hdf5", "--output", str(tmp_path / "o.h5"), "--shards", "auto"])
-    assert code == 2
-    assert "has no shards" in capsys.readouterr().err
+    capsys.readouterr()
+    for bad, message in [(["--format", "hdf5", "--shards", "auto"], "has no shards"),
+                         (["--format", "zarr", "--shards", ""], "at least one axis"),
+                         (["--format", "zarr", "--shards", "zy=4"], "one letter each"),
+                         (["--format", "zarr", "--shards", "z=4,z=8"], "gives axis 'z' twice")]:
+        code = main(["export", str(src), "--output", str(tmp_path / "bad.out"), *bad])
+        err = capsys.readouterr().err
+        assert code == 2, bad
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad.out").exists()
 
 
 def test_a_sharded_source_exports_like_its_data(tmp_path, volume):
@@ -145,3 +163,17 @@ def test_a_sharded_source_exports_like_its_data(tmp_path, volume):
     result = le.export(str(tmp_path / "src.zarr"), le.ExportSettings(
         format="zarr", output=str(tmp_path / "out.zarr"), roi={"z": (3, 29), "y": (5, 250)}))
     np.testing.assert_array_equal(zarr.open_array(str(result.output), mode="r")[...], data[3:29, 5:250])
+
+
+def test_reading_many_shards_keeps_one_file_open_at_a_time(tmp_path):
+    import resource
+
+    data = np.arange(64 * 256 * 256, dtype=np.uint32).reshape(64, 256, 256)
+    zarr.create_array(str(tmp_path / "many.zarr"), data=data, chunks=(2, 16, 16), shards=(4, 16, 16))  # 4096 shards
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        src = le.open_source(str(tmp_path / "many.zarr"))
+        np.testing.assert_array_equal(src.data[:, :, :].compute(scheduler="sync"), data)   # blocks over many shards
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
