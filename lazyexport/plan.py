@@ -391,7 +391,7 @@ def _block_shape(plan: ExportPlan, unit: tuple[int, ...] | None = None) -> tuple
 
 def _plan_shards(plan: ExportPlan) -> None:
     """The shard shape. ``"auto"``: the block the budget allows (no shards if that is one chunk).
-    Else the user's lengths, rounded up to whole chunks and down to the axis; a shard is written
+    Else the user's lengths, rounded up to whole chunks, one shard across an axis at most; a shard is written
     by one task, so fewer run at once when shards are large, and one that cannot fit the memory
     limit at all is refused."""
     chunks, shape = plan.chunks, plan.shape
@@ -410,7 +410,7 @@ def _plan_shards(plan: ExportPlan) -> None:
     lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
     shards = tuple(min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape))
     if shards != lengths:
-        plan.notes.append(f"shards {lengths} rounded up to whole chunks of {chunks} and down to the axis: {shards}")
+        plan.notes.append(f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis at most: {shards}")
     in_flight = math.prod(shards) * plan.widest_itemsize() * BLOCK_MEMORY_FACTOR
     if in_flight > plan.memory_limit:
         raise SettingsError(

@@ -83,7 +83,7 @@ class ExportSettings:
       ``"mode"`` (default for integers: label images keep their labels) or ``"nearest"``.
     - ``tiff_flavor``: multipage TIFF metadata: ``"plain"``, ``"imagej"`` (hyperstack) or ``"ome"``.
     - ``shards``: Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
-      ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks and down to the axis;
+      ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an axis at most;
       axes not named: one chunk), or ``"auto"``: one shard per block the memory budget allows.
       None: no sharding.
     """

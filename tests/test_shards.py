@@ -68,7 +68,7 @@ def test_shard_lengths_round_up_to_whole_chunks_and_at_most_the_axis(tmp_path, v
     plan = build_plan(volume, settings(tmp_path / "out.zarr", shards={"y": 100, "x": 1000}))
     assert plan.chunks[2:] == (32, 32)
     assert plan.shards == (2, 1, 128, 192)                    # 100 -> 4 chunks; 1000 -> the axis (183 -> 6 chunks)
-    assert any("rounded up to whole chunks of (2, 1, 32, 32) and down to the axis" in n for n in plan.notes)
+    assert any("rounded up to whole chunks of (2, 1, 32, 32), one shard across an axis at most" in n for n in plan.notes)
 
 
 def test_auto_shards_are_one_block(tmp_path, volume, reference):
