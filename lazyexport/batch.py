@@ -34,11 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportCancelled, ExportError, SettingsError
-from .formats.base import remove
-from .plan import ExportPlan, build_plan
-from .resume import leftovers
+from .plan import ExportPlan, build_plan, holds
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, execute, scheduler_session
+from .run import ExportResult, Progress, clean_outputs, execute, scheduler_session
 from .settings import ExportSettings
 from .sources import open_source, split_path
 from .sources.base import default_nickname
@@ -284,6 +282,24 @@ class Batch:
         """Export every dataset; ``options`` as for :meth:`export`."""
         return self.export(self.nicknames, fail_fast=fail_fast, **options)
 
+    def clean(self, *, dry_run: bool = False) -> DeleteReport:
+        """Remove what killed or interrupted exports left beside each dataset's outputs (hidden
+        temporaries no running export owns; an interrupted commit is finished instead), as
+        :func:`lazyexport.storage.clean` does. Outputs themselves are never touched; leftovers of
+        exports running now are reported in ``refused``."""
+        report = DeleteReport()
+        for d in self.datasets:
+            try:
+                plan = self.plan(d.nickname)
+            except Exception as exc:
+                report.refused[d.nickname] = reason(exc)
+                continue
+            gone, kept = clean_outputs(plan, dry_run=dry_run)
+            report.removed += [item.describe() for item in gone]
+            if kept:
+                report.refused[d.nickname] = "; ".join(item.describe() for item in kept)
+        return report
+
     def delete_all(self, *, dry_run: bool = False) -> DeleteReport:
         """Remove exactly the outputs this project writes: the final files and directories of
         each dataset's plan (for an HDF5 file that holds other data too, only the dataset), what
@@ -292,19 +308,17 @@ class Batch:
         A dataset whose output cannot be computed, or whose output holds a source, is left alone
         and reported in ``refused``."""
         report = DeleteReport()
-        sources = [Path(split_path(self.source_path(d))[0]).resolve() for d in self.datasets]
+        sources = [split_path(self.source_path(d)) for d in self.datasets]
         for d in self.datasets:
             try:
                 plan = self.plan(d.nickname)
-                outputs = [p.resolve() for p in plan.paths]
-                clash = [s for s in sources for o in outputs if s == o or o in s.parents]
+                clash = [f"{file}/{inner}".rstrip("/") for file, inner in sources for out in plan.paths
+                         if holds((out, plan.internal), (file, inner))]
                 if clash:
-                    raise SettingsError(f"its output {outputs[0]} holds the source {clash[0]}")
+                    raise SettingsError(f"its output {output_location(plan)} holds the source {clash[0]}")
                 removed = plan.writer.delete(plan, dry_run=dry_run)
-                for path in leftovers(plan):
-                    if not dry_run:
-                        remove(path)
-                    removed.append(f"{path} (kept by an interrupted --resume export)")
+                gone, _ = clean_outputs(plan, dry_run=dry_run)
+                removed += [item.describe() for item in gone]
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue

@@ -28,6 +28,7 @@ from .roi import parse_roi_text
 from .run import ExportResult, Progress, execute
 from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
 from .sources import open_exported, open_source
+from .storage import clean_path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -255,8 +256,34 @@ def _batch_delete(batch: Batch, args) -> int:
     return 1 if report.refused else 0
 
 
+def _batch_clean(batch: Batch, args) -> int:
+    report = batch.clean(dry_run=args.dry_run)
+    _print_cleaned(report.removed, args.dry_run)
+    for nickname, why in report.refused.items():
+        print(f"left alone: {nickname}: {why}", file=sys.stderr)
+    return 0
+
+
+def _print_cleaned(removed: list[str], dry_run: bool) -> None:
+    for item in removed:
+        print(f"{'would remove' if dry_run else 'removed'} {item}")
+    if not removed:
+        print("nothing to clean")
+
+
 _BATCH_ACTIONS = {"list": _batch_list, "export-all": _batch_export, "export": _batch_export,
-                  "delete-all": _batch_delete}
+                  "delete-all": _batch_delete, "clean": _batch_clean}
+
+
+def cmd_clean(args) -> int:
+    path = Path(args.path)
+    if not path.exists() and not path.parent.is_dir():
+        raise SettingsError(f"{path} does not exist, nor does the directory it would be in")
+    done, kept = clean_path(path, dry_run=args.dry_run)
+    _print_cleaned([item.describe() for item in done], args.dry_run)
+    for item in kept:
+        print(f"left alone: {item.describe()}", file=sys.stderr)
+    return 0
 
 
 def cmd_formats(args) -> int:
@@ -387,7 +414,15 @@ def make_parser() -> argparse.ArgumentParser:
         _add_run_options(a)
     a = actions.add_parser("delete-all", help="remove every output the project writes (asks first)")
     a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    a = actions.add_parser("clean", help="remove what killed exports left beside the project's outputs")
+    a.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("clean", help="remove what killed exports left beside an output (hidden temporaries "
+                                     "no running export owns); an interrupted commit is finished")
+    p.add_argument("path", help="an output (file, store or first slice), or a directory of outputs")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("formats", help="list the output formats")
     p.set_defaults(func=cmd_formats)

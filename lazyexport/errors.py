@@ -44,6 +44,10 @@ class OutputExistsError(ExportError):
     """The output exists already and overwriting was not asked for."""
 
 
+class OutputBusyError(ExportError):
+    """Another export that is running now writes the same output (a ``--resume`` of the same plan)."""
+
+
 class NotExportedError(ExportError):
     """An exported output was asked for (e.g. the from-disk preview) but nothing was written yet."""
 

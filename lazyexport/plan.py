@@ -366,17 +366,49 @@ def _plan_outputs(plan: ExportPlan) -> None:
         file, internal = tpl.split_container(rendered, writer.extensions)
         plan.output, plan.internal, plan.paths = Path(file), internal, [Path(file)]
     _refuse_source_as_output(plan)
+    writer.check(plan)
 
 
 def _refuse_source_as_output(plan: ExportPlan) -> None:
+    """The output must neither be the source nor hold it (replacing it would delete the source),
+    nor lie inside it: compared as nodes, a file or store plus the path inside it."""
     source = plan.source.attrs.get("source")
     if not source or source.startswith("<"):
         return
-    src_file = Path(source).resolve()
-    src_internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
+    src = _node(Path(source), str(plan.source.attrs.get("internal_path", "")))
     for path in plan.paths:
-        if path.resolve() == src_file and (not plan.internal or plan.internal.strip("/") == src_internal):
-            raise TemplateError(f"the output {path} is the source itself; choose another output template")
+        out = _node(path, plan.internal)
+        if out == src:
+            raise TemplateError(f"the output {_shown(path, plan.internal)} is the source itself; "
+                                f"choose another output template")
+        if _inside(src, out):
+            raise TemplateError(f"the output {_shown(path, plan.internal)} holds the source {source}, which "
+                                f"writing it would replace; choose another output template")
+        if _inside(out, src):
+            raise TemplateError(f"the output {_shown(path, plan.internal)} lies inside the source {source}; "
+                                f"choose another output template")
+
+
+def _node(file: Path, internal: str) -> tuple[Path, tuple[str, ...]]:
+    return file.resolve(), tuple(p for p in internal.split("/") if p)
+
+
+def holds(output: tuple[Path, str], source: tuple[Path, str]) -> bool:
+    """Whether the output node (file or store, path inside) is the source node or holds it."""
+    out, src = _node(*output), _node(*source)
+    return out == src or _inside(src, out)
+
+
+def _inside(inner: tuple[Path, tuple[str, ...]], outer: tuple[Path, tuple[str, ...]]) -> bool:
+    """Whether node ``inner`` lies inside node ``outer`` (files: in the same file, deeper)."""
+    (inner_file, inner_path), (outer_file, outer_path) = inner, outer
+    if inner_file == outer_file:
+        return len(inner_path) > len(outer_path) and inner_path[:len(outer_path)] == outer_path
+    return outer_file in inner_file.parents and not outer_path
+
+
+def _shown(path: Path, internal: str) -> str:
+    return f"{path}/{internal.strip('/')}" if internal.strip("/") else str(path)
 
 
 def _block_shape(plan: ExportPlan, unit: tuple[int, ...] | None = None) -> tuple[int, ...]:

@@ -11,8 +11,13 @@ Beside the temporary output, ``.{name}.lazyexport-r{token}.blocks`` is the journ
 header (the block grid) and then one line per finished block index, appended and fsynced after
 the block was written. A resumed run skips the blocks listed; an interrupted line (a kill in the
 middle of an append) is dropped. A journal whose block grid differs (another ``memory_limit``)
-is started afresh: every block is written again over the kept temporary output. A resumed run
-removes what interrupted runs of other (older) plans left at the same outputs.
+is started afresh: every block is written again over the kept temporary output.
+
+While a run works on a token, ``.{name}.lazyexport-r{token}.owner`` names its process: a second
+run of the same plan is refused while the first lives. An interrupted commit (a kill during the
+renames) left a commit record: the next ``--resume`` run finishes those renames instead of
+writing anything again (see :mod:`lazyexport.storage`). What interrupted runs of other plans
+left at the same outputs is removed like any orphan.
 
 The journal is fsynced; the blocks' own files are not, so a power cut (unlike a kill) may lose
 blocks the journal lists.
@@ -27,8 +32,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .formats.base import Target, remove, temp_path
-from .formats.sequence import stage_path
+from .formats.base import Target
+from .storage import remove, temp_path
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -92,40 +97,28 @@ class Journal:
 
 
 def journal_path(plan: ExportPlan, token: str) -> Path:
-    return plan.output.with_name(f".{plan.output.name}.lazyexport-{token}.blocks")
+    return temp_path(plan.output, token, "blocks")
 
 
-def open_resumable(plan: ExportPlan) -> tuple[Target, Journal, set[Block]]:
+def owner_path(plan: ExportPlan, token: str) -> Path:
+    return temp_path(plan.output, token, "owner")
+
+
+def commit_record(plan: ExportPlan, token: str) -> Path | None:
+    """The record of an interrupted commit of ``token``'s run, if there is one."""
+    record = temp_path(plan.paths[0], token, "commit")    # beside the first temporary
+    return record if record.exists() else None
+
+
+def _temps(plan: ExportPlan, token: str) -> list[Path]:
+    return [temp_path(p, token) for p in plan.paths]
+
+
+def open_resumable(plan: ExportPlan, token: str) -> tuple[Target, Journal, set[Block]]:
     """Open ``plan``'s writer on its deterministic temporary output, keeping what an interrupted
     run wrote there; return the target, the journal and the blocks already finished."""
-    token = plan_token(plan)
     journal = Journal(journal_path(plan, token), plan.blocks)
-    _remove_stale(plan, token)
-    started = any(temp_path(p, token).exists() for p in plan.paths)
-    if not started:
+    if not any(p.exists() for p in _temps(plan, token)):
         journal.remove()
-    target = plan.writer.open(plan, resume_token=token)
+    target = plan.writer.open(plan, token)
     return target, journal, journal.load()
-
-
-_RESUME_NAME = re.compile(r"(\..+\.lazyexport-)(r[0-9a-f]{16})\.(tmp|blocks|stage)")
-
-
-def _remove_stale(plan: ExportPlan, token: str) -> None:
-    """Remove what interrupted resumable exports of an earlier, different plan left at the
-    same outputs: their data can never be reused."""
-    prefixes = {f".{p.name}.lazyexport-" for p in plan.paths}
-    for parent in {p.parent for p in plan.paths}:
-        if not parent.is_dir():
-            continue
-        for entry in parent.iterdir():
-            match = _RESUME_NAME.fullmatch(entry.name)
-            if match and match[1] in prefixes and match[2] != token:
-                remove(entry)
-
-
-def leftovers(plan: ExportPlan) -> list[Path]:
-    """What an interrupted resumable export of ``plan`` left: its temporary outputs and journal."""
-    token = plan_token(plan)
-    found = [temp_path(p, token) for p in plan.paths] + [journal_path(plan, token), stage_path(plan, token)]
-    return [p for p in found if p.exists()]

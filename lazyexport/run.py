@@ -35,10 +35,11 @@ import zarr
 from dask.callbacks import Callback
 from dask.core import flatten
 
-from .errors import ExportCancelled, OutputExistsError, SchedulerError
+from .errors import ExportCancelled, OutputBusyError, OutputExistsError, SchedulerError
 from .plan import ExportPlan, build_plan
-from .resume import Journal, open_resumable
+from .resume import Journal, commit_record, open_resumable, owner_path, plan_token
 from .settings import ExportSettings
+from .storage import Busy, Run, claim, clean, finish_commit, leftovers, new_token, remove
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +93,12 @@ CONNECT_TIMEOUT = 10.0      # seconds to reach a scheduler at an address
 STOP_TIMEOUT = 120.0        # seconds to wait for a cancelled run's writes to finish on the workers
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
 
-# Writes running in this process, per run: a cancelled distributed run waits until none of
-# its writes runs on any worker before it removes the temporary output.
+# Writes running in this process, per run, and the runs whose writes must not start any more:
+# a cancelled distributed run stops new writes and waits until none of its writes runs on any
+# worker before it removes the temporary output (a task that was still reading its block when
+# the run was cancelled then writes nothing).
 _ACTIVE: collections.Counter[str] = collections.Counter()
+_STOPPED: set[str] = set()
 _ACTIVE_LOCK = threading.Lock()
 
 
@@ -112,6 +116,8 @@ def _write_block(block: np.ndarray, target, journal: Journal | None = None, run:
     location = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
     block = np.ascontiguousarray(block)
     with _ACTIVE_LOCK:
+        if run in _STOPPED:     # cancelled while this task read its block: write nothing
+            raise ExportCancelled("export cancelled")
         _ACTIVE[run] += 1
     try:
         if encode_only:
@@ -127,9 +133,11 @@ def _write_block(block: np.ndarray, target, journal: Journal | None = None, run:
     return np.full((1,) * block.ndim, written, dtype=np.int64)
 
 
-def _active_writes(run: str) -> int:
-    """How many write tasks of ``run`` this process is running (called on workers)."""
+def _stop_writes(run: str) -> int:
+    """Let no write task of ``run`` start in this process from now on; return how many are
+    still running (called on workers)."""
     with _ACTIVE_LOCK:
+        _STOPPED.add(run)
         return _ACTIVE[run]
 
 
@@ -237,14 +245,15 @@ def _run_distributed(client, written: da.Array, keys: Sequence[tuple], tracker: 
 
 
 def _wait_writes_stopped(client, run: str) -> None:
-    """Wait (at most STOP_TIMEOUT) until no worker runs a write of ``run``: cancelling futures
-    does not interrupt tasks already running, and those must not write after the temporary
-    output is removed. Twice quiet in a row, since a queued task may start just after a look."""
+    """Stop new writes of ``run`` on every worker and wait (at most STOP_TIMEOUT) until none
+    runs any more: cancelling futures does not interrupt tasks already running (reading their
+    block, or writing it), and those must not write after the temporary output is removed.
+    Twice quiet in a row, for a worker that joins between two looks."""
     deadline = time.monotonic() + STOP_TIMEOUT
     quiet = 0
     while quiet < 2 and time.monotonic() < deadline:
         try:
-            busy = client.run(_active_writes, run, on_error="ignore")
+            busy = client.run(_stop_writes, run, on_error="ignore")
         except Exception:   # the cluster is gone: nothing runs there any more
             return
         quiet = quiet + 1 if not any(busy.values()) else 0
@@ -354,7 +363,41 @@ def execute(
 
     With ``resume=True`` and a format that can resume (zarr, tiff-sequence), a failed or
     cancelled export keeps its temporary output, and the next ``resume=True`` export of the
-    same plan continues it; other formats export from the start (and clean up as usual)."""
+    same plan continues it (or finishes its interrupted commit); other formats export from the
+    start (and clean up as usual). Before it starts, an export removes what killed exports left
+    beside the same outputs (see :mod:`lazyexport.storage`)."""
+    resumable = resume and plan.writer.resumable
+    token = plan_token(plan) if resumable else new_token()
+    if resumable:
+        try:
+            claim(owner_path(plan, token), token)
+        except Busy as exc:
+            raise OutputBusyError(f"another --resume export of {plan.output} runs now ({exc}); "
+                                  f"wait for it to end") from None
+    with Run(token):
+        try:
+            return _execute(plan, token, resumable, overwrite, progress, scheduler, cancel, resume)
+        finally:
+            if resumable:
+                remove(owner_path(plan, token))
+
+
+def clean_outputs(plan: ExportPlan, keep: str | None = None, dry_run: bool = False):
+    """Remove (or list) what killed exports left beside ``plan``'s outputs: see :func:`lazyexport.storage.clean`."""
+    return clean({p.parent for p in plan.paths}, {p.name for p in plan.paths}, keep=keep, dry_run=dry_run)
+
+
+def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, progress: ProgressCallback | None,
+             scheduler: Any, cancel: threading.Event | None, resume: bool) -> ExportResult:
+    start = time.perf_counter()
+    record = commit_record(plan, token) if resumable else None
+    if record is not None:      # an interrupted run of this plan wrote everything: finish its renames
+        paths = finish_commit(record)
+        for found in leftovers({p.parent for p in plan.paths}, {p.name for p in plan.paths}):
+            if found.token == token and found.kind != "owner":    # its journal, staging file
+                remove(found.path)
+        return _result(plan, paths, start)
+    clean_outputs(plan, keep=token)
     existing = plan.writer.existing(plan)
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
@@ -362,24 +405,31 @@ def execute(
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):   # cluster workers may run in other directories
             plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
-        start = time.perf_counter()
-        if resume and plan.writer.resumable:
-            target, journal, done = open_resumable(plan)
+        if resumable:
+            target, journal, done = open_resumable(plan, token)
         else:
             if resume:
                 plan.notes.append(f"{plan.writer.name} outputs cannot resume; exported from the start")
-            target, journal, done = plan.writer.open(plan), None, set()
+            target, journal, done = plan.writer.open(plan, token), None, set()
         try:
             _write_all(plan, target, journal, done, resolved, progress, cancel)
             paths = target.commit()
         except BaseException:
-            if journal is None:
+            record = commit_record(plan, token)
+            if record is not None:      # past the commit point: every temporary is complete
+                with contextlib.suppress(OSError):     # else the next export or `clean` finishes it
+                    finish_commit(record)
+            elif journal is None:
                 target.abort()
             else:
                 target.close()      # keep the temporary output and the journal for the next run
             raise
     if journal is not None:
         journal.remove()
+    return _result(plan, paths, start)
+
+
+def _result(plan: ExportPlan, paths: list[Path], start: float) -> ExportResult:
     return ExportResult(
         format=plan.writer.name, output=plan.output, paths=paths, internal=plan.internal,
         shape=plan.shape, dtype=plan.dtype, axes=plan.axes, nbytes=plan.nbytes,

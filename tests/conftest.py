@@ -151,8 +151,9 @@ def out_dir(tmp_path) -> Path:
 
 
 def hidden_temps(directory: Path) -> list[Path]:
-    """lazyexport's temporary outputs (``.<name>.lazyexport-<token>.tmp``) anywhere below ``directory``."""
-    return sorted(p for p in directory.rglob(".*.lazyexport-*.tmp"))
+    """lazyexport's hidden temporaries (``.<name>.lazyexport-<token>.<kind>``: outputs being
+    written, staging and raw files, journals, commit records) anywhere below ``directory``."""
+    return sorted(p for p in directory.rglob(".*.lazyexport-*"))
 
 
 # --- running the CLI in a subprocess, snapshotting directories (batch / resume tests) ---

@@ -237,13 +237,29 @@ def test_delete_all_in_a_shared_hdf5_file_removes_only_the_dataset(tmp_path):
 
 def test_delete_all_never_removes_a_source(tmp_path):
     zarr.create_array(str(tmp_path / "in.zarr"), shape=(4, 4), chunks=(4, 4), dtype="uint8", name="raw")
-    # an output store that would hold the source: exporting there is allowed by the template,
-    # deleting it would destroy the source, so Delete All refuses
-    batch = le.Batch({"format": "zarr", "output": "{dataset_dir}/in.zarr/exported"},
+    # an output that is the whole store holding the source: deleting it would destroy the
+    # source, so Delete All refuses
+    batch = le.Batch({"format": "zarr", "output": "{dataset_dir}/in.zarr"},
                      [Dataset("in.zarr/raw", "x")], base_dir=tmp_path)
     report = batch.delete_all()
     assert report.removed == [] and "holds the source" in report.refused["x"]
     assert (tmp_path / "in.zarr" / "raw" / "zarr.json").exists()
+
+
+def test_delete_all_removes_only_its_array_from_a_store_with_other_arrays(tmp_path):
+    """Issue 13, item 4: an output inside a store (``store.zarr/{nickname}``) is deleted alone:
+    the source beside it and arrays the user added later stay."""
+    store = tmp_path / "store.zarr"
+    zarr.create_array(str(store), shape=(4, 4), chunks=(4, 4), dtype="uint8", name="raw")[...] = 7
+    batch = le.Batch({"format": "zarr", "output": "{dataset_dir}/store.zarr/{nickname}"},
+                     [Dataset("store.zarr/raw", "x")], base_dir=tmp_path)
+    assert batch.export_all().ok
+    zarr.create_array(str(store), shape=(2,), chunks=(2,), dtype="uint8", name="labels")[...] = 1
+    report = batch.delete_all()
+    assert report.refused == {} and len(report.removed) == 1 and "only this node" in report.removed[0]
+    group = zarr.open_group(str(store), mode="r")
+    assert sorted(group.array_keys()) == ["labels", "raw"]
+    assert (group["raw"][...] == 7).all() and (group["labels"][...] == 1).all()
 
 
 def test_export_save_settings_makes_a_reusable_project(tmp_path):

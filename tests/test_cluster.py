@@ -154,8 +154,10 @@ def test_an_export_survives_a_killed_worker(client, tmp_path, fmt):
 
 # -- cancellation ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5", "tiff-sequence", "n5"])
 def test_cancel_on_the_cluster_removes_the_temporary_output(client, tmp_path, fmt):
+    """Also issue 13, item 9: a task still reading its block when the export is cancelled
+    must not write (and re-create temporary files) after the clean-up."""
     data = volume((64, 256, 256))
     source = slow_source(data, (8, 256, 256))
     out = tmp_path / "out"
@@ -173,7 +175,7 @@ def test_cancel_on_the_cluster_removes_the_temporary_output(client, tmp_path, fm
     plan = build_plan(source, settings_for(fmt, out, chunks={"z": 8}), memory_limit="16MiB")
     assert len(events) < plan.nblocks
     assert files_in(out) == []
-    time.sleep(2 * SLOW_SECONDS)       # a write still running would re-create files by now
+    time.sleep(3 * SLOW_SECONDS)       # a write still running would re-create files by now
     assert files_in(out) == []
     # the cluster is free for the next export
     assert client.submit(sum, [1, 2]).result(timeout=30) == 3
@@ -190,9 +192,9 @@ class SlowWriteZarrTarget(ZarrTarget):
 
 
 class SlowWriteZarr(ZarrWriter):
-    def open(self, plan, resume_token=None):
-        target = super().open(plan, resume_token)
-        return SlowWriteZarrTarget(target.temps, target.internal)
+    def open(self, plan, token):
+        target = super().open(plan, token)
+        return SlowWriteZarrTarget(target.temps, target.token, target.internal)
 
 
 def test_cancel_waits_for_running_writes_before_removing_the_output(client, tmp_path):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from ..storage import commit_renames, remove
 
 if TYPE_CHECKING:
     from ..plan import ExportPlan
@@ -25,7 +25,8 @@ class Target:
     """An output being written. Picklable: ``write`` may run on other threads or processes.
 
     Subclasses list every temporary path they create in ``self.temps`` (final path -> temporary
-    path) so that :meth:`abort` and :meth:`commit` treat them alike.
+    path) so that :meth:`abort` and :meth:`commit` treat them alike; ``token`` is the export
+    run's (see :mod:`lazyexport.storage`).
     """
 
     #: Only one process may write the output (HDF5). Process-based schedulers then run
@@ -33,8 +34,9 @@ class Target:
     #: :meth:`store` in the process that runs the export; ``write`` is ``store(encode(...))``.
     single_writer: ClassVar[bool] = False
 
-    def __init__(self, temps: dict[Path, Path]):
+    def __init__(self, temps: dict[Path, Path], token: str):
         self.temps = temps
+        self.token = token
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         """Write ``block`` at ``location`` (output coordinates); return the bytes written."""
@@ -52,11 +54,15 @@ class Target:
         """Complete metadata and close files before the rename (nothing by default)."""
 
     def commit(self) -> list[Path]:
-        """Finish, then move every temporary output to its final name; return the final paths."""
+        """Finish, then move every temporary output to its final name (one recorded step: see
+        :func:`lazyexport.storage.commit_renames`); return the final paths."""
         self.finish()
-        for final, temp in self.temps.items():
-            replace(temp, final)
+        self.prepare_commit()
+        commit_renames([(temp, final) for final, temp in self.temps.items()], self.token)
         return list(self.temps)
+
+    def prepare_commit(self) -> None:
+        """Make the final names' parents ready for the renames (nothing by default)."""
 
     def abort(self) -> None:
         """Remove everything this target created; existing outputs stay as they were."""
@@ -74,7 +80,7 @@ class Writer:
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]   # the first is appended to templates without one
     is_sequence: ClassVar[bool] = False
-    resumable: ClassVar[bool] = False                     # open() takes a resume_token
+    resumable: ClassVar[bool] = False                     # open() keeps what its token's temporaries hold
     compressions: ClassVar[tuple[str, ...]] = ("none",)   # the first is the default
     chunk_bytes: ClassVar[int] = 4 * 2**20                # preferred bytes per output chunk
     description: ClassVar[str] = ""
@@ -92,13 +98,17 @@ class Writer:
         """The chunk shape of the output, in output axes (blocks are whole multiples of it)."""
         return plan.default_chunks(self.chunk_bytes)
 
+    def check(self, plan: ExportPlan) -> None:
+        """Refuse, at planning time, an output location this format cannot write (nothing by default)."""
+
     def existing(self, plan: ExportPlan) -> list[Path]:
         """The outputs of ``plan`` that exist already (and would be replaced)."""
         return [p for p in plan.paths if p.exists() or p.is_symlink()]
 
-    def open(self, plan: ExportPlan) -> Target:
-        """Create the output under temporary names. Writers that are ``resumable`` also take
-        ``resume_token``: then the temporary names use it, and what exists under them is kept."""
+    def open(self, plan: ExportPlan, token: str) -> Target:
+        """Create the output under the temporary names of the run ``token``
+        (:func:`lazyexport.storage.temp_path`). Writers that are ``resumable`` keep what exists
+        under those names (an interrupted ``--resume`` export of the same plan)."""
         raise NotImplementedError
 
     def delete(self, plan: ExportPlan, dry_run: bool = False) -> list[str]:
@@ -112,33 +122,6 @@ class Writer:
 
     def compression(self, plan: ExportPlan) -> str:
         return plan.settings.compression or self.compressions[0]
-
-
-def temp_path(final: Path, token: str | None = None) -> Path:
-    """A hidden temporary name beside ``final``, so the final rename never crosses file systems."""
-    token = token or uuid.uuid4().hex[:10]
-    return final.with_name(f".{final.name}.lazyexport-{token}.tmp")
-
-
-def remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def replace(temp: Path, final: Path) -> None:
-    """Move ``temp`` to ``final``; a directory replacing a directory is swapped, then the old one removed."""
-    if final.is_dir() and not final.is_symlink():
-        trash = temp_path(final, "old-" + uuid.uuid4().hex[:6])
-        os.replace(final, trash)
-        os.replace(temp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(temp, final)
 
 
 def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray,

@@ -18,7 +18,8 @@ from ..axes import vigra_axistags
 from ..errors import FormatError
 from ..units import to_micrometers
 from . import register
-from .base import Target, Writer, remove, temp_path
+from ..storage import remove, temp_path
+from .base import Target, Writer
 
 DEFAULT_DATASET = "exported_data"
 # Default levels; zstd and blosc are HDF5 filter plugins: readers need them too (hdf5plugin
@@ -145,10 +146,10 @@ class HDF5Writer(Writer):
                         del f[parent]
         return [f"{file}/{name} (only this dataset: the file holds other data)"]
 
-    def open(self, plan) -> Target:
+    def open(self, plan, token: str) -> Target:
         final = plan.output
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path(final)
+        temp = temp_path(final, token)
         name = self.dataset(plan)
         compression = self.compression(plan)
         level = plan.settings.compression_level
@@ -167,7 +168,7 @@ class HDF5Writer(Writer):
             remove(temp)
             raise
         merge = final.exists() and bool(_other_content(final, name))
-        return HDF5Target({final: temp}, name, merge, compression, level, plan.chunks)
+        return HDF5Target({final: temp}, token, name, merge, compression, level, plan.chunks)
 
 
 class HDF5Target(Target):
@@ -182,9 +183,9 @@ class HDF5Target(Target):
 
     single_writer = True
 
-    def __init__(self, temps: dict[Path, Path], dataset: str, merge: bool, compression: str,
+    def __init__(self, temps: dict[Path, Path], token: str, dataset: str, merge: bool, compression: str,
                  level: int, chunks: tuple[int, ...]):
-        super().__init__(temps)
+        super().__init__(temps, token)
         (self.final, self.temp), = temps.items()
         self.dataset = dataset
         self.merge = merge   # the final file holds other data: copy our dataset into it

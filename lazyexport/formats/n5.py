@@ -22,8 +22,9 @@ import numpy as np
 
 from ..errors import FormatError
 from ..units import unit_symbol
-from . import register
-from .base import Target, Writer, remove, temp_path
+from ..storage import remove
+from . import container, register
+from .base import Target, Writer
 
 N5_VERSION = "4.0.0"
 DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")
@@ -83,11 +84,19 @@ class N5Writer(Writer):
             raise FormatError(f"N5 cannot hold {plan.dtype} data; convert to one of {', '.join(DTYPES)}")
         return super().chunks(plan)
 
-    def open(self, plan) -> Target:
-        final = plan.output
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path(final)
-        internal = plan.internal.strip("/")
+    def check(self, plan) -> None:
+        container.check(container.N5, plan.output, plan.internal)
+
+    def existing(self, plan) -> list[Path]:
+        return container.existing(plan.output, plan.internal)
+
+    def delete(self, plan, dry_run: bool = False) -> list[str]:
+        return container.delete(container.N5, plan.output, plan.internal, dry_run)
+
+    def open(self, plan, token: str) -> Target:
+        plan.output.parent.mkdir(parents=True, exist_ok=True)
+        spot = container.place(plan.output, plan.internal, token)
+        temp, internal = spot.temp, spot.internal
         compression = self.compression(plan)
         level = plan.settings.compression_level if plan.settings.compression_level is not None else 1
         attrs = {
@@ -106,22 +115,35 @@ class N5Writer(Writer):
             attrs["units"] = [unit_symbol(plan.unit) if a in pixel_size else "" for a in reversed(plan.axes)]
         if plan.value_range is not None:
             attrs["drange"] = list(plan.value_range)
+        store = plan.output if spot.final != plan.output else None
         try:
-            _write_attributes(temp, {"n5": N5_VERSION})
+            if store is None:
+                _write_attributes(temp, {"n5": N5_VERSION})
             _write_attributes(temp / internal if internal else temp, attrs)
         except BaseException:
             remove(temp)
             raise
-        return N5Target({final: temp}, internal, plan.chunks, compression, level)
+        return N5Target({spot.final: temp}, token, internal, plan.chunks, compression, level, store)
 
 
 class N5Target(Target):
-    def __init__(self, temps: dict[Path, Path], internal: str, chunks: tuple[int, ...], compression: str, level: int):
-        super().__init__(temps)
+    """``store``: the existing container the temporary dataset is moved into on commit (None:
+    the temporary is the whole container)."""
+
+    def __init__(self, temps: dict[Path, Path], token: str, internal: str, chunks: tuple[int, ...],
+                 compression: str, level: int, store: Path | None = None):
+        super().__init__(temps, token)
         (temp,) = temps.values()
+        self.store = store
         self.dataset = temp / internal if internal else temp
         self.chunk_shape = tuple(chunks)
         self.compression, self.level = compression, level
+
+    def prepare_commit(self) -> None:
+        if self.store is not None:     # the root says "n5"; groups on the way are directories
+            if "n5" not in read_attributes(self.store):
+                _write_attributes(self.store, {"n5": N5_VERSION})
+            next(iter(self.temps)).parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         starts = [s.start for s in location]

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import register
-from .base import Target, Writer, remove, temp_path, write_region
+from ..storage import remove, temp_path
+from .base import Target, Writer, write_region
 
 
 @register
@@ -23,10 +24,10 @@ class NpyWriter(Writer):
     extensions = (".npy",)
     description = "one .npy file, written block by block at its byte offsets"
 
-    def open(self, plan) -> Target:
+    def open(self, plan, token: str) -> Target:
         final = plan.output
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path(final)
+        temp = temp_path(final, token)
         try:
             mm = np.lib.format.open_memmap(temp, mode="w+", dtype=plan.dtype, shape=plan.shape)
             offset = mm.offset
@@ -34,12 +35,12 @@ class NpyWriter(Writer):
         except BaseException:
             remove(temp)
             raise
-        return NpyTarget({final: temp}, offset, plan.shape)
+        return NpyTarget({final: temp}, token, offset, plan.shape)
 
 
 class NpyTarget(Target):
-    def __init__(self, temps: dict[Path, Path], offset: int, shape: tuple[int, ...]):
-        super().__init__(temps)
+    def __init__(self, temps: dict[Path, Path], token: str, offset: int, shape: tuple[int, ...]):
+        super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.offset, self.shape = offset, tuple(shape)
 

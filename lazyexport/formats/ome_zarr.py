@@ -29,8 +29,10 @@ import zarr
 
 from ..errors import FormatError
 from . import register
-from .base import Target, release_memory, remove, temp_path
-from .zarr import ZarrTarget, ZarrWriter, compressors
+from ..storage import remove
+from . import container
+from .base import Target, release_memory
+from .zarr import ZarrTarget, ZarrWriter, _store_of, compressors
 
 NGFF_ORDER = "tczyx"
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
@@ -126,6 +128,7 @@ class OmeZarrWriter(ZarrWriter):
     name = "ome-zarr"
     extensions = (".ome.zarr", ".zarr")
     description = "an OME-NGFF image (0.5 on Zarr v3, 0.4 on v2) with a multiscale pyramid"
+    resumable = False       # the pyramid is built at the end, from level 0 as one run wrote it
     options = ("zarr_format", "levels", "downsample", "pixel_size", "unit")
 
     def axis_order(self, axes, sizes, explicit):
@@ -146,12 +149,12 @@ class OmeZarrWriter(ZarrWriter):
     def method(self, plan) -> str:
         return plan.settings.downsample or ("mean" if plan.dtype.kind == "f" else "mode")
 
-    def open(self, plan) -> Target:
-        final = plan.output
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path(final)
+    def open(self, plan, token: str) -> Target:
+        plan.output.parent.mkdir(parents=True, exist_ok=True)
+        spot = container.place(plan.output, plan.internal, token)
+        temp = spot.temp
         fmt = plan.settings.zarr_format
-        group_path = plan.internal.strip("/")
+        group_path = spot.internal
         levels = self.levels(plan)
         pixel_size = plan.pixel_size
         attrs = ngff_metadata(plan.nickname, plan.axes, levels, plan.unit if pixel_size else None,
@@ -173,14 +176,14 @@ class OmeZarrWriter(ZarrWriter):
         except BaseException:
             remove(temp)
             raise
-        return OmeZarrTarget({final: temp}, f"{group_path}/0".strip("/"), levels, self.method(plan),
-                             plan.memory_limit, plan.workers)
+        return OmeZarrTarget({spot.final: temp}, token, f"{group_path}/0".strip("/"), levels, self.method(plan),
+                             plan.memory_limit, plan.workers, _store_of(plan, spot), fmt)
 
 
 class OmeZarrTarget(ZarrTarget):
-    def __init__(self, temps: dict[Path, Path], internal: str, levels: list[Level], method: str,
-                 memory_limit: int, workers: int):
-        super().__init__(temps, internal)
+    def __init__(self, temps: dict[Path, Path], token: str, internal: str, levels: list[Level], method: str,
+                 memory_limit: int, workers: int, store: Path | None = None, zarr_format: int = 3):
+        super().__init__(temps, token, internal, store, zarr_format)
         self.group = internal.rpartition("/")[0]
         self.levels = levels
         self.method = method

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,13 +31,13 @@ import numpy as np
 import tifffile
 
 from . import register
-from .base import Target, Writer, pread_exact, release_memory, remove, temp_path, write_region
+from ..storage import remove, temp_path
+from .base import Target, Writer, pread_exact, release_memory, write_region
 
 
 def stage_path(plan, token: str) -> Path:
     """The staging file of a staged sequence export (beside the first slice)."""
-    first = plan.paths[0]
-    return first.with_name(f".{first.name}.lazyexport-{token}.stage")
+    return temp_path(plan.paths[0], token, "stage")
 
 
 class SequenceWriter(Writer):
@@ -51,14 +50,13 @@ class SequenceWriter(Writer):
             return plan.default_chunks(int(plan.block_budget() / itemsize_ratio))
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
 
-    def open(self, plan, resume_token: str | None = None) -> Target:
+    def open(self, plan, token: str) -> Target:
         # one token for all slices, so they are recognisably one export
-        token = resume_token or uuid.uuid4().hex[:10]
         temps = {}
         for path in plan.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             temps[path] = temp_path(path, token)
-        target = self.target_class(temps, plan.axes, plan.slice_axis, self.compression(plan),
+        target = self.target_class(temps, token, plan.axes, plan.slice_axis, self.compression(plan),
                                    plan.settings.compression_level, plan.slice_start)
         if plan.staged:
             stage = stage_path(plan, token)
@@ -73,8 +71,8 @@ class SequenceWriter(Writer):
 class SequenceTarget(Target):
     """Writes each slice of a block to its own file; subclasses implement :meth:`write_plane`."""
 
-    def __init__(self, temps, axes, slice_axis, compression, level, slice_start):
-        super().__init__(temps)
+    def __init__(self, temps, token, axes, slice_axis, compression, level, slice_start):
+        super().__init__(temps, token)
         self.files = list(temps.values())        # temporary file of slice i (output index)
         self.axes = tuple(axes)
         self.slice_pos = self.axes.index(slice_axis)
@@ -159,7 +157,8 @@ class SequenceTarget(Target):
 
     def finish(self) -> None:
         """Staged: write the slices no block task completed (all of them after a resume or on
-        a cluster), a few at a time, then drop the staging file."""
+        a cluster), a few at a time. The staging file goes only once the commit is done, so an
+        interrupted commit can always be finished or redone."""
         if self.stage is None:
             return
         left = [k for k in range(len(self.files)) if k not in self._written]
@@ -167,7 +166,12 @@ class SequenceTarget(Target):
         if left:
             with ThreadPoolExecutor(min(os.cpu_count() or 1, 4)) as pool:
                 list(pool.map(self._write_staged, left))
-        remove(self.stage)
+
+    def commit(self) -> list[Path]:
+        paths = super().commit()
+        if self.stage is not None:
+            remove(self.stage)
+        return paths
 
     def abort(self) -> None:
         super().abort()

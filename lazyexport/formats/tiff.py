@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +37,8 @@ import tifffile
 from ..errors import FormatError
 from ..units import imagej_unit, to_micrometers, unit_symbol
 from . import register
-from .base import Target, Writer, pread_exact, release_memory, remove, temp_path, write_region
+from ..storage import remove, temp_path
+from .base import Target, Writer, pread_exact, release_memory, write_region
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
@@ -81,11 +81,10 @@ class TiffWriter(Writer):
         self.file_axes(plan)   # refuse what the flavor cannot hold, at planning time
         return super().chunks(plan)
 
-    def open(self, plan) -> Target:
+    def open(self, plan, token: str) -> Target:
         final = plan.output
         final.parent.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex[:10]
-        temp, raw = temp_path(final, token), temp_path(final, "raw-" + token)
+        temp, raw = temp_path(final, token), temp_path(final, token, "raw")
         file_axes = self.file_axes(plan)
         perm = tuple(plan.axes.index(a) for a in file_axes)
         shape = tuple(plan.shape[i] for i in perm)
@@ -93,16 +92,16 @@ class TiffWriter(Writer):
             f.truncate(plan.nbytes)   # sparse: blocks fill it in any order
         compression = self.compression(plan)
         return TiffTarget(
-            {final: temp}, raw, perm, shape, plan.dtype.str, file_axes, plan.settings.tiff_flavor,
+            {final: temp}, token, raw, perm, shape, plan.dtype.str, file_axes, plan.settings.tiff_flavor,
             compression, plan.settings.compression_level, plan.pixel_size, plan.unit,
             bigtiff=compression != "none" or plan.nbytes > CLASSIC_LIMIT,
         )
 
 
 class TiffTarget(Target):
-    def __init__(self, temps, raw: Path, perm, shape, dtype: str, file_axes, flavor: str, compression: str,
+    def __init__(self, temps, token: str, raw: Path, perm, shape, dtype: str, file_axes, flavor: str, compression: str,
                  level: int | None, pixel_size: dict[str, float], unit: str, bigtiff: bool):
-        super().__init__(temps)
+        super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.raw = raw
         self.perm, self.shape, self.dtype = tuple(perm), tuple(shape), np.dtype(dtype)

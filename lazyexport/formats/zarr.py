@@ -15,8 +15,10 @@ import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 from ..chunkio import ChunkFiles
-from . import register
-from .base import Target, Writer, remove, temp_path
+from ..errors import FormatError
+from ..storage import remove
+from . import container, register
+from .base import Target, Writer
 
 _DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 1}
 
@@ -48,25 +50,33 @@ class ZarrWriter(Writer):
     resumable = True
     options = ("zarr_format", "shards")
 
-    def open(self, plan, resume_token: str | None = None) -> Target:
-        final = plan.output
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = temp_path(final, resume_token)
-        target = ZarrTarget({final: temp}, plan.internal.strip("/"))
-        if resume_token and temp.exists():
+    def check(self, plan) -> None:
+        check_store(plan)
+
+    def existing(self, plan) -> list[Path]:
+        return container.existing(plan.output, plan.internal)
+
+    def delete(self, plan, dry_run: bool = False) -> list[str]:
+        return container.delete(container.ZARR, plan.output, plan.internal, dry_run)
+
+    def open(self, plan, token: str) -> Target:
+        plan.output.parent.mkdir(parents=True, exist_ok=True)
+        spot = container.place(plan.output, plan.internal, token)
+        fmt = plan.settings.zarr_format
+        target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, _store_of(plan, spot), fmt)
+        if spot.temp.exists():
             try:
-                target.array()      # an interrupted run's store: keep it
+                target.array()      # an interrupted --resume run's array: keep it
                 return target
             except Exception:       # it broke while being created: start again
-                remove(temp)
-        fmt = plan.settings.zarr_format
+                remove(spot.temp)
         attrs = {"_ARRAY_DIMENSIONS": list(plan.axes)} if fmt == 2 else {}
         if plan.value_range is not None:
             attrs["drange"] = list(plan.value_range)
         try:
             zarr.create_array(
-                store=str(temp),
-                name=plan.internal.strip("/") or None,
+                store=str(spot.temp),
+                name=spot.internal or None,
                 shape=plan.shape,
                 chunks=plan.chunks,
                 shards=plan.shards,
@@ -78,16 +88,45 @@ class ZarrWriter(Writer):
                 attributes=attrs,
             )
         except BaseException:
-            remove(temp)
+            remove(spot.temp)
             raise
         return target
 
 
+def check_store(plan) -> None:
+    """Refuse at planning time a Zarr output the existing store cannot take (see
+    :func:`lazyexport.formats.container.check`), or one of another Zarr format than the store's."""
+    container.check(container.ZARR, plan.output, plan.internal)
+    if container.in_existing(plan.output, plan.internal):
+        found = container.zarr_format_of(plan.output)
+        if found is not None and found != plan.settings.zarr_format:
+            raise FormatError(f"{plan.output} is a Zarr v{found} store; write into it with zarr_format={found} "
+                              f"(--zarr-format {found})")
+
+
+def _store_of(plan, spot: container.Placement) -> Path | None:
+    """The existing store a node is moved into on commit (None: the export is the whole store)."""
+    return plan.output if spot.final != plan.output else None
+
+
+def make_parent_groups(store: Path, node: Path, zarr_format: int) -> None:
+    """Create the root and the groups leading to ``node`` in ``store`` where missing."""
+    root = zarr.open_group(store=str(store), mode="a", zarr_format=zarr_format)
+    parent = node.parent.relative_to(store).as_posix()
+    if parent != ".":
+        root.require_group(parent)
+
+
 class ZarrTarget(Target):
-    def __init__(self, temps: dict[Path, Path], internal: str):
-        super().__init__(temps)
+    """``internal``: the array's path inside the temporary store; ``store``: the existing store
+    the temporary node is moved into on commit (None: the temporary is the whole store)."""
+
+    def __init__(self, temps: dict[Path, Path], token: str, internal: str, store: Path | None = None,
+                 zarr_format: int = 3):
+        super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.internal = internal
+        self.store, self.zarr_format = store, zarr_format
         self._array = None
         self._files = None
         self._lock = threading.Lock()
@@ -108,6 +147,10 @@ class ZarrTarget(Target):
                 if self._array is None:
                     self._array = zarr.open_array(store=str(self.temp), path=self.internal or None, mode="r+")
         return self._array
+
+    def prepare_commit(self) -> None:
+        if self.store is not None:
+            make_parent_groups(self.store, next(iter(self.temps)), self.zarr_format)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         if self._files is None:

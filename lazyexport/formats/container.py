@@ -1,0 +1,150 @@
+"""Directory containers (Zarr, N5, OME-Zarr): one output node inside a store that may hold others.
+
+An output ``a.zarr/export`` names the node ``export`` of the container ``a.zarr``. Where the
+container does not exist yet, the export writes a whole new container under a temporary name
+and renames it into place. Where it exists, only the node is written: under a temporary name
+beside the container, moved into it on commit (after the parent groups exist), so an existing
+``export`` node is replaced as a whole and nothing else in the store - the source among it,
+``raw`` or ``labels`` - is touched. Deleting an output removes only its node, and the container
+only when nothing but the groups leading to the node is left in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from ..errors import FormatError
+from ..storage import remove, temp_path
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What makes a directory a node of one container format."""
+
+    kind: str                       # "Zarr", "N5"
+    group_files: tuple[str, ...]    # metadata files a group may hold
+    array_test: object              # (directory) -> whether the node there is an array (or dataset)
+
+
+def _zarr_array(node: Path) -> bool:
+    if (node / ".zarray").exists():
+        return True
+    try:
+        return json.loads((node / "zarr.json").read_text()).get("node_type") == "array"
+    except (OSError, ValueError):
+        return False
+
+
+def _n5_dataset(node: Path) -> bool:
+    try:
+        return "dimensions" in json.loads((node / "attributes.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+ZARR = Layout("Zarr", ("zarr.json", ".zgroup", ".zattrs"), _zarr_array)
+N5 = Layout("N5", ("attributes.json",), _n5_dataset)
+
+
+def zarr_format_of(container: Path) -> int | None:
+    """The Zarr format of an existing store's root (None: no root metadata)."""
+    if (container / "zarr.json").exists():
+        return 3
+    if (container / ".zgroup").exists() or (container / ".zarray").exists():
+        return 2
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where one export writes: ``temp`` (renamed to ``final`` on commit), and the node's path
+    inside ``temp`` ("" where ``temp`` is the node itself)."""
+
+    final: Path
+    temp: Path
+    internal: str
+
+
+def node_path(container: Path, internal: str) -> Path:
+    internal = internal.strip("/")
+    return container / internal if internal else container
+
+
+def in_existing(container: Path, internal: str) -> bool:
+    """Whether the output is a node of a container that exists already."""
+    return bool(internal.strip("/")) and container.is_dir()
+
+
+def place(container: Path, internal: str, token: str) -> Placement:
+    internal = internal.strip("/")
+    temp = temp_path(container, token)
+    if in_existing(container, internal):
+        return Placement(container / internal, temp, "")
+    return Placement(container, temp, internal)
+
+
+def check(layout: Layout, container: Path, internal: str) -> None:
+    """Refuse, before anything is computed, an output the container cannot take: a node inside
+    a file, inside an array, or in a directory that is not a container of this format."""
+    internal = internal.strip("/")
+    if not internal or not (container.exists() or container.is_symlink()):
+        return
+    if not container.is_dir():
+        raise FormatError(f"{container} is a file, not a {layout.kind} store, so it cannot hold {internal!r}; "
+                          f"choose another output")
+    parts = internal.split("/")
+    for depth in range(len(parts)):
+        node = container.joinpath(*parts[:depth])
+        if layout.array_test(node):
+            inside = "/".join(parts[:depth]) or "its root"
+            raise FormatError(f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
+                              f"choose another output")
+    if any(container.iterdir()) and not any((container / f).exists() for f in layout.group_files):
+        raise FormatError(f"{container} is a directory but not a {layout.kind} store; choose another output")
+
+
+def existing(container: Path, internal: str) -> list[Path]:
+    """The output node if it exists (the whole container where it is the output)."""
+    if in_existing(container, internal):
+        node = node_path(container, internal)
+        return [node] if node.exists() or node.is_symlink() else []
+    return [container] if container.exists() or container.is_symlink() else []
+
+
+def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False) -> list[str]:
+    """Remove the output node; the container too if nothing but the groups leading to the node
+    would be left. Returns what was (or would be) removed."""
+    found = existing(container, internal)
+    if not found:
+        return []
+    if not in_existing(container, internal):
+        if not dry_run:
+            remove(container)
+        return [str(container)]
+    node = found[0]
+    others = _other_content(layout, container, internal)
+    if not dry_run:
+        remove(node)
+        if not others:
+            remove(container)
+    if others:
+        return [f"{node} (only this node: the store holds other data too)"]
+    return [str(container)]
+
+
+def _other_content(layout: Layout, container: Path, internal: str) -> bool:
+    """Whether ``container`` holds anything besides the node ``internal`` and the group
+    metadata of the groups leading to it."""
+    parts = internal.strip("/").split("/")
+    groups = {container.joinpath(*parts[:d]) for d in range(len(parts))}
+    node = container.joinpath(*parts)
+    for group in groups:
+        for entry in group.iterdir():
+            if entry == node or entry in groups:
+                continue
+            if entry.name in layout.group_files and entry.is_file():
+                continue
+            return True
+    return False

@@ -1,0 +1,376 @@
+"""Issue 13 (data loss found in review): outputs inside an existing store, interrupted commits,
+leftovers of killed exports, directory outputs in the way. Each test names the item it guards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+import lazyexport as le
+from lazyexport import storage
+from lazyexport.errors import FormatError, OutputBusyError, TemplateError
+from lazyexport.plan import build_plan
+from lazyexport.run import _stop_writes, _write_block
+from lazyexport.errors import ExportCancelled
+
+from conftest import cli_command, cli_env, hidden_temps, run_cli
+
+KILL_AT_COMMIT = Path(__file__).with_name("kill_at_commit.py")
+SLOW_CLI = Path(__file__).with_name("slow_cli.py")
+
+
+def arange(shape, dtype="uint16") -> np.ndarray:
+    return np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+
+
+# -- item 1: an output inside the store that holds the source ---------------------------------
+
+@pytest.fixture
+def zarr_store(tmp_path) -> Path:
+    store = tmp_path / "a.zarr"
+    zarr.create_array(str(store), shape=(6, 8, 10), chunks=(2, 4, 5), dtype="uint16", name="raw",
+                      dimension_names=list("zyx"))[...] = arange((6, 8, 10))
+    zarr.create_array(str(store), shape=(3,), chunks=(3,), dtype="uint8", name="labels")[...] = 9
+    return store
+
+
+def test_item01_zarr_export_into_the_sources_store_keeps_every_other_array(zarr_store):
+    settings = le.ExportSettings(format="zarr", output=f"{zarr_store}/export", roi={"z": (1, 5)})
+    le.export(f"{zarr_store}/raw", settings)
+    with pytest.raises(le.ExportError, match="exists already"):
+        le.export(f"{zarr_store}/raw", settings)
+    le.export(f"{zarr_store}/raw", settings.replace(roi={"z": (2, 4)}), overwrite=True)   # the case reported
+    group = zarr.open_group(str(zarr_store), mode="r")
+    assert sorted(group.array_keys()) == ["export", "labels", "raw"]
+    np.testing.assert_array_equal(group["raw"][...], arange((6, 8, 10)))
+    np.testing.assert_array_equal(group["labels"][...], np.full(3, 9, "uint8"))
+    np.testing.assert_array_equal(group["export"][...], arange((6, 8, 10))[2:4])
+    assert hidden_temps(zarr_store.parent) == []
+
+
+def test_item01_zarr_export_into_a_nested_group_of_an_existing_store(zarr_store):
+    le.export(f"{zarr_store}/raw", le.ExportSettings(format="zarr", output=f"{zarr_store}/results/run1/exp"))
+    group = zarr.open_group(str(zarr_store), mode="r")
+    np.testing.assert_array_equal(group["results/run1/exp"][...], arange((6, 8, 10)))
+    np.testing.assert_array_equal(group["raw"][...], arange((6, 8, 10)))
+
+
+def test_item01_ome_zarr_export_into_the_sources_store_keeps_the_source(zarr_store):
+    le.export(f"{zarr_store}/raw", le.ExportSettings(format="ome-zarr", output=f"{zarr_store}/image"))
+    le.export(f"{zarr_store}/raw", le.ExportSettings(format="ome-zarr", output=f"{zarr_store}/image"),
+              overwrite=True)
+    group = zarr.open_group(str(zarr_store), mode="r")
+    assert {"raw", "labels", "image"} <= set(group.keys())
+    np.testing.assert_array_equal(group["raw"][...], arange((6, 8, 10)))
+    np.testing.assert_array_equal(group["image/0"][...], arange((6, 8, 10)))
+
+
+def test_item01_n5_export_into_the_sources_container_keeps_the_source(tmp_path):
+    source = le.ExportSettings(format="n5", output=f"{tmp_path}/b.n5/raw")
+    le.export(le.open_source(arange((4, 6, 8)), axes="zyx"), source)
+    other = le.ExportSettings(format="n5", output=f"{tmp_path}/b.n5/other", dtype="float32")
+    le.export(f"{tmp_path}/b.n5/raw", other)
+    le.export(f"{tmp_path}/b.n5/raw", other, overwrite=True)
+    np.testing.assert_array_equal(np.asarray(le.open_source(f"{tmp_path}/b.n5/raw")), arange((4, 6, 8)))
+    np.testing.assert_array_equal(np.asarray(le.open_source(f"{tmp_path}/b.n5/other")),
+                                  arange((4, 6, 8)).astype("float32"))
+    assert json.loads((tmp_path / "b.n5" / "attributes.json").read_text())["n5"]
+
+
+def test_item01_an_output_that_holds_the_source_is_refused(zarr_store, tmp_path):
+    with pytest.raises(TemplateError, match="holds the source"):
+        le.export(f"{zarr_store}/raw", le.ExportSettings(format="zarr", output=str(zarr_store)), overwrite=True)
+    hdf5 = tmp_path / "data.h5"
+    le.export(arange((4, 4)), le.ExportSettings(format="hdf5", output=f"{hdf5}/volume/raw"))
+    with pytest.raises(TemplateError, match="holds the source"):
+        le.export(f"{hdf5}/volume/raw", le.ExportSettings(format="hdf5", output=f"{hdf5}/volume"), overwrite=True)
+    np.testing.assert_array_equal(zarr.open_array(str(zarr_store / "raw"))[...], arange((6, 8, 10)))
+
+
+def test_item01_a_failed_export_into_an_existing_store_changes_nothing(zarr_store, monkeypatch):
+    from lazyexport.formats import zarr as zarr_format
+
+    def failing_write(self, block, location):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(zarr_format.ZarrTarget, "write", failing_write)
+    before = sorted(p.relative_to(zarr_store) for p in zarr_store.rglob("*"))
+    with pytest.raises(RuntimeError):
+        le.export(f"{zarr_store}/raw", le.ExportSettings(format="zarr", output=f"{zarr_store}/export"))
+    assert sorted(p.relative_to(zarr_store) for p in zarr_store.rglob("*")) == before
+    assert hidden_temps(zarr_store.parent) == []
+
+
+def test_item01_zarr_format_of_an_existing_store_is_kept(tmp_path):
+    store = tmp_path / "v2.zarr"
+    zarr.create_array(str(store), shape=(4,), chunks=(4,), dtype="uint8", name="raw", zarr_format=2)
+    with pytest.raises(FormatError, match="Zarr v2 store"):
+        le.export(arange((4, 4)), le.ExportSettings(format="zarr", output=f"{store}/exp"))
+    le.export(arange((4, 4)), le.ExportSettings(format="zarr", output=f"{store}/exp", zarr_format=2))
+    assert sorted(zarr.open_group(str(store), mode="r").array_keys()) == ["exp", "raw"]
+
+
+# -- item 14: a directory output in the way of a file, or a node inside a file -----------------
+
+@pytest.mark.parametrize("fmt", ["zarr", "n5", "ome-zarr"])
+def test_item14_overwrite_replaces_a_plain_file_where_a_store_goes(tmp_path, fmt):
+    out = tmp_path / ("x.n5" if fmt == "n5" else "x.zarr")
+    out.write_text("not a store")
+    with pytest.raises(le.ExportError, match="exists already"):
+        le.export(arange((4, 4)), le.ExportSettings(format=fmt, output=str(out)))
+    result = le.export(arange((4, 4)), le.ExportSettings(format=fmt, output=str(out)), overwrite=True)
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), arange((4, 4)))
+    assert out.is_dir() and hidden_temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "n5", "ome-zarr"])
+def test_item14_a_node_inside_a_plain_file_is_refused_at_planning(tmp_path, fmt):
+    out = tmp_path / ("x.n5" if fmt == "n5" else "x.zarr")
+    out.write_text("not a store")
+    with pytest.raises(FormatError, match="is a file"):
+        build_plan(arange((4, 4)), le.ExportSettings(format=fmt, output=f"{out}/inner"))
+    assert out.read_text() == "not a store"
+
+
+def test_item14_cli_says_so_in_one_line(tmp_path):
+    (tmp_path / "x.zarr").write_text("not a store")
+    run = run_cli("export", "--format", "zarr", "--output", f"{tmp_path}/x.zarr/inner", "demo-does-not-matter",
+                  cwd=tmp_path)
+    assert run.returncode == 2 and run.stderr.count("error:") == 1
+
+
+# -- items 2 and 6: a commit interrupted at any step -------------------------------------------
+
+SEQ_SHAPE = (6, 32, 40)
+
+
+@pytest.fixture
+def seq_source(tmp_path) -> dict[str, Path]:
+    """Two sources of the same data: chunked one slice deep (slices written directly) and
+    three slices deep (slices assembled in a staging file)."""
+    data = arange(SEQ_SHAPE)
+    out = {}
+    for name, depth in (("flat", 1), ("deep", 3)):
+        store = tmp_path / f"{name}.zarr"
+        zarr.create_array(str(store), shape=SEQ_SHAPE, chunks=(depth, 32, 40), dtype="uint16",
+                          dimension_names=list("zyx"))[...] = data
+        out[name] = store
+    return out
+
+
+def seq_args(src: Path, out: Path, *extra: str) -> list[str]:
+    return ["export", str(src), "--format", "tiff-sequence", "--output", f"{out}/s_{{slice_index}}.tif",
+            "--quiet", *extra]
+
+
+def read_slices(out: Path) -> np.ndarray:
+    return np.stack([tifffile.imread(out / f"s_{i}.tif") for i in range(SEQ_SHAPE[0])])
+
+
+def kill_at(step: int, args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(KILL_AT_COMMIT), str(step), *args], env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("kind", ["flat", "deep"])
+@pytest.mark.parametrize("step", [0, 1, 3, SEQ_SHAPE[0], SEQ_SHAPE[0] + 1])
+def test_item02_item06_resume_after_a_kill_during_the_commit_ends_right(seq_source, tmp_path, kind, step):
+    out = tmp_path / f"out-{kind}-{step}"
+    killed = kill_at(step, seq_args(seq_source[kind], out, "--resume"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert hidden_temps(out)                                  # it was killed with work under way
+    again = run_cli(*seq_args(seq_source[kind], out, "--resume"))
+    assert again.returncode == 0, again.stderr
+    np.testing.assert_array_equal(read_slices(out), arange(SEQ_SHAPE))
+    assert hidden_temps(out) == []
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"s_{i}.tif" for i in range(SEQ_SHAPE[0]))
+
+
+@pytest.mark.parametrize("step", [1, 4])
+def test_item06_clean_finishes_a_commit_killed_midway_without_resume(seq_source, tmp_path, step):
+    out = tmp_path / "out"
+    killed = kill_at(step, seq_args(seq_source["deep"], out))
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(out.glob("s_*.tif"))) == step - 1           # a part renamed, the rest hidden
+    cleaned = run_cli("clean", str(out))
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "interrupted commit" in cleaned.stdout
+    np.testing.assert_array_equal(read_slices(out), arange(SEQ_SHAPE))
+    assert hidden_temps(out) == []
+
+
+@pytest.mark.parametrize("step", [0, 1, 2])
+def test_item02_zarr_resume_after_a_kill_during_the_commit(seq_source, tmp_path, step):
+    out = tmp_path / "o.zarr"
+    args = ["export", str(seq_source["deep"]), "--format", "zarr", "--output", str(out), "--quiet", "--resume"]
+    assert kill_at(step, args).returncode == -signal.SIGKILL
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    np.testing.assert_array_equal(zarr.open_array(str(out))[...], arange(SEQ_SHAPE))
+    assert hidden_temps(tmp_path) == []
+
+
+def test_item02_an_overwrite_killed_between_its_two_renames_loses_neither_output(seq_source, tmp_path):
+    """Replacing a directory is two renames (old aside, new in): a kill between them must not
+    leave the user with no output at all."""
+    out = tmp_path / "o.zarr"
+    base = ["export", str(seq_source["deep"]), "--format", "zarr", "--output", str(out), "--quiet"]
+    assert run_cli(*base, "--roi", "z=0:1").returncode == 0
+    original = storage.replace
+    # kill inside replace, after the old output was moved aside: patch os.replace's second call
+    script = (
+        "import os, signal, sys\n"
+        "from lazyexport import cli, storage\n"
+        "calls = [0]\n"
+        "real = os.replace\n"
+        "def fake(a, b):\n"
+        "    calls[0] += 1\n"
+        "    if str(b).endswith('o.zarr') and calls[0] > 1:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(a, b)\n"
+        "storage.os.replace = fake\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, *base, "--overwrite"], env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not out.exists()                                     # the old one is aside, the new one hidden
+    assert original is storage.replace
+    assert run_cli("clean", str(out)).returncode == 0
+    np.testing.assert_array_equal(zarr.open_array(str(out))[...], arange(SEQ_SHAPE))
+    assert hidden_temps(tmp_path) == []
+
+
+# -- item 5: temporaries of killed exports -----------------------------------------------------
+
+def start_slow(args: list[str], marker: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SLOW_CLI), str(marker), "0.3", *args], env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_after_blocks(args: list[str], marker: Path, blocks: int = 2) -> None:
+    proc = start_slow(args, marker)
+    deadline = time.monotonic() + 60
+    while (not marker.exists() or len(marker.read_text().splitlines()) < blocks) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no blocks written"
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def npy_source(tmp_path) -> Path:
+    path = tmp_path / "vol.npy"
+    np.save(path, arange((24, 512, 512)))
+    return path
+
+
+FORMATS_KILLED = {"tiff": "o.tif", "tiff-sequence": "s_{slice_index}.tif", "n5": "o.n5", "ome-zarr": "o.ome.zarr",
+                  "npy": "o.npy", "zarr": "o.zarr"}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS_KILLED))
+def test_item05_the_next_export_removes_what_a_killed_one_left(npy_source, tmp_path, fmt):
+    out = tmp_path / "out"
+    args = ["export", str(npy_source), "--format", fmt, "--output", f"{out}/{FORMATS_KILLED[fmt]}",
+            "--chunks", "z=1", "--memory-limit", "16MiB", "--quiet"]
+    kill_after_blocks(args, tmp_path / "marker")
+    assert hidden_temps(out), "the killed export left nothing to clean"
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert hidden_temps(out) == []
+
+
+def test_item05_clean_lists_and_removes_orphans_but_not_a_running_exports(npy_source, tmp_path):
+    out = tmp_path / "out"
+    args = ["export", str(npy_source), "--format", "tiff", "--output", f"{out}/o.tif", "--chunks", "z=1",
+            "--memory-limit", "16MiB", "--quiet"]
+    kill_after_blocks(args, tmp_path / "marker")
+    left = hidden_temps(out)
+    assert left
+    listed = run_cli("clean", str(out / "o.tif"), "--dry-run")
+    assert listed.returncode == 0 and all(str(p) in listed.stdout for p in left), listed.stdout
+    assert hidden_temps(out) == left                           # a dry run removes nothing
+    # a temporary of an export running now (this process) is left alone
+    with storage.Run(storage.new_token()) as run:
+        live = storage.temp_path(out / "o.tif", run.token)
+        live.write_bytes(b"x")
+        cleaned = run_cli("clean", str(out))
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert "removed" in cleaned.stdout and "running now" in cleaned.stderr
+        assert hidden_temps(out) == [live]
+    done, kept = storage.clean_path(out)                       # the run has ended: an orphan now
+    assert [d.path for d in done] == [live] and kept == [] and hidden_temps(out) == []
+
+
+def test_item05_batch_clean_and_delete_all_remove_orphans(npy_source, tmp_path):
+    project = tmp_path / "p.toml"
+    project.write_text(f'[settings]\nformat = "tiff"\noutput = "{{dataset_dir}}/out/{{nickname}}.tif"\n'
+                       f'chunks = {{ z = 1 }}\n[[datasets]]\nsource = "{npy_source}"\n')
+    args = ["batch", str(project), "export-all", "--memory-limit", "16MiB", "--quiet"]
+    kill_after_blocks(args, tmp_path / "marker")
+    assert hidden_temps(tmp_path / "out")
+    cleaned = run_cli("batch", str(project), "clean")
+    assert cleaned.returncode == 0 and "removed" in cleaned.stdout, cleaned.stdout + cleaned.stderr
+    assert hidden_temps(tmp_path / "out") == []
+
+
+def test_item05_a_second_resume_of_the_same_plan_is_refused_while_the_first_runs(npy_source, tmp_path):
+    settings = le.ExportSettings(format="zarr", output=str(tmp_path / "o.zarr"))
+    plan = build_plan(str(npy_source), settings)
+    from lazyexport.resume import owner_path, plan_token
+
+    token = plan_token(plan)
+    with storage.Run(token):
+        storage.claim(owner_path(plan, token), token)
+        with pytest.raises(OutputBusyError, match="runs now"):
+            le.export(str(npy_source), settings, resume=True)
+    result = le.export(str(npy_source), settings, resume=True)   # the owner has gone
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), arange((24, 512, 512)))
+    assert hidden_temps(tmp_path) == []
+
+
+def test_item05_a_token_names_its_process_and_a_dead_process_owns_nothing(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    token = storage.new_token().split("p")[0] + f"p{pid}h" + storage._host_tag()
+    orphan = storage.temp_path(tmp_path / "x.zarr", token)
+    orphan.mkdir()
+    (found,) = storage.leftovers([tmp_path])
+    assert found.state == "orphan" and f"pid {pid}" in found.owner
+    other_host = storage.temp_path(tmp_path / "y.zarr", f"t12345678p{os.getpid()}hffffff")
+    other_host.write_bytes(b"")
+    states = {f.path.name: f.state for f in storage.leftovers([tmp_path])}
+    assert states[other_host.name] in ("unknown", "orphan")
+    assert states[other_host.name] == ("orphan" if storage._host_tag() == "ffffff" else "unknown")
+
+
+# -- item 9: a cancelled run's write task that was still reading --------------------------------
+
+def test_item09_a_write_task_of_a_stopped_run_writes_nothing(tmp_path):
+    class Target:
+        written = 0
+
+        def write(self, block, location):
+            Target.written += 1
+            return block.nbytes
+
+    info = [{"array-location": [(0, 2)], "chunk-location": (0,)}]
+    assert _stop_writes("run-x") == 0
+    with pytest.raises(ExportCancelled):
+        _write_block(np.zeros(2), Target(), run="run-x", block_info=info)
+    assert Target.written == 0
+    _write_block(np.zeros(2), Target(), run="run-y", block_info=info)
+    assert Target.written == 1
