@@ -145,9 +145,10 @@ def test_item14_a_node_inside_a_plain_file_is_refused_at_planning(tmp_path, fmt)
 
 def test_item14_cli_says_so_in_one_line(tmp_path):
     (tmp_path / "x.zarr").write_text("not a store")
-    run = run_cli("export", "--format", "zarr", "--output", f"{tmp_path}/x.zarr/inner", "demo-does-not-matter",
-                  cwd=tmp_path)
+    np.save(tmp_path / "v.npy", arange((4, 4)))
+    run = run_cli("export", "v.npy", "--format", "zarr", "--output", f"{tmp_path}/x.zarr/inner", cwd=tmp_path)
     assert run.returncode == 2 and run.stderr.count("error:") == 1
+    assert "is a file, not a Zarr store" in run.stderr and "Traceback" not in run.stderr
 
 
 # -- items 2 and 6: a commit interrupted at any step -------------------------------------------
