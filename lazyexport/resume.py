@@ -3,9 +3,11 @@
 With ``resume=True`` (``--resume``), an export to a format whose writer is ``resumable`` (Zarr,
 TIFF sequences) writes under ``.{name}.lazyexport-r{token}.tmp`` instead of a random name, where
 ``token`` hashes everything that decides the bytes written: the output paths, the format, the
-settings, the source's identity (its path, shape, dtype, chunking and modification time, as in
-its dask name), the resolved renormalization range, and the output's shape, dtype and chunks.
-A changed plan gets another token, so stale data is never reused.
+settings, the source's identity (its path, shape, dtype, chunking, and the size, modification
+time and inode of each of its files - every chunk file of a Zarr array or N5 dataset - as in its
+dask name), the resolved renormalization range, and the output's shape, dtype and chunks. A
+changed plan or rewritten source data gets another token, so stale data is never reused; a
+source whose files cannot be listed is refused.
 
 Beside the temporary output, ``.{name}.lazyexport-r{token}.blocks`` is the journal: a JSON
 header (the block grid) and then one line per finished block index, appended and fsynced after
@@ -27,6 +29,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import ResumeError
 from .formats.base import Target, remove, temp_path
 from .formats.sequence import stage_path
 
@@ -98,6 +101,9 @@ def journal_path(plan: ExportPlan, token: str) -> Path:
 def open_resumable(plan: ExportPlan) -> tuple[Target, Journal, set[Block]]:
     """Open ``plan``'s writer on its deterministic temporary output, keeping what an interrupted
     run wrote there; return the target, the journal and the blocks already finished."""
+    if "lazyexport_identity" in plan.source.encoding and plan.source.encoding["lazyexport_identity"] is None:
+        raise ResumeError(f"cannot tell whether the source changed since an interrupted export: the files of "
+                          f"{plan.source.attrs.get('source')} cannot be listed; export without resume")
     token = plan_token(plan)
     journal = Journal(journal_path(plan, token), plan.blocks)
     _remove_stale(plan, token)

@@ -120,7 +120,10 @@ def test_item03_resume_refuses_a_source_whose_identity_is_unknown(tmp_path, monk
     from lazyexport.sources import base
 
     spec = _write_source("zarr3", tmp_path / "src.zarr", np.ones((2, 16, 16), np.float32))
-    monkeypatch.setattr(base, "_walk_identity", lambda path: None)          # as if it could not be listed
+    def unlistable(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(base, "_listing", unlistable)
     settings = le.ExportSettings(format="zarr", output=str(tmp_path / "out.zarr"))
     with pytest.raises(ExportError, match="cannot tell whether the source changed") as err:
         le.export(spec, settings, resume=True)

@@ -8,7 +8,10 @@ a big-endian header (mode 0, number of dimensions, the block's own size per dime
 blocks are stored cut short) followed by the big-endian data, gzip-compressed by default.
 Blocks cover whole chunks, so chunk files are written (and compressed) in parallel with no lock.
 
-The block codec lives here and is shared with :mod:`lazyexport.sources.n5`, which reads N5 back.
+The block codec lives here and is shared with :mod:`lazyexport.sources.n5`, which reads N5 back:
+it decodes gzip (and its zlib framing, ``useZlib``), bzip2, xz, and the blosc and zstd
+compressions of the n5-blosc and n5-zstandard extensions, through numcodecs. lz4 (lz4-java's own
+block framing, which no maintained Python library reads) is refused when the dataset is opened.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
+import numcodecs
 import numpy as np
 
 from ..errors import FormatError
@@ -38,17 +43,37 @@ def encode_block(block: np.ndarray, compression: str, level: int) -> bytes:
     return header + data
 
 
-def decode_block(raw: bytes, dtype: np.dtype, compression: str) -> np.ndarray:
+# N5 compression type -> the numcodecs codec that decodes its bytes (each a standard stream:
+# the parameters in the attributes, like a level or blosc's cname, matter only for writing)
+_DECODERS: dict[str, Callable[[dict], numcodecs.abc.Codec]] = {
+    "gzip": lambda c: numcodecs.Zlib() if c.get("useZlib") else numcodecs.GZip(),
+    "bzip2": lambda c: numcodecs.BZ2(),
+    "xz": lambda c: numcodecs.LZMA(),
+    "blosc": lambda c: numcodecs.Blosc(),
+    "zstd": lambda c: numcodecs.Zstd(),
+}
+
+
+def block_decoder(compression: dict) -> Callable[[bytes], bytes] | None:
+    """The decompression of a dataset's ``compression`` attribute (None for raw); raises
+    FormatError for one that cannot be read."""
+    kind = str(compression.get("type", "raw"))
+    if kind == "raw":
+        return None
+    if kind not in _DECODERS:
+        raise FormatError(f"N5 compression {kind!r} cannot be read; readable: raw, {', '.join(_DECODERS)}")
+    return _DECODERS[kind](compression).decode
+
+
+def decode_block(raw: bytes, dtype: np.dtype, decoder: Callable[[bytes], bytes] | None) -> np.ndarray:
     """A chunk file's bytes -> the block in our (C) axis order and native byte order."""
     mode, ndim = struct.unpack(">HH", raw[:4])
     if mode != 0:
         raise ValueError(f"N5 block mode {mode} (varlength/object) is not supported")
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])[::-1]
     data = raw[4 + 4 * ndim:]
-    if compression == "gzip":
-        data = gzip.decompress(data)
-    elif compression != "raw":
-        raise ValueError(f"N5 compression {compression!r} is not supported (gzip, raw)")
+    if decoder is not None:
+        data = decoder(data)
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder(">")).reshape(shape).astype(dtype)
 
 

@@ -15,7 +15,7 @@ from dask.base import tokenize
 from ..chunkio import reader_for
 from ..errors import SourceError
 from ..units import source_attrs
-from .base import dask_chunks, labeled, reader_array, resolve_axes
+from .base import dask_chunks, file_identity, identity_token, labeled, reader_array, resolve_axes
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
 MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -83,15 +83,13 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         arr = node
     if meta_axes is None:
         meta_axes = _array_axes(arr)
-    native = getattr(arr, "shards", None) or arr.chunks
+    shards = getattr(arr, "shards", None)
+    native = shards or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
-    name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
+    # every file of the array (metadata and chunks), so rewritten pixels make another source
+    identity = file_identity(Path(path).absolute() / internal)
+    name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), identity_token(identity))
     dims = resolve_axes(axes, meta_axes, arr.shape)
     reader = reader_for(arr)
     return labeled(reader_array(reader, chunks, name=name), dims, path, reader=reader, native=native,
-                   internal_path=internal, **extra)
-
-
-def _mtime(path: Path) -> int:
-    markers = [path / m for m in MARKERS if (path / m).exists()]
-    return max((m.stat().st_mtime_ns for m in markers), default=0)
+                   identity=identity, file_chunks=arr.chunks, shards=shards, internal_path=internal, **extra)
