@@ -60,7 +60,8 @@ def _write_source(kind: str, path: Path, data: np.ndarray) -> str:
     spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(path)}, "path": "raw"}
     if not path.exists():
         spec.update(create=True, metadata={"dimensions": list(reversed(data.shape)), "dataType": "float32",
-                                           "blockSize": list(reversed(chunks)), "compression": {"type": "gzip"}})
+                                           "blockSize": list(reversed(chunks)),
+                                           "compression": {"type": "gzip"}})
     ts.open(spec).result().write(data.transpose()).result()
     return f"{path}/raw"
 
@@ -155,7 +156,8 @@ def test_item12_64_bit_integer_tiff_exports_to_zarr(tmp_path, dtype, fmt):
 def _slices(folder: Path, odd: np.ndarray | None = None, at: int = 2) -> str:
     folder.mkdir()
     for i in range(4):
-        tifffile.imwrite(folder / f"s_{i}.tif", odd if odd is not None and i == at else np.full((6, 5), i, np.uint8))
+        slice_ = odd if odd is not None and i == at else np.full((6, 5), i, np.uint8)
+        tifffile.imwrite(folder / f"s_{i}.tif", slice_)
     return str(folder / "s_*.tif")
 
 
@@ -255,8 +257,9 @@ def test_item16_a_source_without_sizes_gets_none_invented(tmp_path, fmt, options
 
 def test_item16_the_cli_invents_no_sizes_either(tmp_path, capsys):
     np.save(tmp_path / "raw.npy", np.zeros((4, 8, 6), np.uint8))
-    assert main(["export", str(tmp_path / "raw.npy"), "--format", "n5", "--output", str(tmp_path / "o.n5"), "-q"]) == 0
-    attrs = json.loads((tmp_path / "o.n5" / "attributes.json").read_text())
+    out = tmp_path / "o.n5"
+    assert main(["export", str(tmp_path / "raw.npy"), "--format", "n5", "--output", str(out), "-q"]) == 0
+    attrs = json.loads((out / "attributes.json").read_text())
     assert "pixelResolution" not in attrs and "resolution" not in attrs
 
 
@@ -293,8 +296,9 @@ def test_item17_n5_sources_of_every_tensorstore_codec_read_and_export(tmp_path, 
 
     data = np.arange(5 * 19 * 13, dtype=np.uint16).reshape(5, 19, 13) * 7
     ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "in.n5")}, "path": "vol",
-             "create": True, "metadata": {"dimensions": [13, 19, 5], "blockSize": [8, 8, 2], "dataType": "uint16",
-                                          "compression": codec}}).result().write(data.transpose()).result()
+             "create": True, "metadata": {"dimensions": [13, 19, 5], "blockSize": [8, 8, 2],
+                                          "dataType": "uint16", "compression": codec}},
+            ).result().write(data.transpose()).result()
     src = le.open_source(str(tmp_path / "in.n5/vol"))
     np.testing.assert_array_equal(src.values, data)
     np.testing.assert_array_equal(src[1:4, 3:17, 2:11].values, data[1:4, 3:17, 2:11])
@@ -322,13 +326,15 @@ def test_item20_an_ome_zarr_source_without_units_keeps_its_scale(tmp_path):
     root.create_array("0", shape=(3, 8, 6), dtype="uint8", chunks=(1, 8, 6))[...] = 5
     root.attrs["multiscales"] = [{
         "version": "0.4", "name": "img",
-        "axes": [{"name": "z", "type": "space"}, {"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
-        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}],
+        "axes": [{"name": a, "type": "space"} for a in "zyx"],
+        "datasets": [{"path": "0",
+                      "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}],
     }]
     src = le.open_source(str(tmp_path / "img.ome.zarr"))
     assert src.attrs["pixel_size"] == {"z": 2.0, "y": 0.5, "x": 0.5}
     assert src.attrs.get("unit") is None                                   # unitless, not micrometer
-    result = le.export(src, le.ExportSettings(format="ome-zarr", output=str(tmp_path / "out.ome.zarr"), levels=1))
+    settings = le.ExportSettings(format="ome-zarr", output=str(tmp_path / "o.ome.zarr"), levels=1)
+    result = le.export(src, settings)
     image = zarr.open_group(str(result.output), mode="r").attrs["ome"]["multiscales"][0]
     assert image["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.0, 0.5, 0.5]
     assert all("unit" not in a for a in image["axes"])
@@ -336,7 +342,8 @@ def test_item20_an_ome_zarr_source_without_units_keeps_its_scale(tmp_path):
     result = le.export(src, le.ExportSettings(format="hdf5", output=str(tmp_path / "out.h5")))
     with h5py.File(result.output, "r") as f:
         assert "element_size_um" not in f["exported_data"].attrs
-        assert [a["resolution"] for a in json.loads(f["exported_data"].attrs["axistags"])["axes"]] == [2.0, 0.5, 0.5]
+        tags = json.loads(f["exported_data"].attrs["axistags"])["axes"]
+        assert [a["resolution"] for a in tags] == [2.0, 0.5, 0.5]
     # a unit given in the settings names the unit of the source's sizes
     result = le.export(src, le.ExportSettings(format="n5", output=str(tmp_path / "out.n5"), unit="nm"))
     attrs = json.loads((result.output / "attributes.json").read_text())
@@ -373,7 +380,7 @@ def test_item24_info_of_n5_and_hdf5_shows_their_chunks(tmp_path):
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.create_dataset("raw", shape=(30, 300, 300), dtype="uint8", chunks=(3, 30, 30))
     assert le.describe(str(tmp_path / "a.h5/raw")).chunks == (3, 30, 30)
-    le.export(np.zeros((30, 300, 300), np.uint8), le.ExportSettings(format="n5", output=str(tmp_path / "b.n5"),
-                                                                   chunks={"z": 5, "y": 20, "x": 40}))
+    settings = le.ExportSettings(format="n5", output=str(tmp_path / "b.n5"), chunks=dict(z=5, y=20, x=40))
+    le.export(np.zeros((30, 300, 300), np.uint8), settings)
     d = le.describe(str(tmp_path / "b.n5"))
     assert d.chunks == (5, 20, 40) and d.blocks != d.chunks

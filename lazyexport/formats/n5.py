@@ -26,7 +26,7 @@ import numcodecs
 import numpy as np
 
 from ..errors import FormatError
-from ..units import unit_symbol
+from ..units import SPATIAL_AXES, unit_symbol
 from . import register
 from .base import Target, Writer, remove, temp_path
 
@@ -123,12 +123,15 @@ class N5Writer(Writer):
             else {"type": "raw"},
             "axes": list(reversed(plan.axes)),
         }
-        pixel_size = plan.pixel_size
+        pixel_size, unit = plan.pixel_size, plan.unit
         if pixel_size:   # both conventions: n5-viewer's pixelResolution, and resolution + units
             sizes = [pixel_size.get(a, 1.0) for a in reversed(plan.axes)]
-            attrs["pixelResolution"] = {"unit": unit_symbol(plan.unit), "dimensions": sizes}
+            # pixelResolution has one unit for all axes: only when it and every spatial size are known
+            if unit and all(a in pixel_size for a in plan.axes if a in SPATIAL_AXES):
+                attrs["pixelResolution"] = {"unit": unit_symbol(unit), "dimensions": sizes}
             attrs["resolution"] = sizes
-            attrs["units"] = [unit_symbol(plan.unit) if a in pixel_size else "" for a in reversed(plan.axes)]
+            if unit:    # "" for the axes whose size is not known
+                attrs["units"] = [unit_symbol(unit) if a in pixel_size else "" for a in reversed(plan.axes)]
         if plan.value_range is not None:
             attrs["drange"] = list(plan.value_range)
         try:

@@ -46,7 +46,8 @@ def _listing(path: str) -> list[tuple[str, int, int, int]]:
                     folders.append(entry.path)
                 else:
                     info = entry.stat()
-                    found.append((os.path.relpath(entry.path, path), info.st_size, info.st_mtime_ns, info.st_ino))
+                    relative = os.path.relpath(entry.path, path)
+                    found.append((relative, info.st_size, info.st_mtime_ns, info.st_ino))
     return sorted(found)
 
 
@@ -116,7 +117,8 @@ class FileArray:
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype), identity_token(self.identity))
+        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype),
+                identity_token(self.identity))
 
     def __repr__(self) -> str:
         inner = f"{self.path}/{self.key}" if self.key else self.path

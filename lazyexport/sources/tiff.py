@@ -74,7 +74,8 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
 def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
     """``pixel_size``/``unit`` from OME-XML PhysicalSize*, ImageJ's resolution + spacing + unit, or
     the sizes lazyexport wrote into a plain TIFF's description. Other TIFFs' resolution tags
-    (often a meaningless 72 dpi) are ignored."""
+    (often a meaningless 72 dpi) are ignored, and so is an ImageJ resolution of 1 without a unit
+    (an uncalibrated image); other ImageJ sizes without a unit have none."""
     try:
         if tif.is_ome and tif.ome_metadata:
             pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
@@ -85,10 +86,13 @@ def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
         if tif.is_imagej and tif.imagej_metadata:
             meta = tif.imagej_metadata
             xres, yres = tif.pages.first.resolution
+            unit = meta.get("unit") if meta.get("unit") not in ("pixel", "pixels") else None
             sizes = {"x": 1 / xres if xres else None, "y": 1 / yres if yres else None, "z": meta.get("spacing")}
-            return source_attrs({a: v for a, v in sizes.items() if v is not None}, meta.get("unit"))
+            if not unit and (xres, yres) == (1, 1):
+                sizes.update(x=None, y=None)
+            return source_attrs({a: v for a, v in sizes.items() if v is not None}, unit, default=None)
         if "pixel_size" in own:
-            return source_attrs(own["pixel_size"], own.get("unit"))
+            return source_attrs(own["pixel_size"], own.get("unit"), default=None)
     except (ValueError, TypeError, ZeroDivisionError, ElementTree.ParseError):
         pass
     return {}
@@ -179,8 +183,8 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     parts = [da.from_array(arr, chunks=shape, asarray=False, fancy=False, lock=False,
                            meta=np.empty((0,) * len(shape), dtype)) for arr in arrays]
     data = da.stack(parts, axis=0)
-    unknown = any(arr.identity is None for arr in arrays)
-    identity = None if unknown else hashlib.sha256("".join(a.identity for a in arrays).encode()).hexdigest()[:32]
+    identities = [arr.identity for arr in arrays]
+    identity = None if None in identities else hashlib.sha256("".join(identities).encode()).hexdigest()[:32]
     if axes is not None:
         dims = parse_axes(axes, ndim=data.ndim)
     elif meta:
@@ -192,8 +196,8 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
             raise AxisError(f"cannot stack along {stack!r}: the images already have that axis ({''.join(plane)})")
         dims = (stack, *plane)
     first = Path(files[0])
-    out = labeled(data, dims, first.parent / (Path(pattern).name if pattern else first.name), identity=identity,
-                  files=len(files))
+    path = first.parent / (Path(pattern).name if pattern else first.name)
+    out = labeled(data, dims, path, identity=identity, files=len(files))
     out.attrs["nickname"] = first.parent.name
     if meta and axes is None:
         out = transpose(out, meta["lazyexport_axes"])
