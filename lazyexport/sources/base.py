@@ -194,10 +194,10 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     if native is not None:
         out.encoding["lazyexport_native"] = tuple(int(n) for n in native)
     file_chunks = file_chunks if file_chunks is not None else native
-    if file_chunks is not None:
-        out.encoding["lazyexport_chunks"] = tuple(int(n) for n in file_chunks)
+    if file_chunks is not None:     # by axis: they stay right when the array is transposed
+        out.encoding["lazyexport_chunks"] = {a: int(n) for a, n in zip(out.dims, file_chunks)}
     if shards is not None:
-        out.encoding["lazyexport_shards"] = tuple(int(n) for n in shards)
+        out.encoding["lazyexport_shards"] = {a: int(n) for a, n in zip(out.dims, shards)}
     if path is not None:
         out.encoding["lazyexport_identity"] = identity
     return out

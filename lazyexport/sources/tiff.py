@@ -202,6 +202,6 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     if meta and axes is None:
         out = transpose(out, meta["lazyexport_axes"])
     # each file is one chunk: one slice deep
-    out.encoding["lazyexport_chunks"] = tuple(1 if d == dims[0] else n for d, n in out.sizes.items())
+    out.encoding["lazyexport_chunks"] = {d: 1 if d == dims[0] else n for d, n in out.sizes.items()}
     out.encoding["lazyexport_identity"] = identity
     return out
