@@ -384,3 +384,10 @@ def test_item24_info_of_n5_and_hdf5_shows_their_chunks(tmp_path):
     le.export(np.zeros((30, 300, 300), np.uint8), settings)
     d = le.describe(str(tmp_path / "b.n5"))
     assert d.chunks == (5, 20, 40) and d.blocks != d.chunks
+
+
+def test_item12_an_in_memory_array_of_an_aliased_dtype_exports_to_zarr(tmp_path):
+    data = np.arange(24, dtype=np.ulonglong).reshape(2, 3, 4)       # equal to uint64, another type
+    assert le.open_source(data).dtype.type is np.dtype("uint64").type
+    result = le.export(data, le.ExportSettings(format="zarr", output=str(tmp_path / "m.zarr")))
+    np.testing.assert_array_equal(zarr.open_array(str(result.output), mode="r")[...], data)
