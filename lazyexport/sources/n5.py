@@ -104,7 +104,7 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
     try:
         block_decoder(attrs.get("compression", {}))
     except FormatError as exc:
-        raise SourceError(f"{path}/{internal}: {exc}".replace("/:", ":")) from None
+        raise SourceError(f"{path / internal if internal else path}: {exc}") from None
     shape, chunks = tuple(reversed(attrs["dimensions"])), tuple(reversed(attrs["blockSize"]))
     meta_axes = list(reversed(attrs["axes"])) if attrs.get("axes") else None
     arr = N5Array(path, shape, attrs["dataType"], key=internal)
