@@ -102,8 +102,8 @@ def test_item03_an_unchanged_source_still_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["file", "glob"])
-def test_item03_a_rewritten_file_of_the_same_size_and_mtime_changes_the_identity(tmp_path, kind):
-    """The size is part of a single file's identity (a copy that keeps the mtime, like ``cp -p``)."""
+def test_item03_a_file_rewritten_with_its_old_mtime_is_another_source(tmp_path, kind):
+    """The size (and inode) is part of a file's identity, not just the mtime (``cp -p`` keeps that)."""
     import os
 
     first = tmp_path / "a_0.tif"
