@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import xarray as xr
 from dask.utils import format_bytes
 
 from .sources import open_source
@@ -18,31 +19,52 @@ class Description:
     axes: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: np.dtype
-    chunks: tuple[int, ...]          # the dask block shape lazyexport reads in
+    chunks: tuple[int, ...]          # the file's chunk shape; the blocks read, for data without chunks
     nbytes: int
+    shards: tuple[int, ...] | None = None   # sharded Zarr v3: the shard shape (whole chunks)
+    blocks: tuple[int, ...] = ()     # the dask block shape lazyexport reads in
+    chunked: bool = True             # False: an unchunked (contiguous) file, or in-memory data
 
     def __str__(self) -> str:
         dims = ", ".join(f"{a}={s}" for a, s in zip(self.axes, self.shape))
-        return "\n".join([
+        lines = [
             f"source    {self.source}",
             f"nickname  {self.nickname}",
             f"axes      {''.join(self.axes)}",
             f"shape     ({dims})",
             f"dtype     {self.dtype}",
-            f"chunks    {self.chunks}",
-            f"size      {format_bytes(self.nbytes)} ({self.nbytes} bytes)",
-        ])
+            f"chunks    {self.chunks}" if self.chunked else "chunks    none (not chunked)",
+        ]
+        if self.shards:
+            lines.append(f"shards    {self.shards}")
+        if self.blocks and (not self.chunked or self.blocks != (self.shards or self.chunks)):
+            lines.append(f"blocks    {self.blocks} (read by dask)")
+        lines.append(f"size      {format_bytes(self.nbytes)} ({self.nbytes} bytes)")
+        return "\n".join(lines)
+
+
+def _by_axis(arr: xr.DataArray, key: str) -> tuple[int, ...] | None:
+    lengths = arr.encoding.get(key)
+    if not isinstance(lengths, dict) or any(d not in lengths for d in arr.dims):
+        return None
+    return tuple(min(int(lengths[d]), int(n)) for d, n in arr.sizes.items())
 
 
 def describe(source: Any, axes: str | None = None) -> Description:
-    """Describe ``source`` (a path, an array, or a DataArray from :func:`open_source`)."""
+    """Describe ``source`` (a path, an array, or a DataArray from :func:`open_source`): its
+    chunks and shards as stored in the file, and the blocks dask reads where they differ."""
     arr = open_source(source, axes=axes)
+    blocks = tuple(int(max(c)) for c in arr.data.chunks)
+    chunks = _by_axis(arr, "lazyexport_chunks")
     return Description(
         source=str(arr.attrs.get("source")),
         nickname=str(arr.attrs.get("nickname")),
         axes=tuple(str(d) for d in arr.dims),
         shape=tuple(arr.shape),
         dtype=arr.dtype,
-        chunks=tuple(int(max(c)) for c in arr.data.chunks),
+        chunks=chunks or blocks,
         nbytes=int(arr.nbytes),
+        shards=_by_axis(arr, "lazyexport_shards"),
+        blocks=blocks,
+        chunked=chunks is not None,
     )

@@ -52,5 +52,9 @@ class NotExportedError(ExportError):
     """An exported output was asked for (e.g. the from-disk preview) but nothing was written yet."""
 
 
+class ResumeError(ExportError):
+    """An interrupted export cannot be resumed safely (e.g. it cannot be told whether the source changed)."""
+
+
 class ExportCancelled(ExportError):
     """The export was cancelled; its temporary output was removed."""

@@ -105,17 +105,24 @@ class ExportPlan:
     @property
     def pixel_size(self) -> dict[str, float]:
         """Physical pixel size per spatial output axis, where known: the settings' sizes, else
-        the source's (``attrs["pixel_size"]``, converted to :attr:`unit`). Axes without one are left out."""
+        the source's (``attrs["pixel_size"]``, converted to :attr:`unit`; sizes without a unit
+        are taken as they are). Axes without one are left out: nothing is invented."""
         src = self.source.attrs
-        found = {a: to_micrometers(v, src.get("unit", DEFAULT_UNIT)) / to_micrometers(1.0, self.unit)
-                 for a, v in (src.get("pixel_size") or {}).items()}
+        src_unit, unit = src.get("unit"), self.unit
+        factor = to_micrometers(1.0, src_unit) / to_micrometers(1.0, unit) if src_unit and unit else 1.0
+        found = {a: v * factor for a, v in (src.get("pixel_size") or {}).items()}
         found.update(self.settings.pixel_size or {})
         return {a: float(found[a]) for a in self.axes if a in found}
 
     @property
-    def unit(self) -> str:
-        """The unit of :attr:`pixel_size`: the settings' unit, else the source's, else micrometer."""
-        return self.settings.unit or self.source.attrs.get("unit") or DEFAULT_UNIT
+    def unit(self) -> str | None:
+        """The unit of :attr:`pixel_size`: the settings' unit, else the source's. None when the
+        only sizes are a source's that have no unit (an OME-Zarr scale without units); else
+        micrometer (the settings' sizes without a unit)."""
+        src = self.source.attrs
+        if self.settings.unit or src.get("unit"):
+            return self.settings.unit or src["unit"]
+        return None if src.get("pixel_size") and not self.settings.pixel_size else DEFAULT_UNIT
 
     def block_budget(self) -> int:
         """Bytes (in the widest dtype a block passes through) one block in flight may take."""

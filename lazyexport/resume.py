@@ -3,9 +3,11 @@
 With ``resume=True`` (``--resume``), an export to a format whose writer is ``resumable`` (Zarr,
 TIFF sequences) writes under ``.{name}.lazyexport-r{token}.tmp`` instead of a random name, where
 ``token`` hashes everything that decides the bytes written: the output paths, the format, the
-settings, the source's identity (its path, shape, dtype, chunking and modification time, as in
-its dask name), the resolved renormalization range, and the output's shape, dtype and chunks.
-A changed plan gets another token, so stale data is never reused.
+settings, the source's identity (its path, shape, dtype, chunking, and the size, modification
+time and inode of each of its files - every chunk file of a Zarr array or N5 dataset - as in its
+dask name), the resolved renormalization range, and the output's shape, dtype and chunks. A
+changed plan or rewritten source data gets another token, so stale data is never reused; a
+source whose files cannot be listed is refused.
 
 Beside the temporary output, ``.{name}.lazyexport-r{token}.blocks`` is the journal: a JSON
 header (the block grid) and then one line per finished block index, appended and fsynced after
@@ -32,6 +34,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import ResumeError
 from .formats.base import Target
 from .storage import remove, temp_path
 
@@ -112,6 +115,13 @@ def commit_record(plan: ExportPlan, token: str) -> Path | None:
 
 def _temps(plan: ExportPlan, token: str) -> list[Path]:
     return [temp_path(p, token) for p in plan.paths]
+
+
+def check_resumable(plan: ExportPlan) -> None:
+    """Refuse to resume where the source's identity (which changes with its data) is unknown."""
+    if "lazyexport_identity" in plan.source.encoding and plan.source.encoding["lazyexport_identity"] is None:
+        raise ResumeError(f"cannot tell whether the source changed since an interrupted export: the files of "
+                          f"{plan.source.attrs.get('source')} cannot be listed; export without resume")
 
 
 def open_resumable(plan: ExportPlan, token: str) -> tuple[Target, Journal, set[Block]]:

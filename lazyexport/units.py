@@ -83,9 +83,11 @@ def parse_pixel_size(value: Any) -> dict[str, float]:
     return out
 
 
-def source_attrs(sizes: Mapping[str, Any], unit: Any = None) -> dict:
+def source_attrs(sizes: Mapping[str, Any], unit: Any = None, default: str | None = DEFAULT_UNIT) -> dict:
     """``pixel_size``/``unit`` attributes for a source, from sizes a file gives per axis (only
-    positive finite spatial sizes kept; an unknown unit is left out, meaning micrometer)."""
+    positive finite spatial sizes kept). A missing or unknown unit means ``default``, the unit
+    the format implies; with ``default=None`` the sizes have no unit and ``unit`` is left out.
+    No sizes: no attributes (an unknown size stays unknown)."""
     clean = {}
     for axis, size in sizes.items():
         try:
@@ -98,7 +100,9 @@ def source_attrs(sizes: Mapping[str, Any], unit: Any = None) -> dict:
         return {}
     out: dict[str, Any] = {"pixel_size": clean}
     try:
-        out["unit"] = parse_unit(unit) if unit else DEFAULT_UNIT
+        unit = parse_unit(unit) if unit else default
     except SettingsError:
-        out["unit"] = DEFAULT_UNIT
+        unit = default
+    if unit:
+        out["unit"] = unit
     return out

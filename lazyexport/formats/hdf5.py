@@ -16,7 +16,7 @@ from isal import isal_zlib
 
 from ..axes import vigra_axistags
 from ..errors import FormatError
-from ..units import to_micrometers
+from ..units import SPATIAL_AXES, to_micrometers
 from . import register
 from ..storage import remove, temp_path
 from .base import Target, Writer
@@ -158,9 +158,12 @@ class HDF5Writer(Writer):
             with h5py.File(temp, "w") as f:
                 dset = f.create_dataset(name, shape=plan.shape, dtype=plan.dtype, chunks=plan.chunks,
                                         fillvalue=0, **_filter(compression, level))
-                um = {a: to_micrometers(v, plan.unit) for a, v in plan.pixel_size.items()}
-                dset.attrs["axistags"] = vigra_axistags(plan.axes, um)
-                if um:   # Fiji's HDF5 plugin and many others read voxel sizes in micrometers from here
+                sizes, unit = plan.pixel_size, plan.unit
+                um = {a: to_micrometers(v, unit) for a, v in sizes.items()} if unit else {}
+                dset.attrs["axistags"] = vigra_axistags(plan.axes, um or sizes)   # vigra's: any unit
+                # Fiji's HDF5 plugin and many others read voxel sizes in micrometers from here: only
+                # when every spatial size is known (1 for the other axes, as they expect)
+                if um and all(a in um for a in plan.axes if a in SPATIAL_AXES):
                     dset.attrs["element_size_um"] = np.array([um.get(a, 1.0) for a in plan.axes])
                 if plan.value_range is not None:
                     dset.attrs["drange"] = np.array(plan.value_range, dtype=plan.dtype)

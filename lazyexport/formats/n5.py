@@ -8,7 +8,10 @@ a big-endian header (mode 0, number of dimensions, the block's own size per dime
 blocks are stored cut short) followed by the big-endian data, gzip-compressed by default.
 Blocks cover whole chunks, so chunk files are written (and compressed) in parallel with no lock.
 
-The block codec lives here and is shared with :mod:`lazyexport.sources.n5`, which reads N5 back.
+The block codec lives here and is shared with :mod:`lazyexport.sources.n5`, which reads N5 back:
+it decodes gzip (and its zlib framing, ``useZlib``), bzip2, xz, and the blosc and zstd
+compressions of the n5-blosc and n5-zstandard extensions, through numcodecs. lz4 (lz4-java's own
+block framing, which no maintained Python library reads) is refused when the dataset is opened.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
+import numcodecs
 import numpy as np
 
 from ..errors import FormatError
-from ..units import unit_symbol
+from ..units import SPATIAL_AXES, unit_symbol
 from ..storage import remove
 from . import container, register
 from .base import Target, Writer
@@ -39,17 +44,37 @@ def encode_block(block: np.ndarray, compression: str, level: int) -> bytes:
     return header + data
 
 
-def decode_block(raw: bytes, dtype: np.dtype, compression: str) -> np.ndarray:
+# N5 compression type -> the numcodecs codec that decodes its bytes (each a standard stream:
+# the parameters in the attributes, like a level or blosc's cname, matter only for writing)
+_DECODERS: dict[str, Callable[[dict], numcodecs.abc.Codec]] = {
+    "gzip": lambda c: numcodecs.Zlib() if c.get("useZlib") else numcodecs.GZip(),
+    "bzip2": lambda c: numcodecs.BZ2(),
+    "xz": lambda c: numcodecs.LZMA(),
+    "blosc": lambda c: numcodecs.Blosc(),
+    "zstd": lambda c: numcodecs.Zstd(),
+}
+
+
+def block_decoder(compression: dict) -> Callable[[bytes], bytes] | None:
+    """The decompression of a dataset's ``compression`` attribute (None for raw); raises
+    FormatError for one that cannot be read."""
+    kind = str(compression.get("type", "raw"))
+    if kind == "raw":
+        return None
+    if kind not in _DECODERS:
+        raise FormatError(f"N5 compression {kind!r} cannot be read; readable: raw, {', '.join(_DECODERS)}")
+    return _DECODERS[kind](compression).decode
+
+
+def decode_block(raw: bytes, dtype: np.dtype, decoder: Callable[[bytes], bytes] | None) -> np.ndarray:
     """A chunk file's bytes -> the block in our (C) axis order and native byte order."""
     mode, ndim = struct.unpack(">HH", raw[:4])
     if mode != 0:
         raise ValueError(f"N5 block mode {mode} (varlength/object) is not supported")
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])[::-1]
     data = raw[4 + 4 * ndim:]
-    if compression == "gzip":
-        data = gzip.decompress(data)
-    elif compression != "raw":
-        raise ValueError(f"N5 compression {compression!r} is not supported (gzip, raw)")
+    if decoder is not None:
+        data = decoder(data)
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder(">")).reshape(shape).astype(dtype)
 
 
@@ -107,12 +132,15 @@ class N5Writer(Writer):
             else {"type": "raw"},
             "axes": list(reversed(plan.axes)),
         }
-        pixel_size = plan.pixel_size
+        pixel_size, unit = plan.pixel_size, plan.unit
         if pixel_size:   # both conventions: n5-viewer's pixelResolution, and resolution + units
             sizes = [pixel_size.get(a, 1.0) for a in reversed(plan.axes)]
-            attrs["pixelResolution"] = {"unit": unit_symbol(plan.unit), "dimensions": sizes}
+            # pixelResolution has one unit for all axes: only when it and every spatial size are known
+            if unit and all(a in pixel_size for a in plan.axes if a in SPATIAL_AXES):
+                attrs["pixelResolution"] = {"unit": unit_symbol(unit), "dimensions": sizes}
             attrs["resolution"] = sizes
-            attrs["units"] = [unit_symbol(plan.unit) if a in pixel_size else "" for a in reversed(plan.axes)]
+            if unit:    # "" for the axes whose size is not known
+                attrs["units"] = [unit_symbol(unit) if a in pixel_size else "" for a in reversed(plan.axes)]
         if plan.value_range is not None:
             attrs["drange"] = list(plan.value_range)
         store = plan.output if spot.final != plan.output else None

@@ -103,14 +103,15 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
     return np.take_along_axis(windows, best, axis=-1)[..., 0]
 
 
-def ngff_metadata(name: str, axes: tuple[str, ...], levels: list[Level], unit: str | None,
+def ngff_metadata(name: str, axes: tuple[str, ...], levels: list[Level], units: dict[str, str],
                   version: str) -> dict:
-    """The group attributes: ``multiscales`` (under ``ome`` for 0.5)."""
+    """The group attributes: ``multiscales`` (under ``ome`` for 0.5). ``units`` names the unit
+    of the space axes whose size is known; the others get none (their scale is 1)."""
     axes_meta = []
     for a in axes:
         entry = {"name": a, "type": AXIS_TYPES[a]}
-        if AXIS_TYPES[a] == "space" and unit:
-            entry["unit"] = unit
+        if AXIS_TYPES[a] == "space" and units.get(a):
+            entry["unit"] = units[a]
         axes_meta.append(entry)
     image = {
         "name": name,
@@ -156,9 +157,8 @@ class OmeZarrWriter(ZarrWriter):
         fmt = plan.settings.zarr_format
         group_path = spot.internal
         levels = self.levels(plan)
-        pixel_size = plan.pixel_size
-        attrs = ngff_metadata(plan.nickname, plan.axes, levels, plan.unit if pixel_size else None,
-                              "0.4" if fmt == 2 else "0.5")
+        units = {a: plan.unit for a in plan.pixel_size} if plan.unit else {}
+        attrs = ngff_metadata(plan.nickname, plan.axes, levels, units, "0.4" if fmt == 2 else "0.5")
         if plan.value_range is not None:
             attrs["drange"] = list(plan.value_range)
         try:

@@ -100,7 +100,7 @@ class TiffWriter(Writer):
 
 class TiffTarget(Target):
     def __init__(self, temps, token: str, raw: Path, perm, shape, dtype: str, file_axes, flavor: str, compression: str,
-                 level: int | None, pixel_size: dict[str, float], unit: str, bigtiff: bool):
+                 level: int | None, pixel_size: dict[str, float], unit: str | None, bigtiff: bool):
         super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.raw = raw
@@ -152,7 +152,7 @@ class TiffTarget(Target):
             res["resolution"] = (1.0 / px["x"], 1.0 / px["y"])
         if self.flavor == "imagej":
             meta: dict = {"axes": codes}
-            if px:
+            if px and self.unit:
                 meta["unit"] = imagej_unit(self.unit)
             if "z" in px:
                 meta["spacing"] = px["z"]
@@ -160,14 +160,18 @@ class TiffTarget(Target):
         if self.flavor == "ome":
             meta = {"axes": codes}
             for a, size in px.items():
-                meta[f"PhysicalSize{a.upper()}"] = size
-                meta[f"PhysicalSize{a.upper()}Unit"] = unit_symbol(self.unit)
+                if self.unit:   # OME-XML's default unit is µm: sizes without a unit are left out
+                    meta[f"PhysicalSize{a.upper()}"] = size
+                    meta[f"PhysicalSize{a.upper()}Unit"] = unit_symbol(self.unit)
             return meta, res
         meta = {"axes": codes, "lazyexport_axes": "".join(self.file_axes)}
         if px:
             meta["pixel_size"] = px
+        if px and self.unit:
             meta["unit"] = self.unit
-        if "resolution" in res:   # standard tags in pixels per centimeter, for any reader
+        if "resolution" in res and not self.unit:
+            res["resolutionunit"] = "NONE"
+        elif "resolution" in res:   # standard tags in pixels per centimeter, for any reader
             res = {"resolution": tuple(1e4 / to_micrometers(px[a], self.unit) for a in "xy"),
                    "resolutionunit": "CENTIMETER"}
         return meta, res

@@ -1,11 +1,15 @@
-"""What every source opener shares: a picklable lazily opened file array, and the wrapping of a
-dask array as a labeled :class:`xarray.DataArray`.
+"""What every source opener shares: a picklable lazily opened file array, the source's identity
+and canonical dtype, and the wrapping of a dask array as a labeled :class:`xarray.DataArray`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import stat
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,22 +24,74 @@ from ..axes import guess_axes, parse_axes
 CHUNK_TARGET_BYTES = 64 * 2**20
 
 
+def canonical_dtype(dtype: Any) -> np.dtype:
+    """numpy's own dtype object for ``dtype``: readers may give equal but other ones (tifffile's
+    ``ulonglong`` for uint64) that zarr's dtype registry rejects."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.fields else np.dtype(dtype.str)
+
+
+def _listing(path: str) -> list[tuple[str, int, int, int]]:
+    """(path relative to ``path``, size, mtime in ns, inode) of the file ``path``, or of every file
+    below the directory ``path`` (one scandir walk); raises OSError if it cannot be listed."""
+    info = os.stat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        return [("", info.st_size, info.st_mtime_ns, info.st_ino)]
+    found, folders = [], [path]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                else:
+                    info = entry.stat()
+                    relative = os.path.relpath(entry.path, path)
+                    found.append((relative, info.st_size, info.st_mtime_ns, info.st_ino))
+    return sorted(found)
+
+
+def file_identity(*paths: str | os.PathLike) -> str | None:
+    """A hash that changes when the data of the files ``paths`` changes: the size, modification
+    time and inode of each file, or of every file below a directory (a Zarr array, an N5
+    dataset), read from the file system only. None when a path cannot be listed: then nobody
+    can tell whether the data changed."""
+    try:
+        listing = [(os.path.abspath(p), _listing(os.fspath(p))) for p in paths]
+    except OSError:
+        return None
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:32]
+
+
+def identity_token(identity: str | None) -> str:
+    """What goes into a source's dask name for its identity: a random one when it is unknown,
+    so that nothing keyed by the name (a resumed export) is ever taken for the same data."""
+    return identity if identity is not None else f"unknown-{uuid.uuid4().hex}"
+
+
 class FileArray:
     """An array stored in a file, opened on first access in each process.
 
     dask reads blocks through ``__getitem__``; the object pickles without its open handle, so
     blocks can be read on distributed workers. Subclasses implement :meth:`_open`, returning
     anything indexable with a tuple of slices (an h5py dataset, a memory map, a zarr array).
+    ``identity`` (:func:`file_identity` of :meth:`data_path`, taken once, when opened) is part of
+    the dask name, so data rewritten since is another source.
     """
 
     def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
         self.path = os.path.abspath(path)   # workers of a cluster may run in other directories
         self.key = key
         self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
+        self.dtype = canonical_dtype(dtype)
         self.ndim = len(self.shape)
         self._handle: Any = None
         self._lock = threading.Lock()
+        self.identity = file_identity(self.data_path())
+
+    def data_path(self) -> str:
+        """The file, or the directory, whose files hold the array's data."""
+        return self.path
 
     def _open(self) -> Any:
         raise NotImplementedError
@@ -61,11 +117,8 @@ class FileArray:
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self):
-        try:
-            mtime = os.stat(self.path).st_mtime_ns
-        except OSError:
-            mtime = 0
-        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype), mtime)
+        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype),
+                identity_token(self.identity))
 
     def __repr__(self) -> str:
         inner = f"{self.path}/{self.key}" if self.key else self.path
@@ -110,17 +163,25 @@ def default_nickname(file: str | os.PathLike) -> str:
 
 
 def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, reader: Any = None,
-            native: Sequence[int] | None = None, **attrs) -> xr.DataArray:
+            native: Sequence[int] | None = None, *, identity: str | None = None,
+            file_chunks: Sequence[int] | None = None, shards: Sequence[int] | None = None,
+            **attrs) -> xr.DataArray:
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
 
     ``reader`` is the sliceable object ``data`` reads from (a :class:`FileArray`, a zarr array);
     the planner uses it to re-open the source with chunks aligned to the cutout (:func:`reopen`).
     ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
+    ``file_chunks`` (default ``native``) and ``shards`` are the file's chunk and shard shapes as
+    ``describe`` shows them. ``identity`` is the :func:`file_identity` of a file source (None:
+    unknown, and a resumed export refuses it). The dtype becomes numpy's own (:func:`canonical_dtype`).
 
     ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
     without extension) and ``dataset_dir`` (the directory holding the source; the current
     directory for in-memory data).
     """
+    dtype = canonical_dtype(data.dtype)
+    if data.dtype.type is not dtype.type:
+        data = data.map_blocks(_view, dtype.str, dtype=dtype)
     if path is not None:
         file = Path(path)
         base = {"source": str(path), "nickname": default_nickname(file), "dataset_dir": str(file.resolve().parent)}
@@ -132,7 +193,18 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
         out.encoding.update(lazyexport_reader=reader, lazyexport_name=data.name)
     if native is not None:
         out.encoding["lazyexport_native"] = tuple(int(n) for n in native)
+    file_chunks = file_chunks if file_chunks is not None else native
+    if file_chunks is not None:     # by axis: they stay right when the array is transposed
+        out.encoding["lazyexport_chunks"] = {a: int(n) for a, n in zip(out.dims, file_chunks)}
+    if shards is not None:
+        out.encoding["lazyexport_shards"] = {a: int(n) for a, n in zip(out.dims, shards)}
+    if path is not None:
+        out.encoding["lazyexport_identity"] = identity
     return out
+
+
+def _view(block: np.ndarray, dtype: str) -> np.ndarray:
+    return block.view(dtype)
 
 
 def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:

@@ -58,8 +58,10 @@ def _coordinate_spacing(obj: xr.DataArray, dims) -> dict:
     coordinate's ``units`` attribute)."""
     sizes, unit = {}, None
     for name, axis in zip(obj.dims, dims):
-        coord = obj.coords.get(name)
-        if coord is None or coord.ndim != 1 or coord.size < 2 or coord.dtype.kind not in "iuf":
+        if name not in obj.coords:      # (``obj[name]`` would be a made-up 0, 1, 2, ... index)
+            continue
+        coord = obj.coords[name]
+        if coord.ndim != 1 or coord.size < 2 or coord.dtype.kind not in "iuf":
             continue
         steps = np.diff(coord.values.astype(np.float64))
         if np.allclose(steps, steps[0]):

@@ -2,7 +2,7 @@
 reversed to ours), pixel sizes from ``pixelResolution`` or ``resolution``.
 
 Blocks are read and decoded with the codec of :mod:`lazyexport.formats.n5`; a missing block
-reads as zeros, as N5 specifies.
+reads as zeros, as N5 specifies. A compression that cannot be decoded is refused when opening.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from ..errors import SourceError
-from ..formats.n5 import ATTRIBUTES, chunk_file, decode_block, read_attributes
+from ..errors import FormatError, SourceError
+from ..formats.n5 import ATTRIBUTES, block_decoder, chunk_file, decode_block, read_attributes
 from ..units import parse_unit
 from .base import FileArray, from_file_array, labeled, resolve_axes
 
@@ -31,7 +31,7 @@ class N5Dataset:
         self.shape = tuple(reversed(attrs["dimensions"]))
         self.chunks = tuple(reversed(attrs["blockSize"]))
         self.dtype = np.dtype(attrs["dataType"])
-        self.compression = attrs.get("compression", {}).get("type", "raw")
+        self.decoder = block_decoder(attrs.get("compression", {}))
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         region = [range(*s.indices(n)) for s, n in zip(key, self.shape)]
@@ -41,7 +41,7 @@ class N5Dataset:
             file = chunk_file(self.path, grid)
             if not file.exists():
                 continue
-            block = decode_block(file.read_bytes(), self.dtype, self.compression)
+            block = decode_block(file.read_bytes(), self.dtype, self.decoder)
             src, dst = [], []
             for g, c, r, n in zip(grid, self.chunks, region, block.shape):
                 lo, hi = max(r.start, g * c), min(r.stop, g * c + n)
@@ -52,8 +52,11 @@ class N5Dataset:
 
 
 class N5Array(FileArray):
+    def data_path(self) -> str:
+        return str(Path(self.path) / self.key) if self.key else self.path
+
     def _open(self):
-        node = Path(self.path) / self.key if self.key else Path(self.path)
+        node = Path(self.data_path())
         return N5Dataset(node, read_attributes(node))
 
 
@@ -98,8 +101,13 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
             raise SourceError(f"{path}/{internal} holds {len(names)} N5 datasets ({listing}); name one as {path}/<dataset>")
         internal = f"{internal}/{names[0]}".strip("/")
         attrs = read_attributes(path / internal)
+    try:
+        block_decoder(attrs.get("compression", {}))
+    except FormatError as exc:
+        raise SourceError(f"{path / internal if internal else path}: {exc}") from None
     shape, chunks = tuple(reversed(attrs["dimensions"])), tuple(reversed(attrs["blockSize"]))
     meta_axes = list(reversed(attrs["axes"])) if attrs.get("axes") else None
     arr = N5Array(path, shape, attrs["dataType"], key=internal)
     dims = resolve_axes(axes, meta_axes, shape)
-    return labeled(from_file_array(arr, chunks), dims, path, internal_path=internal, **n5_pixel_size(attrs, dims))
+    return labeled(from_file_array(arr, chunks), dims, path, identity=arr.identity, file_chunks=chunks,
+                   internal_path=internal, **n5_pixel_size(attrs, dims))

@@ -1,10 +1,12 @@
 """TIFF / OME-TIFF / ImageJ hyperstacks (axes from tifffile's series), and slice sequences
-given as a glob (``dir/slice_*.tif``), stacked along a new axis.
+given as a glob (``dir/slice_*.tif``), stacked along a new axis. Every slice file's header is
+read when the sequence is opened: one of another shape or dtype than the first is refused.
 """
 
 from __future__ import annotations
 
 import glob as globmod
+import hashlib
 import json
 from xml.etree import ElementTree
 from pathlib import Path
@@ -18,7 +20,7 @@ import zarr
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
 from ..units import source_attrs
-from .base import FileArray, from_file_array, labeled, resolve_axes
+from .base import FileArray, canonical_dtype, from_file_array, labeled, resolve_axes
 
 SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 IMAGE_SUFFIXES = SUFFIXES + (".png",)
@@ -65,13 +67,15 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
         raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
     arr = TiffArray(path, shape, dtype)
     dims = resolve_axes(axes, meta_axes or tiff_axes(codes), shape)
-    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, tiff_axes=codes, **extra)
+    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, identity=arr.identity,
+                   tiff_axes=codes, **extra)
 
 
 def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
     """``pixel_size``/``unit`` from OME-XML PhysicalSize*, ImageJ's resolution + spacing + unit, or
     the sizes lazyexport wrote into a plain TIFF's description. Other TIFFs' resolution tags
-    (often a meaningless 72 dpi) are ignored."""
+    (often a meaningless 72 dpi) are ignored, and so is an ImageJ resolution of 1 without a unit
+    (an uncalibrated image); other ImageJ sizes without a unit have none."""
     try:
         if tif.is_ome and tif.ome_metadata:
             pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
@@ -82,10 +86,13 @@ def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
         if tif.is_imagej and tif.imagej_metadata:
             meta = tif.imagej_metadata
             xres, yres = tif.pages.first.resolution
+            unit = meta.get("unit") if meta.get("unit") not in ("pixel", "pixels") else None
             sizes = {"x": 1 / xres if xres else None, "y": 1 / yres if yres else None, "z": meta.get("spacing")}
-            return source_attrs({a: v for a, v in sizes.items() if v is not None}, meta.get("unit"))
+            if not unit and (xres, yres) == (1, 1):
+                sizes.update(x=None, y=None)
+            return source_attrs({a: v for a, v in sizes.items() if v is not None}, unit, default=None)
         if "pixel_size" in own:
-            return source_attrs(own["pixel_size"], own.get("unit"))
+            return source_attrs(own["pixel_size"], own.get("unit"), default=None)
     except (ValueError, TypeError, ZeroDivisionError, ElementTree.ParseError):
         pass
     return {}
@@ -102,18 +109,36 @@ class ImageFileArray(FileArray):
         return tifffile.imread(self.path)
 
 
+# PIL image mode -> (dtype, samples) of ``np.asarray(image)``, to read a PNG's shape from its header
+_PNG_MODES = {"1": ("bool", 0), "L": ("uint8", 0), "P": ("uint8", 0), "LA": ("uint8", 2), "RGB": ("uint8", 3),
+              "RGBA": ("uint8", 4), "I;16": ("uint16", 0), "I": ("int32", 0), "F": ("float32", 0)}
+
+
 def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
+    """A slice file's shape, dtype and tifffile axes, from its header (no pixel is read)."""
     if file.lower().endswith(".png"):
         try:
             from PIL import Image
         except ImportError:
             raise SourceError("reading PNG sequences needs Pillow: pip install pillow") from None
         with Image.open(file) as img:
-            first = np.asarray(img)
-        return first.shape, first.dtype, "YXS"[: first.ndim]
+            if img.mode in _PNG_MODES:
+                dtype, samples = _PNG_MODES[img.mode]
+                shape = (img.height, img.width) + ((samples,) if samples else ())
+            else:   # a rare mode: decode it to see what numpy makes of it
+                first = np.asarray(img)
+                shape, dtype = first.shape, first.dtype
+        return shape, canonical_dtype(dtype), "YXS"[: len(shape)]
     with tifffile.TiffFile(file) as tif:
         series = tif.series[0]
-        return series.shape, series.dtype, series.axes
+        return series.shape, canonical_dtype(series.dtype), series.axes
+
+
+def _checked_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
+    try:
+        return _image_header(file)
+    except (OSError, tifffile.TiffFileError, IndexError) as exc:
+        raise SourceError(f"cannot read {file}: {exc}") from None
 
 
 def _sequence_metadata(file: str) -> dict:
@@ -144,14 +169,22 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     files = sorted(globmod.glob(files)) if isinstance(files, str) else [str(f) for f in files]
     if not files:
         raise SourceError(f"no files match {pattern!r}")
+    shape, dtype, codes = _checked_header(files[0])
     try:
-        shape, dtype, codes = _image_header(files[0])
         meta = _sequence_metadata(files[0])
     except (OSError, tifffile.TiffFileError) as exc:
         raise SourceError(f"cannot read {files[0]}: {exc}") from None
-    parts = [da.from_array(ImageFileArray(f, shape, dtype), chunks=shape, asarray=False, fancy=False,
-                           lock=False, meta=np.empty((0,) * len(shape), dtype)) for f in files]
+    for file in files[1:]:
+        other, other_dtype, _ = _checked_header(file)
+        if (other, other_dtype) != (shape, dtype):
+            raise SourceError(f"slice {file} is {other} {other_dtype}, but {files[0]} is {shape} {dtype}: "
+                              f"the slices of a sequence must have one shape and dtype")
+    arrays = [ImageFileArray(f, shape, dtype) for f in files]
+    parts = [da.from_array(arr, chunks=shape, asarray=False, fancy=False, lock=False,
+                           meta=np.empty((0,) * len(shape), dtype)) for arr in arrays]
     data = da.stack(parts, axis=0)
+    identities = [arr.identity for arr in arrays]
+    identity = None if None in identities else hashlib.sha256("".join(identities).encode()).hexdigest()[:32]
     if axes is not None:
         dims = parse_axes(axes, ndim=data.ndim)
     elif meta:
@@ -163,8 +196,12 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
             raise AxisError(f"cannot stack along {stack!r}: the images already have that axis ({''.join(plane)})")
         dims = (stack, *plane)
     first = Path(files[0])
-    out = labeled(data, dims, first.parent / (Path(pattern).name if pattern else first.name), files=len(files))
+    path = first.parent / (Path(pattern).name if pattern else first.name)
+    out = labeled(data, dims, path, identity=identity, files=len(files))
     out.attrs["nickname"] = first.parent.name
     if meta and axes is None:
         out = transpose(out, meta["lazyexport_axes"])
+    # each file is one chunk: one slice deep
+    out.encoding["lazyexport_chunks"] = {d: 1 if d == dims[0] else n for d, n in out.sizes.items()}
+    out.encoding["lazyexport_identity"] = identity
     return out

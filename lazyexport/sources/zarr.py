@@ -15,7 +15,7 @@ from dask.base import tokenize
 from ..chunkio import reader_for
 from ..errors import SourceError
 from ..units import source_attrs
-from .base import dask_chunks, labeled, reader_array, resolve_axes
+from .base import dask_chunks, file_identity, identity_token, labeled, reader_array, resolve_axes
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
 MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -33,15 +33,16 @@ def _multiscales(attrs) -> list | None:
 
 
 def _ome_pixel_size(image: dict) -> dict:
-    """Pixel sizes of level 0 from its ``scale`` transform and the axes' units."""
-    axes = image.get("axes", [])
-    names = [a["name"] if isinstance(a, dict) else a for a in axes]
+    """Pixel sizes of level 0 from its ``scale`` transform and the axes' units. Axes without a
+    unit give sizes without one, except a scale of 1 there: the placeholder for "not known"."""
+    axes = [a if isinstance(a, dict) else {"name": a} for a in image.get("axes", [])]
     scale = next((t.get("scale") for t in image["datasets"][0].get("coordinateTransformations", [])
                   if t.get("type") == "scale"), None)
-    if not scale or len(scale) != len(names):
+    if not scale or len(scale) != len(axes):
         return {}
-    unit = next((a.get("unit") for a in axes if isinstance(a, dict) and a.get("type") == "space" and a.get("unit")), None)
-    return source_attrs(dict(zip(names, scale)), unit) if unit else {}
+    sizes = {a["name"]: s for a, s in zip(axes, scale) if a.get("unit") or s != 1}
+    unit = next((a["unit"] for a in axes if a.get("type") == "space" and a.get("unit")), None)
+    return source_attrs(sizes, unit, default=None)
 
 
 def _array_axes(arr: zarr.Array) -> list[str] | None:
@@ -83,15 +84,14 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         arr = node
     if meta_axes is None:
         meta_axes = _array_axes(arr)
-    native = getattr(arr, "shards", None) or arr.chunks
+    shards = getattr(arr, "shards", None)
+    native = shards or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
-    name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype), _mtime(path))
+    # every file of the array (metadata and chunks), so rewritten pixels make another source
+    identity = file_identity(Path(path).absolute() / internal)
+    name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype),
+                              identity_token(identity))
     dims = resolve_axes(axes, meta_axes, arr.shape)
     reader = reader_for(arr)
     return labeled(reader_array(reader, chunks, name=name), dims, path, reader=reader, native=native,
-                   internal_path=internal, **extra)
-
-
-def _mtime(path: Path) -> int:
-    markers = [path / m for m in MARKERS if (path / m).exists()]
-    return max((m.stat().st_mtime_ns for m in markers), default=0)
+                   identity=identity, file_chunks=arr.chunks, shards=shards, internal_path=internal, **extra)
