@@ -29,15 +29,21 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype("float32") if np.dtype(dtype) in _FLOAT32_EXACT else np.dtype("float64")
 
 
-def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
-    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
+def dtype_range(dtype: np.dtype) -> tuple[int, int] | None:
+    """The exact range of an integer (or bool) type, as Python ints; None for floats."""
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
-        return (0.0, 1.0)
+        return (0, 1)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
-        return (float(info.min), float(info.max))
+        return (int(info.min), int(info.max))
     return None
+
+
+def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
+    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
+    full = dtype_range(dtype)
+    return None if full is None else (float(full[0]), float(full[1]))
 
 
 def renormalize(
