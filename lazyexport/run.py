@@ -39,6 +39,7 @@ from .errors import ExportCancelled, OutputExistsError, SchedulerError
 from .plan import ExportPlan, build_plan
 from .resume import Journal, open_resumable
 from .settings import ExportSettings
+from .sources.base import release_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -371,6 +372,7 @@ def execute(
             target, journal, done = plan.writer.open(plan), None, set()
         try:
             _write_all(plan, target, journal, done, resolved, progress, cancel)
+            release_files(plan.paths)   # a source read from the output's own file (HDF5) must let go
             paths = target.commit()
         except BaseException:
             if journal is None:
