@@ -328,9 +328,11 @@ def _plan_slices(plan: ExportPlan) -> None:
     """Sequences run along the outermost non-channel axis; each slice must be 2-D (+ channel)."""
     sizes = plan.result.sizes
     spatial = [a for a in plan.axes if a != "c"]
-    if len(spatial) < 2:
+    if len(spatial) < 3:   # a 2-D result would be cut into 1-D rows
+        order = next(a for a in "zt" + "abdefghijklmnopqrsuvw" if a not in plan.axes) + "".join(plan.axes)
         raise FormatError(
-            f"{plan.writer.name} needs a slicing axis and a 2-D plane, the result has axes {''.join(plan.axes)!r}"
+            f"{plan.writer.name} writes one 2-D image per slice, but the result (axes {''.join(plan.axes)!r}) has no "
+            f"axis to slice along besides its plane; export it as one tiff, or add one with the axis order {order!r}"
         )
     slice_axis, plane = spatial[0], spatial[1:]
     extra = [f"{a!r} (length {sizes[a]})" for a in plane[:-2] if sizes[a] != 1]
