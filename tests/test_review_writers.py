@@ -248,7 +248,7 @@ def test_item15_renormalize_values_near_float32_max(tmp_path):
 def test_item15_results_that_do_not_fit_float32_are_still_infinite_and_nan_stays_nan():
     x = np.array([F32_MAX, -F32_MAX, np.inf, np.nan, 1.0], dtype=np.float32)
     with np.errstate(all="ignore"):
-        out = renormalize(xr.DataArray(x, dims=("x",)), (0, 1), (0, 10)).values
+        out = renormalize(xr.DataArray(da.from_array(x, chunks=2), dims=("x",)), (0, 1), (0, 10)).values
     assert out[0] == np.inf and out[1] == -np.inf and out[2] == np.inf and math.isnan(out[3])
     assert out[4] == np.float32(10)
 
