@@ -107,8 +107,9 @@ def test_pyramid_levels_downsample_the_level_below(tmp_path, kind):
     else:
         data = rng.integers(0, 4, shape).astype(np.uint16)
     source = xr.DataArray(da.from_array(data, chunks=(4, 16, 16)), dims=("z", "y", "x"))
+    labels = {"result_type": "Labels"} if kind == "labels" else {}   # integers are averaged unless labels
     result = le.export(source, le.ExportSettings(format="ome-zarr", output=str(tmp_path / "p.ome.zarr"),
-                                                 levels=4, chunks={"z": 4, "y": 8, "x": 8}),
+                                                 levels=4, chunks={"z": 4, "y": 8, "x": 8}, **labels),
                        memory_limit="16MiB")
     group = zarr.open_group(str(result.output), mode="r")
     image = group.attrs["ome"]["multiscales"][0]
