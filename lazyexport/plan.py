@@ -26,8 +26,8 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
 from .sources.base import reopen
-from .transforms import (compute_dtype, convert_block, convert_dtype, cutout, default_input_range, dtype_range,
-                         renormalize, transpose)
+from .transforms import (compute_dtype, convert_block, convert_dtype, cutout, default_input_range,
+                         dtype_range, renormalize, transpose)
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -331,8 +331,9 @@ def _plan_slices(plan: ExportPlan) -> None:
     if len(spatial) < 3:   # a 2-D result would be cut into 1-D rows
         order = next(a for a in "zt" + "abdefghijklmnopqrsuvw" if a not in plan.axes) + "".join(plan.axes)
         raise FormatError(
-            f"{plan.writer.name} writes one 2-D image per slice, but the result (axes {''.join(plan.axes)!r}) has no "
-            f"axis to slice along besides its plane; export it as one tiff, or add one with the axis order {order!r}"
+            f"{plan.writer.name} writes one 2-D image per slice, but the result (axes "
+            f"{''.join(plan.axes)!r}) has no axis to slice along besides its plane; export it as one "
+            f"tiff, or add one with the axis order {order!r}"
         )
     slice_axis, plane = spatial[0], spatial[1:]
     extra = [f"{a!r} (length {sizes[a]})" for a in plane[:-2] if sizes[a] != 1]

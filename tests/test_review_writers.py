@@ -59,7 +59,8 @@ def test_item07_drange_of_64_bit_integer_results_is_the_exact_dtype_range(tmp_pa
     info = np.iinfo(dtype)
     data = np.array([info.min, info.max, 0, 1, info.max - 1, 7], dtype=dtype).reshape(1, 1, 6)   # zyx
     levels = {"levels": 1} if fmt == "ome-zarr" else {}
-    result = le.export(data, le.ExportSettings(format=fmt, output=str(tmp_path / DRANGE_FORMATS[fmt]), **levels))
+    output = str(tmp_path / DRANGE_FORMATS[fmt])
+    result = le.export(data, le.ExportSettings(format=fmt, output=output, **levels))
     drange = read_drange(fmt, result)
     assert drange == [int(info.min), int(info.max)]          # 2**64 - 1 exactly, not 2**64
     assert all(type(v) is int for v in drange)
@@ -74,10 +75,12 @@ def test_item07_drange_of_64_bit_integer_results_is_the_exact_dtype_range(tmp_pa
     ((0, 2.0**64), "uint64", [0, 2**64 - 1]),
     ((-(2.0**70), 0), "int64", [-(2**63), 0]),
 ])
-def test_item07_drange_of_renormalized_results_is_ordered_and_in_the_dtype(tmp_path, fmt, out_range, dtype, expected):
+def test_item07_drange_of_renormalized_results_is_ordered_and_in_the_dtype(tmp_path, fmt, out_range, dtype,
+                                                                           expected):
     data = np.linspace(0, 1, 24, dtype=np.float32).reshape(2, 3, 4)
+    levels = {"levels": 1} if fmt == "ome-zarr" else {}
     settings = le.ExportSettings(format=fmt, output=str(tmp_path / DRANGE_FORMATS[fmt]), dtype=dtype,
-                                 renormalize=((0, 1), out_range), **({"levels": 1} if fmt == "ome-zarr" else {}))
+                                 renormalize=((0, 1), out_range), **levels)
     assert list(build_plan(data, settings).value_range) == expected
     result = le.export(data, settings)
     drange = read_drange(fmt, result)
@@ -239,8 +242,9 @@ def test_item15_renormalize_values_near_float32_max(tmp_path):
     np.testing.assert_allclose(out, [0.5, 0.5 + 1e38 / F32_MAX / 2, 0.5 + 2e38 / F32_MAX / 2, 1.0, 0.0],
                                rtol=1e-6)
     # through an export: the values reach the file
-    result = le.export(x.reshape(1, 1, 5), le.ExportSettings(renormalize=((0, F32_MAX), (0, 255)), dtype="uint8",
-                                                             format="zarr", output=str(tmp_path / "r.zarr")))
+    settings = le.ExportSettings(renormalize=((0, F32_MAX), (0, 255)), dtype="uint8", format="zarr",
+                                 output=str(tmp_path / "r.zarr"))
+    result = le.export(x.reshape(1, 1, 5), settings)
     np.testing.assert_array_equal(zarr.open_array(str(result.output), mode="r")[...].ravel(),
                                   [0, 75, 150, 255, 0])
 
@@ -300,7 +304,8 @@ def test_item18_bigtiff_only_when_needed_and_the_plan_says_so(tmp_path, monkeypa
 
 def _pyramid(tmp_path, data, name, **kw):
     source = xr.DataArray(da.from_array(data, chunks=(4, 32, 32)), dims=("z", "y", "x"))
-    result = le.export(source, le.ExportSettings(format="ome-zarr", output=str(tmp_path / name), levels=2, **kw))
+    settings = le.ExportSettings(format="ome-zarr", output=str(tmp_path / name), levels=2, **kw)
+    result = le.export(source, settings)
     group = zarr.open_group(str(result.output), mode="r")
     return result, group["0"][...], group["1"][...]
 

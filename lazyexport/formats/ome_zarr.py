@@ -14,8 +14,9 @@ Intensities are averaged (integers rounded half to even); label images take the 
 value of each window (ties to the smaller label), so no label appears that was not there;
 ``downsample="nearest"`` takes every other pixel. Without ``downsample``, data are labels when
 the result type says so (:func:`is_label_type`: "Labels", "Simple Segmentation", ...); a
-note says how to ask for labels when integer data are averaged by default. The axes must be stored in NGFF's order (time, channel, space), so
-the plan reorders the result when the user gave no axis order.
+note says how to ask for labels when integer data are averaged by default. The axes must be
+stored in NGFF's order (time, channel, space), so the plan reorders the result when the user
+gave no axis order.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
     if method == "mean":
         mean = windows.mean(axis=-1, dtype=np.float64)
         # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
-        return mean.astype(block.dtype) if block.dtype.kind == "f" else convert_block(mean, block.dtype, in_place=True)
+        if block.dtype.kind == "f":
+            return mean.astype(block.dtype)
+        return convert_block(mean, block.dtype, in_place=True)
     windows = np.sort(windows, axis=-1)
     counts = np.stack([(windows == windows[..., j:j + 1]).sum(axis=-1, dtype=np.int16)
                        for j in range(windows.shape[-1])], axis=-1)

@@ -108,8 +108,9 @@ class TiffWriter(Writer):
                 raise FormatError(f"{flavor} TIFF has only the axes t, z, c, y, x; the result also has {''.join(other)!r} "
                                   f"(use tiff_flavor='plain' or drop it with the axis order)")
             if "y" not in plan.axes or "x" not in plan.axes:
-                raise FormatError(f"{flavor} TIFF planes are y by x, the result has axes {''.join(plan.axes)!r}; "
-                                  f"add the missing one with the axis order, or use tiff_flavor='plain'")
+                raise FormatError(f"{flavor} TIFF planes are y by x, the result has axes "
+                                  f"{''.join(plan.axes)!r}; add the missing one with the axis order, "
+                                  f"or use tiff_flavor='plain'")
             plane = ["y", "x"]
         if flavor == "imagej":
             if plan.dtype.name not in IMAGEJ_DTYPES:
@@ -230,7 +231,9 @@ class TiffTarget(Target):
         release_memory()
         meta, res = self.metadata()
         compression = None if self.compression == "none" else self.compression
-        args: dict = {"compressionargs": {"level": self.level}} if compression and self.level is not None else {}
+        args: dict = {}
+        if compression and self.level is not None:
+            args["compressionargs"] = {"level": self.level}
         if self.tiled:
             args["tile"] = (TILE, TILE)
         elif compression:
