@@ -74,16 +74,23 @@ def renormalize(
 def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
     x = np.asarray(x)
     wide = np.dtype(np.float64) if cdt.itemsize < 8 else np.dtype(np.longdouble)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if wide.itemsize > cdt.itemsize and not _fits(cdt, in_min, in_max, out_min, out_max):
-            # a span wider than float32's range: the whole block in the wider type
-            y = _linear_map(x, in_min, in_max, out_min, out_max, wide).astype(cdt)
-        else:
+    if wide.itemsize <= cdt.itemsize:    # no wider type here: overflow gives inf, as it must
+        with np.errstate(over="ignore", invalid="ignore"):
             y = _linear_map(x, in_min, in_max, out_min, out_max, cdt)
-            # Huge values (|x| times the output span beyond float32's 3.4e38) overflow on the
-            # way to a result that may fit: those few are computed again in the wider type.
-            lost = ~np.isfinite(y)
-            if wide.itemsize > cdt.itemsize and lost.any():
+    elif not _fits(cdt, in_min, in_max, out_min, out_max):
+        # a span wider than float32's range: the whole block in the wider type
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = _linear_map(x, in_min, in_max, out_min, out_max, wide).astype(cdt)
+    else:
+        # Huge values (|x| times the output span beyond float32's 3.4e38) overflow on the way
+        # to a result that may fit: those few are computed again in the wider type. The
+        # floating-point flags tell whether any step overflowed, without a pass over the block.
+        overflowed: list[str] = []
+        with np.errstate(over="call", invalid="call", call=lambda kind, flag: overflowed.append(kind)):
+            y = _linear_map(x, in_min, in_max, out_min, out_max, cdt)
+        if overflowed:
+            with np.errstate(over="ignore", invalid="ignore"):
+                lost = ~np.isfinite(y)
                 if x.dtype.kind == "f":
                     lost &= np.isfinite(x)
                 y[lost] = _linear_map(x[lost], in_min, in_max, out_min, out_max, wide)
