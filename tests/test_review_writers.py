@@ -142,8 +142,8 @@ SOURCE_10 = np.random.default_rng(10).integers(0, 255, (4, 6, 8), dtype=np.uint8
 CASES_10 = {   # settings -> the result in numpy, in output axes
     "x=5:6": ({"roi": {"x": (5, 6)}}, "zyx", SOURCE_10[:, :, 5:6]),
     "y=2:3,x=5:6": ({"roi": {"y": (2, 3), "x": (5, 6)}}, "zyx", SOURCE_10[:, 2:3, 5:6]),
-    "order zyxt": ({"axis_order": "zyxt"}, "zyxt", SOURCE_10[..., None]),
-    "order zyxc": ({"axis_order": "zyxc"}, "zyxc", SOURCE_10[..., None]),
+    "order=zyxt": ({"axis_order": "zyxt"}, "zyxt", SOURCE_10[..., None]),
+    "order=zyxc": ({"axis_order": "zyxc"}, "zyxc", SOURCE_10[..., None]),
 }
 
 
