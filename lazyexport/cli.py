@@ -353,7 +353,8 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)")
     p.add_argument("--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)")
     p.add_argument("--downsample", choices=DOWNSAMPLE_METHODS,
-                   help="ome-zarr pyramid: mean (default for floats), mode (default for integer labels) or nearest")
+                   help="ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type "
+                        "naming labels, e.g. Labels) or nearest")
     p.add_argument("--tiff-flavor", default="plain", choices=TIFF_FLAVORS,
                    help="tiff metadata: plain, imagej (hyperstack) or ome (default plain)")
     _add_run_options(p)

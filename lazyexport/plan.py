@@ -26,7 +26,8 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
 from .sources.base import reopen
-from .transforms import compute_dtype, convert_dtype, cutout, default_input_range, renormalize, transpose
+from .transforms import (compute_dtype, convert_block, convert_dtype, cutout, default_input_range,
+                         dtype_range, renormalize, transpose)
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -94,13 +95,21 @@ class ExportPlan:
         return math.prod(len(c) for c in self.blocks)
 
     @property
-    def value_range(self) -> tuple[float, float] | None:
-        """The output's value range where it is known without reading data."""
-        full = default_input_range(self.dtype)   # an integer output type clips to its range
-        if self.renormalize is not None:
-            lo, hi = sorted(self.renormalize[1])
-            return (max(lo, full[0]), min(hi, full[1])) if full else (lo, hi)
-        return full
+    def value_range(self) -> tuple[int, int] | tuple[float, float] | None:
+        """The output's value range where it is known without reading data, exact and ordered,
+        as values of the output dtype (Python ints for integer types): the renormalize output
+        range converted as the data are (rounded and clipped to an integer type), else an
+        integer type's whole range; None for floats that are not renormalized."""
+        if self.renormalize is None:
+            return dtype_range(self.dtype)
+        bounds = np.array(sorted(self.renormalize[1]), dtype=np.float64)
+        if self.dtype.kind == "f":     # the nearest values of the type, and finite
+            info = np.finfo(self.dtype)
+            bounds = np.clip(bounds, info.min, info.max).astype(self.dtype)
+        else:
+            bounds = convert_block(bounds, self.dtype)
+        lo, hi = bounds.tolist()
+        return (int(lo), int(hi)) if self.dtype.kind in "biu" else (lo, hi)
 
     @property
     def pixel_size(self) -> dict[str, float]:
@@ -326,9 +335,12 @@ def _plan_slices(plan: ExportPlan) -> None:
     """Sequences run along the outermost non-channel axis; each slice must be 2-D (+ channel)."""
     sizes = plan.result.sizes
     spatial = [a for a in plan.axes if a != "c"]
-    if len(spatial) < 2:
+    if len(spatial) < 3:   # a 2-D result would be cut into 1-D rows
+        order = next(a for a in "zt" + "abdefghijklmnopqrsuvw" if a not in plan.axes) + "".join(plan.axes)
         raise FormatError(
-            f"{plan.writer.name} needs a slicing axis and a 2-D plane, the result has axes {''.join(plan.axes)!r}"
+            f"{plan.writer.name} writes one 2-D image per slice, but the result (axes "
+            f"{''.join(plan.axes)!r}) has no axis to slice along besides its plane; export it as one "
+            f"tiff, or add one with the axis order {order!r}"
         )
     slice_axis, plane = spatial[0], spatial[1:]
     extra = [f"{a!r} (length {sizes[a]})" for a in plane[:-2] if sizes[a] != 1]

@@ -39,6 +39,7 @@ from .errors import ExportCancelled, OutputBusyError, OutputExistsError, Schedul
 from .plan import ExportPlan, build_plan
 from .resume import Journal, check_resumable, commit_record, open_resumable, owner_path, plan_token
 from .settings import ExportSettings
+from .sources.base import release_files
 from .storage import Busy, Run, claim, clean, finish_commit, leftovers, new_token, remove
 
 
@@ -415,6 +416,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
             target, journal, done = plan.writer.open(plan, token), None, set()
         try:
             _write_all(plan, target, journal, done, resolved, progress, cancel)
+            release_files(plan.paths)   # a source read from the output's own file (HDF5) must let go
             paths = target.commit()
         except BaseException:
             record = commit_record(plan, token)

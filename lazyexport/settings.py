@@ -71,7 +71,7 @@ class ExportSettings:
     - ``dtype``: convert to this numpy dtype (integers round half to even and clip).
     - ``axis_order``: e.g. ``"czyx"``; missing axes are added with length 1.
     - ``format``: an output format name (see ``lazyexport.formats.formats()``).
-    - ``output``: the output template (placeholders as in SPEC §5); None for the default.
+    - ``output``: the output template (placeholders in docs/usage.md); None for the default.
     - ``compression`` / ``compression_level``: the writer's codec and level (None: its default).
     - ``chunks``: output chunk length per axis, e.g. ``{"z": 32}`` (others: the writer chooses).
     - ``result_type``: a label for ``{result_type}``, e.g. ``"Probabilities"``.
@@ -79,8 +79,9 @@ class ExportSettings:
     - ``pixel_size`` / ``unit``: physical size of a pixel per spatial axis, e.g.
       ``{"z": 0.5, "y": 0.1, "x": 0.1}`` in ``"micrometer"`` (default: what the source carries).
     - ``levels``: OME-Zarr pyramid levels (None: until the smallest level fits 512x512).
-    - ``downsample``: how pyramid levels are made: ``"mean"`` (default for floats),
-      ``"mode"`` (default for integers: label images keep their labels) or ``"nearest"``.
+    - ``downsample``: how pyramid levels are made: ``"mean"`` (the default: intensities),
+      ``"mode"`` (label images keep their labels; the default when ``result_type`` names labels,
+      e.g. ``"Labels"``, ``"Simple Segmentation"``) or ``"nearest"``.
     - ``tiff_flavor``: multipage TIFF metadata: ``"plain"``, ``"imagej"`` (hyperstack) or ``"ome"``.
     - ``shards``: Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
       ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an axis at most;

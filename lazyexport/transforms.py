@@ -29,15 +29,21 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype("float32") if np.dtype(dtype) in _FLOAT32_EXACT else np.dtype("float64")
 
 
-def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
-    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
+def dtype_range(dtype: np.dtype) -> tuple[int, int] | None:
+    """The exact range of an integer (or bool) type, as Python ints; None for floats."""
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
-        return (0.0, 1.0)
+        return (0, 1)
     if dtype.kind in "ui":
         info = np.iinfo(dtype)
-        return (float(info.min), float(info.max))
+        return (int(info.min), int(info.max))
     return None
+
+
+def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
+    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
+    full = dtype_range(dtype)
+    return None if full is None else (float(full[0]), float(full[1]))
 
 
 def renormalize(
@@ -47,7 +53,9 @@ def renormalize(
     """Linear map ``[in_min, in_max] -> [out_min, out_max]``, computed in :func:`compute_dtype`.
 
     ``out = (x - in_min) * (out_max - out_min) / (in_max - in_min) + out_min``; values outside the
-    input range map outside the output range (a later integer conversion clips them). With
+    input range map outside the output range (a later integer conversion clips them). Values
+    whose intermediate steps would overflow the compute type (near float32's maximum of 3.4e38)
+    are computed again in float64 (float64: in long double), so a result that fits stays finite. With
     ``dtype``, the result is converted as :func:`convert_dtype` does, in the same pass (in place
     on the one temporary the renormalization needs).
     """
@@ -64,18 +72,58 @@ def renormalize(
 
 
 def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
-    # one new array, then in place; steps that cannot change a value (- 0, * 1, / 1) are left
-    # out, so the result is bit for bit that of the full formula
+    x = np.asarray(x)
+    wide = np.dtype(np.float64) if cdt.itemsize < 8 else np.dtype(np.longdouble)
+    if wide.itemsize <= cdt.itemsize:    # no wider type here: overflow gives inf, as it must
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = _linear_map(x, in_min, in_max, out_min, out_max, cdt)
+    elif not _fits(cdt, in_min, in_max, out_min, out_max):
+        # a span wider than float32's range: the whole block in the wider type
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = _linear_map(x, in_min, in_max, out_min, out_max, wide).astype(cdt)
+    else:
+        # Huge values (|x| times the output span beyond float32's 3.4e38) overflow on the way
+        # to a result that may fit: those few are computed again in the wider type. The
+        # floating-point flags tell whether any step overflowed, without a pass over the block.
+        overflowed: list[str] = []
+        with np.errstate(over="call", invalid="call", call=lambda kind, flag: overflowed.append(kind)):
+            y = _linear_map(x, in_min, in_max, out_min, out_max, cdt)
+        if overflowed:
+            with np.errstate(over="ignore", invalid="ignore"):
+                lost = ~np.isfinite(y)
+                if x.dtype.kind == "f":
+                    lost &= np.isfinite(x)
+                y[lost] = _linear_map(x[lost], in_min, in_max, out_min, out_max, wide)
+    return y if dtype is None or dtype == cdt else convert_block(y, dtype, in_place=True)
+
+
+def _fits(cdt: np.dtype, in_min, in_max, out_min, out_max) -> bool:
+    """Whether the constants of :func:`_linear_map` are finite in ``cdt``."""
+    with np.errstate(over="ignore"):
+        constants = np.array([in_min, out_max - out_min, in_max - in_min, out_min], dtype=np.float64)
+        return bool(np.isfinite(constants.astype(cdt)).all())
+
+
+def _linear_map(x, in_min, in_max, out_min, out_max, cdt: np.dtype) -> np.ndarray:
+    """``(x - in_min) * (out_max - out_min) / (in_max - in_min) + out_min`` in ``cdt``: one new
+    array, then in place. Steps that cannot change a value (- 0, * 1, / 1) are left out, so the
+    result is bit for bit that of the full formula. The spans are taken in ``cdt`` when it is
+    wider than float64 (so that they do not overflow where their ends fit)."""
+    t = cdt.type
+    if cdt.itemsize > 8:
+        out_span, in_span = t(out_max) - t(out_min), t(in_max) - t(in_min)
+    else:
+        out_span, in_span = t(out_max - out_min), t(in_max - in_min)
     y = np.array(x, dtype=cdt, copy=True)
     if in_min != 0:
-        y -= cdt.type(in_min)
-    if out_max - out_min != 1:
-        y *= cdt.type(out_max - out_min)
-    if in_max - in_min != 1:
-        y /= cdt.type(in_max - in_min)
+        y -= t(in_min)
+    if out_span != 1:
+        y *= out_span
+    if in_span != 1:
+        y /= in_span
     if out_min != 0:
-        y += cdt.type(out_min)
-    return y if dtype is None or dtype == cdt else convert_block(y, dtype, in_place=True)
+        y += t(out_min)
+    return y
 
 
 def convert_dtype(arr: xr.DataArray, dtype: np.dtype | str) -> xr.DataArray:

@@ -10,10 +10,13 @@ export per level).
 
 Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
 enough": z spacing at most 1.5 times the y/x spacing); time and channel are never scaled.
-Floats are averaged; integers (label images) take the most frequent value of each window
-(ties to the smaller label), so no label appears that was not there; ``downsample="nearest"``
-takes every other pixel. The axes must be stored in NGFF's order (time, channel, space), so
-the plan reorders the result when the user gave no axis order.
+Intensities are averaged (integers rounded half to even); label images take the most frequent
+value of each window (ties to the smaller label), so no label appears that was not there;
+``downsample="nearest"`` takes every other pixel. Without ``downsample``, data are labels when
+the result type says so (:func:`is_label_type`: "Labels", "Simple Segmentation", ...); a
+note says how to ask for labels when integer data are averaged by default. The axes must be
+stored in NGFF's order (time, channel, space), so the plan reorders the result when the user
+gave no axis order.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import zarr
 
 from ..errors import FormatError
+from ..transforms import convert_block
 from . import register
 from ..storage import remove
 from . import container
@@ -35,6 +39,8 @@ from .base import Target, release_memory
 from .zarr import ZarrTarget, ZarrWriter, _store_of, compressors
 
 NGFF_ORDER = "tczyx"
+# A result type containing one of these (any case) names a label image.
+LABEL_WORDS = ("label", "segmentation", "identities", "mask")
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 PLANE_FIT = 512             # the default pyramid ends with a level whose y/x fit in this
 ANISOTROPY = 1.5            # z is downsampled while its spacing is at most this times y/x's
@@ -95,12 +101,20 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
     windows = windows.reshape(windows.shape[:nd] + (-1,))
     if method == "mean":
         mean = windows.mean(axis=-1, dtype=np.float64)
-        return (mean if block.dtype.kind == "f" else np.rint(mean)).astype(block.dtype)
+        # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
+        if block.dtype.kind == "f":
+            return mean.astype(block.dtype)
+        return convert_block(mean, block.dtype, in_place=True)
     windows = np.sort(windows, axis=-1)
     counts = np.stack([(windows == windows[..., j:j + 1]).sum(axis=-1, dtype=np.int16)
                        for j in range(windows.shape[-1])], axis=-1)
     best = counts.argmax(axis=-1)[..., None]       # the first maximum: the smallest value
     return np.take_along_axis(windows, best, axis=-1)[..., 0]
+
+
+def is_label_type(result_type: str | None) -> bool:
+    """Whether a result type names a label image ("Labels", "Simple Segmentation", ...)."""
+    return bool(result_type) and any(word in result_type.lower() for word in LABEL_WORDS)
 
 
 def ngff_metadata(name: str, axes: tuple[str, ...], levels: list[Level], units: dict[str, str],
@@ -148,7 +162,15 @@ class OmeZarrWriter(ZarrWriter):
         return pyramid(plan.axes, plan.shape, plan.pixel_size, plan.settings.levels)
 
     def method(self, plan) -> str:
-        return plan.settings.downsample or ("mean" if plan.dtype.kind == "f" else "mode")
+        """The downsampling: the settings', else mode for label images (by result type), else mean."""
+        return plan.settings.downsample or ("mode" if is_label_type(plan.settings.result_type) else "mean")
+
+    def chunks(self, plan) -> tuple[int, ...]:
+        if len(self.levels(plan)) > 1 and plan.settings.downsample is None and plan.dtype.kind in "iu" \
+                and self.method(plan) == "mean":
+            plan.notes.append("pyramid levels average the integer data (intensities); for a label image pass "
+                              "downsample='mode' (--downsample mode) or a result type like 'Labels'")
+        return super().chunks(plan)
 
     def open(self, plan, token: str) -> Target:
         plan.output.parent.mkdir(parents=True, exist_ok=True)

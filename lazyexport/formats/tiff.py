@@ -20,14 +20,23 @@ needs no coordination between tasks, and a failed export leaves nothing behind (
 files are removed). The raw file is in the TIFF's own page order, so blocks are transposed
 as they arrive (ImageJ needs ``TZCYX``).
 
-BigTIFF is used when the data are near 4 GB or larger, and always with compression (tifffile
-cannot know the compressed size of pages from an iterator in advance).
+BigTIFF, which ImageJ's own TIFF opener cannot read, is used only when the file could reach
+4 GiB: tifffile cannot know the compressed size of pages from an iterator in advance, so the
+size is bounded from above by the uncompressed size, the worst growth of incompressible data,
+and the IFD and strip (or tile) entries of every page (:func:`size_bound`).
+
+tifffile reads a last axis of length 1 as samples per pixel and leaves it out of the pages, so
+a plane one pixel wide (an ROI ``x=5:6``) would be stored wrongly. The plain flavor therefore
+writes its JSON description itself (tifffile then keeps the shape as given), and the ImageJ
+flavor gives the samples axis ``S`` of length 1 explicitly.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,9 +51,40 @@ from .base import Target, Writer, pread_exact, release_memory, write_region
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
-CLASSIC_LIMIT = 2**32 - 2**25     # bytes of pixel data above which a classic TIFF may overflow
+CLASSIC_LIMIT = 2**32             # bytes a classic TIFF can address (32-bit offsets)
 TILE = 512                        # tile edge for planes larger than TILED_PLANE_BYTES
 TILED_PLANE_BYTES = 64 * 2**20
+STRIP_BYTES = 2**18               # bytes per compressed strip (tifffile's default)
+# For size_bound: incompressible data grows by less than this fraction (deflate < 0.1%,
+# lzma < 1%), and every page and strip or tile adds at most these bytes to the file.
+COMPRESSED_GROWTH = 1 / 64
+PAGE_BYTES = 1024                 # a page's IFD and tag values (tifffile writes about 250)
+SEGMENT_BYTES = 128               # a strip's or tile's offset, byte count and stream framing
+METADATA_BYTES = 2**20            # header, descriptions (ImageJ, OME-XML, JSON), resolution
+
+
+def is_tiled(shape: tuple[int, ...], itemsize: int) -> bool:
+    """Whether planes of ``shape[-2:]`` are written in tiles rather than strips."""
+    return shape[-2] * shape[-1] * itemsize > TILED_PLANE_BYTES
+
+
+def rows_per_strip(width: int, itemsize: int) -> int:
+    return max(STRIP_BYTES // (width * itemsize), 1)
+
+
+def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
+    """More bytes than a TIFF of pages ``shape[-2:]`` (as :class:`TiffTarget` writes it) can take."""
+    height, width = shape[-2:]
+    if is_tiled(shape, itemsize):
+        segments = math.ceil(height / TILE) * math.ceil(width / TILE)
+    else:
+        segments = math.ceil(height / rows_per_strip(width, itemsize)) if compressed else 1
+    data = math.prod(shape) * itemsize
+    if compressed:
+        data += math.ceil(data * COMPRESSED_GROWTH)
+    return data + math.prod(shape[:-2]) * (PAGE_BYTES + segments * SEGMENT_BYTES) + METADATA_BYTES
+
+
 @register
 class TiffWriter(Writer):
     name = "tiff"
@@ -55,7 +95,8 @@ class TiffWriter(Writer):
     options = ("tiff_flavor", "pixel_size", "unit")
 
     def file_axes(self, plan) -> tuple[str, ...]:
-        """The TIFF's axis order: pages over the outer axes, planes over the last two spatial axes."""
+        """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
+        axes (ImageJ and OME: over y and x, which they require)."""
         flavor = plan.settings.tiff_flavor
         spatial = [a for a in plan.axes if a != "c"]
         if len(spatial) < 2:
@@ -66,6 +107,11 @@ class TiffWriter(Writer):
             if other:
                 raise FormatError(f"{flavor} TIFF has only the axes t, z, c, y, x; the result also has {''.join(other)!r} "
                                   f"(use tiff_flavor='plain' or drop it with the axis order)")
+            if "y" not in plan.axes or "x" not in plan.axes:
+                raise FormatError(f"{flavor} TIFF planes are y by x, the result has axes "
+                                  f"{''.join(plan.axes)!r}; add the missing one with the axis order, "
+                                  f"or use tiff_flavor='plain'")
+            plane = ["y", "x"]
         if flavor == "imagej":
             if plan.dtype.name not in IMAGEJ_DTYPES:
                 raise FormatError(f"ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, not {plan.dtype}; convert the data type")
@@ -79,7 +125,15 @@ class TiffWriter(Writer):
         and a block shaped like the page (whole rows or planes) would read source chunks
         that neighbouring blocks need too, which dask then holds in memory between them."""
         self.file_axes(plan)   # refuse what the flavor cannot hold, at planning time
+        if self.bigtiff(plan):
+            plan.notes.append("the TIFF could reach 4 GiB, so it is written as BigTIFF, which ImageJ's own "
+                              "TIFF opener cannot read (Fiji's Bio-Formats importer can)")
         return super().chunks(plan)
+
+    def bigtiff(self, plan) -> bool:
+        """BigTIFF only where a classic TIFF might not hold the file (see :func:`size_bound`)."""
+        shape = tuple(plan.shape[plan.axes.index(a)] for a in self.file_axes(plan))
+        return size_bound(shape, plan.dtype.itemsize, self.compression(plan) != "none") >= CLASSIC_LIMIT
 
     def open(self, plan, token: str) -> Target:
         final = plan.output
@@ -94,7 +148,7 @@ class TiffWriter(Writer):
         return TiffTarget(
             {final: temp}, token, raw, perm, shape, plan.dtype.str, file_axes, plan.settings.tiff_flavor,
             compression, plan.settings.compression_level, plan.pixel_size, plan.unit,
-            bigtiff=compression != "none" or plan.nbytes > CLASSIC_LIMIT,
+            bigtiff=self.bigtiff(plan),
         )
 
 
@@ -120,7 +174,7 @@ class TiffTarget(Target):
 
     @property
     def tiled(self) -> bool:
-        return self.shape[-2] * self.shape[-1] * self.dtype.itemsize > TILED_PLANE_BYTES
+        return is_tiled(self.shape, self.dtype.itemsize)
 
     def pages(self) -> Iterator[np.ndarray]:
         """Pages (or tiles, row by row within each page) from the raw file, one band in memory."""
@@ -180,13 +234,26 @@ class TiffTarget(Target):
         release_memory()
         meta, res = self.metadata()
         compression = None if self.compression == "none" else self.compression
-        args = {"compressionargs": {"level": self.level}} if compression and self.level is not None else {}
+        args: dict = {}
+        if compression and self.level is not None:
+            args["compressionargs"] = {"level": self.level}
         if self.tiled:
             args["tile"] = (TILE, TILE)
-        with tifffile.TiffWriter(self.temp, bigtiff=self.bigtiff, imagej=self.flavor == "imagej",
-                                 ome=self.flavor == "ome") as tif:
-            tif.write(self.pages(), shape=self.shape, dtype=self.dtype, photometric="minisblack",
-                      compression=compression, metadata=meta, **res, **args)
+        elif compression:
+            args["rowsperstrip"] = rows_per_strip(self.shape[-1], self.dtype.itemsize)
+        shape = self.shape
+        # keep a last axis of length 1 (see the module's note): the plain description written
+        # here rather than by tifffile, ImageJ's samples axis given
+        if self.flavor == "plain":
+            args["description"], meta = json.dumps({"shape": list(shape), **meta}), None   # tifffile's format
+        elif self.flavor == "imagej":
+            shape, meta = (*shape, 1), {**meta, "axes": meta["axes"] + "S"}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*nonconformant BigTIFF ImageJ")   # the plan's note says so
+            with tifffile.TiffWriter(self.temp, bigtiff=self.bigtiff, imagej=self.flavor == "imagej",
+                                     ome=self.flavor == "ome") as tif:
+                tif.write(self.pages(), shape=shape, dtype=self.dtype, photometric="minisblack",
+                          compression=compression, metadata=meta, **res, **args)
         remove(self.raw)
 
     def abort(self) -> None:

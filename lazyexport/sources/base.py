@@ -10,7 +10,8 @@ import os
 import stat
 import threading
 import uuid
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,10 @@ from ..axes import guess_axes, parse_axes
 
 # Bytes per dask chunk that openers aim for when growing a file's native chunks.
 CHUNK_TARGET_BYTES = 64 * 2**20
+
+# File arrays of this process that hold an open handle, for release_files().
+_OPEN: weakref.WeakSet[FileArray] = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
 
 
 def canonical_dtype(dtype: Any) -> np.dtype:
@@ -96,12 +101,24 @@ class FileArray:
     def _open(self) -> Any:
         raise NotImplementedError
 
+    def _close(self, handle: Any) -> None:
+        """Release ``handle`` (what :meth:`_open` returned); by default it is just dropped."""
+
     def _array(self) -> Any:
         if self._handle is None:
             with self._lock:
                 if self._handle is None:
                     self._handle = self._open()
+                    with _OPEN_LOCK:
+                        _OPEN.add(self)
         return self._handle
+
+    def close(self) -> None:
+        """Release the open handle, if any; the next read opens the file again."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            self._close(handle)
 
     def __getitem__(self, key) -> np.ndarray:
         return np.asarray(self._array()[key])
@@ -123,6 +140,17 @@ class FileArray:
     def __repr__(self) -> str:
         inner = f"{self.path}/{self.key}" if self.key else self.path
         return f"{type(self).__name__}({inner!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def release_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Close the handles this process holds open on ``paths`` for reading sources, before those
+    files are written: HDF5 cannot open a file for writing while it is open read-only in the
+    same process (an export into the source's own HDF5 file). Sources open them again if read."""
+    wanted = {os.path.realpath(p) for p in paths}
+    with _OPEN_LOCK:
+        arrays = [a for a in _OPEN if os.path.realpath(a.path) in wanted]
+    for arr in arrays:
+        arr.close()
 
 
 def dask_chunks(shape: Sequence[int], dtype: Any, native: Sequence[int] | None) -> tuple:

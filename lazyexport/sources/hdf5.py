@@ -19,6 +19,9 @@ class H5Array(FileArray):
     def _open(self):
         return h5py.File(self.path, "r")[self.key]
 
+    def _close(self, handle) -> None:
+        handle.file.close()
+
 
 def list_datasets(file: h5py.File) -> list[str]:
     names: list[str] = []
