@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old", "new")
+KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old")
 _NAME = re.compile(r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)(?:\.new)?")
 _RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
 
@@ -209,7 +209,7 @@ class Leftover:
     def describe(self) -> str:
         what = {"commit": "the record of an interrupted commit", "blocks": "a --resume journal",
                 "owner": "a --resume owner file", "stage": "a staging file", "raw": "a raw working file",
-                "old": "a replaced output", "new": "a half-written record"}.get(self.kind, "a temporary output")
+                "old": "a replaced output"}.get(self.kind, "a temporary output")
         return f"{self.path} ({what}, {_human(self.size)}, {self.owner})"
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import FormatError
 from ..storage import remove, temp_path
+from .base import Writer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +61,14 @@ def zarr_format_of(container: Path) -> int | None:
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """Where one export writes: ``temp`` (renamed to ``final`` on commit), and the node's path
-    inside ``temp`` ("" where ``temp`` is the node itself)."""
+    """Where one export writes: ``temp`` (renamed to ``final`` on commit), the node's path
+    inside ``temp`` ("" where ``temp`` is the node itself), and the existing container ``store``
+    the node is moved into (None where ``temp`` is the whole container)."""
 
     final: Path
     temp: Path
     internal: str
+    store: Path | None = None
 
 
 def node_path(container: Path, internal: str) -> Path:
@@ -81,7 +85,7 @@ def place(container: Path, internal: str, token: str) -> Placement:
     internal = internal.strip("/")
     temp = temp_path(container, token)
     if in_existing(container, internal):
-        return Placement(container / internal, temp, "")
+        return Placement(container / internal, temp, "", container)
     return Placement(container, temp, internal)
 
 
@@ -148,3 +152,19 @@ def _other_content(layout: Layout, container: Path, internal: str) -> bool:
                 continue
             return True
     return False
+
+
+class ContainerWriter(Writer):
+    """A writer whose output is a node of a directory container of ``layout``: checked,
+    found and deleted as a node (see the module docs)."""
+
+    layout: ClassVar[Layout]
+
+    def check(self, plan) -> None:
+        check(self.layout, plan.output, plan.internal)
+
+    def existing(self, plan) -> list[Path]:
+        return existing(plan.output, plan.internal)
+
+    def delete(self, plan, dry_run: bool = False) -> list[str]:
+        return delete(self.layout, plan.output, plan.internal, dry_run)

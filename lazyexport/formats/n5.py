@@ -26,10 +26,10 @@ import numcodecs
 import numpy as np
 
 from ..errors import FormatError
-from ..units import SPATIAL_AXES, unit_symbol
 from ..storage import remove
+from ..units import SPATIAL_AXES, unit_symbol
 from . import container, register
-from .base import Target, Writer
+from .base import Target
 
 N5_VERSION = "4.0.0"
 DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")
@@ -96,27 +96,19 @@ def _write_attributes(node: Path, attrs: dict) -> None:
 
 
 @register
-class N5Writer(Writer):
+class N5Writer(container.ContainerWriter):
     name = "n5"
     extensions = (".n5",)
     compressions = ("gzip", "raw")
     chunk_bytes = 2**20
     description = "an N5 dataset (Fiji N5 / BigDataViewer), gzip or raw blocks"
     options = ("pixel_size", "unit")
+    layout = container.N5
 
     def chunks(self, plan) -> tuple[int, ...]:
         if plan.dtype.name not in DTYPES:
             raise FormatError(f"N5 cannot hold {plan.dtype} data; convert to one of {', '.join(DTYPES)}")
         return super().chunks(plan)
-
-    def check(self, plan) -> None:
-        container.check(container.N5, plan.output, plan.internal)
-
-    def existing(self, plan) -> list[Path]:
-        return container.existing(plan.output, plan.internal)
-
-    def delete(self, plan, dry_run: bool = False) -> list[str]:
-        return container.delete(container.N5, plan.output, plan.internal, dry_run)
 
     def open(self, plan, token: str) -> Target:
         plan.output.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +135,7 @@ class N5Writer(Writer):
                 attrs["units"] = [unit_symbol(unit) if a in pixel_size else "" for a in reversed(plan.axes)]
         if plan.value_range is not None:
             attrs["drange"] = list(plan.value_range)
-        store = plan.output if spot.final != plan.output else None
+        store = spot.store
         try:
             if store is None:
                 _write_attributes(temp, {"n5": N5_VERSION})

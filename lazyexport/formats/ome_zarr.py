@@ -31,12 +31,11 @@ import numpy as np
 import zarr
 
 from ..errors import FormatError
-from ..transforms import convert_block
-from . import register
 from ..storage import remove
-from . import container
+from ..transforms import convert_block
+from . import container, register
 from .base import Target, release_memory
-from .zarr import ZarrTarget, ZarrWriter, _store_of, compressors
+from .zarr import ZarrTarget, ZarrWriter, compressors
 
 NGFF_ORDER = "tczyx"
 # A result type containing one of these (any case) names a label image.
@@ -199,7 +198,7 @@ class OmeZarrWriter(ZarrWriter):
             remove(temp)
             raise
         return OmeZarrTarget({spot.final: temp}, token, f"{group_path}/0".strip("/"), levels, self.method(plan),
-                             plan.memory_limit, plan.workers, _store_of(plan, spot), fmt)
+                             plan.memory_limit, plan.workers, spot.store, fmt)
 
 
 class OmeZarrTarget(ZarrTarget):

@@ -18,7 +18,7 @@ from ..chunkio import ChunkFiles
 from ..errors import FormatError
 from ..storage import remove
 from . import container, register
-from .base import Target, Writer
+from .base import Target
 
 _DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 1}
 
@@ -41,7 +41,7 @@ def compressors(name: str, level: int | None, zarr_format: int):
 
 
 @register
-class ZarrWriter(Writer):
+class ZarrWriter(container.ContainerWriter):
     name = "zarr"
     extensions = (".zarr",)
     compressions = ("zstd", "blosc", "gzip", "none")
@@ -50,20 +50,21 @@ class ZarrWriter(Writer):
     resumable = True
     options = ("zarr_format", "shards")
 
+    layout = container.ZARR
+
     def check(self, plan) -> None:
-        check_store(plan)
-
-    def existing(self, plan) -> list[Path]:
-        return container.existing(plan.output, plan.internal)
-
-    def delete(self, plan, dry_run: bool = False) -> list[str]:
-        return container.delete(container.ZARR, plan.output, plan.internal, dry_run)
+        super().check(plan)
+        if container.in_existing(plan.output, plan.internal):
+            found = container.zarr_format_of(plan.output)
+            if found is not None and found != plan.settings.zarr_format:
+                raise FormatError(f"{plan.output} is a Zarr v{found} store; write into it with zarr_format={found} "
+                                  f"(--zarr-format {found})")
 
     def open(self, plan, token: str) -> Target:
         plan.output.parent.mkdir(parents=True, exist_ok=True)
         spot = container.place(plan.output, plan.internal, token)
         fmt = plan.settings.zarr_format
-        target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, _store_of(plan, spot), fmt)
+        target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, spot.store, fmt)
         if spot.temp.exists():
             try:
                 target.array()      # an interrupted --resume run's array: keep it
@@ -91,22 +92,6 @@ class ZarrWriter(Writer):
             remove(spot.temp)
             raise
         return target
-
-
-def check_store(plan) -> None:
-    """Refuse at planning time a Zarr output the existing store cannot take (see
-    :func:`lazyexport.formats.container.check`), or one of another Zarr format than the store's."""
-    container.check(container.ZARR, plan.output, plan.internal)
-    if container.in_existing(plan.output, plan.internal):
-        found = container.zarr_format_of(plan.output)
-        if found is not None and found != plan.settings.zarr_format:
-            raise FormatError(f"{plan.output} is a Zarr v{found} store; write into it with zarr_format={found} "
-                              f"(--zarr-format {found})")
-
-
-def _store_of(plan, spot: container.Placement) -> Path | None:
-    """The existing store a node is moved into on commit (None: the export is the whole store)."""
-    return plan.output if spot.final != plan.output else None
 
 
 def make_parent_groups(store: Path, node: Path, zarr_format: int) -> None:
