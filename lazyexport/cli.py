@@ -25,7 +25,7 @@ from .formats import formats, get_writer
 from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, execute
+from .run import ExportResult, Progress, execute, note_resume
 from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
 from .sources import open_exported, open_source
 
@@ -144,6 +144,7 @@ class _BatchBars:
 def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False, resume=False,
                 memory_limit=None, scheduler=None, quiet=False, label=None):
     plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
+    note_resume(plan, resume)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     bar = _Bar(not quiet, label or plan.nickname)

@@ -341,6 +341,15 @@ def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tupl
             _run_distributed(scheduler, written, keys, tracker, run)
 
 
+def note_resume(plan: ExportPlan, resume: bool) -> None:
+    """Add to ``plan.notes`` (once) that ``resume`` does not apply to its format: such an export
+    starts from the beginning. :func:`execute` calls it; callers that show the notes before
+    executing (the command line) call it first."""
+    note = f"{plan.writer.name} outputs cannot resume; exported from the start"
+    if resume and not plan.writer.resumable and note not in plan.notes:
+        plan.notes.append(note)
+
+
 def execute(
     plan: ExportPlan,
     *,
@@ -363,11 +372,10 @@ def execute(
         if not isinstance(resolved, str):   # cluster workers may run in other directories
             plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
         start = time.perf_counter()
+        note_resume(plan, resume)
         if resume and plan.writer.resumable:
             target, journal, done = open_resumable(plan)
         else:
-            if resume:
-                plan.notes.append(f"{plan.writer.name} outputs cannot resume; exported from the start")
             target, journal, done = plan.writer.open(plan), None, set()
         try:
             _write_all(plan, target, journal, done, resolved, progress, cancel)
