@@ -309,7 +309,8 @@ def execute_reference_plane(volume, z: int):
 def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end)")
     p.add_argument("--renormalize", metavar="IN:OUT",
-                   help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input range from the data")
+                   help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input "
+                        "range from the data (its min/max inside the ROI, read once)")
     p.add_argument("--dtype", help="convert to this data type (integers round and clip), e.g. uint8")
     p.add_argument("--axis-order", help="transpose to this axis order, e.g. czyx")
     p.add_argument("--format", default="hdf5", help=f"output format: {', '.join(formats())} (default hdf5)")

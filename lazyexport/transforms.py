@@ -30,7 +30,7 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 
 def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
-    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
+    """The dtype's full range for integer types (and bool); None for floats."""
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
         return (0.0, 1.0)
