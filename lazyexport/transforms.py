@@ -127,6 +127,14 @@ def transpose(arr: xr.DataArray, order: str | Sequence[str]) -> xr.DataArray:
     axes = parse_axes(order)
     dropped = [a for a in arr.dims if a not in axes]
     too_long = [f"{a} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
+    unknown = [a for a in axes if a not in arr.dims]
+    if too_long and unknown:   # most likely a typo: name the letter the data does not have first
+        left_out = [f"{str(a)!r} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
+        raise AxisError(
+            f"axis order {''.join(axes)!r}: unknown {'axes' if len(unknown) > 1 else 'axis'} "
+            f"{', '.join(map(repr, unknown))} (the data has axes {''.join(map(str, arr.dims))!r}), and it "
+            f"leaves out {', '.join(left_out)}; only axes of length 1 can be dropped"
+        )
     if too_long:
         raise AxisError(
             f"axis order {''.join(axes)!r} leaves out {', '.join(too_long)}; "

@@ -92,6 +92,10 @@ class Writer:
         """The chunk shape of the output, in output axes (blocks are whole multiples of it)."""
         return plan.default_chunks(self.chunk_bytes)
 
+    def dataset(self, plan: ExportPlan) -> str:
+        """The path of the exported array inside its container file ("" where the file is the array)."""
+        return plan.internal.strip("/")
+
     def existing(self, plan: ExportPlan) -> list[Path]:
         """The outputs of ``plan`` that exist already (and would be replaced)."""
         return [p for p in plan.paths if p.exists() or p.is_symlink()]
