@@ -20,6 +20,7 @@ from pathlib import Path
 from . import __version__
 from .batch import Batch, Dataset, reason
 from .describe import describe
+from .entry import Terminated, exit_status, raise_terminated
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
 from .plan import build_plan
@@ -402,19 +403,11 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         return args.func(args)
     except ExportError as exc:
@@ -424,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(exc, Terminated)
         kept = "kept for --resume (zarr, tiff-sequence)" if getattr(args, "resume", False) else "removed"
         print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output {kept}", file=sys.stderr)
-        return 128 + signal.SIGTERM if terminated else 130
+        return exit_status(exc)
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()

@@ -369,7 +369,8 @@ def execute(
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         dataset = plan.writer.dataset(plan)
         name = f"{existing[0]}/{dataset}" if dataset and existing[0] == plan.output else str(existing[0])
-        raise OutputExistsError(f"{name}{more} exists already; pass overwrite=True (--overwrite) to replace it")
+        raise OutputExistsError(f"{name}{more} exists already; pass overwrite=True (--overwrite) "
+                                f"to replace it")
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):   # cluster workers may run in other directories
             plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
