@@ -20,12 +20,13 @@ from pathlib import Path
 from . import __version__
 from .batch import Batch, Dataset, reason
 from .describe import describe
+from .entry import Terminated, exit_status, raise_terminated
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
 from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, execute
+from .run import ExportResult, Progress, execute, note_resume
 from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
 from .sources import open_exported, open_source
 from .storage import clean_path
@@ -145,6 +146,7 @@ class _BatchBars:
 def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False, resume=False,
                 memory_limit=None, scheduler=None, quiet=False, label=None):
     plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
+    note_resume(plan, resume)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     bar = _Bar(not quiet, label or plan.nickname)
@@ -335,7 +337,8 @@ def execute_reference_plane(volume, z: int):
 def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end)")
     p.add_argument("--renormalize", metavar="IN:OUT",
-                   help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input range from the data")
+                   help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input "
+                        "range from the data (its min/max inside the ROI, read once)")
     p.add_argument("--dtype", help="convert to this data type (integers round and clip), e.g. uint8")
     p.add_argument("--axis-order", help="transpose to this axis order, e.g. czyx")
     p.add_argument("--format", default="hdf5", help=f"output format: {', '.join(formats())} (default hdf5)")
@@ -436,19 +439,11 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
     try:
         return args.func(args)
     except ExportError as exc:
@@ -458,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         terminated = isinstance(exc, Terminated)
         kept = "kept for --resume (zarr, tiff-sequence)" if getattr(args, "resume", False) else "removed"
         print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output {kept}", file=sys.stderr)
-        return 128 + signal.SIGTERM if terminated else 130
+        return exit_status(exc)
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()

@@ -1,7 +1,7 @@
 """ExportPlan: a source and settings -> the lazy result, its output chunks and blocks, and the files.
 
-Building a plan reads metadata only (one exception: renormalizing a float source without an
-input range reads the ROI once to find its min/max, and says so in ``plan.notes``). A plan can
+Building a plan reads metadata only (one exception: renormalizing without an input range reads
+the ROI once to find its min/max, and says so in ``plan.notes``). A plan can
 be inspected (``print(plan)``) before :func:`lazyexport.run.execute` writes anything.
 """
 
@@ -26,8 +26,7 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
 from .sources.base import reopen
-from .transforms import (compute_dtype, convert_block, convert_dtype, cutout, default_input_range,
-                         dtype_range, renormalize, transpose)
+from .transforms import compute_dtype, convert_block, convert_dtype, cutout, dtype_range, renormalize, transpose
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -202,7 +201,7 @@ def build_plan(
     if settings.renormalize is not None:
         in_range, out_range = settings.renormalize
         if in_range is None:
-            in_range = default_input_range(src.dtype) or _data_range(cutout(src, roi), notes)
+            in_range = _data_range(cutout(src, roi), notes)
         renorm = (in_range, out_range)
     result = transform(src, roi, settings, renorm)
     # a format with an axis order of its own (ImageJ's TZCYX) gets one more transpose
@@ -311,15 +310,18 @@ def _aligned_source_chunks(plan: ExportPlan, block: tuple[int, ...]) -> tuple[tu
 
 
 def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
-    lo, hi = dask.compute(da.nanmin(arr.data), da.nanmax(arr.data))
-    lo, hi = float(lo), float(hi)
+    """The min/max of the data inside the ROI (any dtype), read once; a note says so."""
+    found = dask.compute(da.nanmin(arr.data), da.nanmax(arr.data))
+    lo, hi = (float(v) for v in found)
+    # integers as they are (a float's %g would round 65535000 to 6.5535e+07)
+    shown = [str(int(v)) if arr.dtype.kind in "biu" else f"{float(v):g}" for v in found]
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise SettingsError("cannot renormalize: the data inside the ROI has no finite values; give an input range")
     if lo == hi:
         raise SettingsError(
-            f"cannot renormalize: the data inside the ROI is constant ({lo:g}); give an input range"
+            f"cannot renormalize: the data inside the ROI is constant ({shown[0]}); give an input range"
         )
-    notes.append(f"renormalize input range taken from the data inside the ROI: [{lo:g}, {hi:g}]")
+    notes.append(f"renormalize input range taken from the data inside the ROI: [{shown[0]}, {shown[1]}]")
     return (lo, hi)
 
 

@@ -351,6 +351,15 @@ def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tupl
             _run_distributed(scheduler, written, keys, tracker, run)
 
 
+def note_resume(plan: ExportPlan, resume: bool) -> None:
+    """Add to ``plan.notes`` (once) that ``resume`` does not apply to its format: such an export
+    starts from the beginning. :func:`execute` calls it; callers that show the notes before
+    executing (the command line) call it first."""
+    note = f"{plan.writer.name} outputs cannot resume; exported from the start"
+    if resume and not plan.writer.resumable and note not in plan.notes:
+        plan.notes.append(note)
+
+
 def execute(
     plan: ExportPlan,
     *,
@@ -404,15 +413,17 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
     existing = plan.writer.existing(plan)
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputExistsError(f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it")
+        dataset = plan.writer.dataset(plan)
+        name = f"{existing[0]}/{dataset}" if dataset and existing[0] == plan.output else str(existing[0])
+        raise OutputExistsError(f"{name}{more} exists already; pass overwrite=True (--overwrite) "
+                                f"to replace it")
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):   # cluster workers may run in other directories
             plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
+        note_resume(plan, resume)
         if resumable:
             target, journal, done = open_resumable(plan, token)
         else:
-            if resume:
-                plan.notes.append(f"{plan.writer.name} outputs cannot resume; exported from the start")
             target, journal, done = plan.writer.open(plan, token), None, set()
         try:
             _write_all(plan, target, journal, done, resolved, progress, cancel)

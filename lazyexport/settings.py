@@ -66,8 +66,8 @@ class ExportSettings:
     unchanged as HDF5 next to it.
 
     - ``roi``: ``{axis: (start, stop)}``, stop exclusive, None for the start/end of the axis.
-    - ``renormalize``: ``((in_min, in_max), (out_min, out_max))``; ``in`` may be None for the
-      default (the dtype's range for integers, the data's min/max for floats).
+    - ``renormalize``: ``((in_min, in_max), (out_min, out_max))``; ``in`` may be None: the data's
+      min/max inside the ROI (any dtype), read once when the export is planned.
     - ``dtype``: convert to this numpy dtype (integers round half to even and clip).
     - ``axis_order``: e.g. ``"czyx"``; missing axes are added with length 1.
     - ``format``: an output format name (see ``lazyexport.formats.formats()``).

@@ -40,12 +40,6 @@ def dtype_range(dtype: np.dtype) -> tuple[int, int] | None:
     return None
 
 
-def default_input_range(dtype: np.dtype) -> tuple[float, float] | None:
-    """The dtype's full range for integer types; None for floats (the data's min/max is used)."""
-    full = dtype_range(dtype)
-    return None if full is None else (float(full[0]), float(full[1]))
-
-
 def renormalize(
     arr: xr.DataArray, in_range: tuple[float, float], out_range: tuple[float, float],
     dtype: np.dtype | str | None = None,
@@ -175,6 +169,14 @@ def transpose(arr: xr.DataArray, order: str | Sequence[str]) -> xr.DataArray:
     axes = parse_axes(order)
     dropped = [a for a in arr.dims if a not in axes]
     too_long = [f"{a} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
+    unknown = [a for a in axes if a not in arr.dims]
+    if too_long and unknown:   # most likely a typo: name the letter the data does not have first
+        left_out = [f"{str(a)!r} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
+        raise AxisError(
+            f"axis order {''.join(axes)!r}: unknown {'axes' if len(unknown) > 1 else 'axis'} "
+            f"{', '.join(map(repr, unknown))} (the data has axes {''.join(map(str, arr.dims))!r}), and it "
+            f"leaves out {', '.join(left_out)}; only axes of length 1 can be dropped"
+        )
     if too_long:
         raise AxisError(
             f"axis order {''.join(axes)!r} leaves out {', '.join(too_long)}; "

@@ -101,6 +101,10 @@ class Writer:
     def check(self, plan: ExportPlan) -> None:
         """Refuse, at planning time, an output location this format cannot write (nothing by default)."""
 
+    def dataset(self, plan: ExportPlan) -> str:
+        """The path of the exported array inside its container file ("" where the file is the array)."""
+        return plan.internal.strip("/")
+
     def existing(self, plan: ExportPlan) -> list[Path]:
         """The outputs of ``plan`` that exist already (and would be replaced)."""
         return [p for p in plan.paths if p.exists() or p.is_symlink()]

@@ -1,0 +1,56 @@
+"""The ``lazyexport`` command's entry point: the console script and ``python -m lazyexport``.
+
+Importing the command (numpy, dask, xarray, zarr, h5py, ...) takes a second or more. This module
+imports nothing of that before the signal handlers are in place, so Ctrl-C exits with 130 and
+SIGTERM with 143 (128 + 15) from the first moment on: never with a traceback, never silently.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def exit_status(exc: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C (SIGINT), 143 (128 + 15) for SIGTERM."""
+    return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+
+
+def _handle(signum: int, handler) -> None:
+    try:
+        signal.signal(signum, handler)
+    except ValueError:      # not the main thread (main() called from a thread): signals stay as they are
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Install the SIGTERM handler (Ctrl-C raises KeyboardInterrupt already), then import and run
+    the command. An interruption outside the command's own handling (while the command is
+    imported) ends the process with the same status as inside it."""
+    _handle(signal.SIGTERM, raise_terminated)
+    try:
+        from .cli import main as command
+
+        return command(argv)
+    except KeyboardInterrupt as exc:   # outside the command's own handling: mostly while importing it
+        for signum in (signal.SIGINT, signal.SIGTERM):   # exiting now: a second signal changes nothing
+            _handle(signum, signal.SIG_IGN)
+        print(f"error: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Leave at once: a KeyboardInterrupt raised in code that an extension module runs while it
+        # is imported makes CPython kill itself with SIGINT at exit (status -2), even once caught.
+        os._exit(exit_status(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
