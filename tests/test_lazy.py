@@ -1,4 +1,4 @@
-"""Laziness (SPEC §1, §2): opening reads no pixel; an export reads and computes only the source
+"""Laziness (docs/usage.md): opening reads no pixel; an export reads and computes only the source
 chunks that intersect the ROI."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Preview layers (SPEC §7): raw, live and from-disk planes, in Python and as a PNG."""
+"""Preview layers (docs/preview.md): raw, live and from-disk planes, in Python and as a PNG."""
 
 from __future__ import annotations
 

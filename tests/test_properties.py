@@ -137,7 +137,7 @@ def test_convert_float_to_int_rounds_half_even_clips_and_zeroes_nan(x, dtype):
 @settings(max_examples=80, deadline=None)
 @given(float_arrays("float16", 16), st.sampled_from(INT_DTYPES))
 def test_convert_float16_to_int(x, dtype):
-    """float16 is a numpy numeric dtype a source can have (SPEC §3): same rules."""
+    """float16 is a numpy numeric dtype a source can have (docs/usage.md): same rules."""
     with np.errstate(invalid="ignore", over="ignore"):
         out = convert_block(x, dtype)
     assert out.dtype == np.dtype(dtype)

@@ -382,8 +382,8 @@ def expected_result(case: Case, data: np.ndarray) -> tuple[np.ndarray, tuple[str
         values = cut
     values, bound = _convert(values, out_dtype, bound, renormalized=case.renormalize is not None)
     axes = list(case.axes)
-    if case.axis_order is not None:
-        for a in [a for a in axes if a not in case.axis_order]:          # length 1: dropped
+    if case.axis_order is not None or case.format == "ome-zarr":
+        for a in [a for a in axes if a not in _result_axes(case)]:       # length 1: dropped
             values = np.take(values, 0, axis=axes.index(a))
             bound = None if bound is None else np.take(bound, 0, axis=axes.index(a))
             axes.remove(a)

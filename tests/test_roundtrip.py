@@ -1,5 +1,5 @@
 """Export, then read back with an independent reader (h5py, zarr, tifffile) and compare with a
-numpy reference computed straight from the source data by the formulas of SPEC §3.
+numpy reference computed straight from the source data by the formulas of docs/usage.md.
 
 Also: every kind of source opens with the right axes, shape, dtype and values; ``describe``;
 ``open_exported`` gives back the output axis order.
@@ -48,16 +48,13 @@ def to_order(x: np.ndarray, axes: str, order: str) -> np.ndarray:
 
 
 def reference(data: np.ndarray, axes: str, roi: dict, renorm, dtype, order) -> np.ndarray:
-    """SPEC §3: cutout, renormalize (in compute_dtype), convert (rint, clip), transpose."""
+    """docs/usage.md: cutout, renormalize (in compute_dtype), convert (rint, clip), transpose."""
     bounds = absolute_roi(roi, axes, data.shape)
     x = data[tuple(slice(*bounds[a]) for a in axes)]
     if renorm is not None:
         (in_range, (out_min, out_max)) = renorm
-        if in_range is None:
-            if x.dtype.kind == "f":   # the data's min/max inside the ROI
-                in_range = (float(np.nanmin(x)), float(np.nanmax(x)))
-            else:                     # the dtype's range
-                in_range = (float(np.iinfo(x.dtype).min), float(np.iinfo(x.dtype).max))
+        if in_range is None:          # the data's min/max inside the ROI (every dtype)
+            in_range = (float(np.nanmin(x)), float(np.nanmax(x)))
         in_min, in_max = in_range
         f = compute_dtype(x.dtype).type
         x = (x.astype(f) - f(in_min)) * f(out_max - out_min) / f(in_max - in_min) + f(out_min)
@@ -186,7 +183,7 @@ def test_no_conversion_keeps_source_dtype_and_values(h5_source, out_dir):
 
 @pytest.mark.parametrize("fmt", ["hdf5", "zarr", "tiff-sequence"])
 def test_renormalize_beyond_dtype_range_clips(fmt, out_dir):
-    """An output range wider than the output dtype is legal: the conversion clips (SPEC §3)."""
+    """An output range wider than the output dtype is legal: the conversion clips (docs/usage.md)."""
     data = make_data("float32")
     renorm = ((0.25, 0.75), (-100, 70000))
     output = {"hdf5": "wide.h5", "zarr": "wide.zarr", "tiff-sequence": "wide/{slice_index}.tif"}[fmt]

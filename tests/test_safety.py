@@ -1,4 +1,4 @@
-"""Atomic outputs (SPEC §6): a failed export leaves no finished-looking file and no temporary
+"""Atomic outputs (docs/usage.md): a failed export leaves no finished-looking file and no temporary
 file, an existing output survives a failed replacement, and HDF5 exports into an existing file
 touch only their own dataset."""
 

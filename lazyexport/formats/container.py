@@ -28,6 +28,7 @@ class Layout:
     kind: str                       # "Zarr", "N5"
     group_files: tuple[str, ...]    # metadata files a group may hold
     array_test: object              # (directory) -> whether the node there is an array (or dataset)
+    root_metadata: bool             # a store's root always has a group file (N5: only by convention)
 
 
 def _zarr_array(node: Path) -> bool:
@@ -46,8 +47,8 @@ def _n5_dataset(node: Path) -> bool:
         return False
 
 
-ZARR = Layout("Zarr", ("zarr.json", ".zgroup", ".zattrs"), _zarr_array)
-N5 = Layout("N5", ("attributes.json",), _n5_dataset)
+ZARR = Layout("Zarr", ("zarr.json", ".zgroup", ".zattrs"), _zarr_array, root_metadata=True)
+N5 = Layout("N5", ("attributes.json",), _n5_dataset, root_metadata=False)
 
 
 def zarr_format_of(container: Path) -> int | None:
@@ -105,7 +106,8 @@ def check(layout: Layout, container: Path, internal: str) -> None:
             inside = "/".join(parts[:depth]) or "its root"
             raise FormatError(f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
                               f"choose another output")
-    if any(container.iterdir()) and not any((container / f).exists() for f in layout.group_files):
+    if layout.root_metadata and any(container.iterdir()) \
+            and not any((container / f).exists() for f in layout.group_files):
         raise FormatError(f"{container} is a directory but not a {layout.kind} store; choose another output")
 
 

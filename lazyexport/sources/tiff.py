@@ -31,10 +31,27 @@ _TIFF_AXES = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "c", "I": "
 
 
 class TiffArray(FileArray):
-    """Series 0 of a TIFF file, read region by region through tifffile's zarr store."""
+    """Series 0 of a TIFF file, read region by region through tifffile's zarr store.
+
+    The store is opened squeezed (no length-1 axes): tifffile's unsqueezed store cannot read
+    series whose page axes are followed by length-1 axes (e.g. a ``(24, 2, 1, 1)`` series of
+    24x2 pages). Regions are read from the squeezed store and given their length-1 axes back."""
 
     def _open(self):
-        return zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
+        return zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0, squeeze=True), mode="r")
+
+    def __getitem__(self, key) -> np.ndarray:
+        store = self._array()
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (len(self.shape) - len(key))
+        kept = [i for i, n in enumerate(self.shape) if n != 1]
+        if len(kept) != len(store.shape) or not all(isinstance(k, slice) for k in key):
+            # squeezing kept a length-1 axis (or an index, not a region, is asked): read as it is
+            kept = list(range(len(self.shape)))
+            store = zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
+        region = np.asarray(store[tuple(key[i] for i in kept)])
+        sizes = [len(range(n)[k]) for n, k in zip(self.shape, key)]
+        return region.reshape(sizes)
 
 
 def tiff_axes(codes: str) -> tuple[str, ...]:
