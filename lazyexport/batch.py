@@ -316,9 +316,9 @@ class Batch:
                          if holds((out, plan.internal), (file, inner))]
                 if clash:
                     raise SettingsError(f"its output {output_location(plan)} holds the source {clash[0]}")
-                removed = plan.writer.delete(plan, dry_run=dry_run)
+                # leftovers first: finishing an interrupted commit must not bring an output back
                 gone, _ = clean_outputs(plan, dry_run=dry_run)
-                removed += [item.describe() for item in gone]
+                removed = [item.describe() for item in gone] + plan.writer.delete(plan, dry_run=dry_run)
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue

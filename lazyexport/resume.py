@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ResumeError
 from .formats.base import Target
-from .storage import remove, temp_path
+from .storage import remove, temp_path, with_kind, write_durably
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -81,9 +81,7 @@ class Journal:
                         done.add(tuple(int(i) for i in json.loads(line)))
                     except (ValueError, TypeError):
                         continue
-        temp = self.path.with_name(self.path.name + ".new")
-        temp.write_text("".join(f"{line}\n" for line in [self.header, *map(json.dumps, map(list, sorted(done)))]))
-        os.replace(temp, self.path)
+        write_durably(self.path, "".join(f"{line}\n" for line in [self.header, *map(json.dumps, map(list, sorted(done)))]))
         return done
 
     def record(self, block: Block) -> None:
@@ -102,14 +100,20 @@ def journal_path(plan: ExportPlan, token: str) -> Path:
     return temp_path(plan.output, token, "blocks")
 
 
-def owner_path(plan: ExportPlan, token: str) -> Path:
-    return temp_path(plan.output, token, "owner")
+def owner_paths(plan: ExportPlan, token: str) -> list[Path]:
+    """The owner files of ``token``'s run: one in every directory its temporaries are in."""
+    firsts = {}
+    for path in plan.paths:
+        firsts.setdefault(path.parent, path)
+    return [temp_path(p, token, "owner") for p in firsts.values()]
 
 
 def commit_record(plan: ExportPlan, token: str) -> Path | None:
-    """The record of an interrupted commit of ``token``'s run, if there is one."""
-    record = temp_path(plan.paths[0], token, "commit")    # beside the first temporary
-    return record if record.exists() else None
+    """The record of an interrupted commit of ``token``'s run, if there is one (beside the
+    first temporary: see :func:`lazyexport.storage.commit_renames`)."""
+    first = plan.paths[0]
+    found = [with_kind(temp_path(p, token), "commit") for p in (first, first.resolve())]
+    return next((p for p in found if p.exists()), None)
 
 
 def _temps(plan: ExportPlan, token: str) -> list[Path]:

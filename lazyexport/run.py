@@ -37,7 +37,7 @@ from dask.core import flatten
 
 from .errors import ExportCancelled, OutputBusyError, OutputExistsError, SchedulerError
 from .plan import ExportPlan, build_plan
-from .resume import Journal, check_resumable, commit_record, open_resumable, owner_path, plan_token
+from .resume import Journal, check_resumable, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
 from .storage import Busy, Run, claim, clean, finish_commit, leftovers, new_token, remove
@@ -380,23 +380,30 @@ def execute(
     if resumable:
         check_resumable(plan)
     token = plan_token(plan) if resumable else new_token()
-    if resumable:
-        try:
-            claim(owner_path(plan, token), token)
-        except Busy as exc:
-            raise OutputBusyError(f"another --resume export of {plan.output} runs now ({exc}); "
-                                  f"wait for it to end") from None
+    owners = owner_paths(plan, token) if resumable else []
+    try:
+        claim(owners, token)
+    except Busy as exc:
+        raise OutputBusyError(f"another --resume export of {plan.output} runs now ({exc}); "
+                              f"wait for it to end") from None
     with Run(token):
         try:
             return _execute(plan, token, resumable, overwrite, progress, scheduler, cancel, resume)
         finally:
-            if resumable:
-                remove(owner_path(plan, token))
+            for owner in owners:
+                remove(owner)
+
+
+def _beside_outputs(plan: ExportPlan) -> tuple[set[Path], set[str]]:
+    """Where the temporaries of ``plan``'s outputs lie: the directories, and the output names
+    they are named after (through a symlinked store too)."""
+    paths = [*plan.paths, *(p.resolve() for p in plan.paths)]
+    return {p.parent for p in paths}, {p.name for p in paths}
 
 
 def clean_outputs(plan: ExportPlan, keep: str | None = None, dry_run: bool = False):
     """Remove (or list) what killed exports left beside ``plan``'s outputs: see :func:`lazyexport.storage.clean`."""
-    return clean({p.parent for p in plan.paths}, {p.name for p in plan.paths}, keep=keep, dry_run=dry_run)
+    return clean(*_beside_outputs(plan), keep=keep, dry_run=dry_run)
 
 
 def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, progress: ProgressCallback | None,
@@ -405,7 +412,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
     record = commit_record(plan, token) if resumable else None
     if record is not None:      # an interrupted run of this plan wrote everything: finish its renames
         paths = finish_commit(record)
-        for found in leftovers({p.parent for p in plan.paths}, {p.name for p in plan.paths}):
+        for found in leftovers(*_beside_outputs(plan)):
             if found.token == token and found.kind != "owner":    # its journal, staging file
                 remove(found.path)
         return _result(plan, paths, start)

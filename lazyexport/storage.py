@@ -15,10 +15,12 @@ it (``t<random>p<pid>h<host>``), so a temporary whose process is gone is an *orp
 names a live process. Orphans are removed by the next export of the same output and by
 :func:`clean` (``lazyexport clean``).
 
-The commit writes a *commit record* (the list of renames, fsynced) before the first rename and
-removes it after the last: a run killed in between leaves complete temporaries and the record,
-and whoever finds the record of a dead run finishes the renames (:func:`finish_commit`) rather
-than leaving a half-renamed output or deleting finished data.
+The commit writes a *commit record* (the list of renames, fsynced; one copy in every directory
+that holds temporaries) before the first rename and removes it after the last: a run killed in
+between leaves complete temporaries and the record, and whoever finds the record of a dead run
+finishes the renames (:func:`finish_commit`) rather than leaving a half-renamed output or
+deleting finished data - unless an output is newer than the record (someone wrote it since):
+that one is kept, and the stale temporary dropped.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ _RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
 
 # tokens of the runs this process has under way (a finished run's token is dropped, so its
 # leftovers count as orphans even though this process lives on)
-_ACTIVE: set[str] = set()
-_ACTIVE_LOCK = threading.Lock()
+_RUNS: set[str] = set()
+_RUNS_LOCK = threading.Lock()
 
 
 def _host_tag() -> str:
@@ -55,8 +57,7 @@ def new_token() -> str:
 
 
 def temp_path(final: Path, token: str, kind: str = "tmp") -> Path:
-    """The hidden name of ``kind`` beside ``final`` for the run ``token``: the final rename
-    never crosses file systems."""
+    """The hidden name of ``kind`` beside ``final`` for the run ``token``."""
     return final.with_name(f".{final.name}.lazyexport-{token}.{kind}")
 
 
@@ -67,13 +68,13 @@ class Run:
     token: str
 
     def __enter__(self) -> Run:
-        with _ACTIVE_LOCK:
-            _ACTIVE.add(self.token)
+        with _RUNS_LOCK:
+            _RUNS.add(self.token)
         return self
 
     def __exit__(self, *exc) -> None:
-        with _ACTIVE_LOCK:
-            _ACTIVE.discard(self.token)
+        with _RUNS_LOCK:
+            _RUNS.discard(self.token)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -91,8 +92,8 @@ def _process_alive(pid: int, host: str, token: str) -> bool | None:
     if host != _host_tag():
         return None
     if pid == os.getpid():
-        with _ACTIVE_LOCK:
-            return token in _ACTIVE
+        with _RUNS_LOCK:
+            return token in _RUNS
     return _pid_alive(pid)
 
 
@@ -102,15 +103,34 @@ class Busy(Exception):
     """Another live export owns what this one wanted to claim."""
 
 
-def claim(owner_file: Path, token: str) -> None:
-    """Make this process the owner of the ``--resume`` export ``token`` (its ``owner`` file);
-    raise :class:`Busy` if a live process owns it."""
-    holder = owner_of(owner_file, token)
-    if holder is not None and holder[1] is not False:
-        raise Busy(holder[0])
-    owner_file.parent.mkdir(parents=True, exist_ok=True)
+def claim(owner_files: Sequence[Path], token: str) -> None:
+    """Make this process the owner of the ``--resume`` export ``token`` (its ``owner`` file in
+    every directory it writes temporaries to); raise :class:`Busy` if a live process owns it.
+    Each file is created exclusively, so of two runs starting at once only one gets it."""
     text = json.dumps({"pid": os.getpid(), "host": _host_tag(), "hostname": socket.gethostname()})
-    write_durably(owner_file, text)
+    made: list[Path] = []
+    try:
+        for owner_file in owner_files:
+            owner_file.parent.mkdir(parents=True, exist_ok=True)
+            for _ in range(2):
+                try:
+                    fd = os.open(owner_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    holder = owner_of(owner_file, token)
+                    if holder is not None and holder[1] is not False:
+                        raise Busy(holder[0]) from None
+                    remove(owner_file)       # a dead owner's (or an unreadable) file
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
+                made.append(owner_file)
+                break
+            else:
+                raise Busy("another process claimed it at the same moment")
+    except BaseException:
+        for owner_file in made:
+            remove(owner_file)
+        raise
 
 
 def owner_of(owner_file: Path, token: str) -> tuple[str, bool | None] | None:
@@ -148,12 +168,18 @@ def remove(path: Path) -> None:
             pass
 
 
-def replace(temp: Path, final: Path, token: str) -> None:
-    """Move ``temp`` to ``final``. An existing ``final`` (a file or a directory, whatever
-    ``temp`` is) is first moved aside under the run's ``old`` name, then removed."""
+def with_kind(temp: Path, kind: str) -> Path:
+    """The name of another ``kind`` of the same run beside the temporary ``temp``."""
+    return temp.with_name(f"{temp.name.rpartition('.')[0]}.{kind}")
+
+
+def replace(temp: Path, final: Path) -> None:
+    """Move ``temp`` to ``final``. An existing ``final`` that is a directory, or that a
+    directory replaces, is first moved aside (beside ``temp``, under the ``old`` kind), then
+    removed."""
     if final.exists() or final.is_symlink():
         if temp.is_dir() or final.is_dir() and not final.is_symlink():
-            trash = temp_path(final, token, "old")
+            trash = with_kind(temp, "old")
             remove(trash)
             os.replace(final, trash)
             os.replace(temp, final)
@@ -162,32 +188,49 @@ def replace(temp: Path, final: Path, token: str) -> None:
     os.replace(temp, final)
 
 
-def commit_renames(renames: Sequence[tuple[Path, Path]], token: str) -> None:
+def commit_renames(renames: Sequence[tuple[Path, Path]]) -> None:
     """Rename each temporary to its final name, as one recorded step: the record is written
-    (and fsynced) beside the first temporary first and removed last, so a kill in between can
-    be finished later (:func:`finish_commit`)."""
+    (and fsynced) beside the temporaries first and removed last, so a kill in between can be
+    finished later (:func:`finish_commit`)."""
     if not renames:
         return
-    first = Path(renames[0][0])
-    record = first.with_name(first.name.rpartition(".")[0] + ".commit")
-    write_durably(record, json.dumps({"renames": [[str(Path(t).absolute()), str(Path(f).absolute())]
-                                                  for t, f in renames]}))
-    _apply(renames, token)
-    remove(record)
-
-
-def _apply(renames: Sequence[tuple[Path, Path]], token: str) -> None:
+    records = list(dict.fromkeys(_record_of(Path(t).parent, renames) for t, _ in renames))
+    text = json.dumps({"renames": [[str(Path(t).absolute()), str(Path(f).absolute())] for t, f in renames],
+                       "records": [str(r.absolute()) for r in records]})
+    for record in records:
+        write_durably(record, text)
     for temp, final in renames:
-        if temp.exists() or temp.is_symlink():
-            replace(temp, final, token)
+        replace(temp, final)
+    for record in records:
+        remove(record)
+
+
+def _record_of(directory: Path, renames: Sequence[tuple[Path, Path]]) -> Path:
+    """The commit record for the temporaries in ``directory``: beside the first of them, named
+    after it (a node moved out of a temporary store: after that store)."""
+    first = next(Path(t) for t, _ in renames if Path(t).parent == directory)
+    hidden = next((p for p in (first, *first.parents) if _NAME.fullmatch(p.name)), first)
+    return with_kind(hidden, "commit")
 
 
 def finish_commit(record: Path) -> list[Path]:
-    """Finish the renames of an interrupted commit from its record; return the final paths."""
-    renames = [(Path(t), Path(f)) for t, f in json.loads(record.read_text())["renames"]]
-    _apply(renames, _NAME.fullmatch(record.name)["token"])
-    remove(record)
-    return [f for _, f in renames]
+    """Finish the renames of an interrupted commit from its record; return the final paths.
+    An output that is newer than the record was written since by someone else: it is kept,
+    and its stale temporary removed."""
+    data = json.loads(record.read_text())
+    written = record.stat().st_mtime_ns
+    finals = []
+    for temp, final in ((Path(t), Path(f)) for t, f in data["renames"]):
+        finals.append(final)
+        if not (temp.exists() or temp.is_symlink()):
+            continue                                    # renamed before the kill
+        if (final.exists() or final.is_symlink()) and final.lstat().st_mtime_ns > written:
+            remove(temp)
+            continue
+        replace(temp, final)
+    for copy in data.get("records", [str(record)]):
+        remove(Path(copy))
+    return finals
 
 
 # -- orphans -----------------------------------------------------------------------------------
@@ -201,13 +244,10 @@ class Leftover:
     kind: str
     state: str          # "orphan", "running" (a live export owns it), "unknown" (another host)
     owner: str          # who made it, as far as known
-
-    @property
-    def size(self) -> int:
-        return _size(self.path)
+    size: int = 0
 
     def describe(self) -> str:
-        what = {"commit": "the record of an interrupted commit", "blocks": "a --resume journal",
+        what = {"commit": "an interrupted commit, finished: its renames done", "blocks": "a --resume journal",
                 "owner": "a --resume owner file", "stage": "a staging file", "raw": "a raw working file",
                 "old": "a replaced output"}.get(self.kind, "a temporary output")
         return f"{self.path} ({what}, {_human(self.size)}, {self.owner})"
@@ -222,7 +262,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -232,27 +272,29 @@ def _human(n: int) -> str:
 
 def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None) -> list[Leftover]:
     """The hidden temporaries in ``directories`` (those of outputs named ``prefixes``, or all),
-    each with whether a live export owns it."""
+    each with whether a live export owns it. A run with a temporary among them that was killed
+    while committing comes whole: its record and every file of its, whatever output they are
+    named after (a sequence's record and staging file are named after its first slice)."""
     wanted = set(prefixes) if prefixes is not None else None
-    found: list[Leftover] = []
+    entries = []
     for directory in dict.fromkeys(Path(d) for d in directories):
         try:
-            entries = sorted(directory.iterdir())
+            listing = sorted(directory.iterdir())
         except (FileNotFoundError, NotADirectoryError):
             continue
         owners = {}
-        for entry in entries:
+        for entry in listing:
             match = _NAME.fullmatch(entry.name)
-            if match and match["kind"] == "owner" and not entry.name.endswith(".new"):
-                owners[match["token"]] = entry
-        for entry in entries:
-            match = _NAME.fullmatch(entry.name)
-            if not match or match["kind"] not in KINDS:
-                continue
-            if wanted is not None and match["prefix"] not in wanted:
-                continue
-            found.append(Leftover(entry, match["token"], match["kind"], *_state(match["token"], owners)))
-    return found
+            if match and match["kind"] in KINDS:
+                entries.append((entry, match, owners))
+                if match["kind"] == "owner" and not entry.name.endswith(".new"):
+                    owners[match["token"]] = entry
+    chosen = [e for e in entries if wanted is None or e[1]["prefix"] in wanted]
+    tokens = {m["token"] for _, m, _ in chosen}
+    committing = {m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens}
+    chosen += [e for e in entries if e not in chosen and e[1]["token"] in committing]
+    return [Leftover(entry, m["token"], m["kind"], *_state(m["token"], owners), size=_size(entry))
+            for entry, m, owners in chosen]
 
 
 def _state(token: str, owners: dict[str, Path]) -> tuple[str, str]:
@@ -272,34 +314,51 @@ def _state(token: str, owners: dict[str, Path]) -> tuple[str, str]:
 
 def clean(directories: Iterable[Path], prefixes: Iterable[str] | None = None, *, keep: str | None = None,
           dry_run: bool = False) -> tuple[list[Leftover], list[Leftover]]:
-    """Remove the orphans among :func:`leftovers` (all but ``keep``'s); the record of an
-    interrupted commit is finished first (its temporaries are complete outputs). Returns
-    (removed or finished, left alone because a live export, or one this host cannot see, owns it)."""
+    """Remove the orphans among :func:`leftovers` (all but ``keep``'s). An interrupted commit is
+    finished first (its temporaries are complete outputs); if that fails, nothing of its run is
+    removed. Returns (removed or finished, left alone: a live export, one this host cannot see,
+    or a commit that could not be finished owns it)."""
     found = [f for f in leftovers(directories, prefixes) if f.token != keep]
+    committing = {f.token for f in found if f.kind == "commit"}
     done, kept = [], []
+    stuck: set[str] = set()
     for item in sorted(found, key=lambda f: f.kind != "commit"):   # records first
-        if item.state != "orphan":
+        if item.state != "orphan" or item.token in stuck:
             kept.append(item)
             continue
-        done.append(item)
-        if dry_run or not (item.path.exists() or item.path.is_symlink()):
-            continue
-        if item.kind == "commit":
+        if not (item.path.exists() or item.path.is_symlink()):
+            continue            # renamed by a commit finished just now, or removed with it
+        if dry_run and item.kind != "commit" and item.token in committing:
+            continue            # finishing the commit renames it into place
+        if item.kind == "commit" and not dry_run:
             try:
                 finish_commit(item.path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                stuck.add(item.token)
+                kept.append(dataclasses.replace(item, owner=f"{item.owner}; cannot finish it: {exc}"))
                 continue
-            except (OSError, ValueError, KeyError, TypeError):
-                pass     # an unreadable record: its temporaries are removed like any orphan
-        remove(item.path)
+        elif not dry_run:
+            remove(item.path)
+        done.append(item)
     return done, kept
 
 
 def clean_path(path: Path, *, dry_run: bool = False) -> tuple[list[Leftover], list[Leftover]]:
     """:func:`clean` for ``lazyexport clean PATH``: the leftovers of the output ``PATH`` (beside
-    it), and where ``PATH`` is a directory, every leftover directly inside it."""
+    it, or beside the store or file that holds it, for ``a.zarr/export``), and where ``PATH`` is
+    a directory, every leftover directly inside it."""
     path = Path(path)
-    done, kept = clean([path.parent], [path.name], dry_run=dry_run)
+    dirs, names = [path.parent], [path.name]
+    for outer in path.parents:             # the container of a node: its temporaries lie beside it
+        if outer.is_dir() and any((outer / f).exists() for f in CONTAINER_MARKERS):
+            dirs.append(outer.parent)
+            names.append(outer.name)
+    done, kept = clean(dirs, names, dry_run=dry_run)
     if path.is_dir():
         more = clean([path], dry_run=dry_run)
         done, kept = done + more[0], kept + more[1]
     return done, kept
+
+
+# files that make a directory a store which may hold an output node (Zarr v3, v2, N5)
+CONTAINER_MARKERS = ("zarr.json", ".zgroup", "attributes.json")

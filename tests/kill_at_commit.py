@@ -32,11 +32,11 @@ def write_durably(path, text):
     return original_write(path, text)
 
 
-def replace(temp, final, token):
+def replace(temp, final):
     renames[0] += 1
     if renames[0] == step:
         die()
-    return original_replace(temp, final, token)
+    return original_replace(temp, final)
 
 
 def remove(path):

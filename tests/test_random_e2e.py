@@ -38,7 +38,7 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import cli_env, write_hdf5, write_npy, write_zarr2, write_zarr3
+from conftest import cli_env, hidden_temps, write_hdf5, write_npy, write_zarr2, write_zarr3
 from lazyexport.formats import formats
 
 CASES = int(os.environ.get("LAZYEXPORT_RANDOM_CASES", "40"))
@@ -616,15 +616,15 @@ def run_case(case: Case, root: Path):
         killed = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=300)
         assert killed.returncode == -9, (str(case), killed.returncode, killed.stdout, killed.stderr[-2000:])
     options = dict(memory_limit=MEMORY_LIMIT, resume=True) if case.interrupt else {}
-    # after a kill during the renames some final files exist: rerun as a user would, after the
-    # refusal to replace them
-    overwrite = case.overwrite or case.interrupt == "kill-at-commit"
+    # after a kill during the renames some final files exist: --resume finishes that commit
+    # (no --overwrite needed, nothing written again)
     try:
-        result = le.export(source, settings, overwrite=overwrite, **options)
+        result = le.export(source, settings, overwrite=case.overwrite, **options)
     except Exception as exc:
         raise AssertionError(f"{case}: export failed: {type(exc).__name__}: {exc}") from exc
     expected, axes, bound = expected_result(case, data)
     compare(case, result, expected, axes, bound)
+    assert hidden_temps(root) == [], f"{case}: temporaries left behind"
     for name, array in intact.items():         # the source's container: nothing else touched
         _assert_values(_read_container_array(case, spec, name), array, None,
                        f"{case}: {name} after the export")

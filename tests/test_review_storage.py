@@ -185,7 +185,7 @@ def kill_at(step: int, args: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("kind", ["flat", "deep"])
-@pytest.mark.parametrize("step", [0, 1, 3, SEQ_SHAPE[0], SEQ_SHAPE[0] + 1])
+@pytest.mark.parametrize("step", range(SEQ_SHAPE[0] + 2))   # every step of the commit
 def test_item02_item06_resume_after_a_kill_during_the_commit_ends_right(seq_source, tmp_path, kind, step):
     out = tmp_path / f"out-{kind}-{step}"
     killed = kill_at(step, seq_args(seq_source[kind], out, "--resume"))
@@ -329,11 +329,11 @@ def test_item05_batch_clean_and_delete_all_remove_orphans(npy_source, tmp_path):
 def test_item05_a_second_resume_of_the_same_plan_is_refused_while_the_first_runs(npy_source, tmp_path):
     settings = le.ExportSettings(format="zarr", output=str(tmp_path / "o.zarr"))
     plan = build_plan(str(npy_source), settings)
-    from lazyexport.resume import owner_path, plan_token
+    from lazyexport.resume import owner_paths, plan_token
 
     token = plan_token(plan)
     with storage.Run(token):
-        storage.claim(owner_path(plan, token), token)
+        storage.claim(owner_paths(plan, token), token)
         with pytest.raises(OutputBusyError, match="runs now"):
             le.export(str(npy_source), settings, resume=True)
     result = le.export(str(npy_source), settings, resume=True)   # the owner has gone
@@ -373,3 +373,130 @@ def test_item09_a_write_task_of_a_stopped_run_writes_nothing(tmp_path):
     assert Target.written == 0
     _write_block(np.zeros(2), Target(), run="run-y", block_info=info)
     assert Target.written == 1
+
+
+# -- after review: races, several directories, kills inside stores ------------------------------
+
+@pytest.mark.parametrize("fmt,container", [("zarr", "new.zarr"), ("n5", "new.n5"), ("hdf5", "new.h5")])
+def test_item01_a_container_created_by_another_export_meanwhile_is_added_to_not_replaced(tmp_path, fmt,
+                                                                                         container):
+    """Two exports into a store that does not exist yet: the second to finish adds its node
+    to the store the first created, instead of replacing it."""
+    store = tmp_path / container
+    other = le.ExportSettings(format=fmt, output=f"{store}/first")
+    started = []
+
+    def meanwhile(event) -> None:
+        if not started:
+            started.append(True)
+            le.export(arange((3, 3)), other)
+
+    mine = le.ExportSettings(format=fmt, output=f"{store}/second", chunks={"z": 1})
+    result = le.export(arange((4, 64, 64)), mine, memory_limit="16MiB", progress=meanwhile)
+    assert started
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), arange((4, 64, 64)))
+    np.testing.assert_array_equal(np.asarray(le.open_source(f"{store}/first")), arange((3, 3)))
+    assert hidden_temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_item05_clean_of_one_directory_leaves_a_running_sequence_alone(tmp_path, resume):
+    """A sequence whose slices lie in two directories: cleaning the second directory while the
+    export runs removes nothing of it."""
+    data = arange((6, 64, 64))
+    template = f"{tmp_path}/out/d{{slice_index}}/s.tif"   # one directory per slice
+    settings = le.ExportSettings(format="tiff-sequence", output=template)
+    cleaned = []
+
+    def clean_meanwhile(event) -> None:
+        if not cleaned:
+            done, kept = storage.clean_path(tmp_path / "out" / "d3")
+            cleaned.append((done, kept))
+
+    result = le.export(le.open_source(data, axes="zyx").chunk({"z": 1}), settings, resume=resume,
+                       memory_limit="16MiB", progress=clean_meanwhile)
+    assert cleaned and cleaned[0][0] == []
+    np.testing.assert_array_equal(np.stack([tifffile.imread(p) for p in result.paths]), data)
+    assert hidden_temps(tmp_path) == []
+
+
+def test_item06_clean_of_one_slice_finishes_the_whole_interrupted_commit(seq_source, tmp_path):
+    out = tmp_path / "out"
+    assert kill_at(3, seq_args(seq_source["deep"], out)).returncode == -signal.SIGKILL
+    cleaned = run_cli("clean", str(out / "s_4.tif"))             # a slice not yet renamed
+    assert cleaned.returncode == 0, cleaned.stderr
+    np.testing.assert_array_equal(read_slices(out), arange(SEQ_SHAPE))
+    assert hidden_temps(out) == []
+
+
+def test_item01_a_kill_while_a_node_is_replaced_leaves_nothing_inside_the_store(zarr_store):
+    """Overwriting ``a.zarr/export`` moves the old node aside beside the store (never inside
+    it, where zarr would list it), and ``clean a.zarr/export`` finishes the commit."""
+    base = ["export", f"{zarr_store}/raw", "--format", "zarr", "--output", f"{zarr_store}/export", "--quiet"]
+    assert run_cli(*base, "--roi", "z=0:1").returncode == 0
+    script = (
+        "import os, signal, sys\n"
+        "from lazyexport import cli, storage\n"
+        "real = os.replace\n"
+        "def fake(a, b):\n"
+        "    if str(a).endswith('export') and str(b).endswith('.old'):\n"
+        "        real(a, b)\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(a, b)\n"
+        "storage.os.replace = fake\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, *base, "--overwrite"], env=cli_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not any(p.name.startswith(".") for p in zarr_store.iterdir())
+    assert sorted(zarr.open_group(str(zarr_store), mode="r").array_keys()) == ["labels", "raw"]
+    assert run_cli("clean", f"{zarr_store}/export").returncode == 0
+    group = zarr.open_group(str(zarr_store), mode="r")
+    np.testing.assert_array_equal(group["export"][...], arange((6, 8, 10)))
+    assert sorted(group.array_keys()) == ["export", "labels", "raw"]
+    assert hidden_temps(zarr_store.parent) == []
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_item01_consolidated_metadata_of_the_store_lists_the_new_array(tmp_path, zarr_format):
+    store = tmp_path / "c.zarr"
+    group = zarr.open_group(str(store), mode="w", zarr_format=zarr_format)
+    group.create_array("raw", shape=(2, 2), dtype="uint8")
+    zarr.consolidate_metadata(str(store), zarr_format=zarr_format)
+    le.export(arange((8, 8)), le.ExportSettings(format="zarr", output=f"{store}/exp", zarr_format=zarr_format))
+    opened = zarr.open_consolidated(str(store), zarr_format=zarr_format)
+    assert opened["exp"].shape == (8, 8)
+    np.testing.assert_array_equal(opened["exp"][...], arange((8, 8)))
+
+
+def test_item02_finishing_a_dead_commit_never_replaces_a_newer_output(seq_source, tmp_path):
+    out = tmp_path / "o.zarr"
+    args = ["export", str(seq_source["deep"]), "--format", "zarr", "--output", str(out), "--quiet"]
+    assert kill_at(1, args).returncode == -signal.SIGKILL      # complete, not yet renamed
+    time.sleep(0.01)
+    zarr.create_array(str(out), shape=(2,), chunks=(2,), dtype="uint8")[...] = 5   # written since
+    assert run_cli("clean", str(out)).returncode == 0
+    np.testing.assert_array_equal(zarr.open_array(str(out))[...], [5, 5])
+    assert hidden_temps(tmp_path) == []
+
+
+def test_item04_delete_all_after_a_killed_commit_brings_nothing_back(npy_source, tmp_path):
+    project = tmp_path / "p.toml"
+    project.write_text(f'[settings]\nformat = "tiff-sequence"\n'
+                       f'output = "{{dataset_dir}}/out/{{nickname}}_{{slice_index}}.tif"\n'
+                       f'[[datasets]]\nsource = "{npy_source}"\n')
+    assert kill_at(2, ["batch", str(project), "export-all", "--quiet"]).returncode == -signal.SIGKILL
+    deleted = run_cli("batch", str(project), "delete-all", "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_item05_clean_reports_the_size_of_what_it_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    token = f"t12345678p{int(dead.stdout)}h{storage._host_tag()}"
+    orphan = storage.temp_path(tmp_path / "o.npy", token)
+    orphan.write_bytes(b"x" * 3000)
+    cleaned = run_cli("clean", str(tmp_path / "o.npy"))
+    assert cleaned.returncode == 0 and "2.9 KiB" in cleaned.stdout, cleaned.stdout
+    assert not orphan.exists()

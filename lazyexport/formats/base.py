@@ -37,6 +37,7 @@ class Target:
     def __init__(self, temps: dict[Path, Path], token: str):
         self.temps = temps
         self.token = token
+        self.scratch: list[Path] = []   # working files, removed after the commit (and on abort)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         """Write ``block`` at ``location`` (output coordinates); return the bytes written."""
@@ -58,16 +59,19 @@ class Target:
         :func:`lazyexport.storage.commit_renames`); return the final paths."""
         self.finish()
         self.prepare_commit()
-        commit_renames([(temp, final) for final, temp in self.temps.items()], self.token)
+        commit_renames([(temp, final) for final, temp in self.temps.items()])
+        for path in self.scratch:
+            remove(path)
         return list(self.temps)
 
     def prepare_commit(self) -> None:
-        """Make the final names' parents ready for the renames (nothing by default)."""
+        """Decide where the outputs go now that they are complete, and make the final names'
+        parents ready for the renames (nothing by default)."""
 
     def abort(self) -> None:
         """Remove everything this target created; existing outputs stay as they were."""
         self.close()
-        for temp in self.temps.values():
+        for temp in [*self.temps.values(), *self.scratch]:
             remove(temp)
 
     def close(self) -> None:

@@ -84,10 +84,32 @@ def in_existing(container: Path, internal: str) -> bool:
 
 def place(container: Path, internal: str, token: str) -> Placement:
     internal = internal.strip("/")
-    temp = temp_path(container, token)
-    if in_existing(container, internal):
-        return Placement(container / internal, temp, "", container)
-    return Placement(container, temp, internal)
+    if in_existing(container, internal):     # beside the store itself, on its file system
+        return Placement(container / internal, temp_path(container.resolve(), token), "", container)
+    return Placement(container, temp_path(container, token), internal)
+
+
+def settle(target, node: str) -> None:
+    """At commit: where the container appeared while the export ran (another export created
+    it), move only the node ``node`` of the temporary container into it, as if the container
+    had existed from the start; the rest of the temporary container is removed afterwards.
+    ``target`` is a :class:`~lazyexport.formats.base.Target` with a ``store`` attribute."""
+    ((final, temp),) = target.temps.items()
+    if target.store is not None or not node or not final.is_dir():
+        return
+    target.scratch.append(temp)
+    target.temps = {final / node: temp / node}
+    target.store = final
+
+
+def consolidated(store: Path) -> bool:
+    """Whether a Zarr store keeps consolidated metadata (which must then list a new node)."""
+    if (store / ".zmetadata").exists():
+        return True
+    try:
+        return json.loads((store / "zarr.json").read_text()).get("consolidated_metadata") is not None
+    except (OSError, ValueError):
+        return False
 
 
 def check(layout: Layout, container: Path, internal: str) -> None:

@@ -235,6 +235,8 @@ class HDF5Target(Target):
     finish = close
 
     def commit(self) -> list[Path]:
+        # another export may have created the file meanwhile: then add to it, never replace it
+        self.merge = self.merge or (self.final.exists() and bool(_other_content(self.final, self.dataset)))
         if not self.merge:
             return super().commit()
         self.finish()

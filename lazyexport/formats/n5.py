@@ -154,12 +154,13 @@ class N5Target(Target):
                  compression: str, level: int, store: Path | None = None):
         super().__init__(temps, token)
         (temp,) = temps.values()
-        self.store = store
+        self.store, self.node = store, internal
         self.dataset = temp / internal if internal else temp
         self.chunk_shape = tuple(chunks)
         self.compression, self.level = compression, level
 
     def prepare_commit(self) -> None:
+        container.settle(self, self.node)
         if self.store is not None:     # the root says "n5"; groups on the way are directories
             if "n5" not in read_attributes(self.store):
                 _write_attributes(self.store, {"n5": N5_VERSION})

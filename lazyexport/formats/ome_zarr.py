@@ -211,6 +211,10 @@ class OmeZarrTarget(ZarrTarget):
         self.memory_limit = memory_limit
         self.workers = workers
 
+    @property
+    def node(self) -> str:
+        return self.group
+
     def finish(self) -> None:
         release_memory()
         root = zarr.open_group(store=str(self.temp), mode="r+")

@@ -31,7 +31,7 @@ import numpy as np
 import tifffile
 
 from . import register
-from ..storage import remove, temp_path
+from ..storage import temp_path
 from .base import Target, Writer, pread_exact, release_memory, write_region
 
 
@@ -85,6 +85,7 @@ class SequenceTarget(Target):
         """Assemble slices in the raw file ``stage``, stored slice by slice (slice axis first,
         then :meth:`plane_axes`), so one slice is one contiguous read."""
         self.stage = stage
+        self.scratch.append(stage)      # kept until the commit is done: an interrupted one can be redone
         self.perm = (self.slice_pos, *[self.axes.index(a) for a in self.plane_axes()])
         self.stage_shape = tuple(shape[i] for i in self.perm)
         self.dtype = np.dtype(dtype)
@@ -167,16 +168,6 @@ class SequenceTarget(Target):
             with ThreadPoolExecutor(min(os.cpu_count() or 1, 4)) as pool:
                 list(pool.map(self._write_staged, left))
 
-    def commit(self) -> list[Path]:
-        paths = super().commit()
-        if self.stage is not None:
-            remove(self.stage)
-        return paths
-
-    def abort(self) -> None:
-        super().abort()
-        if self.stage is not None:
-            remove(self.stage)
 
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
         raise NotImplementedError

@@ -158,6 +158,7 @@ class TiffTarget(Target):
         super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.raw = raw
+        self.scratch.append(raw)
         self.perm, self.shape, self.dtype = tuple(perm), tuple(shape), np.dtype(dtype)
         self.file_axes, self.flavor = tuple(file_axes), flavor
         self.compression, self.level = compression, level
@@ -254,8 +255,4 @@ class TiffTarget(Target):
                                      ome=self.flavor == "ome") as tif:
                 tif.write(self.pages(), shape=shape, dtype=self.dtype, photometric="minisblack",
                           compression=compression, metadata=meta, **res, **args)
-        remove(self.raw)
-
-    def abort(self) -> None:
-        super().abort()
-        remove(self.raw)
+        remove(self.raw)        # the TIFF is complete: give its disk space back before the rename

@@ -133,9 +133,21 @@ class ZarrTarget(Target):
                     self._array = zarr.open_array(store=str(self.temp), path=self.internal or None, mode="r+")
         return self._array
 
+    @property
+    def node(self) -> str:
+        """The output node's path inside a temporary that is a whole store."""
+        return self.internal
+
     def prepare_commit(self) -> None:
+        container.settle(self, self.node)
         if self.store is not None:
             make_parent_groups(self.store, next(iter(self.temps)), self.zarr_format)
+
+    def commit(self) -> list[Path]:
+        paths = super().commit()
+        if self.store is not None and container.consolidated(self.store):
+            zarr.consolidate_metadata(str(self.store))    # its listing must name the new node
+        return paths
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         if self._files is None:

@@ -31,26 +31,34 @@ _TIFF_AXES = {"T": "t", "Z": "z", "C": "c", "Y": "y", "X": "x", "S": "c", "I": "
 
 
 class TiffArray(FileArray):
-    """Series 0 of a TIFF file, read region by region through tifffile's zarr store.
-
-    The store is opened squeezed (no length-1 axes): tifffile's unsqueezed store cannot read
-    series whose page axes are followed by length-1 axes (e.g. a ``(24, 2, 1, 1)`` series of
-    24x2 pages). Regions are read from the squeezed store and given their length-1 axes back."""
+    """Series 0 of a TIFF file, read region by region through tifffile's zarr store."""
 
     def _open(self):
-        return zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0, squeeze=True), mode="r")
+        store = zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
+        if any(c > n for c, n in zip(store.chunks, store.shape)):
+            # tifffile's store cannot read a series whose page axes are followed by length-1 axes
+            # (e.g. (24, 2, 1, 1) of 24x2 pages: its chunks come out as (1, 1, 24, 2)); its
+            # squeezed store can, and the length-1 axes are given back
+            squeezed = zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0, squeeze=True),
+                                 mode="r")
+            return _Unsqueezed(squeezed, self.shape)
+        return store
+
+
+class _Unsqueezed:
+    """A squeezed array read as if it had the length-1 axes of ``shape`` too."""
+
+    def __init__(self, squeezed, shape: tuple[int, ...]):
+        self.squeezed, self.shape = squeezed, tuple(shape)
+        self.kept = [i for i, n in enumerate(self.shape) if n != 1]
+        if len(self.kept) != len(squeezed.shape):
+            raise SourceError(f"cannot read this TIFF's layout: series {self.shape}, pages {squeezed.shape}")
 
     def __getitem__(self, key) -> np.ndarray:
-        store = self._array()
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (len(self.shape) - len(key))
-        kept = [i for i, n in enumerate(self.shape) if n != 1]
-        if len(kept) != len(store.shape) or not all(isinstance(k, slice) for k in key):
-            # squeezing kept a length-1 axis (or an index, not a region, is asked): read as it is
-            kept = list(range(len(self.shape)))
-            store = zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
-        region = np.asarray(store[tuple(key[i] for i in kept)])
-        sizes = [len(range(n)[k]) for n, k in zip(self.shape, key)]
+        region = np.asarray(self.squeezed[tuple(key[i] for i in self.kept)])
+        sizes = [len(range(n)[k]) for n, k in zip(self.shape, key) if isinstance(k, slice)]
         return region.reshape(sizes)
 
 
