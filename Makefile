@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean random
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,10 @@ clean:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded --scaling
+
+# The randomized end-to-end comparison against numpy at length (make test runs 40 cases);
+# RANDOM_CASES and RANDOM_SEED choose how many and which.
+RANDOM_CASES ?= 1000
+RANDOM_SEED ?= 13
+random: $(STAMP)
+	LAZYEXPORT_RANDOM_CASES=$(RANDOM_CASES) LAZYEXPORT_RANDOM_SEED=$(RANDOM_SEED) $(PY) -m pytest -q tests/test_random_e2e.py
