@@ -184,6 +184,24 @@ def kill_at(step: int, args: list[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+KILL_AFTER_OLD_ASIDE = """
+import os, signal, sys
+from lazyexport import cli, storage
+real = os.replace
+def replace(a, b):
+    real(a, b)
+    if str(b).endswith(".old"):      # the old output is aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+storage.os.replace = replace
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def kill_after_moving_the_old_output_aside(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", KILL_AFTER_OLD_ASIDE, *args], env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.parametrize("kind", ["flat", "deep"])
 @pytest.mark.parametrize("step", range(SEQ_SHAPE[0] + 2))   # every step of the commit
 def test_item02_item06_resume_after_a_kill_during_the_commit_ends_right(seq_source, tmp_path, kind, step):
@@ -228,22 +246,7 @@ def test_item02_an_overwrite_killed_between_its_two_renames_loses_neither_output
     out = tmp_path / "o.zarr"
     base = ["export", str(seq_source["deep"]), "--format", "zarr", "--output", str(out), "--quiet"]
     assert run_cli(*base, "--roi", "z=0:1").returncode == 0
-    # kill inside replace, after the old output was moved aside: patch os.replace's second call
-    script = (
-        "import os, signal, sys\n"
-        "from lazyexport import cli, storage\n"
-        "calls = [0]\n"
-        "real = os.replace\n"
-        "def fake(a, b):\n"
-        "    calls[0] += 1\n"
-        "    if str(b).endswith('o.zarr') and calls[0] > 1:\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return real(a, b)\n"
-        "storage.os.replace = fake\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
-    killed = subprocess.run([sys.executable, "-c", script, *base, "--overwrite"], env=cli_env(),
-                            capture_output=True, text=True, timeout=120)
+    killed = kill_after_moving_the_old_output_aside([*base, "--overwrite"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not out.exists()                                     # the old one is aside, the new one hidden
     assert run_cli("clean", str(out)).returncode == 0
@@ -434,20 +437,7 @@ def test_item01_a_kill_while_a_node_is_replaced_leaves_nothing_inside_the_store(
     it, where zarr would list it), and ``clean a.zarr/export`` finishes the commit."""
     base = ["export", f"{zarr_store}/raw", "--format", "zarr", "--output", f"{zarr_store}/export", "--quiet"]
     assert run_cli(*base, "--roi", "z=0:1").returncode == 0
-    script = (
-        "import os, signal, sys\n"
-        "from lazyexport import cli, storage\n"
-        "real = os.replace\n"
-        "def fake(a, b):\n"
-        "    if str(a).endswith('export') and str(b).endswith('.old'):\n"
-        "        real(a, b)\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    return real(a, b)\n"
-        "storage.os.replace = fake\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
-    killed = subprocess.run([sys.executable, "-c", script, *base, "--overwrite"], env=cli_env(),
-                            capture_output=True, text=True, timeout=120)
+    killed = kill_after_moving_the_old_output_aside([*base, "--overwrite"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not any(p.name.startswith(".") for p in zarr_store.iterdir())
     assert sorted(zarr.open_group(str(zarr_store), mode="r").array_keys()) == ["labels", "raw"]
