@@ -23,7 +23,7 @@ class Description:
     nbytes: int
     shards: tuple[int, ...] | None = None   # sharded Zarr v3: the shard shape (whole chunks)
     blocks: tuple[int, ...] = ()     # the dask block shape lazyexport reads in
-    chunked: bool = True             # False: an unchunked (contiguous) file, or in-memory data
+    chunked: bool = True             # False: an unchunked (contiguous) file
 
     def __str__(self) -> str:
         dims = ", ".join(f"{a}={s}" for a, s in zip(self.axes, self.shape))
@@ -56,6 +56,8 @@ def describe(source: Any, axes: str | None = None) -> Description:
     arr = open_source(source, axes=axes)
     blocks = tuple(int(max(c)) for c in arr.data.chunks)
     chunks = _by_axis(arr, "lazyexport_chunks")
+    if chunks is None and "lazyexport_reader" not in arr.encoding:   # an array, not a file: its own chunks
+        chunks = blocks
     return Description(
         source=str(arr.attrs.get("source")),
         nickname=str(arr.attrs.get("nickname")),

@@ -386,6 +386,15 @@ def test_item24_info_of_n5_and_hdf5_shows_their_chunks(tmp_path):
     assert d.chunks == (5, 20, 40) and d.blocks != d.chunks
 
 
+def test_item24_info_of_a_dask_array_shows_its_chunks_and_of_npy_none(tmp_path):
+    import dask.array as da
+
+    d = le.describe(da.zeros((40, 64, 64), chunks=(8, 32, 64)))
+    assert d.chunked and d.chunks == (8, 32, 64) and "not chunked" not in str(d) and "blocks" not in str(d)
+    np.save(tmp_path / "v.npy", np.zeros((4, 4)))
+    assert "chunks    none (not chunked)" in str(le.describe(str(tmp_path / "v.npy")))
+
+
 def test_item12_an_in_memory_array_of_an_aliased_dtype_exports_to_zarr(tmp_path):
     data = np.arange(24, dtype=np.ulonglong).reshape(2, 3, 4)       # equal to uint64, another type
     assert le.open_source(data).dtype.type is np.dtype("uint64").type
