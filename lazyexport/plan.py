@@ -396,7 +396,9 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     source = plan.source.attrs.get("source")
     if not source or source.startswith("<"):
         return
-    src = _node(Path(source), str(plan.source.attrs.get("internal_path", "")))
+    internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
+    src = _node(Path(source), internal)
+    source = f"{source}/{internal}" if internal else source
     for path in plan.paths:
         out = _node(path, plan.internal)
         if out == src:
