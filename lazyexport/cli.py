@@ -347,7 +347,8 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nickname", help="the dataset's nickname for {nickname} (default: the file name)")
     p.add_argument("--result-type", help="a label for {result_type}, e.g. Probabilities")
     p.add_argument("--compression", help="codec, e.g. gzip, lzf, zstd, none (default: the format's)")
-    p.add_argument("--compression-level", type=int, help="codec level")
+    p.add_argument("--compression-level", type=int,
+                   help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd")
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
     p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3), help="Zarr version (default 3)")
     p.add_argument("--shards", help="zarr v3 sharding for many small chunks: auto (one shard per block) "

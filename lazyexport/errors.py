@@ -44,6 +44,11 @@ class OutputExistsError(ExportError):
     """The output exists already and overwriting was not asked for."""
 
 
+class OutputLocationError(ExportError):
+    """The output cannot be written where it goes: a read-only or full file system, no
+    permission, a file where a directory must be."""
+
+
 class OutputBusyError(ExportError):
     """Another export that is running now writes the same output (a ``--resume`` of the same plan)."""
 

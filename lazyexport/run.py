@@ -14,7 +14,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import errno
 import math
+import os
 import multiprocessing
 import re
 import threading
@@ -33,9 +35,10 @@ import dask.threaded
 import numpy as np
 import zarr
 from dask.callbacks import Callback
+from dask.utils import format_bytes
 from dask.core import flatten
 
-from .errors import ExportCancelled, OutputBusyError, OutputExistsError, SchedulerError
+from .errors import ExportCancelled, OutputBusyError, OutputExistsError, OutputLocationError, SchedulerError
 from .plan import ExportPlan, build_plan
 from .resume import Journal, check_resumable, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
@@ -424,6 +427,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
         name = f"{existing[0]}/{dataset}" if dataset and existing[0] == plan.output else str(existing[0])
         raise OutputExistsError(f"{name}{more} exists already; pass overwrite=True (--overwrite) "
                                 f"to replace it")
+    _check_location(plan)
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):   # cluster workers may run in other directories
             plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
@@ -436,7 +440,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
             _write_all(plan, target, journal, done, resolved, progress, cancel)
             release_files(plan.paths)   # a source read from the output's own file (HDF5) must let go
             paths = target.commit()
-        except BaseException:
+        except BaseException as exc:
             record = commit_record(plan, token)
             if record is not None:      # past the commit point: every temporary is complete
                 with contextlib.suppress(OSError):     # else the next export or `clean` finishes it
@@ -445,10 +449,58 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
                 target.abort()
             else:
                 target.close()      # keep the temporary output and the journal for the next run
+            mistake = _location_error(plan, exc, kept=journal is not None)
+            if mistake is not None:
+                raise mistake from None
             raise
     if journal is not None:
         journal.remove()
     return _result(plan, paths, start)
+
+
+def _check_location(plan: ExportPlan) -> None:
+    """Refuse, before anything is computed, outputs whose directory cannot be made or written:
+    a file where a directory must be, a read-only file system, no permission."""
+    for parent in {p.parent for p in plan.paths}:
+        found = next(a for a in (parent.absolute(), *parent.absolute().parents) if a.exists() or a.is_symlink())
+        if not found.is_dir():
+            raise OutputLocationError(f"{found} is a file, so the output directory {parent} cannot be made; "
+                                      f"choose another output")
+        if not os.access(found, os.W_OK | os.X_OK):
+            raise OutputLocationError(f"cannot write in {found} (a read-only file system, or no permission); "
+                                      f"choose another output")
+
+
+# What the file system says when the output's place is the problem (not the source's).
+_LOCATION_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+                    errno.EROFS: "a read-only file system", errno.EACCES: "no permission",
+                    errno.EPERM: "no permission", errno.ENOTDIR: "a file where a directory must be",
+                    errno.EEXIST: "a file where a directory must be"}
+
+
+def _location_error(plan: ExportPlan, exc: BaseException, kept: bool) -> OutputLocationError | None:
+    """``exc`` in the user's terms, where the output's own place caused it (a full disk during
+    the writes, a directory made read-only meanwhile), else None."""
+    if not isinstance(exc, OSError) or exc.errno not in _LOCATION_ERRNOS:
+        return None
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and not (exc.filename and _is_output(plan, Path(exc.filename))):
+        return None         # e.g. the source cannot be read: not about the output
+    needed = f" (the export writes about {format_bytes(plan.nbytes)} uncompressed)" \
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    left = "kept for --resume" if kept else "removed"
+    return OutputLocationError(f"cannot write {plan.output}: {_LOCATION_ERRNOS[exc.errno]}{needed}; "
+                               f"the temporary output was {left}")
+
+
+def _is_output(plan: ExportPlan, path: Path) -> bool:
+    """Whether ``path`` is (inside) one of ``plan``'s outputs, their temporaries, or the
+    directory they go in."""
+    finals = {p.absolute() for p in plan.paths}
+    hidden = tuple(f".{p.name}.lazyexport-" for p in plan.paths)
+    path = path.absolute()
+    if path in {p.parent for p in finals}:
+        return True
+    return any(q in finals or q.name.startswith(hidden) for q in (path, *path.parents))
 
 
 def _result(plan: ExportPlan, paths: list[Path], start: float) -> ExportResult:

@@ -17,6 +17,9 @@ from .units import parse_pixel_size, parse_unit
 
 Range = tuple[float, float]
 DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
+# The levels each codec takes (the codecs of every format; one without an entry has no level).
+COMPRESSION_LEVELS = {"gzip": (0, 9), "zlib": (0, 9), "zstd": (1, 22), "blosc": (0, 9), "lzma": (0, 9),
+                      "deflate": (0, 9)}
 TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
@@ -139,6 +142,16 @@ class ExportSettings:
         if self.compression_level is not None:
             if isinstance(self.compression_level, bool) or not isinstance(self.compression_level, int):
                 raise SettingsError(f"compression level must be a whole number, got {self.compression_level!r}")
+            codec = self.compression or writer.compressions[0]
+            default = "" if self.compression else f" (the default of format {writer.name})"
+            if codec not in COMPRESSION_LEVELS:
+                leveled = [c for c in writer.compressions if c in COMPRESSION_LEVELS]
+                raise SettingsError(f"compression {codec!r}{default} has no level; drop the level"
+                                    + (f" or choose a compression with one: {', '.join(leveled)}" if leveled else ""))
+            lo, hi = COMPRESSION_LEVELS[codec]
+            if not lo <= self.compression_level <= hi:
+                raise SettingsError(f"compression level {self.compression_level} is out of range for {codec}{default}; "
+                                    f"give {lo} to {hi}")
         if self.chunks is not None:
             set_("chunks", _axis_lengths(self.chunks, "chunk"))
         if self.zarr_format not in (2, 3):

@@ -1,0 +1,99 @@
+"""Mistakes a user can fix get one ``error:`` line and exit status 2, before anything is
+computed where that is possible: compression levels out of range, outputs where a file is in
+the way, a full or read-only disk during the writes."""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+
+import lazyexport as le
+from lazyexport import cli
+from lazyexport.errors import OutputLocationError, SettingsError
+
+from conftest import hidden_temps, run_cli
+
+
+@pytest.fixture
+def volume(tmp_path):
+    np.save(tmp_path / "v.npy", np.arange(4 * 32 * 32, dtype="uint16").reshape(4, 32, 32))
+    return tmp_path / "v.npy"
+
+
+@pytest.mark.parametrize("fmt,compression,level,message", [
+    ("zarr", None, 99, "out of range for zstd .*give 1 to 22"),
+    ("zarr", "gzip", -5, "out of range for gzip; give 0 to 9"),
+    ("hdf5", "gzip", 10, "out of range for gzip; give 0 to 9"),
+    ("hdf5", "blosc", 12, "out of range for blosc"),
+    ("tiff", None, 5, "compression 'none' .*default of format tiff.* has no level.*zlib, lzma"),
+    ("hdf5", "lzf", 3, "compression 'lzf' has no level"),
+])
+def test_a_compression_level_the_codec_does_not_take_is_refused(fmt, compression, level, message):
+    with pytest.raises(SettingsError, match=message):
+        le.ExportSettings(format=fmt, compression=compression, compression_level=level)
+
+
+def test_levels_in_range_still_export(volume, tmp_path):
+    for fmt, compression, level in (("zarr", "zstd", 22), ("hdf5", "gzip", 9), ("tiff", "zlib", 0)):
+        result = le.export(str(volume), le.ExportSettings(format=fmt, compression=compression, compression_level=level,
+                                                          output=str(tmp_path / f"o-{fmt}")))
+        np.testing.assert_array_equal(np.asarray(le.open_exported(result)), np.load(volume))
+
+
+def test_cli_compression_level_out_of_range_is_one_line(volume):
+    run = run_cli("export", str(volume), "--format", "zarr", "--compression-level", "99", cwd=volume.parent)
+    assert run.returncode == 2 and run.stderr.count("error:") == 1 and "give 1 to 22" in run.stderr
+    assert "Traceback" not in run.stderr and not list(volume.parent.glob("*.zarr"))
+
+
+def test_a_file_where_the_output_directory_goes_is_refused_before_computing(volume, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    run = run_cli("export", str(volume), "--format", "hdf5", "--output", f"{tmp_path}/notes.txt/sub/out.h5")
+    assert run.returncode == 2 and run.stderr.count("error:") == 1, run.stderr
+    assert "notes.txt is a file" in run.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_unwritable_output_directory_is_refused_before_computing(volume, tmp_path, monkeypatch):
+    """(As root, permissions do not stop a write, so the read-only answer is simulated.)"""
+    import lazyexport.run as run_module
+
+    def computed(*args, **kwargs):
+        raise AssertionError("computed although the output cannot be written")
+
+    real_access = run_module.os.access
+    monkeypatch.setattr(run_module.os, "access", lambda path, mode: False if str(path) == str(tmp_path / "ro")
+                        else real_access(path, mode))
+    monkeypatch.setattr(run_module, "_write_all", computed)
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(OutputLocationError, match="read-only file system, or no permission"):
+        le.export(str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "ro" / "o.zarr")))
+
+
+@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "no space left on the device"),
+                                        (errno.EROFS, "a read-only file system")])
+def test_a_full_or_read_only_disk_during_the_writes_is_one_line_and_leaves_nothing(volume, tmp_path, monkeypatch,
+                                                                                   capsys, code, words):
+    from lazyexport.formats import npy
+
+    def failing_write(self, block, location):
+        raise OSError(code, "simulated", str(self.temp))
+
+    monkeypatch.setattr(npy.NpyTarget, "write", failing_write)
+    status = cli.main(["export", str(volume), "--format", "npy", "--output", f"{tmp_path}/out/o.npy", "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("error:") == 1 and words in err and "temporary output was removed" in err
+    assert hidden_temps(tmp_path) == [] and not (tmp_path / "out" / "o.npy").exists()
+
+
+def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(volume, tmp_path, monkeypatch):
+    from lazyexport.sources import base
+
+    def unreadable(self, key):
+        raise PermissionError(errno.EACCES, "Permission denied", str(volume))
+
+    monkeypatch.setattr(base.FileArray, "__getitem__", unreadable)
+    with pytest.raises(PermissionError):
+        le.export(str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "o.zarr")))
