@@ -4,8 +4,8 @@ With ``resume=True`` (``--resume``), an export to a format whose writer is ``res
 TIFF sequences) writes under ``.{name}.lazyexport-r{token}.tmp`` instead of a random name, where
 ``token`` hashes everything that decides the bytes written: the output paths, the format, the
 settings, the source's identity (its path, shape, dtype, chunking, and the size, modification
-time and inode of each of its files - every chunk file of a Zarr array or N5 dataset - as in its
-dask name), the resolved renormalization range, and the output's shape, dtype and chunks. A
+time and inode of each of its files - every chunk file of a Zarr array or N5 dataset - listed
+when the token is made: :func:`source_identity`), the resolved renormalization range, and the output's shape, dtype and chunks. A
 changed plan or rewritten source data gets another token, so stale data is never reused; a
 source whose files cannot be listed is refused.
 
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ResumeError
+from .sources.base import file_identity
 from .formats.base import Target
 from .storage import remove, temp_path, with_kind, write_durably
 
@@ -51,6 +52,7 @@ def plan_token(plan: ExportPlan) -> str:
         "internal": plan.internal,
         "settings": plan.settings.to_dict(),
         "source": plan.source.data.name,
+        "source_files": source_identity(plan),
         "renormalize": plan.renormalize,
         "axes": plan.axes,
         "shape": plan.shape,
@@ -120,11 +122,19 @@ def _temps(plan: ExportPlan, token: str) -> list[Path]:
     return [temp_path(p, token) for p in plan.paths]
 
 
-def check_resumable(plan: ExportPlan) -> None:
-    """Refuse to resume where the source's identity (which changes with its data) is unknown."""
-    if "lazyexport_identity" in plan.source.encoding and plan.source.encoding["lazyexport_identity"] is None:
+def source_identity(plan: ExportPlan) -> str | None:
+    """The identity of a file source's data: size, modification time and inode of each of its
+    files (for a Zarr array or an N5 dataset: every chunk file), listed now, so pixels rewritten
+    since an interrupted run make another plan. None for data in memory (its dask name says it).
+    Raises ResumeError where the files cannot be listed: nobody can tell whether they changed."""
+    paths = plan.source.encoding.get("lazyexport_identity_paths")
+    if paths is None:
+        return None
+    identity = file_identity(*paths)
+    if identity is None:
         raise ResumeError(f"cannot tell whether the source changed since an interrupted export: the files of "
                           f"{plan.source.attrs.get('source')} cannot be listed; export without resume")
+    return identity
 
 
 def open_resumable(plan: ExportPlan, token: str) -> tuple[Target, Journal, set[Block]]:

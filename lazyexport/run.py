@@ -40,7 +40,7 @@ from dask.core import flatten
 
 from .errors import ExportCancelled, OutputBusyError, OutputExistsError, OutputLocationError, SchedulerError
 from .plan import ExportPlan, build_plan
-from .resume import Journal, check_resumable, commit_record, open_resumable, owner_paths, plan_token
+from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
 from .storage import Busy, Run, claim, clean, finish_commit, leftovers, new_token, remove
@@ -380,8 +380,6 @@ def execute(
     start (and clean up as usual). Before it starts, an export removes what killed exports left
     beside the same outputs (see :mod:`lazyexport.storage`)."""
     resumable = resume and plan.writer.resumable
-    if resumable:
-        check_resumable(plan)
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
     try:

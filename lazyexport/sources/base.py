@@ -9,7 +9,6 @@ import json
 import os
 import stat
 import threading
-import uuid
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -68,10 +67,15 @@ def file_identity(*paths: str | os.PathLike) -> str | None:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:32]
 
 
-def identity_token(identity: str | None) -> str:
-    """What goes into a source's dask name for its identity: a random one when it is unknown,
-    so that nothing keyed by the name (a resumed export) is ever taken for the same data."""
-    return identity if identity is not None else f"unknown-{uuid.uuid4().hex}"
+def stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """Size, modification time and inode of ``path`` itself (one stat; None if it cannot be
+    read): part of a source's dask name. What decides whether a ``--resume`` export may reuse
+    blocks is the full :func:`file_identity`, taken only then."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns, info.st_ino
 
 
 class FileArray:
@@ -80,8 +84,8 @@ class FileArray:
     dask reads blocks through ``__getitem__``; the object pickles without its open handle, so
     blocks can be read on distributed workers. Subclasses implement :meth:`_open`, returning
     anything indexable with a tuple of slices (an h5py dataset, a memory map, a zarr array).
-    ``identity`` (:func:`file_identity` of :meth:`data_path`, taken once, when opened) is part of
-    the dask name, so data rewritten since is another source.
+    The dask name holds the :func:`stamp` of :meth:`data_path`; a ``--resume`` export compares
+    the full :func:`file_identity` of it (every chunk file of a directory).
     """
 
     def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
@@ -92,7 +96,6 @@ class FileArray:
         self.ndim = len(self.shape)
         self._handle: Any = None
         self._lock = threading.Lock()
-        self.identity = file_identity(self.data_path())
 
     def data_path(self) -> str:
         """The file, or the directory, whose files hold the array's data."""
@@ -134,8 +137,7 @@ class FileArray:
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype),
-                identity_token(self.identity))
+        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype), stamp(self.data_path()))
 
     def __repr__(self) -> str:
         inner = f"{self.path}/{self.key}" if self.key else self.path
@@ -191,7 +193,7 @@ def default_nickname(file: str | os.PathLike) -> str:
 
 
 def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, reader: Any = None,
-            native: Sequence[int] | None = None, *, identity: str | None = None,
+            native: Sequence[int] | None = None, *, identity_paths: Sequence[str] | None = None,
             file_chunks: Sequence[int] | None = None, shards: Sequence[int] | None = None,
             **attrs) -> xr.DataArray:
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
@@ -200,8 +202,8 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     the planner uses it to re-open the source with chunks aligned to the cutout (:func:`reopen`).
     ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
     ``file_chunks`` (default ``native``) and ``shards`` are the file's chunk and shard shapes as
-    ``describe`` shows them. ``identity`` is the :func:`file_identity` of a file source (None:
-    unknown, and a resumed export refuses it). The dtype becomes numpy's own (:func:`canonical_dtype`).
+    ``describe`` shows them. ``identity_paths`` are the files (or directories of chunk files) whose
+    :func:`file_identity` says whether a file source changed (see :mod:`lazyexport.resume`). The dtype becomes numpy's own (:func:`canonical_dtype`).
 
     ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
     without extension) and ``dataset_dir`` (the directory holding the source; the current
@@ -226,8 +228,8 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
         out.encoding["lazyexport_chunks"] = {a: int(n) for a, n in zip(out.dims, file_chunks)}
     if shards is not None:
         out.encoding["lazyexport_shards"] = {a: int(n) for a, n in zip(out.dims, shards)}
-    if path is not None:
-        out.encoding["lazyexport_identity"] = identity
+    if identity_paths is not None:
+        out.encoding["lazyexport_identity_paths"] = tuple(os.path.abspath(p) for p in identity_paths)
     return out
 
 

@@ -28,4 +28,4 @@ def open_npy(path: Path, internal: str, axes=None) -> xr.DataArray:
     arr = NpyArray(path, mm.shape, mm.dtype)
     del mm
     dims = resolve_axes(axes, None, arr.shape)
-    return labeled(from_file_array(arr), dims, path, reader=arr, identity=arr.identity)
+    return labeled(from_file_array(arr), dims, path, reader=arr, identity_paths=[arr.data_path()])

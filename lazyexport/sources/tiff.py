@@ -6,7 +6,6 @@ read when the sequence is opened: one of another shape or dtype than the first i
 from __future__ import annotations
 
 import glob as globmod
-import hashlib
 import json
 from xml.etree import ElementTree
 from pathlib import Path
@@ -92,7 +91,7 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
         raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
     arr = TiffArray(path, shape, dtype)
     dims = resolve_axes(axes, meta_axes or tiff_axes(codes), shape)
-    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, identity=arr.identity,
+    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, identity_paths=[arr.data_path()],
                    tiff_axes=codes, **extra)
 
 
@@ -208,8 +207,6 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     parts = [da.from_array(arr, chunks=shape, asarray=False, fancy=False, lock=False,
                            meta=np.empty((0,) * len(shape), dtype)) for arr in arrays]
     data = da.stack(parts, axis=0)
-    identities = [arr.identity for arr in arrays]
-    identity = None if None in identities else hashlib.sha256("".join(identities).encode()).hexdigest()[:32]
     if axes is not None:
         dims = parse_axes(axes, ndim=data.ndim)
     elif meta:
@@ -222,11 +219,10 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
         dims = (stack, *plane)
     first = Path(files[0])
     path = first.parent / (Path(pattern).name if pattern else first.name)
-    out = labeled(data, dims, path, identity=identity, files=len(files))
+    out = labeled(data, dims, path, identity_paths=[arr.data_path() for arr in arrays], files=len(files))
     out.attrs["nickname"] = first.parent.name
     if meta and axes is None:
         out = transpose(out, meta["lazyexport_axes"])
     # each file is one chunk: one slice deep
     out.encoding["lazyexport_chunks"] = {d: 1 if d == dims[0] else n for d, n in out.sizes.items()}
-    out.encoding["lazyexport_identity"] = identity
     return out

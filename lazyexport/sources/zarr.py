@@ -15,7 +15,7 @@ from dask.base import tokenize
 from ..chunkio import reader_for
 from ..errors import SourceError
 from ..units import source_attrs
-from .base import dask_chunks, file_identity, identity_token, labeled, reader_array, resolve_axes
+from .base import dask_chunks, labeled, reader_array, resolve_axes, stamp
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
 MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -87,11 +87,10 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     shards = getattr(arr, "shards", None)
     native = shards or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
-    # every file of the array (metadata and chunks), so rewritten pixels make another source
-    identity = file_identity(Path(path).absolute() / internal)
+    array_dir = Path(path).absolute() / internal    # its files say whether it changed (for --resume)
     name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype),
-                              identity_token(identity))
+                              [stamp(array_dir / m) for m in MARKERS])
     dims = resolve_axes(axes, meta_axes, arr.shape)
     reader = reader_for(arr)
     return labeled(reader_array(reader, chunks, name=name), dims, path, reader=reader, native=native,
-                   identity=identity, file_chunks=arr.chunks, shards=shards, internal_path=internal, **extra)
+                   identity_paths=[array_dir], file_chunks=arr.chunks, shards=shards, internal_path=internal, **extra)
