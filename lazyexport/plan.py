@@ -396,6 +396,10 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     source = plan.source.attrs.get("source")
     if not source or source.startswith("<"):
         return
+    files = {Path(p).resolve() for p in plan.source.encoding.get("lazyexport_identity_paths", ())}
+    for path in plan.paths if not plan.writer.dataset(plan) else ():   # whole files: e.g. a glob's slice
+        if path.resolve() in files:
+            raise TemplateError(f"the output {path} is a file of the source {source}; choose another output template")
     internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
     src = _node(Path(source), internal)
     source = f"{source}/{internal}" if internal else source

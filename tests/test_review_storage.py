@@ -98,6 +98,15 @@ def test_item01_an_output_that_holds_the_source_is_refused(zarr_store, tmp_path)
     np.testing.assert_array_equal(zarr.open_array(str(zarr_store / "raw"))[...], arange((6, 8, 10)))
 
 
+def test_item01_a_sequence_onto_the_slices_of_its_own_glob_source_is_refused(tmp_path):
+    for i in range(3):
+        tifffile.imwrite(tmp_path / f"s_{i}.tif", np.full((4, 5), i, np.uint8))
+    settings = le.ExportSettings(format="tiff-sequence", output=f"{tmp_path}/s_{{slice_index}}.tif")
+    with pytest.raises(TemplateError, match="is a file of the source"):
+        le.export(str(tmp_path / "s_*.tif"), settings, overwrite=True)
+    assert [int(tifffile.imread(tmp_path / f"s_{i}.tif")[0, 0]) for i in range(3)] == [0, 1, 2]
+
+
 def test_item01_a_failed_export_into_an_existing_store_changes_nothing(zarr_store, monkeypatch):
     from lazyexport.formats import zarr as zarr_format
 
