@@ -244,13 +244,14 @@ class Leftover:
     kind: str
     state: str          # "orphan", "running" (a live export owns it), "unknown" (another host)
     owner: str          # who made it, as far as known
-    size: int = 0
+    size: int | None = None     # bytes, measured when asked (see :func:`clean`)
 
     def describe(self) -> str:
         what = {"commit": "an interrupted commit, finished: its renames done", "blocks": "a --resume journal",
                 "owner": "a --resume owner file", "stage": "a staging file", "raw": "a raw working file",
                 "old": "a replaced output"}.get(self.kind, "a temporary output")
-        return f"{self.path} ({what}, {_human(self.size)}, {self.owner})"
+        size = self.size if self.size is not None else _size(self.path)
+        return f"{self.path} ({what}, {_human(size)}, {self.owner})"
 
 
 def _size(path: Path) -> int:
@@ -289,12 +290,11 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
                 entries.append((entry, match, owners))
                 if match["kind"] == "owner" and not entry.name.endswith(".new"):
                     owners[match["token"]] = entry
-    chosen = [e for e in entries if wanted is None or e[1]["prefix"] in wanted]
-    tokens = {m["token"] for _, m, _ in chosen}
+    picked = [wanted is None or m["prefix"] in wanted for _, m, _ in entries]
+    tokens = {m["token"] for (_, m, _), p in zip(entries, picked) if p}
     committing = {m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens}
-    chosen += [e for e in entries if e not in chosen and e[1]["token"] in committing]
-    return [Leftover(entry, m["token"], m["kind"], *_state(m["token"], owners), size=_size(entry))
-            for entry, m, owners in chosen]
+    return [Leftover(entry, m["token"], m["kind"], *_state(m["token"], owners))
+            for (entry, m, owners), p in zip(entries, picked) if p or m["token"] in committing]
 
 
 def _state(token: str, owners: dict[str, Path]) -> tuple[str, str]:
@@ -337,8 +337,10 @@ def clean(directories: Iterable[Path], prefixes: Iterable[str] | None = None, *,
                 stuck.add(item.token)
                 kept.append(dataclasses.replace(item, owner=f"{item.owner}; cannot finish it: {exc}"))
                 continue
-        elif not dry_run:
-            remove(item.path)
+        else:
+            item = dataclasses.replace(item, size=_size(item.path))     # while it is still there
+            if not dry_run:
+                remove(item.path)
         done.append(item)
     return done, kept
 
