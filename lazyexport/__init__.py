@@ -6,6 +6,7 @@ The public API::
     print(describe(src))                                 # shape, dtype, axes, chunks, bytes
     settings = ExportSettings(roi={"z": (0, 100)}, renormalize=((0, 1), (0, 255)),
                               dtype="uint8", axis_order="czyx", format="zarr")
+    print(plan(src, settings))                           # blocks, memory, reads: nothing written
     result = export(src, settings)                       # what was written
     out = open_exported(result)                          # read it back, labeled
     planes = preview(src, settings, at={"z": 10})        # raw / live / disk planes of z=10
@@ -28,7 +29,8 @@ __version__ = "0.1.0"
 
 # public name -> the module defining it
 _API = {"Batch": "batch", "describe": "describe", "ExportError": "errors", "preview": "preview",
-        "export": "run", "ExportSettings": "settings", "open_exported": "sources", "open_source": "sources"}
+        "export": "run", "ExportSettings": "settings", "open_exported": "sources", "open_source": "sources",
+        "plan": "plan"}
 __all__ = sorted(_API)
 
 
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from .batch import Batch
     from .describe import describe
     from .errors import ExportError
+    from .plan import plan
     from .preview import preview
     from .run import export
     from .settings import ExportSettings

@@ -9,6 +9,7 @@ they were.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -169,6 +170,9 @@ def cmd_export(args) -> int:
         print(f"saved the settings as a one-dataset project {saved}; rerun with "
               f"'lazyexport batch {saved} export-all'", file=sys.stderr)
     source = open_source(args.source, axes=args.axes)
+    if args.plan:
+        _show_plans([build_plan(source, settings, nickname=args.nickname, memory_limit=args.memory_limit)], args.json)
+        return 0
     result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite, resume=args.resume,
                          memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
     print(result)
@@ -216,6 +220,9 @@ def _batch_list(batch: Batch, args) -> int:
 
 def _batch_export(batch: Batch, args) -> int:
     nicknames = args.nicknames if args.action == "export" else batch.nicknames
+    if args.plan:
+        _show_plans([batch.plan(n, memory_limit=args.memory_limit) for n in nicknames], args.json)
+        return 0
     bars = _BatchBars(not args.quiet)
 
     def done(nickname: str, outcome) -> None:
@@ -377,6 +384,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="zarr, tiff-sequence: continue an interrupted --resume export of the same plan, and keep "
                         "the temporary output if this one is interrupted (other formats restart)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--plan", action="store_true",
+                   help="print the plan (chunks, blocks, tasks in flight, projected peak memory and its parts, "
+                        "read amplification, staging) and write nothing")
+    p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
+
+
+def _show_plans(plans, as_json: bool) -> None:
+    """Print plans (text, or one JSON document: an object, or a list for several)."""
+    if as_json:
+        data = [p.summary() for p in plans]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        print("\n\n".join(str(p) for p in plans))
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,11 @@ class SettingsError(ExportError):
     """An export setting is invalid (dtype, renormalize bounds, compression, ...)."""
 
 
+class MemoryLimitError(SettingsError):
+    """No way to export within the memory limit: one source chunk, output chunk or shard
+    alone needs more (the message names it and the smallest limit that works)."""
+
+
 class TemplateError(ExportError):
     """The output file template is invalid (unknown placeholder, missing {slice_index}, ...)."""
 

@@ -7,6 +7,7 @@ be inspected (``print(plan)``) before :func:`lazyexport.run.execute` writes anyt
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -19,21 +20,27 @@ import numpy as np
 import xarray as xr
 from dask.utils import format_bytes, parse_bytes
 
+from . import cost
 from . import template as tpl
-from .errors import FormatError, SettingsError, TemplateError
+from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
-from .sources.base import reopen
 from .transforms import compute_dtype, convert_block, convert_dtype, cutout, dtype_range, renormalize, transpose
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
-# Memory one block in flight can take, as a multiple of its size in the widest dtype it passes
-# through (source block, float copy for renormalize, converted copy, encoded bytes, ...).
+# The largest block (output bytes) one task writes, whatever the budget: keeps progress and
+# cancellation fine-grained on large budgets. LAZYEXPORT_MAX_BLOCK_BYTES (e.g. 4MiB) sets it.
+MAX_BLOCK_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_MAX_BLOCK_BYTES", "1GiB"))
+# The extra time of a staged slice sequence (the output written to and read from disk once more).
+STAGING_TIME = 0.5
+MIN_CHUNK_BYTES = 64 * 2**10   # the planner's own output chunks are not made smaller than this
+ZARR_CONCURRENCY = 4     # chunks zarr-python decodes at once per read (set by the runner)
+# Memory one block in flight can take, as a multiple of its size: only for the pyramid levels
+# an OME-Zarr writer builds from the level before (the planner's own blocks use lazyexport.cost).
 BLOCK_MEMORY_FACTOR = 6
-MAX_BLOCK_BYTES = 64 * 2**20
 
 
 def parse_memory_limit(value: Any) -> int:
@@ -68,6 +75,8 @@ class ExportPlan:
     slice_start: int = 0                     # sequences: source index of the first slice
     staged: bool = False                     # sequences: blocks follow the source, slices assembled on disk
     notes: list[str] = dataclasses.field(default_factory=list)
+    order: str | None = None                 # the writer's own axis order, applied after the settings' transpose
+    costs: cost.Costs | None = None          # the block shape chosen and what it costs (see lazyexport.cost)
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -86,12 +95,29 @@ class ExportPlan:
         return int(self.result.nbytes)
 
     @property
+    def block(self) -> tuple[int, ...]:
+        """The block shape (output axes): one task computes and writes one block."""
+        return self.costs.block[:len(self.axes)]
+
+    @property
+    def edges(self) -> tuple[tuple[int, ...], ...]:
+        """Per output axis, where blocks start and the last one ends (0, ..., length)."""
+        return tuple(tuple(int(e) for e in cost.block_edges(n, b, p))
+                     for n, b, p in zip(self.shape, self.block, self.costs.phase))
+
+    @property
     def blocks(self) -> tuple[tuple[int, ...], ...]:
-        return self.result.data.chunks
+        """The block lengths along each output axis (as dask's ``chunks``)."""
+        return tuple(tuple(b - a for a, b in zip(e, e[1:])) for e in self.edges)
 
     @property
     def nblocks(self) -> int:
-        return math.prod(len(c) for c in self.blocks)
+        return self.costs.tasks
+
+    @property
+    def in_flight(self) -> int:
+        """How many block tasks run at once."""
+        return self.costs.in_flight
 
     @property
     def value_range(self) -> tuple[int, int] | tuple[float, float] | None:
@@ -132,10 +158,6 @@ class ExportPlan:
             return self.settings.unit or src["unit"]
         return None if src.get("pixel_size") and not self.settings.pixel_size else DEFAULT_UNIT
 
-    def block_budget(self) -> int:
-        """Bytes (in the widest dtype a block passes through) one block in flight may take."""
-        return min(self.memory_limit // (BLOCK_MEMORY_FACTOR * max(self.workers, 1)), MAX_BLOCK_BYTES)
-
     def widest_itemsize(self) -> int:
         computed = compute_dtype(self.source.dtype).itemsize if self.renormalize else 1
         return max(self.source.dtype.itemsize, self.result.dtype.itemsize, computed)
@@ -165,15 +187,46 @@ class ExportPlan:
         return aligned_chunks(previous, self.shape, self.dtype.itemsize, chunk_bytes,
                               {self.axes.index(a): n for a, n in fixed.items() if a in self.axes})
 
+    def summary(self) -> dict[str, Any]:
+        """The plan as plain data (what ``lazyexport export --plan --json`` prints): the output,
+        its chunks and shards, the blocks, tasks and tasks in flight, the projected peak memory
+        and its parts, the read amplification, staging, and the notes that say why."""
+        c = self.costs
+        return {
+            "source": self.source.attrs.get("source"), "nickname": self.nickname, "format": self.writer.name,
+            "output": str(self.output), "internal": self.internal, "files": len(self.paths),
+            "roi": {str(a): list(b) for a, b in self.roi.items()},
+            "axes": "".join(self.axes), "shape": list(self.shape), "dtype": str(self.dtype), "bytes": self.nbytes,
+            "chunks": list(self.chunks), "shards": list(self.shards) if self.shards else None,
+            "block": list(self.block), "tasks": self.nblocks, "tasks_in_flight": self.in_flight,
+            "threads": self.workers, "staged": self.staged,
+            "memory_limit": self.memory_limit,
+            "projected_peak": c.projected_peak,
+            "projected": {"baseline": c.baseline, "per_task": c.task_peak, "block": c.out, "piece": c.piece_bytes,
+                          "reading": c.read_extra, "transform": c.transform, "writing": c.encode},
+            "read_amplification": round(c.amplification, 4),
+            "source_bytes_decoded": c.decoded, "source_bytes_needed": c.needed,
+            "notes": list(self.notes),
+        }
+
     def __str__(self) -> str:
+        c = self.costs
+        mib = format_bytes
         lines = [
             f"export {self.source.attrs.get('source')} ({self.nickname}) -> {self.writer.name}",
             f"  output     {self.output}" + (f" [{self.internal}]" if self.internal else "")
             + (f" (+{len(self.paths) - 1} more files)" if len(self.paths) > 1 else ""),
             f"  roi        {roi_text(self.roi, self.source.dims)}",
-            f"  result     {''.join(self.axes)} {self.shape} {self.dtype} ({format_bytes(self.nbytes)})",
-            f"  chunks     {self.chunks}" + (f" in shards of {self.shards}" if self.shards else "")
-            + f", {self.nblocks} blocks in flight {self.workers} at a time, memory limit {format_bytes(self.memory_limit)}",
+            f"  result     {''.join(self.axes)} {self.shape} {self.dtype} ({mib(self.nbytes)})",
+            f"  chunks     {self.chunks}" + (f" in shards of {self.shards}" if self.shards else ""),
+            f"  blocks     {self.block}: {self.nblocks} tasks, {self.in_flight} at a time"
+            + (", slices assembled in a staging file" if self.staged else ""),
+            f"  memory     projected peak {mib(c.projected_peak)} = baseline {mib(c.baseline)} + {self.in_flight} x "
+            f"{mib(c.task_peak)} per task (block {mib(c.out)}, source piece {mib(c.piece_bytes)}, reading "
+            f"{mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)}); "
+            f"limit {mib(self.memory_limit)} on top of the baseline",
+            f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks the cutout touches "
+            f"(read amplification {c.amplification:.2f})",
         ]
         lines += [f"  note       {n}" for n in self.notes]
         return "\n".join(lines)
@@ -185,14 +238,16 @@ def build_plan(
     *,
     nickname: str | None = None,
     memory_limit: Any = None,
-    workers: int | None = None,
+    threads: int | None = None,
 ) -> ExportPlan:
-    """Plan the export of ``source`` (anything :func:`open_source` takes) with ``settings``."""
+    """Plan the export of ``source`` (anything :func:`open_source` takes) with ``settings``:
+    ``memory_limit`` is the memory the export may add to the process, ``threads`` how many
+    block tasks may run at once at most (default: the machine's cores)."""
     settings = settings or ExportSettings()
     src = open_source(source)
     writer = get_writer(settings.format)
     limit = parse_memory_limit(memory_limit)
-    workers = workers or os.cpu_count() or 1
+    threads = threads or os.cpu_count() or 1
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, src.dims, src.shape)
@@ -209,35 +264,33 @@ def build_plan(
     if wanted == "".join(map(str, result.dims)):
         wanted = None
     if wanted is not None:
-        result = transpose(result, wanted)
+        result = transform(src, roi, settings, renorm, wanted)
         notes.append(f"{writer.name} stores axes in the order {wanted!r}")
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
-        output=Path(), internal="", paths=[], memory_limit=limit, workers=workers,
-        renormalize=renorm, notes=notes,
+        output=Path(), internal="", paths=[], memory_limit=limit, workers=threads,
+        renormalize=renorm, notes=notes, order=wanted,
     )
     if writer.is_sequence:
         _plan_slices(plan)
     _plan_outputs(plan)
+    baseline = cost.process_rss()
     if writer.is_sequence:
-        plan.staged = _source_depth(plan) > 1
-        if plan.staged:
-            plan.notes.append(f"source chunks are {_source_depth(plan)} slices deep: blocks follow them, "
-                              f"and slices are assembled in a staging file beside the output")
-    plan.chunks = writer.chunks(plan)
-    if settings.shards is not None:
-        _plan_shards(plan)
-    block = _block_shape(plan)
-    # A file source is read again with chunks that start at the cutout and match the blocks,
-    # so no block needs a rechunk (which would hold shared source chunks in memory).
-    aligned = reopen(src, _aligned_source_chunks(plan, block))
-    if aligned is not None:
-        result = transform(aligned, roi, settings, renorm)
-        if wanted is not None:
-            result = transpose(result, wanted)
-    plan.result = result.chunk(dict(zip(plan.axes, block)))
+        _plan_sequence(plan, baseline)
+    else:
+        plan.chunks = writer.chunks(plan)
+        if settings.shards is not None:
+            _plan_shards(plan, baseline)
+        else:
+            plan.costs = _choose_chunks(plan, baseline)
     return plan
+
+
+def plan(source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
+    """The plan of exporting ``source`` with ``settings``, before anything is written: see
+    :func:`build_plan` for ``options``; ``print()`` it, or read :meth:`ExportPlan.summary`."""
+    return build_plan(source, settings, **options)
 
 
 def transform(
@@ -245,18 +298,32 @@ def transform(
     roi: dict[str, tuple[int, int]],
     settings: ExportSettings,
     renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+    order: str | None = None,
 ) -> xr.DataArray:
-    """The lazy export result for ``roi``: cutout, renormalize (with resolved ranges), convert,
-    transpose, in that order, without rechunking. :func:`build_plan` applies it to the whole ROI;
-    a preview applies it to a one-plane ROI so that only the chunks of that plane are computed.
-    """
-    result = cutout(src, roi)
+    """The lazy export result for ``roi``: cutout, then :func:`steps`, without rechunking.
+    :func:`build_plan` applies it to the whole ROI; a preview applies it to a one-plane ROI so
+    that only the chunks of that plane are computed."""
+    return steps(cutout(src, roi), settings, renorm, order)
+
+
+def steps(
+    arr: xr.DataArray,
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+    order: str | None = None,
+) -> xr.DataArray:
+    """The transformations after the cutout, in their order: renormalize (with resolved
+    ranges), convert, transpose to the settings' axis order, then to the format's own
+    (``order``). Block tasks apply them to each piece of the source they read."""
+    result = arr
     if renorm is not None:
         result = renormalize(result, *renorm, dtype=settings.dtype)   # converts in the same pass
     elif settings.dtype is not None:
         result = convert_dtype(result, settings.dtype)
     if settings.axis_order is not None:
         result = transpose(result, settings.axis_order)
+    if order is not None:
+        result = transpose(result, order)
     return result
 
 
@@ -293,22 +360,6 @@ def _smallest_factor(n: int) -> int:
     return next((f for f in range(2, math.isqrt(n) + 1) if n % f == 0), n)
 
 
-def _aligned_source_chunks(plan: ExportPlan, block: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
-    """Source chunks whose boundaries fall on the cutout's start and then every block length;
-    the parts outside the cutout are single chunks that are never read."""
-    lengths = dict(zip(plan.axes, block))
-    chunks = []
-    for axis, size in zip(plan.source.dims, plan.source.shape):
-        start, stop = plan.roi[axis]
-        step = lengths.get(axis, 1)   # an axis the transpose dropped has length 1
-        pieces = [start] if start else []
-        pieces += [min(step, stop - at) for at in range(start, stop, step)]
-        if stop < size:
-            pieces.append(size - stop)
-        chunks.append(tuple(pieces))
-    return tuple(chunks)
-
-
 def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
     """The min/max of the data inside the ROI (any dtype), read once; a note says so."""
     found = dask.compute(da.nanmin(arr.data), da.nanmax(arr.data))
@@ -323,14 +374,6 @@ def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
         )
     notes.append(f"renormalize input range taken from the data inside the ROI: [{shown[0]}, {shown[1]}]")
     return (lo, hi)
-
-
-def _source_depth(plan: ExportPlan) -> int:
-    """How many slices deep the source's chunks are along a sequence's slicing axis."""
-    native = plan.native_chunks()
-    if native is not None:
-        return native[plan.axes.index(plan.slice_axis)]
-    return max(plan.result.data.chunks[plan.axes.index(plan.slice_axis)], default=1)
 
 
 def _plan_slices(plan: ExportPlan) -> None:
@@ -438,30 +481,165 @@ def _shown(path: Path, internal: str) -> str:
     return f"{path}/{internal.strip('/')}" if internal.strip("/") else str(path)
 
 
-def _block_shape(plan: ExportPlan, unit: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """Blocks are whole multiples of the output's shards (or chunks), as large as the memory
-    budget allows, so no two tasks write one file."""
-    budget = plan.block_budget()
-    # first along axes where the cutout starts inside a source chunk (so that chunk is read by fewer blocks)
-    misaligned = tuple(plan.axes.index(a) for a in plan.misaligned_axes())
-    unit = unit or plan.shards or plan.chunks
-    return block_shape(unit, plan.shape, plan.widest_itemsize(), budget, first=misaligned)
+def read_model(src: xr.DataArray) -> tuple[cost.Source, dict[str, tuple[int, ...] | None]]:
+    """How the source reads (see :class:`lazyexport.cost.Source`) and, per source axis, its
+    read-unit boundaries (None: any region is read as it is)."""
+    itemsize = src.dtype.itemsize
+    reader = read_through(src)
+    units = src.encoding.get("lazyexport_chunks") if reader is not None else None
+    if reader is None:          # a dask graph: whole chunks are computed
+        bounds = {d: tuple(np.cumsum((0, *c)).tolist()) for d, c in zip(src.dims, src.data.chunks)}
+        return cost.Source("dask", itemsize), bounds
+    if isinstance(reader, np.ndarray):
+        return cost.Source("view", itemsize), {d: None for d in src.dims}
+    concurrency = 1 if type(reader).__module__.startswith("lazyexport") else ZARR_CONCURRENCY
+    bounds = {d: _regular(n, units[d]) if units and d in units else None for d, n in src.sizes.items()}
+    return cost.Source("chunks", itemsize, concurrency=concurrency), bounds
 
 
-def _plan_shards(plan: ExportPlan) -> None:
-    """The shard shape. ``"auto"``: the block the budget allows (no shards if that is one chunk).
-    Else the user's lengths, rounded up to whole chunks, one shard across an axis at most; a shard is written
-    by one task, so fewer run at once when shards are large, and one that cannot fit the memory
-    limit at all is refused."""
+def _regular(size: int, unit: int) -> tuple[int, ...]:
+    return tuple(range(0, size, max(unit, 1))) + (size,)
+
+
+def read_through(src: xr.DataArray) -> Any:
+    """What a block task reads ``src`` through: its file reader, the numpy array it wraps, or
+    None where it must be computed by dask (the user's dask array, several files joined, or a
+    source transformed after it was opened)."""
+    reader = src.encoding.get("lazyexport_reader")
+    if reader is None or src.data.name != src.encoding.get("lazyexport_name"):
+        return None
+    return reader
+
+
+def _cost_axes(plan: ExportPlan, unit: tuple[int, ...], aligned: tuple[bool, ...] = ()) -> list[cost.Axis]:
+    """The cost model's axes: the output's, then the source axes the output drops (length 1)."""
+    _, bounds = read_model(plan.source)
+    sizes = dict(plan.source.sizes)
+    axes = []
+    for i, (a, n, u) in enumerate(zip(plan.axes, plan.shape, unit)):
+        follow = aligned[i] if aligned else False
+        if a in sizes:
+            axes.append(cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], aligned=follow))
+        else:
+            axes.append(cost.Axis(a, n, 1))
+    for d in plan.source.dims:
+        if d not in plan.axes:
+            axes.append(cost.Axis(str(d), 1, 1, plan.roi[d][0], sizes[d], bounds[d]))
+    return axes
+
+
+def _encode_bytes(plan: ExportPlan, block: tuple[int, ...], unit: tuple[int, ...], staged: bool = False) -> int:
+    """What the writer holds on top of the block while it writes it (see Writer.write_buffers)."""
+    itemsize = plan.dtype.itemsize
+    out = math.prod(block[:len(plan.axes)]) * itemsize
+    if plan.writer.is_sequence:
+        pos = plan.axes.index(plan.slice_axis)
+        plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
+        return plan.writer.write_buffers(out, plane, staged=staged)
+    return plan.writer.write_buffers(out, math.prod(unit) * itemsize)
+
+
+def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
+            aligned: tuple[bool, ...] = (), staged: bool = False, time_extra: float = 0.0) -> cost.Costs:
+    """The cheapest block shape made of whole ``unit`` s that fits the budget, or a one-line
+    refusal naming what does not fit (``what``: the user's word for ``unit``)."""
+    source, _ = read_model(plan.source)
+    axes = _cost_axes(plan, unit, aligned)
+    unit = tuple(unit) + (1,) * (len(axes) - len(unit))
+    compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0
+
+    def choose(budget: int) -> cost.Costs:
+        return cost.choose(axes, source, plan.dtype.itemsize, compute_itemsize=compute,
+                           encode=lambda block: _encode_bytes(plan, block, unit, staged), budget=budget,
+                           baseline=baseline, threads=plan.workers, max_block_bytes=MAX_BLOCK_BYTES,
+                           time_extra=time_extra)
+
+    try:
+        return choose(plan.memory_limit)
+    except cost.NoFit as exc:
+        failure = exc
+    needed = failure.needed
+    for _ in range(8):      # the smallest limit that works (scratch sizes grow a little with the limit)
+        needed = -(-needed // 2**20) * 2**20
+        try:
+            choose(needed)
+            break
+        except cost.NoFit as exc:
+            needed = max(exc.needed, needed + 2**20)
+    raise MemoryLimitError(_no_fit(plan, failure, needed, unit, what)) from None
+
+
+def _no_fit(plan: ExportPlan, exc: cost.NoFit, needed: int, unit: tuple[int, ...], what: str) -> str:
+    need = format_bytes(needed)
+    limit = format_bytes(plan.memory_limit)
+    _, bounds = read_model(plan.source)
+    read = tuple(max(b - a for a, b in zip(bs, bs[1:])) if bs else 1 for bs in (bounds[d] for d in plan.source.dims))
+    if exc.unit_bytes > plan.memory_limit // 2:
+        return (f"one source chunk of {read} {plan.source.dtype} decodes to {format_bytes(exc.unit_bytes)}, which "
+                f"the memory limit {limit} cannot hold while it is converted and written; the smallest memory "
+                f"limit that works is {need} (or rechunk the source)")
+    shown = unit[:len(plan.axes)]
+    return (f"{what} of {shown} need about {format_bytes(exc.needed)} while one is computed and written, more than "
+            f"the memory limit {limit}; choose smaller {what}, or a memory limit of at least {need}")
+
+
+def _choose_chunks(plan: ExportPlan, baseline: int) -> cost.Costs:
+    """Blocks for the output chunks; chunks the planner chose itself (not the user's) are made
+    smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one."""
+    while True:
+        try:
+            return _choose(plan, plan.chunks, baseline, what="chunks")
+        except MemoryLimitError:
+            size = math.prod(plan.chunks) * plan.dtype.itemsize
+            if plan.settings.chunks or size <= MIN_CHUNK_BYTES:
+                raise
+            smaller = plan.default_chunks(size // 2)
+            if smaller == plan.chunks:
+                raise
+            plan.chunks = smaller
+
+
+def _plan_sequence(plan: ExportPlan, baseline: int) -> None:
+    """Slices are written straight from blocks of whole planes when the slab of slices one
+    source read unit spans fits the budget; else blocks follow the source and slices are
+    assembled in a staging file on disk (one more write and read of the output)."""
+    pos = plan.axes.index(plan.slice_axis)
+    plane = plan.writer.chunks(plan)     # one slice per file; the writer refuses data it cannot hold
+    follow = tuple(i == pos for i in range(len(plan.axes)))
+    direct = staged = None
+    with contextlib.suppress(MemoryLimitError):
+        direct = _choose(plan, plane, baseline, "slices", aligned=follow)
+    if direct is None or direct.amplification > 1.05:
+        ones = (1,) * len(plan.axes)
+        with contextlib.suppress(MemoryLimitError):
+            staged = _choose(plan, ones, baseline, "slices", staged=True, time_extra=STAGING_TIME)
+        if staged is not None and (direct is None or staged.amplification < direct.amplification / 1.05):
+            plan.staged, plan.costs = True, staged
+            depth = max((c for c in plan.blocks[pos]), default=1)
+            plan.notes.append(f"a slab of slices as deep as one source chunk does not fit the memory limit: "
+                              f"blocks follow the source ({depth} slices deep), and slices are assembled in "
+                              f"a staging file beside the output")
+            return
+    if direct is None:
+        direct = _choose(plan, plane, baseline, "slices", aligned=follow)   # raises the refusal
+    plan.costs = direct
+
+
+def _plan_shards(plan: ExportPlan, baseline: int) -> None:
+    """The shard shape. ``"auto"``: the block the cost model picks for the chunks (no shards if
+    that is one chunk). Else the user's lengths, rounded up to whole chunks, one shard across an
+    axis at most; a shard is written by one task, and one that cannot fit the budget is refused."""
     chunks, shape = plan.chunks, plan.shape
     wanted = plan.settings.shards
     if wanted == "auto":
-        # the blocks the export would use anyway, so the budget holds as without shards
-        shards = tuple(math.ceil(n / c) * c for n, c in zip(_block_shape(plan, unit=chunks), chunks))
+        costs = _choose(plan, chunks, baseline, "chunks")
+        shards = tuple(min(math.ceil(n / c) * c, math.ceil(s / c) * c)
+                       for n, c, s in zip(costs.block, chunks, shape))
         if shards == chunks:
             plan.notes.append("shards 'auto': a block holds one chunk, so the output is not sharded")
         else:
             plan.shards = shards
+        plan.costs = costs
         return
     unknown = sorted(set(wanted) - set(plan.axes))
     if unknown:
@@ -470,18 +648,8 @@ def _plan_shards(plan: ExportPlan) -> None:
     shards = tuple(min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape))
     if shards != lengths:
         plan.notes.append(f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis at most: {shards}")
-    in_flight = math.prod(shards) * plan.widest_itemsize() * BLOCK_MEMORY_FACTOR
-    if in_flight > plan.memory_limit:
-        raise SettingsError(
-            f"a shard of {shards} needs about {format_bytes(in_flight)} while it is written, more than the memory "
-            f"limit {format_bytes(plan.memory_limit)}; choose smaller shards, shards 'auto', or a larger memory limit"
-        )
-    fit = max(plan.memory_limit // in_flight, 1)
-    if fit < plan.workers:
-        plan.notes.append(f"shards are large: {fit} written at a time (not {plan.workers}) to stay within the memory "
-                          f"limit (threads and processes; on a cluster its workers' own limits apply)")
-        plan.workers = fit
     plan.shards = shards
+    plan.costs = _choose(plan, shards, baseline, "shards")
 
 
 def block_shape(

@@ -15,31 +15,24 @@ import collections
 import contextlib
 import dataclasses
 import errno
-import math
 import os
-import multiprocessing
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import dask
-import dask.array as da
-import dask.local
-import dask.multiprocessing
-import dask.threaded
 import numpy as np
 import zarr
-from dask.callbacks import Callback
 from dask.utils import format_bytes
-from dask.core import flatten
 
 from .errors import ExportCancelled, OutputBusyError, OutputExistsError, OutputLocationError, SchedulerError
-from .plan import ExportPlan, build_plan
+from . import cost
+from .blocks import BlockGrid, BlockSource
+from .executors import Distributed, Executor, Inline, Processes, Threads
+from .plan import ZARR_CONCURRENCY, ExportPlan, build_plan
 from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
@@ -81,18 +74,21 @@ class ExportResult:
     nbytes: int                 # uncompressed size of the exported data
     seconds: float
     notes: tuple[str, ...] = ()
+    peak_memory: int = 0        # measured peak resident memory of this process during the export (0: unknown)
+    projected_peak: int = 0     # what the plan projected for it
 
     def __str__(self) -> str:
         where = str(self.output) + (f"/{self.internal}" if self.internal else "")
         if len(self.paths) > 1:
             where += f" (+{len(self.paths) - 1} more files)"
         rate = self.nbytes / self.seconds / 1e6 if self.seconds else 0.0
+        memory = (f"; peak memory {format_bytes(self.peak_memory)} (projected {format_bytes(self.projected_peak)})"
+                  if self.peak_memory and self.projected_peak else "")
         return (f"wrote {self.format} {where}: {''.join(self.axes)} {self.shape} {self.dtype}, "
-                f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s)")
+                f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s){memory}")
 
 
 ProgressCallback = Callable[[Progress], Any]
-ZARR_CONCURRENCY = 4
 CONNECT_TIMEOUT = 10.0      # seconds to reach a scheduler at an address
 STOP_TIMEOUT = 120.0        # seconds to wait for a cancelled run's writes to finish on the workers
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
@@ -115,17 +111,41 @@ class _Encoded:
     payload: Any
 
 
-def _write_block(block: np.ndarray, target, journal: Journal | None = None, run: str = "",
-                 encode_only: bool = False, block_info=None):
-    location = tuple(slice(start, stop) for start, stop in block_info[0]["array-location"])
-    block = np.ascontiguousarray(block)
+@dataclasses.dataclass(frozen=True)
+class _Written:
+    """What a write task returns: the block's index and the bytes written."""
+
+    index: tuple[int, ...]
+    nbytes: int
+
+
+class BlockJob:
+    """One export's block task: compute block ``index`` (:class:`lazyexport.blocks.BlockSource`)
+    and write it into the target (or, for a single-writer target run in other processes, encode
+    it for the exporting process to store). Picklable: sent once to each process or worker."""
+
+    def __init__(self, plan: ExportPlan, target, journal: Journal | None, run: str, encode_only: bool):
+        self.grid = BlockGrid(plan.edges)
+        self.source = BlockSource(plan)
+        self.target, self.journal, self.run, self.encode_only = target, journal, run, encode_only
+
+    def __call__(self, index: tuple[int, ...]) -> _Written | _Encoded:
+        location = self.grid.region(index)
+        block = self.source.compute(location)
+        return _write_block(block, location, index, self.target, None if self.encode_only else self.journal,
+                            self.run, self.encode_only)
+
+
+def _write_block(block: np.ndarray, location: tuple[slice, ...], index: tuple[int, ...], target,
+                 journal: Journal | None = None, run: str = "", encode_only: bool = False):
+    """Write (or encode) one computed block, unless its run was stopped meanwhile."""
     with _ACTIVE_LOCK:
         if run in _STOPPED:     # cancelled while this task read its block: write nothing
             raise ExportCancelled("export cancelled")
         _ACTIVE[run] += 1
     try:
         if encode_only:
-            return _Encoded(tuple(block_info[0]["chunk-location"]), target.encode(block, location))
+            return _Encoded(index, target.encode(block, location))
         written = target.write(block, location)
     finally:
         with _ACTIVE_LOCK:
@@ -133,8 +153,8 @@ def _write_block(block: np.ndarray, target, journal: Journal | None = None, run:
             if not _ACTIVE[run]:
                 del _ACTIVE[run]
     if journal is not None:
-        journal.record(block_info[0]["chunk-location"])
-    return np.full((1,) * block.ndim, written, dtype=np.int64)
+        journal.record(index)
+    return _Written(index, int(written))
 
 
 def _stop_writes(run: str) -> int:
@@ -145,107 +165,37 @@ def _stop_writes(run: str) -> int:
         return _ACTIVE[run]
 
 
-class _Tracker(Callback):
-    """Counts finished write tasks for progress, stores what single-writer tasks encoded, and
-    stops the run when cancelled. A dask callback for the local schedulers; the distributed
-    runner calls :meth:`finished` itself."""
+class _Tracker:
+    """Counts finished block tasks for progress, stores what single-writer tasks encoded, and
+    stops the run when cancelled."""
 
-    def __init__(self, plan: ExportPlan, layer: str, progress: ProgressCallback | None,
-                 cancel: threading.Event | None, target, journal: Journal | None,
-                 skipped: set[tuple[int, ...]] = frozenset()):
-        super().__init__()
-        self.layer, self.progress, self.cancel = layer, progress, cancel
+    def __init__(self, plan: ExportPlan, progress: ProgressCallback | None, cancel: threading.Event | None,
+                 target, journal: Journal | None, skipped: set[tuple[int, ...]] = frozenset()):
+        self.progress, self.cancel = progress, cancel
         self.target, self.journal = target, journal
         self.total, self.nbytes = plan.nblocks, plan.nbytes
+        grid = BlockGrid(plan.edges)
         self.done = len(skipped)    # blocks an interrupted run finished count as done
-        self.bytes = sum(math.prod(plan.blocks[d][i] for d, i in enumerate(index)) for index in skipped) \
-            * plan.dtype.itemsize
+        self.bytes = sum(grid.size(index) for index in skipped) * plan.dtype.itemsize
         self.start = time.perf_counter()
-        self.lock = threading.Lock()
 
     def check(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise ExportCancelled("export cancelled")
 
-    def _pretask(self, key, dsk, state):
-        self.check()
-
-    def _posttask(self, key, result, dsk, state, worker_id):
-        if not (isinstance(key, tuple) and key and key[0] == self.layer):
-            return
-        written = self.finished(result)
-        if isinstance(result, _Encoded):
-            state["cache"][key] = written   # keep a number, not the encoded block, until the end
-
-    def finished(self, result) -> int:
-        """Account for one finished write task (storing its block first for single-writer
-        targets); return the bytes it wrote."""
+    def finished(self, result: _Written | _Encoded) -> None:
+        """Account for one finished block task (storing its block first for single-writer targets)."""
         if isinstance(result, _Encoded):
             written = self.target.store(result.payload)
             if self.journal is not None:
                 self.journal.record(result.index)
         else:
-            written = int(np.sum(result))
-        with self.lock:
-            self.done += 1
-            self.bytes += written
-            event = Progress(self.done, self.total, min(self.bytes, self.nbytes), self.nbytes,
-                             time.perf_counter() - self.start)
+            written = result.nbytes
+        self.done += 1
+        self.bytes += written
         if self.progress is not None:
-            self.progress(event)
-        return written
-
-
-def _write_graph(written: da.Array, keys: Sequence[tuple]):
-    (written,) = dask.optimize(written)
-    return written.__dask_graph__().cull(set(keys))
-
-
-def _run_tasks(written: da.Array, keys: Sequence[tuple], scheduler: str, workers: int) -> None:
-    """Compute the write tasks ``keys`` of ``written`` with a local scheduler. Returns (or
-    raises) only once no write is running any more, also when interrupted, so the temporary
-    output can then be removed."""
-    if not keys:
-        return
-    graph = _write_graph(written, keys)
-    if scheduler == "synchronous":
-        dask.local.get_sync(graph, list(keys))
-        return
-    if scheduler == "processes":
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        get = dask.multiprocessing.get
-    else:
-        pool, get = ThreadPoolExecutor(workers), dask.threaded.get
-    try:
-        get(graph, list(keys), pool=pool)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _run_distributed(client, written: da.Array, keys: Sequence[tuple], tracker: _Tracker, run: str) -> None:
-    """Compute the write tasks on a dask cluster, accounting for each as it finishes. On any
-    failure or cancellation the remaining tasks are cancelled and this returns (raises) only
-    once no write of this run is still running on a worker."""
-    if not keys:
-        return
-    from distributed import as_completed
-
-    futures = client.get(_write_graph(written, keys), list(keys), sync=False)
-    try:
-        pending = as_completed(futures, loop=client.loop)
-        while not pending.is_empty():
-            tracker.check()
-            batch = pending.next_batch(block=False)
-            if not batch:
-                time.sleep(0.05)
-                continue
-            for future in batch:
-                tracker.finished(future.result())
-                future.release()
-    except BaseException:
-        client.cancel(futures)
-        _wait_writes_stopped(client, run)
-        raise
+            self.progress(Progress(self.done, self.total, min(self.bytes, self.nbytes), self.nbytes,
+                                   time.perf_counter() - self.start))
 
 
 def _wait_writes_stopped(client, run: str) -> None:
@@ -328,30 +278,33 @@ def _connect(address: str):
                              f"({first})") from None
 
 
+def executor_for(plan: ExportPlan, scheduler: Any, run: str = "") -> Executor:
+    """The executor of ``plan`` on ``scheduler`` (a local scheduler's name or a distributed.Client):
+    ``plan.in_flight`` tasks at a time (on a cluster, per worker)."""
+    if scheduler == "synchronous" or (scheduler == "threads" and plan.in_flight <= 1):
+        return Threads(1) if scheduler == "threads" else Inline()
+    if scheduler == "threads":
+        return Threads(plan.in_flight)
+    if scheduler == "processes":
+        return Processes(plan.in_flight)
+    workers = scheduler.scheduler_info().get("workers", {})
+    slots = {address: max(min(int(info.get("nthreads", 1)), plan.in_flight), 1) for address, info in workers.items()}
+    return Distributed(scheduler, slots, default_slots=1, on_stop=lambda: _wait_writes_stopped(scheduler, run))
+
+
 def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tuple[int, ...]],
                scheduler: Any, progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
     """Write every block of ``plan`` not in ``done`` into ``target`` with ``scheduler`` (a local
-    scheduler's name or a distributed.Client)."""
-    local = isinstance(scheduler, str)
+    scheduler's name or a distributed.Client), a bounded window of block tasks at a time."""
     # other processes must not write a single-writer target: they encode, this process stores
     encode_only = target.single_writer and scheduler not in ("threads", "synchronous")
     run = uuid.uuid4().hex
-    data = plan.result.data
-    written = da.map_blocks(
-        _write_block, data, target=target, journal=None if encode_only else journal, run=run,
-        encode_only=encode_only, dtype=np.int64,
-        chunks=tuple((1,) * len(c) for c in data.chunks),
-        meta=np.empty((0,) * data.ndim, dtype=np.int64),
-    )
-    keys = [k for k in flatten(written.__dask_keys__()) if tuple(k[1:]) not in done]
-    tracker = _Tracker(plan, written.name, progress, cancel, target, journal, skipped=done)
+    job = BlockJob(plan, target, journal, run, encode_only)
+    tracker = _Tracker(plan, progress, cancel, target, journal, skipped=done)
+    indices = (i for i in job.grid.indices() if i not in done) if done else job.grid.indices()
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
-        if local:
-            with tracker:
-                _run_tasks(written, keys, scheduler, plan.workers)
-        else:
-            _run_distributed(scheduler, written, keys, tracker, run)
+        executor_for(plan, scheduler, run).run(indices, job, tracker.finished, tracker.check)
 
 
 def note_resume(plan: ExportPlan, resume: bool) -> None:
@@ -435,6 +388,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
         else:
             target, journal, done = plan.writer.open(plan, token), None, set()
         try:
+            cost.reset_peak()
             _write_all(plan, target, journal, done, resolved, progress, cancel)
             release_files(plan.paths)   # a source read from the output's own file (HDF5) must let go
             paths = target.commit()
@@ -453,7 +407,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
             raise
     if journal is not None:
         journal.remove()
-    return _result(plan, paths, start)
+    return _result(plan, paths, start, measured=isinstance(resolved, str) and resolved != "processes")
 
 
 def _check_location(plan: ExportPlan) -> None:
@@ -501,11 +455,12 @@ def _is_output(plan: ExportPlan, path: Path) -> bool:
     return any(q in finals or q.name.startswith(hidden) for q in (path, *path.parents))
 
 
-def _result(plan: ExportPlan, paths: list[Path], start: float) -> ExportResult:
+def _result(plan: ExportPlan, paths: list[Path], start: float, measured: bool = False) -> ExportResult:
     return ExportResult(
         format=plan.writer.name, output=plan.output, paths=paths, internal=plan.internal,
         shape=plan.shape, dtype=plan.dtype, axes=plan.axes, nbytes=plan.nbytes,
         seconds=time.perf_counter() - start, notes=tuple(plan.notes),
+        peak_memory=cost.peak_rss() if measured else 0, projected_peak=plan.costs.projected_peak,
     )
 
 

@@ -197,3 +197,14 @@ def free_disk(tmp_path):
     """Remove ``tmp_path`` after the test: for tests writing gigabytes (pytest keeps old tmp dirs)."""
     yield
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of at most 256 KiB (one slice of the small test volumes), in this process and the
+    command lines it starts, so that exports have many blocks to interrupt, cancel or resume."""
+    import importlib
+
+    plan = importlib.import_module("lazyexport.plan")     # (lazyexport.plan is also the public function)
+    monkeypatch.setenv("LAZYEXPORT_MAX_BLOCK_BYTES", str(256 * 2**10))
+    monkeypatch.setattr(plan, "MAX_BLOCK_BYTES", 256 * 2**10)

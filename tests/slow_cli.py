@@ -21,9 +21,9 @@ lock = threading.Lock()
 original = run._write_block
 
 
-def slow_write_block(block, block_info=None, **kwargs):   # map_blocks looks for block_info
+def slow_write_block(*args, **kwargs):
     time.sleep(delay)
-    out = original(block, block_info=block_info, **kwargs)
+    out = original(*args, **kwargs)
     with lock:
         written[0] += 1
         with open(marker, "a") as f:

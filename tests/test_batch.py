@@ -341,7 +341,7 @@ def test_progress_bars_one_per_dataset_on_a_terminal_only(three_formats):
     shown = run_on_terminal(["batch", project, "export-all", "--memory-limit", "16MiB"], project.parent)
     finals = [line for line in shown.splitlines() if "100%" in line]
     for nick in "abc":
-        assert any(line.startswith(f"{nick}: 100%") and "1/1 blocks" in line and "/s" in line for line in finals)
+        assert any(line.startswith(f"{nick}: 100%") and " blocks" in line and "/s" in line for line in finals)
     quiet = run_on_terminal(["batch", project, "export-all", "--overwrite", "--quiet"], project.parent)
     assert "blocks" not in quiet
     piped = run_cli("batch", project, "export-all", "--overwrite")

@@ -20,6 +20,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 from distributed import Client, LocalCluster
 
 import lazyexport as le

@@ -34,10 +34,13 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 import tifffile
 import zarr
 
 import lazyexport as le
+from lazyexport.plan import build_plan
 from conftest import cli_env, hidden_temps, write_hdf5, write_npy, write_zarr2, write_zarr3
 from lazyexport.formats import formats
 
@@ -604,7 +607,7 @@ def run_case(case: Case, root: Path):
             if len(seen) >= case.interrupt_at:
                 cancel.set()
 
-        nblocks = le.plan.build_plan(source, settings, memory_limit=MEMORY_LIMIT).nblocks
+        nblocks = build_plan(source, settings, memory_limit=MEMORY_LIMIT).nblocks
         assert nblocks >= 6, (str(case), nblocks)
         with pytest.raises(le.ExportError, match="cancelled"):
             le.export(source, settings, memory_limit=MEMORY_LIMIT, resume=True, progress=progress,

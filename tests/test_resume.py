@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 import tifffile
 import zarr
 
 import lazyexport as le
+from lazyexport.plan import build_plan
 from conftest import cli_env, snapshot
 
 SLOW_CLI = Path(__file__).with_name("slow_cli.py")
@@ -223,7 +226,7 @@ def test_hdf5_resume_restarts_and_cleans_up(volume):
     with pytest.raises(le.ExportError):
         run_api(volume, "hdf5", progress=progress, cancel=cancel, resume=True)
     assert [p.name for p in out.iterdir()] == []              # no temporary kept
-    plan = le.plan.build_plan(volume, settings("hdf5", chunks={"z": 1}), memory_limit="16MiB")
+    plan = build_plan(volume, settings("hdf5", chunks={"z": 1}), memory_limit="16MiB")
     result = le.run.execute(plan, resume=True)
     assert "hdf5 outputs cannot resume; exported from the start" in result.notes
     np.testing.assert_array_equal(read_output("hdf5", volume), reference(volume))

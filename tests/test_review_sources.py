@@ -15,6 +15,8 @@ from xml.etree import ElementTree
 import h5py
 import numpy as np
 import pytest
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 import tifffile
 import zarr
 

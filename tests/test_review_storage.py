@@ -378,12 +378,12 @@ def test_item09_a_write_task_of_a_stopped_run_writes_nothing(tmp_path):
             Target.written += 1
             return block.nbytes
 
-    info = [{"array-location": [(0, 2)], "chunk-location": (0,)}]
+    where = (slice(0, 2),)
     assert _stop_writes("run-x") == 0
     with pytest.raises(ExportCancelled):
-        _write_block(np.zeros(2), Target(), run="run-x", block_info=info)
+        _write_block(np.zeros(2), where, (0,), Target(), run="run-x")
     assert Target.written == 0
-    _write_block(np.zeros(2), Target(), run="run-y", block_info=info)
+    _write_block(np.zeros(2), where, (0,), Target(), run="run-y")
     assert Target.written == 1
 
 

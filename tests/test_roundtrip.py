@@ -14,6 +14,8 @@ import zlib
 import dask.array as da
 import h5py
 import numpy as np
+import importlib
+
 import pytest
 import tifffile
 import xarray as xr
@@ -312,7 +314,7 @@ def test_open_exported_gives_output_axis_order(fmt, out_dir):
                                                ("blosc", None), ("none", None)])
 def test_hdf5_chunks_and_compression_roundtrip(compression, level, h5_source, out_dir, monkeypatch):
     """Output chunks that do not divide the shape (edge chunks), several blocks per export."""
-    import lazyexport.plan as plan_module
+    plan_module = importlib.import_module("lazyexport.plan")
 
     monkeypatch.setattr(plan_module, "MAX_BLOCK_BYTES", 3 * 7 * 16 * 8 * 4)
     roi = {"z": (1, -2), "y": (3, None), "x": (-33, -1)}
@@ -338,7 +340,7 @@ def test_hdf5_chunks_and_compression_roundtrip(compression, level, h5_source, ou
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_zarr_chunks_roundtrip(zarr_format, zarr3_source, out_dir, monkeypatch):
-    import lazyexport.plan as plan_module
+    plan_module = importlib.import_module("lazyexport.plan")
 
     monkeypatch.setattr(plan_module, "MAX_BLOCK_BYTES", 4 * 9 * 11 * 8 * 4)
     settings = ExportSettings(roi={"z": (2, None), "x": (5, -5)}, axis_order="yxz", format="zarr",
@@ -349,17 +351,18 @@ def test_zarr_chunks_roundtrip(zarr_format, zarr3_source, out_dir, monkeypatch):
     np.testing.assert_array_equal(arr[...], zarr3_source.data[2:, :, 5:-5].transpose(1, 2, 0))
 
 
-@pytest.mark.parametrize("depth", [1, 4])
-def test_sequences_from_deep_chunks_are_staged(tmp_path, depth):
-    """Source chunks deeper than one slice: blocks follow them and slices are assembled in a
-    staging file, which is gone afterwards; the files equal a slice-by-slice export."""
+@pytest.mark.parametrize("depth,limit,staged", [(1, "16MiB", False), (4, "16MiB", False), (32, "16MiB", True)])
+def test_sequences_stage_only_slabs_that_do_not_fit(tmp_path, depth, limit, staged):
+    """Source chunks deeper than one slice: when the slab of slices one chunk spans fits the
+    budget, slices are written straight from it; else blocks follow the chunks and slices are
+    assembled in a staging file, which is gone afterwards. Both equal the source's slices."""
     from lazyexport.plan import build_plan
 
-    data = (np.arange(10 * 12 * 9) % 200).astype("uint16").reshape(10, 12, 9)
-    source = xr.DataArray(da.from_array(data, chunks=(depth, 5, 9)), dims=("z", "y", "x"))
-    settings = ExportSettings(roi={"z": (1, 9)}, format="tiff-sequence", output=str(tmp_path / "s" / "z{slice_index}.tif"))
-    plan = build_plan(source, settings, memory_limit="16MiB")
-    assert plan.staged == (depth > 1)
-    result = export(source, settings, memory_limit="16MiB")
+    data = (np.arange(40 * 512 * 512) % 200).astype("uint16").reshape(40, 512, 512)
+    source = xr.DataArray(da.from_array(data, chunks=(depth, 64, 512)), dims=("z", "y", "x"))
+    settings = ExportSettings(roi={"z": (1, 39)}, format="tiff-sequence", output=str(tmp_path / "s" / "z{slice_index}.tif"))
+    plan = build_plan(source, settings, memory_limit=limit)
+    assert plan.staged == staged and plan.costs.amplification == 1.0
+    result = export(source, settings, memory_limit=limit)
     assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]
-    assert [tifffile.imread(p).tolist() for p in result.paths] == data[1:9].tolist()
+    assert all(np.array_equal(tifffile.imread(p), data[1 + i]) for i, p in enumerate(result.paths))

@@ -10,11 +10,15 @@ from pathlib import Path
 import dask.array as da
 import h5py
 import numpy as np
+import importlib
+
 import pytest
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 import xarray as xr
 from conftest import hidden_temps, make_data
 
-import lazyexport.plan as plan_module
+plan_module = importlib.import_module("lazyexport.plan")
 from lazyexport import ExportSettings, export
 from lazyexport.errors import OutputExistsError
 from lazyexport.formats.hdf5 import HDF5Target
@@ -68,7 +72,7 @@ def settings_for(fmt: str, out_dir: Path, **kw) -> ExportSettings:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_failed_export_leaves_no_files(fmt, out_dir, small_blocks):
-    plan = build_plan(failing_source(), settings_for(fmt, out_dir), workers=1)
+    plan = build_plan(failing_source(), settings_for(fmt, out_dir), threads=1)
     assert plan.nblocks == 4
     with pytest.raises(Boom):
         execute(plan)
@@ -85,7 +89,7 @@ def test_failed_export_keeps_existing_output(fmt, out_dir, small_blocks):
     before = snapshot(out_dir)
     assert before and all(p.exists() for p in first.paths)
     # one worker: no other block is being written when the failure comes (that race has its own test)
-    plan = build_plan(failing_source(), settings_for(fmt, out_dir), workers=1)
+    plan = build_plan(failing_source(), settings_for(fmt, out_dir), threads=1)
     with pytest.raises(Boom):
         execute(plan, overwrite=True)
     assert hidden_temps(out_dir) == []
@@ -122,7 +126,7 @@ def test_failed_export_with_a_write_in_flight_leaves_no_temp_files(fmt, out_dir,
 
     monkeypatch.setattr(cls, "write", slow_write)
     plan = build_plan(failing_source(fail_at_z=15, before_failing=before_failing), settings_for(fmt, out_dir),
-                      workers=2)
+                      threads=2)
     assert plan.nblocks == 4
     with pytest.raises(Boom):
         execute(plan)
@@ -184,7 +188,7 @@ def test_hdf5_overwrite_replaces_only_its_dataset(shared_h5):
 def test_hdf5_failed_export_into_existing_file_changes_nothing(shared_h5, small_blocks):
     before = shared_h5.read_bytes()
     plan = build_plan(failing_source(), ExportSettings(format="hdf5", output=f"{shared_h5}/results/exported",
-                                                       chunks={"z": 5}), workers=1)
+                                                       chunks={"z": 5}), threads=1)
     with pytest.raises(Boom):
         execute(plan)
     assert shared_h5.read_bytes() == before

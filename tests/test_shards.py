@@ -83,19 +83,22 @@ def test_auto_shards_are_one_block(tmp_path, volume, reference):
 
 
 def test_large_shards_run_fewer_at_a_time_and_too_large_ones_are_refused(tmp_path, volume):
-    big = {"z": 26, "y": 256, "x": 192}                       # the whole cutout: 2.4 MiB uint8, float32 in flight
-    plan = build_plan(volume, settings(tmp_path / "a.zarr", shards=big), memory_limit="64MiB", workers=8)
-    assert plan.workers < 8
-    assert plan.workers * math.prod(plan.shards) * 4 * 6 <= 64 * 2**20
-    with pytest.raises(SettingsError, match="shard of .* more than the memory limit"):
-        build_plan(volume, settings(tmp_path / "b.zarr", shards=big), memory_limit="16MiB")
+    big = {"z": 26, "y": 256, "x": 192}                       # the whole cutout: one shard, one task
+    plan = build_plan(volume, settings(tmp_path / "a.zarr", shards=big), memory_limit="64MiB", threads=8)
+    assert plan.nblocks == 1 and plan.in_flight == 1
+    assert plan.in_flight * plan.costs.task_peak <= 64 * 2**20
+    # kept as float32 (20 MiB), the shard alone and its encoded copy cannot fit 16 MiB
+    as_float = settings(tmp_path / "b.zarr", shards=big).replace(dtype=None, renormalize=None)
+    with pytest.raises(SettingsError, match=r"shards of .* more than the memory limit 16.00 MiB; .* at least"):
+        build_plan(volume, as_float, memory_limit="16MiB")
+    assert build_plan(volume, as_float, memory_limit="80MiB").costs.task_peak <= 80 * 2**20
 
 
 def test_auto_shards_follow_the_unsharded_blocks_and_never_refuse(tmp_path, volume):
     big = le.ExportSettings(format="zarr", output=str(tmp_path / "a.zarr"), chunks={"z": 32, "y": 256, "x": 200})
     unsharded = build_plan(volume, big, memory_limit="64MiB")          # one 13 MiB chunk: over a block's budget
     auto = build_plan(volume, big.replace(shards="auto"), memory_limit="64MiB")
-    assert auto.shards is None and auto.blocks == unsharded.blocks and auto.workers == unsharded.workers
+    assert auto.shards is None and auto.blocks == unsharded.blocks and auto.in_flight == unsharded.in_flight
     assert any("not sharded" in n for n in auto.notes)
 
 
@@ -119,7 +122,7 @@ def test_shards_on_an_axis_the_output_lacks(tmp_path, volume):
         build_plan(volume, settings(tmp_path / "out.zarr", shards={"t": 4}))
 
 
-def test_cancelled_sharded_export_resumes_to_the_same_result(tmp_path, volume, reference):
+def test_cancelled_sharded_export_resumes_to_the_same_result(tmp_path, volume, reference, small_blocks):
     cancel = threading.Event()
     s = settings(tmp_path / "out.zarr", shards={"z": 2, "y": 128, "x": 128})
 

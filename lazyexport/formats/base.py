@@ -128,6 +128,12 @@ class Writer:
                 remove(path)
         return [str(p) for p in found]
 
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+        """Bytes this format holds on top of a block while it writes it, for the planner's cost
+        model: by default a chunk (or shard) made contiguous and its encoded bytes. ``unit_bytes``
+        is one output chunk or shard (sequences: one plane); ``staged``: a staged sequence."""
+        return 2 * unit_bytes
+
     def compression(self, plan: ExportPlan) -> str:
         return plan.settings.compression or self.compressions[0]
 

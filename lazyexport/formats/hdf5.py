@@ -114,6 +114,10 @@ class HDF5Writer(Writer):
     description = "one chunked HDF5 dataset with ilastik axistags"
     options = ("pixel_size", "unit")
 
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+        # every chunk of the block encoded before the one writer stores them, and a chunk copy
+        return block_bytes + 2 * unit_bytes
+
     def dataset(self, plan) -> str:
         return plan.internal.strip("/") or DEFAULT_DATASET
 

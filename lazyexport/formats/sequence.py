@@ -45,10 +45,12 @@ class SequenceWriter(Writer):
     resumable = True
 
     def chunks(self, plan) -> tuple[int, ...]:
-        if plan.staged:    # blocks follow the source (whole chunks if they fit); slices are assembled on disk
-            itemsize_ratio = plan.widest_itemsize() / plan.dtype.itemsize
-            return plan.default_chunks(int(plan.block_budget() / itemsize_ratio))
+        """One slice per file (the planner decides the blocks, and whether to stage)."""
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
+
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+        # a plane made contiguous and encoded; staged: the block reordered for the staging file too
+        return 2 * unit_bytes + (block_bytes if staged else 0)
 
     def open(self, plan, token: str) -> Target:
         # one token for all slices, so they are recognisably one export

@@ -94,6 +94,10 @@ class TiffWriter(Writer):
     description = "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
     options = ("tiff_flavor", "pixel_size", "unit")
 
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+        # the block reordered into the raw file's axis order
+        return block_bytes
+
     def file_axes(self, plan) -> tuple[str, ...]:
         """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
         axes (ImageJ and OME: over y and x, which they require)."""

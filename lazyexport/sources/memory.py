@@ -17,10 +17,11 @@ from .base import dask_chunks, labeled, resolve_axes
 def open_memory(obj, axes=None) -> xr.DataArray:
     if isinstance(obj, xr.DataArray):
         dims = parse_axes(axes, ndim=obj.ndim) if axes is not None else _xarray_dims(obj)
-        data = obj.data
-        if not isinstance(data, da.Array):
-            data = _from_numpy(np.asarray(data))
-        out = labeled(data, dims, None)
+        data, reader = obj.data, None
+        if not isinstance(data, da.Array):    # block tasks read views of the array itself
+            reader = np.asarray(data)
+            data = _from_numpy(reader)
+        out = labeled(data, dims, None, reader=reader)
         if obj.name is not None:
             out.attrs["nickname"] = str(obj.name)
         out.attrs.update(_coordinate_spacing(obj, dims))
@@ -32,7 +33,7 @@ def open_memory(obj, axes=None) -> xr.DataArray:
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind not in "biuf":
             raise SourceError(f"cannot export an array of dtype {obj.dtype}: only numeric data")
-        return labeled(_from_numpy(obj), resolve_axes(axes, None, obj.shape), None)
+        return labeled(_from_numpy(obj), resolve_axes(axes, None, obj.shape), None, reader=obj)
     raise SourceError(
         f"cannot open a {type(obj).__name__} as a source: pass a path, or a numpy, dask or xarray array"
     )

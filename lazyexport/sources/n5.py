@@ -109,5 +109,5 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
     meta_axes = list(reversed(attrs["axes"])) if attrs.get("axes") else None
     arr = N5Array(path, shape, attrs["dataType"], key=internal)
     dims = resolve_axes(axes, meta_axes, shape)
-    return labeled(from_file_array(arr, chunks), dims, path, identity_paths=[arr.data_path()], file_chunks=chunks,
+    return labeled(from_file_array(arr, chunks), dims, path, reader=arr, identity_paths=[arr.data_path()], file_chunks=chunks,
                    internal_path=internal, **n5_pixel_size(attrs, dims))

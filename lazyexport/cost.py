@@ -1,0 +1,334 @@
+"""The planner's cost model: what a block shape costs in memory, decoded bytes and time.
+
+An export runs as *block tasks*. A task owns one block of the output (whole output chunks or
+shards, or whole planes of a slice sequence), and fills it *piece by piece*: a piece is a
+group of whole source read units (a chunk, a page, an inner chunk of a shard) inside the
+block, read once, transformed in small sub-slabs into the block's output buffer, then dropped.
+When the block is complete the task hands it to the writer. So one task holds at most:
+
+- ``out``: the block in the output dtype;
+- ``piece``: one piece in the source dtype, plus what reading it needs on top (a whole chunk
+  decoded to take part of it, the compressed bytes, the chunks a dask source computes);
+- ``transform``: the temporaries of one sub-slab (a float copy for renormalize, the converted
+  copy), bounded by :data:`SUBSLAB_BYTES`;
+- ``encode``: while the block is written, the writer's buffers (a chunk or a plane copied and
+  compressed), as the writer declares them.
+
+``tasks in flight`` = min(threads, tasks, budget // task peak): the budget is what the export
+may add to the process. The projected peak is the baseline (what the process holds when the
+export is planned: the interpreter, its libraries, the caller's data) + tasks in flight × task
+peak. Read amplification is the source
+bytes decoded / the bytes of the source read units the cutout touches (each must be decoded
+once): a block boundary inside a read unit makes two tasks decode it. :func:`choose` picks the block shape with the smallest estimated time
+(decoded bytes and written bytes over the tasks that run at once, plus a cost per task) among
+those whose projected peak fits the budget; if none fits it raises :class:`NoFit` with the
+smallest budget that would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+SUBSLAB_BYTES = 4 * 2**20        # source bytes transformed at once inside a piece
+PIECE_BYTES = 16 * 2**20         # pieces grow (in whole read units) to about this size
+TASK_OVERHEAD_BYTES = 2 * 2**20  # the time cost of one task, as bytes moved (scheduling, files, metadata)
+MAX_CANDIDATES = 4000            # block shapes tried exhaustively; beyond, grown greedily
+
+
+class NoFit(Exception):
+    """No block shape fits the budget; ``needed`` is the smallest budget that would do."""
+
+    def __init__(self, needed: int, unit_bytes: int):
+        super().__init__(needed)
+        self.needed, self.unit_bytes = needed, unit_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    """One axis of the cost model, in output order (source axes the output drops come last,
+    with ``length`` 1).
+
+    ``length``: output length; ``unit``: the write unit (blocks are whole multiples of it, or
+    reach the end); ``aligned``: the block grid may start with a short block so that blocks
+    follow the source's read units (allowed where the write unit is 1); ``start``: the cutout's
+    start in the source; ``size``: the source's length; ``bounds``: the source's read-unit
+    boundaries (None: any region is read as it is, e.g. a memory map or an in-memory array)."""
+
+    name: str
+    length: int
+    unit: int
+    start: int = 0
+    size: int = 1
+    bounds: tuple[int, ...] | None = None
+    aligned: bool = False
+
+    @property
+    def read_unit(self) -> int:
+        """The longest read unit along this axis (1 where any region is read as it is)."""
+        if self.bounds is None:
+            return 1
+        return int(max(np.diff(self.bounds))) if len(self.bounds) > 1 else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """How the source reads: ``kind`` ``"view"`` (an array in memory: a region is a view),
+    ``"chunks"`` (a file read by read units, each decoded whole; ``concurrency`` decoded at
+    once), or ``"dask"`` (a dask graph that computes whole chunks); the itemsize, whether its
+    read units are compressed."""
+
+    kind: str
+    itemsize: int
+    concurrency: int = 1
+    compressed: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Costs:
+    """The cost of one block shape; bytes unless said otherwise."""
+
+    block: tuple[int, ...]             # per cost axis (the output's, then the source axes it drops)
+    phase: tuple[int, ...]             # length of the first (short) block per axis, 0: none
+    piece: tuple[int, ...]             # the longest piece per axis (source elements)
+    tasks: int
+    in_flight: int
+    task_peak: int
+    out: int
+    piece_bytes: int
+    read_extra: int
+    transform: int
+    encode: int
+    baseline: int
+    decoded: int                       # source bytes decoded in all
+    needed: int                        # source bytes of the read units the cutout touches
+    written: int                       # output bytes
+    seconds: float                     # relative time estimate (only for comparing shapes)
+
+    @property
+    def projected_peak(self) -> int:
+        return self.baseline + self.in_flight * self.task_peak
+
+    @property
+    def amplification(self) -> float:
+        return self.decoded / self.needed if self.needed else 1.0
+
+
+def block_edges(length: int, block: int, phase: int = 0) -> np.ndarray:
+    """Block edges along an axis of ``length``: 0, (phase,) phase + block, ..., length."""
+    starts = np.arange(phase, length, max(block, 1), dtype=np.int64)
+    return np.unique(np.concatenate(([0], starts, [length])))
+
+
+def _touched(axis: Axis, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per block along ``axis``: its length, the source extent of the read units it touches,
+    and whether it covers them exactly (no partial read unit)."""
+    lo, hi = edges[:-1] + axis.start, edges[1:] + axis.start
+    if axis.bounds is None:
+        return hi - lo, hi - lo, np.ones(len(lo), bool)
+    bounds = np.asarray(axis.bounds, dtype=np.int64)
+    first = np.searchsorted(bounds, lo, side="right") - 1
+    last = np.searchsorted(bounds, hi - 1, side="right") - 1
+    extent = bounds[last + 1] - bounds[first]
+    exact = (bounds[first] == lo) & (bounds[last + 1] == hi)
+    return hi - lo, extent, exact
+
+
+def _phase(axis: Axis, block: int) -> int:
+    """The first block's length where the grid may follow the source's read units: up to the
+    first read-unit boundary after the cutout's start (0: the grid starts at 0)."""
+    if not axis.aligned or axis.bounds is None:
+        return 0
+    bounds = np.asarray(axis.bounds, dtype=np.int64)
+    after = bounds[bounds > axis.start]
+    first = int(after[0]) - axis.start if len(after) else 0
+    return first % block if block and first < axis.length else 0
+
+
+def scratch_bytes(budget: int) -> tuple[int, int]:
+    """The piece and sub-slab sizes aimed at under ``budget``: PIECE_BYTES and SUBSLAB_BYTES,
+    smaller where the budget is small."""
+    return min(PIECE_BYTES, max(budget // 8, 2**20)), min(SUBSLAB_BYTES, max(budget // 32, 2**18))
+
+
+def _piece_shape(axes: Sequence[Axis], extents: Sequence[int], itemsize: int, target: int) -> tuple[int, ...]:
+    """A piece: whole read units, grown innermost first to about ``target`` bytes, within the block."""
+    piece = [min(a.read_unit, e) if a.bounds is not None else 1 for a, e in zip(axes, extents)]
+    for i in reversed(range(len(piece))):
+        while piece[i] < extents[i] and math.prod(piece) * itemsize < target:
+            step = axes[i].read_unit if axes[i].bounds is not None else piece[i]
+            piece[i] = min(piece[i] + step, extents[i])
+    return tuple(piece)
+
+
+def evaluate(
+    axes: Sequence[Axis], block: Sequence[int], source: Source, out_itemsize: int, *,
+    compute_itemsize: int, encode: int, budget: int, baseline: int, threads: int,
+    time_extra: float = 0.0,
+) -> Costs:
+    """The costs of blocks of shape ``block`` (one length per axis)."""
+    phases = tuple(_phase(a, b) for a, b in zip(axes, block))
+    lengths, extents, exacts, counts = [], [], [], []
+    decoded, needed = 1, 1
+    for axis, b, p in zip(axes, block, phases):
+        edges = block_edges(axis.length, b, p)
+        length, extent, exact = _touched(axis, edges)
+        lengths.append(int(length.max()))
+        extents.append(int(extent.max()))
+        exacts.append(bool(exact.all()))
+        counts.append(len(length))
+        decoded *= int(extent.sum())
+        needed *= int(_touched(axis, np.array([0, axis.length]))[1][0])   # the read units the cutout touches
+    isz = source.itemsize
+    piece_target, subslab = scratch_bytes(budget)
+    tasks = math.prod(counts)
+    out = math.prod(lengths) * out_itemsize
+    if source.kind == "view":
+        piece = read_extra = 0
+        piece_elems = math.prod(lengths)
+        shape = tuple(lengths)
+    else:
+        shape = _piece_shape(axes, extents, isz, piece_target)
+        piece = math.prod(shape) * isz
+        piece_elems = math.prod(shape)
+        unit = math.prod(min(a.read_unit, e) for a, e in zip(axes, extents)) * isz
+        if source.kind == "chunks":     # partial units decode whole into a scratch; compressed bytes beside
+            partial = unit if not all(exacts) else 0
+            raw = unit // 2 if source.compressed else unit
+            read_extra = source.concurrency * (partial + raw)
+        else:                           # dask: the chunks computed, sliced and joined
+            read_extra = (unit if not all(exacts) else 0) + (piece if piece > unit else 0)
+    sub = min(piece_elems, max(subslab // isz, 1))
+    transform = sub * (compute_itemsize + out_itemsize + isz)
+    task_peak = max(out + piece + read_extra + transform, out + encode)
+    fit = budget // task_peak if task_peak else threads
+    in_flight = int(max(min(threads, tasks, fit), 0))
+    written = math.prod(a.length for a in axes) * out_itemsize
+    moved = decoded * isz + written
+    par = max(min(in_flight, threads, tasks), 1)
+    seconds = (moved / par + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
+    return Costs(block=tuple(int(b) for b in block), phase=phases, piece=tuple(int(p) for p in shape),
+                 tasks=tasks, in_flight=in_flight,
+                 task_peak=int(task_peak), out=int(out), piece_bytes=int(piece), read_extra=int(read_extra),
+                 transform=int(transform), encode=int(encode), baseline=int(baseline),
+                 decoded=int(decoded * isz), needed=int(needed * isz),
+                 written=int(written), seconds=float(seconds))
+
+
+def candidates(axis: Axis, cap: int | None = None) -> list[int]:
+    """Block lengths worth trying along ``axis``: whole write units, doubling, the multiples
+    that match the read unit, and the whole axis."""
+    unit, length = max(axis.unit, 1), axis.length
+    found = {min(unit, length), length}
+    k = 1
+    while unit * k < length:
+        found.add(unit * k)
+        k *= 2
+    read = axis.read_unit
+    if read > 1:
+        step = unit * read // math.gcd(unit, read)       # whole write units and whole read units
+        for m in (1, 2, 4, 8):
+            if step * m < length:
+                found.add(step * m)
+    if cap is not None:
+        found = {f for f in found if f <= cap} or {min(found)}
+    return sorted(found)
+
+
+def choose(
+    axes: Sequence[Axis], source: Source, out_itemsize: int, *, compute_itemsize: int,
+    encode, budget: int, baseline: int, threads: int, max_block_bytes: int,
+    time_extra: float = 0.0,
+) -> Costs:
+    """The block shape of the smallest estimated time whose projected peak fits ``budget``.
+    ``encode(block) -> bytes`` is the writer's buffers for a block. Raises NoFit."""
+    options = [candidates(a) for a in axes]
+
+    def cost(block) -> Costs:
+        return evaluate(axes, block, source, out_itemsize, compute_itemsize=compute_itemsize,
+                        encode=encode(block), budget=budget, baseline=baseline, threads=threads,
+                        time_extra=time_extra)
+
+    least = tuple(o[0] for o in options)
+
+    def ok(c: Costs) -> bool:      # (the cap on a block's bytes never refuses the smallest block)
+        return c.in_flight >= 1 and (c.out <= max_block_bytes or c.block == least)
+
+    best: Costs | None = None
+    smallest: Costs | None = None
+    if math.prod(len(o) for o in options) <= MAX_CANDIDATES:
+        shapes = itertools.product(*options)
+    else:
+        shapes = _greedy(options, cost, ok)
+    for shape in shapes:
+        c = cost(shape)
+        if smallest is None or c.task_peak < smallest.task_peak:
+            smallest = c
+        if ok(c) and (best is None or (c.seconds, -c.in_flight) < (best.seconds, -best.in_flight)):
+            best = c
+    if best is None:
+        assert smallest is not None
+        unit = math.prod(a.read_unit for a in axes) * source.itemsize
+        raise NoFit(smallest.task_peak, unit)
+    return best
+
+
+def _greedy(options, cost, ok):
+    """Block shapes along a greedy path: from the smallest, grow the axis whose next length
+    lowers the estimated time most, while it fits."""
+    at = [0] * len(options)
+    yield tuple(o[0] for o in options)
+    current = cost(tuple(o[0] for o in options))
+    while True:
+        moves = []
+        for i, o in enumerate(options):
+            if at[i] + 1 < len(o):
+                trial = list(at)
+                trial[i] += 1
+                shape = tuple(opts[j] for opts, j in zip(options, trial))
+                c = cost(shape)
+                if ok(c):
+                    moves.append((c.seconds, i, shape))
+        if not moves:
+            return
+        seconds, i, shape = min(moves)
+        if seconds >= current.seconds:
+            return
+        at[i] += 1
+        current = cost(shape)
+        yield shape
+
+
+def process_rss() -> int:
+    """This process's resident memory now (bytes; 0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def reset_peak() -> None:
+    """Start measuring :func:`peak_rss` from now (Linux; elsewhere nothing happens)."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far (bytes; 0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0

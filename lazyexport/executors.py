@@ -1,0 +1,191 @@
+"""Executors: run an export's block tasks in a bounded window.
+
+Every executor takes the same three things: the block indices (a lazy iterator: a grid may hold
+millions of blocks, and none is listed in advance), a picklable ``job`` that computes and writes
+one block and returns what it wrote, and ``done``, called in the exporting thread with each
+result as it arrives. At most ``window`` tasks are submitted at a time; as one completes the
+next is submitted, so the time to the first written block and the memory of the exporting
+process do not grow with the volume. ``check()`` is called between completions and raises to
+stop (a cancel). On an error or a stop no new task is submitted, the tasks already running are
+waited for, and the error is raised.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import SchedulerError
+
+Job = Callable[[tuple[int, ...]], Any]
+POLL = 0.05       # seconds between checks for a cancel while tasks run
+NO_WORKER_TIMEOUT = 120.0
+
+
+class Executor:
+    """Runs block tasks; see the module's docstring."""
+
+    window: int = 1
+
+    def run(self, indices: Iterator[tuple[int, ...]], job: Job, done: Callable[[Any], None],
+            check: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return type(self).__name__.lower()
+
+
+class Inline(Executor):
+    """One task at a time, in the exporting thread (the ``synchronous`` scheduler)."""
+
+    def run(self, indices, job, done, check) -> None:
+        for index in indices:
+            check()
+            done(job(index))
+
+    def describe(self) -> str:
+        return "synchronous"
+
+
+class _PoolExecutor(Executor):
+    """A ``concurrent.futures`` pool with ``window`` tasks submitted at most."""
+
+    def __init__(self, workers: int):
+        self.workers = max(int(workers), 1)
+        self.window = self.workers
+
+    def _pool(self, job: Job) -> tuple[cf.Executor, Callable[[tuple[int, ...]], Any], tuple]:
+        raise NotImplementedError
+
+    def run(self, indices, job, done, check) -> None:
+        pool, call, extra = self._pool(job)
+        pending: set[cf.Future] = set()
+        indices = iter(indices)
+        try:
+            while True:
+                check()
+                for index in itertools.islice(indices, self.window - len(pending)):
+                    pending.add(pool.submit(call, *extra, index))
+                if not pending:
+                    break
+                finished, pending = cf.wait(pending, timeout=POLL, return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    done(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)   # running tasks end before this returns
+
+
+class Threads(_PoolExecutor):
+    def _pool(self, job):
+        return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="lazyexport"), job, ()
+
+    def describe(self) -> str:
+        return f"{self.workers} thread{'s' * (self.workers != 1)}"
+
+
+_INSTALLED: list[Job] = []
+
+
+def _install(job: Job) -> None:
+    _INSTALLED[:] = [job]
+
+
+def _call_installed(index: tuple[int, ...]) -> Any:
+    return _INSTALLED[0](index)
+
+
+class Processes(_PoolExecutor):
+    """Worker processes (spawned); the job is pickled to each once, when it starts."""
+
+    def _pool(self, job):
+        pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_install, initargs=(job,))
+        return pool, _call_installed, ()
+
+    def describe(self) -> str:
+        return f"{self.workers} process{'es' * (self.workers != 1)}"
+
+
+def _call(job: Job, index: tuple[int, ...]) -> Any:
+    return job(index)
+
+
+class Distributed(Executor):
+    """A dask cluster: ``slots`` tasks at a time on each worker (by address; a worker that
+    joins later gets ``default_slots``). The job is sent to every worker once; each task is
+    submitted to a worker with a free slot (another may run it if that one has left)."""
+
+    def __init__(self, client, slots: dict[str, int], default_slots: int = 1,
+                 on_stop: Callable[[], None] | None = None):
+        self.client, self.slots, self.default_slots = client, dict(slots), default_slots
+        self.window = max(sum(self.slots.values()), 1)
+        self.on_stop = on_stop
+
+    def _free(self, busy: dict[str, int]) -> str | None:
+        workers = self.client.scheduler_info().get("workers", {})
+        for address in workers:
+            if busy.get(address, 0) < self.slots.get(address, self.default_slots):
+                return address
+        return None
+
+    def run(self, indices, job, done, check) -> None:
+        from distributed import as_completed
+
+        client = self.client
+        shared = client.scatter(job, broadcast=True, hash=False)
+        pending: dict[Any, str] = {}
+        busy: dict[str, int] = {}
+        completed = as_completed(loop=client.loop)
+        indices = iter(indices)
+        exhausted = False
+        lonely = time.monotonic()
+        try:
+            while True:
+                check()
+                while not exhausted:
+                    address = self._free(busy)
+                    if address is None:
+                        break
+                    index = next(indices, None)
+                    if index is None:
+                        exhausted = True
+                        break
+                    future = client.submit(_call, shared, index, workers=[address], allow_other_workers=True,
+                                           pure=False, key=f"lazyexport-block-{'-'.join(map(str, index))}-{time.monotonic_ns()}")
+                    pending[future] = address
+                    completed.add(future)
+                    busy[address] = busy.get(address, 0) + 1
+                if not pending:
+                    if exhausted:
+                        break
+                    if time.monotonic() > lonely + NO_WORKER_TIMEOUT:
+                        raise SchedulerError(f"the dask cluster has had no worker for {NO_WORKER_TIMEOUT:g} s")
+                    time.sleep(POLL)
+                    continue
+                lonely = time.monotonic()
+                finished = completed.next_batch(block=False)
+                if not finished:
+                    time.sleep(POLL)
+                for future in finished:
+                    address = pending.pop(future)
+                    busy[address] -= 1
+                    done(future.result())
+                    future.release()
+        except BaseException:
+            client.cancel(list(pending))
+            if self.on_stop is not None:
+                self.on_stop()
+            raise
+        finally:
+            client.cancel([shared])
+
+    def describe(self) -> str:
+        return f"a dask cluster, {self.window} task{'s' * (self.window != 1)} at a time"
