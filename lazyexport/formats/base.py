@@ -79,7 +79,7 @@ class Target:
 
 
 class Writer:
-    """Base of every output format. Register subclasses with :func:`lazyexport.formats.register`."""
+    """Base of every output format. Register subclasses with :func:`lazyexport.formats.registry.register`."""
 
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]   # the first is appended to templates without one

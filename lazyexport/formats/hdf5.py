@@ -16,10 +16,10 @@ from isal import isal_zlib
 
 from ..axes import vigra_axistags
 from ..errors import FormatError
-from ..units import SPATIAL_AXES, to_micrometers
-from . import register
 from ..storage import remove, temp_path
+from ..units import SPATIAL_AXES, to_micrometers
 from .base import Target, Writer
+from .registry import register
 
 DEFAULT_DATASET = "exported_data"
 # Default levels; zstd and blosc are HDF5 filter plugins: readers need them too (hdf5plugin

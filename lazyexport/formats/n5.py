@@ -28,8 +28,9 @@ import numpy as np
 from ..errors import FormatError
 from ..storage import remove
 from ..units import SPATIAL_AXES, unit_symbol
-from . import container, register
+from . import container
 from .base import Target
+from .registry import register
 
 N5_VERSION = "4.0.0"
 DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")

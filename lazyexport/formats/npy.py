@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import register
 from ..storage import remove, temp_path
 from .base import Target, Writer, write_region
+from .registry import register
 
 
 @register

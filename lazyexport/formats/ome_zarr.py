@@ -33,8 +33,9 @@ import zarr
 from ..errors import FormatError
 from ..storage import remove
 from ..transforms import convert_block
-from . import container, register
+from . import container
 from .base import Target, release_memory
+from .registry import register
 from .zarr import ZarrTarget, ZarrWriter, compressors
 
 NGFF_ORDER = "tczyx"

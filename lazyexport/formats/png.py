@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from . import register
+from .registry import register
 from .sequence import SequenceTarget, SequenceWriter
 
 CHANNELS = {"uint8": (1, 2, 3, 4), "uint16": (1,)}

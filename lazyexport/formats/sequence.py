@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from . import register
 from ..storage import temp_path
 from .base import Target, Writer, pread_exact, release_memory, write_region
+from .registry import register
 
 
 def stage_path(plan, token: str) -> Path:

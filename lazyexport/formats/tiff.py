@@ -44,10 +44,10 @@ import numpy as np
 import tifffile
 
 from ..errors import FormatError
-from ..units import imagej_unit, to_micrometers, unit_symbol
-from . import register
 from ..storage import remove, temp_path
+from ..units import imagej_unit, to_micrometers, unit_symbol
 from .base import Target, Writer, pread_exact, release_memory, write_region
+from .registry import register
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")

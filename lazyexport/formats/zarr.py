@@ -17,8 +17,9 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from ..chunkio import ChunkFiles
 from ..errors import FormatError
 from ..storage import remove
-from . import container, register
+from . import container
 from .base import Target
+from .registry import register
 
 _DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 1}
 
