@@ -8,6 +8,7 @@ be inspected (``print(plan)``) before :func:`lazyexport.run.execute` writes anyt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from pathlib import Path
@@ -22,6 +23,7 @@ from dask.utils import format_bytes, parse_bytes
 from . import template as tpl
 from .errors import FormatError, SettingsError, TemplateError
 from .formats import Writer, get_writer
+from .formats.spec import OutputSpec
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
@@ -84,6 +86,11 @@ class ExportPlan:
     @property
     def nbytes(self) -> int:
         return int(self.result.nbytes)
+
+    @property
+    def spec(self) -> OutputSpec:
+        """What the writer is told about the output: :func:`output_spec`."""
+        return output_spec(self)
 
     @property
     def blocks(self) -> tuple[tuple[int, ...], ...]:
@@ -225,7 +232,7 @@ def build_plan(
         if plan.staged:
             plan.notes.append(f"source chunks are {_source_depth(plan)} slices deep: blocks follow them, "
                               f"and slices are assembled in a staging file beside the output")
-    plan.chunks = writer.chunks(plan)
+    plan.chunks = _output_chunks(plan, writer)
     if settings.shards is not None:
         _plan_shards(plan)
     block = _block_shape(plan)
@@ -387,7 +394,18 @@ def _plan_outputs(plan: ExportPlan) -> None:
         file, internal = tpl.split_container(rendered, writer.extensions)
         plan.output, plan.internal, plan.paths = Path(file), internal, [Path(file)]
     _refuse_source_as_output(plan)
-    writer.check(plan)
+    plan.notes.extend(writer.check(plan.spec))
+
+
+def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
+    """The chunk shape of the output, in output axes (blocks are whole multiples of it): about
+    the writer's ``chunk_bytes``; sequences: one slice deep, or (staged) following the source."""
+    if writer.is_sequence:
+        if plan.staged:    # blocks follow the source (whole chunks if they fit); slices are assembled on disk
+            itemsize_ratio = plan.widest_itemsize() / plan.dtype.itemsize
+            return plan.default_chunks(int(plan.block_budget() / itemsize_ratio))
+        return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
+    return plan.default_chunks(writer.chunk_bytes)
 
 
 def _refuse_source_as_output(plan: ExportPlan) -> None:
@@ -397,7 +415,7 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     if not source or source.startswith("<"):
         return
     files = {Path(p).resolve() for p in plan.source.encoding.get("lazyexport_identity_paths", ())}
-    for path in plan.paths if not plan.writer.dataset(plan) else ():   # whole files: e.g. a glob's slice
+    for path in plan.paths if not plan.writer.dataset(plan.spec) else ():   # whole files: e.g. a glob's slice
         if path.resolve() in files:
             raise TemplateError(f"the output {path} is a file of the source {source}; choose another output template")
     internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
@@ -503,3 +521,20 @@ def block_shape(
         block[i] = min(c * k, size)
         multiples //= k
     return tuple(block)
+
+
+def output_spec(plan: ExportPlan) -> OutputSpec:
+    """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
+    they are planned)."""
+    settings = plan.settings
+    return OutputSpec(
+        format=plan.writer.name, output=plan.output, internal=plan.internal, paths=tuple(plan.paths),
+        shape=plan.shape, dtype=plan.dtype, axes=plan.axes, chunks=plan.chunks, shards=plan.shards,
+        nbytes=plan.nbytes, compression=plan.writer.compression(settings.compression),
+        compression_level=settings.compression_level, pixel_size=plan.pixel_size, unit=plan.unit,
+        value_range=plan.value_range, nickname=plan.nickname, slice_axis=plan.slice_axis,
+        slice_start=plan.slice_start, staged=plan.staged, memory_limit=plan.memory_limit, workers=plan.workers,
+        block_shape=functools.partial(block_shape, budget=plan.block_budget()),
+        tiff_flavor=settings.tiff_flavor, zarr_format=settings.zarr_format, levels=settings.levels,
+        downsample=settings.downsample, result_type=settings.result_type,
+    )

@@ -22,6 +22,7 @@ from ..units import SPATIAL_AXES, unit_symbol
 from . import container
 from .base import Target
 from .registry import register
+from .spec import OutputSpec
 
 N5_VERSION = "4.0.0"
 
@@ -42,36 +43,37 @@ class N5Writer(container.ContainerWriter):
     options = ("pixel_size", "unit")
     layout = container.N5
 
-    def chunks(self, plan) -> tuple[int, ...]:
-        if plan.dtype.name not in DTYPES:
-            raise FormatError(f"N5 cannot hold {plan.dtype} data; convert to one of {', '.join(DTYPES)}")
-        return super().chunks(plan)
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        notes = super().check(spec)
+        if spec.dtype.name not in DTYPES:
+            raise FormatError(f"N5 cannot hold {spec.dtype} data; convert to one of {', '.join(DTYPES)}")
+        return notes
 
-    def open(self, plan, token: str) -> Target:
-        plan.output.parent.mkdir(parents=True, exist_ok=True)
-        spot = container.place(plan.output, plan.internal, token)
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        spec.output.parent.mkdir(parents=True, exist_ok=True)
+        spot = container.place(spec.output, spec.internal, token)
         temp, internal = spot.temp, spot.internal
-        compression = self.compression(plan)
-        level = plan.settings.compression_level if plan.settings.compression_level is not None else 1
+        compression = spec.compression
+        level = spec.compression_level if spec.compression_level is not None else 1
         attrs = {
-            "dimensions": list(reversed(plan.shape)),
-            "blockSize": list(reversed(plan.chunks)),
-            "dataType": plan.dtype.name,
+            "dimensions": list(reversed(spec.shape)),
+            "blockSize": list(reversed(spec.chunks)),
+            "dataType": spec.dtype.name,
             "compression": {"type": "gzip", "level": level, "useZlib": False} if compression == "gzip"
             else {"type": "raw"},
-            "axes": list(reversed(plan.axes)),
+            "axes": list(reversed(spec.axes)),
         }
-        pixel_size, unit = plan.pixel_size, plan.unit
+        pixel_size, unit = spec.pixel_size, spec.unit
         if pixel_size:   # both conventions: n5-viewer's pixelResolution, and resolution + units
-            sizes = [pixel_size.get(a, 1.0) for a in reversed(plan.axes)]
+            sizes = [pixel_size.get(a, 1.0) for a in reversed(spec.axes)]
             # pixelResolution has one unit for all axes: only when it and every spatial size are known
-            if unit and all(a in pixel_size for a in plan.axes if a in SPATIAL_AXES):
+            if unit and all(a in pixel_size for a in spec.axes if a in SPATIAL_AXES):
                 attrs["pixelResolution"] = {"unit": unit_symbol(unit), "dimensions": sizes}
             attrs["resolution"] = sizes
             if unit:    # "" for the axes whose size is not known
-                attrs["units"] = [unit_symbol(unit) if a in pixel_size else "" for a in reversed(plan.axes)]
-        if plan.value_range is not None:
-            attrs["drange"] = list(plan.value_range)
+                attrs["units"] = [unit_symbol(unit) if a in pixel_size else "" for a in reversed(spec.axes)]
+        if spec.value_range is not None:
+            attrs["drange"] = list(spec.value_range)
         store = spot.store
         try:
             if store is None:
@@ -80,7 +82,7 @@ class N5Writer(container.ContainerWriter):
         except BaseException:
             remove(temp)
             raise
-        return N5Target({spot.final: temp}, token, internal, plan.chunks, compression, level, store)
+        return N5Target({spot.final: temp}, token, internal, spec.chunks, compression, level, store)
 
 
 class N5Target(Target):
