@@ -223,7 +223,7 @@ class Batch:
                 continue
             src = plan.source
             described = f"{d.source} {''.join(map(str, src.dims))} {tuple(src.shape)} {src.dtype}"
-            rows.append(Row(d.nickname, described, output_location(plan), bool(plan.writer.existing(plan))))
+            rows.append(Row(d.nickname, described, output_location(plan), bool(plan.writer.existing(plan.spec))))
         return rows
 
     # -- export and delete ---------------------------------------------------------------------
@@ -318,7 +318,7 @@ class Batch:
                     raise SettingsError(f"its output {output_location(plan)} holds the source {clash[0]}")
                 # leftovers first: finishing an interrupted commit must not bring an output back
                 gone, _ = clean_outputs(plan, dry_run=dry_run)
-                removed = [item.describe() for item in gone] + plan.writer.delete(plan, dry_run=dry_run)
+                removed = [item.describe() for item in gone] + plan.writer.delete(plan.spec, dry_run=dry_run)
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue

@@ -21,9 +21,9 @@ from pathlib import Path
 from . import __version__
 from .batch import Batch, Dataset, reason
 from .describe import describe
-from .entry import Terminated, exit_status, raise_terminated
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
+from .interrupt import Terminated, exit_status, raise_terminated
 from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text

@@ -11,18 +11,7 @@ import os
 import signal
 import sys
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
-
-
-def raise_terminated(signum, frame):
-    raise Terminated()
-
-
-def exit_status(exc: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C (SIGINT), 143 (128 + 15) for SIGTERM."""
-    return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+from .interrupt import Terminated, exit_status, raise_terminated
 
 
 def _handle(signum: int, handler) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ from . import cost
 from . import template as tpl
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
+from .formats.spec import OutputSpec
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
@@ -94,6 +96,11 @@ class ExportPlan:
     def nbytes(self) -> int:
         return int(self.result.nbytes)
 
+    def pyramid_budget(self) -> int:
+        """Bytes one block of a pyramid level may take (the OME-Zarr writer builds each level
+        from the one before, after the export's own blocks)."""
+        return min(self.memory_limit // (BLOCK_MEMORY_FACTOR * max(self.workers, 1)), 64 * 2**20)
+
     @property
     def block(self) -> tuple[int, ...]:
         """The block shape (output axes): one task computes and writes one block."""
@@ -104,6 +111,11 @@ class ExportPlan:
         """Per output axis, where blocks start and the last one ends (0, ..., length)."""
         return tuple(tuple(int(e) for e in cost.block_edges(n, b, p))
                      for n, b, p in zip(self.shape, self.block, self.costs.phase))
+
+    @property
+    def spec(self) -> OutputSpec:
+        """What the writer is told about the output: :func:`output_spec`."""
+        return output_spec(self)
 
     @property
     def blocks(self) -> tuple[tuple[int, ...], ...]:
@@ -279,7 +291,7 @@ def build_plan(
     if writer.is_sequence:
         _plan_sequence(plan, baseline)
     else:
-        plan.chunks = writer.chunks(plan)
+        plan.chunks = _output_chunks(plan, writer)
         if settings.shards is not None:
             _plan_shards(plan, baseline)
         else:
@@ -430,7 +442,15 @@ def _plan_outputs(plan: ExportPlan) -> None:
         file, internal = tpl.split_container(rendered, writer.extensions)
         plan.output, plan.internal, plan.paths = Path(file), internal, [Path(file)]
     _refuse_source_as_output(plan)
-    writer.check(plan)
+    plan.notes.extend(writer.check(plan.spec))
+
+
+def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
+    """The chunk shape of the output, in output axes (blocks are whole multiples of it): about
+    the writer's ``chunk_bytes``; sequences: one slice deep."""
+    if writer.is_sequence:     # one slice per file (staging, if needed, is the cost model's choice)
+        return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
+    return plan.default_chunks(writer.chunk_bytes)
 
 
 def _refuse_source_as_output(plan: ExportPlan) -> None:
@@ -440,7 +460,7 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     if not source or source.startswith("<"):
         return
     files = {Path(p).resolve() for p in plan.source.encoding.get("lazyexport_identity_paths", ())}
-    for path in plan.paths if not plan.writer.dataset(plan) else ():   # whole files: e.g. a glob's slice
+    for path in plan.paths if not plan.writer.dataset(plan.spec) else ():   # whole files: e.g. a glob's slice
         if path.resolve() in files:
             raise TemplateError(f"the output {path} is a file of the source {source}; choose another output template")
     internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
@@ -604,7 +624,7 @@ def _plan_sequence(plan: ExportPlan, baseline: int) -> None:
     source read unit spans fits the budget; else blocks follow the source and slices are
     assembled in a staging file on disk (one more write and read of the output)."""
     pos = plan.axes.index(plan.slice_axis)
-    plane = plan.writer.chunks(plan)     # one slice per file; the writer refuses data it cannot hold
+    plane = plan.chunks = _output_chunks(plan, plan.writer)
     follow = tuple(i == pos for i in range(len(plan.axes)))
     direct = staged = None
     with contextlib.suppress(MemoryLimitError):
@@ -671,3 +691,20 @@ def block_shape(
         block[i] = min(c * k, size)
         multiples //= k
     return tuple(block)
+
+
+def output_spec(plan: ExportPlan) -> OutputSpec:
+    """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
+    they are planned)."""
+    settings = plan.settings
+    return OutputSpec(
+        format=plan.writer.name, output=plan.output, internal=plan.internal, paths=tuple(plan.paths),
+        shape=plan.shape, dtype=plan.dtype, axes=plan.axes, chunks=plan.chunks, shards=plan.shards,
+        nbytes=plan.nbytes, compression=plan.writer.compression(settings.compression),
+        compression_level=settings.compression_level, pixel_size=plan.pixel_size, unit=plan.unit,
+        value_range=plan.value_range, nickname=plan.nickname, slice_axis=plan.slice_axis,
+        slice_start=plan.slice_start, staged=plan.staged, memory_limit=plan.memory_limit, workers=plan.workers,
+        block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
+        tiff_flavor=settings.tiff_flavor, zarr_format=settings.zarr_format, levels=settings.levels,
+        downsample=settings.downsample, result_type=settings.result_type,
+    )

@@ -163,7 +163,7 @@ class Position:
             arr = open_exported(files)
         else:
             where = _exported_location(plan)
-            if not plan.writer.existing(plan):
+            if not plan.writer.existing(plan.spec):
                 raise NotExportedError(f"nothing exported yet at {where}; run export first")
             arr = open_exported(where)
         found = dict(arr.sizes)
@@ -177,10 +177,7 @@ class Position:
 
 def _exported_location(plan: ExportPlan) -> str:
     """The output as :func:`open_exported` reads it: ``out.h5/dataset``, ``out.zarr``, a slice file."""
-    internal = plan.internal
-    dataset = getattr(plan.writer, "dataset", None)   # HDF5 names its default dataset itself
-    if dataset is not None:
-        internal = dataset(plan)
+    internal = plan.writer.dataset(plan.spec)   # HDF5 names its default dataset itself
     return f"{plan.output}/{internal}" if internal else str(plan.output)
 
 

@@ -143,5 +143,5 @@ def open_resumable(plan: ExportPlan, token: str) -> tuple[Target, Journal, set[B
     journal = Journal(journal_path(plan, token), plan.blocks)
     if not any(p.exists() for p in _temps(plan, token)):
         journal.remove()
-    target = plan.writer.open(plan, token)
+    target = plan.writer.open(plan.spec, token)
     return target, journal, journal.load()

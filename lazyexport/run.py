@@ -371,10 +371,10 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
                 remove(found.path)
         return _result(plan, paths, start)
     clean_outputs(plan, keep=token)
-    existing = plan.writer.existing(plan)
+    existing = plan.writer.existing(plan.spec)
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        dataset = plan.writer.dataset(plan)
+        dataset = plan.writer.dataset(plan.spec)
         name = f"{existing[0]}/{dataset}" if dataset and existing[0] == plan.output else str(existing[0])
         raise OutputExistsError(f"{name}{more} exists already; pass overwrite=True (--overwrite) "
                                 f"to replace it")
@@ -386,7 +386,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
         if resumable:
             target, journal, done = open_resumable(plan, token)
         else:
-            target, journal, done = plan.writer.open(plan, token), None, set()
+            target, journal, done = plan.writer.open(plan.spec, token), None, set()
         try:
             cost.reset_peak()
             _write_all(plan, target, journal, done, resolved, progress, cancel)

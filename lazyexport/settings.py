@@ -76,7 +76,7 @@ class ExportSettings:
     - ``format``: an output format name (see ``lazyexport.formats.formats()``).
     - ``output``: the output template (placeholders in docs/usage.md); None for the default.
     - ``compression`` / ``compression_level``: the writer's codec and level (None: its default).
-    - ``chunks``: output chunk length per axis, e.g. ``{"z": 32}`` (others: the writer chooses).
+    - ``chunks``: output chunk length per axis, e.g. ``{"z": 32}`` (others: chosen for the format and the source).
     - ``result_type``: a label for ``{result_type}``, e.g. ``"Probabilities"``.
     - ``zarr_format``: 2 or 3 for Zarr and OME-Zarr outputs.
     - ``pixel_size`` / ``unit``: physical size of a pixel per spatial axis, e.g.
@@ -142,7 +142,7 @@ class ExportSettings:
         if self.compression_level is not None:
             if isinstance(self.compression_level, bool) or not isinstance(self.compression_level, int):
                 raise SettingsError(f"compression level must be a whole number, got {self.compression_level!r}")
-            codec = self.compression or writer.compressions[0]
+            codec = writer.compression(self.compression)
             default = "" if self.compression else f" (the default of format {writer.name})"
             if codec not in COMPRESSION_LEVELS:
                 leveled = [c for c in writer.compressions if c in COMPRESSION_LEVELS]

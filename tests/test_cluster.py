@@ -194,8 +194,8 @@ class SlowWriteZarrTarget(ZarrTarget):
 
 
 class SlowWriteZarr(ZarrWriter):
-    def open(self, plan, token):
-        target = super().open(plan, token)
+    def open(self, spec, token):
+        target = super().open(spec, token)
         return SlowWriteZarrTarget(target.temps, target.token, target.internal)
 
 

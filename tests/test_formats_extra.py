@@ -16,6 +16,7 @@ import xarray as xr
 import zarr
 
 import lazyexport as le
+from lazyexport.plan import block_shape
 from lazyexport.cli import main
 from lazyexport.demo import sample_volume
 from lazyexport.errors import FormatError, SettingsError
@@ -353,6 +354,30 @@ def test_pixel_size_from_xarray_coordinates():
 def test_new_settings_are_validated(kw, message):
     with pytest.raises(SettingsError, match=message):
         le.ExportSettings(**kw)
+
+
+# ---------------------------------------------------------------- the writer interface
+
+def test_writers_are_told_the_output_in_a_frozen_spec(tmp_path):
+    """A writer gets an OutputSpec, not the plan: what the planner decided, immutable; its
+    checks return notes for the planner to add rather than changing the plan."""
+    data = np.arange(4 * 1200 * 1100, dtype=np.uint16).reshape(4, 1200, 1100)
+    plan = le.plan(le.open_source(data, axes="zyx"),
+                   le.ExportSettings(format="ome-zarr", output=str(tmp_path / "o.ome.zarr"), pixel_size={"x": 0.5}))
+    spec = plan.spec
+    assert (spec.format, spec.output, spec.paths, spec.shape, spec.dtype, spec.axes, spec.chunks) == \
+        ("ome-zarr", plan.output, tuple(plan.paths), plan.shape, plan.dtype, plan.axes, plan.chunks)
+    assert spec.compression == "zstd" and spec.zarr_format == 3 and spec.sizes == {"z": 4, "y": 1200, "x": 1100}
+    with pytest.raises(AttributeError):
+        spec.chunks = (1, 1, 1)
+    with pytest.raises(TypeError):
+        spec.pixel_size["y"] = 0.5
+    notes = list(plan.notes)
+    found = plan.writer.check(spec)
+    assert found and plan.notes == notes and [n for n in notes if "average the integer data" in n] == list(found)
+    # the pyramid's blocks are sized by the planner, within the export's budget per block
+    assert spec.block_shape((1, 64, 64), (4, 600, 550), 8) == \
+        block_shape((1, 64, 64), (4, 600, 550), 8, plan.pyramid_budget())
 
 
 # ---------------------------------------------------------------- CLI

@@ -1,29 +1,12 @@
-"""The registry of output formats: each module in this package registers one Writer by name."""
+"""The output formats: importing the package imports each writer module, which registers its
+Writer by name in :mod:`lazyexport.formats.registry`. A writer is told what to write in an
+:class:`~lazyexport.formats.spec.OutputSpec`."""
 
 from __future__ import annotations
 
-from ..errors import FormatError
+from . import hdf5, n5, npy, ome_zarr, png, sequence, tiff, zarr  # noqa: F401  (each registers its writer)
 from .base import Target, Writer
+from .registry import formats, get_writer, register
+from .spec import OutputSpec
 
-_WRITERS: dict[str, type[Writer]] = {}
-
-
-def register(cls: type[Writer]) -> type[Writer]:
-    _WRITERS[cls.name] = cls
-    return cls
-
-
-def get_writer(name: str) -> Writer:
-    key = str(name).lower().replace("_", "-")
-    if key not in _WRITERS:
-        raise FormatError(f"unknown format {name!r}; choose one of {', '.join(formats())}")
-    return _WRITERS[key]()
-
-
-def formats() -> list[str]:
-    return sorted(_WRITERS)
-
-
-from . import hdf5, n5, npy, ome_zarr, png, sequence, tiff, zarr  # noqa: E402,F401  (each registers its writer)
-
-__all__ = ["Target", "Writer", "formats", "get_writer", "register"]
+__all__ = ["OutputSpec", "Target", "Writer", "formats", "get_writer", "register"]

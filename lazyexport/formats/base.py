@@ -1,8 +1,10 @@
 """The one extension point: a Writer (one per output format) and the Target it opens.
 
-The runner owns scheduling, progress, memory budgets and atomicity; a writer only says what
-block shape it wants, creates its files under temporary names, writes the blocks it is handed,
-and renames on commit.
+The planner decides the output (its files, shape, chunks, ...) and describes it to the writer
+in an :class:`~lazyexport.formats.spec.OutputSpec`; the runner owns scheduling, progress,
+memory budgets and atomicity. A writer only refuses at planning time what its format cannot
+hold, creates its files under temporary names, writes the blocks it is handed, and renames on
+commit.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ import ctypes
 import ctypes.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..storage import commit_renames, remove
-
-if TYPE_CHECKING:
-    from ..plan import ExportPlan
+from .spec import OutputSpec
 
 
 class Target:
@@ -79,14 +79,14 @@ class Target:
 
 
 class Writer:
-    """Base of every output format. Register subclasses with :func:`lazyexport.formats.register`."""
+    """Base of every output format. Register subclasses with :func:`lazyexport.formats.registry.register`."""
 
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]   # the first is appended to templates without one
     is_sequence: ClassVar[bool] = False
     resumable: ClassVar[bool] = False                     # open() keeps what its token's temporaries hold
     compressions: ClassVar[tuple[str, ...]] = ("none",)   # the first is the default
-    chunk_bytes: ClassVar[int] = 4 * 2**20                # preferred bytes per output chunk
+    chunk_bytes: ClassVar[int] = 4 * 2**20                # the planner sizes output chunks to about this
     description: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ()               # the settings it reads beyond the common ones
 
@@ -98,31 +98,34 @@ class Writer:
         """
         return None
 
-    def chunks(self, plan: ExportPlan) -> tuple[int, ...]:
-        """The chunk shape of the output, in output axes (blocks are whole multiples of it)."""
-        return plan.default_chunks(self.chunk_bytes)
+    def compression(self, requested: str | None) -> str:
+        """The codec of an export that asks for ``requested`` (None: the format's default)."""
+        return requested or self.compressions[0]
 
-    def check(self, plan: ExportPlan) -> None:
-        """Refuse, at planning time, an output location this format cannot write (nothing by default)."""
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        """Refuse, at planning time, an output this format cannot write (raise
+        :class:`~lazyexport.errors.FormatError`); return notes for the plan (none by default).
+        ``spec.chunks`` is not decided yet (empty)."""
+        return ()
 
-    def dataset(self, plan: ExportPlan) -> str:
+    def dataset(self, spec: OutputSpec) -> str:
         """The path of the exported array inside its container file ("" where the file is the array)."""
-        return plan.internal.strip("/")
+        return spec.dataset
 
-    def existing(self, plan: ExportPlan) -> list[Path]:
-        """The outputs of ``plan`` that exist already (and would be replaced)."""
-        return [p for p in plan.paths if p.exists() or p.is_symlink()]
+    def existing(self, spec: OutputSpec) -> list[Path]:
+        """The outputs of ``spec`` that exist already (and would be replaced)."""
+        return [p for p in spec.paths if p.exists() or p.is_symlink()]
 
-    def open(self, plan: ExportPlan, token: str) -> Target:
+    def open(self, spec: OutputSpec, token: str) -> Target:
         """Create the output under the temporary names of the run ``token``
         (:func:`lazyexport.storage.temp_path`). Writers that are ``resumable`` keep what exists
-        under those names (an interrupted ``--resume`` export of the same plan)."""
+        under those names (an interrupted ``--resume`` export of the same output)."""
         raise NotImplementedError
 
-    def delete(self, plan: ExportPlan, dry_run: bool = False) -> list[str]:
-        """Remove what an export of ``plan`` wrote (its final outputs that exist, nothing else);
+    def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
+        """Remove what an export of ``spec`` wrote (its final outputs that exist, nothing else);
         return what was (or, with ``dry_run``, would be) removed."""
-        found = self.existing(plan)
+        found = self.existing(spec)
         if not dry_run:
             for path in found:
                 remove(path)
@@ -133,9 +136,6 @@ class Writer:
         model: by default a chunk (or shard) made contiguous and its encoded bytes. ``unit_bytes``
         is one output chunk or shard (sequences: one plane); ``staged``: a staged sequence."""
         return 2 * unit_bytes
-
-    def compression(self, plan: ExportPlan) -> str:
-        return plan.settings.compression or self.compressions[0]
 
 
 def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray,

@@ -19,6 +19,7 @@ from typing import ClassVar
 from ..errors import FormatError
 from ..storage import remove, temp_path
 from .base import Writer
+from .spec import OutputSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,11 +185,12 @@ class ContainerWriter(Writer):
 
     layout: ClassVar[Layout]
 
-    def check(self, plan) -> None:
-        check(self.layout, plan.output, plan.internal)
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        check(self.layout, spec.output, spec.internal)
+        return super().check(spec)
 
-    def existing(self, plan) -> list[Path]:
-        return existing(plan.output, plan.internal)
+    def existing(self, spec: OutputSpec) -> list[Path]:
+        return existing(spec.output, spec.internal)
 
-    def delete(self, plan, dry_run: bool = False) -> list[str]:
-        return delete(self.layout, plan.output, plan.internal, dry_run)
+    def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
+        return delete(self.layout, spec.output, spec.internal, dry_run)

@@ -16,10 +16,11 @@ from isal import isal_zlib
 
 from ..axes import vigra_axistags
 from ..errors import FormatError
-from ..units import SPATIAL_AXES, to_micrometers
-from . import register
 from ..storage import remove, temp_path
+from ..units import SPATIAL_AXES, to_micrometers
 from .base import Target, Writer
+from .registry import register
+from .spec import OutputSpec
 
 DEFAULT_DATASET = "exported_data"
 # Default levels; zstd and blosc are HDF5 filter plugins: readers need them too (hdf5plugin
@@ -118,23 +119,23 @@ class HDF5Writer(Writer):
         # every chunk of the block encoded before the one writer stores them, and a chunk copy
         return block_bytes + 2 * unit_bytes
 
-    def dataset(self, plan) -> str:
-        return plan.internal.strip("/") or DEFAULT_DATASET
+    def dataset(self, spec: OutputSpec) -> str:
+        return spec.dataset or DEFAULT_DATASET
 
-    def existing(self, plan) -> list[Path]:
-        file = plan.output
+    def existing(self, spec: OutputSpec) -> list[Path]:
+        file = spec.output
         if not file.exists():
             return []
-        if _other_content(file, self.dataset(plan)) is None:  # not HDF5: the whole file is in the way
+        if _other_content(file, self.dataset(spec)) is None:  # not HDF5: the whole file is in the way
             return [file]
         with h5py.File(file, "r") as f:
-            return [file] if self.dataset(plan) in f else []
+            return [file] if self.dataset(spec) in f else []
 
-    def delete(self, plan, dry_run: bool = False) -> list[str]:
+    def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
         """Remove the file, or only our dataset when the file holds other data too."""
-        if not self.existing(plan):
+        if not self.existing(spec):
             return []
-        file, name = plan.output, self.dataset(plan)
+        file, name = spec.output, self.dataset(spec)
         other = _other_content(file, name)
         if other is None:
             raise FormatError(f"{file} is not an HDF5 file, so lazyexport did not write it; left alone")
@@ -150,32 +151,32 @@ class HDF5Writer(Writer):
                         del f[parent]
         return [f"{file}/{name} (only this dataset: the file holds other data)"]
 
-    def open(self, plan, token: str) -> Target:
-        final = plan.output
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        final = spec.output
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_path(final, token)
-        name = self.dataset(plan)
-        compression = self.compression(plan)
-        level = plan.settings.compression_level
+        name = self.dataset(spec)
+        compression = spec.compression
+        level = spec.compression_level
         level = _LEVELS.get(compression, 0) if level is None else level
         try:
             with h5py.File(temp, "w") as f:
-                dset = f.create_dataset(name, shape=plan.shape, dtype=plan.dtype, chunks=plan.chunks,
+                dset = f.create_dataset(name, shape=spec.shape, dtype=spec.dtype, chunks=spec.chunks,
                                         fillvalue=0, **_filter(compression, level))
-                sizes, unit = plan.pixel_size, plan.unit
+                sizes, unit = spec.pixel_size, spec.unit
                 um = {a: to_micrometers(v, unit) for a, v in sizes.items()} if unit else {}
-                dset.attrs["axistags"] = vigra_axistags(plan.axes, um or sizes)   # vigra's: any unit
+                dset.attrs["axistags"] = vigra_axistags(spec.axes, um or sizes)   # vigra's: any unit
                 # Fiji's HDF5 plugin and many others read voxel sizes in micrometers from here: only
                 # when every spatial size is known (1 for the other axes, as they expect)
-                if um and all(a in um for a in plan.axes if a in SPATIAL_AXES):
-                    dset.attrs["element_size_um"] = np.array([um.get(a, 1.0) for a in plan.axes])
-                if plan.value_range is not None:
-                    dset.attrs["drange"] = np.array(plan.value_range, dtype=plan.dtype)
+                if um and all(a in um for a in spec.axes if a in SPATIAL_AXES):
+                    dset.attrs["element_size_um"] = np.array([um.get(a, 1.0) for a in spec.axes])
+                if spec.value_range is not None:
+                    dset.attrs["drange"] = np.array(spec.value_range, dtype=spec.dtype)
         except BaseException:
             remove(temp)
             raise
         merge = final.exists() and bool(_other_content(final, name))
-        return HDF5Target({final: temp}, token, name, merge, compression, level, plan.chunks)
+        return HDF5Target({final: temp}, token, name, merge, compression, level, spec.chunks)
 
 
 class HDF5Target(Target):

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import register
 from ..storage import remove, temp_path
 from .base import Target, Writer, write_region
+from .registry import register
+from .spec import OutputSpec
 
 
 @register
@@ -24,18 +25,18 @@ class NpyWriter(Writer):
     extensions = (".npy",)
     description = "one .npy file, written block by block at its byte offsets"
 
-    def open(self, plan, token: str) -> Target:
-        final = plan.output
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        final = spec.output
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_path(final, token)
         try:
-            mm = np.lib.format.open_memmap(temp, mode="w+", dtype=plan.dtype, shape=plan.shape)
+            mm = np.lib.format.open_memmap(temp, mode="w+", dtype=spec.dtype, shape=spec.shape)
             offset = mm.offset
             del mm
         except BaseException:
             remove(temp)
             raise
-        return NpyTarget({final: temp}, token, offset, plan.shape)
+        return NpyTarget({final: temp}, token, offset, spec.shape)
 
 
 class NpyTarget(Target):

@@ -22,6 +22,7 @@ gave no axis order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -33,8 +34,10 @@ import zarr
 from ..errors import FormatError
 from ..storage import remove
 from ..transforms import convert_block
-from . import container, register
+from . import container
 from .base import Target, release_memory
+from .registry import register
+from .spec import OutputSpec, Shape
 from .zarr import ZarrTarget, ZarrWriter, compressors
 
 NGFF_ORDER = "tczyx"
@@ -157,58 +160,62 @@ class OmeZarrWriter(ZarrWriter):
             )
         return wanted
 
-    def levels(self, plan) -> list[Level]:
-        return pyramid(plan.axes, plan.shape, plan.pixel_size, plan.settings.levels)
+    def levels(self, spec: OutputSpec) -> list[Level]:
+        return pyramid(spec.axes, spec.shape, spec.pixel_size, spec.levels)
 
-    def method(self, plan) -> str:
+    def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type), else mean."""
-        return plan.settings.downsample or ("mode" if is_label_type(plan.settings.result_type) else "mean")
+        return spec.downsample or ("mode" if is_label_type(spec.result_type) else "mean")
 
-    def chunks(self, plan) -> tuple[int, ...]:
-        if len(self.levels(plan)) > 1 and plan.settings.downsample is None and plan.dtype.kind in "iu" \
-                and self.method(plan) == "mean":
-            plan.notes.append("pyramid levels average the integer data (intensities); for a label image pass "
-                              "downsample='mode' (--downsample mode) or a result type like 'Labels'")
-        return super().chunks(plan)
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        notes = super().check(spec)
+        if len(self.levels(spec)) > 1 and spec.downsample is None and spec.dtype.kind in "iu" \
+                and self.method(spec) == "mean":
+            notes += ("pyramid levels average the integer data (intensities); for a label image pass "
+                      "downsample='mode' (--downsample mode) or a result type like 'Labels'",)
+        return notes
 
-    def open(self, plan, token: str) -> Target:
-        plan.output.parent.mkdir(parents=True, exist_ok=True)
-        spot = container.place(plan.output, plan.internal, token)
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        spec.output.parent.mkdir(parents=True, exist_ok=True)
+        spot = container.place(spec.output, spec.internal, token)
         temp = spot.temp
-        fmt = plan.settings.zarr_format
+        fmt = spec.zarr_format
         group_path = spot.internal
-        levels = self.levels(plan)
-        units = {a: plan.unit for a in plan.pixel_size} if plan.unit else {}
-        attrs = ngff_metadata(plan.nickname, plan.axes, levels, units, "0.4" if fmt == 2 else "0.5")
-        if plan.value_range is not None:
-            attrs["drange"] = list(plan.value_range)
+        levels = self.levels(spec)
+        units = {a: spec.unit for a in spec.pixel_size} if spec.unit else {}
+        attrs = ngff_metadata(spec.nickname, spec.axes, levels, units, "0.4" if fmt == 2 else "0.5")
+        if spec.value_range is not None:
+            attrs["drange"] = list(spec.value_range)
         try:
             root = zarr.open_group(store=str(temp), mode="w", zarr_format=fmt)
             group = root.require_group(group_path) if group_path else root
             group.attrs.update(attrs)
             for level in levels:
                 group.create_array(
-                    name=level.path, shape=level.shape, dtype=plan.dtype, fill_value=0,
-                    chunks=tuple(min(c, n) for c, n in zip(plan.chunks, level.shape)),
-                    compressors=compressors(self.compression(plan), plan.settings.compression_level, fmt),
-                    dimension_names=list(plan.axes) if fmt == 3 else None,
+                    name=level.path, shape=level.shape, dtype=spec.dtype, fill_value=0,
+                    chunks=tuple(min(c, n) for c, n in zip(spec.chunks, level.shape)),
+                    compressors=compressors(spec.compression, spec.compression_level, fmt),
+                    dimension_names=list(spec.axes) if fmt == 3 else None,
                     chunk_key_encoding={"name": "v2", "separator": "/"} if fmt == 2 else None,
                 )
         except BaseException:
             remove(temp)
             raise
-        return OmeZarrTarget({spot.final: temp}, token, f"{group_path}/0".strip("/"), levels, self.method(plan),
-                             plan.memory_limit, plan.workers, spot.store, fmt)
+        return OmeZarrTarget({spot.final: temp}, token, f"{group_path}/0".strip("/"), levels, self.method(spec),
+                             spec.block_shape, spec.workers, spot.store, fmt)
 
 
 class OmeZarrTarget(ZarrTarget):
+    """``block_shape``: the export's block sizing (:attr:`OutputSpec.block_shape`), for the levels' blocks."""
+
     def __init__(self, temps: dict[Path, Path], token: str, internal: str, levels: list[Level], method: str,
-                 memory_limit: int, workers: int, store: Path | None = None, zarr_format: int = 3):
+                 block_shape: Callable[[Shape, Shape, int], Shape], workers: int, store: Path | None = None,
+                 zarr_format: int = 3):
         super().__init__(temps, token, internal, store, zarr_format)
         self.group = internal.rpartition("/")[0]
         self.levels = levels
         self.method = method
-        self.memory_limit = memory_limit
+        self.block_shape = block_shape
         self.workers = workers
 
     @property
@@ -224,13 +231,10 @@ class OmeZarrTarget(ZarrTarget):
 
     def build_level(self, src: zarr.Array, dst: zarr.Array, factors: tuple[int, ...]) -> None:
         """Write ``dst`` from ``src`` block by block; a block is whole chunks of ``dst`` whose
-        source region (and its float64 working copies) fits the memory budget per worker."""
-        from ..plan import BLOCK_MEMORY_FACTOR, block_shape
-
-        budget = self.memory_limit // (BLOCK_MEMORY_FACTOR * self.workers)
+        source region (and its float64 working copies) fits the memory budget per block."""
         # per output pixel: its window read, a reordered copy of it, and float64 (or sort) work space
         itemsize = (2 * src.dtype.itemsize + 8) * math.prod(factors)
-        block = block_shape(dst.chunks, dst.shape, itemsize, budget)
+        block = self.block_shape(dst.chunks, dst.shape, itemsize)
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
 
         def one(corner: tuple[int, ...]) -> None:

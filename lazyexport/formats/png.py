@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from . import register
+from .registry import register
 from .sequence import SequenceTarget, SequenceWriter
+from .spec import OutputSpec
 
 CHANNELS = {"uint8": (1, 2, 3, 4), "uint16": (1,)}
 TEXT_KEY = "lazyexport"
@@ -46,10 +47,11 @@ class PngSequenceWriter(SequenceWriter):
     description = "one PNG per slice (8-bit gray/RGB(A), 16-bit gray)"
     target_class = PngSequenceTarget
 
-    def chunks(self, plan) -> tuple[int, ...]:
-        channels = dict(zip(plan.axes, plan.shape)).get("c", 1)
-        if channels not in CHANNELS.get(plan.dtype.name, ()):
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        notes = super().check(spec)
+        channels = spec.sizes.get("c", 1)
+        if channels not in CHANNELS.get(spec.dtype.name, ()):
             allowed = "; ".join(f"{d} with {', '.join(map(str, n))} channel(s)" for d, n in CHANNELS.items())
-            raise FormatError(f"PNG cannot hold {plan.dtype} data with {channels} channel(s): it holds {allowed}; "
+            raise FormatError(f"PNG cannot hold {spec.dtype} data with {channels} channel(s): it holds {allowed}; "
                               f"convert the data type or cut the channels with the ROI")
-        return super().chunks(plan)
+        return notes

@@ -4,7 +4,7 @@ The plan picks the slicing axis (the outermost non-channel axis) and one file na
 from ``{slice_index}``. Each TIFF carries its axes in tifffile's JSON description, so it can
 be read back labeled.
 
-Two ways to get from blocks to slice files, chosen by the planner (``plan.staged``):
+Two ways to get from blocks to slice files, chosen by the planner (``spec.staged``):
 
 - Source chunks one slice deep (a TIFF stack, 2-D chunked data): blocks are whole slices, and
   each file is written by the one task that computed its slice.
@@ -30,41 +30,38 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from . import register
 from ..storage import temp_path
 from .base import Target, Writer, pread_exact, release_memory, write_region
+from .registry import register
+from .spec import OutputSpec
 
 
-def stage_path(plan, token: str) -> Path:
+def stage_path(spec: OutputSpec, token: str) -> Path:
     """The staging file of a staged sequence export (beside the first slice)."""
-    return temp_path(plan.paths[0], token, "stage")
+    return temp_path(spec.paths[0], token, "stage")
 
 
 class SequenceWriter(Writer):
     is_sequence = True
     resumable = True
 
-    def chunks(self, plan) -> tuple[int, ...]:
-        """One slice per file (the planner decides the blocks, and whether to stage)."""
-        return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
-
     def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
         # a plane made contiguous and encoded; staged: the block reordered for the staging file too
         return 2 * unit_bytes + (block_bytes if staged else 0)
 
-    def open(self, plan, token: str) -> Target:
+    def open(self, spec: OutputSpec, token: str) -> Target:
         # one token for all slices, so they are recognisably one export
         temps = {}
-        for path in plan.paths:
+        for path in spec.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             temps[path] = temp_path(path, token)
-        target = self.target_class(temps, token, plan.axes, plan.slice_axis, self.compression(plan),
-                                   plan.settings.compression_level, plan.slice_start)
-        if plan.staged:
-            stage = stage_path(plan, token)
+        target = self.target_class(temps, token, spec.axes, spec.slice_axis, spec.compression,
+                                   spec.compression_level, spec.slice_start)
+        if spec.staged:
+            stage = stage_path(spec, token)
             with open(stage, "ab") as f:      # sparse; what an interrupted run staged is kept
-                f.truncate(plan.nbytes)
-            target.stage_in(stage, plan.shape, plan.dtype)
+                f.truncate(spec.nbytes)
+            target.stage_in(stage, spec.shape, spec.dtype)
         return target
 
     target_class: type[SequenceTarget]

@@ -44,10 +44,11 @@ import numpy as np
 import tifffile
 
 from ..errors import FormatError
-from ..units import imagej_unit, to_micrometers, unit_symbol
-from . import register
 from ..storage import remove, temp_path
+from ..units import imagej_unit, to_micrometers, unit_symbol
 from .base import Target, Writer, pread_exact, release_memory, write_region
+from .registry import register
+from .spec import OutputSpec
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
@@ -90,6 +91,9 @@ class TiffWriter(Writer):
     name = "tiff"
     extensions = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
     compressions = ("none", "zlib", "lzma")
+    # the usual chunks, which follow the source's: the raw file takes any block shape, and a
+    # block shaped like the page (whole rows or planes) would read source chunks that
+    # neighbouring blocks need too, which dask then holds in memory between them
     chunk_bytes = 4 * 2**20
     description = "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
     options = ("tiff_flavor", "pixel_size", "unit")
@@ -98,61 +102,59 @@ class TiffWriter(Writer):
         # the block reordered into the raw file's axis order
         return block_bytes
 
-    def file_axes(self, plan) -> tuple[str, ...]:
+    def file_axes(self, spec: OutputSpec) -> tuple[str, ...]:
         """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
         axes (ImageJ and OME: over y and x, which they require)."""
-        flavor = plan.settings.tiff_flavor
-        spatial = [a for a in plan.axes if a != "c"]
+        flavor = spec.tiff_flavor
+        spatial = [a for a in spec.axes if a != "c"]
         if len(spatial) < 2:
-            raise FormatError(f"a TIFF needs two non-channel axes for its planes, the result has {''.join(plan.axes)!r}")
+            raise FormatError(f"a TIFF needs two non-channel axes for its planes, the result has {''.join(spec.axes)!r}")
         plane = spatial[-2:]
         if flavor != "plain":
-            other = [a for a in plan.axes if a not in "tzcyx"]
+            other = [a for a in spec.axes if a not in "tzcyx"]
             if other:
                 raise FormatError(f"{flavor} TIFF has only the axes t, z, c, y, x; the result also has {''.join(other)!r} "
                                   f"(use tiff_flavor='plain' or drop it with the axis order)")
-            if "y" not in plan.axes or "x" not in plan.axes:
+            if "y" not in spec.axes or "x" not in spec.axes:
                 raise FormatError(f"{flavor} TIFF planes are y by x, the result has axes "
-                                  f"{''.join(plan.axes)!r}; add the missing one with the axis order, "
+                                  f"{''.join(spec.axes)!r}; add the missing one with the axis order, "
                                   f"or use tiff_flavor='plain'")
             plane = ["y", "x"]
         if flavor == "imagej":
-            if plan.dtype.name not in IMAGEJ_DTYPES:
-                raise FormatError(f"ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, not {plan.dtype}; convert the data type")
-            outer = [a for a in "tzc" if a in plan.axes and a not in plane]
+            if spec.dtype.name not in IMAGEJ_DTYPES:
+                raise FormatError(f"ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, not {spec.dtype}; convert the data type")
+            outer = [a for a in "tzc" if a in spec.axes and a not in plane]
         else:
-            outer = [a for a in plan.axes if a not in plane]
+            outer = [a for a in spec.axes if a not in plane]
         return (*outer, *plane)
 
-    def chunks(self, plan) -> tuple[int, ...]:
-        """The usual chunks, which follow the source's: the raw file takes any block shape,
-        and a block shaped like the page (whole rows or planes) would read source chunks
-        that neighbouring blocks need too, which dask then holds in memory between them."""
-        self.file_axes(plan)   # refuse what the flavor cannot hold, at planning time
-        if self.bigtiff(plan):
-            plan.notes.append("the TIFF could reach 4 GiB, so it is written as BigTIFF, which ImageJ's own "
-                              "TIFF opener cannot read (Fiji's Bio-Formats importer can)")
-        return super().chunks(plan)
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        notes = super().check(spec)
+        self.file_axes(spec)   # refuse what the flavor cannot hold, at planning time
+        if self.bigtiff(spec):
+            notes += ("the TIFF could reach 4 GiB, so it is written as BigTIFF, which ImageJ's own "
+                      "TIFF opener cannot read (Fiji's Bio-Formats importer can)",)
+        return notes
 
-    def bigtiff(self, plan) -> bool:
+    def bigtiff(self, spec: OutputSpec) -> bool:
         """BigTIFF only where a classic TIFF might not hold the file (see :func:`size_bound`)."""
-        shape = tuple(plan.shape[plan.axes.index(a)] for a in self.file_axes(plan))
-        return size_bound(shape, plan.dtype.itemsize, self.compression(plan) != "none") >= CLASSIC_LIMIT
+        shape = tuple(spec.sizes[a] for a in self.file_axes(spec))
+        return size_bound(shape, spec.dtype.itemsize, spec.compression != "none") >= CLASSIC_LIMIT
 
-    def open(self, plan, token: str) -> Target:
-        final = plan.output
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        final = spec.output
         final.parent.mkdir(parents=True, exist_ok=True)
         temp, raw = temp_path(final, token), temp_path(final, token, "raw")
-        file_axes = self.file_axes(plan)
-        perm = tuple(plan.axes.index(a) for a in file_axes)
-        shape = tuple(plan.shape[i] for i in perm)
+        file_axes = self.file_axes(spec)
+        perm = tuple(spec.axes.index(a) for a in file_axes)
+        shape = tuple(spec.shape[i] for i in perm)
         with open(raw, "wb") as f:
-            f.truncate(plan.nbytes)   # sparse: blocks fill it in any order
-        compression = self.compression(plan)
+            f.truncate(spec.nbytes)   # sparse: blocks fill it in any order
+        compression = spec.compression
         return TiffTarget(
-            {final: temp}, token, raw, perm, shape, plan.dtype.str, file_axes, plan.settings.tiff_flavor,
-            compression, plan.settings.compression_level, plan.pixel_size, plan.unit,
-            bigtiff=self.bigtiff(plan),
+            {final: temp}, token, raw, perm, shape, spec.dtype.str, file_axes, spec.tiff_flavor,
+            compression, spec.compression_level, spec.pixel_size, spec.unit,
+            bigtiff=self.bigtiff(spec),
         )
 
 

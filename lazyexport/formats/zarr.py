@@ -17,8 +17,10 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from ..chunkio import ChunkFiles
 from ..errors import FormatError
 from ..storage import remove
-from . import container, register
+from . import container
 from .base import Target
+from .registry import register
+from .spec import OutputSpec
 
 _DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 1}
 
@@ -52,18 +54,19 @@ class ZarrWriter(container.ContainerWriter):
 
     layout = container.ZARR
 
-    def check(self, plan) -> None:
-        super().check(plan)
-        if container.in_existing(plan.output, plan.internal):
-            found = container.zarr_format_of(plan.output)
-            if found is not None and found != plan.settings.zarr_format:
-                raise FormatError(f"{plan.output} is a Zarr v{found} store; write into it with zarr_format={found} "
+    def check(self, spec: OutputSpec) -> tuple[str, ...]:
+        notes = super().check(spec)
+        if container.in_existing(spec.output, spec.internal):
+            found = container.zarr_format_of(spec.output)
+            if found is not None and found != spec.zarr_format:
+                raise FormatError(f"{spec.output} is a Zarr v{found} store; write into it with zarr_format={found} "
                                   f"(--zarr-format {found})")
+        return notes
 
-    def open(self, plan, token: str) -> Target:
-        plan.output.parent.mkdir(parents=True, exist_ok=True)
-        spot = container.place(plan.output, plan.internal, token)
-        fmt = plan.settings.zarr_format
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        spec.output.parent.mkdir(parents=True, exist_ok=True)
+        spot = container.place(spec.output, spec.internal, token)
+        fmt = spec.zarr_format
         target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, spot.store, fmt)
         if spot.temp.exists():
             try:
@@ -71,21 +74,21 @@ class ZarrWriter(container.ContainerWriter):
                 return target
             except Exception:       # it broke while being created: start again
                 remove(spot.temp)
-        attrs = {"_ARRAY_DIMENSIONS": list(plan.axes)} if fmt == 2 else {}
-        if plan.value_range is not None:
-            attrs["drange"] = list(plan.value_range)
+        attrs = {"_ARRAY_DIMENSIONS": list(spec.axes)} if fmt == 2 else {}
+        if spec.value_range is not None:
+            attrs["drange"] = list(spec.value_range)
         try:
             zarr.create_array(
                 store=str(spot.temp),
                 name=spot.internal or None,
-                shape=plan.shape,
-                chunks=plan.chunks,
-                shards=plan.shards,
-                dtype=plan.dtype,
-                compressors=compressors(self.compression(plan), plan.settings.compression_level, fmt),
+                shape=spec.shape,
+                chunks=spec.chunks,
+                shards=spec.shards,
+                dtype=spec.dtype,
+                compressors=compressors(spec.compression, spec.compression_level, fmt),
                 fill_value=0,
                 zarr_format=fmt,
-                dimension_names=list(plan.axes) if fmt == 3 else None,
+                dimension_names=list(spec.axes) if fmt == 3 else None,
                 attributes=attrs,
             )
         except BaseException:

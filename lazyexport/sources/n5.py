@@ -1,8 +1,9 @@
 """N5 datasets (``store.n5`` or ``store.n5/path``); axes from the ``axes`` attribute (N5 order,
 reversed to ours), pixel sizes from ``pixelResolution`` or ``resolution``.
 
-Blocks are read and decoded with the codec of :mod:`lazyexport.formats.n5`; a missing block
-reads as zeros, as N5 specifies. A compression that cannot be decoded is refused when opening.
+Blocks are read and decoded with :mod:`lazyexport.n5codec` (the N5 writer's codec too); a
+missing block reads as zeros, as N5 specifies. A compression that cannot be decoded is refused
+when opening.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import FormatError, SourceError
-from ..formats.n5 import ATTRIBUTES, block_decoder, chunk_file, decode_block, read_attributes
+from ..n5codec import ATTRIBUTES, block_decoder, chunk_file, decode_block, read_attributes
 from ..units import parse_unit
 from .base import FileArray, from_file_array, labeled, resolve_axes
 

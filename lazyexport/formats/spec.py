@@ -1,0 +1,78 @@
+"""OutputSpec: what a writer is told about the output it writes.
+
+The planner describes each output once (:func:`lazyexport.plan.output_spec`, ``plan.spec``) in
+this frozen value, and hands it to every :class:`~lazyexport.formats.base.Writer` method; no
+writer sees the plan, the source or the settings as a whole, so nothing in
+:mod:`lazyexport.formats` depends on the planner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutputSpec:
+    """One export's output, as the planner decided it. Containers are immutable (tuples, a
+    read-only mapping); lengths and chunks are in output axes."""
+
+    format: str                            # the writer's name
+    output: Path                           # the file, store or (sequences) first slice file
+    internal: str                          # the path inside a container file or store, as given ("" for none)
+    paths: tuple[Path, ...]                # every final file or directory the export writes
+    shape: Shape
+    dtype: np.dtype
+    axes: tuple[str, ...]
+    chunks: Shape                          # the output's chunk shape; () while the planner checks the output
+    shards: Shape | None                   # Zarr v3 shard shape (whole chunks), if sharded
+    nbytes: int                            # the uncompressed result
+    compression: str                       # the settings' codec, else the format's default
+    compression_level: int | None          # None: the codec's default
+    pixel_size: Mapping[str, float]        # physical size of a pixel per spatial axis, where known
+    unit: str | None                       # the unit of pixel_size (None: sizes without a unit)
+    value_range: tuple[int, int] | tuple[float, float] | None   # known without reading data, in the output dtype
+    nickname: str
+    slice_axis: str | None                 # sequences: the axis the files run along
+    slice_start: int                       # sequences: source index of the first slice
+    staged: bool                           # sequences: slices are assembled in a staging file
+    memory_limit: int                      # bytes, for the whole export
+    workers: int                           # blocks written at a time
+    # (chunks, shape, itemsize) -> a block of whole chunks within the export's memory budget per
+    # block in flight: the planner's own block sizing, for a writer's second pass (pyramid levels)
+    block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
+    # settings that only some formats read
+    tiff_flavor: str                       # tiff: "plain", "imagej" or "ome"
+    zarr_format: int                       # zarr, ome-zarr: 2 or 3
+    levels: int | None                     # ome-zarr: pyramid levels (None: until y/x fit 512)
+    downsample: str | None                 # ome-zarr: "mean", "mode", "nearest" (None: by result type)
+    result_type: str | None                # ome-zarr: a result type naming labels makes "mode" the default
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("output", Path(self.output))
+        set_("paths", tuple(Path(p) for p in self.paths))
+        set_("shape", tuple(int(n) for n in self.shape))
+        set_("dtype", np.dtype(self.dtype))
+        set_("axes", tuple(str(a) for a in self.axes))
+        set_("chunks", tuple(int(n) for n in self.chunks))
+        set_("shards", None if self.shards is None else tuple(int(n) for n in self.shards))
+        set_("pixel_size", MappingProxyType(dict(self.pixel_size)))
+        set_("value_range", None if self.value_range is None else tuple(self.value_range))
+
+    @property
+    def dataset(self) -> str:
+        """The path inside the container without surrounding slashes ("" where the output file
+        or store is the array itself; a format may name a default: ``Writer.dataset``)."""
+        return self.internal.strip("/")
+
+    @property
+    def sizes(self) -> Mapping[str, int]:
+        """The length of each output axis."""
+        return MappingProxyType(dict(zip(self.axes, self.shape)))

@@ -1,0 +1,174 @@
+"""The package's layering, read from its import statements (not by importing it).
+
+Every ``import`` and ``from ... import`` counts wherever it stands: at module level, inside a
+function, or under ``if TYPE_CHECKING``. ``from pkg import name`` imports the submodule
+``pkg.name`` where there is one, else ``pkg`` itself; a package's ``__init__`` is the module
+``pkg``. Only edges between lazyexport's own modules are kept.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "lazyexport"
+ROOT = Path(__file__).resolve().parent.parent / PACKAGE
+
+# what the output formats must not depend on: the planner and everything that runs plans
+ABOVE_FORMATS = {f"{PACKAGE}.{name}" for name in ("plan", "run", "batch", "cli", "preview")}
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    """Module name -> (file, whether it is a package's ``__init__``)."""
+    found = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = [PACKAGE, *path.relative_to(ROOT).with_suffix("").parts]
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts.pop()
+        found[".".join(parts)] = (path, is_package)
+    return found
+
+
+MODULES = _modules()
+
+
+def _known(name: str) -> str | None:
+    """The longest prefix of ``name`` that is one of our modules (None: not ours)."""
+    parts = name.split(".")
+    while parts:
+        candidate = ".".join(parts)
+        if candidate in MODULES:
+            return candidate
+        parts.pop()
+    return None
+
+
+def _imports(module: str) -> set[str]:
+    """The lazyexport modules ``module`` imports, anywhere in its file."""
+    path, is_package = MODULES[module]
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                base = ".".join(base + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            # the submodule where the name is one, else the module the name comes from
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        found.update(m for m in map(_known, names) if m is not None and m != module)
+    return found
+
+
+GRAPH = {module: _imports(module) for module in MODULES}
+
+
+def _in(package: str, module: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (first module repeated at the end) per strongly connected group of modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:      # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    cycles = []
+    for group in groups:
+        start = min(group)
+        paths = {start: [start]}       # the shortest way back to ``start`` inside the group
+        queue = [start]
+        while queue:
+            node = queue.pop(0)
+            for nxt in sorted(graph[node] & group):
+                if nxt == start:
+                    queue = []
+                    cycles.append(paths[node] + [start])
+                    break
+                if nxt not in paths:
+                    paths[nxt] = paths[node] + [nxt]
+                    queue.append(nxt)
+    return sorted(cycles)
+
+
+def test_the_graph_is_read():
+    assert f"{PACKAGE}.formats.zarr" in GRAPH[f"{PACKAGE}.formats"]
+    assert f"{PACKAGE}.formats" in GRAPH[f"{PACKAGE}.plan"]
+    assert f"{PACKAGE}.storage" in GRAPH[f"{PACKAGE}.formats.base"]
+
+
+def test_cycles_are_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d", "a"}, "e": set()}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def _reached(start: str) -> dict[str, list[str]]:
+    """Every module ``start`` imports, directly or through others, with one chain of imports to it."""
+    chains = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(GRAPH[node]):
+            if nxt not in chains:
+                chains[nxt] = chains[node] + [nxt]
+                queue.append(nxt)
+    return chains
+
+
+def _imports_of(package: str, forbidden) -> list[str]:
+    """For each module of ``package`` that imports (directly or not) a module ``forbidden``
+    accepts: the shortest chain of imports that gets there."""
+    wrong = []
+    for module in sorted(m for m in GRAPH if _in(package, m)):
+        chains = [chain for target, chain in _reached(module).items() if target != module and forbidden(target)]
+        if chains:
+            wrong.append(" -> ".join(min(chains, key=len)))
+    return wrong
+
+
+def test_formats_do_not_import_the_planner_or_what_runs_plans():
+    wrong = _imports_of(f"{PACKAGE}.formats", lambda m: m in ABOVE_FORMATS)
+    assert not wrong, "writers get an OutputSpec, not the plan: " + "; ".join(wrong)
+
+
+def test_sources_do_not_import_formats():
+    wrong = _imports_of(f"{PACKAGE}.sources", lambda m: _in(f"{PACKAGE}.formats", m))
+    assert not wrong, "reading does not depend on writing: " + "; ".join(wrong)
+
+
+def test_no_import_cycles():
+    cycles = _cycles(GRAPH)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
