@@ -21,6 +21,9 @@ from typing import Any
 
 import dask
 import dask.array as da
+from dask.core import flatten
+from dask.core import get as dask_get
+from dask.optimization import cull
 import numpy as np
 import xarray as xr
 
@@ -109,8 +112,7 @@ class BlockSource:
 
     def _read(self, key: tuple[slice, ...]) -> np.ndarray:
         if self.reader is None:
-            with dask.config.set(scheduler="synchronous"):
-                data = np.asarray(self.data[key].compute())
+            data = _compute(self.data[key])
         else:
             data = np.asarray(self.reader[key])
         if data.dtype != self.dtype or data.dtype.type is not self.dtype.type:
@@ -120,10 +122,44 @@ class BlockSource:
     def _fill(self, data: np.ndarray, target: np.ndarray) -> None:
         """Transform the source piece ``data`` into ``target`` (a view of the block), a sub-slab
         at a time."""
-        piece = xr.DataArray(da.from_array(data, chunks=_subslabs(data.shape, data.dtype.itemsize, self.subslab),
-                                           asarray=False, name=False), dims=self.dims)
+        piece = xr.DataArray(da.from_array(_Held(data), chunks=_subslabs(data.shape, data.dtype.itemsize, self.subslab),
+                                           asarray=False, name=False, meta=data[:0]), dims=self.dims)
         result = steps(piece, self.settings, self.renorm, self.order)
         da.store(result.data, target, lock=False, scheduler="synchronous")
+
+
+class _Held:
+    """A numpy array seen through ``__getitem__`` only: ``da.from_array`` copies a numpy array
+    chunk by chunk when the graph is made (a whole piece more in memory); this is sliced
+    (views) as the sub-slabs are computed."""
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.array[key]
+
+
+def _compute(arr: da.Array) -> np.ndarray:
+    """``arr`` computed chunk by chunk in this thread: a single chunk as dask returns it (no
+    final copy, unlike ``compute()``), several copied one at a time into the result (no list
+    of all of them joined at the end)."""
+    (arr,) = dask.optimize(arr)
+    graph = dict(arr.__dask_graph__())
+    keys = arr.__dask_keys__()
+    grid = [len(c) for c in arr.chunks]
+    if math.prod(grid) == 1:
+        return np.asarray(dask_get(graph, [next(iter(flatten(keys)))])[0])
+    out = np.empty(arr.shape, dtype=arr.dtype)
+    starts = [np.cumsum((0, *c)) for c in arr.chunks]
+    for index in itertools.product(*(range(n) for n in grid)):
+        key = keys
+        for i in index:
+            key = key[i]
+        where = tuple(slice(s[i], s[i + 1]) for s, i in zip(starts, index))
+        needed, _ = cull(graph, [key])
+        out[where] = dask_get(needed, [key])[0]
+    return out
 
 
 def _subslabs(shape: tuple[int, ...], itemsize: int, limit: int) -> tuple[int, ...]:

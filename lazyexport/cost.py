@@ -201,8 +201,8 @@ def evaluate(
             partial = unit if not all(exacts) else 0
             raw = unit // 2 if source.compressed else unit
             read_extra = source.concurrency * (partial + raw)
-        else:                           # dask: the chunks computed, sliced and joined
-            read_extra = (unit if not all(exacts) else 0) + (piece if piece > unit else 0)
+        else:                           # dask: chunks computed one at a time, sliced into the piece
+            read_extra = unit if not all(exacts) or piece > unit else 0
     sub = min(piece_elems, max(subslab // isz, 1))
     transform = sub * (compute_itemsize + out_itemsize + isz)
     task_peak = max(out + piece + read_extra + transform, out + encode)
