@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean random
+.PHONY: demo test bench bench-memory bench-scale clean random
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ clean:
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded --scaling
+	$(PY) benchmarks/memory.py
+
+# The cost model against measured peaks: an 8 GiB generated source in five chunk layouts to
+# every format at memory_limit=512MiB (about 20 minutes), and an empty 1 TiB / 64 TiB source's
+# time to the first written block and client memory.
+bench-memory: $(STAMP)
+	$(PY) benchmarks/memory.py --part memory
+
+bench-scale: $(STAMP)
+	$(PY) benchmarks/memory.py --part scale
 
 # The randomized end-to-end comparison against numpy at length (make test runs 40 cases);
 # RANDOM_CASES and RANDOM_SEED choose how many and which.

@@ -57,29 +57,13 @@ OUTPUT_NAMES = {"zarr": "v.zarr", "hdf5": "v.h5", "n5": "v.n5", "tiff": "v.tif",
 
 # --- the generated source ---------------------------------------------------------------------
 
-def smooth_chunk(block_info=None):
-    """One chunk of the generated volume, filled in place plane by plane: a smooth pattern in
-    [0, 1] (0.5 + (sin along y + cos along x) / 4, both phases drifting with z). Per plane only
-    two 1-D vectors are made; the sum is written straight into the chunk (no plane temporaries)."""
-    import numpy as np
-
-    info = block_info[None]
-    (z0, z1), (y0, y1), (x0, x1) = info["array-location"]
-    out = np.empty((z1 - z0, y1 - y0, x1 - x0), dtype=np.float32)
-    y = np.arange(y0, y1, dtype=np.float64)
-    x = np.arange(x0, x1, dtype=np.float64)
-    for k, z in enumerate(range(z0, z1)):
-        sy = (0.25 * np.sin(y / 97.0 + z / 31.0)).astype(np.float32)
-        cx = (0.5 + 0.25 * np.cos(x / 61.0 - z / 43.0)).astype(np.float32)
-        np.add(sy[:, None], cx[None, :], out=out[k])
-    return out
-
-
 def expected_plane(z: int, plane: int):
     """Plane ``z`` of the generated volume as the export writes it (uint8), for --verify."""
     import numpy as np
 
-    block = smooth_chunk({None: {"array-location": [(z, z + 1), (0, plane), (0, plane)]}})[0]
+    from lazyexport.demo import _smooth_block
+
+    block = _smooth_block({None: {"array-location": [(z, z + 1), (0, plane), (0, plane)]}})[0]
     return np.clip(np.round(block * np.float32(255.0)), 0, 255).astype(np.uint8)
 
 
@@ -88,12 +72,9 @@ def source_shape(gib: float, plane: int) -> tuple[int, int, int]:
 
 
 def generated(shape: tuple[int, ...], layout: tuple[int, ...]):
-    import dask.array as da
-    import numpy as np
+    from lazyexport.demo import smooth_volume
 
-    chunks = tuple(min(c, s) for c, s in zip(layout, shape))
-    return da.map_blocks(smooth_chunk, dtype=np.float32, chunks=da.core.normalize_chunks(chunks, shape),
-                         meta=np.empty((0, 0, 0), dtype=np.float32), name=f"smooth-{'x'.join(map(str, chunks))}")
+    return smooth_volume(shape, tuple(min(c, s) for c, s in zip(layout, shape)))
 
 
 # --- measuring in the child -------------------------------------------------------------------

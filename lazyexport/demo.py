@@ -35,3 +35,25 @@ def sample_volume(shape: tuple[int, int, int] = DEFAULT_SHAPE, chunks: tuple[int
                          meta=np.empty((0, 0, 0, 0), dtype=dtype), out_dtype=dtype)
     return xr.DataArray(data, dims=("z", "y", "x", "c"), name="sample",
                         attrs={"source": "<built-in sample volume>", "nickname": "sample"})
+
+
+def _smooth_block(block_info=None) -> np.ndarray:
+    """One chunk of :func:`smooth_volume`, filled in place plane by plane (per plane only two
+    1-D vectors are made), so computing a chunk needs little more than the chunk."""
+    (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    out = np.empty((z1 - z0, y1 - y0, x1 - x0), dtype=np.float32)
+    y = np.arange(y0, y1, dtype=np.float64)
+    x = np.arange(x0, x1, dtype=np.float64)
+    for k, z in enumerate(range(z0, z1)):
+        sy = (0.25 * np.sin(y / 97.0 + z / 31.0)).astype(np.float32)
+        cx = (0.5 + 0.25 * np.cos(x / 61.0 - z / 43.0)).astype(np.float32)
+        np.add(sy[:, None], cx[None, :], out=out[k])
+    return out
+
+
+def smooth_volume(shape: tuple[int, int, int], chunks: tuple[int, int, int]) -> da.Array:
+    """A ``zyx`` float32 volume of values in [0, 1] (0.5 + (sin along y + cos along x) / 4, their
+    phases drifting with z), generated lazily in ``chunks`` of any layout: the memory and scale
+    benchmarks' source."""
+    return da.map_blocks(_smooth_block, dtype=np.float32, chunks=da.core.normalize_chunks(chunks, shape),
+                         meta=np.empty((0, 0, 0), dtype=np.float32))
