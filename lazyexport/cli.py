@@ -27,7 +27,7 @@ from .interrupt import Terminated, exit_status, raise_terminated
 from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, execute, note_resume
+from .run import ExportResult, Progress, execute, export_notes, plan_on, scheduler_session
 from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
 from .sources import open_exported, open_source
 from .storage import clean_path
@@ -146,15 +146,15 @@ class _BatchBars:
 
 def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False, resume=False,
                 memory_limit=None, scheduler=None, quiet=False, label=None):
-    plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
-    note_resume(plan, resume)
-    for note in plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    bar = _Bar(not quiet, label or plan.nickname)
-    try:
-        return execute(plan, overwrite=overwrite, progress=bar, scheduler=scheduler, resume=resume)
-    finally:
-        bar.close()
+    with scheduler_session(scheduler, memory_limit) as resolved:
+        plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
+        for note in export_notes(plan, resume):
+            print(f"note: {note}", file=sys.stderr)
+        bar = _Bar(not quiet, label or plan.nickname)
+        try:
+            return execute(plan, overwrite=overwrite, progress=bar, scheduler=resolved, resume=resume)
+        finally:
+            bar.close()
 
 
 def cmd_info(args) -> int:
@@ -171,7 +171,9 @@ def cmd_export(args) -> int:
               f"'lazyexport batch {saved} export-all'", file=sys.stderr)
     source = open_source(args.source, axes=args.axes)
     if args.plan:
-        _show_plans([build_plan(source, settings, nickname=args.nickname, memory_limit=args.memory_limit)], args.json)
+        with scheduler_session(args.scheduler, args.memory_limit) as resolved:
+            plan = plan_on(resolved, source, settings, nickname=args.nickname, memory_limit=args.memory_limit)
+        _show_plans([plan], args.json)
         return 0
     result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite, resume=args.resume,
                          memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
@@ -221,7 +223,9 @@ def _batch_list(batch: Batch, args) -> int:
 def _batch_export(batch: Batch, args) -> int:
     nicknames = args.nicknames if args.action == "export" else batch.nicknames
     if args.plan:
-        _show_plans([batch.plan(n, memory_limit=args.memory_limit) for n in nicknames], args.json)
+        with scheduler_session(args.scheduler, args.memory_limit) as resolved:
+            plans = [batch.plan(n, memory_limit=args.memory_limit, scheduler=resolved) for n in nicknames]
+        _show_plans(plans, args.json)
         return 0
     bars = _BatchBars(not args.quiet)
 

@@ -45,6 +45,25 @@ ZARR_CONCURRENCY = 4     # chunks zarr-python decodes at once per read (set by t
 BLOCK_MEMORY_FACTOR = 6
 
 
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    """Where block tasks run when that is a dask cluster: its workers, the threads of each, and
+    the memory each may add for the export (its ``memory_limit`` less what it holds now, kept
+    under distributed's pause threshold), as :func:`lazyexport.run.cluster_workers` reads them."""
+
+    count: int
+    threads: int
+    budget: int            # bytes one worker may add
+    baseline: int          # bytes the busiest worker holds now
+    memory_limit: int      # each worker's own limit (0: none)
+
+    def __str__(self) -> str:
+        limit = f", memory limit {format_bytes(self.memory_limit)} each" if self.memory_limit else ""
+        return (f"sized for the dask cluster: {self.count} worker{'s' * (self.count != 1)} x {self.threads} "
+                f"thread{'s' * (self.threads != 1)}{limit}; up to {format_bytes(self.budget)} per worker for the "
+                f"export's tasks (memory limit and threads of this machine do not apply)")
+
+
 def parse_memory_limit(value: Any) -> int:
     if value is None:
         return DEFAULT_MEMORY_LIMIT
@@ -57,7 +76,7 @@ def parse_memory_limit(value: Any) -> int:
     return limit
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ExportPlan:
     source: xr.DataArray
     settings: ExportSettings
@@ -67,7 +86,7 @@ class ExportPlan:
     result: xr.DataArray                     # lazy, in output axes, chunked as `blocks`
     output: Path                             # the file, store or (sequences) first slice file
     internal: str                            # dataset path inside an HDF5 file / Zarr store
-    paths: list[Path]                        # every final file or directory the export writes
+    paths: tuple[Path, ...]                  # every final file or directory the export writes
     memory_limit: int
     workers: int
     chunks: tuple[int, ...] = ()             # output chunk shape
@@ -76,9 +95,10 @@ class ExportPlan:
     slice_axis: str | None = None            # sequences: the axis the files run along
     slice_start: int = 0                     # sequences: source index of the first slice
     staged: bool = False                     # sequences: blocks follow the source, slices assembled on disk
-    notes: list[str] = dataclasses.field(default_factory=list)
+    notes: tuple[str, ...] = ()
     order: str | None = None                 # the writer's own axis order, applied after the settings' transpose
     costs: cost.Costs | None = None          # the block shape chosen and what it costs (see lazyexport.cost)
+    cluster: Workers | None = None           # the dask cluster's workers it is sized for, if any
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -251,19 +271,24 @@ def build_plan(
     nickname: str | None = None,
     memory_limit: Any = None,
     threads: int | None = None,
+    workers: Workers | None = None,
 ) -> ExportPlan:
     """Plan the export of ``source`` (anything :func:`open_source` takes) with ``settings``:
     ``memory_limit`` is the memory the export may add to the process, ``threads`` how many
-    block tasks may run at once at most (default: the machine's cores)."""
+    block tasks may run at once at most (default: the machine's cores). With ``workers`` (a dask
+    cluster's, see :func:`lazyexport.run.cluster_workers`) blocks and tasks in flight are sized
+    for one worker: its threads and what it may add to its memory."""
     settings = settings or ExportSettings()
     src = open_source(source)
     writer = get_writer(settings.format)
     limit = parse_memory_limit(memory_limit)
     threads = threads or os.cpu_count() or 1
+    if workers is not None:
+        limit, threads = workers.budget, workers.threads
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, src.dims, src.shape)
-    notes: list[str] = []
+    notes: list[str] = [str(workers)] if workers is not None else []
     renorm = None
     if settings.renormalize is not None:
         in_range, out_range = settings.renormalize
@@ -281,22 +306,20 @@ def build_plan(
 
     plan = ExportPlan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
-        output=Path(), internal="", paths=[], memory_limit=limit, workers=threads,
-        renormalize=renorm, notes=notes, order=wanted,
+        output=Path(), internal="", paths=(), memory_limit=limit, workers=threads,
+        renormalize=renorm, notes=tuple(notes), order=wanted, cluster=workers,
     )
+    # each step returns the plan with its decisions added (the plan itself is frozen)
     if writer.is_sequence:
-        _plan_slices(plan)
-    _plan_outputs(plan)
-    baseline = cost.process_rss()
+        plan = _plan_slices(plan)
+    plan = _plan_outputs(plan)
+    baseline = workers.baseline if workers is not None else cost.process_rss()
     if writer.is_sequence:
-        _plan_sequence(plan, baseline)
-    else:
-        plan.chunks = _output_chunks(plan, writer)
-        if settings.shards is not None:
-            _plan_shards(plan, baseline)
-        else:
-            plan.costs = _choose_chunks(plan, baseline)
-    return plan
+        return _plan_sequence(plan, baseline)
+    plan = dataclasses.replace(plan, chunks=_output_chunks(plan, writer))
+    if settings.shards is not None:
+        return _plan_shards(plan, baseline)
+    return _choose_chunks(plan, baseline)
 
 
 def plan(source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
@@ -388,7 +411,7 @@ def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
     return (lo, hi)
 
 
-def _plan_slices(plan: ExportPlan) -> None:
+def _plan_slices(plan: ExportPlan) -> ExportPlan:
     """Sequences run along the outermost non-channel axis; each slice must be 2-D (+ channel)."""
     sizes = plan.result.sizes
     spatial = [a for a in plan.axes if a != "c"]
@@ -407,11 +430,10 @@ def _plan_slices(plan: ExportPlan) -> None:
             f"{plan.writer.name} writes 2-D slices along {slice_axis!r}, but {', '.join(extra)} would make "
             f"each slice more than 2-D; cut it to length 1 with the ROI or choose an axis order like {suggestion!r}"
         )
-    plan.slice_axis = slice_axis
-    plan.slice_start = plan.roi.get(slice_axis, (0, 0))[0]
+    return dataclasses.replace(plan, slice_axis=slice_axis, slice_start=plan.roi.get(slice_axis, (0, 0))[0])
 
 
-def _plan_outputs(plan: ExportPlan) -> None:
+def _plan_outputs(plan: ExportPlan) -> ExportPlan:
     settings, writer, src = plan.settings, plan.writer, plan.source
     template = settings.output
     if template is None:
@@ -436,13 +458,13 @@ def _plan_outputs(plan: ExportPlan) -> None:
             paths.append(Path(tpl.render(template, {**values, "slice_index": tpl.SliceIndex(i, width)})))
         if len(set(paths)) != len(paths):
             raise TemplateError(f"output template {template!r} gives several slices the same file name")
-        plan.paths, plan.output = paths, paths[0]
+        plan = dataclasses.replace(plan, paths=tuple(paths), output=paths[0])
     else:
         rendered = tpl.render(template, values)
         file, internal = tpl.split_container(rendered, writer.extensions)
-        plan.output, plan.internal, plan.paths = Path(file), internal, [Path(file)]
+        plan = dataclasses.replace(plan, output=Path(file), internal=internal, paths=(Path(file),))
     _refuse_source_as_output(plan)
-    plan.notes.extend(writer.check(plan.spec))
+    return dataclasses.replace(plan, notes=plan.notes + tuple(writer.check(plan.spec)))
 
 
 def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
@@ -592,6 +614,9 @@ def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
 def _no_fit(plan: ExportPlan, exc: cost.NoFit, needed: int, unit: tuple[int, ...], what: str) -> str:
     need = format_bytes(needed)
     limit = format_bytes(plan.memory_limit)
+    if plan.cluster is not None:
+        limit += f" that each of the cluster's {plan.cluster.count} workers may add"
+        need += f" per worker (with --scheduler local-cluster: --memory-limit {format_bytes(needed * plan.cluster.count)})"
     _, bounds = read_model(plan.source)
     read = tuple(max(b - a for a, b in zip(bs, bs[1:])) if bs else 1 for bs in (bounds[d] for d in plan.source.dims))
     if exc.unit_bytes > plan.memory_limit // 2:
@@ -603,12 +628,12 @@ def _no_fit(plan: ExportPlan, exc: cost.NoFit, needed: int, unit: tuple[int, ...
             f"the memory limit {limit}; choose smaller {what}, or a memory limit of at least {need}")
 
 
-def _choose_chunks(plan: ExportPlan, baseline: int) -> cost.Costs:
+def _choose_chunks(plan: ExportPlan, baseline: int) -> ExportPlan:
     """Blocks for the output chunks; chunks the planner chose itself (not the user's) are made
     smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one."""
     while True:
         try:
-            return _choose(plan, plan.chunks, baseline, what="chunks")
+            return dataclasses.replace(plan, costs=_choose(plan, plan.chunks, baseline, what="chunks"))
         except MemoryLimitError:
             size = math.prod(plan.chunks) * plan.dtype.itemsize
             if plan.settings.chunks or size <= MIN_CHUNK_BYTES:
@@ -616,15 +641,16 @@ def _choose_chunks(plan: ExportPlan, baseline: int) -> cost.Costs:
             smaller = plan.default_chunks(size // 2)
             if smaller == plan.chunks:
                 raise
-            plan.chunks = smaller
+            plan = dataclasses.replace(plan, chunks=smaller)
 
 
-def _plan_sequence(plan: ExportPlan, baseline: int) -> None:
+def _plan_sequence(plan: ExportPlan, baseline: int) -> ExportPlan:
     """Slices are written straight from blocks of whole planes when the slab of slices one
     source read unit spans fits the budget; else blocks follow the source and slices are
     assembled in a staging file on disk (one more write and read of the output)."""
     pos = plan.axes.index(plan.slice_axis)
-    plane = plan.chunks = _output_chunks(plan, plan.writer)
+    plane = _output_chunks(plan, plan.writer)
+    plan = dataclasses.replace(plan, chunks=plane)
     follow = tuple(i == pos for i in range(len(plan.axes)))
     direct = staged = None
     with contextlib.suppress(MemoryLimitError):
@@ -634,18 +660,17 @@ def _plan_sequence(plan: ExportPlan, baseline: int) -> None:
         with contextlib.suppress(MemoryLimitError):
             staged = _choose(plan, ones, baseline, "slices", staged=True, time_extra=STAGING_TIME)
         if staged is not None and (direct is None or staged.amplification < direct.amplification / 1.05):
-            plan.staged, plan.costs = True, staged
+            plan = dataclasses.replace(plan, staged=True, costs=staged)
             depth = max((c for c in plan.blocks[pos]), default=1)
-            plan.notes.append(f"a slab of slices as deep as one source chunk does not fit the memory limit: "
-                              f"blocks follow the source ({depth} slices deep), and slices are assembled in "
-                              f"a staging file beside the output")
-            return
+            note = (f"a slab of slices as deep as one source chunk does not fit the memory limit: blocks follow "
+                    f"the source ({depth} slices deep), and slices are assembled in a staging file beside the output")
+            return dataclasses.replace(plan, notes=plan.notes + (note,))
     if direct is None:
         direct = _choose(plan, plane, baseline, "slices", aligned=follow)   # raises the refusal
-    plan.costs = direct
+    return dataclasses.replace(plan, costs=direct)
 
 
-def _plan_shards(plan: ExportPlan, baseline: int) -> None:
+def _plan_shards(plan: ExportPlan, baseline: int) -> ExportPlan:
     """The shard shape. ``"auto"``: the block the cost model picks for the chunks (no shards if
     that is one chunk). Else the user's lengths, rounded up to whole chunks, one shard across an
     axis at most; a shard is written by one task, and one that cannot fit the budget is refused."""
@@ -656,20 +681,19 @@ def _plan_shards(plan: ExportPlan, baseline: int) -> None:
         shards = tuple(min(math.ceil(n / c) * c, math.ceil(s / c) * c)
                        for n, c, s in zip(costs.block, chunks, shape))
         if shards == chunks:
-            plan.notes.append("shards 'auto': a block holds one chunk, so the output is not sharded")
-        else:
-            plan.shards = shards
-        plan.costs = costs
-        return
+            note = "shards 'auto': a block holds one chunk, so the output is not sharded"
+            return dataclasses.replace(plan, costs=costs, notes=plan.notes + (note,))
+        return dataclasses.replace(plan, costs=costs, shards=shards)
     unknown = sorted(set(wanted) - set(plan.axes))
     if unknown:
         raise SettingsError(f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) does not have")
     lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
     shards = tuple(min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape))
     if shards != lengths:
-        plan.notes.append(f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis at most: {shards}")
-    plan.shards = shards
-    plan.costs = _choose(plan, shards, baseline, "shards")
+        note = f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis at most: {shards}"
+        plan = dataclasses.replace(plan, notes=plan.notes + (note,))
+    plan = dataclasses.replace(plan, shards=shards)
+    return dataclasses.replace(plan, costs=_choose(plan, shards, baseline, "shards"))
 
 
 def block_shape(

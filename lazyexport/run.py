@@ -32,7 +32,7 @@ from .errors import ExportCancelled, OutputBusyError, OutputExistsError, OutputL
 from . import cost
 from .blocks import BlockGrid, BlockSource
 from .executors import Distributed, Executor, Inline, Processes, Threads
-from .plan import ZARR_CONCURRENCY, ExportPlan, build_plan
+from .plan import ZARR_CONCURRENCY, ExportPlan, Workers, build_plan, parse_memory_limit
 from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
@@ -246,12 +246,18 @@ def scheduler_name(scheduler: Any) -> str | Any:
     )
 
 
+# distributed pauses a worker whose memory passes 80 % of its limit; plans stay under this part
+PAUSE_MARGIN = 0.7
+WORKER_ALLOWANCE = 256 * 2**20   # a local-cluster worker's limit: its share of the budget + this
+
+
 @contextlib.contextmanager
-def scheduler_session(scheduler: Any) -> Iterator[Any]:
+def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]:
     """Resolve ``scheduler`` for one or more exports: yields a local scheduler's name or a
     ``distributed.Client``. An address gets a client connected for the session, and
-    ``local-cluster`` a LocalCluster started for it; both are closed afterwards. A client
-    passed in is used as it is (and left open)."""
+    ``local-cluster`` a LocalCluster started for it (one single-threaded worker per core, each
+    with its share of ``memory_limit`` + WORKER_ALLOWANCE for its interpreter, over distributed's
+    pause threshold); both are closed afterwards. A client passed in is used as it is (and left open)."""
     resolved = scheduler_name(scheduler)
     if not isinstance(resolved, str) or resolved in ("threads", "synchronous", "processes"):
         yield resolved
@@ -260,11 +266,34 @@ def scheduler_session(scheduler: Any) -> Iterator[Any]:
 
     with contextlib.ExitStack() as stack:
         if resolved == "local-cluster":
-            cluster = stack.enter_context(LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0"))
+            count = os.cpu_count() or 1
+            share = parse_memory_limit(memory_limit) // count
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=count, threads_per_worker=1, memory_limit=int((share + WORKER_ALLOWANCE) / PAUSE_MARGIN),
+                host="127.0.0.1", dashboard_address="127.0.0.1:0"))
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             client = stack.enter_context(_connect(resolved))
         yield client
+
+
+def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
+    """What a plan for ``client``'s cluster is sized by (see :class:`lazyexport.plan.Workers`):
+    the fewest threads of a worker, and what the most constrained worker may add —
+    PAUSE_MARGIN of its memory limit less what it holds now, and no more than its share of
+    ``memory_limit`` when one is given."""
+    info = client.scheduler_info().get("workers", {})
+    if not info:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+        info = client.scheduler_info().get("workers", {})
+    threads = min(int(w.get("nthreads", 1)) for w in info.values())
+    used = max(int(w.get("metrics", {}).get("memory", 0)) for w in info.values())
+    limits = [int(w.get("memory_limit") or 0) for w in info.values()]
+    limit = min(limits) if all(limits) else 0
+    budget = int(limit * PAUSE_MARGIN) - used if limit else parse_memory_limit(memory_limit)
+    if memory_limit is not None:
+        budget = min(budget, parse_memory_limit(memory_limit) // len(info))
+    return Workers(count=len(info), threads=threads, budget=max(budget, 0), baseline=used, memory_limit=limit)
 
 
 def _connect(address: str):
@@ -307,13 +336,12 @@ def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tupl
         executor_for(plan, scheduler, run).run(indices, job, tracker.finished, tracker.check)
 
 
-def note_resume(plan: ExportPlan, resume: bool) -> None:
-    """Add to ``plan.notes`` (once) that ``resume`` does not apply to its format: such an export
-    starts from the beginning. :func:`execute` calls it; callers that show the notes before
-    executing (the command line) call it first."""
-    note = f"{plan.writer.name} outputs cannot resume; exported from the start"
-    if resume and not plan.writer.resumable and note not in plan.notes:
-        plan.notes.append(note)
+def export_notes(plan: ExportPlan, resume: bool) -> tuple[str, ...]:
+    """The plan's notes, and that ``resume`` does not apply to its format where it does not (such
+    an export starts from the beginning): what an export of ``plan`` reports."""
+    if resume and not plan.writer.resumable:
+        return (*plan.notes, f"{plan.writer.name} outputs cannot resume; exported from the start")
+    return plan.notes
 
 
 def execute(
@@ -369,7 +397,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
         for found in leftovers(*_beside_outputs(plan)):
             if found.token == token and found.kind != "owner":    # its journal, staging file
                 remove(found.path)
-        return _result(plan, paths, start)
+        return _result(plan, paths, start, resume)
     clean_outputs(plan, keep=token)
     existing = plan.writer.existing(plan.spec)
     if existing and not overwrite:
@@ -381,8 +409,8 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
     _check_location(plan)
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):   # cluster workers may run in other directories
-            plan.output, plan.paths = plan.output.absolute(), [p.absolute() for p in plan.paths]
-        note_resume(plan, resume)
+            plan = dataclasses.replace(plan, output=plan.output.absolute(),
+                                       paths=tuple(p.absolute() for p in plan.paths))
         if resumable:
             target, journal, done = open_resumable(plan, token)
         else:
@@ -407,7 +435,7 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
             raise
     if journal is not None:
         journal.remove()
-    return _result(plan, paths, start, measured=isinstance(resolved, str) and resolved != "processes")
+    return _result(plan, paths, start, resume, measured=isinstance(resolved, str) and resolved != "processes")
 
 
 def _check_location(plan: ExportPlan) -> None:
@@ -455,11 +483,11 @@ def _is_output(plan: ExportPlan, path: Path) -> bool:
     return any(q in finals or q.name.startswith(hidden) for q in (path, *path.parents))
 
 
-def _result(plan: ExportPlan, paths: list[Path], start: float, measured: bool = False) -> ExportResult:
+def _result(plan: ExportPlan, paths: list[Path], start: float, resume: bool, measured: bool = False) -> ExportResult:
     return ExportResult(
         format=plan.writer.name, output=plan.output, paths=paths, internal=plan.internal,
         shape=plan.shape, dtype=plan.dtype, axes=plan.axes, nbytes=plan.nbytes,
-        seconds=time.perf_counter() - start, notes=tuple(plan.notes),
+        seconds=time.perf_counter() - start, notes=export_notes(plan, resume),
         peak_memory=cost.peak_rss() if measured else 0, projected_peak=plan.costs.projected_peak,
     )
 
@@ -484,6 +512,15 @@ def export(
     its temporary output (kept, with ``resume=True``, for the next ``resume=True`` export to
     continue: see :func:`execute`).
     """
-    plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
-    return execute(plan, overwrite=overwrite, progress=progress, scheduler=scheduler, cancel=cancel,
-                   resume=resume)
+    with scheduler_session(scheduler, memory_limit) as resolved:
+        plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
+        return execute(plan, overwrite=overwrite, progress=progress, scheduler=resolved, cancel=cancel,
+                       resume=resume)
+
+
+def plan_on(scheduler: Any, source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
+    """:func:`lazyexport.plan.build_plan` for where it will run: on a dask cluster (``scheduler``
+    a ``distributed.Client``, as :func:`scheduler_session` yields) sized for its workers."""
+    if isinstance(scheduler, str) or scheduler is None:
+        return build_plan(source, settings, **options)
+    return build_plan(source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options)

@@ -181,3 +181,16 @@ def test_a_huge_volume_writes_its_first_block_within_seconds_and_cancels_at_once
     assert first and first[0] - start < 10
     assert stopped - first[0] < 5
     assert [p.name for p in tmp_path.iterdir()] == ["big.zarr"]
+
+
+def test_the_plan_is_a_frozen_value_that_execution_does_not_change(tmp_path):
+    import dataclasses
+
+    data = np.arange(8 * 64 * 64, dtype="uint16").reshape(8, 64, 64)
+    plan = le.plan(data, le.ExportSettings(format="zarr", output=str(tmp_path / "o")), memory_limit="16MiB")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.chunks = (1, 1, 1)
+    before = plan.summary()
+    result = le.run.execute(plan, resume=True, scheduler="threads")
+    assert plan.summary() == before
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
