@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExportCancelled, ExportError, SettingsError
-from .plan import ExportPlan, build_plan, holds
+from .plan import ExportPlan, holds
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, clean_outputs, execute, scheduler_session
+from .run import ExportResult, Progress, clean_outputs, execute, plan_on, scheduler_session
 from .settings import ExportSettings
 from .sources import open_source, split_path
 from .sources.base import default_nickname
@@ -206,10 +206,11 @@ class Batch:
         except ExportError as exc:
             raise type(exc)(f"dataset {nickname!r}: {exc}") from None
 
-    def plan(self, nickname: str, memory_limit: Any = None) -> ExportPlan:
+    def plan(self, nickname: str, memory_limit: Any = None, scheduler: Any = None) -> ExportPlan:
+        """The plan of exporting dataset ``nickname`` (on ``scheduler``, as :func:`lazyexport.run.plan_on`)."""
         d = self.dataset(nickname)
         source = open_source(self.source_path(d), axes=d.axes)
-        return build_plan(source, self.settings_for(nickname), nickname=nickname, memory_limit=memory_limit)
+        return plan_on(scheduler, source, self.settings_for(nickname), nickname=nickname, memory_limit=memory_limit)
 
     def list(self) -> list[Row]:
         """Each dataset's nickname, source, output location and whether that output exists.
@@ -250,7 +251,7 @@ class Batch:
         serves the whole batch."""
         for nick in nicknames:
             self.dataset(nick)   # unknown nicknames fail before anything is written
-        with scheduler_session(scheduler) as resolved:
+        with scheduler_session(scheduler, memory_limit) as resolved:
             return self._export(nicknames, overwrite, resume, fail_fast, memory_limit, resolved, progress,
                                 on_done, cancel)
 
@@ -259,7 +260,7 @@ class Batch:
         report = BatchReport()
         for i, nick in enumerate(nicknames):
             try:
-                plan = self.plan(nick, memory_limit=memory_limit)
+                plan = self.plan(nick, memory_limit=memory_limit, scheduler=scheduler)
                 each = (lambda event, nick=nick: progress(nick, event)) if progress else None
                 result = execute(plan, overwrite=overwrite, progress=each, scheduler=scheduler, cancel=cancel,
                                  resume=resume)

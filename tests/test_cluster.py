@@ -8,6 +8,7 @@ schedulers fail with one clear line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -205,7 +206,7 @@ def test_cancel_waits_for_running_writes_before_removing_the_output(client, tmp_
     out = tmp_path / "out"
     plan = build_plan(le.open_source(volume((64, 256, 256)), axes="zyx"),
                       settings_for("zarr", out, chunks={"z": 8}), memory_limit="16MiB")
-    plan.writer = SlowWriteZarr()
+    plan = dataclasses.replace(plan, writer=SlowWriteZarr())
     assert plan.nblocks >= 6
     cancel = threading.Event()
     with pytest.raises(ExportCancelled):
@@ -338,3 +339,39 @@ def test_cli_exports_on_a_separately_started_cluster(tmp_path):
             stop(worker)
         stop(scheduler)
         logs.close()
+
+
+# -- plans sized for the cluster's workers ------------------------------------------------------
+
+def _worker_peak() -> int:
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+
+
+def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
+    source = le.open_source(volume((64, 256, 256)), axes="zyx")
+    plan = run.plan_on(client, source, settings_for("zarr", tmp_path))
+    workers = client.scheduler_info()["workers"].values()
+    assert plan.cluster is not None and plan.cluster.count == len(workers) == 2
+    assert plan.notes[0].startswith("sized for the dask cluster: 2 workers x 1 thread")
+    assert plan.workers == 1 and plan.in_flight == 1              # one thread per worker
+    limit = min(w["memory_limit"] for w in workers)
+    assert plan.memory_limit <= 0.7 * limit
+    result = run.execute(plan, scheduler=client)
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), volume((64, 256, 256)))
+
+
+def test_local_cluster_workers_stay_within_their_share_and_never_pause(tmp_path):
+    from lazyexport.demo import smooth_volume
+
+    source = le.open_source(smooth_volume((128, 1024, 1024), (64, 256, 256)), axes="zyx")   # 512 MiB float32
+    settings = le.ExportSettings(format="zarr", output=str(tmp_path / "o"), renormalize=((0, 1), (0, 255)),
+                                 dtype="uint8")
+    with run.scheduler_session("local-cluster", "256MiB") as cluster:
+        plan = run.plan_on(cluster, source, settings, memory_limit="256MiB")
+        share = 256 * 2**20 // plan.cluster.count
+        assert plan.memory_limit == share
+        run.execute(plan, scheduler=cluster)
+        peaks = cluster.run(_worker_peak)
+        logs = cluster.get_worker_logs()
+    assert all(peak <= share + run.WORKER_ALLOWANCE for peak in peaks.values()), (peaks, share)
+    assert not any("Pausing worker" in line for lines in logs.values() for _, line in lines)
