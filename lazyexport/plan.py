@@ -1,8 +1,11 @@
 """ExportPlan: a source and settings -> the lazy result, its output chunks and blocks, and the files.
 
 Building a plan reads metadata only (one exception: renormalizing without an input range reads
-the ROI once to find its min/max, and says so in ``plan.notes``). A plan can
-be inspected (``print(plan)``) before :func:`lazyexport.run.execute` writes anything.
+the ROI once to find its min/max, and says so in ``plan.notes``). :func:`build_plan` makes it in
+one pass of steps, each returning the (frozen) plan with its decisions added; the blocks and tasks
+in flight are the cost model's choice (:mod:`lazyexport.cost`). A plan can be inspected
+(``print(plan)``, :meth:`ExportPlan.summary`) before :func:`lazyexport.run.execute` writes anything,
+and execution never changes it.
 """
 
 from __future__ import annotations
@@ -190,10 +193,6 @@ class ExportPlan:
             return self.settings.unit or src["unit"]
         return None if src.get("pixel_size") and not self.settings.pixel_size else DEFAULT_UNIT
 
-    def widest_itemsize(self) -> int:
-        computed = compute_dtype(self.source.dtype).itemsize if self.renormalize else 1
-        return max(self.source.dtype.itemsize, self.result.dtype.itemsize, computed)
-
     def native_chunks(self) -> tuple[int, ...] | None:
         """The source file's own chunk shape in output axes (1 for added axes), if known."""
         native = self.source.encoding.get("lazyexport_native")
@@ -201,11 +200,6 @@ class ExportPlan:
             return None
         lengths = dict(zip(self.source.dims, native))
         return tuple(min(lengths.get(a, 1), s) for a, s in zip(self.axes, self.shape))
-
-    def misaligned_axes(self) -> list[str]:
-        """Output axes whose cutout starts inside a native source chunk."""
-        native = dict(zip(self.source.dims, self.source.encoding.get("lazyexport_native", ())))
-        return [a for a in self.axes if a in native and self.roi[a][0] % native[a]]
 
     def default_chunks(self, chunk_bytes: int) -> tuple[int, ...]:
         """An output chunk shape of about ``chunk_bytes`` that follows the data's own chunking

@@ -199,7 +199,7 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
 
     ``reader`` is the sliceable object ``data`` reads from (a :class:`FileArray`, a zarr array);
-    the planner uses it to re-open the source with chunks aligned to the cutout (:func:`reopen`).
+    block tasks read the source through it, piece by piece (see :mod:`lazyexport.blocks`).
     ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
     ``file_chunks`` (default ``native``) and ``shards`` are the file's chunk and shard shapes as
     ``describe`` shows them. ``identity_paths`` are the files (or directories of chunk files) whose
@@ -241,14 +241,3 @@ def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
     """A dask array reading ``reader`` block by block (no lock: readers are thread-safe)."""
     return da.from_array(reader, chunks=chunks, asarray=False, fancy=False, lock=False, name=name,
                          meta=np.empty((0,) * reader.ndim, dtype=reader.dtype))
-
-
-def reopen(arr: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> xr.DataArray | None:
-    """``arr`` read again from its file with other dask chunks, or None if it has no reader or
-    is no longer the array as opened (the user transformed it)."""
-    reader = arr.encoding.get("lazyexport_reader")
-    if reader is None or arr.data.name != arr.encoding.get("lazyexport_name"):
-        return None
-    out = arr.copy(data=reader_array(reader, chunks))
-    out.encoding.update(arr.encoding)
-    return out
