@@ -44,7 +44,7 @@ MiB, GiB, TiB = 2**20, 2**30, 2**40
 SLACK = 256 * MiB                 # interpreter, libraries and allocator slack on top of the budget
 LAYOUTS = "1x4096x4096,16x256x256,64x1024x1024,256x256x256,64x4096x4096"
 REFUSED_LAYOUTS = {(64, 4096, 4096)}      # expected: MemoryLimitError (a chunk alone exceeds the budget)
-FORMATS = "zarr,hdf5,n5,tiff,tiff-sequence,npy"
+FORMATS = "zarr,hdf5,n5,ome-zarr,tiff,tiff-sequence,png-sequence,npy"
 SCALE_CHUNKS = (64, 256, 256)
 SCALE_SHAPES = {                   # float32 zyx: exactly the size named
     "1TiB": (4096, 8192, 8192),

@@ -145,6 +145,8 @@ def _phase(axis: Axis, block: int) -> int:
     if not axis.aligned or axis.bounds is None:
         return 0
     bounds = np.asarray(axis.bounds, dtype=np.int64)
+    if axis.start in bounds:            # the cutout starts on a read-unit edge: blocks from 0 follow them
+        return 0
     after = bounds[bounds > axis.start]
     first = int(after[0]) - axis.start if len(after) else 0
     return first % block if block and first < axis.length else 0

@@ -420,7 +420,8 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
             cost.reset_peak()
             _write_all(plan, target, journal, done, resolved, progress, cancel)
             release_files(plan.paths)   # a source read from the output's own file (HDF5) must let go
-            paths = target.commit()
+            with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):    # a writer's second pass reads too
+                paths = target.commit()
         except BaseException as exc:
             record = commit_record(plan, token)
             if record is not None:      # past the commit point: every temporary is complete

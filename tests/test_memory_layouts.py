@@ -18,7 +18,7 @@ MiB = 2**20
 BUDGET = "32MiB"
 SHAPE = (128, 1024, 1024)
 LAYOUTS = [(1, 1024, 1024), (16, 64, 64), (64, 256, 256), (128, 128, 128)]
-FORMATS = ["zarr", "hdf5", "n5", "tiff", "tiff-sequence", "npy"]
+FORMATS = ["zarr", "hdf5", "n5", "tiff", "tiff-sequence", "npy"]   # ome-zarr, png-sequence: see docs/performance.md, known limits
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -41,7 +41,7 @@ print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "projected": plan.costs.pr
 
 
 def run(layout, fmt, tmp_path) -> dict:
-    output = str(tmp_path / ("o_{slice_index}" if fmt == "tiff-sequence" else "o"))
+    output = str(tmp_path / ("o_{slice_index}" if fmt.endswith("sequence") else "o"))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps([SHAPE, layout, fmt, output, BUDGET])],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
@@ -53,6 +53,7 @@ def run(layout, fmt, tmp_path) -> dict:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_layout_to_every_format_stays_within_the_budget(tmp_path, layout, fmt):
     found = run(layout, fmt, tmp_path)
+    assert "peak" in found, found
     assert found["peak"] <= 32 * MiB + 256 * MiB, found
     assert 0.75 <= found["peak"] / found["projected"] <= 1.25, found
     assert found["amplification"] <= 1.05, found
