@@ -20,7 +20,8 @@ export is planned: the interpreter, its libraries, the caller's data) + tasks in
 peak. Read amplification is the source
 bytes decoded / the bytes of the source read units the cutout touches (each must be decoded
 once): a block boundary inside a read unit makes two tasks decode it. :func:`choose` picks the block shape with the smallest estimated time
-(decoded bytes and written bytes over the tasks that run at once, plus a cost per task) among
+(decoded and written bytes over the tasks that run at once, plus the largest task, plus a cost
+per task) among
 those whose projected peak fits the budget; if none fits it raises :class:`NoFit` with the
 smallest budget that would.
 """
@@ -213,7 +214,11 @@ def evaluate(
     written = math.prod(a.length for a in axes) * out_itemsize
     moved = decoded * isz + written
     par = max(min(in_flight, threads, tasks), 1)
-    seconds = (moved / par + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
+    # the work shared by the tasks in flight, plus the tail: the last tasks run while others
+    # are done, on the order of the largest task (large blocks also overlap reading and writing
+    # less), plus a cost per task
+    largest = math.prod(extents) * isz + out
+    seconds = (moved / par + largest + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
     return Costs(block=tuple(int(b) for b in block), phase=phases, piece=tuple(int(p) for p in shape),
                  tasks=tasks, in_flight=in_flight,
                  task_peak=int(task_peak), out=int(out), piece_bytes=int(piece), read_extra=int(read_extra),

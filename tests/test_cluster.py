@@ -88,8 +88,8 @@ def test_every_format_on_a_local_cluster_equals_the_threaded_export(client, tmp_
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
     assert expected.shape == (40, 192, 256)
-    # progress arrives block by block, ending complete
-    plan = build_plan(source, settings_for(fmt, tmp_path / "x", **options), memory_limit="16MiB")
+    # progress arrives block by block, ending complete (blocks as planned for the cluster's workers)
+    plan = run.plan_on(client, source, settings_for(fmt, tmp_path / "x", **options), memory_limit="16MiB")
     assert [e.blocks_done for e in events] == list(range(1, plan.nblocks + 1))
     assert events[-1].bytes_done == events[-1].bytes_total == plan.nbytes
     # nothing temporary is left beside the output
