@@ -39,6 +39,7 @@ import numpy as np
 SUBSLAB_BYTES = 4 * 2**20        # source bytes transformed at once inside a piece
 PIECE_BYTES = 16 * 2**20         # pieces grow (in whole read units) to about this size
 TASK_OVERHEAD_BYTES = 2 * 2**20  # the time cost of one task, as bytes moved (scheduling, files, metadata)
+BALANCE_TASKS = 4                # tasks per thread below which the largest task's time counts
 MAX_CANDIDATES = 4000            # block shapes tried exhaustively; beyond, grown greedily
 
 
@@ -214,10 +215,11 @@ def evaluate(
     written = math.prod(a.length for a in axes) * out_itemsize
     moved = decoded * isz + written
     par = max(min(in_flight, threads, tasks), 1)
-    # the work shared by the tasks in flight, plus the tail: the last tasks run while others
-    # are done, on the order of the largest task (large blocks also overlap reading and writing
-    # less), plus a cost per task
-    largest = math.prod(extents) * isz + out
+    # the work shared by the tasks in flight, plus a cost per task; with fewer than
+    # BALANCE_TASKS per thread also the tail (the last tasks run while other threads are done,
+    # on the order of the largest task), so small exports are cut into enough tasks while large
+    # ones use the budget (their peak then does not grow with the volume)
+    largest = math.prod(extents) * isz + out if tasks < BALANCE_TASKS * threads else 0
     seconds = (moved / par + largest + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
     return Costs(block=tuple(int(b) for b in block), phase=phases, piece=tuple(int(p) for p in shape),
                  tasks=tasks, in_flight=in_flight,
