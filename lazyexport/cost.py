@@ -29,6 +29,7 @@ smallest budget that would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -70,7 +71,7 @@ class Axis:
     bounds: tuple[int, ...] | None = None
     aligned: bool = False
 
-    @property
+    @functools.cached_property      # asked for in every candidate's cost
     def read_unit(self) -> int:
         """The longest read unit along this axis (1 where any region is read as it is)."""
         if self.bounds is None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import dask.array as da
@@ -18,8 +16,10 @@ import zarr
 
 import lazyexport as le
 from lazyexport import chunkio
-from lazyexport.errors import ExportCancelled, MemoryLimitError
+from lazyexport.errors import MemoryLimitError
 from lazyexport.plan import build_plan
+
+from conftest import cancel_a_huge_export
 
 CLI = [sys.executable, "-m", "lazyexport"]
 
@@ -167,25 +167,10 @@ def test_the_projected_peak_is_within_a_quarter_of_the_measured_one(tmp_path, fm
 
 
 def test_a_huge_volume_writes_its_first_block_within_seconds_and_cancels_at_once(tmp_path):
-    """Streamed execution: nothing is listed per block before the first write (an empty
-    1 TiB Zarr source, all fill value, so only the machinery is measured)."""
-    source = tmp_path / "big.zarr"
-    zarr.create_array(str(source), shape=(4096, 16384, 16384), chunks=(64, 256, 256), dtype="uint8",
-                      fill_value=0, dimension_names=["z", "y", "x"])
-    cancel, first = threading.Event(), []
-
-    def progress(event):
-        first.append(time.perf_counter())
-        cancel.set()
-
-    start = time.perf_counter()
-    with pytest.raises(ExportCancelled):
-        le.export(str(source), le.ExportSettings(format="zarr", output=str(tmp_path / "o")), memory_limit="512MiB",
-                  progress=progress, cancel=cancel)
-    stopped = time.perf_counter()
-    assert first and first[0] - start < 10
-    assert stopped - first[0] < 5
-    assert [p.name for p in tmp_path.iterdir()] == ["big.zarr"]
+    """Streamed execution: nothing is listed per block before the first write."""
+    first, stop = cancel_a_huge_export(tmp_path, memory_limit="512MiB")
+    assert first < 10
+    assert stop < 5
 
 
 def test_the_plan_is_a_frozen_value_that_execution_does_not_change(tmp_path):
