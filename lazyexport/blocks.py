@@ -7,7 +7,11 @@ applies the plan's transformations (:func:`lazyexport.plan.steps`, the same grap
 as the lazy result) to each piece in sub-slabs of a few MiB, and assembles the block in the
 output dtype. What that holds at most is what :mod:`lazyexport.cost` projects.
 
-Both are picklable, so tasks run on threads, processes or distributed workers alike.
+Where blocks run as threads of one process (``plan.in_process``), a read unit that straddles
+block edges is read whole by the first block that needs it and kept (:class:`SharedReads`)
+until every other block that needs it has read its part, so each is decoded once.
+
+Both are picklable (a copy sent to another process or worker keeps nothing shared), so tasks run on threads, processes or distributed workers alike.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import bisect
 import dataclasses
 import itertools
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import dask
@@ -54,21 +59,37 @@ class BlockGrid:
         return math.prod(e[i + 1] - e[i] for e, i in zip(self.edges, index))
 
 
-def _split(start: int, stop: int, offset: int, bounds: tuple[int, ...] | None, longest: int) -> list[tuple[int, int]]:
+Part = tuple[int, int, int, int]     # [start, stop) of a piece along an axis, and of what is read for it
+
+
+def _split(start: int, stop: int, offset: int, bounds: tuple[int, ...] | None, longest: int,
+           whole: tuple[int, int] | None = None) -> list[Part]:
     """``[start, stop)`` (output coordinates; the source's are ``+ offset``) cut at the source's
     read-unit ``bounds`` into parts of whole read units, grouped up to ``longest`` (a read unit
-    longer than that is one part); without bounds, into parts of ``longest``."""
+    longer than that is one part); without bounds, into parts of ``longest``. Each part comes
+    with the range read for it: itself, or -- given ``whole``, the cutout's range -- for a read
+    unit that reaches past ``[start, stop)`` inside the cutout, the whole unit (within the
+    cutout), which other blocks share; such a unit is a part of its own."""
     longest = max(longest, 1)
     if bounds is None:
-        return [(a, min(a + longest, stop)) for a in range(start, stop, longest)]
+        return [(a, min(a + longest, stop), a, min(a + longest, stop)) for a in range(start, stop, longest)]
     inside = bounds[bisect.bisect_right(bounds, start + offset):bisect.bisect_left(bounds, stop + offset)]
     cuts = [b - offset for b in inside]
-    parts: list[tuple[int, int]] = []
-    for a, b in zip([start, *cuts], [*cuts, stop]):
-        if parts and b - parts[-1][0] <= longest:
-            parts[-1] = (parts[-1][0], b)
+    pairs = list(zip([start, *cuts], [*cuts, stop]))
+    parts: list[Part] = []
+    for i, (a, b) in enumerate(pairs):
+        read = (a, b)
+        if whole is not None and (i == 0 or i == len(pairs) - 1):
+            at = bisect.bisect_right(bounds, a + offset) - 1
+            lo = max(bounds[at] - offset, whole[0])
+            hi = min(bounds[at + 1] - offset if at + 1 < len(bounds) else whole[1], whole[1])
+            read = (lo, hi)
+        if read != (a, b):
+            parts.append((a, b, *read))
+        elif parts and parts[-1][:2] == parts[-1][2:] and b - parts[-1][0] <= longest:
+            parts[-1] = (parts[-1][0], b, parts[-1][0], b)
         else:
-            parts.append((a, b))
+            parts.append((a, b, a, b))
     return parts
 
 
@@ -90,6 +111,21 @@ class BlockSource:
         piece = dict(zip([*self.axes, *(d for d in self.dims if d not in self.axes)], plan.costs.piece))
         self.piece = {a: piece.get(a, 1) for a in self.axes}
         self.subslab = scratch_bytes(plan.memory_limit)[1]
+        shape = dict(zip(self.axes, plan.shape))
+        self.whole = {a: (0, shape[a]) for a in self.axes} if plan.in_process else None
+        self.edges = dict(zip(self.axes, plan.edges))
+        self.shared: SharedReads | None = None
+
+    def share(self, skip: Iterable[tuple[int, ...]] = ()) -> None:
+        """Keep read units that straddle blocks for the blocks that run after (in this
+        process), leaving out the blocks in ``skip`` (done by an earlier run)."""
+        if self.whole is not None:
+            self.shared = SharedReads(self.axes, self.edges, set(skip))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["shared"] = None          # another process has its own blocks: nothing to share
+        return state
 
     def compute(self, region: tuple[slice, ...]) -> np.ndarray:
         """The block at ``region`` (output coordinates), in the output dtype, C-contiguous."""
@@ -99,16 +135,30 @@ class BlockSource:
         for axis, s in zip(self.axes, region):
             offset = self.start.get(axis, 0)
             if axis in self.start:
-                per_axis.append(_split(s.start, s.stop, offset, self.bounds[axis], self.piece[axis]))
+                whole = self.whole[axis] if self.shared is not None else None
+                per_axis.append(_split(s.start, s.stop, offset, self.bounds[axis], self.piece[axis], whole))
             else:
-                per_axis.append([(s.start, s.stop)])
+                per_axis.append([(s.start, s.stop, s.start, s.stop)])
         for parts in itertools.product(*per_axis):
-            where = dict(zip(self.axes, parts))
-            key = tuple(slice(self.start[d] + where[d][0], self.start[d] + where[d][1]) if d in where
-                        else slice(self.start[d], self.start[d] + 1) for d in self.dims)
-            target = out[tuple(slice(a - s.start, b - s.start) for (a, b), s in zip(parts, region))]
-            self._fill(self._read(key), target)
+            target = out[tuple(slice(a - s.start, b - s.start) for (a, b, _, _), s in zip(parts, region))]
+            if all(p[:2] == p[2:] for p in parts):
+                self._fill(self._read(self._key(parts)), target)
+                continue
+            read = tuple((lo, hi) for _, _, lo, hi in parts)
+            data = self.shared.get(read, lambda: self._read(self._key(parts, whole=True)))
+            self._fill(data[tuple(slice(a - lo, b - lo) for a, b, lo, _ in self._in_dims(parts))], target)
         return out
+
+    def _key(self, parts: tuple[Part, ...], whole: bool = False) -> tuple[slice, ...]:
+        """The source region of a piece (``whole``: of what is read for it)."""
+        where = dict(zip(self.axes, (p[2:] if whole else p[:2] for p in parts)))
+        return tuple(slice(self.start[d] + where[d][0], self.start[d] + where[d][1]) if d in where
+                     else slice(self.start[d], self.start[d] + 1) for d in self.dims)
+
+    def _in_dims(self, parts: tuple[Part, ...]) -> list[Part]:
+        """``parts`` in the source's axis order (a dropped axis: one element)."""
+        where = dict(zip(self.axes, parts))
+        return [where.get(d, (0, 1, 0, 1)) for d in self.dims]
 
     def _read(self, key: tuple[slice, ...]) -> np.ndarray:
         if self.reader is None:
@@ -126,6 +176,58 @@ class BlockSource:
                                            asarray=False, name=False, meta=data[:0]), dims=self.dims)
         result = steps(piece, self.settings, self.renorm, self.order)
         da.store(result.data, target, lock=False, scheduler="synchronous")
+
+
+class SharedReads:
+    """Source regions read for several blocks, each read once: the first block that asks reads
+    it (the others wait for it), and it is kept until the last block that needs it has taken
+    its part. Blocks are given by their ``edges`` per axis (output coordinates); a region is
+    keyed by its range per axis."""
+
+    def __init__(self, axes: tuple[str, ...], edges: dict[str, tuple[int, ...]], skip: set[tuple[int, ...]]):
+        self.edges = [edges[a] for a in axes]
+        self.skip = skip
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[tuple[int, int], ...], _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def users(self, read: tuple[tuple[int, int], ...]) -> int:
+        """How many blocks (not skipped) overlap the region ``read``."""
+        spans = [range(bisect.bisect_right(e, lo) - 1, bisect.bisect_left(e, hi)) for (lo, hi), e in zip(read, self.edges)]
+        return sum(1 for index in itertools.product(*spans) if index not in self.skip)
+
+    def get(self, read: tuple[tuple[int, int], ...], load: Callable[[], np.ndarray]) -> np.ndarray:
+        with self.lock:
+            entry = self.entries.get(read)
+            first = entry is None
+            if first:
+                entry = self.entries[read] = _Entry(self.users(read))
+        if first:
+            try:
+                entry.data = load()
+            except BaseException:
+                with self.lock:
+                    self.entries.pop(read, None)     # whoever needs it next reads it again
+                raise
+            finally:
+                entry.ready.set()
+        else:
+            entry.ready.wait()
+            if entry.data is None:                    # its reader failed: read it here
+                return load()
+        data = entry.data
+        with self.lock:
+            entry.users -= 1
+            if entry.users <= 0:
+                self.entries.pop(read, None)
+        return data
+
+
+class _Entry:
+    def __init__(self, users: int):
+        self.users, self.data, self.ready = users, None, threading.Event()
 
 
 class _Held:

@@ -40,6 +40,9 @@ import numpy as np
 SUBSLAB_BYTES = 4 * 2**20        # source bytes transformed at once inside a piece
 PIECE_BYTES = 16 * 2**20         # pieces grow (in whole read units) to about this size
 TASK_OVERHEAD_BYTES = 2 * 2**20  # the time cost of one task, as bytes moved (scheduling, files, metadata)
+# time of a read unit another block read for this one, as a share of decoding it: counted in
+# full, as the blocks that share it may wait for it (measured gains are not assumed)
+SHARED_READ_COST = 1.0
 BALANCE_TASKS = 4                # tasks per thread below which the largest task's time counts
 MAX_CANDIDATES = 4000            # block shapes tried exhaustively; beyond, grown greedily
 
@@ -90,6 +93,8 @@ class Source:
     itemsize: int
     concurrency: int = 1
     compressed: bool = True
+    shared: bool = False        # read units that straddle block edges are decoded once and kept
+                                # for the other blocks that read them (tasks of one process)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,10 +117,11 @@ class Costs:
     needed: int                        # source bytes of the read units the cutout touches
     written: int                       # output bytes
     seconds: float                     # relative time estimate (only for comparing shapes)
+    shared: int = 0                    # read units kept for the next blocks, at most (Source.shared)
 
     @property
     def projected_peak(self) -> int:
-        return self.baseline + self.in_flight * self.task_peak
+        return self.baseline + self.in_flight * self.task_peak + self.shared
 
     @property
     def amplification(self) -> float:
@@ -178,8 +184,8 @@ def evaluate(
 ) -> Costs:
     """The costs of blocks of shape ``block`` (one length per axis)."""
     phases = tuple(_phase(a, b) for a, b in zip(axes, block))
-    lengths, extents, exacts, counts = [], [], [], []
-    decoded, needed = 1, 1
+    lengths, extents, exacts, counts, wholes, seams = [], [], [], [], [], []
+    decoded = 1
     for axis, b, p in zip(axes, block, phases):
         edges = block_edges(axis.length, b, p)
         length, extent, exact = _touched(axis, edges)
@@ -187,9 +193,18 @@ def evaluate(
         extents.append(int(extent.max()))
         exacts.append(bool(exact.all()))
         counts.append(len(length))
+        seams.append(_splits_units(axis, edges))
         decoded *= int(extent.sum())
-        needed *= int(_touched(axis, np.array([0, axis.length]))[1][0])   # the read units the cutout touches
+        wholes.append(int(_touched(axis, np.array([0, axis.length]))[1][0]))   # the read units the cutout touches
+    needed = math.prod(wholes)
     isz = source.itemsize
+    shared, reread = 0, decoded
+    if source.shared and source.kind != "view":
+        # each read unit decoded once, by the first block that reads it; the others wait for it
+        # and copy their part
+        decoded = needed
+        reread = needed + (reread - needed) * SHARED_READ_COST
+        shared = _kept(axes, extents, wholes, seams) * isz
     piece_target, subslab = scratch_bytes(budget)
     tasks = math.prod(counts)
     out = math.prod(lengths) * out_itemsize
@@ -211,10 +226,10 @@ def evaluate(
     sub = min(piece_elems, max(subslab // isz, 1))
     transform = sub * (compute_itemsize + out_itemsize + isz)
     task_peak = max(out + piece + read_extra + transform, out + encode)
-    fit = budget // task_peak if task_peak else threads
+    fit = (budget - shared) // task_peak if task_peak else threads
     in_flight = int(max(min(threads, tasks, fit), 0))
     written = math.prod(a.length for a in axes) * out_itemsize
-    moved = decoded * isz + written
+    moved = reread * isz + written
     par = max(min(in_flight, threads, tasks), 1)
     # the work shared by the tasks in flight, plus a cost per task; with fewer than
     # BALANCE_TASKS per thread also the tail (the last tasks run while other threads are done,
@@ -227,7 +242,27 @@ def evaluate(
                  task_peak=int(task_peak), out=int(out), piece_bytes=int(piece), read_extra=int(read_extra),
                  transform=int(transform), encode=int(encode), baseline=int(baseline),
                  decoded=int(decoded * isz), needed=int(needed * isz),
-                 written=int(written), seconds=float(seconds))
+                 written=int(written), seconds=float(seconds), shared=int(shared))
+
+
+def _splits_units(axis: Axis, edges: np.ndarray) -> bool:
+    """Whether a block edge inside the cutout falls inside a read unit along ``axis``."""
+    if axis.bounds is None or len(edges) < 3:
+        return False
+    return not np.isin(edges[1:-1] + axis.start, np.asarray(axis.bounds)).all()
+
+
+def _kept(axes: Sequence[Axis], extents: Sequence[int], wholes: Sequence[int], seams: Sequence[bool]) -> int:
+    """Elements of shared read units kept at most (Source.shared): blocks run in C order, so the
+    read units on the far side of the blocks' edges along axis ``i`` wait for the blocks one step
+    further along ``i`` -- one layer of read units, one block wide along the axes before ``i`` and
+    the whole cutout along the axes after it."""
+    kept = 0
+    for i, axis in enumerate(axes):
+        if not seams[i]:
+            continue
+        kept += min(axis.read_unit, wholes[i]) * math.prod(extents[:i]) * math.prod(wholes[i + 1:])
+    return kept
 
 
 def candidates(axis: Axis, cap: int | None = None) -> list[int]:

@@ -102,6 +102,8 @@ class ExportPlan:
     order: str | None = None                 # the writer's own axis order, applied after the settings' transpose
     costs: cost.Costs | None = None          # the block shape chosen and what it costs (see lazyexport.cost)
     cluster: Workers | None = None           # the dask cluster's workers it is sized for, if any
+    in_process: bool = True                  # block tasks are threads of one process: read units that
+                                             # straddle block edges are decoded once, for all blocks
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -229,7 +231,8 @@ class ExportPlan:
             "memory_limit": self.memory_limit,
             "projected_peak": c.projected_peak,
             "projected": {"baseline": c.baseline, "per_task": c.task_peak, "block": c.out, "piece": c.piece_bytes,
-                          "reading": c.read_extra, "transform": c.transform, "writing": c.encode},
+                          "reading": c.read_extra, "transform": c.transform, "writing": c.encode,
+                          "shared_reads": c.shared},
             "read_amplification": round(c.amplification, 4),
             "source_bytes_decoded": c.decoded, "source_bytes_needed": c.needed,
             "notes": list(self.notes),
@@ -249,8 +252,9 @@ class ExportPlan:
             + (", slices assembled in a staging file" if self.staged else ""),
             f"  memory     projected peak {mib(c.projected_peak)} = baseline {mib(c.baseline)} + {self.in_flight} x "
             f"{mib(c.task_peak)} per task (block {mib(c.out)}, source piece {mib(c.piece_bytes)}, reading "
-            f"{mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)}); "
-            f"limit {mib(self.memory_limit)} on top of the baseline",
+            f"{mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)})"
+            + (f" + {mib(c.shared)} of source chunks kept for the next blocks" if c.shared else "")
+            + f"; limit {mib(self.memory_limit)} on top of the baseline",
             f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks the cutout touches "
             f"(read amplification {c.amplification:.2f})",
         ]
@@ -266,12 +270,15 @@ def build_plan(
     memory_limit: Any = None,
     threads: int | None = None,
     workers: Workers | None = None,
+    in_process: bool = True,
 ) -> ExportPlan:
     """Plan the export of ``source`` (anything :func:`open_source` takes) with ``settings``:
     ``memory_limit`` is the memory the export may add to the process, ``threads`` how many
     block tasks may run at once at most (default: the machine's cores). With ``workers`` (a dask
     cluster's, see :func:`lazyexport.run.cluster_workers`) blocks and tasks in flight are sized
-    for one worker: its threads and what it may add to its memory."""
+    for one worker: its threads and what it may add to its memory. ``in_process``: the block
+    tasks will be threads of one process (not processes or a cluster's workers), so a source
+    read unit that straddles blocks is decoded once and kept for the blocks that need it."""
     settings = settings or ExportSettings()
     src = open_source(source)
     writer = get_writer(settings.format)
@@ -302,6 +309,7 @@ def build_plan(
         source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
         output=Path(), internal="", paths=(), memory_limit=limit, workers=threads,
         renormalize=renorm, notes=tuple(notes), order=wanted, cluster=workers,
+        in_process=in_process and workers is None,
     )
     # each step returns the plan with its decisions added (the plan itself is frozen)
     if writer.is_sequence:
@@ -580,6 +588,7 @@ def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
     """The cheapest block shape made of whole ``unit`` s that fits the budget, or a one-line
     refusal naming what does not fit (``what``: the user's word for ``unit``)."""
     source, _ = read_model(plan.source)
+    source = dataclasses.replace(source, shared=plan.in_process)
     axes = _cost_axes(plan, unit, aligned)
     unit = tuple(unit) + (1,) * (len(axes) - len(unit))
     compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0

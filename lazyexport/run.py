@@ -330,6 +330,8 @@ def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tupl
     encode_only = target.single_writer and scheduler not in ("threads", "synchronous")
     run = uuid.uuid4().hex
     job = BlockJob(plan, target, journal, run, encode_only)
+    if scheduler in ("threads", "synchronous"):
+        job.source.share(skip=done)     # the tasks are this process's threads: they share read units
     tracker = _Tracker(plan, progress, cancel, target, journal, skipped=done)
     indices = (i for i in job.grid.indices() if i not in done) if done else job.grid.indices()
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
@@ -524,5 +526,5 @@ def plan_on(scheduler: Any, source: Any, settings: ExportSettings | None = None,
     """:func:`lazyexport.plan.build_plan` for where it will run: on a dask cluster (``scheduler``
     a ``distributed.Client``, as :func:`scheduler_session` yields) sized for its workers."""
     if isinstance(scheduler, str) or scheduler is None:
-        return build_plan(source, settings, **options)
+        return build_plan(source, settings, in_process=scheduler != "processes", **options)
     return build_plan(source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options)

@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 import lazyexport as le
-from lazyexport import chunkio
+from lazyexport import chunkio, run
 from lazyexport.errors import MemoryLimitError
 from lazyexport.plan import build_plan
 
@@ -58,6 +58,50 @@ def test_a_mid_chunk_cutout_decodes_each_source_chunk_once(tmp_path, monkeypatch
     assert len(decoded) == needed_chunks                      # each chunk once
     back = np.asarray(le.open_exported(result))
     np.testing.assert_array_equal(back.reshape(48, 143, 134), data[:, 7:150, 13:147])
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5", "n5"])
+def test_chunks_that_straddle_blocks_are_decoded_once_and_shared(tmp_path, monkeypatch, fmt):
+    """Blocks are whole output chunks, whose grid starts at the cutout's start, inside source
+    chunks: a source chunk on a block edge is needed by two blocks. Run as threads, the first
+    reads it whole and keeps it for the other; in other processes it would be decoded twice."""
+    path, data = counting_zarr(tmp_path, (48, 160, 160), (16, 32, 32))
+    decoded = []
+    original = chunkio.ChunkFiles._load
+    monkeypatch.setattr(chunkio.ChunkFiles, "_load", lambda self, index, out=None: decoded.append(index) or original(self, index, out))
+    roi = {"z": (3, 45), "y": (7, 150), "x": (13, 147)}
+    settings = le.ExportSettings(format=fmt, roi=roi, output=str(tmp_path / "o"), chunks={"z": 8, "y": 16, "x": 16})
+    plan = build_plan(str(path), settings, memory_limit="16MiB")
+    apart = run.plan_on("processes", str(path), settings, memory_limit="16MiB")
+    assert plan.nblocks > 1 and plan.costs.shared > 0                  # blocks edges inside source chunks
+    assert not apart.in_process and apart.costs.amplification > 1.05   # ... which processes would decode twice
+    assert plan.costs.amplification == 1.0
+    result = le.export(str(path), settings, memory_limit="16MiB")
+    assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 3 * 5 * 5   # every chunk once
+    assert plan.costs.decoded == len(decoded) * 16 * 32 * 32 * 4
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)).reshape(42, 143, 134), data[3:45, 7:150, 13:147])
+
+
+def test_shared_reads_are_dropped_after_their_last_block_and_read_again_when_a_reader_failed():
+    from lazyexport.blocks import SharedReads
+
+    edges = {"y": (0, 10, 20, 30), "x": (0, 50)}
+    shared = SharedReads(("y", "x"), edges, skip={(2, 0)})
+    region = ((5, 25), (0, 50))                      # overlaps blocks 0, 1 and 2 (2 is done already)
+    assert shared.users(region) == 2
+    loads = []
+    shared.get(region, lambda: loads.append(1) or np.ones(3))
+    assert len(shared) == 1                          # kept for the second block
+    shared.get(region, lambda: loads.append(1) or np.ones(3))
+    assert len(shared) == 0 and len(loads) == 1      # read once, dropped after its last block
+
+    def fail():
+        raise OSError("unreadable")
+
+    with pytest.raises(OSError):
+        shared.get(region, fail)
+    assert len(shared) == 0                          # nothing half-read is kept
+    assert shared.get(region, lambda: np.zeros(2)).tolist() == [0, 0]
 
 
 def test_a_source_chunk_larger_than_the_budget_is_refused_in_one_line_with_the_limit_that_works():
