@@ -118,10 +118,12 @@ class Costs:
     written: int                       # output bytes
     seconds: float                     # relative time estimate (only for comparing shapes)
     shared: int = 0                    # read units kept for the next blocks, at most (Source.shared)
+    per_host: int = 0                  # tasks one process (a cluster's worker) runs at once, at most
 
     @property
     def projected_peak(self) -> int:
-        return self.baseline + self.in_flight * self.task_peak + self.shared
+        """The peak of one process: its baseline, its tasks in flight, the read units it keeps."""
+        return self.baseline + min(self.in_flight, self.per_host or self.in_flight) * self.task_peak + self.shared
 
     @property
     def amplification(self) -> float:
@@ -180,9 +182,11 @@ def _piece_shape(axes: Sequence[Axis], extents: Sequence[int], itemsize: int, ta
 def evaluate(
     axes: Sequence[Axis], block: Sequence[int], source: Source, out_itemsize: int, *,
     compute_itemsize: int, encode: int, budget: int, baseline: int, threads: int,
-    time_extra: float = 0.0,
+    time_extra: float = 0.0, hosts: int = 1, host_budget: int | None = None,
 ) -> Costs:
-    """The costs of blocks of shape ``block`` (one length per axis)."""
+    """The costs of blocks of shape ``block`` (one length per axis). ``budget`` and ``threads``
+    are for all tasks together; on ``hosts`` processes (a cluster's workers, ``threads`` spread
+    evenly) a task must also fit what one of them may add, ``host_budget``."""
     phases = tuple(_phase(a, b) for a, b in zip(axes, block))
     lengths, extents, exacts, counts, wholes, seams = [], [], [], [], [], []
     decoded = 1
@@ -227,7 +231,9 @@ def evaluate(
     transform = sub * (compute_itemsize + out_itemsize + isz)
     task_peak = max(out + piece + read_extra + transform, out + encode)
     fit = (budget - shared) // task_peak if task_peak else threads
-    in_flight = int(max(min(threads, tasks, fit), 0))
+    host_budget = budget if host_budget is None else host_budget
+    per_host = min(max(threads // hosts, 1), host_budget // task_peak if task_peak else threads)
+    in_flight = int(max(min(threads, tasks, fit, hosts * per_host), 0))
     written = math.prod(a.length for a in axes) * out_itemsize
     moved = reread * isz + written
     par = max(min(in_flight, threads, tasks), 1)
@@ -242,7 +248,7 @@ def evaluate(
                  task_peak=int(task_peak), out=int(out), piece_bytes=int(piece), read_extra=int(read_extra),
                  transform=int(transform), encode=int(encode), baseline=int(baseline),
                  decoded=int(decoded * isz), needed=int(needed * isz),
-                 written=int(written), seconds=float(seconds), shared=int(shared))
+                 written=int(written), seconds=float(seconds), shared=int(shared), per_host=int(max(per_host, 0)))
 
 
 def _splits_units(axis: Axis, edges: np.ndarray) -> bool:
@@ -288,7 +294,7 @@ def candidates(axis: Axis, cap: int | None = None) -> list[int]:
 def choose(
     axes: Sequence[Axis], source: Source, out_itemsize: int, *, compute_itemsize: int,
     encode, budget: int, baseline: int, threads: int, max_block_bytes: int,
-    time_extra: float = 0.0,
+    time_extra: float = 0.0, hosts: int = 1, host_budget: int | None = None,
 ) -> Costs:
     """The block shape of the smallest estimated time whose projected peak fits ``budget``.
     ``encode(block) -> bytes`` is the writer's buffers for a block. Raises NoFit."""
@@ -297,7 +303,7 @@ def choose(
     def cost(block) -> Costs:
         return evaluate(axes, block, source, out_itemsize, compute_itemsize=compute_itemsize,
                         encode=encode(block), budget=budget, baseline=baseline, threads=threads,
-                        time_extra=time_extra)
+                        time_extra=time_extra, hosts=hosts, host_budget=host_budget)
 
     least = tuple(o[0] for o in options)
 

@@ -120,16 +120,18 @@ def _call(job: Job, index: tuple[int, ...]) -> Any:
 
 class Distributed(Executor):
     """A dask cluster: ``slots`` tasks at a time on each worker (by address; a worker that
-    joins later gets ``default_slots``). The job is sent to every worker once; each task is
+    joins later gets ``default_slots``), ``window`` at most in all. The job is sent to every worker once; each task is
     submitted to a worker with a free slot (another may run it if that one has left)."""
 
-    def __init__(self, client, slots: dict[str, int], default_slots: int = 1,
+    def __init__(self, client, slots: dict[str, int], default_slots: int = 1, window: int | None = None,
                  on_stop: Callable[[], None] | None = None):
         self.client, self.slots, self.default_slots = client, dict(slots), default_slots
-        self.window = max(sum(self.slots.values()), 1)
+        self.window = max(min(window or sum(self.slots.values()), sum(self.slots.values())), 1)
         self.on_stop = on_stop
 
     def _free(self, busy: dict[str, int]) -> str | None:
+        if sum(busy.values()) >= self.window:
+            return None
         workers = self.client.scheduler_info().get("workers", {})
         for address in workers:
             if busy.get(address, 0) < self.slots.get(address, self.default_slots):

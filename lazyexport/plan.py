@@ -56,15 +56,21 @@ class Workers:
 
     count: int
     threads: int
-    budget: int            # bytes one worker may add
+    budget: int            # bytes one worker may add (one task must fit it)
     baseline: int          # bytes the busiest worker holds now
     memory_limit: int      # each worker's own limit (0: none)
+    total: int = 0         # bytes all workers together may add (0: count x budget)
+
+    @property
+    def all_workers(self) -> int:
+        return self.total or self.count * self.budget
 
     def __str__(self) -> str:
         limit = f", memory limit {format_bytes(self.memory_limit)} each" if self.memory_limit else ""
         return (f"sized for the dask cluster: {self.count} worker{'s' * (self.count != 1)} x {self.threads} "
-                f"thread{'s' * (self.threads != 1)}{limit}; up to {format_bytes(self.budget)} per worker for the "
-                f"export's tasks (memory limit and threads of this machine do not apply)")
+                f"thread{'s' * (self.threads != 1)}{limit}; the export's tasks may add "
+                f"{format_bytes(self.all_workers)} in all, up to {format_bytes(self.budget)} on one worker "
+                f"(threads of this machine do not apply)")
 
 
 def parse_memory_limit(value: Any) -> int:
@@ -250,7 +256,8 @@ class ExportPlan:
             f"  chunks     {self.chunks}" + (f" in shards of {self.shards}" if self.shards else ""),
             f"  blocks     {self.block}: {self.nblocks} tasks, {self.in_flight} at a time"
             + (", slices assembled in a staging file" if self.staged else ""),
-            f"  memory     projected peak {mib(c.projected_peak)} = baseline {mib(c.baseline)} + {self.in_flight} x "
+            f"  memory     projected peak {mib(c.projected_peak)}{' on each worker' if self.cluster else ''} = "
+            f"baseline {mib(c.baseline)} + {min(self.in_flight, c.per_host or self.in_flight)} x "
             f"{mib(c.task_peak)} per task (block {mib(c.out)}, source piece {mib(c.piece_bytes)}, reading "
             f"{mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)})"
             + (f" + {mib(c.shared)} of source chunks kept for the next blocks" if c.shared else "")
@@ -276,7 +283,8 @@ def build_plan(
     ``memory_limit`` is the memory the export may add to the process, ``threads`` how many
     block tasks may run at once at most (default: the machine's cores). With ``workers`` (a dask
     cluster's, see :func:`lazyexport.run.cluster_workers`) blocks and tasks in flight are sized
-    for one worker: its threads and what it may add to its memory. ``in_process``: the block
+    for its workers: all their threads, what they may add in all, and no task larger than what
+    one of them may add. ``in_process``: the block
     tasks will be threads of one process (not processes or a cluster's workers), so a source
     read unit that straddles blocks is decoded once and kept for the blocks that need it."""
     settings = settings or ExportSettings()
@@ -285,7 +293,7 @@ def build_plan(
     limit = parse_memory_limit(memory_limit)
     threads = threads or os.cpu_count() or 1
     if workers is not None:
-        limit, threads = workers.budget, workers.threads
+        limit, threads = workers.all_workers, workers.count * workers.threads
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, src.dims, src.shape)
@@ -593,14 +601,16 @@ def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
     unit = tuple(unit) + (1,) * (len(axes) - len(unit))
     compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0
 
-    def choose(budget: int) -> cost.Costs:
+    hosts = plan.cluster.count if plan.cluster is not None else 1
+
+    def choose(budget: int, host_budget: int | None = None) -> cost.Costs:
         return cost.choose(axes, source, plan.dtype.itemsize, compute_itemsize=compute,
                            encode=lambda block: _encode_bytes(plan, block, unit, staged), budget=budget,
                            baseline=baseline, threads=plan.workers, max_block_bytes=MAX_BLOCK_BYTES,
-                           time_extra=time_extra)
+                           time_extra=time_extra, hosts=hosts, host_budget=host_budget)
 
     try:
-        return choose(plan.memory_limit)
+        return choose(plan.memory_limit, plan.cluster.budget if plan.cluster is not None else None)
     except cost.NoFit as exc:
         failure = exc
     needed = failure.needed
@@ -618,8 +628,8 @@ def _no_fit(plan: ExportPlan, exc: cost.NoFit, needed: int, unit: tuple[int, ...
     need = format_bytes(needed)
     limit = format_bytes(plan.memory_limit)
     if plan.cluster is not None:
-        limit += f" that each of the cluster's {plan.cluster.count} workers may add"
-        need += f" per worker (with --scheduler local-cluster: --memory-limit {format_bytes(needed * plan.cluster.count)})"
+        limit += f" (up to {format_bytes(plan.cluster.budget)} on one of the cluster's {plan.cluster.count} workers)"
+        need += " (on one worker: give the workers that much room under their memory limit)"
     _, bounds = read_model(plan.source)
     read = tuple(max(b - a for a, b in zip(bs, bs[1:])) if bs else 1 for bs in (bounds[d] for d in plan.source.dims))
     if exc.unit_bytes > plan.memory_limit // 2:

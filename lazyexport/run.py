@@ -257,8 +257,9 @@ def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]
     """Resolve ``scheduler`` for one or more exports: yields a local scheduler's name or a
     ``distributed.Client``. An address gets a client connected for the session, and
     ``local-cluster`` a LocalCluster started for it (one single-threaded worker per core, each
-    with its share of ``memory_limit`` + WORKER_ALLOWANCE for its interpreter, over distributed's
-    pause threshold); both are closed afterwards. A client passed in is used as it is (and left open)."""
+    with room for all of ``memory_limit`` + WORKER_ALLOWANCE for its interpreter under
+    distributed's pause threshold, as a plan may give one worker a task the size of the whole
+    budget; the plan keeps all workers together within ``memory_limit``); both are closed afterwards. A client passed in is used as it is (and left open)."""
     resolved = scheduler_name(scheduler)
     if not isinstance(resolved, str) or resolved in ("threads", "synchronous", "processes"):
         yield resolved
@@ -268,9 +269,9 @@ def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]
     with contextlib.ExitStack() as stack:
         if resolved == "local-cluster":
             count = os.cpu_count() or 1
-            share = parse_memory_limit(memory_limit) // count
+            room = parse_memory_limit(memory_limit) + WORKER_ALLOWANCE
             cluster = stack.enter_context(LocalCluster(
-                n_workers=count, threads_per_worker=1, memory_limit=int((share + WORKER_ALLOWANCE) / PAUSE_MARGIN),
+                n_workers=count, threads_per_worker=1, memory_limit=int(room / PAUSE_MARGIN),
                 host="127.0.0.1", dashboard_address="127.0.0.1:0"))
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
@@ -280,9 +281,9 @@ def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]
 
 def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
     """What a plan for ``client``'s cluster is sized by (see :class:`lazyexport.plan.Workers`):
-    the fewest threads of a worker, and what the most constrained worker may add —
-    PAUSE_MARGIN of its memory limit less what it holds now, and no more than its share of
-    ``memory_limit`` when one is given."""
+    the fewest threads of a worker; what the most constrained worker may add (PAUSE_MARGIN of
+    its memory limit less what it holds now, and no more than ``memory_limit``); and what all
+    workers together may add: ``memory_limit`` when one is given."""
     info = client.scheduler_info().get("workers", {})
     if not info:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
@@ -291,10 +292,10 @@ def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
     used = max(int(w.get("metrics", {}).get("memory", 0)) for w in info.values())
     limits = [int(w.get("memory_limit") or 0) for w in info.values()]
     limit = min(limits) if all(limits) else 0
-    budget = int(limit * PAUSE_MARGIN) - used if limit else parse_memory_limit(memory_limit)
-    if memory_limit is not None:
-        budget = min(budget, parse_memory_limit(memory_limit) // len(info))
-    return Workers(count=len(info), threads=threads, budget=max(budget, 0), baseline=used, memory_limit=limit)
+    budget = max(int(limit * PAUSE_MARGIN) - used if limit else parse_memory_limit(memory_limit), 0)
+    total = parse_memory_limit(memory_limit) if memory_limit is not None else budget * len(info)
+    return Workers(count=len(info), threads=threads, budget=min(budget, total), baseline=used, memory_limit=limit,
+                   total=total)
 
 
 def _connect(address: str):
@@ -310,7 +311,8 @@ def _connect(address: str):
 
 def executor_for(plan: ExportPlan, scheduler: Any, run: str = "") -> Executor:
     """The executor of ``plan`` on ``scheduler`` (a local scheduler's name or a distributed.Client):
-    ``plan.in_flight`` tasks at a time (on a cluster, per worker)."""
+    ``plan.in_flight`` tasks at a time (on a cluster, in all, and on each worker no more than
+    the plan gives one)."""
     if scheduler == "synchronous" or (scheduler == "threads" and plan.in_flight <= 1):
         return Threads(1) if scheduler == "threads" else Inline()
     if scheduler == "threads":
@@ -318,8 +320,10 @@ def executor_for(plan: ExportPlan, scheduler: Any, run: str = "") -> Executor:
     if scheduler == "processes":
         return Processes(plan.in_flight)
     workers = scheduler.scheduler_info().get("workers", {})
-    slots = {address: max(min(int(info.get("nthreads", 1)), plan.in_flight), 1) for address, info in workers.items()}
-    return Distributed(scheduler, slots, default_slots=1, on_stop=lambda: _wait_writes_stopped(scheduler, run))
+    per_worker = max(plan.costs.per_host or plan.in_flight, 1)
+    slots = {address: max(min(int(info.get("nthreads", 1)), per_worker), 1) for address, info in workers.items()}
+    return Distributed(scheduler, slots, default_slots=1, window=plan.in_flight,
+                       on_stop=lambda: _wait_writes_stopped(scheduler, run))
 
 
 def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tuple[int, ...]],

@@ -353,28 +353,40 @@ def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
     workers = client.scheduler_info()["workers"].values()
     assert plan.cluster is not None and plan.cluster.count == len(workers) == 2
     assert plan.notes[0].startswith("sized for the dask cluster: 2 workers x 1 thread")
-    assert plan.workers == 1 and plan.in_flight == 1              # one thread per worker
+    assert plan.workers == 2 and plan.costs.per_host == 1        # one thread per worker
     limit = min(w["memory_limit"] for w in workers)
-    assert plan.memory_limit <= 0.7 * limit
+    assert plan.cluster.budget <= 0.7 * limit and plan.memory_limit == 2 * plan.cluster.budget
     result = run.execute(plan, scheduler=client)
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)), volume((64, 256, 256)))
 
 
-def test_local_cluster_workers_stay_within_their_share_and_never_pause(tmp_path):
+@pytest.mark.parametrize("chunks,in_flight", [((64, 256, 256), 2),       # 16 MiB chunks: a task on each worker
+                                              ((64, 512, 1024), 1)])     # 128 MiB chunks: one task in all
+def test_local_cluster_workers_stay_within_their_share_and_never_pause(tmp_path, monkeypatch, chunks, in_flight):
+    """Two workers and --memory-limit 256MiB: a worker's share is 128 MiB (+ its interpreter).
+    Where one task needs more than a share (a deep 128 MiB source chunk), the plan runs one task
+    at a time on the cluster instead of refusing, and no worker goes over its share."""
+    import importlib
+
     from lazyexport.demo import smooth_volume
 
-    source = le.open_source(smooth_volume((128, 1024, 1024), (64, 256, 256)), axes="zyx")   # 512 MiB float32
+    monkeypatch.setattr(importlib.import_module("lazyexport.plan"), "MAX_BLOCK_BYTES", 2**30)   # not small_blocks'
+
+    source = le.open_source(smooth_volume((128, 1024, 1024), chunks), axes="zyx")   # 512 MiB float32
     settings = le.ExportSettings(format="zarr", output=str(tmp_path / "o"), renormalize=((0, 1), (0, 255)),
                                  dtype="uint8")
     with run.scheduler_session("local-cluster", "256MiB") as cluster:
         plan = run.plan_on(cluster, source, settings, memory_limit="256MiB")
         share = 256 * 2**20 // plan.cluster.count
-        assert plan.memory_limit == share
-        run.execute(plan, scheduler=cluster)
+        assert plan.memory_limit == 256 * 2**20 and plan.in_flight == in_flight
+        assert plan.in_flight * plan.costs.task_peak <= plan.memory_limit
+        result = run.execute(plan, scheduler=cluster)
         peaks = cluster.run(_worker_peak)
         logs = cluster.get_worker_logs()
     assert all(peak <= share + run.WORKER_ALLOWANCE for peak in peaks.values()), (peaks, share)
     assert not any("Pausing worker" in line for lines in logs.values() for _, line in lines)
+    back = le.open_exported(result)
+    assert back.shape == (128, 1024, 1024) and back.dtype == np.uint8
 
 
 def test_a_huge_export_on_the_cluster_starts_at_once_and_cancels_within_seconds(client, tmp_path):
