@@ -152,6 +152,8 @@ def child_layout(spec: dict) -> dict:
     report["plan_seconds"] = time.perf_counter() - start
     report["plan"] = plan_fields(plan.summary())
     report["hwm_before_export"] = vm("VmHWM")       # imports, source, planning
+    if spec.get("scheduler") == "local-cluster":
+        return child_cluster(src, settings, limit, report)
     start = time.perf_counter()
     result = le.export(src, settings, memory_limit=limit, overwrite=True)
     report["seconds"] = time.perf_counter() - start
@@ -170,6 +172,32 @@ def child_layout(spec: dict) -> dict:
             if got.shape != want.shape or diff > 1:
                 raise AssertionError(f"plane z={z}: shape {got.shape} vs {want.shape}, max difference {diff}")
         report["verified"] = True
+    return report
+
+
+def _worker_hwm() -> int:
+    return vm("VmHWM")
+
+
+def child_cluster(src, settings, limit: int, report: dict) -> dict:
+    """The same export on ``--scheduler local-cluster``: each worker's peak (VmHWM) against its
+    share of the budget, and whether any paused."""
+    from lazyexport import run
+
+    with run.scheduler_session("local-cluster", limit) as client:
+        plan = run.plan_on(client, src, settings, memory_limit=limit)
+        report["plan"] = plan_fields(plan.summary())
+        start = time.perf_counter()
+        run.execute(plan, scheduler=client, overwrite=True)
+        report["seconds"] = time.perf_counter() - start
+        peaks = client.run(_worker_hwm)
+        logs = client.get_worker_logs()
+    report["worker_peaks"] = sorted(peaks.values())
+    report["peak_memory"] = max(peaks.values())
+    report["projected_peak"] = plan.costs.projected_peak
+    report["share"] = limit // len(peaks)
+    report["paused"] = any("Pausing worker" in line for lines in logs.values() for _, line in lines)
+    report["hwm_end"] = vm("VmHWM")
     return report
 
 
@@ -312,13 +340,17 @@ def memory_part(args) -> None:
     shape = source_shape(args.gib, args.plane)
     layouts = [tuple(int(n) for n in text.split("x")) for text in args.layouts.split(",")]
     formats = args.formats.split(",")
-    tag = f"{args.gib:g}GiB-{args.memory_limit}"
+    cluster = args.scheduler == "local-cluster"
+    tag = f"{args.gib:g}GiB-{args.memory_limit}" + ("-local-cluster" if cluster else "")
     text_path, json_path = OUT / f"memory-{tag}.txt", OUT / f"memory-{tag}.jsonl"
     with open(text_path, "w") as text, open(json_path, "w") as jsonl:
         head = (f"memory by layout: generated float32 zyx {shape} ({math.prod(shape) * 4 / GiB:.2f} GiB), "
                 f"renormalize [0,1]->[0,255] uint8, memory_limit={args.memory_limit} ({limit / MiB:.0f} MiB), "
                 f"budget+256MiB = {(limit + SLACK) / MiB:.0f} MiB; {os.cpu_count()} cores; "
                 f"{time.strftime('%Y-%m-%d %H:%M')}")
+        if cluster:
+            head += ("\n--scheduler local-cluster: measured peak = the largest worker's VmHWM; projected = per "
+                     "worker; within = every worker under its share of the budget + 256MiB and none paused")
         print(head, flush=True)
         text.write(head + "\n")
         text.write("measured peak = ExportResult.peak_memory (VmHWM during the writes); process peak = the largest "
@@ -334,6 +366,7 @@ def memory_part(args) -> None:
                 work = Path(tempfile.mkdtemp(prefix=f"memory-{fmt}-", dir=OUT))
                 spec = {"kind": "layout", "gib": args.gib, "plane": args.plane, "layout": list(layout),
                         "format": fmt, "memory_limit": limit, "dir": str(work), "verify": args.verify,
+                        "scheduler": args.scheduler,
                         "rss_cap": args.rss_cap and parse_bytes(args.rss_cap)}
                 try:
                     r = run_child(spec, args.timeout)
@@ -359,11 +392,16 @@ def memory_part(args) -> None:
                 process = max(r.get("hwm_before_export", 0), r.get("hwm_end", 0),
                               r.get("sampled_peak_export", r.get("sampled_peak", 0)))
                 within = max(peak, process) <= limit + SLACK
+                if cluster:
+                    within = peak <= r["share"] + SLACK and not r["paused"]
                 table.row([name, fmt, p["tasks"], p["tasks_in_flight"], "yes" if p["staged"] else "no",
                            mib(r["projected_peak"]), mib(peak),
                            f"{peak / r['projected_peak']:.2f}" if r["projected_peak"] else "-",
                            "yes" if within else "NO", f"{p['read_amplification']:.2f}", f"{r['seconds']:.1f}",
                            mib(process)])
+                if cluster:
+                    problems.append(f"{name} {fmt}: worker peaks {[round(w / MiB) for w in r['worker_peaks']]} MiB, "
+                                    f"share + 256MiB = {(r['share'] + SLACK) / MiB:.0f} MiB, paused: {r['paused']}")
                 if not within:
                     problems.append(f"{name} {fmt}: peak {peak / MiB:.0f} MiB (process {process / MiB:.0f} MiB) "
                                     f"exceeds budget+256MiB = {(limit + SLACK) / MiB:.0f} MiB; projected "
@@ -461,6 +499,8 @@ def main() -> None:
     parser.add_argument("--layouts", default=LAYOUTS, help=f"source chunk layouts zyx (default {LAYOUTS})")
     parser.add_argument("--scale-sizes", default="1TiB,64TiB", help="empty sources for the scale part: "
                         + ", ".join(SCALE_SHAPES))
+    parser.add_argument("--scheduler", choices=("threads", "local-cluster"), default="threads",
+                        help="memory part: run each export on a 2-worker local cluster (--scheduler local-cluster)")
     parser.add_argument("--verify", action="store_true", help="also compare three planes of each output")
     parser.add_argument("--rss-cap", default="6GiB", help="a child whose RSS passes this is stopped "
                         "(a safety net; 0 for none; default 6GiB)")

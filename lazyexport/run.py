@@ -279,6 +279,15 @@ def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]
         yield client
 
 
+def _worker_baseline() -> int:
+    """A worker's resident memory once it has imported what block tasks run (so the baseline
+    does not leave out the libraries the first task would load)."""
+    import lazyexport.blocks  # noqa: F401
+    import lazyexport.formats.registry  # noqa: F401
+
+    return cost.process_rss()
+
+
 def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
     """What a plan for ``client``'s cluster is sized by (see :class:`lazyexport.plan.Workers`):
     the fewest threads of a worker; what the most constrained worker may add (PAUSE_MARGIN of
@@ -289,7 +298,10 @@ def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
         info = client.scheduler_info().get("workers", {})
     threads = min(int(w.get("nthreads", 1)) for w in info.values())
-    used = max(int(w.get("metrics", {}).get("memory", 0)) for w in info.values())
+    try:        # what each worker holds now (the scheduler's metrics lag behind a worker that just started)
+        used = max(client.run(_worker_baseline).values())
+    except Exception:       # noqa: BLE001 -- a worker that cannot run it: the scheduler's metrics
+        used = max(int(w.get("metrics", {}).get("memory", 0)) for w in info.values())
     limits = [int(w.get("memory_limit") or 0) for w in info.values()]
     limit = min(limits) if all(limits) else 0
     budget = max(int(limit * PAUSE_MARGIN) - used if limit else parse_memory_limit(memory_limit), 0)
