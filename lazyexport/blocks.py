@@ -112,7 +112,7 @@ class BlockSource:
         self.piece = {a: piece.get(a, 1) for a in self.axes}
         self.subslab = scratch_bytes(plan.memory_limit)[1]
         shape = dict(zip(self.axes, plan.shape))
-        self.whole = {a: (0, shape[a]) for a in self.axes} if plan.in_process else None
+        self.whole = {a: (0, shape[a]) for a in self.axes} if plan.in_process and plan.costs.shared else None
         self.edges = dict(zip(self.axes, plan.edges))
         self.shared: SharedReads | None = None
 

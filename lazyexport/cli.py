@@ -80,7 +80,8 @@ def _parse_shards(text: str) -> dict[str, int] | str:
 
 
 def _settings_from_args(args) -> ExportSettings:
-    return ExportSettings(
+    explicit = {name: getattr(args, name) for name in ("zarr_format", "tiff_flavor") if getattr(args, name) is not None}
+    settings = ExportSettings(
         roi=parse_roi_text(args.roi) if args.roi else None,
         renormalize=_parse_renormalize(args.renormalize) if args.renormalize else None,
         dtype=args.dtype,
@@ -91,14 +92,15 @@ def _settings_from_args(args) -> ExportSettings:
         compression_level=args.compression_level,
         chunks=_parse_chunks(args.chunks) if args.chunks else None,
         result_type=args.result_type,
-        zarr_format=args.zarr_format,
         pixel_size=args.pixel_size,
         unit=args.unit,
         levels=args.levels,
         downsample=args.downsample,
-        tiff_flavor=args.tiff_flavor,
         shards=_parse_shards(args.shards) if args.shards is not None else None,
+        **explicit,
     )
+    settings.check_given(tuple(explicit))
+    return settings
 
 
 class _Bar:
@@ -302,10 +304,10 @@ def cmd_clean(args) -> int:
 def cmd_formats(args) -> int:
     for name in formats():
         writer = get_writer(name)
-        kind = "sequence" if writer.is_sequence else "single  "
-        options = f"  options: {', '.join(writer.options)}" if writer.options else ""
+        kind = "sequence" if writer.capabilities.sequence else "single  "
+        options = f"  options: {', '.join(sorted(writer.capabilities.options))}" if writer.capabilities.options else ""
         print(f"{name:15} {kind} {'/'.join(writer.extensions):26} compression: "
-              f"{', '.join(writer.compressions)} (default {writer.compressions[0]})  - {writer.description}{options}")
+              f"{', '.join(writer.capabilities.compressions)} (default {writer.capabilities.compressions[0]})  - {writer.description}{options}")
     return 0
 
 
@@ -361,7 +363,7 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compression-level", type=int,
                    help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd")
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
-    p.add_argument("--zarr-format", type=int, default=3, choices=(2, 3), help="Zarr version (default 3)")
+    p.add_argument("--zarr-format", type=int, default=None, choices=(2, 3), help="Zarr version (default 3)")
     p.add_argument("--shards", help="zarr v3 sharding for many small chunks: auto (one shard per block) "
                                     "or shard lengths, e.g. z=64,y=1024,x=1024 (default: no shards)")
     p.add_argument("--pixel-size", help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)")
@@ -370,7 +372,7 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downsample", choices=DOWNSAMPLE_METHODS,
                    help="ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type "
                         "naming labels, e.g. Labels) or nearest")
-    p.add_argument("--tiff-flavor", default="plain", choices=TIFF_FLAVORS,
+    p.add_argument("--tiff-flavor", default=None, choices=TIFF_FLAVORS,
                    help="tiff metadata: plain, imagej (hyperstack) or ome (default plain)")
     _add_run_options(p)
     p.add_argument("--save-settings", metavar="FILE.toml",

@@ -14,10 +14,14 @@ When the block is complete the task hands it to the writer. So one task holds at
 - ``encode``: while the block is written, the writer's buffers (a chunk or a plane copied and
   compressed), as the writer declares them.
 
-``tasks in flight`` = min(threads, tasks, budget // task peak): the budget is what the export
-may add to the process. The projected peak is the baseline (what the process holds when the
-export is planned: the interpreter, its libraries, the caller's data) + tasks in flight × task
-peak. Read amplification is the source
+``tasks in flight`` = min(threads, tasks, (budget - shared) // task peak): the budget is what the
+export may add to the process. ``shared``: where tasks are threads of one process
+(``Source.shared``), a read unit that straddles block edges is decoded once and kept for the
+other blocks that need it (:class:`lazyexport.blocks.SharedReads`); blocks run in C order, so at
+most one layer of such units is kept per axis. The projected peak is the baseline (what the
+process holds when the export is planned: the interpreter, its libraries, the caller's data) +
+tasks in flight × task peak + shared. On a cluster, ``hosts`` workers each take at most
+``host_budget`` and the projected peak is one worker's. Read amplification is the source
 bytes decoded / the bytes of the source read units the cutout touches (each must be decoded
 once): a block boundary inside a read unit makes two tasks decode it. :func:`choose` picks the block shape with the smallest estimated time
 (decoded and written bytes over the tasks that run at once, plus the largest task, plus a cost
@@ -40,9 +44,10 @@ import numpy as np
 SUBSLAB_BYTES = 4 * 2**20        # source bytes transformed at once inside a piece
 PIECE_BYTES = 16 * 2**20         # pieces grow (in whole read units) to about this size
 TASK_OVERHEAD_BYTES = 2 * 2**20  # the time cost of one task, as bytes moved (scheduling, files, metadata)
-# time of a read unit another block read for this one, as a share of decoding it: counted in
-# full, as the blocks that share it may wait for it (measured gains are not assumed)
-SHARED_READ_COST = 1.0
+# the time of taking a part of a read unit another block read (Source.shared), as a share of
+# decoding it: a unit on a block edge is read by one block and kept for a later one (a copy);
+# blocks shorter than a read unit read the same units at the same time, and wait (counted in full)
+SHARED_READ_COST = 0.1
 BALANCE_TASKS = 4                # tasks per thread below which the largest task's time counts
 MAX_CANDIDATES = 4000            # block shapes tried exhaustively; beyond, grown greedily
 
@@ -188,7 +193,7 @@ def evaluate(
     are for all tasks together; on ``hosts`` processes (a cluster's workers, ``threads`` spread
     evenly) a task must also fit what one of them may add, ``host_budget``."""
     phases = tuple(_phase(a, b) for a, b in zip(axes, block))
-    lengths, extents, exacts, counts, wholes, seams = [], [], [], [], [], []
+    lengths, extents, exacts, counts, wholes, seams, factors = [], [], [], [], [], [], []
     decoded = 1
     for axis, b, p in zip(axes, block, phases):
         edges = block_edges(axis.length, b, p)
@@ -200,15 +205,10 @@ def evaluate(
         seams.append(_splits_units(axis, edges))
         decoded *= int(extent.sum())
         wholes.append(int(_touched(axis, np.array([0, axis.length]))[1][0]))   # the read units the cutout touches
+        share = 1.0 if b < axis.read_unit else SHARED_READ_COST
+        factors.append(1.0 + (extent.sum() / wholes[-1] - 1.0) * share)
     needed = math.prod(wholes)
     isz = source.itemsize
-    shared, reread = 0, decoded
-    if source.shared and source.kind != "view":
-        # each read unit decoded once, by the first block that reads it; the others wait for it
-        # and copy their part
-        decoded = needed
-        reread = needed + (reread - needed) * SHARED_READ_COST
-        shared = _kept(axes, extents, wholes, seams) * isz
     piece_target, subslab = scratch_bytes(budget)
     tasks = math.prod(counts)
     out = math.prod(lengths) * out_itemsize
@@ -230,19 +230,32 @@ def evaluate(
     sub = min(piece_elems, max(subslab // isz, 1))
     transform = sub * (compute_itemsize + out_itemsize + isz)
     task_peak = max(out + piece + read_extra + transform, out + encode)
-    fit = (budget - shared) // task_peak if task_peak else threads
     host_budget = budget if host_budget is None else host_budget
     per_host = min(max(threads // hosts, 1), host_budget // task_peak if task_peak else threads)
-    in_flight = int(max(min(threads, tasks, fit, hosts * per_host), 0))
     written = math.prod(a.length for a in axes) * out_itemsize
-    moved = reread * isz + written
-    par = max(min(in_flight, threads, tasks), 1)
-    # the work shared by the tasks in flight, plus a cost per task; with fewer than
-    # BALANCE_TASKS per thread also the tail (the last tasks run while other threads are done,
-    # on the order of the largest task), so small exports are cut into enough tasks while large
-    # ones use the budget (their peak then does not grow with the volume)
+    # the tail: with fewer than BALANCE_TASKS per thread the last tasks run while other threads
+    # are done, on the order of the largest task; so small exports are cut into enough tasks
+    # while large ones use the budget (their peak then does not grow with the volume)
     largest = math.prod(extents) * isz + out if tasks < BALANCE_TASKS * threads else 0
-    seconds = (moved / par + largest + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
+
+    def variant(shared: int, reread: float) -> tuple[float, int, int]:
+        """(seconds, tasks in flight, bytes kept) with ``shared`` bytes of read units kept and
+        ``reread`` elements' worth of decoding time."""
+        fit = (budget - shared) // task_peak if task_peak else threads
+        in_flight = int(max(min(threads, tasks, fit, hosts * per_host), 0))
+        par = max(min(in_flight, threads, tasks), 1)
+        # the work shared by the tasks in flight, the tail, and a cost per task
+        seconds = ((reread * isz + written) / par + largest + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
+        return (seconds if in_flight else math.inf), in_flight, shared
+
+    # each task decodes what it touches; or, where tasks share read units (Source.shared) and
+    # the units kept fit, each unit is decoded once and kept for the blocks that need it
+    options = [variant(0, decoded)]
+    if source.shared and source.kind != "view" and any(seams):
+        options.append(variant(_kept(axes, extents, wholes, seams) * isz, needed * math.prod(factors)))
+    seconds, in_flight, shared = min(options, key=lambda o: (o[0], o[2]))
+    if shared:
+        decoded = needed
     return Costs(block=tuple(int(b) for b in block), phase=phases, piece=tuple(int(p) for p in shape),
                  tasks=tasks, in_flight=in_flight,
                  task_peak=int(task_peak), out=int(out), piece_bytes=int(piece), read_extra=int(read_extra),

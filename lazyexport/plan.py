@@ -320,11 +320,11 @@ def build_plan(
         in_process=in_process and workers is None,
     )
     # each step returns the plan with its decisions added (the plan itself is frozen)
-    if writer.is_sequence:
+    if writer.capabilities.sequence:
         plan = _plan_slices(plan)
     plan = _plan_outputs(plan)
     baseline = workers.baseline if workers is not None else cost.process_rss()
-    if writer.is_sequence:
+    if writer.capabilities.sequence:
         return _plan_sequence(plan, baseline)
     plan = dataclasses.replace(plan, chunks=_output_chunks(plan, writer))
     if settings.shards is not None:
@@ -448,9 +448,9 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
     template = settings.output
     if template is None:
         template = tpl.DEFAULT_WITH_RESULT_TYPE if settings.result_type else tpl.DEFAULT
-        if writer.is_sequence:
+        if writer.capabilities.sequence:
             template += "_{slice_index}"
-    tpl.check(template, src.dims, writer.is_sequence)
+    tpl.check(template, src.dims, writer.capabilities.sequence)
     if not tpl.has_extension(template, writer.extensions):
         template += writer.extensions[0]
     values = tpl.values_for(
@@ -460,7 +460,7 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         roi=plan.roi,
         roi_text=roi_text(plan.roi, [a for a in plan.axes if a in plan.roi]),
     )
-    if writer.is_sequence:
+    if writer.capabilities.sequence:
         count = plan.result.sizes[plan.slice_axis]
         width = len(str(plan.slice_start + count - 1))
         paths = []
@@ -480,7 +480,7 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
 def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
     """The chunk shape of the output, in output axes (blocks are whole multiples of it): about
     the writer's ``chunk_bytes``; sequences: one slice deep."""
-    if writer.is_sequence:     # one slice per file (staging, if needed, is the cost model's choice)
+    if writer.capabilities.sequence:     # one slice per file (staging, if needed, is the cost model's choice)
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
     return plan.default_chunks(writer.chunk_bytes)
 
@@ -584,7 +584,7 @@ def _encode_bytes(plan: ExportPlan, block: tuple[int, ...], unit: tuple[int, ...
     """What the writer holds on top of the block while it writes it (see Writer.write_buffers)."""
     itemsize = plan.dtype.itemsize
     out = math.prod(block[:len(plan.axes)]) * itemsize
-    if plan.writer.is_sequence:
+    if plan.writer.capabilities.sequence:
         pos = plan.axes.index(plan.slice_axis)
         plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
         return plan.writer.write_buffers(out, plane, staged=staged)

@@ -150,7 +150,7 @@ class Position:
         plan = self.plan
         expected = dict(plan.result.sizes)
         index = {a: self.output_index(a) for a in plan.axes if a not in self.plane and a != CHANNEL}
-        if plan.writer.is_sequence:
+        if plan.writer.capabilities.sequence:
             axis = plan.slice_axis
             if axis in self.plane:
                 files = list(plan.paths)

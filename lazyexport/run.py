@@ -343,7 +343,7 @@ def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tupl
     """Write every block of ``plan`` not in ``done`` into ``target`` with ``scheduler`` (a local
     scheduler's name or a distributed.Client), a bounded window of block tasks at a time."""
     # other processes must not write a single-writer target: they encode, this process stores
-    encode_only = target.single_writer and scheduler not in ("threads", "synchronous")
+    encode_only = plan.writer.capabilities.single_writer and scheduler not in ("threads", "synchronous")
     run = uuid.uuid4().hex
     job = BlockJob(plan, target, journal, run, encode_only)
     if scheduler in ("threads", "synchronous"):
@@ -358,7 +358,7 @@ def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tupl
 def export_notes(plan: ExportPlan, resume: bool) -> tuple[str, ...]:
     """The plan's notes, and that ``resume`` does not apply to its format where it does not (such
     an export starts from the beginning): what an export of ``plan`` reports."""
-    if resume and not plan.writer.resumable:
+    if resume and not plan.writer.capabilities.resumable:
         return (*plan.notes, f"{plan.writer.name} outputs cannot resume; exported from the start")
     return plan.notes
 
@@ -379,7 +379,7 @@ def execute(
     same plan continues it (or finishes its interrupted commit); other formats export from the
     start (and clean up as usual). Before it starts, an export removes what killed exports left
     beside the same outputs (see :mod:`lazyexport.storage`)."""
-    resumable = resume and plan.writer.resumable
+    resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
     try:

@@ -63,6 +63,22 @@ def _axis_lengths(value: Any, what: str) -> dict[str, int]:
     return lengths
 
 
+def _check_format_options(settings: ExportSettings, writer: Any, given: tuple[str, ...] = ()) -> None:
+    """Refuse a setting only some formats use (``FORMAT_OPTIONS``) where ``writer``'s format does
+    not use it -- one given a value other than its default, or named in ``given`` (set
+    explicitly, e.g. on the command line) -- never silently ignored."""
+    from .formats import formats, get_writer
+    from .formats.base import FORMAT_OPTIONS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(settings)}
+    for name, what in FORMAT_OPTIONS.items():
+        if name in writer.capabilities.options or (getattr(settings, name) == defaults[name] and name not in given):
+            continue
+        users = [f for f in formats() if name in get_writer(f).capabilities.options]
+        raise SettingsError(f"{name} (--{name.replace('_', '-')}: {what}) does not apply to format {writer.name}, "
+                            f"only to {', '.join(users)}; drop it or choose {'that format' if len(users) == 1 else 'one of those'}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ExportSettings:
     """What to export and how. Every field is optional; the defaults export the whole source
@@ -134,10 +150,10 @@ class ExportSettings:
         set_("format", writer.name)
         if self.compression is not None:
             set_("compression", str(self.compression).lower())
-            if self.compression not in writer.compressions:
+            if self.compression not in writer.capabilities.compressions:
                 raise SettingsError(
                     f"format {writer.name} has no compression {self.compression!r}; "
-                    f"choose one of {', '.join(writer.compressions)}"
+                    f"choose one of {', '.join(writer.capabilities.compressions)}"
                 )
         if self.compression_level is not None:
             if isinstance(self.compression_level, bool) or not isinstance(self.compression_level, int):
@@ -145,7 +161,7 @@ class ExportSettings:
             codec = writer.compression(self.compression)
             default = "" if self.compression else f" (the default of format {writer.name})"
             if codec not in COMPRESSION_LEVELS:
-                leveled = [c for c in writer.compressions if c in COMPRESSION_LEVELS]
+                leveled = [c for c in writer.capabilities.compressions if c in COMPRESSION_LEVELS]
                 raise SettingsError(f"compression {codec!r}{default} has no level; drop the level"
                                     + (f" or choose a compression with one: {', '.join(leveled)}" if leveled else ""))
             lo, hi = COMPRESSION_LEVELS[codec]
@@ -156,9 +172,8 @@ class ExportSettings:
             set_("chunks", _axis_lengths(self.chunks, "chunk"))
         if self.zarr_format not in (2, 3):
             raise SettingsError(f"zarr_format must be 2 or 3, got {self.zarr_format!r}")
+        _check_format_options(self, writer)
         if self.shards is not None:
-            if "shards" not in writer.options:
-                raise SettingsError(f"format {writer.name} has no shards; sharding is a Zarr v3 option (format zarr)")
             if self.zarr_format != 3:
                 raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
             if isinstance(self.shards, str):
@@ -183,6 +198,13 @@ class ExportSettings:
         set_("tiff_flavor", str(self.tiff_flavor).lower())
         if self.tiff_flavor not in TIFF_FLAVORS:
             raise SettingsError(f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}")
+
+    def check_given(self, given: tuple[str, ...]) -> None:
+        """Refuse format options in ``given`` (set explicitly, whatever their value) that this
+        format does not use."""
+        from .formats import get_writer
+
+        _check_format_options(self, get_writer(self.format), given)
 
     def replace(self, **changes: Any) -> ExportSettings:
         return dataclasses.replace(self, **changes)

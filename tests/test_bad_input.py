@@ -97,3 +97,37 @@ def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(volume, tm
     monkeypatch.setattr(base.FileArray, "__getitem__", unreadable)
     with pytest.raises(PermissionError):
         le.export(str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "o.zarr")))
+
+
+# -- options only some formats use: refused where the format does not use them -----------------
+
+OPTION_VALUES = {"zarr_format": 2, "shards": "auto", "levels": 2, "downsample": "mode", "tiff_flavor": "ome",
+                 "pixel_size": {"x": 0.5}, "unit": "nanometer"}
+
+
+@pytest.mark.parametrize("option", sorted(OPTION_VALUES))
+@pytest.mark.parametrize("fmt", le.formats.formats())
+def test_an_option_is_refused_for_a_format_that_does_not_use_it_never_ignored(fmt, option):
+    """Generated from the registry: every format against every format-specific option, as its
+    capabilities declare them."""
+    from lazyexport.formats import get_writer
+    from lazyexport.formats.base import FORMAT_OPTIONS
+
+    assert set(OPTION_VALUES) == set(FORMAT_OPTIONS)
+    if option in get_writer(fmt).capabilities.options:
+        if option == "shards" or (option == "zarr_format" and fmt == "zarr"):
+            return          # (their own rules: see test_shards.py)
+        assert getattr(le.ExportSettings(format=fmt, **{option: OPTION_VALUES[option]}), option) is not None
+        return
+    with pytest.raises(SettingsError, match=rf"^{option} \(--{option.replace('_', '-')}: .*\) does not apply to "
+                                            rf"format {fmt}, only to "):
+        le.ExportSettings(format=fmt, **{option: OPTION_VALUES[option]})
+
+
+@pytest.mark.parametrize("args", [["--format", "hdf5", "--zarr-format", "3"], ["--format", "zarr", "--tiff-flavor", "plain"],
+                                  ["--format", "hdf5", "--levels", "3"], ["--format", "npy", "--pixel-size", "x=0.5"]])
+def test_cli_format_options_given_for_another_format_are_one_line_even_at_their_default(volume, args):
+    run = run_cli("export", str(volume), *args, cwd=volume.parent)
+    assert run.returncode == 2 and run.stderr.count("error:") == 1 and "does not apply to format" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in volume.parent.iterdir()) == ["v.npy"]      # nothing created

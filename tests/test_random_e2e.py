@@ -215,7 +215,7 @@ def _draw_renormalize(rng: np.random.Generator, dtype: str):
 
 def _draw_options(rng: np.random.Generator, fmt: str, axes: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
-    compressions = le.formats.get_writer(fmt).compressions
+    compressions = le.formats.get_writer(fmt).capabilities.compressions
     if rng.random() < 0.4:
         options["compression"] = str(rng.choice(compressions))
     if fmt in ("zarr", "ome-zarr"):

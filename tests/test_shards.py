@@ -103,7 +103,7 @@ def test_auto_shards_follow_the_unsharded_blocks_and_never_refuse(tmp_path, volu
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(format="hdf5", output="x.h5"), "format hdf5 has no shards"),
+    (dict(format="hdf5", output="x.h5"), r"shards \(--shards: Zarr v3 sharding\) does not apply to format hdf5, only to zarr"),
     (dict(zarr_format=2), "Zarr v2 has no sharding"),
     (dict(shards="some"), "'auto' or map axis letters"),
     (dict(shards={"z": 0}), "shard length for axis 'z' must be a positive"),
@@ -148,7 +148,7 @@ def test_cli_shards(tmp_path, volume, capsys):
     assert arr.shards == (16, 128, 128)
     np.testing.assert_array_equal(arr[...], volume.values[..., 0])
     capsys.readouterr()
-    for bad, message in [(["--format", "hdf5", "--shards", "auto"], "has no shards"),
+    for bad, message in [(["--format", "hdf5", "--shards", "auto"], "does not apply to format hdf5"),
                          (["--format", "zarr", "--shards", ""], "at least one axis"),
                          (["--format", "zarr", "--shards", "zy=4"], "one letter each"),
                          (["--format", "zarr", "--shards", "z=4,z=8"], "gives axis 'z' twice")]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,57 @@ from ..storage import commit_renames, remove
 from .spec import OutputSpec
 
 
+#: Settings that only some formats use (ExportSettings field -> what it is), each refused where
+#: the format's :class:`Capabilities` do not list it.
+FORMAT_OPTIONS = {
+    "zarr_format": "the Zarr version",
+    "shards": "Zarr v3 sharding",
+    "levels": "pyramid levels",
+    "downsample": "how pyramid levels are made",
+    "tiff_flavor": "multipage TIFF metadata",
+    "pixel_size": "the physical pixel size",
+    "unit": "the pixel size's unit",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a format supports, declared once per writer; settings are checked against it before
+    anything is opened, and the contract tests check it against what the writer does.
+
+    - ``sequence``: one file per slice along an axis (the template needs ``{slice_index}``).
+    - ``resumable``: ``open`` keeps what its run's temporaries hold, so ``--resume`` continues.
+    - ``single_writer``: only one process may write the output (HDF5): other processes encode,
+      the exporting process stores (:meth:`Target.encode` / :meth:`Target.store`).
+    - ``compressions``: the codecs it writes, the first the default.
+    - ``options``: the :data:`FORMAT_OPTIONS` it reads.
+    """
+
+    sequence: bool = False
+    resumable: bool = False
+    single_writer: bool = False
+    compressions: tuple[str, ...] = ("none",)
+    options: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.options) - set(FORMAT_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown format options {sorted(unknown)}; known: {sorted(FORMAT_OPTIONS)}")
+        object.__setattr__(self, "options", frozenset(self.options))
+
+    @property
+    def levels(self) -> bool:
+        return "levels" in self.options
+
+    @property
+    def shards(self) -> bool:
+        return "shards" in self.options
+
+    @property
+    def flavors(self) -> bool:
+        return "tiff_flavor" in self.options
+
+
 class Target:
     """An output being written. Picklable: ``write`` may run on other threads or processes.
 
@@ -28,11 +80,6 @@ class Target:
     path) so that :meth:`abort` and :meth:`commit` treat them alike; ``token`` is the export
     run's (see :mod:`lazyexport.storage`).
     """
-
-    #: Only one process may write the output (HDF5). Process-based schedulers then run
-    #: :meth:`encode` (the CPU-heavy part) on the workers and hand what it returns to
-    #: :meth:`store` in the process that runs the export; ``write`` is ``store(encode(...))``.
-    single_writer: ClassVar[bool] = False
 
     def __init__(self, temps: dict[Path, Path], token: str):
         self.temps = temps
@@ -44,7 +91,9 @@ class Target:
         raise NotImplementedError
 
     def encode(self, block: np.ndarray, location: tuple[slice, ...]) -> Any:
-        """Single-writer targets: prepare ``block`` for :meth:`store` without touching the output."""
+        """Single-writer formats (``Capabilities.single_writer``): process-based schedulers run
+        this (the CPU-heavy part) on the workers and hand what it returns to :meth:`store` in the
+        process that runs the export; ``write`` is ``store(encode(...))``. Prepare ``block`` for :meth:`store` without touching the output."""
         raise NotImplementedError
 
     def store(self, encoded: Any) -> int:
@@ -83,12 +132,9 @@ class Writer:
 
     name: ClassVar[str]
     extensions: ClassVar[tuple[str, ...]]   # the first is appended to templates without one
-    is_sequence: ClassVar[bool] = False
-    resumable: ClassVar[bool] = False                     # open() keeps what its token's temporaries hold
-    compressions: ClassVar[tuple[str, ...]] = ("none",)   # the first is the default
+    capabilities: ClassVar[Capabilities] = Capabilities()
     chunk_bytes: ClassVar[int] = 4 * 2**20                # the planner sizes output chunks to about this
     description: ClassVar[str] = ""
-    options: ClassVar[tuple[str, ...]] = ()               # the settings it reads beyond the common ones
 
     def axis_order(self, axes: tuple[str, ...], sizes: dict[str, int], explicit: str | None) -> str | None:
         """The axis order the format must store, if it has one (None: any order).
@@ -100,7 +146,7 @@ class Writer:
 
     def compression(self, requested: str | None) -> str:
         """The codec of an export that asks for ``requested`` (None: the format's default)."""
-        return requested or self.compressions[0]
+        return requested or self.capabilities.compressions[0]
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         """Refuse, at planning time, an output this format cannot write (raise

@@ -18,7 +18,7 @@ from ..axes import vigra_axistags
 from ..errors import FormatError
 from ..storage import remove, temp_path
 from ..units import SPATIAL_AXES, to_micrometers
-from .base import Target, Writer
+from .base import Capabilities, Target, Writer
 from .registry import register
 from .spec import OutputSpec
 
@@ -110,10 +110,10 @@ def _parents(dataset: str) -> list[str]:
 class HDF5Writer(Writer):
     name = "hdf5"
     extensions = (".h5", ".hdf5", ".hdf")
-    compressions = ("gzip", "lzf", "zstd", "blosc", "none")
+    capabilities = Capabilities(single_writer=True, compressions=("gzip", "lzf", "zstd", "blosc", "none"),
+                                options=frozenset({"pixel_size", "unit"}))
     chunk_bytes = 2**20
     description = "one chunked HDF5 dataset with ilastik axistags"
-    options = ("pixel_size", "unit")
 
     def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
         # every chunk of the block encoded before the one writer stores them, and a chunk copy
@@ -189,7 +189,6 @@ class HDF5Target(Target):
     under process-based schedulers (a dask cluster) the workers only :meth:`encode`, and the
     process running the export writes the compressed chunks into the file (:meth:`store`)."""
 
-    single_writer = True
 
     def __init__(self, temps: dict[Path, Path], token: str, dataset: str, merge: bool, compression: str,
                  level: int, chunks: tuple[int, ...]):

@@ -20,7 +20,7 @@ from ..n5codec import ATTRIBUTES, DTYPES, chunk_file, encode_block, read_attribu
 from ..storage import remove
 from ..units import SPATIAL_AXES, unit_symbol
 from . import container
-from .base import Target
+from .base import Capabilities, Target
 from .registry import register
 from .spec import OutputSpec
 
@@ -37,10 +37,9 @@ def _write_attributes(node: Path, attrs: dict) -> None:
 class N5Writer(container.ContainerWriter):
     name = "n5"
     extensions = (".n5",)
-    compressions = ("gzip", "raw")
+    capabilities = Capabilities(compressions=("gzip", "raw"), options=frozenset({"pixel_size", "unit"}))
     chunk_bytes = 2**20
     description = "an N5 dataset (Fiji N5 / BigDataViewer), gzip or raw blocks"
-    options = ("pixel_size", "unit")
     layout = container.N5
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from ..errors import FormatError
 from ..storage import remove
 from ..transforms import convert_block
 from . import container
-from .base import Target, release_memory
+from .base import Capabilities, Target, release_memory
 from .registry import register
 from .spec import OutputSpec, Shape
 from .zarr import ZarrTarget, ZarrWriter, compressors
@@ -145,8 +145,9 @@ class OmeZarrWriter(ZarrWriter):
     name = "ome-zarr"
     extensions = (".ome.zarr", ".zarr")
     description = "an OME-NGFF image (0.5 on Zarr v3, 0.4 on v2) with a multiscale pyramid"
-    resumable = False       # the pyramid is built at the end, from level 0 as one run wrote it
-    options = ("zarr_format", "levels", "downsample", "pixel_size", "unit")
+    # not resumable: the pyramid is built at the end, from level 0 as one run wrote it
+    capabilities = Capabilities(compressions=ZarrWriter.capabilities.compressions,
+                                options=frozenset({"zarr_format", "levels", "downsample", "pixel_size", "unit"}))
 
     def axis_order(self, axes, sizes, explicit):
         other = [f"{a!r} (length {sizes[a]})" for a in axes if a not in NGFF_ORDER and sizes[a] != 1]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
+from .base import Capabilities
 from .registry import register
 from .sequence import SequenceTarget, SequenceWriter
 from .spec import OutputSpec
@@ -43,7 +44,7 @@ class PngSequenceTarget(SequenceTarget):
 class PngSequenceWriter(SequenceWriter):
     name = "png-sequence"
     extensions = (".png",)
-    compressions = ("deflate",)
+    capabilities = Capabilities(sequence=True, resumable=True, compressions=("deflate",))
     description = "one PNG per slice (8-bit gray/RGB(A), 16-bit gray)"
     target_class = PngSequenceTarget
 

@@ -31,7 +31,7 @@ import numpy as np
 import tifffile
 
 from ..storage import temp_path
-from .base import Target, Writer, pread_exact, release_memory, write_region
+from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
 from .spec import OutputSpec
 
@@ -42,8 +42,7 @@ def stage_path(spec: OutputSpec, token: str) -> Path:
 
 
 class SequenceWriter(Writer):
-    is_sequence = True
-    resumable = True
+    capabilities = Capabilities(sequence=True, resumable=True)
 
     def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
         # a plane made contiguous and encoded; staged: the block reordered for the staging file too
@@ -198,6 +197,6 @@ class TiffSequenceTarget(SequenceTarget):
 class TiffSequenceWriter(SequenceWriter):
     name = "tiff-sequence"
     extensions = (".tif", ".tiff")
-    compressions = ("none", "zlib", "lzma")
+    capabilities = Capabilities(sequence=True, resumable=True, compressions=("none", "zlib", "lzma"))
     description = "one TIFF per slice along the outermost non-channel axis"
     target_class = TiffSequenceTarget

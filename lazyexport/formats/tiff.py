@@ -46,7 +46,7 @@ import tifffile
 from ..errors import FormatError
 from ..storage import remove, temp_path
 from ..units import imagej_unit, to_micrometers, unit_symbol
-from .base import Target, Writer, pread_exact, release_memory, write_region
+from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
 from .spec import OutputSpec
 
@@ -90,13 +90,13 @@ def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
 class TiffWriter(Writer):
     name = "tiff"
     extensions = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
-    compressions = ("none", "zlib", "lzma")
+    capabilities = Capabilities(compressions=("none", "zlib", "lzma"),
+                                options=frozenset({"tiff_flavor", "pixel_size", "unit"}))
     # the usual chunks, which follow the source's: the raw file takes any block shape, and a
     # block shaped like the page (whole rows or planes) would read source chunks that
     # neighbouring blocks need too, which dask then holds in memory between them
     chunk_bytes = 4 * 2**20
     description = "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
-    options = ("tiff_flavor", "pixel_size", "unit")
 
     def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
         # the block reordered into the raw file's axis order

@@ -18,7 +18,7 @@ from ..chunkio import ChunkFiles
 from ..errors import FormatError
 from ..storage import remove
 from . import container
-from .base import Target
+from .base import Capabilities, Target
 from .registry import register
 from .spec import OutputSpec
 
@@ -46,11 +46,10 @@ def compressors(name: str, level: int | None, zarr_format: int):
 class ZarrWriter(container.ContainerWriter):
     name = "zarr"
     extensions = (".zarr",)
-    compressions = ("zstd", "blosc", "gzip", "none")
+    capabilities = Capabilities(resumable=True, compressions=("zstd", "blosc", "gzip", "none"),
+                                options=frozenset({"zarr_format", "shards"}))
     chunk_bytes = 4 * 2**20
     description = "a Zarr v3 (or v2) array with dimension names"
-    resumable = True
-    options = ("zarr_format", "shards")
 
     layout = container.ZARR
 
