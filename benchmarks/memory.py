@@ -402,7 +402,11 @@ def memory_part(args) -> None:
                 if cluster:
                     problems.append(f"{name} {fmt}: worker peaks {[round(w / MiB) for w in r['worker_peaks']]} MiB, "
                                     f"share + 256MiB = {(r['share'] + SLACK) / MiB:.0f} MiB, paused: {r['paused']}")
-                if not within:
+                if not within and cluster:
+                    problems.append(f"{name} {fmt}: a worker's peak {peak / MiB:.0f} MiB is over its share + 256MiB "
+                                    f"= {(r['share'] + SLACK) / MiB:.0f} MiB (or a worker paused); projected "
+                                    f"{r['projected_peak'] / MiB:.0f} MiB on one worker")
+                elif not within:
                     problems.append(f"{name} {fmt}: peak {peak / MiB:.0f} MiB (process {process / MiB:.0f} MiB) "
                                     f"exceeds budget+256MiB = {(limit + SLACK) / MiB:.0f} MiB; projected "
                                     f"{r['projected_peak'] / MiB:.0f} MiB")

@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from .cost import scratch_bytes
+from .errors import ExportError, SourceError
 from .plan import read_model, read_through, steps
 
 Index = tuple[int, ...]
@@ -101,6 +102,7 @@ class BlockSource:
         self.reader = read_through(src)
         self.data = src.data if self.reader is None else None     # a dask graph, computed per piece
         self.dims = tuple(str(d) for d in src.dims)
+        self.name = str(src.attrs.get("source", "the source"))
         self.dtype = src.dtype
         self.start = {str(d): plan.roi[d][0] for d in src.dims}
         self.axes = plan.axes
@@ -164,7 +166,16 @@ class BlockSource:
         if self.reader is None:
             data = _compute(self.data[key])
         else:
-            data = np.asarray(self.reader[key])
+            try:
+                data = np.asarray(self.reader[key])
+            except ExportError:
+                raise
+            except (OSError, RuntimeError, ValueError) as exc:      # (tifffile.TiffFileError is a ValueError)
+                # the file reader (zarr, h5py, tifffile) cannot read this region of the file
+                where = ", ".join(f"{d}={k.start}:{k.stop}" for d, k in zip(self.dims, key))
+                said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                why = "" if isinstance(exc, OSError) else "; the source is corrupt or was written incompletely"
+                raise SourceError(f"cannot read {self.name} at {where}: {type(exc).__name__}: {said}{why}") from None
         if data.dtype != self.dtype or data.dtype.type is not self.dtype.type:
             data = data.view(self.dtype)
         return data

@@ -25,6 +25,8 @@ import google_crc32c
 import numcodecs
 import numpy as np
 
+from .errors import SourceError
+
 _BLOSC_SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
                   "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
 _V2_COMPRESSORS = (numcodecs.Zstd, numcodecs.Blosc, numcodecs.GZip, numcodecs.Zlib)
@@ -129,7 +131,11 @@ class ChunkFiles:
             return out
         if out is None:
             out = np.empty(self.chunks, dtype=self.dtype)
-        return self._decode(raw, out)
+        try:
+            return self._decode(raw, out)
+        except (RuntimeError, ValueError, TypeError) as exc:       # numcodecs' codecs say so in these
+            raise SourceError(f"chunk file {self._path(index)} cannot be decoded ({exc}); the source is "
+                              f"corrupt or was written incompletely") from None
 
     def _decode(self, raw: bytes, out: np.ndarray) -> np.ndarray:
         """One encoded chunk into ``out`` (chunk-shaped, C-contiguous)."""

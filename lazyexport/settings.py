@@ -172,7 +172,6 @@ class ExportSettings:
             set_("chunks", _axis_lengths(self.chunks, "chunk"))
         if self.zarr_format not in (2, 3):
             raise SettingsError(f"zarr_format must be 2 or 3, got {self.zarr_format!r}")
-        _check_format_options(self, writer)
         if self.shards is not None:
             if self.zarr_format != 3:
                 raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
@@ -198,6 +197,7 @@ class ExportSettings:
         set_("tiff_flavor", str(self.tiff_flavor).lower())
         if self.tiff_flavor not in TIFF_FLAVORS:
             raise SettingsError(f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}")
+        _check_format_options(self, writer)       # (after each value is checked: a wrong value says so first)
 
     def check_given(self, given: tuple[str, ...]) -> None:
         """Refuse format options in ``given`` (set explicitly, whatever their value) that this

@@ -95,8 +95,11 @@ def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(volume, tm
         raise PermissionError(errno.EACCES, "Permission denied", str(volume))
 
     monkeypatch.setattr(base.FileArray, "__getitem__", unreadable)
-    with pytest.raises(PermissionError):
+    with pytest.raises(le.errors.SourceError, match=r"cannot read .*v\.npy at z=0:4, y=0:32, x=0:32: PermissionError: "
+                                                     r".*Permission denied") as info:
         le.export(str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "o.zarr")))
+    assert "output" not in str(info.value) and "corrupt" not in str(info.value)
+    assert not (tmp_path / "o.zarr").exists()
 
 
 # -- options only some formats use: refused where the format does not use them -----------------

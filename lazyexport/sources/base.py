@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ..axes import guess_axes, parse_axes
+from ..errors import SourceError
 
 # Bytes per dask chunk that openers aim for when growing a file's native chunks.
 CHUNK_TARGET_BYTES = 64 * 2**20
@@ -210,6 +211,10 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     directory for in-memory data).
     """
     dtype = canonical_dtype(data.dtype)
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise SourceError(f"{path or 'the array'} holds {dtype} values, which lazyexport cannot export (only bool, "
+                          f"integer and floating-point images up to 64 bits); convert it first, e.g. to its "
+                          f"absolute value or real part")
     if data.dtype.type is not dtype.type:
         data = data.map_blocks(_view, dtype.str, dtype=dtype)
     if path is not None:

@@ -5,8 +5,11 @@ read when the sequence is opened: one of another shape or dtype than the first i
 
 from __future__ import annotations
 
+import contextlib
 import glob as globmod
 import json
+import logging
+import os
 from xml.etree import ElementTree
 from pathlib import Path
 
@@ -73,11 +76,47 @@ def tiff_axes(codes: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+@contextlib.contextmanager
+def _parsed(path: str | Path):
+    """``tifffile.TiffFile(path)``, refused as truncated or corrupt where tifffile skipped part
+    of it (it logs a warning, e.g. a page offset past the end of the file, instead of raising)
+    or where the first series' pixel data reach past the end of the file."""
+    skipped: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            skipped.append(record.getMessage())
+
+    logger, keep = logging.getLogger("tifffile"), Keep(logging.WARNING)
+    logger.addHandler(keep)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            end = _data_end(series)
+            size = os.path.getsize(path)
+            if skipped or end > size:
+                reason = skipped[0].split("> ", 1)[-1] if skipped else f"its pixel data end at byte {end}"
+                raise SourceError(f"{path} is a truncated or corrupt TIFF ({reason}; the file has {size} bytes)")
+            yield tif
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate
+
+
+def _data_end(series) -> int:
+    """Where the pixel data of a tifffile series end in the file."""
+    if series.dataoffset is not None:
+        return int(series.dataoffset + series.nbytes)
+    return max((int(o) + int(c) for page in series.pages if page is not None
+                for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+
+
 def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
     if internal:
         raise SourceError(f"{path} is a TIFF file; it has no internal path {internal!r}")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _parsed(path) as tif:
             series = tif.series[0]
             shape, dtype, codes = series.shape, series.dtype, series.axes
             page = series.keyframe
@@ -153,7 +192,7 @@ def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
                 first = np.asarray(img)
                 shape, dtype = first.shape, first.dtype
         return shape, canonical_dtype(dtype), "YXS"[: len(shape)]
-    with tifffile.TiffFile(file) as tif:
+    with _parsed(file) as tif:
         series = tif.series[0]
         return series.shape, canonical_dtype(series.dtype), series.axes
 
