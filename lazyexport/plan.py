@@ -580,15 +580,16 @@ def _cost_axes(plan: ExportPlan, unit: tuple[int, ...], aligned: tuple[bool, ...
     return axes
 
 
-def _encode_bytes(plan: ExportPlan, block: tuple[int, ...], unit: tuple[int, ...], staged: bool = False) -> int:
+def _encode_bytes(plan: ExportPlan, spec: OutputSpec, block: tuple[int, ...], unit: tuple[int, ...],
+                  staged: bool = False) -> int:
     """What the writer holds on top of the block while it writes it (see Writer.write_buffers)."""
     itemsize = plan.dtype.itemsize
     out = math.prod(block[:len(plan.axes)]) * itemsize
     if plan.writer.capabilities.sequence:
         pos = plan.axes.index(plan.slice_axis)
         plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
-        return plan.writer.write_buffers(out, plane, staged=staged)
-    return plan.writer.write_buffers(out, math.prod(unit) * itemsize)
+        return plan.writer.write_buffers(out, plane, staged=staged, spec=spec)
+    return plan.writer.write_buffers(out, math.prod(unit) * itemsize, spec=spec)
 
 
 def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
@@ -602,10 +603,11 @@ def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
     compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0
 
     hosts = plan.cluster.count if plan.cluster is not None else 1
+    spec = output_spec(plan)
 
     def choose(budget: int, host_budget: int | None = None) -> cost.Costs:
         return cost.choose(axes, source, plan.dtype.itemsize, compute_itemsize=compute,
-                           encode=lambda block: _encode_bytes(plan, block, unit, staged), budget=budget,
+                           encode=lambda block: _encode_bytes(plan, spec, block, unit, staged), budget=budget,
                            baseline=baseline, threads=plan.workers, max_block_bytes=MAX_BLOCK_BYTES,
                            time_extra=time_extra, hosts=hosts, host_budget=host_budget)
 

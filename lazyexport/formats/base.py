@@ -177,10 +177,12 @@ class Writer:
                 remove(path)
         return [str(p) for p in found]
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
+                      spec: OutputSpec | None = None) -> int:
         """Bytes this format holds on top of a block while it writes it, for the planner's cost
         model: by default a chunk (or shard) made contiguous and its encoded bytes. ``unit_bytes``
-        is one output chunk or shard (sequences: one plane); ``staged``: a staged sequence."""
+        is one output chunk or shard (sequences: one plane); ``staged``: a staged sequence;
+        ``spec``: the output as planned so far (None: assume the most)."""
         return 2 * unit_bytes
 
 

@@ -115,7 +115,8 @@ class HDF5Writer(Writer):
     chunk_bytes = 2**20
     description = "one chunked HDF5 dataset with ilastik axistags"
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
+                      spec: OutputSpec | None = None) -> int:
         # every chunk of the block encoded before the one writer stores them, and a chunk copy
         return block_bytes + 2 * unit_bytes
 

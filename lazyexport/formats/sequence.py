@@ -44,7 +44,8 @@ def stage_path(spec: OutputSpec, token: str) -> Path:
 class SequenceWriter(Writer):
     capabilities = Capabilities(sequence=True, resumable=True)
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
+                      spec: OutputSpec | None = None) -> int:
         # a plane made contiguous and encoded; staged: the block reordered for the staging file too
         return 2 * unit_bytes + (block_bytes if staged else 0)
 

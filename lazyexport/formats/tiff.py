@@ -98,9 +98,10 @@ class TiffWriter(Writer):
     chunk_bytes = 4 * 2**20
     description = "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False) -> int:
-        # the block reordered into the raw file's axis order
-        return block_bytes
+    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
+                      spec: OutputSpec | None = None) -> int:
+        # the block reordered into the raw file's axis order (none where the orders agree)
+        return 0 if spec is not None and tuple(self.file_axes(spec)) == tuple(spec.axes) else block_bytes
 
     def file_axes(self, spec: OutputSpec) -> tuple[str, ...]:
         """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
