@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-memory bench-scale clean random
+.PHONY: demo test bench bench-memory bench-scale clean random crashtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,9 @@ RANDOM_CASES ?= 1000
 RANDOM_SEED ?= 13
 random: $(STAMP)
 	LAZYEXPORT_RANDOM_CASES=$(RANDOM_CASES) LAZYEXPORT_RANDOM_SEED=$(RANDOM_SEED) $(PY) -m pytest -q tests/test_random_e2e.py
+
+# The SIGKILL campaign: real exports of every format killed at random moments, each followed by
+# the next --resume run (make test runs one kill per format); CRASH_KILLS per format.
+CRASH_KILLS ?= 10
+crashtest: $(STAMP)
+	$(PY) tests/crashtest.py --kills $(CRASH_KILLS)
