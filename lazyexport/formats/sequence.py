@@ -36,6 +36,12 @@ from .registry import register
 from .spec import OutputSpec
 
 
+def plane_axes(axes: tuple[str, ...], slice_axis: str) -> tuple[str, ...]:
+    """Axes of one written plane: channel first (if any), then the plane's spatial axes."""
+    rest = [a for a in axes if a != slice_axis]
+    return tuple(a for a in rest if a == "c") + tuple(a for a in rest if a != "c")
+
+
 def stage_path(spec: OutputSpec, token: str) -> Path:
     """The staging file of a staged sequence export (beside the first slice)."""
     return temp_path(spec.paths[0], token, "stage")
@@ -46,8 +52,11 @@ class SequenceWriter(Writer):
 
     def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
                       spec: OutputSpec | None = None) -> int:
-        # a plane made contiguous and encoded; staged: the block reordered for the staging file too
-        return 2 * unit_bytes + (block_bytes if staged else 0)
+        # a plane made contiguous and encoded; staged: the block reordered for the staging file
+        # too (slice axis first, then the plane's axes), unless it is in that order already
+        reordered = spec is None or spec.slice_axis is None or \
+            (spec.slice_axis, *plane_axes(spec.axes, spec.slice_axis)) != tuple(spec.axes)
+        return 2 * unit_bytes + (block_bytes if staged and reordered else 0)
 
     def open(self, spec: OutputSpec, token: str) -> Target:
         # one token for all slices, so they are recognisably one export
@@ -108,9 +117,8 @@ class SequenceTarget(Target):
             self._init_counts()
 
     def plane_axes(self) -> tuple[str, ...]:
-        """Axes of one written plane: channel first (if any), then the plane's spatial axes."""
-        rest = [a for a in self.axes if a != self.axes[self.slice_pos]]
-        return tuple(a for a in rest if a == "c") + tuple(a for a in rest if a != "c")
+        """Axes of one written plane: :func:`plane_axes`."""
+        return plane_axes(tuple(self.axes), self.axes[self.slice_pos])
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         if self.stage is not None:
