@@ -23,7 +23,8 @@ from .batch import Batch, Dataset, reason
 from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
-from .interrupt import Terminated, exit_status, raise_terminated
+from . import interrupt
+from .interrupt import Terminated, exit_status, raise_interrupt
 from .plan import build_plan
 from .preview import preview_plan, render_png
 from .roi import parse_roi_text
@@ -470,13 +471,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
-    previous = signal.signal(signal.SIGTERM, raise_terminated) if in_main_thread else None
+    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
     try:
-        return args.func(args)
+        status = args.func(args)
+        interrupt.check()       # a signal whose KeyboardInterrupt Python lost (see lazyexport.interrupt)
+        return status
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
+        interrupt.taken()
         terminated = isinstance(exc, Terminated)
         kept = "kept for --resume (zarr, tiff-sequence)" if getattr(args, "resume", False) else "removed"
         print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output {kept}", file=sys.stderr)
@@ -488,8 +492,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from .interrupt import Terminated, exit_status, raise_terminated
+from .interrupt import Terminated, check, exit_status, raise_interrupt
 
 
 def _handle(signum: int, handler) -> None:
@@ -22,14 +22,17 @@ def _handle(signum: int, handler) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Install the SIGTERM handler (Ctrl-C raises KeyboardInterrupt already), then import and run
-    the command. An interruption outside the command's own handling (while the command is
-    imported) ends the process with the same status as inside it."""
-    _handle(signal.SIGTERM, raise_terminated)
+    """Install the SIGINT and SIGTERM handlers, then import and run the command. An interruption
+    outside the command's own handling (while the command is imported) ends the process with the
+    same status as inside it."""
+    _handle(signal.SIGTERM, raise_interrupt)
+    _handle(signal.SIGINT, raise_interrupt)
     try:
         from .cli import main as command
 
-        return command(argv)
+        status = command(argv)
+        check()         # a signal lost after the command's own handling
+        return status
     except KeyboardInterrupt as exc:   # outside the command's own handling: mostly while importing it
         for signum in (signal.SIGINT, signal.SIGTERM):   # exiting now: a second signal changes nothing
             _handle(signum, signal.SIG_IGN)

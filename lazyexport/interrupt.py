@@ -1,21 +1,49 @@
-"""Interruptions of the command: SIGTERM raised like Ctrl-C, and the exit status of each.
+"""Interruptions of the command: SIGINT and SIGTERM raised as KeyboardInterrupt, and the exit
+status of each.
 
-Standard library only, so that :mod:`lazyexport.entry` can install :func:`raise_terminated`
+Standard library only, so that :mod:`lazyexport.entry` can install :func:`raise_interrupt`
 before the command (numpy, dask, ...) is imported; :mod:`lazyexport.cli` installs it again and
 ends an interrupted command with :func:`exit_status`.
+
+Python ignores an exception raised while it runs a weakref callback or a ``__del__`` ("Exception
+ignored in ..."), so a signal that arrives just then would be lost and the command would carry
+on. The handler therefore also records the signal until the command has caught it
+(:func:`taken`); :func:`check`, called where the command can stop (between block tasks, and when
+it ends), raises it again if it was lost.
 """
 
 from __future__ import annotations
 
 import signal
 
+_pending: list[int] = []      # signals raised as KeyboardInterrupt that the command has not caught yet
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that an export cancels the same way."""
 
 
-def raise_terminated(signum, frame):
-    raise Terminated()
+def _raise(signum: int) -> None:
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def raise_interrupt(signum, frame):
+    """The handler of SIGINT and SIGTERM: record the signal, raise it (:class:`Terminated` for SIGTERM)."""
+    _pending.append(signum)
+    _raise(signum)
+
+
+def taken() -> None:
+    """The command caught the interruption: nothing is pending."""
+    _pending.clear()
+
+
+def check() -> None:
+    """Raise an interruption whose KeyboardInterrupt was lost (see the module's docstring)."""
+    if _pending:
+        signum = _pending[-1]
+        _pending.clear()
+        _raise(signum)
 
 
 def exit_status(exc: KeyboardInterrupt) -> int:

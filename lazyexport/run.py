@@ -30,7 +30,7 @@ import zarr
 from dask.utils import format_bytes
 
 from .errors import ExportCancelled, OutputBusyError, OutputExistsError, OutputLocationError, SchedulerError
-from . import cost
+from . import cost, interrupt
 from .blocks import BlockGrid, BlockSource
 from .executors import Distributed, Executor, Inline, Processes, Threads
 from .plan import ZARR_CONCURRENCY, ExportPlan, Workers, build_plan, parse_memory_limit
@@ -181,6 +181,7 @@ class _Tracker:
         self.start = time.perf_counter()
 
     def check(self) -> None:
+        interrupt.check()       # a Ctrl-C or SIGTERM of the command that Python lost
         if self.cancel is not None and self.cancel.is_set():
             raise ExportCancelled("export cancelled")
 

@@ -242,3 +242,33 @@ def test_item25_axis_order_unknown_axis_on_the_command_line(tmp_path):
     assert proc.returncode == 2
     (line,) = proc.stderr.splitlines()
     assert "unknown axis 'q'" in line, line
+
+
+def test_item23_a_signal_python_ignored_still_ends_the_command_as_interrupted(tmp_path, capsys, monkeypatch):
+    """Python ignores a KeyboardInterrupt raised while it runs a ``__del__`` or weakref callback
+    ("Exception ignored in ..."); a Ctrl-C landing there once let an export run on and exit 0.
+    The handler records the signal, and the command stops at its next check with status 130."""
+    from lazyexport import cli, interrupt, run
+
+    volume = tmp_path / "v.npy"
+    np.save(volume, np.arange(8 * 64 * 64, dtype="uint16").reshape(8, 64, 64))
+
+    class Dropped:
+        def __del__(self):
+            interrupt.raise_interrupt(signal.SIGINT, None)      # as the handler does when Ctrl-C lands here
+
+    original = run._Tracker.check
+    calls = []
+
+    def check(self):
+        if not calls:
+            Dropped()                                           # the KeyboardInterrupt is ignored...
+        calls.append(1)
+        original(self)                                          # ...but the next check raises it
+
+    monkeypatch.setattr(run._Tracker, "check", check)
+    status = cli.main(["export", str(volume), "--format", "zarr", "--output", str(tmp_path / "o"), "--quiet"])
+    assert status == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert not (tmp_path / "o.zarr").exists() and calls
+    interrupt.check()                                           # nothing left pending
