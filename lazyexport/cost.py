@@ -79,12 +79,23 @@ class Axis:
     bounds: tuple[int, ...] | None = None
     aligned: bool = False
 
-    @functools.cached_property      # asked for in every candidate's cost
+    # (cached: the properties below are asked for in every candidate's cost)
+    @functools.cached_property
+    def edges(self) -> np.ndarray | None:
+        """``bounds`` as an array (None where any region is read as it is)."""
+        return None if self.bounds is None else np.asarray(self.bounds, dtype=np.int64)
+
+    @functools.cached_property
+    def needed(self) -> int:
+        """The source extent of the read units the cutout touches along this axis."""
+        return int(_touched(self, np.array([0, self.length]))[1][0])
+
+    @functools.cached_property
     def read_unit(self) -> int:
         """The longest read unit along this axis (1 where any region is read as it is)."""
-        if self.bounds is None:
+        if self.edges is None or len(self.edges) < 2:
             return 1
-        return int(max(np.diff(self.bounds))) if len(self.bounds) > 1 else 1
+        return int(np.diff(self.edges).max())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,9 +156,9 @@ def _touched(axis: Axis, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     """Per block along ``axis``: its length, the source extent of the read units it touches,
     and whether it covers them exactly (no partial read unit)."""
     lo, hi = edges[:-1] + axis.start, edges[1:] + axis.start
-    if axis.bounds is None:
+    bounds = axis.edges
+    if bounds is None:
         return hi - lo, hi - lo, np.ones(len(lo), bool)
-    bounds = np.asarray(axis.bounds, dtype=np.int64)
     first = np.searchsorted(bounds, lo, side="right") - 1
     last = np.searchsorted(bounds, hi - 1, side="right") - 1
     extent = bounds[last + 1] - bounds[first]
@@ -158,9 +169,9 @@ def _touched(axis: Axis, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 def _phase(axis: Axis, block: int) -> int:
     """The first block's length where the grid may follow the source's read units: up to the
     first read-unit boundary after the cutout's start (0: the grid starts at 0)."""
-    if not axis.aligned or axis.bounds is None:
+    bounds = axis.edges
+    if not axis.aligned or bounds is None:
         return 0
-    bounds = np.asarray(axis.bounds, dtype=np.int64)
     if axis.start in bounds:            # the cutout starts on a read-unit edge: blocks from 0 follow them
         return 0
     after = bounds[bounds > axis.start]
@@ -204,7 +215,7 @@ def evaluate(
         counts.append(len(length))
         seams.append(_splits_units(axis, edges))
         decoded *= int(extent.sum())
-        wholes.append(int(_touched(axis, np.array([0, axis.length]))[1][0]))   # the read units the cutout touches
+        wholes.append(axis.needed)
         share = 1.0 if b < axis.read_unit else SHARED_READ_COST
         factors.append(1.0 + (extent.sum() / wholes[-1] - 1.0) * share)
     needed = math.prod(wholes)
@@ -266,9 +277,9 @@ def evaluate(
 
 def _splits_units(axis: Axis, edges: np.ndarray) -> bool:
     """Whether a block edge inside the cutout falls inside a read unit along ``axis``."""
-    if axis.bounds is None or len(edges) < 3:
+    if axis.edges is None or len(edges) < 3:
         return False
-    return not np.isin(edges[1:-1] + axis.start, np.asarray(axis.bounds)).all()
+    return not np.isin(edges[1:-1] + axis.start, axis.edges).all()
 
 
 def _kept(axes: Sequence[Axis], extents: Sequence[int], wholes: Sequence[int], seams: Sequence[bool]) -> int:

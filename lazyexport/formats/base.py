@@ -60,18 +60,6 @@ class Capabilities:
             raise ValueError(f"unknown format options {sorted(unknown)}; known: {sorted(FORMAT_OPTIONS)}")
         object.__setattr__(self, "options", frozenset(self.options))
 
-    @property
-    def levels(self) -> bool:
-        return "levels" in self.options
-
-    @property
-    def shards(self) -> bool:
-        return "shards" in self.options
-
-    @property
-    def flavors(self) -> bool:
-        return "tiff_flavor" in self.options
-
 
 class Target:
     """An output being written. Picklable: ``write`` may run on other threads or processes.
