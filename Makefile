@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-memory bench-scale clean random crashtest
+.PHONY: demo test lint bench bench-memory bench-scale clean random crashtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lazyexport demo
 
-test: $(STAMP)
+# Static checks (part of make test): ruff lint and format (line length 100), mypy on lazyexport/.
+LINTED := lazyexport tests benchmarks
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest -q
 
 clean:

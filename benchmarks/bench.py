@@ -17,7 +17,8 @@ Runs alternate (plain, lazyexport, plain, ...) so machine noise hits both alike;
 its own process, so its peak RSS is its own. Prints medians and the speed ratio (plain
 seconds / lazyexport seconds: > 1 means lazyexport is faster).
 
-    python benchmarks/bench.py [--gib 2] [--src-chunks 16,256,256,2] [--cut z|mid] [--repeats 3] [--scaling]
+    python benchmarks/bench.py [--gib 2] [--src-chunks 16,256,256,2] [--cut z|mid] [--repeats 3]
+        [--scaling]
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ OUT = Path(__file__).resolve().parent.parent / "bench-out"
 # cutouts (axis -> (start, stop)): "z" starts inside a chunk along z only (chunks are 16 or 64
 # deep); "mid" starts and stops inside a chunk along z, y and x (100 and size - 100 are not
 # multiples of 256, checked against the source's chunks in main)
-CUTS = {"z": {"z": (4, -4)},
-        "mid": {"z": (4, -4), "y": (100, -100), "x": (100, -100)}}
+CUTS = {"z": {"z": (4, -4)}, "mid": {"z": (4, -4), "y": (100, -100), "x": (100, -100)}}
 SRC_CHUNKS = (16, 256, 256, 2)
-ZARR_LEVEL = 3     # lazyexport's default zstd level for Zarr (zarr-python's own default is level 0)
-SMALL_CHUNKS, SHARDS = (2, 1, 128, 128), (2, 16, 512, 512)   # zarr-sharded: 32 KiB chunks, 8 MiB shards
+ZARR_LEVEL = 3  # lazyexport's default zstd level for Zarr (zarr-python's own default is level 0)
+SMALL_CHUNKS, SHARDS = (
+    (2, 1, 128, 128),
+    (2, 16, 512, 512),
+)  # zarr-sharded: 32 KiB chunks, 8 MiB shards
 
 
 def source_path(gib: float, chunks: tuple[int, ...]) -> Path:
@@ -58,8 +61,14 @@ def make_source(gib: float, chunks: tuple[int, ...] = SRC_CHUNKS) -> Path:
         return path
     z = max(int(gib * 2**30 / (1024 * 2048 * 2 * 4)), 16)
     vol = sample_volume(shape=(z, 1024, 2048), chunks=chunks[:3])
-    arr = zarr.create_array(str(path), shape=vol.shape, chunks=chunks, dtype="float32",
-                            dimension_names=list(vol.dims), overwrite=True)
+    arr = zarr.create_array(
+        str(path),
+        shape=vol.shape,
+        chunks=chunks,
+        dtype="float32",
+        dimension_names=list(vol.dims),
+        overwrite=True,
+    )
     import dask.array as da
 
     da.store(vol.data, arr, lock=False)
@@ -78,7 +87,7 @@ def run_plain(fmt: str, src: Path, out: Path, cut: dict) -> None:
     from zarr.codecs import ZstdCodec
 
     x = da.from_zarr(str(src))
-    src_chunks = x.chunksize        # before the cutout: the source store's chunks, zyxc
+    src_chunks = x.chunksize  # before the cutout: the source store's chunks, zyxc
     x = x[cut_slices(cut)]
     y = da.clip(da.round(x * np.float32(255.0)), 0, 255).astype("uint8").transpose(3, 0, 1, 2)
     if fmt == "zarr":
@@ -88,18 +97,30 @@ def run_plain(fmt: str, src: Path, out: Path, cut: dict) -> None:
     elif fmt == "zarr-sharded":
         import zarr
 
-        y = y.rechunk(SHARDS)               # one dask chunk per shard, so no two tasks write one
-        arr = zarr.create_array(str(out), shape=y.shape, dtype=y.dtype, chunks=SMALL_CHUNKS, shards=SHARDS,
-                                compressors=[ZstdCodec(level=ZARR_LEVEL)])
+        y = y.rechunk(SHARDS)  # one dask chunk per shard, so no two tasks write one
+        arr = zarr.create_array(
+            str(out),
+            shape=y.shape,
+            dtype=y.dtype,
+            chunks=SMALL_CHUNKS,
+            shards=SHARDS,
+            compressors=[ZstdCodec(level=ZARR_LEVEL)],
+        )
         da.store(y, arr, lock=False)
     elif fmt == "hdf5":
-        da.to_hdf5(str(out), "/exported_data", y, chunks=(2, 8, 128, 256), compression="gzip",
-                   compression_opts=1)
+        da.to_hdf5(
+            str(out),
+            "/exported_data",
+            y,
+            chunks=(2, 8, 128, 256),
+            compression="gzip",
+            compression_opts=1,
+        )
     else:
         out.mkdir(parents=True, exist_ok=True)
 
         def write_slice(block, block_info=None):
-            i = block_info[0]["array-location"][1][0]      # one slice per block
+            i = block_info[0]["array-location"][1][0]  # one slice per block
             tifffile.imwrite(out / f"z{i:04d}.tif", block[:, 0], photometric="minisblack")
             return np.zeros((1, 1, 1, 1), dtype=np.uint8)
 
@@ -113,9 +134,19 @@ def run_lazyexport(fmt: str, src: Path, out: Path, cut: dict) -> None:
     output = str(out / "z{slice_index}.tif") if fmt == "tiff-sequence" else str(out)
     sharded = {}
     if fmt == "zarr-sharded":
-        fmt, sharded = "zarr", dict(chunks=dict(zip("czyx", SMALL_CHUNKS)), shards=dict(zip("czyx", SHARDS)))
-    settings = le.ExportSettings(roi=cut, renormalize=((0.0, 1.0), (0, 255)), dtype="uint8",
-                                 axis_order="czyx", format=fmt, output=output, **sharded)
+        fmt, sharded = (
+            "zarr",
+            dict(chunks=dict(zip("czyx", SMALL_CHUNKS)), shards=dict(zip("czyx", SHARDS))),
+        )
+    settings = le.ExportSettings(
+        roi=cut,
+        renormalize=((0.0, 1.0), (0, 255)),
+        dtype="uint8",
+        axis_order="czyx",
+        format=fmt,
+        output=output,
+        **sharded,
+    )
     le.export(str(src), settings, overwrite=True)
 
 
@@ -132,10 +163,15 @@ def run_scaling(fmt: str, factor: int, out: Path) -> None:
     import lazyexport as le
     from lazyexport.demo import sample_volume
 
-    vol = sample_volume(shape=(64 * factor, 2048, 2048), chunks=(16, 256, 256))   # 1 GiB per factor
+    vol = sample_volume(shape=(64 * factor, 2048, 2048), chunks=(16, 256, 256))  # 1 GiB per factor
     output = str(out / "z{slice_index}.tif") if fmt == "tiff-sequence" else str(out)
-    settings = le.ExportSettings(renormalize=((0.0, 1.0), (0, 255)), dtype="uint8", axis_order="czyx",
-                                 format=fmt, output=output)
+    settings = le.ExportSettings(
+        renormalize=((0.0, 1.0), (0, 255)),
+        dtype="uint8",
+        axis_order="czyx",
+        format=fmt,
+        output=output,
+    )
     le.export(vol, settings, overwrite=True, memory_limit="512MiB")
 
 
@@ -167,7 +203,9 @@ def _zarr_codecs(codecs: list[dict]) -> str:
         if name == "bytes":
             continue
         if name == "zstd":
-            parts.append(f"zstd level {conf.get('level')}" + (" +checksum" if conf.get("checksum") else ""))
+            parts.append(
+                f"zstd level {conf.get('level')}" + (" +checksum" if conf.get("checksum") else "")
+            )
         else:
             parts.append(f"{name} {json.dumps(conf, sort_keys=True)}" if conf else name)
     return ", ".join(parts) or "uncompressed"
@@ -181,15 +219,19 @@ def describe_output(fmt: str, out: Path) -> str:
         (shard,) = [c for c in meta["codecs"] if c["name"] == "sharding_indexed"] or [None]
         if shard is not None:
             inner = shard["configuration"]
-            return (f"{_zarr_codecs(inner['codecs'])}, chunks {_shape(inner['chunk_shape'])} "
-                    f"in shards {_shape(grid)}")
+            return (
+                f"{_zarr_codecs(inner['codecs'])}, chunks {_shape(inner['chunk_shape'])} "
+                f"in shards {_shape(grid)}"
+            )
         return f"{_zarr_codecs(meta['codecs'])}, chunks {_shape(grid)}"
     if fmt == "hdf5":
         import h5py
 
         with h5py.File(out, "r") as f:
             found: list = []
-            f.visititems(lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+            f.visititems(
+                lambda name, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None
+            )
             ds = found[0]
             level = f" level {ds.compression_opts}" if ds.compression_opts is not None else ""
             return f"{ds.compression or 'uncompressed'}{level}, chunks {_shape(ds.chunks)}"
@@ -198,7 +240,10 @@ def describe_output(fmt: str, out: Path) -> str:
     files = sorted(out.glob("*.tif"))
     with tifffile.TiffFile(files[0]) as tif:
         page = tif.pages[0]
-        return f"{len(files)} files, compression {page.compression.name}, {_shape(tif.series[0].shape)} per file"
+        return (
+            f"{len(files)} files, compression {page.compression.name}, "
+            f"{_shape(tif.series[0].shape)} per file"
+        )
 
 
 def output_path(kind: str, fmt: str) -> Path:
@@ -218,7 +263,7 @@ def remove_output(path: Path) -> None:
 def child_main(spec: str) -> None:
     kind, fmt, *rest = json.loads(spec)
     target = output_path(kind, fmt)
-    remove_output(target)      # so neither side's timing includes deleting the last run's output
+    remove_output(target)  # so neither side's timing includes deleting the last run's output
     cut = CUTS[rest[1]] if kind in ("plain", "lazyexport", "transform") else {}
     start = time.perf_counter()
     if kind == "plain":
@@ -239,15 +284,31 @@ def child_main(spec: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=2.0, help="source size in GiB (default 2)")
-    parser.add_argument("--src-chunks", default=",".join(map(str, SRC_CHUNKS)),
-                        help="the source's zyxc chunks (default 16,256,256,2; e.g. 64,256,256,2); "
-                             "one source store per chunking under bench-out/")
-    parser.add_argument("--cut", choices=sorted(CUTS), default="z",
-                        help="z: z=4:-4 (default); mid: z=4:-4, y=100:-100, x=100:-100")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per tool (default 3)")
-    parser.add_argument("--formats", default="zarr,hdf5,tiff-sequence",
-                        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded")
-    parser.add_argument("--scaling", action="store_true", help="also peak RSS at 1x, 4x, 8x GiB, memory_limit=512MiB")
+    parser.add_argument(
+        "--src-chunks",
+        default=",".join(map(str, SRC_CHUNKS)),
+        help="the source's zyxc chunks (default 16,256,256,2; e.g. 64,256,256,2); "
+        "one source store per chunking under bench-out/",
+    )
+    parser.add_argument(
+        "--cut",
+        choices=sorted(CUTS),
+        default="z",
+        help="z: z=4:-4 (default); mid: z=4:-4, y=100:-100, x=100:-100",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating runs per tool (default 3)"
+    )
+    parser.add_argument(
+        "--formats",
+        default="zarr,hdf5,tiff-sequence",
+        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded",
+    )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also peak RSS at 1x, 4x, 8x GiB, memory_limit=512MiB",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -265,17 +326,30 @@ def main() -> None:
     arr = zarr.open_array(str(src), mode="r")
     ranges = [range(arr.shape[i])[s] for i, s in enumerate(cut_slices(cut))]
     cut_bytes = arr.dtype.itemsize * float(math.prod(len(r) for r in ranges))
-    inside = [f"{a}={r.start}:{r.stop} (starts {'inside' if r.start % c else 'on'} a chunk, "
-              f"stops {'inside' if r.stop % c and r.stop != n else 'on'} one)"
-              for a, r, c, n in zip("zyxc", ranges, arr.chunks, arr.shape) if a in cut]
-    print(f"source {src.name}: {arr.shape} float32, chunks {arr.chunks}, {arr.nbytes / 2**30:.2f} GiB "
-          f"({src_bytes / 2**30:.2f} GiB on disk)")
+    inside = [
+        f"{a}={r.start}:{r.stop} (starts {'inside' if r.start % c else 'on'} a chunk, "
+        f"stops {'inside' if r.stop % c and r.stop != n else 'on'} one)"
+        for a, r, c, n in zip("zyxc", ranges, arr.chunks, arr.shape)
+        if a in cut
+    ]
+    print(
+        f"source {src.name}: {arr.shape} float32, chunks {arr.chunks}, "
+        f"{arr.nbytes / 2**30:.2f} GiB "
+        f"({src_bytes / 2**30:.2f} GiB on disk)"
+    )
     print(f"cutout {args.cut!r}: {', '.join(inside)}; {cut_bytes / 2**30:.2f} GiB")
-    t = statistics.median(child(["transform", "-", str(src), args.cut])["seconds"] for _ in range(args.repeats))
-    print(f"read + transform only (plain dask, no writing): {t:.2f} s, {cut_bytes / t / 1e9:.2f} GB/s\n")
+    t = statistics.median(
+        child(["transform", "-", str(src), args.cut])["seconds"] for _ in range(args.repeats)
+    )
+    print(
+        f"read + transform only (plain dask, no writing): {t:.2f} s, "
+        f"{cut_bytes / t / 1e9:.2f} GB/s\n"
+    )
 
-    header = (f"{'format':14} {'tool':11} {'median s':>9} {'GB/s':>6} {'peak RSS':>9} {'speed ratio':>12}"
-              f"  runs (s, in order)")
+    header = (
+        f"{'format':14} {'tool':11} {'median s':>9} {'GB/s':>6} {'peak RSS':>9} {'speed ratio':>12}"
+        f"  runs (s, in order)"
+    )
     print(header)
     print("-" * len(header))
     codecs = []
@@ -289,8 +363,10 @@ def main() -> None:
             rss = max(r["peak_rss"] for r in rs) / 2**20
             ratio = f"{med['plain'] / med['lazyexport']:.2f}x" if tool == "lazyexport" else ""
             each = " ".join(f"{r['seconds']:.2f}" for r in rs)
-            print(f"{fmt:14} {tool:11} {med[tool]:9.2f} {cut_bytes / med[tool] / 1e9:6.2f} "
-                  f"{rss:7.0f}Mi {ratio:>12}  {each}")
+            print(
+                f"{fmt:14} {tool:11} {med[tool]:9.2f} {cut_bytes / med[tool] / 1e9:6.2f} "
+                f"{rss:7.0f}Mi {ratio:>12}  {each}"
+            )
             codecs.append(f"  {fmt:14} {tool:11} " + " | ".join(sorted({r["codec"] for r in rs})))
     print("\nwritten (read back from each run's output):")
     print("\n".join(codecs))
@@ -300,7 +376,10 @@ def main() -> None:
             row = []
             for factor in (1, 4, 8):
                 r = child(["scaling", fmt, str(factor)])
-                row.append(f"{factor}x ({factor} GiB): {r['peak_rss'] / 2**20:.0f} MiB in {r['seconds']:.1f} s")
+                row.append(
+                    f"{factor}x ({factor} GiB): {r['peak_rss'] / 2**20:.0f} MiB "
+                    f"in {r['seconds']:.1f} s"
+                )
             print(f"{fmt:14} " + "; ".join(row))
 
 

@@ -28,9 +28,17 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # public name -> the module defining it
-_API = {"Batch": "batch", "describe": "describe", "ExportError": "errors", "preview": "preview",
-        "export": "run", "ExportSettings": "settings", "open_exported": "sources", "open_source": "sources",
-        "plan": "plan"}
+_API = {
+    "Batch": "batch",
+    "describe": "describe",
+    "ExportError": "errors",
+    "preview": "preview",
+    "export": "run",
+    "ExportSettings": "settings",
+    "open_exported": "sources",
+    "open_source": "sources",
+    "plan": "plan",
+}
 __all__ = sorted(_API)
 
 
@@ -44,7 +52,7 @@ class _Package(types.ModuleType):
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         if name in _API:
             value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-        else:   # a submodule, as after an eager import of everything (lazyexport.plan, ...)
+        else:  # a submodule, as after an eager import of everything (lazyexport.plan, ...)
             try:
                 value = importlib.import_module(f"{__name__}.{name}")
             except ModuleNotFoundError as exc:
@@ -55,7 +63,11 @@ class _Package(types.ModuleType):
         return self.__dict__[name]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+        if (
+            name in _API
+            and isinstance(value, types.ModuleType)
+            and value.__name__ == f"{__name__}.{name}"
+        ):
             value = getattr(value, name)
         super().__setattr__(name, value)
 
@@ -66,11 +78,12 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
-    from .batch import Batch
-    from .describe import describe
-    from .errors import ExportError
-    from .plan import plan
-    from .preview import preview
-    from .run import export
-    from .settings import ExportSettings
-    from .sources import open_exported, open_source
+    from .batch import Batch as Batch
+    from .describe import describe as describe
+    from .errors import ExportError as ExportError
+    from .plan import plan as plan
+    from .preview import preview as preview
+    from .run import export as export
+    from .settings import ExportSettings as ExportSettings
+    from .sources import open_exported as open_exported
+    from .sources import open_source as open_source

@@ -7,7 +7,8 @@ channel); any other letter is accepted as a user-named axis.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from .errors import AxisError
 
@@ -18,6 +19,11 @@ TIME = "t"
 # vigra's AxisInfo type flags, as ilastik writes them in the ``axistags`` attribute.
 _TYPE_FLAGS = {"c": 1, "x": 2, "y": 2, "z": 2, "t": 8}
 _UNKNOWN_TYPE = 32
+
+
+def names(arr: Any) -> tuple[str, ...]:
+    """The axis tags of a labeled array (an ``xarray.DataArray``'s ``dims``), as strings."""
+    return tuple(str(d) for d in arr.dims)
 
 
 def parse_axes(axes: str | Iterable[str], ndim: int | None = None) -> tuple[str, ...]:
@@ -65,7 +71,7 @@ def guess_axes(shape: Sequence[int]) -> tuple[str, ...]:
     return tuple(guesses[ndim])
 
 
-def vigra_axistags(axes: Sequence[str], resolutions: dict[str, float] | None = None) -> str:
+def vigra_axistags(axes: Sequence[str], resolutions: Mapping[str, float] | None = None) -> str:
     """ilastik's ``axistags`` attribute (vigra JSON) for the given axis order."""
     resolutions = resolutions or {}
     return json.dumps(

@@ -44,7 +44,7 @@ from .sources.base import default_nickname
 PROJECT_KEYS = ("settings", "datasets")
 DATASET_KEYS = ("source", "nickname", "axes", "settings")
 
-BatchProgress = Callable[[str, Progress], Any]          # (nickname, progress)
+BatchProgress = Callable[[str, Progress], Any]  # (nickname, progress)
 BatchDone = Callable[[str, "ExportResult | Exception"], Any]
 
 
@@ -68,8 +68,8 @@ class Row:
     """A line of :meth:`Batch.list`: where a dataset's export goes and whether it exists."""
 
     nickname: str
-    source: str            # the source, its axes, shape and dtype
-    output: str            # the output location ("?" if it cannot be planned)
+    source: str  # the source, its axes, shape and dtype
+    output: str  # the output location ("?" if it cannot be planned)
     exists: bool
     error: str | None = None
 
@@ -88,8 +88,10 @@ class BatchReport:
         return not self.failures and not self.skipped
 
     def summary(self) -> str:
-        lines = [f"{len(self.results)} exported, {len(self.failures)} failed"
-                 + (f", {len(self.skipped)} not attempted" if self.skipped else "")]
+        lines = [
+            f"{len(self.results)} exported, {len(self.failures)} failed"
+            + (f", {len(self.skipped)} not attempted" if self.skipped else "")
+        ]
         lines += [f"  FAILED {nick}: {reason(exc)}" for nick, exc in self.failures.items()]
         if self.skipped:
             lines.append(f"  not attempted (--fail-fast): {', '.join(self.skipped)}")
@@ -110,14 +112,33 @@ def reason(exc: BaseException) -> str:
 
 
 class Batch:
-    """Many datasets exported with shared settings; see the module docstring for the file format.
+    """Many datasets exported with shared settings, each by its nickname.
 
-    ``settings`` are the shared settings (an :class:`ExportSettings` or a mapping of its fields);
-    ``base_dir`` is where relative sources start (the project file's directory).
+    See the module docstring (and docs/batch.md) for the project file.
+
+    Parameters
+    ----------
+    settings : ExportSettings or mapping, optional
+        The settings every dataset shares (an :class:`ExportSettings` or a mapping of its
+        fields); a dataset's own settings override them field by field.
+    datasets : iterable of Dataset or mapping
+        The datasets: ``source``, and optionally ``nickname``, ``axes`` and ``settings``.
+    base_dir : str or os.PathLike, optional
+        Where relative sources start (a project file's directory); default: the working
+        directory.
+
+    Raises
+    ------
+    SettingsError
+        For duplicate nicknames or settings a dataset cannot be exported with.
     """
 
-    def __init__(self, settings: ExportSettings | Mapping[str, Any] | None,
-                 datasets: Iterable[Dataset | Mapping[str, Any]], base_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        settings: ExportSettings | Mapping[str, Any] | None,
+        datasets: Iterable[Dataset | Mapping[str, Any]],
+        base_dir: str | os.PathLike | None = None,
+    ):
         if isinstance(settings, ExportSettings):
             settings = settings.to_dict()
         self.settings: dict[str, Any] = _from_toml(settings or {})
@@ -127,16 +148,36 @@ class Batch:
         duplicates = [n for n, k in counts.items() if k > 1]
         if duplicates:
             listing = "; ".join(
-                f"{n!r} ({', '.join(d.source for d in self.datasets if d.nickname == n)})" for n in duplicates
+                f"{n!r} ({', '.join(d.source for d in self.datasets if d.nickname == n)})"
+                for n in duplicates
             )
-            raise SettingsError(f"duplicate nickname(s) {listing}: give each dataset a unique nickname")
+            raise SettingsError(
+                f"duplicate nickname(s) {listing}: give each dataset a unique nickname"
+            )
         for d in self.datasets:
-            self.settings_for(d.nickname)   # every dataset's settings are valid, or fail now
+            self.settings_for(d.nickname)  # every dataset's settings are valid, or fail now
 
     # -- reading and writing project files ---------------------------------------------------
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Batch:
+        """Read a project file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The TOML project file; its sources are relative to its directory.
+
+        Returns
+        -------
+        Batch
+            The project.
+
+        Raises
+        ------
+        SettingsError
+            For a missing or unreadable file, or invalid settings (named with the file).
+        """
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -153,18 +194,24 @@ class Batch:
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> Batch:
         unknown = sorted(set(data) - set(PROJECT_KEYS))
         if unknown:
-            raise SettingsError(f"unknown project key(s) {', '.join(unknown)}; known: {', '.join(PROJECT_KEYS)}")
+            raise SettingsError(
+                f"unknown project key(s) {', '.join(unknown)}; known: {', '.join(PROJECT_KEYS)}"
+            )
         datasets = data.get("datasets", [])
         if not isinstance(datasets, list) or not datasets:
             raise SettingsError("a project needs at least one [[datasets]] entry with a source")
         return cls(data.get("settings", {}), datasets, base_dir=base_dir)
 
     def to_dict(self, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-        """Plain TOML-ready data; sources under ``base_dir`` (default: this batch's) are relative."""
+        """Plain TOML-ready data; sources under ``base_dir`` (default: this batch's) are
+        relative."""
         base = Path(base_dir).resolve() if base_dir is not None else self.base_dir
         datasets = []
         for d in self.datasets:
-            entry: dict[str, Any] = {"source": _relative(self.source_path(d), base), "nickname": d.nickname}
+            entry: dict[str, Any] = {
+                "source": _relative(self.source_path(d), base),
+                "nickname": d.nickname,
+            }
             if d.axes:
                 entry["axes"] = d.axes
             if d.settings:
@@ -173,7 +220,18 @@ class Batch:
         return {"settings": _to_toml(self.settings), "datasets": datasets}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the project to ``path`` (TOML), sources relative to its directory where below it."""
+        """Write the project to a TOML file.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write; sources below its directory are written relative to it.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
         import tomli_w
 
         path = Path(path)
@@ -194,7 +252,9 @@ class Batch:
         for d in self.datasets:
             if d.nickname == nickname:
                 return d
-        raise SettingsError(f"no dataset nicknamed {nickname!r}; the project has {', '.join(self.nicknames)}")
+        raise SettingsError(
+            f"no dataset nicknamed {nickname!r}; the project has {', '.join(self.nicknames)}"
+        )
 
     def source_path(self, dataset: Dataset) -> str:
         return os.path.abspath(self.base_dir / os.path.expanduser(dataset.source))
@@ -207,14 +267,41 @@ class Batch:
             raise type(exc)(f"dataset {nickname!r}: {exc}") from None
 
     def plan(self, nickname: str, memory_limit: Any = None, scheduler: Any = None) -> ExportPlan:
-        """The plan of exporting dataset ``nickname`` (on ``scheduler``, as :func:`lazyexport.run.plan_on`)."""
+        """The plan of exporting one dataset.
+
+        Parameters
+        ----------
+        nickname : str
+            The dataset.
+        memory_limit : int or str, optional
+            As for :func:`lazyexport.export`.
+        scheduler : str or distributed.Client, optional
+            As for :func:`lazyexport.export`: a cluster's plan is sized for its workers.
+
+        Returns
+        -------
+        ExportPlan
+            As :func:`lazyexport.plan` returns it.
+        """
         d = self.dataset(nickname)
         source = open_source(self.source_path(d), axes=d.axes)
-        return plan_on(scheduler, source, self.settings_for(nickname), nickname=nickname, memory_limit=memory_limit)
+        return plan_on(
+            scheduler,
+            source,
+            self.settings_for(nickname),
+            nickname=nickname,
+            memory_limit=memory_limit,
+        )
 
     def list(self) -> list[Row]:
         """Each dataset's nickname, source, output location and whether that output exists.
-        A dataset that cannot be planned (missing source, bad ROI, ...) says why in ``error``."""
+
+        Returns
+        -------
+        list of Row
+            One row per dataset; one that cannot be planned (missing source, bad ROI, ...) says
+            why in ``error``.
+        """
         rows = []
         for d in self.datasets:
             try:
@@ -224,7 +311,14 @@ class Batch:
                 continue
             src = plan.source
             described = f"{d.source} {''.join(map(str, src.dims))} {tuple(src.shape)} {src.dtype}"
-            rows.append(Row(d.nickname, described, output_location(plan), bool(plan.writer.existing(plan.spec))))
+            rows.append(
+                Row(
+                    d.nickname,
+                    described,
+                    output_location(plan),
+                    bool(plan.writer.existing(plan.spec)),
+                )
+            )
         return rows
 
     # -- export and delete ---------------------------------------------------------------------
@@ -242,28 +336,77 @@ class Batch:
         on_done: BatchDone | None = None,
         cancel=None,
     ) -> BatchReport:
-        """Export the named datasets in order. A dataset that fails is recorded in the report and
-        the others go on (with ``fail_fast`` the rest are skipped). Cancellation (the ``cancel``
-        event, Ctrl-C) stops the whole batch. ``progress(nickname, Progress)`` is called after
-        every block; ``on_done(nickname, result_or_exception)`` after every dataset. ``resume``:
-        continue interrupted exports where the format can (see :mod:`lazyexport.resume`).
-        ``scheduler`` as for :func:`lazyexport.export`; a cluster it starts or connects to
-        serves the whole batch."""
-        for nick in nicknames:
-            self.dataset(nick)   # unknown nicknames fail before anything is written
-        with scheduler_session(scheduler, memory_limit) as resolved:
-            return self._export(nicknames, overwrite, resume, fail_fast, memory_limit, resolved, progress,
-                                on_done, cancel)
+        """Export the named datasets in order.
 
-    def _export(self, nicknames, overwrite, resume, fail_fast, memory_limit, scheduler, progress, on_done,
-                cancel) -> BatchReport:
+        A dataset that fails is recorded in the report and the others go on. Cancellation (the
+        ``cancel`` event, Ctrl-C) stops the whole batch.
+
+        Parameters
+        ----------
+        nicknames : sequence of str
+            The datasets to export; unknown nicknames are refused before anything is written.
+        overwrite : bool, default False
+            As for :func:`lazyexport.export`.
+        resume : bool, default False
+            As for :func:`lazyexport.export`.
+        fail_fast : bool, default False
+            After a failure, skip the remaining datasets.
+        memory_limit : int or str, optional
+            As for :func:`lazyexport.export`, per dataset.
+        scheduler : str or distributed.Client, optional
+            As for :func:`lazyexport.export`; a cluster it starts serves the whole batch.
+        progress : callable, optional
+            Called as ``progress(nickname, Progress)`` after every block.
+        on_done : callable, optional
+            Called as ``on_done(nickname, result_or_exception)`` after every dataset.
+        cancel : threading.Event, optional
+            Set it to stop the batch.
+
+        Returns
+        -------
+        BatchReport
+            The results, failures and datasets not attempted.
+        """
+        for nick in nicknames:
+            self.dataset(nick)  # unknown nicknames fail before anything is written
+        with scheduler_session(scheduler, memory_limit) as resolved:
+            return self._export(
+                nicknames,
+                overwrite,
+                resume,
+                fail_fast,
+                memory_limit,
+                resolved,
+                progress,
+                on_done,
+                cancel,
+            )
+
+    def _export(
+        self,
+        nicknames,
+        overwrite,
+        resume,
+        fail_fast,
+        memory_limit,
+        scheduler,
+        progress,
+        on_done,
+        cancel,
+    ) -> BatchReport:
         report = BatchReport()
         for i, nick in enumerate(nicknames):
             try:
                 plan = self.plan(nick, memory_limit=memory_limit, scheduler=scheduler)
                 each = (lambda event, nick=nick: progress(nick, event)) if progress else None
-                result = execute(plan, overwrite=overwrite, progress=each, scheduler=scheduler, cancel=cancel,
-                                 resume=resume)
+                result = execute(
+                    plan,
+                    overwrite=overwrite,
+                    progress=each,
+                    scheduler=scheduler,
+                    cancel=cancel,
+                    resume=resume,
+                )
             except ExportCancelled:
                 raise
             except Exception as exc:
@@ -271,7 +414,7 @@ class Batch:
                 if on_done:
                     on_done(nick, exc)
                 if fail_fast:
-                    report.skipped = list(nicknames[i + 1:])
+                    report.skipped = list(nicknames[i + 1 :])
                     break
                 continue
             report.results[nick] = result
@@ -280,14 +423,38 @@ class Batch:
         return report
 
     def export_all(self, *, fail_fast: bool = False, **options: Any) -> BatchReport:
-        """Export every dataset; ``options`` as for :meth:`export`."""
+        """Export every dataset of the project.
+
+        Parameters
+        ----------
+        fail_fast : bool, default False
+            As for :meth:`export`.
+        **options
+            As for :meth:`export`.
+
+        Returns
+        -------
+        BatchReport
+            As :meth:`export` returns it.
+        """
         return self.export(self.nicknames, fail_fast=fail_fast, **options)
 
     def clean(self, *, dry_run: bool = False) -> DeleteReport:
-        """Remove what killed or interrupted exports left beside each dataset's outputs (hidden
-        temporaries no running export owns; an interrupted commit is finished instead), as
-        :func:`lazyexport.storage.clean` does. Outputs themselves are never touched; leftovers of
-        exports running now are reported in ``refused``."""
+        """Remove what killed or interrupted exports left beside each dataset's outputs.
+
+        Hidden temporaries no running export owns are removed, an interrupted commit is finished
+        instead, as :func:`lazyexport.storage.clean` does. Outputs themselves are never touched.
+
+        Parameters
+        ----------
+        dry_run : bool, default False
+            Report what would be removed, removing nothing.
+
+        Returns
+        -------
+        DeleteReport
+            What was removed; leftovers of exports running now are reported in ``refused``.
+        """
         report = DeleteReport()
         for d in self.datasets:
             try:
@@ -302,24 +469,44 @@ class Batch:
         return report
 
     def delete_all(self, *, dry_run: bool = False) -> DeleteReport:
-        """Remove exactly the outputs this project writes: the final files and directories of
-        each dataset's plan (for an HDF5 file that holds other data too, only the dataset), what
-        an interrupted ``resume`` export of that plan kept (temporary output and journal), and
-        directories the export created that are left empty. Never a source, nothing else.
-        A dataset whose output cannot be computed, or whose output holds a source, is left alone
-        and reported in ``refused``."""
+        """Remove exactly the outputs this project writes; never a source, nothing else.
+
+        That is the final files and directories of each dataset's plan (for an HDF5 file that
+        holds other data too, only the dataset), what an interrupted ``resume`` export of that
+        plan kept (temporary output and journal), and directories the export created that are
+        left empty.
+
+        Parameters
+        ----------
+        dry_run : bool, default False
+            Report what would be removed, removing nothing.
+
+        Returns
+        -------
+        DeleteReport
+            What was removed; a dataset whose output cannot be computed, or whose output holds a
+            source, is left alone and reported in ``refused``.
+        """
         report = DeleteReport()
         sources = [split_path(self.source_path(d)) for d in self.datasets]
         for d in self.datasets:
             try:
                 plan = self.plan(d.nickname)
-                clash = [f"{file}/{inner}".rstrip("/") for file, inner in sources for out in plan.paths
-                         if holds((out, plan.internal), (file, inner))]
+                clash = [
+                    f"{file}/{inner}".rstrip("/")
+                    for file, inner in sources
+                    for out in plan.paths
+                    if holds((out, plan.internal), (file, inner))
+                ]
                 if clash:
-                    raise SettingsError(f"its output {output_location(plan)} holds the source {clash[0]}")
+                    raise SettingsError(
+                        f"its output {output_location(plan)} holds the source {clash[0]}"
+                    )
                 # leftovers first: finishing an interrupted commit must not bring an output back
                 gone, _ = clean_outputs(plan, dry_run=dry_run)
-                removed = [item.describe() for item in gone] + plan.writer.delete(plan.spec, dry_run=dry_run)
+                removed = [item.describe() for item in gone] + plan.writer.delete(
+                    plan.spec, dry_run=dry_run
+                )
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue
@@ -350,7 +537,9 @@ def _dataset(entry: Dataset | Mapping[str, Any], index: int) -> Dataset:
     overrides = entry.get("settings") or {}
     if not isinstance(overrides, Mapping):
         raise SettingsError(f"dataset {index + 1} ({entry['source']}): settings must be a table")
-    return Dataset(str(entry["source"]), str(entry.get("nickname") or ""), entry.get("axes"), dict(overrides))
+    return Dataset(
+        str(entry["source"]), str(entry.get("nickname") or ""), entry.get("axes"), dict(overrides)
+    )
 
 
 def _from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -370,8 +559,10 @@ def _to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
     roi = out.get("roi")
     if isinstance(roi, Mapping):
         if any(b is None for bounds in roi.values() for b in bounds):
-            out["roi"] = ",".join(f"{a}={'' if lo is None else lo}:{'' if hi is None else hi}"
-                                  for a, (lo, hi) in roi.items())
+            out["roi"] = ",".join(
+                f"{a}={'' if lo is None else lo}:{'' if hi is None else hi}"
+                for a, (lo, hi) in roi.items()
+            )
         else:
             out["roi"] = {a: list(b) for a, b in roi.items()}
     renorm = out.get("renormalize")
@@ -395,7 +586,7 @@ def _remove_empty_parents(paths: Sequence[Path], stop: Path) -> None:
     for parent in sorted({p.resolve().parent for p in paths}, key=lambda p: -len(p.parts)):
         while parent != stop and stop in parent.parents:
             try:
-                parent.rmdir()   # only succeeds when empty
+                parent.rmdir()  # only succeeds when empty
             except OSError:
                 break
             parent = parent.parent

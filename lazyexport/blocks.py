@@ -11,13 +11,15 @@ Where blocks run as threads of one process (``plan.in_process``), a read unit th
 block edges is read whole by the first block that needs it and kept (:class:`SharedReads`)
 until every other block that needs it has read its part, so each is decoded once.
 
-Both are picklable (a copy sent to another process or worker keeps nothing shared), so tasks run on threads, processes or distributed workers alike.
+Both are picklable (a copy sent to another process or worker keeps nothing shared), so tasks run on
+threads, processes or distributed workers alike.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import math
 import threading
@@ -26,12 +28,13 @@ from typing import Any
 
 import dask
 import dask.array as da
+import numpy as np
+import xarray as xr
 from dask.core import flatten
 from dask.core import get as dask_get
 from dask.optimization import cull
-import numpy as np
-import xarray as xr
 
+from .axes import names
 from .cost import scratch_bytes
 from .errors import ExportError, SourceError
 from .plan import read_model, read_through, steps
@@ -60,11 +63,19 @@ class BlockGrid:
         return math.prod(e[i + 1] - e[i] for e, i in zip(self.edges, index))
 
 
-Part = tuple[int, int, int, int]     # [start, stop) of a piece along an axis, and of what is read for it
+Part = tuple[
+    int, int, int, int
+]  # [start, stop) of a piece along an axis, and of what is read for it
 
 
-def _split(start: int, stop: int, offset: int, bounds: tuple[int, ...] | None, longest: int,
-           whole: tuple[int, int] | None = None) -> list[Part]:
+def _split(
+    start: int,
+    stop: int,
+    offset: int,
+    bounds: tuple[int, ...] | None,
+    longest: int,
+    whole: tuple[int, int] | None = None,
+) -> list[Part]:
     """``[start, stop)`` (output coordinates; the source's are ``+ offset``) cut at the source's
     read-unit ``bounds`` into parts of whole read units, grouped up to ``longest`` (a read unit
     longer than that is one part); without bounds, into parts of ``longest``. Each part comes
@@ -73,8 +84,13 @@ def _split(start: int, stop: int, offset: int, bounds: tuple[int, ...] | None, l
     cutout), which other blocks share; such a unit is a part of its own."""
     longest = max(longest, 1)
     if bounds is None:
-        return [(a, min(a + longest, stop), a, min(a + longest, stop)) for a in range(start, stop, longest)]
-    inside = bounds[bisect.bisect_right(bounds, start + offset):bisect.bisect_left(bounds, stop + offset)]
+        return [
+            (a, min(a + longest, stop), a, min(a + longest, stop))
+            for a in range(start, stop, longest)
+        ]
+    inside = bounds[
+        bisect.bisect_right(bounds, start + offset) : bisect.bisect_left(bounds, stop + offset)
+    ]
     cuts = [b - offset for b in inside]
     pairs = list(zip([start, *cuts], [*cuts, stop]))
     parts: list[Part] = []
@@ -100,21 +116,27 @@ class BlockSource:
     def __init__(self, plan: Any):
         src = plan.source
         self.reader = read_through(src)
-        self.data = src.data if self.reader is None else None     # a dask graph, computed per piece
-        self.dims = tuple(str(d) for d in src.dims)
+        self.data = src.data if self.reader is None else None  # a dask graph, computed per piece
+        self.dims = names(src)
         self.name = str(src.attrs.get("source", "the source"))
         self.dtype = src.dtype
-        self.start = {str(d): plan.roi[d][0] for d in src.dims}
+        self.start = {d: plan.roi[d][0] for d in self.dims}
         self.axes = plan.axes
         self.out_dtype = plan.dtype
         self.settings, self.renorm, self.order = plan.settings, plan.renormalize, plan.order
         _, bounds = read_model(src)
         self.bounds = {a: bounds.get(a) for a in self.axes}
-        piece = dict(zip([*self.axes, *(d for d in self.dims if d not in self.axes)], plan.costs.piece))
+        piece = dict(
+            zip([*self.axes, *(d for d in self.dims if d not in self.axes)], plan.priced.piece)
+        )
         self.piece = {a: piece.get(a, 1) for a in self.axes}
         self.subslab = scratch_bytes(plan.memory_limit)[1]
         shape = dict(zip(self.axes, plan.shape))
-        self.whole = {a: (0, shape[a]) for a in self.axes} if plan.in_process and plan.costs.shared else None
+        self.whole = (
+            {a: (0, shape[a]) for a in self.axes}
+            if plan.in_process and plan.priced.shared
+            else None
+        )
         self.edges = dict(zip(self.axes, plan.edges))
         self.shared: SharedReads | None = None
 
@@ -126,36 +148,50 @@ class BlockSource:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["shared"] = None          # another process has its own blocks: nothing to share
+        state["shared"] = None  # another process has its own blocks: nothing to share
         return state
 
     def compute(self, region: tuple[slice, ...]) -> np.ndarray:
         """The block at ``region`` (output coordinates), in the output dtype, C-contiguous."""
         shape = tuple(s.stop - s.start for s in region)
         out = np.empty(shape, dtype=self.out_dtype)
+        shared = self.shared
         per_axis = []
         for axis, s in zip(self.axes, region):
             offset = self.start.get(axis, 0)
             if axis in self.start:
-                whole = self.whole[axis] if self.shared is not None else None
-                per_axis.append(_split(s.start, s.stop, offset, self.bounds[axis], self.piece[axis], whole))
+                whole = self.whole[axis] if shared is not None and self.whole is not None else None
+                per_axis.append(
+                    _split(s.start, s.stop, offset, self.bounds[axis], self.piece[axis], whole)
+                )
             else:
                 per_axis.append([(s.start, s.stop, s.start, s.stop)])
         for parts in itertools.product(*per_axis):
-            target = out[tuple(slice(a - s.start, b - s.start) for (a, b, _, _), s in zip(parts, region))]
-            if all(p[:2] == p[2:] for p in parts):
+            target = out[
+                tuple(slice(a - s.start, b - s.start) for (a, b, _, _), s in zip(parts, region))
+            ]
+            if shared is None or all(p[:2] == p[2:] for p in parts):
                 self._fill(self._read(self._key(parts)), target)
                 continue
             read = tuple((lo, hi) for _, _, lo, hi in parts)
-            data = self.shared.get(read, lambda: self._read(self._key(parts, whole=True)))
-            self._fill(data[tuple(slice(a - lo, b - lo) for a, b, lo, _ in self._in_dims(parts))], target)
+            data = shared.get(read, functools.partial(self._read_whole, parts))
+            self._fill(
+                data[tuple(slice(a - lo, b - lo) for a, b, lo, _ in self._in_dims(parts))], target
+            )
         return out
+
+    def _read_whole(self, parts: tuple[Part, ...]) -> np.ndarray:
+        return self._read(self._key(parts, whole=True))
 
     def _key(self, parts: tuple[Part, ...], whole: bool = False) -> tuple[slice, ...]:
         """The source region of a piece (``whole``: of what is read for it)."""
         where = dict(zip(self.axes, (p[2:] if whole else p[:2] for p in parts)))
-        return tuple(slice(self.start[d] + where[d][0], self.start[d] + where[d][1]) if d in where
-                     else slice(self.start[d], self.start[d] + 1) for d in self.dims)
+        return tuple(
+            slice(self.start[d] + where[d][0], self.start[d] + where[d][1])
+            if d in where
+            else slice(self.start[d], self.start[d] + 1)
+            for d in self.dims
+        )
 
     def _in_dims(self, parts: tuple[Part, ...]) -> list[Part]:
         """``parts`` in the source's axis order (a dropped axis: one element)."""
@@ -163,19 +199,26 @@ class BlockSource:
         return [where.get(d, (0, 1, 0, 1)) for d in self.dims]
 
     def _read(self, key: tuple[slice, ...]) -> np.ndarray:
-        if self.reader is None:
+        if self.data is not None:  # no reader: a dask graph
             data = _compute(self.data[key])
         else:
             try:
                 data = np.asarray(self.reader[key])
             except ExportError:
                 raise
-            except (OSError, RuntimeError, ValueError) as exc:      # (tifffile.TiffFileError is a ValueError)
+            # (tifffile.TiffFileError is a ValueError)
+            except (OSError, RuntimeError, ValueError) as exc:
                 # the file reader (zarr, h5py, tifffile) cannot read this region of the file
                 where = ", ".join(f"{d}={k.start}:{k.stop}" for d, k in zip(self.dims, key))
                 said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                why = "" if isinstance(exc, OSError) else "; the source is corrupt or was written incompletely"
-                raise SourceError(f"cannot read {self.name} at {where}: {type(exc).__name__}: {said}{why}") from None
+                why = (
+                    ""
+                    if isinstance(exc, OSError)
+                    else "; the source is corrupt or was written incompletely"
+                )
+                raise SourceError(
+                    f"cannot read {self.name} at {where}: {type(exc).__name__}: {said}{why}"
+                ) from None
         if data.dtype != self.dtype or data.dtype.type is not self.dtype.type:
             data = data.view(self.dtype)
         return data
@@ -183,8 +226,16 @@ class BlockSource:
     def _fill(self, data: np.ndarray, target: np.ndarray) -> None:
         """Transform the source piece ``data`` into ``target`` (a view of the block), a sub-slab
         at a time."""
-        piece = xr.DataArray(da.from_array(_Held(data), chunks=_subslabs(data.shape, data.dtype.itemsize, self.subslab),
-                                           asarray=False, name=False, meta=data[:0]), dims=self.dims)
+        piece = xr.DataArray(
+            da.from_array(
+                _Held(data),
+                chunks=_subslabs(data.shape, data.dtype.itemsize, self.subslab),
+                asarray=False,
+                name=False,
+                meta=data[:0],
+            ),
+            dims=self.dims,
+        )
         result = steps(piece, self.settings, self.renorm, self.order)
         da.store(result.data, target, lock=False, scheduler="synchronous")
 
@@ -195,7 +246,9 @@ class SharedReads:
     its part. Blocks are given by their ``edges`` per axis (output coordinates); a region is
     keyed by its range per axis."""
 
-    def __init__(self, axes: tuple[str, ...], edges: dict[str, tuple[int, ...]], skip: set[tuple[int, ...]]):
+    def __init__(
+        self, axes: tuple[str, ...], edges: dict[str, tuple[int, ...]], skip: set[tuple[int, ...]]
+    ):
         self.edges = [edges[a] for a in axes]
         self.skip = skip
         self.lock = threading.Lock()
@@ -206,29 +259,32 @@ class SharedReads:
 
     def users(self, read: tuple[tuple[int, int], ...]) -> int:
         """How many blocks (not skipped) overlap the region ``read``."""
-        spans = [range(bisect.bisect_right(e, lo) - 1, bisect.bisect_left(e, hi)) for (lo, hi), e in zip(read, self.edges)]
+        spans = [
+            range(bisect.bisect_right(e, lo) - 1, bisect.bisect_left(e, hi))
+            for (lo, hi), e in zip(read, self.edges)
+        ]
         return sum(1 for index in itertools.product(*spans) if index not in self.skip)
 
     def get(self, read: tuple[tuple[int, int], ...], load: Callable[[], np.ndarray]) -> np.ndarray:
         with self.lock:
             entry = self.entries.get(read)
             first = entry is None
-            if first:
+            if entry is None:
                 entry = self.entries[read] = _Entry(self.users(read))
         if first:
             try:
-                entry.data = load()
+                data = entry.data = load()
             except BaseException:
                 with self.lock:
-                    self.entries.pop(read, None)     # whoever needs it next reads it again
+                    self.entries.pop(read, None)  # whoever needs it next reads it again
                 raise
             finally:
                 entry.ready.set()
         else:
             entry.ready.wait()
-            if entry.data is None:                    # its reader failed: read it here
+            if entry.data is None:  # its reader failed: read it here
                 return load()
-        data = entry.data
+            data = entry.data
         with self.lock:
             entry.users -= 1
             if entry.users <= 0:
@@ -238,7 +294,9 @@ class SharedReads:
 
 class _Entry:
     def __init__(self, users: int):
-        self.users, self.data, self.ready = users, None, threading.Event()
+        self.users = users
+        self.data: np.ndarray | None = None
+        self.ready = threading.Event()
 
 
 class _Held:
@@ -266,7 +324,7 @@ def _compute(arr: da.Array) -> np.ndarray:
     out = np.empty(arr.shape, dtype=arr.dtype)
     starts = [np.cumsum((0, *c)) for c in arr.chunks]
     for index in itertools.product(*(range(n) for n in grid)):
-        key = keys
+        key: Any = keys
         for i in index:
             key = key[i]
         where = tuple(slice(s[i], s[i + 1]) for s, i in zip(starts, index))
@@ -279,7 +337,7 @@ def _subslabs(shape: tuple[int, ...], itemsize: int, limit: int) -> tuple[int, .
     """Chunks of at most ``limit`` bytes, cut along the outer axes first."""
     chunks = list(shape)
     for i in range(len(shape)):
-        inner = math.prod(shape[i + 1:]) * itemsize
+        inner = math.prod(shape[i + 1 :]) * itemsize
         if inner >= limit:
             chunks[i] = 1
             continue

@@ -27,8 +27,11 @@ import numpy as np
 
 from .errors import SourceError
 
-_BLOSC_SHUFFLE = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
-                  "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
+_BLOSC_SHUFFLE = {
+    "noshuffle": numcodecs.Blosc.NOSHUFFLE,
+    "shuffle": numcodecs.Blosc.SHUFFLE,
+    "bitshuffle": numcodecs.Blosc.BITSHUFFLE,
+}
 _V2_COMPRESSORS = (numcodecs.Zstd, numcodecs.Blosc, numcodecs.GZip, numcodecs.Zlib)
 
 
@@ -41,8 +44,12 @@ def _v3_compressor(codec: Any) -> numcodecs.abc.Codec | None:
         return numcodecs.GZip(level=codec.level)
     if name == "BloscCodec":
         shuffle = getattr(codec.shuffle, "value", codec.shuffle)
-        return numcodecs.Blosc(cname=getattr(codec.cname, "value", codec.cname), clevel=codec.clevel,
-                               shuffle=_BLOSC_SHUFFLE[shuffle], blocksize=codec.blocksize)
+        return numcodecs.Blosc(
+            cname=getattr(codec.cname, "value", codec.cname),
+            clevel=codec.clevel,
+            shuffle=_BLOSC_SHUFFLE[shuffle],
+            blocksize=codec.blocksize,
+        )
     raise ValueError(name)
 
 
@@ -50,7 +57,10 @@ def _v3_plain_codecs(codecs) -> numcodecs.abc.Codec | None:
     """The compressor of a v3 codec list ``bytes`` (not big-endian) + at most one compressor;
     raises ValueError for any other list."""
     first, *rest = codecs
-    if type(first).__name__ != "BytesCodec" or getattr(first.endian, "value", first.endian) == "big":
+    if (
+        type(first).__name__ != "BytesCodec"
+        or getattr(first.endian, "value", first.endian) == "big"
+    ):
         raise ValueError("not the bytes codec")
     if len(rest) > 1:
         raise ValueError("more than one compressor")
@@ -64,8 +74,16 @@ class ChunkFiles:
     on distributed workers. Regions are tuples of slices with steps of 1.
     """
 
-    def __init__(self, root: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype,
-                 fill_value: Any, compressor: numcodecs.abc.Codec | None, key_of):
+    def __init__(
+        self,
+        root: Path,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        dtype: np.dtype,
+        fill_value: Any,
+        compressor: numcodecs.abc.Codec | None,
+        key_of,
+    ):
         self.root = Path(root)
         self.shape, self.chunks, self.dtype = shape, chunks, np.dtype(dtype)
         self.ndim = len(shape)
@@ -96,24 +114,45 @@ class ChunkFiles:
         if arr.metadata.zarr_format == 3:
             if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
                 return None
-            (sharding,) = meta.codecs if type(meta.codecs[0]).__name__ == "ShardingCodec" else (None,)
+            (sharding,) = (
+                meta.codecs if type(meta.codecs[0]).__name__ == "ShardingCodec" else (None,)
+            )
             compressor = _v3_plain_codecs(sharding.codecs if sharding else meta.codecs)
             if sharding is not None:
                 index_codecs = [type(c).__name__ for c in sharding.index_codecs]
                 endian = getattr(sharding.index_codecs[0].endian, "value", None)
                 location = getattr(sharding.index_location, "value", sharding.index_location)
-                if index_codecs != ["BytesCodec", "Crc32cCodec"] or endian != "little" or location != "end":
+                if (
+                    index_codecs != ["BytesCodec", "Crc32cCodec"]
+                    or endian != "little"
+                    or location != "end"
+                ):
                     return None
-                return ShardFiles(root, tuple(arr.shape), tuple(arr.shards), dtype, arr.fill_value, compressor,
-                                  meta.encode_chunk_key, inner=tuple(sharding.chunk_shape))
+                return ShardFiles(
+                    root,
+                    tuple(arr.shape),
+                    tuple(arr.shards),
+                    dtype,
+                    arr.fill_value,
+                    compressor,
+                    meta.encode_chunk_key,
+                    inner=tuple(sharding.chunk_shape),
+                )
         else:
             if meta.filters or meta.order != "C":
                 return None
             compressor = meta.compressor
             if compressor is not None and type(compressor) not in _V2_COMPRESSORS:
                 return None
-        return cls(root, tuple(arr.shape), tuple(arr.chunks), dtype, arr.fill_value, compressor,
-                   meta.encode_chunk_key)
+        return cls(
+            root,
+            tuple(arr.shape),
+            tuple(arr.chunks),
+            dtype,
+            arr.fill_value,
+            compressor,
+            meta.encode_chunk_key,
+        )
 
     # -- chunks
     def _path(self, index: tuple[int, ...]) -> Path:
@@ -133,9 +172,11 @@ class ChunkFiles:
             out = np.empty(self.chunks, dtype=self.dtype)
         try:
             return self._decode(raw, out)
-        except (RuntimeError, ValueError, TypeError) as exc:       # numcodecs' codecs say so in these
-            raise SourceError(f"chunk file {self._path(index)} cannot be decoded ({exc}); the source is "
-                              f"corrupt or was written incompletely") from None
+        except (RuntimeError, ValueError, TypeError) as exc:  # numcodecs' codecs say so in these
+            raise SourceError(
+                f"chunk file {self._path(index)} cannot be decoded ({exc}); the source is "
+                f"corrupt or was written incompletely"
+            ) from None
 
     def _decode(self, raw: bytes, out: np.ndarray) -> np.ndarray:
         """One encoded chunk into ``out`` (chunk-shaped, C-contiguous)."""
@@ -146,7 +187,8 @@ class ChunkFiles:
         return out
 
     def _encode(self, chunk: np.ndarray) -> bytes | None:
-        """One chunk's bytes, or None when it holds only the fill value (zarr does not store those)."""
+        """One chunk's bytes, or None when it holds only the fill value (zarr does not store
+        those)."""
         if self.fill_value.dtype.kind == "f" and np.isnan(self.fill_value):
             if np.isnan(chunk).all():
                 return None
@@ -173,7 +215,7 @@ class ChunkFiles:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
             at = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1:]
+            key = key[:at] + (slice(None),) * (self.ndim - len(key) + 1) + key[at + 1 :]
         key = key + (slice(None),) * (self.ndim - len(key))
         region, dropped = [], []
         for axis, (k, size) in enumerate(zip(key, self.shape)):
@@ -204,7 +246,7 @@ class ChunkFiles:
         for index, inner, outer in self._pieces(region, self.chunks):
             whole = all(i.start == 0 and i.stop == c for i, c in zip(inner, self.chunks))
             if whole and out[outer].flags.c_contiguous:
-                self._load(index, out[outer])        # decode straight into the result
+                self._load(index, out[outer])  # decode straight into the result
             else:
                 out[outer] = self._load(index)[inner]
 
@@ -214,10 +256,14 @@ class ChunkFiles:
         ranges = [range(s.start // c, math.ceil(s.stop / c)) for s, c in zip(region, chunks)]
         for index in itertools.product(*ranges):
             origin = [i * c for i, c in zip(index, chunks)]
-            inner = tuple(slice(max(s.start, o) - o, min(s.stop, o + c) - o)
-                          for s, o, c in zip(region, origin, chunks))
-            outer = tuple(slice(o + i.start - s.start, o + i.stop - s.start)
-                          for s, o, i in zip(region, origin, inner))
+            inner = tuple(
+                slice(max(s.start, o) - o, min(s.stop, o + c) - o)
+                for s, o, c in zip(region, origin, chunks)
+            )
+            outer = tuple(
+                slice(o + i.start - s.start, o + i.stop - s.start)
+                for s, o, i in zip(region, origin, inner)
+            )
             yield index, inner, outer
 
     # -- writing (the target side: blocks made of whole chunks, edge chunks cut by the shape)
@@ -230,13 +276,16 @@ class ChunkFiles:
             piece = block[part]
             if piece.shape == self.chunks:
                 chunk = np.ascontiguousarray(piece)
-            else:                                    # an edge chunk: stored full size, padded
+            else:  # an edge chunk: stored full size, padded
                 chunk = np.full(self.chunks, self.fill_value, dtype=self.dtype)
                 chunk[tuple(slice(0, n) for n in piece.shape)] = piece
             self._store(index, chunk)
 
     def __repr__(self) -> str:
-        return f"ChunkFiles({str(self.root)!r}, shape={self.shape}, chunks={self.chunks}, dtype={self.dtype})"
+        return (
+            f"ChunkFiles({str(self.root)!r}, shape={self.shape}, chunks={self.chunks}, "
+            f"dtype={self.dtype})"
+        )
 
 
 class ShardFiles(ChunkFiles):

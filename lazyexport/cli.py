@@ -17,13 +17,13 @@ import tempfile
 import threading
 import traceback
 from pathlib import Path
+from typing import Any
 
-from . import __version__
+from . import __version__, interrupt
 from .batch import Batch, Dataset, reason
 from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
-from . import interrupt
 from .interrupt import Terminated, exit_status, raise_interrupt
 from .plan import build_plan
 from .preview import preview_plan, render_png
@@ -40,19 +40,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_renormalize(text: str):
-    """``in_min,in_max:out_min,out_max``; ``:out_min,out_max`` takes the input range from the data."""
+    """``in_min,in_max:out_min,out_max``; ``:out_min,out_max`` takes the input range from the
+    data."""
     left, sep, right = text.partition(":")
     if not sep:
-        raise SettingsError(f"cannot read --renormalize {text!r}; write in_min,in_max:out_min,out_max (e.g. 0,1:0,255)")
+        raise SettingsError(
+            f"cannot read --renormalize {text!r}; write in_min,in_max:out_min,out_max (e.g. "
+            "0,1:0,255)"
+        )
 
     def pair(part: str):
         values = part.split(",")
         if len(values) != 2:
-            raise SettingsError(f"cannot read --renormalize {text!r}; each side needs two numbers, e.g. 0,1:0,255")
+            raise SettingsError(
+                f"cannot read --renormalize {text!r}; each side needs two numbers, e.g. 0,1:0,255"
+            )
         try:
             return (float(values[0]), float(values[1]))
         except ValueError:
-            raise SettingsError(f"cannot read --renormalize {text!r}: {part!r} is not two numbers") from None
+            raise SettingsError(
+                f"cannot read --renormalize {text!r}: {part!r} is not two numbers"
+            ) from None
 
     return (pair(left) if left.strip() else None, pair(right))
 
@@ -81,7 +89,11 @@ def _parse_shards(text: str) -> dict[str, int] | str:
 
 
 def _settings_from_args(args) -> ExportSettings:
-    explicit = {name: getattr(args, name) for name in ("zarr_format", "tiff_flavor") if getattr(args, name) is not None}
+    explicit = {
+        name: getattr(args, name)
+        for name in ("zarr_format", "tiff_flavor")
+        if getattr(args, name) is not None
+    }
     settings = ExportSettings(
         roi=parse_roi_text(args.roi) if args.roi else None,
         renormalize=_parse_renormalize(args.renormalize) if args.renormalize else None,
@@ -113,7 +125,9 @@ class _Bar:
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=True)
+            self.bar = tqdm(
+                total=None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=True
+            )
 
     def __call__(self, event: Progress) -> None:
         if self.bar is None:
@@ -147,15 +161,27 @@ class _BatchBars:
         self.nickname, self.bar = None, _Bar(False, "")
 
 
-def _run_export(source, settings: ExportSettings, *, nickname=None, overwrite=False, resume=False,
-                memory_limit=None, scheduler=None, quiet=False, label=None):
+def _run_export(
+    source,
+    settings: ExportSettings,
+    *,
+    nickname=None,
+    overwrite=False,
+    resume=False,
+    memory_limit=None,
+    scheduler=None,
+    quiet=False,
+    label=None,
+):
     with scheduler_session(scheduler, memory_limit) as resolved:
         plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
         for note in export_notes(plan, resume):
             print(f"note: {note}", file=sys.stderr)
         bar = _Bar(not quiet, label or plan.nickname)
         try:
-            return execute(plan, overwrite=overwrite, progress=bar, scheduler=resolved, resume=resume)
+            return execute(
+                plan, overwrite=overwrite, progress=bar, scheduler=resolved, resume=resume
+            )
         finally:
             bar.close()
 
@@ -170,16 +196,29 @@ def cmd_export(args) -> int:
     if args.save_settings:
         project = Batch(settings, [Dataset(args.source, args.nickname or "", args.axes)])
         saved = project.save(args.save_settings)
-        print(f"saved the settings as a one-dataset project {saved}; rerun with "
-              f"'lazyexport batch {saved} export-all'", file=sys.stderr)
+        print(
+            f"saved the settings as a one-dataset project {saved}; rerun with "
+            f"'lazyexport batch {saved} export-all'",
+            file=sys.stderr,
+        )
     source = open_source(args.source, axes=args.axes)
     if args.plan:
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
-            plan = plan_on(resolved, source, settings, nickname=args.nickname, memory_limit=args.memory_limit)
+            plan = plan_on(
+                resolved, source, settings, nickname=args.nickname, memory_limit=args.memory_limit
+            )
         _show_plans([plan], args.json)
         return 0
-    result = _run_export(source, settings, nickname=args.nickname, overwrite=args.overwrite, resume=args.resume,
-                         memory_limit=args.memory_limit, scheduler=args.scheduler, quiet=args.quiet)
+    result = _run_export(
+        source,
+        settings,
+        nickname=args.nickname,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        memory_limit=args.memory_limit,
+        scheduler=args.scheduler,
+        quiet=args.quiet,
+    )
     print(result)
     return 0
 
@@ -200,8 +239,10 @@ def cmd_preview(args) -> int:
     path = render_png(planes, args.png, same_range=args.same_range, channel=args.channel)
     live = planes["live"]
     fixed = ", ".join(f"{a}={int(v)}" for a, v in live.coords.items() if a not in live.dims)
-    print(f"wrote {path}: raw, live preview and exported planes {''.join(map(str, live.dims))} "
-          f"{live.shape}" + (f" at {fixed}" if fixed else ""))
+    print(
+        f"wrote {path}: raw, live preview and exported planes {''.join(map(str, live.dims))} "
+        f"{live.shape}" + (f" at {fixed}" if fixed else "")
+    )
     return 0
 
 
@@ -227,7 +268,9 @@ def _batch_export(batch: Batch, args) -> int:
     nicknames = args.nicknames if args.action == "export" else batch.nicknames
     if args.plan:
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
-            plans = [batch.plan(n, memory_limit=args.memory_limit, scheduler=resolved) for n in nicknames]
+            plans = [
+                batch.plan(n, memory_limit=args.memory_limit, scheduler=resolved) for n in nicknames
+            ]
         _show_plans(plans, args.json)
         return 0
     bars = _BatchBars(not args.quiet)
@@ -240,9 +283,16 @@ def _batch_export(batch: Batch, args) -> int:
             print(f"{nickname}: FAILED: {reason(outcome)}")
 
     try:
-        report = batch.export(nicknames, overwrite=args.overwrite, resume=args.resume, fail_fast=args.fail_fast,
-                              memory_limit=args.memory_limit, scheduler=args.scheduler,
-                              progress=bars, on_done=done)
+        report = batch.export(
+            nicknames,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            fail_fast=args.fail_fast,
+            memory_limit=args.memory_limit,
+            scheduler=args.scheduler,
+            progress=bars,
+            on_done=done,
+        )
     finally:
         bars.close()
     print(report.summary())
@@ -258,7 +308,9 @@ def _batch_delete(batch: Batch, args) -> int:
         return 1 if planned.refused else 0
     if not args.yes:
         if not sys.stdin.isatty():
-            raise SettingsError("delete-all needs confirmation and stdin is not a terminal; pass --yes")
+            raise SettingsError(
+                "delete-all needs confirmation and stdin is not a terminal; pass --yes"
+            )
         print("delete-all would remove:")
         for item in planned.removed:
             print(f"  {item}")
@@ -287,8 +339,13 @@ def _print_cleaned(removed: list[str], dry_run: bool) -> None:
         print("nothing to clean")
 
 
-_BATCH_ACTIONS = {"list": _batch_list, "export-all": _batch_export, "export": _batch_export,
-                  "delete-all": _batch_delete, "clean": _batch_clean}
+_BATCH_ACTIONS = {
+    "list": _batch_list,
+    "export-all": _batch_export,
+    "export": _batch_export,
+    "delete-all": _batch_delete,
+    "clean": _batch_clean,
+}
 
 
 def cmd_clean(args) -> int:
@@ -306,22 +363,35 @@ def cmd_formats(args) -> int:
     for name in formats():
         writer = get_writer(name)
         kind = "sequence" if writer.capabilities.sequence else "single  "
-        options = f"  options: {', '.join(sorted(writer.capabilities.options))}" if writer.capabilities.options else ""
-        print(f"{name:15} {kind} {'/'.join(writer.extensions):26} compression: "
-              f"{', '.join(writer.capabilities.compressions)} (default {writer.capabilities.compressions[0]})  - {writer.description}{options}")
+        options = (
+            f"  options: {', '.join(sorted(writer.capabilities.options))}"
+            if writer.capabilities.options
+            else ""
+        )
+        print(
+            f"{name:15} {kind} {'/'.join(writer.extensions):26} compression: "
+            f"{', '.join(writer.capabilities.compressions)} (default "
+            f"{writer.capabilities.compressions[0]})  - {writer.description}{options}"
+        )
     return 0
 
 
 def cmd_demo(args) -> int:
     from .demo import sample_volume
 
-    out_dir = Path(args.output_dir) if args.output_dir else Path(tempfile.mkdtemp(prefix="lazyexport-demo-"))
+    out_dir = (
+        Path(args.output_dir)
+        if args.output_dir
+        else Path(tempfile.mkdtemp(prefix="lazyexport-demo-"))
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     volume = sample_volume()
     print("Source (a lazily generated two-channel probability map; nothing is in memory yet):")
     print(describe(volume))
     print()
-    common = dict(roi={"z": (16, 144)}, renormalize=((0.0, 1.0), (0, 255)), dtype="uint8", axis_order="czyx")
+    common: dict[str, Any] = dict(
+        roi={"z": (16, 144)}, renormalize=((0.0, 1.0), (0, 255)), dtype="uint8", axis_order="czyx"
+    )
     jobs = [
         ("hdf5", f"{out_dir}/{{nickname}}_{{roi}}.h5/exported_data"),
         ("zarr", f"{out_dir}/{{nickname}}_{{roi}}.zarr"),
@@ -330,7 +400,9 @@ def cmd_demo(args) -> int:
     print("Export: z in [16, 144), renormalize [0, 1] -> [0, 255], uint8, axis order czyx")
     for fmt, output in jobs:
         settings = ExportSettings(format=fmt, output=output, **common)
-        result = _run_export(volume, settings, overwrite=args.overwrite, quiet=args.quiet, label=fmt)
+        result = _run_export(
+            volume, settings, overwrite=args.overwrite, quiet=args.quiet, label=fmt
+        )
         back = open_exported(result)
         plane = back.isel(z=40).values
         expected = execute_reference_plane(volume, 16 + 40)
@@ -349,51 +421,104 @@ def execute_reference_plane(volume, z: int):
 
 
 def _add_export_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--roi", help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end)")
-    p.add_argument("--renormalize", metavar="IN:OUT",
-                   help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input "
-                        "range from the data (its min/max inside the ROI, read once)")
-    p.add_argument("--dtype", help="convert to this data type (integers round and clip), e.g. uint8")
+    p.add_argument(
+        "--roi", help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end)"
+    )
+    p.add_argument(
+        "--renormalize",
+        metavar="IN:OUT",
+        help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input "
+        "range from the data (its min/max inside the ROI, read once)",
+    )
+    p.add_argument(
+        "--dtype", help="convert to this data type (integers round and clip), e.g. uint8"
+    )
     p.add_argument("--axis-order", help="transpose to this axis order, e.g. czyx")
-    p.add_argument("--format", default="hdf5", help=f"output format: {', '.join(formats())} (default hdf5)")
-    p.add_argument("--output", metavar="TEMPLATE",
-                   help="output template, e.g. '{dataset_dir}/{nickname}_export.h5' (placeholders: see docs)")
-    p.add_argument("--nickname", help="the dataset's nickname for {nickname} (default: the file name)")
+    p.add_argument(
+        "--format", default="hdf5", help=f"output format: {', '.join(formats())} (default hdf5)"
+    )
+    p.add_argument(
+        "--output",
+        metavar="TEMPLATE",
+        help="output template, e.g. '{dataset_dir}/{nickname}_export.h5' (placeholders: see docs)",
+    )
+    p.add_argument(
+        "--nickname", help="the dataset's nickname for {nickname} (default: the file name)"
+    )
     p.add_argument("--result-type", help="a label for {result_type}, e.g. Probabilities")
-    p.add_argument("--compression", help="codec, e.g. gzip, lzf, zstd, none (default: the format's)")
-    p.add_argument("--compression-level", type=int,
-                   help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd")
+    p.add_argument(
+        "--compression", help="codec, e.g. gzip, lzf, zstd, none (default: the format's)"
+    )
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd",
+    )
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
-    p.add_argument("--zarr-format", type=int, default=None, choices=(2, 3), help="Zarr version (default 3)")
-    p.add_argument("--shards", help="zarr v3 sharding for many small chunks: auto (one shard per block) "
-                                    "or shard lengths, e.g. z=64,y=1024,x=1024 (default: no shards)")
-    p.add_argument("--pixel-size", help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)")
-    p.add_argument("--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)")
-    p.add_argument("--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)")
-    p.add_argument("--downsample", choices=DOWNSAMPLE_METHODS,
-                   help="ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type "
-                        "naming labels, e.g. Labels) or nearest")
-    p.add_argument("--tiff-flavor", default=None, choices=TIFF_FLAVORS,
-                   help="tiff metadata: plain, imagej (hyperstack) or ome (default plain)")
+    p.add_argument(
+        "--zarr-format", type=int, default=None, choices=(2, 3), help="Zarr version (default 3)"
+    )
+    p.add_argument(
+        "--shards",
+        help="zarr v3 sharding for many small chunks: auto (one shard per block) "
+        "or shard lengths, e.g. z=64,y=1024,x=1024 (default: no shards)",
+    )
+    p.add_argument(
+        "--pixel-size",
+        help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)",
+    )
+    p.add_argument(
+        "--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)"
+    )
+    p.add_argument(
+        "--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)"
+    )
+    p.add_argument(
+        "--downsample",
+        choices=DOWNSAMPLE_METHODS,
+        help="ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type "
+        "naming labels, e.g. Labels) or nearest",
+    )
+    p.add_argument(
+        "--tiff-flavor",
+        default=None,
+        choices=TIFF_FLAVORS,
+        help="tiff metadata: plain, imagej (hyperstack) or ome (default plain)",
+    )
     _add_run_options(p)
-    p.add_argument("--save-settings", metavar="FILE.toml",
-                   help="also save these settings as a one-dataset project file for 'lazyexport batch'")
+    p.add_argument(
+        "--save-settings",
+        metavar="FILE.toml",
+        help="also save these settings as a one-dataset project file for 'lazyexport batch'",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)")
-    p.add_argument("--scheduler", metavar="NAME|ADDRESS",
-                   help="dask scheduler: threads (default), synchronous, processes, local-cluster (a dask "
-                        "LocalCluster for this run), or a running cluster's address, e.g. tcp://host:8786 "
-                        "(outputs must be on storage every worker sees; see docs/cluster.md)")
+    p.add_argument(
+        "--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)"
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="NAME|ADDRESS",
+        help="dask scheduler: threads (default), synchronous, processes, local-cluster (a dask "
+        "LocalCluster for this run), or a running cluster's address, e.g. tcp://host:8786 "
+        "(outputs must be on storage every worker sees; see docs/cluster.md)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--resume", action="store_true",
-                   help="zarr, tiff-sequence: continue an interrupted --resume export of the same plan, and keep "
-                        "the temporary output if this one is interrupted (other formats restart)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="zarr, tiff-sequence, png-sequence: continue an interrupted --resume export of the "
+        "same plan, and keep the temporary output if this one is interrupted (other formats "
+        "restart)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    p.add_argument("--plan", action="store_true",
-                   help="print the plan (chunks, blocks, tasks in flight, projected peak memory and its parts, "
-                        "read amplification, staging) and write nothing")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the plan (chunks, blocks, tasks in flight, projected peak memory and its "
+        "parts, read amplification, staging) and write nothing",
+    )
     p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
 
 
@@ -407,51 +532,90 @@ def _show_plans(plans, as_json: bool) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="lazyexport", description="Export image volumes larger than memory, chunk by chunk.")
+    parser = _Parser(
+        prog="lazyexport", description="Export image volumes larger than memory, chunk by chunk."
+    )
     parser.add_argument("--version", action="version", version=f"lazyexport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("info", help="describe a source (or an exported file) without reading pixels")
+    p = sub.add_parser(
+        "info", help="describe a source (or an exported file) without reading pixels"
+    )
     p.add_argument("source")
     p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", help="export one source")
-    p.add_argument("source", help="file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy or a glob of slices")
+    p.add_argument(
+        "source",
+        help="file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy or a glob "
+        "of slices",
+    )
     p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
     _add_export_options(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("preview", help="draw a plane of the raw, live and exported data side by side into a PNG")
-    p.add_argument("source", help="file.h5/dataset, store.zarr[/path], file.tif, file.npy or a glob of slices")
+    p = sub.add_parser(
+        "preview", help="draw a plane of the raw, live and exported data side by side into a PNG"
+    )
+    p.add_argument(
+        "source", help="file.h5/dataset, store.zarr[/path], file.tif, file.npy or a glob of slices"
+    )
     p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
-    p.add_argument("--at", help="where the plane lies, in source coordinates, e.g. z=10 (the plane spans the last "
-                                "two free non-channel output axes; other axes default to the middle of the ROI)")
+    p.add_argument(
+        "--at",
+        help="where the plane lies, in source coordinates, e.g. z=10 (the plane spans the last "
+        "two free non-channel output axes; other axes default to the middle of the ROI)",
+    )
     p.add_argument("--png", required=True, help="the picture to write, e.g. preview.png")
-    p.add_argument("--same-range", action="store_true", help="one display range for all three panels")
-    p.add_argument("--channel", type=int, help="show this channel only (default: up to 3 channels as a composite)")
+    p.add_argument(
+        "--same-range", action="store_true", help="one display range for all three panels"
+    )
+    p.add_argument(
+        "--channel",
+        type=int,
+        help="show this channel only (default: up to 3 channels as a composite)",
+    )
     _add_export_options(p)
     p.set_defaults(func=cmd_preview)
-    p = sub.add_parser("batch", help="many datasets from a project file: list, export, export-all, delete-all")
+    p = sub.add_parser(
+        "batch", help="many datasets from a project file: list, export, export-all, delete-all"
+    )
     p.add_argument("project", help="the project file (TOML; see docs/batch.md)")
-    p.add_argument("--save-settings", metavar="FILE.toml", help="save the project (sources made relative to FILE)")
+    p.add_argument(
+        "--save-settings",
+        metavar="FILE.toml",
+        help="save the project (sources made relative to FILE)",
+    )
     actions = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    actions.add_parser("list", help="nickname, source, output location, and whether the output exists")
-    for action, text in (("export-all", "export every dataset"), ("export", "export the datasets named")):
+    actions.add_parser(
+        "list", help="nickname, source, output location, and whether the output exists"
+    )
+    for action, text in (
+        ("export-all", "export every dataset"),
+        ("export", "export the datasets named"),
+    ):
         a = actions.add_parser(action, help=text)
         if action == "export":
             a.add_argument("nicknames", nargs="+", metavar="NICKNAME")
-        a.add_argument("--fail-fast", action="store_true", help="stop at the first dataset that fails")
+        a.add_argument(
+            "--fail-fast", action="store_true", help="stop at the first dataset that fails"
+        )
         _add_run_options(a)
     a = actions.add_parser("delete-all", help="remove every output the project writes (asks first)")
     a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    a = actions.add_parser("clean", help="remove what killed exports left beside the project's outputs")
+    a = actions.add_parser(
+        "clean", help="remove what killed exports left beside the project's outputs"
+    )
     a.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(func=cmd_batch)
 
-    p = sub.add_parser("clean", help="remove what killed exports left beside an output (hidden temporaries "
-                                     "no running export owns); an interrupted commit is finished")
+    p = sub.add_parser(
+        "clean",
+        help="remove what killed exports left beside an output (hidden temporaries "
+        "no running export owns); an interrupted commit is finished",
+    )
     p.add_argument("path", help="an output (file, store or first slice), or a directory of outputs")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(func=cmd_clean)
@@ -461,7 +625,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="export a built-in sample volume to every core format")
     p.add_argument("--output-dir", help="where to write (default: a new temporary directory)")
-    p.add_argument("--overwrite", action="store_true", help="replace outputs of an earlier demo in --output-dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs of an earlier demo in --output-dir",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -471,10 +639,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
-    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
+    previous = (
+        {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+        if in_main_thread
+        else {}
+    )
     try:
         status = args.func(args)
-        interrupt.check()       # a signal whose KeyboardInterrupt Python lost (see lazyexport.interrupt)
+        interrupt.check()  # a signal whose KeyboardInterrupt Python lost (see lazyexport.interrupt)
         return status
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -482,14 +654,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         interrupt.taken()
         terminated = isinstance(exc, Terminated)
-        kept = "kept for --resume (zarr, tiff-sequence)" if getattr(args, "resume", False) else "removed"
-        print(f"error: {'terminated' if terminated else 'interrupted'}; temporary output {kept}", file=sys.stderr)
+        kept = (
+            "kept for --resume (zarr, tiff-sequence)"
+            if getattr(args, "resume", False)
+            else "removed"
+        )
+        print(
+            f"error: {'terminated' if terminated else 'interrupted'}; temporary output {kept}",
+            file=sys.stderr,
+        )
         return exit_status(exc)
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()
-        print(f"error: export failed: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"error: export failed: {type(exc).__name__}: {exc} (run with --debug for the "
+            "traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         for signum, handler in previous.items():

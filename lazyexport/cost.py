@@ -23,9 +23,9 @@ process holds when the export is planned: the interpreter, its libraries, the ca
 tasks in flight × task peak + shared. On a cluster, ``hosts`` workers each take at most
 ``host_budget`` and the projected peak is one worker's. Read amplification is the source
 bytes decoded / the bytes of the source read units the cutout touches (each must be decoded
-once): a block boundary inside a read unit makes two tasks decode it. :func:`choose` picks the block shape with the smallest estimated time
-(decoded and written bytes over the tasks that run at once, plus the largest task, plus a cost
-per task) among
+once): a block boundary inside a read unit makes two tasks decode it. :func:`choose` picks the block
+shape with the smallest estimated time (decoded and written bytes over the tasks that run at once,
+plus the largest task, plus a cost per task) among
 those whose projected peak fits the budget; if none fits it raises :class:`NoFit` with the
 smallest budget that would.
 """
@@ -41,15 +41,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SUBSLAB_BYTES = 4 * 2**20        # source bytes transformed at once inside a piece
-PIECE_BYTES = 16 * 2**20         # pieces grow (in whole read units) to about this size
-TASK_OVERHEAD_BYTES = 2 * 2**20  # the time cost of one task, as bytes moved (scheduling, files, metadata)
+SUBSLAB_BYTES = 4 * 2**20  # source bytes transformed at once inside a piece
+PIECE_BYTES = 16 * 2**20  # pieces grow (in whole read units) to about this size
+# the time cost of one task, as bytes moved (scheduling, files, metadata)
+TASK_OVERHEAD_BYTES = 2 * 2**20
 # the time of taking a part of a read unit another block read (Source.shared), as a share of
 # decoding it: a unit on a block edge is read by one block and kept for a later one (a copy);
 # blocks shorter than a read unit read the same units at the same time, and wait (counted in full)
 SHARED_READ_COST = 0.1
-BALANCE_TASKS = 4                # tasks per thread below which the largest task's time counts
-MAX_CANDIDATES = 4000            # block shapes tried exhaustively; beyond, grown greedily
+BALANCE_TASKS = 4  # tasks per thread below which the largest task's time counts
+MAX_CANDIDATES = 4000  # block shapes tried exhaustively; beyond, grown greedily
 
 
 class NoFit(Exception):
@@ -109,17 +110,18 @@ class Source:
     itemsize: int
     concurrency: int = 1
     compressed: bool = True
-    shared: bool = False        # read units that straddle block edges are decoded once and kept
-                                # for the other blocks that read them (tasks of one process)
+    # read units that straddle block edges are decoded once and kept for the other blocks that
+    # read them (tasks of one process)
+    shared: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class Costs:
     """The cost of one block shape; bytes unless said otherwise."""
 
-    block: tuple[int, ...]             # per cost axis (the output's, then the source axes it drops)
-    phase: tuple[int, ...]             # length of the first (short) block per axis, 0: none
-    piece: tuple[int, ...]             # the longest piece per axis (source elements)
+    block: tuple[int, ...]  # per cost axis (the output's, then the source axes it drops)
+    phase: tuple[int, ...]  # length of the first (short) block per axis, 0: none
+    piece: tuple[int, ...]  # the longest piece per axis (source elements)
     tasks: int
     in_flight: int
     task_peak: int
@@ -129,17 +131,21 @@ class Costs:
     transform: int
     encode: int
     baseline: int
-    decoded: int                       # source bytes decoded in all
-    needed: int                        # source bytes of the read units the cutout touches
-    written: int                       # output bytes
-    seconds: float                     # relative time estimate (only for comparing shapes)
-    shared: int = 0                    # read units kept for the next blocks, at most (Source.shared)
-    per_host: int = 0                  # tasks one process (a cluster's worker) runs at once, at most
+    decoded: int  # source bytes decoded in all
+    needed: int  # source bytes of the read units the cutout touches
+    written: int  # output bytes
+    seconds: float  # relative time estimate (only for comparing shapes)
+    shared: int = 0  # read units kept for the next blocks, at most (Source.shared)
+    per_host: int = 0  # tasks one process (a cluster's worker) runs at once, at most
 
     @property
     def projected_peak(self) -> int:
         """The peak of one process: its baseline, its tasks in flight, the read units it keeps."""
-        return self.baseline + min(self.in_flight, self.per_host or self.in_flight) * self.task_peak + self.shared
+        return (
+            self.baseline
+            + min(self.in_flight, self.per_host or self.in_flight) * self.task_peak
+            + self.shared
+        )
 
     @property
     def amplification(self) -> float:
@@ -172,7 +178,7 @@ def _phase(axis: Axis, block: int) -> int:
     bounds = axis.edges
     if not axis.aligned or bounds is None:
         return 0
-    if axis.start in bounds:            # the cutout starts on a read-unit edge: blocks from 0 follow them
+    if axis.start in bounds:  # the cutout starts on a read-unit edge: blocks from 0 follow them
         return 0
     after = bounds[bounds > axis.start]
     first = int(after[0]) - axis.start if len(after) else 0
@@ -185,8 +191,11 @@ def scratch_bytes(budget: int) -> tuple[int, int]:
     return min(PIECE_BYTES, max(budget // 8, 2**20)), min(SUBSLAB_BYTES, max(budget // 32, 2**18))
 
 
-def _piece_shape(axes: Sequence[Axis], extents: Sequence[int], itemsize: int, target: int) -> tuple[int, ...]:
-    """A piece: whole read units, grown innermost first to about ``target`` bytes, within the block."""
+def _piece_shape(
+    axes: Sequence[Axis], extents: Sequence[int], itemsize: int, target: int
+) -> tuple[int, ...]:
+    """A piece: whole read units, grown innermost first to about ``target`` bytes, within the
+    block."""
     piece = [min(a.read_unit, e) if a.bounds is not None else 1 for a, e in zip(axes, extents)]
     for i in reversed(range(len(piece))):
         while piece[i] < extents[i] and math.prod(piece) * itemsize < target:
@@ -196,9 +205,19 @@ def _piece_shape(axes: Sequence[Axis], extents: Sequence[int], itemsize: int, ta
 
 
 def evaluate(
-    axes: Sequence[Axis], block: Sequence[int], source: Source, out_itemsize: int, *,
-    compute_itemsize: int, encode: int, budget: int, baseline: int, threads: int,
-    time_extra: float = 0.0, hosts: int = 1, host_budget: int | None = None,
+    axes: Sequence[Axis],
+    block: Sequence[int],
+    source: Source,
+    out_itemsize: int,
+    *,
+    compute_itemsize: int,
+    encode: int,
+    budget: int,
+    baseline: int,
+    threads: int,
+    time_extra: float = 0.0,
+    hosts: int = 1,
+    host_budget: int | None = None,
 ) -> Costs:
     """The costs of blocks of shape ``block`` (one length per axis). ``budget`` and ``threads``
     are for all tasks together; on ``hosts`` processes (a cluster's workers, ``threads`` spread
@@ -232,11 +251,12 @@ def evaluate(
         piece = math.prod(shape) * isz
         piece_elems = math.prod(shape)
         unit = math.prod(min(a.read_unit, e) for a, e in zip(axes, extents)) * isz
-        if source.kind == "chunks":     # partial units decode whole into a scratch; compressed bytes beside
+        # partial units decode whole into a scratch; compressed bytes beside
+        if source.kind == "chunks":
             partial = unit if not all(exacts) else 0
             raw = unit // 2 if source.compressed else unit
             read_extra = source.concurrency * (partial + raw)
-        else:                           # dask: chunks computed one at a time, sliced into the piece
+        else:  # dask: chunks computed one at a time, sliced into the piece
             read_extra = unit if not all(exacts) or piece > unit else 0
     sub = min(piece_elems, max(subslab // isz, 1))
     transform = sub * (compute_itemsize + out_itemsize + isz)
@@ -256,23 +276,41 @@ def evaluate(
         in_flight = int(max(min(threads, tasks, fit, hosts * per_host), 0))
         par = max(min(in_flight, threads, tasks), 1)
         # the work shared by the tasks in flight, the tail, and a cost per task
-        seconds = ((reread * isz + written) / par + largest + tasks * TASK_OVERHEAD_BYTES / par) * (1.0 + time_extra)
+        seconds = ((reread * isz + written) / par + largest + tasks * TASK_OVERHEAD_BYTES / par) * (
+            1.0 + time_extra
+        )
         return (seconds if in_flight else math.inf), in_flight, shared
 
     # each task decodes what it touches; or, where tasks share read units (Source.shared) and
     # the units kept fit, each unit is decoded once and kept for the blocks that need it
     options = [variant(0, decoded)]
     if source.shared and source.kind != "view" and any(seams):
-        options.append(variant(_kept(axes, extents, wholes, seams) * isz, needed * math.prod(factors)))
+        options.append(
+            variant(_kept(axes, extents, wholes, seams) * isz, needed * math.prod(factors))
+        )
     seconds, in_flight, shared = min(options, key=lambda o: (o[0], o[2]))
     if shared:
         decoded = needed
-    return Costs(block=tuple(int(b) for b in block), phase=phases, piece=tuple(int(p) for p in shape),
-                 tasks=tasks, in_flight=in_flight,
-                 task_peak=int(task_peak), out=int(out), piece_bytes=int(piece), read_extra=int(read_extra),
-                 transform=int(transform), encode=int(encode), baseline=int(baseline),
-                 decoded=int(decoded * isz), needed=int(needed * isz),
-                 written=int(written), seconds=float(seconds), shared=int(shared), per_host=int(max(per_host, 0)))
+    return Costs(
+        block=tuple(int(b) for b in block),
+        phase=phases,
+        piece=tuple(int(p) for p in shape),
+        tasks=tasks,
+        in_flight=in_flight,
+        task_peak=int(task_peak),
+        out=int(out),
+        piece_bytes=int(piece),
+        read_extra=int(read_extra),
+        transform=int(transform),
+        encode=int(encode),
+        baseline=int(baseline),
+        decoded=int(decoded * isz),
+        needed=int(needed * isz),
+        written=int(written),
+        seconds=float(seconds),
+        shared=int(shared),
+        per_host=int(max(per_host, 0)),
+    )
 
 
 def _splits_units(axis: Axis, edges: np.ndarray) -> bool:
@@ -282,7 +320,9 @@ def _splits_units(axis: Axis, edges: np.ndarray) -> bool:
     return not np.isin(edges[1:-1] + axis.start, axis.edges).all()
 
 
-def _kept(axes: Sequence[Axis], extents: Sequence[int], wholes: Sequence[int], seams: Sequence[bool]) -> int:
+def _kept(
+    axes: Sequence[Axis], extents: Sequence[int], wholes: Sequence[int], seams: Sequence[bool]
+) -> int:
     """Elements of shared read units kept at most (Source.shared): blocks run in C order, so the
     read units on the far side of the blocks' edges along axis ``i`` wait for the blocks one step
     further along ``i`` -- one layer of read units, one block wide along the axes before ``i`` and
@@ -291,7 +331,7 @@ def _kept(axes: Sequence[Axis], extents: Sequence[int], wholes: Sequence[int], s
     for i, axis in enumerate(axes):
         if not seams[i]:
             continue
-        kept += min(axis.read_unit, wholes[i]) * math.prod(extents[:i]) * math.prod(wholes[i + 1:])
+        kept += min(axis.read_unit, wholes[i]) * math.prod(extents[:i]) * math.prod(wholes[i + 1 :])
     return kept
 
 
@@ -306,7 +346,7 @@ def candidates(axis: Axis, cap: int | None = None) -> list[int]:
         k *= 2
     read = axis.read_unit
     if read > 1:
-        step = unit * read // math.gcd(unit, read)       # whole write units and whole read units
+        step = unit * read // math.gcd(unit, read)  # whole write units and whole read units
         for m in (1, 2, 4, 8):
             if step * m < length:
                 found.add(step * m)
@@ -316,22 +356,43 @@ def candidates(axis: Axis, cap: int | None = None) -> list[int]:
 
 
 def choose(
-    axes: Sequence[Axis], source: Source, out_itemsize: int, *, compute_itemsize: int,
-    encode, budget: int, baseline: int, threads: int, max_block_bytes: int,
-    time_extra: float = 0.0, hosts: int = 1, host_budget: int | None = None,
+    axes: Sequence[Axis],
+    source: Source,
+    out_itemsize: int,
+    *,
+    compute_itemsize: int,
+    encode,
+    budget: int,
+    baseline: int,
+    threads: int,
+    max_block_bytes: int,
+    time_extra: float = 0.0,
+    hosts: int = 1,
+    host_budget: int | None = None,
 ) -> Costs:
     """The block shape of the smallest estimated time whose projected peak fits ``budget``.
     ``encode(block) -> bytes`` is the writer's buffers for a block. Raises NoFit."""
     options = [candidates(a) for a in axes]
 
     def cost(block) -> Costs:
-        return evaluate(axes, block, source, out_itemsize, compute_itemsize=compute_itemsize,
-                        encode=encode(block), budget=budget, baseline=baseline, threads=threads,
-                        time_extra=time_extra, hosts=hosts, host_budget=host_budget)
+        return evaluate(
+            axes,
+            block,
+            source,
+            out_itemsize,
+            compute_itemsize=compute_itemsize,
+            encode=encode(block),
+            budget=budget,
+            baseline=baseline,
+            threads=threads,
+            time_extra=time_extra,
+            hosts=hosts,
+            host_budget=host_budget,
+        )
 
     least = tuple(o[0] for o in options)
 
-    def ok(c: Costs) -> bool:      # (the cap on a block's bytes never refuses the smallest block)
+    def ok(c: Costs) -> bool:  # (the cap on a block's bytes never refuses the smallest block)
         return c.in_flight >= 1 and (c.out <= max_block_bytes or c.block == least)
 
     best: Costs | None = None

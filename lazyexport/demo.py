@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-DEFAULT_SHAPE = (160, 512, 512)   # z, y, x; with 2 channels of float32: 320 MiB
+DEFAULT_SHAPE = (160, 512, 512)  # z, y, x; with 2 channels of float32: 320 MiB
 
 
 def _probability_block(block_info=None, out_dtype="float32"):
@@ -26,15 +26,26 @@ def _probability_block(block_info=None, out_dtype="float32"):
     return channels.astype(out_dtype)
 
 
-def sample_volume(shape: tuple[int, int, int] = DEFAULT_SHAPE, chunks: tuple[int, int, int] = (32, 256, 256),
-                  dtype: str = "float32") -> xr.DataArray:
+def sample_volume(
+    shape: tuple[int, int, int] = DEFAULT_SHAPE,
+    chunks: tuple[int, int, int] = (32, 256, 256),
+    dtype: str = "float32",
+) -> xr.DataArray:
     """A ``zyxc`` float probability map (channel 0: foreground, 1: background), generated lazily."""
     full = (*shape, 2)
-    data = da.map_blocks(_probability_block, dtype=np.dtype(dtype),
-                         chunks=da.core.normalize_chunks((*chunks, 2), full),
-                         meta=np.empty((0, 0, 0, 0), dtype=dtype), out_dtype=dtype)
-    return xr.DataArray(data, dims=("z", "y", "x", "c"), name="sample",
-                        attrs={"source": "<built-in sample volume>", "nickname": "sample"})
+    data = da.map_blocks(
+        _probability_block,
+        dtype=np.dtype(dtype),
+        chunks=da.core.normalize_chunks((*chunks, 2), full),
+        meta=np.empty((0, 0, 0, 0), dtype=dtype),
+        out_dtype=dtype,
+    )
+    return xr.DataArray(
+        data,
+        dims=("z", "y", "x", "c"),
+        name="sample",
+        attrs={"source": "<built-in sample volume>", "nickname": "sample"},
+    )
 
 
 def _smooth_block(block_info=None) -> np.ndarray:
@@ -55,5 +66,9 @@ def smooth_volume(shape: tuple[int, int, int], chunks: tuple[int, int, int]) -> 
     """A ``zyx`` float32 volume of values in [0, 1] (0.5 + (sin along y + cos along x) / 4, their
     phases drifting with z), generated lazily in ``chunks`` of any layout: the memory and scale
     benchmarks' source."""
-    return da.map_blocks(_smooth_block, dtype=np.float32, chunks=da.core.normalize_chunks(chunks, shape),
-                         meta=np.empty((0, 0, 0), dtype=np.float32))
+    return da.map_blocks(
+        _smooth_block,
+        dtype=np.float32,
+        chunks=da.core.normalize_chunks(chunks, shape),
+        meta=np.empty((0, 0, 0), dtype=np.float32),
+    )

@@ -19,11 +19,11 @@ class Description:
     axes: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: np.dtype
-    chunks: tuple[int, ...]          # the file's chunk shape; the blocks read, for data without chunks
+    chunks: tuple[int, ...]  # the file's chunk shape; the blocks read, for data without chunks
     nbytes: int
-    shards: tuple[int, ...] | None = None   # sharded Zarr v3: the shard shape (whole chunks)
-    blocks: tuple[int, ...] = ()     # the dask block shape lazyexport reads in
-    chunked: bool = True             # False: an unchunked (contiguous) file
+    shards: tuple[int, ...] | None = None  # sharded Zarr v3: the shard shape (whole chunks)
+    blocks: tuple[int, ...] = ()  # the dask block shape lazyexport reads in
+    chunked: bool = True  # False: an unchunked (contiguous) file
 
     def __str__(self) -> str:
         dims = ", ".join(f"{a}={s}" for a, s in zip(self.axes, self.shape))
@@ -51,12 +51,31 @@ def _by_axis(arr: xr.DataArray, key: str) -> tuple[int, ...] | None:
 
 
 def describe(source: Any, axes: str | None = None) -> Description:
-    """Describe ``source`` (a path, an array, or a DataArray from :func:`open_source`): its
-    chunks and shards as stored in the file, and the blocks dask reads where they differ."""
+    """What ``source`` holds and how it is stored; nothing but metadata is read.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+        A path, an array, or a DataArray from :func:`lazyexport.open_source`.
+    axes : str, optional
+        Axis tags (e.g. ``"zyxc"``) that override the file's.
+
+    Returns
+    -------
+    Description
+        Axes, shape, dtype, bytes, the chunks and shards as stored in the file, and the blocks
+        lazyexport reads in where they differ; ``print()`` it.
+
+    Raises
+    ------
+    SourceError
+        For a source that cannot be opened.
+    """
     arr = open_source(source, axes=axes)
     blocks = tuple(int(max(c)) for c in arr.data.chunks)
     chunks = _by_axis(arr, "lazyexport_chunks")
-    if chunks is None and "lazyexport_reader" not in arr.encoding:   # an array, not a file: its own chunks
+    # an array, not a file: its own chunks
+    if chunks is None and "lazyexport_reader" not in arr.encoding:
         chunks = blocks
     return Description(
         source=str(arr.attrs.get("source")),

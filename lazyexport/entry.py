@@ -17,7 +17,8 @@ from .interrupt import Terminated, check, exit_status, raise_interrupt
 def _handle(signum: int, handler) -> None:
     try:
         signal.signal(signum, handler)
-    except ValueError:      # not the main thread (main() called from a thread): signals stay as they are
+    # not the main thread (main() called from a thread): signals stay as they are
+    except ValueError:
         pass
 
 
@@ -31,12 +32,17 @@ def main(argv: list[str] | None = None) -> int:
         from .cli import main as command
 
         status = command(argv)
-        check()         # a signal lost after the command's own handling
+        check()  # a signal lost after the command's own handling
         return status
-    except KeyboardInterrupt as exc:   # outside the command's own handling: mostly while importing it
-        for signum in (signal.SIGINT, signal.SIGTERM):   # exiting now: a second signal changes nothing
+    # outside the command's own handling: mostly while importing it
+    except KeyboardInterrupt as exc:
+        # exiting now: a second signal changes nothing
+        for signum in (signal.SIGINT, signal.SIGTERM):
             _handle(signum, signal.SIG_IGN)
-        print(f"error: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
+        print(
+            f"error: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
+            file=sys.stderr,
+        )
         sys.stdout.flush()
         sys.stderr.flush()
         # Leave at once: a KeyboardInterrupt raised in code that an extension module runs while it

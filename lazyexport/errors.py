@@ -55,7 +55,8 @@ class OutputLocationError(ExportError):
 
 
 class OutputBusyError(ExportError):
-    """Another export that is running now writes the same output (a ``--resume`` of the same plan)."""
+    """Another export that is running now writes the same output (a ``--resume`` of the same
+    plan)."""
 
 
 class NotExportedError(ExportError):
@@ -63,7 +64,8 @@ class NotExportedError(ExportError):
 
 
 class ResumeError(ExportError):
-    """An interrupted export cannot be resumed safely (e.g. it cannot be told whether the source changed)."""
+    """An interrupted export cannot be resumed safely (e.g. it cannot be told whether the source
+    changed)."""
 
 
 class ExportCancelled(ExportError):

@@ -22,7 +22,7 @@ from typing import Any
 from .errors import SchedulerError
 
 Job = Callable[[tuple[int, ...]], Any]
-POLL = 0.05       # seconds between checks for a cancel while tasks run
+POLL = 0.05  # seconds between checks for a cancel while tasks run
 NO_WORKER_TIMEOUT = 120.0
 
 
@@ -31,8 +31,13 @@ class Executor:
 
     window: int = 1
 
-    def run(self, indices: Iterator[tuple[int, ...]], job: Job, done: Callable[[Any], None],
-            check: Callable[[], None]) -> None:
+    def run(
+        self,
+        indices: Iterator[tuple[int, ...]],
+        job: Job,
+        done: Callable[[Any], None],
+        check: Callable[[], None],
+    ) -> None:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -58,7 +63,7 @@ class _PoolExecutor(Executor):
         self.workers = max(int(workers), 1)
         self.window = self.workers
 
-    def _pool(self, job: Job) -> tuple[cf.Executor, Callable[[tuple[int, ...]], Any], tuple]:
+    def _pool(self, job: Job) -> tuple[cf.Executor, Callable[..., Any], tuple]:
         raise NotImplementedError
 
     def run(self, indices, job, done, check) -> None:
@@ -80,7 +85,7 @@ class _PoolExecutor(Executor):
                 future.cancel()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)   # running tasks end before this returns
+            pool.shutdown(wait=True, cancel_futures=True)  # running tasks end before this returns
 
 
 class Threads(_PoolExecutor):
@@ -106,8 +111,12 @@ class Processes(_PoolExecutor):
     """Worker processes (spawned); the job is pickled to each once, when it starts."""
 
     def _pool(self, job):
-        pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_install, initargs=(job,))
+        pool = cf.ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_install,
+            initargs=(job,),
+        )
         return pool, _call_installed, ()
 
     def describe(self) -> str:
@@ -120,11 +129,18 @@ def _call(job: Job, index: tuple[int, ...]) -> Any:
 
 class Distributed(Executor):
     """A dask cluster: ``slots`` tasks at a time on each worker (by address; a worker that
-    joins later gets ``default_slots``), ``window`` at most in all. The job is sent to every worker once; each task is
-    submitted to a worker with a free slot (another may run it if that one has left)."""
+    joins later gets ``default_slots``), ``window`` at most in all. The job is sent to every worker
+    once; each task is submitted to a worker with a free slot (another may run it if that one has
+    left)."""
 
-    def __init__(self, client, slots: dict[str, int], default_slots: int = 1, window: int | None = None,
-                 on_stop: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        client,
+        slots: dict[str, int],
+        default_slots: int = 1,
+        window: int | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ):
         self.client, self.slots, self.default_slots = client, dict(slots), default_slots
         self.window = max(min(window or sum(self.slots.values()), sum(self.slots.values())), 1)
         self.on_stop = on_stop
@@ -160,8 +176,15 @@ class Distributed(Executor):
                     if index is None:
                         exhausted = True
                         break
-                    future = client.submit(_call, shared, index, workers=[address], allow_other_workers=True,
-                                           pure=False, key=f"lazyexport-block-{'-'.join(map(str, index))}-{time.monotonic_ns()}")
+                    future = client.submit(
+                        _call,
+                        shared,
+                        index,
+                        workers=[address],
+                        allow_other_workers=True,
+                        pure=False,
+                        key=f"lazyexport-block-{'-'.join(map(str, index))}-{time.monotonic_ns()}",
+                    )
                     pending[future] = address
                     completed.add(future)
                     busy[address] = busy.get(address, 0) + 1
@@ -169,7 +192,9 @@ class Distributed(Executor):
                     if exhausted:
                         break
                     if time.monotonic() > lonely + NO_WORKER_TIMEOUT:
-                        raise SchedulerError(f"the dask cluster has had no worker for {NO_WORKER_TIMEOUT:g} s")
+                        raise SchedulerError(
+                            f"the dask cluster has had no worker for {NO_WORKER_TIMEOUT:g} s"
+                        )
                     time.sleep(POLL)
                     continue
                 lonely = time.monotonic()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 
-_pending: list[int] = []      # signals raised as KeyboardInterrupt that the command has not caught yet
+_pending: list[int] = []  # signals raised as KeyboardInterrupt that the command has not caught yet
 
 
 class Terminated(KeyboardInterrupt):
@@ -28,7 +28,8 @@ def _raise(signum: int) -> None:
 
 
 def raise_interrupt(signum, frame):
-    """The handler of SIGINT and SIGTERM: record the signal, raise it (:class:`Terminated` for SIGTERM)."""
+    """The handler of SIGINT and SIGTERM: record the signal, raise it (:class:`Terminated` for
+    SIGTERM)."""
     _pending.append(signum)
     _raise(signum)
 

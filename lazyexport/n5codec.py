@@ -25,12 +25,25 @@ import numpy as np
 
 from .errors import FormatError
 
-DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64", "float32", "float64")
+DTYPES = (
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float32",
+    "float64",
+)
 ATTRIBUTES = "attributes.json"
 
 
 def encode_block(block: np.ndarray, compression: str, level: int) -> bytes:
-    header = struct.pack(">HH", 0, block.ndim) + struct.pack(f">{block.ndim}I", *reversed(block.shape))
+    header = struct.pack(">HH", 0, block.ndim) + struct.pack(
+        f">{block.ndim}I", *reversed(block.shape)
+    )
     data = np.ascontiguousarray(block, dtype=block.dtype.newbyteorder(">")).tobytes()
     if compression == "gzip":
         data = gzip.compress(data, compresslevel=level, mtime=0)
@@ -55,17 +68,21 @@ def block_decoder(compression: dict) -> Callable[[bytes], bytes] | None:
     if kind == "raw":
         return None
     if kind not in _DECODERS:
-        raise FormatError(f"N5 compression {kind!r} cannot be read; readable: raw, {', '.join(_DECODERS)}")
+        raise FormatError(
+            f"N5 compression {kind!r} cannot be read; readable: raw, {', '.join(_DECODERS)}"
+        )
     return _DECODERS[kind](compression).decode
 
 
-def decode_block(raw: bytes, dtype: np.dtype, decoder: Callable[[bytes], bytes] | None) -> np.ndarray:
+def decode_block(
+    raw: bytes, dtype: np.dtype, decoder: Callable[[bytes], bytes] | None
+) -> np.ndarray:
     """A chunk file's bytes -> the block in our (C) axis order and native byte order."""
     mode, ndim = struct.unpack(">HH", raw[:4])
     if mode != 0:
         raise ValueError(f"N5 block mode {mode} (varlength/object) is not supported")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])[::-1]
-    data = raw[4 + 4 * ndim:]
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])[::-1]
+    data = raw[4 + 4 * ndim :]
     if decoder is not None:
         data = decoder(data)
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder(">")).reshape(shape).astype(dtype)

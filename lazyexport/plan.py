@@ -1,4 +1,5 @@
-"""ExportPlan: a source and settings -> the lazy result, its output chunks and blocks, and the files.
+"""ExportPlan: a source and settings -> the lazy result, its output chunks and blocks, and the
+files.
 
 Building a plan reads metadata only (one exception: renormalizing without an input range reads
 the ROI once to find its min/max, and says so in ``plan.notes``). :func:`build_plan` makes it in
@@ -15,6 +16,7 @@ import dataclasses
 import functools
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,22 @@ from dask.utils import format_bytes, parse_bytes
 
 from . import cost
 from . import template as tpl
+from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
 from .formats.spec import OutputSpec
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
-from .transforms import compute_dtype, convert_block, convert_dtype, cutout, dtype_range, renormalize, transpose
+from .transforms import (
+    compute_dtype,
+    convert_block,
+    convert_dtype,
+    cutout,
+    dtype_range,
+    renormalize,
+    transpose,
+)
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -41,8 +52,8 @@ DEFAULT_MEMORY_LIMIT = 2**30
 MAX_BLOCK_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_MAX_BLOCK_BYTES", "1GiB"))
 # The extra time of a staged slice sequence (the output written to and read from disk once more).
 STAGING_TIME = 0.5
-MIN_CHUNK_BYTES = 64 * 2**10   # the planner's own output chunks are not made smaller than this
-ZARR_CONCURRENCY = 4     # chunks zarr-python decodes at once per read (set by the runner)
+MIN_CHUNK_BYTES = 64 * 2**10  # the planner's own output chunks are not made smaller than this
+ZARR_CONCURRENCY = 4  # chunks zarr-python decodes at once per read (set by the runner)
 # Memory one block in flight can take, as a multiple of its size: only for the pyramid levels
 # an OME-Zarr writer builds from the level before (the planner's own blocks use lazyexport.cost).
 BLOCK_MEMORY_FACTOR = 6
@@ -56,21 +67,27 @@ class Workers:
 
     count: int
     threads: int
-    budget: int            # bytes one worker may add (one task must fit it)
-    baseline: int          # bytes the busiest worker holds now
-    memory_limit: int      # each worker's own limit (0: none)
-    total: int = 0         # bytes all workers together may add (0: count x budget)
+    budget: int  # bytes one worker may add (one task must fit it)
+    baseline: int  # bytes the busiest worker holds now
+    memory_limit: int  # each worker's own limit (0: none)
+    total: int = 0  # bytes all workers together may add (0: count x budget)
 
     @property
     def all_workers(self) -> int:
         return self.total or self.count * self.budget
 
     def __str__(self) -> str:
-        limit = f", memory limit {format_bytes(self.memory_limit)} each" if self.memory_limit else ""
-        return (f"sized for the dask cluster: {self.count} worker{'s' * (self.count != 1)} x {self.threads} "
-                f"thread{'s' * (self.threads != 1)}{limit}; the export's tasks may add "
-                f"{format_bytes(self.all_workers)} in all, up to {format_bytes(self.budget)} on one worker "
-                f"(threads of this machine do not apply)")
+        limit = (
+            f", memory limit {format_bytes(self.memory_limit)} each" if self.memory_limit else ""
+        )
+        return (
+            f"sized for the dask cluster: {self.count} worker{'s' * (self.count != 1)} x "
+            f"{self.threads} "
+            f"thread{'s' * (self.threads != 1)}{limit}; the export's tasks may add "
+            f"{format_bytes(self.all_workers)} in all, up to {format_bytes(self.budget)} on one "
+            "worker "
+            f"(threads of this machine do not apply)"
+        )
 
 
 def parse_memory_limit(value: Any) -> int:
@@ -79,9 +96,13 @@ def parse_memory_limit(value: Any) -> int:
     try:
         limit = int(value) if isinstance(value, (int, np.integer)) else parse_bytes(str(value))
     except (ValueError, TypeError):
-        raise SettingsError(f"cannot read memory limit {value!r}; write e.g. 512MiB or 2GiB") from None
+        raise SettingsError(
+            f"cannot read memory limit {value!r}; write e.g. 512MiB or 2GiB"
+        ) from None
     if limit < 16 * 2**20:
-        raise SettingsError(f"memory limit {format_bytes(limit)} is too small; give at least 16 MiB")
+        raise SettingsError(
+            f"memory limit {format_bytes(limit)} is too small; give at least 16 MiB"
+        )
     return limit
 
 
@@ -91,29 +112,31 @@ class ExportPlan:
     settings: ExportSettings
     writer: Writer
     nickname: str
-    roi: dict[str, tuple[int, int]]          # absolute [start, stop) per source axis
-    result: xr.DataArray                     # lazy, in output axes, chunked as `blocks`
-    output: Path                             # the file, store or (sequences) first slice file
-    internal: str                            # dataset path inside an HDF5 file / Zarr store
-    paths: tuple[Path, ...]                  # every final file or directory the export writes
+    roi: dict[str, tuple[int, int]]  # absolute [start, stop) per source axis
+    result: xr.DataArray  # lazy, in output axes, chunked as `blocks`
+    output: Path  # the file, store or (sequences) first slice file
+    internal: str  # dataset path inside an HDF5 file / Zarr store
+    paths: tuple[Path, ...]  # every final file or directory the export writes
     memory_limit: int
     workers: int
-    chunks: tuple[int, ...] = ()             # output chunk shape
-    shards: tuple[int, ...] | None = None    # Zarr v3 shard shape (whole chunks), if sharded
+    chunks: tuple[int, ...] = ()  # output chunk shape
+    shards: tuple[int, ...] | None = None  # Zarr v3 shard shape (whole chunks), if sharded
     renormalize: tuple[tuple[float, float], tuple[float, float]] | None = None
-    slice_axis: str | None = None            # sequences: the axis the files run along
-    slice_start: int = 0                     # sequences: source index of the first slice
-    staged: bool = False                     # sequences: blocks follow the source, slices assembled on disk
+    slice_axis: str | None = None  # sequences: the axis the files run along
+    slice_start: int = 0  # sequences: source index of the first slice
+    staged: bool = False  # sequences: blocks follow the source, slices assembled on disk
     notes: tuple[str, ...] = ()
-    order: str | None = None                 # the writer's own axis order, applied after the settings' transpose
-    costs: cost.Costs | None = None          # the block shape chosen and what it costs (see lazyexport.cost)
-    cluster: Workers | None = None           # the dask cluster's workers it is sized for, if any
-    in_process: bool = True                  # block tasks are threads of one process: read units that
-                                             # straddle block edges are decoded once, for all blocks
+    order: str | None = None  # the writer's own axis order, applied after the settings' transpose
+    # the block shape chosen and what it costs (see lazyexport.cost); build_plan always sets it
+    costs: cost.Costs | None = None
+    cluster: Workers | None = None  # the dask cluster's workers it is sized for, if any
+    # block tasks are threads of one process: read units that straddle block edges are decoded
+    # once, for all blocks
+    in_process: bool = True
 
     @property
     def axes(self) -> tuple[str, ...]:
-        return tuple(str(d) for d in self.result.dims)
+        return names(self.result)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -133,15 +156,24 @@ class ExportPlan:
         return min(self.memory_limit // (BLOCK_MEMORY_FACTOR * max(self.workers, 1)), 64 * 2**20)
 
     @property
+    def priced(self) -> cost.Costs:
+        """The costs of the block shape chosen (every plan from :func:`build_plan` has them)."""
+        if self.costs is None:
+            raise RuntimeError("this plan has no block shape yet: build it with build_plan")
+        return self.costs
+
+    @property
     def block(self) -> tuple[int, ...]:
         """The block shape (output axes): one task computes and writes one block."""
-        return self.costs.block[:len(self.axes)]
+        return self.priced.block[: len(self.axes)]
 
     @property
     def edges(self) -> tuple[tuple[int, ...], ...]:
         """Per output axis, where blocks start and the last one ends (0, ..., length)."""
-        return tuple(tuple(int(e) for e in cost.block_edges(n, b, p))
-                     for n, b, p in zip(self.shape, self.block, self.costs.phase))
+        return tuple(
+            tuple(int(e) for e in cost.block_edges(n, b, p))
+            for n, b, p in zip(self.shape, self.block, self.priced.phase)
+        )
 
     @property
     def spec(self) -> OutputSpec:
@@ -155,12 +187,12 @@ class ExportPlan:
 
     @property
     def nblocks(self) -> int:
-        return self.costs.tasks
+        return self.priced.tasks
 
     @property
     def in_flight(self) -> int:
         """How many block tasks run at once."""
-        return self.costs.in_flight
+        return self.priced.in_flight
 
     @property
     def value_range(self) -> tuple[int, int] | tuple[float, float] | None:
@@ -171,7 +203,7 @@ class ExportPlan:
         if self.renormalize is None:
             return dtype_range(self.dtype)
         bounds = np.array(sorted(self.renormalize[1]), dtype=np.float64)
-        if self.dtype.kind == "f":     # the nearest values of the type, and finite
+        if self.dtype.kind == "f":  # the nearest values of the type, and finite
             info = np.finfo(self.dtype)
             bounds = np.clip(bounds, info.min, info.max).astype(self.dtype)
         else:
@@ -186,7 +218,9 @@ class ExportPlan:
         are taken as they are). Axes without one are left out: nothing is invented."""
         src = self.source.attrs
         src_unit, unit = src.get("unit"), self.unit
-        factor = to_micrometers(1.0, src_unit) / to_micrometers(1.0, unit) if src_unit and unit else 1.0
+        factor = (
+            to_micrometers(1.0, src_unit) / to_micrometers(1.0, unit) if src_unit and unit else 1.0
+        )
         found = {a: v * factor for a, v in (src.get("pixel_size") or {}).items()}
         found.update(self.settings.pixel_size or {})
         return {a: float(found[a]) for a in self.axes if a in found}
@@ -206,7 +240,7 @@ class ExportPlan:
         native = self.source.encoding.get("lazyexport_native")
         if native is None:
             return None
-        lengths = dict(zip(self.source.dims, native))
+        lengths = dict(zip(names(self.source), native))
         return tuple(min(lengths.get(a, 1), s) for a, s in zip(self.axes, self.shape))
 
     def default_chunks(self, chunk_bytes: int) -> tuple[int, ...]:
@@ -217,52 +251,82 @@ class ExportPlan:
         for axis, size in zip(self.axes, self.shape):
             if axis == "c" and size <= 16:
                 fixed.setdefault(axis, size)
-        previous = self.native_chunks() or tuple(max(c) if c else 1 for c in self.result.data.chunks)
-        return aligned_chunks(previous, self.shape, self.dtype.itemsize, chunk_bytes,
-                              {self.axes.index(a): n for a, n in fixed.items() if a in self.axes})
+        previous = self.native_chunks() or tuple(
+            max(c) if c else 1 for c in self.result.data.chunks
+        )
+        return aligned_chunks(
+            previous,
+            self.shape,
+            self.dtype.itemsize,
+            chunk_bytes,
+            {self.axes.index(a): n for a, n in fixed.items() if a in self.axes},
+        )
 
     def summary(self) -> dict[str, Any]:
         """The plan as plain data (what ``lazyexport export --plan --json`` prints): the output,
         its chunks and shards, the blocks, tasks and tasks in flight, the projected peak memory
         and its parts, the read amplification, staging, and the notes that say why."""
-        c = self.costs
+        c = self.priced
         return {
-            "source": self.source.attrs.get("source"), "nickname": self.nickname, "format": self.writer.name,
-            "output": str(self.output), "internal": self.internal, "files": len(self.paths),
+            "source": self.source.attrs.get("source"),
+            "nickname": self.nickname,
+            "format": self.writer.name,
+            "output": str(self.output),
+            "internal": self.internal,
+            "files": len(self.paths),
             "roi": {str(a): list(b) for a, b in self.roi.items()},
-            "axes": "".join(self.axes), "shape": list(self.shape), "dtype": str(self.dtype), "bytes": self.nbytes,
-            "chunks": list(self.chunks), "shards": list(self.shards) if self.shards else None,
-            "block": list(self.block), "tasks": self.nblocks, "tasks_in_flight": self.in_flight,
-            "threads": self.workers, "staged": self.staged,
+            "axes": "".join(self.axes),
+            "shape": list(self.shape),
+            "dtype": str(self.dtype),
+            "bytes": self.nbytes,
+            "chunks": list(self.chunks),
+            "shards": list(self.shards) if self.shards else None,
+            "block": list(self.block),
+            "tasks": self.nblocks,
+            "tasks_in_flight": self.in_flight,
+            "threads": self.workers,
+            "staged": self.staged,
             "memory_limit": self.memory_limit,
             "projected_peak": c.projected_peak,
-            "projected": {"baseline": c.baseline, "per_task": c.task_peak, "block": c.out, "piece": c.piece_bytes,
-                          "reading": c.read_extra, "transform": c.transform, "writing": c.encode,
-                          "shared_reads": c.shared},
+            "projected": {
+                "baseline": c.baseline,
+                "per_task": c.task_peak,
+                "block": c.out,
+                "piece": c.piece_bytes,
+                "reading": c.read_extra,
+                "transform": c.transform,
+                "writing": c.encode,
+                "shared_reads": c.shared,
+            },
             "read_amplification": round(c.amplification, 4),
-            "source_bytes_decoded": c.decoded, "source_bytes_needed": c.needed,
+            "source_bytes_decoded": c.decoded,
+            "source_bytes_needed": c.needed,
             "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
-        c = self.costs
+        c = self.priced
         mib = format_bytes
         lines = [
             f"export {self.source.attrs.get('source')} ({self.nickname}) -> {self.writer.name}",
-            f"  output     {self.output}" + (f" [{self.internal}]" if self.internal else "")
+            f"  output     {self.output}"
+            + (f" [{self.internal}]" if self.internal else "")
             + (f" (+{len(self.paths) - 1} more files)" if len(self.paths) > 1 else ""),
-            f"  roi        {roi_text(self.roi, self.source.dims)}",
+            f"  roi        {roi_text(self.roi, names(self.source))}",
             f"  result     {''.join(self.axes)} {self.shape} {self.dtype} ({mib(self.nbytes)})",
             f"  chunks     {self.chunks}" + (f" in shards of {self.shards}" if self.shards else ""),
             f"  blocks     {self.block}: {self.nblocks} tasks, {self.in_flight} at a time"
             + (", slices assembled in a staging file" if self.staged else ""),
-            f"  memory     projected peak {mib(c.projected_peak)}{' on each worker' if self.cluster else ''} = "
+            "  memory     projected peak "
+            f"{mib(c.projected_peak)}{' on each worker' if self.cluster else ''} = "
             f"baseline {mib(c.baseline)} + {min(self.in_flight, c.per_host or self.in_flight)} x "
-            f"{mib(c.task_peak)} per task (block {mib(c.out)}, source piece {mib(c.piece_bytes)}, reading "
+            f"{mib(c.task_peak)} per task (block {mib(c.out)}, source piece {mib(c.piece_bytes)}, "
+            "reading "
             f"{mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)})"
             + (f" + {mib(c.shared)} of source chunks kept for the next blocks" if c.shared else "")
             + f"; limit {mib(self.memory_limit)} on top of the baseline",
-            f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks the cutout touches "
+            f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks "
+            "the cutout touches "
             f"(read amplification {c.amplification:.2f})",
         ]
         lines += [f"  note       {n}" for n in self.notes]
@@ -296,7 +360,7 @@ def build_plan(
         limit, threads = workers.all_workers, workers.count * workers.threads
     nickname = nickname or str(src.attrs.get("nickname", "export"))
 
-    roi = resolve_roi(settings.roi, src.dims, src.shape)
+    roi = resolve_roi(settings.roi, names(src), src.shape)
     notes: list[str] = [str(workers)] if workers is not None else []
     renorm = None
     if settings.renormalize is not None:
@@ -306,17 +370,31 @@ def build_plan(
         renorm = (in_range, out_range)
     result = transform(src, roi, settings, renorm)
     # a format with an axis order of its own (ImageJ's TZCYX) gets one more transpose
-    wanted = writer.axis_order(tuple(str(d) for d in result.dims), dict(result.sizes), settings.axis_order)
-    if wanted == "".join(map(str, result.dims)):
+    wanted = writer.axis_order(
+        names(result), dict(zip(names(result), result.shape)), settings.axis_order
+    )
+    if wanted == "".join(names(result)):
         wanted = None
     if wanted is not None:
         result = transform(src, roi, settings, renorm, wanted)
         notes.append(f"{writer.name} stores axes in the order {wanted!r}")
 
     plan = ExportPlan(
-        source=src, settings=settings, writer=writer, nickname=nickname, roi=roi, result=result,
-        output=Path(), internal="", paths=(), memory_limit=limit, workers=threads,
-        renormalize=renorm, notes=tuple(notes), order=wanted, cluster=workers,
+        source=src,
+        settings=settings,
+        writer=writer,
+        nickname=nickname,
+        roi=roi,
+        result=result,
+        output=Path(),
+        internal="",
+        paths=(),
+        memory_limit=limit,
+        workers=threads,
+        renormalize=renorm,
+        notes=tuple(notes),
+        order=wanted,
+        cluster=workers,
         in_process=in_process and workers is None,
     )
     # each step returns the plan with its decisions added (the plan itself is frozen)
@@ -333,8 +411,29 @@ def build_plan(
 
 
 def plan(source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
-    """The plan of exporting ``source`` with ``settings``, before anything is written: see
-    :func:`build_plan` for ``options``; ``print()`` it, or read :meth:`ExportPlan.summary`."""
+    """The plan of exporting ``source`` with ``settings``, before anything is read or written.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+        As for :func:`lazyexport.export`.
+    settings : ExportSettings, optional
+        As for :func:`lazyexport.export`.
+    **options
+        ``nickname``, ``memory_limit`` and ``threads`` (block tasks at once at most; default:
+        the machine's cores), as :func:`build_plan` takes them.
+
+    Returns
+    -------
+    ExportPlan
+        The output path(s), chunks, shards, blocks, tasks in flight, projected peak memory and
+        read amplification; ``print()`` it, or read :meth:`ExportPlan.summary`.
+
+    Raises
+    ------
+    ExportError
+        For settings that cannot be exported (see docs/errors.md).
+    """
     return build_plan(source, settings, **options)
 
 
@@ -362,7 +461,7 @@ def steps(
     (``order``). Block tasks apply them to each piece of the source they read."""
     result = arr
     if renorm is not None:
-        result = renormalize(result, *renorm, dtype=settings.dtype)   # converts in the same pass
+        result = renormalize(result, *renorm, dtype=settings.dtype)  # converts in the same pass
     elif settings.dtype is not None:
         result = convert_dtype(result, settings.dtype)
     if settings.axis_order is not None:
@@ -373,7 +472,11 @@ def steps(
 
 
 def aligned_chunks(
-    previous: tuple[int, ...], shape: tuple[int, ...], itemsize: int, chunk_bytes: int, fixed: dict[int, int]
+    previous: tuple[int, ...],
+    shape: tuple[int, ...],
+    itemsize: int,
+    chunk_bytes: int,
+    fixed: dict[int, int],
 ) -> tuple[int, ...]:
     """A chunk shape of about ``chunk_bytes`` made from ``previous`` (the source's chunks) by
     splitting its longest axis into equal parts, or doubling its innermost axes, so that every
@@ -388,12 +491,12 @@ def aligned_chunks(
         splittable = [i for i in free if chunk[i] > 1]
         if not splittable:
             break
-        i = max(splittable, key=lambda j: (chunk[j], -j))     # the longest, outermost on ties
+        i = max(splittable, key=lambda j: (chunk[j], -j))  # the longest, outermost on ties
         chunk[i] //= _smallest_factor(chunk[i])
     grown = True
     while grown:
         grown = False
-        for i in reversed(free):                                # innermost first
+        for i in reversed(free):  # innermost first
             if chunk[i] < shape[i] and nbytes() * 2 <= chunk_bytes:
                 chunk[i] = min(chunk[i] * 2, shape[i])
                 grown = True
@@ -412,12 +515,17 @@ def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
     # integers as they are (a float's %g would round 65535000 to 6.5535e+07)
     shown = [str(int(v)) if arr.dtype.kind in "biu" else f"{float(v):g}" for v in found]
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise SettingsError("cannot renormalize: the data inside the ROI has no finite values; give an input range")
+        raise SettingsError(
+            "cannot renormalize: the data inside the ROI has no finite values; give an input range"
+        )
     if lo == hi:
         raise SettingsError(
-            f"cannot renormalize: the data inside the ROI is constant ({shown[0]}); give an input range"
+            f"cannot renormalize: the data inside the ROI is constant ({shown[0]}); give an input "
+            "range"
         )
-    notes.append(f"renormalize input range taken from the data inside the ROI: [{shown[0]}, {shown[1]}]")
+    notes.append(
+        f"renormalize input range taken from the data inside the ROI: [{shown[0]}, {shown[1]}]"
+    )
     return (lo, hi)
 
 
@@ -425,11 +533,14 @@ def _plan_slices(plan: ExportPlan) -> ExportPlan:
     """Sequences run along the outermost non-channel axis; each slice must be 2-D (+ channel)."""
     sizes = plan.result.sizes
     spatial = [a for a in plan.axes if a != "c"]
-    if len(spatial) < 3:   # a 2-D result would be cut into 1-D rows
-        order = next(a for a in "zt" + "abdefghijklmnopqrsuvw" if a not in plan.axes) + "".join(plan.axes)
+    if len(spatial) < 3:  # a 2-D result would be cut into 1-D rows
+        order = next(a for a in "zt" + "abdefghijklmnopqrsuvw" if a not in plan.axes) + "".join(
+            plan.axes
+        )
         raise FormatError(
             f"{plan.writer.name} writes one 2-D image per slice, but the result (axes "
-            f"{''.join(plan.axes)!r}) has no axis to slice along besides its plane; export it as one "
+            f"{''.join(plan.axes)!r}) has no axis to slice along besides its plane; export it as "
+            "one "
             f"tiff, or add one with the axis order {order!r}"
         )
     slice_axis, plane = spatial[0], spatial[1:]
@@ -437,10 +548,14 @@ def _plan_slices(plan: ExportPlan) -> ExportPlan:
     if extra:
         suggestion = "".join(a for a in plan.axes if a == "c" or sizes[a] != 1 or a in plane[-2:])
         raise FormatError(
-            f"{plan.writer.name} writes 2-D slices along {slice_axis!r}, but {', '.join(extra)} would make "
-            f"each slice more than 2-D; cut it to length 1 with the ROI or choose an axis order like {suggestion!r}"
+            f"{plan.writer.name} writes 2-D slices along {slice_axis!r}, but {', '.join(extra)} "
+            "would make "
+            "each slice more than 2-D; cut it to length 1 with the ROI or choose an axis order "
+            f"like {suggestion!r}"
         )
-    return dataclasses.replace(plan, slice_axis=slice_axis, slice_start=plan.roi.get(slice_axis, (0, 0))[0])
+    return dataclasses.replace(
+        plan, slice_axis=slice_axis, slice_start=plan.roi.get(slice_axis, (0, 0))[0]
+    )
 
 
 def _plan_outputs(plan: ExportPlan) -> ExportPlan:
@@ -450,7 +565,7 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         template = tpl.DEFAULT_WITH_RESULT_TYPE if settings.result_type else tpl.DEFAULT
         if writer.capabilities.sequence:
             template += "_{slice_index}"
-    tpl.check(template, src.dims, writer.capabilities.sequence)
+    tpl.check(template, names(src), writer.capabilities.sequence)
     if not tpl.has_extension(template, writer.extensions):
         template += writer.extensions[0]
     values = tpl.values_for(
@@ -465,9 +580,13 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         width = len(str(plan.slice_start + count - 1))
         paths = []
         for i in range(plan.slice_start, plan.slice_start + count):
-            paths.append(Path(tpl.render(template, {**values, "slice_index": tpl.SliceIndex(i, width)})))
+            paths.append(
+                Path(tpl.render(template, {**values, "slice_index": tpl.SliceIndex(i, width)}))
+            )
         if len(set(paths)) != len(paths):
-            raise TemplateError(f"output template {template!r} gives several slices the same file name")
+            raise TemplateError(
+                f"output template {template!r} gives several slices the same file name"
+            )
         plan = dataclasses.replace(plan, paths=tuple(paths), output=paths[0])
     else:
         rendered = tpl.render(template, values)
@@ -480,7 +599,8 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
 def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
     """The chunk shape of the output, in output axes (blocks are whole multiples of it): about
     the writer's ``chunk_bytes``; sequences: one slice deep."""
-    if writer.capabilities.sequence:     # one slice per file (staging, if needed, is the cost model's choice)
+    # one slice per file (staging, if needed, is the cost model's choice)
+    if writer.capabilities.sequence:
         return tuple(1 if a == plan.slice_axis else s for a, s in zip(plan.axes, plan.shape))
     return plan.default_chunks(writer.chunk_bytes)
 
@@ -492,23 +612,33 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     if not source or source.startswith("<"):
         return
     files = {Path(p).resolve() for p in plan.source.encoding.get("lazyexport_identity_paths", ())}
-    for path in plan.paths if not plan.writer.dataset(plan.spec) else ():   # whole files: e.g. a glob's slice
+    # whole files: e.g. a glob's slice
+    for path in plan.paths if not plan.writer.dataset(plan.spec) else ():
         if path.resolve() in files:
-            raise TemplateError(f"the output {path} is a file of the source {source}; choose another output template")
+            raise TemplateError(
+                f"the output {path} is a file of the source {source}; choose another output "
+                "template"
+            )
     internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
     src = _node(Path(source), internal)
     source = f"{source}/{internal}" if internal else source
     for path in plan.paths:
         out = _node(path, plan.internal)
         if out == src:
-            raise TemplateError(f"the output {_shown(path, plan.internal)} is the source itself; "
-                                f"choose another output template")
+            raise TemplateError(
+                f"the output {_shown(path, plan.internal)} is the source itself; "
+                f"choose another output template"
+            )
         if _inside(src, out):
-            raise TemplateError(f"the output {_shown(path, plan.internal)} holds the source {source}, which "
-                                f"writing it would replace; choose another output template")
+            raise TemplateError(
+                f"the output {_shown(path, plan.internal)} holds the source {source}, which "
+                f"writing it would replace; choose another output template"
+            )
         if _inside(out, src):
-            raise TemplateError(f"the output {_shown(path, plan.internal)} lies inside the source {source}; "
-                                f"choose another output template")
+            raise TemplateError(
+                f"the output {_shown(path, plan.internal)} lies inside the source {source}; "
+                f"choose another output template"
+            )
 
 
 def _node(file: Path, internal: str) -> tuple[Path, tuple[str, ...]]:
@@ -525,7 +655,7 @@ def _inside(inner: tuple[Path, tuple[str, ...]], outer: tuple[Path, tuple[str, .
     """Whether node ``inner`` lies inside node ``outer`` (files: in the same file, deeper)."""
     (inner_file, inner_path), (outer_file, outer_path) = inner, outer
     if inner_file == outer_file:
-        return len(inner_path) > len(outer_path) and inner_path[:len(outer_path)] == outer_path
+        return len(inner_path) > len(outer_path) and inner_path[: len(outer_path)] == outer_path
     return outer_file in inner_file.parents and not outer_path
 
 
@@ -539,13 +669,17 @@ def read_model(src: xr.DataArray) -> tuple[cost.Source, dict[str, tuple[int, ...
     itemsize = src.dtype.itemsize
     reader = read_through(src)
     units = src.encoding.get("lazyexport_chunks") if reader is not None else None
-    if reader is None:          # a dask graph: whole chunks are computed
-        bounds = {d: tuple(np.cumsum((0, *c)).tolist()) for d, c in zip(src.dims, src.data.chunks)}
+    axes = names(src)
+    bounds: dict[str, tuple[int, ...] | None]
+    if reader is None:  # a dask graph: whole chunks are computed
+        bounds = {d: tuple(np.cumsum((0, *c)).tolist()) for d, c in zip(axes, src.data.chunks)}
         return cost.Source("dask", itemsize), bounds
     if isinstance(reader, np.ndarray):
-        return cost.Source("view", itemsize), {d: None for d in src.dims}
+        return cost.Source("view", itemsize), dict.fromkeys(axes)
     concurrency = 1 if type(reader).__module__.startswith("lazyexport") else ZARR_CONCURRENCY
-    bounds = {d: _regular(n, units[d]) if units and d in units else None for d, n in src.sizes.items()}
+    bounds = {
+        d: _regular(n, units[d]) if units and d in units else None for d, n in zip(axes, src.shape)
+    }
     return cost.Source("chunks", itemsize, concurrency=concurrency), bounds
 
 
@@ -563,10 +697,12 @@ def read_through(src: xr.DataArray) -> Any:
     return reader
 
 
-def _cost_axes(plan: ExportPlan, unit: tuple[int, ...], aligned: tuple[bool, ...] = ()) -> list[cost.Axis]:
+def _cost_axes(
+    plan: ExportPlan, unit: tuple[int, ...], aligned: tuple[bool, ...] = ()
+) -> list[cost.Axis]:
     """The cost model's axes: the output's, then the source axes the output drops (length 1)."""
     _, bounds = read_model(plan.source)
-    sizes = dict(plan.source.sizes)
+    sizes = dict(zip(names(plan.source), plan.source.shape))
     axes = []
     for i, (a, n, u) in enumerate(zip(plan.axes, plan.shape, unit)):
         follow = aligned[i] if aligned else False
@@ -574,17 +710,22 @@ def _cost_axes(plan: ExportPlan, unit: tuple[int, ...], aligned: tuple[bool, ...
             axes.append(cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], aligned=follow))
         else:
             axes.append(cost.Axis(a, n, 1))
-    for d in plan.source.dims:
+    for d in names(plan.source):
         if d not in plan.axes:
-            axes.append(cost.Axis(str(d), 1, 1, plan.roi[d][0], sizes[d], bounds[d]))
+            axes.append(cost.Axis(d, 1, 1, plan.roi[d][0], sizes[d], bounds[d]))
     return axes
 
 
-def _encode_bytes(plan: ExportPlan, spec: OutputSpec, block: tuple[int, ...], unit: tuple[int, ...],
-                  staged: bool = False) -> int:
+def _encode_bytes(
+    plan: ExportPlan,
+    spec: OutputSpec,
+    block: tuple[int, ...],
+    unit: tuple[int, ...],
+    staged: bool = False,
+) -> int:
     """What the writer holds on top of the block while it writes it (see Writer.write_buffers)."""
     itemsize = plan.dtype.itemsize
-    out = math.prod(block[:len(plan.axes)]) * itemsize
+    out = math.prod(block[: len(plan.axes)]) * itemsize
     if plan.writer.capabilities.sequence:
         pos = plan.axes.index(plan.slice_axis)
         plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
@@ -592,8 +733,15 @@ def _encode_bytes(plan: ExportPlan, spec: OutputSpec, block: tuple[int, ...], un
     return plan.writer.write_buffers(out, math.prod(unit) * itemsize, spec=spec)
 
 
-def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
-            aligned: tuple[bool, ...] = (), staged: bool = False, time_extra: float = 0.0) -> cost.Costs:
+def _choose(
+    plan: ExportPlan,
+    unit: tuple[int, ...],
+    baseline: int,
+    what: str,
+    aligned: tuple[bool, ...] = (),
+    staged: bool = False,
+    time_extra: float = 0.0,
+) -> cost.Costs:
     """The cheapest block shape made of whole ``unit`` s that fits the budget, or a one-line
     refusal naming what does not fit (``what``: the user's word for ``unit``)."""
     source, _ = read_model(plan.source)
@@ -606,17 +754,27 @@ def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
     spec = output_spec(plan)
 
     def choose(budget: int, host_budget: int | None = None) -> cost.Costs:
-        return cost.choose(axes, source, plan.dtype.itemsize, compute_itemsize=compute,
-                           encode=lambda block: _encode_bytes(plan, spec, block, unit, staged), budget=budget,
-                           baseline=baseline, threads=plan.workers, max_block_bytes=MAX_BLOCK_BYTES,
-                           time_extra=time_extra, hosts=hosts, host_budget=host_budget)
+        return cost.choose(
+            axes,
+            source,
+            plan.dtype.itemsize,
+            compute_itemsize=compute,
+            encode=lambda block: _encode_bytes(plan, spec, block, unit, staged),
+            budget=budget,
+            baseline=baseline,
+            threads=plan.workers,
+            max_block_bytes=MAX_BLOCK_BYTES,
+            time_extra=time_extra,
+            hosts=hosts,
+            host_budget=host_budget,
+        )
 
     try:
         return choose(plan.memory_limit, plan.cluster.budget if plan.cluster is not None else None)
     except cost.NoFit as exc:
         failure = exc
     needed = failure.needed
-    for _ in range(8):      # the smallest limit that works (scratch sizes grow a little with the limit)
+    for _ in range(8):  # the smallest limit that works (scratch sizes grow a little with the limit)
         needed = -(-needed // 2**20) * 2**20
         try:
             choose(needed)
@@ -626,21 +784,36 @@ def _choose(plan: ExportPlan, unit: tuple[int, ...], baseline: int, what: str,
     raise MemoryLimitError(_no_fit(plan, failure, needed, unit, what)) from None
 
 
-def _no_fit(plan: ExportPlan, exc: cost.NoFit, needed: int, unit: tuple[int, ...], what: str) -> str:
+def _no_fit(
+    plan: ExportPlan, exc: cost.NoFit, needed: int, unit: tuple[int, ...], what: str
+) -> str:
     need = format_bytes(needed)
     limit = format_bytes(plan.memory_limit)
     if plan.cluster is not None:
-        limit += f" (up to {format_bytes(plan.cluster.budget)} on one of the cluster's {plan.cluster.count} workers)"
+        limit += (
+            f" (up to {format_bytes(plan.cluster.budget)} on one of the cluster's "
+            f"{plan.cluster.count} workers)"
+        )
         need += " (on one worker: give the workers that much room under their memory limit)"
     _, bounds = read_model(plan.source)
-    read = tuple(max(b - a for a, b in zip(bs, bs[1:])) if bs else 1 for bs in (bounds[d] for d in plan.source.dims))
+    read = tuple(
+        max(b - a for a, b in zip(bs, bs[1:])) if bs else 1
+        for bs in (bounds[d] for d in names(plan.source))
+    )
     if exc.unit_bytes > plan.memory_limit // 2:
-        return (f"one source chunk of {read} {plan.source.dtype} decodes to {format_bytes(exc.unit_bytes)}, which "
-                f"the memory limit {limit} cannot hold while it is converted and written; the smallest memory "
-                f"limit that works is {need} (or rechunk the source)")
-    shown = unit[:len(plan.axes)]
-    return (f"{what} of {shown} need about {format_bytes(exc.needed)} while one is computed and written, more than "
-            f"the memory limit {limit}; choose smaller {what}, or a memory limit of at least {need}")
+        return (
+            f"one source chunk of {read} {plan.source.dtype} decodes to "
+            f"{format_bytes(exc.unit_bytes)}, which "
+            f"the memory limit {limit} cannot hold while it is converted and written; the smallest "
+            "memory "
+            f"limit that works is {need} (or rechunk the source)"
+        )
+    shown = unit[: len(plan.axes)]
+    return (
+        f"{what} of {shown} need about {format_bytes(exc.needed)} while one is computed and "
+        "written, more than "
+        f"the memory limit {limit}; choose smaller {what}, or a memory limit of at least {need}"
+    )
 
 
 def _choose_chunks(plan: ExportPlan, baseline: int) -> ExportPlan:
@@ -648,7 +821,9 @@ def _choose_chunks(plan: ExportPlan, baseline: int) -> ExportPlan:
     smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one."""
     while True:
         try:
-            return dataclasses.replace(plan, costs=_choose(plan, plan.chunks, baseline, what="chunks"))
+            return dataclasses.replace(
+                plan, costs=_choose(plan, plan.chunks, baseline, what="chunks")
+            )
         except MemoryLimitError:
             size = math.prod(plan.chunks) * plan.dtype.itemsize
             if plan.settings.chunks or size <= MIN_CHUNK_BYTES:
@@ -674,14 +849,20 @@ def _plan_sequence(plan: ExportPlan, baseline: int) -> ExportPlan:
         ones = (1,) * len(plan.axes)
         with contextlib.suppress(MemoryLimitError):
             staged = _choose(plan, ones, baseline, "slices", staged=True, time_extra=STAGING_TIME)
-        if staged is not None and (direct is None or staged.amplification < direct.amplification / 1.05):
+        if staged is not None and (
+            direct is None or staged.amplification < direct.amplification / 1.05
+        ):
             plan = dataclasses.replace(plan, staged=True, costs=staged)
             depth = max((c for c in plan.blocks[pos]), default=1)
-            note = (f"a slab of slices as deep as one source chunk does not fit the memory limit: blocks follow "
-                    f"the source ({depth} slices deep), and slices are assembled in a staging file beside the output")
+            note = (
+                "a slab of slices as deep as one source chunk does not fit the memory limit: "
+                "blocks follow "
+                f"the source ({depth} slices deep), and slices are assembled in a staging file "
+                "beside the output"
+            )
             return dataclasses.replace(plan, notes=plan.notes + (note,))
     if direct is None:
-        direct = _choose(plan, plane, baseline, "slices", aligned=follow)   # raises the refusal
+        direct = _choose(plan, plane, baseline, "slices", aligned=follow)  # raises the refusal
     return dataclasses.replace(plan, costs=direct)
 
 
@@ -693,26 +874,42 @@ def _plan_shards(plan: ExportPlan, baseline: int) -> ExportPlan:
     wanted = plan.settings.shards
     if wanted == "auto":
         costs = _choose(plan, chunks, baseline, "chunks")
-        shards = tuple(min(math.ceil(n / c) * c, math.ceil(s / c) * c)
-                       for n, c, s in zip(costs.block, chunks, shape))
+        shards = tuple(
+            min(math.ceil(n / c) * c, math.ceil(s / c) * c)
+            for n, c, s in zip(costs.block, chunks, shape)
+        )
         if shards == chunks:
             note = "shards 'auto': a block holds one chunk, so the output is not sharded"
             return dataclasses.replace(plan, costs=costs, notes=plan.notes + (note,))
         return dataclasses.replace(plan, costs=costs, shards=shards)
+    if not isinstance(wanted, Mapping):  # settings allow no other text than "auto"
+        raise SettingsError(f"shards must be 'auto' or lengths per axis, not {wanted!r}")
     unknown = sorted(set(wanted) - set(plan.axes))
     if unknown:
-        raise SettingsError(f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) does not have")
+        raise SettingsError(
+            f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) "
+            "does not have"
+        )
     lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
-    shards = tuple(min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape))
+    shards = tuple(
+        min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape)
+    )
     if shards != lengths:
-        note = f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis at most: {shards}"
+        note = (
+            f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis "
+            f"at most: {shards}"
+        )
         plan = dataclasses.replace(plan, notes=plan.notes + (note,))
     plan = dataclasses.replace(plan, shards=shards)
     return dataclasses.replace(plan, costs=_choose(plan, shards, baseline, "shards"))
 
 
 def block_shape(
-    chunks: tuple[int, ...], shape: tuple[int, ...], itemsize: int, budget: int, first: tuple[int, ...] = ()
+    chunks: tuple[int, ...],
+    shape: tuple[int, ...],
+    itemsize: int,
+    budget: int,
+    first: tuple[int, ...] = (),
 ) -> tuple[int, ...]:
     """A block of whole ``chunks`` of at most ``budget`` bytes (at least one chunk), grown along
     the ``first`` axes, then the innermost axes first, up to the full axis."""
@@ -737,13 +934,31 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
     they are planned)."""
     settings = plan.settings
     return OutputSpec(
-        format=plan.writer.name, output=plan.output, internal=plan.internal, paths=tuple(plan.paths),
-        shape=plan.shape, dtype=plan.dtype, axes=plan.axes, chunks=plan.chunks, shards=plan.shards,
-        nbytes=plan.nbytes, compression=plan.writer.compression(settings.compression),
-        compression_level=settings.compression_level, pixel_size=plan.pixel_size, unit=plan.unit,
-        value_range=plan.value_range, nickname=plan.nickname, slice_axis=plan.slice_axis,
-        slice_start=plan.slice_start, staged=plan.staged, memory_limit=plan.memory_limit, workers=plan.workers,
+        format=plan.writer.name,
+        output=plan.output,
+        internal=plan.internal,
+        paths=tuple(plan.paths),
+        shape=plan.shape,
+        dtype=plan.dtype,
+        axes=plan.axes,
+        chunks=plan.chunks,
+        shards=plan.shards,
+        nbytes=plan.nbytes,
+        compression=plan.writer.compression(settings.compression),
+        compression_level=settings.compression_level,
+        pixel_size=plan.pixel_size,
+        unit=plan.unit,
+        value_range=plan.value_range,
+        nickname=plan.nickname,
+        slice_axis=plan.slice_axis,
+        slice_start=plan.slice_start,
+        staged=plan.staged,
+        memory_limit=plan.memory_limit,
+        workers=plan.workers,
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
-        tiff_flavor=settings.tiff_flavor, zarr_format=settings.zarr_format, levels=settings.levels,
-        downsample=settings.downsample, result_type=settings.result_type,
+        tiff_flavor=settings.tiff_flavor,
+        zarr_format=settings.zarr_format,
+        levels=settings.levels,
+        downsample=settings.downsample,
+        result_type=settings.result_type,
     )

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .axes import CHANNEL, parse_axes
+from .axes import CHANNEL, names, parse_axes
 from .errors import AxisError, NotExportedError, RoiError, SettingsError, SourceError
 from .plan import ExportPlan, build_plan, transform
 from .settings import ExportSettings
@@ -48,8 +48,11 @@ TITLE_PX = 80
 PAD_PX = 4
 PERCENTILES = (1.0, 99.0)
 # Composite colours (RGB weights) for two and three channels.
-COLOURS = {1: [(1.0, 1.0, 1.0)], 2: [(1.0, 0.0, 1.0), (0.0, 1.0, 0.0)],
-           3: [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]}
+COLOURS = {
+    1: [(1.0, 1.0, 1.0)],
+    2: [(1.0, 0.0, 1.0), (0.0, 1.0, 0.0)],
+    3: [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)],
+}
 COLOUR_NAMES = {1: ["gray"], 2: ["magenta", "green"], 3: ["red", "green", "blue"]}
 
 
@@ -62,24 +65,52 @@ def preview(
     nickname: str | None = None,
     memory_limit: Any = None,
 ) -> dict[str, xr.DataArray]:
-    """The planes of ``layers`` (``"raw"``, ``"live"``, ``"disk"``) at ``at``, by layer name.
+    """One 2-D plane of each of ``layers``, lined up pixel for pixel (see the module docstring).
 
-    ``source`` and ``settings`` are as for :func:`lazyexport.export`; ``at`` maps axis letters to
-    source indices (see the module docstring for the axes not given). Raises an
-    :class:`~lazyexport.ExportError` for an unknown axis or a position outside the ROI, and
-    :class:`~lazyexport.errors.NotExportedError` for the disk layer when nothing was exported yet.
+    Parameters
+    ----------
+    source : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+        As for :func:`lazyexport.export`.
+    settings : ExportSettings, optional
+        As for :func:`lazyexport.export`.
+    at : mapping of str to int, optional
+        Source indices by axis letter, e.g. ``{"z": 10}``; axes not given sit in the middle of
+        the ROI.
+    layers : iterable of str, default ("raw", "live", "disk")
+        ``"raw"``: the source; ``"live"``: the export result computed for this plane only;
+        ``"disk"``: the plane read back from the written output.
+    nickname : str, optional
+        As for :func:`lazyexport.export` (it names the output the disk layer reads).
+    memory_limit : int or str, optional
+        As for :func:`lazyexport.export`.
+
+    Returns
+    -------
+    dict of str to xarray.DataArray
+        The planes by layer name, with dims ``(row_axis, column_axis[, "c"])`` and source
+        coordinates.
+
+    Raises
+    ------
+    ExportError
+        For an unknown axis or a position outside the ROI.
+    NotExportedError
+        For the disk layer when nothing was exported yet.
     """
     plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
     return preview_plan(plan, at, layers)
 
 
-def preview_plan(plan: ExportPlan, at: Mapping[str, int] | None = None,
-                 layers: Iterable[str] = LAYERS) -> dict[str, xr.DataArray]:
+def preview_plan(
+    plan: ExportPlan, at: Mapping[str, int] | None = None, layers: Iterable[str] = LAYERS
+) -> dict[str, xr.DataArray]:
     """:func:`preview` for a plan built already."""
     layers = tuple(layers)
     unknown = [name for name in layers if name not in LAYERS]
     if unknown:
-        raise SettingsError(f"unknown preview layer {unknown[0]!r}; choose from {', '.join(LAYERS)}")
+        raise SettingsError(
+            f"unknown preview layer {unknown[0]!r}; choose from {', '.join(LAYERS)}"
+        )
     position = Position(plan, at, in_roi=any(name != "raw" for name in layers))
     read = {"raw": position.raw, "live": position.live, "disk": position.disk}
     return {name: read[name]() for name in layers}
@@ -95,29 +126,39 @@ class Position:
         for key, value in (at or {}).items():
             (axis,) = parse_axes(str(key))
             if axis not in src.dims:
-                raise AxisError(f"preview position names axis {axis!r}, which the source does not have "
-                                f"(its axes are {''.join(map(str, src.dims))!r})")
+                raise AxisError(
+                    f"preview position names axis {axis!r}, which the source does not have "
+                    f"(its axes are {''.join(map(str, src.dims))!r})"
+                )
             if axis == CHANNEL:
-                raise AxisError("preview position cannot fix the channel axis 'c': planes keep every channel "
-                                "(the picture can show one with --channel)")
+                raise AxisError(
+                    "preview position cannot fix the channel axis 'c': planes keep every channel "
+                    "(the picture can show one with --channel)"
+                )
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise RoiError(f"preview position for axis {axis!r} must be a whole number, got {value!r}")
+                raise RoiError(
+                    f"preview position for axis {axis!r} must be a whole number, got {value!r}"
+                )
             lo, hi = plan.roi[axis] if in_roi else (0, src.sizes[axis])
             if not lo <= value < hi:
                 where = "the ROI" if in_roi else "the source"
-                raise RoiError(f"preview position {axis}={value} is outside {where}: "
-                               f"axis {axis!r} has the valid range [{lo}, {hi})")
+                raise RoiError(
+                    f"preview position {axis}={value} is outside {where}: "
+                    f"axis {axis!r} has the valid range [{lo}, {hi})"
+                )
             fixed[axis] = int(value)
         free = [a for a in plan.axes if a != CHANNEL and a in plan.roi and a not in fixed]
         if len(free) < 2:
-            raise AxisError(f"a preview plane needs two axes the position leaves free; the output axes are "
-                            f"{''.join(plan.axes)!r} and the position fixes {', '.join(fixed) or 'none'}")
+            raise AxisError(
+                f"a preview plane needs two axes the position leaves free; the output axes are "
+                f"{''.join(plan.axes)!r} and the position fixes {', '.join(fixed) or 'none'}"
+            )
         self.plane: tuple[str, str] = (free[-2], free[-1])
-        for axis in src.dims:
+        for axis in names(src):
             if axis not in self.plane and axis != CHANNEL and axis not in fixed:
                 lo, hi = plan.roi[axis]
                 fixed[axis] = lo + (hi - lo) // 2
-        self.fixed = fixed                                   # source axis -> source index
+        self.fixed = fixed  # source axis -> source index
         self.roi = {a: (fixed[a], fixed[a] + 1) if a in fixed else r for a, r in plan.roi.items()}
 
     def dims(self, arr: xr.DataArray) -> tuple[str, ...]:
@@ -127,9 +168,13 @@ class Position:
         """``arr`` (every non-plane, non-channel axis of length 1) as a labeled plane."""
         arr = arr.isel({a: 0 for a in arr.dims if a not in self.dims(arr)}, drop=True)
         arr = arr.transpose(*self.dims(arr))
-        plane = xr.DataArray(np.asarray(arr.values), dims=arr.dims, name=layer,
-                             attrs={"layer": layer, "source": self.plan.source.attrs.get("source")})
-        coords = {a: np.arange(*self.plan.roi[a]) for a in self.plane}
+        plane = xr.DataArray(
+            np.asarray(arr.values),
+            dims=arr.dims,
+            name=layer,
+            attrs={"layer": layer, "source": self.plan.source.attrs.get("source")},
+        )
+        coords: dict[str, Any] = {a: np.arange(*self.plan.roi[a]) for a in self.plane}
         coords.update(self.fixed)
         return plane.assign_coords(coords)
 
@@ -144,17 +189,20 @@ class Position:
 
     def live(self) -> xr.DataArray:
         plan = self.plan
-        return self._label(transform(plan.source, self.roi, plan.settings, plan.renormalize), "live")
+        return self._label(
+            transform(plan.source, self.roi, plan.settings, plan.renormalize), "live"
+        )
 
     def disk(self) -> xr.DataArray:
         plan = self.plan
-        expected = dict(plan.result.sizes)
+        expected = dict(zip(plan.axes, plan.shape))
         index = {a: self.output_index(a) for a in plan.axes if a not in self.plane and a != CHANNEL}
         if plan.writer.capabilities.sequence:
             axis = plan.slice_axis
+            assert axis is not None  # every sequence plan has one
             if axis in self.plane:
                 files = list(plan.paths)
-            else:   # read only the slice file that holds the plane
+            else:  # read only the slice file that holds the plane
                 files = [plan.paths[index[axis]]]
                 expected[axis], index[axis] = 1, 0
             missing = [f for f in files if not f.exists()]
@@ -166,18 +214,21 @@ class Position:
             if not plan.writer.existing(plan.spec):
                 raise NotExportedError(f"nothing exported yet at {where}; run export first")
             arr = open_exported(where)
-        found = dict(arr.sizes)
+        found = dict(zip(names(arr), arr.shape))
         if list(found.items()) != list(expected.items()) or arr.dtype != plan.dtype:
             raise SourceError(
-                f"the export at {_exported_location(plan)} ({_shape_text(found)} {arr.dtype}) does not match "
-                f"these settings ({_shape_text(expected)} {plan.dtype}); export again with --overwrite"
+                f"the export at {_exported_location(plan)} ({_shape_text(found)} {arr.dtype}) does "
+                "not match "
+                f"these settings ({_shape_text(expected)} {plan.dtype}); export again with "
+                "--overwrite"
             )
         return self._label(arr.isel(index), "disk")
 
 
 def _exported_location(plan: ExportPlan) -> str:
-    """The output as :func:`open_exported` reads it: ``out.h5/dataset``, ``out.zarr``, a slice file."""
-    internal = plan.writer.dataset(plan.spec)   # HDF5 names its default dataset itself
+    """The output as :func:`open_exported` reads it: ``out.h5/dataset``, ``out.zarr``, a slice
+    file."""
+    internal = plan.writer.dataset(plan.spec)  # HDF5 names its default dataset itself
     return f"{plan.output}/{internal}" if internal else str(plan.output)
 
 
@@ -189,7 +240,9 @@ def _shape_text(sizes: Mapping[str, int]) -> str:
 # The picture
 
 
-def display_range(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
+def display_range(
+    values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES
+) -> tuple[float, float]:
     """The percentile range of the finite values (min/max where the percentiles coincide)."""
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
     if finite.size == 0:
@@ -212,10 +265,14 @@ def _channels(plane: xr.DataArray, channel: int | None) -> tuple[list[np.ndarray
     n = plane.sizes[CHANNEL]
     if channel is not None:
         if not 0 <= channel < n:
-            raise SettingsError(f"--channel {channel} is out of range: the data has {n} channels (0..{n - 1})")
+            raise SettingsError(
+                f"--channel {channel} is out of range: the data has {n} channels (0..{n - 1})"
+            )
         return [plane.isel(c=channel).values.astype(np.float64)], f"channel {channel} of {n}"
     if n > 3:
-        return [plane.isel(c=0).values.astype(np.float64)], f"channel 0 of {n} (--channel to choose)"
+        return [
+            plane.isel(c=0).values.astype(np.float64)
+        ], f"channel 0 of {n} (--channel to choose)"
     return [plane.isel(c=i).values.astype(np.float64) for i in range(n)], ""
 
 
@@ -230,7 +287,9 @@ def _composite(images: list[np.ndarray], ranges: list[tuple[float, float]]) -> n
 
 def _range_text(ranges: list[tuple[float, float]], how: str) -> str:
     names = COLOUR_NAMES[len(ranges)] if len(ranges) > 1 else [""]
-    parts = [f"{name + ' ' if name else ''}{lo:.4g}..{hi:.4g}" for name, (lo, hi) in zip(names, ranges)]
+    parts = [
+        f"{name + ' ' if name else ''}{lo:.4g}..{hi:.4g}" for name, (lo, hi) in zip(names, ranges)
+    ]
     return f"{how}: " + ", ".join(parts)
 
 
@@ -253,7 +312,8 @@ def render_png(
     A layer given as text (e.g. ``"not exported yet"``) is drawn as an empty panel with that text.
     Each panel has its own display range (the 1st..99th percentile, per channel) unless
     ``same_range``, which uses one range per channel over all panels; the title says which. Up to
-    three channels are shown as a composite (two: magenta/green, three: RGB), or one with ``channel``.
+    three channels are shown as a composite (two: magenta/green, three: RGB), or one with
+    ``channel``.
     """
     import matplotlib
 
@@ -263,18 +323,28 @@ def render_png(
     shown = [p for p in planes.values() if isinstance(p, xr.DataArray)]
     if not shown:
         raise SettingsError("nothing to draw: every preview layer is missing")
-    images = {name: _channels(p, channel) for name, p in planes.items() if isinstance(p, xr.DataArray)}
+    images = {
+        name: _channels(p, channel) for name, p in planes.items() if isinstance(p, xr.DataArray)
+    }
     pct = f"p{PERCENTILES[0]:g}-p{PERCENTILES[1]:g}"
     if same_range:
         count = len(next(iter(images.values()))[0])
-        shared = [display_range(np.concatenate([imgs[i].ravel() for imgs, _ in images.values()]))
-                  for i in range(count)]
+        shared = [
+            display_range(np.concatenate([imgs[i].ravel() for imgs, _ in images.values()]))
+            for i in range(count)
+        ]
     width, height = picture_size(shown[0].shape)
     panel_h = height - TITLE_PX
     fig = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
     for i, (name, plane) in enumerate(planes.items()):
-        ax = fig.add_axes(((i * PANEL_PX + PAD_PX) / width, PAD_PX / height,
-                           (PANEL_PX - 2 * PAD_PX) / width, (panel_h - 2 * PAD_PX) / height))
+        ax = fig.add_axes(
+            (
+                (i * PANEL_PX + PAD_PX) / width,
+                PAD_PX / height,
+                (PANEL_PX - 2 * PAD_PX) / width,
+                (panel_h - 2 * PAD_PX) / height,
+            )
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         title = TITLES.get(name, name)
@@ -288,13 +358,23 @@ def render_png(
         ax.imshow(_composite(chans, ranges), aspect="auto", interpolation="antialiased")
         rows, cols = plane.dims[:2]
         fixed = ", ".join(f"{a}={int(v)}" for a, v in plane.coords.items() if a not in plane.dims)
-        details = [f"{plane.dtype}, {rows}{cols} plane" + (f" at {fixed}" if fixed else ""),
-                   _range_text(ranges, ("shared " if same_range else "") + pct)]
+        details = [
+            f"{plane.dtype}, {rows}{cols} plane" + (f" at {fixed}" if fixed else ""),
+            _range_text(ranges, ("shared " if same_range else "") + pct),
+        ]
         if note:
             details.append(note)
         ax.set_title(title, fontsize=10, fontweight="bold", pad=4 + 10 * len(details))
-        ax.text(0.5, 1.0 + 3 / (panel_h - 2 * PAD_PX), "\n".join(details), ha="center", va="bottom",
-                fontsize=7.5, linespacing=1.3, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            1.0 + 3 / (panel_h - 2 * PAD_PX),
+            "\n".join(details),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            linespacing=1.3,
+            transform=ax.transAxes,
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -1,13 +1,14 @@
-"""Resumable exports: one deterministic temporary output per plan, and a journal of its finished blocks.
+"""Resumable exports: one deterministic temporary output per plan, and a journal of its finished
+blocks.
 
 With ``resume=True`` (``--resume``), an export to a format whose writer is ``resumable`` (Zarr,
 TIFF sequences) writes under ``.{name}.lazyexport-r{token}.tmp`` instead of a random name, where
 ``token`` hashes everything that decides the bytes written: the output paths, the format, the
 settings, the source's identity (its path, shape, dtype, chunking, and the size, modification
 time and inode of each of its files - every chunk file of a Zarr array or N5 dataset - listed
-when the token is made: :func:`source_identity`), the resolved renormalization range, and the output's shape, dtype and chunks. A
-changed plan or rewritten source data gets another token, so stale data is never reused; a
-source whose files cannot be listed is refused.
+when the token is made: :func:`source_identity`), the resolved renormalization range, and the
+output's shape, dtype and chunks. A changed plan or rewritten source data gets another token, so
+stale data is never reused; a source whose files cannot be listed is refused.
 
 Beside the temporary output, ``.{name}.lazyexport-r{token}.blocks`` is the journal: a JSON
 header (the block grid) and then one line per finished block index, appended and fsynced after
@@ -34,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ResumeError
-from .sources.base import file_identity
 from .formats.base import Target
+from .sources.base import file_identity
 from .storage import remove, temp_path, with_kind, write_durably
 
 if TYPE_CHECKING:
@@ -78,12 +79,17 @@ class Journal:
         if self.path.exists():
             lines = self.path.read_text().split("\n")
             if lines[0] == self.header:
-                for line in lines[1:-1]:     # the last part is "" or an interrupted line
+                for line in lines[1:-1]:  # the last part is "" or an interrupted line
                     try:
                         done.add(tuple(int(i) for i in json.loads(line)))
                     except (ValueError, TypeError):
                         continue
-        write_durably(self.path, "".join(f"{line}\n" for line in [self.header, *map(json.dumps, map(list, sorted(done)))]))
+        write_durably(
+            self.path,
+            "".join(
+                f"{line}\n" for line in [self.header, *map(json.dumps, map(list, sorted(done)))]
+            ),
+        )
         return done
 
     def record(self, block: Block) -> None:
@@ -104,7 +110,7 @@ def journal_path(plan: ExportPlan, token: str) -> Path:
 
 def owner_paths(plan: ExportPlan, token: str) -> list[Path]:
     """The owner files of ``token``'s run: one in every directory its temporaries are in."""
-    firsts = {}
+    firsts: dict[Path, Path] = {}
     for path in plan.paths:
         firsts.setdefault(path.parent, path)
     return [temp_path(p, token, "owner") for p in firsts.values()]
@@ -132,8 +138,10 @@ def source_identity(plan: ExportPlan) -> str | None:
         return None
     identity = file_identity(*paths)
     if identity is None:
-        raise ResumeError(f"cannot tell whether the source changed since an interrupted export: the files of "
-                          f"{plan.source.attrs.get('source')} cannot be listed; export without resume")
+        raise ResumeError(
+            f"cannot tell whether the source changed since an interrupted export: the files of "
+            f"{plan.source.attrs.get('source')} cannot be listed; export without resume"
+        )
     return identity
 
 

@@ -1,4 +1,5 @@
-"""Cutout subregion: normalise a user's ROI, validate it against a shape, turn it into slices and text.
+"""Cutout subregion: normalise a user's ROI, validate it against a shape, turn it into slices and
+text.
 
 A ROI maps axis letters to ``(start, stop)``; ``stop`` is exclusive, ``None`` means the start or
 the end of the axis, negative values count from the end as in Python slicing. Unlike Python
@@ -31,12 +32,14 @@ def normalize_roi_spec(roi: Mapping[str, Sequence[int | None]] | None) -> dict[s
             raise RoiError(f"roi names axis {axis!r} twice")
         if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
             raise RoiError(f"roi for axis {axis!r} must be (start, stop), got {bounds!r}")
-        pair = []
+        pair: list[int | None] = []
         for value in bounds:
             if value is None:
                 pair.append(None)
             elif isinstance(value, bool) or not _is_integral(value):
-                raise RoiError(f"roi bounds for axis {axis!r} must be whole numbers or None, got {value!r}")
+                raise RoiError(
+                    f"roi bounds for axis {axis!r} must be whole numbers or None, got {value!r}"
+                )
             else:
                 pair.append(int(value))
         out[axis] = (pair[0], pair[1])
@@ -76,7 +79,8 @@ def resolve_roi(
     unknown = [a for a in spec if a not in axes]
     if unknown:
         raise RoiError(
-            f"roi names axis {unknown[0]!r}, which the source does not have (its axes are {''.join(axes)!r})"
+            f"roi names axis {unknown[0]!r}, which the source does not have (its axes are "
+            f"{''.join(axes)!r})"
         )
     out: dict[str, tuple[int, int]] = {}
     for axis, size in zip(axes, shape):
@@ -85,7 +89,8 @@ def resolve_roi(
         hi = _absolute(axis, stop, size, size, "stop")
         if lo >= hi:
             raise RoiError(
-                f"roi for axis {axis!r} is empty: [{start}, {stop}) selects nothing of the valid range [0, {size})"
+                f"roi for axis {axis!r} is empty: [{start}, {stop}) selects nothing of the valid "
+                f"range [0, {size})"
             )
         out[axis] = (lo, hi)
     return out

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,15 @@ import numpy as np
 import zarr
 from dask.utils import format_bytes
 
-from .errors import ExportCancelled, OutputBusyError, OutputExistsError, OutputLocationError, SchedulerError
 from . import cost, interrupt
 from .blocks import BlockGrid, BlockSource
+from .errors import (
+    ExportCancelled,
+    OutputBusyError,
+    OutputExistsError,
+    OutputLocationError,
+    SchedulerError,
+)
 from .executors import Distributed, Executor, Inline, Processes, Threads
 from .plan import ZARR_CONCURRENCY, ExportPlan, Workers, build_plan, parse_memory_limit
 from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
@@ -46,7 +53,7 @@ class Progress:
 
     blocks_done: int
     blocks_total: int
-    bytes_done: int        # uncompressed result bytes written so far
+    bytes_done: int  # uncompressed result bytes written so far
     bytes_total: int
     elapsed: float
 
@@ -66,32 +73,39 @@ class ExportResult:
     """What an export wrote."""
 
     format: str
-    output: Path                # the file / store (sequences: the first slice)
-    paths: list[Path]           # every file or directory written
-    internal: str               # dataset path inside an HDF5 file / Zarr store ("" if none)
+    output: Path  # the file / store (sequences: the first slice)
+    paths: list[Path]  # every file or directory written
+    internal: str  # dataset path inside an HDF5 file / Zarr store ("" if none)
     shape: tuple[int, ...]
     dtype: np.dtype
     axes: tuple[str, ...]
-    nbytes: int                 # uncompressed size of the exported data
+    nbytes: int  # uncompressed size of the exported data
     seconds: float
     notes: tuple[str, ...] = ()
-    peak_memory: int = 0        # measured peak resident memory of this process during the export (0: unknown)
-    projected_peak: int = 0     # what the plan projected for it
+    # measured peak resident memory of this process during the export (0: unknown)
+    peak_memory: int = 0
+    projected_peak: int = 0  # what the plan projected for it
 
     def __str__(self) -> str:
         where = str(self.output) + (f"/{self.internal}" if self.internal else "")
         if len(self.paths) > 1:
             where += f" (+{len(self.paths) - 1} more files)"
         rate = self.nbytes / self.seconds / 1e6 if self.seconds else 0.0
-        memory = (f"; peak memory {format_bytes(self.peak_memory)} (projected {format_bytes(self.projected_peak)})"
-                  if self.peak_memory and self.projected_peak else "")
-        return (f"wrote {self.format} {where}: {''.join(self.axes)} {self.shape} {self.dtype}, "
-                f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s){memory}")
+        memory = (
+            f"; peak memory {format_bytes(self.peak_memory)} (projected "
+            f"{format_bytes(self.projected_peak)})"
+            if self.peak_memory and self.projected_peak
+            else ""
+        )
+        return (
+            f"wrote {self.format} {where}: {''.join(self.axes)} {self.shape} {self.dtype}, "
+            f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s){memory}"
+        )
 
 
 ProgressCallback = Callable[[Progress], Any]
-CONNECT_TIMEOUT = 10.0      # seconds to reach a scheduler at an address
-STOP_TIMEOUT = 120.0        # seconds to wait for a cancelled run's writes to finish on the workers
+CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler at an address
+STOP_TIMEOUT = 120.0  # seconds to wait for a cancelled run's writes to finish on the workers
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
 
 # Writes running in this process, per run, and the runs whose writes must not start any more:
@@ -125,7 +139,9 @@ class BlockJob:
     and write it into the target (or, for a single-writer target run in other processes, encode
     it for the exporting process to store). Picklable: sent once to each process or worker."""
 
-    def __init__(self, plan: ExportPlan, target, journal: Journal | None, run: str, encode_only: bool):
+    def __init__(
+        self, plan: ExportPlan, target, journal: Journal | None, run: str, encode_only: bool
+    ):
         self.grid = BlockGrid(plan.edges)
         self.source = BlockSource(plan)
         self.target, self.journal, self.run, self.encode_only = target, journal, run, encode_only
@@ -133,15 +149,29 @@ class BlockJob:
     def __call__(self, index: tuple[int, ...]) -> _Written | _Encoded:
         location = self.grid.region(index)
         block = self.source.compute(location)
-        return _write_block(block, location, index, self.target, None if self.encode_only else self.journal,
-                            self.run, self.encode_only)
+        return _write_block(
+            block,
+            location,
+            index,
+            self.target,
+            None if self.encode_only else self.journal,
+            self.run,
+            self.encode_only,
+        )
 
 
-def _write_block(block: np.ndarray, location: tuple[slice, ...], index: tuple[int, ...], target,
-                 journal: Journal | None = None, run: str = "", encode_only: bool = False):
+def _write_block(
+    block: np.ndarray,
+    location: tuple[slice, ...],
+    index: tuple[int, ...],
+    target,
+    journal: Journal | None = None,
+    run: str = "",
+    encode_only: bool = False,
+):
     """Write (or encode) one computed block, unless its run was stopped meanwhile."""
     with _ACTIVE_LOCK:
-        if run in _STOPPED:     # cancelled while this task read its block: write nothing
+        if run in _STOPPED:  # cancelled while this task read its block: write nothing
             raise ExportCancelled("export cancelled")
         _ACTIVE[run] += 1
     try:
@@ -170,23 +200,31 @@ class _Tracker:
     """Counts finished block tasks for progress, stores what single-writer tasks encoded, and
     stops the run when cancelled."""
 
-    def __init__(self, plan: ExportPlan, progress: ProgressCallback | None, cancel: threading.Event | None,
-                 target, journal: Journal | None, skipped: set[tuple[int, ...]] = frozenset()):
+    def __init__(
+        self,
+        plan: ExportPlan,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        target,
+        journal: Journal | None,
+        skipped: AbstractSet[tuple[int, ...]] = frozenset(),
+    ):
         self.progress, self.cancel = progress, cancel
         self.target, self.journal = target, journal
         self.total, self.nbytes = plan.nblocks, plan.nbytes
         grid = BlockGrid(plan.edges)
-        self.done = len(skipped)    # blocks an interrupted run finished count as done
+        self.done = len(skipped)  # blocks an interrupted run finished count as done
         self.bytes = sum(grid.size(index) for index in skipped) * plan.dtype.itemsize
         self.start = time.perf_counter()
 
     def check(self) -> None:
-        interrupt.check()       # a Ctrl-C or SIGTERM of the command that Python lost
+        interrupt.check()  # a Ctrl-C or SIGTERM of the command that Python lost
         if self.cancel is not None and self.cancel.is_set():
             raise ExportCancelled("export cancelled")
 
     def finished(self, result: _Written | _Encoded) -> None:
-        """Account for one finished block task (storing its block first for single-writer targets)."""
+        """Account for one finished block task (storing its block first for single-writer
+        targets)."""
         if isinstance(result, _Encoded):
             written = self.target.store(result.payload)
             if self.journal is not None:
@@ -196,8 +234,15 @@ class _Tracker:
         self.done += 1
         self.bytes += written
         if self.progress is not None:
-            self.progress(Progress(self.done, self.total, min(self.bytes, self.nbytes), self.nbytes,
-                                   time.perf_counter() - self.start))
+            self.progress(
+                Progress(
+                    self.done,
+                    self.total,
+                    min(self.bytes, self.nbytes),
+                    self.nbytes,
+                    time.perf_counter() - self.start,
+                )
+            )
 
 
 def _wait_writes_stopped(client, run: str) -> None:
@@ -210,7 +255,7 @@ def _wait_writes_stopped(client, run: str) -> None:
     while quiet < 2 and time.monotonic() < deadline:
         try:
             busy = client.run(_stop_writes, run, on_error="ignore")
-        except Exception:   # the cluster is gone: nothing runs there any more
+        except Exception:  # the cluster is gone: nothing runs there any more
             return
         quiet = quiet + 1 if not any(busy.values()) else 0
         time.sleep(0.1)
@@ -219,7 +264,7 @@ def _wait_writes_stopped(client, run: str) -> None:
 def _is_client(scheduler: Any) -> bool:
     try:
         from distributed import Client
-    except ImportError:    # pragma: no cover - distributed is a dependency
+    except ImportError:  # pragma: no cover - distributed is a dependency
         return False
     return isinstance(scheduler, Client)
 
@@ -235,22 +280,31 @@ def scheduler_name(scheduler: Any) -> str | Any:
     if _is_client(scheduler):
         return scheduler
     name = str(scheduler).strip().lower() if isinstance(scheduler, str) else None
-    aliases = {"threads": "threads", "threading": "threads", "sync": "synchronous",
-               "synchronous": "synchronous", "single-threaded": "synchronous", "processes": "processes",
-               "multiprocessing": "processes", "local-cluster": "local-cluster", "localcluster": "local-cluster"}
+    aliases = {
+        "threads": "threads",
+        "threading": "threads",
+        "sync": "synchronous",
+        "synchronous": "synchronous",
+        "single-threaded": "synchronous",
+        "processes": "processes",
+        "multiprocessing": "processes",
+        "local-cluster": "local-cluster",
+        "localcluster": "local-cluster",
+    }
     if name in aliases:
         return aliases[name]
     if name is not None and _ADDRESS.match(scheduler.strip()):
         return scheduler.strip()
     raise SchedulerError(
-        f"unknown scheduler {scheduler!r}; choose {', '.join(LOCAL_SCHEDULERS)}, a scheduler address "
+        f"unknown scheduler {scheduler!r}; choose {', '.join(LOCAL_SCHEDULERS)}, a scheduler "
+        "address "
         f"like tcp://host:8786, or (from Python) a distributed.Client"
     )
 
 
 # distributed pauses a worker whose memory passes 80 % of its limit; plans stay under this part
 PAUSE_MARGIN = 0.7
-WORKER_ALLOWANCE = 256 * 2**20   # a local-cluster worker's limit: its share of the budget + this
+WORKER_ALLOWANCE = 256 * 2**20  # a local-cluster worker's limit: its share of the budget + this
 
 
 @contextlib.contextmanager
@@ -260,7 +314,8 @@ def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]
     ``local-cluster`` a LocalCluster started for it (one single-threaded worker per core, each
     with room for all of ``memory_limit`` + WORKER_ALLOWANCE for its interpreter under
     distributed's pause threshold, as a plan may give one worker a task the size of the whole
-    budget; the plan keeps all workers together within ``memory_limit``); both are closed afterwards. A client passed in is used as it is (and left open)."""
+    budget; the plan keeps all workers together within ``memory_limit``); both are closed
+    afterwards. A client passed in is used as it is (and left open)."""
     resolved = scheduler_name(scheduler)
     if not isinstance(resolved, str) or resolved in ("threads", "synchronous", "processes"):
         yield resolved
@@ -271,9 +326,15 @@ def scheduler_session(scheduler: Any, memory_limit: Any = None) -> Iterator[Any]
         if resolved == "local-cluster":
             count = os.cpu_count() or 1
             room = parse_memory_limit(memory_limit) + WORKER_ALLOWANCE
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=count, threads_per_worker=1, memory_limit=int(room / PAUSE_MARGIN),
-                host="127.0.0.1", dashboard_address="127.0.0.1:0"))
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=count,
+                    threads_per_worker=1,
+                    memory_limit=int(room / PAUSE_MARGIN),
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",
+                )
+            )
             client = stack.enter_context(Client(cluster, set_as_default=False))
         else:
             client = stack.enter_context(_connect(resolved))
@@ -299,16 +360,23 @@ def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
         info = client.scheduler_info().get("workers", {})
     threads = min(int(w.get("nthreads", 1)) for w in info.values())
-    try:        # what each worker holds now (the scheduler's metrics lag behind a worker that just started)
+    # what each worker holds now (the scheduler's metrics lag behind a worker that just started)
+    try:
         used = max(client.run(_worker_baseline).values())
-    except Exception:       # noqa: BLE001 -- a worker that cannot run it: the scheduler's metrics
+    except Exception:  # noqa: BLE001 -- a worker that cannot run it: the scheduler's metrics
         used = max(int(w.get("metrics", {}).get("memory", 0)) for w in info.values())
     limits = [int(w.get("memory_limit") or 0) for w in info.values()]
     limit = min(limits) if all(limits) else 0
     budget = max(int(limit * PAUSE_MARGIN) - used if limit else parse_memory_limit(memory_limit), 0)
     total = parse_memory_limit(memory_limit) if memory_limit is not None else budget * len(info)
-    return Workers(count=len(info), threads=threads, budget=min(budget, total), baseline=used, memory_limit=limit,
-                   total=total)
+    return Workers(
+        count=len(info),
+        threads=threads,
+        budget=min(budget, total),
+        baseline=used,
+        memory_limit=limit,
+        total=total,
+    )
 
 
 def _connect(address: str):
@@ -318,8 +386,9 @@ def _connect(address: str):
         return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SchedulerError(f"cannot reach a dask scheduler at {address} within {CONNECT_TIMEOUT:g} s "
-                             f"({first})") from None
+        raise SchedulerError(
+            f"cannot reach a dask scheduler at {address} within {CONNECT_TIMEOUT:g} s ({first})"
+        ) from None
 
 
 def executor_for(plan: ExportPlan, scheduler: Any, run: str = "") -> Executor:
@@ -333,22 +402,40 @@ def executor_for(plan: ExportPlan, scheduler: Any, run: str = "") -> Executor:
     if scheduler == "processes":
         return Processes(plan.in_flight)
     workers = scheduler.scheduler_info().get("workers", {})
-    per_worker = max(plan.costs.per_host or plan.in_flight, 1)
-    slots = {address: max(min(int(info.get("nthreads", 1)), per_worker), 1) for address, info in workers.items()}
-    return Distributed(scheduler, slots, default_slots=1, window=plan.in_flight,
-                       on_stop=lambda: _wait_writes_stopped(scheduler, run))
+    per_worker = max(plan.priced.per_host or plan.in_flight, 1)
+    slots = {
+        address: max(min(int(info.get("nthreads", 1)), per_worker), 1)
+        for address, info in workers.items()
+    }
+    return Distributed(
+        scheduler,
+        slots,
+        default_slots=1,
+        window=plan.in_flight,
+        on_stop=lambda: _wait_writes_stopped(scheduler, run),
+    )
 
 
-def _write_all(plan: ExportPlan, target, journal: Journal | None, done: set[tuple[int, ...]],
-               scheduler: Any, progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
+def _write_all(
+    plan: ExportPlan,
+    target,
+    journal: Journal | None,
+    done: set[tuple[int, ...]],
+    scheduler: Any,
+    progress: ProgressCallback | None,
+    cancel: threading.Event | None,
+) -> None:
     """Write every block of ``plan`` not in ``done`` into ``target`` with ``scheduler`` (a local
     scheduler's name or a distributed.Client), a bounded window of block tasks at a time."""
     # other processes must not write a single-writer target: they encode, this process stores
-    encode_only = plan.writer.capabilities.single_writer and scheduler not in ("threads", "synchronous")
+    encode_only = plan.writer.capabilities.single_writer and scheduler not in (
+        "threads",
+        "synchronous",
+    )
     run = uuid.uuid4().hex
     job = BlockJob(plan, target, journal, run, encode_only)
     if scheduler in ("threads", "synchronous"):
-        job.source.share(skip=done)     # the tasks are this process's threads: they share read units
+        job.source.share(skip=done)  # the tasks are this process's threads: they share read units
     tracker = _Tracker(plan, progress, cancel, target, journal, skipped=done)
     indices = (i for i in job.grid.indices() if i not in done) if done else job.grid.indices()
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
@@ -386,8 +473,9 @@ def execute(
     try:
         claim(owners, token)
     except Busy as exc:
-        raise OutputBusyError(f"another --resume export of {plan.output} runs now ({exc}); "
-                              f"wait for it to end") from None
+        raise OutputBusyError(
+            f"another --resume export of {plan.output} runs now ({exc}); wait for it to end"
+        ) from None
     with Run(token):
         try:
             return _execute(plan, token, resumable, overwrite, progress, scheduler, cancel, resume)
@@ -404,18 +492,27 @@ def _beside_outputs(plan: ExportPlan) -> tuple[set[Path], set[str]]:
 
 
 def clean_outputs(plan: ExportPlan, keep: str | None = None, dry_run: bool = False):
-    """Remove (or list) what killed exports left beside ``plan``'s outputs: see :func:`lazyexport.storage.clean`."""
+    """Remove (or list) what killed exports left beside ``plan``'s outputs: see
+    :func:`lazyexport.storage.clean`."""
     return clean(*_beside_outputs(plan), keep=keep, dry_run=dry_run)
 
 
-def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, progress: ProgressCallback | None,
-             scheduler: Any, cancel: threading.Event | None, resume: bool) -> ExportResult:
+def _execute(
+    plan: ExportPlan,
+    token: str,
+    resumable: bool,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    scheduler: Any,
+    cancel: threading.Event | None,
+    resume: bool,
+) -> ExportResult:
     start = time.perf_counter()
     record = commit_record(plan, token) if resumable else None
-    if record is not None:      # an interrupted run of this plan wrote everything: finish its renames
+    if record is not None:  # an interrupted run of this plan wrote everything: finish its renames
         paths = finish_commit(record)
         for found in leftovers(*_beside_outputs(plan)):
-            if found.token == token and found.kind != "owner":    # its journal, staging file
+            if found.token == token and found.kind != "owner":  # its journal, staging file
                 remove(found.path)
         return _result(plan, paths, start, resume)
     clean_outputs(plan, keep=token)
@@ -423,14 +520,20 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         dataset = plan.writer.dataset(plan.spec)
-        name = f"{existing[0]}/{dataset}" if dataset and existing[0] == plan.output else str(existing[0])
-        raise OutputExistsError(f"{name}{more} exists already; pass overwrite=True (--overwrite) "
-                                f"to replace it")
+        name = (
+            f"{existing[0]}/{dataset}"
+            if dataset and existing[0] == plan.output
+            else str(existing[0])
+        )
+        raise OutputExistsError(
+            f"{name}{more} exists already; pass overwrite=True (--overwrite) to replace it"
+        )
     _check_location(plan)
     with scheduler_session(scheduler) as resolved:
-        if not isinstance(resolved, str):   # cluster workers may run in other directories
-            plan = dataclasses.replace(plan, output=plan.output.absolute(),
-                                       paths=tuple(p.absolute() for p in plan.paths))
+        if not isinstance(resolved, str):  # cluster workers may run in other directories
+            plan = dataclasses.replace(
+                plan, output=plan.output.absolute(), paths=tuple(p.absolute() for p in plan.paths)
+            )
         if resumable:
             target, journal, done = open_resumable(plan, token)
         else:
@@ -438,45 +541,61 @@ def _execute(plan: ExportPlan, token: str, resumable: bool, overwrite: bool, pro
         try:
             cost.reset_peak()
             _write_all(plan, target, journal, done, resolved, progress, cancel)
-            release_files(plan.paths)   # a source read from the output's own file (HDF5) must let go
-            with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):    # a writer's second pass reads too
+            release_files(plan.paths)  # a source read from the output's own file (HDF5) must let go
+            # a writer's second pass reads too
+            with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
                 paths = target.commit()
         except BaseException as exc:
             record = commit_record(plan, token)
-            if record is not None:      # past the commit point: every temporary is complete
-                with contextlib.suppress(OSError):     # else the next export or `clean` finishes it
+            if record is not None:  # past the commit point: every temporary is complete
+                with contextlib.suppress(OSError):  # else the next export or `clean` finishes it
                     finish_commit(record)
             elif journal is None:
                 target.abort()
             else:
-                target.close()      # keep the temporary output and the journal for the next run
+                target.close()  # keep the temporary output and the journal for the next run
             mistake = _location_error(plan, exc, kept=journal is not None)
             if mistake is not None:
                 raise mistake from None
             raise
     if journal is not None:
         journal.remove()
-    return _result(plan, paths, start, resume, measured=isinstance(resolved, str) and resolved != "processes")
+    return _result(
+        plan, paths, start, resume, measured=isinstance(resolved, str) and resolved != "processes"
+    )
 
 
 def _check_location(plan: ExportPlan) -> None:
     """Refuse, before anything is computed, outputs whose directory cannot be made or written:
     a file where a directory must be, a read-only file system, no permission."""
     for parent in {p.parent for p in plan.paths}:
-        found = next(a for a in (parent.absolute(), *parent.absolute().parents) if a.exists() or a.is_symlink())
+        found = next(
+            a
+            for a in (parent.absolute(), *parent.absolute().parents)
+            if a.exists() or a.is_symlink()
+        )
         if not found.is_dir():
-            raise OutputLocationError(f"{found} is a file, so the output directory {parent} cannot be made; "
-                                      f"choose another output")
+            raise OutputLocationError(
+                f"{found} is a file, so the output directory {parent} cannot be made; "
+                f"choose another output"
+            )
         if not os.access(found, os.W_OK | os.X_OK):
-            raise OutputLocationError(f"cannot write in {found} (a read-only file system, or no permission); "
-                                      f"choose another output")
+            raise OutputLocationError(
+                f"cannot write in {found} (a read-only file system, or no permission); "
+                f"choose another output"
+            )
 
 
 # What the file system says when the output's place is the problem (not the source's).
-_LOCATION_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
-                    errno.EROFS: "a read-only file system", errno.EACCES: "no permission",
-                    errno.EPERM: "no permission", errno.ENOTDIR: "a file where a directory must be",
-                    errno.EEXIST: "a file where a directory must be"}
+_LOCATION_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "a read-only file system",
+    errno.EACCES: "no permission",
+    errno.EPERM: "no permission",
+    errno.ENOTDIR: "a file where a directory must be",
+    errno.EEXIST: "a file where a directory must be",
+}
 
 
 def _location_error(plan: ExportPlan, exc: BaseException, kept: bool) -> OutputLocationError | None:
@@ -484,13 +603,20 @@ def _location_error(plan: ExportPlan, exc: BaseException, kept: bool) -> OutputL
     the writes, a directory made read-only meanwhile), else None."""
     if not isinstance(exc, OSError) or exc.errno not in _LOCATION_ERRNOS:
         return None
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and not (exc.filename and _is_output(plan, Path(exc.filename))):
-        return None         # e.g. the source cannot be read: not about the output
-    needed = f" (the export writes about {format_bytes(plan.nbytes)} uncompressed)" \
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and not (
+        exc.filename and _is_output(plan, Path(exc.filename))
+    ):
+        return None  # e.g. the source cannot be read: not about the output
+    needed = (
+        f" (the export writes about {format_bytes(plan.nbytes)} uncompressed)"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else ""
+    )
     left = "kept for --resume" if kept else "removed"
-    return OutputLocationError(f"cannot write {plan.output}: {_LOCATION_ERRNOS[exc.errno]}{needed}; "
-                               f"the temporary output was {left}")
+    return OutputLocationError(
+        f"cannot write {plan.output}: {_LOCATION_ERRNOS[exc.errno]}{needed}; "
+        f"the temporary output was {left}"
+    )
 
 
 def _is_output(plan: ExportPlan, path: Path) -> bool:
@@ -504,12 +630,22 @@ def _is_output(plan: ExportPlan, path: Path) -> bool:
     return any(q in finals or q.name.startswith(hidden) for q in (path, *path.parents))
 
 
-def _result(plan: ExportPlan, paths: list[Path], start: float, resume: bool, measured: bool = False) -> ExportResult:
+def _result(
+    plan: ExportPlan, paths: list[Path], start: float, resume: bool, measured: bool = False
+) -> ExportResult:
     return ExportResult(
-        format=plan.writer.name, output=plan.output, paths=paths, internal=plan.internal,
-        shape=plan.shape, dtype=plan.dtype, axes=plan.axes, nbytes=plan.nbytes,
-        seconds=time.perf_counter() - start, notes=export_notes(plan, resume),
-        peak_memory=cost.peak_rss() if measured else 0, projected_peak=plan.costs.projected_peak,
+        format=plan.writer.name,
+        output=plan.output,
+        paths=paths,
+        internal=plan.internal,
+        shape=plan.shape,
+        dtype=plan.dtype,
+        axes=plan.axes,
+        nbytes=plan.nbytes,
+        seconds=time.perf_counter() - start,
+        notes=export_notes(plan, resume),
+        peak_memory=cost.peak_rss() if measured else 0,
+        projected_peak=plan.priced.projected_peak,
     )
 
 
@@ -525,23 +661,71 @@ def export(
     cancel: threading.Event | None = None,
     resume: bool = False,
 ) -> ExportResult:
-    """Export ``source`` (a path, or a numpy / dask / xarray array) with ``settings``.
+    """Export ``source`` with ``settings``, block by block, within ``memory_limit``.
 
-    Returns an :class:`ExportResult` saying what was written. ``memory_limit`` (bytes or text
-    like ``"512MiB"``) bounds the memory of the whole export; ``progress`` is called after every
-    block with a :class:`Progress`; setting the ``cancel`` event stops the export and removes
-    its temporary output (kept, with ``resume=True``, for the next ``resume=True`` export to
-    continue: see :func:`execute`).
+    The output appears at its final path only when complete; a failed, cancelled or killed
+    export leaves nothing there (docs/usage.md, "Temporary files, commits and lazyexport clean").
+
+    Parameters
+    ----------
+    source : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+        What to export: a path :func:`lazyexport.open_source` opens (``file.h5/dataset``,
+        ``store.zarr``, ``file.tif``, a glob of slices, ...) or an array.
+    settings : ExportSettings, optional
+        The cutout, transformations and output; default: the whole source, unchanged, as HDF5
+        next to it.
+    nickname : str, optional
+        The ``{nickname}`` of the output template; default: the source file's name.
+    overwrite : bool, default False
+        Replace an existing output; without it an existing output is refused.
+    memory_limit : int or str, optional
+        What the export may add to the process's memory (bytes, or text like ``"512MiB"``);
+        default 1 GiB. On a dask cluster: what it may add on all workers together.
+    scheduler : str or distributed.Client, optional
+        ``"threads"`` (default), ``"synchronous"``, ``"processes"``, ``"local-cluster"``, a
+        scheduler address, or a ``distributed.Client`` (used as it is and left open).
+    progress : callable, optional
+        Called with a :class:`Progress` after every block.
+    cancel : threading.Event, optional
+        Set it to stop the export; its temporary output is removed (kept with ``resume``).
+    resume : bool, default False
+        For formats that can resume (zarr, tiff-sequence, png-sequence): continue the temporary
+        output an interrupted ``resume=True`` export of the same plan kept, and keep this one's
+        if it is interrupted. Other formats export from the start, with a note.
+
+    Returns
+    -------
+    ExportResult
+        What was written: the paths, shape, dtype, axes, bytes, time, notes, and the measured
+        and projected peak memory.
+
+    Raises
+    ------
+    ExportError
+        For bad input or a refused action (an existing output without ``overwrite``, an output
+        that holds the source, a memory limit no plan fits, ...); see docs/errors.md.
+    ExportCancelled
+        When ``cancel`` was set.
     """
     with scheduler_session(scheduler, memory_limit) as resolved:
         plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
-        return execute(plan, overwrite=overwrite, progress=progress, scheduler=resolved, cancel=cancel,
-                       resume=resume)
+        return execute(
+            plan,
+            overwrite=overwrite,
+            progress=progress,
+            scheduler=resolved,
+            cancel=cancel,
+            resume=resume,
+        )
 
 
-def plan_on(scheduler: Any, source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
+def plan_on(
+    scheduler: Any, source: Any, settings: ExportSettings | None = None, **options: Any
+) -> ExportPlan:
     """:func:`lazyexport.plan.build_plan` for where it will run: on a dask cluster (``scheduler``
     a ``distributed.Client``, as :func:`scheduler_session` yields) sized for its workers."""
     if isinstance(scheduler, str) or scheduler is None:
         return build_plan(source, settings, in_process=scheduler != "processes", **options)
-    return build_plan(source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options)
+    return build_plan(
+        source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options
+    )

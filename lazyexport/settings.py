@@ -12,24 +12,35 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
+from .formats.spec import ZarrFormat
 from .roi import Bounds, normalize_roi_spec
 from .units import parse_pixel_size, parse_unit
 
 Range = tuple[float, float]
 DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
 # The levels each codec takes (the codecs of every format; one without an entry has no level).
-COMPRESSION_LEVELS = {"gzip": (0, 9), "zlib": (0, 9), "zstd": (1, 22), "blosc": (0, 9), "lzma": (0, 9),
-                      "deflate": (0, 9)}
+COMPRESSION_LEVELS = {
+    "gzip": (0, 9),
+    "zlib": (0, 9),
+    "zstd": (1, 22),
+    "blosc": (0, 9),
+    "lzma": (0, 9),
+    "deflate": (0, 9),
+}
 TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
 def _parse_range(value: Any, what: str) -> Range:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise SettingsError(f"renormalize {what} range must be two numbers [min, max], got {value!r}")
+        raise SettingsError(
+            f"renormalize {what} range must be two numbers [min, max], got {value!r}"
+        )
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise SettingsError(f"renormalize {what} range must be two numbers, got {value!r}") from None
+        raise SettingsError(
+            f"renormalize {what} range must be two numbers, got {value!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise SettingsError(f"renormalize {what} range must be finite, got {value!r}")
     return (lo, hi)
@@ -41,7 +52,9 @@ def parse_dtype(value: Any) -> str:
     except TypeError:
         raise SettingsError(f"unknown data type {value!r} (e.g. uint8, uint16, float32)") from None
     if dtype.kind not in "biuf" or dtype.itemsize > 8:
-        raise SettingsError(f"cannot export to data type {dtype}: choose bool, (u)int8..64 or float16/32/64")
+        raise SettingsError(
+            f"cannot export to data type {dtype}: choose bool, (u)int8..64 or float16/32/64"
+        )
     return dtype.name
 
 
@@ -53,17 +66,23 @@ def _axis_lengths(value: Any, what: str) -> dict[str, int]:
     for axis, length in value.items():
         letters = parse_axes(str(axis))
         if len(letters) != 1:
-            raise SettingsError(f"{what} lengths are given per axis, one letter each, like z=32; got {axis!r}")
+            raise SettingsError(
+                f"{what} lengths are given per axis, one letter each, like z=32; got {axis!r}"
+            )
         (letter,) = letters
         if letter in lengths:
             raise SettingsError(f"{what} length for axis {letter!r} is given twice")
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise SettingsError(f"{what} length for axis {letter!r} must be a positive whole number, got {length!r}")
+            raise SettingsError(
+                f"{what} length for axis {letter!r} must be a positive whole number, got {length!r}"
+            )
         lengths[letter] = length
     return lengths
 
 
-def _check_format_options(settings: ExportSettings, writer: Any, given: tuple[str, ...] = ()) -> None:
+def _check_format_options(
+    settings: ExportSettings, writer: Any, given: tuple[str, ...] = ()
+) -> None:
     """Refuse a setting only some formats use (``FORMAT_OPTIONS``) where ``writer``'s format does
     not use it -- one given a value other than its default, or named in ``given`` (set
     explicitly, e.g. on the command line) -- never silently ignored."""
@@ -72,40 +91,77 @@ def _check_format_options(settings: ExportSettings, writer: Any, given: tuple[st
 
     defaults = {f.name: f.default for f in dataclasses.fields(settings)}
     for name, what in FORMAT_OPTIONS.items():
-        if name in writer.capabilities.options or (getattr(settings, name) == defaults[name] and name not in given):
+        if name in writer.capabilities.options or (
+            getattr(settings, name) == defaults[name] and name not in given
+        ):
             continue
         users = [f for f in formats() if name in get_writer(f).capabilities.options]
-        raise SettingsError(f"{name} (--{name.replace('_', '-')}: {what}) does not apply to format {writer.name}, "
-                            f"only to {', '.join(users)}; drop it or choose {'that format' if len(users) == 1 else 'one of those'}")
+        raise SettingsError(
+            f"{name} (--{name.replace('_', '-')}: {what}) does not apply to format {writer.name}, "
+            f"only to {', '.join(users)}; drop it or choose "
+            f"{'that format' if len(users) == 1 else 'one of those'}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportSettings:
-    """What to export and how. Every field is optional; the defaults export the whole source
-    unchanged as HDF5 next to it.
+    """What to export and how.
 
-    - ``roi``: ``{axis: (start, stop)}``, stop exclusive, None for the start/end of the axis.
-    - ``renormalize``: ``((in_min, in_max), (out_min, out_max))``; ``in`` may be None: the data's
-      min/max inside the ROI (any dtype), read once when the export is planned.
-    - ``dtype``: convert to this numpy dtype (integers round half to even and clip).
-    - ``axis_order``: e.g. ``"czyx"``; missing axes are added with length 1.
-    - ``format``: an output format name (see ``lazyexport.formats.formats()``).
-    - ``output``: the output template (placeholders in docs/usage.md); None for the default.
-    - ``compression`` / ``compression_level``: the writer's codec and level (None: its default).
-    - ``chunks``: output chunk length per axis, e.g. ``{"z": 32}`` (others: chosen for the format and the source).
-    - ``result_type``: a label for ``{result_type}``, e.g. ``"Probabilities"``.
-    - ``zarr_format``: 2 or 3 for Zarr and OME-Zarr outputs.
-    - ``pixel_size`` / ``unit``: physical size of a pixel per spatial axis, e.g.
-      ``{"z": 0.5, "y": 0.1, "x": 0.1}`` in ``"micrometer"`` (default: what the source carries).
-    - ``levels``: OME-Zarr pyramid levels (None: until the smallest level fits 512x512).
-    - ``downsample``: how pyramid levels are made: ``"mean"`` (the default: intensities),
-      ``"mode"`` (label images keep their labels; the default when ``result_type`` names labels,
-      e.g. ``"Labels"``, ``"Simple Segmentation"``) or ``"nearest"``.
-    - ``tiff_flavor``: multipage TIFF metadata: ``"plain"``, ``"imagej"`` (hyperstack) or ``"ome"``.
-    - ``shards``: Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
-      ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an axis at most;
-      axes not named: one chunk), or ``"auto"``: one shard per block the memory budget allows.
-      None: no sharding.
+    Every field is optional; the defaults export the whole source unchanged as HDF5 next to it.
+    Settings are checked when they are made: a bad value raises
+    :class:`~lazyexport.errors.SettingsError` naming it.
+
+    Parameters
+    ----------
+    roi : mapping of str to (int or None, int or None), optional
+        The cutout: ``{axis: (start, stop)}``, stop exclusive, None for the start or end of the
+        axis. Data outside it is not read.
+    renormalize : ((float, float) or None, (float, float)), optional
+        ``((in_min, in_max), (out_min, out_max))``: a linear map of values; ``in`` may be None
+        for the data's min/max inside the ROI, read once when the export is planned.
+    dtype : str, optional
+        Convert to this numpy dtype (to integers: rounded half to even and clipped).
+    axis_order : str, optional
+        The output's axis order, e.g. ``"czyx"``; missing axes are added with length 1.
+    format : str, default "hdf5"
+        An output format name (``lazyexport formats`` lists them).
+    output : str, optional
+        The output template (placeholders in docs/usage.md); None: the format's default next to
+        the source.
+    compression : str, optional
+        The writer's codec (None: its default).
+    compression_level : int, optional
+        The codec's level (None: its default).
+    chunks : mapping of str to int, optional
+        Output chunk length per axis, e.g. ``{"z": 32}`` (others: chosen for the format and the
+        source).
+    result_type : str, optional
+        A label for ``{result_type}``, e.g. ``"Probabilities"``.
+    zarr_format : {3, 2}
+        The Zarr version of Zarr and OME-Zarr outputs.
+    pixel_size : mapping of str to float, optional
+        Physical size of a pixel per spatial axis, e.g. ``{"z": 0.5, "y": 0.1, "x": 0.1}``
+        (default: what the source carries).
+    unit : str, optional
+        The unit of ``pixel_size``, e.g. ``"micrometer"``.
+    levels : int, optional
+        OME-Zarr pyramid levels (None: until the smallest level fits 512x512).
+    downsample : {"mean", "mode", "nearest"}, optional
+        How pyramid levels are made: ``"mean"`` (the default: intensities), ``"mode"`` (label
+        images keep their labels; the default when ``result_type`` names labels, e.g.
+        ``"Labels"``, ``"Simple Segmentation"``) or ``"nearest"``.
+    tiff_flavor : {"plain", "imagej", "ome"}
+        Multipage TIFF metadata: plain, ImageJ hyperstack or OME-TIFF.
+    shards : mapping of str to int or "auto", optional
+        Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
+        ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an
+        axis at most; axes not named: one chunk), or ``"auto"``: one shard per block the memory
+        budget allows. None: no sharding.
+
+    Notes
+    -----
+    An option the chosen format does not use (``levels`` for HDF5, ``tiff_flavor`` for Zarr,
+    ...) is refused, never ignored.
     """
 
     roi: Mapping[str, Bounds] | None = None
@@ -118,7 +174,7 @@ class ExportSettings:
     compression_level: int | None = None
     chunks: Mapping[str, int] | None = None
     result_type: str | None = None
-    zarr_format: int = 3
+    zarr_format: ZarrFormat = 3
     pixel_size: Mapping[str, float] | None = None
     unit: str | None = None
     levels: int | None = None
@@ -140,7 +196,10 @@ class ExportSettings:
             in_range = None if pair[0] is None else _parse_range(pair[0], "input")
             out_range = _parse_range(pair[1], "output")
             if in_range is not None and in_range[0] == in_range[1]:
-                raise SettingsError(f"renormalize input range [{in_range[0]:g}, {in_range[1]:g}] is empty (min == max)")
+                raise SettingsError(
+                    f"renormalize input range [{in_range[0]:g}, {in_range[1]:g}] is empty (min == "
+                    "max)"
+                )
             set_("renormalize", (in_range, out_range))
         if self.dtype is not None:
             set_("dtype", parse_dtype(self.dtype))
@@ -156,18 +215,31 @@ class ExportSettings:
                     f"choose one of {', '.join(writer.capabilities.compressions)}"
                 )
         if self.compression_level is not None:
-            if isinstance(self.compression_level, bool) or not isinstance(self.compression_level, int):
-                raise SettingsError(f"compression level must be a whole number, got {self.compression_level!r}")
+            if isinstance(self.compression_level, bool) or not isinstance(
+                self.compression_level, int
+            ):
+                raise SettingsError(
+                    f"compression level must be a whole number, got {self.compression_level!r}"
+                )
             codec = writer.compression(self.compression)
             default = "" if self.compression else f" (the default of format {writer.name})"
             if codec not in COMPRESSION_LEVELS:
                 leveled = [c for c in writer.capabilities.compressions if c in COMPRESSION_LEVELS]
-                raise SettingsError(f"compression {codec!r}{default} has no level; drop the level"
-                                    + (f" or choose a compression with one: {', '.join(leveled)}" if leveled else ""))
+                raise SettingsError(
+                    f"compression {codec!r}{default} has no level; drop the level"
+                    + (
+                        f" or choose a compression with one: {', '.join(leveled)}"
+                        if leveled
+                        else ""
+                    )
+                )
             lo, hi = COMPRESSION_LEVELS[codec]
             if not lo <= self.compression_level <= hi:
-                raise SettingsError(f"compression level {self.compression_level} is out of range for {codec}{default}; "
-                                    f"give {lo} to {hi}")
+                raise SettingsError(
+                    f"compression level {self.compression_level} is out of range for "
+                    f"{codec}{default}; "
+                    f"give {lo} to {hi}"
+                )
         if self.chunks is not None:
             set_("chunks", _axis_lengths(self.chunks, "chunk"))
         if self.zarr_format not in (2, 3):
@@ -177,7 +249,9 @@ class ExportSettings:
                 raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
             if isinstance(self.shards, str):
                 if self.shards.lower() != "auto":
-                    raise SettingsError(f"shards must be 'auto' or map axis letters to lengths, got {self.shards!r}")
+                    raise SettingsError(
+                        f"shards must be 'auto' or map axis letters to lengths, got {self.shards!r}"
+                    )
                 set_("shards", "auto")
             else:
                 set_("shards", _axis_lengths(self.shards, "shard"))
@@ -188,16 +262,28 @@ class ExportSettings:
         if self.unit is not None:
             set_("unit", parse_unit(self.unit))
         if self.levels is not None:
-            if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 1 <= self.levels <= 32:
-                raise SettingsError(f"levels must be a whole number from 1 to 32, got {self.levels!r}")
+            if (
+                isinstance(self.levels, bool)
+                or not isinstance(self.levels, int)
+                or not 1 <= self.levels <= 32
+            ):
+                raise SettingsError(
+                    f"levels must be a whole number from 1 to 32, got {self.levels!r}"
+                )
         if self.downsample is not None:
             set_("downsample", str(self.downsample).lower())
             if self.downsample not in DOWNSAMPLE_METHODS:
-                raise SettingsError(f"unknown downsample method {self.downsample!r}; choose one of {', '.join(DOWNSAMPLE_METHODS)}")
+                raise SettingsError(
+                    f"unknown downsample method {self.downsample!r}; choose one of "
+                    f"{', '.join(DOWNSAMPLE_METHODS)}"
+                )
         set_("tiff_flavor", str(self.tiff_flavor).lower())
         if self.tiff_flavor not in TIFF_FLAVORS:
-            raise SettingsError(f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}")
-        _check_format_options(self, writer)       # (after each value is checked: a wrong value says so first)
+            raise SettingsError(
+                f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}"
+            )
+        # (after each value is checked: a wrong value says so first)
+        _check_format_options(self, writer)
 
     def check_given(self, given: tuple[str, ...]) -> None:
         """Refuse format options in ``given`` (set explicitly, whatever their value) that this
@@ -220,7 +306,9 @@ class ExportSettings:
                 value = {a: list(b) for a, b in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
-            elif field.name in ("chunks", "pixel_size") or (field.name == "shards" and value != "auto"):
+            elif field.name in ("chunks", "pixel_size") or (
+                field.name == "shards" and value != "auto"
+            ):
                 value = dict(value)
             out[field.name] = value
         return out
@@ -230,7 +318,9 @@ class ExportSettings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
         values = dict(data)
         if values.get("roi") is not None:
             values["roi"] = {a: tuple(b) for a, b in values["roi"].items()}

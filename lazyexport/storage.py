@@ -82,7 +82,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:      # someone else's process
+    except PermissionError:  # someone else's process
         return True
     return True
 
@@ -98,6 +98,7 @@ def _process_alive(pid: int, host: str, token: str) -> bool | None:
 
 
 # -- ownership of --resume exports -------------------------------------------------------------
+
 
 class Busy(Exception):
     """Another live export owns what this one wanted to claim."""
@@ -119,7 +120,7 @@ def claim(owner_files: Sequence[Path], token: str) -> None:
                     holder = owner_of(owner_file, token)
                     if holder is not None and holder[1] is not False:
                         raise Busy(holder[0]) from None
-                    remove(owner_file)       # a dead owner's (or an unreadable) file
+                    remove(owner_file)  # a dead owner's (or an unreadable) file
                     continue
                 with os.fdopen(fd, "w") as f:
                     f.write(text)
@@ -158,6 +159,7 @@ def write_durably(path: Path, text: str) -> None:
 
 # -- removing and replacing --------------------------------------------------------------------
 
+
 def remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -195,8 +197,12 @@ def commit_renames(renames: Sequence[tuple[Path, Path]]) -> None:
     if not renames:
         return
     records = list(dict.fromkeys(_record_of(Path(t).parent, renames) for t, _ in renames))
-    text = json.dumps({"renames": [[str(Path(t).absolute()), str(Path(f).absolute())] for t, f in renames],
-                       "records": [str(r.absolute()) for r in records]})
+    text = json.dumps(
+        {
+            "renames": [[str(Path(t).absolute()), str(Path(f).absolute())] for t, f in renames],
+            "records": [str(r.absolute()) for r in records],
+        }
+    )
     for record in records:
         write_durably(record, text)
     for temp, final in renames:
@@ -223,7 +229,7 @@ def finish_commit(record: Path) -> list[Path]:
     for temp, final in ((Path(t), Path(f)) for t, f in data["renames"]):
         finals.append(final)
         if not (temp.exists() or temp.is_symlink()):
-            continue                                    # renamed before the kill
+            continue  # renamed before the kill
         if (final.exists() or final.is_symlink()) and final.lstat().st_mtime_ns > written:
             remove(temp)
             continue
@@ -235,6 +241,7 @@ def finish_commit(record: Path) -> list[Path]:
 
 # -- orphans -----------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Leftover:
     """A hidden temporary of lazyexport's found beside an output."""
@@ -242,14 +249,19 @@ class Leftover:
     path: Path
     token: str
     kind: str
-    state: str          # "orphan", "running" (a live export owns it), "unknown" (another host)
-    owner: str          # who made it, as far as known
-    size: int | None = None     # bytes, measured when asked (see :func:`clean`)
+    state: str  # "orphan", "running" (a live export owns it), "unknown" (another host)
+    owner: str  # who made it, as far as known
+    size: int | None = None  # bytes, measured when asked (see :func:`clean`)
 
     def describe(self) -> str:
-        what = {"commit": "an interrupted commit, finished: its renames done", "blocks": "a --resume journal",
-                "owner": "a --resume owner file", "stage": "a staging file", "raw": "a raw working file",
-                "old": "a replaced output"}.get(self.kind, "a temporary output")
+        what = {
+            "commit": "an interrupted commit, finished: its renames done",
+            "blocks": "a --resume journal",
+            "owner": "a --resume owner file",
+            "stage": "a staging file",
+            "raw": "a raw working file",
+            "old": "a replaced output",
+        }.get(self.kind, "a temporary output")
         size = self.size if self.size is not None else _size(self.path)
         return f"{self.path} ({what}, {_human(size)}, {self.owner})"
 
@@ -283,7 +295,7 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
             listing = sorted(directory.iterdir())
         except (FileNotFoundError, NotADirectoryError):
             continue
-        owners = {}
+        owners: dict[str, Path] = {}
         for entry in listing:
             match = _NAME.fullmatch(entry.name)
             if match and match["kind"] in KINDS:
@@ -292,28 +304,43 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
                     owners[match["token"]] = entry
     picked = [wanted is None or m["prefix"] in wanted for _, m, _ in entries]
     tokens = {m["token"] for (_, m, _), p in zip(entries, picked) if p}
-    committing = {m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens}
-    return [Leftover(entry, m["token"], m["kind"], *_state(m["token"], owners))
-            for (entry, m, owners), p in zip(entries, picked) if p or m["token"] in committing]
+    committing = {
+        m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens
+    }
+    return [
+        Leftover(entry, m["token"], m["kind"], *_state(m["token"], owners))
+        for (entry, m, owners), p in zip(entries, picked)
+        if p or m["token"] in committing
+    ]
 
 
 def _state(token: str, owners: dict[str, Path]) -> tuple[str, str]:
     run = _RUN_TOKEN.fullmatch(token)
     if run:
         alive = _process_alive(int(run["pid"]), run["host"], token)
-        who = f"left by pid {run['pid']}" + ("" if run["host"] == _host_tag() else " on another host")
+        who = f"left by pid {run['pid']}" + (
+            "" if run["host"] == _host_tag() else " on another host"
+        )
     elif token in owners and (holder := owner_of(owners[token], token)) is not None:
         alive = holder[1]
         who = f"--resume export of {holder[0]}"
     else:
-        alive, who = False, "kept by an interrupted --resume export" if token.startswith("r") else "no owner"
+        alive, who = (
+            False,
+            "kept by an interrupted --resume export" if token.startswith("r") else "no owner",
+        )
     if alive is None:
         return "unknown", who + " (cannot tell from here whether it still runs)"
     return ("running", who + ", running now") if alive else ("orphan", who)
 
 
-def clean(directories: Iterable[Path], prefixes: Iterable[str] | None = None, *, keep: str | None = None,
-          dry_run: bool = False) -> tuple[list[Leftover], list[Leftover]]:
+def clean(
+    directories: Iterable[Path],
+    prefixes: Iterable[str] | None = None,
+    *,
+    keep: str | None = None,
+    dry_run: bool = False,
+) -> tuple[list[Leftover], list[Leftover]]:
     """Remove the orphans among :func:`leftovers` (all but ``keep``'s). An interrupted commit is
     finished first (its temporaries are complete outputs); if that fails, nothing of its run is
     removed. Returns (removed or finished, left alone: a live export, one this host cannot see,
@@ -322,23 +349,25 @@ def clean(directories: Iterable[Path], prefixes: Iterable[str] | None = None, *,
     committing = {f.token for f in found if f.kind == "commit"}
     done, kept = [], []
     stuck: set[str] = set()
-    for item in sorted(found, key=lambda f: f.kind != "commit"):   # records first
+    for item in sorted(found, key=lambda f: f.kind != "commit"):  # records first
         if item.state != "orphan" or item.token in stuck:
             kept.append(item)
             continue
         if not (item.path.exists() or item.path.is_symlink()):
-            continue            # renamed by a commit finished just now, or removed with it
+            continue  # renamed by a commit finished just now, or removed with it
         if dry_run and item.kind != "commit" and item.token in committing:
-            continue            # finishing the commit renames it into place
+            continue  # finishing the commit renames it into place
         if item.kind == "commit" and not dry_run:
             try:
                 finish_commit(item.path)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 stuck.add(item.token)
-                kept.append(dataclasses.replace(item, owner=f"{item.owner}; cannot finish it: {exc}"))
+                kept.append(
+                    dataclasses.replace(item, owner=f"{item.owner}; cannot finish it: {exc}")
+                )
                 continue
         else:
-            item = dataclasses.replace(item, size=_size(item.path))     # while it is still there
+            item = dataclasses.replace(item, size=_size(item.path))  # while it is still there
             if not dry_run:
                 remove(item.path)
         done.append(item)
@@ -351,7 +380,7 @@ def clean_path(path: Path, *, dry_run: bool = False) -> tuple[list[Leftover], li
     a directory, every leftover directly inside it."""
     path = Path(path)
     dirs, names = [path.parent], [path.name]
-    for outer in path.parents:             # the container of a node: its temporaries lie beside it
+    for outer in path.parents:  # the container of a node: its temporaries lie beside it
         if outer.is_dir() and any((outer / f).exists() for f in CONTAINER_MARKERS):
             dirs.append(outer.parent)
             names.append(outer.name)

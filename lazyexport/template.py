@@ -29,7 +29,10 @@ def _parse(template: str) -> list[tuple[str, str | None, str | None]]:
     try:
         return [(literal, field, spec) for literal, field, spec, _ in _FORMATTER.parse(template)]
     except ValueError as exc:
-        raise TemplateError(f"cannot read output template {template!r}: {exc} (write {{{{ and }}}} for literal braces)") from None
+        raise TemplateError(
+            f"cannot read output template {template!r}: {exc} (write {{{{ and }}}} for literal "
+            "braces)"
+        ) from None
 
 
 def placeholders(template: str) -> list[str]:
@@ -37,7 +40,8 @@ def placeholders(template: str) -> list[str]:
 
 
 def check(template: str, axes: Sequence[str], is_sequence: bool) -> None:
-    """Refuse unknown placeholders, and a missing (sequence) or stray (other formats) {slice_index}."""
+    """Refuse unknown placeholders, and a missing (sequence) or stray (other formats)
+    {slice_index}."""
     known = known_placeholders(axes)
     used = placeholders(template)
     for field in used:
@@ -48,7 +52,9 @@ def check(template: str, axes: Sequence[str], is_sequence: bool) -> None:
                 f"known: {', '.join('{' + k + '}' for k in known)}"
             )
     if is_sequence and "slice_index" not in used:
-        raise TemplateError(f"a sequence format needs {{slice_index}} in the output template {template!r}")
+        raise TemplateError(
+            f"a sequence format needs {{slice_index}} in the output template {template!r}"
+        )
     if not is_sequence and "slice_index" in used:
         raise TemplateError(
             f"{{slice_index}} is only for sequence formats (tiff-sequence, png-sequence); "

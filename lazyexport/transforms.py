@@ -16,7 +16,9 @@ from .axes import parse_axes
 from .errors import AxisError, SettingsError
 
 # Integer types narrow enough that float32 holds every value exactly.
-_FLOAT32_EXACT = {np.dtype(t) for t in ("bool", "int8", "uint8", "int16", "uint16", "float16", "float32")}
+_FLOAT32_EXACT = {
+    np.dtype(t) for t in ("bool", "int8", "uint8", "int16", "uint16", "float16", "float32")
+}
 
 
 def cutout(arr: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> xr.DataArray:
@@ -41,7 +43,9 @@ def dtype_range(dtype: np.dtype) -> tuple[int, int] | None:
 
 
 def renormalize(
-    arr: xr.DataArray, in_range: tuple[float, float], out_range: tuple[float, float],
+    arr: xr.DataArray,
+    in_range: tuple[float, float],
+    out_range: tuple[float, float],
     dtype: np.dtype | str | None = None,
 ) -> xr.DataArray:
     """Linear map ``[in_min, in_max] -> [out_min, out_max]``, computed in :func:`compute_dtype`.
@@ -49,14 +53,16 @@ def renormalize(
     ``out = (x - in_min) * (out_max - out_min) / (in_max - in_min) + out_min``; values outside the
     input range map outside the output range (a later integer conversion clips them). Values
     whose intermediate steps would overflow the compute type (near float32's maximum of 3.4e38)
-    are computed again in float64 (float64: in long double), so a result that fits stays finite. With
-    ``dtype``, the result is converted as :func:`convert_dtype` does, in the same pass (in place
-    on the one temporary the renormalization needs).
+    are computed again in float64 (float64: in long double), so a result that fits stays finite.
+    With ``dtype``, the result is converted as :func:`convert_dtype` does, in the same pass (in
+    place on the one temporary the renormalization needs).
     """
     in_min, in_max = (float(v) for v in in_range)
     out_min, out_max = (float(v) for v in out_range)
     if in_min == in_max:
-        raise SettingsError(f"renormalize input range [{in_min:g}, {in_max:g}] is empty (min == max)")
+        raise SettingsError(
+            f"renormalize input range [{in_min:g}, {in_max:g}] is empty (min == max)"
+        )
     cdt = compute_dtype(arr.dtype)
     out = cdt if dtype is None else np.dtype(dtype)
     data = da.map_blocks(
@@ -68,7 +74,7 @@ def renormalize(
 def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
     x = np.asarray(x)
     wide = np.dtype(np.float64) if cdt.itemsize < 8 else np.dtype(np.longdouble)
-    if wide.itemsize <= cdt.itemsize:    # no wider type here: overflow gives inf, as it must
+    if wide.itemsize <= cdt.itemsize:  # no wider type here: overflow gives inf, as it must
         with np.errstate(over="ignore", invalid="ignore"):
             y = _linear_map(x, in_min, in_max, out_min, out_max, cdt)
     elif not _fits(cdt, in_min, in_max, out_min, out_max):
@@ -80,7 +86,9 @@ def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
         # to a result that may fit: those few are computed again in the wider type. The
         # floating-point flags tell whether any step overflowed, without a pass over the block.
         overflowed: list[str] = []
-        with np.errstate(over="call", invalid="call", call=lambda kind, flag: overflowed.append(kind)):
+        with np.errstate(
+            over="call", invalid="call", call=lambda kind, flag: overflowed.append(kind)
+        ):
             y = _linear_map(x, in_min, in_max, out_min, out_max, cdt)
         if overflowed:
             with np.errstate(over="ignore", invalid="ignore"):
@@ -94,7 +102,9 @@ def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
 def _fits(cdt: np.dtype, in_min, in_max, out_min, out_max) -> bool:
     """Whether the constants of :func:`_linear_map` are finite in ``cdt``."""
     with np.errstate(over="ignore"):
-        constants = np.array([in_min, out_max - out_min, in_max - in_min, out_min], dtype=np.float64)
+        constants = np.array(
+            [in_min, out_max - out_min, in_max - in_min, out_min], dtype=np.float64
+        )
         return bool(np.isfinite(constants.astype(cdt)).all())
 
 
@@ -147,7 +157,7 @@ def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.
     if x.dtype == np.float16:
         x = x.astype(np.float32)
     ftype = x.dtype.type
-    rounded = np.rint(x, out=x) if in_place else np.rint(x)   # the steps below work in place
+    rounded = np.rint(x, out=x) if in_place else np.rint(x)  # the steps below work in place
     hi_f = ftype(info.max)
     if int(hi_f) > info.max:  # info.max is not representable: use the float just below it
         hi_f = np.nextafter(hi_f, ftype(-np.inf))
@@ -165,16 +175,18 @@ def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.
 
 
 def transpose(arr: xr.DataArray, order: str | Sequence[str]) -> xr.DataArray:
-    """Reorder to ``order``: missing axes are added with length 1; axes left out must have length 1."""
+    """Reorder to ``order``: missing axes are added with length 1; axes left out must have length
+    1."""
     axes = parse_axes(order)
     dropped = [a for a in arr.dims if a not in axes]
     too_long = [f"{a} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
     unknown = [a for a in axes if a not in arr.dims]
-    if too_long and unknown:   # most likely a typo: name the letter the data does not have first
+    if too_long and unknown:  # most likely a typo: name the letter the data does not have first
         left_out = [f"{str(a)!r} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
         raise AxisError(
             f"axis order {''.join(axes)!r}: unknown {'axes' if len(unknown) > 1 else 'axis'} "
-            f"{', '.join(map(repr, unknown))} (the data has axes {''.join(map(str, arr.dims))!r}), and it "
+            f"{', '.join(map(repr, unknown))} (the data has axes {''.join(map(str, arr.dims))!r}), "
+            "and it "
             f"leaves out {', '.join(left_out)}; only axes of length 1 can be dropped"
         )
     if too_long:

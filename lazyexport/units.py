@@ -26,19 +26,31 @@ _UNITS: dict[str, tuple[str, float]] = {
     "meter": ("m", 1e6),
 }
 _ALIASES = {
-    "a": "angstrom", "å": "angstrom", "nm": "nanometer", "um": "micrometer", "µm": "micrometer",
-    "μm": "micrometer", "\\u00b5m": "micrometer", "micron": "micrometer", "microns": "micrometer",
-    "mm": "millimeter", "cm": "centimeter", "m": "meter",
+    "a": "angstrom",
+    "å": "angstrom",
+    "nm": "nanometer",
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "\\u00b5m": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
 }
 SPATIAL_AXES = ("z", "y", "x")
 
 
 def parse_unit(value: Any) -> str:
-    """A unit name or symbol (``um``, ``µm``, ``micron``, ``nanometer``, ...) -> its UDUNITS name."""
+    """A unit name or symbol (``um``, ``µm``, ``micron``, ``nanometer``, ...) -> its UDUNITS
+    name."""
     text = str(value).strip().lower()
     text = _ALIASES.get(text, text.rstrip("s") if text.rstrip("s") in _UNITS else text)
     if text not in _UNITS:
-        raise SettingsError(f"unknown unit {value!r}; choose one of {', '.join(_UNITS)} (or um, nm, mm)")
+        raise SettingsError(
+            f"unknown unit {value!r}; choose one of {', '.join(_UNITS)} (or um, nm, mm)"
+        )
     return text
 
 
@@ -63,27 +75,35 @@ def parse_pixel_size(value: Any) -> dict[str, float]:
         for part in filter(None, (p.strip() for p in value.split(","))):
             axis, sep, size = part.partition("=")
             if not sep:
-                raise SettingsError(f"cannot read pixel size part {part!r}; write axis=size, e.g. z=0.5,y=0.1,x=0.1")
+                raise SettingsError(
+                    f"cannot read pixel size part {part!r}; write axis=size, e.g. z=0.5,y=0.1,x=0.1"
+                )
             pairs.append((axis.strip(), size.strip()))
         value = dict(pairs)
     if not isinstance(value, Mapping):
-        raise SettingsError(f"pixel size must map axes to sizes, e.g. {{'z': 0.5, 'y': 0.1}}, got {value!r}")
+        raise SettingsError(
+            f"pixel size must map axes to sizes, e.g. {{'z': 0.5, 'y': 0.1}}, got {value!r}"
+        )
     out: dict[str, float] = {}
     for axis, size in value.items():
         (letter,) = parse_axes(str(axis))
         if letter not in SPATIAL_AXES:
             raise SettingsError(f"pixel size is for the spatial axes z, y, x; got axis {letter!r}")
         try:
-            size = float(size)
+            number = float(size)
         except (TypeError, ValueError):
-            raise SettingsError(f"pixel size for axis {letter!r} must be a number, got {size!r}") from None
-        if not (math.isfinite(size) and size > 0):
+            raise SettingsError(
+                f"pixel size for axis {letter!r} must be a number, got {size!r}"
+            ) from None
+        if not (math.isfinite(number) and number > 0):
             raise SettingsError(f"pixel size for axis {letter!r} must be positive, got {size!r}")
-        out[letter] = size
+        out[letter] = number
     return out
 
 
-def source_attrs(sizes: Mapping[str, Any], unit: Any = None, default: str | None = DEFAULT_UNIT) -> dict:
+def source_attrs(
+    sizes: Mapping[str, Any], unit: Any = None, default: str | None = DEFAULT_UNIT
+) -> dict:
     """``pixel_size``/``unit`` attributes for a source, from sizes a file gives per axis (only
     positive finite spatial sizes kept). A missing or unknown unit means ``default``, the unit
     the format implies; with ``default=None`` the sizes have no unit and ``unit`` is left out.

@@ -7,13 +7,12 @@ what lazyexport reads or writes against the numpy array the file was made from.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-
-import dataclasses
 from pathlib import Path
 
 import h5py
@@ -24,8 +23,8 @@ import zarr
 
 from lazyexport.axes import vigra_axistags
 
-SHAPE = (20, 30, 40)          # z, y, x
-FILE_CHUNKS = (8, 16, 16)     # native chunks of the HDF5 / Zarr sources (not aligned to anything)
+SHAPE = (20, 30, 40)  # z, y, x
+FILE_CHUNKS = (8, 16, 16)  # native chunks of the HDF5 / Zarr sources (not aligned to anything)
 DTYPES = ("float32", "uint8", "uint16")
 
 
@@ -44,14 +43,15 @@ class SourceFile:
     """A source written to disk: what to pass to ``open_source``, and what it holds."""
 
     kind: str
-    spec: str               # e.g. "/tmp/.../raw.h5/volume/raw"
-    file: Path              # the file or store on disk
-    data: np.ndarray        # exactly what was written, in ``axes`` order
-    axes: str               # the axes a reader should report
+    spec: str  # e.g. "/tmp/.../raw.h5/volume/raw"
+    file: Path  # the file or store on disk
+    data: np.ndarray  # exactly what was written, in ``axes`` order
+    axes: str  # the axes a reader should report
 
 
-def write_hdf5(path: Path, data: np.ndarray, axes: str = "zyx", dataset: str = "volume/raw",
-               chunks=FILE_CHUNKS) -> SourceFile:
+def write_hdf5(
+    path: Path, data: np.ndarray, axes: str = "zyx", dataset: str = "volume/raw", chunks=FILE_CHUNKS
+) -> SourceFile:
     chunks = tuple(min(c, s) for c, s in zip(chunks, data.shape)) if chunks else None
     with h5py.File(path, "w") as f:
         dset = f.create_dataset(dataset, data=data, chunks=chunks)
@@ -61,16 +61,28 @@ def write_hdf5(path: Path, data: np.ndarray, axes: str = "zyx", dataset: str = "
 
 def write_zarr3(path: Path, data: np.ndarray, axes: str = "zyx", chunks=FILE_CHUNKS) -> SourceFile:
     chunks = tuple(min(c, s) for c, s in zip(chunks, data.shape))
-    arr = zarr.create_array(store=str(path), shape=data.shape, dtype=data.dtype, chunks=chunks,
-                            zarr_format=3, dimension_names=list(axes))
+    arr = zarr.create_array(
+        store=str(path),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=chunks,
+        zarr_format=3,
+        dimension_names=list(axes),
+    )
     arr[...] = data
     return SourceFile("zarr3", str(path), path, data, axes)
 
 
 def write_zarr2(path: Path, data: np.ndarray, axes: str = "zyx", chunks=FILE_CHUNKS) -> SourceFile:
     chunks = tuple(min(c, s) for c, s in zip(chunks, data.shape))
-    arr = zarr.create_array(store=str(path), shape=data.shape, dtype=data.dtype, chunks=chunks,
-                            zarr_format=2, attributes={"_ARRAY_DIMENSIONS": list(axes)})
+    arr = zarr.create_array(
+        store=str(path),
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=chunks,
+        zarr_format=2,
+        attributes={"_ARRAY_DIMENSIONS": list(axes)},
+    )
     arr[...] = data
     return SourceFile("zarr2", str(path), path, data, axes)
 
@@ -82,7 +94,7 @@ def write_imagej_tiff(path: Path, data: np.ndarray) -> SourceFile:
 
 def write_npy(path: Path, data: np.ndarray) -> SourceFile:
     np.save(path, data)
-    return SourceFile("npy", str(path), path, data, "zyx")   # 3-D, last axis > 4: guessed zyx
+    return SourceFile("npy", str(path), path, data, "zyx")  # 3-D, last axis > 4: guessed zyx
 
 
 WRITERS = {
@@ -172,10 +184,18 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "lazyexport", *map(str, args)]
 
 
-def run_cli(*args: str, cwd: Path | None = None, stdin=subprocess.DEVNULL,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), stdin=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str, cwd: Path | None = None, stdin=subprocess.DEVNULL, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cli_command(*args),
+        cwd=cwd,
+        env=cli_env(),
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def snapshot(directory: Path) -> dict[str, str]:
@@ -194,7 +214,8 @@ def cli():
 
 @pytest.fixture
 def free_disk(tmp_path):
-    """Remove ``tmp_path`` after the test: for tests writing gigabytes (pytest keeps old tmp dirs)."""
+    """Remove ``tmp_path`` after the test: for tests writing gigabytes (pytest keeps old tmp
+    dirs)."""
     yield
     shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -205,7 +226,9 @@ def small_blocks(monkeypatch):
     command lines it starts, so that exports have many blocks to interrupt, cancel or resume."""
     import importlib
 
-    plan = importlib.import_module("lazyexport.plan")     # (lazyexport.plan is also the public function)
+    plan = importlib.import_module(
+        "lazyexport.plan"
+    )  # (lazyexport.plan is also the public function)
     monkeypatch.setenv("LAZYEXPORT_MAX_BLOCK_BYTES", str(256 * 2**10))
     monkeypatch.setattr(plan, "MAX_BLOCK_BYTES", 256 * 2**10)
 
@@ -224,8 +247,14 @@ def cancel_a_huge_export(tmp_path, **options) -> tuple[float, float]:
     from lazyexport.errors import ExportCancelled
 
     source = tmp_path / "big.zarr"
-    zarr.create_array(str(source), shape=(4096, 16384, 16384), chunks=(64, 256, 256), dtype="uint8",
-                      fill_value=0, dimension_names=["z", "y", "x"])
+    zarr.create_array(
+        str(source),
+        shape=(4096, 16384, 16384),
+        chunks=(64, 256, 256),
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=["z", "y", "x"],
+    )
     cancel, first = threading.Event(), []
 
     def progress(event):
@@ -234,8 +263,13 @@ def cancel_a_huge_export(tmp_path, **options) -> tuple[float, float]:
 
     start = time.perf_counter()
     with pytest.raises(ExportCancelled):
-        le.export(str(source), le.ExportSettings(format="zarr", output=str(tmp_path / "o")), progress=progress,
-                  cancel=cancel, **options)
+        le.export(
+            str(source),
+            le.ExportSettings(format="zarr", output=str(tmp_path / "o")),
+            progress=progress,
+            cancel=cancel,
+            **options,
+        )
     stopped = time.perf_counter()
     assert first, "no block was written"
     assert [p.name for p in tmp_path.iterdir()] == ["big.zarr"]

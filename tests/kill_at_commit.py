@@ -19,7 +19,11 @@ from lazyexport import cli, storage
 
 step = int(sys.argv[1])
 renames = [0]
-original_write, original_replace, original_remove = storage.write_durably, storage.replace, storage.remove
+original_write, original_replace, original_remove = (
+    storage.write_durably,
+    storage.replace,
+    storage.remove,
+)
 
 
 def die() -> None:

@@ -55,12 +55,15 @@ def _imports(module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 base = ".".join(base + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             # the submodule where the name is one, else the module the name comes from
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+            names = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                for alias in node.names
+            ]
         else:
             continue
         found.update(m for m in map(_known, names) if m is not None and m != module)
@@ -82,7 +85,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     on_stack: set[str] = set()
     groups: list[set[str]] = []
 
-    def visit(node: str) -> None:      # Tarjan's algorithm
+    def visit(node: str) -> None:  # Tarjan's algorithm
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
@@ -109,7 +112,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     cycles = []
     for group in groups:
         start = min(group)
-        paths = {start: [start]}       # the shortest way back to ``start`` inside the group
+        paths = {start: [start]}  # the shortest way back to ``start`` inside the group
         queue = [start]
         while queue:
             node = queue.pop(0)
@@ -136,7 +139,8 @@ def test_cycles_are_found():
 
 
 def _reached(start: str) -> dict[str, list[str]]:
-    """Every module ``start`` imports, directly or through others, with one chain of imports to it."""
+    """Every module ``start`` imports, directly or through others, with one chain of imports to
+    it."""
     chains = {start: [start]}
     queue = [start]
     while queue:
@@ -153,7 +157,11 @@ def _imports_of(package: str, forbidden) -> list[str]:
     accepts: the shortest chain of imports that gets there."""
     wrong = []
     for module in sorted(m for m in GRAPH if _in(package, m)):
-        chains = [chain for target, chain in _reached(module).items() if target != module and forbidden(target)]
+        chains = [
+            chain
+            for target, chain in _reached(module).items()
+            if target != module and forbidden(target)
+        ]
         if chains:
             wrong.append(" -> ".join(min(chains, key=len)))
     return wrong

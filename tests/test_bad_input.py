@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import lazyexport as le
+from conftest import hidden_temps, run_cli
 from lazyexport import cli
 from lazyexport.errors import OutputLocationError, SettingsError
-
-from conftest import hidden_temps, run_cli
 
 
 @pytest.fixture
@@ -22,14 +21,17 @@ def volume(tmp_path):
     return tmp_path / "v.npy"
 
 
-@pytest.mark.parametrize("fmt,compression,level,message", [
-    ("zarr", None, 99, "out of range for zstd .*give 1 to 22"),
-    ("zarr", "gzip", -5, "out of range for gzip; give 0 to 9"),
-    ("hdf5", "gzip", 10, "out of range for gzip; give 0 to 9"),
-    ("hdf5", "blosc", 12, "out of range for blosc"),
-    ("tiff", None, 5, "compression 'none' .*default of format tiff.* has no level.*zlib, lzma"),
-    ("hdf5", "lzf", 3, "compression 'lzf' has no level"),
-])
+@pytest.mark.parametrize(
+    "fmt,compression,level,message",
+    [
+        ("zarr", None, 99, "out of range for zstd .*give 1 to 22"),
+        ("zarr", "gzip", -5, "out of range for gzip; give 0 to 9"),
+        ("hdf5", "gzip", 10, "out of range for gzip; give 0 to 9"),
+        ("hdf5", "blosc", 12, "out of range for blosc"),
+        ("tiff", None, 5, "compression 'none' .*default of format tiff.* has no level.*zlib, lzma"),
+        ("hdf5", "lzf", 3, "compression 'lzf' has no level"),
+    ],
+)
 def test_a_compression_level_the_codec_does_not_take_is_refused(fmt, compression, level, message):
     with pytest.raises(SettingsError, match=message):
         le.ExportSettings(format=fmt, compression=compression, compression_level=level)
@@ -37,20 +39,31 @@ def test_a_compression_level_the_codec_does_not_take_is_refused(fmt, compression
 
 def test_levels_in_range_still_export(volume, tmp_path):
     for fmt, compression, level in (("zarr", "zstd", 22), ("hdf5", "gzip", 9), ("tiff", "zlib", 0)):
-        result = le.export(str(volume), le.ExportSettings(format=fmt, compression=compression, compression_level=level,
-                                                          output=str(tmp_path / f"o-{fmt}")))
+        result = le.export(
+            str(volume),
+            le.ExportSettings(
+                format=fmt,
+                compression=compression,
+                compression_level=level,
+                output=str(tmp_path / f"o-{fmt}"),
+            ),
+        )
         np.testing.assert_array_equal(np.asarray(le.open_exported(result)), np.load(volume))
 
 
 def test_cli_compression_level_out_of_range_is_one_line(volume):
-    run = run_cli("export", str(volume), "--format", "zarr", "--compression-level", "99", cwd=volume.parent)
+    run = run_cli(
+        "export", str(volume), "--format", "zarr", "--compression-level", "99", cwd=volume.parent
+    )
     assert run.returncode == 2 and run.stderr.count("error:") == 1 and "give 1 to 22" in run.stderr
     assert "Traceback" not in run.stderr and not list(volume.parent.glob("*.zarr"))
 
 
 def test_a_file_where_the_output_directory_goes_is_refused_before_computing(volume, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    run = run_cli("export", str(volume), "--format", "hdf5", "--output", f"{tmp_path}/notes.txt/sub/out.h5")
+    run = run_cli(
+        "export", str(volume), "--format", "hdf5", "--output", f"{tmp_path}/notes.txt/sub/out.h5"
+    )
     assert run.returncode == 2 and run.stderr.count("error:") == 1, run.stderr
     assert "notes.txt is a file" in run.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
@@ -64,39 +77,59 @@ def test_an_unwritable_output_directory_is_refused_before_computing(volume, tmp_
         raise AssertionError("computed although the output cannot be written")
 
     real_access = run_module.os.access
-    monkeypatch.setattr(run_module.os, "access", lambda path, mode: False if str(path) == str(tmp_path / "ro")
-                        else real_access(path, mode))
+    monkeypatch.setattr(
+        run_module.os,
+        "access",
+        lambda path, mode: False if str(path) == str(tmp_path / "ro") else real_access(path, mode),
+    )
     monkeypatch.setattr(run_module, "_write_all", computed)
     (tmp_path / "ro").mkdir()
     with pytest.raises(OutputLocationError, match="read-only file system, or no permission"):
-        le.export(str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "ro" / "o.zarr")))
+        le.export(
+            str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "ro" / "o.zarr"))
+        )
 
 
-@pytest.mark.parametrize("code,words", [(errno.ENOSPC, "no space left on the device"),
-                                        (errno.EROFS, "a read-only file system")])
-def test_a_full_or_read_only_disk_during_the_writes_is_one_line_and_leaves_nothing(volume, tmp_path, monkeypatch,
-                                                                                   capsys, code, words):
+@pytest.mark.parametrize(
+    "code,words",
+    [(errno.ENOSPC, "no space left on the device"), (errno.EROFS, "a read-only file system")],
+)
+def test_a_full_or_read_only_disk_during_the_writes_is_one_line_and_leaves_nothing(
+    volume, tmp_path, monkeypatch, capsys, code, words
+):
     from lazyexport.formats import npy
 
     def failing_write(self, block, location):
         raise OSError(code, "simulated", str(self.temp))
 
     monkeypatch.setattr(npy.NpyTarget, "write", failing_write)
-    status = cli.main(["export", str(volume), "--format", "npy", "--output", f"{tmp_path}/out/o.npy", "--quiet"])
+    status = cli.main(
+        ["export", str(volume), "--format", "npy", "--output", f"{tmp_path}/out/o.npy", "--quiet"]
+    )
     err = capsys.readouterr().err
-    assert status == 2 and err.count("error:") == 1 and words in err and "temporary output was removed" in err
+    assert (
+        status == 2
+        and err.count("error:") == 1
+        and words in err
+        and "temporary output was removed" in err
+    )
     assert hidden_temps(tmp_path) == [] and not (tmp_path / "out" / "o.npy").exists()
 
 
-def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(volume, tmp_path, monkeypatch):
+def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(
+    volume, tmp_path, monkeypatch
+):
     from lazyexport.sources import base
 
     def unreadable(self, key):
         raise PermissionError(errno.EACCES, "Permission denied", str(volume))
 
     monkeypatch.setattr(base.FileArray, "__getitem__", unreadable)
-    with pytest.raises(le.errors.SourceError, match=r"cannot read .*v\.npy at z=0:4, y=0:32, x=0:32: PermissionError: "
-                                                     r".*Permission denied") as info:
+    with pytest.raises(
+        le.errors.SourceError,
+        match=r"cannot read .*v\.npy at z=0:4, y=0:32, x=0:32: PermissionError: "
+        r".*Permission denied",
+    ) as info:
         le.export(str(volume), le.ExportSettings(format="zarr", output=str(tmp_path / "o.zarr")))
     assert "output" not in str(info.value) and "corrupt" not in str(info.value)
     assert not (tmp_path / "o.zarr").exists()
@@ -104,8 +137,15 @@ def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(volume, tm
 
 # -- options only some formats use: refused where the format does not use them -----------------
 
-OPTION_VALUES = {"zarr_format": 2, "shards": "auto", "levels": 2, "downsample": "mode", "tiff_flavor": "ome",
-                 "pixel_size": {"x": 0.5}, "unit": "nanometer"}
+OPTION_VALUES = {
+    "zarr_format": 2,
+    "shards": "auto",
+    "levels": 2,
+    "downsample": "mode",
+    "tiff_flavor": "ome",
+    "pixel_size": {"x": 0.5},
+    "unit": "nanometer",
+}
 
 
 @pytest.mark.parametrize("option", sorted(OPTION_VALUES))
@@ -119,18 +159,37 @@ def test_an_option_is_refused_for_a_format_that_does_not_use_it_never_ignored(fm
     assert set(OPTION_VALUES) == set(FORMAT_OPTIONS)
     if option in get_writer(fmt).capabilities.options:
         if option == "shards" or (option == "zarr_format" and fmt == "zarr"):
-            return          # (their own rules: see test_shards.py)
-        assert getattr(le.ExportSettings(format=fmt, **{option: OPTION_VALUES[option]}), option) is not None
+            return  # (their own rules: see test_shards.py)
+        assert (
+            getattr(le.ExportSettings(format=fmt, **{option: OPTION_VALUES[option]}), option)
+            is not None
+        )
         return
-    with pytest.raises(SettingsError, match=rf"^{option} \(--{option.replace('_', '-')}: .*\) does not apply to "
-                                            rf"format {fmt}, only to "):
+    with pytest.raises(
+        SettingsError,
+        match=rf"^{option} \(--{option.replace('_', '-')}: .*\) does not apply to "
+        rf"format {fmt}, only to ",
+    ):
         le.ExportSettings(format=fmt, **{option: OPTION_VALUES[option]})
 
 
-@pytest.mark.parametrize("args", [["--format", "hdf5", "--zarr-format", "3"], ["--format", "zarr", "--tiff-flavor", "plain"],
-                                  ["--format", "hdf5", "--levels", "3"], ["--format", "npy", "--pixel-size", "x=0.5"]])
-def test_cli_format_options_given_for_another_format_are_one_line_even_at_their_default(volume, args):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--format", "hdf5", "--zarr-format", "3"],
+        ["--format", "zarr", "--tiff-flavor", "plain"],
+        ["--format", "hdf5", "--levels", "3"],
+        ["--format", "npy", "--pixel-size", "x=0.5"],
+    ],
+)
+def test_cli_format_options_given_for_another_format_are_one_line_even_at_their_default(
+    volume, args
+):
     run = run_cli("export", str(volume), *args, cwd=volume.parent)
-    assert run.returncode == 2 and run.stderr.count("error:") == 1 and "does not apply to format" in run.stderr, run.stderr
+    assert (
+        run.returncode == 2
+        and run.stderr.count("error:") == 1
+        and "does not apply to format" in run.stderr
+    ), run.stderr
     assert "Traceback" not in run.stderr
-    assert sorted(p.name for p in volume.parent.iterdir()) == ["v.npy"]      # nothing created
+    assert sorted(p.name for p in volume.parent.iterdir()) == ["v.npy"]  # nothing created

@@ -37,25 +37,30 @@ EXAMPLE = textwrap.dedent("""\
 
 def expected(volume: np.ndarray, dtype: str, z=(0, 10)) -> np.ndarray:
     """What the project's renormalize [0, 1] -> [0, 255] and dtype conversion make of ``volume``."""
-    scaled = volume[z[0]:z[1]].astype("float32") * np.float32(255)
+    scaled = volume[z[0] : z[1]].astype("float32") * np.float32(255)
     info = np.iinfo(dtype)
     return np.clip(np.rint(scaled), info.min, info.max).astype(dtype)
 
 
 @pytest.fixture
 def three_formats(tmp_path: Path):
-    """Sources in HDF5, Zarr and TIFF, and a project exporting them to HDF5, Zarr and a TIFF sequence."""
+    """Sources in HDF5, Zarr and TIFF, and a project exporting them to HDF5, Zarr and a TIFF
+    sequence."""
     rng = np.random.default_rng(4)
     volumes = {n: rng.random((20, 24, 16), dtype=np.float32) for n in "abc"}
     data = tmp_path / "data"
     data.mkdir()
     with h5py.File(data / "a.h5", "w") as f:
         f["volume"] = volumes["a"]
-    store = zarr.create_array(str(data / "b.zarr"), shape=(20, 24, 16), chunks=(4, 24, 16), dtype="float32")
+    store = zarr.create_array(
+        str(data / "b.zarr"), shape=(20, 24, 16), chunks=(4, 24, 16), dtype="float32"
+    )
     store[:] = volumes["b"]
     tifffile.imwrite(data / "c.tif", volumes["c"])
     project = tmp_path / "project.toml"
-    project.write_text(EXAMPLE + textwrap.dedent("""
+    project.write_text(
+        EXAMPLE
+        + textwrap.dedent("""
         [[datasets]]
         source = "data/b.zarr"
         [datasets.settings]
@@ -67,7 +72,8 @@ def three_formats(tmp_path: Path):
         [datasets.settings]
         format = "tiff-sequence"
         output = "{dataset_dir}/slices/{nickname}/z{slice_index}.tif"
-        """))
+        """)
+    )
     return project, volumes
 
 
@@ -75,24 +81,36 @@ def test_example_project_loads_with_overrides_and_relative_sources(tmp_path, mon
     (tmp_path / "proj").mkdir()
     path = tmp_path / "proj" / "p.toml"
     path.write_text(EXAMPLE)
-    monkeypatch.chdir(tmp_path)          # relative sources start at the project file, not here
+    monkeypatch.chdir(tmp_path)  # relative sources start at the project file, not here
     batch = le.Batch.load(path)
     assert batch.nicknames == ["a"]
-    assert batch.source_path(batch.dataset("a")) == str(tmp_path / "proj" / "data" / "a.h5" / "volume")
+    assert batch.source_path(batch.dataset("a")) == str(
+        tmp_path / "proj" / "data" / "a.h5" / "volume"
+    )
     settings = batch.settings_for("a")
-    assert settings.dtype == "uint16"                      # the override wins
+    assert settings.dtype == "uint16"  # the override wins
     assert settings.roi == {"z": (0, 10)}
     assert settings.renormalize == ((0.0, 1.0), (0.0, 255.0))
     assert settings.format == "hdf5"
 
 
 def test_default_nicknames_and_duplicates_are_refused(tmp_path):
-    batch = le.Batch.from_dict({"datasets": [{"source": "x/cells.ome.tif"}, {"source": "y/nuclei.h5/data"}]},
-                               base_dir=tmp_path)
+    batch = le.Batch.from_dict(
+        {"datasets": [{"source": "x/cells.ome.tif"}, {"source": "y/nuclei.h5/data"}]},
+        base_dir=tmp_path,
+    )
     assert batch.nicknames == ["cells", "nuclei"]
     with pytest.raises(le.ExportError) as info:
-        le.Batch.from_dict({"datasets": [{"source": "x/a.h5/raw"}, {"source": "y/a.zarr"},
-                                         {"source": "b.npy"}, {"source": "c.npy", "nickname": "b"}]})
+        le.Batch.from_dict(
+            {
+                "datasets": [
+                    {"source": "x/a.h5/raw"},
+                    {"source": "y/a.zarr"},
+                    {"source": "b.npy"},
+                    {"source": "c.npy", "nickname": "b"},
+                ]
+            }
+        )
     message = str(info.value)
     assert "duplicate nickname" in message
     assert "'a' (x/a.h5/raw, y/a.zarr)" in message and "'b' (b.npy, c.npy)" in message
@@ -101,7 +119,9 @@ def test_default_nicknames_and_duplicates_are_refused(tmp_path):
 def test_bad_project_settings_name_the_dataset(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('[[datasets]]\nsource = "a.npy"\n[datasets.settings]\ndtype = "complex64"\n')
-    with pytest.raises(le.ExportError, match=r"p.toml: dataset 'a': cannot export to data type complex64"):
+    with pytest.raises(
+        le.ExportError, match=r"p.toml: dataset 'a': cannot export to data type complex64"
+    ):
         le.Batch.load(path)
     path.write_text('[[datasets]]\nsource = "a.npy"\ncolour = "red"\n')
     with pytest.raises(le.ExportError, match="unknown key"):
@@ -141,7 +161,7 @@ def test_cli_export_all_list_reexport_and_delete_all_restore_the_directory(three
     assert (zarr_out / "zarr.json").stat().st_mtime_ns != stamp
     np.testing.assert_array_equal(zarr.open_array(str(zarr_out))[...], b)
 
-    refused = run_cli("batch", project, "delete-all")          # stdin is not a terminal
+    refused = run_cli("batch", project, "delete-all")  # stdin is not a terminal
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert (root / "data" / "a_export.h5").exists()
 
@@ -183,7 +203,9 @@ def test_a_failing_dataset_does_not_stop_the_others(three_formats):
     assert run.returncode == 1
     assert "3 exported, 2 failed" in run.stdout
     assert "FAILED missing: source" in run.stdout and "does not exist" in run.stdout
-    assert "FAILED bad_roi: roi stop 100 for axis 'z' is outside the valid range [0, 20)" in run.stdout
+    assert (
+        "FAILED bad_roi: roi stop 100 for axis 'z' is outside the valid range [0, 20)" in run.stdout
+    )
     assert (project.parent / "data" / "a_export.h5").exists()
     assert (project.parent / "data" / "zarr_out" / "b.zarr").exists()
     listing = run_cli("batch", project, "list").stdout
@@ -192,7 +214,9 @@ def test_a_failing_dataset_does_not_stop_the_others(three_formats):
 
 def test_fail_fast_stops_at_the_first_failure(three_formats):
     project, _ = three_formats
-    text = project.read_text().replace('source = "data/b.zarr"', 'source = "data/nothere.zarr"\nnickname = "b"')
+    text = project.read_text().replace(
+        'source = "data/b.zarr"', 'source = "data/nothere.zarr"\nnickname = "b"'
+    )
     project.write_text(text)
     run = run_cli("batch", project, "export-all", "--fail-fast")
     assert run.returncode == 1
@@ -206,11 +230,14 @@ def test_python_api_progress_per_dataset_and_results(three_formats):
     batch = le.Batch.load(project)
     seen: dict[str, list] = {}
     finished = []
-    report = batch.export_all(progress=lambda nick, event: seen.setdefault(nick, []).append(event),
-                              on_done=lambda nick, outcome: finished.append(nick), memory_limit="16MiB")
+    report = batch.export_all(
+        progress=lambda nick, event: seen.setdefault(nick, []).append(event),
+        on_done=lambda nick, outcome: finished.append(nick),
+        memory_limit="16MiB",
+    )
     assert report.ok and set(report.results) == {"a", "b", "c"} and not report.failures
     assert finished == ["a", "b", "c"]
-    for nick, events in seen.items():
+    for events in seen.values():
         last = events[-1]
         assert last.blocks_done == last.blocks_total and last.bytes_done == last.bytes_total
     assert report.results["c"].paths[0].name == "z0.tif" and len(report.results["c"].paths) == 10
@@ -223,24 +250,34 @@ def test_delete_all_in_a_shared_hdf5_file_removes_only_the_dataset(tmp_path):
     shared = tmp_path / "shared.h5"
     with h5py.File(shared, "w") as f:
         f["keep/me"] = np.ones(5)
-    batch = le.Batch({"output": "{dataset_dir}/shared.h5/results/{nickname}"}, [Dataset("vol.npy")],
-                     base_dir=tmp_path)
+    batch = le.Batch(
+        {"output": "{dataset_dir}/shared.h5/results/{nickname}"},
+        [Dataset("vol.npy")],
+        base_dir=tmp_path,
+    )
     assert batch.export_all().ok
     with h5py.File(shared, "r") as f:
         assert "results/vol" in f and "keep/me" in f
     report = batch.delete_all()
-    assert report.removed == [f"{shared}/results/vol (only this dataset: the file holds other data)"]
+    assert report.removed == [
+        f"{shared}/results/vol (only this dataset: the file holds other data)"
+    ]
     with h5py.File(shared, "r") as f:
         assert "results" not in f and f["keep/me"][...].tolist() == [1.0] * 5
     assert (tmp_path / "vol.npy").exists()
 
 
 def test_delete_all_never_removes_a_source(tmp_path):
-    zarr.create_array(str(tmp_path / "in.zarr"), shape=(4, 4), chunks=(4, 4), dtype="uint8", name="raw")
+    zarr.create_array(
+        str(tmp_path / "in.zarr"), shape=(4, 4), chunks=(4, 4), dtype="uint8", name="raw"
+    )
     # an output that is the whole store holding the source: deleting it would destroy the
     # source, so Delete All refuses
-    batch = le.Batch({"format": "zarr", "output": "{dataset_dir}/in.zarr"},
-                     [Dataset("in.zarr/raw", "x")], base_dir=tmp_path)
+    batch = le.Batch(
+        {"format": "zarr", "output": "{dataset_dir}/in.zarr"},
+        [Dataset("in.zarr/raw", "x")],
+        base_dir=tmp_path,
+    )
     report = batch.delete_all()
     assert report.removed == [] and "holds the source" in report.refused["x"]
     assert (tmp_path / "in.zarr" / "raw" / "zarr.json").exists()
@@ -251,12 +288,17 @@ def test_delete_all_removes_only_its_array_from_a_store_with_other_arrays(tmp_pa
     the source beside it and arrays the user added later stay."""
     store = tmp_path / "store.zarr"
     zarr.create_array(str(store), shape=(4, 4), chunks=(4, 4), dtype="uint8", name="raw")[...] = 7
-    batch = le.Batch({"format": "zarr", "output": "{dataset_dir}/store.zarr/{nickname}"},
-                     [Dataset("store.zarr/raw", "x")], base_dir=tmp_path)
+    batch = le.Batch(
+        {"format": "zarr", "output": "{dataset_dir}/store.zarr/{nickname}"},
+        [Dataset("store.zarr/raw", "x")],
+        base_dir=tmp_path,
+    )
     assert batch.export_all().ok
     zarr.create_array(str(store), shape=(2,), chunks=(2,), dtype="uint8", name="labels")[...] = 1
     report = batch.delete_all()
-    assert report.refused == {} and len(report.removed) == 1 and "only this node" in report.removed[0]
+    assert (
+        report.refused == {} and len(report.removed) == 1 and "only this node" in report.removed[0]
+    )
     group = zarr.open_group(str(store), mode="r")
     assert sorted(group.array_keys()) == ["labels", "raw"]
     assert (group["raw"][...] == 7).all() and (group["labels"][...] == 1).all()
@@ -266,12 +308,26 @@ def test_export_save_settings_makes_a_reusable_project(tmp_path):
     src = tmp_path / "vol.npy"
     np.save(src, np.linspace(0, 1, 6 * 8 * 8, dtype="float32").reshape(6, 8, 8))
     saved = tmp_path / "proj" / "p.toml"
-    run = run_cli("export", src.name, "--roi", "z=2:,x=:6", "--renormalize", ":0,255", "--dtype", "uint8",
-                  "--format", "zarr", "--output", "{dataset_dir}/{nickname}_{roi}.zarr",
-                  "--save-settings", saved, cwd=tmp_path)
+    run = run_cli(
+        "export",
+        src.name,
+        "--roi",
+        "z=2:,x=:6",
+        "--renormalize",
+        ":0,255",
+        "--dtype",
+        "uint8",
+        "--format",
+        "zarr",
+        "--output",
+        "{dataset_dir}/{nickname}_{roi}.zarr",
+        "--save-settings",
+        saved,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     data = tomllib.loads(saved.read_text())
-    assert data["settings"]["roi"] == "z=2:,x=:6"                 # open ends in the text form
+    assert data["settings"]["roi"] == "z=2:,x=:6"  # open ends in the text form
     assert data["settings"]["renormalize"] == [[], [0.0, 255.0]]  # input range from the data
     assert data["datasets"] == [{"source": str(src), "nickname": "vol"}]
     first = zarr.open_array(str(tmp_path / "vol_z2-6_y0-8_x0-6.zarr"))[...]
@@ -280,7 +336,9 @@ def test_export_save_settings_makes_a_reusable_project(tmp_path):
     assert listing.stdout.splitlines()[1].endswith("yes")
     rerun = run_cli("batch", saved, "export-all", "--overwrite")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "vol_z2-6_y0-8_x0-6.zarr"))[...], first)
+    np.testing.assert_array_equal(
+        zarr.open_array(str(tmp_path / "vol_z2-6_y0-8_x0-6.zarr"))[...], first
+    )
     assert first.max() == 255 and first.shape == (4, 8, 6)
 
 
@@ -290,8 +348,12 @@ def test_save_round_trips_a_project(three_formats, tmp_path):
     copy = batch.save(project.parent / "sub" / "copy.toml")
     again = le.Batch.load(copy)
     assert again.nicknames == batch.nicknames
-    assert [again.source_path(d) for d in again.datasets] == [batch.source_path(d) for d in batch.datasets]
-    assert tomllib.loads(copy.read_text())["datasets"][0]["source"] == str(project.parent / "data/a.h5/volume")
+    assert [again.source_path(d) for d in again.datasets] == [
+        batch.source_path(d) for d in batch.datasets
+    ]
+    assert tomllib.loads(copy.read_text())["datasets"][0]["source"] == str(
+        project.parent / "data/a.h5/volume"
+    )
     assert all(again.settings_for(n) == batch.settings_for(n) for n in batch.nicknames)
 
 
@@ -304,8 +366,13 @@ def test_project_file_errors_exit_2(tmp_path):
 
 
 def test_cli_subprocess_uses_this_checkout():
-    out = subprocess.run([sys.executable, "-c", "import lazyexport; print(lazyexport.__file__)"],
-                         env=cli_env(), capture_output=True, text=True, cwd="/")
+    out = subprocess.run(
+        [sys.executable, "-c", "import lazyexport; print(lazyexport.__file__)"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
     assert out.stdout.strip() == str(Path(le.__file__))
 
 
@@ -319,14 +386,20 @@ def run_on_terminal(args: list, cwd: Path) -> str:
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "lazyexport", *map(str, args)], cwd=cwd, env=cli_env(),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lazyexport", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
+    )
     os.close(slave)
     shown = b""
     while True:
         try:
             chunk = os.read(master, 4096)
-        except OSError:      # the terminal closed: the process is done
+        except OSError:  # the terminal closed: the process is done
             break
         if not chunk:
             break
@@ -338,11 +411,18 @@ def run_on_terminal(args: list, cwd: Path) -> str:
 
 def test_progress_bars_one_per_dataset_on_a_terminal_only(three_formats):
     project, _ = three_formats
-    shown = run_on_terminal(["batch", project, "export-all", "--memory-limit", "16MiB"], project.parent)
+    shown = run_on_terminal(
+        ["batch", project, "export-all", "--memory-limit", "16MiB"], project.parent
+    )
     finals = [line for line in shown.splitlines() if "100%" in line]
     for nick in "abc":
-        assert any(line.startswith(f"{nick}: 100%") and " blocks" in line and "/s" in line for line in finals)
-    quiet = run_on_terminal(["batch", project, "export-all", "--overwrite", "--quiet"], project.parent)
+        assert any(
+            line.startswith(f"{nick}: 100%") and " blocks" in line and "/s" in line
+            for line in finals
+        )
+    quiet = run_on_terminal(
+        ["batch", project, "export-all", "--overwrite", "--quiet"], project.parent
+    )
     assert "blocks" not in quiet
     piped = run_cli("batch", project, "export-all", "--overwrite")
     assert piped.returncode == 0 and "blocks" not in piped.stderr

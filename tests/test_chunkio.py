@@ -13,7 +13,7 @@ from zarr.codecs import BloscCodec, GzipCodec, TransposeCodec, ZstdCodec
 
 from lazyexport.chunkio import ChunkFiles, ShardFiles
 
-SHAPE, CHUNKS = (7, 13, 10), (3, 4, 5)          # edge chunks on every axis
+SHAPE, CHUNKS = (7, 13, 10), (3, 4, 5)  # edge chunks on every axis
 
 LAYOUTS = {
     "v3-zstd": dict(zarr_format=3, compressors=ZstdCodec(level=3)),
@@ -27,10 +27,11 @@ LAYOUTS = {
 
 
 def make(path, layout, dtype="uint16", fill=0):
-    arr = zarr.create_array(str(path), shape=SHAPE, chunks=CHUNKS, dtype=dtype, fill_value=fill,
-                            **LAYOUTS[layout])
+    arr = zarr.create_array(
+        str(path), shape=SHAPE, chunks=CHUNKS, dtype=dtype, fill_value=fill, **LAYOUTS[layout]
+    )
     data = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 251).astype(dtype)
-    data[:3, :4, :5] = fill                                    # one chunk left unwritten by zarr
+    data[:3, :4, :5] = fill  # one chunk left unwritten by zarr
     arr[...] = data
     return arr, data
 
@@ -58,19 +59,33 @@ def test_any_region_reads_like_zarr(tmp_path_factory, bounds):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_writes_files_zarr_reads_and_would_write(tmp_path, layout):
     ref, data = make(tmp_path / "ref.zarr", layout)
-    mine = zarr.create_array(str(tmp_path / "mine.zarr"), shape=SHAPE, chunks=CHUNKS, dtype="uint16",
-                             fill_value=0, **LAYOUTS[layout])
+    mine = zarr.create_array(
+        str(tmp_path / "mine.zarr"),
+        shape=SHAPE,
+        chunks=CHUNKS,
+        dtype="uint16",
+        fill_value=0,
+        **LAYOUTS[layout],
+    )
     files = ChunkFiles.of(mine)
-    files.write(data[:3], (slice(0, 3), slice(None), slice(None)))          # whole chunks ...
-    files.write(data[3:], (slice(3, 7), slice(None), slice(None)))          # ... and edge chunks
+    files.write(data[:3], (slice(0, 3), slice(None), slice(None)))  # whole chunks ...
+    files.write(data[3:], (slice(3, 7), slice(None), slice(None)))  # ... and edge chunks
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"), mode="r")[...], data)
-    ref_files = sorted(p.relative_to(tmp_path / "ref.zarr") for p in (tmp_path / "ref.zarr").rglob("*")
-                       if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs"))
-    mine_files = sorted(p.relative_to(tmp_path / "mine.zarr") for p in (tmp_path / "mine.zarr").rglob("*")
-                        if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs"))
-    assert mine_files == ref_files                     # the fill-only chunk is not stored by either
+    ref_files = sorted(
+        p.relative_to(tmp_path / "ref.zarr")
+        for p in (tmp_path / "ref.zarr").rglob("*")
+        if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs")
+    )
+    mine_files = sorted(
+        p.relative_to(tmp_path / "mine.zarr")
+        for p in (tmp_path / "mine.zarr").rglob("*")
+        if p.is_file() and p.name not in ("zarr.json", ".zarray", ".zattrs")
+    )
+    assert mine_files == ref_files  # the fill-only chunk is not stored by either
     for rel in ref_files:
-        assert (tmp_path / "mine.zarr" / rel).read_bytes() == (tmp_path / "ref.zarr" / rel).read_bytes(), rel
+        assert (tmp_path / "mine.zarr" / rel).read_bytes() == (
+            tmp_path / "ref.zarr" / rel
+        ).read_bytes(), rel
 
 
 def test_write_refuses_partial_chunks(tmp_path):
@@ -80,13 +95,26 @@ def test_write_refuses_partial_chunks(tmp_path):
 
 
 def test_layouts_zarr_must_handle_itself(tmp_path):
-    sharded = zarr.create_array(str(tmp_path / "s.zarr"), shape=(8, 8), chunks=(2, 2), dtype="u1",
-                                shards={"shape": (4, 4), "index_location": "start"})   # not the default index
-    transposed = zarr.create_array(str(tmp_path / "t.zarr"), shape=(8, 8), chunks=(2, 2), dtype="u1",
-                                   filters=[TransposeCodec(order=(1, 0))])
-    in_memory = zarr.create_array(zarr.storage.MemoryStore(), shape=(8, 8), chunks=(2, 2), dtype="u1")
-    big_endian = zarr.create_array(str(tmp_path / "b.zarr"), shape=(8, 8), chunks=(2, 2), dtype=">u2",
-                                   zarr_format=2)
+    sharded = zarr.create_array(
+        str(tmp_path / "s.zarr"),
+        shape=(8, 8),
+        chunks=(2, 2),
+        dtype="u1",
+        shards={"shape": (4, 4), "index_location": "start"},
+    )  # not the default index
+    transposed = zarr.create_array(
+        str(tmp_path / "t.zarr"),
+        shape=(8, 8),
+        chunks=(2, 2),
+        dtype="u1",
+        filters=[TransposeCodec(order=(1, 0))],
+    )
+    in_memory = zarr.create_array(
+        zarr.storage.MemoryStore(), shape=(8, 8), chunks=(2, 2), dtype="u1"
+    )
+    big_endian = zarr.create_array(
+        str(tmp_path / "b.zarr"), shape=(8, 8), chunks=(2, 2), dtype=">u2", zarr_format=2
+    )
     for arr in (sharded, transposed, in_memory, big_endian):
         assert ChunkFiles.of(arr) is None, arr
 
@@ -102,21 +130,30 @@ def test_integer_and_ellipsis_keys(tmp_path):
 
 # ---------------------------------------------------------------- sharded arrays
 
-SHARDS = (6, 8, 10)      # 2 x 2 x 1 shards over SHAPE, the edge ones partly outside the array
+SHARDS = (6, 8, 10)  # 2 x 2 x 1 shards over SHAPE, the edge ones partly outside the array
 
 
 def make_sharded(path, layout, dtype="uint16", fill=0):
-    arr = zarr.create_array(str(path), shape=SHAPE, chunks=CHUNKS, shards=SHARDS, dtype=dtype, fill_value=fill,
-                            **LAYOUTS[layout])
+    arr = zarr.create_array(
+        str(path),
+        shape=SHAPE,
+        chunks=CHUNKS,
+        shards=SHARDS,
+        dtype=dtype,
+        fill_value=fill,
+        **LAYOUTS[layout],
+    )
     data = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 251).astype(dtype)
-    data[:3, :4, :5] = fill                                    # an inner chunk of only the fill value
-    data[6:, 8:, :] = fill                                     # a whole shard of it
+    data[:3, :4, :5] = fill  # an inner chunk of only the fill value
+    data[6:, 8:, :] = fill  # a whole shard of it
     arr[...] = data
     return arr, data
 
 
 def shard_files(path):
-    return sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file() and p.name != "zarr.json")
+    return sorted(
+        p.relative_to(path) for p in path.rglob("*") if p.is_file() and p.name != "zarr.json"
+    )
 
 
 V3 = [name for name in LAYOUTS if name.startswith("v3")]
@@ -136,13 +173,22 @@ def test_writes_shards_zarr_and_tensorstore_read(tmp_path, layout):
     import tensorstore as ts
 
     _, data = make_sharded(tmp_path / "ref.zarr", layout)
-    mine = zarr.create_array(str(tmp_path / "mine.zarr"), shape=SHAPE, chunks=CHUNKS, shards=SHARDS,
-                             dtype="uint16", fill_value=0, **LAYOUTS[layout])
+    mine = zarr.create_array(
+        str(tmp_path / "mine.zarr"),
+        shape=SHAPE,
+        chunks=CHUNKS,
+        shards=SHARDS,
+        dtype="uint16",
+        fill_value=0,
+        **LAYOUTS[layout],
+    )
     files = ChunkFiles.of(mine)
-    files.write(data[:6], (slice(0, 6), slice(None), slice(None)))          # whole shards ...
-    files.write(data[6:], (slice(6, 7), slice(None), slice(None)))          # ... and edge shards
+    files.write(data[:6], (slice(0, 6), slice(None), slice(None)))  # whole shards ...
+    files.write(data[6:], (slice(6, 7), slice(None), slice(None)))  # ... and edge shards
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"), mode="r")[...], data)
-    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "mine.zarr")}}).result()
+    store = ts.open(
+        {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(tmp_path / "mine.zarr")}}
+    ).result()
     np.testing.assert_array_equal(store.read().result(), data)
     # the same shard files as zarr's: the shard of only the fill value is stored by neither
     assert shard_files(tmp_path / "mine.zarr") == shard_files(tmp_path / "ref.zarr")
@@ -156,7 +202,9 @@ def test_writes_shards_zarr_and_tensorstore_read(tmp_path, layout):
 def test_write_refuses_partial_shards(tmp_path):
     arr, data = make_sharded(tmp_path / "a.zarr", "v3-zstd")
     with pytest.raises(ValueError, match="whole chunks"):
-        ChunkFiles.of(arr).write(data[:3], (slice(0, 3), slice(None), slice(None)))   # whole inner chunks only
+        ChunkFiles.of(arr).write(
+            data[:3], (slice(0, 3), slice(None), slice(None))
+        )  # whole inner chunks only
 
 
 def test_a_damaged_shard_index_is_reported(tmp_path):
@@ -184,24 +232,36 @@ def test_shard_reads_decode_only_the_inner_chunks_asked_for(tmp_path):
     files = ChunkFiles.of(arr)
     shard = tmp_path / "a.zarr" / "c" / "0" / "0" / "0"
     raw = bytearray(shard.read_bytes())
-    spans = np.frombuffer(bytes(raw[-4 - 16 * 8:-4]), "<u8").reshape(2, 2, 2, 2)
-    offset, nbytes = (int(v) for v in spans[1, 1, 1])              # inner chunk z 3:6, y 4:8, x 5:10
-    raw[offset:offset + nbytes] = b"\xff" * nbytes                  # damage that chunk only
+    spans = np.frombuffer(bytes(raw[-4 - 16 * 8 : -4]), "<u8").reshape(2, 2, 2, 2)
+    offset, nbytes = (int(v) for v in spans[1, 1, 1])  # inner chunk z 3:6, y 4:8, x 5:10
+    raw[offset : offset + nbytes] = b"\xff" * nbytes  # damage that chunk only
     shard.write_bytes(bytes(raw))
-    np.testing.assert_array_equal(files[:3, :8, :], data[:3, :8, :])   # other inner chunks of the shard
-    assert (files[3:6, 4:8, 5:10] == 0xFFFF).all()                     # the damaged one is read when asked
+    np.testing.assert_array_equal(
+        files[:3, :8, :], data[:3, :8, :]
+    )  # other inner chunks of the shard
+    assert (files[3:6, 4:8, 5:10] == 0xFFFF).all()  # the damaged one is read when asked
 
 
 def test_chunks_of_only_nan_fill_are_left_out_like_zarr(tmp_path):
     arrays = {}
     for name in ("ref", "mine"):
-        arrays[name] = zarr.create_array(str(tmp_path / f"{name}.zarr"), shape=(8, 8), chunks=(2, 2), shards=(4, 4),
-                                         dtype="float32", fill_value=float("nan"))
+        arrays[name] = zarr.create_array(
+            str(tmp_path / f"{name}.zarr"),
+            shape=(8, 8),
+            chunks=(2, 2),
+            shards=(4, 4),
+            dtype="float32",
+            fill_value=float("nan"),
+        )
     data = np.full((8, 8), np.nan, dtype="float32")
     data[0, 0], data[5, 6] = 1.0, 2.0
     arrays["ref"][...] = data
     ChunkFiles.of(arrays["mine"]).write(data, (slice(0, 8), slice(0, 8)))
-    assert shard_files(tmp_path / "mine.zarr") == shard_files(tmp_path / "ref.zarr")   # the NaN-only shards: neither
-    spans = np.frombuffer((tmp_path / "mine.zarr" / "c" / "0" / "0").read_bytes()[-4 - 64:-4], "<u8")
-    assert (spans.reshape(4, 2)[:, 0] != 2**64 - 1).sum() == 1                          # one inner chunk of four
+    assert shard_files(tmp_path / "mine.zarr") == shard_files(
+        tmp_path / "ref.zarr"
+    )  # the NaN-only shards: neither
+    spans = np.frombuffer(
+        (tmp_path / "mine.zarr" / "c" / "0" / "0").read_bytes()[-4 - 64 : -4], "<u8"
+    )
+    assert (spans.reshape(4, 2)[:, 0] != 2**64 - 1).sum() == 1  # one inner chunk of four
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"))[...], data)

@@ -13,13 +13,20 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from conftest import hidden_temps, make_data, write_hdf5
 
 
 def run_cli(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LAZYEXPORT_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "lazyexport", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lazyexport", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +38,14 @@ def workspace(tmp_path_factory) -> dict:
     with h5py.File(existing, "w") as f:
         f.create_dataset("exported_data", data=np.arange(10, dtype=np.uint8))
     os.utime(existing, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # an old file
-    return {"root": root, "src": src.spec, "data": data, "existing": existing,
-            "existing_bytes": existing.read_bytes(), "existing_mtime": existing.stat().st_mtime_ns}
+    return {
+        "root": root,
+        "src": src.spec,
+        "data": data,
+        "existing": existing,
+        "existing_bytes": existing.read_bytes(),
+        "existing_mtime": existing.stat().st_mtime_ns,
+    }
 
 
 def error_cases(ws: dict) -> dict[str, tuple[list, list[str]]]:
@@ -42,20 +55,38 @@ def error_cases(ws: dict) -> dict[str, tuple[list, list[str]]]:
     return {
         "bad_roi_syntax": (["export", src, "--roi", "z0:5", "--output", out], ["z0:5"]),
         "empty_roi": (["export", src, "--roi", "z=5:5", "--output", out], ["'z'", "[0, 20)"]),
-        "negative_empty_roi": (["export", src, "--roi", "y=-3:-5", "--output", out], ["'y'", "[0, 30)"]),
-        "start_beyond_end": (["export", src, "--roi", "z=25:", "--output", out], ["'z'", "25", "[0, 20)"]),
+        "negative_empty_roi": (
+            ["export", src, "--roi", "y=-3:-5", "--output", out],
+            ["'y'", "[0, 30)"],
+        ),
+        "start_beyond_end": (
+            ["export", src, "--roi", "z=25:", "--output", out],
+            ["'z'", "25", "[0, 20)"],
+        ),
         "unknown_roi_axis": (["export", src, "--roi", "q=0:5", "--output", out], ["'q'"]),
         "unknown_placeholder": (["export", src, "--output", f"{root}/{{bogus}}.h5"], ["{bogus}"]),
-        "sequence_without_slice_index": (["export", src, "--format", "tiff-sequence", "--output",
-                                          f"{root}/slices/s.tif"], ["{slice_index}"]),
-        "slice_index_in_hdf5": (["export", src, "--output", f"{root}/s{{slice_index}}.h5"], ["{slice_index}"]),
+        "sequence_without_slice_index": (
+            ["export", src, "--format", "tiff-sequence", "--output", f"{root}/slices/s.tif"],
+            ["{slice_index}"],
+        ),
+        "slice_index_in_hdf5": (
+            ["export", src, "--output", f"{root}/s{{slice_index}}.h5"],
+            ["{slice_index}"],
+        ),
         "unknown_format": (["export", src, "--format", "webp", "--output", out], ["webp"]),
         "missing_source": (["export", f"{root}/missing.h5/data", "--output", out], ["missing.h5"]),
-        "equal_renormalize_bounds": (["export", src, "--renormalize", "1,1:0,255", "--output", out],
-                                     ["renormalize", "[1, 1]"]),
-        "bad_renormalize_syntax": (["export", src, "--renormalize", "0,1", "--output", out],
-                                   ["--renormalize", "0,1"]),
-        "axis_order_drops_axis": (["export", src, "--axis-order", "yx", "--output", out], [re.compile(r"\bz\b")]),
+        "equal_renormalize_bounds": (
+            ["export", src, "--renormalize", "1,1:0,255", "--output", out],
+            ["renormalize", "[1, 1]"],
+        ),
+        "bad_renormalize_syntax": (
+            ["export", src, "--renormalize", "0,1", "--output", out],
+            ["--renormalize", "0,1"],
+        ),
+        "axis_order_drops_axis": (
+            ["export", src, "--axis-order", "yx", "--output", out],
+            [re.compile(r"\bz\b")],
+        ),
         "unknown_dtype": (["export", src, "--dtype", "uint7", "--output", out], ["uint7"]),
         "output_exists": (["export", src, "--output", str(ws["existing"])], [str(ws["existing"])]),
         "unknown_option": (["export", src, "--frobnicate", "--output", out], ["--frobnicate"]),
@@ -67,7 +98,10 @@ def error_runs(workspace) -> dict[str, subprocess.CompletedProcess]:
     """Every bad command, run concurrently (each is a fresh interpreter)."""
     cases = error_cases(workspace)
     with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {name: pool.submit(run_cli, *args, cwd=workspace["root"]) for name, (args, _) in cases.items()}
+        futures = {
+            name: pool.submit(run_cli, *args, cwd=workspace["root"])
+            for name, (args, _) in cases.items()
+        }
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -86,7 +120,7 @@ def test_user_error_is_one_line_exit_2(name, workspace, error_runs):
     assert line.startswith("error:"), line
     for w in wanted:
         if isinstance(w, re.Pattern):
-            assert w.search(line[len("error:"):]), (w.pattern, line)
+            assert w.search(line[len("error:") :]), (w.pattern, line)
         else:
             assert w in line, (w, line)
     # nothing was written
@@ -112,15 +146,31 @@ def test_export_then_overwrite(tmp_path):
     with h5py.File(out, "r") as f:
         np.testing.assert_array_equal(f["exported_data"][...], data[2:6])
 
-    replaced = run_cli("export", src.spec, "--roi", "z=0:3", "--dtype", "uint8", "--renormalize", "0,65535:0,255",
-                       "--axis-order", "czyx", "--output", out, "--overwrite", "-q")
+    replaced = run_cli(
+        "export",
+        src.spec,
+        "--roi",
+        "z=0:3",
+        "--dtype",
+        "uint8",
+        "--renormalize",
+        "0,65535:0,255",
+        "--axis-order",
+        "czyx",
+        "--output",
+        out,
+        "--overwrite",
+        "-q",
+    )
     assert replaced.returncode == 0, replaced.stderr
     with h5py.File(out, "r") as f:
         dset = f["exported_data"]
         assert dset.shape == (1, 3, 30, 40)
         assert dset.dtype == np.uint8
         f32 = np.float32
-        expected = np.clip(np.rint(data[:3].astype(f32) * f32(255) / f32(65535)), 0, 255).astype(np.uint8)
+        expected = np.clip(np.rint(data[:3].astype(f32) * f32(255) / f32(65535)), 0, 255).astype(
+            np.uint8
+        )
         np.testing.assert_array_equal(dset[0], expected)
     assert hidden_temps(tmp_path) == []
 
@@ -149,6 +199,6 @@ def test_demo_writes_three_outputs(tmp_path):
     assert len(zarrs) == 1 and zarrs[0].is_dir()
     assert len(dirs) == 1
     slices = sorted(dirs[0].glob("*.tif"))
-    assert len(slices) == 128                      # z in [16, 144)
+    assert len(slices) == 128  # z in [16, 144)
     assert slices[0].name == "z016.tif"
     assert hidden_temps(out) == []

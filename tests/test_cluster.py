@@ -21,18 +21,17 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.usefixtures("small_blocks")
 from distributed import Client, LocalCluster
 
 import lazyexport as le
+from conftest import cancel_a_huge_export, make_data
 from lazyexport import cli, run
 from lazyexport.errors import ExportCancelled, SchedulerError
 from lazyexport.formats import formats
 from lazyexport.formats.zarr import ZarrTarget, ZarrWriter
 from lazyexport.plan import build_plan
 
-from conftest import cancel_a_huge_export, make_data
+pytestmark = pytest.mark.usefixtures("small_blocks")
 
 SLOW_SECONDS = 0.4
 BIN = Path(sys.executable).parent
@@ -40,8 +39,16 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as c,
+    ):
         yield c
 
 
@@ -57,7 +64,9 @@ def slow(block: np.ndarray) -> np.ndarray:
 
 
 def slow_source(data: np.ndarray, chunks):
-    return le.open_source(da.from_array(data, chunks=chunks).map_blocks(slow, dtype=data.dtype), axes="zyx")
+    return le.open_source(
+        da.from_array(data, chunks=chunks).map_blocks(slow, dtype=data.dtype), axes="zyx"
+    )
 
 
 def settings_for(fmt: str, out: Path, **extra) -> le.ExportSettings:
@@ -79,24 +88,36 @@ def test_every_format_on_a_local_cluster_equals_the_threaded_export(client, tmp_
     data = volume()
     source = le.open_source(da.from_array(data, chunks=(4, 256, 256)), axes="zyx")
     options = dict(FORMAT_OPTIONS.get(fmt, {}), roi={"y": (8, 200)})
-    threaded = le.export(source, settings_for(fmt, tmp_path / "threads", **options), memory_limit="16MiB")
+    threaded = le.export(
+        source, settings_for(fmt, tmp_path / "threads", **options), memory_limit="16MiB"
+    )
     events: list[run.Progress] = []
-    on_cluster = le.export(source, settings_for(fmt, tmp_path / "cluster", **options), memory_limit="16MiB",
-                           scheduler=client, progress=events.append)
+    on_cluster = le.export(
+        source,
+        settings_for(fmt, tmp_path / "cluster", **options),
+        memory_limit="16MiB",
+        scheduler=client,
+        progress=events.append,
+    )
     expected = np.asarray(le.open_exported(threaded))
     got = np.asarray(le.open_exported(on_cluster))
     assert got.dtype == expected.dtype and got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
     assert expected.shape == (40, 192, 256)
     # progress arrives block by block, ending complete (blocks as planned for the cluster's workers)
-    plan = run.plan_on(client, source, settings_for(fmt, tmp_path / "x", **options), memory_limit="16MiB")
+    plan = run.plan_on(
+        client, source, settings_for(fmt, tmp_path / "x", **options), memory_limit="16MiB"
+    )
     assert [e.blocks_done for e in events] == list(range(1, plan.nblocks + 1))
     assert events[-1].bytes_done == events[-1].bytes_total == plan.nbytes
     # nothing temporary is left beside the output
     assert not [n for n in files_in(tmp_path / "cluster") if "lazyexport" in n]
-    if fmt == "ome-zarr":   # the pyramid level built in commit() on the client is the same too
+    if fmt == "ome-zarr":  # the pyramid level built in commit() on the client is the same too
         import zarr
-        levels = [zarr.open_array(str(r.output), path="1", mode="r")[...] for r in (threaded, on_cluster)]
+
+        levels = [
+            zarr.open_array(str(r.output), path="1", mode="r")[...] for r in (threaded, on_cluster)
+        ]
         assert levels[0].shape == (20, 96, 128)
         np.testing.assert_array_equal(levels[1], levels[0])
 
@@ -106,8 +127,12 @@ def test_hdf5_on_the_cluster_keeps_metadata_and_compression(client, tmp_path):
 
     data = volume()
     source = le.open_source(data, axes="zyx")
-    result = le.export(source, le.ExportSettings(format="hdf5", output=str(tmp_path / "out.h5"), compression="gzip"),
-                       memory_limit="16MiB", scheduler=client)
+    result = le.export(
+        source,
+        le.ExportSettings(format="hdf5", output=str(tmp_path / "out.h5"), compression="gzip"),
+        memory_limit="16MiB",
+        scheduler=client,
+    )
     with h5py.File(result.output, "r") as f:
         dset = f["exported_data"]
         assert dset.compression == "gzip"
@@ -117,19 +142,27 @@ def test_hdf5_on_the_cluster_keeps_metadata_and_compression(client, tmp_path):
 
 def test_relative_paths_work_on_workers_in_another_directory(client, tmp_path, monkeypatch):
     data = volume((8, 32, 32))
-    monkeypatch.chdir(tmp_path)           # the workers stay where they were started
+    monkeypatch.chdir(tmp_path)  # the workers stay where they were started
     assert set(client.run(os.getcwd).values()) != {str(tmp_path)}
     np.save("src.npy", data)
-    first = le.export(le.open_source("src.npy", axes="zyx"), le.ExportSettings(format="zarr", output="out/a.zarr"),
-                      scheduler=client)
-    second = le.export(le.open_source("out/a.zarr"), le.ExportSettings(format="npy", output="out/b.npy"),
-                       scheduler=client)
+    first = le.export(
+        le.open_source("src.npy", axes="zyx"),
+        le.ExportSettings(format="zarr", output="out/a.zarr"),
+        scheduler=client,
+    )
+    second = le.export(
+        le.open_source("out/a.zarr"),
+        le.ExportSettings(format="npy", output="out/b.npy"),
+        scheduler=client,
+    )
     assert first.output == tmp_path / "out" / "a.zarr"
+    assert second.output == tmp_path / "out" / "b.npy"
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "b.npy"), data)
     assert sorted(os.listdir(tmp_path / "out")) == ["a.zarr", "b.npy"]
 
 
 # -- a worker killed in the middle of an export ---------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["hdf5", "tiff-sequence"])
 def test_an_export_survives_a_killed_worker(client, tmp_path, fmt):
@@ -146,16 +179,22 @@ def test_an_export_survives_a_killed_worker(client, tmp_path, fmt):
             os.kill(victim, signal.SIGKILL)
             killed.append((victim, event.blocks_done))
 
-    result = le.export(source, settings_for(fmt, tmp_path), memory_limit="16MiB", scheduler=client,
-                       progress=kill_one_worker)
+    result = le.export(
+        source,
+        settings_for(fmt, tmp_path),
+        memory_limit="16MiB",
+        scheduler=client,
+        progress=kill_one_worker,
+    )
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
-    (victim, done_then), = killed
-    assert done_then < plan.nblocks                       # it died while blocks were still to write
-    client.wait_for_workers(2, timeout=60)                # the nanny restarted it ...
-    assert victim not in client.run(os.getpid).values()   # ... as a new process: the old one is dead
+    ((victim, done_then),) = killed
+    assert done_then < plan.nblocks  # it died while blocks were still to write
+    client.wait_for_workers(2, timeout=60)  # the nanny restarted it ...
+    assert victim not in client.run(os.getpid).values()  # ... as a new process: the old one is dead
 
 
 # -- cancellation ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5", "tiff-sequence", "n5"])
 def test_cancel_on_the_cluster_removes_the_temporary_output(client, tmp_path, fmt):
@@ -172,13 +211,19 @@ def test_cancel_on_the_cluster_removes_the_temporary_output(client, tmp_path, fm
         cancel.set()
 
     with pytest.raises(ExportCancelled):
-        le.export(source, settings_for(fmt, out, chunks={"z": 8}), memory_limit="16MiB", scheduler=client,
-                  progress=cancel_after_first, cancel=cancel)
+        le.export(
+            source,
+            settings_for(fmt, out, chunks={"z": 8}),
+            memory_limit="16MiB",
+            scheduler=client,
+            progress=cancel_after_first,
+            cancel=cancel,
+        )
     assert len(events) >= 1
     plan = build_plan(source, settings_for(fmt, out, chunks={"z": 8}), memory_limit="16MiB")
     assert len(events) < plan.nblocks
     assert files_in(out) == []
-    time.sleep(3 * SLOW_SECONDS)       # a write still running would re-create files by now
+    time.sleep(3 * SLOW_SECONDS)  # a write still running would re-create files by now
     assert files_in(out) == []
     # the cluster is free for the next export
     assert client.submit(sum, [1, 2]).result(timeout=30) == 3
@@ -204,8 +249,11 @@ def test_cancel_waits_for_running_writes_before_removing_the_output(client, tmp_
     """Cancelled futures do not stop tasks that already run: the export must wait for those
     writes to end before it removes the temporary store, or they would re-create it."""
     out = tmp_path / "out"
-    plan = build_plan(le.open_source(volume((64, 256, 256)), axes="zyx"),
-                      settings_for("zarr", out, chunks={"z": 8}), memory_limit="16MiB")
+    plan = build_plan(
+        le.open_source(volume((64, 256, 256)), axes="zyx"),
+        settings_for("zarr", out, chunks={"z": 8}),
+        memory_limit="16MiB",
+    )
     plan = dataclasses.replace(plan, writer=SlowWriteZarr())
     assert plan.nblocks >= 6
     cancel = threading.Event()
@@ -216,19 +264,28 @@ def test_cancel_waits_for_running_writes_before_removing_the_output(client, tmp_
     assert files_in(out) == []
 
 
-# -- the local process-based schedulers -------------------------------------------------------------
+# -- the local process-based schedulers ------------------------------------------------------------
 
-@pytest.mark.parametrize("scheduler,fmt", [("processes", "hdf5"), ("processes", "zarr"), ("local-cluster", "hdf5")])
+
+@pytest.mark.parametrize(
+    "scheduler,fmt", [("processes", "hdf5"), ("processes", "zarr"), ("local-cluster", "hdf5")]
+)
 def test_local_process_schedulers(tmp_path, scheduler, fmt):
     data = volume()
     events: list[run.Progress] = []
-    result = le.export(le.open_source(data, axes="zyx"), settings_for(fmt, tmp_path), memory_limit="16MiB",
-                       scheduler=scheduler, progress=events.append)
+    result = le.export(
+        le.open_source(data, axes="zyx"),
+        settings_for(fmt, tmp_path),
+        memory_limit="16MiB",
+        scheduler=scheduler,
+        progress=events.append,
+    )
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
     assert events and events[-1].blocks_done == events[-1].blocks_total > 1
 
 
-# -- bad and unreachable schedulers ------------------------------------------------------------------
+# -- bad and unreachable schedulers ----------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -238,7 +295,9 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("scheduler", ["bogus", "tcp:/127.0.0.1", 42])
 def test_an_unknown_scheduler_is_a_clear_error(tmp_path, scheduler):
-    with pytest.raises(SchedulerError, match="unknown scheduler .*choose threads, synchronous, processes"):
+    with pytest.raises(
+        SchedulerError, match="unknown scheduler .*choose threads, synchronous, processes"
+    ):
         le.export(np.zeros((4, 4)), settings_for("npy", tmp_path), scheduler=scheduler)
     assert files_in(tmp_path) == []
 
@@ -247,10 +306,19 @@ def test_an_unknown_scheduler_is_a_clear_error(tmp_path, scheduler):
 def test_cli_unknown_scheduler_exits_2_with_one_line(tmp_path, capsys, command):
     np.save(tmp_path / "src.npy", np.zeros((4, 8, 8), np.uint8))
     if command == "export":
-        argv = ["export", str(tmp_path / "src.npy"), "--format", "zarr", "--output", str(tmp_path / "o")]
+        argv = [
+            "export",
+            str(tmp_path / "src.npy"),
+            "--format",
+            "zarr",
+            "--output",
+            str(tmp_path / "o"),
+        ]
     else:
         project = tmp_path / "project.toml"
-        project.write_text(f'[settings]\nformat = "zarr"\n[[datasets]]\nsource = "{tmp_path / "src.npy"}"\n')
+        project.write_text(
+            f'[settings]\nformat = "zarr"\n[[datasets]]\nsource = "{tmp_path / "src.npy"}"\n'
+        )
         argv = ["batch", str(project), "export-all"]
     code = cli.main([*argv, "--scheduler", "bogus", "--quiet"])
     err = capsys.readouterr().err
@@ -262,19 +330,33 @@ def test_cli_unknown_scheduler_exits_2_with_one_line(tmp_path, capsys, command):
 def test_cli_unreachable_scheduler_fails_in_bounded_time(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(run, "CONNECT_TIMEOUT", 2.0)
     np.save(tmp_path / "src.npy", np.zeros((4, 8, 8), np.uint8))
-    address = f"tcp://127.0.0.1:{free_port()}"   # nothing listens there
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     start = time.monotonic()
-    code = cli.main(["export", str(tmp_path / "src.npy"), "--format", "hdf5", "--output", str(tmp_path / "o.h5"),
-                     "--scheduler", address, "--quiet"])
+    code = cli.main(
+        [
+            "export",
+            str(tmp_path / "src.npy"),
+            "--format",
+            "hdf5",
+            "--output",
+            str(tmp_path / "o.h5"),
+            "--scheduler",
+            address,
+            "--quiet",
+        ]
+    )
     elapsed = time.monotonic() - start
     err = capsys.readouterr().err
     assert code == 2
-    assert err.count("\n") == 1 and err.startswith(f"error: cannot reach a dask scheduler at {address} within 2 s")
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: cannot reach a dask scheduler at {address} within 2 s"
+    )
     assert elapsed < 15
     assert files_in(tmp_path) == ["src.npy"]
 
 
-# -- the CLI against a cluster started separately ---------------------------------------------------
+# -- the CLI against a cluster started separately --------------------------------------------------
+
 
 def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
@@ -304,32 +386,83 @@ def test_cli_exports_on_a_separately_started_cluster(tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     logs = open(tmp_path / "dask.log", "wb")
-    scheduler = subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                  "--no-dashboard", "--dashboard-address", "127.0.0.1:0"], stdout=logs, stderr=logs)
+    scheduler = subprocess.Popen(
+        [
+            str(BIN / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+            "--dashboard-address",
+            "127.0.0.1:0",
+        ],
+        stdout=logs,
+        stderr=logs,
+    )
     worker = None
     try:
         wait_listening(port, scheduler)
-        worker = subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--nworkers", "2",
-                                   "--no-dashboard", "--host", "127.0.0.1"], stdout=logs, stderr=logs)
+        worker = subprocess.Popen(
+            [
+                str(BIN / "dask"),
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "2",
+                "--no-dashboard",
+                "--host",
+                "127.0.0.1",
+            ],
+            stdout=logs,
+            stderr=logs,
+        )
         with Client(address, timeout=30, set_as_default=False) as probe:
             probe.wait_for_workers(2, timeout=60)
         lazyexport = str(BIN / "lazyexport")
         out = tmp_path / "out"
-        done = subprocess.run([lazyexport, "export", str(tmp_path / "src.npy"), "--axes", "zyx", "--format", "hdf5",
-                               "--output", str(out / "cli.h5"), "--chunks", "z=4", "--memory-limit", "16MiB",
-                               "--scheduler", address, "--quiet"],
-                              capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [
+                lazyexport,
+                "export",
+                str(tmp_path / "src.npy"),
+                "--axes",
+                "zyx",
+                "--format",
+                "hdf5",
+                "--output",
+                str(out / "cli.h5"),
+                "--chunks",
+                "z=4",
+                "--memory-limit",
+                "16MiB",
+                "--scheduler",
+                address,
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stderr
         assert "wrote hdf5" in done.stdout
         np.testing.assert_array_equal(np.asarray(le.open_exported(out / "cli.h5")), data)
         # a batch passes the scheduler on to each of its exports
         project = tmp_path / "project.toml"
         project.write_text(
-            '[settings]\nformat = "tiff-sequence"\noutput = "{dataset_dir}/out/{nickname}_{slice_index}.tif"\n'
+            '[settings]\nformat = "tiff-sequence"\n'
+            'output = "{dataset_dir}/out/{nickname}_{slice_index}.tif"\n'
             f'[[datasets]]\nsource = "{tmp_path / "src.npy"}"\nnickname = "a"\naxes = "zyx"\n'
         )
-        done = subprocess.run([lazyexport, "batch", str(project), "export-all", "--scheduler", address, "--quiet"],
-                              capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [lazyexport, "batch", str(project), "export-all", "--scheduler", address, "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stderr
         slices = sorted(out.glob("a_*.tif"))
         assert len(slices) == 24
@@ -343,8 +476,13 @@ def test_cli_exports_on_a_separately_started_cluster(tmp_path):
 
 # -- plans sized for the cluster's workers ------------------------------------------------------
 
+
 def _worker_peak() -> int:
-    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    return next(
+        int(line.split()[1]) * 1024
+        for line in open("/proc/self/status")
+        if line.startswith("VmHWM:")
+    )
 
 
 def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
@@ -353,16 +491,23 @@ def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
     workers = client.scheduler_info()["workers"].values()
     assert plan.cluster is not None and plan.cluster.count == len(workers) == 2
     assert plan.notes[0].startswith("sized for the dask cluster: 2 workers x 1 thread")
-    assert plan.workers == 2 and plan.costs.per_host == 1        # one thread per worker
+    assert plan.workers == 2 and plan.costs.per_host == 1  # one thread per worker
     limit = min(w["memory_limit"] for w in workers)
     assert plan.cluster.budget <= 0.7 * limit and plan.memory_limit == 2 * plan.cluster.budget
     result = run.execute(plan, scheduler=client)
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)), volume((64, 256, 256)))
 
 
-@pytest.mark.parametrize("chunks,in_flight", [((64, 256, 256), 2),       # 16 MiB chunks: a task on each worker
-                                              ((64, 512, 1024), 1)])     # 128 MiB chunks: one task in all
-def test_local_cluster_workers_stay_within_their_share_and_never_pause(tmp_path, monkeypatch, chunks, in_flight):
+@pytest.mark.parametrize(
+    "chunks,in_flight",
+    [
+        ((64, 256, 256), 2),  # 16 MiB chunks: a task on each worker
+        ((64, 512, 1024), 1),
+    ],
+)  # 128 MiB chunks: one task in all
+def test_local_cluster_workers_stay_within_their_share_and_never_pause(
+    tmp_path, monkeypatch, chunks, in_flight
+):
     """Two workers and --memory-limit 256MiB: a worker's share is 128 MiB (+ its interpreter).
     Where one task needs more than a share (a deep 128 MiB source chunk), the plan runs one task
     at a time on the cluster instead of refusing, and no worker goes over its share."""
@@ -370,11 +515,14 @@ def test_local_cluster_workers_stay_within_their_share_and_never_pause(tmp_path,
 
     from lazyexport.demo import smooth_volume
 
-    monkeypatch.setattr(importlib.import_module("lazyexport.plan"), "MAX_BLOCK_BYTES", 2**30)   # not small_blocks'
+    monkeypatch.setattr(
+        importlib.import_module("lazyexport.plan"), "MAX_BLOCK_BYTES", 2**30
+    )  # not small_blocks'
 
-    source = le.open_source(smooth_volume((128, 1024, 1024), chunks), axes="zyx")   # 512 MiB float32
-    settings = le.ExportSettings(format="zarr", output=str(tmp_path / "o"), renormalize=((0, 1), (0, 255)),
-                                 dtype="uint8")
+    source = le.open_source(smooth_volume((128, 1024, 1024), chunks), axes="zyx")  # 512 MiB float32
+    settings = le.ExportSettings(
+        format="zarr", output=str(tmp_path / "o"), renormalize=((0, 1), (0, 255)), dtype="uint8"
+    )
     with run.scheduler_session("local-cluster", "256MiB") as cluster:
         plan = run.plan_on(cluster, source, settings, memory_limit="256MiB")
         share = 256 * 2**20 // plan.cluster.count

@@ -24,13 +24,12 @@ import numpy as np
 import pytest
 
 import lazyexport as le
+from conftest import ROOT, cli_env, hidden_temps, snapshot
 from lazyexport.errors import ExportCancelled, OutputExistsError
 from lazyexport.formats import formats, get_writer
-
-from conftest import ROOT, cli_env, hidden_temps, snapshot
 from test_random_e2e import read_back
 
-BLOCK_BYTES = 4096      # at most two slices of the cutout per block: exports of several blocks
+BLOCK_BYTES = 4096  # at most two slices of the cutout per block: exports of several blocks
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +39,15 @@ def small_blocks(monkeypatch):
     monkeypatch.setenv("LAZYEXPORT_MAX_BLOCK_BYTES", str(BLOCK_BYTES))
     monkeypatch.setattr(importlib.import_module("lazyexport.plan"), "MAX_BLOCK_BYTES", BLOCK_BYTES)
 
+
 FORMATS = formats()
 SHAPE, CHUNKS = (12, 40, 36), (5, 16, 16)
-ROI = {"z": (2, 11), "y": (3, 37), "x": (5, 33)}          # starts and stops inside source chunks
-DATA = (np.arange(np.prod(SHAPE), dtype=np.uint64) * 2654435761 % 65521).astype(np.uint16).reshape(SHAPE)
+ROI = {"z": (2, 11), "y": (3, 37), "x": (5, 33)}  # starts and stops inside source chunks
+DATA = (
+    (np.arange(np.prod(SHAPE), dtype=np.uint64) * 2654435761 % 65521)
+    .astype(np.uint16)
+    .reshape(SHAPE)
+)
 EXPECTED = DATA[2:11, 3:37, 5:33]
 
 
@@ -69,15 +73,19 @@ def settings(fmt: str, out: Path) -> le.ExportSettings:
 
 
 def export(fmt: str, out: Path, src=None, **options) -> le.ExportResult:
-    return le.export(le.open_source(source() if src is None else src, axes="zyx"), settings(fmt, out),
-                     memory_limit="16MiB", **options)
+    return le.export(
+        le.open_source(source() if src is None else src, axes="zyx"),
+        settings(fmt, out),
+        memory_limit="16MiB",
+        **options,
+    )
 
 
 def stored(result) -> np.ndarray:
     """The exported values, read by an independent reader where the suite knows one."""
     try:
         arrays, _ = read_back(result, None)
-    except AssertionError:          # a format the independent readers do not know
+    except AssertionError:  # a format the independent readers do not know
         return np.asarray(le.open_exported(result))
     return np.stack(arrays) if len(arrays) > 1 else arrays[0]
 
@@ -98,7 +106,7 @@ def test_a_mid_chunk_cutout_equals_numpy(fmt, tmp_path):
 def test_a_failed_export_leaves_nothing(fmt, tmp_path):
     with pytest.raises(Unreadable, match="cannot be read"):
         export(fmt, tmp_path, src=source(fail_at=5))
-    assert list(tmp_path.iterdir()) == []                  # no output, no temporary
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -107,8 +115,10 @@ def test_an_existing_output_is_replaced_only_with_overwrite(fmt, tmp_path):
     before = snapshot(tmp_path)
     with pytest.raises(OutputExistsError):
         export(fmt, tmp_path, src=da.zeros(SHAPE, dtype=DATA.dtype, chunks=CHUNKS))
-    assert snapshot(tmp_path) == before                    # untouched
-    again = export(fmt, tmp_path, src=da.zeros(SHAPE, dtype=DATA.dtype, chunks=CHUNKS), overwrite=True)
+    assert snapshot(tmp_path) == before  # untouched
+    again = export(
+        fmt, tmp_path, src=da.zeros(SHAPE, dtype=DATA.dtype, chunks=CHUNKS), overwrite=True
+    )
     assert finals(again) == finals(first) and not stored(again).any()
     assert hidden_temps(tmp_path) == []
 
@@ -125,11 +135,11 @@ def test_a_cancelled_resume_export_ends_as_a_clean_one(fmt, tmp_path):
     with pytest.raises(ExportCancelled):
         export(fmt, tmp_path, progress=stop_after_two, cancel=cancel, resume=True)
     total = get_plan(fmt, tmp_path).nblocks
-    assert total > 2 and not any(p.exists() for p in get_plan(fmt, tmp_path).paths)   # nothing final
+    assert total > 2 and not any(p.exists() for p in get_plan(fmt, tmp_path).paths)  # nothing final
     events: list = []
     result = export(fmt, tmp_path, resume=True, progress=events.append)
     if get_writer(fmt).capabilities.resumable:
-        assert events[0].blocks_done > 1 and len(events) < total        # the finished blocks are kept
+        assert events[0].blocks_done > 1 and len(events) < total  # the finished blocks are kept
     else:
         assert any("cannot resume; exported from the start" in n for n in result.notes)
         assert len(events) == total
@@ -156,9 +166,34 @@ def test_a_format_registered_by_a_plugin_gets_every_row(tmp_path):
     and passes every row above, without this file naming it."""
     env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env["PYTHONPATH"]])
-    rows = len([name for name in globals() if name.startswith("test_") and name != "test_a_format_registered_by_a_plugin_gets_every_row"])
-    done = subprocess.run([sys.executable, "-m", "pytest", str(Path(__file__)), "-p", "contract_plugin", "-q",
-                           "-p", "no:cacheprovider", "-k", "npy-contract", f"--basetemp={tmp_path / 'runs'}"],
-                          capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)
+    rows = len(
+        [
+            name
+            for name in globals()
+            if name.startswith("test_")
+            and name != "test_a_format_registered_by_a_plugin_gets_every_row"
+        ]
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(Path(__file__)),
+            "-p",
+            "contract_plugin",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "npy-contract",
+            f"--basetemp={tmp_path / 'runs'}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(ROOT),
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert f"{rows} passed" in done.stdout, done.stdout[-2000:]

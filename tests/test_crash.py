@@ -6,7 +6,6 @@ output equals a clean export."""
 from __future__ import annotations
 
 import crashtest
-
 import lazyexport as le
 
 

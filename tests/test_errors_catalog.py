@@ -15,7 +15,6 @@ import tifffile
 import zarr
 
 import lazyexport as le
-
 from conftest import ROOT, run_cli, snapshot
 
 CATALOG = ROOT / "docs" / "errors.md"
@@ -23,7 +22,11 @@ ROW = re.compile(r"^\| (?P<what>[^|]+) \| `(?P<how>[^`]+)` \| `(?P<says>[^`]+)` 
 
 
 def rows() -> list[tuple[str, str, str]]:
-    found = [m.group("what", "how", "says") for line in CATALOG.read_text().splitlines() if (m := ROW.match(line))]
+    found = [
+        m.group("what", "how", "says")
+        for line in CATALOG.read_text().splitlines()
+        if (m := ROW.match(line))
+    ]
     assert len(found) >= 30, "the catalog's tables were not found"
     return found
 
@@ -40,8 +43,13 @@ def workdir(tmp_path_factory) -> Path:
     np.save(d / "v.npy", volume)
     np.save(d / "c.npy", np.zeros((4, 8, 8), dtype="complex64"))
     (d / "notes.txt").write_text("mine")
-    bad = zarr.create_array(str(d / "bad.zarr"), shape=(4, 32, 32), chunks=(2, 16, 16), dtype="float32",
-                            dimension_names=["z", "y", "x"])
+    bad = zarr.create_array(
+        str(d / "bad.zarr"),
+        shape=(4, 32, 32),
+        chunks=(2, 16, 16),
+        dtype="float32",
+        dimension_names=["z", "y", "x"],
+    )
     bad[...] = 1
     (d / "bad.zarr" / "c" / "0" / "0" / "0").write_bytes(b"garbage" * 10)
     tifffile.imwrite(d / "t.tif", np.ones((6, 64, 64), np.uint16))
@@ -49,12 +57,16 @@ def workdir(tmp_path_factory) -> Path:
     (d / "trunc.tif").write_bytes(whole[: len(whole) // 2])
     (d / "t.tif").unlink()
     le.export(str(d / "v.npy"), le.ExportSettings(format="hdf5", output=str(d / "out.h5")))
-    (d / "broken.toml").write_text('[settings]\nformat = "hdf5"\ncolour = "red"\n\n[[datasets]]\nsource = "v.npy"\n')
+    (d / "broken.toml").write_text(
+        '[settings]\nformat = "hdf5"\ncolour = "red"\n\n[[datasets]]\nsource = "v.npy"\n'
+    )
     return d
 
 
 @pytest.mark.parametrize("what,command,says", COMMANDS, ids=[r[0] for r in COMMANDS])
-def test_a_catalogued_mistake_is_one_line_with_exit_2_and_changes_nothing(workdir, what, command, says):
+def test_a_catalogued_mistake_is_one_line_with_exit_2_and_changes_nothing(
+    workdir, what, command, says
+):
     before = snapshot(workdir)
     run = run_cli(*shlex.split(command)[1:], cwd=workdir)
     assert run.returncode == 2, (run.returncode, run.stderr)
@@ -62,19 +74,34 @@ def test_a_catalogued_mistake_is_one_line_with_exit_2_and_changes_nothing(workdi
     assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
     assert says in lines[0], (says, lines[0])
     assert "Traceback" not in run.stderr + run.stdout
-    assert snapshot(workdir) == before                    # nothing created, nothing changed
+    assert snapshot(workdir) == before  # nothing created, nothing changed
 
 
 @pytest.mark.parametrize("what,test,says", INJECTED, ids=[r[0] for r in INJECTED])
 def test_a_catalogued_error_during_the_writes_names_a_test_that_checks_it(what, test, says):
     source = (ROOT / "tests" / "test_bad_input.py").read_text()
     assert f"def {test}(" in source
-    assert says in source                                 # the text the test expects
+    assert says in source  # the text the test expects
 
 
 def test_the_catalog_covers_every_class_of_mistake():
     covered = " ".join(r[0] for r in rows()).lower()
-    for word in ("roi", "axis", "dtype", "renormalize", "placeholder", "file where a directory", "existing output",
-                 "output is the source", "corrupt", "truncated", "unsupported source dtype", "does not use",
-                 "memory limit", "project", "disk", "read-only"):
+    for word in (
+        "roi",
+        "axis",
+        "dtype",
+        "renormalize",
+        "placeholder",
+        "file where a directory",
+        "existing output",
+        "output is the source",
+        "corrupt",
+        "truncated",
+        "unsupported source dtype",
+        "does not use",
+        "memory limit",
+        "project",
+        "disk",
+        "read-only",
+    ):
         assert word in covered, word

@@ -13,17 +13,17 @@ import pytest
 import tifffile
 import xarray as xr
 import zarr
-from conftest import WRITERS, make_data
 
 import lazyexport.sources.base as sources_base
-from lazyexport.chunkio import ChunkFiles
+from conftest import WRITERS, make_data
 from lazyexport import ExportSettings, describe, export, open_exported, open_source
+from lazyexport.chunkio import ChunkFiles
 from lazyexport.plan import build_plan
 from lazyexport.sources.base import FileArray, from_file_array, labeled
 
 SHAPE = (20, 30, 40)
 CHUNKS = (5, 10, 10)
-ROI = {"z": (3, 8), "y": (12, -5), "x": (-27, 17)}            # z 3..8, y 12..25, x 13..17
+ROI = {"z": (3, 8), "y": (12, -5), "x": (-27, 17)}  # z 3..8, y 12..25, x 13..17
 ROI_ABS = ((3, 8), (12, 25), (13, 17))
 
 
@@ -67,8 +67,12 @@ class Recorder:
 
 
 def recorded_source(recorder: Recorder) -> xr.DataArray:
-    data = da.map_blocks(recorder.block, dtype=np.float32, chunks=da.core.normalize_chunks(CHUNKS, SHAPE),
-                         meta=np.empty((0, 0, 0), dtype=np.float32))
+    data = da.map_blocks(
+        recorder.block,
+        dtype=np.float32,
+        chunks=da.core.normalize_chunks(CHUNKS, SHAPE),
+        meta=np.empty((0, 0, 0), dtype=np.float32),
+    )
     return xr.DataArray(data, dims=("z", "y", "x"))
 
 
@@ -83,8 +87,14 @@ def test_intersecting_chunk_count_is_what_the_roi_needs():
 @pytest.mark.parametrize("fmt", list(OUTPUTS))
 def test_export_computes_only_chunks_intersecting_roi(fmt, out_dir):
     rec = Recorder()
-    settings = ExportSettings(roi=ROI, renormalize=((0, 250000), (0, 1)), dtype="float32",
-                              axis_order="zyxc", format=fmt, output=f"{out_dir}/{OUTPUTS[fmt]}")
+    settings = ExportSettings(
+        roi=ROI,
+        renormalize=((0, 250000), (0, 1)),
+        dtype="float32",
+        axis_order="zyxc",
+        format=fmt,
+        output=f"{out_dir}/{OUTPUTS[fmt]}",
+    )
     result = export(recorded_source(rec), settings)
     assert rec.locations, "the block function was never called"
     for loc in rec.locations:
@@ -102,16 +112,33 @@ def test_plan_and_open_compute_nothing():
     rec = Recorder()
     src = open_source(recorded_source(rec))
     describe(src)
-    build_plan(src, ExportSettings(roi=ROI, renormalize=((0, 1), (0, 255)), dtype="uint8", format="zarr",
-                                   output="never-written.zarr"))
+    build_plan(
+        src,
+        ExportSettings(
+            roi=ROI,
+            renormalize=((0, 1), (0, 255)),
+            dtype="uint8",
+            format="zarr",
+            output="never-written.zarr",
+        ),
+    )
     assert rec.locations == []
 
 
 def test_data_range_reads_only_the_roi_once_more(out_dir):
-    """Without an input range a float source's min/max inside the ROI is read: once more, and only there."""
+    """Without an input range a float source's min/max inside the ROI is read: once more, and only
+    there."""
     rec = Recorder()
-    result = export(recorded_source(rec), ExportSettings(roi=ROI, renormalize=(None, (0, 255)), dtype="uint8",
-                                                         format="zarr", output=f"{out_dir}/r.zarr"))
+    result = export(
+        recorded_source(rec),
+        ExportSettings(
+            roi=ROI,
+            renormalize=(None, (0, 255)),
+            dtype="uint8",
+            format="zarr",
+            output=f"{out_dir}/r.zarr",
+        ),
+    )
     assert set(rec.locations) == INTERSECTING
     assert len(rec.locations) == 2 * len(INTERSECTING)
     roi = FULL[3:8, 12:25, 13:17]
@@ -159,14 +186,24 @@ def test_file_array_reads_only_chunks_intersecting_roi(fmt, monkeypatch, tmp_pat
     darr = from_file_array(arr, CHUNKS)
     assert darr.chunks == da.core.normalize_chunks(CHUNKS, SHAPE)
     source = labeled(darr, "zyx", None)
-    result = export(source, ExportSettings(roi=ROI, dtype="uint8", axis_order="czyx", format=fmt,
-                                           output=f"{out_dir}/{OUTPUTS[fmt]}"))
+    result = export(
+        source,
+        ExportSettings(
+            roi=ROI,
+            dtype="uint8",
+            axis_order="czyx",
+            format=fmt,
+            output=f"{out_dir}/{OUTPUTS[fmt]}",
+        ),
+    )
     assert arr.reads
     hull = chunk_hull(ROI_ABS, CHUNKS, SHAPE)
     for region in arr.reads:
         assert intersects(region, ROI_ABS), f"read {region} does not touch the ROI {ROI_ABS}"
         assert inside(region, hull), f"read {region} goes beyond the chunks the ROI needs ({hull})"
-    touched = {loc for loc in chunk_grid(SHAPE, CHUNKS) if any(intersects(loc, r) for r in arr.reads)}
+    touched = {
+        loc for loc in chunk_grid(SHAPE, CHUNKS) if any(intersects(loc, r) for r in arr.reads)
+    }
     assert touched == INTERSECTING
     assert len(arr.reads) == len(INTERSECTING)
     ref = np.clip(data[3:8, 12:25, 13:17], 0, 255).astype(np.uint8)[np.newaxis]
@@ -179,9 +216,13 @@ class ReadCounter:
     def __init__(self, monkeypatch):
         self.regions: list = []
         self.lock = threading.Lock()
-        for cls, name in ((FileArray, "__getitem__"), (h5py.Dataset, "__getitem__"),
-                          (zarr.Array, "__getitem__"), (ChunkFiles, "__getitem__"),
-                          (tifffile.TiffPage, "asarray")):
+        for cls, name in (
+            (FileArray, "__getitem__"),
+            (h5py.Dataset, "__getitem__"),
+            (zarr.Array, "__getitem__"),
+            (ChunkFiles, "__getitem__"),
+            (tifffile.TiffPage, "asarray"),
+        ):
             monkeypatch.setattr(cls, name, self._wrap(getattr(cls, name)))
 
     def _wrap(self, original):
@@ -201,8 +242,15 @@ def test_open_source_reads_no_pixels(kind, monkeypatch, src_dir):
     counter = ReadCounter(monkeypatch)
     arr = open_source(src.spec)
     describe(src.spec)
-    build_plan(src.spec, ExportSettings(roi=ROI, renormalize=((0, 255), (0, 1)), format="zarr",
-                                        output=str(src_dir / "plan-only.zarr")))
+    build_plan(
+        src.spec,
+        ExportSettings(
+            roi=ROI,
+            renormalize=((0, 255), (0, 1)),
+            format="zarr",
+            output=str(src_dir / "plan-only.zarr"),
+        ),
+    )
     assert counter.regions == []
     # the counter does see reads: a cutout's values come through it
     np.testing.assert_array_equal(arr.isel(z=slice(0, 2)).values, src.data[:2])
@@ -224,7 +272,9 @@ def test_file_source_export_reads_nothing_outside_roi(kind, monkeypatch, src_dir
     src = WRITERS[kind](src_dir, data)
     reads: list[tuple] = []
     lock = threading.Lock()
-    cls = ChunkFiles if kind == "zarr3" else FileArray   # zarr arrays are read through their chunk files
+    cls = (
+        ChunkFiles if kind == "zarr3" else FileArray
+    )  # zarr arrays are read through their chunk files
     original = cls.__getitem__
 
     def recording_getitem(obj, key):
@@ -235,8 +285,10 @@ def test_file_source_export_reads_nothing_outside_roi(kind, monkeypatch, src_dir
         return original(obj, key)
 
     monkeypatch.setattr(cls, "__getitem__", recording_getitem)
-    result = export(src.spec, ExportSettings(roi=ROI, axis_order="xyz", format="hdf5",
-                                             output=f"{out_dir}/out.h5"))
+    result = export(
+        src.spec,
+        ExportSettings(roi=ROI, axis_order="xyz", format="hdf5", output=f"{out_dir}/out.h5"),
+    )
     monkeypatch.undo()
     assert reads
     for region in reads:
@@ -248,4 +300,6 @@ def test_file_source_export_reads_nothing_outside_roi(kind, monkeypatch, src_dir
     roi_mask[3:8, 12:25, 13:17] = True
     np.testing.assert_array_equal(covered, roi_mask)
     with h5py.File(result.output, "r") as f:
-        np.testing.assert_array_equal(f["exported_data"][...], data[3:8, 12:25, 13:17].transpose(2, 1, 0))
+        np.testing.assert_array_equal(
+            f["exported_data"][...], data[3:8, 12:25, 13:17].transpose(2, 1, 0)
+        )

@@ -28,8 +28,8 @@ MiB = 2**20
 BUDGET = 512 * MiB
 SLACK = 256 * MiB
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("free_disk")   # gigabytes per test: removed after it
-EIGHT_GIB = (1024, 1024, 1024)          # z, y, x; two float32 channels
+pytestmark = pytest.mark.usefixtures("free_disk")  # gigabytes per test: removed after it
+EIGHT_GIB = (1024, 1024, 1024)  # z, y, x; two float32 channels
 
 # VmHWM: this process's own peak. ru_maxrss would also count the parent's resident memory at
 # fork time (Linux carries the high-water mark across exec), here pytest's.
@@ -48,13 +48,20 @@ print(json.dumps({"peak": int(hwm.split()[1]) * 1024,
 
 
 def run_export(source, settings: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(source), json.dumps(settings)], cwd=REPO,
-                          capture_output=True, text=True, timeout=900,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(source), json.dumps(settings)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{settings['format']} {source if isinstance(source, list) else 'file'}: "
-          f"peak RSS {report['peak'] / MiB:.0f} MiB")
+    print(
+        f"{settings['format']} {source if isinstance(source, list) else 'file'}: "
+        f"peak RSS {report['peak'] / MiB:.0f} MiB"
+    )
     return report
 
 
@@ -63,16 +70,25 @@ FORMATS = {
     "hdf5": {"output": "v.h5"},
     "n5": {"output": "v.n5", "compression": "raw"},
     "npy": {"output": "v.npy"},
-    "zarr-sharded": {"format": "zarr", "output": "s.zarr", "chunks": {"z": 1, "y": 128, "x": 128},
-                     "shards": {"z": 16, "y": 512, "x": 512}},
+    "zarr-sharded": {
+        "format": "zarr",
+        "output": "s.zarr",
+        "chunks": {"z": 1, "y": 128, "x": 128},
+        "shards": {"z": 16, "y": 512, "x": 512},
+    },
     "tiff-sequence": {"output": "seq/z{slice_index}.tif"},
-    "png-sequence": {"output": "png/z{slice_index}.png", "renormalize": [[0, 1], [0, 255]], "dtype": "uint8",
-                     "roi": {"c": [0, 1]}, "axis_order": "zyx"},
+    "png-sequence": {
+        "output": "png/z{slice_index}.png",
+        "renormalize": [[0, 1], [0, 255]],
+        "dtype": "uint8",
+        "roi": {"c": [0, 1]},
+        "axis_order": "zyx",
+    },
 }
 
 
 def expected(z: int) -> np.ndarray:
-    return sample_volume(shape=EIGHT_GIB).isel(z=z).values        # yxc
+    return sample_volume(shape=EIGHT_GIB).isel(z=z).values  # yxc
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
@@ -83,7 +99,7 @@ def test_8_gib_export_stays_within_the_budget(tmp_path, fmt):
     if fmt == "zarr-sharded":
         assert zarr.open_array(report["paths"][0], mode="r").shards == (16, 512, 512, 2)
     assert report["peak"] < BUDGET + SLACK, f"peak RSS {report['peak'] / MiB:.0f} MiB"
-    assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]    # no temporaries left
+    assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]  # no temporaries left
     z = 777
     if fmt.endswith("-sequence"):
         back = open_exported([report["paths"][z]])
@@ -101,21 +117,33 @@ def test_8_gib_export_stays_within_the_budget(tmp_path, fmt):
 def test_peak_memory_does_not_grow_with_the_volume(tmp_path):
     peaks = {}
     for factor, shape in ((1, (128, 1024, 1024)), (8, EIGHT_GIB)):
-        report = run_export(list(shape), {"format": "zarr", "output": str(tmp_path / f"x{factor}.zarr")})
+        report = run_export(
+            list(shape), {"format": "zarr", "output": str(tmp_path / f"x{factor}.zarr")}
+        )
         peaks[factor] = report["peak"]
     assert peaks[8] < BUDGET + SLACK
     assert peaks[8] - peaks[1] < 96 * MiB, {k: v // MiB for k, v in peaks.items()}
 
 
 def test_slice_sequence_from_deep_chunks_stays_within_the_budget(tmp_path):
-    """64-slice-deep source chunks: blocks follow them and slices are assembled in a staging file."""
+    """64-slice-deep source chunks: blocks follow them and slices are assembled in a staging
+    file."""
     source = tmp_path / "deep.zarr"
     volume = sample_volume(shape=(64, 4096, 4096), chunks=(64, 512, 512)).isel(c=0)
-    arr = zarr.create_array(str(source), shape=volume.shape, chunks=(64, 512, 512), dtype="float32",
-                            compressors=None, dimension_names=["z", "y", "x"])
+    arr = zarr.create_array(
+        str(source),
+        shape=volume.shape,
+        chunks=(64, 512, 512),
+        dtype="float32",
+        compressors=None,
+        dimension_names=["z", "y", "x"],
+    )
     volume.data.store(arr, lock=False, compute=True, scheduler="threads", num_workers=2)
     assert arr.nbytes == 4 * 2**30
-    report = run_export(str(source), {"format": "tiff-sequence", "output": str(tmp_path / "seq" / "z{slice_index}.tif")})
+    report = run_export(
+        str(source),
+        {"format": "tiff-sequence", "output": str(tmp_path / "seq" / "z{slice_index}.tif")},
+    )
     assert report["peak"] < BUDGET + SLACK, f"peak RSS {report['peak'] / MiB:.0f} MiB"
     assert len(report["paths"]) == 64
     assert not [p for p in tmp_path.rglob("*") if ".lazyexport-" in p.name]

@@ -17,11 +17,11 @@ import zarr
 
 from lazyexport.demo import sample_volume
 
-SHAPE = (512, 1024, 1024)            # z, y, x; two float32 channels: 4 GiB
+SHAPE = (512, 1024, 1024)  # z, y, x; two float32 channels: 4 GiB
 BUDGET = 512 * 2**20
 SLACK = 256 * 2**20
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("free_disk")   # gigabytes per test: removed after it
+pytestmark = pytest.mark.usefixtures("free_disk")  # gigabytes per test: removed after it
 
 SCRIPT = """
 import json, sys, time
@@ -32,7 +32,8 @@ volume = sample_volume(shape={shape})
 assert volume.nbytes == 4 * 2**30
 start = time.perf_counter()
 result = le.export(volume, settings, memory_limit={budget})
-hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))   # not ru_maxrss: see test_memory_budget
+# not ru_maxrss: see test_memory_budget
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({{"peak": int(hwm.split()[1]) * 1024,
                    "seconds": time.perf_counter() - start, "output": str(result.output)}}))
 """
@@ -40,25 +41,42 @@ print(json.dumps({{"peak": int(hwm.split()[1]) * 1024,
 
 def run_export(settings: dict) -> dict:
     code = SCRIPT.format(shape=SHAPE, budget=BUDGET)
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(settings)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{settings['format']}: peak RSS {report['peak'] / 2**20:.0f} MiB in {report['seconds']:.0f} s")
+    print(
+        f"{settings['format']}: peak RSS {report['peak'] / 2**20:.0f} MiB "
+        f"in {report['seconds']:.0f} s"
+    )
     return report
 
 
 def expected_plane(z: int) -> np.ndarray:
-    return sample_volume(shape=SHAPE).isel(z=z).values.transpose(2, 0, 1)   # cyx
+    return sample_volume(shape=SHAPE).isel(z=z).values.transpose(2, 0, 1)  # cyx
 
 
 @pytest.mark.parametrize("fmt", ["tiff", "ome-zarr"])
 def test_peak_memory_of_a_4_gib_export(tmp_path, fmt):
     if fmt == "tiff":
-        settings = {"format": "tiff", "tiff_flavor": "ome", "axis_order": "czyx",
-                    "output": str(tmp_path / "big.tif")}
+        settings = {
+            "format": "tiff",
+            "tiff_flavor": "ome",
+            "axis_order": "czyx",
+            "output": str(tmp_path / "big.tif"),
+        }
     else:
-        settings = {"format": "ome-zarr", "output": str(tmp_path / "big.ome.zarr"), "compression": "none"}
+        settings = {
+            "format": "ome-zarr",
+            "output": str(tmp_path / "big.ome.zarr"),
+            "compression": "none",
+        }
     report = run_export(settings)
     assert report["peak"] < BUDGET + SLACK, f"peak RSS {report['peak'] / 2**20:.0f} MiB"
     z = 301
@@ -71,8 +89,14 @@ def test_peak_memory_of_a_4_gib_export(tmp_path, fmt):
     else:
         group = zarr.open_group(report["output"], mode="r")
         assert group["0"].shape == (2, *SHAPE) and group["1"].shape == (2, 256, 512, 512)
-        assert "2" not in group                       # 512x512 fits: two levels
+        assert "2" not in group  # 512x512 fits: two levels
         np.testing.assert_array_equal(group["0"][:, z], expected_plane(z))
         level1 = group["1"][:, 150]
-        np.testing.assert_allclose(level1, group["0"][:, 300:302].reshape(2, 2, 512, 2, 512, 2)
-                                   .mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32), rtol=1e-6)
+        np.testing.assert_allclose(
+            level1,
+            group["0"][:, 300:302]
+            .reshape(2, 2, 512, 2, 512, 2)
+            .mean(axis=(1, 3, 5), dtype=np.float64)
+            .astype(np.float32),
+            rtol=1e-6,
+        )

@@ -18,7 +18,14 @@ MiB = 2**20
 BUDGET = "32MiB"
 SHAPE = (128, 1024, 1024)
 LAYOUTS = [(1, 1024, 1024), (16, 64, 64), (64, 256, 256), (128, 128, 128)]
-FORMATS = ["zarr", "hdf5", "n5", "tiff", "tiff-sequence", "npy"]   # ome-zarr, png-sequence: see docs/performance.md, known limits
+FORMATS = [
+    "zarr",
+    "hdf5",
+    "n5",
+    "tiff",
+    "tiff-sequence",
+    "npy",
+]  # ome-zarr, png-sequence: see docs/performance.md, known limits
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
@@ -27,7 +34,9 @@ import lazyexport as le
 from lazyexport.demo import smooth_volume
 shape, layout, fmt, output, budget = json.loads(sys.argv[1])
 source = le.open_source(smooth_volume(tuple(shape), tuple(layout)), axes="zyx")
-settings = le.ExportSettings(format=fmt, output=output, renormalize=((0, 1), (0, 255)), dtype="uint8")
+settings = le.ExportSettings(
+    format=fmt, output=output, renormalize=((0, 1), (0, 255)), dtype="uint8"
+)
 try:
     plan = le.plan(source, settings, memory_limit=budget)
 except le.ExportError as exc:
@@ -42,14 +51,19 @@ print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "projected": plan.costs.pr
 
 def run(layout, fmt, tmp_path) -> dict:
     output = str(tmp_path / ("o_{slice_index}" if fmt.endswith("sequence") else "o"))
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps([SHAPE, layout, fmt, output, BUDGET])],
-                          cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps([SHAPE, layout, fmt, output, BUDGET])],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: "x".join(map(str, l)))
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda shape: "x".join(map(str, shape)))
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_layout_to_every_format_stays_within_the_budget(tmp_path, layout, fmt):
     found = run(layout, fmt, tmp_path)
@@ -60,7 +74,7 @@ def test_every_layout_to_every_format_stays_within_the_budget(tmp_path, layout, 
 
 
 def test_a_chunk_that_alone_exceeds_the_budget_is_refused(tmp_path):
-    found = run((64, 1024, 1024), "zarr", tmp_path)          # one chunk: 256 MiB of float32
+    found = run((64, 1024, 1024), "zarr", tmp_path)  # one chunk: 256 MiB of float32
     assert found == {"refused": found["refused"]}
     assert "one source chunk of (64, 1024, 1024) float32 decodes to 256.00 MiB" in found["refused"]
     assert "smallest memory limit that works is" in found["refused"]

@@ -1,4 +1,5 @@
-"""Property tests (hypothesis): ROI normalisation, dtype conversion, renormalize + convert end to end.
+"""Property tests (hypothesis): ROI normalisation, dtype conversion, renormalize + convert
+end to end.
 
 Every reference here is computed independently of lazyexport: ROIs with Python's own
 ``range(size)[slice(start, stop)]``, conversions element by element with Python ints and
@@ -37,7 +38,7 @@ def shapes_and_rois(draw):
     shape = tuple(draw(st.lists(st.integers(0, 50), min_size=ndim, max_size=ndim)))
     roi = {}
     for axis in axes:
-        if draw(st.booleans()):          # this axis is in the ROI (else: the whole axis)
+        if draw(st.booleans()):  # this axis is in the ROI (else: the whole axis)
             roi[axis] = (draw(bound), draw(bound))
     return axes, shape, roi
 
@@ -76,11 +77,53 @@ def test_resolve_roi_unknown_axis_is_an_error(case, extra):
 # ---------------------------------------------------------------------------------------------
 # (b) dtype conversion
 
-SPECIAL = [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, 127.5, 128.5, -127.5, -128.5, -129.5,
-           254.5, 255.5, 256.5, 32766.5, 32767.5, 32768.5, -32768.5, 65534.5, 65535.5, 65536.5,
-           2147483646.5, 2147483647.5, 2.0**31, -2.0**31 - 0.5, 4294967295.5, 2.0**32,
-           2.0**53 + 2, 2.0**63 - 1024, 2.0**63, -2.0**63, -2.0**63 - 2048, 2.0**64 - 2048, 2.0**64,
-           1e19, 1e30, -1e30, 1.7e308, -1.7e308, math.inf, -math.inf, math.nan]
+SPECIAL = [
+    0.0,
+    -0.0,
+    0.5,
+    -0.5,
+    1.5,
+    -1.5,
+    2.5,
+    -2.5,
+    126.5,
+    127.5,
+    128.5,
+    -127.5,
+    -128.5,
+    -129.5,
+    254.5,
+    255.5,
+    256.5,
+    32766.5,
+    32767.5,
+    32768.5,
+    -32768.5,
+    65534.5,
+    65535.5,
+    65536.5,
+    2147483646.5,
+    2147483647.5,
+    2.0**31,
+    -(2.0**31) - 0.5,
+    4294967295.5,
+    2.0**32,
+    2.0**53 + 2,
+    2.0**63 - 1024,
+    2.0**63,
+    -(2.0**63),
+    -(2.0**63) - 2048,
+    2.0**64 - 2048,
+    2.0**64,
+    1e19,
+    1e30,
+    -1e30,
+    1.7e308,
+    -1.7e308,
+    math.inf,
+    -math.inf,
+    math.nan,
+]
 
 
 def _as_float32(v: float) -> float:
@@ -91,14 +134,20 @@ def _as_float32(v: float) -> float:
 def float_elements(width: int):
     s = st.one_of(
         st.floats(width=width, allow_nan=True, allow_infinity=True),
-        st.integers(-70000, 70000).map(lambda i: i + 0.5),           # ties
-        st.integers(-(2**66), 2**66).map(float),                       # huge
+        st.integers(-70000, 70000).map(lambda i: i + 0.5),  # ties
+        st.integers(-(2**66), 2**66).map(float),  # huge
         st.sampled_from(SPECIAL),
     )
     if width == 32:
         s = s.map(_as_float32)
     elif width == 16:
-        s = s.map(lambda v: float(np.float16(v)) if abs(v) < 65520 or not math.isfinite(v) else math.copysign(math.inf, v))
+        s = s.map(
+            lambda v: (
+                float(np.float16(v))
+                if abs(v) < 65520 or not math.isfinite(v)
+                else math.copysign(math.inf, v)
+            )
+        )
     return s
 
 
@@ -120,12 +169,16 @@ def reference_convert(x: np.ndarray, dtype) -> np.ndarray:
 
 
 def float_arrays(dtype: str, width: int):
-    return hnp.arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=float_elements(width))
+    return hnp.arrays(
+        dtype, hnp.array_shapes(min_dims=1, max_dims=3, max_side=6), elements=float_elements(width)
+    )
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from([("float64", 64), ("float32", 32)]).flatmap(lambda d: float_arrays(*d)),
-       st.sampled_from(INT_DTYPES))
+@given(
+    st.sampled_from([("float64", 64), ("float32", 32)]).flatmap(lambda d: float_arrays(*d)),
+    st.sampled_from(INT_DTYPES),
+)
 def test_convert_float_to_int_rounds_half_even_clips_and_zeroes_nan(x, dtype):
     with np.errstate(invalid="ignore", over="ignore"):
         out = convert_block(x, dtype)
@@ -145,9 +198,12 @@ def test_convert_float16_to_int(x, dtype):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.sampled_from(INT_DTYPES).flatmap(
-    lambda d: hnp.arrays(d, hnp.array_shapes(min_dims=1, max_dims=2, max_side=8))),
-    st.sampled_from(INT_DTYPES))
+@given(
+    st.sampled_from(INT_DTYPES).flatmap(
+        lambda d: hnp.arrays(d, hnp.array_shapes(min_dims=1, max_dims=2, max_side=8))
+    ),
+    st.sampled_from(INT_DTYPES),
+)
 def test_convert_int_to_int_clips(x, dtype):
     out = convert_block(x, dtype)
     assert out.dtype == np.dtype(dtype)
@@ -156,9 +212,12 @@ def test_convert_int_to_int_clips(x, dtype):
 
 def test_convert_examples():
     x = np.array([np.nan, -np.inf, np.inf, -0.5, 0.5, 1.5, 2.5, 254.5, 255.5, 300.0, -3.0])
-    np.testing.assert_array_equal(convert_block(x, "uint8"), [0, 0, 255, 0, 0, 2, 2, 254, 255, 255, 0])
-    np.testing.assert_array_equal(convert_block(np.array([-1, 70000, 200], dtype=np.int32), "uint16"),
-                                  [0, 65535, 200])
+    np.testing.assert_array_equal(
+        convert_block(x, "uint8"), [0, 0, 255, 0, 0, 2, 2, 254, 255, 255, 0]
+    )
+    np.testing.assert_array_equal(
+        convert_block(np.array([-1, 70000, 200], dtype=np.int32), "uint16"), [0, 65535, 200]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,17 +229,24 @@ TARGET_DTYPES = ["uint8", "int8", "uint16", "int16", "int32", "float32"]
 
 def source_elements(dtype: str):
     if dtype == "float32":
-        return st.floats(-1e4, 1e4, width=32) | st.sampled_from([math.nan, math.inf, -math.inf, 0.5, 2.5])
+        return st.floats(-1e4, 1e4, width=32) | st.sampled_from(
+            [math.nan, math.inf, -math.inf, 0.5, 2.5]
+        )
     if dtype == "float64":
         return st.floats(-1e4, 1e4) | st.sampled_from([math.nan, 0.5, -1.5])
-    return None   # hypothesis' default: the dtype's whole range
+    return None  # hypothesis' default: the dtype's whole range
 
 
 @st.composite
 def renormalize_cases(draw):
     src_dtype = draw(st.sampled_from(SOURCE_DTYPES))
-    x = draw(hnp.arrays(src_dtype, hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=7),
-                        elements=source_elements(src_dtype)))
+    x = draw(
+        hnp.arrays(
+            src_dtype,
+            hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=7),
+            elements=source_elements(src_dtype),
+        )
+    )
     ends = st.integers(-1000, 70000)
     in_min, in_max = draw(ends), draw(ends)
     if in_min == in_max:
@@ -196,7 +262,7 @@ def reference_renormalize_convert(x, in_range, out_range, dtype):
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return y.astype(dtype)
-    info = np.iinfo(dtype)      # at most 32 bits here: float64 holds the bounds exactly
+    info = np.iinfo(dtype)  # at most 32 bits here: float64 holds the bounds exactly
     r = np.rint(y).astype(np.float64)
     r[np.isnan(r)] = 0
     return np.clip(r, float(info.min), float(info.max)).astype(dtype)
@@ -207,8 +273,15 @@ def reference_renormalize_convert(x, in_range, out_range, dtype):
 def test_export_renormalize_convert_matches_numpy(case):
     x, in_range, out_range, dtype = case
     with tempfile.TemporaryDirectory() as d, np.errstate(invalid="ignore", over="ignore"):
-        result = export(x, ExportSettings(renormalize=(in_range, out_range), dtype=dtype, format="zarr",
-                                          output=f"{d}/out.zarr"))
+        result = export(
+            x,
+            ExportSettings(
+                renormalize=(in_range, out_range),
+                dtype=dtype,
+                format="zarr",
+                output=f"{d}/out.zarr",
+            ),
+        )
         written = zarr.open(str(result.output), mode="r")[...]
         expected = reference_renormalize_convert(x, in_range, out_range, dtype)
     assert written.dtype == np.dtype(dtype)

@@ -34,15 +34,15 @@ from typing import Any
 import h5py
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.usefixtures("small_blocks")
 import tifffile
 import zarr
 
 import lazyexport as le
-from lazyexport.plan import build_plan
 from conftest import cli_env, hidden_temps, write_hdf5, write_npy, write_zarr2, write_zarr3
 from lazyexport.formats import formats
+from lazyexport.plan import build_plan
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 
 CASES = int(os.environ.get("LAZYEXPORT_RANDOM_CASES", "40"))
 SEED = int(os.environ.get("LAZYEXPORT_RANDOM_SEED", "13"))
@@ -53,7 +53,7 @@ MAX_ELEMENTS = 40_000
 NGFF_ORDER = "tczyx"
 # The float type renormalization computes in (docs/usage.md): float32 for these, else float64.
 FLOAT32_EXACT = {"bool", "int8", "uint8", "int16", "uint16", "float16", "float32"}
-MEMORY_LIMIT = "16MiB"          # the smallest allowed: interrupted cases then have several blocks
+MEMORY_LIMIT = "16MiB"  # the smallest allowed: interrupted cases then have several blocks
 
 
 @dataclasses.dataclass
@@ -61,7 +61,7 @@ class Case:
     """One random export, everything needed to redo it."""
 
     index: int
-    kind: str                                   # source kind
+    kind: str  # source kind
     dtype: str
     axes: str
     shape: tuple[int, ...]
@@ -71,11 +71,11 @@ class Case:
     out_dtype: str | None
     axis_order: str | None
     format: str
-    options: dict[str, Any]                     # more ExportSettings fields (compression, ...)
-    container: str = "separate"                 # or "same": the output goes into the source's container
+    options: dict[str, Any]  # more ExportSettings fields (compression, ...)
+    container: str = "separate"  # or "same": the output goes into the source's container
     overwrite: bool = False
-    interrupt: str | None = None                # None, "cancel" (mid-export) or "kill-at-commit"
-    interrupt_at: int = 0                       # blocks before the cancel, or the rename that is killed
+    interrupt: str | None = None  # None, "cancel" (mid-export) or "kill-at-commit"
+    interrupt_at: int = 0  # blocks before the cancel, or the rename that is killed
     nan: bool = False
 
     def __str__(self) -> str:
@@ -142,8 +142,11 @@ def _fits(case: Case) -> bool:
             return False
     if case.format == "tiff" and case.options.get("tiff_flavor") == "imagej":
         # ImageJ's planes are y and x (TZCYX); a result with other plane axes cannot be labeled
-        if dtype not in ("uint8", "uint16", "float32") or set(axes) - set("tzcyx") \
-                or planes[-2:] != ["y", "x"]:
+        if (
+            dtype not in ("uint8", "uint16", "float32")
+            or set(axes) - set("tzcyx")
+            or planes[-2:] != ["y", "x"]
+        ):
             return False
     return True
 
@@ -159,8 +162,9 @@ def _has_data_range(case: Case) -> bool:
 
 def _draw_shape(rng: np.random.Generator, axes: str) -> tuple[int, ...]:
     while True:
-        shape = tuple(int(rng.choice([1, 2, 3, 4] if a == "c" else [1, 2, 3, 5, 7, 13, 24, 33]))
-                      for a in axes)
+        shape = tuple(
+            int(rng.choice([1, 2, 3, 4] if a == "c" else [1, 2, 3, 5, 7, 13, 24, 33])) for a in axes
+        )
         if math.prod(shape) <= MAX_ELEMENTS and sum(s > 1 for s in shape) >= 2:
             return shape
 
@@ -170,10 +174,10 @@ def _draw_roi(rng: np.random.Generator, axes: str, shape: tuple[int, ...]):
     for axis, size in zip(axes, shape):
         choice = rng.random()
         if choice < 0.35:
-            continue                                        # the whole axis
+            continue  # the whole axis
         start = int(rng.integers(0, size))
         if choice < 0.5:
-            stop = start + 1                                # a length-1 extent
+            stop = start + 1  # a length-1 extent
         else:
             stop = int(rng.integers(start + 1, size + 1))
         # the other spellings: an open end, negative indices
@@ -193,7 +197,7 @@ def _draw_axis_order(rng: np.random.Generator, case: Case) -> str | None:
     if rng.random() < 0.45:
         return None
     sizes = _roi_sizes(case)
-    kept = [a for a in case.axes if sizes[a] != 1 or rng.random() < 0.6]   # drop some length-1 axes
+    kept = [a for a in case.axes if sizes[a] != 1 or rng.random() < 0.6]  # drop some length-1 axes
     extra = [a for a in "tcq" if a not in case.axes and rng.random() < 0.2]
     order = list(rng.permutation(kept + extra))
     return "".join(order) or None
@@ -204,12 +208,14 @@ def _draw_renormalize(rng: np.random.Generator, dtype: str):
         return None
     out = [(0, 255), (0, 1), (-1, 1), (0, 65535), (255, 0), (10, 20)][int(rng.integers(0, 6))]
     if rng.random() < 0.4:
-        return (None, out)                                  # the data's range inside the ROI
+        return (None, out)  # the data's range inside the ROI
     if dtype == "float32":
         lo = float(rng.uniform(-400, 0))
         return ((lo, lo + float(rng.uniform(1, 800))), out)
     info = np.iinfo(dtype)
-    a, b = sorted(float(v) for v in rng.integers(info.min, info.max, size=2, dtype=dtype, endpoint=True))
+    a, b = sorted(
+        float(v) for v in rng.integers(info.min, info.max, size=2, dtype=dtype, endpoint=True)
+    )
     return ((a, b + 1), out)
 
 
@@ -244,13 +250,25 @@ def draw_case(index: int) -> Case:
         ndim = int(rng.choice([2, 3, 3, 4]))
         letters = list(rng.permutation(list("tzyxc")))[:ndim]
         if rng.random() < 0.1:
-            letters[-1] = "q"                               # a user-named axis
+            letters[-1] = "q"  # a user-named axis
         axes = "".join(letters)
         shape = _draw_shape(rng, axes)
         chunked = kind in ("hdf5", "zarr2", "zarr3")
         chunks = tuple(int(rng.integers(1, s + 1)) for s in shape) if chunked else None
-        case = Case(index, kind, dtype, axes, shape, chunks, _draw_roi(rng, axes, shape),
-                    _draw_renormalize(rng, dtype), None, None, fmt, {})
+        case = Case(
+            index,
+            kind,
+            dtype,
+            axes,
+            shape,
+            chunks,
+            _draw_roi(rng, axes, shape),
+            _draw_renormalize(rng, dtype),
+            None,
+            None,
+            fmt,
+            {},
+        )
         case.nan = dtype == "float32" and rng.random() < 0.15
         if rng.random() < 0.5:
             case.out_dtype = str(rng.choice(OUT_DTYPES))
@@ -266,9 +284,22 @@ def _draw_same_container(rng: np.random.Generator, index: int) -> Case:
     kind = {"zarr": "zarr3-group", "n5": "n5", "hdf5": "hdf5"}[fmt]
     dtype = str(rng.choice(DTYPES))
     shape = _draw_shape(rng, "zyx")
-    case = Case(index, kind, dtype, "zyx", shape, tuple(int(rng.integers(1, s + 1)) for s in shape),
-                _draw_roi(rng, "zyx", shape), _draw_renormalize(rng, dtype), None, None, fmt, {},
-                container="same", overwrite=bool(rng.random() < 0.5))
+    case = Case(
+        index,
+        kind,
+        dtype,
+        "zyx",
+        shape,
+        tuple(int(rng.integers(1, s + 1)) for s in shape),
+        _draw_roi(rng, "zyx", shape),
+        _draw_renormalize(rng, dtype),
+        None,
+        None,
+        fmt,
+        {},
+        container="same",
+        overwrite=bool(rng.random() < 0.5),
+    )
     if fmt == "zarr":
         case.options["zarr_format"] = 3
     if not _has_data_range(case):
@@ -282,17 +313,32 @@ def _draw_interrupted(rng: np.random.Generator, index: int, interrupt: str) -> C
     dtype = str(rng.choice(["uint8", "uint16", "float32", "int64"]))
     # about 10 MiB in the widest type a block passes through: many blocks within 16 MiB
     shape = (max(8, 40 // np.dtype(dtype).itemsize), 512, 512)
-    deep = kind != "npy" and rng.random() < 0.7             # sequences are staged from deep chunks
+    deep = kind != "npy" and rng.random() < 0.7  # sequences are staged from deep chunks
     chunks = (int(rng.integers(2, 9)) if deep else 1, 128, 256) if kind != "npy" else None
     roi = {"z": (int(rng.integers(0, 3)), None)}
     if rng.random() < 0.5:
         roi["x"] = (int(rng.integers(0, 50)), None)
-    case = Case(index, kind, dtype, "zyx", shape, chunks, roi, _draw_renormalize(rng, dtype),
-                str(rng.choice(["uint8", "uint16", "float32"])), None, fmt, {"chunks": {"z": 1}},
-                interrupt=interrupt)
+    case = Case(
+        index,
+        kind,
+        dtype,
+        "zyx",
+        shape,
+        chunks,
+        roi,
+        _draw_renormalize(rng, dtype),
+        str(rng.choice(["uint8", "uint16", "float32"])),
+        None,
+        fmt,
+        {"chunks": {"z": 1}},
+        interrupt=interrupt,
+    )
     slices = _result_sizes(case)["z"]
-    case.interrupt_at = int(rng.integers(1, 4)) if interrupt == "cancel" else \
-        int(rng.integers(1, slices + 1 if fmt == "tiff-sequence" else 2))
+    case.interrupt_at = (
+        int(rng.integers(1, 4))
+        if interrupt == "cancel"
+        else int(rng.integers(1, slices + 1 if fmt == "tiff-sequence" else 2))
+    )
     return case
 
 
@@ -309,7 +355,9 @@ def make_data(case: Case) -> np.ndarray:
             data[rng.random(case.shape) < 0.05] = np.nan
         return data
     info = np.iinfo(dtype)
-    lo, hi = (info.min, info.max) if rng.random() < 0.6 else (max(info.min, -1000), min(info.max, 1000))
+    lo, hi = (
+        (info.min, info.max) if rng.random() < 0.6 else (max(info.min, -1000), min(info.max, 1000))
+    )
     return rng.integers(lo, hi, size=case.shape, dtype=dtype, endpoint=True)
 
 
@@ -333,22 +381,37 @@ def write_source(case: Case, data: np.ndarray, root: Path) -> tuple[Any, dict[st
         return write_zarr3(root / "src3.zarr", data, axes=axes, chunks=chunks).spec, {}
     if case.kind == "zarr3-group":
         group = zarr.open_group(str(root / "a.zarr"), mode="w", zarr_format=3)
-        raw = group.create_array("raw", shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                 dimension_names=list(axes))
+        raw = group.create_array(
+            "raw", shape=data.shape, dtype=data.dtype, chunks=chunks, dimension_names=list(axes)
+        )
         raw[...] = data
         labels = np.arange(12, dtype=np.uint16).reshape(3, 4)
-        group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(3, 4))[...] = labels
+        group.create_array("labels", shape=labels.shape, dtype=labels.dtype, chunks=(3, 4))[...] = (
+            labels
+        )
         return f"{root / 'a.zarr'}/raw", {"raw": data, "labels": labels}
     if case.kind == "n5":
         import tensorstore as ts
 
         labels = np.arange(12, dtype=np.uint16).reshape(3, 4)
         for name, array, chunk in (("raw", data, chunks), ("labels", labels, (3, 4))):
-            # tensorstore shows N5's own order (x first): the reverse of what N5 tools read as C order
-            metadata = {"dimensions": list(array.shape[::-1]), "blockSize": list(chunk[::-1]),
-                        "dataType": str(array.dtype), "compression": {"type": "gzip"}}
-            store = ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(root / "b.n5")},
-                             "path": name, "metadata": metadata, "create": True}).result()
+            # tensorstore shows N5's own order (x first): the reverse of what N5 tools read as
+            # C order
+            metadata = {
+                "dimensions": list(array.shape[::-1]),
+                "blockSize": list(chunk[::-1]),
+                "dataType": str(array.dtype),
+                "compression": {"type": "gzip"},
+            }
+            store = ts.open(
+                {
+                    "driver": "n5",
+                    "kvstore": {"driver": "file", "path": str(root / "b.n5")},
+                    "path": name,
+                    "metadata": metadata,
+                    "create": True,
+                }
+            ).result()
             store.write(array.T).result()
         return f"{root / 'b.n5'}/raw", {"raw": data, "labels": labels}
     if case.kind == "tiff":
@@ -359,7 +422,9 @@ def write_source(case: Case, data: np.ndarray, root: Path) -> tuple[Any, dict[st
     raise AssertionError(case.kind)
 
 
-def expected_result(case: Case, data: np.ndarray) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
+def expected_result(
+    case: Case, data: np.ndarray
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray | None]:
     """(expected values, their axes, an error bound per element or None where exact) by
     docs/usage.md: cutout, renormalize, convert, transpose."""
     cut = data[tuple(slice(*case.roi.get(a, (None, None))) for a in case.axes)]
@@ -375,23 +440,25 @@ def expected_result(case: Case, data: np.ndarray) -> tuple[np.ndarray, tuple[str
         x = cut.astype(np.float64)
         ratio = (out_max - out_min) / (in_max - in_min)
         y = (x - in_min) * ratio + out_min
-        if case.dtype in ("int64", "uint64"):       # the float64 value of x is already rounded
+        if case.dtype in ("int64", "uint64"):  # the float64 value of x is already rounded
             y = (cut.astype(np.longdouble) - in_min) * np.longdouble(ratio) + out_min
             y = y.astype(np.float64)
         eps = np.finfo(cdt).eps
-        bound = 4 * eps * ((np.abs(x) + abs(in_min)) * abs(ratio) + abs(out_min) + np.abs(y)) + 1e-300
+        bound = (
+            4 * eps * ((np.abs(x) + abs(in_min)) * abs(ratio) + abs(out_min) + np.abs(y)) + 1e-300
+        )
         values = y
     else:
         values = cut
     values, bound = _convert(values, out_dtype, bound, renormalized=case.renormalize is not None)
     axes = list(case.axes)
     if case.axis_order is not None or case.format == "ome-zarr":
-        for a in [a for a in axes if a not in _result_axes(case)]:       # length 1: dropped
+        for a in [a for a in axes if a not in _result_axes(case)]:  # length 1: dropped
             values = np.take(values, 0, axis=axes.index(a))
             bound = None if bound is None else np.take(bound, 0, axis=axes.index(a))
             axes.remove(a)
     for a in _result_axes(case):
-        if a not in axes:                                                 # added with length 1
+        if a not in axes:  # added with length 1
             values, bound = values[np.newaxis], None if bound is None else bound[np.newaxis]
             axes.insert(0, a)
     perm = [axes.index(a) for a in _result_axes(case)]
@@ -405,11 +472,15 @@ def _convert(values: np.ndarray, dtype: np.dtype, bound, renormalized: bool):
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         if values.dtype.kind in "iu":
-            return np.clip(values, max(info.min, np.iinfo(values.dtype).min),
-                           min(info.max, np.iinfo(values.dtype).max)).astype(dtype), None
+            return np.clip(
+                values,
+                max(info.min, np.iinfo(values.dtype).min),
+                min(info.max, np.iinfo(values.dtype).max),
+            ).astype(dtype), None
         rounded = np.rint(values)
         if bound is not None:
-            # where the exact value lies within the bound of a rounding boundary, either neighbour is right
+            # where the exact value lies within the bound of a rounding boundary, either
+            # neighbour is right
             frac = np.abs(values - np.floor(values) - 0.5)
             ambiguous = frac <= bound
         nan = np.isnan(rounded)
@@ -458,13 +529,15 @@ def read_back(result, case: Case) -> tuple[list[np.ndarray], list[tuple[str, ...
             spec["path"] = internal
         attrs = json.loads((out / internal / "attributes.json").read_text())
         # tensorstore shows N5's own order (x first), the reverse of the C order N5 tools read
-        return [ts.open(spec, open=True).result().read().result().T], [tuple(reversed(attrs["axes"]))]
+        return [ts.open(spec, open=True).result().read().result().T], [
+            tuple(reversed(attrs["axes"]))
+        ]
     if fmt == "npy":
         return [np.load(out)], [None]
     if fmt == "tiff":
         with tifffile.TiffFile(out) as tif:
             data = tif.asarray()
-            if tif.is_imagej:       # ImageJ's axes (TZCYX), without those of length 1
+            if tif.is_imagej:  # ImageJ's axes (TZCYX), without those of length 1
                 return [data], [tuple(tif.series[0].axes.lower())]
             return [data], [tuple(tif.shaped_metadata[0]["lazyexport_axes"])]
     if fmt == "tiff-sequence":
@@ -499,7 +572,9 @@ def compare(case: Case, result, expected: np.ndarray, axes: tuple[str, ...], bou
             rest = [a for a in axes if a != slice_axis]
             want = np.take(expected, i, axis=k)
             b = None if bound is None else np.take(bound, i, axis=k)
-            if case.format == "png-sequence":   # the plane's spatial axes, channel last, no length-1 axes
+            if (
+                case.format == "png-sequence"
+            ):  # the plane's spatial axes, channel last, no length-1 axes
                 keep = [a for a in plane_axes]
                 drop = [a for a in rest if a not in keep]
                 assert all(want.shape[rest.index(a)] == 1 for a in drop), (what, plane_axes)
@@ -508,20 +583,26 @@ def compare(case: Case, result, expected: np.ndarray, axes: tuple[str, ...], bou
                 b = None if b is None else b[idx]
             assert sorted(plane_axes) == sorted(rest), (what, i, plane_axes, rest)
             perm = [rest.index(a) for a in plane_axes]
-            _assert_values(array, want.transpose(perm), None if b is None else b.transpose(perm),
-                           f"{what}, slice {i}")
+            _assert_values(
+                array,
+                want.transpose(perm),
+                None if b is None else b.transpose(perm),
+                f"{what}, slice {i}",
+            )
         return
     (array,), (file_axes,) = arrays, stored_axes
     if file_axes is None:
         file_axes = axes
-    if case.format == "tiff" and case.options.get("tiff_flavor") == "imagej":   # no length-1 axes
+    if case.format == "tiff" and case.options.get("tiff_flavor") == "imagej":  # no length-1 axes
         left_out = tuple(a for a in axes if a not in file_axes)
         assert all(expected.shape[axes.index(a)] == 1 for a in left_out), (what, file_axes)
         file_axes = left_out + file_axes
         array = array.reshape([expected.shape[axes.index(a)] for a in file_axes])
     assert sorted(file_axes) == sorted(axes), (what, file_axes)
     perm = [axes.index(a) for a in file_axes]
-    _assert_values(array, expected.transpose(perm), None if bound is None else bound.transpose(perm), what)
+    _assert_values(
+        array, expected.transpose(perm), None if bound is None else bound.transpose(perm), what
+    )
 
 
 def _assert_values(actual: np.ndarray, expected: np.ndarray, bound, what: str) -> None:
@@ -531,7 +612,7 @@ def _assert_values(actual: np.ndarray, expected: np.ndarray, bound, what: str) -
         same = actual == expected
         if actual.dtype.kind == "f":
             same |= np.isnan(actual) & np.isnan(expected)
-    elif expected.dtype.kind in "iu":   # bound: 1.0 where rounding may go either way
+    elif expected.dtype.kind in "iu":  # bound: 1.0 where rounding may go either way
         diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
         same = (actual == expected) | ((bound > 0) & (diff <= 1))
     else:
@@ -540,8 +621,10 @@ def _assert_values(actual: np.ndarray, expected: np.ndarray, bound, what: str) -
         same = (diff <= tolerance) | (np.isnan(actual) & np.isnan(expected))
     if not np.all(same):
         where = tuple(int(i[0]) for i in np.nonzero(~same))
-        raise AssertionError(f"{what}: {int(np.sum(~same))} of {same.size} values differ; first at {where}: "
-                             f"read {actual[where]!r}, expected {expected[where]!r}")
+        raise AssertionError(
+            f"{what}: {int(np.sum(~same))} of {same.size} values differ; first at {where}: "
+            f"read {actual[where]!r}, expected {expected[where]!r}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -549,19 +632,37 @@ def _assert_values(actual: np.ndarray, expected: np.ndarray, bound, what: str) -
 
 
 def settings_for(case: Case, out: Path, source_spec: Any) -> le.ExportSettings:
-    ext = {"hdf5": ".h5", "zarr": ".zarr", "ome-zarr": ".ome.zarr", "n5": ".n5", "tiff": ".tif",
-           "tiff-sequence": ".tif", "png-sequence": ".png", "npy": ".npy"}[case.format]
+    ext = {
+        "hdf5": ".h5",
+        "zarr": ".zarr",
+        "ome-zarr": ".ome.zarr",
+        "n5": ".n5",
+        "tiff": ".tif",
+        "tiff-sequence": ".tif",
+        "png-sequence": ".png",
+        "npy": ".npy",
+    }[case.format]
     if case.container == "same":
-        container = str(source_spec).split(".h5")[0] + ".h5" if case.kind == "hdf5" else \
-            str(source_spec).rsplit("/", 1)[0]
+        container = (
+            str(source_spec).split(".h5")[0] + ".h5"
+            if case.kind == "hdf5"
+            else str(source_spec).rsplit("/", 1)[0]
+        )
         output = f"{container}/export"
     elif case.format.endswith("-sequence"):
         output = f"{out}/slices/s{{slice_index}}{ext}"
     else:
         output = f"{out}/result{ext}"
     roi = {a: b for a, b in case.roi.items()}
-    return le.ExportSettings(roi=roi or None, renormalize=case.renormalize, dtype=case.out_dtype,
-                             axis_order=case.axis_order, format=case.format, output=output, **case.options)
+    return le.ExportSettings(
+        roi=roi or None,
+        renormalize=case.renormalize,
+        dtype=case.out_dtype,
+        axis_order=case.axis_order,
+        format=case.format,
+        output=output,
+        **case.options,
+    )
 
 
 KILL_AT_COMMIT = """
@@ -585,8 +686,8 @@ def progress(event):                    # every block written: the commit comes 
 
 
 os.replace = replace
-le.export(le.open_source(spec, axes=axes), le.ExportSettings.from_dict(settings), memory_limit="16MiB",
-          resume=True, progress=progress)
+le.export(le.open_source(spec, axes=axes), le.ExportSettings.from_dict(settings),
+          memory_limit="16MiB", resume=True, progress=progress)
 print("not killed: only", renames[0], "renames")
 """
 
@@ -610,14 +711,35 @@ def run_case(case: Case, root: Path):
         nblocks = build_plan(source, settings, memory_limit=MEMORY_LIMIT).nblocks
         assert nblocks >= 6, (str(case), nblocks)
         with pytest.raises(le.ExportError, match="cancelled"):
-            le.export(source, settings, memory_limit=MEMORY_LIMIT, resume=True, progress=progress,
-                      cancel=cancel)
-        assert seen and seen[-1].blocks_done < seen[-1].blocks_total, (str(case), "nothing left to resume")
+            le.export(
+                source,
+                settings,
+                memory_limit=MEMORY_LIMIT,
+                resume=True,
+                progress=progress,
+                cancel=cancel,
+            )
+        assert seen and seen[-1].blocks_done < seen[-1].blocks_total, (
+            str(case),
+            "nothing left to resume",
+        )
     elif case.interrupt == "kill-at-commit":
-        command = [sys.executable, "-c", KILL_AT_COMMIT, str(spec), case.axes, settings.to_json(),
-                   str(case.interrupt_at)]
+        command = [
+            sys.executable,
+            "-c",
+            KILL_AT_COMMIT,
+            str(spec),
+            case.axes,
+            settings.to_json(),
+            str(case.interrupt_at),
+        ]
         killed = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=300)
-        assert killed.returncode == -9, (str(case), killed.returncode, killed.stdout, killed.stderr[-2000:])
+        assert killed.returncode == -9, (
+            str(case),
+            killed.returncode,
+            killed.stdout,
+            killed.stderr[-2000:],
+        )
     options = dict(memory_limit=MEMORY_LIMIT, resume=True) if case.interrupt else {}
     # after a kill during the renames some final files exist: --resume finishes that commit
     # (no --overwrite needed, nothing written again)
@@ -628,9 +750,10 @@ def run_case(case: Case, root: Path):
     expected, axes, bound = expected_result(case, data)
     compare(case, result, expected, axes, bound)
     assert hidden_temps(root) == [], f"{case}: temporaries left behind"
-    for name, array in intact.items():         # the source's container: nothing else touched
-        _assert_values(_read_container_array(case, spec, name), array, None,
-                       f"{case}: {name} after the export")
+    for name, array in intact.items():  # the source's container: nothing else touched
+        _assert_values(
+            _read_container_array(case, spec, name), array, None, f"{case}: {name} after the export"
+        )
 
 
 def _read_container_array(case: Case, spec: str, name: str) -> np.ndarray:
@@ -642,8 +765,16 @@ def _read_container_array(case: Case, spec: str, name: str) -> np.ndarray:
         return zarr.open_array(container, path=name, mode="r")[...]
     import tensorstore as ts
 
-    return ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": container}, "path": name},
-                   open=True).result().read().result().T
+    return (
+        ts.open(
+            {"driver": "n5", "kvstore": {"driver": "file", "path": container}, "path": name},
+            open=True,
+        )
+        .result()
+        .read()
+        .result()
+        .T
+    )
 
 
 def _case_id(index: int) -> str:

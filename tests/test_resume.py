@@ -10,17 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.usefixtures("small_blocks")
 import tifffile
 import zarr
 
 import lazyexport as le
-from lazyexport.plan import build_plan
 from conftest import cli_env, snapshot
+from lazyexport.plan import build_plan
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
 
 SLOW_CLI = Path(__file__).with_name("slow_cli.py")
-SHAPE = (24, 512, 512)   # float32: 1 MiB per slice, so --memory-limit 16MiB gives one slice per block
+SHAPE = (
+    24,
+    512,
+    512,
+)  # float32: 1 MiB per slice, so --memory-limit 16MiB gives one slice per block
 OUTPUTS = {
     "zarr": "{dataset_dir}/out/{nickname}.zarr",
     "tiff-sequence": "{dataset_dir}/out/{nickname}_z{slice_index}.tif",
@@ -43,8 +47,24 @@ def settings(fmt: str, **changes) -> le.ExportSettings:
 
 
 def export_args(fmt: str, src: Path, *extra: str) -> list[str]:
-    return ["export", str(src), "--format", fmt, "--output", OUTPUTS[fmt], "--dtype", "uint8",
-            "--renormalize", "0,1:0,255", "--chunks", "z=1", "--memory-limit", "16MiB", "--quiet", *extra]
+    return [
+        "export",
+        str(src),
+        "--format",
+        fmt,
+        "--output",
+        OUTPUTS[fmt],
+        "--dtype",
+        "uint8",
+        "--renormalize",
+        "0,1:0,255",
+        "--chunks",
+        "z=1",
+        "--memory-limit",
+        "16MiB",
+        "--quiet",
+        *extra,
+    ]
 
 
 def read_output(fmt: str, src: Path) -> np.ndarray:
@@ -66,14 +86,20 @@ def reference(src: Path) -> np.ndarray:
 
 def _default_sigint() -> None:
     # an ignored SIGINT is inherited (dask's process pools and clusters earlier in the test
-    # session leave pytest ignoring it); the child must get Python's Ctrl-C handling, as from a shell
+    # session leave pytest ignoring it); the child must get Python's Ctrl-C handling, as from a
+    # shell
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_slow(args: list[str], marker: Path, delay: float = 0.2) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SLOW_CLI), str(marker), str(delay), *args],
-                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_sigint)
+    return subprocess.Popen(
+        [sys.executable, str(SLOW_CLI), str(marker), str(delay), *args],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
@@ -88,8 +114,12 @@ def lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def interrupt(proc: subprocess.Popen, marker: Path, sig: int, after_blocks: int = 3) -> tuple[int, str]:
-    wait_for(lambda: lines(marker) >= after_blocks or proc.poll() is not None, "blocks to be written")
+def interrupt(
+    proc: subprocess.Popen, marker: Path, sig: int, after_blocks: int = 3
+) -> tuple[int, str]:
+    wait_for(
+        lambda: lines(marker) >= after_blocks or proc.poll() is not None, "blocks to be written"
+    )
     assert proc.poll() is None, "the export finished before it could be interrupted"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -102,8 +132,10 @@ def exit_code(sig: int) -> int:
 
 @pytest.mark.parametrize("fmt", ["zarr", "tiff-sequence", "hdf5"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_cancels_leaving_no_temporaries_and_the_old_output_untouched(volume, tmp_path, fmt, sig):
-    le.export(volume, settings(fmt, roi={"z": (0, 2)}))        # an older, different output
+def test_a_signal_cancels_leaving_no_temporaries_and_the_old_output_untouched(
+    volume, tmp_path, fmt, sig
+):
+    le.export(volume, settings(fmt, roi={"z": (0, 2)}))  # an older, different output
     before = snapshot(volume.parent)
     assert any(name.startswith("out/") for name in before)
 
@@ -114,7 +146,7 @@ def test_a_signal_cancels_leaving_no_temporaries_and_the_old_output_untouched(vo
     assert "temporary output removed" in err
     written = int(err.rsplit("blocks-written=", 1)[1])
     assert 3 <= written < SHAPE[0]
-    assert snapshot(volume.parent) == before                  # old output intact, no temporaries
+    assert snapshot(volume.parent) == before  # old output intact, no temporaries
 
 
 def test_without_an_older_output_nothing_final_is_left(volume, tmp_path):
@@ -161,7 +193,9 @@ def run_api(src: Path, fmt: str, **options) -> list:
         if user:
             user(event)
 
-    le.export(src, settings(fmt, chunks={"z": 1}), memory_limit="16MiB", progress=progress, **options)
+    le.export(
+        src, settings(fmt, chunks={"z": 1}), memory_limit="16MiB", progress=progress, **options
+    )
     return events
 
 
@@ -172,19 +206,19 @@ def test_cancelled_resumable_export_continues_and_equals_an_uninterrupted_one(vo
     with pytest.raises(le.ExportError, match="cancelled"):
         run_api(volume, fmt, progress=progress, cancel=cancel, resume=True)
     assert not read_paths_exist(fmt, volume)
-    done_lines = lines(journal_of(out)) - 1                   # the header, then one line per block
+    done_lines = lines(journal_of(out)) - 1  # the header, then one line per block
     assert 5 <= done_lines < SHAPE[0]
     assert any(p.name.endswith(".tmp") for p in resume_files(out))
 
     events = run_api(volume, fmt, resume=True)
-    assert events[0].blocks_done == done_lines + 1            # finished blocks count as done...
-    assert len(events) == SHAPE[0] - done_lines               # ...and are not written again
+    assert events[0].blocks_done == done_lines + 1  # finished blocks count as done...
+    assert len(events) == SHAPE[0] - done_lines  # ...and are not written again
     assert events[-1].blocks_done == events[-1].blocks_total == SHAPE[0]
     assert events[-1].bytes_done == events[-1].bytes_total
     resumed = read_output(fmt, volume)
-    assert resume_files(out) == []                            # temporaries and journal are gone
+    assert resume_files(out) == []  # temporaries and journal are gone
 
-    run_api(volume, fmt, overwrite=True)                      # the same, uninterrupted
+    run_api(volume, fmt, overwrite=True)  # the same, uninterrupted
     np.testing.assert_array_equal(resumed, read_output(fmt, volume))
     np.testing.assert_array_equal(resumed, reference(volume))
 
@@ -204,8 +238,8 @@ def test_a_changed_plan_does_not_reuse_stale_data(volume):
     changed = settings("zarr", chunks={"z": 1}, renormalize=((0, 1), (0, 100)))
     events = []
     le.export(volume, changed, memory_limit="16MiB", resume=True, progress=events.append)
-    assert events[0].blocks_done == 1                         # nothing skipped
-    assert resume_files(out) == []                            # the stale run's files are gone
+    assert events[0].blocks_done == 1  # nothing skipped
+    assert resume_files(out) == []  # the stale run's files are gone
     data = np.load(volume).astype("float32") * np.float32(100)
     np.testing.assert_array_equal(read_output("zarr", volume), np.rint(data).astype("uint8"))
 
@@ -214,7 +248,7 @@ def test_a_changed_source_does_not_reuse_stale_data(volume):
     progress, cancel = cancel_after(4)
     with pytest.raises(le.ExportError):
         run_api(volume, "tiff-sequence", progress=progress, cancel=cancel, resume=True)
-    np.save(volume, np.zeros(SHAPE, dtype=np.float32))       # same shape and dtype, new data
+    np.save(volume, np.zeros(SHAPE, dtype=np.float32))  # same shape and dtype, new data
     events = run_api(volume, "tiff-sequence", resume=True)
     assert events[0].blocks_done == 1 and len(events) == SHAPE[0]
     assert not read_output("tiff-sequence", volume).any()
@@ -225,7 +259,7 @@ def test_hdf5_resume_restarts_and_cleans_up(volume):
     progress, cancel = cancel_after(3)
     with pytest.raises(le.ExportError):
         run_api(volume, "hdf5", progress=progress, cancel=cancel, resume=True)
-    assert [p.name for p in out.iterdir()] == []              # no temporary kept
+    assert [p.name for p in out.iterdir()] == []  # no temporary kept
     plan = build_plan(volume, settings("hdf5", chunks={"z": 1}), memory_limit="16MiB")
     result = le.run.execute(plan, resume=True)
     assert "hdf5 outputs cannot resume; exported from the start" in result.notes
@@ -240,28 +274,35 @@ def test_journal_drops_an_interrupted_line(tmp_path):
     for block in [(0, 0), (1, 0), (0, 1)]:
         journal.record(block)
     with open(journal.path, "a") as f:
-        f.write("[1, ")                                       # killed in the middle of an append
+        f.write("[1, ")  # killed in the middle of an append
     assert journal.load() == {(0, 0), (1, 0), (0, 1)}
     journal.record((1, 1))
     assert journal.load() == {(0, 0), (1, 0), (0, 1), (1, 1)}
     other_grid = Journal(journal.path, ((4,), (3, 3)))
-    assert other_grid.load() == set()                         # another block grid: start afresh
+    assert other_grid.load() == set()  # another block grid: start afresh
 
 
-@pytest.mark.parametrize("fmt,sig", [("zarr", signal.SIGTERM), ("tiff-sequence", signal.SIGINT)],
-                         ids=["zarr-SIGTERM", "tiff-sequence-SIGINT"])
+@pytest.mark.parametrize(
+    "fmt,sig",
+    [("zarr", signal.SIGTERM), ("tiff-sequence", signal.SIGINT)],
+    ids=["zarr-SIGTERM", "tiff-sequence-SIGINT"],
+)
 def test_killed_cli_export_resumes_to_the_same_result(volume, tmp_path, fmt, sig):
     out = volume.parent / "out"
     marker = tmp_path / "marker"
     proc = start_slow(export_args(fmt, volume, "--resume"), marker)
-    wait_for(lambda: any(p.suffix == ".blocks" for p in resume_files(out)) and lines(journal_of(out)) > 4,
-             "the journal to grow")
+    wait_for(
+        lambda: (
+            any(p.suffix == ".blocks" for p in resume_files(out)) and lines(journal_of(out)) > 4
+        ),
+        "the journal to grow",
+    )
     code, err = interrupt(proc, marker, sig)
     assert code == exit_code(sig), err
     assert "temporary output kept for --resume" in err
     assert not read_paths_exist(fmt, volume)
     first = int(err.rsplit("blocks-written=", 1)[1])
-    assert lines(journal_of(out)) - 1 == first                # every block written is recorded
+    assert lines(journal_of(out)) - 1 == first  # every block written is recorded
     assert 4 <= first < SHAPE[0]
 
     again = start_slow(export_args(fmt, volume, "--resume"), tmp_path / "marker2", delay=0)
@@ -271,8 +312,13 @@ def test_killed_cli_export_resumes_to_the_same_result(volume, tmp_path, fmt, sig
     assert resume_files(out) == []
     resumed = read_output(fmt, volume)
 
-    whole = subprocess.run([sys.executable, "-m", "lazyexport", *export_args(fmt, volume, "--overwrite")],
-                           env=cli_env(), capture_output=True, text=True, timeout=120)
+    whole = subprocess.run(
+        [sys.executable, "-m", "lazyexport", *export_args(fmt, volume, "--overwrite")],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert whole.returncode == 0, whole.stderr
     np.testing.assert_array_equal(resumed, read_output(fmt, volume))
     np.testing.assert_array_equal(resumed, reference(volume))
@@ -280,12 +326,19 @@ def test_killed_cli_export_resumes_to_the_same_result(volume, tmp_path, fmt, sig
 
 def test_delete_all_removes_what_an_interrupted_resume_kept(volume):
     before = snapshot(volume.parent)
-    batch = le.Batch({**settings("zarr", chunks={"z": 1}).to_dict()}, [{"source": volume.name}],
-                     base_dir=volume.parent)
+    batch = le.Batch(
+        {**settings("zarr", chunks={"z": 1}).to_dict()},
+        [{"source": volume.name}],
+        base_dir=volume.parent,
+    )
     progress, cancel = cancel_after(3)
     with pytest.raises(le.ExportError):
-        batch.export_all(resume=True, memory_limit="16MiB", cancel=cancel,
-                         progress=lambda nick, event: progress(event))
+        batch.export_all(
+            resume=True,
+            memory_limit="16MiB",
+            cancel=cancel,
+            progress=lambda nick, event: progress(event),
+        )
     assert len(resume_files(volume.parent / "out")) == 2
     assert [row.exists for row in batch.list()] == [False]
     report = batch.delete_all()

@@ -15,8 +15,6 @@ from xml.etree import ElementTree
 import h5py
 import numpy as np
 import pytest
-
-pytestmark = pytest.mark.usefixtures("small_blocks")
 import tifffile
 import zarr
 
@@ -24,9 +22,15 @@ import lazyexport as le
 from lazyexport.cli import main
 from lazyexport.errors import ExportError, SourceError
 
-# ------------------------------------------------------------------ item 3: resume and changed sources
+pytestmark = pytest.mark.usefixtures("small_blocks")
 
-RESUME_SHAPE = (12, 256, 512)     # float32: 512 KiB per slice; one slice per block at 16 MiB / 2 workers
+# ------------------------------------------------------------ item 3: resume and changed sources
+
+RESUME_SHAPE = (
+    12,
+    256,
+    512,
+)  # float32: 512 KiB per slice; one slice per block at 16 MiB / 2 workers
 
 
 def _cancel_after(blocks: int):
@@ -40,36 +44,50 @@ def _cancel_after(blocks: int):
 
 
 def _write_source(kind: str, path: Path, data: np.ndarray) -> str:
-    """Write ``data`` as a ``kind`` source at ``path`` (or rewrite its pixels in place); return the spec."""
+    """Write ``data`` as a ``kind`` source at ``path`` (or rewrite its pixels in place); return the
+    spec."""
     chunks = (1, 128, 128)
     if kind in ("zarr2", "zarr3"):
         fmt = 2 if kind == "zarr2" else 3
         if path.exists():
             zarr.open_array(str(path), mode="r+")[...] = data
         else:
-            zarr.create_array(store=str(path), shape=data.shape, dtype=data.dtype, chunks=chunks,
-                              zarr_format=fmt)[...] = data
+            zarr.create_array(
+                store=str(path), shape=data.shape, dtype=data.dtype, chunks=chunks, zarr_format=fmt
+            )[...] = data
         return str(path)
     if kind == "ome-zarr":
         if path.exists():
             zarr.open_array(str(path / "0"), mode="r+")[...] = data
         else:
-            le.export(data, le.ExportSettings(format="ome-zarr", output=str(path), levels=1,
-                                              chunks=dict(zip("zyx", chunks))))
+            le.export(
+                data,
+                le.ExportSettings(
+                    format="ome-zarr", output=str(path), levels=1, chunks=dict(zip("zyx", chunks))
+                ),
+            )
         return str(path)
     import tensorstore as ts
 
     spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(path)}, "path": "raw"}
     if not path.exists():
-        spec.update(create=True, metadata={"dimensions": list(reversed(data.shape)), "dataType": "float32",
-                                           "blockSize": list(reversed(chunks)),
-                                           "compression": {"type": "gzip"}})
+        spec.update(
+            create=True,
+            metadata={
+                "dimensions": list(reversed(data.shape)),
+                "dataType": "float32",
+                "blockSize": list(reversed(chunks)),
+                "compression": {"type": "gzip"},
+            },
+        )
     ts.open(spec).result().write(data.transpose()).result()
     return f"{path}/raw"
 
 
-@pytest.mark.parametrize("kind, name", [("zarr3", "src.zarr"), ("zarr2", "src.zarr"),
-                                        ("ome-zarr", "src.ome.zarr"), ("n5", "src.n5")])
+@pytest.mark.parametrize(
+    "kind, name",
+    [("zarr3", "src.zarr"), ("zarr2", "src.zarr"), ("ome-zarr", "src.ome.zarr"), ("n5", "src.n5")],
+)
 def test_item03_resume_after_the_source_pixels_changed_writes_the_new_data(tmp_path, kind, name):
     rng = np.random.default_rng(3)
     old = rng.random(RESUME_SHAPE, dtype=np.float32)
@@ -78,13 +96,15 @@ def test_item03_resume_after_the_source_pixels_changed_writes_the_new_data(tmp_p
     settings = le.ExportSettings(format="zarr", output=str(tmp_path / "out.zarr"), chunks={"z": 1})
     progress, cancel = _cancel_after(4)
     with pytest.raises(ExportError, match="cancelled"):
-        le.export(spec, settings, memory_limit="16MiB", resume=True, progress=progress, cancel=cancel)
-    assert any(".lazyexport-r" in p.name for p in tmp_path.iterdir())        # kept for --resume
+        le.export(
+            spec, settings, memory_limit="16MiB", resume=True, progress=progress, cancel=cancel
+        )
+    assert any(".lazyexport-r" in p.name for p in tmp_path.iterdir())  # kept for --resume
 
-    _write_source(kind, tmp_path / name, new)        # same shape, dtype and metadata; new pixels
+    _write_source(kind, tmp_path / name, new)  # same shape, dtype and metadata; new pixels
     events: list = []
     le.export(spec, settings, memory_limit="16MiB", resume=True, progress=events.append)
-    assert events[0].blocks_done == 1                                       # nothing reused
+    assert events[0].blocks_done == 1  # nothing reused
     resumed = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...]
     clean = le.export(spec, le.ExportSettings(format="zarr", output=str(tmp_path / "clean.zarr")))
     np.testing.assert_array_equal(resumed, zarr.open_array(str(clean.output), mode="r")[...])
@@ -96,16 +116,19 @@ def test_item03_an_unchanged_source_still_resumes(tmp_path):
     settings = le.ExportSettings(format="zarr", output=str(tmp_path / "out.zarr"), chunks={"z": 1})
     progress, cancel = _cancel_after(4)
     with pytest.raises(ExportError, match="cancelled"):
-        le.export(spec, settings, memory_limit="16MiB", resume=True, progress=progress, cancel=cancel)
+        le.export(
+            spec, settings, memory_limit="16MiB", resume=True, progress=progress, cancel=cancel
+        )
     events: list = []
     le.export(spec, settings, memory_limit="16MiB", resume=True, progress=events.append)
-    assert events[0].blocks_done > 1                                        # finished blocks reused
+    assert events[0].blocks_done > 1  # finished blocks reused
     assert zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...].all()
 
 
 @pytest.mark.parametrize("kind", ["file", "glob"])
 def test_item03_a_file_rewritten_with_its_old_mtime_is_another_source(tmp_path, kind):
-    """The size (and inode) is part of a file's identity, not just the mtime (``cp -p`` keeps that)."""
+    """The size (and inode) is part of a file's identity, not just the mtime (``cp -p`` keeps
+    that)."""
     import os
 
     first = tmp_path / "a_0.tif"
@@ -123,6 +146,7 @@ def test_item03_resume_refuses_a_source_whose_identity_is_unknown(tmp_path, monk
     from lazyexport.sources import base
 
     spec = _write_source("zarr3", tmp_path / "src.zarr", np.ones((2, 16, 16), np.float32))
+
     def unlistable(path):
         raise PermissionError(13, "Permission denied", path)
 
@@ -132,29 +156,33 @@ def test_item03_resume_refuses_a_source_whose_identity_is_unknown(tmp_path, monk
         le.export(spec, settings, resume=True)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "out.zarr").exists()
-    le.export(spec, settings)                                               # without resume it exports
+    le.export(spec, settings)  # without resume it exports
     assert zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[...].all()
 
 
-# ------------------------------------------------------------------ item 12: 64-bit integer TIFFs
+# ------------------------------------------------------------ item 12: 64-bit integer TIFFs
+
 
 @pytest.mark.parametrize("dtype", ["uint64", "int64"])
 @pytest.mark.parametrize("fmt", ["zarr", "ome-zarr"])
 def test_item12_64_bit_integer_tiff_exports_to_zarr(tmp_path, dtype, fmt):
     info = np.iinfo(dtype)
     data = np.arange(2 * 8 * 8, dtype=dtype).reshape(2, 8, 8) * (info.max // 200)
-    data[0, 0, :2] = info.min, info.max                 # beyond float64's exact integers
+    data[0, 0, :2] = info.min, info.max  # beyond float64's exact integers
     tifffile.imwrite(tmp_path / "big.tif", data)
     src = le.open_source(str(tmp_path / "big.tif"))
     assert src.dtype.type is np.dtype(dtype).type
-    levels = {"levels": 1} if fmt == "ome-zarr" else {}          # (zarr has no levels: refused)
-    result = le.export(src, le.ExportSettings(format=fmt, output=str(tmp_path / "out.zarr"), **levels))
+    levels = {"levels": 1} if fmt == "ome-zarr" else {}  # (zarr has no levels: refused)
+    result = le.export(
+        src, le.ExportSettings(format=fmt, output=str(tmp_path / "out.zarr"), **levels)
+    )
     back = le.open_exported(result)
     assert back.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(back.values, data)
 
 
-# ------------------------------------------------------------------ item 13: glob sources
+# ------------------------------------------------------------ item 13: glob sources
+
 
 def _slices(folder: Path, odd: np.ndarray | None = None, at: int = 2) -> str:
     folder.mkdir()
@@ -164,11 +192,15 @@ def _slices(folder: Path, odd: np.ndarray | None = None, at: int = 2) -> str:
     return str(folder / "s_*.tif")
 
 
-@pytest.mark.parametrize("odd, what", [
-    (np.full((7, 5), 9, np.uint8), r"\(7, 5\)"),
-    (np.full((6, 5), 300, np.uint16), "uint16"),
-    (np.full((6, 5, 3), 9, np.uint8), r"\(6, 5, 3\)"),
-], ids=["larger", "dtype", "rgb"])
+@pytest.mark.parametrize(
+    "odd, what",
+    [
+        (np.full((7, 5), 9, np.uint8), r"\(7, 5\)"),
+        (np.full((6, 5), 300, np.uint16), "uint16"),
+        (np.full((6, 5, 3), 9, np.uint8), r"\(6, 5, 3\)"),
+    ],
+    ids=["larger", "dtype", "rgb"],
+)
 def test_item13_mismatched_slices_are_refused_naming_the_file(tmp_path, odd, what):
     pattern = _slices(tmp_path / "slices", odd)
     with pytest.raises(SourceError, match=f"s_2.tif.*{what}") as err:
@@ -201,7 +233,8 @@ def test_item13_mismatched_png_slices_are_refused(tmp_path):
         le.open_source(str(folder / "p_*.png"))
 
 
-# ------------------------------------------------------------------ item 16: no invented pixel sizes
+# ------------------------------------------------------------ item 16: no invented pixel sizes
+
 
 def _metadata(result) -> dict:
     """What each format says about pixel sizes, as one flat dict (empty: nothing said)."""
@@ -243,8 +276,14 @@ def _metadata(result) -> dict:
     return found
 
 
-FORMATS_WITH_SIZES = [("n5", {}), ("hdf5", {}), ("ome-zarr", {"levels": 1}), ("tiff", {}),
-                      ("tiff", {"tiff_flavor": "imagej"}), ("tiff", {"tiff_flavor": "ome"})]
+FORMATS_WITH_SIZES = [
+    ("n5", {}),
+    ("hdf5", {}),
+    ("ome-zarr", {"levels": 1}),
+    ("tiff", {}),
+    ("tiff", {"tiff_flavor": "imagej"}),
+    ("tiff", {"tiff_flavor": "ome"}),
+]
 FORMAT_IDS = ["n5", "hdf5", "ome-zarr", "tiff", "imagej", "ome-tiff"]
 
 
@@ -261,7 +300,10 @@ def test_item16_a_source_without_sizes_gets_none_invented(tmp_path, fmt, options
 def test_item16_the_cli_invents_no_sizes_either(tmp_path, capsys):
     np.save(tmp_path / "raw.npy", np.zeros((4, 8, 6), np.uint8))
     out = tmp_path / "o.n5"
-    assert main(["export", str(tmp_path / "raw.npy"), "--format", "n5", "--output", str(out), "-q"]) == 0
+    assert (
+        main(["export", str(tmp_path / "raw.npy"), "--format", "n5", "--output", str(out), "-q"])
+        == 0
+    )
     attrs = json.loads((out / "attributes.json").read_text())
     assert "pixelResolution" not in attrs and "resolution" not in attrs
 
@@ -269,8 +311,13 @@ def test_item16_the_cli_invents_no_sizes_either(tmp_path, capsys):
 @pytest.mark.parametrize("fmt, options", FORMATS_WITH_SIZES, ids=FORMAT_IDS)
 def test_item16_a_source_with_sizes_keeps_them(tmp_path, fmt, options):
     data = np.arange(4 * 8 * 6, dtype=np.uint8).reshape(4, 8, 6)
-    tifffile.imwrite(tmp_path / "ij.tif", data, imagej=True, resolution=(1 / 0.25, 1 / 0.25),
-                     metadata={"axes": "ZYX", "spacing": 1.5, "unit": "micron"})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        data,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.25),
+        metadata={"axes": "ZYX", "spacing": 1.5, "unit": "micron"},
+    )
     src = le.open_source(str(tmp_path / "ij.tif"))
     result = le.export(src, le.ExportSettings(format=fmt, output=str(tmp_path / "out"), **options))
     assert _metadata(result) != {}
@@ -279,7 +326,7 @@ def test_item16_a_source_with_sizes_keeps_them(tmp_path, fmt, options):
     assert back.attrs["unit"] == "micrometer"
 
 
-# ------------------------------------------------------------------ item 17: N5 codecs
+# ------------------------------------------------------------ item 17: N5 codecs
 
 N5_CODECS = [
     {"type": "xz", "preset": 6},
@@ -298,10 +345,20 @@ def test_item17_n5_sources_of_every_tensorstore_codec_read_and_export(tmp_path, 
     import tensorstore as ts
 
     data = np.arange(5 * 19 * 13, dtype=np.uint16).reshape(5, 19, 13) * 7
-    ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(tmp_path / "in.n5")}, "path": "vol",
-             "create": True, "metadata": {"dimensions": [13, 19, 5], "blockSize": [8, 8, 2],
-                                          "dataType": "uint16", "compression": codec}},
-            ).result().write(data.transpose()).result()
+    ts.open(
+        {
+            "driver": "n5",
+            "kvstore": {"driver": "file", "path": str(tmp_path / "in.n5")},
+            "path": "vol",
+            "create": True,
+            "metadata": {
+                "dimensions": [13, 19, 5],
+                "blockSize": [8, 8, 2],
+                "dataType": "uint16",
+                "compression": codec,
+            },
+        },
+    ).result().write(data.transpose()).result()
     src = le.open_source(str(tmp_path / "in.n5/vol"))
     np.testing.assert_array_equal(src.values, data)
     np.testing.assert_array_equal(src[1:4, 3:17, 2:11].values, data[1:4, 3:17, 2:11])
@@ -312,30 +369,49 @@ def test_item17_n5_sources_of_every_tensorstore_codec_read_and_export(tmp_path, 
 def test_item17_an_unsupported_n5_codec_is_refused_by_info_with_exit_2(tmp_path, capsys):
     node = tmp_path / "lz4.n5"
     node.mkdir()
-    (node / "attributes.json").write_text(json.dumps({
-        "n5": "4.0.0", "dimensions": [4, 4], "blockSize": [2, 2], "dataType": "uint8",
-        "compression": {"type": "lz4", "blockSize": 65536}}))
+    (node / "attributes.json").write_text(
+        json.dumps(
+            {
+                "n5": "4.0.0",
+                "dimensions": [4, 4],
+                "blockSize": [2, 2],
+                "dataType": "uint8",
+                "compression": {"type": "lz4", "blockSize": 65536},
+            }
+        )
+    )
     assert main(["info", str(node)]) == 2
     err = capsys.readouterr().err
     assert "lz4" in err and len(err.strip().splitlines()) == 1
-    assert main(["export", str(node), "--format", "zarr", "--output", str(tmp_path / "o.zarr"), "-q"]) == 2
+    assert (
+        main(["export", str(node), "--format", "zarr", "--output", str(tmp_path / "o.zarr"), "-q"])
+        == 2
+    )
     assert not (tmp_path / "o.zarr").exists()
 
 
-# ------------------------------------------------------------------ item 20: OME-Zarr scale without units
+# ------------------------------------------------------------ item 20: OME-Zarr scale without units
+
 
 def test_item20_an_ome_zarr_source_without_units_keeps_its_scale(tmp_path):
     root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w", zarr_format=2)
     root.create_array("0", shape=(3, 8, 6), dtype="uint8", chunks=(1, 8, 6))[...] = 5
-    root.attrs["multiscales"] = [{
-        "version": "0.4", "name": "img",
-        "axes": [{"name": a, "type": "space"} for a in "zyx"],
-        "datasets": [{"path": "0",
-                      "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}]}],
-    }]
+    root.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "name": "img",
+            "axes": [{"name": a, "type": "space"} for a in "zyx"],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}],
+                }
+            ],
+        }
+    ]
     src = le.open_source(str(tmp_path / "img.ome.zarr"))
     assert src.attrs["pixel_size"] == {"z": 2.0, "y": 0.5, "x": 0.5}
-    assert src.attrs.get("unit") is None                                   # unitless, not micrometer
+    assert src.attrs.get("unit") is None  # unitless, not micrometer
     settings = le.ExportSettings(format="ome-zarr", output=str(tmp_path / "o.ome.zarr"), levels=1)
     result = le.export(src, settings)
     image = zarr.open_group(str(result.output), mode="r").attrs["ome"]["multiscales"][0]
@@ -348,16 +424,24 @@ def test_item20_an_ome_zarr_source_without_units_keeps_its_scale(tmp_path):
         tags = json.loads(f["exported_data"].attrs["axistags"])["axes"]
         assert [a["resolution"] for a in tags] == [2.0, 0.5, 0.5]
     # a unit given in the settings names the unit of the source's sizes
-    result = le.export(src, le.ExportSettings(format="n5", output=str(tmp_path / "out.n5"), unit="nm"))
+    result = le.export(
+        src, le.ExportSettings(format="n5", output=str(tmp_path / "out.n5"), unit="nm")
+    )
     attrs = json.loads((result.output / "attributes.json").read_text())
     assert attrs["pixelResolution"] == {"unit": "nm", "dimensions": [0.5, 0.5, 2.0]}
 
 
-# ------------------------------------------------------------------ item 24: info shows the file's chunks
+# ------------------------------------------------------------ item 24: info shows the file's chunks
+
 
 def test_item24_info_shows_the_file_chunks_and_the_dask_blocks_where_they_differ(tmp_path, capsys):
-    arr = zarr.create_array(store=str(tmp_path / "c.zarr"), shape=(40, 600, 600), dtype="uint8",
-                            chunks=(10, 64, 64), zarr_format=3)
+    arr = zarr.create_array(
+        store=str(tmp_path / "c.zarr"),
+        shape=(40, 600, 600),
+        dtype="uint8",
+        chunks=(10, 64, 64),
+        zarr_format=3,
+    )
     d = le.describe(str(tmp_path / "c.zarr"))
     assert d.chunks == (10, 64, 64) and d.shards is None
     assert d.blocks != d.chunks
@@ -370,8 +454,14 @@ def test_item24_info_shows_the_file_chunks_and_the_dask_blocks_where_they_differ
 
 
 def test_item24_info_shows_shards(tmp_path, capsys):
-    zarr.create_array(store=str(tmp_path / "s.zarr"), shape=(20, 256, 256), dtype="uint8", chunks=(5, 32, 32),
-                      shards=(10, 128, 128), zarr_format=3)
+    zarr.create_array(
+        store=str(tmp_path / "s.zarr"),
+        shape=(20, 256, 256),
+        dtype="uint8",
+        chunks=(5, 32, 32),
+        shards=(10, 128, 128),
+        zarr_format=3,
+    )
     d = le.describe(str(tmp_path / "s.zarr"))
     assert d.chunks == (5, 32, 32) and d.shards == (10, 128, 128)
     assert main(["info", str(tmp_path / "s.zarr")]) == 0
@@ -383,7 +473,9 @@ def test_item24_info_of_n5_and_hdf5_shows_their_chunks(tmp_path):
     with h5py.File(tmp_path / "a.h5", "w") as f:
         f.create_dataset("raw", shape=(30, 300, 300), dtype="uint8", chunks=(3, 30, 30))
     assert le.describe(str(tmp_path / "a.h5/raw")).chunks == (3, 30, 30)
-    settings = le.ExportSettings(format="n5", output=str(tmp_path / "b.n5"), chunks=dict(z=5, y=20, x=40))
+    settings = le.ExportSettings(
+        format="n5", output=str(tmp_path / "b.n5"), chunks=dict(z=5, y=20, x=40)
+    )
     le.export(np.zeros((30, 300, 300), np.uint8), settings)
     d = le.describe(str(tmp_path / "b.n5"))
     assert d.chunks == (5, 20, 40) and d.blocks != d.chunks
@@ -393,13 +485,18 @@ def test_item24_info_of_a_dask_array_shows_its_chunks_and_of_npy_none(tmp_path):
     import dask.array as da
 
     d = le.describe(da.zeros((40, 64, 64), chunks=(8, 32, 64)))
-    assert d.chunked and d.chunks == (8, 32, 64) and "not chunked" not in str(d) and "blocks" not in str(d)
+    assert (
+        d.chunked
+        and d.chunks == (8, 32, 64)
+        and "not chunked" not in str(d)
+        and "blocks" not in str(d)
+    )
     np.save(tmp_path / "v.npy", np.zeros((4, 4)))
     assert "chunks    none (not chunked)" in str(le.describe(str(tmp_path / "v.npy")))
 
 
 def test_item12_an_in_memory_array_of_an_aliased_dtype_exports_to_zarr(tmp_path):
-    data = np.arange(24, dtype=np.ulonglong).reshape(2, 3, 4)       # equal to uint64, another type
+    data = np.arange(24, dtype=np.ulonglong).reshape(2, 3, 4)  # equal to uint64, another type
     assert le.open_source(data).dtype.type is np.dtype("uint64").type
     result = le.export(data, le.ExportSettings(format="zarr", output=str(tmp_path / "m.zarr")))
     np.testing.assert_array_equal(zarr.open_array(str(result.output), mode="r")[...], data)

@@ -7,6 +7,7 @@ Also: every kind of source opens with the right axes, shape, dtype and values; `
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import zlib
@@ -14,14 +15,21 @@ import zlib
 import dask.array as da
 import h5py
 import numpy as np
-import importlib
-
 import pytest
 import tifffile
 import xarray as xr
 import zarr
-from conftest import FILE_KINDS, SHAPE, WRITERS, hidden_temps, make_data, write_hdf5, write_zarr2, write_zarr3
 
+from conftest import (
+    FILE_KINDS,
+    SHAPE,
+    WRITERS,
+    hidden_temps,
+    make_data,
+    write_hdf5,
+    write_zarr2,
+    write_zarr3,
+)
 from lazyexport import ExportSettings, describe, export, open_exported, open_source
 from lazyexport.transforms import compute_dtype
 
@@ -55,7 +63,7 @@ def reference(data: np.ndarray, axes: str, roi: dict, renorm, dtype, order) -> n
     x = data[tuple(slice(*bounds[a]) for a in axes)]
     if renorm is not None:
         (in_range, (out_min, out_max)) = renorm
-        if in_range is None:          # the data's min/max inside the ROI (every dtype)
+        if in_range is None:  # the data's min/max inside the ROI (every dtype)
             in_range = (float(np.nanmin(x)), float(np.nanmax(x)))
         in_min, in_max = in_range
         f = compute_dtype(x.dtype).type
@@ -85,13 +93,23 @@ IN_NARROW = {"float32": (0.125, 0.875), "uint8": (16, 240), "uint16": (4096, 614
 
 CASES = {
     # negative start, negative stop, None, starts not aligned to the source chunks (8, 16, 16)
-    "uint8-xyzc": dict(roi={"z": (3, -8), "y": (5, None), "x": (-27, 37)},
-                       out=(0, 255), dtype="uint8", order="xyzc"),
-    "uint16-czyx": dict(roi={"z": (5, None), "x": (13, -2)},
-                        out=(0, 65535), dtype="uint16", order="czyx"),
+    "uint8-xyzc": dict(
+        roi={"z": (3, -8), "y": (5, None), "x": (-27, 37)},
+        out=(0, 255),
+        dtype="uint8",
+        order="xyzc",
+    ),
+    "uint16-czyx": dict(
+        roi={"z": (5, None), "x": (13, -2)}, out=(0, 65535), dtype="uint16", order="czyx"
+    ),
     # input range None: the data's min/max for float sources, the dtype's range for integers
-    "float32-zyxc": dict(roi={"z": (-18, -3), "y": (7, 29)}, in_range=None,
-                         out=(-1, 1), dtype="float32", order="zyxc"),
+    "float32-zyxc": dict(
+        roi={"z": (-18, -3), "y": (7, 29)},
+        in_range=None,
+        out=(-1, 1),
+        dtype="float32",
+        order="zyxc",
+    ),
 }
 
 # each output format reads from another kind of source file, to cover more readers
@@ -111,8 +129,14 @@ def test_export_roundtrip(fmt, case, dtype, data, src_dir, out_dir):
     src = WRITERS[SOURCE_FOR_FORMAT[fmt]](src_dir, data)
     in_range = c["in_range"] if "in_range" in c else IN_NARROW[dtype]
     renorm = (in_range, c["out"])
-    settings = ExportSettings(roi=c["roi"], renormalize=renorm, dtype=c["dtype"], axis_order=c["order"],
-                              format=fmt, output=f"{out_dir}/{TEMPLATES[fmt]}")
+    settings = ExportSettings(
+        roi=c["roi"],
+        renormalize=renorm,
+        dtype=c["dtype"],
+        axis_order=c["order"],
+        format=fmt,
+        output=f"{out_dir}/{TEMPLATES[fmt]}",
+    )
     result = export(src.spec, settings)
 
     expected = reference(data, "zyx", c["roi"], renorm, c["dtype"], c["order"])
@@ -136,7 +160,9 @@ def test_export_roundtrip(fmt, case, dtype, data, src_dir, out_dir):
             assert [a["key"] for a in tags["axes"]] == list(order)
             flags = {a["key"]: a["typeFlags"] for a in tags["axes"]}
             assert flags == {"c": 1, "z": 2, "y": 2, "x": 2}
-            np.testing.assert_array_equal(dset.attrs["drange"], np.array(c["out"], dtype=expected.dtype))
+            np.testing.assert_array_equal(
+                dset.attrs["drange"], np.array(c["out"], dtype=expected.dtype)
+            )
     elif fmt == "zarr":
         assert result.output == out_dir / f"{nickname}_{roi_text}.zarr"
         arr = zarr.open(str(result.output), mode="r")
@@ -168,8 +194,10 @@ def test_export_roundtrip(fmt, case, dtype, data, src_dir, out_dir):
 
 def test_renormalize_alone_keeps_float(out_dir):
     data = make_data("uint8")
-    result = export(data, ExportSettings(renormalize=((0, 255), (0, 1)), format="zarr",
-                                         output=f"{out_dir}/r.zarr"))
+    result = export(
+        data,
+        ExportSettings(renormalize=((0, 255), (0, 1)), format="zarr", output=f"{out_dir}/r.zarr"),
+    )
     arr = zarr.open(str(result.output), mode="r")
     assert arr.dtype == np.float32
     assert_values(arr[...], reference(data, "zyx", {}, ((0, 255), (0, 1)), None, None))
@@ -185,14 +213,25 @@ def test_no_conversion_keeps_source_dtype_and_values(h5_source, out_dir):
 
 @pytest.mark.parametrize("fmt", ["hdf5", "zarr", "tiff-sequence"])
 def test_renormalize_beyond_dtype_range_clips(fmt, out_dir):
-    """An output range wider than the output dtype is legal: the conversion clips (docs/usage.md)."""
+    """An output range wider than the output dtype is legal: the conversion clips
+    (docs/usage.md)."""
     data = make_data("float32")
     renorm = ((0.25, 0.75), (-100, 70000))
-    output = {"hdf5": "wide.h5", "zarr": "wide.zarr", "tiff-sequence": "wide/{slice_index}.tif"}[fmt]
-    result = export(data, ExportSettings(roi={"z": (0, 4)}, renormalize=renorm, dtype="uint16", format=fmt,
-                                         output=f"{out_dir}/{output}"))
+    output = {"hdf5": "wide.h5", "zarr": "wide.zarr", "tiff-sequence": "wide/{slice_index}.tif"}[
+        fmt
+    ]
+    result = export(
+        data,
+        ExportSettings(
+            roi={"z": (0, 4)},
+            renormalize=renorm,
+            dtype="uint16",
+            format=fmt,
+            output=f"{out_dir}/{output}",
+        ),
+    )
     expected = reference(data, "zyx", {"z": (0, 4)}, renorm, "uint16", None)
-    assert expected.min() == 0 and expected.max() == 65535   # both sides really clip
+    assert expected.min() == 0 and expected.max() == 65535  # both sides really clip
     assert_values(open_exported(result).values, expected)
     if fmt == "hdf5":
         with h5py.File(result.output, "r") as f:
@@ -202,8 +241,10 @@ def test_renormalize_beyond_dtype_range_clips(fmt, out_dir):
 
 def test_zarr_v2_output_has_array_dimensions(out_dir):
     data = make_data("uint16")
-    result = export(data, ExportSettings(axis_order="xyz", format="zarr", zarr_format=2,
-                                         output=f"{out_dir}/v2.zarr"))
+    result = export(
+        data,
+        ExportSettings(axis_order="xyz", format="zarr", zarr_format=2, output=f"{out_dir}/v2.zarr"),
+    )
     arr = zarr.open(str(result.output), mode="r")
     assert arr.metadata.zarr_format == 2
     assert arr.attrs["_ARRAY_DIMENSIONS"] == ["x", "y", "z"]
@@ -224,8 +265,9 @@ def test_open_source_file_kinds(file_source):
     assert arr.dtype == file_source.data.dtype
     np.testing.assert_array_equal(arr.values, file_source.data)
     # a cutout reads the right values too
-    np.testing.assert_array_equal(arr.isel(z=slice(3, 11), x=slice(-9, None)).values,
-                                  file_source.data[3:11, :, -9:])
+    np.testing.assert_array_equal(
+        arr.isel(z=slice(3, 11), x=slice(-9, None)).values, file_source.data[3:11, :, -9:]
+    )
     assert arr.attrs["nickname"] == file_source.file.stem
     assert arr.attrs["dataset_dir"] == str(file_source.file.resolve().parent)
 
@@ -252,10 +294,12 @@ def test_hdf5_single_dataset_needs_no_internal_path(src_dir):
     np.testing.assert_array_equal(arr.values, data)
 
 
-@pytest.mark.parametrize("writer", [write_hdf5, write_zarr3, write_zarr2], ids=["hdf5", "zarr3", "zarr2"])
+@pytest.mark.parametrize(
+    "writer", [write_hdf5, write_zarr3, write_zarr2], ids=["hdf5", "zarr3", "zarr2"]
+)
 def test_file_axis_metadata_beats_the_guess(writer, src_dir):
     """Axis tags stored in the file are used (a guess by rank would say zyx)."""
-    data = make_data("uint8").transpose(2, 0, 1).copy()   # x z y
+    data = make_data("uint8").transpose(2, 0, 1).copy()  # x z y
     suffix = ".h5" if writer is write_hdf5 else ".zarr"
     src = writer(src_dir / f"xzy{suffix}", data, axes="xzy")
     arr = open_source(src.spec)
@@ -269,7 +313,7 @@ def test_npy_axes_override(src_dir):
     data = make_data("float32", shape=(6, 7, 3))
     path = src_dir / "small.npy"
     np.save(path, data)
-    assert tuple(open_source(str(path)).dims) == ("y", "x", "c")   # guess: small last axis
+    assert tuple(open_source(str(path)).dims) == ("y", "x", "c")  # guess: small last axis
     arr = open_source(str(path), axes="ZYX")
     assert tuple(arr.dims) == ("z", "y", "x")
     np.testing.assert_array_equal(arr.values, data)
@@ -301,25 +345,37 @@ def test_open_source_in_memory(kind, dtype):
 def test_open_exported_gives_output_axis_order(fmt, out_dir):
     data = make_data("uint8")
     output = {"hdf5": "o.h5", "zarr": "o.zarr", "tiff-sequence": "o/{slice_index}.tif"}[fmt]
-    result = export(xr.DataArray(data, dims=("z", "y", "x")),
-                    ExportSettings(roi={"z": (2, 6)}, axis_order="czyx", format=fmt,
-                                   output=f"{out_dir}/{output}"))
+    result = export(
+        xr.DataArray(data, dims=("z", "y", "x")),
+        ExportSettings(
+            roi={"z": (2, 6)}, axis_order="czyx", format=fmt, output=f"{out_dir}/{output}"
+        ),
+    )
     back = open_exported(result)
     assert tuple(back.dims) == ("c", "z", "y", "x")
     assert back.shape == (1, 4, 30, 40)
     np.testing.assert_array_equal(back.values[0], data[2:6])
 
 
-@pytest.mark.parametrize("compression,level", [("gzip", None), ("gzip", 6), ("lzf", None), ("zstd", None),
-                                               ("blosc", None), ("none", None)])
+@pytest.mark.parametrize(
+    "compression,level",
+    [("gzip", None), ("gzip", 6), ("lzf", None), ("zstd", None), ("blosc", None), ("none", None)],
+)
 def test_hdf5_chunks_and_compression_roundtrip(compression, level, h5_source, out_dir, monkeypatch):
     """Output chunks that do not divide the shape (edge chunks), several blocks per export."""
     plan_module = importlib.import_module("lazyexport.plan")
 
     monkeypatch.setattr(plan_module, "MAX_BLOCK_BYTES", 3 * 7 * 16 * 8 * 4)
     roi = {"z": (1, -2), "y": (3, None), "x": (-33, -1)}
-    settings = ExportSettings(roi=roi, axis_order="zyx", format="hdf5", compression=compression,
-                              compression_level=level, chunks={"z": 3, "y": 7, "x": 16}, output=f"{out_dir}/c.h5")
+    settings = ExportSettings(
+        roi=roi,
+        axis_order="zyx",
+        format="hdf5",
+        compression=compression,
+        compression_level=level,
+        chunks={"z": 3, "y": 7, "x": 16},
+        output=f"{out_dir}/c.h5",
+    )
     result = export(h5_source.spec, settings)
     expected = h5_source.data[1:-2, 3:, -33:-1]
     with h5py.File(result.output, "r") as f:
@@ -327,14 +383,16 @@ def test_hdf5_chunks_and_compression_roundtrip(compression, level, h5_source, ou
         assert dset.chunks == (3, 7, 16)
         plugin = {"zstd": "32015", "blosc": "32001"}.get(compression)
         if plugin:
-            assert plugin in dset._filters            # the registered HDF5 filter plugin
+            assert plugin in dset._filters  # the registered HDF5 filter plugin
         else:
             assert dset.compression == (None if compression == "none" else compression)
-        if compression == "gzip":                     # a plain zlib stream, as every HDF5 reader expects
+        if compression == "gzip":  # a plain zlib stream, as every HDF5 reader expects
             assert dset.compression_opts == (level or 1)
             _, raw = dset.id.read_direct_chunk((3, 7, 16))
-            np.testing.assert_array_equal(np.frombuffer(zlib.decompress(raw), dtype=dset.dtype).reshape(3, 7, 16),
-                                          expected[3:6, 7:14, 16:32])
+            np.testing.assert_array_equal(
+                np.frombuffer(zlib.decompress(raw), dtype=dset.dtype).reshape(3, 7, 16),
+                expected[3:6, 7:14, 16:32],
+            )
         np.testing.assert_array_equal(dset[...], expected)
 
 
@@ -343,15 +401,23 @@ def test_zarr_chunks_roundtrip(zarr_format, zarr3_source, out_dir, monkeypatch):
     plan_module = importlib.import_module("lazyexport.plan")
 
     monkeypatch.setattr(plan_module, "MAX_BLOCK_BYTES", 4 * 9 * 11 * 8 * 4)
-    settings = ExportSettings(roi={"z": (2, None), "x": (5, -5)}, axis_order="yxz", format="zarr",
-                              zarr_format=zarr_format, chunks={"z": 4, "y": 9, "x": 11}, output=f"{out_dir}/c.zarr")
+    settings = ExportSettings(
+        roi={"z": (2, None), "x": (5, -5)},
+        axis_order="yxz",
+        format="zarr",
+        zarr_format=zarr_format,
+        chunks={"z": 4, "y": 9, "x": 11},
+        output=f"{out_dir}/c.zarr",
+    )
     result = export(zarr3_source.spec, settings)
     arr = zarr.open(str(result.output), mode="r")
     assert arr.chunks == (9, 11, 4)
     np.testing.assert_array_equal(arr[...], zarr3_source.data[2:, :, 5:-5].transpose(1, 2, 0))
 
 
-@pytest.mark.parametrize("depth,limit,staged", [(1, "16MiB", False), (4, "16MiB", False), (32, "16MiB", True)])
+@pytest.mark.parametrize(
+    "depth,limit,staged", [(1, "16MiB", False), (4, "16MiB", False), (32, "16MiB", True)]
+)
 def test_sequences_stage_only_slabs_that_do_not_fit(tmp_path, depth, limit, staged):
     """Source chunks deeper than one slice: when the slab of slices one chunk spans fits the
     budget, slices are written straight from it; else blocks follow the chunks and slices are
@@ -360,7 +426,11 @@ def test_sequences_stage_only_slabs_that_do_not_fit(tmp_path, depth, limit, stag
 
     data = (np.arange(40 * 512 * 512) % 200).astype("uint16").reshape(40, 512, 512)
     source = xr.DataArray(da.from_array(data, chunks=(depth, 64, 512)), dims=("z", "y", "x"))
-    settings = ExportSettings(roi={"z": (1, 39)}, format="tiff-sequence", output=str(tmp_path / "s" / "z{slice_index}.tif"))
+    settings = ExportSettings(
+        roi={"z": (1, 39)},
+        format="tiff-sequence",
+        output=str(tmp_path / "s" / "z{slice_index}.tif"),
+    )
     plan = build_plan(source, settings, memory_limit=limit)
     assert plan.staged == staged and plan.costs.amplification == 1.0
     result = export(source, settings, memory_limit=limit)

@@ -4,21 +4,17 @@ touch only their own dataset."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
 
 import dask.array as da
 import h5py
 import numpy as np
-import importlib
-
 import pytest
-
-pytestmark = pytest.mark.usefixtures("small_blocks")
 import xarray as xr
-from conftest import hidden_temps, make_data
 
-plan_module = importlib.import_module("lazyexport.plan")
+from conftest import hidden_temps, make_data
 from lazyexport import ExportSettings, export
 from lazyexport.errors import OutputExistsError
 from lazyexport.formats.hdf5 import HDF5Target
@@ -26,6 +22,9 @@ from lazyexport.formats.sequence import TiffSequenceTarget
 from lazyexport.formats.zarr import ZarrTarget
 from lazyexport.plan import build_plan
 from lazyexport.run import execute
+
+pytestmark = pytest.mark.usefixtures("small_blocks")
+plan_module = importlib.import_module("lazyexport.plan")
 
 SHAPE = (20, 30, 40)
 CHUNKS = (5, 30, 40)
@@ -49,15 +48,22 @@ def failing_source(fail_at_z: int = 10, before_failing=None) -> xr.DataArray:
             raise Boom("this block cannot be read")
         return np.ones(info["chunk-shape"], dtype=np.float32)
 
-    data = da.map_blocks(block, dtype=np.float32, chunks=da.core.normalize_chunks(CHUNKS, SHAPE),
-                         meta=np.empty((0, 0, 0), dtype=np.float32))
+    data = da.map_blocks(
+        block,
+        dtype=np.float32,
+        chunks=da.core.normalize_chunks(CHUNKS, SHAPE),
+        meta=np.empty((0, 0, 0), dtype=np.float32),
+    )
     return xr.DataArray(data, dims=("z", "y", "x"))
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     """Every file below ``directory``: relative path -> (bytes, mtime_ns)."""
-    return {str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -88,7 +94,8 @@ def test_failed_export_keeps_existing_output(fmt, out_dir, small_blocks):
     first = export(good, settings_for(fmt, out_dir))
     before = snapshot(out_dir)
     assert before and all(p.exists() for p in first.paths)
-    # one worker: no other block is being written when the failure comes (that race has its own test)
+    # one worker: no other block is being written when the failure comes (that race has its own
+    # test)
     plan = build_plan(failing_source(), settings_for(fmt, out_dir), threads=1)
     with pytest.raises(Boom):
         execute(plan, overwrite=True)
@@ -97,7 +104,9 @@ def test_failed_export_keeps_existing_output(fmt, out_dir, small_blocks):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_failed_export_with_a_write_in_flight_leaves_no_temp_files(fmt, out_dir, small_blocks, monkeypatch):
+def test_failed_export_with_a_write_in_flight_leaves_no_temp_files(
+    fmt, out_dir, small_blocks, monkeypatch
+):
     """One block fails while another block's write is still running (a slow disk): once
     everything has settled, no temporary output may be left behind."""
     cls = TARGETS[fmt]
@@ -110,9 +119,9 @@ def test_failed_export_with_a_write_in_flight_leaves_no_temp_files(fmt, out_dir,
         with lock:
             calls.append(location)
             n = len(calls)
-        if n != 2:                       # the first write goes through at once
+        if n != 2:  # the first write goes through at once
             return original(self, block, location)
-        stalled.set()                    # the second one is still busy when a block fails
+        stalled.set()  # the second one is still busy when a block fails
         failed.wait(5)
         try:
             threading.Event().wait(0.2)  # ... and finishes after the runner has reacted
@@ -125,8 +134,11 @@ def test_failed_export_with_a_write_in_flight_leaves_no_temp_files(fmt, out_dir,
         failed.set()
 
     monkeypatch.setattr(cls, "write", slow_write)
-    plan = build_plan(failing_source(fail_at_z=15, before_failing=before_failing), settings_for(fmt, out_dir),
-                      threads=2)
+    plan = build_plan(
+        failing_source(fail_at_z=15, before_failing=before_failing),
+        settings_for(fmt, out_dir),
+        threads=2,
+    )
     assert plan.nblocks == 4
     with pytest.raises(Boom):
         execute(plan)
@@ -153,14 +165,19 @@ def shared_h5(out_dir) -> Path:
 
 def assert_other_intact(path: Path) -> None:
     with h5py.File(path, "r") as f:
-        np.testing.assert_array_equal(f["raw/other"][...], np.arange(60, dtype=np.int16).reshape(3, 4, 5))
+        np.testing.assert_array_equal(
+            f["raw/other"][...], np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+        )
         assert f["raw/other"].attrs["note"] == "keep me"
         assert f.attrs["project"] == "shared"
 
 
 def test_hdf5_export_adds_dataset_to_existing_file(shared_h5):
     data = make_data("uint8")
-    result = export(data, ExportSettings(format="hdf5", output=f"{shared_h5}/results/exported", roi={"z": (0, 5)}))
+    result = export(
+        data,
+        ExportSettings(format="hdf5", output=f"{shared_h5}/results/exported", roi={"z": (0, 5)}),
+    )
     assert result.output == shared_h5
     assert_other_intact(shared_h5)
     with h5py.File(shared_h5, "r") as f:
@@ -176,7 +193,9 @@ def test_hdf5_overwrite_replaces_only_its_dataset(shared_h5):
         export(second, ExportSettings(format="hdf5", output=target))
     with h5py.File(shared_h5, "r") as f:
         np.testing.assert_array_equal(f["results/exported"][...], first)
-    export(second[:7], ExportSettings(format="hdf5", output=target, axis_order="xyz"), overwrite=True)
+    export(
+        second[:7], ExportSettings(format="hdf5", output=target, axis_order="xyz"), overwrite=True
+    )
     assert_other_intact(shared_h5)
     with h5py.File(shared_h5, "r") as f:
         np.testing.assert_array_equal(f["results/exported"][...], second[:7].transpose(2, 1, 0))
@@ -187,8 +206,11 @@ def test_hdf5_overwrite_replaces_only_its_dataset(shared_h5):
 
 def test_hdf5_failed_export_into_existing_file_changes_nothing(shared_h5, small_blocks):
     before = shared_h5.read_bytes()
-    plan = build_plan(failing_source(), ExportSettings(format="hdf5", output=f"{shared_h5}/results/exported",
-                                                       chunks={"z": 5}), threads=1)
+    plan = build_plan(
+        failing_source(),
+        ExportSettings(format="hdf5", output=f"{shared_h5}/results/exported", chunks={"z": 5}),
+        threads=1,
+    )
     with pytest.raises(Boom):
         execute(plan)
     assert shared_h5.read_bytes() == before

@@ -21,7 +21,6 @@ import numpy as np
 from ..storage import commit_renames, remove
 from .spec import OutputSpec
 
-
 #: Settings that only some formats use (ExportSettings field -> what it is), each refused where
 #: the format's :class:`Capabilities` do not list it.
 FORMAT_OPTIONS = {
@@ -57,7 +56,9 @@ class Capabilities:
     def __post_init__(self) -> None:
         unknown = set(self.options) - set(FORMAT_OPTIONS)
         if unknown:
-            raise ValueError(f"unknown format options {sorted(unknown)}; known: {sorted(FORMAT_OPTIONS)}")
+            raise ValueError(
+                f"unknown format options {sorted(unknown)}; known: {sorted(FORMAT_OPTIONS)}"
+            )
         object.__setattr__(self, "options", frozenset(self.options))
 
 
@@ -72,7 +73,7 @@ class Target:
     def __init__(self, temps: dict[Path, Path], token: str):
         self.temps = temps
         self.token = token
-        self.scratch: list[Path] = []   # working files, removed after the commit (and on abort)
+        self.scratch: list[Path] = []  # working files, removed after the commit (and on abort)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         """Write ``block`` at ``location`` (output coordinates); return the bytes written."""
@@ -81,11 +82,13 @@ class Target:
     def encode(self, block: np.ndarray, location: tuple[slice, ...]) -> Any:
         """Single-writer formats (``Capabilities.single_writer``): process-based schedulers run
         this (the CPU-heavy part) on the workers and hand what it returns to :meth:`store` in the
-        process that runs the export; ``write`` is ``store(encode(...))``. Prepare ``block`` for :meth:`store` without touching the output."""
+        process that runs the export; ``write`` is ``store(encode(...))``. Prepare ``block`` for
+        :meth:`store` without touching the output."""
         raise NotImplementedError
 
     def store(self, encoded: Any) -> int:
-        """Single-writer targets: write what :meth:`encode` returned; return the (uncompressed) bytes."""
+        """Single-writer targets: write what :meth:`encode` returned; return the (uncompressed)
+        bytes."""
         raise NotImplementedError
 
     def finish(self) -> None:
@@ -116,15 +119,18 @@ class Target:
 
 
 class Writer:
-    """Base of every output format. Register subclasses with :func:`lazyexport.formats.registry.register`."""
+    """Base of every output format. Register subclasses with
+    :func:`lazyexport.formats.registry.register`."""
 
     name: ClassVar[str]
-    extensions: ClassVar[tuple[str, ...]]   # the first is appended to templates without one
+    extensions: ClassVar[tuple[str, ...]]  # the first is appended to templates without one
     capabilities: ClassVar[Capabilities] = Capabilities()
-    chunk_bytes: ClassVar[int] = 4 * 2**20                # the planner sizes output chunks to about this
+    chunk_bytes: ClassVar[int] = 4 * 2**20  # the planner sizes output chunks to about this
     description: ClassVar[str] = ""
 
-    def axis_order(self, axes: tuple[str, ...], sizes: dict[str, int], explicit: str | None) -> str | None:
+    def axis_order(
+        self, axes: tuple[str, ...], sizes: dict[str, int], explicit: str | None
+    ) -> str | None:
         """The axis order the format must store, if it has one (None: any order).
 
         ``axes`` is the result's order, ``explicit`` the order the user asked for (or None).
@@ -143,7 +149,8 @@ class Writer:
         return ()
 
     def dataset(self, spec: OutputSpec) -> str:
-        """The path of the exported array inside its container file ("" where the file is the array)."""
+        """The path of the exported array inside its container file ("" where the file is the
+        array)."""
         return spec.dataset
 
     def existing(self, spec: OutputSpec) -> list[Path]:
@@ -165,8 +172,13 @@ class Writer:
                 remove(path)
         return [str(p) for p in found]
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
-                      spec: OutputSpec | None = None) -> int:
+    def write_buffers(
+        self,
+        block_bytes: int,
+        unit_bytes: int,
+        staged: bool = False,
+        spec: OutputSpec | None = None,
+    ) -> int:
         """Bytes this format holds on top of a block while it writes it, for the planner's cost
         model: by default a chunk (or shard) made contiguous and its encoded bytes. ``unit_bytes``
         is one output chunk or shard (sequences: one plane); ``staged``: a staged sequence;
@@ -174,8 +186,9 @@ class Writer:
         return 2 * unit_bytes
 
 
-def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray,
-                 location: tuple[slice, ...]) -> int:
+def write_region(
+    fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray, location: tuple[slice, ...]
+) -> int:
     """Write ``block`` at ``location`` into a C-ordered array of ``shape`` stored from byte
     ``offset`` of the open file ``fd``; return the bytes written.
 
@@ -186,17 +199,17 @@ def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray
     """
     block = np.ascontiguousarray(block)
     ndim = block.ndim
-    k = ndim   # axes k.. are covered whole, so axis k-1 and everything inside it is one run
+    k = ndim  # axes k.. are covered whole, so axis k-1 and everything inside it is one run
     while k > 0 and block.shape[k - 1] == shape[k - 1]:
         k -= 1
     outer = max(k - 1, 0)
-    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(ndim)]
+    strides = [int(np.prod(shape[i + 1 :], dtype=np.int64)) for i in range(ndim)]
     starts = [s.start or 0 for s in location]
     base = sum(starts[i] * strides[i] for i in range(outer, ndim))
     runs = block.reshape(block.shape[:outer] + (-1,))
     for index in np.ndindex(*block.shape[:outer]):
         pos = base + sum((starts[i] + index[i]) * strides[i] for i in range(outer))
-        view = memoryview(runs[index]).cast("B")
+        view = runs[index].data.cast("B")
         at = offset + pos * block.itemsize
         while view:
             done = os.pwrite(fd, view, at)
@@ -204,11 +217,12 @@ def write_region(fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray
     return block.nbytes
 
 
-_READ_MAX = 2**30                 # bytes per pread call (Linux caps one call below 2 GiB)
+_READ_MAX = 2**30  # bytes per pread call (Linux caps one call below 2 GiB)
 
 
 def pread_exact(fd: int, size: int, offset: int) -> bytes:
-    """``size`` bytes from ``offset`` of the open file ``fd`` (a temporary file lazyexport wrote)."""
+    """``size`` bytes from ``offset`` of the open file ``fd`` (a temporary file lazyexport
+    wrote)."""
     parts = []
     while size > 0:
         part = os.pread(fd, min(size, _READ_MAX), offset)
@@ -227,5 +241,5 @@ def release_memory() -> None:
     libc = ctypes.util.find_library("c")
     try:
         ctypes.CDLL(libc).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):   # not glibc: nothing to do
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to do
         pass

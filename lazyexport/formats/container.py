@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -26,10 +27,11 @@ from .spec import OutputSpec
 class Layout:
     """What makes a directory a node of one container format."""
 
-    kind: str                       # "Zarr", "N5"
-    group_files: tuple[str, ...]    # metadata files a group may hold
-    array_test: object              # (directory) -> whether the node there is an array (or dataset)
-    root_metadata: bool             # a store's root always has a group file (N5: only by convention)
+    kind: str  # "Zarr", "N5"
+    group_files: tuple[str, ...]  # metadata files a group may hold
+    # (directory) -> whether the node there is an array (or dataset)
+    array_test: Callable[[Path], bool]
+    root_metadata: bool  # a store's root always has a group file (N5: only by convention)
 
 
 def _zarr_array(node: Path) -> bool:
@@ -85,7 +87,7 @@ def in_existing(container: Path, internal: str) -> bool:
 
 def place(container: Path, internal: str, token: str) -> Placement:
     internal = internal.strip("/")
-    if in_existing(container, internal):     # beside the store itself, on its file system
+    if in_existing(container, internal):  # beside the store itself, on its file system
         return Placement(container / internal, temp_path(container.resolve(), token), "", container)
     return Placement(container, temp_path(container, token), internal)
 
@@ -94,13 +96,13 @@ def settle(target, node: str) -> None:
     """At commit: where the container appeared while the export ran (another export created
     it), move only the node ``node`` of the temporary container into it, as if the container
     had existed from the start; the rest of the temporary container is removed afterwards.
-    ``target`` is a :class:`~lazyexport.formats.base.Target` with a ``store`` attribute."""
+    ``target`` is a :class:`~lazyexport.formats.base.Target` with an ``into`` attribute."""
     ((final, temp),) = target.temps.items()
-    if target.store is not None or not node or not final.is_dir():
+    if target.into is not None or not node or not final.is_dir():
         return
     target.scratch.append(temp)
     target.temps = {final / node: temp / node}
-    target.store = final
+    target.into = final
 
 
 def consolidated(store: Path) -> bool:
@@ -108,7 +110,9 @@ def consolidated(store: Path) -> bool:
     if (store / ".zmetadata").exists():
         return True
     try:
-        return json.loads((store / "zarr.json").read_text()).get("consolidated_metadata") is not None
+        return (
+            json.loads((store / "zarr.json").read_text()).get("consolidated_metadata") is not None
+        )
     except (OSError, ValueError):
         return False
 
@@ -120,18 +124,27 @@ def check(layout: Layout, container: Path, internal: str) -> None:
     if not internal or not (container.exists() or container.is_symlink()):
         return
     if not container.is_dir():
-        raise FormatError(f"{container} is a file, not a {layout.kind} store, so it cannot hold {internal!r}; "
-                          f"choose another output")
+        raise FormatError(
+            f"{container} is a file, not a {layout.kind} store, so it cannot hold {internal!r}; "
+            f"choose another output"
+        )
     parts = internal.split("/")
     for depth in range(len(parts)):
         node = container.joinpath(*parts[:depth])
         if layout.array_test(node):
             inside = "/".join(parts[:depth]) or "its root"
-            raise FormatError(f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
-                              f"choose another output")
-    if layout.root_metadata and any(container.iterdir()) \
-            and not any((container / f).exists() for f in layout.group_files):
-        raise FormatError(f"{container} is a directory but not a {layout.kind} store; choose another output")
+            raise FormatError(
+                f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
+                f"choose another output"
+            )
+    if (
+        layout.root_metadata
+        and any(container.iterdir())
+        and not any((container / f).exists() for f in layout.group_files)
+    ):
+        raise FormatError(
+            f"{container} is a directory but not a {layout.kind} store; choose another output"
+        )
 
 
 def existing(container: Path, internal: str) -> list[Path]:

@@ -1,4 +1,5 @@
-"""HDF5: one chunked dataset (``out.h5/exported_data``) with ilastik's ``axistags`` and ``drange``."""
+"""HDF5: one chunked dataset (``out.h5/exported_data``) with ilastik's ``axistags`` and
+``drange``."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ DEFAULT_DATASET = "exported_data"
 # Default levels; zstd and blosc are HDF5 filter plugins: readers need them too (hdf5plugin
 # in Python, Fiji's HDF5 plugins bundle them), while gzip is readable everywhere.
 _LEVELS = {"gzip": 1, "zstd": 3, "blosc": 5}
-ISAL_MAX_LEVEL = 3   # gzip levels ISA-L offers (0-3); higher ones use zlib
+ISAL_MAX_LEVEL = 3  # gzip levels ISA-L offers (0-3); higher ones use zlib
 
 
 def _filter(compression: str, level: int) -> dict:
@@ -60,14 +61,16 @@ def _encoder(compression: str, level: int):
         return lambda chunk: chunk.tobytes()
     return None
 
+
 # One open handle per temporary file per process; h5py serializes access anyway.
 _HANDLES: dict[str, h5py.File] = {}
 _HANDLES_LOCK = threading.Lock()
-_WRITE_LOCK = threading.Lock()   # the one serialized step: bytes into the file
+_WRITE_LOCK = threading.Lock()  # the one serialized step: bytes into the file
 
 
 class EncodedBlock(NamedTuple):
-    """A block ready for the file: its chunks' stored bytes by chunk offset (or, for lzf, the block)."""
+    """A block ready for the file: its chunks' stored bytes by chunk offset (or, for lzf, the
+    block)."""
 
     nbytes: int
     location: tuple[slice, ...]
@@ -110,13 +113,21 @@ def _parents(dataset: str) -> list[str]:
 class HDF5Writer(Writer):
     name = "hdf5"
     extensions = (".h5", ".hdf5", ".hdf")
-    capabilities = Capabilities(single_writer=True, compressions=("gzip", "lzf", "zstd", "blosc", "none"),
-                                options=frozenset({"pixel_size", "unit"}))
+    capabilities = Capabilities(
+        single_writer=True,
+        compressions=("gzip", "lzf", "zstd", "blosc", "none"),
+        options=frozenset({"pixel_size", "unit"}),
+    )
     chunk_bytes = 2**20
     description = "one chunked HDF5 dataset with ilastik axistags"
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
-                      spec: OutputSpec | None = None) -> int:
+    def write_buffers(
+        self,
+        block_bytes: int,
+        unit_bytes: int,
+        staged: bool = False,
+        spec: OutputSpec | None = None,
+    ) -> int:
         # every chunk of the block encoded before the one writer stores them, and a chunk copy
         return block_bytes + 2 * unit_bytes
 
@@ -127,7 +138,8 @@ class HDF5Writer(Writer):
         file = spec.output
         if not file.exists():
             return []
-        if _other_content(file, self.dataset(spec)) is None:  # not HDF5: the whole file is in the way
+        # not HDF5: the whole file is in the way
+        if _other_content(file, self.dataset(spec)) is None:
             return [file]
         with h5py.File(file, "r") as f:
             return [file] if self.dataset(spec) in f else []
@@ -139,7 +151,9 @@ class HDF5Writer(Writer):
         file, name = spec.output, self.dataset(spec)
         other = _other_content(file, name)
         if other is None:
-            raise FormatError(f"{file} is not an HDF5 file, so lazyexport did not write it; left alone")
+            raise FormatError(
+                f"{file} is not an HDF5 file, so lazyexport did not write it; left alone"
+            )
         if not other:
             if not dry_run:
                 remove(file)
@@ -147,7 +161,7 @@ class HDF5Writer(Writer):
         if not dry_run:
             with h5py.File(file, "r+") as f:
                 del f[name]
-                for parent in reversed(_parents(name)):   # groups the export created, if now empty
+                for parent in reversed(_parents(name)):  # groups the export created, if now empty
                     if parent in f and not len(f[parent]) and not f[parent].attrs.keys():
                         del f[parent]
         return [f"{file}/{name} (only this dataset: the file holds other data)"]
@@ -162,11 +176,17 @@ class HDF5Writer(Writer):
         level = _LEVELS.get(compression, 0) if level is None else level
         try:
             with h5py.File(temp, "w") as f:
-                dset = f.create_dataset(name, shape=spec.shape, dtype=spec.dtype, chunks=spec.chunks,
-                                        fillvalue=0, **_filter(compression, level))
+                dset = f.create_dataset(
+                    name,
+                    shape=spec.shape,
+                    dtype=spec.dtype,
+                    chunks=spec.chunks,
+                    fillvalue=0,
+                    **_filter(compression, level),
+                )
                 sizes, unit = spec.pixel_size, spec.unit
                 um = {a: to_micrometers(v, unit) for a, v in sizes.items()} if unit else {}
-                dset.attrs["axistags"] = vigra_axistags(spec.axes, um or sizes)   # vigra's: any unit
+                dset.attrs["axistags"] = vigra_axistags(spec.axes, um or sizes)  # vigra's: any unit
                 # Fiji's HDF5 plugin and many others read voxel sizes in micrometers from here: only
                 # when every spatial size is known (1 for the other axes, as they expect)
                 if um and all(a in um for a in spec.axes if a in SPATIAL_AXES):
@@ -190,13 +210,20 @@ class HDF5Target(Target):
     under process-based schedulers (a dask cluster) the workers only :meth:`encode`, and the
     process running the export writes the compressed chunks into the file (:meth:`store`)."""
 
-
-    def __init__(self, temps: dict[Path, Path], token: str, dataset: str, merge: bool, compression: str,
-                 level: int, chunks: tuple[int, ...]):
+    def __init__(
+        self,
+        temps: dict[Path, Path],
+        token: str,
+        dataset: str,
+        merge: bool,
+        compression: str,
+        level: int,
+        chunks: tuple[int, ...],
+    ):
         super().__init__(temps, token)
-        (self.final, self.temp), = temps.items()
+        ((self.final, self.temp),) = temps.items()
         self.dataset = dataset
-        self.merge = merge   # the final file holds other data: copy our dataset into it
+        self.merge = merge  # the final file holds other data: copy our dataset into it
         self.compression = compression
         self.level = level
         self.chunks = tuple(chunks)
@@ -241,7 +268,9 @@ class HDF5Target(Target):
 
     def commit(self) -> list[Path]:
         # another export may have created the file meanwhile: then add to it, never replace it
-        self.merge = self.merge or (self.final.exists() and bool(_other_content(self.final, self.dataset)))
+        self.merge = self.merge or (
+            self.final.exists() and bool(_other_content(self.final, self.dataset))
+        )
         if not self.merge:
             return super().commit()
         self.finish()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,9 @@ def _write_attributes(node: Path, attrs: dict) -> None:
 class N5Writer(container.ContainerWriter):
     name = "n5"
     extensions = (".n5",)
-    capabilities = Capabilities(compressions=("gzip", "raw"), options=frozenset({"pixel_size", "unit"}))
+    capabilities = Capabilities(
+        compressions=("gzip", "raw"), options=frozenset({"pixel_size", "unit"})
+    )
     chunk_bytes = 2**20
     description = "an N5 dataset (Fiji N5 / BigDataViewer), gzip or raw blocks"
     layout = container.N5
@@ -45,7 +48,9 @@ class N5Writer(container.ContainerWriter):
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
         if spec.dtype.name not in DTYPES:
-            raise FormatError(f"N5 cannot hold {spec.dtype} data; convert to one of {', '.join(DTYPES)}")
+            raise FormatError(
+                f"N5 cannot hold {spec.dtype} data; convert to one of {', '.join(DTYPES)}"
+            )
         return notes
 
     def open(self, spec: OutputSpec, token: str) -> Target:
@@ -54,23 +59,27 @@ class N5Writer(container.ContainerWriter):
         temp, internal = spot.temp, spot.internal
         compression = spec.compression
         level = spec.compression_level if spec.compression_level is not None else 1
-        attrs = {
+        attrs: dict[str, Any] = {
             "dimensions": list(reversed(spec.shape)),
             "blockSize": list(reversed(spec.chunks)),
             "dataType": spec.dtype.name,
-            "compression": {"type": "gzip", "level": level, "useZlib": False} if compression == "gzip"
+            "compression": {"type": "gzip", "level": level, "useZlib": False}
+            if compression == "gzip"
             else {"type": "raw"},
             "axes": list(reversed(spec.axes)),
         }
         pixel_size, unit = spec.pixel_size, spec.unit
-        if pixel_size:   # both conventions: n5-viewer's pixelResolution, and resolution + units
+        if pixel_size:  # both conventions: n5-viewer's pixelResolution, and resolution + units
             sizes = [pixel_size.get(a, 1.0) for a in reversed(spec.axes)]
-            # pixelResolution has one unit for all axes: only when it and every spatial size are known
+            # pixelResolution has one unit for all axes: only when it and every spatial size are
+            # known
             if unit and all(a in pixel_size for a in spec.axes if a in SPATIAL_AXES):
                 attrs["pixelResolution"] = {"unit": unit_symbol(unit), "dimensions": sizes}
             attrs["resolution"] = sizes
-            if unit:    # "" for the axes whose size is not known
-                attrs["units"] = [unit_symbol(unit) if a in pixel_size else "" for a in reversed(spec.axes)]
+            if unit:  # "" for the axes whose size is not known
+                attrs["units"] = [
+                    unit_symbol(unit) if a in pixel_size else "" for a in reversed(spec.axes)
+                ]
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)
         store = spot.store
@@ -88,27 +97,37 @@ class N5Target(Target):
     """``store``: the existing container the temporary dataset is moved into on commit (None:
     the temporary is the whole container)."""
 
-    def __init__(self, temps: dict[Path, Path], token: str, internal: str, chunks: tuple[int, ...],
-                 compression: str, level: int, store: Path | None = None):
+    def __init__(
+        self,
+        temps: dict[Path, Path],
+        token: str,
+        internal: str,
+        chunks: tuple[int, ...],
+        compression: str,
+        level: int,
+        store: Path | None = None,
+    ):
         super().__init__(temps, token)
         (temp,) = temps.values()
-        self.store, self.node = store, internal
+        self.into, self.node = store, internal
         self.dataset = temp / internal if internal else temp
         self.chunk_shape = tuple(chunks)
         self.compression, self.level = compression, level
 
     def prepare_commit(self) -> None:
         container.settle(self, self.node)
-        if self.store is not None:     # the root says "n5"; groups on the way are directories
-            if "n5" not in read_attributes(self.store):
-                _write_attributes(self.store, {"n5": N5_VERSION})
+        if self.into is not None:  # the root says "n5"; groups on the way are directories
+            if "n5" not in read_attributes(self.into):
+                _write_attributes(self.into, {"n5": N5_VERSION})
             next(iter(self.temps)).parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         starts = [s.start for s in location]
         ranges = [range(0, n, c) for n, c in zip(block.shape, self.chunk_shape)]
         for corner in np.ndindex(*(len(r) for r in ranges)):
-            inner = tuple(slice(r[i], r[i] + c) for r, i, c in zip(ranges, corner, self.chunk_shape))
+            inner = tuple(
+                slice(r[i], r[i] + c) for r, i, c in zip(ranges, corner, self.chunk_shape)
+            )
             grid = tuple((s + sl.start) // c for s, sl, c in zip(starts, inner, self.chunk_shape))
             path = chunk_file(self.dataset, grid)
             path.parent.mkdir(parents=True, exist_ok=True)

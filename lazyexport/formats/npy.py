@@ -1,9 +1,10 @@
 """NumPy ``.npy``: one file, created full-size as a memory map under a temporary name.
 
 ``np.lib.format.open_memmap`` writes the header and sizes the (sparse) file; the blocks then
-go into it by positioned writes at their byte offsets (:func:`~lazyexport.formats.base.write_region`),
-in parallel and in any order, rather than through the mapping itself, whose dirty pages would
-count as the process's memory. The file is renamed to its final name only when complete.
+go into it by positioned writes at their byte offsets
+(:func:`~lazyexport.formats.base.write_region`), in parallel and in any order, rather than through
+the mapping itself, whose dirty pages would count as the process's memory. The file is renamed to
+its final name only when complete.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ gave no axis order.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -37,28 +37,33 @@ from ..transforms import convert_block
 from . import container
 from .base import Capabilities, Target, release_memory
 from .registry import register
-from .spec import OutputSpec, Shape
+from .spec import OutputSpec, Shape, ZarrFormat
 from .zarr import ZarrTarget, ZarrWriter, compressors
 
 NGFF_ORDER = "tczyx"
 # A result type containing one of these (any case) names a label image.
 LABEL_WORDS = ("label", "segmentation", "identities", "mask")
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-PLANE_FIT = 512             # the default pyramid ends with a level whose y/x fit in this
-ANISOTROPY = 1.5            # z is downsampled while its spacing is at most this times y/x's
+PLANE_FIT = 512  # the default pyramid ends with a level whose y/x fit in this
+ANISOTROPY = 1.5  # z is downsampled while its spacing is at most this times y/x's
 
 
 @dataclass(frozen=True)
 class Level:
     path: str
     shape: tuple[int, ...]
-    factors: tuple[int, ...]     # downsampling from the level before (1 for level 0)
-    scale: tuple[float, ...]     # physical size of a pixel per axis (1 where unknown)
+    factors: tuple[int, ...]  # downsampling from the level before (1 for level 0)
+    scale: tuple[float, ...]  # physical size of a pixel per axis (1 where unknown)
 
 
-def pyramid(axes: tuple[str, ...], shape: tuple[int, ...], pixel_size: dict[str, float],
-            levels: int | None) -> list[Level]:
-    """The levels of the pyramid: their shapes, factors and scales (``levels=None``: until y/x fit 512)."""
+def pyramid(
+    axes: tuple[str, ...],
+    shape: tuple[int, ...],
+    pixel_size: Mapping[str, float],
+    levels: int | None,
+) -> list[Level]:
+    """The levels of the pyramid: their shapes, factors and scales (``levels=None``: until y/x fit
+    512)."""
     scale = tuple(pixel_size.get(a, 1.0) if AXIS_TYPES.get(a) == "space" else 1.0 for a in axes)
     out = [Level("0", tuple(shape), (1,) * len(axes), scale)]
     plane = [i for i, a in enumerate(axes) if a in "yx"]
@@ -68,19 +73,21 @@ def pyramid(axes: tuple[str, ...], shape: tuple[int, ...], pixel_size: dict[str,
             break
         if levels is None and max(last.shape[i] for i in plane) <= PLANE_FIT:
             break
-        if all(last.shape[i] == 1 for i in plane):   # nothing left to halve
+        if all(last.shape[i] == 1 for i in plane):  # nothing left to halve
             break
         xy = max(last.scale[i] for i in plane)
         factors = []
         for i, a in enumerate(axes):
             scaled = a in "yx" or (a == "z" and last.scale[i] <= ANISOTROPY * xy)
             factors.append(2 if scaled and last.shape[i] > 1 else 1)
-        out.append(Level(
-            str(len(out)),
-            tuple(math.ceil(n / f) for n, f in zip(last.shape, factors)),
-            tuple(factors),
-            tuple(s * f for s, f in zip(last.scale, factors)),
-        ))
+        out.append(
+            Level(
+                str(len(out)),
+                tuple(math.ceil(n / f) for n, f in zip(last.shape, factors)),
+                tuple(factors),
+                tuple(s * f for s, f in zip(last.scale, factors)),
+            )
+        )
     return out
 
 
@@ -99,7 +106,9 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
         block = np.pad(block, pad, mode="edge")
     nd = block.ndim
     split = [x for n, f in zip(block.shape, factors) for x in (n // f, f)]
-    windows = block.reshape(split).transpose([2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)])
+    windows = block.reshape(split).transpose(
+        [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
+    )
     windows = windows.reshape(windows.shape[:nd] + (-1,))
     if method == "mean":
         mean = windows.mean(axis=-1, dtype=np.float64)
@@ -108,19 +117,25 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
             return mean.astype(block.dtype)
         return convert_block(mean, block.dtype, in_place=True)
     windows = np.sort(windows, axis=-1)
-    counts = np.stack([(windows == windows[..., j:j + 1]).sum(axis=-1, dtype=np.int16)
-                       for j in range(windows.shape[-1])], axis=-1)
-    best = counts.argmax(axis=-1)[..., None]       # the first maximum: the smallest value
+    counts = np.stack(
+        [
+            (windows == windows[..., j : j + 1]).sum(axis=-1, dtype=np.int16)
+            for j in range(windows.shape[-1])
+        ],
+        axis=-1,
+    )
+    best = counts.argmax(axis=-1)[..., None]  # the first maximum: the smallest value
     return np.take_along_axis(windows, best, axis=-1)[..., 0]
 
 
 def is_label_type(result_type: str | None) -> bool:
     """Whether a result type names a label image ("Labels", "Simple Segmentation", ...)."""
-    return bool(result_type) and any(word in result_type.lower() for word in LABEL_WORDS)
+    return result_type is not None and any(word in result_type.lower() for word in LABEL_WORDS)
 
 
-def ngff_metadata(name: str, axes: tuple[str, ...], levels: list[Level], units: dict[str, str],
-                  version: str) -> dict:
+def ngff_metadata(
+    name: str, axes: tuple[str, ...], levels: list[Level], units: dict[str, str], version: str
+) -> dict:
     """The group attributes: ``multiscales`` (under ``ome`` for 0.5). ``units`` names the unit
     of the space axes whose size is known; the others get none (their scale is 1)."""
     axes_meta = []
@@ -132,8 +147,13 @@ def ngff_metadata(name: str, axes: tuple[str, ...], levels: list[Level], units: 
     image = {
         "name": name,
         "axes": axes_meta,
-        "datasets": [{"path": lv.path, "coordinateTransformations": [{"type": "scale", "scale": list(lv.scale)}]}
-                     for lv in levels],
+        "datasets": [
+            {
+                "path": lv.path,
+                "coordinateTransformations": [{"type": "scale", "scale": list(lv.scale)}],
+            }
+            for lv in levels
+        ],
     }
     if version == "0.4":
         return {"multiscales": [{"version": "0.4", **image}]}
@@ -146,17 +166,24 @@ class OmeZarrWriter(ZarrWriter):
     extensions = (".ome.zarr", ".zarr")
     description = "an OME-NGFF image (0.5 on Zarr v3, 0.4 on v2) with a multiscale pyramid"
     # not resumable: the pyramid is built at the end, from level 0 as one run wrote it
-    capabilities = Capabilities(compressions=ZarrWriter.capabilities.compressions,
-                                options=frozenset({"zarr_format", "levels", "downsample", "pixel_size", "unit"}))
+    capabilities = Capabilities(
+        compressions=ZarrWriter.capabilities.compressions,
+        options=frozenset({"zarr_format", "levels", "downsample", "pixel_size", "unit"}),
+    )
 
     def axis_order(self, axes, sizes, explicit):
-        other = [f"{a!r} (length {sizes[a]})" for a in axes if a not in NGFF_ORDER and sizes[a] != 1]
+        other = [
+            f"{a!r} (length {sizes[a]})" for a in axes if a not in NGFF_ORDER and sizes[a] != 1
+        ]
         if other:
-            raise FormatError(f"OME-Zarr has only the axes t, c, z, y, x; the result also has {', '.join(other)}")
+            raise FormatError(
+                f"OME-Zarr has only the axes t, c, z, y, x; the result also has {', '.join(other)}"
+            )
         wanted = "".join(a for a in NGFF_ORDER if a in axes or a in "yx")
         if explicit is not None and explicit != "".join(a for a in wanted if a in explicit):
             raise FormatError(
-                f"OME-Zarr stores axes as time, channel, space ({wanted!r}); axis order {explicit!r} "
+                f"OME-Zarr stores axes as time, channel, space ({wanted!r}); axis order "
+                f"{explicit!r} "
                 f"cannot be stored: use {wanted!r} or give no axis order"
             )
         return wanted
@@ -165,15 +192,22 @@ class OmeZarrWriter(ZarrWriter):
         return pyramid(spec.axes, spec.shape, spec.pixel_size, spec.levels)
 
     def method(self, spec: OutputSpec) -> str:
-        """The downsampling: the settings', else mode for label images (by result type), else mean."""
+        """The downsampling: the settings', else mode for label images (by result type), else
+        mean."""
         return spec.downsample or ("mode" if is_label_type(spec.result_type) else "mean")
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
-        if len(self.levels(spec)) > 1 and spec.downsample is None and spec.dtype.kind in "iu" \
-                and self.method(spec) == "mean":
-            notes += ("pyramid levels average the integer data (intensities); for a label image pass "
-                      "downsample='mode' (--downsample mode) or a result type like 'Labels'",)
+        if (
+            len(self.levels(spec)) > 1
+            and spec.downsample is None
+            and spec.dtype.kind in "iu"
+            and self.method(spec) == "mean"
+        ):
+            notes += (
+                "pyramid levels average the integer data (intensities); for a label image pass "
+                "downsample='mode' (--downsample mode) or a result type like 'Labels'",
+            )
         return notes
 
     def open(self, spec: OutputSpec, token: str) -> Target:
@@ -193,7 +227,10 @@ class OmeZarrWriter(ZarrWriter):
             group.attrs.update(attrs)
             for level in levels:
                 group.create_array(
-                    name=level.path, shape=level.shape, dtype=spec.dtype, fill_value=0,
+                    name=level.path,
+                    shape=level.shape,
+                    dtype=spec.dtype,
+                    fill_value=0,
                     chunks=tuple(min(c, n) for c, n in zip(spec.chunks, level.shape)),
                     compressors=compressors(spec.compression, spec.compression_level, fmt),
                     dimension_names=list(spec.axes) if fmt == 3 else None,
@@ -202,16 +239,35 @@ class OmeZarrWriter(ZarrWriter):
         except BaseException:
             remove(temp)
             raise
-        return OmeZarrTarget({spot.final: temp}, token, f"{group_path}/0".strip("/"), levels, self.method(spec),
-                             spec.block_shape, spec.workers, spot.store, fmt)
+        return OmeZarrTarget(
+            {spot.final: temp},
+            token,
+            f"{group_path}/0".strip("/"),
+            levels,
+            self.method(spec),
+            spec.block_shape,
+            spec.workers,
+            spot.store,
+            fmt,
+        )
 
 
 class OmeZarrTarget(ZarrTarget):
-    """``block_shape``: the export's block sizing (:attr:`OutputSpec.block_shape`), for the levels' blocks."""
+    """``block_shape``: the export's block sizing (:attr:`OutputSpec.block_shape`), for the levels'
+    blocks."""
 
-    def __init__(self, temps: dict[Path, Path], token: str, internal: str, levels: list[Level], method: str,
-                 block_shape: Callable[[Shape, Shape, int], Shape], workers: int, store: Path | None = None,
-                 zarr_format: int = 3):
+    def __init__(
+        self,
+        temps: dict[Path, Path],
+        token: str,
+        internal: str,
+        levels: list[Level],
+        method: str,
+        block_shape: Callable[[Shape, Shape, int], Shape],
+        workers: int,
+        store: Path | None = None,
+        zarr_format: ZarrFormat = 3,
+    ):
         super().__init__(temps, token, internal, store, zarr_format)
         self.group = internal.rpartition("/")[0]
         self.levels = levels
@@ -226,24 +282,32 @@ class OmeZarrTarget(ZarrTarget):
     def finish(self) -> None:
         release_memory()
         root = zarr.open_group(store=str(self.temp), mode="r+")
-        group = root[self.group] if self.group else root
+        group = root.require_group(self.group) if self.group else root
         for below, level in zip(self.levels, self.levels[1:]):
-            self.build_level(group[below.path], group[level.path], level.factors)
+            src, dst = group[below.path], group[level.path]
+            assert isinstance(src, zarr.Array) and isinstance(dst, zarr.Array)  # written by open()
+            self.build_level(src, dst, level.factors)
 
     def build_level(self, src: zarr.Array, dst: zarr.Array, factors: tuple[int, ...]) -> None:
         """Write ``dst`` from ``src`` block by block; a block is whole chunks of ``dst`` whose
         source region (and its float64 working copies) fits the memory budget per block."""
-        # per output pixel: its window read, a reordered copy of it, and float64 (or sort) work space
+        # per output pixel: its window read, a reordered copy of it, and float64 (or sort) work
+        # space
         itemsize = (2 * src.dtype.itemsize + 8) * math.prod(factors)
         block = self.block_shape(dst.chunks, dst.shape, itemsize)
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
 
         def one(corner: tuple[int, ...]) -> None:
             out = tuple(slice(c, min(c + b, n)) for c, b, n in zip(corner, block, dst.shape))
-            region = tuple(slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape))
-            dst[out] = downsample(src[region], factors, self.method)
+            region = tuple(
+                slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape)
+            )
+            dst[out] = downsample(np.asarray(src[region]), factors, self.method)
 
         # dask's own thread pool, the one that wrote level 0: new threads would each get new
         # malloc arenas, and the process would keep the old ones' memory besides
-        dask.compute(*(dask.delayed(one)(corner) for corner in product(*grid)),
-                     scheduler="threads", num_workers=self.workers)
+        dask.compute(
+            *(dask.delayed(one)(corner) for corner in product(*grid)),
+            scheduler="threads",
+            num_workers=self.workers,
+        )

@@ -27,17 +27,19 @@ class PngSequenceTarget(SequenceTarget):
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
         from PIL import Image, PngImagePlugin
 
-        axes = self.plane_axes()   # channel first, then the plane (and any length-1 axes)
+        axes = self.plane_axes()  # channel first, then the plane (and any length-1 axes)
         stored = [a for a in axes if a != "c"][-2:]
         if "c" in axes and plane.shape[axes.index("c")] > 1:
             stored.append("c")
         order = [a for a in axes if a in stored]
-        image = plane.reshape([plane.shape[axes.index(a)] for a in order])   # drops length-1 axes
-        image = image.transpose([order.index(a) for a in stored])             # channel last, as PNG stores it
+        image = plane.reshape([plane.shape[axes.index(a)] for a in order])  # drops length-1 axes
+        image = image.transpose([order.index(a) for a in stored])  # channel last, as PNG stores it
         info = PngImagePlugin.PngInfo()
         info.add_text(TEXT_KEY, json.dumps(self.slice_metadata(index, "".join(stored))))
         level = 6 if self.level is None else self.level
-        Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG", pnginfo=info, compress_level=level)
+        Image.fromarray(np.ascontiguousarray(image)).save(
+            path, format="PNG", pnginfo=info, compress_level=level
+        )
 
 
 @register
@@ -52,7 +54,12 @@ class PngSequenceWriter(SequenceWriter):
         notes = super().check(spec)
         channels = spec.sizes.get("c", 1)
         if channels not in CHANNELS.get(spec.dtype.name, ()):
-            allowed = "; ".join(f"{d} with {', '.join(map(str, n))} channel(s)" for d, n in CHANNELS.items())
-            raise FormatError(f"PNG cannot hold {spec.dtype} data with {channels} channel(s): it holds {allowed}; "
-                              f"convert the data type or cut the channels with the ROI")
+            allowed = "; ".join(
+                f"{d} with {', '.join(map(str, n))} channel(s)" for d, n in CHANNELS.items()
+            )
+            raise FormatError(
+                f"PNG cannot hold {spec.dtype} data with {channels} channel(s): it holds "
+                f"{allowed}; "
+                f"convert the data type or cut the channels with the ROI"
+            )
         return notes

@@ -26,6 +26,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -50,12 +51,20 @@ def stage_path(spec: OutputSpec, token: str) -> Path:
 class SequenceWriter(Writer):
     capabilities = Capabilities(sequence=True, resumable=True)
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
-                      spec: OutputSpec | None = None) -> int:
+    def write_buffers(
+        self,
+        block_bytes: int,
+        unit_bytes: int,
+        staged: bool = False,
+        spec: OutputSpec | None = None,
+    ) -> int:
         # a plane made contiguous and encoded; staged: the block reordered for the staging file
         # too (slice axis first, then the plane's axes), unless it is in that order already
-        reordered = spec is None or spec.slice_axis is None or \
-            (spec.slice_axis, *plane_axes(spec.axes, spec.slice_axis)) != tuple(spec.axes)
+        reordered = (
+            spec is None
+            or spec.slice_axis is None
+            or (spec.slice_axis, *plane_axes(spec.axes, spec.slice_axis)) != tuple(spec.axes)
+        )
         return 2 * unit_bytes + (block_bytes if staged and reordered else 0)
 
     def open(self, spec: OutputSpec, token: str) -> Target:
@@ -64,11 +73,18 @@ class SequenceWriter(Writer):
         for path in spec.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
             temps[path] = temp_path(path, token)
-        target = self.target_class(temps, token, spec.axes, spec.slice_axis, spec.compression,
-                                   spec.compression_level, spec.slice_start)
+        target = self.target_class(
+            temps,
+            token,
+            spec.axes,
+            spec.slice_axis,
+            spec.compression,
+            spec.compression_level,
+            spec.slice_start,
+        )
         if spec.staged:
             stage = stage_path(spec, token)
-            with open(stage, "ab") as f:      # sparse; what an interrupted run staged is kept
+            with open(stage, "ab") as f:  # sparse; what an interrupted run staged is kept
                 f.truncate(spec.nbytes)
             target.stage_in(stage, spec.shape, spec.dtype)
         return target
@@ -81,7 +97,7 @@ class SequenceTarget(Target):
 
     def __init__(self, temps, token, axes, slice_axis, compression, level, slice_start):
         super().__init__(temps, token)
-        self.files = list(temps.values())        # temporary file of slice i (output index)
+        self.files = list(temps.values())  # temporary file of slice i (output index)
         self.axes = tuple(axes)
         self.slice_pos = self.axes.index(slice_axis)
         self.compression = compression
@@ -93,7 +109,8 @@ class SequenceTarget(Target):
         """Assemble slices in the raw file ``stage``, stored slice by slice (slice axis first,
         then :meth:`plane_axes`), so one slice is one contiguous read."""
         self.stage = stage
-        self.scratch.append(stage)      # kept until the commit is done: an interrupted one can be redone
+        # kept until the commit is done: an interrupted one can be redone
+        self.scratch.append(stage)
         self.perm = (self.slice_pos, *[self.axes.index(a) for a in self.plane_axes()])
         self.stage_shape = tuple(shape[i] for i in self.perm)
         self.dtype = np.dtype(dtype)
@@ -101,8 +118,8 @@ class SequenceTarget(Target):
         self._init_counts()
 
     def _init_counts(self) -> None:
-        self._missing: dict[int, int] = {}      # slice -> elements not yet staged (this process)
-        self._written: set[int] = set()         # slices whose file this process wrote
+        self._missing: dict[int, int] = {}  # slice -> elements not yet staged (this process)
+        self._written: set[int] = set()  # slices whose file this process wrote
         self._count_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -131,10 +148,21 @@ class SequenceTarget(Target):
             self.write_plane(self.files[first + k], np.ascontiguousarray(plane), first + k)
         return block.nbytes
 
+    def _open_stage(self, flags: int) -> int:
+        if self.stage is None:
+            raise RuntimeError("the slices of this sequence are not staged")
+        return os.open(self.stage, flags)
+
     def _stage_block(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
-        fd = os.open(self.stage, os.O_WRONLY)
+        fd = self._open_stage(os.O_WRONLY)
         try:
-            write_region(fd, 0, self.stage_shape, block.transpose(self.perm), tuple(location[i] for i in self.perm))
+            write_region(
+                fd,
+                0,
+                self.stage_shape,
+                block.transpose(self.perm),
+                tuple(location[i] for i in self.perm),
+            )
         finally:
             os.close(fd)
         first = location[self.slice_pos].start
@@ -146,16 +174,20 @@ class SequenceTarget(Target):
                 self._missing[k] = left
                 if left == 0:
                     complete.append(k)
-        if complete:                       # this block completed these slices: write them now,
-            release_memory()               # with the heap the block phase freed handed back first
+        if complete:  # this block completed these slices: write them now,
+            release_memory()  # with the heap the block phase freed handed back first
         for k in complete:
             self._write_staged(k)
         return block.nbytes
 
     def _write_staged(self, index: int) -> None:
-        fd = os.open(self.stage, os.O_RDONLY)
+        fd = self._open_stage(os.O_RDONLY)
         try:
-            raw = pread_exact(fd, self.plane_size * self.dtype.itemsize, index * self.plane_size * self.dtype.itemsize)
+            raw = pread_exact(
+                fd,
+                self.plane_size * self.dtype.itemsize,
+                index * self.plane_size * self.dtype.itemsize,
+            )
         finally:
             os.close(fd)
         plane = np.frombuffer(raw, dtype=self.dtype).reshape(self.stage_shape[1:])
@@ -175,16 +207,18 @@ class SequenceTarget(Target):
             with ThreadPoolExecutor(min(os.cpu_count() or 1, 4)) as pool:
                 list(pool.map(self._write_staged, left))
 
-
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
         raise NotImplementedError
 
     def slice_metadata(self, index: int, plane_axes: str) -> dict:
         """What each slice file records so that it reads back labeled: the exported axes, the
         axes of the stored plane, the slicing axis and this slice's source index."""
-        return {"lazyexport_axes": "".join(self.axes), "lazyexport_plane": plane_axes,
-                "lazyexport_slice_axis": self.axes[self.slice_pos],
-                "lazyexport_slice_index": self.slice_start + index}
+        return {
+            "lazyexport_axes": "".join(self.axes),
+            "lazyexport_plane": plane_axes,
+            "lazyexport_slice_axis": self.axes[self.slice_pos],
+            "lazyexport_slice_index": self.slice_start + index,
+        }
 
 
 class TiffSequenceTarget(SequenceTarget):
@@ -194,9 +228,16 @@ class TiffSequenceTarget(SequenceTarget):
         axes = self.plane_axes()
         codes = "".join("C" if a == "c" else "Q" for a in axes[:-2]) + "YX"
         compression = None if self.compression == "none" else self.compression
-        args = {"compressionargs": {"level": self.level}} if compression and self.level is not None else {}
+        args: dict[str, Any] = (
+            {"compressionargs": {"level": self.level}}
+            if compression and self.level is not None
+            else {}
+        )
         tifffile.imwrite(
-            path, plane, photometric="minisblack", compression=compression,
+            path,
+            plane,
+            photometric="minisblack",
+            compression=compression,
             metadata={"axes": codes, **self.slice_metadata(index, "".join(axes))},
             **args,
         )
@@ -206,6 +247,8 @@ class TiffSequenceTarget(SequenceTarget):
 class TiffSequenceWriter(SequenceWriter):
     name = "tiff-sequence"
     extensions = (".tif", ".tiff")
-    capabilities = Capabilities(sequence=True, resumable=True, compressions=("none", "zlib", "lzma"))
+    capabilities = Capabilities(
+        sequence=True, resumable=True, compressions=("none", "zlib", "lzma")
+    )
     description = "one TIFF per slice along the outermost non-channel axis"
     target_class = TiffSequenceTarget

@@ -12,10 +12,13 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 
 Shape = tuple[int, ...]
+
+ZarrFormat = Literal[2, 3]  # the Zarr versions lazyexport writes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -23,36 +26,37 @@ class OutputSpec:
     """One export's output, as the planner decided it. Containers are immutable (tuples, a
     read-only mapping); lengths and chunks are in output axes."""
 
-    format: str                            # the writer's name
-    output: Path                           # the file, store or (sequences) first slice file
-    internal: str                          # the path inside a container file or store, as given ("" for none)
-    paths: tuple[Path, ...]                # every final file or directory the export writes
+    format: str  # the writer's name
+    output: Path  # the file, store or (sequences) first slice file
+    internal: str  # the path inside a container file or store, as given ("" for none)
+    paths: tuple[Path, ...]  # every final file or directory the export writes
     shape: Shape
     dtype: np.dtype
     axes: tuple[str, ...]
-    chunks: Shape                          # the output's chunk shape; () while the planner checks the output
-    shards: Shape | None                   # Zarr v3 shard shape (whole chunks), if sharded
-    nbytes: int                            # the uncompressed result
-    compression: str                       # the settings' codec, else the format's default
-    compression_level: int | None          # None: the codec's default
-    pixel_size: Mapping[str, float]        # physical size of a pixel per spatial axis, where known
-    unit: str | None                       # the unit of pixel_size (None: sizes without a unit)
-    value_range: tuple[int, int] | tuple[float, float] | None   # known without reading data, in the output dtype
+    chunks: Shape  # the output's chunk shape; () while the planner checks the output
+    shards: Shape | None  # Zarr v3 shard shape (whole chunks), if sharded
+    nbytes: int  # the uncompressed result
+    compression: str  # the settings' codec, else the format's default
+    compression_level: int | None  # None: the codec's default
+    pixel_size: Mapping[str, float]  # physical size of a pixel per spatial axis, where known
+    unit: str | None  # the unit of pixel_size (None: sizes without a unit)
+    # known without reading data, in the output dtype
+    value_range: tuple[int, int] | tuple[float, float] | None
     nickname: str
-    slice_axis: str | None                 # sequences: the axis the files run along
-    slice_start: int                       # sequences: source index of the first slice
-    staged: bool                           # sequences: slices are assembled in a staging file
-    memory_limit: int                      # bytes, for the whole export
-    workers: int                           # blocks written at a time
+    slice_axis: str | None  # sequences: the axis the files run along
+    slice_start: int  # sequences: source index of the first slice
+    staged: bool  # sequences: slices are assembled in a staging file
+    memory_limit: int  # bytes, for the whole export
+    workers: int  # blocks written at a time
     # (chunks, shape, itemsize) -> a block of whole chunks within the export's memory budget per
     # block in flight: the planner's own block sizing, for a writer's second pass (pyramid levels)
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
     # settings that only some formats read
-    tiff_flavor: str                       # tiff: "plain", "imagej" or "ome"
-    zarr_format: int                       # zarr, ome-zarr: 2 or 3
-    levels: int | None                     # ome-zarr: pyramid levels (None: until y/x fit 512)
-    downsample: str | None                 # ome-zarr: "mean", "mode", "nearest" (None: by result type)
-    result_type: str | None                # ome-zarr: a result type naming labels makes "mode" the default
+    tiff_flavor: str  # tiff: "plain", "imagej" or "ome"
+    zarr_format: ZarrFormat  # zarr, ome-zarr
+    levels: int | None  # ome-zarr: pyramid levels (None: until y/x fit 512)
+    downsample: str | None  # ome-zarr: "mean", "mode", "nearest" (None: by result type)
+    result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731

@@ -37,7 +37,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +52,16 @@ from .spec import OutputSpec
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
-CLASSIC_LIMIT = 2**32             # bytes a classic TIFF can address (32-bit offsets)
-TILE = 512                        # tile edge for planes larger than TILED_PLANE_BYTES
+CLASSIC_LIMIT = 2**32  # bytes a classic TIFF can address (32-bit offsets)
+TILE = 512  # tile edge for planes larger than TILED_PLANE_BYTES
 TILED_PLANE_BYTES = 64 * 2**20
-STRIP_BYTES = 2**18               # bytes per compressed strip (tifffile's default)
+STRIP_BYTES = 2**18  # bytes per compressed strip (tifffile's default)
 # For size_bound: incompressible data grows by less than this fraction (deflate < 0.1%,
 # lzma < 1%), and every page and strip or tile adds at most these bytes to the file.
 COMPRESSED_GROWTH = 1 / 64
-PAGE_BYTES = 1024                 # a page's IFD and tag values (tifffile writes about 250)
-SEGMENT_BYTES = 128               # a strip's or tile's offset, byte count and stream framing
-METADATA_BYTES = 2**20            # header, descriptions (ImageJ, OME-XML, JSON), resolution
+PAGE_BYTES = 1024  # a page's IFD and tag values (tifffile writes about 250)
+SEGMENT_BYTES = 128  # a strip's or tile's offset, byte count and stream framing
+METADATA_BYTES = 2**20  # header, descriptions (ImageJ, OME-XML, JSON), resolution
 
 
 def is_tiled(shape: tuple[int, ...], itemsize: int) -> bool:
@@ -74,7 +74,8 @@ def rows_per_strip(width: int, itemsize: int) -> int:
 
 
 def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
-    """More bytes than a TIFF of pages ``shape[-2:]`` (as :class:`TiffTarget` writes it) can take."""
+    """More bytes than a TIFF of pages ``shape[-2:]`` (as :class:`TiffTarget` writes it) can
+    take."""
     height, width = shape[-2:]
     if is_tiled(shape, itemsize):
         segments = math.ceil(height / TILE) * math.ceil(width / TILE)
@@ -90,18 +91,31 @@ def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
 class TiffWriter(Writer):
     name = "tiff"
     extensions = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
-    capabilities = Capabilities(compressions=("none", "zlib", "lzma"),
-                                options=frozenset({"tiff_flavor", "pixel_size", "unit"}))
+    capabilities = Capabilities(
+        compressions=("none", "zlib", "lzma"),
+        options=frozenset({"tiff_flavor", "pixel_size", "unit"}),
+    )
     # the usual chunks, which follow the source's: the raw file takes any block shape, and a
     # block shaped like the page (whole rows or planes) would read source chunks that
     # neighbouring blocks need too, which dask then holds in memory between them
     chunk_bytes = 4 * 2**20
-    description = "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
+    description = (
+        "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
+    )
 
-    def write_buffers(self, block_bytes: int, unit_bytes: int, staged: bool = False,
-                      spec: OutputSpec | None = None) -> int:
+    def write_buffers(
+        self,
+        block_bytes: int,
+        unit_bytes: int,
+        staged: bool = False,
+        spec: OutputSpec | None = None,
+    ) -> int:
         # the block reordered into the raw file's axis order (none where the orders agree)
-        return 0 if spec is not None and tuple(self.file_axes(spec)) == tuple(spec.axes) else block_bytes
+        return (
+            0
+            if spec is not None and tuple(self.file_axes(spec)) == tuple(spec.axes)
+            else block_bytes
+        )
 
     def file_axes(self, spec: OutputSpec) -> tuple[str, ...]:
         """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
@@ -109,21 +123,32 @@ class TiffWriter(Writer):
         flavor = spec.tiff_flavor
         spatial = [a for a in spec.axes if a != "c"]
         if len(spatial) < 2:
-            raise FormatError(f"a TIFF needs two non-channel axes for its planes, the result has {''.join(spec.axes)!r}")
+            raise FormatError(
+                "a TIFF needs two non-channel axes for its planes, the result has "
+                f"{''.join(spec.axes)!r}"
+            )
         plane = spatial[-2:]
         if flavor != "plain":
             other = [a for a in spec.axes if a not in "tzcyx"]
             if other:
-                raise FormatError(f"{flavor} TIFF has only the axes t, z, c, y, x; the result also has {''.join(other)!r} "
-                                  f"(use tiff_flavor='plain' or drop it with the axis order)")
+                raise FormatError(
+                    f"{flavor} TIFF has only the axes t, z, c, y, x; the result also has "
+                    f"{''.join(other)!r} "
+                    f"(use tiff_flavor='plain' or drop it with the axis order)"
+                )
             if "y" not in spec.axes or "x" not in spec.axes:
-                raise FormatError(f"{flavor} TIFF planes are y by x, the result has axes "
-                                  f"{''.join(spec.axes)!r}; add the missing one with the axis order, "
-                                  f"or use tiff_flavor='plain'")
+                raise FormatError(
+                    f"{flavor} TIFF planes are y by x, the result has axes "
+                    f"{''.join(spec.axes)!r}; add the missing one with the axis order, "
+                    f"or use tiff_flavor='plain'"
+                )
             plane = ["y", "x"]
         if flavor == "imagej":
             if spec.dtype.name not in IMAGEJ_DTYPES:
-                raise FormatError(f"ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, not {spec.dtype}; convert the data type")
+                raise FormatError(
+                    f"ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, not {spec.dtype}; convert the "
+                    "data type"
+                )
             outer = [a for a in "tzc" if a in spec.axes and a not in plane]
         else:
             outer = [a for a in spec.axes if a not in plane]
@@ -131,10 +156,12 @@ class TiffWriter(Writer):
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
-        self.file_axes(spec)   # refuse what the flavor cannot hold, at planning time
+        self.file_axes(spec)  # refuse what the flavor cannot hold, at planning time
         if self.bigtiff(spec):
-            notes += ("the TIFF could reach 4 GiB, so it is written as BigTIFF, which ImageJ's own "
-                      "TIFF opener cannot read (Fiji's Bio-Formats importer can)",)
+            notes += (
+                "the TIFF could reach 4 GiB, so it is written as BigTIFF, which ImageJ's own "
+                "TIFF opener cannot read (Fiji's Bio-Formats importer can)",
+            )
         return notes
 
     def bigtiff(self, spec: OutputSpec) -> bool:
@@ -150,18 +177,42 @@ class TiffWriter(Writer):
         perm = tuple(spec.axes.index(a) for a in file_axes)
         shape = tuple(spec.shape[i] for i in perm)
         with open(raw, "wb") as f:
-            f.truncate(spec.nbytes)   # sparse: blocks fill it in any order
+            f.truncate(spec.nbytes)  # sparse: blocks fill it in any order
         compression = spec.compression
         return TiffTarget(
-            {final: temp}, token, raw, perm, shape, spec.dtype.str, file_axes, spec.tiff_flavor,
-            compression, spec.compression_level, spec.pixel_size, spec.unit,
+            {final: temp},
+            token,
+            raw,
+            perm,
+            shape,
+            spec.dtype.str,
+            file_axes,
+            spec.tiff_flavor,
+            compression,
+            spec.compression_level,
+            spec.pixel_size,
+            spec.unit,
             bigtiff=self.bigtiff(spec),
         )
 
 
 class TiffTarget(Target):
-    def __init__(self, temps, token: str, raw: Path, perm, shape, dtype: str, file_axes, flavor: str, compression: str,
-                 level: int | None, pixel_size: dict[str, float], unit: str | None, bigtiff: bool):
+    def __init__(
+        self,
+        temps,
+        token: str,
+        raw: Path,
+        perm,
+        shape,
+        dtype: str,
+        file_axes,
+        flavor: str,
+        compression: str,
+        level: int | None,
+        pixel_size: Mapping[str, float],
+        unit: str | None,
+        bigtiff: bool,
+    ):
         super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.raw = raw
@@ -175,8 +226,9 @@ class TiffTarget(Target):
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         fd = os.open(self.raw, os.O_WRONLY)
         try:
-            return write_region(fd, 0, self.shape, block.transpose(self.perm),
-                                tuple(location[i] for i in self.perm))
+            return write_region(
+                fd, 0, self.shape, block.transpose(self.perm), tuple(location[i] for i in self.perm)
+            )
         finally:
             os.close(fd)
 
@@ -195,13 +247,15 @@ class TiffTarget(Target):
             for page in range(npages):
                 for y in range(0, height, band):
                     rows = min(band, height - y)
-                    data = np.frombuffer(pread_exact(fd, rows * row, (page * height + y) * row), self.dtype)
+                    data = np.frombuffer(
+                        pread_exact(fd, rows * row, (page * height + y) * row), self.dtype
+                    )
                     data = data.reshape(rows, width)
                     if not self.tiled:
                         yield data
                         continue
                     for x in range(0, width, TILE):
-                        yield np.ascontiguousarray(data[:, x:x + TILE])
+                        yield np.ascontiguousarray(data[:, x : x + TILE])
         finally:
             os.close(fd)
 
@@ -222,7 +276,7 @@ class TiffTarget(Target):
         if self.flavor == "ome":
             meta = {"axes": codes}
             for a, size in px.items():
-                if self.unit:   # OME-XML's default unit is µm: sizes without a unit are left out
+                if self.unit:  # OME-XML's default unit is µm: sizes without a unit are left out
                     meta[f"PhysicalSize{a.upper()}"] = size
                     meta[f"PhysicalSize{a.upper()}Unit"] = unit_symbol(self.unit)
             return meta, res
@@ -233,9 +287,12 @@ class TiffTarget(Target):
             meta["unit"] = self.unit
         if "resolution" in res and not self.unit:
             res["resolutionunit"] = "NONE"
-        elif "resolution" in res:   # standard tags in pixels per centimeter, for any reader
-            res = {"resolution": tuple(1e4 / to_micrometers(px[a], self.unit) for a in "xy"),
-                   "resolutionunit": "CENTIMETER"}
+        # standard tags in pixels per centimeter, for any reader
+        elif "resolution" in res and self.unit:
+            res = {
+                "resolution": tuple(1e4 / to_micrometers(px[a], self.unit) for a in "xy"),
+                "resolutionunit": "CENTIMETER",
+            }
         return meta, res
 
     def finish(self) -> None:
@@ -252,14 +309,29 @@ class TiffTarget(Target):
         shape = self.shape
         # keep a last axis of length 1 (see the module's note): the plain description written
         # here rather than by tifffile, ImageJ's samples axis given
-        if self.flavor == "plain":
-            args["description"], meta = json.dumps({"shape": list(shape), **meta}), None   # tifffile's format
+        metadata: dict | None = meta
+        if self.flavor == "plain":  # tifffile's own format
+            args["description"] = json.dumps({"shape": list(shape), **meta})
+            metadata = None
         elif self.flavor == "imagej":
-            shape, meta = (*shape, 1), {**meta, "axes": meta["axes"] + "S"}
+            shape, metadata = (*shape, 1), {**meta, "axes": meta["axes"] + "S"}
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*nonconformant BigTIFF ImageJ")   # the plan's note says so
-            with tifffile.TiffWriter(self.temp, bigtiff=self.bigtiff, imagej=self.flavor == "imagej",
-                                     ome=self.flavor == "ome") as tif:
-                tif.write(self.pages(), shape=shape, dtype=self.dtype, photometric="minisblack",
-                          compression=compression, metadata=meta, **res, **args)
-        remove(self.raw)        # the TIFF is complete: give its disk space back before the rename
+            # the plan's note says so
+            warnings.filterwarnings("ignore", ".*nonconformant BigTIFF ImageJ")
+            with tifffile.TiffWriter(
+                self.temp,
+                bigtiff=self.bigtiff,
+                imagej=self.flavor == "imagej",
+                ome=self.flavor == "ome",
+            ) as tif:
+                tif.write(
+                    self.pages(),
+                    shape=shape,
+                    dtype=self.dtype,
+                    photometric="minisblack",
+                    compression=compression,
+                    metadata=metadata,
+                    **res,
+                    **args,
+                )
+        remove(self.raw)  # the TIFF is complete: give its disk space back before the rename

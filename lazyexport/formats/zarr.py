@@ -1,4 +1,5 @@
-"""Zarr v3 (default) or v2 stores: one array, ``dimension_names`` (v3) or ``_ARRAY_DIMENSIONS`` (v2).
+"""Zarr v3 (default) or v2 stores: one array, ``dimension_names`` (v3) or ``_ARRAY_DIMENSIONS``
+(v2).
 
 Every block handed to the target covers whole chunks, so blocks are written in parallel with
 no lock.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import numcodecs
 import numpy as np
@@ -20,19 +22,21 @@ from ..storage import remove
 from . import container
 from .base import Capabilities, Target
 from .registry import register
-from .spec import OutputSpec
+from .spec import OutputSpec, ZarrFormat
 
 _DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 1}
 
 
-def compressors(name: str, level: int | None, zarr_format: int):
+def compressors(name: str, level: int | None, zarr_format: ZarrFormat):
     if name == "none":
         return None
     level = _DEFAULT_LEVELS[name] if level is None else level
     if zarr_format == 2:
         return {
             "zstd": lambda: numcodecs.Zstd(level=level),
-            "blosc": lambda: numcodecs.Blosc(cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE),
+            "blosc": lambda: numcodecs.Blosc(
+                cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE
+            ),
             "gzip": lambda: numcodecs.GZip(level=level),
         }[name]()
     return {
@@ -45,9 +49,12 @@ def compressors(name: str, level: int | None, zarr_format: int):
 @register
 class ZarrWriter(container.ContainerWriter):
     name = "zarr"
-    extensions = (".zarr",)
-    capabilities = Capabilities(resumable=True, compressions=("zstd", "blosc", "gzip", "none"),
-                                options=frozenset({"zarr_format", "shards"}))
+    extensions: ClassVar[tuple[str, ...]] = (".zarr",)
+    capabilities = Capabilities(
+        resumable=True,
+        compressions=("zstd", "blosc", "gzip", "none"),
+        options=frozenset({"zarr_format", "shards"}),
+    )
     chunk_bytes = 4 * 2**20
     description = "a Zarr v3 (or v2) array with dimension names"
 
@@ -58,8 +65,11 @@ class ZarrWriter(container.ContainerWriter):
         if container.in_existing(spec.output, spec.internal):
             found = container.zarr_format_of(spec.output)
             if found is not None and found != spec.zarr_format:
-                raise FormatError(f"{spec.output} is a Zarr v{found} store; write into it with zarr_format={found} "
-                                  f"(--zarr-format {found})")
+                raise FormatError(
+                    f"{spec.output} is a Zarr v{found} store; write into it with "
+                    f"zarr_format={found} "
+                    f"(--zarr-format {found})"
+                )
         return notes
 
     def open(self, spec: OutputSpec, token: str) -> Target:
@@ -69,11 +79,11 @@ class ZarrWriter(container.ContainerWriter):
         target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, spot.store, fmt)
         if spot.temp.exists():
             try:
-                target.array()      # an interrupted --resume run's array: keep it
+                target.array()  # an interrupted --resume run's array: keep it
                 return target
-            except Exception:       # it broke while being created: start again
+            except Exception:  # it broke while being created: start again
                 remove(spot.temp)
-        attrs = {"_ARRAY_DIMENSIONS": list(spec.axes)} if fmt == 2 else {}
+        attrs: dict[str, Any] = {"_ARRAY_DIMENSIONS": list(spec.axes)} if fmt == 2 else {}
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)
         try:
@@ -96,7 +106,7 @@ class ZarrWriter(container.ContainerWriter):
         return target
 
 
-def make_parent_groups(store: Path, node: Path, zarr_format: int) -> None:
+def make_parent_groups(store: Path, node: Path, zarr_format: ZarrFormat) -> None:
     """Create the root and the groups leading to ``node`` in ``store`` where missing."""
     root = zarr.open_group(store=str(store), mode="a", zarr_format=zarr_format)
     parent = node.parent.relative_to(store).as_posix()
@@ -108,14 +118,20 @@ class ZarrTarget(Target):
     """``internal``: the array's path inside the temporary store; ``store``: the existing store
     the temporary node is moved into on commit (None: the temporary is the whole store)."""
 
-    def __init__(self, temps: dict[Path, Path], token: str, internal: str, store: Path | None = None,
-                 zarr_format: int = 3):
+    def __init__(
+        self,
+        temps: dict[Path, Path],
+        token: str,
+        internal: str,
+        store: Path | None = None,
+        zarr_format: ZarrFormat = 3,
+    ):
         super().__init__(temps, token)
         (self.temp,) = temps.values()
         self.internal = internal
-        self.store, self.zarr_format = store, zarr_format
-        self._array = None
-        self._files = None
+        self.into, self.zarr_format = store, zarr_format
+        self._array: zarr.Array | None = None
+        self._files: ChunkFiles | Literal[False] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -128,11 +144,13 @@ class ZarrTarget(Target):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def array(self):
+    def array(self) -> zarr.Array:
         if self._array is None:
             with self._lock:
                 if self._array is None:
-                    self._array = zarr.open_array(store=str(self.temp), path=self.internal or None, mode="r+")
+                    self._array = zarr.open_array(
+                        store=str(self.temp), path=self.internal, mode="r+"
+                    )
         return self._array
 
     @property
@@ -142,20 +160,20 @@ class ZarrTarget(Target):
 
     def prepare_commit(self) -> None:
         container.settle(self, self.node)
-        if self.store is not None:
-            make_parent_groups(self.store, next(iter(self.temps)), self.zarr_format)
+        if self.into is not None:
+            make_parent_groups(self.into, next(iter(self.temps)), self.zarr_format)
 
     def commit(self) -> list[Path]:
         paths = super().commit()
-        if self.store is not None and container.consolidated(self.store):
-            zarr.consolidate_metadata(str(self.store))    # its listing must name the new node
+        if self.into is not None and container.consolidated(self.into):
+            zarr.consolidate_metadata(str(self.into))  # its listing must name the new node
         return paths
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         if self._files is None:
             self._files = ChunkFiles.of(self.array()) or False
         if self._files:
-            self._files.write(block, location)      # the chunk files, encoded as zarr would
+            self._files.write(block, location)  # the chunk files, encoded as zarr would
         else:
             self.array()[location] = block
         return block.nbytes

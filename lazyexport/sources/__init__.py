@@ -20,8 +20,13 @@ Opener = Callable[..., xr.DataArray]
 
 # suffix of the file part -> opener(path, internal, axes)
 OPENERS: dict[str, Opener] = {}
-for _module, _opener in ((hdf5, hdf5.open_hdf5), (zarr, zarr.open_zarr), (npy, npy.open_npy), (n5, n5.open_n5),
-                         (tiff, tiff.open_tiff)):
+for _module, _opener in (
+    (hdf5, hdf5.open_hdf5),
+    (zarr, zarr.open_zarr),
+    (npy, npy.open_npy),
+    (n5, n5.open_n5),
+    (tiff, tiff.open_tiff),
+):
     for _suffix in _module.SUFFIXES:
         OPENERS[_suffix] = _opener
 
@@ -61,8 +66,24 @@ def open_path(text: str, axes=None) -> xr.DataArray:
 def open_source(obj, axes: str | None = None) -> xr.DataArray:
     """Open ``obj`` lazily as a labeled dask-backed DataArray; no pixel is read.
 
-    ``obj`` is a path (HDF5, Zarr, TIFF, npy, or a glob of TIFF/PNG slices) or a numpy, dask or
-    xarray array. ``axes`` (e.g. ``"zyxc"``) overrides the axis tags found in the file.
+    Parameters
+    ----------
+    obj : str, os.PathLike, numpy.ndarray, dask.array.Array or xarray.DataArray
+        A path (``file.h5/dataset``, ``store.zarr[/path]``, ``store.n5[/path]``, ``file.tif``,
+        ``file.npy``, or a glob of TIFF/PNG slices) or an array.
+    axes : str, optional
+        Axis tags (e.g. ``"zyxc"``) that override those found in the file (or name an array's).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims are the axis tags; ``attrs`` hold the source, nickname and pixel size where known.
+
+    Raises
+    ------
+    SourceError
+        For a path that cannot be opened, a corrupt or truncated file, or unsupported data
+        (complex, non-numeric).
     """
     if isinstance(obj, (str, os.PathLike)):
         return open_path(os.fspath(obj), axes=axes)
@@ -70,9 +91,24 @@ def open_source(obj, axes: str | None = None) -> xr.DataArray:
 
 
 def open_exported(exported) -> xr.DataArray:
-    """Open what an export wrote, labeled with its axes: an ``ExportResult``, a path
-    (``out.h5/exported_data``, ``out.zarr``, a glob of slice files) or a list of slice files
-    (a sequence's slices, or just some of them: only the files listed are read)."""
+    """Open what an export wrote, lazily, labeled with its axes.
+
+    Parameters
+    ----------
+    exported : ExportResult, str, os.PathLike or list of paths
+        An export's result, a path (``out.h5/exported_data``, ``out.zarr``, a glob of slice
+        files), or a list of slice files (a sequence's, or some of them: only those are read).
+
+    Returns
+    -------
+    xarray.DataArray
+        The exported data, with the export's axes as dims.
+
+    Raises
+    ------
+    SourceError
+        For a path that cannot be opened.
+    """
     from ..transforms import transpose
 
     paths = getattr(exported, "paths", None)
@@ -86,7 +122,7 @@ def open_exported(exported) -> xr.DataArray:
         internal = f"/{exported.internal}" if exported.internal else ""
         out = open_source(f"{exported.output}{internal}")
     axes = tuple(exported.axes)
-    if set(out.dims) != set(axes) and out.ndim == len(axes):   # a format without axis names (npy)
+    if set(out.dims) != set(axes) and out.ndim == len(axes):  # a format without axis names (npy)
         out = xr.DataArray(out.data, dims=axes, attrs=out.attrs)
     # formats with an axis order of their own (ImageJ's TZCYX) come back in the exported order
     return out if tuple(out.dims) == axes else transpose(out, axes)

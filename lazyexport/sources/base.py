@@ -90,7 +90,7 @@ class FileArray:
     """
 
     def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
-        self.path = os.path.abspath(path)   # workers of a cluster may run in other directories
+        self.path = os.path.abspath(path)  # workers of a cluster may run in other directories
         self.key = key
         self.shape = tuple(int(s) for s in shape)
         self.dtype = canonical_dtype(dtype)
@@ -138,7 +138,14 @@ class FileArray:
         self._lock = threading.Lock()
 
     def __dask_tokenize__(self):
-        return (type(self).__name__, self.path, self.key, self.shape, str(self.dtype), stamp(self.data_path()))
+        return (
+            type(self).__name__,
+            self.path,
+            self.key,
+            self.shape,
+            str(self.dtype),
+            stamp(self.data_path()),
+        )
 
     def __repr__(self) -> str:
         inner = f"{self.path}/{self.key}" if self.key else self.path
@@ -176,7 +183,8 @@ def resolve_axes(
     from_metadata: Sequence[str] | None,
     shape: Sequence[int],
 ) -> tuple[str, ...]:
-    """Axis tags by priority: what the user passed, then the file's metadata, then a guess by rank."""
+    """Axis tags by priority: what the user passed, then the file's metadata, then a guess by
+    rank."""
     if explicit is not None:
         return parse_axes(explicit, ndim=len(shape))
     if from_metadata is not None:
@@ -193,10 +201,18 @@ def default_nickname(file: str | os.PathLike) -> str:
     return Path(name).stem if Path(name).suffix else name
 
 
-def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None, reader: Any = None,
-            native: Sequence[int] | None = None, *, identity_paths: Sequence[str] | None = None,
-            file_chunks: Sequence[int] | None = None, shards: Sequence[int] | None = None,
-            **attrs) -> xr.DataArray:
+def labeled(
+    data: da.Array,
+    axes: Sequence[str],
+    path: str | os.PathLike | None,
+    reader: Any = None,
+    native: Sequence[int] | None = None,
+    *,
+    identity_paths: Sequence[str] | None = None,
+    file_chunks: Sequence[int] | None = None,
+    shards: Sequence[int] | None = None,
+    **attrs,
+) -> xr.DataArray:
     """Wrap a dask array as a DataArray with lazyexport's source attributes.
 
     ``reader`` is the sliceable object ``data`` reads from (a :class:`FileArray`, a zarr array);
@@ -204,7 +220,8 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
     ``file_chunks`` (default ``native``) and ``shards`` are the file's chunk and shard shapes as
     ``describe`` shows them. ``identity_paths`` are the files (or directories of chunk files) whose
-    :func:`file_identity` says whether a file source changed (see :mod:`lazyexport.resume`). The dtype becomes numpy's own (:func:`canonical_dtype`).
+    :func:`file_identity` says whether a file source changed (see :mod:`lazyexport.resume`). The
+    dtype becomes numpy's own (:func:`canonical_dtype`).
 
     ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
     without extension) and ``dataset_dir`` (the directory holding the source; the current
@@ -212,14 +229,21 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     """
     dtype = canonical_dtype(data.dtype)
     if dtype.kind not in "biuf" or dtype.itemsize > 8:
-        raise SourceError(f"{path or 'the array'} holds {dtype} values, which lazyexport cannot export (only bool, "
-                          f"integer and floating-point images up to 64 bits); convert it first, e.g. to its "
-                          f"absolute value or real part")
+        raise SourceError(
+            f"{path or 'the array'} holds {dtype} values, which lazyexport cannot export (only "
+            "bool, "
+            f"integer and floating-point images up to 64 bits); convert it first, e.g. to its "
+            f"absolute value or real part"
+        )
     if data.dtype.type is not dtype.type:
-        data = data.map_blocks(_view, dtype.str, dtype=dtype)
+        data = da.map_blocks(_view, data, dtype.str, dtype=dtype)
     if path is not None:
         file = Path(path)
-        base = {"source": str(path), "nickname": default_nickname(file), "dataset_dir": str(file.resolve().parent)}
+        base = {
+            "source": str(path),
+            "nickname": default_nickname(file),
+            "dataset_dir": str(file.resolve().parent),
+        }
     else:
         base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
     base.update(attrs)
@@ -229,12 +253,14 @@ def labeled(data: da.Array, axes: Sequence[str], path: str | os.PathLike | None,
     if native is not None:
         out.encoding["lazyexport_native"] = tuple(int(n) for n in native)
     file_chunks = file_chunks if file_chunks is not None else native
-    if file_chunks is not None:     # by axis: they stay right when the array is transposed
+    if file_chunks is not None:  # by axis: they stay right when the array is transposed
         out.encoding["lazyexport_chunks"] = {a: int(n) for a, n in zip(out.dims, file_chunks)}
     if shards is not None:
         out.encoding["lazyexport_shards"] = {a: int(n) for a, n in zip(out.dims, shards)}
     if identity_paths is not None:
-        out.encoding["lazyexport_identity_paths"] = tuple(os.path.abspath(p) for p in identity_paths)
+        out.encoding["lazyexport_identity_paths"] = tuple(
+            os.path.abspath(p) for p in identity_paths
+        )
     return out
 
 
@@ -244,5 +270,12 @@ def _view(block: np.ndarray, dtype: str) -> np.ndarray:
 
 def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
     """A dask array reading ``reader`` block by block (no lock: readers are thread-safe)."""
-    return da.from_array(reader, chunks=chunks, asarray=False, fancy=False, lock=False, name=name,
-                         meta=np.empty((0,) * reader.ndim, dtype=reader.dtype))
+    return da.from_array(
+        reader,
+        chunks=chunks,
+        asarray=False,
+        fancy=False,
+        lock=False,
+        name=name,
+        meta=np.empty((0,) * reader.ndim, dtype=reader.dtype),
+    )

@@ -54,6 +54,18 @@ def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
         native = obj.chunks
         shape = obj.shape
     dims = resolve_axes(axes, meta_axes, shape)
-    sizes = dict(zip(dims, element_size)) if element_size is not None and len(element_size) == len(dims) else {}
-    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, identity_paths=[arr.data_path()],
-                   internal_path=internal, **source_attrs(sizes, "micrometer"))
+    sizes = (
+        dict(zip(dims, element_size))
+        if element_size is not None and len(element_size) == len(dims)
+        else {}
+    )
+    return labeled(
+        from_file_array(arr, native),
+        dims,
+        path,
+        reader=arr,
+        native=native,
+        identity_paths=[arr.data_path()],
+        internal_path=internal,
+        **source_attrs(sizes, "micrometer"),
+    )

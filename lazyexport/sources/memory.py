@@ -18,7 +18,7 @@ def open_memory(obj, axes=None) -> xr.DataArray:
     if isinstance(obj, xr.DataArray):
         dims = parse_axes(axes, ndim=obj.ndim) if axes is not None else _xarray_dims(obj)
         data, reader = obj.data, None
-        if not isinstance(data, da.Array):    # block tasks read views of the array itself
+        if not isinstance(data, da.Array):  # block tasks read views of the array itself
             reader = np.asarray(data)
             data = _from_numpy(reader)
         out = labeled(data, dims, None, reader=reader)
@@ -35,14 +35,16 @@ def open_memory(obj, axes=None) -> xr.DataArray:
             raise SourceError(f"cannot export an array of dtype {obj.dtype}: only numeric data")
         return labeled(_from_numpy(obj), resolve_axes(axes, None, obj.shape), None, reader=obj)
     raise SourceError(
-        f"cannot open a {type(obj).__name__} as a source: pass a path, or a numpy, dask or xarray array"
+        f"cannot open a {type(obj).__name__} as a source: pass a path, or a numpy, dask or xarray "
+        "array"
     )
 
 
 def _from_numpy(arr: np.ndarray) -> da.Array:
     # A random name spares dask hashing every byte of a large array.
-    return da.from_array(arr, chunks=dask_chunks(arr.shape, arr.dtype, None),
-                         name=f"memory-{uuid.uuid4().hex}")
+    return da.from_array(
+        arr, chunks=dask_chunks(arr.shape, arr.dtype, None), name=f"memory-{uuid.uuid4().hex}"
+    )
 
 
 def _xarray_dims(obj: xr.DataArray) -> tuple[str, ...]:
@@ -50,7 +52,8 @@ def _xarray_dims(obj: xr.DataArray) -> tuple[str, ...]:
     if all(len(d) == 1 for d in dims):
         return parse_axes(dims)
     raise SourceError(
-        f"the DataArray's dims {tuple(obj.dims)} are not single-letter axis tags; pass axes=, e.g. 'zyx'"
+        f"the DataArray's dims {tuple(obj.dims)} are not single-letter axis tags; pass axes=, e.g. "
+        "'zyx'"
     )
 
 
@@ -59,7 +62,7 @@ def _coordinate_spacing(obj: xr.DataArray, dims) -> dict:
     coordinate's ``units`` attribute)."""
     sizes, unit = {}, None
     for name, axis in zip(obj.dims, dims):
-        if name not in obj.coords:      # (``obj[name]`` would be a made-up 0, 1, 2, ... index)
+        if name not in obj.coords:  # (``obj[name]`` would be a made-up 0, 1, 2, ... index)
             continue
         coord = obj.coords[name]
         if coord.ndim != 1 or coord.size < 2 or coord.dtype.kind not in "iuf":

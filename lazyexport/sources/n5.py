@@ -12,6 +12,7 @@ import math
 import os
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -37,7 +38,10 @@ class N5Dataset:
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         region = [range(*s.indices(n)) for s, n in zip(key, self.shape)]
         out = np.zeros([len(r) for r in region], dtype=self.dtype)
-        grids = [range(r.start // c, math.ceil(r.stop / c)) if len(r) else range(0) for r, c in zip(region, self.chunks)]
+        grids = [
+            range(r.start // c, math.ceil(r.stop / c)) if len(r) else range(0)
+            for r, c in zip(region, self.chunks)
+        ]
         for grid in product(*grids):
             file = chunk_file(self.path, grid)
             if not file.exists():
@@ -72,9 +76,14 @@ def _datasets(root: Path) -> list[str]:
 
 
 def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
-    """``pixel_size``/``unit`` source attributes from n5-viewer's ``pixelResolution`` or ``resolution`` (+ ``units``)."""
+    """``pixel_size``/``unit`` source attributes from n5-viewer's ``pixelResolution`` or
+    ``resolution`` (+ ``units``)."""
     res = attrs.get("pixelResolution")
-    sizes, unit = (res.get("dimensions"), res.get("unit")) if isinstance(res, dict) else (attrs.get("resolution"), None)
+    sizes, unit = (
+        (res.get("dimensions"), res.get("unit"))
+        if isinstance(res, dict)
+        else (attrs.get("resolution"), None)
+    )
     if unit is None and attrs.get("units"):
         unit = next((u for u in attrs["units"] if u), None)
     if not sizes or len(sizes) != len(axes):
@@ -84,7 +93,7 @@ def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
     except Exception:
         return {}
     sizes = dict(zip(axes, reversed(sizes)))
-    out = {"pixel_size": {a: float(sizes[a]) for a in "zyx" if a in sizes}}
+    out: dict[str, Any] = {"pixel_size": {a: float(sizes[a]) for a in "zyx" if a in sizes}}
     if unit:
         out["unit"] = unit
     return out
@@ -99,7 +108,10 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
         names = _datasets(path / internal if internal else path)
         if len(names) != 1:
             listing = ", ".join(names[:10]) or "none"
-            raise SourceError(f"{path}/{internal} holds {len(names)} N5 datasets ({listing}); name one as {path}/<dataset>")
+            raise SourceError(
+                f"{path}/{internal} holds {len(names)} N5 datasets ({listing}); name one as "
+                f"{path}/<dataset>"
+            )
         internal = f"{internal}/{names[0]}".strip("/")
         attrs = read_attributes(path / internal)
     try:
@@ -110,5 +122,13 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
     meta_axes = list(reversed(attrs["axes"])) if attrs.get("axes") else None
     arr = N5Array(path, shape, attrs["dataType"], key=internal)
     dims = resolve_axes(axes, meta_axes, shape)
-    return labeled(from_file_array(arr, chunks), dims, path, reader=arr, identity_paths=[arr.data_path()], file_chunks=chunks,
-                   internal_path=internal, **n5_pixel_size(attrs, dims))
+    return labeled(
+        from_file_array(arr, chunks),
+        dims,
+        path,
+        reader=arr,
+        identity_paths=[arr.data_path()],
+        file_chunks=chunks,
+        internal_path=internal,
+        **n5_pixel_size(attrs, dims),
+    )

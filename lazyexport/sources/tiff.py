@@ -10,8 +10,9 @@ import glob as globmod
 import json
 import logging
 import os
-from xml.etree import ElementTree
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 import dask.array as da
 import numpy as np
@@ -36,13 +37,16 @@ class TiffArray(FileArray):
     """Series 0 of a TIFF file, read region by region through tifffile's zarr store."""
 
     def _open(self):
-        store = zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r")
+        store = zarr.open_array(
+            tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r"
+        )
         if any(c > n for c, n in zip(store.chunks, store.shape)):
             # tifffile's store cannot read a series whose page axes are followed by length-1 axes
             # (e.g. (24, 2, 1, 1) of 24x2 pages: its chunks come out as (1, 1, 24, 2)); its
             # squeezed store can, and the length-1 axes are given back
-            squeezed = zarr.open(tifffile.imread(self.path, aszarr=True, series=0, level=0, squeeze=True),
-                                 mode="r")
+            squeezed = zarr.open(
+                tifffile.imread(self.path, aszarr=True, series=0, level=0, squeeze=True), mode="r"
+            )
             return _Unsqueezed(squeezed, self.shape)
         return store
 
@@ -54,7 +58,9 @@ class _Unsqueezed:
         self.squeezed, self.shape = squeezed, tuple(shape)
         self.kept = [i for i, n in enumerate(self.shape) if n != 1]
         if len(self.kept) != len(squeezed.shape):
-            raise SourceError(f"cannot read this TIFF's layout: series {self.shape}, pages {squeezed.shape}")
+            raise SourceError(
+                f"cannot read this TIFF's layout: series {self.shape}, pages {squeezed.shape}"
+            )
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -96,8 +102,14 @@ def _parsed(path: str | Path):
             end = _data_end(series)
             size = os.path.getsize(path)
             if skipped or end > size:
-                reason = skipped[0].split("> ", 1)[-1] if skipped else f"its pixel data end at byte {end}"
-                raise SourceError(f"{path} is a truncated or corrupt TIFF ({reason}; the file has {size} bytes)")
+                reason = (
+                    skipped[0].split("> ", 1)[-1]
+                    if skipped
+                    else f"its pixel data end at byte {end}"
+                )
+                raise SourceError(
+                    f"{path} is a truncated or corrupt TIFF ({reason}; the file has {size} bytes)"
+                )
             yield tif
     finally:
         logger.removeHandler(keep)
@@ -108,8 +120,15 @@ def _data_end(series) -> int:
     """Where the pixel data of a tifffile series end in the file."""
     if series.dataoffset is not None:
         return int(series.dataoffset + series.nbytes)
-    return max((int(o) + int(c) for page in series.pages if page is not None
-                for o, c in zip(page.dataoffsets, page.databytecounts)), default=0)
+    return max(
+        (
+            int(o) + int(c)
+            for page in series.pages
+            if page is not None
+            for o, c in zip(page.dataoffsets, page.databytecounts)
+        ),
+        default=0,
+    )
 
 
 def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
@@ -124,14 +143,26 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
             if page.is_tiled and len(shape) >= 2 and codes[-1] != "S":
                 native[-2:] = [page.tilelength, page.tilewidth]
             own = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-            meta_axes = own.get("lazyexport_axes") if len(own.get("lazyexport_axes", "")) == len(shape) else None
+            meta_axes = (
+                own.get("lazyexport_axes")
+                if len(own.get("lazyexport_axes", "")) == len(shape)
+                else None
+            )
             extra = _pixel_size(tif, own)
     except (OSError, tifffile.TiffFileError, IndexError) as exc:
         raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
     arr = TiffArray(path, shape, dtype)
     dims = resolve_axes(axes, meta_axes or tiff_axes(codes), shape)
-    return labeled(from_file_array(arr, native), dims, path, reader=arr, native=native, identity_paths=[arr.data_path()],
-                   tiff_axes=codes, **extra)
+    return labeled(
+        from_file_array(arr, native),
+        dims,
+        path,
+        reader=arr,
+        native=native,
+        identity_paths=[arr.data_path()],
+        tiff_axes=codes,
+        **extra,
+    )
 
 
 def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
@@ -144,16 +175,26 @@ def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
             pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
             if pixels is None:
                 return {}
-            sizes = {a: pixels.get(f"PhysicalSize{a.upper()}") for a in "zyx" if pixels.get(f"PhysicalSize{a.upper()}")}
+            sizes: dict[str, Any] = {
+                a: pixels.get(f"PhysicalSize{a.upper()}")
+                for a in "zyx"
+                if pixels.get(f"PhysicalSize{a.upper()}")
+            }
             return source_attrs(sizes, pixels.get("PhysicalSizeXUnit", "µm"))
         if tif.is_imagej and tif.imagej_metadata:
             meta = tif.imagej_metadata
             xres, yres = tif.pages.first.resolution
             unit = meta.get("unit") if meta.get("unit") not in ("pixel", "pixels") else None
-            sizes = {"x": 1 / xres if xres else None, "y": 1 / yres if yres else None, "z": meta.get("spacing")}
+            sizes = {
+                "x": 1 / xres if xres else None,
+                "y": 1 / yres if yres else None,
+                "z": meta.get("spacing"),
+            }
             if not unit and (xres, yres) == (1, 1):
                 sizes.update(x=None, y=None)
-            return source_attrs({a: v for a, v in sizes.items() if v is not None}, unit, default=None)
+            return source_attrs(
+                {a: v for a, v in sizes.items() if v is not None}, unit, default=None
+            )
         if "pixel_size" in own:
             return source_attrs(own["pixel_size"], own.get("unit"), default=None)
     except (ValueError, TypeError, ZeroDivisionError, ElementTree.ParseError):
@@ -173,8 +214,17 @@ class ImageFileArray(FileArray):
 
 
 # PIL image mode -> (dtype, samples) of ``np.asarray(image)``, to read a PNG's shape from its header
-_PNG_MODES = {"1": ("bool", 0), "L": ("uint8", 0), "P": ("uint8", 0), "LA": ("uint8", 2), "RGB": ("uint8", 3),
-              "RGBA": ("uint8", 4), "I;16": ("uint16", 0), "I": ("int32", 0), "F": ("float32", 0)}
+_PNG_MODES = {
+    "1": ("bool", 0),
+    "L": ("uint8", 0),
+    "P": ("uint8", 0),
+    "LA": ("uint8", 2),
+    "RGB": ("uint8", 3),
+    "RGBA": ("uint8", 4),
+    "I;16": ("uint16", 0),
+    "I": ("int32", 0),
+    "F": ("float32", 0),
+}
 
 
 def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
@@ -186,9 +236,10 @@ def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
             raise SourceError("reading PNG sequences needs Pillow: pip install pillow") from None
         with Image.open(file) as img:
             if img.mode in _PNG_MODES:
-                dtype, samples = _PNG_MODES[img.mode]
+                kind, samples = _PNG_MODES[img.mode]
                 shape = (img.height, img.width) + ((samples,) if samples else ())
-            else:   # a rare mode: decode it to see what numpy makes of it
+                dtype = np.dtype(kind)
+            else:  # a rare mode: decode it to see what numpy makes of it
                 first = np.asarray(img)
                 shape, dtype = first.shape, first.dtype
         return shape, canonical_dtype(dtype), "YXS"[: len(shape)]
@@ -240,11 +291,22 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     for file in files[1:]:
         other, other_dtype, _ = _checked_header(file)
         if (other, other_dtype) != (shape, dtype):
-            raise SourceError(f"slice {file} is {other} {other_dtype}, but {files[0]} is {shape} {dtype}: "
-                              f"the slices of a sequence must have one shape and dtype")
+            raise SourceError(
+                f"slice {file} is {other} {other_dtype}, but {files[0]} is {shape} {dtype}: "
+                f"the slices of a sequence must have one shape and dtype"
+            )
     arrays = [ImageFileArray(f, shape, dtype) for f in files]
-    parts = [da.from_array(arr, chunks=shape, asarray=False, fancy=False, lock=False,
-                           meta=np.empty((0,) * len(shape), dtype)) for arr in arrays]
+    parts = [
+        da.from_array(
+            arr,
+            chunks=shape,
+            asarray=False,
+            fancy=False,
+            lock=False,
+            meta=np.empty((0,) * len(shape), dtype),
+        )
+        for arr in arrays
+    ]
     data = da.stack(parts, axis=0)
     if axes is not None:
         dims = parse_axes(axes, ndim=data.ndim)
@@ -254,11 +316,16 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
         plane = tiff_axes(codes)
         stack = parse_axes(stack_axis)[0]
         if stack in plane:
-            raise AxisError(f"cannot stack along {stack!r}: the images already have that axis ({''.join(plane)})")
+            raise AxisError(
+                f"cannot stack along {stack!r}: the images already have that axis "
+                f"({''.join(plane)})"
+            )
         dims = (stack, *plane)
     first = Path(files[0])
     path = first.parent / (Path(pattern).name if pattern else first.name)
-    out = labeled(data, dims, path, identity_paths=[arr.data_path() for arr in arrays], files=len(files))
+    out = labeled(
+        data, dims, path, identity_paths=[arr.data_path() for arr in arrays], files=len(files)
+    )
     out.attrs["nickname"] = first.parent.name
     if meta and axes is None:
         out = transpose(out, meta["lazyexport_axes"])

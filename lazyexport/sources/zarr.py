@@ -36,8 +36,14 @@ def _ome_pixel_size(image: dict) -> dict:
     """Pixel sizes of level 0 from its ``scale`` transform and the axes' units. Axes without a
     unit give sizes without one, except a scale of 1 there: the placeholder for "not known"."""
     axes = [a if isinstance(a, dict) else {"name": a} for a in image.get("axes", [])]
-    scale = next((t.get("scale") for t in image["datasets"][0].get("coordinateTransformations", [])
-                  if t.get("type") == "scale"), None)
+    scale = next(
+        (
+            t.get("scale")
+            for t in image["datasets"][0].get("coordinateTransformations", [])
+            if t.get("type") == "scale"
+        ),
+        None,
+    )
     if not scale or len(scale) != len(axes):
         return {}
     sizes = {a["name"]: s for a, s in zip(axes, scale) if a.get("unit") or s != 1}
@@ -50,7 +56,7 @@ def _array_axes(arr: zarr.Array) -> list[str] | None:
     if names and all(isinstance(n, str) for n in names):
         return list(names)
     dims = arr.attrs.get("_ARRAY_DIMENSIONS")
-    return list(dims) if dims else None
+    return [str(d) for d in dims] if isinstance(dims, list) and dims else None
 
 
 def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
@@ -67,7 +73,9 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         if multiscales:
             image = multiscales[0]
             level0 = image["datasets"][0]["path"]
-            meta_axes = [a["name"] if isinstance(a, dict) else a for a in image.get("axes", [])] or None
+            meta_axes = [
+                a["name"] if isinstance(a, dict) else a for a in image.get("axes", [])
+            ] or None
             extra = _ome_pixel_size(image)
             arr = node[level0]
             internal = f"{internal}/{level0}".strip("/")
@@ -76,21 +84,39 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
             if len(arrays) != 1:
                 listing = ", ".join(arrays[:10]) or "none"
                 raise SourceError(
-                    f"{path} is a Zarr group with {len(arrays)} arrays ({listing}); name one as {path}/<array>"
+                    f"{path} is a Zarr group with {len(arrays)} arrays ({listing}); name one as "
+                    f"{path}/<array>"
                 )
             arr = node[arrays[0]]
             internal = f"{internal}/{arrays[0]}".strip("/")
     else:
         arr = node
+    if not isinstance(arr, zarr.Array):
+        raise SourceError(f"{path}/{internal} is a Zarr group, not an array: name an array in it")
     if meta_axes is None:
         meta_axes = _array_axes(arr)
     shards = getattr(arr, "shards", None)
     native = shards or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
-    array_dir = Path(path).absolute() / internal    # its files say whether it changed (for --resume)
-    name = "zarr-" + tokenize(str(path.resolve()), internal, arr.shape, str(arr.dtype),
-                              [stamp(array_dir / m) for m in MARKERS])
+    array_dir = Path(path).absolute() / internal  # its files say whether it changed (for --resume)
+    name = "zarr-" + tokenize(
+        str(path.resolve()),
+        internal,
+        arr.shape,
+        str(arr.dtype),
+        [stamp(array_dir / m) for m in MARKERS],
+    )
     dims = resolve_axes(axes, meta_axes, arr.shape)
     reader = reader_for(arr)
-    return labeled(reader_array(reader, chunks, name=name), dims, path, reader=reader, native=native,
-                   identity_paths=[array_dir], file_chunks=arr.chunks, shards=shards, internal_path=internal, **extra)
+    return labeled(
+        reader_array(reader, chunks, name=name),
+        dims,
+        path,
+        reader=reader,
+        native=native,
+        identity_paths=[str(array_dir)],
+        file_chunks=arr.chunks,
+        shards=shards,
+        internal_path=internal,
+        **extra,
+    )
