@@ -543,6 +543,8 @@ def _execute(
             _write_all(plan, target, journal, done, resolved, progress, cancel)
             release_files(plan.paths)  # a source read from the output's own file (HDF5) must let go
             # a writer's second pass reads too
+            if journal is not None:  # removed with the commit, before its record
+                target.scratch.append(journal.path)
             with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
                 paths = target.commit()
         except BaseException as exc:

@@ -16,10 +16,11 @@ names a live process. Orphans are removed by the next export of the same output 
 :func:`clean` (``lazyexport clean``).
 
 The commit writes a *commit record* (the list of renames, fsynced; one copy in every directory
-that holds temporaries) before the first rename and removes it after the last: a run killed in
-between leaves complete temporaries and the record, and whoever finds the record of a dead run
-finishes the renames (:func:`finish_commit`) rather than leaving a half-renamed output or
-deleting finished data - unless an output is newer than the record (someone wrote it since):
+that holds temporaries) before the first rename and removes it after the last rename and after
+the run's working files (journal, staging file): a run killed in between leaves complete
+temporaries and the record, and whoever finds the record of a dead run finishes the renames
+(:func:`finish_commit`) rather than leaving a half-renamed output or deleting finished data -
+unless an output is newer than the record (someone wrote it since):
 that one is kept, and the stale temporary dropped.
 """
 
@@ -190,11 +191,15 @@ def replace(temp: Path, final: Path) -> None:
     os.replace(temp, final)
 
 
-def commit_renames(renames: Sequence[tuple[Path, Path]]) -> None:
+def commit_renames(renames: Sequence[tuple[Path, Path]], then_remove: Sequence[Path] = ()) -> None:
     """Rename each temporary to its final name, as one recorded step: the record is written
     (and fsynced) beside the temporaries first and removed last, so a kill in between can be
-    finished later (:func:`finish_commit`)."""
+    finished later (:func:`finish_commit`). ``then_remove`` (a journal, a staging file) goes
+    after the renames and before the record: a kill can never leave it beside finished outputs
+    with nothing to say it is stale."""
     if not renames:
+        for path in then_remove:
+            remove(path)
         return
     records = list(dict.fromkeys(_record_of(Path(t).parent, renames) for t, _ in renames))
     text = json.dumps(
@@ -207,6 +212,8 @@ def commit_renames(renames: Sequence[tuple[Path, Path]]) -> None:
         write_durably(record, text)
     for temp, final in renames:
         replace(temp, final)
+    for path in then_remove:
+        remove(path)
     for record in records:
         remove(record)
 

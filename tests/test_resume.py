@@ -344,3 +344,58 @@ def test_delete_all_removes_what_an_interrupted_resume_kept(volume):
     report = batch.delete_all()
     assert len(report.removed) == 2 and all("interrupted --resume" in r for r in report.removed)
     assert snapshot(volume.parent) == before
+
+
+KILLED_WHILE_CLEANING_UP = """
+import os, signal, sys
+import lazyexport as le
+from lazyexport import storage
+
+real_remove, written = storage.remove, [False]
+
+
+def remove(path):  # the run dies as it removes its journal once every block is written
+    if written[0] and str(path).endswith(".blocks"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_remove(path)
+
+
+def progress(event):
+    written[0] = event.blocks_done == event.blocks_total
+
+
+storage.remove = remove
+settings = le.ExportSettings(format=sys.argv[2], output=sys.argv[3], dtype="uint8")
+le.export(sys.argv[1], settings, resume=True, progress=progress)
+"""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "output"),
+    [
+        ("zarr", "o.zarr"),
+        ("tiff-sequence", "o_{slice_index}.tif"),
+        ("png-sequence", "o_{slice_index}.png"),
+    ],
+)
+def test_a_kill_while_a_finished_resume_run_cleans_up_leaves_nothing_after_the_next(
+    tmp_path, fmt, output
+):
+    """The journal goes before the commit record: a run killed as it removes the journal still
+    has its record, so the next run finishes that commit and removes the rest (before, the
+    record went first, and the next run refused the finished output and left the journal)."""
+    data = np.random.default_rng(3).integers(0, 255, (6, 40, 50)).astype("uint8")
+    np.save(tmp_path / "v.npy", data)
+    out = str(tmp_path / output)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WHILE_CLEANING_UP, str(tmp_path / "v.npy"), fmt, out],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-800:]
+    assert any(".commit" in p.name for p in tmp_path.iterdir())  # the record is still there
+    settings = le.ExportSettings(format=fmt, output=out, dtype="uint8")
+    result = le.export(str(tmp_path / "v.npy"), settings, resume=True)
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)).reshape(data.shape), data)
+    assert [p.name for p in tmp_path.iterdir() if ".lazyexport-" in p.name] == []

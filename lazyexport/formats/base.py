@@ -99,9 +99,8 @@ class Target:
         :func:`lazyexport.storage.commit_renames`); return the final paths."""
         self.finish()
         self.prepare_commit()
-        commit_renames([(temp, final) for final, temp in self.temps.items()])
-        for path in self.scratch:
-            remove(path)
+        renames = [(temp, final) for final, temp in self.temps.items()]
+        commit_renames(renames, then_remove=self.scratch)
         return list(self.temps)
 
     def prepare_commit(self) -> None:
