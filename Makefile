@@ -30,7 +30,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded --scaling
+	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded,zarr-sharded-deep --scaling
 	$(PY) benchmarks/memory.py
 
 # The cost model against measured peaks: an 8 GiB generated source in five chunk layouts to

@@ -6,15 +6,19 @@ chunking under bench-out/), a cutout that starts inside a chunk (``--cut z``: z=
 ``--cut mid``: also y=100:-100 and x=100:-100, so it starts and stops inside a chunk along
 z, y and x), renormalize [0, 1] -> [0, 255], uint8, transpose to czyx; written as Zarr,
 gzip-1 HDF5 and a TIFF sequence (and, with ``--formats zarr-sharded``, Zarr v3 with 32 KiB
-chunks in 8 MiB shards, against ``da.store`` into the same sharded array).
+chunks in 8 MiB shards, or ``zarr-sharded-deep``, 256 KiB chunks 16 slices deep in 32 MiB shards,
+against ``da.store`` of shard-aligned blocks into the same sharded array through zarr-python's
+default codec pipeline).
 
 Both sides write the same codec: Zarr zstd level 3 (lazyexport's default; ``da.to_zarr`` is
 given ``compressors=ZstdCodec(level=3)``), HDF5 gzip level 1, TIFF uncompressed; each run
 reads back what it wrote and the codecs are printed. The plain TIFF sequence is a per-slice
 ``tifffile.imwrite`` driven by ``map_blocks`` over one-slice blocks.
 
-Runs alternate (plain, lazyexport, plain, ...) so machine noise hits both alike; each run is
-its own process, so its peak RSS is its own. Prints medians and the speed ratio (plain
+Runs alternate (plain, lazyexport, plain, ...; each round starts with the next tool, so none
+always runs right after the same one) so machine noise hits all alike; each run starts after an
+``os.sync()`` (the previous run's writes are flushed before, not during, the timing) and is its
+own process, so its peak RSS is its own. Prints medians and the speed ratio (plain
 seconds / lazyexport seconds: > 1 means lazyexport is faster).
 
     python benchmarks/bench.py [--gib 2] [--src-chunks 16,256,256,2] [--cut z|mid] [--repeats 3]
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -40,10 +45,11 @@ OUT = Path(__file__).resolve().parent.parent / "bench-out"
 CUTS = {"z": {"z": (4, -4)}, "mid": {"z": (4, -4), "y": (100, -100), "x": (100, -100)}}
 SRC_CHUNKS = (16, 256, 256, 2)
 ZARR_LEVEL = 3  # lazyexport's default zstd level for Zarr (zarr-python's own default is level 0)
-SMALL_CHUNKS, SHARDS = (
-    (2, 1, 128, 128),
-    (2, 16, 512, 512),
-)  # zarr-sharded: 32 KiB chunks, 8 MiB shards
+# sharded Zarr v3 layouts (czyx): chunks and shards
+SHARDED = {
+    "zarr-sharded": ((2, 1, 128, 128), (2, 16, 512, 512)),  # 32 KiB chunks, 8 MiB shards
+    "zarr-sharded-deep": ((1, 16, 128, 128), (2, 64, 512, 512)),  # 256 KiB chunks, 32 MiB shards
+}
 
 
 def source_path(gib: float, chunks: tuple[int, ...]) -> Path:
@@ -94,16 +100,17 @@ def run_plain(fmt: str, src: Path, out: Path, cut: dict) -> None:
         # to_zarr needs regular chunks (the cutout broke them): the source's, in czyx
         y = y.rechunk((src_chunks[3], *src_chunks[:3]))
         da.to_zarr(y, str(out), mode="w", compressors=[ZstdCodec(level=ZARR_LEVEL)])
-    elif fmt == "zarr-sharded":
+    elif fmt in SHARDED:
         import zarr
 
-        y = y.rechunk(SHARDS)  # one dask chunk per shard, so no two tasks write one
-        arr = zarr.create_array(
+        chunks, shards = SHARDED[fmt]
+        y = y.rechunk(shards)  # one dask chunk per shard, so no two tasks write one
+        arr = zarr.create_array(  # zarr-python's default codec pipeline, as a user gets it
             str(out),
             shape=y.shape,
             dtype=y.dtype,
-            chunks=SMALL_CHUNKS,
-            shards=SHARDS,
+            chunks=chunks,
+            shards=shards,
             compressors=[ZstdCodec(level=ZARR_LEVEL)],
         )
         da.store(y, arr, lock=False)
@@ -133,10 +140,11 @@ def run_lazyexport(fmt: str, src: Path, out: Path, cut: dict) -> None:
 
     output = str(out / "z{slice_index}.tif") if fmt == "tiff-sequence" else str(out)
     sharded = {}
-    if fmt == "zarr-sharded":
+    if fmt in SHARDED:
+        chunks, shards = SHARDED[fmt]
         fmt, sharded = (
             "zarr",
-            dict(chunks=dict(zip("czyx", SMALL_CHUNKS)), shards=dict(zip("czyx", SHARDS))),
+            dict(chunks=dict(zip("czyx", chunks)), shards=dict(zip("czyx", shards))),
         )
     settings = le.ExportSettings(
         roi=cut,
@@ -183,10 +191,12 @@ def peak_rss() -> int:
     return int(line.split()[1]) * 1024
 
 
-def child(args: list[str]) -> dict:
-    """Run one measurement in a fresh process; return its seconds and peak RSS."""
+def child(args: list[str], checkout: str | None = None) -> dict:
+    """Run one measurement in a fresh process; return its seconds and peak RSS. ``checkout``:
+    import lazyexport from that directory (another git checkout) instead."""
     cmd = [sys.executable, __file__, "--child", json.dumps(args)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=checkout) if checkout else None
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"benchmark run {args} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -213,7 +223,7 @@ def _zarr_codecs(codecs: list[dict]) -> str:
 
 def describe_output(fmt: str, out: Path) -> str:
     """The codec (and chunks) of what a run wrote, read back from the files."""
-    if fmt in ("zarr", "zarr-sharded"):
+    if fmt == "zarr" or fmt in SHARDED:
         meta = json.loads((out / "zarr.json").read_text())
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         (shard,) = [c for c in meta["codecs"] if c["name"] == "sharding_indexed"] or [None]
@@ -249,7 +259,7 @@ def describe_output(fmt: str, out: Path) -> str:
 def output_path(kind: str, fmt: str) -> Path:
     """Where a run writes: NAME.h5, NAME.zarr (lazyexport adds the extension when it is missing)
     or, for a TIFF sequence, the directory NAME."""
-    suffix = {"hdf5": ".h5", "zarr": ".zarr", "zarr-sharded": ".zarr"}.get(fmt, "")
+    suffix = ".h5" if fmt == "hdf5" else ".zarr" if fmt == "zarr" or fmt in SHARDED else ""
     return OUT / f"out-{kind}-{fmt}{suffix}"
 
 
@@ -264,11 +274,12 @@ def child_main(spec: str) -> None:
     kind, fmt, *rest = json.loads(spec)
     target = output_path(kind, fmt)
     remove_output(target)  # so neither side's timing includes deleting the last run's output
-    cut = CUTS[rest[1]] if kind in ("plain", "lazyexport", "transform") else {}
+    cut = CUTS[rest[1]] if kind in ("plain", "lazyexport", "before", "transform") else {}
+    os.sync()  # the last run's writes reach the disk before this one is timed, not during it
     start = time.perf_counter()
     if kind == "plain":
         run_plain(fmt, Path(rest[0]), target, cut)
-    elif kind == "lazyexport":
+    elif kind in ("lazyexport", "before"):  # before: the same, imported from --before
         run_lazyexport(fmt, Path(rest[0]), target, cut)
     elif kind == "transform":
         run_transform_only(Path(rest[0]), cut)
@@ -276,7 +287,7 @@ def child_main(spec: str) -> None:
         run_scaling(fmt, int(rest[0]), target)
     seconds = time.perf_counter() - start
     rss = peak_rss()
-    codec = describe_output(fmt, target) if kind in ("plain", "lazyexport") else ""
+    codec = describe_output(fmt, target) if kind in ("plain", "lazyexport", "before") else ""
     remove_output(target)
     print(json.dumps({"seconds": seconds, "peak_rss": rss, "codec": codec}))
 
@@ -302,12 +313,18 @@ def main() -> None:
     parser.add_argument(
         "--formats",
         default="zarr,hdf5,tiff-sequence",
-        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded",
+        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded, zarr-sharded-deep",
     )
     parser.add_argument(
         "--scaling",
         action="store_true",
         help="also peak RSS at 1x, 4x, 8x GiB, memory_limit=512MiB",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="CHECKOUT",
+        help="also run lazyexport imported from this directory (another git checkout, e.g. a "
+        "worktree of the previous commit), alternating with the others: before/after in one run",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -355,13 +372,18 @@ def main() -> None:
     codecs = []
     for fmt in args.formats.split(","):
         runs: dict[str, list[dict]] = {"plain": [], "lazyexport": []}
-        for _ in range(args.repeats):
-            for tool in runs:
-                runs[tool].append(child([tool, fmt, str(src), args.cut]))
+        if args.before:
+            runs["before"] = []
+        tools = list(runs)
+        for repeat in range(args.repeats):
+            # each round starts with another tool, so none always follows the same one
+            for tool in tools[repeat % len(tools) :] + tools[: repeat % len(tools)]:
+                checkout = args.before if tool == "before" else None
+                runs[tool].append(child([tool, fmt, str(src), args.cut], checkout))
         med = {tool: statistics.median(r["seconds"] for r in rs) for tool, rs in runs.items()}
         for tool, rs in runs.items():
             rss = max(r["peak_rss"] for r in rs) / 2**20
-            ratio = f"{med['plain'] / med['lazyexport']:.2f}x" if tool == "lazyexport" else ""
+            ratio = f"{med['plain'] / med[tool]:.2f}x" if tool != "plain" else ""
             each = " ".join(f"{r['seconds']:.2f}" for r in rs)
             print(
                 f"{fmt:14} {tool:11} {med[tool]:9.2f} {cut_bytes / med[tool] / 1e9:6.2f} "
@@ -372,7 +394,7 @@ def main() -> None:
     print("\n".join(codecs))
     if args.scaling:
         print("\npeak RSS of lazyexport, lazily generated source, memory_limit=512MiB")
-        for fmt in (f for f in args.formats.split(",") if f != "zarr-sharded"):
+        for fmt in (f for f in args.formats.split(",") if f not in SHARDED):
             row = []
             for factor in (1, 4, 8):
                 r = child(["scaling", fmt, str(factor)])
