@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .axes import names
 from .errors import ExportCancelled, ExportError, SettingsError
 from .plan import ExportPlan, holds
 from .roi import parse_roi_text
@@ -310,7 +311,7 @@ class Batch:
                 rows.append(Row(d.nickname, d.source, "?", False, reason(exc)))
                 continue
             src = plan.source
-            described = f"{d.source} {''.join(map(str, src.dims))} {tuple(src.shape)} {src.dtype}"
+            described = f"{d.source} {''.join(names(src))} {tuple(src.shape)} {src.dtype}"
             rows.append(
                 Row(
                     d.nickname,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, interrupt
+from .axes import names
 from .batch import Batch, Dataset, reason
 from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
@@ -240,7 +241,7 @@ def cmd_preview(args) -> int:
     live = planes["live"]
     fixed = ", ".join(f"{a}={int(v)}" for a, v in live.coords.items() if a not in live.dims)
     print(
-        f"wrote {path}: raw, live preview and exported planes {''.join(map(str, live.dims))} "
+        f"wrote {path}: raw, live preview and exported planes {''.join(names(live))} "
         f"{live.shape}" + (f" at {fixed}" if fixed else "")
     )
     return 0

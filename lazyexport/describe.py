@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 from dask.utils import format_bytes
 
+from .axes import names
 from .sources import open_source
 
 
@@ -80,7 +81,7 @@ def describe(source: Any, axes: str | None = None) -> Description:
     return Description(
         source=str(arr.attrs.get("source")),
         nickname=str(arr.attrs.get("nickname")),
-        axes=tuple(str(d) for d in arr.dims),
+        axes=names(arr),
         shape=tuple(arr.shape),
         dtype=arr.dtype,
         chunks=chunks or blocks,

@@ -82,11 +82,9 @@ class Workers:
         )
         return (
             f"sized for the dask cluster: {self.count} worker{'s' * (self.count != 1)} x "
-            f"{self.threads} "
-            f"thread{'s' * (self.threads != 1)}{limit}; the export's tasks may add "
+            f"{self.threads} thread{'s' * (self.threads != 1)}{limit}; the export's tasks may add "
             f"{format_bytes(self.all_workers)} in all, up to {format_bytes(self.budget)} on one "
-            "worker "
-            f"(threads of this machine do not apply)"
+            f"worker (threads of this machine do not apply)"
         )
 
 
@@ -321,13 +319,11 @@ class ExportPlan:
             f"{mib(c.projected_peak)}{' on each worker' if self.cluster else ''} = "
             f"baseline {mib(c.baseline)} + {min(self.in_flight, c.per_host or self.in_flight)} x "
             f"{mib(c.task_peak)} per task (block {mib(c.out)}, source piece {mib(c.piece_bytes)}, "
-            "reading "
-            f"{mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)})"
+            f"reading {mib(c.read_extra)}, transform {mib(c.transform)}, writing {mib(c.encode)})"
             + (f" + {mib(c.shared)} of source chunks kept for the next blocks" if c.shared else "")
             + f"; limit {mib(self.memory_limit)} on top of the baseline",
             f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks "
-            "the cutout touches "
-            f"(read amplification {c.amplification:.2f})",
+            f"the cutout touches (read amplification {c.amplification:.2f})",
         ]
         lines += [f"  note       {n}" for n in self.notes]
         return "\n".join(lines)
@@ -540,8 +536,7 @@ def _plan_slices(plan: ExportPlan) -> ExportPlan:
         raise FormatError(
             f"{plan.writer.name} writes one 2-D image per slice, but the result (axes "
             f"{''.join(plan.axes)!r}) has no axis to slice along besides its plane; export it as "
-            "one "
-            f"tiff, or add one with the axis order {order!r}"
+            f"one tiff, or add one with the axis order {order!r}"
         )
     slice_axis, plane = spatial[0], spatial[1:]
     extra = [f"{a!r} (length {sizes[a]})" for a in plane[:-2] if sizes[a] != 1]
@@ -805,8 +800,7 @@ def _no_fit(
             f"one source chunk of {read} {plan.source.dtype} decodes to "
             f"{format_bytes(exc.unit_bytes)}, which "
             f"the memory limit {limit} cannot hold while it is converted and written; the smallest "
-            "memory "
-            f"limit that works is {need} (or rechunk the source)"
+            f"memory limit that works is {need} (or rechunk the source)"
         )
     shown = unit[: len(plan.axes)]
     return (

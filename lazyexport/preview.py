@@ -128,7 +128,7 @@ class Position:
             if axis not in src.dims:
                 raise AxisError(
                     f"preview position names axis {axis!r}, which the source does not have "
-                    f"(its axes are {''.join(map(str, src.dims))!r})"
+                    f"(its axes are {''.join(names(src))!r})"
                 )
             if axis == CHANNEL:
                 raise AxisError(

@@ -297,8 +297,7 @@ def scheduler_name(scheduler: Any) -> str | Any:
         return scheduler.strip()
     raise SchedulerError(
         f"unknown scheduler {scheduler!r}; choose {', '.join(LOCAL_SCHEDULERS)}, a scheduler "
-        "address "
-        f"like tcp://host:8786, or (from Python) a distributed.Client"
+        f"address like tcp://host:8786, or (from Python) a distributed.Client"
     )
 
 

@@ -237,8 +237,7 @@ class ExportSettings:
             if not lo <= self.compression_level <= hi:
                 raise SettingsError(
                     f"compression level {self.compression_level} is out of range for "
-                    f"{codec}{default}; "
-                    f"give {lo} to {hi}"
+                    f"{codec}{default}; give {lo} to {hi}"
                 )
         if self.chunks is not None:
             set_("chunks", _axis_lengths(self.chunks, "chunk"))

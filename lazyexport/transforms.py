@@ -12,7 +12,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .axes import parse_axes
+from .axes import names, parse_axes
 from .errors import AxisError, SettingsError
 
 # Integer types narrow enough that float32 holds every value exactly.
@@ -185,8 +185,7 @@ def transpose(arr: xr.DataArray, order: str | Sequence[str]) -> xr.DataArray:
         left_out = [f"{str(a)!r} (length {arr.sizes[a]})" for a in dropped if arr.sizes[a] != 1]
         raise AxisError(
             f"axis order {''.join(axes)!r}: unknown {'axes' if len(unknown) > 1 else 'axis'} "
-            f"{', '.join(map(repr, unknown))} (the data has axes {''.join(map(str, arr.dims))!r}), "
-            "and it "
+            f"{', '.join(map(repr, unknown))} (the data has axes {''.join(names(arr))!r}), and it "
             f"leaves out {', '.join(left_out)}; only axes of length 1 can be dropped"
         )
     if too_long:

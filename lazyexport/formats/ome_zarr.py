@@ -183,8 +183,7 @@ class OmeZarrWriter(ZarrWriter):
         if explicit is not None and explicit != "".join(a for a in wanted if a in explicit):
             raise FormatError(
                 f"OME-Zarr stores axes as time, channel, space ({wanted!r}); axis order "
-                f"{explicit!r} "
-                f"cannot be stored: use {wanted!r} or give no axis order"
+                f"{explicit!r} cannot be stored: use {wanted!r} or give no axis order"
             )
         return wanted
 

@@ -59,7 +59,6 @@ class PngSequenceWriter(SequenceWriter):
             )
             raise FormatError(
                 f"PNG cannot hold {spec.dtype} data with {channels} channel(s): it holds "
-                f"{allowed}; "
-                f"convert the data type or cut the channels with the ROI"
+                f"{allowed}; convert the data type or cut the channels with the ROI"
             )
         return notes

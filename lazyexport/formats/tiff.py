@@ -133,8 +133,7 @@ class TiffWriter(Writer):
             if other:
                 raise FormatError(
                     f"{flavor} TIFF has only the axes t, z, c, y, x; the result also has "
-                    f"{''.join(other)!r} "
-                    f"(use tiff_flavor='plain' or drop it with the axis order)"
+                    f"{''.join(other)!r} (use tiff_flavor='plain' or drop it with the axis order)"
                 )
             if "y" not in spec.axes or "x" not in spec.axes:
                 raise FormatError(

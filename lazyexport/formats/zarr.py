@@ -67,8 +67,7 @@ class ZarrWriter(container.ContainerWriter):
             if found is not None and found != spec.zarr_format:
                 raise FormatError(
                     f"{spec.output} is a Zarr v{found} store; write into it with "
-                    f"zarr_format={found} "
-                    f"(--zarr-format {found})"
+                    f"zarr_format={found} (--zarr-format {found})"
                 )
         return notes
 

@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..axes import parse_axes
+from ..axes import names, parse_axes
 from ..errors import SourceError
 from ..units import source_attrs
 from .base import dask_chunks, labeled, resolve_axes
@@ -48,7 +48,7 @@ def _from_numpy(arr: np.ndarray) -> da.Array:
 
 
 def _xarray_dims(obj: xr.DataArray) -> tuple[str, ...]:
-    dims = [str(d) for d in obj.dims]
+    dims = names(obj)
     if all(len(d) == 1 for d in dims):
         return parse_axes(dims)
     raise SourceError(
