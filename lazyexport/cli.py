@@ -637,6 +637,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; its exit status (0, 1 for a failure, 2 for bad input, 130 or 143 when
+    interrupted). A Ctrl-C or SIGTERM that Python ignored is not printed, it ends the command."""
+    with interrupt.quiet_lost():
+        return _command(argv)
+
+
+def _command(argv: list[str] | None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it

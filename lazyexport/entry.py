@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from .interrupt import Terminated, check, exit_status, raise_interrupt
+from .interrupt import Terminated, check, exit_status, quiet_lost, raise_interrupt
 
 
 def _handle(signum: int, handler) -> None:
@@ -29,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     _handle(signal.SIGTERM, raise_interrupt)
     _handle(signal.SIGINT, raise_interrupt)
     try:
-        from .cli import main as command
+        with quiet_lost():
+            from .cli import main as command
 
-        status = command(argv)
-        check()  # a signal lost after the command's own handling
+            status = command(argv)
+            check()  # a signal lost after the command's own handling
         return status
     # outside the command's own handling: mostly while importing it
     except KeyboardInterrupt as exc:

@@ -9,12 +9,17 @@ Python ignores an exception raised while it runs a weakref callback or a ``__del
 ignored in ..."), so a signal that arrives just then would be lost and the command would carry
 on. The handler therefore also records the signal until the command has caught it
 (:func:`taken`); :func:`check`, called where the command can stop (between block tasks, and when
-it ends), raises it again if it was lost.
+it ends), raises it again if it was lost. While the command runs, :func:`quiet_lost` keeps Python
+from printing such a lost interruption ("Exception ignored in ... Traceback ..."): the command
+reports it with its own one ``error:`` line.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _pending: list[int] = []  # signals raised as KeyboardInterrupt that the command has not caught yet
 
@@ -50,3 +55,21 @@ def check() -> None:
 def exit_status(exc: KeyboardInterrupt) -> int:
     """130 for Ctrl-C (SIGINT), 143 (128 + 15) for SIGTERM."""
     return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
+
+
+@contextmanager
+def quiet_lost() -> Iterator[None]:
+    """Within the block, an interruption that Python ignores (raised by :func:`raise_interrupt`
+    in a ``__del__`` or weakref callback) is not printed; :func:`check` raises it again. Any
+    other unraisable exception goes to the hook that was in place."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not (_pending and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
