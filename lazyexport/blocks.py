@@ -3,9 +3,10 @@
 A plan's output is cut into a grid of blocks (:class:`BlockGrid`); one task computes one block
 and hands it to the writer. :class:`BlockSource` computes a block: it reads the block's source
 region in *pieces* of whole source read units (each read unit is decoded by one task, once),
-applies the plan's transformations (:func:`lazyexport.plan.steps`, the same graph operations
-as the lazy result) to each piece in sub-slabs of a few MiB, and assembles the block in the
-output dtype. What that holds at most is what :mod:`lazyexport.cost` projects.
+applies the plan's transformations to each piece in sub-slabs of a few MiB, in numpy (the
+functions :func:`lazyexport.plan.steps` maps over the lazy result's blocks, without building a
+graph per piece), and assembles the block in the output dtype. What that holds at most is what
+:mod:`lazyexport.cost` projects.
 
 Where blocks run as threads of one process (``plan.in_process``), a read unit that straddles
 block edges is read whole by the first block that needs it and kept (:class:`SharedReads`)
@@ -29,7 +30,6 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import xarray as xr
 from dask.core import flatten
 from dask.core import get as dask_get
 from dask.optimization import cull
@@ -37,7 +37,7 @@ from dask.optimization import cull
 from .axes import names
 from .cost import scratch_bytes
 from .errors import ExportError, SourceError
-from .plan import read_model, read_through, steps
+from .plan import read_model, read_through, value_steps
 
 Index = tuple[int, ...]
 
@@ -123,7 +123,8 @@ class BlockSource:
         self.start = {d: plan.roi[d][0] for d in self.dims}
         self.axes = plan.axes
         self.out_dtype = plan.dtype
-        self.settings, self.renorm, self.order = plan.settings, plan.renormalize, plan.order
+        # the values of a piece, as in steps(); the axes are taken to the block's in _fill
+        self.values, _ = value_steps(self.dtype, plan.settings, plan.renormalize)
         _, bounds = read_model(src)
         self.bounds = {a: bounds.get(a) for a in self.axes}
         piece = dict(
@@ -224,20 +225,23 @@ class BlockSource:
         return data
 
     def _fill(self, data: np.ndarray, target: np.ndarray) -> None:
-        """Transform the source piece ``data`` into ``target`` (a view of the block), a sub-slab
-        at a time."""
-        piece = xr.DataArray(
-            da.from_array(
-                _Held(data),
-                chunks=_subslabs(data.shape, data.dtype.itemsize, self.subslab),
-                asarray=False,
-                name=False,
-                meta=data[:0],
-            ),
-            dims=self.dims,
-        )
-        result = steps(piece, self.settings, self.renorm, self.order)
-        da.store(result.data, target, lock=False, scheduler="synchronous")
+        """Transform the source piece ``data`` (unchanged) into ``target`` (a view of the
+        block), a sub-slab at a time: the steps' values function, then the piece's axes taken
+        to the block's (dropped, reordered, added)."""
+        kept = [d for d in self.dims if d in self.axes]
+        order = [kept.index(a) for a in self.axes if a in kept]
+        added = tuple(i for i, a in enumerate(self.axes) if a not in kept)
+        chunks = _subslabs(data.shape, data.dtype.itemsize, self.subslab)
+        for sub in itertools.product(*(range(0, n, c) for n, c in zip(data.shape, chunks))):
+            where = {
+                d: slice(i, min(i + c, n)) for d, i, c, n in zip(self.dims, sub, chunks, data.shape)
+            }
+            piece = data[tuple(where[d] for d in self.dims)]
+            values = piece if self.values is None else self.values(piece)
+            values = values[tuple(slice(None) if d in kept else 0 for d in self.dims)]
+            target[tuple(where.get(a, slice(None)) for a in self.axes)] = np.expand_dims(
+                values.transpose(order), added
+            )
 
 
 class SharedReads:
@@ -297,18 +301,6 @@ class _Entry:
         self.users = users
         self.data: np.ndarray | None = None
         self.ready = threading.Event()
-
-
-class _Held:
-    """A numpy array seen through ``__getitem__`` only: ``da.from_array`` copies a numpy array
-    chunk by chunk when the graph is made (a whole piece more in memory); this is sliced
-    (views) as the sub-slabs are computed."""
-
-    def __init__(self, array: np.ndarray):
-        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
-
-    def __getitem__(self, key) -> np.ndarray:
-        return self.array[key]
 
 
 def _compute(arr: da.Array) -> np.ndarray:

@@ -16,7 +16,7 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,10 @@ from .sources import open_source
 from .transforms import (
     compute_dtype,
     convert_block,
-    convert_dtype,
+    converter,
     cutout,
     dtype_range,
-    renormalize,
+    renormalizer,
     transpose,
 )
 from .units import DEFAULT_UNIT, to_micrometers
@@ -454,17 +454,32 @@ def steps(
 ) -> xr.DataArray:
     """The transformations after the cutout, in their order: renormalize (with resolved
     ranges), convert, transpose to the settings' axis order, then to the format's own
-    (``order``). Block tasks apply them to each piece of the source they read."""
+    (``order``). Block tasks apply the same to each piece of the source they read, in numpy
+    (:func:`value_steps`, then the axes of the result)."""
     result = arr
-    if renorm is not None:
-        result = renormalize(result, *renorm, dtype=settings.dtype)  # converts in the same pass
-    elif settings.dtype is not None:
-        result = convert_dtype(result, settings.dtype)
+    block, dtype = value_steps(arr.dtype, settings, renorm)
+    if block is not None:
+        result = arr.copy(data=da.map_blocks(block, arr.data, dtype=dtype))
     if settings.axis_order is not None:
         result = transpose(result, settings.axis_order)
     if order is not None:
         result = transpose(result, order)
     return result
+
+
+def value_steps(
+    dtype: np.dtype,
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, np.dtype]:
+    """What :func:`steps` does to the values of a ``dtype`` array, as a function of a numpy
+    block that leaves the block unchanged (None: nothing), and the result's dtype: renormalize
+    (converting in the same pass), or convert."""
+    if renorm is not None:
+        return renormalizer(dtype, *renorm, settings.dtype)
+    if settings.dtype is not None:
+        return converter(dtype, settings.dtype), np.dtype(settings.dtype)
+    return None, np.dtype(dtype)
 
 
 def aligned_chunks(

@@ -6,7 +6,8 @@ block by block (``map_blocks``), so nothing is computed until a writer asks for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 
 import dask.array as da
 import numpy as np
@@ -57,18 +58,35 @@ def renormalize(
     With ``dtype``, the result is converted as :func:`convert_dtype` does, in the same pass (in
     place on the one temporary the renormalization needs).
     """
+    block, out = renormalizer(arr.dtype, in_range, out_range, dtype)
+    return arr.copy(data=da.map_blocks(block, arr.data, dtype=out))
+
+
+def renormalizer(
+    dtype: np.dtype,
+    in_range: tuple[float, float],
+    out_range: tuple[float, float],
+    out_dtype: np.dtype | str | None = None,
+) -> tuple[Callable[[np.ndarray], np.ndarray], np.dtype]:
+    """What :func:`renormalize` does to each block of a ``dtype`` array (a function of a numpy
+    array that leaves it unchanged), and the dtype of its result."""
     in_min, in_max = (float(v) for v in in_range)
     out_min, out_max = (float(v) for v in out_range)
     if in_min == in_max:
         raise SettingsError(
             f"renormalize input range [{in_min:g}, {in_max:g}] is empty (min == max)"
         )
-    cdt = compute_dtype(arr.dtype)
-    out = cdt if dtype is None else np.dtype(dtype)
-    data = da.map_blocks(
-        _renormalize_block, arr.data, in_min, in_max, out_min, out_max, cdt, out, dtype=out
-    )
-    return arr.copy(data=data)
+    cdt = compute_dtype(dtype)
+    out = cdt if out_dtype is None else np.dtype(out_dtype)
+    return functools.partial(
+        _renormalize_block,
+        in_min=in_min,
+        in_max=in_max,
+        out_min=out_min,
+        out_max=out_max,
+        cdt=cdt,
+        dtype=out,
+    ), out
 
 
 def _renormalize_block(x, in_min, in_max, out_min, out_max, cdt, dtype=None):
@@ -132,11 +150,17 @@ def _linear_map(x, in_min, in_max, out_min, out_max, cdt: np.dtype) -> np.ndarra
 
 def convert_dtype(arr: xr.DataArray, dtype: np.dtype | str) -> xr.DataArray:
     """Convert to ``dtype``: integers round half to even, clip to the type's range, NaN -> 0."""
-    dtype = np.dtype(dtype)
-    if dtype == arr.dtype:
+    block = converter(arr.dtype, dtype)
+    if block is None:
         return arr
-    data = da.map_blocks(convert_block, arr.data, dtype, dtype=dtype)
-    return arr.copy(data=data)
+    return arr.copy(data=da.map_blocks(block, arr.data, dtype=np.dtype(dtype)))
+
+
+def converter(dtype: np.dtype, to: np.dtype | str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """What :func:`convert_dtype` does to each block of a ``dtype`` array (a function of a numpy
+    array that leaves it unchanged), or None where there is nothing to convert."""
+    to = np.dtype(to)
+    return None if to == np.dtype(dtype) else functools.partial(convert_block, dtype=to)
 
 
 def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
