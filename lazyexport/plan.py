@@ -47,6 +47,9 @@ from .transforms import (
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
+# what a cluster's worker may hold beyond its even share of the budget: its interpreter and
+# the libraries it imports (a local-cluster worker's limit has room for its share + this)
+WORKER_ALLOWANCE = 256 * 2**20
 # The largest block (output bytes) one task writes, whatever the budget: keeps progress and
 # cancellation fine-grained on large budgets. LAZYEXPORT_MAX_BLOCK_BYTES (e.g. 4MiB) sets it.
 MAX_BLOCK_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_MAX_BLOCK_BYTES", "1GiB"))
@@ -780,6 +783,14 @@ def _choose(
         )
 
     try:
+        if plan.cluster is not None:
+            # Where a task fits it, keep each worker within an even share of the budget plus its
+            # interpreter (WORKER_ALLOWANCE, whose baseline it holds already); else a task may
+            # take up to what one worker has room for.
+            share = plan.memory_limit // hosts + WORKER_ALLOWANCE - plan.cluster.baseline
+            if 0 < share < plan.cluster.budget:
+                with contextlib.suppress(cost.NoFit):
+                    return choose(plan.memory_limit, share)
         return choose(plan.memory_limit, plan.cluster.budget if plan.cluster is not None else None)
     except cost.NoFit as exc:
         failure = exc

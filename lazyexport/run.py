@@ -40,7 +40,14 @@ from .errors import (
     SchedulerError,
 )
 from .executors import Distributed, Executor, Inline, Processes, Threads
-from .plan import ZARR_CONCURRENCY, ExportPlan, Workers, build_plan, parse_memory_limit
+from .plan import (
+    WORKER_ALLOWANCE,
+    ZARR_CONCURRENCY,
+    ExportPlan,
+    Workers,
+    build_plan,
+    parse_memory_limit,
+)
 from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
@@ -303,7 +310,6 @@ def scheduler_name(scheduler: Any) -> str | Any:
 
 # distributed pauses a worker whose memory passes 80 % of its limit; plans stay under this part
 PAUSE_MARGIN = 0.7
-WORKER_ALLOWANCE = 256 * 2**20  # a local-cluster worker's limit: its share of the budget + this
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from lazyexport import cli, run
 from lazyexport.errors import ExportCancelled, SchedulerError
 from lazyexport.formats import formats
 from lazyexport.formats.zarr import ZarrTarget, ZarrWriter
-from lazyexport.plan import build_plan
+from lazyexport.plan import WORKER_ALLOWANCE, build_plan
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 
@@ -531,10 +531,54 @@ def test_local_cluster_workers_stay_within_their_share_and_never_pause(
         result = run.execute(plan, scheduler=cluster)
         peaks = cluster.run(_worker_peak)
         logs = cluster.get_worker_logs()
-    assert all(peak <= share + run.WORKER_ALLOWANCE for peak in peaks.values()), (peaks, share)
+    assert all(peak <= share + WORKER_ALLOWANCE for peak in peaks.values()), (peaks, share)
     assert not any("Pausing worker" in line for lines in logs.values() for _, line in lines)
     back = le.open_exported(result)
     assert back.shape == (128, 1024, 1024) and back.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    "depth,fits_a_share",
+    [
+        (64, True),  # 256 MiB chunks: one chunk per task fits a share (it once took two: 636 MiB)
+        (80, False),  # 320 MiB chunks: a task of one chunk needs more than a share
+    ],
+)
+def test_a_cluster_plan_keeps_a_task_within_an_even_share_where_one_fits(
+    monkeypatch, depth, fits_a_share
+):
+    """8-12 GiB of float32 with deep chunks, --memory-limit 512MiB on 2 single-thread workers
+    (as local-cluster starts them, with room for the whole budget): each worker is planned
+    within its share (256 MiB) + WORKER_ALLOWANCE where a task fits that, and given what it
+    has room for only where none does."""
+    import importlib
+
+    from lazyexport.demo import smooth_volume
+    from lazyexport.plan import Workers
+
+    monkeypatch.setattr(
+        importlib.import_module("lazyexport.plan"), "MAX_BLOCK_BYTES", 2**30
+    )  # not small_blocks'
+    mib = 2**20
+    room = Workers(
+        count=2,
+        threads=1,
+        budget=512 * mib,
+        baseline=150 * mib,
+        memory_limit=int((512 * mib + WORKER_ALLOWANCE) / run.PAUSE_MARGIN),
+        total=512 * mib,
+    )
+    source = le.open_source(smooth_volume((192, 4096, 4096), (depth, 1024, 1024)), axes="zyx")
+    settings = le.ExportSettings(
+        format="zarr", output="unused.zarr", renormalize=((0, 1), (0, 255)), dtype="uint8"
+    )
+    plan = build_plan(source, settings, workers=room, in_process=False)
+    costs = plan.priced
+    per_worker = costs.baseline + costs.per_host * costs.task_peak
+    share = 512 * mib // 2 + WORKER_ALLOWANCE
+    assert (per_worker <= share) == fits_a_share, (costs, per_worker / mib)
+    assert per_worker <= costs.baseline + room.budget  # never over what a worker has room for
+    assert plan.in_flight * costs.task_peak <= plan.memory_limit  # all workers within the budget
 
 
 def test_a_huge_export_on_the_cluster_starts_at_once_and_cancels_within_seconds(client, tmp_path):
