@@ -123,8 +123,13 @@ class BlockSource:
         self.start = {d: plan.roi[d][0] for d in self.dims}
         self.axes = plan.axes
         self.out_dtype = plan.dtype
-        # the values of a piece, as in steps(); the axes are taken to the block's in _fill
+        # the values of a piece, as in steps(); then its axes are taken to the block's: those
+        # kept (in the block's order), and length-1 axes added where the block has axes it lacks
         self.values, _ = value_steps(self.dtype, plan.settings, plan.renormalize)
+        kept = [d for d in self.dims if d in self.axes]
+        self.drop = tuple(slice(None) if d in kept else 0 for d in self.dims)
+        self.order = [kept.index(a) for a in self.axes if a in kept]
+        self.added = tuple(i for i, a in enumerate(self.axes) if a not in kept)
         _, bounds = read_model(src)
         self.bounds = {a: bounds.get(a) for a in self.axes}
         piece = dict(
@@ -228,9 +233,6 @@ class BlockSource:
         """Transform the source piece ``data`` (unchanged) into ``target`` (a view of the
         block), a sub-slab at a time: the steps' values function, then the piece's axes taken
         to the block's (dropped, reordered, added)."""
-        kept = [d for d in self.dims if d in self.axes]
-        order = [kept.index(a) for a in self.axes if a in kept]
-        added = tuple(i for i, a in enumerate(self.axes) if a not in kept)
         chunks = _subslabs(data.shape, data.dtype.itemsize, self.subslab)
         for sub in itertools.product(*(range(0, n, c) for n, c in zip(data.shape, chunks))):
             where = {
@@ -238,9 +240,8 @@ class BlockSource:
             }
             piece = data[tuple(where[d] for d in self.dims)]
             values = piece if self.values is None else self.values(piece)
-            values = values[tuple(slice(None) if d in kept else 0 for d in self.dims)]
             target[tuple(where.get(a, slice(None)) for a in self.axes)] = np.expand_dims(
-                values.transpose(order), added
+                values[self.drop].transpose(self.order), self.added
             )
 
 

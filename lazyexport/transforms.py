@@ -1,7 +1,10 @@
-"""Transformations, as pure functions ``DataArray -> DataArray`` over dask-backed arrays.
+"""Transformations: cutout, renormalize, convert dtype, transpose, applied in this order by the
+planner (:func:`lazyexport.plan.steps`).
 
-Applied in this order by the planner: cutout, renormalize, convert dtype, transpose. Each works
-block by block (``map_blocks``), so nothing is computed until a writer asks for a block.
+Renormalize and convert are functions of a numpy block (:func:`renormalizer`,
+:func:`converter`): the lazy result maps them over its blocks (``map_blocks``, so nothing is
+computed until a writer asks for a block), and block tasks apply them to the pieces they read.
+Cutout and transpose are ``DataArray -> DataArray`` functions over dask-backed arrays.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def renormalize(
     input range map outside the output range (a later integer conversion clips them). Values
     whose intermediate steps would overflow the compute type (near float32's maximum of 3.4e38)
     are computed again in float64 (float64: in long double), so a result that fits stays finite.
-    With ``dtype``, the result is converted as :func:`convert_dtype` does, in the same pass (in
+    With ``dtype``, the result is converted as :func:`convert_block` does, in the same pass (in
     place on the one temporary the renormalization needs).
     """
     block, out = renormalizer(arr.dtype, in_range, out_range, dtype)
@@ -148,24 +151,16 @@ def _linear_map(x, in_min, in_max, out_min, out_max, cdt: np.dtype) -> np.ndarra
     return y
 
 
-def convert_dtype(arr: xr.DataArray, dtype: np.dtype | str) -> xr.DataArray:
-    """Convert to ``dtype``: integers round half to even, clip to the type's range, NaN -> 0."""
-    block = converter(arr.dtype, dtype)
-    if block is None:
-        return arr
-    return arr.copy(data=da.map_blocks(block, arr.data, dtype=np.dtype(dtype)))
-
-
 def converter(dtype: np.dtype, to: np.dtype | str) -> Callable[[np.ndarray], np.ndarray] | None:
-    """What :func:`convert_dtype` does to each block of a ``dtype`` array (a function of a numpy
-    array that leaves it unchanged), or None where there is nothing to convert."""
+    """Conversion of a ``dtype`` array's blocks to ``to`` (:func:`convert_block`, as a function of a
+    numpy block that leaves it unchanged), or None where there is nothing to convert."""
     to = np.dtype(to)
     return None if to == np.dtype(dtype) else functools.partial(convert_block, dtype=to)
 
 
 def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
-    """The numpy core of :func:`convert_dtype`, for one block. With ``in_place``, ``x`` (a
-    temporary of the caller's) may be overwritten."""
+    """Convert one block to ``dtype``: integers round half to even, clip to the type's range,
+    NaN -> 0. With ``in_place``, ``x`` (a temporary of the caller's) may be overwritten."""
     dtype = np.dtype(dtype)
     x = np.asarray(x)
     if dtype == np.bool_:
