@@ -36,6 +36,7 @@ from typing import Any
 from .axes import names
 from .errors import ExportCancelled, ExportError, SettingsError
 from .plan import ExportPlan, holds
+from .remote import is_url
 from .roi import parse_roi_text
 from .run import ExportResult, Progress, clean_outputs, execute, plan_on, scheduler_session
 from .settings import ExportSettings
@@ -583,6 +584,8 @@ def _relative(source: str, base: Path) -> str:
 def _remove_empty_parents(paths: Sequence[Path], stop: Path) -> None:
     """Remove directories holding ``paths`` that are now empty, up to (not including) ``stop``
     or the first directory that is not empty."""
+    if any(is_url(p) for p in paths):
+        return  # an object store has no directories to leave behind
     stop = stop.resolve()
     for parent in sorted({p.resolve().parent for p in paths}, key=lambda p: -len(p.parts)):
         while parent != stop and stop in parent.parents:

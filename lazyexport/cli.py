@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import __version__, interrupt
+from . import __version__, interrupt, remote
 from .axes import names
 from .batch import Batch, Dataset, reason
 from .describe import describe
@@ -633,6 +633,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+    for command in sub.choices.values():  # every command may name URLs
+        command.add_argument(
+            "--storage-option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="an object-store option (repeatable), e.g. endpoint=http://localhost:9000, "
+            "region=eu-west-1, max_retries=5 (see docs/storage.md)",
+        )
     return parser
 
 
@@ -653,7 +661,9 @@ def _command(argv: list[str] | None) -> int:
         else {}
     )
     try:
-        status = args.func(args)
+        chosen = dict(remote.parse_option(o) for o in getattr(args, "storage_option", None) or [])
+        with remote.options(chosen):
+            status = args.func(args)
         interrupt.check()  # a signal whose KeyboardInterrupt Python lost (see lazyexport.interrupt)
         return status
     except ExportError as exc:
@@ -673,6 +683,9 @@ def _command(argv: list[str] | None) -> int:
         )
         return exit_status(exc)
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
+        if remote.is_storage_error(exc):  # a request that failed for good (after the retries)
+            print(f"error: {remote.describe(exc, 'the object store', 'use')}", file=sys.stderr)
+            return 2
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()
         print(

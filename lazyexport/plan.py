@@ -32,6 +32,7 @@ from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
 from .formats.spec import OutputSpec
+from .remote import as_path, is_url
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
@@ -594,7 +595,7 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         paths = []
         for i in range(plan.slice_start, plan.slice_start + count):
             paths.append(
-                Path(tpl.render(template, {**values, "slice_index": tpl.SliceIndex(i, width)}))
+                as_path(tpl.render(template, {**values, "slice_index": tpl.SliceIndex(i, width)}))
             )
         if len(set(paths)) != len(paths):
             raise TemplateError(
@@ -604,7 +605,8 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
     else:
         rendered = tpl.render(template, values)
         file, internal = tpl.split_container(rendered, writer.extensions)
-        plan = dataclasses.replace(plan, output=Path(file), internal=internal, paths=(Path(file),))
+        output = as_path(file)
+        plan = dataclasses.replace(plan, output=output, internal=internal, paths=(output,))
     _refuse_source_as_output(plan)
     return dataclasses.replace(plan, notes=plan.notes + tuple(writer.check(plan.spec)))
 
@@ -627,13 +629,13 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     files = {Path(p).resolve() for p in plan.source.encoding.get("lazyexport_identity_paths", ())}
     # whole files: e.g. a glob's slice
     for path in plan.paths if not plan.writer.dataset(plan.spec) else ():
-        if path.resolve() in files:
+        if not is_url(path) and path.resolve() in files:
             raise TemplateError(
                 f"the output {path} is a file of the source {source}; choose another output "
                 "template"
             )
     internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
-    src = _node(Path(source), internal)
+    src = _node(as_path(source), internal)
     source = f"{source}/{internal}" if internal else source
     for path in plan.paths:
         out = _node(path, plan.internal)
@@ -655,7 +657,7 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
 
 
 def _node(file: Path, internal: str) -> tuple[Path, tuple[str, ...]]:
-    return file.resolve(), tuple(p for p in internal.split("/") if p)
+    return file if is_url(file) else file.resolve(), tuple(p for p in internal.split("/") if p)
 
 
 def holds(output: tuple[Path, str], source: tuple[Path, str]) -> bool:
@@ -669,6 +671,8 @@ def _inside(inner: tuple[Path, tuple[str, ...]], outer: tuple[Path, tuple[str, .
     (inner_file, inner_path), (outer_file, outer_path) = inner, outer
     if inner_file == outer_file:
         return len(inner_path) > len(outer_path) and inner_path[: len(outer_path)] == outer_path
+    if is_url(inner_file) != is_url(outer_file):
+        return False
     return outer_file in inner_file.parents and not outer_path
 
 

@@ -18,10 +18,12 @@ import dataclasses
 import errno
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ import numpy as np
 import zarr
 from dask.utils import format_bytes
 
-from . import cost, interrupt
+from . import cost, interrupt, remote
 from .blocks import BlockGrid, BlockSource
 from .errors import (
     ExportCancelled,
@@ -48,6 +50,7 @@ from .plan import (
     build_plan,
     parse_memory_limit,
 )
+from .remote import is_url
 from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
@@ -472,6 +475,9 @@ def execute(
     same plan continues it (or finishes its interrupted commit); other formats export from the
     start (and clean up as usual). Before it starts, an export removes what killed exports left
     beside the same outputs (see :mod:`lazyexport.storage`)."""
+    if is_url(plan.output):
+        with Run(token := new_token()):
+            return _execute_remote(plan, token, overwrite, progress, scheduler, cancel, resume)
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
@@ -498,7 +504,12 @@ def _beside_outputs(plan: ExportPlan) -> tuple[set[Path], set[str]]:
 
 def clean_outputs(plan: ExportPlan, keep: str | None = None, dry_run: bool = False):
     """Remove (or list) what killed exports left beside ``plan``'s outputs: see
-    :func:`lazyexport.storage.clean`."""
+    :func:`lazyexport.storage.clean` (at a URL: :func:`lazyexport.remote.clean_beside`, which
+    lists nothing)."""
+    if is_url(plan.output):
+        if not dry_run:
+            remote.clean_beside(plan.paths, keep=keep)
+        return [], []
     return clean(*_beside_outputs(plan), keep=keep, dry_run=dry_run)
 
 
@@ -570,6 +581,97 @@ def _execute(
     return _result(
         plan, paths, start, resume, measured=isinstance(resolved, str) and resolved != "processes"
     )
+
+
+def _execute_remote(
+    plan: ExportPlan,
+    token: str,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    scheduler: Any,
+    cancel: threading.Event | None,
+    resume: bool,
+) -> ExportResult:
+    """:func:`execute` for an output at a URL. Zarr and OME-Zarr are written straight to the
+    store, the metadata that makes them visible last (see :mod:`lazyexport.remote`); other
+    formats are exported to a local staging directory and uploaded on commit."""
+    start = time.perf_counter()
+    outputs = list(plan.paths)
+    try:
+        remote.clean_beside(outputs, keep=token)
+        existing = plan.writer.existing(plan.spec)
+    except Exception as exc:
+        if remote.is_storage_error(exc):
+            raise remote.describe(exc, plan.output, "write") from None
+        raise
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise OutputExistsError(
+            f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it"
+        )
+    try:
+        if plan.writer.capabilities.object_store:
+            paths = _write_remote(plan, token, bool(existing), progress, scheduler, cancel)
+        else:
+            paths = _stage_and_upload(plan, token, progress, scheduler, cancel)
+    except Exception as exc:
+        if remote.is_storage_error(exc):
+            raise remote.describe(exc, plan.output, "write") from None
+        raise
+    notes = ("--resume does not apply to outputs at a URL yet; exported from the start",)
+    result = _result(plan, paths, start, False)
+    return dataclasses.replace(result, notes=result.notes + notes) if resume else result
+
+
+def _write_remote(
+    plan: ExportPlan,
+    token: str,
+    replace: bool,
+    progress: ProgressCallback | None,
+    scheduler: Any,
+    cancel: threading.Event | None,
+) -> list[Path]:
+    """Write a Zarr output in place in its object store (an existing one removed first: a store
+    has no rename to swap it at the end)."""
+    if replace:
+        plan.writer.delete(plan.spec)
+    with scheduler_session(scheduler) as resolved:
+        target = plan.writer.open(plan.spec, token)
+        try:
+            _write_all(plan, target, None, set(), resolved, progress, cancel)
+            with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
+                return target.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):  # else the next export cleans it up
+                target.abort()
+            raise
+
+
+def _stage_and_upload(
+    plan: ExportPlan,
+    token: str,
+    progress: ProgressCallback | None,
+    scheduler: Any,
+    cancel: threading.Event | None,
+) -> list[Path]:
+    """Export to a local staging directory (``TMPDIR``), then upload (:func:`remote.upload`)."""
+    staging = Path(tempfile.mkdtemp(prefix="lazyexport-upload-"))
+    try:
+        free = shutil.disk_usage(staging).free
+        if free < plan.nbytes:
+            raise OutputLocationError(
+                f"cannot stage {plan.output} for the upload: {format_bytes(free)} free in "
+                f"{staging.parent}, the export writes up to {format_bytes(plan.nbytes)}; set "
+                "TMPDIR to a larger disk, or export to Zarr (written to the store directly)"
+            )
+        local = {p: staging.joinpath(*p.parts[1:]) for p in plan.paths}
+        staged = dataclasses.replace(
+            plan, output=local[plan.output], paths=tuple(local[p] for p in plan.paths)
+        )
+        _execute(staged, new_token(), False, True, progress, scheduler, cancel, False)
+        return remote.upload([(local[p], p) for p in plan.paths], token)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_location(plan: ExportPlan) -> None:
@@ -667,6 +769,7 @@ def export(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     resume: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export ``source`` with ``settings``, block by block, within ``memory_limit``.
 
@@ -699,6 +802,9 @@ def export(
         For formats that can resume (zarr, tiff-sequence, png-sequence): continue the temporary
         output an interrupted ``resume=True`` export of the same plan kept, and keep this one's
         if it is interrupted. Other formats export from the start, with a note.
+    storage_options : mapping, optional
+        Options of the object stores a source or output URL names (``endpoint``, ``region``,
+        ``max_retries``, ...; see docs/storage.md), on top of the cloud's environment variables.
 
     Returns
     -------
@@ -714,7 +820,7 @@ def export(
     ExportCancelled
         When ``cancel`` was set.
     """
-    with scheduler_session(scheduler, memory_limit) as resolved:
+    with remote.options(storage_options), scheduler_session(scheduler, memory_limit) as resolved:
         plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
         return execute(
             plan,

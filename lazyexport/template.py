@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 
 from .errors import TemplateError
+from .remote import UrlPath, as_path, is_url, url_scheme
 
 FIXED = ("dataset_dir", "nickname", "result_type", "roi", "slice_index")
 DEFAULT = "{dataset_dir}/{nickname}_export"
@@ -121,9 +122,13 @@ def values_for(
 
 
 def split_container(path: str, extensions: Sequence[str]) -> tuple[str, str]:
-    """Split ``out.h5/group/data`` at the last component ending in one of ``extensions``."""
-    parts = PurePath(path).parts
+    """Split ``out.h5/group/data`` at the last component ending in one of ``extensions`` (a URL
+    too: ``s3://bucket/out.zarr/export``)."""
+    if url_scheme(path) is not None:
+        as_path(path)  # refuses a scheme lazyexport does not write to
+    whole = UrlPath(path) if is_url(path) else PurePath(path)
+    parts = whole.parts
     for i in range(len(parts), 0, -1):
         if parts[i - 1].lower().endswith(tuple(extensions)):
-            return str(PurePath(*parts[:i])), "/".join(parts[i:])
+            return str(type(whole)(*parts[:i])), "/".join(parts[i:])
     return path, ""

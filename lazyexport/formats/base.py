@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import remote
 from ..storage import commit_renames, remove
 from .spec import OutputSpec
 
@@ -43,6 +44,8 @@ class Capabilities:
     - ``resumable``: ``open`` keeps what its run's temporaries hold, so ``--resume`` continues.
     - ``single_writer``: only one process may write the output (HDF5): other processes encode,
       the exporting process stores (:meth:`Target.encode` / :meth:`Target.store`).
+    - ``object_store``: writes straight to an object store (a URL output); other formats are
+      written to a local staging directory and uploaded on commit.
     - ``compressions``: the codecs it writes, the first the default.
     - ``options``: the :data:`FORMAT_OPTIONS` it reads.
     """
@@ -50,6 +53,7 @@ class Capabilities:
     sequence: bool = False
     resumable: bool = False
     single_writer: bool = False
+    object_store: bool = False
     compressions: tuple[str, ...] = ("none",)
     options: frozenset[str] = frozenset()
 
@@ -154,6 +158,8 @@ class Writer:
 
     def existing(self, spec: OutputSpec) -> list[Path]:
         """The outputs of ``spec`` that exist already (and would be replaced)."""
+        if remote.is_url(spec.output):
+            return [p for p in spec.paths if remote.exists(p)]
         return [p for p in spec.paths if p.exists() or p.is_symlink()]
 
     def open(self, spec: OutputSpec, token: str) -> Target:
@@ -168,7 +174,10 @@ class Writer:
         found = self.existing(spec)
         if not dry_run:
             for path in found:
-                remove(path)
+                if remote.is_url(path):
+                    remote.delete_prefix(path)
+                else:
+                    remove(path)
         return [str(p) for p in found]
 
     def write_buffers(

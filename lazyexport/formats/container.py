@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+from .. import remote
 from ..errors import FormatError
 from ..storage import remove, temp_path
 from .base import Writer
@@ -56,9 +57,9 @@ N5 = Layout("N5", ("attributes.json",), _n5_dataset, root_metadata=False)
 
 def zarr_format_of(container: Path) -> int | None:
     """The Zarr format of an existing store's root (None: no root metadata)."""
-    if (container / "zarr.json").exists():
+    if exists(container / "zarr.json"):
         return 3
-    if (container / ".zgroup").exists() or (container / ".zarray").exists():
+    if exists(container / ".zgroup") or exists(container / ".zarray"):
         return 2
     return None
 
@@ -75,6 +76,14 @@ class Placement:
     store: Path | None = None
 
 
+def exists(path: Path) -> bool:
+    """Whether ``path`` (a file, a directory, or at a URL: an object or any object below it)
+    exists."""
+    if remote.is_url(path):
+        return remote.exists(path)
+    return path.exists() or path.is_symlink()
+
+
 def node_path(container: Path, internal: str) -> Path:
     internal = internal.strip("/")
     return container / internal if internal else container
@@ -82,11 +91,26 @@ def node_path(container: Path, internal: str) -> Path:
 
 def in_existing(container: Path, internal: str) -> bool:
     """Whether the output is a node of a container that exists already."""
+    if remote.is_url(container):
+        return bool(internal.strip("/")) and remote.exists(container)
     return bool(internal.strip("/")) and container.is_dir()
 
 
 def place(container: Path, internal: str, token: str) -> Placement:
+    """Where an export of ``container``/``internal`` writes (see :class:`Placement`). At a URL
+    there is no rename: ``final`` is where the chunks go, ``temp`` where the metadata is held
+    until the commit (see :mod:`lazyexport.remote`)."""
     internal = internal.strip("/")
+    if remote.is_url(container):
+        held = temp_path(container, token)
+        spot = (
+            Placement(container / internal, held, "", container)
+            if in_existing(container, internal)
+            else Placement(container, held, internal)
+        )
+        remote.mark_node(held, spot.final)
+        return spot
+    container.parent.mkdir(parents=True, exist_ok=True)
     if in_existing(container, internal):  # beside the store itself, on its file system
         return Placement(container / internal, temp_path(container.resolve(), token), "", container)
     return Placement(container, temp_path(container, token), internal)
@@ -121,6 +145,8 @@ def check(layout: Layout, container: Path, internal: str) -> None:
     """Refuse, before anything is computed, an output the container cannot take: a node inside
     a file, inside an array, or in a directory that is not a container of this format."""
     internal = internal.strip("/")
+    if remote.is_url(container):
+        return  # an object store has no files in the way; an existing node is found later
     if not internal or not (container.exists() or container.is_symlink()):
         return
     if not container.is_dir():
@@ -151,8 +177,8 @@ def existing(container: Path, internal: str) -> list[Path]:
     """The output node if it exists (the whole container where it is the output)."""
     if in_existing(container, internal):
         node = node_path(container, internal)
-        return [node] if node.exists() or node.is_symlink() else []
-    return [container] if container.exists() or container.is_symlink() else []
+        return [node] if exists(node) else []
+    return [container] if exists(container) else []
 
 
 def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False) -> list[str]:
@@ -161,6 +187,10 @@ def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False
     found = existing(container, internal)
     if not found:
         return []
+    if remote.is_url(container):  # exactly the keys below the node (or the whole store)
+        if not dry_run:
+            remote.delete_prefix(found[0])
+        return [str(found[0])]
     if not in_existing(container, internal):
         if not dry_run:
             remove(container)

@@ -15,6 +15,7 @@ import numcodecs
 import numpy as np
 from isal import isal_zlib
 
+from .. import remote
 from ..axes import vigra_axistags
 from ..errors import FormatError
 from ..storage import remove, temp_path
@@ -136,6 +137,8 @@ class HDF5Writer(Writer):
 
     def existing(self, spec: OutputSpec) -> list[Path]:
         file = spec.output
+        if remote.is_url(file):  # an object is written and replaced as a whole
+            return super().existing(spec)
         if not file.exists():
             return []
         # not HDF5: the whole file is in the way
@@ -146,6 +149,8 @@ class HDF5Writer(Writer):
 
     def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
         """Remove the file, or only our dataset when the file holds other data too."""
+        if remote.is_url(spec.output):
+            return super().delete(spec, dry_run)
         if not self.existing(spec):
             return []
         file, name = spec.output, self.dataset(spec)

@@ -32,7 +32,6 @@ import numpy as np
 import zarr
 
 from ..errors import FormatError
-from ..storage import remove
 from ..transforms import convert_block
 from . import container
 from .base import Capabilities, Target, release_memory
@@ -167,6 +166,7 @@ class OmeZarrWriter(ZarrWriter):
     description = "an OME-NGFF image (0.5 on Zarr v3, 0.4 on v2) with a multiscale pyramid"
     # not resumable: the pyramid is built at the end, from level 0 as one run wrote it
     capabilities = Capabilities(
+        object_store=True,
         compressions=ZarrWriter.capabilities.compressions,
         options=frozenset({"zarr_format", "levels", "downsample", "pixel_size", "unit"}),
     )
@@ -210,7 +210,6 @@ class OmeZarrWriter(ZarrWriter):
         return notes
 
     def open(self, spec: OutputSpec, token: str) -> Target:
-        spec.output.parent.mkdir(parents=True, exist_ok=True)
         spot = container.place(spec.output, spec.internal, token)
         temp = spot.temp
         fmt = spec.zarr_format
@@ -220,8 +219,19 @@ class OmeZarrWriter(ZarrWriter):
         attrs = ngff_metadata(spec.nickname, spec.axes, levels, units, "0.4" if fmt == 2 else "0.5")
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)
+        target = OmeZarrTarget(
+            {spot.final: temp},
+            token,
+            f"{group_path}/0".strip("/"),
+            levels,
+            self.method(spec),
+            spec.block_shape,
+            spec.workers,
+            spot.store,
+            fmt,
+        )
         try:
-            root = zarr.open_group(store=str(temp), mode="w", zarr_format=fmt)
+            root = zarr.open_group(store=target.zarr_store(), mode="w", zarr_format=fmt)
             group = root.require_group(group_path) if group_path else root
             group.attrs.update(attrs)
             for level in levels:
@@ -236,19 +246,9 @@ class OmeZarrWriter(ZarrWriter):
                     chunk_key_encoding={"name": "v2", "separator": "/"} if fmt == 2 else None,
                 )
         except BaseException:
-            remove(temp)
+            target.abort()
             raise
-        return OmeZarrTarget(
-            {spot.final: temp},
-            token,
-            f"{group_path}/0".strip("/"),
-            levels,
-            self.method(spec),
-            spec.block_shape,
-            spec.workers,
-            spot.store,
-            fmt,
-        )
+        return target
 
 
 class OmeZarrTarget(ZarrTarget):
@@ -280,7 +280,7 @@ class OmeZarrTarget(ZarrTarget):
 
     def finish(self) -> None:
         release_memory()
-        root = zarr.open_group(store=str(self.temp), mode="r+")
+        root = zarr.open_group(store=self.zarr_store(), mode="r+")
         group = root.require_group(self.group) if self.group else root
         for below, level in zip(self.levels, self.levels[1:]):
             src, dst = group[below.path], group[level.path]

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..remote import as_path
+
 Shape = tuple[int, ...]
 
 ZarrFormat = Literal[2, 3]  # the Zarr versions lazyexport writes
@@ -60,8 +62,8 @@ class OutputSpec:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        set_("output", Path(self.output))
-        set_("paths", tuple(Path(p) for p in self.paths))
+        set_("output", as_path(self.output))
+        set_("paths", tuple(as_path(p) for p in self.paths))
         set_("shape", tuple(int(n) for n in self.shape))
         set_("dtype", np.dtype(self.dtype))
         set_("axes", tuple(str(a) for a in self.axes))

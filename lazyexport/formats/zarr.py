@@ -16,6 +16,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
+from .. import remote
 from ..chunkio import ChunkFiles
 from ..errors import FormatError
 from ..storage import remove
@@ -52,6 +53,7 @@ class ZarrWriter(container.ContainerWriter):
     extensions: ClassVar[tuple[str, ...]] = (".zarr",)
     capabilities = Capabilities(
         resumable=True,
+        object_store=True,
         compressions=("zstd", "blosc", "gzip", "none"),
         options=frozenset({"zarr_format", "shards"}),
     )
@@ -72,11 +74,10 @@ class ZarrWriter(container.ContainerWriter):
         return notes
 
     def open(self, spec: OutputSpec, token: str) -> Target:
-        spec.output.parent.mkdir(parents=True, exist_ok=True)
         spot = container.place(spec.output, spec.internal, token)
         fmt = spec.zarr_format
         target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, spot.store, fmt)
-        if spot.temp.exists():
+        if not target.remote and container.exists(spot.temp):
             try:
                 target.array()  # an interrupted --resume run's array: keep it
                 return target
@@ -87,7 +88,7 @@ class ZarrWriter(container.ContainerWriter):
             attrs["drange"] = list(spec.value_range)
         try:
             zarr.create_array(
-                store=str(spot.temp),
+                store=target.zarr_store(),
                 name=spot.internal or None,
                 shape=spec.shape,
                 chunks=spec.chunks,
@@ -100,14 +101,15 @@ class ZarrWriter(container.ContainerWriter):
                 attributes=attrs,
             )
         except BaseException:
-            remove(spot.temp)
+            target.abort()
             raise
         return target
 
 
 def make_parent_groups(store: Path, node: Path, zarr_format: ZarrFormat) -> None:
     """Create the root and the groups leading to ``node`` in ``store`` where missing."""
-    root = zarr.open_group(store=str(store), mode="a", zarr_format=zarr_format)
+    where = remote.zarr_store(store, read_only=False) if remote.is_url(store) else str(store)
+    root = zarr.open_group(store=where, mode="a", zarr_format=zarr_format)
     parent = node.parent.relative_to(store).as_posix()
     if parent != ".":
         root.require_group(parent)
@@ -131,6 +133,7 @@ class ZarrTarget(Target):
         self.into, self.zarr_format = store, zarr_format
         self._array: zarr.Array | None = None
         self._files: ChunkFiles | Literal[False] | None = None
+        self.storage_options = remote.current_options()  # for the workers that write blocks
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -148,9 +151,21 @@ class ZarrTarget(Target):
             with self._lock:
                 if self._array is None:
                     self._array = zarr.open_array(
-                        store=str(self.temp), path=self.internal, mode="r+"
+                        store=self.zarr_store(), path=self.internal, mode="r+"
                     )
         return self._array
+
+    @property
+    def remote(self) -> bool:
+        """Whether the output goes to an object store: chunks are written in their final place,
+        the metadata held beside it (``temp``) until the commit (see :mod:`lazyexport.remote`)."""
+        return remote.is_url(self.temp)
+
+    def zarr_store(self) -> Any:
+        """What zarr opens: the temporary store's directory, or the held-metadata object store."""
+        if self.remote:
+            return remote.held_store(next(iter(self.temps)), self.temp, values=self.storage_options)
+        return str(self.temp)
 
     @property
     def node(self) -> str:
@@ -158,15 +173,29 @@ class ZarrTarget(Target):
         return self.internal
 
     def prepare_commit(self) -> None:
-        container.settle(self, self.node)
+        if not self.remote:
+            container.settle(self, self.node)
         if self.into is not None:
             make_parent_groups(self.into, next(iter(self.temps)), self.zarr_format)
 
     def commit(self) -> list[Path]:
+        if self.remote:  # the chunks are in place: the metadata makes the output visible
+            self.finish()
+            self.prepare_commit()
+            ((final, held),) = self.temps.items()
+            remote.publish(final, held)
+            return [final]
         paths = super().commit()
         if self.into is not None and container.consolidated(self.into):
             zarr.consolidate_metadata(str(self.into))  # its listing must name the new node
         return paths
+
+    def abort(self) -> None:
+        if not self.remote:
+            return super().abort()
+        ((final, held),) = self.temps.items()
+        remote.delete_prefix(final)  # chunks written (the output did not exist, or was removed)
+        remote.delete_prefix(held)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         if self._files is None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import cast
 
 import xarray as xr
 
 from ..errors import SourceError
+from ..remote import UrlPath, as_path, describe, is_storage_error, is_url
+from ..remote import exists as remote_exists
 from . import hdf5, n5, npy, tiff, zarr
 from .memory import open_memory
 
@@ -37,6 +40,9 @@ def split_path(text: str) -> tuple[Path, str]:
     The file part ends at the first component whose suffix names a known format, or at the
     first component that exists as a file or a Zarr directory.
     """
+    if is_url(text):
+        file, internal = split_url(as_path(text))
+        return cast(Path, file), internal
     parts = Path(text).parts
     for i in range(1, len(parts) + 1):
         head = Path(*parts[:i])
@@ -45,7 +51,41 @@ def split_path(text: str) -> tuple[Path, str]:
     return Path(text), ""
 
 
+def split_url(url: PurePath) -> tuple[UrlPath, str]:
+    """:func:`split_path` for a URL: the object (or store) part ends at the first component whose
+    suffix names a known format (no listing: an object store has no directories); a URL
+    without one is a Zarr store."""
+    parts = url.parts
+    for i in range(3, len(parts) + 1):
+        if UrlPath(*parts[:i]).suffix.lower() in OPENERS:
+            return UrlPath(*parts[:i]), "/".join(parts[i:])
+    return UrlPath(url), ""
+
+
+def open_url(url: PurePath, axes=None) -> xr.DataArray:
+    """Open a source at a URL: Zarr and OME-Zarr stores through ``zarr.storage.ObjectStore``,
+    HDF5 and TIFF files through range requests."""
+    path, internal = split_url(url)
+    opener = OPENERS.get(path.suffix.lower(), zarr.open_zarr)
+    if opener not in (zarr.open_zarr, hdf5.open_hdf5, tiff.open_tiff):
+        raise SourceError(
+            f"{path}: {path.suffix} sources are read from local files only (at a URL: Zarr, "
+            "OME-Zarr, HDF5, TIFF)"
+        )
+    try:
+        found = remote_exists(path)  # the bucket, the credentials, the endpoint: one request
+    except Exception as exc:
+        if is_storage_error(exc):
+            raise describe(exc, path, "read") from None
+        raise
+    if not found:
+        raise SourceError(f"source {str(path)!r} does not exist")
+    return opener(path, internal, axes=axes)
+
+
 def open_path(text: str, axes=None) -> xr.DataArray:
+    if is_url(text):
+        return open_url(as_path(text), axes=axes)
     if any(ch in text for ch in "*?["):
         if not text.lower().endswith(tiff.IMAGE_SUFFIXES):
             raise SourceError(f"a glob source must match .tif or .png files, got {text!r}")
@@ -85,6 +125,8 @@ def open_source(obj, axes: str | None = None) -> xr.DataArray:
         For a path that cannot be opened, a corrupt or truncated file, or unsupported data
         (complex, non-numeric).
     """
+    if isinstance(obj, UrlPath):
+        return open_path(str(obj), axes=axes)
     if isinstance(obj, (str, os.PathLike)):
         return open_path(os.fspath(obj), axes=axes)
     return open_memory(obj, axes=axes)

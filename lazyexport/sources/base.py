@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .. import remote
 from ..axes import guess_axes, parse_axes
 from ..errors import SourceError
 
@@ -68,10 +69,13 @@ def file_identity(*paths: str | os.PathLike) -> str | None:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:32]
 
 
-def stamp(path: str | os.PathLike) -> tuple[int, int, int] | None:
+def stamp(path: Any) -> tuple | None:
     """Size, modification time and inode of ``path`` itself (one stat; None if it cannot be
     read): part of a source's dask name. What decides whether a ``--resume`` export may reuse
-    blocks is the full :func:`file_identity`, taken only then."""
+    blocks is the full :func:`file_identity`, taken only then. For an object (a URL): its size
+    and entity tag."""
+    if remote.is_url(path):
+        return remote.stamp(remote.as_path(path))
     try:
         info = os.stat(path)
     except OSError:
@@ -90,7 +94,10 @@ class FileArray:
     """
 
     def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
-        self.path = os.path.abspath(path)  # workers of a cluster may run in other directories
+        # absolute: workers of a cluster may run in other directories
+        self.path: Any = path if remote.is_url(path) else os.path.abspath(path)
+        # a URL's storage options travel with the array to the workers that read it
+        self.storage_options = remote.current_options() if remote.is_url(path) else None
         self.key = key
         self.shape = tuple(int(s) for s in shape)
         self.dtype = canonical_dtype(dtype)
@@ -100,6 +107,13 @@ class FileArray:
 
     def data_path(self) -> str:
         """The file, or the directory, whose files hold the array's data."""
+        return self.path
+
+    def file(self) -> Any:
+        """What to hand a reader that takes a file name or a file object: the path, or for a URL
+        a :class:`~lazyexport.remote.RemoteFile` (range requests)."""
+        if remote.is_url(self.path):
+            return remote.RemoteFile(self.path, values=self.storage_options)
         return self.path
 
     def _open(self) -> Any:
@@ -156,9 +170,11 @@ def release_files(paths: Iterable[str | os.PathLike]) -> None:
     """Close the handles this process holds open on ``paths`` for reading sources, before those
     files are written: HDF5 cannot open a file for writing while it is open read-only in the
     same process (an export into the source's own HDF5 file). Sources open them again if read."""
-    wanted = {os.path.realpath(p) for p in paths}
+    wanted = {os.path.realpath(p) for p in paths if not remote.is_url(p)}
     with _OPEN_LOCK:
-        arrays = [a for a in _OPEN if os.path.realpath(a.path) in wanted]
+        arrays = [
+            a for a in _OPEN if not remote.is_url(a.path) and os.path.realpath(a.path) in wanted
+        ]
     for arr in arrays:
         arr.close()
 
@@ -194,7 +210,7 @@ def resolve_axes(
 
 def default_nickname(file: str | os.PathLike) -> str:
     """A source's default nickname: its file name without extension (``a.ome.tif`` -> ``a``)."""
-    name = Path(file).name
+    name = file.name if isinstance(file, remote.UrlPath) else Path(file).name
     for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -237,7 +253,14 @@ def labeled(
         )
     if data.dtype.type is not dtype.type:
         data = da.map_blocks(_view, data, dtype.str, dtype=dtype)
-    if path is not None:
+    if remote.is_url(path):
+        url = remote.as_path(path)
+        base = {
+            "source": str(url),
+            "nickname": default_nickname(url),
+            "dataset_dir": str(url.parent),
+        }
+    elif path is not None:
         file = Path(path)
         base = {
             "source": str(path),

@@ -9,6 +9,7 @@ import xarray as xr
 
 from ..axes import parse_vigra_axistags
 from ..errors import SourceError
+from ..remote import RemoteFile, is_url
 from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
 
@@ -17,7 +18,7 @@ SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".ilp")
 
 class H5Array(FileArray):
     def _open(self):
-        return h5py.File(self.path, "r")[self.key]
+        return h5py.File(self.file(), "r")[self.key]
 
     def _close(self, handle) -> None:
         handle.file.close()
@@ -31,7 +32,7 @@ def list_datasets(file: h5py.File) -> list[str]:
 
 def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
     try:
-        file = h5py.File(path, "r")
+        file = h5py.File(RemoteFile(path) if is_url(path) else path, "r")
     except OSError as exc:
         raise SourceError(f"cannot open {path} as HDF5: {exc}") from None
     with file:
@@ -65,7 +66,7 @@ def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=arr,
         native=native,
-        identity_paths=[arr.data_path()],
+        identity_paths=None if is_url(path) else [arr.data_path()],
         internal_path=internal,
         **source_attrs(sizes, "micrometer"),
     )

@@ -10,8 +10,8 @@ import glob as globmod
 import json
 import logging
 import os
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, cast
 from xml.etree import ElementTree
 
 import dask.array as da
@@ -22,6 +22,7 @@ import zarr
 
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
+from ..remote import RemoteFile, is_url
 from ..units import source_attrs
 from .base import FileArray, canonical_dtype, from_file_array, labeled, resolve_axes
 
@@ -38,14 +39,15 @@ class TiffArray(FileArray):
 
     def _open(self):
         store = zarr.open_array(
-            tifffile.imread(self.path, aszarr=True, series=0, level=0), mode="r"
+            tifffile.imread(self.file(), aszarr=True, series=0, level=0), mode="r"
         )
         if any(c > n for c, n in zip(store.chunks, store.shape)):
             # tifffile's store cannot read a series whose page axes are followed by length-1 axes
             # (e.g. (24, 2, 1, 1) of 24x2 pages: its chunks come out as (1, 1, 24, 2)); its
             # squeezed store can, and the length-1 axes are given back
             squeezed = zarr.open(
-                tifffile.imread(self.path, aszarr=True, series=0, level=0, squeeze=True), mode="r"
+                tifffile.imread(self.file(), aszarr=True, series=0, level=0, squeeze=True),
+                mode="r",
             )
             return _Unsqueezed(squeezed, self.shape)
         return store
@@ -97,10 +99,11 @@ def _parsed(path: str | Path):
     logger.addHandler(keep)
     propagate, logger.propagate = logger.propagate, False
     try:
-        with tifffile.TiffFile(path) as tif:
+        file: Any = RemoteFile(cast(PurePath, path)) if is_url(path) else path
+        with tifffile.TiffFile(file) as tif:
             series = tif.series[0]
             end = _data_end(series)
-            size = os.path.getsize(path)
+            size = file.size if isinstance(file, RemoteFile) else os.path.getsize(path)
             if skipped or end > size:
                 reason = (
                     skipped[0].split("> ", 1)[-1]
@@ -159,7 +162,7 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=arr,
         native=native,
-        identity_paths=[arr.data_path()],
+        identity_paths=None if is_url(path) else [arr.data_path()],
         tiff_axes=codes,
         **extra,
     )

@@ -14,6 +14,8 @@ from dask.base import tokenize
 
 from ..chunkio import reader_for
 from ..errors import SourceError
+from ..remote import UrlPath, describe, is_storage_error, zarr_store
+from ..remote import stamp as remote_stamp
 from ..units import source_attrs
 from .base import dask_chunks, labeled, reader_array, resolve_axes, stamp
 
@@ -59,12 +61,16 @@ def _array_axes(arr: zarr.Array) -> list[str] | None:
     return [str(d) for d in dims] if isinstance(dims, list) and dims else None
 
 
-def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
+def open_zarr(path: Path | UrlPath, internal: str, axes=None) -> xr.DataArray:
+    url = path if isinstance(path, UrlPath) else None
+    # absolute: the array is pickled to cluster workers, which may run in other directories
+    store = zarr_store(url) if url is not None else str(Path(path).absolute())
     try:
-        # absolute: the array is pickled to cluster workers, which may run in other directories
-        node = zarr.open(store=str(Path(path).absolute()), mode="r", path=internal or None)
+        node = zarr.open(store=store, mode="r", path=internal or None)
     except Exception as exc:  # zarr raises several kinds for a missing or broken store
         where = f"{path}/{internal}" if internal else str(path)
+        if url is not None and is_storage_error(exc):
+            raise describe(exc, where, "read") from None
         raise SourceError(f"cannot open {where} as Zarr: {exc}") from None
     meta_axes = None
     extra: dict = {}
@@ -98,13 +104,19 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     shards = getattr(arr, "shards", None)
     native = shards or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
-    array_dir = Path(path).absolute() / internal  # its files say whether it changed (for --resume)
+    array_dir: Path | None = None
+    if url is not None:  # the metadata's entity tags say whether it was rewritten
+        node_url = url / internal if internal else url
+        stamps = [remote_stamp(node_url / m) for m in MARKERS]
+    else:  # its files say whether it changed (for --resume)
+        array_dir = Path(path).absolute() / internal
+        stamps = [stamp(array_dir / m) for m in MARKERS]
     name = "zarr-" + tokenize(
-        str(path.resolve()),
+        str(url if url is not None else Path(path).resolve()),
         internal,
         arr.shape,
         str(arr.dtype),
-        [stamp(array_dir / m) for m in MARKERS],
+        stamps,
     )
     dims = resolve_axes(axes, meta_axes, arr.shape)
     reader = reader_for(arr)
@@ -114,7 +126,7 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=reader,
         native=native,
-        identity_paths=[str(array_dir)],
+        identity_paths=None if array_dir is None else [str(array_dir)],
         file_chunks=arr.chunks,
         shards=shards,
         internal_path=internal,

@@ -1,0 +1,634 @@
+"""Object storage: ``s3://``, ``gs://``, ``az://`` and ``http(s)://`` URLs as sources and outputs.
+
+Every request goes through `obstore <https://developmentseed.org/obstore/>`_ (Rust's
+``object_store``): its clients read the usual environment of each cloud (``AWS_*``,
+``GOOGLE_*``, ``AZURE_*``), retry timeouts, 5xx and throttling responses with exponential
+backoff, and upload large objects in parts. Zarr stores are read and written through
+``zarr.storage.ObjectStore`` over the same clients.
+
+A URL is carried through planning as a :class:`UrlPath`: a pure path (``parent``, ``name``,
+``with_name`` work as for files, so templates and hidden temporary names need no second
+implementation) that prints as the URL and that no file-system call accepts - code that
+forgot a URL fails loudly instead of writing a local directory named ``s3:``.
+
+Storage options (``--storage-option key=value``, ``storage_options={...}``) are held for the
+command that runs (:func:`options`); they may hold secrets, so they are never shown: messages
+name the URL only (:func:`describe`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any, cast
+
+from .errors import ExportError
+
+# URL schemes -> the cloud they name (obstore's own scheme table decides the client)
+SCHEMES = {
+    "s3": "S3",
+    "s3a": "S3",
+    "gs": "Google Cloud Storage",
+    "gcs": "Google Cloud Storage",
+    "az": "Azure",
+    "azure": "Azure",
+    "abfs": "Azure",
+    "abfss": "Azure",
+    "http": "HTTP",
+    "https": "HTTP",
+}
+READ_ONLY = ("http", "https")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
+
+# option names as fsspec / s3fs users know them -> obstore's
+_ALIASES = {
+    "endpoint_url": "endpoint",
+    "anon": "skip_signature",
+    "key": "access_key_id",
+    "secret": "secret_access_key",
+    "token": "session_token",
+    "region_name": "region",
+}
+# options lazyexport reads itself (the retry policy) and obstore's HTTP client options
+_RETRY_OPTIONS = ("max_retries", "retry_timeout")
+_CLIENT_OPTIONS = ("timeout", "connect_timeout", "allow_http", "allow_invalid_certificates")
+DEFAULT_RETRIES = 10
+DEFAULT_RETRY_TIMEOUT = 180.0  # seconds from the first attempt
+
+
+class StorageError(ExportError):
+    """An object store refused or could not be reached: no such bucket, access denied, a bad
+    endpoint, or a fault that outlasted the retries."""
+
+
+class UrlPath(PurePosixPath):
+    """A URL as a path: ``UrlPath("s3://bucket/dir/out.zarr").parent`` is ``s3://bucket/dir``.
+    Not a file-system path: ``os.fspath`` refuses it, and it has no ``exists`` or ``open``."""
+
+    __fspath__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return super().__str__().replace(":/", "://", 1)
+
+    def __repr__(self) -> str:
+        return f"UrlPath({str(self)!r})"
+
+    @property
+    def scheme(self) -> str:
+        return self.parts[0].rstrip(":").lower()
+
+    @property
+    def root(self) -> str:
+        """``scheme://bucket`` (for HTTP: ``scheme://host``)."""
+        return f"{self.parts[0]}//{self.parts[1]}"
+
+    @property
+    def key(self) -> str:
+        """The path below the bucket (no leading slash)."""
+        return "/".join(self.parts[2:])
+
+
+def _url(value: PurePath) -> UrlPath:
+    if not isinstance(value, UrlPath):
+        raise TypeError(f"not a URL: {value!r}")
+    return value
+
+
+def is_url(value: Any) -> bool:
+    """Whether ``value`` is a URL of a scheme lazyexport reads or writes."""
+    if isinstance(value, UrlPath):
+        return True
+    if not isinstance(value, str):
+        return False
+    match = _URL.match(value)
+    return match is not None and match["scheme"].lower() in SCHEMES
+
+
+def url_scheme(value: str) -> str | None:
+    """The scheme of a ``scheme://`` string (known or not), else None."""
+    match = _URL.match(value)
+    return match["scheme"].lower() if match else None
+
+
+def as_path(value: Any) -> Path:
+    """``value`` as a :class:`UrlPath` if it is a URL, else as a :class:`pathlib.Path`; refuses a
+    URL of a scheme that is not supported (it would otherwise become a local directory).
+
+    Typed as a Path: outputs are Paths throughout planning, and a UrlPath stands in for one
+    where only pure-path operations apply; file-system calls check :func:`is_url` first (and a
+    UrlPath has none of them, so one that forgot fails loudly)."""
+    if isinstance(value, (UrlPath, Path)):
+        return cast(Path, value)
+    text = str(value)
+    if is_url(text):
+        path = UrlPath(text)
+        if len(path.parts) < 2 or not path.parts[1]:
+            raise StorageError(f"{text!r} names no bucket")
+        return cast(Path, path)
+    scheme = url_scheme(text)
+    if scheme is not None and scheme != "file":
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise StorageError(f"unknown URL scheme {scheme}:// in {text!r} (known: {known})")
+    if scheme == "file":
+        text = text[len("file://") :]
+    return Path(text)
+
+
+# -- storage options ---------------------------------------------------------------------------
+
+_OPTIONS: dict[str, Any] = {}
+_OPTIONS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def options(values: Mapping[str, Any] | None) -> Iterator[None]:
+    """Use ``values`` as the storage options of the stores opened meanwhile (one command)."""
+    global _OPTIONS
+    with _OPTIONS_LOCK:
+        before, _OPTIONS = _OPTIONS, {**_OPTIONS, **normalize_options(values or {})}
+    try:
+        yield
+    finally:
+        with _OPTIONS_LOCK:
+            _OPTIONS = before
+
+
+def normalize_options(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Storage options with fsspec's names mapped to obstore's and ``"true"``/``"false"`` as
+    booleans."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        name = _ALIASES.get(str(name).lower(), str(name).lower())
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        out[name] = value
+    return out
+
+
+def parse_option(text: str) -> tuple[str, str]:
+    """``key=value`` (``--storage-option``) as a pair."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise StorageError(f"a storage option is key=value, got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _retry_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        retries = int(values.get("max_retries", DEFAULT_RETRIES))
+        timeout = float(values.get("retry_timeout", DEFAULT_RETRY_TIMEOUT))
+    except (TypeError, ValueError):
+        raise StorageError("max_retries is a whole number and retry_timeout seconds") from None
+    return {
+        "max_retries": retries,
+        "retry_timeout": datetime.timedelta(seconds=timeout),
+        "backoff": {
+            "init_backoff": datetime.timedelta(milliseconds=100),
+            "max_backoff": datetime.timedelta(seconds=15),
+            "base": 2,
+        },
+    }
+
+
+_ENVIRONMENT = ("AWS_", "GOOGLE_", "AZURE_")  # what the clients read: part of the cache key
+_STORES: dict[tuple, Any] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def current_options() -> dict[str, Any]:
+    """The storage options in use now: what objects bound for cluster workers carry along."""
+    with _OPTIONS_LOCK:
+        return dict(_OPTIONS)
+
+
+def store(root: str, values: Mapping[str, Any] | None = None) -> Any:
+    """The obstore store of ``root`` (``scheme://bucket``, or a prefix below it), made once per
+    process and option set; the client reads the cloud's environment, then the storage options
+    (``values``, default :func:`current_options`)."""
+    from obstore.store import from_url
+
+    values = current_options() if values is None else dict(values)
+    environment = {k: v for k, v in os.environ.items() if k.startswith(_ENVIRONMENT)}
+    cache = (root, repr(sorted(values.items())), repr(sorted(environment.items())))
+    with _STORES_LOCK:
+        found = _STORES.get(cache)
+    if found is not None:
+        return found
+    scheme = UrlPath(root).scheme
+    client = {k: values[k] for k in _CLIENT_OPTIONS if k in values}
+    if scheme == "http":
+        client.setdefault("allow_http", True)
+    config = {k: v for k, v in values.items() if k not in (*_RETRY_OPTIONS, *_CLIENT_OPTIONS)}
+    if scheme in READ_ONLY:
+        config = {}
+    try:
+        made = from_url(  # type: ignore[call-overload]
+            root,
+            config=config or None,
+            client_options=client or None,
+            retry_config=_retry_config(values),
+        )
+    except ExportError:
+        raise
+    except Exception as exc:  # obstore's configuration errors
+        raise StorageError(f"cannot use {root}: {_reason(exc)}") from None
+    with _STORES_LOCK:
+        _STORES[cache] = made
+    return made
+
+
+def zarr_store(url: PurePath, read_only: bool = True, values: Mapping | None = None) -> Any:
+    """``zarr.storage.ObjectStore`` rooted at ``url`` (it pickles with its client's
+    configuration, so cluster workers reach the same store)."""
+    url = _url(url)
+    from zarr.storage import ObjectStore
+
+    return ObjectStore(store(str(url), values), read_only=read_only)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, credential-free reason from an obstore error's text."""
+    text = str(exc)
+    for code, what in (
+        ("NoSuchBucket", "no such bucket"),
+        ("AccessDenied", "access denied"),
+        ("InvalidAccessKeyId", "the access key is not known"),
+        ("SignatureDoesNotMatch", "the secret key does not match"),
+        ("Connection refused", "connection refused"),
+        ("dns error", "the host name is not known"),
+        ("timed out", "timed out"),
+    ):
+        if code.lower() in text.lower():
+            return what
+    status = re.search(r"status code: (\d{3}[^:<]*)", text)
+    if status:
+        return f"the server answered {status[1].strip()}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.sub(r"https?://\S+", "<url>", first)  # endpoints may hold credentials
+    return first[:160]
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from obstore (a request that failed for good)."""
+    module = type(exc).__module__ or ""
+    return module.startswith("obstore") or (
+        isinstance(exc, OSError) and "Error performing" in str(exc)
+    )
+
+
+def describe(exc: BaseException, url: str | PurePath, doing: str) -> StorageError:
+    """``exc`` (from obstore) as one line naming ``url`` and what was being done."""
+    reason = _reason(exc)
+    hint = ""
+    if reason in ("access denied", "the access key is not known", "the secret key does not match"):
+        hint = "; check the credentials (environment or --storage-option)"
+    elif reason in ("connection refused", "the host name is not known", "timed out"):
+        hint = "; check the endpoint (AWS_ENDPOINT_URL or --storage-option endpoint=...)"
+    return StorageError(f"cannot {doing} {url}: {reason}{hint}")
+
+
+# -- objects -----------------------------------------------------------------------------------
+
+
+def list_keys(url: PurePath) -> list[str]:
+    """Every key below ``url`` (a prefix), relative to it."""
+    url = _url(url)
+    import obstore
+
+    prefix = url.key.rstrip("/") + "/" if url.key else ""
+    found: list[str] = []
+    for batch in obstore.list(store(url.root), prefix=prefix or None):
+        found.extend(m["path"][len(prefix) :] for m in batch)
+    return found
+
+
+def exists(url: PurePath) -> bool:
+    """Whether an object ``url`` exists, or any object below it (a store)."""
+    url = _url(url)
+    import obstore
+
+    try:
+        obstore.head(store(url.root), url.key)
+        return True
+    except FileNotFoundError:
+        pass
+    prefix = url.key.rstrip("/") + "/"
+    for batch in obstore.list(store(url.root), prefix=prefix, chunk_size=1):
+        if batch:
+            return True
+    return False
+
+
+def delete_prefix(url: PurePath, include_self: bool = True) -> int:
+    """Remove every object below ``url`` (and the object ``url`` itself); return how many."""
+    url = _url(url)
+    import obstore
+
+    keys = [f"{url.key.rstrip('/')}/{k}" for k in list_keys(url)]
+    if include_self:
+        with contextlib.suppress(FileNotFoundError):
+            obstore.head(store(url.root), url.key)
+            keys.append(url.key)
+    for start in range(0, len(keys), 1000):
+        obstore.delete(store(url.root), keys[start : start + 1000])
+    return len(keys)
+
+
+def stamp(url: PurePath) -> tuple[int, str] | None:
+    """Size and entity tag of the object ``url`` (None if there is none): changes when it is
+    rewritten."""
+    url = _url(url)
+    import obstore
+
+    try:
+        meta = obstore.head(store(url.root), url.key)
+    except FileNotFoundError:
+        return None
+    return int(meta["size"]), str(meta.get("e_tag") or meta.get("last_modified"))
+
+
+def put_file(path: Path, url: PurePath) -> None:
+    """Upload the local file ``path`` to ``url``: in parts when large; the object appears only
+    when every part arrived."""
+    url = _url(url)
+    import obstore
+
+    with open(path, "rb") as f:
+        obstore.put(store(url.root), url.key, f)
+
+
+def put_bytes(url: PurePath, data: bytes) -> None:
+    url = _url(url)
+    import obstore
+
+    obstore.put(store(url.root), url.key, data)
+
+
+def get_bytes(url: PurePath) -> bytes:
+    url = _url(url)
+    import obstore
+
+    return bytes(obstore.get(store(url.root), url.key).bytes())
+
+
+def copy(source: PurePath, target: PurePath) -> None:
+    """Copy an object within one store (server-side)."""
+    source = _url(source)
+    target = _url(target)
+    import obstore
+
+    obstore.copy(store(source.root), source.key, target.key)
+
+
+class RemoteFile:
+    """A seekable, read-only file over an object (range requests, buffered by obstore), for
+    readers that take a file object (h5py, tifffile). Picklable: reopened in each process."""
+
+    def __init__(self, url: PurePath, buffer_size: int = 2**20, values: Mapping | None = None):
+        self.url, self.buffer_size = _url(url), buffer_size
+        self.values = current_options() if values is None else dict(values)
+        self._reader: Any = None
+
+    def _file(self) -> Any:
+        if self._reader is None:
+            import obstore
+
+            self._reader = obstore.open_reader(
+                store(self.url.root, self.values), self.url.key, buffer_size=self.buffer_size
+            )
+        return self._reader
+
+    def read(self, size: int = -1) -> bytes:
+        return bytes(
+            self._file().read(size) if size is not None and size >= 0 else self._file().read()
+        )
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file().seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file().tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def size(self) -> int:
+        return int(self._file().size)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def __getstate__(self) -> dict:
+        return {"url": str(self.url), "buffer_size": self.buffer_size, "values": self.values}
+
+    def __setstate__(self, state: dict) -> None:
+        self.url, self.buffer_size = UrlPath(state["url"]), state["buffer_size"]
+        self.values, self._reader = state["values"], None
+
+
+# -- Zarr outputs: the metadata that makes them visible, held back until the commit ------------
+
+METADATA_KEYS = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+def is_metadata(key: str) -> bool:
+    return key.rpartition("/")[2] in METADATA_KEYS
+
+
+def held_store(
+    node: PurePath, held: PurePath, read_only: bool = False, values: Mapping | None = None
+) -> Any:
+    """A Zarr store at ``node`` whose metadata documents are written to (and read first from)
+    ``held`` instead: chunks land in their final place while nothing there is a Zarr node yet.
+    :func:`publish` moves the metadata into place, root last."""
+    node = _url(node)
+    held = _url(held)
+    from zarr.storage import WrapperStore
+
+    class HeldMetadata(WrapperStore):
+        def __init__(self, store: Any, side: Any) -> None:
+            super().__init__(store)
+            self._side = side
+
+        def _with_store(self, store: Any) -> Any:
+            return type(self)(store, self._side)
+
+        async def get(self, key, prototype, byte_range=None):
+            if is_metadata(key):
+                found = await self._side.get(key, prototype, byte_range)
+                if found is not None:
+                    return found
+            return await self._store.get(key, prototype, byte_range)
+
+        async def exists(self, key: str) -> bool:
+            if is_metadata(key) and await self._side.exists(key):
+                return True
+            return await self._store.exists(key)
+
+        async def set(self, key, value) -> None:
+            await (self._side if is_metadata(key) else self._store).set(key, value)
+
+        async def set_if_not_exists(self, key, value) -> None:
+            await (self._side if is_metadata(key) else self._store).set_if_not_exists(key, value)
+
+        async def delete(self, key: str) -> None:
+            await (self._side if is_metadata(key) else self._store).delete(key)
+
+        async def list_dir(self, prefix: str):
+            seen = set()
+            for source in (self._side, self._store):
+                async for name in source.list_dir(prefix):
+                    if name not in seen:
+                        seen.add(name)
+                        yield name
+
+    return HeldMetadata(zarr_store(node, read_only, values), zarr_store(held, read_only, values))
+
+
+def publish(node: PurePath, held: PurePath) -> None:
+    """Copy the metadata held at ``held`` into ``node``, deepest first and the node's own last
+    (what makes the output visible is written once everything under it is there), then remove
+    ``held``."""
+    node = _url(node)
+    held = _url(held)
+
+    def order(key: str) -> tuple:
+        name = key.rpartition("/")[2]
+        return (-key.count("/"), name in ("zarr.json", ".zarray", ".zgroup"), key)
+
+    keys = sorted(list_keys(held), key=order)
+    for key in keys:
+        if is_metadata(key):
+            put_bytes(node / key, get_bytes(held / key))
+    delete_prefix(held)
+
+
+# -- committing uploads, and what killed exports left in a store --------------------------------
+
+NODE_MARKER = ".lazyexport-node"  # in a held-metadata prefix: the URL of the node it belongs to
+
+
+def mark_node(held: PurePath, node: PurePath) -> None:
+    """Record, before anything else is written, which node the held metadata ``held`` is for:
+    whoever finds it orphaned removes the node's chunks too (unless the node became visible)."""
+    held = _url(held)
+    node = _url(node)
+    put_bytes(held / NODE_MARKER, str(node).encode())
+
+
+def visible(node: PurePath) -> bool:
+    """Whether a Zarr node is at ``node`` (its metadata is there)."""
+    node = _url(node)
+    return any(exists_object(node / key) for key in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def exists_object(url: PurePath) -> bool:
+    url = _url(url)
+    import obstore
+
+    try:
+        obstore.head(store(url.root), url.key)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def upload(files: Sequence[tuple[Path, PurePath]], token: str) -> list[Path]:
+    """Upload local files to their URLs as one step. One file: a single put, which replaces an
+    object atomically. Several: each to a hidden temporary key beside its final one, then a
+    commit record listing them, then server-side copies into place - a run killed during the
+    copies is finished by the next (:func:`finish_upload`)."""
+    from .storage import temp_path, with_kind
+
+    if len(files) == 1:
+        ((local, final),) = files
+        put_file(local, final)
+        return [cast(Path, final)]
+    renames = [(_url(temp_path(cast(Path, final), token)), _url(final)) for _, final in files]
+    for (local, _), (temp, _) in zip(files, renames):
+        put_file(local, temp)
+    record = with_kind(cast(Path, renames[0][0]), "commit")
+    put_bytes(record, json.dumps({"renames": [[str(t), str(f)] for t, f in renames]}).encode())
+    return [cast(Path, f) for f in finish_upload(record)]
+
+
+def finish_upload(record: PurePath) -> list[UrlPath]:
+    """Copy each temporary of the commit ``record`` that is still there into place, remove it,
+    then the record."""
+    record = _url(record)
+    import obstore
+
+    data = json.loads(get_bytes(record))
+    finals = []
+    for temp, final in ((UrlPath(t), UrlPath(f)) for t, f in data["renames"]):
+        finals.append(final)
+        if exists_object(temp):
+            copy(temp, final)
+            obstore.delete(store(temp.root), temp.key)
+    obstore.delete(store(record.root), record.key)
+    return finals
+
+
+def clean_beside(outputs: Sequence[PurePath], keep: str | None = None) -> list[str]:
+    """Remove what killed exports left beside ``outputs`` in their store (runs of this host that
+    no process runs any more): finish their interrupted upload commits, remove their temporary
+    objects, and a Zarr output's chunks whose metadata never landed. Returns what was done."""
+    import obstore
+
+    from .storage import _NAME, _state
+
+    urls = [_url(u) for u in outputs]
+    names = {u.name for u in urls}
+    found: list[tuple[bool, UrlPath, str]] = []
+    for parent in dict.fromkeys(_url(u.parent) for u in urls):
+        prefix = parent.key.rstrip("/") + "/" if parent.key else None
+        listing = obstore.list_with_delimiter(store(parent.root), prefix=prefix)
+        entries = [p.rstrip("/") for p in listing["common_prefixes"]]
+        entries += [o["path"] for o in listing["objects"]]
+        for key in entries:
+            name = key.rpartition("/")[2]
+            match = _NAME.fullmatch(name)
+            if not match or match["prefix"] not in names or match["token"] == keep:
+                continue
+            if _state(match["token"], {})[0] != "orphan":
+                continue
+            found.append((match["kind"] != "commit", parent / name, match["kind"]))
+    done = []
+    for _, url, kind in sorted(found, key=lambda f: f[0]):  # commit records first
+        if kind == "commit":
+            if exists_object(url):
+                finish_upload(url)
+                done.append(f"{url} (an interrupted upload, finished)")
+            continue
+        marker = url / NODE_MARKER
+        if exists_object(marker):
+            node = UrlPath(get_bytes(marker).decode())
+            if not visible(node):
+                delete_prefix(node)
+        if delete_prefix(url):
+            done.append(f"{url} (a temporary output)")
+    return done
