@@ -503,7 +503,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="NAME|ADDRESS",
         help="dask scheduler: threads (default), synchronous, processes, local-cluster (a dask "
         "LocalCluster for this run), or a running cluster's address, e.g. tcp://host:8786 "
-        "(outputs must be on storage every worker sees; see docs/cluster.md)",
+        "(source and output must be on storage every worker sees, or at a URL; see "
+        "docs/cluster.md)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument(

@@ -608,6 +608,11 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         output = as_path(file)
         plan = dataclasses.replace(plan, output=output, internal=internal, paths=(output,))
     _refuse_source_as_output(plan)
+    if is_url(plan.output) and not writer.capabilities.object_store and hasattr(writer, "layout"):
+        raise FormatError(
+            f"{writer.name} outputs (a directory of files) cannot be written to a URL; export "
+            "to zarr or ome-zarr there, or to a local path"
+        )
     return dataclasses.replace(plan, notes=plan.notes + tuple(writer.check(plan.spec)))
 
 

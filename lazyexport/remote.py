@@ -299,14 +299,14 @@ def describe(exc: BaseException, url: str | PurePath, doing: str) -> StorageErro
 # -- objects -----------------------------------------------------------------------------------
 
 
-def list_keys(url: PurePath) -> list[str]:
+def list_keys(url: PurePath, values: Mapping | None = None) -> list[str]:
     """Every key below ``url`` (a prefix), relative to it."""
     url = _url(url)
     import obstore
 
     prefix = url.key.rstrip("/") + "/" if url.key else ""
     found: list[str] = []
-    for batch in obstore.list(store(url.root), prefix=prefix or None):
+    for batch in obstore.list(store(url.root, values), prefix=prefix or None):
         found.extend(m["path"][len(prefix) :] for m in batch)
     return found
 
@@ -328,18 +328,18 @@ def exists(url: PurePath) -> bool:
     return False
 
 
-def delete_prefix(url: PurePath, include_self: bool = True) -> int:
+def delete_prefix(url: PurePath, include_self: bool = True, values: Mapping | None = None) -> int:
     """Remove every object below ``url`` (and the object ``url`` itself); return how many."""
     url = _url(url)
     import obstore
 
-    keys = [f"{url.key.rstrip('/')}/{k}" for k in list_keys(url)]
+    keys = [f"{url.key.rstrip('/')}/{k}" for k in list_keys(url, values)]
     if include_self:
         with contextlib.suppress(FileNotFoundError):
-            obstore.head(store(url.root), url.key)
+            obstore.head(store(url.root, values), url.key)
             keys.append(url.key)
     for start in range(0, len(keys), 1000):
-        obstore.delete(store(url.root), keys[start : start + 1000])
+        obstore.delete(store(url.root, values), keys[start : start + 1000])
     return len(keys)
 
 
@@ -366,18 +366,18 @@ def put_file(path: Path, url: PurePath) -> None:
         obstore.put(store(url.root), url.key, f)
 
 
-def put_bytes(url: PurePath, data: bytes) -> None:
+def put_bytes(url: PurePath, data: bytes, values: Mapping | None = None) -> None:
     url = _url(url)
     import obstore
 
-    obstore.put(store(url.root), url.key, data)
+    obstore.put(store(url.root, values), url.key, data)
 
 
-def get_bytes(url: PurePath) -> bytes:
+def get_bytes(url: PurePath, values: Mapping | None = None) -> bytes:
     url = _url(url)
     import obstore
 
-    return bytes(obstore.get(store(url.root), url.key).bytes())
+    return bytes(obstore.get(store(url.root, values), url.key).bytes())
 
 
 def copy(source: PurePath, target: PurePath) -> None:
@@ -546,12 +546,12 @@ def visible(node: PurePath) -> bool:
     return any(exists_object(node / key) for key in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def exists_object(url: PurePath) -> bool:
+def exists_object(url: PurePath, values: Mapping | None = None) -> bool:
     url = _url(url)
     import obstore
 
     try:
-        obstore.head(store(url.root), url.key)
+        obstore.head(store(url.root, values), url.key)
         return True
     except FileNotFoundError:
         return False

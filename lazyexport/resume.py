@@ -34,8 +34,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import remote
 from .errors import ResumeError
 from .formats.base import Target
+from .remote import is_url
 from .sources.base import file_identity
 from .storage import remove, temp_path, with_kind, write_durably
 
@@ -49,7 +51,7 @@ def plan_token(plan: ExportPlan) -> str:
     """A short hash of everything that decides what an export of ``plan`` writes."""
     identity = {
         "format": plan.writer.name,
-        "paths": [os.path.abspath(p) for p in plan.paths],
+        "paths": [str(p) if is_url(p) else os.path.abspath(p) for p in plan.paths],
         "internal": plan.internal,
         "settings": plan.settings.to_dict(),
         "source": plan.source.data.name,
@@ -102,6 +104,44 @@ class Journal:
 
     def remove(self) -> None:
         remove(self.path)
+
+
+class RemoteJournal(Journal):
+    """:class:`Journal` of an export to an object store, kept in the store beside the output
+    (an object cannot be appended to): ``blocks.json`` holds the header, and each finished block
+    is an empty object ``blocks/<i>-<j>-...`` - written after the block, so a listing names
+    exactly the finished ones. Picklable (a URL, a header and the storage options)."""
+
+    def __init__(self, url: Path, blocks: tuple[tuple[int, ...], ...]):
+        super().__init__(url, blocks)
+        self.path = url  # a URL: not a file-system path
+        self.values = remote.current_options()
+
+    def load(self) -> set[Block]:
+        url, values = self.path, self.values
+        header = url / "blocks.json"
+        if not (
+            remote.exists_object(header, values)
+            and remote.get_bytes(header, values) == self.header.encode()
+        ):
+            remote.delete_prefix(url / "blocks", values=values)
+            remote.put_bytes(header, self.header.encode(), values)
+            return set()
+        done = set()
+        for key in remote.list_keys(url / "blocks", values):
+            try:
+                done.add(tuple(int(i) for i in key.split("-")))
+            except ValueError:
+                continue
+        return done
+
+    def record(self, block: Block) -> None:
+        name = "-".join(str(int(i)) for i in block)
+        remote.put_bytes(self.path / "blocks" / name, b"", self.values)
+
+    def remove(self) -> None:
+        remote.delete_prefix(self.path / "blocks", values=self.values)
+        remote.delete_prefix(self.path / "blocks.json", values=self.values)
 
 
 def journal_path(plan: ExportPlan, token: str) -> Path:

@@ -51,10 +51,20 @@ from .plan import (
     parse_memory_limit,
 )
 from .remote import is_url
-from .resume import Journal, commit_record, open_resumable, owner_paths, plan_token
+from .resume import Journal, RemoteJournal, commit_record, open_resumable, owner_paths, plan_token
 from .settings import ExportSettings
 from .sources.base import release_files
-from .storage import Busy, Run, claim, clean, finish_commit, leftovers, new_token, remove
+from .storage import (
+    Busy,
+    Run,
+    claim,
+    clean,
+    finish_commit,
+    leftovers,
+    new_token,
+    remove,
+    temp_path,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,8 +486,10 @@ def execute(
     start (and clean up as usual). Before it starts, an export removes what killed exports left
     beside the same outputs (see :mod:`lazyexport.storage`)."""
     if is_url(plan.output):
-        with Run(token := new_token()):
-            return _execute_remote(plan, token, overwrite, progress, scheduler, cancel, resume)
+        caps = plan.writer.capabilities
+        resumable = resume and caps.resumable and caps.object_store
+        with Run(token := plan_token(plan) if resumable else new_token()):
+            return _execute_remote(plan, token, resumable, overwrite, progress, scheduler, cancel)
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
@@ -586,20 +598,24 @@ def _execute(
 def _execute_remote(
     plan: ExportPlan,
     token: str,
+    resumable: bool,
     overwrite: bool,
     progress: ProgressCallback | None,
     scheduler: Any,
     cancel: threading.Event | None,
-    resume: bool,
 ) -> ExportResult:
     """:func:`execute` for an output at a URL. Zarr and OME-Zarr are written straight to the
     store, the metadata that makes them visible last (see :mod:`lazyexport.remote`); other
-    formats are exported to a local staging directory and uploaded on commit."""
+    formats are exported to a local staging directory and uploaded on commit. A resumable
+    export (Zarr) keeps its held metadata and a journal in the store when interrupted."""
     start = time.perf_counter()
-    outputs = list(plan.paths)
+    held = temp_path(plan.output, token)
     try:
-        remote.clean_beside(outputs, keep=token)
+        remote.clean_beside(plan.paths, keep=token)
         existing = plan.writer.existing(plan.spec)
+        if resumable and existing and remote.exists(held):  # its commit ran, the cleanup did not
+            remote.delete_prefix(held)
+            return _result(plan, list(existing), start, True)
     except Exception as exc:
         if remote.is_storage_error(exc):
             raise remote.describe(exc, plan.output, "write") from None
@@ -609,41 +625,42 @@ def _execute_remote(
         raise OutputExistsError(
             f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it"
         )
+    journal = RemoteJournal(held, plan.blocks) if resumable else None
     try:
         if plan.writer.capabilities.object_store:
-            paths = _write_remote(plan, token, bool(existing), progress, scheduler, cancel)
+            if existing:  # a store has no rename to swap it at the end
+                plan.writer.delete(plan.spec)
+            paths = _write_remote(plan, token, journal, progress, scheduler, cancel)
         else:
             paths = _stage_and_upload(plan, token, progress, scheduler, cancel)
     except Exception as exc:
         if remote.is_storage_error(exc):
             raise remote.describe(exc, plan.output, "write") from None
         raise
-    notes = ("--resume does not apply to outputs at a URL yet; exported from the start",)
-    result = _result(plan, paths, start, False)
-    return dataclasses.replace(result, notes=result.notes + notes) if resume else result
+    return _result(plan, paths, start, resumable)
 
 
 def _write_remote(
     plan: ExportPlan,
     token: str,
-    replace: bool,
+    journal: Journal | None,
     progress: ProgressCallback | None,
     scheduler: Any,
     cancel: threading.Event | None,
 ) -> list[Path]:
-    """Write a Zarr output in place in its object store (an existing one removed first: a store
-    has no rename to swap it at the end)."""
-    if replace:
-        plan.writer.delete(plan.spec)
+    """Write a Zarr output in place in its object store; an interrupted resumable export keeps
+    what it wrote, and the blocks its ``journal`` lists are skipped the next time."""
     with scheduler_session(scheduler) as resolved:
         target = plan.writer.open(plan.spec, token)
         try:
-            _write_all(plan, target, None, set(), resolved, progress, cancel)
+            done = journal.load() if journal is not None else set()
+            _write_all(plan, target, journal, done, resolved, progress, cancel)
             with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
-                return target.commit()
+                return target.commit()  # the held metadata, the journal among it, goes too
         except BaseException:
-            with contextlib.suppress(Exception):  # else the next export cleans it up
-                target.abort()
+            if journal is None:
+                with contextlib.suppress(Exception):  # else the next export cleans it up
+                    target.abort()
             raise
 
 

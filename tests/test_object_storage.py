@@ -60,7 +60,7 @@ def _read(path: Path, fmt: str) -> dict[str, np.ndarray]:
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return {"": node[...]}
-    return {name: arr[...] for name, arr in node.arrays()}
+    return {name: arr[...] for name, arr in sorted(node.arrays())}  # level 0 first
 
 
 OUTPUTS = {  # format -> (settings, output name)
@@ -233,6 +233,45 @@ def test_a_killed_export_leaves_no_visible_output_and_the_next_run_leaves_no_str
     keys = s3.keys("lzx", prefix)
     assert not [k for k in keys if ".lazyexport-" in k], keys
     assert all(k.startswith(f"{prefix}/killed.zarr/") for k in keys)
+
+
+def test_a_killed_resume_export_continues_to_an_output_identical_to_a_clean_export(
+    s3, prefix, tmp_path, small_blocks
+):
+    data = make_data("uint16", (40, 256, 512))  # 40 blocks of one 256 KiB slice
+    source = write_zarr3(tmp_path / "big.zarr", data, chunks=(1, 256, 512)).file
+    url = f"s3://lzx/{prefix}/resumed.zarr"
+    args = ["export", source, "--format", "zarr", "--output", url, "--chunks", "z=1"]
+    args += ["--resume", "-q"]
+    marker = tmp_path / "marker"
+    slow = [sys.executable, str(ROOT / "tests" / "slow_cli.py"), marker, "0.05"]
+    proc = subprocess.Popen([*map(str, slow), *map(str, args)], env=cli_env(), cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while (
+        not marker.exists() or len(marker.read_text().splitlines()) < 10
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    keys = s3.keys("lzx", prefix)
+    journal = [k for k in keys if ".lazyexport-r" in k and "/blocks/" in k]
+    assert len(journal) >= 10, keys  # the finished blocks are listed in the store
+    assert f"{prefix}/resumed.zarr/zarr.json" not in keys  # not visible yet
+    marker.unlink()
+    done = subprocess.run(
+        [*map(str, slow), *map(str, args)], env=cli_env(), cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    rewritten = len(marker.read_text().splitlines())
+    assert rewritten <= 40 - len(journal), (rewritten, len(journal))  # journaled blocks skipped
+    clean = le.export(
+        source,
+        ExportSettings(format="zarr", output=str(tmp_path / "clean.zarr"), chunks={"z": 1}),
+    )
+    np.testing.assert_array_equal(le.open_source(url).values, le.open_exported(clean).values)
+    np.testing.assert_array_equal(le.open_source(url).values, data)
+    keys = s3.keys("lzx", prefix)
+    assert not [k for k in keys if ".lazyexport-" in k], keys
 
 
 def test_a_local_cluster_writes_blocks_straight_to_s3(s3, prefix, volume, tmp_path):

@@ -84,6 +84,12 @@ def exists(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
+def node_exists(path: Path) -> bool:
+    """Whether a node is at ``path``: a file or directory, or at a URL a Zarr node (its
+    metadata: chunks alone, of an export under way, are not one)."""
+    return remote.visible(path) if remote.is_url(path) else exists(path)
+
+
 def node_path(container: Path, internal: str) -> Path:
     internal = internal.strip("/")
     return container / internal if internal else container
@@ -92,7 +98,7 @@ def node_path(container: Path, internal: str) -> Path:
 def in_existing(container: Path, internal: str) -> bool:
     """Whether the output is a node of a container that exists already."""
     if remote.is_url(container):
-        return bool(internal.strip("/")) and remote.exists(container)
+        return bool(internal.strip("/")) and remote.visible(container)
     return bool(internal.strip("/")) and container.is_dir()
 
 
@@ -177,8 +183,8 @@ def existing(container: Path, internal: str) -> list[Path]:
     """The output node if it exists (the whole container where it is the output)."""
     if in_existing(container, internal):
         node = node_path(container, internal)
-        return [node] if exists(node) else []
-    return [container] if exists(container) else []
+        return [node] if node_exists(node) else []
+    return [container] if node_exists(container) else []
 
 
 def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False) -> list[str]:

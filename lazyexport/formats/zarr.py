@@ -77,12 +77,13 @@ class ZarrWriter(container.ContainerWriter):
         spot = container.place(spec.output, spec.internal, token)
         fmt = spec.zarr_format
         target = ZarrTarget({spot.final: spot.temp}, token, spot.internal, spot.store, fmt)
-        if not target.remote and container.exists(spot.temp):
+        if container.exists(spot.temp):
             try:
                 target.array()  # an interrupted --resume run's array: keep it
                 return target
-            except Exception:  # it broke while being created: start again
-                remove(spot.temp)
+            except Exception:  # it broke while being created (at a URL: not held yet)
+                if not target.remote:
+                    remove(spot.temp)
         attrs: dict[str, Any] = {"_ARRAY_DIMENSIONS": list(spec.axes)} if fmt == 2 else {}
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)

@@ -283,6 +283,11 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     from ..transforms import transpose
 
     pattern = files if isinstance(files, str) else None
+    if any(is_url(f) for f in ([files] if isinstance(files, str) else files)):
+        raise SourceError(
+            "sequences of slice files are read from local files only; download them, or export "
+            "to Zarr at a URL"
+        )
     files = sorted(globmod.glob(files)) if isinstance(files, str) else [str(f) for f in files]
     if not files:
         raise SourceError(f"no files match {pattern!r}")
