@@ -1,7 +1,7 @@
 """Exports to an S3 server on loopback: lazyexport against ``dask.array.to_zarr`` and
 ``xarray.DataArray.to_zarr`` writing the same Zarr through zarr-python's ``ObjectStore``.
 
-Workload: a float32 Zarr source on local disk (zyx, 512 MiB by default, chunks 16x256x256), the
+Workload: a float32 Zarr source on local disk (zyx, 2 GiB by default, chunks 16x256x256), the
 cutout z=4:-4 (starts inside a chunk), renormalize [0, 1] -> [0, 255], uint8, written as Zarr v3
 (zstd level 3, 16x256x256 chunks) to ``s3://bench/...`` on moto's S3 server (server mode, in
 this process; each tool runs in a child process of its own). Runs alternate between the tools,
@@ -9,7 +9,7 @@ every output is read back and checked, and the ratios (tool seconds / lazyexport
 means lazyexport is faster) of the medians are printed. Absolute figures measure the loopback
 server as much as the tools; the ratios are what to compare.
 
-    python benchmarks/objstore.py [--mib 512] [--repeats 3]
+    python benchmarks/objstore.py [--mib 2048] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def check(url: str, expected_shape: tuple[int, ...]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=int, default=512)
+    parser.add_argument("--mib", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "SRC", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()

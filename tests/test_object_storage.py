@@ -324,3 +324,21 @@ def test_url_helpers():
     with pytest.raises(remote.StorageError, match="names no bucket"):
         remote.as_path("s3://")
     assert sys.modules["lazyexport.remote"] is remote
+
+
+def test_a_node_written_into_an_existing_store_leaves_the_rest_of_it_alone(s3, prefix, volume):
+    data, source = volume
+    s3.upload_tree(source, "lzx", f"{prefix}/c.zarr/raw")
+    zarr.create_group(remote.zarr_store(remote.as_path(f"s3://lzx/{prefix}/c.zarr"), False))
+    before = {k for k in s3.keys("lzx", prefix)}
+    url = f"s3://lzx/{prefix}/c.zarr/exports/a"
+    le.export(f"s3://lzx/{prefix}/c.zarr/raw", ExportSettings(format="zarr", output=url, roi=CUT))
+    keys = set(s3.keys("lzx", prefix))
+    assert before <= keys  # the source node and the root are untouched
+    assert all(k.startswith(f"{prefix}/c.zarr/exports/") for k in keys - before)
+    np.testing.assert_array_equal(le.open_source(url).values, data[2:11, 3:37])
+    with pytest.raises(le.ExportError, match="holds the source"):
+        le.export(
+            url.replace("/exports/a", "/raw"),
+            ExportSettings(format="zarr", output=f"s3://lzx/{prefix}/c.zarr"),
+        )
