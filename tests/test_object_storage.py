@@ -104,7 +104,7 @@ def test_an_export_to_s3_reads_back_identical_to_the_local_export(
     assert not Path("s3:").exists()  # the old bug: a local directory named after the scheme
 
 
-@pytest.mark.parametrize("kind", ["zarr", "ome-zarr", "hdf5", "tiff"])
+@pytest.mark.parametrize("kind", ["zarr", "ome-zarr", "n5", "hdf5", "tiff"])
 def test_a_source_on_s3_or_http_reads_identical_to_the_local_file(s3, prefix, tmp_path, kind):
     data = make_data("float32", SHAPE, seed=3)
     if kind == "zarr":
@@ -114,6 +114,9 @@ def test_a_source_on_s3_or_http_reads_identical_to_the_local_file(s3, prefix, tm
             data, ExportSettings(format="ome-zarr", output=str(tmp_path / "in.ome.zarr"))
         )
         path, inner = made.output, ""
+    elif kind == "n5":
+        made = le.export(data, ExportSettings(format="n5", output=str(tmp_path / "in.n5/g/raw")))
+        path, inner = made.output, "/g/raw"
     elif kind == "hdf5":
         path, inner = write_hdf5(tmp_path / "in.h5", data).file, "/volume/raw"
     else:

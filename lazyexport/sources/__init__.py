@@ -64,13 +64,13 @@ def split_url(url: PurePath) -> tuple[UrlPath, str]:
 
 def open_url(url: PurePath, axes=None) -> xr.DataArray:
     """Open a source at a URL: Zarr and OME-Zarr stores through ``zarr.storage.ObjectStore``,
-    HDF5 and TIFF files through range requests."""
+    N5 containers object by object, HDF5 and TIFF files through range requests."""
     path, internal = split_url(url)
     opener = OPENERS.get(path.suffix.lower(), zarr.open_zarr)
-    if opener not in (zarr.open_zarr, hdf5.open_hdf5, tiff.open_tiff):
+    if opener not in (zarr.open_zarr, hdf5.open_hdf5, tiff.open_tiff, n5.open_n5):
         raise SourceError(
             f"{path}: {path.suffix} sources are read from local files only (at a URL: Zarr, "
-            "OME-Zarr, HDF5, TIFF)"
+            "OME-Zarr, N5, HDF5, TIFF)"
         )
     try:
         found = remote_exists(path)  # the bucket, the credentials, the endpoint: one request

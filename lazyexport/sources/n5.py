@@ -8,6 +8,7 @@ when opening.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from itertools import product
@@ -17,19 +18,38 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .. import remote
 from ..errors import FormatError, SourceError
 from ..n5codec import ATTRIBUTES, block_decoder, chunk_file, decode_block, read_attributes
+from ..remote import as_path, is_url
 from ..units import parse_unit
 from .base import FileArray, from_file_array, labeled, resolve_axes
 
 SUFFIXES = (".n5",)
 
 
+def _read(file: Path, values: Any = None) -> bytes | None:
+    """The bytes of ``file`` (at a URL: of the object), or None where there is none."""
+    if is_url(file):
+        try:
+            return remote.get_bytes(file, values)
+        except FileNotFoundError:
+            return None
+    return file.read_bytes() if file.exists() else None
+
+
+def _attributes(node: Path, values: Any = None) -> dict:
+    if not is_url(node):
+        return read_attributes(node)
+    found = _read(node / ATTRIBUTES, values)
+    return json.loads(found) if found is not None else {}
+
+
 class N5Dataset:
     """Region reads of one N5 dataset: the blocks a region touches, decoded and assembled."""
 
-    def __init__(self, path: Path, attrs: dict):
-        self.path = path
+    def __init__(self, path: Path, attrs: dict, values: Any = None):
+        self.path, self.values = path, values
         self.shape = tuple(reversed(attrs["dimensions"]))
         self.chunks = tuple(reversed(attrs["blockSize"]))
         self.dtype = np.dtype(attrs["dataType"])
@@ -43,10 +63,10 @@ class N5Dataset:
             for r, c in zip(region, self.chunks)
         ]
         for grid in product(*grids):
-            file = chunk_file(self.path, grid)
-            if not file.exists():
+            data = _read(chunk_file(self.path, grid), self.values)
+            if data is None:
                 continue
-            block = decode_block(file.read_bytes(), self.dtype, self.decoder)
+            block = decode_block(data, self.dtype, self.decoder)
             src, dst = [], []
             for g, c, r, n in zip(grid, self.chunks, region, block.shape):
                 lo, hi = max(r.start, g * c), min(r.stop, g * c + n)
@@ -57,16 +77,23 @@ class N5Dataset:
 
 
 class N5Array(FileArray):
-    def data_path(self) -> str:
+    def data_path(self) -> Any:
+        if is_url(self.path):
+            return self.path / self.key if self.key else self.path
         return str(Path(self.path) / self.key) if self.key else self.path
 
     def _open(self):
-        node = Path(self.data_path())
-        return N5Dataset(node, read_attributes(node))
+        node = as_path(self.data_path())
+        return N5Dataset(node, _attributes(node, self.storage_options), self.storage_options)
 
 
 def _datasets(root: Path) -> list[str]:
     """Dataset paths below ``root``; chunk directories (numbered) are not entered."""
+    if is_url(root):  # every attributes.json below it, outside chunk directories
+        keys = [k for k in remote.list_keys(root) if k.rpartition("/")[2] == ATTRIBUTES]
+        folders = [k.rpartition("/")[0] for k in keys]
+        folders = [f for f in folders if not any(p.isdigit() for p in f.split("/") if p)]
+        return sorted(f for f in folders if "dimensions" in _attributes(root / f if f else root))
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if not d.isdigit()]
@@ -100,10 +127,11 @@ def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
 
 
 def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
-    if not path.is_dir() or "n5" not in read_attributes(path) and not _datasets(path):
+    container = is_url(path) or path.is_dir()
+    if not container or "n5" not in _attributes(path) and not _datasets(path):
         raise SourceError(f"{path} is not an N5 container (no attributes.json)")
     internal = internal.strip("/")
-    attrs = read_attributes(path / internal if internal else path)
+    attrs = _attributes(path / internal if internal else path)
     if "dimensions" not in attrs:
         names = _datasets(path / internal if internal else path)
         if len(names) != 1:
@@ -113,7 +141,7 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
                 f"{path}/<dataset>"
             )
         internal = f"{internal}/{names[0]}".strip("/")
-        attrs = read_attributes(path / internal)
+        attrs = _attributes(path / internal)
     try:
         block_decoder(attrs.get("compression", {}))
     except FormatError as exc:
@@ -127,7 +155,7 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
         dims,
         path,
         reader=arr,
-        identity_paths=[arr.data_path()],
+        identity_paths=None if is_url(path) else [arr.data_path()],
         file_chunks=chunks,
         internal_path=internal,
         **n5_pixel_size(attrs, dims),
