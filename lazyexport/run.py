@@ -42,6 +42,7 @@ from .errors import (
     SchedulerError,
 )
 from .executors import Distributed, Executor, Inline, Processes, Threads
+from .formats import container
 from .plan import (
     WORKER_ALLOWANCE,
     ZARR_CONCURRENCY,
@@ -616,6 +617,8 @@ def _execute_remote(
         if resumable and existing and remote.exists(held):  # its commit ran, the cleanup did not
             remote.delete_prefix(held)
             return _result(plan, list(existing), start, True)
+        if plan.writer.capabilities.object_store and not existing:
+            _refuse_foreign_objects(plan, kept=resumable and remote.exists(held))
     except Exception as exc:
         if remote.is_storage_error(exc):
             raise remote.describe(exc, plan.output, "write") from None
@@ -638,6 +641,20 @@ def _execute_remote(
             raise remote.describe(exc, plan.output, "write") from None
         raise
     return _result(plan, paths, start, resumable)
+
+
+def _refuse_foreign_objects(plan: ExportPlan, kept: bool) -> None:
+    """Refuse a Zarr output whose place in the store holds objects but no Zarr node (someone's
+    files, not an output): a failed export removes every key there. ``kept``: they are this
+    plan's own, kept by an interrupted ``--resume`` run."""
+    where = plan.output
+    if container.in_existing(plan.output, plan.internal):
+        where = container.node_path(plan.output, plan.internal)
+    if not kept and remote.exists(where):
+        raise OutputExistsError(
+            f"{where} holds objects but no Zarr metadata (not an output lazyexport can "
+            "replace); choose another output, or remove them"
+        )
 
 
 def _write_remote(

@@ -345,3 +345,13 @@ def test_a_node_written_into_an_existing_store_leaves_the_rest_of_it_alone(s3, p
             url.replace("/exports/a", "/raw"),
             ExportSettings(format="zarr", output=f"s3://lzx/{prefix}/c.zarr"),
         )
+
+
+def test_a_zarr_output_over_objects_that_are_not_an_output_is_refused(s3, prefix, volume):
+    _, source = volume
+    s3.client().put_object(Bucket="lzx", Key=f"{prefix}/notes.zarr/README.txt", Body=b"mine")
+    url = f"s3://lzx/{prefix}/notes.zarr"
+    for overwrite in (False, True):
+        with pytest.raises(le.ExportError, match="holds objects but no Zarr metadata"):
+            le.export(source, ExportSettings(format="zarr", output=url), overwrite=overwrite)
+    assert s3.keys("lzx", prefix) == [f"{prefix}/notes.zarr/README.txt"]
