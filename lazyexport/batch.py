@@ -259,6 +259,8 @@ class Batch:
         )
 
     def source_path(self, dataset: Dataset) -> str:
+        if is_url(dataset.source):
+            return dataset.source
         return os.path.abspath(self.base_dir / os.path.expanduser(dataset.source))
 
     def settings_for(self, nickname: str) -> ExportSettings:
@@ -574,6 +576,8 @@ def _to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _relative(source: str, base: Path) -> str:
+    if is_url(source):
+        return source
     path = Path(source)
     try:
         return path.relative_to(base).as_posix()

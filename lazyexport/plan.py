@@ -32,7 +32,7 @@ from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
 from .formats.spec import OutputSpec
-from .remote import as_path, is_url
+from .remote import READ_ONLY, UrlPath, as_path, is_url
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
@@ -607,6 +607,10 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         file, internal = tpl.split_container(rendered, writer.extensions)
         output = as_path(file)
         plan = dataclasses.replace(plan, output=output, internal=internal, paths=(output,))
+    if is_url(plan.output) and UrlPath(str(plan.output)).scheme in READ_ONLY:
+        raise TemplateError(
+            f"{plan.output}: HTTP(S) URLs are read-only; write to s3://, gs://, az:// or a path"
+        )
     _refuse_source_as_output(plan)
     if is_url(plan.output) and not writer.capabilities.object_store and hasattr(writer, "layout"):
         raise FormatError(
@@ -631,7 +635,11 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     source = plan.source.attrs.get("source")
     if not source or source.startswith("<"):
         return
-    files = {Path(p).resolve() for p in plan.source.encoding.get("lazyexport_identity_paths", ())}
+    files = {
+        Path(p).resolve()
+        for p in plan.source.encoding.get("lazyexport_identity_paths", ())
+        if not is_url(p)
+    }
     # whole files: e.g. a glob's slice
     for path in plan.paths if not plan.writer.dataset(plan.spec) else ():
         if not is_url(path) and path.resolve() in files:

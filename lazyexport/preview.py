@@ -34,6 +34,7 @@ import xarray as xr
 from .axes import CHANNEL, names, parse_axes
 from .errors import AxisError, NotExportedError, RoiError, SettingsError, SourceError
 from .plan import ExportPlan, build_plan, transform
+from .remote import is_url
 from .settings import ExportSettings
 from .sources import open_exported
 from .transforms import cutout
@@ -205,6 +206,10 @@ class Position:
             else:  # read only the slice file that holds the plane
                 files = [plan.paths[index[axis]]]
                 expected[axis], index[axis] = 1, 0
+            if is_url(files[0]):
+                raise NotExportedError(
+                    f"slice files at a URL ({files[0]}) are not read back; the panel shows nothing"
+                )
             missing = [f for f in files if not f.exists()]
             if missing:
                 raise NotExportedError(f"nothing exported yet at {missing[0]}; run export first")

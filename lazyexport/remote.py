@@ -23,6 +23,7 @@ import datetime
 import json
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePath, PurePosixPath
@@ -356,6 +357,27 @@ def stamp(url: PurePath) -> tuple[int, str] | None:
     return int(meta["size"]), str(meta.get("e_tag") or meta.get("last_modified"))
 
 
+def listing(url: PurePath) -> list[tuple[str, int, str]]:
+    """(key, size, entity tag) of the object ``url``, or of every object below it; raises
+    OSError if it cannot be listed."""
+    url = _url(url)
+    import obstore
+
+    try:
+        found = stamp(url)
+        prefix = url.key.rstrip("/") + "/"
+        objects = [
+            (m["path"], int(m["size"]), str(m.get("e_tag") or m.get("last_modified")))
+            for batch in obstore.list(store(url.root), prefix=prefix)
+            for m in batch
+        ]
+    except Exception as exc:
+        if is_storage_error(exc):
+            raise OSError(str(describe(exc, url, "list"))) from None
+        raise
+    return ([(url.key, *found)] if found is not None else []) + sorted(objects)
+
+
 def put_file(path: Path, url: PurePath) -> None:
     """Upload the local file ``path`` to ``url``: in parts when large; the object appears only
     when every part arrived."""
@@ -521,6 +543,11 @@ def publish(node: PurePath, held: PurePath) -> None:
         return (-key.count("/"), name in ("zarr.json", ".zarray", ".zgroup"), key)
 
     keys = sorted(list_keys(held), key=order)
+    if not any(k.rpartition("/")[2] in ("zarr.json", ".zarray", ".zgroup") for k in keys):
+        raise StorageError(
+            f"the metadata of {node} held at {held} is gone (another export of the same output "
+            "removed it?); nothing was made visible, export again"
+        )
     for key in keys:
         if is_metadata(key):
             put_bytes(node / key, get_bytes(held / key))
@@ -544,6 +571,25 @@ def visible(node: PurePath) -> bool:
     """Whether a Zarr node is at ``node`` (its metadata is there)."""
     node = _url(node)
     return any(exists_object(node / key) for key in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def is_array(node: PurePath) -> bool:
+    """Whether a Zarr array (v2 or v3) is at ``node``."""
+    node = _url(node)
+    if exists_object(node / ".zarray"):
+        return True
+    try:
+        return json.loads(get_bytes(node / "zarr.json")).get("node_type") == "array"
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def delete_object(url: PurePath) -> None:
+    import obstore
+
+    url = _url(url)
+    with contextlib.suppress(FileNotFoundError):
+        obstore.delete(store(url.root), url.key)
 
 
 def exists_object(url: PurePath, values: Mapping | None = None) -> bool:
@@ -593,6 +639,48 @@ def finish_upload(record: PurePath) -> list[UrlPath]:
     return finals
 
 
+OWNER = "owner"  # in a --resume export's held prefix: the process that runs it
+
+
+def claim(held: PurePath, token: str) -> None:
+    """Name this process as the runner of the ``--resume`` export whose held prefix is
+    ``held``; raise :class:`lazyexport.storage.Busy` if a live process (or one on another host:
+    nobody here can tell) runs it. Not atomic: two runs starting in the same instant may both
+    claim it."""
+    from .storage import Busy, _host_tag
+
+    held = _url(held)
+    state, who = _resume_state(held, token)
+    if state != "orphan":
+        raise Busy(who)
+    text = {"pid": os.getpid(), "host": _host_tag(), "hostname": socket.gethostname()}
+    put_bytes(held / OWNER, json.dumps(text).encode())
+
+
+def release(held: PurePath) -> None:
+    import obstore
+
+    held = _url(held)
+    with contextlib.suppress(FileNotFoundError):
+        obstore.delete(store(held.root), (held / OWNER).key)
+
+
+def _resume_state(held: UrlPath, token: str) -> tuple[str, str]:
+    """Whether the ``--resume`` run of ``held`` runs: ("running" | "unknown" | "orphan", who)."""
+    from .storage import _process_alive
+
+    try:
+        owner = json.loads(get_bytes(held / OWNER))
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return "orphan", "no owner"
+    alive = _process_alive(pid, host, token)
+    who = f"pid {pid} on {owner.get('hostname', host)}"
+    if alive is None:
+        return "unknown", who
+    return ("running" if alive else "orphan"), who
+
+
 def clean_beside(outputs: Sequence[PurePath], keep: str | None = None) -> list[str]:
     """Remove what killed exports left beside ``outputs`` in their store (runs of this host that
     no process runs any more): finish their interrupted upload commits, remove their temporary
@@ -614,7 +702,10 @@ def clean_beside(outputs: Sequence[PurePath], keep: str | None = None) -> list[s
             match = _NAME.fullmatch(name)
             if not match or match["prefix"] not in names or match["token"] == keep:
                 continue
-            if _state(match["token"], {})[0] != "orphan":
+            token = match["token"]
+            resume = token.startswith("r") and match["kind"] == "tmp"
+            state = _resume_state(parent / name, token) if resume else _state(token, {})
+            if state[0] != "orphan":
                 continue
             found.append((match["kind"] != "commit", parent / name, match["kind"]))
     done = []

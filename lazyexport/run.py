@@ -630,12 +630,24 @@ def _execute_remote(
         )
     journal = RemoteJournal(held, plan.blocks) if resumable else None
     try:
-        if plan.writer.capabilities.object_store:
-            if existing:  # a store has no rename to swap it at the end
-                plan.writer.delete(plan.spec)
-            paths = _write_remote(plan, token, journal, progress, scheduler, cancel)
-        else:
-            paths = _stage_and_upload(plan, token, progress, scheduler, cancel)
+        if resumable:
+            try:
+                remote.claim(held, token)
+            except Busy as exc:
+                raise OutputBusyError(
+                    f"another --resume export of {plan.output} runs now ({exc}); wait for it to end"
+                ) from None
+        try:
+            if plan.writer.capabilities.object_store:
+                if existing:  # a store has no rename to swap it at the end
+                    plan.writer.delete(plan.spec)
+                paths = _write_remote(plan, token, journal, progress, scheduler, cancel)
+            else:
+                paths = _stage_and_upload(plan, token, progress, scheduler, cancel)
+        finally:
+            if resumable:
+                with contextlib.suppress(Exception):
+                    remote.release(held)
     except Exception as exc:
         if remote.is_storage_error(exc):
             raise remote.describe(exc, plan.output, "write") from None

@@ -23,6 +23,7 @@ from conftest import ROOT, cli_env, make_data, run_cli, write_hdf5, write_zarr3
 from lazyexport import remote
 from lazyexport.errors import SourceError
 from lazyexport.settings import ExportSettings
+from lazyexport.storage import Run
 from objstore import FaultProxy, S3Server, environment, serve_directory
 
 SHAPE = (12, 40, 36)
@@ -355,3 +356,60 @@ def test_a_zarr_output_over_objects_that_are_not_an_output_is_refused(s3, prefix
         with pytest.raises(le.ExportError, match="holds objects but no Zarr metadata"):
             le.export(source, ExportSettings(format="zarr", output=url), overwrite=overwrite)
     assert s3.keys("lzx", prefix) == [f"{prefix}/notes.zarr/README.txt"]
+
+
+def test_review_findings_at_urls(s3, prefix, volume, tmp_path):
+    """A running --resume export is not removed by another export of the same output; a
+    consolidated store lists a node written into it; project files take URL sources; HTTP
+    outputs and nodes inside an array are refused before anything is written."""
+    data, source = volume
+    # a live --resume run's held metadata: claimed by this process
+    url = f"s3://lzx/{prefix}/busy.zarr"
+    held = remote.as_path(f"s3://lzx/{prefix}/.busy.zarr.lazyexport-r0123456789abcdef.tmp")
+    remote.put_bytes(held / "zarr.json", b"{}")
+    with Run("r0123456789abcdef"):  # as a --resume export of this process runs
+        remote.claim(held, "r0123456789abcdef")
+        le.export(source, ExportSettings(format="zarr", output=url, roi={"z": (0, 2)}))
+        assert remote.exists_object(held / "zarr.json")  # left alone: its owner lives
+    assert remote.exists_object(held / "owner")  # its process ended without releasing it
+    le.export(source, ExportSettings(format="zarr", output=url), overwrite=True)
+    assert not remote.exists(held)  # now an orphan: removed by the next export
+    # consolidated metadata lists the new node
+    store_url = f"s3://lzx/{prefix}/cons.zarr"
+    root = zarr.create_group(remote.zarr_store(remote.as_path(store_url), False))
+    root.create_array("raw", shape=(2, 2), dtype="u1")
+    zarr.consolidate_metadata(remote.zarr_store(remote.as_path(store_url), False))
+    le.export(source, ExportSettings(format="zarr", output=f"{store_url}/exports/a"))
+    listed = zarr.open_group(
+        remote.zarr_store(remote.as_path(store_url)), mode="r", use_consolidated=True
+    )
+    assert "exports/a" in listed.metadata.consolidated_metadata.flattened_metadata
+    # a project file with a URL source
+    s3.upload_tree(source, "lzx", f"{prefix}/p/src.zarr")
+    project = tmp_path / "p.toml"
+    project.write_text(
+        f'[settings]\nformat = "hdf5"\noutput = "{tmp_path}/{{nickname}}.h5"\n'
+        f'[[datasets]]\nsource = "s3://lzx/{prefix}/p/src.zarr"\n'
+    )
+    done = run_cli("batch", project, "export-all", "-q")
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(le.open_exported(tmp_path / "src.h5").values, data)
+    # refused up front
+    with pytest.raises(le.ExportError, match="read-only"):
+        le.export(source, ExportSettings(format="zarr", output="https://example.org/o.zarr"))
+    with pytest.raises(le.ExportError, match="holds an array at raw"):
+        le.export(source, ExportSettings(format="zarr", output=f"{store_url}/raw/inner"))
+
+
+def test_a_rewritten_chunk_of_a_url_source_makes_another_resume_plan(s3, prefix, volume, tmp_path):
+    from lazyexport.plan import build_plan
+    from lazyexport.resume import plan_token
+
+    _, source = volume
+    s3.upload_tree(source, "lzx", f"{prefix}/src.zarr")
+    settings = ExportSettings(format="zarr", output=f"s3://lzx/{prefix}/o.zarr")
+    before = plan_token(build_plan(f"s3://lzx/{prefix}/src.zarr", settings))
+    again = plan_token(build_plan(f"s3://lzx/{prefix}/src.zarr", settings))
+    s3.client().put_object(Bucket="lzx", Key=f"{prefix}/src.zarr/c/0/0/0", Body=b"rewritten")
+    after = plan_token(build_plan(f"s3://lzx/{prefix}/src.zarr", settings))
+    assert before == again != after  # stale blocks are never reused

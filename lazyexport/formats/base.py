@@ -158,8 +158,8 @@ class Writer:
 
     def existing(self, spec: OutputSpec) -> list[Path]:
         """The outputs of ``spec`` that exist already (and would be replaced)."""
-        if remote.is_url(spec.output):
-            return [p for p in spec.paths if remote.exists(p)]
+        if remote.is_url(spec.output):  # files are objects
+            return [p for p in spec.paths if remote.exists_object(p)]
         return [p for p in spec.paths if p.exists() or p.is_symlink()]
 
     def open(self, spec: OutputSpec, token: str) -> Target:
@@ -175,7 +175,7 @@ class Writer:
         if not dry_run:
             for path in found:
                 if remote.is_url(path):
-                    remote.delete_prefix(path)
+                    remote.delete_object(path)
                 else:
                     remove(path)
         return [str(p) for p in found]

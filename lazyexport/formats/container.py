@@ -137,6 +137,14 @@ def settle(target, node: str) -> None:
 
 def consolidated(store: Path) -> bool:
     """Whether a Zarr store keeps consolidated metadata (which must then list a new node)."""
+    if remote.is_url(store):
+        if remote.exists_object(store / ".zmetadata"):
+            return True
+        try:
+            root = json.loads(remote.get_bytes(store / "zarr.json"))
+        except (FileNotFoundError, ValueError):
+            return False
+        return root.get("consolidated_metadata") is not None
     if (store / ".zmetadata").exists():
         return True
     try:
@@ -151,8 +159,17 @@ def check(layout: Layout, container: Path, internal: str) -> None:
     """Refuse, before anything is computed, an output the container cannot take: a node inside
     a file, inside an array, or in a directory that is not a container of this format."""
     internal = internal.strip("/")
-    if remote.is_url(container):
-        return  # an object store has no files in the way; an existing node is found later
+    if remote.is_url(container):  # no files in the way; an array on the way is
+        parts = internal.split("/") if internal else []
+        for depth in range(len(parts)):
+            node = container.joinpath(*parts[:depth])
+            if remote.is_array(node):
+                inside = "/".join(parts[:depth]) or "its root"
+                raise FormatError(
+                    f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
+                    f"choose another output"
+                )
+        return
     if not internal or not (container.exists() or container.is_symlink()):
         return
     if not container.is_dir():

@@ -81,7 +81,9 @@ class ZarrWriter(container.ContainerWriter):
             try:
                 target.array()  # an interrupted --resume run's array: keep it
                 return target
-            except Exception:  # it broke while being created (at a URL: not held yet)
+            except Exception as exc:  # it broke while being created (at a URL: not held yet)
+                if target.remote and remote.is_storage_error(exc):
+                    raise  # the store did not answer: keep what an interrupted run wrote
                 if not target.remote:
                     remove(spot.temp)
         attrs: dict[str, Any] = {"_ARRAY_DIMENSIONS": list(spec.axes)} if fmt == 2 else {}
@@ -185,6 +187,9 @@ class ZarrTarget(Target):
             self.prepare_commit()
             ((final, held),) = self.temps.items()
             remote.publish(final, held)
+            if self.into is not None and container.consolidated(self.into):
+                where = remote.zarr_store(self.into, read_only=False, values=self.storage_options)
+                zarr.consolidate_metadata(where)  # its listing must name the new node
             return [final]
         paths = super().commit()
         if self.into is not None and container.consolidated(self.into):

@@ -60,10 +60,16 @@ def _listing(path: str) -> list[tuple[str, int, int, int]]:
 def file_identity(*paths: str | os.PathLike) -> str | None:
     """A hash that changes when the data of the files ``paths`` changes: the size, modification
     time and inode of each file, or of every file below a directory (a Zarr array, an N5
-    dataset), read from the file system only. None when a path cannot be listed: then nobody
+    dataset), read from the file system only (at a URL: the size and entity tag of the object,
+    or of every object below the prefix). None when a path cannot be listed: then nobody
     can tell whether the data changed."""
     try:
-        listing = [(os.path.abspath(p), _listing(os.fspath(p))) for p in paths]
+        listing = [
+            (str(p), remote.listing(remote.as_path(p)))
+            if remote.is_url(p)
+            else (os.path.abspath(p), _listing(os.fspath(p)))
+            for p in paths
+        ]
     except OSError:
         return None
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:32]
@@ -282,7 +288,7 @@ def labeled(
         out.encoding["lazyexport_shards"] = {a: int(n) for a, n in zip(out.dims, shards)}
     if identity_paths is not None:
         out.encoding["lazyexport_identity_paths"] = tuple(
-            os.path.abspath(p) for p in identity_paths
+            str(p) if remote.is_url(p) else os.path.abspath(p) for p in identity_paths
         )
     return out
 

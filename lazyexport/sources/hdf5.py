@@ -66,7 +66,7 @@ def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=arr,
         native=native,
-        identity_paths=None if is_url(path) else [arr.data_path()],
+        identity_paths=[str(arr.data_path())],
         internal_path=internal,
         **source_attrs(sizes, "micrometer"),
     )

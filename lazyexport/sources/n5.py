@@ -155,7 +155,7 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
         dims,
         path,
         reader=arr,
-        identity_paths=None if is_url(path) else [arr.data_path()],
+        identity_paths=[str(arr.data_path())],
         file_chunks=chunks,
         internal_path=internal,
         **n5_pixel_size(attrs, dims),

@@ -162,7 +162,7 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=arr,
         native=native,
-        identity_paths=None if is_url(path) else [arr.data_path()],
+        identity_paths=[str(arr.data_path())],
         tiff_axes=codes,
         **extra,
     )

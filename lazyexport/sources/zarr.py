@@ -126,7 +126,7 @@ def open_zarr(path: Path | UrlPath, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=reader,
         native=native,
-        identity_paths=None if array_dir is None else [str(array_dir)],
+        identity_paths=[str(node_url) if url is not None else str(array_dir)],
         file_chunks=arr.chunks,
         shards=shards,
         internal_path=internal,
