@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from . import __version__, interrupt, remote
+from . import __version__, ilastik, interrupt, remote
 from .axes import names
 from .batch import Batch, Dataset, reason
 from .describe import describe
@@ -89,26 +89,62 @@ def _parse_shards(text: str) -> dict[str, int] | str:
     return _parse_axis_numbers(text, "--shards", "auto or axis=length, e.g. z=64,y=1024,x=1024")
 
 
-def _settings_from_args(args) -> ExportSettings:
+def _source_arg(args) -> str:
+    """SOURCE, or ilastik's ``--raw_data``."""
+    if args.source and args.raw_data:
+        raise SettingsError("give the source once: as SOURCE or as --raw_data, not both")
+    if not (args.source or args.raw_data):
+        raise SettingsError("the following arguments are required: source")
+    return args.source or args.raw_data
+
+
+def _settings_from_args(args, source=None) -> ExportSettings:
+    """The export settings the options ask for; ilastik's flags that depend on the source (the
+    cutout by position, the type's range) are resolved against ``source`` (opened lazily)."""
     explicit = {
         name: getattr(args, name)
         for name in ("zarr_format", "tiff_flavor")
         if getattr(args, name) is not None
     }
+    fmt, compression, levels = args.format, args.compression, args.levels
+    if args.ilastik_format is not None:
+        if args.format is not None:
+            raise SettingsError("give --format or ilastik's --output_format, not both")
+        fmt, implied = ilastik.output_format(args.ilastik_format)
+        compression = compression or implied.get("compression")
+        levels = levels if levels is not None else implied.get("levels")
+    output = args.output
+    if args.output_internal_path:
+        if not output:
+            raise SettingsError("--output_internal_path needs --output_filename_format")
+        output = f"{output.rstrip('/')}/{args.output_internal_path.strip('/')}"
+    roi = parse_roi_text(args.roi) if args.roi else None
+    renormalize = _parse_renormalize(args.renormalize) if args.renormalize else None
+    if args.cutout_subregion is not None or args.export_drange is not None:
+        if roi is not None and args.cutout_subregion is not None:
+            raise SettingsError("give --roi or ilastik's --cutout_subregion, not both")
+        if renormalize is not None and args.export_drange is not None:
+            raise SettingsError("give --renormalize or ilastik's --export_drange, not both")
+        if args.cutout_subregion is not None:
+            roi = ilastik.cutout_roi(args.cutout_subregion, names(source))
+        if args.export_drange is not None:
+            renormalize = ilastik.renormalize(
+                args.export_drange, args.pipeline_result_drange, source.dtype
+            )
     settings = ExportSettings(
-        roi=parse_roi_text(args.roi) if args.roi else None,
-        renormalize=_parse_renormalize(args.renormalize) if args.renormalize else None,
+        roi=roi,
+        renormalize=renormalize,
         dtype=args.dtype,
         axis_order=args.axis_order,
-        format=args.format,
-        output=args.output,
-        compression=args.compression,
+        format=fmt or "hdf5",
+        output=output,
+        compression=compression,
         compression_level=args.compression_level,
         chunks=_parse_chunks(args.chunks) if args.chunks else None,
         result_type=args.result_type,
         pixel_size=args.pixel_size,
         unit=args.unit,
-        levels=args.levels,
+        levels=levels,
         downsample=args.downsample,
         shards=_parse_shards(args.shards) if args.shards is not None else None,
         **explicit,
@@ -193,7 +229,9 @@ def cmd_info(args) -> int:
 
 
 def cmd_export(args) -> int:
-    settings = _settings_from_args(args)
+    args.source = _source_arg(args)
+    source = open_source(args.source, axes=args.axes)
+    settings = _settings_from_args(args, source)
     if args.save_settings:
         project = Batch(settings, [Dataset(args.source, args.nickname or "", args.axes)])
         saved = project.save(args.save_settings)
@@ -202,7 +240,6 @@ def cmd_export(args) -> int:
             f"'lazyexport batch {saved} export-all'",
             file=sys.stderr,
         )
-    source = open_source(args.source, axes=args.axes)
     if args.plan:
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
             plan = plan_on(
@@ -225,8 +262,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_preview(args) -> int:
-    settings = _settings_from_args(args)
+    args.source = _source_arg(args)
     source = open_source(args.source, axes=args.axes)
+    settings = _settings_from_args(args, source)
     at = _parse_axis_numbers(args.at, "--at", "axis=index, e.g. z=10,t=0") if args.at else None
     plan = build_plan(source, settings, nickname=args.nickname, memory_limit=args.memory_limit)
     for note in plan.notes:
@@ -432,17 +470,35 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
         "range from the data (its min/max inside the ROI, read once)",
     )
     p.add_argument(
-        "--dtype", help="convert to this data type (integers round and clip), e.g. uint8"
+        "--dtype",
+        "--export_dtype",
+        help="convert to this data type (integers round and clip), e.g. uint8",
     )
-    p.add_argument("--axis-order", help="transpose to this axis order, e.g. czyx")
     p.add_argument(
-        "--format", default="hdf5", help=f"output format: {', '.join(formats())} (default hdf5)"
+        "--axis-order", "--output_axis_order", help="transpose to this axis order, e.g. czyx"
     )
+    p.add_argument("--format", help=f"output format: {', '.join(formats())} (default hdf5)")
     p.add_argument(
         "--output",
+        "--output_filename_format",
         metavar="TEMPLATE",
         help="output template, e.g. '{dataset_dir}/{nickname}_export.h5' (placeholders: see docs)",
     )
+    ilastik = p.add_argument_group(
+        "ilastik's headless export flags", "the same exports as ilastik's (see docs/usage.md)"
+    )
+    ilastik.add_argument(
+        "--output_format", dest="ilastik_format", help="e.g. 'compressed hdf5', 'tiff sequence'"
+    )
+    ilastik.add_argument("--output_internal_path", help="the dataset inside the output file")
+    ilastik.add_argument(
+        "--cutout_subregion", help="[(starts...),(stops...)] in the source's axis order"
+    )
+    ilastik.add_argument("--export_drange", help="(min,max) of the exported values")
+    ilastik.add_argument(
+        "--pipeline_result_drange", help="(min,max) of the source values that map to it"
+    )
+    ilastik.add_argument("--headless", action="store_true", help="accepted; lazyexport has no GUI")
     p.add_argument(
         "--nickname", help="the dataset's nickname for {nickname} (default: the file name)"
     )
@@ -551,10 +607,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export one source")
     p.add_argument(
         "source",
-        help="file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy or a glob "
-        "of slices",
+        nargs="?",
+        help="file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy, a glob "
+        "of slices, or a URL (s3://, gs://, az://, https://)",
     )
-    p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
+    p.add_argument("--raw_data", help="ilastik's name for SOURCE")
+    p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
     _add_export_options(p)
     p.set_defaults(func=cmd_export)
 
@@ -562,9 +620,12 @@ def make_parser() -> argparse.ArgumentParser:
         "preview", help="draw a plane of the raw, live and exported data side by side into a PNG"
     )
     p.add_argument(
-        "source", help="file.h5/dataset, store.zarr[/path], file.tif, file.npy or a glob of slices"
+        "source",
+        nargs="?",
+        help="file.h5/dataset, store.zarr[/path], file.tif, file.npy, a glob of slices or a URL",
     )
-    p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
+    p.add_argument("--raw_data", help="ilastik's name for SOURCE")
+    p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
     p.add_argument(
         "--at",
         help="where the plane lies, in source coordinates, e.g. z=10 (the plane spans the last "
