@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse_renormalize(text: str):
     """``in_min,in_max:out_min,out_max``; ``:out_min,out_max`` takes the input range from the
-    data."""
+    data, and ``p0.1,p99.9:0,255`` percentiles of it."""
     left, sep, right = text.partition(":")
     if not sep:
         raise SettingsError(
@@ -50,20 +50,23 @@ def _parse_renormalize(text: str):
             "0,1:0,255)"
         )
 
-    def pair(part: str):
+    def pair(part: str, side: str):
         values = part.split(",")
         if len(values) != 2:
             raise SettingsError(
                 f"cannot read --renormalize {text!r}; each side needs two numbers, e.g. 0,1:0,255"
             )
         try:
-            return (float(values[0]), float(values[1]))
+            return tuple(
+                v.strip() if v.strip().lower().startswith("p") and side == "in" else float(v)
+                for v in values
+            )
         except ValueError:
             raise SettingsError(
                 f"cannot read --renormalize {text!r}: {part!r} is not two numbers"
             ) from None
 
-    return (pair(left) if left.strip() else None, pair(right))
+    return (pair(left, "in") if left.strip() else None, pair(right, "out"))
 
 
 def _parse_axis_numbers(text: str, option: str, example: str) -> dict[str, int]:

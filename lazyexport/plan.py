@@ -32,9 +32,10 @@ from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
 from .formats.spec import OutputSpec
+from .percentiles import BINS, percentiles
 from .remote import READ_ONLY, UrlPath, as_path, is_url
 from .roi import resolve_roi, roi_text
-from .settings import ExportSettings
+from .settings import ExportSettings, percentile_of
 from .sources import open_source
 from .transforms import (
     compute_dtype,
@@ -364,9 +365,13 @@ def build_plan(
     notes: list[str] = [str(workers)] if workers is not None else []
     renorm = None
     if settings.renormalize is not None:
-        in_range, out_range = settings.renormalize
-        if in_range is None:
+        asked, out_range = settings.renormalize
+        if asked is None:
             in_range = _data_range(cutout(src, roi), notes)
+        elif any(isinstance(v, str) for v in asked):
+            in_range = _data_percentiles(cutout(src, roi), asked, notes)
+        else:
+            in_range = (float(asked[0]), float(asked[1]))
         renorm = (in_range, out_range)
     result = transform(src, roi, settings, renorm)
     # a format with an axis order of its own (ImageJ's TZCYX) gets one more transpose
@@ -521,6 +526,25 @@ def aligned_chunks(
 
 def _smallest_factor(n: int) -> int:
     return next((f for f in range(2, math.isqrt(n) + 1) if n % f == 0), n)
+
+
+def _data_percentiles(arr: xr.DataArray, bounds: tuple, notes: list[str]) -> tuple[float, float]:
+    """The input range whose bounds name percentiles (``"p99.9"``) of the data inside the ROI,
+    in one bounded pass (:mod:`lazyexport.percentiles`); a note gives the values and how exact."""
+    wanted = [percentile_of(b) for b in bounds]
+    found, error = percentiles(arr.data, [q for q in wanted if q is not None])
+    values = iter(found)
+    lo, hi = (float(b) if q is None else next(values) for b, q in zip(bounds, wanted))
+    how = (
+        "exact" if error == 0 else f"approximate: within {error:.3g}, 1/{BINS} of the data's range"
+    )
+    shown = ", ".join(f"{b} = {v:g}" for b, v, q in zip(bounds, (lo, hi), wanted) if q is not None)
+    notes.append(f"renormalize input range from the data inside the ROI: {shown} ({how})")
+    if lo == hi:
+        raise SettingsError(
+            f"cannot renormalize: {shown} give an empty input range; choose other percentiles"
+        )
+    return (lo, hi)
 
 
 def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:

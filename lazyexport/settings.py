@@ -17,6 +17,8 @@ from .roi import Bounds, normalize_roi_spec
 from .units import parse_pixel_size, parse_unit
 
 Range = tuple[float, float]
+# an input range: numbers, or percentiles of the data (``"p99.9"``) until the plan computes them
+InRange = tuple[float | str, float | str]
 DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
 # The levels each codec takes (the codecs of every format; one without an entry has no level).
 COMPRESSION_LEVELS = {
@@ -30,20 +32,45 @@ COMPRESSION_LEVELS = {
 TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
-def _parse_range(value: Any, what: str) -> Range:
+def percentile_of(bound: Any) -> float | None:
+    """The percentile a renormalize input bound names (``"p99.9"`` -> 99.9), else None."""
+    if isinstance(bound, str) and bound.strip().lower().startswith("p"):
+        try:
+            q = float(bound.strip()[1:])
+        except ValueError:
+            raise SettingsError(
+                f"renormalize bound {bound!r} is not a percentile like p0.1 or p99.9"
+            ) from None
+        if not 0 <= q <= 100:
+            raise SettingsError(f"renormalize percentile {bound!r} is outside p0..p100")
+        return q
+    return None
+
+
+def _parse_range(value: Any, what: str) -> Any:
+    """Two finite numbers; an input range may also name percentiles of the data (``"p0.1"``),
+    kept as text until the plan computes them."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
         raise SettingsError(
             f"renormalize {what} range must be two numbers [min, max], got {value!r}"
         )
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise SettingsError(
-            f"renormalize {what} range must be two numbers, got {value!r}"
-        ) from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise SettingsError(f"renormalize {what} range must be finite, got {value!r}")
-    return (lo, hi)
+    out: list[Any] = []
+    for v in value:
+        q = percentile_of(v) if what == "input" else None
+        if q is not None:
+            out.append(f"p{q:g}")
+            continue
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise SettingsError(
+                f"renormalize {what} range must be two numbers"
+                + (" or percentiles (p0.1)" if what == "input" else "")
+                + f", got {value!r}"
+            ) from None
+        if not math.isfinite(out[-1]):
+            raise SettingsError(f"renormalize {what} range must be finite, got {value!r}")
+    return (out[0], out[1])
 
 
 def parse_dtype(value: Any) -> str:
@@ -118,7 +145,9 @@ class ExportSettings:
         axis. Data outside it is not read.
     renormalize : ((float, float) or None, (float, float)), optional
         ``((in_min, in_max), (out_min, out_max))``: a linear map of values; ``in`` may be None
-        for the data's min/max inside the ROI, read once when the export is planned.
+        for the data's min/max inside the ROI, and either input bound a percentile of the data
+        inside the ROI (``("p0.1", "p99.9")``), computed in one bounded pass when the export is
+        planned (docs/usage.md says how exact).
     dtype : str, optional
         Convert to this numpy dtype (to integers: rounded half to even and clipped).
     axis_order : str, optional
@@ -165,7 +194,7 @@ class ExportSettings:
     """
 
     roi: Mapping[str, Bounds] | None = None
-    renormalize: tuple[Range | None, Range] | None = None
+    renormalize: tuple[InRange | None, Range] | None = None
     dtype: str | None = None
     axis_order: str | None = None
     format: str = "hdf5"
@@ -196,9 +225,9 @@ class ExportSettings:
             in_range = None if pair[0] is None else _parse_range(pair[0], "input")
             out_range = _parse_range(pair[1], "output")
             if in_range is not None and in_range[0] == in_range[1]:
+                low, high = (f"{v:g}" if isinstance(v, float) else v for v in in_range)
                 raise SettingsError(
-                    f"renormalize input range [{in_range[0]:g}, {in_range[1]:g}] is empty (min == "
-                    "max)"
+                    f"renormalize input range [{low}, {high}] is empty (min == max)"
                 )
             set_("renormalize", (in_range, out_range))
         if self.dtype is not None:
