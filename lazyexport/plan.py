@@ -539,7 +539,13 @@ def _data_percentiles(arr: xr.DataArray, bounds: tuple, notes: list[str]) -> tup
         "exact" if error == 0 else f"approximate: within {error:.3g}, 1/{BINS} of the data's range"
     )
     shown = ", ".join(f"{b} = {v:g}" for b, v, q in zip(bounds, (lo, hi), wanted) if q is not None)
-    notes.append(f"renormalize input range from the data inside the ROI: {shown} ({how})")
+    outside = " and ".join(
+        f"about {q if i == 0 else 100 - q:g} % of the values {'below' if i == 0 else 'above'}"
+        for i, q in enumerate(wanted)
+        if q is not None and (q if i == 0 else 100 - q) > 0
+    )
+    beyond = f"; {outside} map beyond the output range" if outside else ""
+    notes.append(f"renormalize input range from the data inside the ROI: {shown} ({how}){beyond}")
     if lo == hi:
         raise SettingsError(
             f"cannot renormalize: {shown} give an empty input range; choose other percentiles"

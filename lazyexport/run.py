@@ -66,6 +66,7 @@ from .storage import (
     remove,
     temp_path,
 )
+from .transforms import counted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,13 @@ class ExportResult:
     # measured peak resident memory of this process during the export (0: unknown)
     peak_memory: int = 0
     projected_peak: int = 0  # what the plan projected for it
+    conversions: Conversions | None = None  # what converting to an integer type clipped
+
+    @property
+    def report(self) -> str:
+        """What the conversion did to the values, in one line ("" where nothing converted to an
+        integer type)."""
+        return str(self.conversions) if self.conversions is not None else ""
 
     def __str__(self) -> str:
         where = str(self.output) + (f"/{self.internal}" if self.internal else "")
@@ -118,9 +126,11 @@ class ExportResult:
             if self.peak_memory and self.projected_peak
             else ""
         )
+        report = f"\n  {self.report}" if self.report else ""
         return (
             f"wrote {self.format} {where}: {''.join(self.axes)} {self.shape} {self.dtype}, "
             f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s){memory}"
+            f"{report}"
         )
 
 
@@ -141,18 +151,49 @@ _ACTIVE_LOCK = threading.Lock()
 @dataclasses.dataclass(frozen=True)
 class _Encoded:
     """What a write task of a single-writer target returns: the block's index and what the
-    target's ``store`` writes (in the process that runs the export)."""
+    target's ``store`` writes (in the process that runs the export); ``counts``: what the
+    conversion clipped and mapped (:data:`lazyexport.transforms.COUNT_NAMES`)."""
 
     index: tuple[int, ...]
     payload: Any
+    counts: tuple[int, ...] = (0, 0, 0, 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Written:
-    """What a write task returns: the block's index and the bytes written."""
+    """What a write task returns: the block's index, the bytes written and what the conversion
+    clipped and mapped."""
 
     index: tuple[int, ...]
     nbytes: int
+    counts: tuple[int, ...] = (0, 0, 0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversions:
+    """What converting to an integer type did to the values an export wrote: values below the
+    type's range (clipped to its minimum), above it (clipped to its maximum), NaN (written as
+    0), and infinite values (among the clipped). ``partial``: a resumed export counts only the
+    blocks it wrote itself."""
+
+    dtype: str
+    clipped_below: int = 0
+    clipped_above: int = 0
+    nan: int = 0
+    inf: int = 0
+    partial: bool = False
+
+    def __str__(self) -> str:
+        info = np.iinfo(self.dtype)
+        parts = [
+            f"{self.clipped_below} clipped to {info.min}" if self.clipped_below else "",
+            f"{self.clipped_above} clipped to {info.max}" if self.clipped_above else "",
+            f"{self.nan} NaN written as 0" if self.nan else "",
+            f"{self.inf} of them infinite" if self.inf else "",
+        ]
+        said = ", ".join(p for p in parts if p) or "no value clipped, no NaN"
+        scope = " (in the blocks this run wrote)" if self.partial else ""
+        return f"converted to {self.dtype}: {said}{scope}"
 
 
 class BlockJob:
@@ -169,8 +210,9 @@ class BlockJob:
 
     def __call__(self, index: tuple[int, ...]) -> _Written | _Encoded:
         location = self.grid.region(index)
-        block = self.source.compute(location)
-        return _write_block(
+        with counted() as counts:
+            block = self.source.compute(location)
+        done = _write_block(
             block,
             location,
             index,
@@ -179,6 +221,7 @@ class BlockJob:
             self.run,
             self.encode_only,
         )
+        return dataclasses.replace(done, counts=tuple(int(c) for c in counts))
 
 
 def _write_block(
@@ -234,6 +277,7 @@ class _Tracker:
         self.target, self.journal = target, journal
         self.total, self.nbytes = plan.nblocks, plan.nbytes
         grid = BlockGrid(plan.edges)
+        self.counts = np.zeros(4, dtype=np.int64)  # see _Written.counts
         self.done = len(skipped)  # blocks an interrupted run finished count as done
         self.bytes = sum(grid.size(index) for index in skipped) * plan.dtype.itemsize
         self.start = time.perf_counter()
@@ -252,6 +296,7 @@ class _Tracker:
                 self.journal.record(result.index)
         else:
             written = result.nbytes
+        self.counts += np.asarray(result.counts, dtype=np.int64)
         self.done += 1
         self.bytes += written
         if self.progress is not None:
@@ -443,9 +488,10 @@ def _write_all(
     scheduler: Any,
     progress: ProgressCallback | None,
     cancel: threading.Event | None,
-) -> None:
+) -> Conversions | None:
     """Write every block of ``plan`` not in ``done`` into ``target`` with ``scheduler`` (a local
-    scheduler's name or a distributed.Client), a bounded window of block tasks at a time."""
+    scheduler's name or a distributed.Client), a bounded window of block tasks at a time; return
+    what converting to an integer type did (None where the export converts to none)."""
     # other processes must not write a single-writer target: they encode, this process stores
     encode_only = plan.writer.capabilities.single_writer and scheduler not in (
         "threads",
@@ -460,6 +506,10 @@ def _write_all(
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
         executor_for(plan, scheduler, run).run(indices, job, tracker.finished, tracker.check)
+    if plan.settings.dtype is None or plan.dtype.kind not in "iu":
+        return None
+    below, above, nan, inf = (int(c) for c in tracker.counts)
+    return Conversions(str(plan.dtype), below, above, nan, inf, partial=bool(done))
 
 
 def export_notes(plan: ExportPlan, resume: bool) -> tuple[str, ...]:
@@ -569,7 +619,7 @@ def _execute(
             target, journal, done = plan.writer.open(plan.spec, token), None, set()
         try:
             cost.reset_peak()
-            _write_all(plan, target, journal, done, resolved, progress, cancel)
+            conversions = _write_all(plan, target, journal, done, resolved, progress, cancel)
             release_files(plan.paths)  # a source read from the output's own file (HDF5) must let go
             # a writer's second pass reads too
             if journal is not None:  # removed with the commit, before its record
@@ -592,7 +642,12 @@ def _execute(
     if journal is not None:
         journal.remove()
     return _result(
-        plan, paths, start, resume, measured=isinstance(resolved, str) and resolved != "processes"
+        plan,
+        paths,
+        start,
+        resume,
+        measured=isinstance(resolved, str) and resolved != "processes",
+        conversions=conversions,
     )
 
 
@@ -641,9 +696,11 @@ def _execute_remote(
             if plan.writer.capabilities.object_store:
                 if existing:  # a store has no rename to swap it at the end
                     plan.writer.delete(plan.spec)
-                paths = _write_remote(plan, token, journal, progress, scheduler, cancel)
+                paths, conversions = _write_remote(
+                    plan, token, journal, progress, scheduler, cancel
+                )
             else:
-                paths = _stage_and_upload(plan, token, progress, scheduler, cancel)
+                paths, conversions = _stage_and_upload(plan, token, progress, scheduler, cancel)
         finally:
             if resumable:
                 with contextlib.suppress(Exception):
@@ -652,7 +709,7 @@ def _execute_remote(
         if remote.is_storage_error(exc):
             raise remote.describe(exc, plan.output, "write") from None
         raise
-    return _result(plan, paths, start, resumable)
+    return _result(plan, paths, start, resumable, conversions=conversions)
 
 
 def _refuse_foreign_objects(plan: ExportPlan, kept: bool) -> None:
@@ -676,16 +733,16 @@ def _write_remote(
     progress: ProgressCallback | None,
     scheduler: Any,
     cancel: threading.Event | None,
-) -> list[Path]:
+) -> tuple[list[Path], Conversions | None]:
     """Write a Zarr output in place in its object store; an interrupted resumable export keeps
     what it wrote, and the blocks its ``journal`` lists are skipped the next time."""
     with scheduler_session(scheduler) as resolved:
         target = plan.writer.open(plan.spec, token)
         try:
             done = journal.load() if journal is not None else set()
-            _write_all(plan, target, journal, done, resolved, progress, cancel)
+            conversions = _write_all(plan, target, journal, done, resolved, progress, cancel)
             with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
-                return target.commit()  # the held metadata, the journal among it, goes too
+                return target.commit(), conversions  # the held metadata (the journal) goes too
         except BaseException:
             if journal is None:
                 with contextlib.suppress(Exception):  # else the next export cleans it up
@@ -699,7 +756,7 @@ def _stage_and_upload(
     progress: ProgressCallback | None,
     scheduler: Any,
     cancel: threading.Event | None,
-) -> list[Path]:
+) -> tuple[list[Path], Conversions | None]:
     """Export to a local staging directory (``TMPDIR``), then upload (:func:`remote.upload`)."""
     staging = Path(tempfile.mkdtemp(prefix="lazyexport-upload-"))
     try:
@@ -714,8 +771,8 @@ def _stage_and_upload(
         staged = dataclasses.replace(
             plan, output=local[plan.output], paths=tuple(local[p] for p in plan.paths)
         )
-        _execute(staged, new_token(), False, True, progress, scheduler, cancel, False)
-        return remote.upload([(local[p], p) for p in plan.paths], token)
+        done = _execute(staged, new_token(), False, True, progress, scheduler, cancel, False)
+        return remote.upload([(local[p], p) for p in plan.paths], token), done.conversions
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -786,7 +843,12 @@ def _is_output(plan: ExportPlan, path: Path) -> bool:
 
 
 def _result(
-    plan: ExportPlan, paths: list[Path], start: float, resume: bool, measured: bool = False
+    plan: ExportPlan,
+    paths: list[Path],
+    start: float,
+    resume: bool,
+    measured: bool = False,
+    conversions: Conversions | None = None,
 ) -> ExportResult:
     return ExportResult(
         format=plan.writer.name,
@@ -801,6 +863,7 @@ def _result(
         notes=export_notes(plan, resume),
         peak_memory=cost.peak_rss() if measured else 0,
         projected_peak=plan.priced.projected_peak,
+        conversions=conversions,
     )
 
 

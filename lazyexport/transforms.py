@@ -9,8 +9,10 @@ Cutout and transpose are ``DataArray -> DataArray`` functions over dask-backed a
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import dask.array as da
 import numpy as np
@@ -158,9 +160,36 @@ def converter(dtype: np.dtype, to: np.dtype | str) -> Callable[[np.ndarray], np.
     return None if to == np.dtype(dtype) else functools.partial(convert_block, dtype=to)
 
 
+# What conversions to integer types did in the blocks this thread computes, while counted():
+# values clipped below the type's range, above it, NaN written as 0, and infinities (among the
+# clipped ones)
+_COUNTS = threading.local()
+COUNT_NAMES = ("clipped_below", "clipped_above", "nan", "inf")
+
+
+@contextlib.contextmanager
+def counted() -> Iterator[np.ndarray]:
+    """Count what :func:`convert_block` clips and maps in this thread meanwhile, into the array
+    yielded (one int64 per :data:`COUNT_NAMES`)."""
+    counts = np.zeros(len(COUNT_NAMES), dtype=np.int64)
+    before = getattr(_COUNTS, "counts", None)
+    _COUNTS.counts = counts
+    try:
+        yield counts
+    finally:
+        _COUNTS.counts = before
+
+
+def _count(*values: int) -> None:
+    counts = getattr(_COUNTS, "counts", None)
+    if counts is not None:
+        counts += np.asarray(values, dtype=np.int64)
+
+
 def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
     """Convert one block to ``dtype``: integers round half to even, clip to the type's range,
-    NaN -> 0. With ``in_place``, ``x`` (a temporary of the caller's) may be overwritten."""
+    NaN -> 0 (what is clipped and mapped is counted: :func:`counted`). With ``in_place``, ``x``
+    (a temporary of the caller's) may be overwritten."""
     dtype = np.dtype(dtype)
     x = np.asarray(x)
     if dtype == np.bool_:
@@ -171,6 +200,15 @@ def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.
     if x.dtype.kind in "ui":
         src = np.iinfo(x.dtype)
         lo, hi = max(src.min, info.min), min(src.max, info.max)
+        if lo > src.min or hi < src.max:
+            counting = getattr(_COUNTS, "counts", None) is not None
+            if counting:
+                _count(
+                    int(np.count_nonzero(x < x.dtype.type(lo))) if lo > src.min else 0,
+                    int(np.count_nonzero(x > x.dtype.type(hi))) if hi < src.max else 0,
+                    0,
+                    0,
+                )
         return np.clip(x, x.dtype.type(lo), x.dtype.type(hi)).astype(dtype)
     # float -> integer; float16 cannot even hold 65535, so widen it first (exactly)
     if x.dtype == np.float16:
@@ -184,6 +222,13 @@ def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.
     else:
         above = None
     nan = np.isnan(rounded)
+    if getattr(_COUNTS, "counts", None) is not None:
+        _count(
+            int(np.count_nonzero(rounded < ftype(info.min))),
+            int(np.count_nonzero(rounded > hi_f)),
+            int(np.count_nonzero(nan)),
+            int(np.count_nonzero(np.isinf(rounded))),
+        )
     if nan.any():
         rounded[nan] = 0
     np.clip(rounded, ftype(info.min), hi_f, out=rounded)
