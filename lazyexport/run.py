@@ -28,9 +28,11 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 import zarr
-from dask.utils import format_bytes
+from dask.utils import SerializableLock, format_bytes
 
 from . import cost, interrupt, remote
 from .blocks import BlockGrid, BlockSource
@@ -40,6 +42,7 @@ from .errors import (
     OutputExistsError,
     OutputLocationError,
     SchedulerError,
+    SettingsError,
 )
 from .executors import Distributed, Executor, Inline, Processes, Threads
 from .formats import container
@@ -879,7 +882,8 @@ def export(
     cancel: threading.Event | None = None,
     resume: bool = False,
     storage_options: Mapping[str, Any] | None = None,
-) -> ExportResult:
+    compute: bool = True,
+) -> Any:
     """Export ``source`` with ``settings``, block by block, within ``memory_limit``.
 
     The output appears at its final path only when complete; a failed, cancelled or killed
@@ -914,12 +918,18 @@ def export(
     storage_options : mapping, optional
         Options of the object stores a source or output URL names (``endpoint``, ``region``,
         ``max_retries``, ...; see docs/storage.md), on top of the cloud's environment variables.
+    compute : bool, default True
+        False: plan and open the output now, and return a ``dask.delayed`` object that writes
+        it (commit included) when computed, giving the ExportResult; several of them (and other
+        work) computed in one ``dask.compute`` call read their shared source chunks once
+        (docs/usage.md, "In a bigger dask graph"). Local outputs only.
 
     Returns
     -------
-    ExportResult
-        What was written: the paths, shape, dtype, axes, bytes, time, notes, and the measured
-        and projected peak memory.
+    ExportResult or dask.delayed.Delayed
+        What was written: the paths, shape, dtype, axes, bytes, time, notes, what the
+        conversion clipped, and the measured and projected peak memory (with ``compute=False``:
+        a Delayed that gives it).
 
     Raises
     ------
@@ -929,6 +939,10 @@ def export(
     ExportCancelled
         When ``cancel`` was set.
     """
+    if not compute:
+        with remote.options(storage_options):
+            plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
+            return export_lazily(plan, overwrite=overwrite)
     with remote.options(storage_options), scheduler_session(scheduler, memory_limit) as resolved:
         plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
         return execute(
@@ -939,6 +953,58 @@ def export(
             cancel=cancel,
             resume=resume,
         )
+
+
+def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
+    """``plan``'s export as a ``dask.delayed`` object: computing it writes every block and then
+    commits (the atomic finish), and returns the :class:`ExportResult`. Its graph reads the
+    source through the source's own dask keys, so exports of one source computed together (one
+    ``dask.compute`` call) read each source chunk once. The temporary output is made now; a
+    computation that fails leaves it for the next export of the same output (or ``lazyexport
+    clean``) to remove. Local outputs only; no progress, cancel or resume: the computation is
+    the caller's (memory: what dask's scheduler holds, not the plan's budget)."""
+    if is_url(plan.output):
+        raise SettingsError(
+            "compute=False exports write local outputs; export to a URL with compute=True"
+        )
+    token = new_token()  # not registered as running: leftovers of a failed graph are orphans
+    clean_outputs(plan, keep=token)
+    existing = plan.writer.existing(plan.spec)
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{existing[0]} exists already; pass overwrite=True (--overwrite) to replace it"
+        )
+    _check_location(plan)
+    target = plan.writer.open(plan.spec, token)
+    data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect
+    lock = SerializableLock() if plan.writer.capabilities.single_writer else None
+    stored = da.map_blocks(
+        _store_block,
+        data,
+        target=target,
+        lock=lock,
+        dtype=bool,
+        chunks=tuple((1,) * len(c) for c in data.chunks),
+        name=f"lazyexport-store-{token}",
+    )
+    # unoptimized: optimizing the array graph here would fuse each read of a source chunk into
+    # this export's tasks, and exports computed together could not share it
+    written = stored.to_delayed(optimize_graph=False).ravel().tolist()
+    return dask.delayed(_commit_lazily, pure=False)(written, target, plan, time.perf_counter())
+
+
+def _store_block(block: np.ndarray, target, lock, block_info=None) -> np.ndarray:
+    location = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
+    with lock if lock is not None else contextlib.nullcontext():
+        target.write(block, location)
+    return np.ones((1,) * block.ndim, dtype=bool)
+
+
+def _commit_lazily(written: list, target, plan: ExportPlan, start: float) -> ExportResult:
+    assert all(w.all() for w in written)  # every block written
+    with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
+        paths = target.commit()
+    return _result(plan, paths, start, False)
 
 
 def plan_on(

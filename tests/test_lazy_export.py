@@ -1,0 +1,114 @@
+"""``export(..., compute=False)``: a dask Delayed that writes the output (atomic finish included)
+when computed; several computed in one ``dask.compute`` call give the outputs of separate
+exports and decode each shared source chunk once."""
+
+from __future__ import annotations
+
+import collections
+
+import dask
+import numpy as np
+import pytest
+
+import lazyexport as le
+from conftest import hidden_temps, make_data, write_zarr3
+from lazyexport import chunkio
+from lazyexport.errors import OutputExistsError
+from lazyexport.run import ExportResult
+from lazyexport.settings import ExportSettings
+
+FORMATS = {"zarr": "o.zarr", "hdf5": "o.h5", "tiff-sequence": "seq/s_{slice_index}.tif"}
+ROIS = [{"z": (0, 8)}, {"z": (4, 12), "y": (10, 40)}, {"z": (2, 10), "x": (0, 25)}]
+
+
+@pytest.fixture
+def source(tmp_path):
+    data = make_data("uint16", (12, 40, 40))
+    return write_zarr3(tmp_path / "src.zarr", data, chunks=(4, 20, 20)).file, data
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Source chunk decodes, by chunk index."""
+    seen: collections.Counter = collections.Counter()
+    original = chunkio.ChunkFiles._load
+
+    def counting(self, index, *args, **kwargs):
+        seen[tuple(index)] += 1
+        return original(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(chunkio.ChunkFiles, "_load", counting)
+    return seen
+
+
+def _settings(tmp_path, where: str, fmt: str, roi) -> ExportSettings:
+    return ExportSettings(
+        format=fmt, roi=roi, output=str(tmp_path / where / FORMATS[fmt]), dtype="uint8",
+        renormalize=((0, 65535), (0, 255)),
+    )  # fmt: skip
+
+
+def test_three_formats_in_one_compute_equal_separate_exports(tmp_path, source):
+    path, _ = source
+    lazy = [
+        le.export(str(path), _settings(tmp_path, "lazy", fmt, roi), compute=False)
+        for fmt, roi in zip(FORMATS, ROIS)
+    ]
+    assert not list((tmp_path / "lazy").rglob("o.*"))  # nothing visible before the compute
+    results = dask.compute(*lazy)
+    for (fmt, roi), result in zip(zip(FORMATS, ROIS), results):
+        assert isinstance(result, ExportResult) and result.format == fmt
+        eager = le.export(str(path), _settings(tmp_path, "eager", fmt, roi))
+        np.testing.assert_array_equal(
+            le.open_exported(result).values, le.open_exported(eager).values
+        )
+    assert not hidden_temps(tmp_path / "lazy")
+
+
+def test_exports_computed_together_decode_each_shared_chunk_once(tmp_path, source, decodes):
+    path, _ = source
+    together = [
+        le.export(str(path), _settings(tmp_path, f"a{i}", "zarr", roi), compute=False)
+        for i, roi in enumerate(ROIS)
+    ]
+    dask.compute(*together)
+    assert decodes and max(decodes.values()) == 1, decodes  # every chunk decoded once
+    decodes.clear()
+    for i, roi in enumerate(ROIS):  # one after the other: chunks in overlaps decode again
+        dask.compute(le.export(str(path), _settings(tmp_path, f"b{i}", "zarr", roi), compute=False))
+    assert max(decodes.values()) > 1
+
+
+def test_an_existing_output_is_refused_when_the_graph_is_made(tmp_path, source):
+    path, _ = source
+    settings = _settings(tmp_path, "x", "zarr", ROIS[0])
+    dask.compute(le.export(str(path), settings, compute=False))
+    with pytest.raises(OutputExistsError):
+        le.export(str(path), settings, compute=False)
+    (result,) = dask.compute(le.export(str(path), settings, compute=False, overwrite=True))
+    assert result.shape == (8, 40, 40)
+
+
+def test_a_failed_graph_leaves_nothing_visible_and_the_next_export_cleans_up(
+    tmp_path, source, monkeypatch
+):
+    path, _ = source
+    settings = _settings(tmp_path, "f", "zarr", ROIS[1])
+    lazy = le.export(str(path), settings, compute=False)
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(chunkio.ChunkFiles, "_load", broken)
+    with pytest.raises(OSError, match="disk on fire"):
+        dask.compute(lazy)
+    monkeypatch.undo()
+    assert not (tmp_path / "f" / "o.zarr").exists() and hidden_temps(tmp_path / "f")
+    le.export(str(path), settings)
+    assert (tmp_path / "f" / "o.zarr").exists() and not hidden_temps(tmp_path / "f")
+
+
+def test_a_url_output_is_refused(source):
+    path, _ = source
+    with pytest.raises(le.ExportError, match="compute=False exports write local outputs"):
+        le.export(str(path), ExportSettings(format="zarr", output="s3://b/o.zarr"), compute=False)
