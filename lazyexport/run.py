@@ -600,16 +600,7 @@ def _execute(
     clean_outputs(plan, keep=token)
     existing = plan.writer.existing(plan.spec)
     if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        dataset = plan.writer.dataset(plan.spec)
-        name = (
-            f"{existing[0]}/{dataset}"
-            if dataset and existing[0] == plan.output
-            else str(existing[0])
-        )
-        raise OutputExistsError(
-            f"{name}{more} exists already; pass overwrite=True (--overwrite) to replace it"
-        )
+        _refuse_existing(plan, existing)
     _check_location(plan)
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):  # cluster workers may run in other directories
@@ -682,10 +673,7 @@ def _execute_remote(
             raise remote.describe(exc, plan.output, "write") from None
         raise
     if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise OutputExistsError(
-            f"{existing[0]}{more} exists already; pass overwrite=True (--overwrite) to replace it"
-        )
+        _refuse_existing(plan, existing)
     journal = RemoteJournal(held, plan.blocks) if resumable else None
     try:
         if resumable:
@@ -778,6 +766,16 @@ def _stage_and_upload(
         return remote.upload([(local[p], p) for p in plan.paths], token), done.conversions
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_existing(plan: ExportPlan, existing: list[Path]) -> None:
+    """Refuse to replace the outputs ``existing`` (without ``overwrite``), naming the first."""
+    more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+    dataset = plan.writer.dataset(plan.spec)
+    name = f"{existing[0]}/{dataset}" if dataset and existing[0] == plan.output else existing[0]
+    raise OutputExistsError(
+        f"{name}{more} exists already; pass overwrite=True (--overwrite) to replace it"
+    )
 
 
 def _check_location(plan: ExportPlan) -> None:
@@ -971,9 +969,7 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
     clean_outputs(plan, keep=token)
     existing = plan.writer.existing(plan.spec)
     if existing and not overwrite:
-        raise OutputExistsError(
-            f"{existing[0]} exists already; pass overwrite=True (--overwrite) to replace it"
-        )
+        _refuse_existing(plan, existing)
     _check_location(plan)
     target = plan.writer.open(plan.spec, token)
     data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect

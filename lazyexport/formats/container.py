@@ -159,33 +159,26 @@ def check(layout: Layout, container: Path, internal: str) -> None:
     """Refuse, before anything is computed, an output the container cannot take: a node inside
     a file, inside an array, or in a directory that is not a container of this format."""
     internal = internal.strip("/")
-    if remote.is_url(container):  # no files in the way; an array on the way is
-        parts = internal.split("/") if internal else []
-        for depth in range(len(parts)):
-            node = container.joinpath(*parts[:depth])
-            if remote.is_array(node):
-                inside = "/".join(parts[:depth]) or "its root"
-                raise FormatError(
-                    f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
-                    f"choose another output"
-                )
+    url = remote.is_url(container)  # an object store has no files in the way
+    if not internal or not (url or container.exists() or container.is_symlink()):
         return
-    if not internal or not (container.exists() or container.is_symlink()):
-        return
-    if not container.is_dir():
+    if not url and not container.is_dir():
         raise FormatError(
             f"{container} is a file, not a {layout.kind} store, so it cannot hold {internal!r}; "
             f"choose another output"
         )
+    is_array = remote.is_array if url else layout.array_test
     parts = internal.split("/")
     for depth in range(len(parts)):
         node = container.joinpath(*parts[:depth])
-        if layout.array_test(node):
+        if is_array(node):
             inside = "/".join(parts[:depth]) or "its root"
             raise FormatError(
                 f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
                 f"choose another output"
             )
+    if url:
+        return
     if (
         layout.root_metadata
         and any(container.iterdir())
