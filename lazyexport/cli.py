@@ -103,7 +103,9 @@ def _source_arg(args) -> str:
 
 def _settings_from_args(args, source=None) -> ExportSettings:
     """The export settings the options ask for; ilastik's flags that depend on the source (the
-    cutout by position, the type's range) are resolved against ``source`` (opened lazily)."""
+    cutout by position and shape, the type) are resolved against ``source`` (opened lazily).
+    What ilastik's flags did beyond that (a cutout clipped, a flag ignored) is noted on stderr."""
+    notes: list[str] = []
     explicit = {
         name: getattr(args, name)
         for name in ("zarr_format", "tiff_flavor")
@@ -117,11 +119,16 @@ def _settings_from_args(args, source=None) -> ExportSettings:
         compression = compression or implied.get("compression")
         levels = levels if levels is not None else implied.get("levels")
     output = args.output
-    if args.output_internal_path:
+    if args.output_internal_path and (fmt or "hdf5") in ("hdf5", "n5"):
         if not output:
             raise SettingsError("--output_internal_path needs --output_filename_format")
         output = f"{output.rstrip('/')}/{args.output_internal_path.strip('/')}"
-    roi = parse_roi_text(args.roi) if args.roi else None
+    elif args.output_internal_path:
+        notes.append(
+            f"--output_internal_path applies to hdf5 and n5 only, as in ilastik: not to {fmt}"
+        )
+    roi: dict[str, Any] | None = parse_roi_text(args.roi) if args.roi else None
+    dtype = args.dtype
     renormalize = _parse_renormalize(args.renormalize) if args.renormalize else None
     if args.cutout_subregion is not None or args.export_drange is not None:
         if roi is not None and args.cutout_subregion is not None:
@@ -129,15 +136,15 @@ def _settings_from_args(args, source=None) -> ExportSettings:
         if renormalize is not None and args.export_drange is not None:
             raise SettingsError("give --renormalize or ilastik's --export_drange, not both")
         if args.cutout_subregion is not None:
-            roi = ilastik.cutout_roi(args.cutout_subregion, names(source))
+            roi = ilastik.cutout_roi(args.cutout_subregion, names(source), source.shape, notes)
         if args.export_drange is not None:
-            renormalize = ilastik.renormalize(
-                args.export_drange, args.pipeline_result_drange, source.dtype
-            )
+            renormalize = ilastik.renormalize(args.export_drange, args.pipeline_result_drange)
+            # ilastik writes the source's type unless --export_dtype names another
+            dtype = dtype or (str(source.dtype) if source is not None else None)
     settings = ExportSettings(
         roi=roi,
         renormalize=renormalize,
-        dtype=args.dtype,
+        dtype=dtype,
         axis_order=args.axis_order,
         format=fmt or "hdf5",
         output=output,
@@ -153,6 +160,8 @@ def _settings_from_args(args, source=None) -> ExportSettings:
         **explicit,
     )
     settings.check_given(tuple(explicit))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     return settings
 
 

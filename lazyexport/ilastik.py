@@ -16,8 +16,6 @@ import ast
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .errors import SettingsError
 
 # ilastik's --output_format names -> (lazyexport format, settings that make the same files)
@@ -30,7 +28,6 @@ FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     "multipage tiff": ("tiff", {}),
     "tif sequence": ("tiff-sequence", {}),
     "tiff sequence": ("tiff-sequence", {}),
-    "multipage tiff sequence": ("tiff-sequence", {}),
     "png sequence": ("png-sequence", {}),
     "n5": ("n5", {"compression": "raw"}),
     "compressed n5": ("n5", {"compression": "gzip"}),
@@ -64,10 +61,14 @@ def _bound(value: Any, option: str) -> int | None:
     raise SettingsError(f"{option} holds {value!r}; each bound is a whole number or None")
 
 
-def cutout_roi(text: str, axes: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+def cutout_roi(
+    text: str, axes: Sequence[str], shape: Sequence[int], notes: list[str] | None = None
+) -> dict[str, tuple[int, int]]:
     """``--cutout_subregion`` (``[(start, ...), (stop, ...)]`` in the source's axis order) as a
-    ROI by axis. A tuple one longer than the source's axes gives the channel an ilastik result
-    always has: for a source without ``c`` it must select the whole (single) channel."""
+    ROI by axis, read as ilastik reads it: ``None`` (and a stop of 0) is the axis's edge, and
+    bounds beyond the data are clipped to it (a note in ``notes`` says so). A tuple one longer
+    than the source's axes gives the channel an ilastik result always has: for a source without
+    ``c`` it must start at the (single) channel."""
     example = "[(None,0,0),(None,100,200)]"
     value = _literal(text, "--cutout_subregion", example)
     if (
@@ -83,21 +84,33 @@ def cutout_roi(text: str, axes: Sequence[str]) -> dict[str, tuple[int | None, in
     starts = [_bound(v, "--cutout_subregion") for v in value[0]]
     stops = [_bound(v, "--cutout_subregion") for v in value[1]]
     axes = list(axes)
-    if len(starts) == len(axes) + 1 and "c" not in axes:
-        if starts[-1] not in (None, 0) or stops[-1] not in (None, 1):
-            raise SettingsError(
-                f"--cutout_subregion selects channels {starts[-1]}:{stops[-1]}, but the source "
-                "has a single channel"
-            )
-        starts, stops = starts[:-1], stops[:-1]
+    axes, shape = list(axes), list(shape)
+    channel = len(starts) == len(axes) + 1 and "c" not in axes  # ilastik's added channel
+    if channel:
+        axes, shape = [*axes, "c"], [*shape, 1]
     if len(starts) != len(axes):
         raise SettingsError(
             f"--cutout_subregion has {len(starts)} bounds per tuple, but the source's axes are "
             f"{''.join(axes)!r} ({len(axes)})"
         )
-    return {
-        a: (lo, hi) for a, lo, hi in zip(axes, starts, stops) if lo is not None or hi is not None
-    }
+    roi: dict[str, tuple[int, int]] = {}
+    clipped = []
+    for a, n, lo, hi in zip(axes, shape, starts, stops):
+        lo, hi = lo or 0, hi or n  # as ilastik reads them: None and a stop of 0 are the edge
+        if lo < 0 or hi > n:
+            clipped.append(f"{a}={lo}:{hi} to {a}={max(lo, 0)}:{min(hi, n)}")
+        lo, hi = max(lo, 0), min(hi, n)
+        if lo >= hi:
+            which = "the source's single channel" if channel and a == "c" else f"axis {a}"
+            raise SettingsError(f"--cutout_subregion selects nothing of {which} ({lo}:{hi} of {n})")
+        roi[a] = (lo, hi)
+    if clipped and notes is not None:
+        notes.append(
+            f"--cutout_subregion clipped to the data, as ilastik does: {', '.join(clipped)}"
+        )
+    if channel:
+        del roi["c"]
+    return roi
 
 
 def drange(text: str, option: str) -> tuple[float, float]:
@@ -113,20 +126,15 @@ def drange(text: str, option: str) -> tuple[float, float]:
 
 
 def renormalize(
-    export: str | None, pipeline: str | None, dtype: Any
-) -> tuple[tuple[float, float] | None, tuple[float, float]] | None:
-    """The renormalization of ``--export_drange`` (None: none, as in ilastik, whatever
-    ``--pipeline_result_drange`` says) from ``--pipeline_result_drange``, else from the source
-    type's whole range for integer data (ilastik's default) or the data's min/max for floats."""
+    export: str | None, pipeline: str | None
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The renormalization ``--pipeline_result_drange`` -> ``--export_drange`` (None: none).
+    ilastik refuses an export range without the pipeline's, and so does lazyexport."""
     if export is None:
         return None
-    out = drange(export, "--export_drange")
-    if pipeline is not None:
-        return drange(pipeline, "--pipeline_result_drange"), out
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return (float(info.min), float(info.max)), out
-    if dtype.kind == "b":
-        return (0.0, 1.0), out
-    return None, out
+    if pipeline is None:
+        raise SettingsError(
+            "--export_drange needs --pipeline_result_drange (the input range), as in ilastik; "
+            "or --renormalize with p0,p100 (the data's min/max) or percentiles as the input range"
+        )
+    return drange(pipeline, "--pipeline_result_drange"), drange(export, "--export_drange")

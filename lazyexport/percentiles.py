@@ -5,18 +5,21 @@ summed in a tree, so memory is bounded by the chunks in flight and the counts, w
 volume), then read off as :func:`numpy.percentile` does by default (linear interpolation between
 the two nearest order statistics, NaNs left out as :func:`numpy.nanpercentile` does):
 
-- integer and bool data of up to 16 bits: one bin per possible value, so the result is
-  **exact**;
+- integer and bool data whose values span at most :data:`BINS` numbers (every type of up to 16
+  bits; wider integers when a first pass finds their min/max that close): one bin per value, so
+  the result is **exact**;
 - other data (floats, wider integers): a first pass finds the finite min/max, the second counts
-  :data:`BINS` equal bins between them, and an order statistic is placed within its bin assuming
-  the values spread evenly there: **approximate**, off by at most one bin width
-  ((max - min) / 65536). Infinite values are left out.
+  :data:`BINS` equal bins between them (fewer where the type has fewer numbers in that range),
+  and an order statistic is placed within its bin assuming the values spread evenly there:
+  **approximate**, off by at most one bin width ((max - min) / 65536). ``p0`` and ``p100`` are
+  the exact min and max. Infinite values are left out.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import dask
 import dask.array as da
@@ -26,32 +29,73 @@ from .errors import SettingsError
 
 BINS = 2**16
 
+NO_VALUES = "cannot renormalize by percentiles: the data inside the ROI has no finite values"
 
-def percentiles(data: da.Array, qs: Sequence[float]) -> tuple[list[float], float]:
-    """The ``qs`` percentiles (0..100) of ``data``; and the largest error they may have (0:
-    exact)."""
+
+@dataclass(frozen=True)
+class Percentiles:
+    """What :func:`percentiles` found: the values, the largest error they may have (0: exact)
+    and the histogram they were read from (``counts`` of bins ``width`` wide from ``start``)."""
+
+    values: list[float]
+    error: float
+    counts: np.ndarray
+    start: float
+    width: float
+
+    def outside(self, low: float, high: float) -> tuple[int, int]:
+        """How many values lie below ``low`` and above ``high``: exact on the exact path (one
+        bin per value), else counting the bins wholly outside (a lower bound)."""
+        edges = self.start + self.width * np.arange(len(self.counts) + 1)
+        if not self.error:  # one value per bin, at its centre
+            centres = edges[:-1] + self.width / 2
+            return int(self.counts[centres < low].sum()), int(self.counts[centres > high].sum())
+        return int(self.counts[edges[1:] <= low].sum()), int(self.counts[edges[:-1] >= high].sum())
+
+    @property
+    def total(self) -> int:
+        """How many values were counted (NaNs and infinities left out)."""
+        return int(self.counts.sum())
+
+
+def percentiles(data: da.Array, qs: Sequence[float]) -> Percentiles:
+    """The ``qs`` percentiles (0..100) of ``data`` (see the module's text for how exact)."""
     dtype = np.dtype(data.dtype)
-    if dtype.kind in "biu" and dtype.itemsize <= 2:
-        if dtype.kind == "b":
-            lo, hi = 0, 1
-        else:
-            info = np.iinfo(dtype)
-            lo, hi = int(info.min), int(info.max)
-        counts = da.histogram(data, bins=hi - lo + 1, range=(lo - 0.5, hi + 0.5))[0]
-        (counts,) = dask.compute(counts)
-        return [_from_counts(counts, q, lo - 0.5, 1.0, exact=True) for q in qs], 0.0
+    if dtype.kind == "b":
+        data, dtype = data.astype(np.uint8), np.dtype(np.uint8)
+    if dtype.kind in "iu" and dtype.itemsize <= 2:
+        info = np.iinfo(dtype)
+        return _exact(data, qs, int(info.min), int(info.max))
     finite = da.where(da.isfinite(data), data, np.nan) if dtype.kind == "f" else data
-    low, high = (float(v) for v in dask.compute(da.nanmin(finite), da.nanmax(finite)))
+    low_, high_ = dask.compute(da.nanmin(finite), da.nanmax(finite))
+    if dtype.kind in "iu" and int(high_) - int(low_) < BINS and max(abs(low_), abs(high_)) < 2**53:
+        return _exact(data, qs, int(low_), int(high_))
+    low, high = float(low_), float(high_)
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise SettingsError(
-            "cannot renormalize by percentiles: the data inside the ROI has no finite values"
-        )
+        raise SettingsError(NO_VALUES)
     if low == high:
-        return [low for _ in qs], 0.0
-    width = (high - low) / BINS
-    counts = da.histogram(data, bins=BINS, range=(low, high))[0]
+        counts = np.array([int(da.isfinite(data).sum().compute())])
+        return Percentiles([low for _ in qs], 0.0, counts, low - 0.5, 1.0)
+    # no more bins than the numbers the type has between low and high: edges must increase
+    step = float(np.spacing(np.array(max(abs(low), abs(high)), dtype=dtype)))
+    bins = max(1, min(BINS, int((high - low) / step)))
+    width = (high - low) / bins
+    counts = da.histogram(finite.astype(np.float64), bins=bins, range=(low, high))[0]
     (counts,) = dask.compute(counts)
-    return [_from_counts(counts, q, low, width, exact=False) for q in qs], width
+    values = [_from_counts(counts, q, low, width, exact=False) for q in qs]
+    # p0 and p100 are the min and max found; nothing read off a bin lies outside them
+    values = [
+        low if q == 0 else high if q == 100 else min(max(v, low), high) for q, v in zip(qs, values)
+    ]
+    return Percentiles(values, width, counts, low, width)
+
+
+def _exact(data: da.Array, qs: Sequence[float], lo: int, hi: int) -> Percentiles:
+    """One bin per integer value from ``lo`` to ``hi``: exact percentiles."""
+    counts = da.histogram(data, bins=hi - lo + 1, range=(lo - 0.5, hi + 0.5))[0]
+    (counts,) = dask.compute(counts)
+    values = [_from_counts(counts, q, lo - 0.5, 1.0, exact=True) for q in qs]
+    return Percentiles(values, 0.0, counts, lo - 0.5, 1.0)
 
 
 def _from_counts(counts: np.ndarray, q: float, start: float, width: float, exact: bool) -> float:
@@ -59,9 +103,7 @@ def _from_counts(counts: np.ndarray, q: float, start: float, width: float, exact
     from ``start``."""
     total = int(counts.sum())
     if total == 0:
-        raise SettingsError(
-            "cannot renormalize by percentiles: the data inside the ROI has no finite values"
-        )
+        raise SettingsError(NO_VALUES)
     cumulative = np.cumsum(counts)
     rank = (total - 1) * q / 100.0
     below = math.floor(rank)

@@ -32,7 +32,7 @@ from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, get_writer
 from .formats.spec import OutputSpec
-from .percentiles import BINS, percentiles
+from .percentiles import percentiles
 from .remote import READ_ONLY, UrlPath, as_path, is_url
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings, percentile_of
@@ -532,17 +532,22 @@ def _data_percentiles(arr: xr.DataArray, bounds: tuple, notes: list[str]) -> tup
     """The input range whose bounds name percentiles (``"p99.9"``) of the data inside the ROI,
     in one bounded pass (:mod:`lazyexport.percentiles`); a note gives the values and how exact."""
     wanted = [percentile_of(b) for b in bounds]
-    found, error = percentiles(arr.data, [q for q in wanted if q is not None])
-    values = iter(found)
+    found = percentiles(arr.data, [q for q in wanted if q is not None])
+    values = iter(found.values)
     lo, hi = (float(b) if q is None else next(values) for b, q in zip(bounds, wanted))
     how = (
-        "exact" if error == 0 else f"approximate: within {error:.3g}, 1/{BINS} of the data's range"
+        "exact"
+        if found.error == 0
+        else f"approximate: within {found.error:.3g}, one of {len(found.counts)} bins"
     )
     shown = ", ".join(f"{b} = {v:g}" for b, v, q in zip(bounds, (lo, hi), wanted) if q is not None)
+    # counted in the histogram the percentiles came from (ties at a bound stay inside)
+    below, above = found.outside(lo, hi)
+    at_least = "" if found.error == 0 else "at least "
     outside = " and ".join(
-        f"about {q if i == 0 else 100 - q:g} % of the values {'below' if i == 0 else 'above'}"
-        for i, q in enumerate(wanted)
-        if q is not None and (q if i == 0 else 100 - q) > 0
+        f"{at_least}{n} values ({100 * n / found.total:.3g} %) {side}"
+        for n, side in ((below, "below"), (above, "above"))
+        if n
     )
     beyond = f"; {outside} map beyond the output range" if outside else ""
     notes.append(f"renormalize input range from the data inside the ROI: {shown} ({how}){beyond}")

@@ -938,6 +938,21 @@ def export(
         When ``cancel`` was set.
     """
     if not compute:
+        given = [
+            name
+            for name, value in (
+                ("scheduler", scheduler),
+                ("progress", progress),
+                ("cancel", cancel),
+                ("resume", resume),
+            )  # fmt: skip
+            if value not in (None, False)
+        ]
+        if given:
+            raise SettingsError(
+                f"compute=False exports take no {', '.join(given)}: the computation is the "
+                "caller's (dask.compute with its own scheduler)"
+            )
         with remote.options(storage_options):
             plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
             return export_lazily(plan, overwrite=overwrite)
@@ -979,28 +994,33 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
         data,
         target=target,
         lock=lock,
-        dtype=bool,
+        dtype=np.float64,
         chunks=tuple((1,) * len(c) for c in data.chunks),
         name=f"lazyexport-store-{token}",
     )
     # unoptimized: optimizing the array graph here would fuse each read of a source chunk into
     # this export's tasks, and exports computed together could not share it
     written = stored.to_delayed(optimize_graph=False).ravel().tolist()
-    return dask.delayed(_commit_lazily, pure=False)(written, target, plan, time.perf_counter())
+    return dask.delayed(_commit_lazily, pure=False)(written, target, plan)
 
 
 def _store_block(block: np.ndarray, target, lock, block_info=None) -> np.ndarray:
+    """Write one block; return when its writing started (wall clock: tasks may run anywhere)."""
+    started = time.time()
     location = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
     with lock if lock is not None else contextlib.nullcontext():
         target.write(block, location)
-    return np.ones((1,) * block.ndim, dtype=bool)
+    return np.full((1,) * block.ndim, started)
 
 
-def _commit_lazily(written: list, target, plan: ExportPlan, start: float) -> ExportResult:
-    assert all(w.all() for w in written)  # every block written
+def _commit_lazily(written: list, target, plan: ExportPlan) -> ExportResult:
+    """Commit once every block is written; the result's time runs from the first block's
+    start (not from when the graph was built)."""
+    first = min(float(w.min()) for w in written)
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
         paths = target.commit()
-    return _result(plan, paths, start, False)
+    # the time the blocks took on the wall clock, as a perf_counter start for _result
+    return _result(plan, paths, time.perf_counter() - (time.time() - first), False)
 
 
 def plan_on(

@@ -58,7 +58,7 @@ def _parse_range(value: Any, what: str) -> Any:
     for v in value:
         q = percentile_of(v) if what == "input" else None
         if q is not None:
-            out.append(f"p{q:g}")
+            out.append(f"p{q!r}".removesuffix(".0"))  # every digit given
             continue
         try:
             out.append(float(v))

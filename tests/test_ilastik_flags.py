@@ -58,12 +58,30 @@ CASES = {
         ["--export_drange=(0,255)", "--pipeline_result_drange=(0,65535)", "--export_dtype=uint8"],
         ["--renormalize", "0,65535:0,255", "--dtype", "uint8"],
     ),
-    "export_drange alone: the type's range": (
-        ["--export_drange=(0,1)", "--export_dtype=float32"],
-        ["--renormalize", "0,65535:0,1", "--dtype", "float32"],
+    "export_drange without export_dtype: the source's type": (
+        ["--export_drange=(0,255)", "--pipeline_result_drange=(0,65535)"],
+        ["--renormalize", "0,65535:0,255", "--dtype", "uint16"],
+    ),
+    "cutout_subregion clipped to the data": (
+        ["--cutout_subregion=[(-3,2,0,0),(4,99,0,100)]"],
+        ["--roi", "z=0:4,y=2:"],
+    ),
+    "output_format tif": (["--output_format=tif"], ["--format", "tiff"]),
+    "output_format n5": (["--output_format=n5"], ["--format", "n5", "--compression", "raw"]),
+    "output_format single-scale OME-Zarr": (
+        ["--output_format=single-scale OME-Zarr"],
+        ["--format", "ome-zarr", "--levels", "1"],
+    ),
+    "output_format multi-scale OME-Zarr": (
+        ["--output_format=multi-scale OME-Zarr"],
+        ["--format", "ome-zarr"],
+    ),
+    "output_internal_path ignored by a numpy output": (
+        ["--output_format=numpy", "--output_internal_path=volume/pred"],
+        ["--format", "npy"],
     ),
 }
-EXTENSIONS = {"numpy": ".npy", "tiff": ".tif", "n5": ".n5"}
+EXTENSIONS = {"numpy": ".npy", "tif": ".tif", "n5": ".n5", "OME-Zarr": ".ome.zarr"}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -84,6 +102,9 @@ def test_an_ilastik_flag_writes_what_the_lazyexport_option_writes(tmp_path, src,
             assert (da.compression, da.chunks) == (db.compression, db.chunks)
     if ext == ".tif":
         assert _digest([a]) == _digest([b])
+    if ext == ".ome.zarr":
+        levels = [sorted(p.name for p in x.iterdir() if p.is_dir()) for x in (a, b)]
+        assert levels[0] == levels[1] and ("single" not in case or levels[0] == ["0"])
 
 
 def test_output_internal_path_and_a_sequence_format(tmp_path, src):
@@ -93,13 +114,17 @@ def test_output_internal_path_and_a_sequence_format(tmp_path, src):
          "--output_internal_path=volume/pred")  # fmt: skip
     with h5py.File(tmp_path / "a.h5") as f:
         np.testing.assert_array_equal(f["volume/pred"][...], data)
-    _run("export", f"{source}/volume/raw", "--output_format=tiff sequence",
-         f"--output_filename_format={tmp_path}/i/s_{{slice_index}}.tif")  # fmt: skip
-    _run("export", f"{source}/volume/raw", "--format", "tiff-sequence",
-         "--output", f"{tmp_path}/l/s_{{slice_index}}.tif")  # fmt: skip
-    ilastik_files = sorted((tmp_path / "i").glob("*.tif"))
-    assert len(ilastik_files) == SHAPE[0]
-    assert _digest(ilastik_files) == _digest(sorted((tmp_path / "l").glob("*.tif")))
+    for fmt, ours, ext in (("tiff sequence", "tiff-sequence", "tif"),
+                           ("png sequence", "png-sequence", "png")):  # fmt: skip
+        _run("export", f"{source}/volume/raw", f"--output_format={fmt}", "--export_dtype=uint8",
+             "--export_drange=(0,255)", "--pipeline_result_drange=(0,65535)",
+             f"--output_filename_format={tmp_path}/i/s_{{slice_index}}.{ext}")  # fmt: skip
+        _run("export", f"{source}/volume/raw", "--format", ours, "--dtype", "uint8",
+             "--renormalize", "0,65535:0,255",
+             "--output", f"{tmp_path}/l/s_{{slice_index}}.{ext}")  # fmt: skip
+        ilastik_files = sorted((tmp_path / "i").glob(f"*.{ext}"))
+        assert len(ilastik_files) == SHAPE[0]
+        assert _digest(ilastik_files) == _digest(sorted((tmp_path / "l").glob(f"*.{ext}")))
 
 
 @pytest.mark.parametrize(
@@ -110,8 +135,15 @@ def test_output_internal_path_and_a_sequence_format(tmp_path, src):
         (["--cutout_subregion=[(0,0),(1,1)]"], "the source's axes are 'zyx'"),
         (["--cutout_subregion=[(0,0,0,2),(1,1,1,3)]"], "single channel"),
         (["--cutout_subregion=(0,0"], "cannot read --cutout_subregion"),
-        (["--export_drange=0:255"], "cannot read --export_drange"),
+        (
+            ["--export_drange=0:255", "--pipeline_result_drange=(0,9)"],
+            "cannot read --export_drange",
+        ),
         (["--output_internal_path=x"], "needs --output_filename_format"),
+        (["--export_drange=(0,255)"], "needs --pipeline_result_drange"),
+        (["--cutout_subregion=[(0,0,0,1),(1,1,1,2)]"], "nothing of the source's single channel"),
+        (["--cutout_subregion=[(0,30,0),(1,40,1)]"], "nothing of axis y (30:20 of 20)"),
+        (["--output_format=multipage tiff sequence"], "has no lazyexport equivalent"),
     ],
 )
 def test_ilastik_flags_that_do_not_fit_are_one_line(tmp_path, src, capsys, args, says):
@@ -121,3 +153,14 @@ def test_ilastik_flags_that_do_not_fit_are_one_line(tmp_path, src, capsys, args,
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_what_ilastik_flags_did_beyond_the_settings_is_noted(tmp_path, src, capsys):
+    source, data = src
+    _run("export", f"{source}/volume/raw", "--cutout_subregion=[(-3,2,0),(4,99,None)]",
+         "--output_internal_path=pred", "--output_format=numpy",
+         f"--output_filename_format={tmp_path}/o.npy")  # fmt: skip
+    err = capsys.readouterr().err
+    assert "clipped to the data, as ilastik does: z=-3:4 to z=0:4, y=2:99 to y=2:20" in err, err
+    assert "--output_internal_path applies to hdf5 and n5 only, as in ilastik: not to npy" in err
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), data[0:4, 2:20])

@@ -5,6 +5,7 @@ exports and decode each shared source chunk once."""
 from __future__ import annotations
 
 import collections
+import time
 
 import dask
 import numpy as np
@@ -112,3 +113,22 @@ def test_a_url_output_is_refused(source):
     path, _ = source
     with pytest.raises(le.ExportError, match="compute=False exports write local outputs"):
         le.export(str(path), ExportSettings(format="zarr", output="s3://b/o.zarr"), compute=False)
+
+
+@pytest.mark.parametrize(
+    "option", [{"scheduler": "threads"}, {"progress": print}, {"resume": True}]
+)
+def test_options_the_caller_s_compute_cannot_honour_are_refused(tmp_path, source, option):
+    path, _ = source
+    settings = _settings(tmp_path, "r", "zarr", None)
+    with pytest.raises(le.ExportError, match=f"compute=False exports take no {next(iter(option))}"):
+        le.export(str(path), settings, compute=False, **option)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_time_counts_from_the_first_block_not_from_the_graph(tmp_path, source):
+    path, data = source
+    lazy = le.export(str(path), _settings(tmp_path, "t", "zarr", None), compute=False)
+    time.sleep(1.5)  # the graph waits: not the export's time
+    (result,) = dask.compute(lazy)
+    assert 0 < result.seconds < 1.0, result.seconds

@@ -31,7 +31,8 @@ def _source(dtype: str, seed: int = 2) -> np.ndarray:
 @pytest.mark.parametrize("qs", [(0.1, 99.9), (0, 100), (2.5, 50), (33.3, 66.6)])
 def test_percentiles_of_small_integers_are_exact(dtype, qs):
     data = _source(dtype)
-    got, error = percentiles(da.from_array(data, chunks=(3, 7, 11)), qs)
+    found = percentiles(da.from_array(data, chunks=(3, 7, 11)), qs)
+    got, error = found.values, found.error
     assert error == 0
     np.testing.assert_allclose(got, np.percentile(data, qs), rtol=0, atol=1e-9)
 
@@ -40,7 +41,8 @@ def test_percentiles_of_small_integers_are_exact(dtype, qs):
 def test_percentiles_of_other_data_are_within_one_bin(dtype):
     data = _source(dtype)
     qs = (0.1, 1, 50, 99, 99.9)
-    got, error = percentiles(da.from_array(data, chunks=(3, 7, 11)), qs)
+    found = percentiles(da.from_array(data, chunks=(3, 7, 11)), qs)
+    got, error = found.values, found.error
     span = float(data.max()) - float(data.min())
     assert 0 < error <= span / BINS * (1 + 1e-9)
     np.testing.assert_allclose(got, np.percentile(data, qs), rtol=0, atol=error)
@@ -50,7 +52,8 @@ def test_nans_and_infinities_are_left_out():
     data = _source("float32")
     data[0, :5, :5] = np.nan
     data[1, :3, :3] = np.inf
-    got, error = percentiles(da.from_array(data, chunks=5), (1, 99))
+    found = percentiles(da.from_array(data, chunks=5), (1, 99))
+    got, error = found.values, found.error
     finite = data[np.isfinite(data)]
     np.testing.assert_allclose(got, np.percentile(finite, (1, 99)), rtol=0, atol=error)
 
@@ -113,3 +116,57 @@ def test_percentiles_of_constant_data_are_refused(tmp_path):
     np.save(tmp_path / "c.npy", np.full((4, 8, 8), 7, dtype="uint16"))
     with pytest.raises(SettingsError, match="empty input range"):
         build_plan(str(tmp_path / "c.npy"), ExportSettings(renormalize=(("p1", "p99"), (0, 1))))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        np.linspace(-3, 3, 4000).astype("float16"),  # a histogram in float16 has too few edges
+        1.0 + np.arange(5000) * 1e-15,  # a range a few hundred float64 steps wide
+        np.array([1e30, 1e30 + 2**80, 3e30]),  # far from zero
+    ],
+    ids=["float16", "narrow-float64", "large-float64"],
+)
+def test_percentiles_of_any_float_range_are_within_their_stated_error(data):
+    qs = (0, 0.1, 50, 99.9, 100)
+    found = percentiles(da.from_array(data, chunks=997), qs)
+    expected = np.percentile(data.astype("float64"), qs)
+    np.testing.assert_allclose(found.values, expected, rtol=0, atol=found.error * (1 + 1e-9))
+    # p0 and p100 are the min and max themselves
+    assert (found.values[0], found.values[-1]) == (data.min(), data.max())
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "uint32"])
+def test_wide_integers_spanning_few_values_are_exact(dtype):
+    data = (make_data("uint16", (6, 20, 30), seed=4).astype(dtype) // 4) + 1_000_000
+    found = percentiles(da.from_array(data, chunks=(2, 9, 13)), (0.1, 37.5, 99.9))
+    assert found.error == 0
+    np.testing.assert_allclose(found.values, np.percentile(data, (0.1, 37.5, 99.9)), atol=1e-6)
+
+
+def test_bool_data_is_counted_as_0_and_1(recwarn):
+    data = np.zeros((40, 50), bool)
+    data[:10] = True
+    found = percentiles(da.from_array(data, chunks=16), (50, 90))
+    assert found.error == 0 and found.values == list(np.percentile(data.astype("uint8"), (50, 90)))
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_the_plan_counts_the_values_beyond_the_percentiles_ties_included(tmp_path):
+    # many values tie with the 10th percentile: "about 10 % below" would be wrong
+    data = np.repeat(np.arange(10, dtype="uint8"), [50, 400, 50, 50, 50, 50, 50, 50, 50, 150])
+    np.save(tmp_path / "t.npy", data)
+    settings = ExportSettings(renormalize=(("p10", "p90"), (0, 255)), dtype="uint8")
+    plan = build_plan(str(tmp_path / "t.npy"), settings)
+    (lo, hi), _ = plan.renormalize
+    below, above = int(np.count_nonzero(data < lo)), int(np.count_nonzero(data > hi))
+    note = next(n for n in plan.notes if "p10" in n)
+    for n, side in ((below, "below"), (above, "above")):
+        said = f"{n} values ({100 * n / data.size:.3g} %) {side}"
+        assert (said in note) if n else (side not in note), note
+    assert below == 50  # not the 10 % the percentile's name suggests
+
+
+def test_a_percentile_keeps_every_digit_given():
+    settings = ExportSettings(renormalize=(("p0.123456789", "p99.9999999"), (0, 1)))
+    assert settings.renormalize[0] == ("p0.123456789", "p99.9999999")
