@@ -36,9 +36,19 @@ from typing import Any
 from .axes import names
 from .errors import ExportCancelled, ExportError, SettingsError
 from .plan import ExportPlan, holds
+from .regions import region_settings
 from .remote import is_url
-from .roi import parse_roi_text
-from .run import ExportResult, Progress, clean_outputs, execute, plan_on, scheduler_session
+from .roi import format_roi_spec, parse_roi_text
+from .run import (
+    ExportResult,
+    NamedProgress,
+    RegionResults,
+    clean_outputs,
+    execute,
+    export_regions,
+    plan_on,
+    scheduler_session,
+)
 from .settings import ExportSettings
 from .sources import open_source, split_path
 from .sources.base import default_nickname
@@ -46,7 +56,7 @@ from .sources.base import default_nickname
 PROJECT_KEYS = ("settings", "datasets")
 DATASET_KEYS = ("source", "nickname", "axes", "settings")
 
-BatchProgress = Callable[[str, Progress], Any]  # (nickname, progress)
+BatchProgress = NamedProgress  # (nickname, progress)
 BatchDone = Callable[[str, "ExportResult | Exception"], Any]
 
 
@@ -81,7 +91,7 @@ class BatchReport:
     """What an export of several datasets did: results and failures by nickname, and the
     nicknames not attempted because an earlier one failed with ``fail_fast``."""
 
-    results: dict[str, ExportResult] = dataclasses.field(default_factory=dict)
+    results: dict[str, ExportResult | RegionResults] = dataclasses.field(default_factory=dict)
     failures: dict[str, Exception] = dataclasses.field(default_factory=dict)
     skipped: list[str] = dataclasses.field(default_factory=list)
 
@@ -287,15 +297,41 @@ class Batch:
         ExportPlan
             As :func:`lazyexport.plan` returns it.
         """
+        plans = self.plans(nickname, memory_limit, scheduler)
+        if len(plans) > 1:
+            raise SettingsError(
+                f"dataset {nickname!r} has {len(plans)} regions: Batch.plans gives a plan each"
+            )
+        return plans[0]
+
+    def plans(
+        self, nickname: str, memory_limit: Any = None, scheduler: Any = None
+    ) -> list[ExportPlan]:
+        """The plans of exporting one dataset: one, or one per region where its settings have
+        ``regions`` (parameters as for :meth:`plan`).
+
+        Parameters
+        ----------
+        nickname : str
+            The dataset.
+        memory_limit : int or str, optional
+            As for :func:`lazyexport.export`.
+        scheduler : str or distributed.Client, optional
+            As for :func:`lazyexport.export`.
+
+        Returns
+        -------
+        list of ExportPlan
+            In the order of the regions.
+        """
         d = self.dataset(nickname)
         source = open_source(self.source_path(d), axes=d.axes)
-        return plan_on(
-            scheduler,
-            source,
-            self.settings_for(nickname),
-            nickname=nickname,
-            memory_limit=memory_limit,
-        )
+        settings = self.settings_for(nickname)
+        each = [s for _, s in region_settings(settings)] if settings.regions else [settings]
+        return [
+            plan_on(scheduler, source, s, nickname=nickname, memory_limit=memory_limit)
+            for s in each
+        ]
 
     def list(self) -> list[Row]:
         """Each dataset's nickname, source, output location and whether that output exists.
@@ -309,20 +345,21 @@ class Batch:
         rows = []
         for d in self.datasets:
             try:
-                plan = self.plan(d.nickname)
+                plans = self.plans(d.nickname)
             except Exception as exc:
                 rows.append(Row(d.nickname, d.source, "?", False, reason(exc)))
                 continue
-            src = plan.source
-            described = f"{d.source} {''.join(names(src))} {tuple(src.shape)} {src.dtype}"
-            rows.append(
-                Row(
-                    d.nickname,
-                    described,
-                    output_location(plan),
-                    bool(plan.writer.existing(plan.spec)),
+            for plan in plans:
+                src = plan.source
+                described = f"{d.source} {''.join(names(src))} {tuple(src.shape)} {src.dtype}"
+                rows.append(
+                    Row(
+                        d.nickname,
+                        described,
+                        output_location(plan),
+                        bool(plan.writer.existing(plan.spec)),
+                    )
                 )
-            )
         return rows
 
     # -- export and delete ---------------------------------------------------------------------
@@ -401,15 +438,8 @@ class Batch:
         report = BatchReport()
         for i, nick in enumerate(nicknames):
             try:
-                plan = self.plan(nick, memory_limit=memory_limit, scheduler=scheduler)
-                each = (lambda event, nick=nick: progress(nick, event)) if progress else None
-                result = execute(
-                    plan,
-                    overwrite=overwrite,
-                    progress=each,
-                    scheduler=scheduler,
-                    cancel=cancel,
-                    resume=resume,
+                result = self._export_one(
+                    nick, overwrite, resume, memory_limit, scheduler, progress, cancel
                 )
             except ExportCancelled:
                 raise
@@ -425,6 +455,28 @@ class Batch:
             if on_done:
                 on_done(nick, result)
         return report
+
+    def _export_one(
+        self, nick, overwrite, resume, memory_limit, scheduler, progress, cancel
+    ) -> ExportResult | RegionResults:
+        settings = self.settings_for(nick)
+        if settings.regions:  # each region's bar under the dataset's name
+            d = self.dataset(nick)
+            each = (lambda _, event: progress(nick, event)) if progress else None
+            return export_regions(
+                open_source(self.source_path(d), axes=d.axes), settings, nickname=nick,
+                overwrite=overwrite, resume=resume, memory_limit=memory_limit,
+                scheduler=scheduler, progress=each, cancel=cancel,
+            )  # fmt: skip
+        plan = self.plan(nick, memory_limit=memory_limit, scheduler=scheduler)
+        return execute(
+            plan,
+            overwrite=overwrite,
+            progress=(lambda event: progress(nick, event)) if progress else None,
+            scheduler=scheduler,
+            cancel=cancel,
+            resume=resume,
+        )
 
     def export_all(self, *, fail_fast: bool = False, **options: Any) -> BatchReport:
         """Export every dataset of the project.
@@ -462,14 +514,15 @@ class Batch:
         report = DeleteReport()
         for d in self.datasets:
             try:
-                plan = self.plan(d.nickname)
+                plans = self.plans(d.nickname)
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue
-            gone, kept = clean_outputs(plan, dry_run=dry_run)
-            report.removed += [item.describe() for item in gone]
-            if kept:
-                report.refused[d.nickname] = "; ".join(item.describe() for item in kept)
+            for plan in plans:
+                gone, kept = clean_outputs(plan, dry_run=dry_run)
+                report.removed += [item.describe() for item in gone]
+                if kept:
+                    report.refused[d.nickname] = "; ".join(item.describe() for item in kept)
         return report
 
     def delete_all(self, *, dry_run: bool = False) -> DeleteReport:
@@ -495,28 +548,32 @@ class Batch:
         sources = [split_path(self.source_path(d)) for d in self.datasets]
         for d in self.datasets:
             try:
-                plan = self.plan(d.nickname)
-                clash = [
-                    f"{file}/{inner}".rstrip("/")
-                    for file, inner in sources
-                    for out in plan.paths
-                    if holds((out, plan.internal), (file, inner))
-                ]
-                if clash:
-                    raise SettingsError(
-                        f"its output {output_location(plan)} holds the source {clash[0]}"
+                plans = self.plans(d.nickname)
+                for plan in plans:  # every region's output checked before any is removed
+                    clash = [
+                        f"{file}/{inner}".rstrip("/")
+                        for file, inner in sources
+                        for out in plan.paths
+                        if holds((out, plan.internal), (file, inner))
+                    ]
+                    if clash:
+                        raise SettingsError(
+                            f"its output {output_location(plan)} holds the source {clash[0]}"
+                        )
+                for plan in plans:
+                    # leftovers first: finishing an interrupted commit must not bring an output
+                    # back
+                    gone, _ = clean_outputs(plan, dry_run=dry_run)
+                    removed = [item.describe() for item in gone] + plan.writer.delete(
+                        plan.spec, dry_run=dry_run
                     )
-                # leftovers first: finishing an interrupted commit must not bring an output back
-                gone, _ = clean_outputs(plan, dry_run=dry_run)
-                removed = [item.describe() for item in gone] + plan.writer.delete(
-                    plan.spec, dry_run=dry_run
-                )
+                    report.removed += removed
+                    if not dry_run and removed:
+                        stop = Path(plan.source.attrs["dataset_dir"])
+                        _remove_empty_parents(plan.paths, stop=stop)
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue
-            report.removed += removed
-            if not dry_run and removed:
-                _remove_empty_parents(plan.paths, stop=Path(plan.source.attrs["dataset_dir"]))
         return report
 
 
@@ -558,15 +615,15 @@ def _from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """ExportSettings fields -> TOML-ready values (no None: see :func:`_from_toml`)."""
+    """ExportSettings fields -> TOML-ready values (no None: see :func:`_from_toml`; regions in
+    the ROI text form)."""
     out = {k: v for k, v in settings.items() if v is not None}
+    if isinstance(out.get("regions"), Mapping):
+        out["regions"] = {n: format_roi_spec(r) for n, r in out["regions"].items()}
     roi = out.get("roi")
     if isinstance(roi, Mapping):
         if any(b is None for bounds in roi.values() for b in bounds):
-            out["roi"] = ",".join(
-                f"{a}={'' if lo is None else lo}:{'' if hi is None else hi}"
-                for a, (lo, hi) in roi.items()
-            )
+            out["roi"] = format_roi_spec(roi)
         else:
             out["roi"] = {a: list(b) for a, b in roi.items()}
     renorm = out.get("renormalize")

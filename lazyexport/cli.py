@@ -26,10 +26,19 @@ from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
 from .formats import formats, get_writer
 from .interrupt import Terminated, exit_status, raise_interrupt
-from .plan import build_plan
+from .plan import ExportPlan, build_plan
 from .preview import preview_plan, render_png
+from .regions import read_regions, region_settings
 from .roi import parse_roi_text
-from .run import ExportResult, Progress, execute, export_notes, plan_on, scheduler_session
+from .run import (
+    ExportResult,
+    Progress,
+    execute,
+    export_notes,
+    export_regions,
+    plan_on,
+    scheduler_session,
+)
 from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
 from .sources import open_exported, open_source
 from .storage import clean_path
@@ -127,11 +136,20 @@ def _settings_from_args(args, source=None) -> ExportSettings:
         notes.append(
             f"--output_internal_path applies to hdf5 and n5 only, as in ilastik: not to {fmt}"
         )
-    roi: dict[str, Any] | None = parse_roi_text(args.roi) if args.roi else None
+    roi: dict[str, Any] | None = None
+    regions: dict[str, Any] | None = None
+    if args.regions and args.roi:
+        raise SettingsError("give --roi or --regions, not both")
+    if args.regions:
+        regions = read_regions(args.regions)
+    elif args.roi and len(args.roi) > 1:
+        regions = {f"region{i}": parse_roi_text(text) for i, text in enumerate(args.roi, 1)}
+    elif args.roi:
+        roi = parse_roi_text(args.roi[0])
     dtype = args.dtype
     renormalize = _parse_renormalize(args.renormalize) if args.renormalize else None
     if args.cutout_subregion is not None or args.export_drange is not None:
-        if roi is not None and args.cutout_subregion is not None:
+        if (roi or regions) is not None and args.cutout_subregion is not None:
             raise SettingsError("give --roi or ilastik's --cutout_subregion, not both")
         if renormalize is not None and args.export_drange is not None:
             raise SettingsError("give --renormalize or ilastik's --export_drange, not both")
@@ -143,6 +161,7 @@ def _settings_from_args(args, source=None) -> ExportSettings:
             dtype = dtype or (str(source.dtype) if source is not None else None)
     settings = ExportSettings(
         roi=roi,
+        regions=regions,
         renormalize=renormalize,
         dtype=dtype,
         axis_order=args.axis_order,
@@ -222,6 +241,20 @@ def _run_export(
     quiet=False,
     label=None,
 ):
+    if settings.regions:
+        bars = _BatchBars(not quiet)
+
+        def notes(name: str, plan: ExportPlan) -> None:
+            for note in export_notes(plan, resume):
+                print(f"note: {name}: {note}", file=sys.stderr)
+
+        try:
+            return export_regions(
+                source, settings, nickname=nickname, overwrite=overwrite, resume=resume,
+                memory_limit=memory_limit, scheduler=scheduler, progress=bars, before=notes,
+            )  # fmt: skip
+        finally:
+            bars.close()
     with scheduler_session(scheduler, memory_limit) as resolved:
         plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
         for note in export_notes(plan, resume):
@@ -253,11 +286,13 @@ def cmd_export(args) -> int:
             file=sys.stderr,
         )
     if args.plan:
+        each = [s for _, s in region_settings(settings)] if settings.regions else [settings]
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
-            plan = plan_on(
-                resolved, source, settings, nickname=args.nickname, memory_limit=args.memory_limit
-            )
-        _show_plans([plan], args.json)
+            plans = [
+                plan_on(resolved, source, s, nickname=args.nickname, memory_limit=args.memory_limit)
+                for s in each
+            ]
+        _show_plans(plans, args.json)
         return 0
     result = _run_export(
         source,
@@ -473,7 +508,16 @@ def execute_reference_plane(volume, z: int):
 
 def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--roi", help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end)"
+        "--roi",
+        action="append",
+        help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end); given "
+        "more than once: several regions, named region1, region2, ... ({region} in --output)",
+    )
+    p.add_argument(
+        "--regions",
+        metavar="FILE",
+        help="several named regions from a CSV (name,z_start,z_stop,...) or TOML file "
+        '(name = "z=0:10,y=5:20"): one output each, {region} in --output their name',
     )
     p.add_argument(
         "--renormalize",

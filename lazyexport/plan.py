@@ -353,6 +353,11 @@ def build_plan(
     tasks will be threads of one process (not processes or a cluster's workers), so a source
     read unit that straddles blocks is decoded once and kept for the blocks that need it."""
     settings = settings or ExportSettings()
+    if settings.regions:
+        raise SettingsError(
+            f"a plan covers one region, and these settings have {len(settings.regions)}: plan "
+            "each (lazyexport.regions.region_settings), or give one ROI"
+        )
     src = open_source(source)
     writer = get_writer(settings.format)
     limit = parse_memory_limit(memory_limit)

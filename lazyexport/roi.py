@@ -112,6 +112,13 @@ def roi_slices(roi: Mapping[str, tuple[int, int]], axes: Sequence[str]) -> tuple
     return tuple(slice(*roi[a]) for a in axes)
 
 
+def format_roi_spec(roi: Mapping[str, Bounds]) -> str:
+    """A ROI in the command line form :func:`parse_roi_text` reads (``z=0:10,y=:5``)."""
+    return ",".join(
+        f"{a}={'' if lo is None else lo}:{'' if hi is None else hi}" for a, (lo, hi) in roi.items()
+    )
+
+
 def roi_text(roi: Mapping[str, tuple[int, int]], order: Sequence[str]) -> str:
     """The ROI as file-name friendly text, e.g. ``z0-100_y0-512_x0-512``, in ``order``."""
     return "_".join(f"{a}{roi[a][0]}-{roi[a][1]}" for a in order if a in roi)

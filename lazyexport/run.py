@@ -35,9 +35,11 @@ import zarr
 from dask.utils import SerializableLock, format_bytes
 
 from . import cost, interrupt, remote
+from .axes import names
 from .blocks import BlockGrid, BlockSource
 from .errors import (
     ExportCancelled,
+    ExportError,
     OutputBusyError,
     OutputExistsError,
     OutputLocationError,
@@ -53,10 +55,15 @@ from .plan import (
     Workers,
     build_plan,
     parse_memory_limit,
+    read_model,
+    read_through,
 )
+from .regions import SharedChunks, check_distinct, region_settings
 from .remote import is_url
 from .resume import Journal, RemoteJournal, commit_record, open_resumable, owner_paths, plan_token
+from .roi import resolve_roi
 from .settings import ExportSettings
+from .sources import open_source
 from .sources.base import release_files
 from .storage import (
     Busy,
@@ -138,6 +145,7 @@ class ExportResult:
 
 
 ProgressCallback = Callable[[Progress], Any]
+NamedProgress = Callable[[str, Progress], Any]  # (a dataset's or region's name, progress)
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler at an address
 STOP_TIMEOUT = 120.0  # seconds to wait for a cancelled run's writes to finish on the workers
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
@@ -937,6 +945,19 @@ def export(
     ExportCancelled
         When ``cancel`` was set.
     """
+    if settings is not None and settings.regions:
+        options = dict(nickname=nickname, memory_limit=memory_limit, overwrite=overwrite)
+        with remote.options(storage_options):
+            if not compute:
+                return [
+                    export(source, s, compute=False, **options)
+                    for _, s in region_settings(settings)
+                ]
+            each = (lambda _, event: progress(event)) if progress is not None else None
+            return export_regions(
+                source, settings, progress=each, scheduler=scheduler, cancel=cancel,
+                resume=resume, **options,
+            )  # fmt: skip
     if not compute:
         given = [
             name
@@ -966,6 +987,130 @@ def export(
             cancel=cancel,
             resume=resume,
         )
+
+
+@dataclasses.dataclass
+class RegionResults:
+    """What an export of several regions wrote: an :class:`ExportResult` per region, by name (in
+    the order given), and how the regions shared their reads."""
+
+    results: dict[str, ExportResult]
+    shared_units: int = 0  # source read units more than one region read
+    read_again: int = 0  # of those, reads beyond the first (the sharing limit was reached)
+    sharing: str = ""  # why nothing was shared, where nothing could be
+
+    def __getitem__(self, name: str) -> ExportResult:
+        return self.results[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __str__(self) -> str:
+        lines = [f"{name}: {result}" for name, result in self.results.items()]
+        if self.sharing:
+            lines.append(self.sharing)
+        elif self.shared_units:
+            again = f", {self.read_again} read again (over the limit)" if self.read_again else ""
+            lines.append(
+                f"{len(self.results)} regions: {self.shared_units} source chunks read by several "
+                f"regions, each read once{again}"
+            )
+        return "\n".join(lines)
+
+
+def export_regions(
+    source: Any,
+    settings: ExportSettings,
+    *,
+    nickname: str | None = None,
+    overwrite: bool = False,
+    memory_limit: Any = None,
+    scheduler: Any = None,
+    progress: NamedProgress | None = None,
+    cancel: threading.Event | None = None,
+    resume: bool = False,
+    before: Callable[[str, ExportPlan], None] | None = None,
+) -> RegionResults:
+    """Export each of ``settings.regions`` (see :mod:`lazyexport.regions`): every plan is made
+    and every output checked before the first is written; then the regions run one after the
+    other (ordered by position, so overlapping ones run close together), sharing the reads of
+    source chunks several of them read (in one process: the threads scheduler; a quarter of
+    ``memory_limit`` holds them, the plans get the rest). ``progress(name, event)`` as a batch's;
+    ``before(name, plan)`` is called as each region starts."""
+    src = open_source(source)
+    items = region_settings(settings)
+    limit = parse_memory_limit(memory_limit)
+    dims = names(src)
+    boxes = []
+    for name, each in items:
+        with _in_region(name):
+            boxes.append(resolve_roi(each.roi, dims, src.shape))
+    results: dict[str, ExportResult] = {}
+    with scheduler_session(scheduler, memory_limit) as resolved:
+        shared, why = _shared_chunks(src, boxes, resolved, limit // 4)
+        if shared is not None and shared.shared:
+            src = src.copy(deep=False)
+            src.encoding = {**src.encoding, "lazyexport_reader": shared}
+            limit -= shared.limit
+        plans = []
+        for name, each in items:
+            with _in_region(name):
+                plans.append(plan_on(resolved, src, each, nickname=nickname, memory_limit=limit))
+        check_distinct(
+            [(name, f"{p.output}/{p.internal}") for (name, _), p in zip(items, plans)],
+            settings.output,
+        )
+        order = sorted(range(len(plans)), key=lambda i: [boxes[i][d] for d in dims])
+        for i in order:
+            name = items[i][0]
+            if before is not None:
+                before(name, plans[i])
+            each_progress = (lambda event, name=name: progress(name, event)) if progress else None
+            with _in_region(name, written=list(results)):
+                results[name] = execute(
+                    plans[i], overwrite=overwrite, progress=each_progress, scheduler=resolved,
+                    cancel=cancel, resume=resume,
+                )  # fmt: skip
+            if shared is not None:
+                shared.done(i)
+    ordered = {name: results[name] for name, _ in items}
+    if shared is None or not shared.shared:
+        return RegionResults(ordered, sharing=why)
+    return RegionResults(ordered, shared.shared, shared.again)
+
+
+@contextlib.contextmanager
+def _in_region(name: str, written: list[str] | None = None) -> Iterator[None]:
+    """An error in here names the region (and the regions already written)."""
+    try:
+        yield
+    except ExportError as exc:
+        done = f" (written: {', '.join(written)})" if written else ""
+        exc.args = (f"region {name!r}: {exc}{done}", *exc.args[1:])
+        raise
+
+
+def _shared_chunks(
+    src: Any, boxes: list[dict[str, tuple[int, int]]], scheduler: Any, limit: int
+) -> tuple[SharedChunks | None, str]:
+    """The reader that shares source chunks between the regions (``boxes``: each region's
+    ``[start, stop)`` per axis), where they can be shared; else None and why not."""
+    reader = read_through(src)
+    _, bounds = read_model(src)
+    dims = names(src)
+    if reader is None or isinstance(reader, np.ndarray) or any(bounds[d] is None for d in dims):
+        return None, ""  # in memory, a dask graph, or read as it lies: nothing decoded twice
+    if scheduler not in ("threads", "synchronous"):
+        return None, (
+            "regions read their source chunks each for itself: sharing them needs the threads "
+            "scheduler (one process)"
+        )
+    regions = [tuple(slice(*box[d]) for d in dims) for box in boxes]
+    edges = [bounds[d] or (0, n) for d, n in zip(dims, src.shape)]  # (None: refused above)
+    return SharedChunks(reader, edges, src.dtype, regions, limit), ""
 
 
 def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:

@@ -13,6 +13,7 @@ import numpy as np
 from .axes import parse_axes
 from .errors import SettingsError
 from .formats.spec import ZarrFormat
+from .regions import normalize_regions
 from .roi import Bounds, normalize_roi_spec
 from .units import parse_pixel_size, parse_unit
 
@@ -186,6 +187,11 @@ class ExportSettings:
         ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an
         axis at most; axes not named: one chunk), or ``"auto"``: one shard per block the memory
         budget allows. None: no sharding.
+    regions : mapping of str to ROI, optional
+        Several cutouts of the source in one run, by name: ``{"cellA": {"z": (0, 10)}, "cellB":
+        "z=5:20,y=0:64"}`` (instead of ``roi``). Each is exported to its own output through the
+        template, where ``{region}`` is its name; source chunks that several regions read are
+        read once (docs/usage.md, "Many regions").
 
     Notes
     -----
@@ -210,12 +216,17 @@ class ExportSettings:
     downsample: str | None = None
     tiff_flavor: str = "plain"
     shards: Mapping[str, int] | str | None = None
+    regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
 
     def __post_init__(self) -> None:
         from .formats import get_writer  # the registry validates format names
 
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         set_("roi", normalize_roi_spec(self.roi) or None)
+        if self.regions is not None:
+            set_("regions", normalize_regions(self.regions))
+            if self.roi:
+                raise SettingsError("give roi or regions, not both (each region has its ROI)")
         if self.renormalize is not None:
             pair = self.renormalize
             if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
@@ -332,6 +343,8 @@ class ExportSettings:
                 continue
             if field.name == "roi":
                 value = {a: list(b) for a, b in value.items()}
+            elif field.name == "regions":
+                value = {n: {a: list(b) for a, b in r.items()} for n, r in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
             elif field.name in ("chunks", "pixel_size") or (

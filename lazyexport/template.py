@@ -1,8 +1,9 @@
 """Output file templates: ``{dataset_dir}/{nickname}_export.h5``, placeholders and extensions.
 
 Placeholders: ``{dataset_dir}``, ``{nickname}``, ``{result_type}``, ``{roi}``, ``{<axis>_start}`` /
-``{<axis>_stop}`` for each source axis, and ``{slice_index}`` (sequence formats only, where it
-is required). ``{{`` and ``}}`` are literal braces.
+``{<axis>_stop}`` for each source axis, ``{slice_index}`` (sequence formats only, where it
+is required) and ``{region}`` (exports of several regions: filled in before the plan, see
+:mod:`lazyexport.regions`). ``{{`` and ``}}`` are literal braces.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def check(template: str, axes: Sequence[str], is_sequence: bool) -> None:
     {slice_index}."""
     known = known_placeholders(axes)
     used = placeholders(template)
+    if "region" in used:
+        raise TemplateError(
+            f"{{region}} in the output template {template!r} names one of several regions: give "
+            "them (regions=, --roi more than once, or --regions FILE)"
+        )
     for field in used:
         if field not in known:
             shown = field or "{}"
@@ -61,6 +67,19 @@ def check(template: str, axes: Sequence[str], is_sequence: bool) -> None:
             f"{{slice_index}} is only for sequence formats (tiff-sequence, png-sequence); "
             f"remove it from {template!r}"
         )
+
+
+def fill_region(template: str, name: str) -> str:
+    """``template`` with ``{region}`` replaced by ``name`` (other placeholders and literal braces
+    kept as they are)."""
+    out = []
+    for literal, field, spec in _parse(template):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field == "region":
+            out.append(name)
+        elif field is not None:
+            out.append("{" + field + (f":{spec}" if spec else "") + "}")
+    return "".join(out)
 
 
 def literal_text(template: str) -> str:
