@@ -746,7 +746,9 @@ def read_model(src: xr.DataArray) -> tuple[cost.Source, dict[str, tuple[int, ...
         return cost.Source("dask", itemsize), bounds
     if isinstance(reader, np.ndarray):
         return cost.Source("view", itemsize), dict.fromkeys(axes)
-    concurrency = 1 if type(reader).__module__.startswith("lazyexport") else ZARR_CONCURRENCY
+    # (a reader that shares chunks between regions reads through the one it wraps)
+    inner = getattr(reader, "wrapped", reader)
+    concurrency = 1 if type(inner).__module__.startswith("lazyexport") else ZARR_CONCURRENCY
     bounds = {
         d: _regular(n, units[d]) if units and d in units else None for d, n in zip(axes, src.shape)
     }
