@@ -54,7 +54,7 @@ from .sources import open_source, split_path
 from .sources.base import default_nickname
 
 PROJECT_KEYS = ("settings", "datasets")
-DATASET_KEYS = ("source", "nickname", "axes", "settings")
+DATASET_KEYS = ("source", "nickname", "axes", "settings", "scene")
 
 BatchProgress = NamedProgress  # (nickname, progress)
 BatchDone = Callable[[str, "ExportResult | Exception"], Any]
@@ -69,6 +69,7 @@ class Dataset:
     nickname: str = ""
     axes: str | None = None
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    scene: int | str | None = None  # a microscopy file's scene, by index or name
 
     def __post_init__(self) -> None:
         if not self.nickname:
@@ -226,6 +227,8 @@ class Batch:
             }
             if d.axes:
                 entry["axes"] = d.axes
+            if d.scene is not None:
+                entry["scene"] = d.scene
             if d.settings:
                 entry["settings"] = _to_toml(d.settings)
             datasets.append(entry)
@@ -275,8 +278,12 @@ class Batch:
 
     def settings_for(self, nickname: str) -> ExportSettings:
         d = self.dataset(nickname)
+        shared = dict(self.settings)
+        for one, other in (("roi", "regions"), ("regions", "roi")):
+            if one in d.settings:  # the dataset's cutout replaces the shared one, in either form
+                shared.pop(other, None)
         try:
-            return ExportSettings.from_dict({**self.settings, **_from_toml(d.settings)})
+            return ExportSettings.from_dict({**shared, **_from_toml(d.settings)})
         except ExportError as exc:
             raise type(exc)(f"dataset {nickname!r}: {exc}") from None
 
@@ -325,7 +332,7 @@ class Batch:
             In the order of the regions.
         """
         d = self.dataset(nickname)
-        source = open_source(self.source_path(d), axes=d.axes)
+        source = open_source(self.source_path(d), axes=d.axes, scene=d.scene)
         settings = self.settings_for(nickname)
         each = [s for _, s in region_settings(settings)] if settings.regions else [settings]
         return [
@@ -464,7 +471,8 @@ class Batch:
             d = self.dataset(nick)
             each = (lambda _, event: progress(nick, event)) if progress else None
             return export_regions(
-                open_source(self.source_path(d), axes=d.axes), settings, nickname=nick,
+                open_source(self.source_path(d), axes=d.axes, scene=d.scene), settings,
+                nickname=nick,
                 overwrite=overwrite, resume=resume, memory_limit=memory_limit,
                 scheduler=scheduler, progress=each, cancel=cancel,
             )  # fmt: skip
@@ -599,7 +607,11 @@ def _dataset(entry: Dataset | Mapping[str, Any], index: int) -> Dataset:
     if not isinstance(overrides, Mapping):
         raise SettingsError(f"dataset {index + 1} ({entry['source']}): settings must be a table")
     return Dataset(
-        str(entry["source"]), str(entry.get("nickname") or ""), entry.get("axes"), dict(overrides)
+        str(entry["source"]),
+        str(entry.get("nickname") or ""),
+        entry.get("axes"),
+        dict(overrides),
+        entry.get("scene"),
     )
 
 

@@ -269,16 +269,17 @@ def _run_export(
 
 
 def cmd_info(args) -> int:
-    print(describe(open_source(args.source, axes=args.axes)))
+    print(describe(open_source(args.source, axes=args.axes, scene=args.scene)))
     return 0
 
 
 def cmd_export(args) -> int:
     args.source = _source_arg(args)
-    source = open_source(args.source, axes=args.axes)
+    source = open_source(args.source, axes=args.axes, scene=args.scene)
     settings = _settings_from_args(args, source)
     if args.save_settings:
-        project = Batch(settings, [Dataset(args.source, args.nickname or "", args.axes)])
+        dataset = Dataset(args.source, args.nickname or "", args.axes, scene=args.scene)
+        project = Batch(settings, [dataset])
         saved = project.save(args.save_settings)
         print(
             f"saved the settings as a one-dataset project {saved}; rerun with "
@@ -310,7 +311,7 @@ def cmd_export(args) -> int:
 
 def cmd_preview(args) -> int:
     args.source = _source_arg(args)
-    source = open_source(args.source, axes=args.axes)
+    source = open_source(args.source, axes=args.axes, scene=args.scene)
     settings = _settings_from_args(args, source)
     at = _parse_axis_numbers(args.at, "--at", "axis=index, e.g. z=10,t=0") if args.at else None
     plan = build_plan(source, settings, nickname=args.nickname, memory_limit=args.memory_limit)
@@ -506,6 +507,10 @@ def execute_reference_plane(volume, z: int):
     return np.clip(np.rint(plane), 0, 255).astype("uint8").transpose(2, 0, 1)
 
 
+def _add_scene(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scene", help="a microscopy file's scene, by name or index (default: first)")
+
+
 def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--roi",
@@ -658,6 +663,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source")
     p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
+    _add_scene(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("export", help="export one source")
@@ -669,6 +675,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--raw_data", help="ilastik's name for SOURCE")
     p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
+    _add_scene(p)
     _add_export_options(p)
     p.set_defaults(func=cmd_export)
 
@@ -682,6 +689,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--raw_data", help="ilastik's name for SOURCE")
     p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
+    _add_scene(p)
     p.add_argument(
         "--at",
         help="where the plane lies, in source coordinates, e.g. z=10 (the plane spans the last "

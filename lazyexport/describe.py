@@ -25,6 +25,9 @@ class Description:
     shards: tuple[int, ...] | None = None  # sharded Zarr v3: the shard shape (whole chunks)
     blocks: tuple[int, ...] = ()  # the dask block shape lazyexport reads in
     chunked: bool = True  # False: an unchunked (contiguous) file
+    scene: str | None = None  # a microscopy file's scene read, of ``scenes``
+    scenes: tuple[str, ...] = ()
+    channel_names: tuple[str, ...] = ()  # the names of the channels (axis c), where known
 
     def __str__(self) -> str:
         dims = ", ".join(f"{a}={s}" for a, s in zip(self.axes, self.shape))
@@ -41,6 +44,10 @@ class Description:
         if self.blocks and (not self.chunked or self.blocks != (self.shards or self.chunks)):
             lines.append(f"blocks    {self.blocks} (read by dask)")
         lines.append(f"size      {format_bytes(self.nbytes)} ({self.nbytes} bytes)")
+        if self.scene is not None:
+            lines.append(f"scene     {self.scene} (scenes: {', '.join(self.scenes)})")
+        if self.channel_names:
+            lines.append(f"channels  {', '.join(self.channel_names)}")
         return "\n".join(lines)
 
 
@@ -89,4 +96,7 @@ def describe(source: Any, axes: str | None = None) -> Description:
         shards=_by_axis(arr, "lazyexport_shards"),
         blocks=blocks,
         chunked=chunks is not None,
+        scene=arr.attrs.get("scene"),
+        scenes=tuple(arr.attrs.get("scenes", ())),
+        channel_names=tuple(arr.attrs.get("channel_names", ())),
     )

@@ -238,6 +238,19 @@ class ExportPlan:
             return self.settings.unit or src["unit"]
         return None if src.get("pixel_size") and not self.settings.pixel_size else DEFAULT_UNIT
 
+    @property
+    def channel_names(self) -> tuple[str, ...] | None:
+        """The source's channel names (``attrs["channel_names"]``) of the output's ``c`` axis:
+        those inside the ROI, in the source's order. None where the output has no ``c`` axis of
+        the source's or the names do not fit it."""
+        found = self.source.attrs.get("channel_names")
+        if not found or "c" not in self.axes or "c" not in self.roi:
+            return None
+        start, stop = self.roi["c"]
+        kept = tuple(str(n) for n in found)[start:stop]
+        fits = len(found) == self.source.sizes["c"] and len(kept) == self.result.sizes["c"]
+        return kept if fits else None
+
     def native_chunks(self) -> tuple[int, ...] | None:
         """The source file's own chunk shape in output axes (1 for added axes), if known."""
         native = self.source.encoding.get("lazyexport_native")
@@ -1040,4 +1053,5 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         levels=settings.levels,
         downsample=settings.downsample,
         result_type=settings.result_type,
+        channel_names=plan.channel_names,
     )

@@ -56,6 +56,10 @@ def workdir(tmp_path_factory) -> Path:
     whole = (d / "t.tif").read_bytes()
     (d / "trunc.tif").write_bytes(whole[: len(whole) // 2])
     (d / "t.tif").unlink()
+    with tifffile.TiffWriter(d / "cells.ome.tif", ome=True) as tif:
+        for _ in range(2):
+            tif.write(np.zeros((2, 8, 8), np.uint8), metadata={"axes": "CYX"})
+    (d / "stack.dv").write_bytes(bytes(1024))
     le.export(str(d / "v.npy"), le.ExportSettings(format="hdf5", output=str(d / "out.h5")))
     (d / "broken.toml").write_text(
         '[settings]\nformat = "hdf5"\ncolour = "red"\n\n[[datasets]]\nsource = "v.npy"\n'

@@ -264,3 +264,26 @@ def test_shared_chunks_beyond_the_limit_are_read_again_and_counted():
         np.testing.assert_array_equal(roomy[region], data[region])
         roomy.done(i)
     assert roomy.again == 0 and roomy.held == 0
+
+
+def test_a_dataset_s_regions_replace_the_shared_roi_and_the_other_way_round(tmp_path, source):
+    path, data = source
+    project = Batch(
+        ExportSettings(roi={"z": (0, 4)}, format="npy", output=str(tmp_path / "{nickname}.npy")),
+        [
+            le.batch.Dataset(str(path), "plain"),
+            le.batch.Dataset(
+                str(path),
+                "cells",
+                settings={"regions": {"a": "z=5:7"}, "output": str(tmp_path / "c_{region}.npy")},
+            ),  # fmt: skip
+        ],
+    )
+    assert project.export_all().ok
+    np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), data[0:4])
+    np.testing.assert_array_equal(np.load(tmp_path / "c_a.npy"), data[5:7])
+    shared_regions = Batch(
+        ExportSettings(regions={"a": "z=0:1"}, format="npy", output=str(tmp_path / "{region}")),
+        [le.batch.Dataset(str(path), "one", settings={"roi": "z=2:3"})],
+    )
+    assert shared_regions.settings_for("one").regions is None

@@ -17,6 +17,10 @@ the result type says so (:func:`is_label_type`: "Labels", "Simple Segmentation",
 note says how to ask for labels when integer data are averaged by default. The axes must be
 stored in NGFF's order (time, channel, space), so the plan reorders the result when the user
 gave no axis order.
+
+Where the source names its channels (a microscopy file's), the names become the labels of the
+``omero`` channels (top-level in 0.4, under ``ome`` in 0.5), with a color each and a display
+window of the output's value range (0 to 1 for floats whose range is not known).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ LABEL_WORDS = ("label", "segmentation", "identities", "mask")
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 PLANE_FIT = 512  # the default pyramid ends with a level whose y/x fit in this
 ANISOTROPY = 1.5  # z is downsampled while its spacing is at most this times y/x's
+# omero channel colors: one channel white, several blue, green, red, magenta, cyan, yellow, ...
+CHANNEL_COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00", "FFFFFF")
 
 
 @dataclass(frozen=True)
@@ -132,11 +138,41 @@ def is_label_type(result_type: str | None) -> bool:
     return result_type is not None and any(word in result_type.lower() for word in LABEL_WORDS)
 
 
+def omero_metadata(
+    names: tuple[str, ...], value_range: tuple[int, int] | tuple[float, float] | None
+) -> dict:
+    """``omero`` rendering metadata labelling the channels ``names``: a color each and the
+    display window ``value_range`` (0 to 1 where it is not known)."""
+    lo, hi = value_range if value_range is not None else (0.0, 1.0)
+    window = {"min": lo, "max": hi, "start": lo, "end": hi}
+    colors = CHANNEL_COLORS if len(names) > 1 else ("FFFFFF",)
+    return {
+        "channels": [
+            {
+                "label": name,
+                "color": colors[i % len(colors)],
+                "window": dict(window),
+                "active": True,
+                "coefficient": 1.0,
+                "family": "linear",
+                "inverted": False,
+            }
+            for i, name in enumerate(names)
+        ]
+    }
+
+
 def ngff_metadata(
-    name: str, axes: tuple[str, ...], levels: list[Level], units: dict[str, str], version: str
+    name: str,
+    axes: tuple[str, ...],
+    levels: list[Level],
+    units: dict[str, str],
+    version: str,
+    omero: dict | None = None,
 ) -> dict:
     """The group attributes: ``multiscales`` (under ``ome`` for 0.5). ``units`` names the unit
-    of the space axes whose size is known; the others get none (their scale is 1)."""
+    of the space axes whose size is known; the others get none (their scale is 1). ``omero``
+    (:func:`omero_metadata`), where given, goes beside ``multiscales``."""
     axes_meta = []
     for a in axes:
         entry = {"name": a, "type": AXIS_TYPES[a]}
@@ -154,9 +190,10 @@ def ngff_metadata(
             for lv in levels
         ],
     }
+    extra = {"omero": omero} if omero is not None else {}
     if version == "0.4":
-        return {"multiscales": [{"version": "0.4", **image}]}
-    return {"ome": {"version": "0.5", "multiscales": [image]}}
+        return {"multiscales": [{"version": "0.4", **image}], **extra}
+    return {"ome": {"version": "0.5", "multiscales": [image], **extra}}
 
 
 @register
@@ -216,7 +253,13 @@ class OmeZarrWriter(ZarrWriter):
         group_path = spot.internal
         levels = self.levels(spec)
         units = {a: spec.unit for a in spec.pixel_size} if spec.unit else {}
-        attrs = ngff_metadata(spec.nickname, spec.axes, levels, units, "0.4" if fmt == 2 else "0.5")
+        omero = (
+            omero_metadata(spec.channel_names, spec.value_range)
+            if spec.channel_names is not None
+            else None
+        )
+        version = "0.4" if fmt == 2 else "0.5"
+        attrs = ngff_metadata(spec.nickname, spec.axes, levels, units, version, omero)
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)
         target = OmeZarrTarget(

@@ -59,6 +59,8 @@ class OutputSpec:
     levels: int | None  # ome-zarr: pyramid levels (None: until y/x fit 512)
     downsample: str | None  # ome-zarr: "mean", "mode", "nearest" (None: by result type)
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
+    # the source's names of the output's channels (along "c"), where known
+    channel_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -71,6 +73,8 @@ class OutputSpec:
         set_("shards", None if self.shards is None else tuple(int(n) for n in self.shards))
         set_("pixel_size", MappingProxyType(dict(self.pixel_size)))
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
+        if self.channel_names is not None:
+            set_("channel_names", tuple(str(n) for n in self.channel_names))
 
     @property
     def dataset(self) -> str:

@@ -29,10 +29,15 @@ tifffile reads a last axis of length 1 as samples per pixel and leaves it out of
 a plane one pixel wide (an ROI ``x=5:6``) would be stored wrongly. The plain flavor therefore
 writes its JSON description itself (tifffile then keeps the shape as given), and the ImageJ
 flavor gives the samples axis ``S`` of length 1 explicitly.
+
+Channel names, where the source has them, go into the OME-XML (``Channel Name``) of an OME-TIFF
+and into the slice labels of an ImageJ hyperstack (each page labelled with its channel's name,
+what Fiji shows above each plane).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -192,6 +197,7 @@ class TiffWriter(Writer):
             spec.pixel_size,
             spec.unit,
             bigtiff=self.bigtiff(spec),
+            channel_names=spec.channel_names,
         )
 
 
@@ -211,6 +217,7 @@ class TiffTarget(Target):
         pixel_size: Mapping[str, float],
         unit: str | None,
         bigtiff: bool,
+        channel_names: tuple[str, ...] | None = None,
     ):
         super().__init__(temps, token)
         (self.temp,) = temps.values()
@@ -221,6 +228,7 @@ class TiffTarget(Target):
         self.compression, self.level = compression, level
         self.pixel_size, self.unit = dict(pixel_size), unit
         self.bigtiff = bigtiff
+        self.channel_names = channel_names
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         fd = os.open(self.raw, os.O_WRONLY)
@@ -271,6 +279,10 @@ class TiffTarget(Target):
                 meta["unit"] = imagej_unit(self.unit)
             if "z" in px:
                 meta["spacing"] = px["z"]
+            if self.channel_names and "c" in self.file_axes:  # a label per page: its channel's
+                outer = [range(n) for n in self.shape[:-2]]
+                c = self.file_axes.index("c")
+                meta["Labels"] = [self.channel_names[i[c]] for i in itertools.product(*outer)]
             return meta, res
         if self.flavor == "ome":
             meta = {"axes": codes}
@@ -278,6 +290,8 @@ class TiffTarget(Target):
                 if self.unit:  # OME-XML's default unit is µm: sizes without a unit are left out
                     meta[f"PhysicalSize{a.upper()}"] = size
                     meta[f"PhysicalSize{a.upper()}Unit"] = unit_symbol(self.unit)
+            if self.channel_names and "c" in self.file_axes:
+                meta["Channel"] = {"Name": list(self.channel_names)}
             return meta, res
         meta = {"axes": codes, "lazyexport_axes": "".join(self.file_axes)}
         if px:

@@ -2,6 +2,9 @@
 
 Paths are dispatched on the file part's suffix through :data:`OPENERS`; the part after the file
 is the internal path (``file.h5/group/data``, ``store.zarr/level0``). Opening reads metadata only.
+Microscopy files (CZI, ND2, LIF, ...) are read through bioio's reader plugins, where installed
+(:mod:`lazyexport.sources.bioio`); so is a file of a suffix lazyexport does not know that an
+installed plugin claims, and a TIFF whose scene is chosen.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import xarray as xr
 from ..errors import SourceError
 from ..remote import UrlPath, as_path, describe, is_storage_error, is_url
 from ..remote import exists as remote_exists
-from . import hdf5, n5, npy, tiff, zarr
+from . import bioio, hdf5, n5, npy, tiff, zarr
 from .memory import open_memory
 
 Opener = Callable[..., xr.DataArray]
@@ -29,6 +32,7 @@ for _module, _opener in (
     (npy, npy.open_npy),
     (n5, n5.open_n5),
     (tiff, tiff.open_tiff),
+    (bioio, bioio.open_bioio),
 ):
     for _suffix in _module.SUFFIXES:
         OPENERS[_suffix] = _opener
@@ -83,7 +87,12 @@ def open_url(url: PurePath, axes=None) -> xr.DataArray:
     return opener(path, internal, axes=axes)
 
 
-def open_path(text: str, axes=None) -> xr.DataArray:
+def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:
+    if scene is not None and (is_url(text) or any(ch in text for ch in "*?[")):
+        raise SourceError(
+            f"{text}: scenes are chosen in local microscopy files read through bioio, not at a URL "
+            "or in a glob of slices"
+        )
     if is_url(text):
         return open_url(as_path(text), axes=axes)
     if any(ch in text for ch in "*?["):
@@ -97,13 +106,24 @@ def open_path(text: str, axes=None) -> xr.DataArray:
     opener = OPENERS.get(suffix)
     if opener is None and zarr.is_zarr_dir(path):
         opener = zarr.open_zarr
+    if opener is None and bioio.claims(path):
+        opener = bioio.open_bioio
     if opener is None:
         known = ", ".join(sorted(OPENERS))
         raise SourceError(f"cannot tell the format of {str(path)!r} from its name (known: {known})")
+    if opener is tiff.open_tiff and scene is not None:  # an OME-TIFF's series: bioio's scenes
+        opener = bioio.open_bioio
+    if opener is bioio.open_bioio:
+        return opener(path, internal, axes=axes, scene=scene)
+    if scene is not None:
+        raise SourceError(
+            f"{path} has no scenes: a scene is chosen in microscopy files read through bioio "
+            f"({', '.join(bioio.SUFFIXES)}, OME-TIFF, ...)"
+        )
     return opener(path, internal, axes=axes)
 
 
-def open_source(obj, axes: str | None = None) -> xr.DataArray:
+def open_source(obj, axes: str | None = None, scene: int | str | None = None) -> xr.DataArray:
     """Open ``obj`` lazily as a labeled dask-backed DataArray; no pixel is read.
 
     Parameters
@@ -113,11 +133,16 @@ def open_source(obj, axes: str | None = None) -> xr.DataArray:
         ``file.npy``, or a glob of TIFF/PNG slices) or an array.
     axes : str, optional
         Axis tags (e.g. ``"zyxc"``) that override those found in the file (or name an array's).
+    scene : int or str, optional
+        The scene (position, series) of a microscopy file to read, by name or index; default the
+        first. Choosing one reads the file through bioio (a TIFF too: an OME-TIFF's images are
+        its scenes).
 
     Returns
     -------
     xarray.DataArray
-        Dims are the axis tags; ``attrs`` hold the source, nickname and pixel size where known.
+        Dims are the axis tags; ``attrs`` hold the source, nickname and pixel size where known,
+        and the channel names (``channel_names``, for the ``c`` axis) where the file has them.
 
     Raises
     ------
@@ -126,9 +151,11 @@ def open_source(obj, axes: str | None = None) -> xr.DataArray:
         (complex, non-numeric).
     """
     if isinstance(obj, UrlPath):
-        return open_path(str(obj), axes=axes)
+        return open_path(str(obj), axes=axes, scene=scene)
     if isinstance(obj, (str, os.PathLike)):
-        return open_path(os.fspath(obj), axes=axes)
+        return open_path(os.fspath(obj), axes=axes, scene=scene)
+    if scene is not None:
+        raise SourceError("an array has no scenes: scene is for microscopy files")
     return open_memory(obj, axes=axes)
 
 

@@ -152,10 +152,13 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
                 else None
             )
             extra = _pixel_size(tif, own)
+            channel_names = _channel_names(tif)
     except (OSError, tifffile.TiffFileError, IndexError) as exc:
         raise SourceError(f"cannot open {path} as TIFF: {exc}") from None
     arr = TiffArray(path, shape, dtype)
     dims = resolve_axes(axes, meta_axes or tiff_axes(codes), shape)
+    if "c" in dims and len(channel_names) == shape[dims.index("c")]:
+        extra["channel_names"] = channel_names
     return labeled(
         from_file_array(arr, native),
         dims,
@@ -203,6 +206,21 @@ def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
     except (ValueError, TypeError, ZeroDivisionError, ElementTree.ParseError):
         pass
     return {}
+
+
+def _channel_names(tif: tifffile.TiffFile) -> list[str]:
+    """The channel names of an OME-TIFF's first image (series 0), from its OME-XML; none unless
+    every channel has one."""
+    try:
+        if not (tif.is_ome and tif.ome_metadata):
+            return []
+        pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+    except ElementTree.ParseError:
+        return []
+    if pixels is None:
+        return []
+    names = [channel.get("Name") for channel in pixels.findall("{*}Channel")]
+    return [str(n) for n in names] if names and all(names) else []
 
 
 class ImageFileArray(FileArray):

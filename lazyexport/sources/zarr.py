@@ -34,6 +34,18 @@ def _multiscales(attrs) -> list | None:
     return attrs.get("multiscales")
 
 
+def _omero_labels(attrs) -> list[str]:
+    """The channel labels of an OME-Zarr image's ``omero`` metadata (under ``ome`` in 0.5);
+    none unless every channel has one."""
+    ome = attrs.get("ome")
+    omero = ome.get("omero") if isinstance(ome, dict) and "omero" in ome else attrs.get("omero")
+    channels = omero.get("channels") if isinstance(omero, dict) else None
+    if not isinstance(channels, list) or not channels:
+        return []
+    labels = [c.get("label") if isinstance(c, dict) else None for c in channels]
+    return [str(label) for label in labels] if all(labels) else []
+
+
 def _ome_pixel_size(image: dict) -> dict:
     """Pixel sizes of level 0 from its ``scale`` transform and the axes' units. Axes without a
     unit give sizes without one, except a scale of 1 there: the placeholder for "not known"."""
@@ -74,6 +86,7 @@ def open_zarr(path: Path | UrlPath, internal: str, axes=None) -> xr.DataArray:
         raise SourceError(f"cannot open {where} as Zarr: {exc}") from None
     meta_axes = None
     extra: dict = {}
+    labels: list[str] = []
     if isinstance(node, zarr.Group):
         multiscales = _multiscales(node.attrs)
         if multiscales:
@@ -83,6 +96,7 @@ def open_zarr(path: Path | UrlPath, internal: str, axes=None) -> xr.DataArray:
                 a["name"] if isinstance(a, dict) else a for a in image.get("axes", [])
             ] or None
             extra = _ome_pixel_size(image)
+            labels = _omero_labels(node.attrs)
             arr = node[level0]
             internal = f"{internal}/{level0}".strip("/")
         else:
@@ -119,6 +133,8 @@ def open_zarr(path: Path | UrlPath, internal: str, axes=None) -> xr.DataArray:
         stamps,
     )
     dims = resolve_axes(axes, meta_axes, arr.shape)
+    if "c" in dims and len(labels) == arr.shape[dims.index("c")]:
+        extra["channel_names"] = labels
     reader = reader_for(arr)
     return labeled(
         reader_array(reader, chunks, name=name),
