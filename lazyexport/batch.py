@@ -36,7 +36,6 @@ from typing import Any
 from .axes import names
 from .errors import ExportCancelled, ExportError, SettingsError
 from .plan import ExportPlan, holds
-from .regions import region_settings
 from .remote import is_url
 from .roi import format_roi_spec, parse_roi_text
 from .run import (
@@ -47,6 +46,7 @@ from .run import (
     execute,
     export_regions,
     plan_on,
+    plan_regions,
     scheduler_session,
 )
 from .settings import ExportSettings
@@ -334,11 +334,15 @@ class Batch:
         d = self.dataset(nickname)
         source = open_source(self.source_path(d), axes=d.axes, scene=d.scene)
         settings = self.settings_for(nickname)
-        each = [s for _, s in region_settings(settings)] if settings.regions else [settings]
-        return [
-            plan_on(scheduler, source, s, nickname=nickname, memory_limit=memory_limit)
-            for s in each
-        ]
+        if settings.regions:  # as an export plans them (existing outputs are not refused here)
+            return plan_regions(
+                source, settings, scheduler or "threads", nickname, memory_limit, overwrite=True
+            ).plans
+        return [plan_on(scheduler, source, settings, nickname=nickname, memory_limit=memory_limit)]
+
+    def region_names(self, nickname: str) -> list[str | None]:
+        """The names of a dataset's regions, in the order of :meth:`plans` ([None]: none)."""
+        return list(self.settings_for(nickname).regions or [None])
 
     def list(self) -> list[Row]:
         """Each dataset's nickname, source, output location and whether that output exists.
@@ -356,12 +360,12 @@ class Batch:
             except Exception as exc:
                 rows.append(Row(d.nickname, d.source, "?", False, reason(exc)))
                 continue
-            for plan in plans:
+            for region, plan in zip(self.region_names(d.nickname), plans):
                 src = plan.source
                 described = f"{d.source} {''.join(names(src))} {tuple(src.shape)} {src.dtype}"
                 rows.append(
                     Row(
-                        d.nickname,
+                        d.nickname if region is None else f"{d.nickname}:{region}",
                         described,
                         output_location(plan),
                         bool(plan.writer.existing(plan.spec)),
@@ -526,11 +530,13 @@ class Batch:
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue
+            busy = []
             for plan in plans:
                 gone, kept = clean_outputs(plan, dry_run=dry_run)
                 report.removed += [item.describe() for item in gone]
-                if kept:
-                    report.refused[d.nickname] = "; ".join(item.describe() for item in kept)
+                busy += [item.describe() for item in kept]
+            if busy:
+                report.refused[d.nickname] = "; ".join(busy)
         return report
 
     def delete_all(self, *, dry_run: bool = False) -> DeleteReport:

@@ -28,15 +28,17 @@ from .formats import formats, get_writer
 from .interrupt import Terminated, exit_status, raise_interrupt
 from .plan import ExportPlan, build_plan
 from .preview import preview_plan, render_png
-from .regions import read_regions, region_settings
+from .regions import read_regions
 from .roi import parse_roi_text
 from .run import (
     ExportResult,
     Progress,
+    RegionResults,
     execute,
     export_notes,
     export_regions,
     plan_on,
+    plan_regions,
     scheduler_session,
 )
 from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
@@ -287,12 +289,18 @@ def cmd_export(args) -> int:
             file=sys.stderr,
         )
     if args.plan:
-        each = [s for _, s in region_settings(settings)] if settings.regions else [settings]
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
-            plans = [
-                plan_on(resolved, source, s, nickname=args.nickname, memory_limit=args.memory_limit)
-                for s in each
-            ]
+            if settings.regions:  # as the export plans them: the checks, the shared reads
+                plans = plan_regions(
+                    source, settings, resolved, args.nickname, args.memory_limit, overwrite=True
+                ).plans
+            else:
+                plans = [
+                    plan_on(
+                        resolved, source, settings, nickname=args.nickname,
+                        memory_limit=args.memory_limit,
+                    )
+                ]  # fmt: skip
         _show_plans(plans, args.json)
         return 0
     result = _run_export(
@@ -313,6 +321,10 @@ def cmd_preview(args) -> int:
     args.source = _source_arg(args)
     source = open_source(args.source, axes=args.axes, scene=args.scene)
     settings = _settings_from_args(args, source)
+    if settings.regions:
+        raise SettingsError(
+            "preview shows one cutout: give --roi once (not several, not --regions)"
+        )
     at = _parse_axis_numbers(args.at, "--at", "axis=index, e.g. z=10,t=0") if args.at else None
     plan = build_plan(source, settings, nickname=args.nickname, memory_limit=args.memory_limit)
     for note in plan.notes:
@@ -356,7 +368,9 @@ def _batch_export(batch: Batch, args) -> int:
     if args.plan:
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
             plans = [
-                batch.plan(n, memory_limit=args.memory_limit, scheduler=resolved) for n in nicknames
+                plan
+                for n in nicknames
+                for plan in batch.plans(n, memory_limit=args.memory_limit, scheduler=resolved)
             ]
         _show_plans(plans, args.json)
         return 0
@@ -364,7 +378,9 @@ def _batch_export(batch: Batch, args) -> int:
 
     def done(nickname: str, outcome) -> None:
         bars.close()
-        if isinstance(outcome, ExportResult):
+        if isinstance(outcome, RegionResults):
+            print("\n".join(f"{nickname}:{line}" for line in str(outcome).splitlines()))
+        elif isinstance(outcome, ExportResult):
             print(f"{nickname}: {outcome}")
         else:
             print(f"{nickname}: FAILED: {reason(outcome)}")

@@ -68,16 +68,23 @@ def percentiles(data: da.Array, qs: Sequence[float]) -> Percentiles:
         return _exact(data, qs, int(info.min), int(info.max))
     finite = da.where(da.isfinite(data), data, np.nan) if dtype.kind == "f" else data
     low_, high_ = dask.compute(da.nanmin(finite), da.nanmax(finite))
-    if dtype.kind in "iu" and int(high_) - int(low_) < BINS and max(abs(low_), abs(high_)) < 2**53:
-        return _exact(data, qs, int(low_), int(high_))
+    if dtype.kind in "iu":  # as Python ints: no overflow at the type's limits
+        lo_int, hi_int = int(low_), int(high_)
+        if hi_int - lo_int < BINS and max(abs(lo_int), abs(hi_int)) < 2**53:
+            return _exact(data, qs, lo_int, hi_int)
     low, high = float(low_), float(high_)
     if not (math.isfinite(low) and math.isfinite(high)):
         raise SettingsError(NO_VALUES)
     if low == high:
         counts = np.array([int(da.isfinite(data).sum().compute())])
         return Percentiles([low for _ in qs], 0.0, counts, low - 0.5, 1.0)
+    if not math.isfinite(high - low):
+        raise SettingsError(
+            "cannot renormalize by percentiles: the data's range is wider than float64 holds"
+        )
     # no more bins than the numbers the type has between low and high: edges must increase
-    step = float(np.spacing(np.array(max(abs(low), abs(high)), dtype=dtype)))
+    kind = dtype if dtype.kind == "f" else np.dtype(np.float64)
+    step = float(np.spacing(np.array(max(abs(low), abs(high)), dtype=kind)))
     bins = max(1, min(BINS, int((high - low) / step)))
     width = (high - low) / bins
     counts = da.histogram(finite.astype(np.float64), bins=bins, range=(low, high))[0]

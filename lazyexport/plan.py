@@ -37,6 +37,7 @@ from .remote import READ_ONLY, UrlPath, as_path, is_url
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings, percentile_of
 from .sources import open_source
+from .sources.base import Window, dask_chunks, reader_array
 from .transforms import (
     compute_dtype,
     convert_block,
@@ -93,6 +94,10 @@ class Workers:
         )
 
 
+# the smallest memory limit an export takes
+MIN_MEMORY_LIMIT = 16 * 2**20
+
+
 def parse_memory_limit(value: Any) -> int:
     if value is None:
         return DEFAULT_MEMORY_LIMIT
@@ -102,9 +107,10 @@ def parse_memory_limit(value: Any) -> int:
         raise SettingsError(
             f"cannot read memory limit {value!r}; write e.g. 512MiB or 2GiB"
         ) from None
-    if limit < 16 * 2**20:
+    if limit < MIN_MEMORY_LIMIT:
         raise SettingsError(
-            f"memory limit {format_bytes(limit)} is too small; give at least 16 MiB"
+            f"memory limit {format_bytes(limit)} is too small; give at least "
+            f"{MIN_MEMORY_LIMIT // 2**20} MiB"
         )
     return limit
 
@@ -385,9 +391,9 @@ def build_plan(
     if settings.renormalize is not None:
         asked, out_range = settings.renormalize
         if asked is None:
-            in_range = _data_range(cutout(src, roi), notes)
+            in_range = _data_range(cutout_reads(src, roi), notes)
         elif any(isinstance(v, str) for v in asked):
-            in_range = _data_percentiles(cutout(src, roi), asked, notes)
+            in_range = _data_percentiles(cutout_reads(src, roi), asked, notes)
         else:
             in_range = (float(asked[0]), float(asked[1]))
         renorm = (in_range, out_range)
@@ -546,11 +552,29 @@ def _smallest_factor(n: int) -> int:
     return next((f for f in range(2, math.isqrt(n) + 1) if n % f == 0), n)
 
 
-def _data_percentiles(arr: xr.DataArray, bounds: tuple, notes: list[str]) -> tuple[float, float]:
+def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Array:
+    """The cutout of ``src`` as a dask array that reads only the file chunks (read units) the
+    cutout overlaps, each in one task (for a pass over the data: its min/max, percentiles);
+    slicing the source's own dask chunks would read them whole, beyond the cutout."""
+    reader = read_through(src)
+    units = src.encoding.get("lazyexport_chunks") if reader is not None else None
+    dims = names(src)
+    if isinstance(reader, np.ndarray) or not units or any(d not in units for d in dims):
+        return cutout(src, roi).data
+    box = [
+        (roi[d][0] // units[d] * units[d], min(-(-roi[d][1] // units[d]) * units[d], n))
+        for d, n in zip(dims, src.shape)
+    ]
+    window = Window(reader, tuple(slice(*b) for b in box), src.dtype)
+    arr = reader_array(window, dask_chunks(window.shape, src.dtype, [units[d] for d in dims]))
+    return arr[tuple(slice(roi[d][0] - b[0], roi[d][1] - b[0]) for d, b in zip(dims, box))]
+
+
+def _data_percentiles(arr: da.Array, bounds: tuple, notes: list[str]) -> tuple[float, float]:
     """The input range whose bounds name percentiles (``"p99.9"``) of the data inside the ROI,
     in one bounded pass (:mod:`lazyexport.percentiles`); a note gives the values and how exact."""
     wanted = [percentile_of(b) for b in bounds]
-    found = percentiles(arr.data, [q for q in wanted if q is not None])
+    found = percentiles(arr, [q for q in wanted if q is not None])
     values = iter(found.values)
     lo, hi = (float(b) if q is None else next(values) for b, q in zip(bounds, wanted))
     how = (
@@ -576,9 +600,9 @@ def _data_percentiles(arr: xr.DataArray, bounds: tuple, notes: list[str]) -> tup
     return (lo, hi)
 
 
-def _data_range(arr: xr.DataArray, notes: list[str]) -> tuple[float, float]:
+def _data_range(arr: da.Array, notes: list[str]) -> tuple[float, float]:
     """The min/max of the data inside the ROI (any dtype), read once; a note says so."""
-    found = dask.compute(da.nanmin(arr.data), da.nanmax(arr.data))
+    found = dask.compute(da.nanmin(arr), da.nanmax(arr))
     lo, hi = (float(v) for v in found)
     # integers as they are (a float's %g would round 65535000 to 6.5535e+07)
     shown = [str(int(v)) if arr.dtype.kind in "biu" else f"{float(v):g}" for v in found]
@@ -629,9 +653,7 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
     settings, writer, src = plan.settings, plan.writer, plan.source
     template = settings.output
     if template is None:
-        template = tpl.DEFAULT_WITH_RESULT_TYPE if settings.result_type else tpl.DEFAULT
-        if writer.capabilities.sequence:
-            template += "_{slice_index}"
+        template = tpl.default_template(bool(settings.result_type), writer.capabilities.sequence)
     tpl.check(template, names(src), writer.capabilities.sequence)
     if not tpl.has_extension(template, writer.extensions):
         template += writer.extensions[0]

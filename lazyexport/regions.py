@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import re
 import threading
 import tomllib
@@ -22,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from .errors import RoiError, SettingsError, TemplateError
+from .formats import get_writer
 from .roi import Bounds, normalize_roi_spec, parse_roi_text
-from .template import DEFAULT, DEFAULT_WITH_RESULT_TYPE, fill_region
+from .template import default_template, fill_region
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-# the output template of a region export when the settings give none
-REGION_SUFFIX = "_{region}"
+# (no dots: a name at the end of a template would be taken for a file extension)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 
 Unit = tuple[int, ...]
 
@@ -43,8 +44,8 @@ def normalize_regions(regions: Any) -> dict[str, dict[str, Bounds]]:
     for name, roi in regions.items():
         if not isinstance(name, str) or not NAME.match(name):
             raise RoiError(
-                f"region name {name!r} must be letters, digits, '_', '-' or '.' (it goes into "
-                "file names), starting with a letter or digit"
+                f"region name {name!r} must be letters, digits, '_' or '-' (it goes into file "
+                "names), starting with a letter or digit"
             )
         try:
             out[name] = parse_roi_text(roi) if isinstance(roi, str) else normalize_roi_spec(roi)
@@ -64,20 +65,43 @@ def read_regions(path: str | Path) -> dict[str, dict[str, Bounds]]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise SettingsError(f"cannot read the regions file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"the regions file {path} is not UTF-8 text") from None
     if path.suffix.lower() == ".toml":
         try:
             table = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"cannot read the regions file {path}: {exc}") from None
-        return normalize_regions(table.get("regions", table))
+        if isinstance(table.get("regions"), dict):  # a [regions] table: nothing beside it
+            if len(table) > 1:
+                raise SettingsError(
+                    f"the regions file {path} has a [regions] table and other keys "
+                    f"({', '.join(k for k in table if k != 'regions')}): put every region in one"
+                )
+            table = table["regions"]
+        return normalize_regions(table)
     if path.suffix.lower() != ".csv":
         raise SettingsError(f"the regions file {path} must be .csv or .toml")
-    rows = list(csv.DictReader(text.splitlines()))
-    if not rows or "name" not in (rows[0].keys()):
+    reader = csv.reader(text.splitlines())
+    header = [c.strip() for c in next(reader, [])]
+    if "name" not in header:
         raise SettingsError(
             f"the regions file {path} needs a header row: name,z_start,z_stop,y_start,..."
         )
-    columns = [c for c in rows[0] if c != "name"]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise SettingsError(f"the regions file {path} has column {twice[0]!r} twice")
+    rows = []
+    for line, cells in enumerate(reader, start=2):
+        if len(cells) > len(header):
+            raise SettingsError(
+                f"the regions file {path}, line {line}: more cells than the header has columns"
+            )
+        if any(c.strip() for c in cells):
+            rows.append((line, dict(zip(header, cells))))
+    if not rows:
+        raise SettingsError(f"the regions file {path} has a header but no regions")
+    columns = [c for c in header if c != "name"]
     bad = [c for c in columns if not re.fullmatch(r"[a-zA-Z]_(start|stop)", c or "")]
     if bad:
         raise SettingsError(
@@ -85,7 +109,7 @@ def read_regions(path: str | Path) -> dict[str, dict[str, Bounds]]:
             "<axis>_start / <axis>_stop (e.g. z_start)"
         )
     regions: dict[str, dict[str, list[int | None]]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         name = (row.get("name") or "").strip()
         if name in regions:
             raise SettingsError(f"the regions file {path} names region {name!r} twice")
@@ -108,9 +132,8 @@ def read_regions(path: str | Path) -> dict[str, dict[str, Bounds]]:
 def region_settings(settings: Any) -> list[tuple[str, Any]]:
     """One :class:`~lazyexport.settings.ExportSettings` per region: its ROI, and the output
     template with ``{region}`` filled in (the default template gets ``_{region}``)."""
-    template = settings.output or (
-        (DEFAULT_WITH_RESULT_TYPE if settings.result_type else DEFAULT) + REGION_SUFFIX
-    )
+    sequence = get_writer(settings.format).capabilities.sequence
+    template = settings.output or default_template(bool(settings.result_type), sequence, True)
     return [
         (name, settings.replace(roi=roi or None, regions=None, output=fill_region(template, name)))
         for name, roi in settings.regions.items()
@@ -145,18 +168,50 @@ class SharedChunks:
         dtype: np.dtype,
         regions: Sequence[tuple[slice, ...]],
         limit: int,
+        most: int | None = None,
     ):
         self.reader, self.bounds, self.dtype, self.limit = reader, bounds, np.dtype(dtype), limit
         self.wrapped = reader  # what the cost model reads through
-        touched = Counter(u for r in regions for u in self._units(r))
-        self.users = {u: n for u, n in touched.items() if n > 1}
-        self.regions = [set(self._units(r)) & self.users.keys() for r in regions]
+        # in read-unit indices: a unit is shared where the unit spans of two regions meet
+        spans = [[self._span(i, s.start, s.stop) for i, s in enumerate(r)] for r in regions]
+        meets: dict[tuple[int, int], list[range]] = {}
+        for (i, a), (j, b) in itertools.combinations(enumerate(spans), 2):
+            both = [range(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b)]
+            if all(both):
+                meets[i, j] = both
+        self.overlapping = sum(math.prod(map(len, m)) for m in meets.values())
+        self.users: dict[Unit, int] = {}
+        self.regions: list[set[Unit]] = [set() for _ in regions]
+        if most is not None and self.overlapping > most:
+            return  # too many to track: :meth:`of` gives None
+        for (i, j), both in meets.items():
+            units = set(itertools.product(*both))
+            self.regions[i] |= units
+            self.regions[j] |= units
+        for units in self.regions:
+            for u in units:
+                self.users[u] = self.users.get(u, 0) + 1
         self.kept: dict[Unit, np.ndarray] = {}
         self.loading: dict[Unit, threading.Event] = {}
         self.lock = threading.Lock()
         self.held = 0
-        self.again = 0  # shared units read more than once (the limit was reached)
+        self.again = 0  # reads of shared units beyond the first (the limit was reached)
         self.decoded = Counter[Unit]()
+
+    @classmethod
+    def of(
+        cls,
+        reader: Any,
+        bounds: Sequence[Sequence[int]],
+        dtype: np.dtype,
+        regions: Sequence[tuple[slice, ...]],
+        limit: int,
+        most: int,
+    ) -> SharedChunks | None:
+        """The reader for ``regions``; None where their unit spans overlap in more than ``most``
+        units (counted without listing them)."""
+        shared = cls(reader, bounds, dtype, regions, limit, most)
+        return None if shared.overlapping > most else shared
 
     @property
     def shared(self) -> int:

@@ -49,6 +49,7 @@ from .errors import (
 from .executors import Distributed, Executor, Inline, Processes, Threads
 from .formats import container
 from .plan import (
+    MIN_MEMORY_LIMIT,
     WORKER_ALLOWANCE,
     ZARR_CONCURRENCY,
     ExportPlan,
@@ -945,19 +946,6 @@ def export(
     ExportCancelled
         When ``cancel`` was set.
     """
-    if settings is not None and settings.regions:
-        options = dict(nickname=nickname, memory_limit=memory_limit, overwrite=overwrite)
-        with remote.options(storage_options):
-            if not compute:
-                return [
-                    export(source, s, compute=False, **options)
-                    for _, s in region_settings(settings)
-                ]
-            each = (lambda _, event: progress(event)) if progress is not None else None
-            return export_regions(
-                source, settings, progress=each, scheduler=scheduler, cancel=cancel,
-                resume=resume, **options,
-            )  # fmt: skip
     if not compute:
         given = [
             name
@@ -974,6 +962,20 @@ def export(
                 f"compute=False exports take no {', '.join(given)}: the computation is the "
                 "caller's (dask.compute with its own scheduler)"
             )
+    if settings is not None and settings.regions:
+        with remote.options(storage_options):
+            if not compute:
+                regions = plan_regions(
+                    source, settings, None, nickname, memory_limit, overwrite, lazy=True
+                )
+                return [export_lazily(p, overwrite=overwrite) for p in regions.plans]
+            each = (lambda _, event: progress(event)) if progress is not None else None
+            return export_regions(
+                source, settings, nickname=nickname, overwrite=overwrite,
+                memory_limit=memory_limit, progress=each, scheduler=scheduler, cancel=cancel,
+                resume=resume,
+            )  # fmt: skip
+    if not compute:
         with remote.options(storage_options):
             plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
             return export_lazily(plan, overwrite=overwrite)
@@ -995,8 +997,9 @@ class RegionResults:
     the order given), and how the regions shared their reads."""
 
     results: dict[str, ExportResult]
-    shared_units: int = 0  # source read units more than one region read
-    read_again: int = 0  # of those, reads beyond the first (the sharing limit was reached)
+    kept: list[str] = dataclasses.field(default_factory=list)  # left as they were (--resume)
+    shared_units: int = 0  # source read units more than one region reads
+    read_again: int = 0  # reads of those beyond the first (over the sharing limit)
     sharing: str = ""  # why nothing was shared, where nothing could be
 
     def __getitem__(self, name: str) -> ExportResult:
@@ -1010,15 +1013,90 @@ class RegionResults:
 
     def __str__(self) -> str:
         lines = [f"{name}: {result}" for name, result in self.results.items()]
+        lines += [f"{name}: kept, its output exists (resume)" for name in self.kept]
         if self.sharing:
             lines.append(self.sharing)
         elif self.shared_units:
-            again = f", {self.read_again} read again (over the limit)" if self.read_again else ""
+            how = (
+                f"{self.read_again} reads beyond the first (over the sharing limit)"
+                if self.read_again
+                else "each read once"
+            )
             lines.append(
                 f"{len(self.results)} regions: {self.shared_units} source chunks read by several "
-                f"regions, each read once{again}"
+                f"regions, {how}"
             )
         return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class RegionPlans:
+    """The plans of an export of several regions, made and checked before anything is written
+    (:func:`plan_regions`)."""
+
+    names: list[str]
+    plans: list[ExportPlan]
+    boxes: list[dict[str, tuple[int, int]]]  # each region's [start, stop) per source axis
+    existing: list[str]  # regions whose output exists (left alone with resume)
+    shared: SharedChunks | None
+    sharing: str  # why nothing is shared, where nothing can be
+
+
+# below this, the plans keep the whole limit and regions read for themselves
+MIN_SHARING = 4 * 2**20
+# more shared read units than this are not tracked (the bookkeeping would cost memory)
+MAX_SHARED_UNITS = 200_000
+
+
+def plan_regions(
+    source: Any,
+    settings: ExportSettings,
+    scheduler: Any,
+    nickname: str | None = None,
+    memory_limit: Any = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    lazy: bool = False,
+) -> RegionPlans:
+    """Plan each of ``settings.regions`` for ``scheduler`` (as :func:`scheduler_session` yields
+    it), and refuse, before anything is written: a region that does not fit the source, outputs
+    two regions share (any of their files), and existing outputs without ``overwrite`` (with
+    ``resume`` these regions are left as they are). Source chunks several regions read are
+    shared where they can be (one process; not for ``lazy`` exports, whose graphs share reads
+    themselves): a quarter of ``memory_limit`` holds them and the plans get the rest."""
+    src = open_source(source)
+    items = region_settings(settings)
+    names_ = [name for name, _ in items]
+    dims = names(src)
+    boxes = []
+    for name, each in items:
+        with _in_region(name):
+            boxes.append(resolve_roi(each.roi, dims, src.shape))
+    limit = parse_memory_limit(memory_limit)
+    shared, why = (None, "") if lazy else _shared_chunks(src, boxes, scheduler, limit)
+    if shared is not None:
+        src = src.copy(deep=False)
+        src.encoding = {**src.encoding, "lazyexport_reader": shared}
+        limit -= shared.limit
+    plans = []
+    for name, each in items:
+        with _in_region(name):
+            plans.append(plan_on(scheduler, src, each, nickname=nickname, memory_limit=limit))
+    outputs = [
+        (name, (path if lazy else f"{path}/{p.internal}".rstrip("/")))
+        for name, p in zip(names_, plans)
+        for path in map(str, p.paths)
+    ]
+    check_distinct(outputs, settings.output)
+    existing = []
+    for name, p in zip(names_, plans):
+        found = p.writer.existing(p.spec)
+        if found and not overwrite:
+            if not resume:
+                with _in_region(name):
+                    _refuse_existing(p, found)
+            existing.append(name)
+    return RegionPlans(names_, plans, boxes, existing, shared, why)
 
 
 def export_regions(
@@ -1034,52 +1112,40 @@ def export_regions(
     resume: bool = False,
     before: Callable[[str, ExportPlan], None] | None = None,
 ) -> RegionResults:
-    """Export each of ``settings.regions`` (see :mod:`lazyexport.regions`): every plan is made
-    and every output checked before the first is written; then the regions run one after the
-    other (ordered by position, so overlapping ones run close together), sharing the reads of
-    source chunks several of them read (in one process: the threads scheduler; a quarter of
-    ``memory_limit`` holds them, the plans get the rest). ``progress(name, event)`` as a batch's;
-    ``before(name, plan)`` is called as each region starts."""
-    src = open_source(source)
-    items = region_settings(settings)
-    limit = parse_memory_limit(memory_limit)
-    dims = names(src)
-    boxes = []
-    for name, each in items:
-        with _in_region(name):
-            boxes.append(resolve_roi(each.roi, dims, src.shape))
+    """Export each of ``settings.regions`` (see :mod:`lazyexport.regions`), planned and checked
+    by :func:`plan_regions` first; then the regions run one after the other (ordered by
+    position, so overlapping ones run close together), sharing the reads of source chunks
+    several of them read. With ``resume``, a region whose output exists is left as it is and
+    an interrupted one continues. ``progress(name, event)`` as a batch's; ``before(name,
+    plan)`` is called as each region starts."""
     results: dict[str, ExportResult] = {}
     with scheduler_session(scheduler, memory_limit) as resolved:
-        shared, why = _shared_chunks(src, boxes, resolved, limit // 4)
-        if shared is not None and shared.shared:
-            src = src.copy(deep=False)
-            src.encoding = {**src.encoding, "lazyexport_reader": shared}
-            limit -= shared.limit
-        plans = []
-        for name, each in items:
-            with _in_region(name):
-                plans.append(plan_on(resolved, src, each, nickname=nickname, memory_limit=limit))
-        check_distinct(
-            [(name, f"{p.output}/{p.internal}") for (name, _), p in zip(items, plans)],
-            settings.output,
+        regions = plan_regions(
+            source, settings, resolved, nickname, memory_limit, overwrite, resume
         )
-        order = sorted(range(len(plans)), key=lambda i: [boxes[i][d] for d in dims])
+        dims = list(regions.boxes[0]) if regions.boxes else []
+        order = sorted(range(len(regions.plans)), key=lambda i: [regions.boxes[i][d] for d in dims])
         for i in order:
-            name = items[i][0]
-            if before is not None:
-                before(name, plans[i])
-            each_progress = (lambda event, name=name: progress(name, event)) if progress else None
-            with _in_region(name, written=list(results)):
-                results[name] = execute(
-                    plans[i], overwrite=overwrite, progress=each_progress, scheduler=resolved,
-                    cancel=cancel, resume=resume,
-                )  # fmt: skip
-            if shared is not None:
-                shared.done(i)
-    ordered = {name: results[name] for name, _ in items}
-    if shared is None or not shared.shared:
-        return RegionResults(ordered, sharing=why)
-    return RegionResults(ordered, shared.shared, shared.again)
+            name, plan = regions.names[i], regions.plans[i]
+            if name not in regions.existing:
+                if before is not None:
+                    before(name, plan)
+                each = (lambda event, name=name: progress(name, event)) if progress else None
+                with _in_region(name, written=list(results)):
+                    results[name] = execute(
+                        plan, overwrite=overwrite, progress=each, scheduler=resolved,
+                        cancel=cancel, resume=resume,
+                    )  # fmt: skip
+            if regions.shared is not None:
+                regions.shared.done(i)
+    shared = regions.shared
+    return RegionResults(
+        {name: results[name] for name in regions.names if name in results},
+        kept=regions.existing,
+        shared_units=shared.shared if shared is not None else 0,
+        read_again=shared.again if shared is not None else 0,
+        sharing=regions.sharing,
+    )
 
 
 @contextlib.contextmanager
@@ -1097,20 +1163,35 @@ def _shared_chunks(
     src: Any, boxes: list[dict[str, tuple[int, int]]], scheduler: Any, limit: int
 ) -> tuple[SharedChunks | None, str]:
     """The reader that shares source chunks between the regions (``boxes``: each region's
-    ``[start, stop)`` per axis), where they can be shared; else None and why not."""
+    ``[start, stop)`` per axis) within a quarter of ``limit``, where they can be shared; else
+    None and why not (empty: nothing is decoded twice anyway, or nothing overlaps)."""
     reader = read_through(src)
     _, bounds = read_model(src)
     dims = names(src)
-    if reader is None or isinstance(reader, np.ndarray) or any(bounds[d] is None for d in dims):
-        return None, ""  # in memory, a dask graph, or read as it lies: nothing decoded twice
+    if reader is None:
+        return None, (
+            "regions compute their source each for itself: a source that is a dask graph (an "
+            "array, a glob of slices) has no file chunks to share"
+        )
+    if isinstance(reader, np.ndarray) or any(bounds[d] is None for d in dims):
+        return None, ""  # in memory, or read as it lies: nothing is decoded
     if scheduler not in ("threads", "synchronous"):
         return None, (
             "regions read their source chunks each for itself: sharing them needs the threads "
             "scheduler (one process)"
         )
+    room = min(limit // 4, limit - MIN_MEMORY_LIMIT)
+    if room < MIN_SHARING:
+        return None, "regions read their source chunks each for itself: the memory limit is small"
+    edges = [bounds[d] or (0, n) for d, n in zip(dims, src.shape)]  # (None: returned above)
     regions = [tuple(slice(*box[d]) for d in dims) for box in boxes]
-    edges = [bounds[d] or (0, n) for d, n in zip(dims, src.shape)]  # (None: refused above)
-    return SharedChunks(reader, edges, src.dtype, regions, limit), ""
+    shared = SharedChunks.of(reader, edges, src.dtype, regions, room, MAX_SHARED_UNITS)
+    if shared is None:
+        return None, (
+            f"regions read their source chunks each for itself: they overlap in more than "
+            f"{MAX_SHARED_UNITS} chunks"
+        )
+    return (shared, "") if shared.shared else (None, "")
 
 
 def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:

@@ -23,6 +23,14 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 _FORMATTER = string.Formatter()
 
 
+def default_template(result_type: bool, sequence: bool, region: bool = False) -> str:
+    """The output template when the settings give none: ``{dataset_dir}/{nickname}_export``
+    (``_{result_type}`` with a result type), then ``_{region}`` for one of several regions and
+    ``_{slice_index}`` for a sequence format."""
+    template = DEFAULT_WITH_RESULT_TYPE if result_type else DEFAULT
+    return template + ("_{region}" if region else "") + ("_{slice_index}" if sequence else "")
+
+
 def known_placeholders(axes: Iterable[str]) -> list[str]:
     return list(FIXED) + [f"{a}_{edge}" for a in axes for edge in ("start", "stop")]
 

@@ -170,3 +170,26 @@ def test_the_plan_counts_the_values_beyond_the_percentiles_ties_included(tmp_pat
 def test_a_percentile_keeps_every_digit_given():
     settings = ExportSettings(renormalize=(("p0.123456789", "p99.9999999"), (0, 1)))
     assert settings.renormalize[0] == ("p0.123456789", "p99.9999999")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        np.array([np.iinfo("int32").min, 0, 5, 7, 9], "int32"),  # a nodata value at the limit
+        np.array([np.iinfo("int64").min, 0, np.iinfo("int64").max]),
+        np.array([0, 3, np.iinfo("uint64").max], "uint64"),
+        np.full(10, np.iinfo("int64").min),
+        np.arange(2**60, 2**60 + 100000, 7, dtype="int64"),  # beyond float64's exact integers
+    ],
+    ids=["int32-min", "int64-limits", "uint64-max", "int64-min-only", "int64-2**60"],
+)
+def test_integers_at_their_type_s_limits_are_within_their_stated_error(data):
+    qs = (0, 1, 50, 99, 100)
+    found = percentiles(da.from_array(data, chunks=4), qs)
+    expected = np.percentile(data.astype("float64"), qs)  # (numpy's integer arithmetic overflows)
+    np.testing.assert_allclose(found.values, expected, rtol=1e-12, atol=found.error * (1 + 1e-9))
+
+
+def test_a_range_wider_than_float64_is_refused_in_one_line():
+    with pytest.raises(SettingsError, match="wider than float64 holds"):
+        percentiles(da.from_array(np.array([-1e308, 1e308])), (1, 99))

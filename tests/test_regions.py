@@ -96,14 +96,15 @@ def test_twenty_regions_equal_single_exports_and_decode_each_chunk_once(
         got = zarr.open_array(str(tmp_path / "out" / f"src_{name}.zarr"))[...]
         np.testing.assert_array_equal(got, want)
         assert result[name].shape == want.shape
-    # one region exported alone writes the same
-    name, box = next(iter(regions.items()))
-    alone = ExportSettings(roi=box, format="zarr", output=str(tmp_path / "alone.zarr"))
-    le.export(str(path), alone)
-    np.testing.assert_array_equal(
-        zarr.open_array(str(tmp_path / "alone.zarr"))[...],
-        zarr.open_array(str(tmp_path / "out" / f"src_{name}.zarr"))[...],
-    )
+    # each region exported alone writes the same array, chunks and codecs
+    for name, box in regions.items():
+        alone = tmp_path / "alone" / f"{name}.zarr"
+        le.export(str(path), ExportSettings(roi=box, format="zarr", output=str(alone)))
+        mine, theirs = (
+            zarr.open_array(str(p)) for p in (tmp_path / "out" / f"src_{name}.zarr", alone)
+        )
+        assert (mine.chunks, mine.compressors) == (theirs.chunks, theirs.compressors)
+        np.testing.assert_array_equal(mine[...], theirs[...])
 
 
 def test_separate_exports_decode_shared_chunks_again(tmp_path, source, decodes):
@@ -181,6 +182,16 @@ def test_the_default_output_names_each_region(tmp_path, source):
         (["--regions", "{dir}/r.txt"], "must be .csv or .toml"),
         (["--regions", "{dir}/out.toml"], "region 'a': roi names axis 't'"),
         (["--roi", "z=0:1", "--regions", "{dir}/bad.csv"], "not both"),
+        (["--roi", "z=0:3,y=0:10", "--roi", "z=2:5,y=50:70", "--format", "tiff-sequence",
+          "--output", "{dir}/s/s_{slice_index}.tif", "--overwrite"], "would both write"),
+        (["--regions", "{dir}/mixed.toml"], "has a [regions] table and other keys (a)"),
+        (["--regions", "{dir}/latin1.csv"], "is not UTF-8 text"),
+        (["--regions", "{dir}/dotted.toml"], "region name 'cell.1' must be"),
+        (["--regions", "{dir}/header.csv"], "has a header but no regions"),
+        (["--regions", "{dir}/samecol.csv"], "has column 'z_start' twice"),
+        (["--regions", "{dir}/wide.csv"], "line 2: more cells than the header has columns"),
+        (["--roi", "z=0:2", "--roi", "z=2:4", "--output", "{dir}/{region}.npy"],
+         "region 'region2': {dir}/region2.npy exists already"),
     ],
 )  # fmt: skip
 def test_bad_regions_are_one_line_and_write_nothing(tmp_path, source, capsys, args, says):
@@ -190,8 +201,16 @@ def test_bad_regions_are_one_line_and_write_nothing(tmp_path, source, capsys, ar
     (tmp_path / "badname.toml").write_text('"a b" = "z=0:1"\n')
     (tmp_path / "out.toml").write_text('a = "t=0:1"\n')
     (tmp_path / "r.txt").write_text("")
+    (tmp_path / "mixed.toml").write_text('a = "z=0:5"\n[regions]\nb = "z=1:2"\n')
+    (tmp_path / "latin1.csv").write_bytes(b"name,z_start\ncaf\xe9,0\n")
+    (tmp_path / "dotted.toml").write_text('"cell.1" = "z=0:1"\n')
+    (tmp_path / "header.csv").write_text("name,z_start,z_stop\n\n")
+    (tmp_path / "samecol.csv").write_text("name,z_start,z_start\na,1,2\n")
+    (tmp_path / "wide.csv").write_text("name,z_start\na,1,2\n")
+    np.save(tmp_path / "region2.npy", np.zeros(3))  # an earlier output: refused before region1
     before = sorted(tmp_path.rglob("*"))
     args = [a.replace("{dir}", str(tmp_path)) for a in args]
+    says = says.replace("{dir}", str(tmp_path))
     status = cli.main(["export", str(path), "--format", "npy", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
@@ -287,3 +306,86 @@ def test_a_dataset_s_regions_replace_the_shared_roi_and_the_other_way_round(tmp_
         [le.batch.Dataset(str(path), "one", settings={"roi": "z=2:3"})],
     )
     assert shared_regions.settings_for("one").regions is None
+
+
+def test_lazy_regions_are_checked_as_computed_ones_are(tmp_path, source):
+    path, _ = source
+    regions = {"a": "z=0:5", "b": "z=3:9"}
+    with pytest.raises(le.ExportError, match="take no resume"):
+        le.export(str(path), ExportSettings(regions=regions), compute=False, resume=True)
+    for output in ("same.npy", "one.h5/{region}"):  # one file for two lazy regions: refused
+        fmt = "npy" if output.endswith("npy") else "hdf5"
+        settings = ExportSettings(regions=regions, format=fmt, output=str(tmp_path / output))
+        with pytest.raises(le.ExportError, match="would both write"):
+            le.export(str(path), settings, compute=False)
+    assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.h5"))
+
+
+def test_resume_leaves_finished_regions_and_exports_the_rest(tmp_path, source):
+    path, data = source
+    out = str(tmp_path / "{region}.zarr")
+    le.export(str(path), ExportSettings(regions={"a": "z=0:5"}, format="zarr", output=out))
+    before = (tmp_path / "a.zarr" / "zarr.json").stat().st_mtime_ns
+    both = ExportSettings(regions={"a": "z=0:5", "b": "z=3:9"}, format="zarr", output=out)
+    result = le.export(str(path), both, resume=True)
+    assert result.kept == ["a"] and list(result) == ["b"]
+    assert "a: kept, its output exists (resume)" in str(result)
+    assert (tmp_path / "a.zarr" / "zarr.json").stat().st_mtime_ns == before
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "b.zarr"))[...], data[3:9])
+
+
+def test_a_sequence_format_without_a_template_names_each_region(tmp_path, source):
+    path, data = source
+    settings = ExportSettings(regions={"a": "z=0:2", "b": "z=5:6"}, format="tiff-sequence")
+    result = le.export(str(path), settings)
+    assert [p.name for p in result["b"].paths] == ["src_export_b_5.tif"]
+    assert len(result["a"].paths) == 2
+
+
+def test_the_smallest_memory_limit_still_exports_overlapping_regions(tmp_path, source):
+    path, data = source
+    settings = ExportSettings(
+        regions={"a": "z=0:10", "b": "z=5:20"}, format="npy", output=str(tmp_path / "{region}")
+    )
+    result = le.export(str(path), settings, memory_limit="16MiB")
+    assert "the memory limit is small" in str(result)
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), data[5:20])
+
+
+def test_batch_commands_show_each_region(tmp_path, source, capsys):
+    path, _ = source
+    project = Batch(
+        ExportSettings(
+            regions={"top": "z=0:10", "low": "z=30:"},
+            format="npy",
+            output=str(tmp_path / "{nickname}_{region}"),
+        ),  # fmt: skip
+        [le.batch.Dataset(str(path), "vol")],
+    )
+    saved = project.save(tmp_path / "p.toml")
+    assert cli.main(["batch", str(saved), "export-all", "--plan"]) == 0
+    shown = capsys.readouterr().out
+    assert "vol_top.npy" in shown and "vol_low.npy" in shown
+    assert cli.main(["batch", str(saved), "export-all", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "vol:top: wrote npy" in out and "vol:low: wrote npy" in out and "FAILED" not in out
+    assert cli.main(["batch", str(saved), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "vol:top" in listed and "vol:low" in listed
+
+
+def test_a_range_from_the_data_reads_only_the_chunks_of_the_regions(tmp_path, source, decodes):
+    path, data = source
+    regions = {"a": {"z": (0, 20), "y": (0, 30)}, "b": {"z": (10, 30), "y": (0, 60)}}
+    settings = ExportSettings(
+        regions=regions, renormalize=(("p1", "p99"), (0, 255)), dtype="uint8", format="npy",
+        output=str(tmp_path / "{region}"),
+    )  # fmt: skip
+    le.export(str(path), settings)
+    touched = set().union(*(_chunks_of({**b, "x": (0, 120)}) for b in regions.values()))
+    # the percentile pass and the blocks read the regions' chunks, nothing beyond them
+    assert set(decodes) == touched and max(decodes.values()) <= 2, decodes
+    cut = data[10:30, 0:60].astype("float64")
+    lo, hi = np.percentile(cut, (1, 99))
+    want = np.clip(np.rint((cut - lo) * 255 / (hi - lo)), 0, 255).astype("uint8")
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), want, atol=1)

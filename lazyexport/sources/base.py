@@ -297,6 +297,25 @@ def _view(block: np.ndarray, dtype: str) -> np.ndarray:
     return block.view(dtype)
 
 
+class Window:
+    """The region ``box`` (a slice per axis) of a file reader, read as an array of its own."""
+
+    def __init__(self, reader: Any, box: tuple[slice, ...], dtype: Any):
+        self.reader, self.box, self.dtype = reader, box, np.dtype(dtype)
+        self.shape = tuple(b.stop - b.start for b in box)
+        self.ndim = len(box)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(
+            self.reader[
+                tuple(
+                    slice(b.start + (k.start or 0), b.start + (n if k.stop is None else k.stop))
+                    for k, b, n in zip(key, self.box, self.shape)
+                )
+            ]
+        )
+
+
 def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
     """A dask array reading ``reader`` block by block (no lock: readers are thread-safe)."""
     return da.from_array(
