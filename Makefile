@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded,zarr-sharded-deep --scaling
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/objstore.py
+	$(PY) benchmarks/regions.py
 
 # The cost model against measured peaks: an 8 GiB generated source in five chunk layouts to
 # every format at memory_limit=512MiB (about 20 minutes), and an empty 1 TiB / 64 TiB source's

@@ -121,12 +121,13 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, metavar=("TOOL", "SRC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        import resource
-
         start = time.perf_counter()
         run_tool(*args.child)
         seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # this process's own high-water mark (ru_maxrss would carry the parent's over exec)
+        status = Path("/proc/self/status").read_text()
+        peak = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM")).split()[1])
+        peak *= 1024
         print(json.dumps({"seconds": seconds, "peak": peak}))
         return
     src = make_source(args.mib)
