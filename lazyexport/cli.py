@@ -24,7 +24,7 @@ from .axes import names
 from .batch import Batch, Dataset, reason
 from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
-from .formats import formats, get_writer
+from .formats import format_for, formats, get_writer
 from .interrupt import Terminated, exit_status, raise_interrupt
 from .plan import ExportPlan, build_plan
 from .preview import preview_plan, render_png
@@ -130,6 +130,8 @@ def _settings_from_args(args, source=None) -> ExportSettings:
         compression = compression or implied.get("compression")
         levels = levels if levels is not None else implied.get("levels")
     output = args.output
+    if fmt is None and output:  # the format the output's extension names (out.zarr: zarr)
+        fmt = format_for(output)
     if args.output_internal_path and (fmt or "hdf5") in ("hdf5", "n5"):
         if not output:
             raise SettingsError("--output_internal_path needs --output_filename_format")

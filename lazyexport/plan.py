@@ -30,7 +30,7 @@ from . import cost
 from . import template as tpl
 from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
-from .formats import Writer, get_writer
+from .formats import Writer, format_for, get_writer
 from .formats.spec import OutputSpec
 from .percentiles import percentiles
 from .remote import READ_ONLY, UrlPath, as_path, is_url
@@ -655,6 +655,15 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
     if template is None:
         template = tpl.default_template(bool(settings.result_type), writer.capabilities.sequence)
     tpl.check(template, names(src), writer.capabilities.sequence)
+    named = format_for(template)
+    if (
+        named not in (None, writer.name)
+        and tpl.named_extension(template, writer.extensions) is None
+    ):
+        raise TemplateError(
+            f"output {template!r} has the extension of format {named}, but the format is "
+            f"{writer.name}: give the format {named} (--format {named}), or another name"
+        )
     if not tpl.has_extension(template, writer.extensions):
         template += writer.extensions[0]
     values = tpl.values_for(

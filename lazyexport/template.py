@@ -95,6 +95,17 @@ def literal_text(template: str) -> str:
     return "".join(literal for literal, _, _ in _parse(template))
 
 
+def named_extension(template: str, extensions: Sequence[str]) -> str | None:
+    """The longest of ``extensions`` that a component of the template ends with (its literal
+    text), looking from the last component back; None if none does."""
+    for part in reversed(template.replace("\\", "/").split("/")):
+        text = literal_text(part).lower()
+        found = [e for e in extensions if text.endswith(e.lower())]
+        if found:
+            return max(found, key=len)
+    return None
+
+
 def has_extension(template: str, extensions: Sequence[str]) -> bool:
     """True if a component of the template ends with one of the format's ``extensions``, or the
     last component ends (after its last placeholder) with a literal extension of the user's own."""

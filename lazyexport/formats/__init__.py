@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from . import hdf5, n5, npy, ome_zarr, png, sequence, tiff, zarr  # noqa: F401  (each registers its writer)
 from .base import Target, Writer
-from .registry import formats, get_writer, register
+from .registry import format_for, formats, get_writer, register
 from .spec import OutputSpec
 
-__all__ = ["OutputSpec", "Target", "Writer", "formats", "get_writer", "register"]
+__all__ = ["OutputSpec", "Target", "Writer", "format_for", "formats", "get_writer", "register"]
