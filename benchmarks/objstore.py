@@ -29,17 +29,20 @@ CUT = (4, -4)
 TOOLS = ("lazyexport", "dask", "xarray")
 
 
-def make_source(mib: int) -> Path:
+def make_source(mib: int, name: str = "objstore", depth_at_least: int = 16, **codecs) -> Path:
+    """A float32 zyx Zarr of about ``mib`` MiB (1024x1024 planes, ``CHUNKS``), a smooth wave
+    that compresses like microscopy, made once under bench-out/ and kept; ``codecs`` go to
+    ``zarr.create_array`` (default: zarr's)."""
     import numpy as np
     import zarr
 
-    depth = max(mib * 2**20 // (1024 * 1024 * 4), 16)
-    path = OUT / f"objstore-source-{mib}MiB.zarr"
+    depth = max(mib * 2**20 // (1024 * 1024 * 4), depth_at_least)
+    path = OUT / f"{name}-source-{mib}MiB.zarr"
     if (path / "zarr.json").exists():
         return path
     arr = zarr.create_array(
         str(path), shape=(depth, 1024, 1024), chunks=CHUNKS, dtype="f4", overwrite=True,
-        dimension_names=["z", "y", "x"],
+        dimension_names=["z", "y", "x"], **codecs,
     )  # fmt: skip
     y, x = np.mgrid[0:1024, 0:1024].astype("f4") / 1024
     for z in range(0, depth, CHUNKS[0]):

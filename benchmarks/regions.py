@@ -32,23 +32,14 @@ TOOLS = ("lazyexport", "dask-loop", "dask-store")
 
 
 def make_source(mib: int) -> Path:
-    import numpy as np
-    import zarr
+    """objstore.py's source (the same chunks), zstd-compressed, at least 64 planes deep."""
     from zarr.codecs import ZstdCodec
 
-    depth = max(mib * 2**20 // (1024 * 1024 * 4), 64)
-    path = OUT / f"regions-source-{mib}MiB.zarr"
-    if (path / "zarr.json").exists():
-        return path
-    arr = zarr.create_array(
-        str(path), shape=(depth, 1024, 1024), chunks=CHUNKS, dtype="f4", overwrite=True,
-        dimension_names=["z", "y", "x"], compressors=ZstdCodec(level=1),
-    )  # fmt: skip
-    y, x = np.mgrid[0:1024, 0:1024].astype("f4") / 1024
-    for z in range(0, depth, CHUNKS[0]):
-        n = min(CHUNKS[0], depth - z)
-        arr[z : z + n] = np.stack([(np.sin(6 * x + 0.1 * (z + i)) * y + 1) / 2 for i in range(n)])
-    return path
+    from objstore import CHUNKS as SOURCE_CHUNKS
+    from objstore import make_source as wave_source
+
+    assert SOURCE_CHUNKS == CHUNKS
+    return wave_source(mib, "regions", 64, compressors=ZstdCodec(level=1))
 
 
 def boxes(shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, int], ...]]:

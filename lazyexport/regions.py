@@ -179,39 +179,21 @@ class SharedChunks:
             both = [range(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b)]
             if all(both):
                 meets[i, j] = both
+        # (counted without listing them: beyond ``most`` none are tracked, and nothing shared)
         self.overlapping = sum(math.prod(map(len, m)) for m in meets.values())
-        self.users: dict[Unit, int] = {}
         self.regions: list[set[Unit]] = [set() for _ in regions]
-        if most is not None and self.overlapping > most:
-            return  # too many to track: :meth:`of` gives None
-        for (i, j), both in meets.items():
-            units = set(itertools.product(*both))
-            self.regions[i] |= units
-            self.regions[j] |= units
-        for units in self.regions:
-            for u in units:
-                self.users[u] = self.users.get(u, 0) + 1
+        if most is None or self.overlapping <= most:
+            for (i, j), both in meets.items():
+                units = set(itertools.product(*both))
+                self.regions[i] |= units
+                self.regions[j] |= units
+        self.users = Counter(u for units in self.regions for u in units)
         self.kept: dict[Unit, np.ndarray] = {}
         self.loading: dict[Unit, threading.Event] = {}
         self.lock = threading.Lock()
         self.held = 0
         self.again = 0  # reads of shared units beyond the first (the limit was reached)
-        self.decoded = Counter[Unit]()
-
-    @classmethod
-    def of(
-        cls,
-        reader: Any,
-        bounds: Sequence[Sequence[int]],
-        dtype: np.dtype,
-        regions: Sequence[tuple[slice, ...]],
-        limit: int,
-        most: int,
-    ) -> SharedChunks | None:
-        """The reader for ``regions``; None where their unit spans overlap in more than ``most``
-        units (counted without listing them)."""
-        shared = cls(reader, bounds, dtype, regions, limit, most)
-        return None if shared.overlapping > most else shared
+        self.read: set[Unit] = set()
 
     @property
     def shared(self) -> int:
@@ -219,10 +201,7 @@ class SharedChunks:
         return len(self.users)
 
     def __getstate__(self) -> dict:
-        return {"reader": self.reader, "wrapped": self.reader, "users": {}, "regions": []}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        return {"reader": self.reader, "wrapped": self.reader, "users": Counter()}
 
     def _span(self, axis: int, lo: int, hi: int) -> range:
         edges = self.bounds[axis]
@@ -237,7 +216,7 @@ class SharedChunks:
         return tuple(slice(e[i], e[i + 1]) for e, i in zip(self.bounds, unit))
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        users = getattr(self, "users", {})
+        users = self.users
         units = self._units(key) if users else []
         if not any(u in users for u in units):
             return np.asarray(self.reader[key])
@@ -272,10 +251,10 @@ class SharedChunks:
         try:
             data = np.asarray(self.reader[whole])
             with self.lock:
-                self.decoded[unit] += 1
-                if self.decoded[unit] > 1:
+                if unit in self.read:
                     self.again += 1
-                if self.held + data.nbytes <= self.limit and self.users.get(unit, 0) > 0:
+                self.read.add(unit)
+                if self.held + data.nbytes <= self.limit and self.users[unit] > 0:
                     self.kept[unit] = data
                     self.held += data.nbytes
             return data

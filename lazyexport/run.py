@@ -1185,8 +1185,8 @@ def _shared_chunks(
         return None, "regions read their source chunks each for itself: the memory limit is small"
     edges = [bounds[d] or (0, n) for d, n in zip(dims, src.shape)]  # (None: returned above)
     regions = [tuple(slice(*box[d]) for d in dims) for box in boxes]
-    shared = SharedChunks.of(reader, edges, src.dtype, regions, room, MAX_SHARED_UNITS)
-    if shared is None:
+    shared = SharedChunks(reader, edges, src.dtype, regions, room, MAX_SHARED_UNITS)
+    if shared.overlapping > MAX_SHARED_UNITS:
         return None, (
             f"regions read their source chunks each for itself: they overlap in more than "
             f"{MAX_SHARED_UNITS} chunks"

@@ -7,6 +7,7 @@ what lazyexport reads or writes against the numpy array the file was made from.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -231,6 +232,22 @@ def small_blocks(monkeypatch):
     )  # (lazyexport.plan is also the public function)
     monkeypatch.setenv("LAZYEXPORT_MAX_BLOCK_BYTES", str(256 * 2**10))
     monkeypatch.setattr(plan, "MAX_BLOCK_BYTES", 256 * 2**10)
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Source chunk decodes (Zarr chunk files read by lazyexport's own reader), by chunk index."""
+    from lazyexport import chunkio
+
+    seen: collections.Counter = collections.Counter()
+    original = chunkio.ChunkFiles._load
+
+    def counting(self, index, *args, **kwargs):
+        seen[tuple(index)] += 1
+        return original(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(chunkio.ChunkFiles, "_load", counting)
+    return seen
 
 
 def cancel_a_huge_export(tmp_path, **options) -> tuple[float, float]:

@@ -4,7 +4,6 @@ exports and decode each shared source chunk once."""
 
 from __future__ import annotations
 
-import collections
 import time
 
 import dask
@@ -26,20 +25,6 @@ ROIS = [{"z": (0, 8)}, {"z": (4, 12), "y": (10, 40)}, {"z": (2, 10), "x": (0, 25
 def source(tmp_path):
     data = make_data("uint16", (12, 40, 40))
     return write_zarr3(tmp_path / "src.zarr", data, chunks=(4, 20, 20)).file, data
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """Source chunk decodes, by chunk index."""
-    seen: collections.Counter = collections.Counter()
-    original = chunkio.ChunkFiles._load
-
-    def counting(self, index, *args, **kwargs):
-        seen[tuple(index)] += 1
-        return original(self, index, *args, **kwargs)
-
-    monkeypatch.setattr(chunkio.ChunkFiles, "_load", counting)
-    return seen
 
 
 def _settings(tmp_path, where: str, fmt: str, roi) -> ExportSettings:

@@ -4,7 +4,6 @@ files and project files give the same regions."""
 
 from __future__ import annotations
 
-import collections
 import itertools
 
 import dask
@@ -14,7 +13,7 @@ import zarr
 
 import lazyexport as le
 from conftest import make_data, write_hdf5, write_zarr3
-from lazyexport import chunkio, cli
+from lazyexport import cli
 from lazyexport.batch import Batch
 from lazyexport.regions import SharedChunks, read_regions
 from lazyexport.settings import ExportSettings
@@ -27,20 +26,6 @@ CHUNK_BYTES = 10 * 30 * 30 * 2  # uint16
 def source(tmp_path):
     data = make_data("uint16", SHAPE, seed=3)
     return write_zarr3(tmp_path / "src.zarr", data, chunks=CHUNKS).file, data
-
-
-@pytest.fixture
-def decodes(monkeypatch):
-    """Source chunk decodes, by chunk index."""
-    seen: collections.Counter = collections.Counter()
-    original = chunkio.ChunkFiles._load
-
-    def counting(self, index, *args, **kwargs):
-        seen[tuple(index)] += 1
-        return original(self, index, *args, **kwargs)
-
-    monkeypatch.setattr(chunkio.ChunkFiles, "_load", counting)
-    return seen
 
 
 def _twenty(aligned: bool) -> dict[str, dict[str, tuple[int, int]]]:
