@@ -619,7 +619,8 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
         "--tiff-flavor",
         default=None,
         choices=TIFF_FLAVORS,
-        help="tiff metadata: plain, imagej (hyperstack) or ome (default plain)",
+        help="tiff metadata: plain, imagej (hyperstack) or ome (default: ome for an output "
+        "named .ome.tif or .ome.tiff, else plain)",
     )
     _add_run_options(p)
     p.add_argument(

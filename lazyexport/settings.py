@@ -180,8 +180,9 @@ class ExportSettings:
         How pyramid levels are made: ``"mean"`` (the default: intensities), ``"mode"`` (label
         images keep their labels; the default when ``result_type`` names labels, e.g.
         ``"Labels"``, ``"Simple Segmentation"``) or ``"nearest"``.
-    tiff_flavor : {"plain", "imagej", "ome"}
-        Multipage TIFF metadata: plain, ImageJ hyperstack or OME-TIFF.
+    tiff_flavor : {"plain", "imagej", "ome"}, optional
+        Multipage TIFF metadata: plain, ImageJ hyperstack or OME-TIFF (None: OME-TIFF for an
+        output named ``.ome.tif`` or ``.ome.tiff``, else plain).
     shards : mapping of str to int or "auto", optional
         Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
         ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an
@@ -214,7 +215,7 @@ class ExportSettings:
     unit: str | None = None
     levels: int | None = None
     downsample: str | None = None
-    tiff_flavor: str = "plain"
+    tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
 
@@ -316,8 +317,9 @@ class ExportSettings:
                     f"unknown downsample method {self.downsample!r}; choose one of "
                     f"{', '.join(DOWNSAMPLE_METHODS)}"
                 )
-        set_("tiff_flavor", str(self.tiff_flavor).lower())
-        if self.tiff_flavor not in TIFF_FLAVORS:
+        if self.tiff_flavor is not None:
+            set_("tiff_flavor", str(self.tiff_flavor).lower())
+        if self.tiff_flavor is not None and self.tiff_flavor not in TIFF_FLAVORS:
             raise SettingsError(
                 f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}"
             )

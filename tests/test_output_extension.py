@@ -79,3 +79,24 @@ def test_the_python_api_refuses_a_mismatch_and_keeps_what_agrees(tmp_path):
     le.export(data, le.ExportSettings(format="zarr", output=str(tmp_path / "a.ome.zarr")))
     le.export(data, le.ExportSettings(format="ome-zarr", output=str(tmp_path / "b.zarr")))
     assert (tmp_path / "a.ome.zarr" / "zarr.json").exists()
+
+
+@pytest.mark.parametrize("name", ["o.ome.tif", "o.OME.TIFF"])
+def test_an_ome_tif_output_is_an_ome_tiff(tmp_path, name):
+    """Issue #26 item 15: ``out.ome.tif`` was written as a plain TIFF (tifffile's JSON
+    description, no OME-XML), as ``out.ome.zarr`` was not."""
+    import tifffile
+
+    data = np.arange(2 * 6 * 7, dtype="uint16").reshape(2, 6, 7)
+    np.save(tmp_path / "v.npy", data)
+    assert cli.main(["export", str(tmp_path / "v.npy"), "--output", str(tmp_path / name)]) == 0
+    with tifffile.TiffFile(tmp_path / name) as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+        np.testing.assert_array_equal(tif.asarray(), data)
+    # from Python too; a flavor given is kept, and a plain .tif stays plain
+    le.export(data, le.ExportSettings(format="tiff", output=str(tmp_path / "p.ome.tif"),
+                                      tiff_flavor="plain"))  # fmt: skip
+    le.export(data, le.ExportSettings(format="tiff", output=str(tmp_path / "p.tif")))
+    for plain in ("p.ome.tif", "p.tif"):
+        with tifffile.TiffFile(tmp_path / plain) as tif:
+            assert not tif.is_ome and tif.is_shaped

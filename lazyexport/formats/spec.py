@@ -54,7 +54,7 @@ class OutputSpec:
     # block in flight: the planner's own block sizing, for a writer's second pass (pyramid levels)
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
     # settings that only some formats read
-    tiff_flavor: str  # tiff: "plain", "imagej" or "ome"
+    tiff_flavor: str | None  # tiff: "plain", "imagej" or "ome" (None: by the output's name)
     zarr_format: ZarrFormat  # zarr, ome-zarr
     levels: int | None  # ome-zarr: pyramid levels (None: until y/x fit 512)
     downsample: str | None  # ome-zarr: "mean", "mode", "nearest" (None: by result type)

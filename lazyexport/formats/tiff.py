@@ -57,6 +57,10 @@ from .spec import OutputSpec
 
 TIFF_CODES = "TZCYX"
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
+# the pixel types OME-XML names (tifffile refuses others when it writes the OME-XML, after the
+# pixels are computed): no 64-bit integers, no float16
+OME_DTYPES = ("bool", "int8", "int16", "int32", "uint8", "uint16", "uint32", "float32", "float64")
+OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 CLASSIC_LIMIT = 2**32  # bytes a classic TIFF can address (32-bit offsets)
 TILE = 512  # tile edge for planes larger than TILED_PLANE_BYTES
 TILED_PLANE_BYTES = 64 * 2**20
@@ -122,10 +126,18 @@ class TiffWriter(Writer):
             else block_bytes
         )
 
+    @staticmethod
+    def flavor(spec: OutputSpec) -> str:
+        """The settings' flavor; without one, OME-TIFF for an output named ``.ome.tif`` or
+        ``.ome.tiff``, else plain."""
+        if spec.tiff_flavor is not None:
+            return spec.tiff_flavor
+        return "ome" if spec.output.name.lower().endswith(OME_SUFFIXES) else "plain"
+
     def file_axes(self, spec: OutputSpec) -> tuple[str, ...]:
         """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
         axes (ImageJ and OME: over y and x, which they require)."""
-        flavor = spec.tiff_flavor
+        flavor = self.flavor(spec)
         spatial = [a for a in spec.axes if a != "c"]
         if len(spatial) < 2:
             raise FormatError(
@@ -154,6 +166,11 @@ class TiffWriter(Writer):
                     "data type"
                 )
             outer = [a for a in "tzc" if a in spec.axes and a not in plane]
+        elif flavor == "ome" and spec.dtype.name not in OME_DTYPES:
+            raise FormatError(
+                f"OME-TIFF holds {', '.join(OME_DTYPES)}, not {spec.dtype}; convert the data "
+                "type, or use tiff_flavor='plain'"
+            )
         else:
             outer = [a for a in spec.axes if a not in plane]
         return (*outer, *plane)
@@ -191,7 +208,7 @@ class TiffWriter(Writer):
             shape,
             spec.dtype.str,
             file_axes,
-            spec.tiff_flavor,
+            self.flavor(spec),
             compression,
             spec.compression_level,
             spec.pixel_size,
