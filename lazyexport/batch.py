@@ -49,7 +49,7 @@ from .run import (
     plan_regions,
     scheduler_session,
 )
-from .settings import ExportSettings
+from .settings import ExportSettings, check_nickname
 from .sources import open_source, split_path
 from .sources.base import default_nickname
 
@@ -72,7 +72,16 @@ class Dataset:
     scene: int | str | None = None  # a microscopy file's scene, by index or name
 
     def __post_init__(self) -> None:
-        if not self.nickname:
+        if isinstance(self.source, os.PathLike):
+            object.__setattr__(self, "source", os.fspath(self.source))
+        if not isinstance(self.source, str) or not self.source:
+            raise SettingsError(
+                f"a dataset's source must be one path or URL (text), got {self.source!r}; give "
+                "each source its own [[datasets]] entry"
+            )
+        if self.nickname:
+            check_nickname(self.nickname)
+        else:
             object.__setattr__(self, "nickname", default_nickname(split_path(self.source)[0]))
 
 
@@ -612,13 +621,16 @@ def _dataset(entry: Dataset | Mapping[str, Any], index: int) -> Dataset:
     overrides = entry.get("settings") or {}
     if not isinstance(overrides, Mapping):
         raise SettingsError(f"dataset {index + 1} ({entry['source']}): settings must be a table")
-    return Dataset(
-        str(entry["source"]),
-        str(entry.get("nickname") or ""),
-        entry.get("axes"),
-        dict(overrides),
-        entry.get("scene"),
-    )
+    try:
+        return Dataset(
+            entry["source"],
+            entry.get("nickname") or "",
+            entry.get("axes"),
+            dict(overrides),
+            entry.get("scene"),
+        )
+    except SettingsError as exc:
+        raise SettingsError(f"dataset {index + 1}: {exc}") from None
 
 
 def _from_toml(table: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from .run import (
     plan_regions,
     scheduler_session,
 )
-from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings
+from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS, ExportSettings, check_nickname
 from .sources import open_exported, open_source
 from .storage import clean_path
 
@@ -807,6 +807,8 @@ def _command(argv: list[str] | None) -> int:
     )
     try:
         chosen = dict(remote.parse_option(o) for o in getattr(args, "storage_option", None) or [])
+        if getattr(args, "nickname", None) is not None:
+            check_nickname(args.nickname)
         with remote.options(chosen):
             status = args.func(args)
         interrupt.check()  # a signal whose KeyboardInterrupt Python lost (see lazyexport.interrupt)

@@ -48,6 +48,18 @@ def percentile_of(bound: Any) -> float | None:
     return None
 
 
+def check_nickname(nickname: Any) -> str:
+    """A nickname given (it goes into file names through ``{nickname}``): no ``/``, ``\\`` or
+    ``..``, which would put the output in another directory."""
+    if not isinstance(nickname, str) or not nickname.strip():
+        raise SettingsError(f"a nickname must be a non-empty text, got {nickname!r}")
+    if any(bad in nickname for bad in ("/", "\\", "..")):
+        raise SettingsError(
+            f"nickname {nickname!r} must not contain '/', '\\' or '..': it goes into file names"
+        )
+    return nickname
+
+
 def _parse_range(value: Any, what: str) -> Any:
     """Two finite numbers; an input range may also name percentiles of the data (``"p0.1"``),
     kept as text until the plan computes them."""
@@ -71,6 +83,12 @@ def _parse_range(value: Any, what: str) -> Any:
             ) from None
         if not math.isfinite(out[-1]):
             raise SettingsError(f"renormalize {what} range must be finite, got {value!r}")
+    if all(isinstance(v, str) for v in out) and float(out[0][1:]) >= float(out[1][1:]):
+        low, high = out
+        raise SettingsError(
+            f"renormalize input range [{low}, {high}]: the first percentile must be below the "
+            f"second, e.g. {high},{low} (to invert the values, swap the output range)"
+        )
     return (out[0], out[1])
 
 

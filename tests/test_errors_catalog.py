@@ -64,6 +64,7 @@ def workdir(tmp_path_factory) -> Path:
     (d / "broken.toml").write_text(
         '[settings]\nformat = "hdf5"\ncolour = "red"\n\n[[datasets]]\nsource = "v.npy"\n'
     )
+    (d / "list.toml").write_text('[[datasets]]\nsource = ["v.npy", "c.npy"]\n')
     return d
 
 

@@ -1,0 +1,70 @@
+"""Mistakes in settings and project files that are refused when they are read (issue #26 item
+20), one ``error:`` line and exit status 2 each, before anything is planned or written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lazyexport as le
+from conftest import run_cli, snapshot
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    np.save(tmp_path / "v.npy", np.arange(4 * 6 * 7, dtype="uint16").reshape(4, 6, 7))
+    return tmp_path
+
+
+def one_error_line(workdir, *args) -> str:
+    before = snapshot(workdir)
+    run = run_cli(*args, cwd=workdir)
+    assert run.returncode == 2, (run.returncode, run.stderr)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
+    assert snapshot(workdir) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("low,high", [("p90", "p10"), ("p50", "p50"), ("p99.9", "p0.1")])
+def test_reversed_percentiles_are_refused_when_read(workdir, low, high):
+    """Before: ``p90,p10`` was planned, and its note said 90 % of the values lie below and 90 %
+    above the range."""
+    line = one_error_line(
+        workdir, "export", "v.npy", "--renormalize", f"{low},{high}:0,255", "--plan"
+    )
+    assert f"[{low}, {high}]: the first percentile must be below the second" in line
+    with pytest.raises(le.ExportError, match="the first percentile must be below the second"):
+        le.ExportSettings(renormalize=((low, high), (0, 255)))
+    # the right way round, and reversed numbers (an inversion), are fine
+    if low != high:
+        le.ExportSettings(renormalize=((high, low), (0, 255)))
+    le.ExportSettings(renormalize=((255, 0), (0, 1)))
+
+
+@pytest.mark.parametrize("nickname", ["../x", "a/b", "a\\b", "..", "x..y"])
+def test_a_nickname_that_leaves_the_directory_is_refused(workdir, nickname):
+    """Before: ``--nickname ../x`` wrote ``../x_export.h5``, outside the output directory."""
+    line = one_error_line(workdir, "export", "v.npy", "--nickname", nickname, "--plan")
+    assert f"nickname {nickname!r} must not contain" in line
+    (workdir / "p.toml").write_text(
+        f'[settings]\nformat = "npy"\n\n[[datasets]]\nsource = "v.npy"\nnickname = {nickname!r}\n'
+    )
+    line = one_error_line(workdir, "batch", "p.toml", "list")
+    assert line.startswith("error: p.toml: dataset 1: nickname ") and "must not contain" in line
+    with pytest.raises(le.ExportError, match="must not contain"):
+        le.batch.Dataset("v.npy", nickname)
+
+
+def test_a_project_source_must_be_one_path(workdir):
+    """Before: ``source = ["a.npy", "b.npy"]`` loaded, and listing or exporting it failed with
+    a glob source naming the list's text."""
+    (workdir / "p.toml").write_text('[[datasets]]\nsource = ["v.npy", "w.npy"]\n')
+    for action in ("list", "export-all"):
+        line = one_error_line(workdir, "batch", "p.toml", action)
+        assert "p.toml: dataset 1: a dataset's source must be one path or URL (text), got [" in line
+    with pytest.raises(le.ExportError, match="one path or URL"):
+        le.Batch.load(workdir / "p.toml")
+    # a path object is one path
+    assert le.batch.Dataset(workdir / "v.npy").source == str(workdir / "v.npy")
