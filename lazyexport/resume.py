@@ -39,7 +39,7 @@ from .errors import ResumeError
 from .formats.base import Target
 from .remote import is_url
 from .sources.base import file_identity
-from .storage import remove, temp_path, with_kind, write_durably
+from .storage import NOFOLLOW, remove, temp_path, with_kind, write_durably
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -95,7 +95,8 @@ class Journal:
         return done
 
     def record(self, block: Block) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # never through a link planted at the journal's (predictable) name
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
         try:
             os.write(fd, (json.dumps([int(i) for i in block]) + "\n").encode())
             os.fsync(fd)

@@ -74,6 +74,7 @@ from .storage import (
     finish_commit,
     leftovers,
     new_token,
+    refuse_links,
     remove,
     temp_path,
 )
@@ -556,6 +557,8 @@ def execute(
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
+    if resumable:  # its names are a hash of the plan: anyone could have planted a link at one
+        refuse_links(_beside_outputs(plan)[0], token)
     try:
         claim(owners, token)
     except Busy as exc:

@@ -15,6 +15,12 @@ it (``t<random>p<pid>h<host>``), so a temporary whose process is gone is an *orp
 names a live process. Orphans are removed by the next export of the same output and by
 :func:`clean` (``lazyexport clean``).
 
+Those names can be predicted (a ``--resume`` token is a hash of the plan), so nothing is written,
+read as a record or deleted *through* a symbolic link found at one of them: records and journals
+are created with ``O_EXCL | O_NOFOLLOW`` (a link found there is replaced, never its target), a
+deletion removes a link itself, and a ``--resume`` export refuses, in one line, a link at any
+name of its run or inside the temporary output it would continue (:func:`refuse_links`).
+
 The commit writes a *commit record* (the list of renames, fsynced; one copy in every directory
 that holds temporaries) before the first rename and removes it after the last rename and after
 the run's working files (journal, staging file): a run killed in between leaves complete
@@ -37,6 +43,8 @@ import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from .errors import OutputLocationError
 
 KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old")
 _NAME = re.compile(r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)(?:\.new)?")
@@ -149,13 +157,66 @@ def owner_of(owner_file: Path, token: str) -> tuple[str, bool | None] | None:
 
 
 def write_durably(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` under a temporary name, fsync, rename: all or nothing."""
+    """Write ``text`` to ``path`` under a temporary name, fsync, rename: all or nothing. Neither
+    name is written through a symbolic link: the temporary is created anew (:func:`create_new`),
+    and the rename replaces a link at ``path`` itself."""
     temp = path.with_name(path.name + ".new")
-    with open(temp, "w") as f:
+    with os.fdopen(create_new(temp), "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(temp, path)
+
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def create_new(path: Path, mode: int = 0o644) -> int:
+    """Create the file ``path`` for writing (``O_EXCL | O_NOFOLLOW``); return its descriptor.
+    What is there already (a killed run's file, or a link someone planted at this predictable
+    name) is removed first: the entry itself, never what a link points to."""
+    for _ in range(3):
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
+        except FileExistsError:
+            try:
+                remove(path)
+            except OSError:  # another user's entry in a shared (sticky) directory
+                break
+    raise OutputLocationError(
+        f"{path} is in the way and cannot be removed; lazyexport never writes through what it "
+        "did not create there: remove it"
+    )
+
+
+def refuse_links(directories: Iterable[Path], token: str) -> None:
+    """Refuse (one line) a symbolic link at any name of the run ``token`` in ``directories``
+    (its temporary output, journal, owner file, commit record, staging file), or anywhere inside
+    a temporary output of it that is kept for ``--resume``: lazyexport never writes, reads
+    renames from or deletes through a link it did not make."""
+    for directory in dict.fromkeys(Path(d) for d in directories):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            match = _NAME.fullmatch(entry.name)
+            if match is None or match["token"] != token:
+                continue
+            if entry.is_symlink():
+                raise _linked(Path(entry.path))
+            if entry.is_dir(follow_symlinks=False):
+                for root, dirs, files in os.walk(entry.path):  # never into a linked directory
+                    for name in sorted(dirs + files):
+                        if os.path.islink(os.path.join(root, name)):
+                            raise _linked(Path(root) / name)
+
+
+def _linked(path: Path) -> OutputLocationError:
+    return OutputLocationError(
+        f"{path} is a symbolic link, at a name of this export's own temporaries; lazyexport "
+        "never writes through one: remove it, or export without --resume"
+    )
 
 
 # -- removing and replacing --------------------------------------------------------------------

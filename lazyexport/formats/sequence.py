@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..storage import temp_path
+from ..storage import NOFOLLOW, temp_path
 from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
 from .spec import OutputSpec
@@ -84,7 +84,9 @@ class SequenceWriter(Writer):
         )
         if spec.staged:
             stage = stage_path(spec, token)
-            with open(stage, "ab") as f:  # sparse; what an interrupted run staged is kept
+            # sparse; what an interrupted run staged is kept; never through a link at its name
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW
+            with os.fdopen(os.open(stage, flags, 0o644), "ab") as f:
                 f.truncate(spec.nbytes)
             target.stage_in(stage, spec.shape, spec.dtype)
         return target
