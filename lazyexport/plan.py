@@ -1085,4 +1085,5 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         downsample=settings.downsample,
         result_type=settings.result_type,
         channel_names=plan.channel_names,
+        origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},
     )

@@ -13,10 +13,16 @@ enough": z spacing at most 1.5 times the y/x spacing); time and channel are neve
 Intensities are averaged (integers rounded half to even); label images take the most frequent
 value of each window (ties to the smaller label), so no label appears that was not there;
 ``downsample="nearest"`` takes every other pixel. Without ``downsample``, data are labels when
-the result type says so (:func:`is_label_type`: "Labels", "Simple Segmentation", ...); a
-note says how to ask for labels when integer data are averaged by default. The axes must be
-stored in NGFF's order (time, channel, space), so the plan reorders the result when the user
-gave no axis order.
+the result type says so (:func:`is_label_type`: "Labels", "Simple Segmentation", ...) and bool
+masks take the mode too (their mean, stored as bool, is "any": masks would grow); a note says
+how to ask for labels when integer data are averaged by default. The axes must be stored in
+NGFF's order (time, channel, space), so the plan reorders the result when the user gave no axis
+order.
+
+Each level's ``scale`` is followed by a ``translation`` where it is not 0: a cutout's start in
+the source times the scale, plus, for levels made of windows' means or modes, the shift to the
+windows' centres (:func:`pyramid`), so viewers place a cutout over its source and every level
+over level 0.
 
 Where the source names its channels (a microscopy file's), the names become the labels of the
 ``omero`` channels (top-level in 0.4, under ``ome`` in 0.5), with a color each and a display
@@ -59,6 +65,8 @@ class Level:
     shape: tuple[int, ...]
     factors: tuple[int, ...]  # downsampling from the level before (1 for level 0)
     scale: tuple[float, ...]  # physical size of a pixel per axis (1 where unknown)
+    # where the level's first pixel centre lies, in the scale's units (0 for channels)
+    translation: tuple[float, ...] = ()
 
 
 def pyramid(
@@ -66,11 +74,21 @@ def pyramid(
     shape: tuple[int, ...],
     pixel_size: Mapping[str, float],
     levels: int | None,
+    origin: Mapping[str, int] | None = None,
+    centred: bool = False,
 ) -> list[Level]:
-    """The levels of the pyramid: their shapes, factors and scales (``levels=None``: until y/x fit
-    512)."""
+    """The levels of the pyramid: their shapes, factors, scales and translations (``levels=None``:
+    until y/x fit 512).
+
+    Level 0's translation is the cutout's start in the source (``origin``, source pixels) times
+    the scale. A coarser pixel made from a window of ``f`` pixels (``centred``: the mean or mode
+    of the window) lies at the window's centre, ``(f - 1) / 2`` pixels of the level below after
+    the window's first; ``nearest`` takes the first pixel of the window, so no shift.
+    """
+    origin = origin or {}
     scale = tuple(pixel_size.get(a, 1.0) if AXIS_TYPES.get(a) == "space" else 1.0 for a in axes)
-    out = [Level("0", tuple(shape), (1,) * len(axes), scale)]
+    start = tuple(0.0 if a == "c" else origin.get(a, 0) * s for a, s in zip(axes, scale))
+    out = [Level("0", tuple(shape), (1,) * len(axes), scale, start)]
     plane = [i for i, a in enumerate(axes) if a in "yx"]
     while True:
         last = out[-1]
@@ -85,12 +103,14 @@ def pyramid(
         for i, a in enumerate(axes):
             scaled = a in "yx" or (a == "z" and last.scale[i] <= ANISOTROPY * xy)
             factors.append(2 if scaled and last.shape[i] > 1 else 1)
+        shift = [(f - 1) / 2 * s if centred else 0.0 for f, s in zip(factors, last.scale)]
         out.append(
             Level(
                 str(len(out)),
                 tuple(math.ceil(n / f) for n, f in zip(last.shape, factors)),
                 tuple(factors),
                 tuple(s * f for s, f in zip(last.scale, factors)),
+                tuple(t + d for t, d in zip(last.translation, shift)),
             )
         )
     return out
@@ -162,6 +182,14 @@ def omero_metadata(
     }
 
 
+def coordinate_transformations(level: Level) -> list[dict]:
+    """A level's ``scale``, then its ``translation`` where it has one (NGFF's order)."""
+    out: list[dict] = [{"type": "scale", "scale": list(level.scale)}]
+    if any(level.translation):
+        out.append({"type": "translation", "translation": [float(t) for t in level.translation]})
+    return out
+
+
 def ngff_metadata(
     name: str,
     axes: tuple[str, ...],
@@ -183,10 +211,7 @@ def ngff_metadata(
         "name": name,
         "axes": axes_meta,
         "datasets": [
-            {
-                "path": lv.path,
-                "coordinateTransformations": [{"type": "scale", "scale": list(lv.scale)}],
-            }
+            {"path": lv.path, "coordinateTransformations": coordinate_transformations(lv)}
             for lv in levels
         ],
     }
@@ -225,12 +250,14 @@ class OmeZarrWriter(ZarrWriter):
         return wanted
 
     def levels(self, spec: OutputSpec) -> list[Level]:
-        return pyramid(spec.axes, spec.shape, spec.pixel_size, spec.levels)
+        centred = self.method(spec) != "nearest"
+        return pyramid(spec.axes, spec.shape, spec.pixel_size, spec.levels, spec.origin, centred)
 
     def method(self, spec: OutputSpec) -> str:
-        """The downsampling: the settings', else mode for label images (by result type), else
-        mean."""
-        return spec.downsample or ("mode" if is_label_type(spec.result_type) else "mean")
+        """The downsampling: the settings', else mode for label images (by result type) and
+        bool masks (a mean of a mask would be "any", growing it level by level), else mean."""
+        labels = is_label_type(spec.result_type) or spec.dtype.kind == "b"
+        return spec.downsample or ("mode" if labels else "mean")
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)

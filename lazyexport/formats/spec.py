@@ -47,6 +47,9 @@ class OutputSpec:
     nickname: str
     slice_axis: str | None  # sequences: the axis the files run along
     slice_start: int  # sequences: source index of the first slice
+    # sequences: the path of every slice file with "\0" where the slice index goes (any other
+    # slice files of the template are the output's too: replaced with it); "" where unknown
+    slice_template: str = dataclasses.field(default="", compare=False)
     staged: bool  # sequences: slices are assembled in a staging file
     memory_limit: int  # bytes, for the whole export
     workers: int  # blocks written at a time
@@ -61,6 +64,9 @@ class OutputSpec:
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
     # the source's names of the output's channels (along "c"), where known
     channel_names: tuple[str, ...] | None = None
+    # the source index of the output's first pixel, per output axis where the cutout does not
+    # start at 0 (ome-zarr: its translation)
+    origin: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -72,6 +78,7 @@ class OutputSpec:
         set_("chunks", tuple(int(n) for n in self.chunks))
         set_("shards", None if self.shards is None else tuple(int(n) for n in self.shards))
         set_("pixel_size", MappingProxyType(dict(self.pixel_size)))
+        set_("origin", MappingProxyType({a: int(n) for a, n in self.origin.items() if n}))
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
         if self.channel_names is not None:
             set_("channel_names", tuple(str(n) for n in self.channel_names))
