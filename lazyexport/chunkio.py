@@ -274,8 +274,8 @@ class ChunkFiles:
                 raise ValueError(f"block {location} is not made of whole chunks {self.chunks}")
         for index, _, part in self._pieces(region, self.chunks):
             piece = block[part]
-            if piece.shape == self.chunks:
-                chunk = np.ascontiguousarray(piece)
+            if piece.shape == self.chunks:  # in the dtype and byte order the metadata declares
+                chunk = np.ascontiguousarray(piece, dtype=self.dtype)
             else:  # an edge chunk: stored full size, padded
                 chunk = np.full(self.chunks, self.fill_value, dtype=self.dtype)
                 chunk[tuple(slice(0, n) for n in piece.shape)] = piece

@@ -507,12 +507,17 @@ def value_steps(
 ) -> tuple[Callable[[np.ndarray], np.ndarray] | None, np.dtype]:
     """What :func:`steps` does to the values of a ``dtype`` array, as a function of a numpy
     block that leaves the block unchanged (None: nothing), and the result's dtype: renormalize
-    (converting in the same pass), or convert."""
+    (converting in the same pass), or convert.
+
+    This is where the output dtype is decided, and it is always in native byte order, whatever
+    the source's: a big-endian source's values are swapped here (in the block tasks and in the
+    lazy result alike), so every writer is handed blocks in the dtype its metadata declares
+    (Zarr v3's ``bytes`` codec and OME-Zarr 0.5 are little-endian; N5's codec swaps to the
+    big-endian blocks its specification prescribes)."""
     if renorm is not None:
         return renormalizer(dtype, *renorm, settings.dtype)
-    if settings.dtype is not None:
-        return converter(dtype, settings.dtype), np.dtype(settings.dtype)
-    return None, np.dtype(dtype)
+    to = np.dtype(dtype if settings.dtype is None else settings.dtype).newbyteorder("=")
+    return converter(dtype, to), to
 
 
 def aligned_chunks(

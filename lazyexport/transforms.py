@@ -34,7 +34,8 @@ def cutout(arr: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> xr.DataArra
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
     """The float type renormalization computes in: float32 where exact enough, else float64."""
-    return np.dtype("float32") if np.dtype(dtype) in _FLOAT32_EXACT else np.dtype("float64")
+    exact = np.dtype(dtype).newbyteorder("=") in _FLOAT32_EXACT  # whatever its byte order
+    return np.dtype("float32") if exact else np.dtype("float64")
 
 
 def dtype_range(dtype: np.dtype) -> tuple[int, int] | None:
@@ -192,6 +193,8 @@ def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.
     (a temporary of the caller's) may be overwritten."""
     dtype = np.dtype(dtype)
     x = np.asarray(x)
+    if x.dtype.newbyteorder("=") == dtype.newbyteorder("="):  # the byte order only
+        return x.astype(dtype)
     if dtype == np.bool_:
         return np.where(np.isnan(x), False, x != 0) if x.dtype.kind == "f" else x != 0
     if dtype.kind not in "ui" or x.dtype == np.bool_:
