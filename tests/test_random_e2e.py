@@ -6,7 +6,9 @@ uint64 included), a shape (length-1 axes included), a ROI (starts inside file ch
 extents), an optional renormalization, dtype conversion and axis order, and an output format
 among all registered ones where the result fits it. Some cases export into the container that
 holds the source (the source and an unrelated array must stay intact), some are interrupted
-(cancelled mid-export, or killed during the commit) and resumed.
+(cancelled mid-export, or killed during the commit) and resumed. Some sources are big-endian
+(in memory, npy, Zarr v2, HDF5: the output holds the same values, in the byte order its
+metadata declares), and some exports are lazy (``compute=False``, then ``dask.compute``).
 
 The expected values are computed here with numpy from the data the source was written from,
 following docs/usage.md ("What an export computes"), never with lazyexport's own transforms;
@@ -31,6 +33,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import dask
 import h5py
 import numpy as np
 import pytest
@@ -47,6 +50,7 @@ pytestmark = pytest.mark.usefixtures("small_blocks")
 CASES = int(os.environ.get("LAZYEXPORT_RANDOM_CASES", "40"))
 SEED = int(os.environ.get("LAZYEXPORT_RANDOM_SEED", "13"))
 SOURCE_KINDS = ("memory", "hdf5", "zarr2", "zarr3", "tiff", "npy")
+BIG_ENDIAN_KINDS = ("memory", "hdf5", "zarr2", "npy")  # sources drawn big-endian at times
 DTYPES = ("uint8", "uint16", "int16", "int64", "uint64", "float32")
 OUT_DTYPES = ("uint8", "uint16", "int16", "int64", "uint64", "float32", "float64")
 MAX_ELEMENTS = 40_000
@@ -77,6 +81,8 @@ class Case:
     interrupt: str | None = None  # None, "cancel" (mid-export) or "kill-at-commit"
     interrupt_at: int = 0  # blocks before the cancel, or the rename that is killed
     nan: bool = False
+    big_endian: bool = False  # the source stores its values big-endian (">u2", ">f4", ...)
+    lazy: bool = False  # export(..., compute=False), then dask.compute
 
     def __str__(self) -> str:
         fields = {k: v for k, v in dataclasses.asdict(self).items() if v not in (None, {}, False)}
@@ -275,8 +281,18 @@ def draw_case(index: int) -> Case:
         case.axis_order = _draw_axis_order(rng, case)
         case.options = _draw_options(rng, case.format, "".join(_result_axes(case)))
         if _fits(case) and _has_data_range(case):
+            _draw_byte_order_and_laziness(case)
             return case
     raise AssertionError(f"no case fits after 1000 draws (seed {SEED}, case {index})")
+
+
+def _draw_byte_order_and_laziness(case: Case) -> None:
+    """A big-endian source and a lazy export, from a generator of their own (the cases of a
+    seed stay what they were without them)."""
+    rng = np.random.default_rng([SEED, case.index, 2])
+    multibyte = np.dtype(case.dtype).itemsize > 1
+    case.big_endian = bool(case.kind in BIG_ENDIAN_KINDS and multibyte and rng.random() < 0.5)
+    case.lazy = bool(rng.random() < 0.25)
 
 
 def _draw_same_container(rng: np.random.Generator, index: int) -> Case:
@@ -365,6 +381,8 @@ def write_source(case: Case, data: np.ndarray, root: Path) -> tuple[Any, dict[st
     """Write the source; return what to open and, for same-container cases, what else the
     container holds (name -> array) that must stay intact."""
     axes, chunks = case.axes, case.file_chunks
+    if case.big_endian:  # the same values, stored big-endian
+        data = data.astype(data.dtype.newbyteorder(">"))
     if case.kind == "memory":
         return data, {}
     if case.kind == "hdf5":
@@ -744,7 +762,11 @@ def run_case(case: Case, root: Path):
     # after a kill during the renames some final files exist: --resume finishes that commit
     # (no --overwrite needed, nothing written again)
     try:
-        result = le.export(source, settings, overwrite=case.overwrite, **options)
+        if case.lazy:
+            lazy = le.export(source, settings, overwrite=case.overwrite, compute=False)
+            (result,) = dask.compute(lazy)
+        else:
+            result = le.export(source, settings, overwrite=case.overwrite, **options)
     except Exception as exc:
         raise AssertionError(f"{case}: export failed: {type(exc).__name__}: {exc}") from exc
     expected, axes, bound = expected_result(case, data)
@@ -780,6 +802,8 @@ def _read_container_array(case: Case, spec: str, name: str) -> np.ndarray:
 def _case_id(index: int) -> str:
     case = draw_case(index)
     extra = "-same" if case.container == "same" else f"-{case.interrupt}" if case.interrupt else ""
+    extra += "-big-endian" if case.big_endian else ""
+    extra += "-lazy" if case.lazy else ""
     return f"seed{SEED}-case{index}-{case.kind}-{case.dtype}-{case.format}{extra}"
 
 
@@ -790,10 +814,13 @@ def test_random_export_matches_numpy(index, tmp_path):
 
 def test_the_cases_cover_what_the_issue_asks():
     """40 cases (the default) include int64/uint64, length-1 axes, same-container outputs,
-    exports cancelled and killed during the commit, and every format."""
+    exports cancelled and killed during the commit, every format, big-endian npy, Zarr v2 and
+    HDF5 sources, and lazy exports."""
     cases = [draw_case(i) for i in range(max(CASES, 40))]
     assert {"int64", "uint64"} <= {c.dtype for c in cases}
     assert any(1 in _result_sizes(c).values() for c in cases)
     assert any(c.container == "same" for c in cases)
     assert {"cancel", "kill-at-commit"} <= {c.interrupt for c in cases}
     assert set(formats()) <= {c.format for c in cases}
+    assert {"npy", "zarr2", "hdf5"} <= {c.kind for c in cases if c.big_endian}
+    assert any(c.lazy for c in cases) and any(c.lazy and c.big_endian for c in cases)
