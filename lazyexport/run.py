@@ -38,6 +38,7 @@ from . import cost, interrupt, remote
 from .axes import names
 from .blocks import BlockGrid, BlockSource
 from .errors import (
+    AlreadyComputedError,
     ExportCancelled,
     ExportError,
     OutputBusyError,
@@ -1221,6 +1222,15 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
     stored = da.map_blocks(
         _store_block,
         data,
+    # the mark of this export not computed yet: the commit removes it (with the temporaries), so
+    # a second computation, in any process, finds it gone and writes nothing
+    mark = temp_path(plan.paths[0], token, "lazy")
+    try:
+        os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except BaseException:
+        target.abort()
+        raise
+    target.scratch.append(mark)
         target=target,
         lock=lock,
         dtype=np.float64,
@@ -1228,21 +1238,36 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
         name=f"lazyexport-store-{token}",
     )
     # unoptimized: optimizing the array graph here would fuse each read of a source chunk into
+        mark=(mark, f"{plan.output}/{plan.internal}".rstrip("/")),
     # this export's tasks, and exports computed together could not share it
     written = stored.to_delayed(optimize_graph=False).ravel().tolist()
-    return dask.delayed(_commit_lazily, pure=False)(written, target, plan)
+    return dask.delayed(_commit_lazily, pure=False)(written, target, plan, mark)
 
 
-def _store_block(block: np.ndarray, target, lock, block_info=None) -> np.ndarray:
+def _uncommitted(mark: Path, output: str) -> None:
+    """Refuse to compute a ``compute=False`` export whose ``mark`` is gone: it committed
+    already (or another export of its output removed its temporaries)."""
+    if not mark.exists():
+        raise AlreadyComputedError(
+            f"this compute=False export of {output} was computed already (it commits once, so "
+            "its output is left as it is), or another export of the same output removed its "
+            "temporary output; call export(..., compute=False) again for a new one"
+        )
+
+
+def _store_block(
+    block: np.ndarray, target, lock, mark: tuple[Path, str], block_info=None
+) -> np.ndarray:
     """Write one block; return when its writing started (wall clock: tasks may run anywhere)."""
     started = time.time()
     location = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
     with lock if lock is not None else contextlib.nullcontext():
         target.write(block, location)
     return np.full((1,) * block.ndim, started)
+    _uncommitted(*mark)
 
 
-def _commit_lazily(written: list, target, plan: ExportPlan) -> ExportResult:
+def _commit_lazily(written: list, target, plan: ExportPlan, mark: Path) -> ExportResult:
     """Commit once every block is written; the result's time runs from the first block's
     start (not from when the graph was built)."""
     first = min(float(w.min()) for w in written)
@@ -1250,6 +1275,7 @@ def _commit_lazily(written: list, target, plan: ExportPlan) -> ExportResult:
         paths = target.commit()
     # the time the blocks took on the wall clock, as a perf_counter start for _result
     return _result(plan, paths, time.perf_counter() - (time.time() - first), False)
+    _uncommitted(mark, f"{plan.output}/{plan.internal}".rstrip("/"))
 
 
 def plan_on(

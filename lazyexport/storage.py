@@ -7,7 +7,8 @@ the output (the file, store or container it names) under a hidden name::
 
 ``kind`` is ``tmp`` (the output being written), ``raw`` / ``stage`` (uncompressed working files),
 ``blocks`` (the journal of a ``--resume`` export), ``owner`` (who runs a ``--resume`` export),
-``commit`` (the renames of a commit under way) or ``old`` (a replaced output on its way out).
+``commit`` (the renames of a commit under way), ``old`` (a replaced output on its way out) or
+``lazy`` (a ``compute=False`` export not computed yet: removed when it commits).
 
 Who owns a temporary is read from its token: a run's random token names the process that made
 it (``t<random>p<pid>h<host>``), so a temporary whose process is gone is an *orphan*; a
@@ -46,7 +47,7 @@ from pathlib import Path
 
 from .errors import OutputLocationError
 
-KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old")
+KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old", "lazy")
 _NAME = re.compile(r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)(?:\.new)?")
 _RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
 
@@ -334,6 +335,7 @@ class Leftover:
         return f"{self.path} ({what}, {_human(size)}, {self.owner})"
 
 
+            "lazy": "a compute=False export's mark, not computed",
 def _size(path: Path) -> int:
     try:
         if path.is_dir() and not path.is_symlink():

@@ -283,6 +283,42 @@ def test_delete_all_never_removes_a_source(tmp_path):
     assert (tmp_path / "in.zarr" / "raw" / "zarr.json").exists()
 
 
+@pytest.mark.parametrize(
+    "fmt,output,theirs",
+    [
+        ("zarr", "res.zarr", "res.zarr"),
+        ("ome-zarr", "res.ome.zarr", "res.ome.zarr"),
+        ("n5", "res.n5", "res.n5"),
+        ("zarr", "store.zarr/node", "store.zarr/node"),
+        ("tiff", "res.tif", "res.tif"),
+        ("tiff-sequence", "seq/s{slice_index}.tif", "seq/s0.tif"),
+    ],
+)
+def test_delete_all_and_overwrite_leave_a_directory_lazyexport_did_not_write(
+    tmp_path, fmt, output, theirs
+):
+    """Issue 26, item 4: ``res.zarr/`` holding ``thesis.txt`` (no Zarr metadata) is not the
+    output's; delete-all and export --overwrite refuse it in one line and leave it as it is."""
+    np.save(tmp_path / "v.npy", np.zeros((3, 16, 16), np.uint8))
+    if "/" in output and fmt == "zarr":
+        zarr.open_group(str(tmp_path / "store.zarr"), mode="w")
+    (tmp_path / theirs).mkdir(parents=True)
+    (tmp_path / theirs / "thesis.txt").write_text("years of work")
+    before = snapshot(tmp_path)
+    batch = le.Batch(
+        {"format": fmt, "output": "{dataset_dir}/" + output}, [Dataset("v.npy", "v")],
+        base_dir=tmp_path,
+    )  # fmt: skip
+    report = batch.delete_all()
+    assert report.removed == [] and "lazyexport did not write it" in report.refused["v"]
+    run = run_cli(
+        "export", "v.npy", "--format", fmt, "--output", output, "--overwrite", cwd=tmp_path
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith(f"error: {theirs} is a directory")
+    assert snapshot(tmp_path) == before
+
+
 def test_delete_all_removes_only_its_array_from_a_store_with_other_arrays(tmp_path):
     """Issue 13, item 4: an output inside a store (``store.zarr/{nickname}``) is deleted alone:
     the source beside it and arrays the user added later stay."""

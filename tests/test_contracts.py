@@ -8,7 +8,9 @@ Pillow, numpy; otherwise lazyexport's own); a failed export leaves nothing; an e
 is never replaced without ``overwrite``; a cancelled ``--resume`` export continues to the same
 result as a clean one, or -- where the format's capabilities say it cannot resume -- restarts
 with a note and the same result; the export on worker processes (single-writer formats encode
-there and write here) equals the threaded one.
+there and write here) equals the threaded one; a ``compute=False`` export computed twice commits
+once (the second computation is one error and changes nothing); a directory at the output that
+holds what the format does not write is refused, with or without ``overwrite``, and by a delete.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 
 import lazyexport as le
 from conftest import ROOT, cli_env, hidden_temps, snapshot
-from lazyexport.errors import ExportCancelled, OutputExistsError
+from lazyexport.errors import AlreadyComputedError, ExportCancelled, OutputExistsError
 from lazyexport.formats import formats, get_writer
 from test_random_e2e import read_back
 
@@ -159,6 +161,39 @@ def test_worker_processes_write_what_threads_write(fmt, tmp_path):
     result = export(fmt, tmp_path / "processes", scheduler="processes")
     np.testing.assert_array_equal(stored(result), threaded)
     assert hidden_temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_lazy_export_computed_twice_commits_once(fmt, tmp_path):
+    """A compute=False export commits once: computing it again is one clear error and changes
+    nothing (tests/test_lazy_export.py: on other processes too)."""
+    lazy = export(fmt, tmp_path, compute=False)
+    result = lazy.compute(scheduler="synchronous")
+    before = snapshot(tmp_path)
+    for scheduler in ("synchronous", "threads"):
+        with pytest.raises(AlreadyComputedError, match="computed already"):
+            lazy.compute(scheduler=scheduler)
+        assert snapshot(tmp_path) == before
+    np.testing.assert_array_equal(stored(result).reshape(EXPECTED.shape), EXPECTED)
+    assert hidden_temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_foreign_directory_at_the_output_is_left_alone(fmt, tmp_path):
+    """A directory at the output that is not this format's (someone's files) is refused in one
+    line by an export, --overwrite and compute=False too, and by a delete: nothing changes."""
+    plan = get_plan(fmt, tmp_path)
+    theirs = plan.paths[0]
+    theirs.mkdir(parents=True)
+    (theirs / "thesis.txt").write_text("years of work")
+    before = snapshot(tmp_path)
+    for options in ({}, {"overwrite": True}, {"overwrite": True, "compute": False}):
+        with pytest.raises(OutputExistsError, match="lazyexport did not write it") as caught:
+            export(fmt, tmp_path, **options)
+        assert "\n" not in str(caught.value) and str(theirs) in str(caught.value)
+    with pytest.raises(OutputExistsError, match="lazyexport did not write it"):
+        plan.writer.delete(plan.spec)
+    assert snapshot(tmp_path) == before
 
 
 def test_a_format_registered_by_a_plugin_gets_every_row(tmp_path):

@@ -60,6 +60,8 @@ def workdir(tmp_path_factory) -> Path:
         for _ in range(2):
             tif.write(np.zeros((2, 8, 8), np.uint8), metadata={"axes": "CYX"})
     (d / "stack.dv").write_bytes(bytes(1024))
+    (d / "res.zarr").mkdir()
+    (d / "res.zarr" / "thesis.txt").write_text("mine")
     le.export(str(d / "v.npy"), le.ExportSettings(format="hdf5", output=str(d / "out.h5")))
     (d / "broken.toml").write_text(
         '[settings]\nformat = "hdf5"\ncolour = "red"\n\n[[datasets]]\nsource = "v.npy"\n'

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import hidden_temps, make_data, write_zarr3
+from conftest import hidden_temps, make_data, snapshot, write_zarr3
 from lazyexport import chunkio
-from lazyexport.errors import OutputExistsError
+from lazyexport.errors import AlreadyComputedError, OutputExistsError
 from lazyexport.run import ExportResult
 from lazyexport.settings import ExportSettings
 
@@ -92,6 +92,27 @@ def test_a_failed_graph_leaves_nothing_visible_and_the_next_export_cleans_up(
     assert not (tmp_path / "f" / "o.zarr").exists() and hidden_temps(tmp_path / "f")
     le.export(str(path), settings)
     assert (tmp_path / "f" / "o.zarr").exists() and not hidden_temps(tmp_path / "f")
+
+
+def test_a_second_compute_on_other_processes_or_of_regions_changes_nothing(tmp_path, source):
+    """The commit removes the export's mark, so a second computation finds it gone wherever it
+    runs (worker processes share no memory with the first); each region's Delayed likewise."""
+    path, _ = source
+    lazy = le.export(str(path), _settings(tmp_path, "p", "zarr", ROIS[0]), compute=False)
+    regions = le.export(
+        str(path),
+        ExportSettings(
+            format="tiff-sequence", output=str(tmp_path / "r" / "{region}_{slice_index}.tif"),
+            regions={"a": {"z": (0, 4)}, "b": {"z": (6, 9)}},
+        ),
+        compute=False,
+    )  # fmt: skip
+    dask.compute(lazy, *regions, scheduler="processes")
+    before = snapshot(tmp_path)
+    for again in (lazy, *regions):
+        with pytest.raises(AlreadyComputedError, match="computed already"):
+            dask.compute(again, scheduler="processes")
+    assert snapshot(tmp_path) == before and not hidden_temps(tmp_path)
 
 
 def test_a_url_output_is_refused(source):

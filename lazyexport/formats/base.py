@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import remote
+from ..errors import OutputExistsError
 from ..storage import commit_renames, remove
 from .spec import OutputSpec
 
@@ -148,7 +149,9 @@ class Writer:
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         """Refuse, at planning time, an output this format cannot write (raise
         :class:`~lazyexport.errors.FormatError`); return notes for the plan (none by default).
-        ``spec.chunks`` is not decided yet (empty)."""
+        ``spec.chunks`` is not decided yet (empty). Subclasses call it: it refuses an output
+        place that holds what this format does not write (:meth:`refuse_foreign`)."""
+        self.refuse_foreign(spec)
         return ()
 
     def dataset(self, spec: OutputSpec) -> str:
@@ -164,6 +167,26 @@ class Writer:
 
     def open(self, spec: OutputSpec, token: str) -> Target:
         """Create the output under the temporary names of the run ``token``
+    def refuse_foreign(self, spec: OutputSpec) -> None:
+        """Refuse (in one line) an output place that holds what this format does not write
+        (:meth:`foreign`): an export, ``--overwrite`` too, and a delete leave it alone."""
+        found = self.foreign(spec)
+        if found is not None:
+            path, what = found
+            raise OutputExistsError(
+                f"{path} is {what}, so lazyexport did not write it: it is neither replaced nor "
+                "deleted; choose another output"
+            )
+
+    def foreign(self, spec: OutputSpec) -> tuple[Path, str] | None:
+        """The first local place of ``spec``'s output that holds what this format does not
+        write, and what it is: by default a directory with something in it where a file goes."""
+        for path in spec.paths:
+            if not remote.is_url(path) and path.is_dir() and not path.is_symlink():
+                if any(path.iterdir()):
+                    return path, f"a directory where the {self.name} file goes"
+        return None
+
         (:func:`lazyexport.storage.temp_path`). Writers that are ``resumable`` keep what exists
         under those names (an interrupted ``--resume`` export of the same output)."""
         raise NotImplementedError
@@ -184,6 +207,7 @@ class Writer:
         self,
         block_bytes: int,
         unit_bytes: int,
+        self.refuse_foreign(spec)
         staged: bool = False,
         spec: OutputSpec | None = None,
     ) -> int:

@@ -30,6 +30,7 @@ class Layout:
 
     kind: str  # "Zarr", "N5"
     group_files: tuple[str, ...]  # metadata files a group may hold
+    node_files: tuple[str, ...]  # metadata files of which a node (array or group) has one
     # (directory) -> whether the node there is an array (or dataset)
     array_test: Callable[[Path], bool]
     root_metadata: bool  # a store's root always has a group file (N5: only by convention)
@@ -51,8 +52,14 @@ def _n5_dataset(node: Path) -> bool:
         return False
 
 
-ZARR = Layout("Zarr", ("zarr.json", ".zgroup", ".zattrs"), _zarr_array, root_metadata=True)
-N5 = Layout("N5", ("attributes.json",), _n5_dataset, root_metadata=False)
+ZARR = Layout(
+    "Zarr",
+    ("zarr.json", ".zgroup", ".zattrs"),
+    ("zarr.json", ".zgroup", ".zarray"),
+    _zarr_array,
+    root_metadata=True,
+)
+N5 = Layout("N5", ("attributes.json",), ("attributes.json",), _n5_dataset, root_metadata=False)
 
 
 def zarr_format_of(container: Path) -> int | None:
@@ -189,6 +196,22 @@ def check(layout: Layout, container: Path, internal: str) -> None:
         )
 
 
+def foreign(layout: Layout, container: Path, internal: str) -> tuple[Path, str] | None:
+    """The output node (or whole store) if it is a local directory that holds something but
+    no metadata of ``layout`` (what lazyexport did not write), and what it is. (A file there is
+    an output in the way, replaced with ``overwrite`` as a file output would be.)"""
+    if remote.is_url(container):  # refused where it is written (no rename replaces it there)
+        return None
+    node = node_path(container, internal) if in_existing(container, internal) else container
+    if (
+        node.is_dir()
+        and any(node.iterdir())
+        and not any((node / f).exists() for f in layout.node_files)
+    ):
+        return node, f"a directory without {layout.kind} metadata"
+    return None
+
+
 def existing(container: Path, internal: str) -> list[Path]:
     """The output node if it exists (the whole container where it is the output)."""
     if in_existing(container, internal):
@@ -248,8 +271,12 @@ class ContainerWriter(Writer):
         check(self.layout, spec.output, spec.internal)
         return super().check(spec)
 
+    def foreign(self, spec: OutputSpec) -> tuple[Path, str] | None:
+        return foreign(self.layout, spec.output, spec.internal)
+
     def existing(self, spec: OutputSpec) -> list[Path]:
         return existing(spec.output, spec.internal)
 
     def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
+        self.refuse_foreign(spec)
         return delete(self.layout, spec.output, spec.internal, dry_run)

@@ -151,6 +151,7 @@ class HDF5Writer(Writer):
         """Remove the file, or only our dataset when the file holds other data too."""
         if remote.is_url(spec.output):
             return super().delete(spec, dry_run)
+        self.refuse_foreign(spec)
         if not self.existing(spec):
             return []
         file, name = spec.output, self.dataset(spec)
