@@ -68,10 +68,10 @@ class ResumeError(ExportError):
     changed)."""
 
 
-class ExportCancelled(ExportError):
-    """The export was cancelled; its temporary output was removed."""
 class AlreadyComputedError(ExportError):
     """A ``compute=False`` export was computed again: it commits once, and a second computation
     leaves the output as the first left it."""
 
 
+class ExportCancelled(ExportError):
+    """The export was cancelled; its temporary output was removed."""

@@ -1217,11 +1217,6 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
         _refuse_existing(plan, existing)
     _check_location(plan)
     target = plan.writer.open(plan.spec, token)
-    data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect
-    lock = SerializableLock() if plan.writer.capabilities.single_writer else None
-    stored = da.map_blocks(
-        _store_block,
-        data,
     # the mark of this export not computed yet: the commit removes it (with the temporaries), so
     # a second computation, in any process, finds it gone and writes nothing
     mark = temp_path(plan.paths[0], token, "lazy")
@@ -1231,14 +1226,19 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
         target.abort()
         raise
     target.scratch.append(mark)
+    data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect
+    lock = SerializableLock() if plan.writer.capabilities.single_writer else None
+    stored = da.map_blocks(
+        _store_block,
+        data,
         target=target,
         lock=lock,
+        mark=(mark, f"{plan.output}/{plan.internal}".rstrip("/")),
         dtype=np.float64,
         chunks=tuple((1,) * len(c) for c in data.chunks),
         name=f"lazyexport-store-{token}",
     )
     # unoptimized: optimizing the array graph here would fuse each read of a source chunk into
-        mark=(mark, f"{plan.output}/{plan.internal}".rstrip("/")),
     # this export's tasks, and exports computed together could not share it
     written = stored.to_delayed(optimize_graph=False).ravel().tolist()
     return dask.delayed(_commit_lazily, pure=False)(written, target, plan, mark)
@@ -1259,23 +1259,23 @@ def _store_block(
     block: np.ndarray, target, lock, mark: tuple[Path, str], block_info=None
 ) -> np.ndarray:
     """Write one block; return when its writing started (wall clock: tasks may run anywhere)."""
+    _uncommitted(*mark)
     started = time.time()
     location = tuple(slice(a, b) for a, b in block_info[0]["array-location"])
     with lock if lock is not None else contextlib.nullcontext():
         target.write(block, location)
     return np.full((1,) * block.ndim, started)
-    _uncommitted(*mark)
 
 
 def _commit_lazily(written: list, target, plan: ExportPlan, mark: Path) -> ExportResult:
     """Commit once every block is written; the result's time runs from the first block's
     start (not from when the graph was built)."""
+    _uncommitted(mark, f"{plan.output}/{plan.internal}".rstrip("/"))
     first = min(float(w.min()) for w in written)
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
         paths = target.commit()
     # the time the blocks took on the wall clock, as a perf_counter start for _result
     return _result(plan, paths, time.perf_counter() - (time.time() - first), False)
-    _uncommitted(mark, f"{plan.output}/{plan.internal}".rstrip("/"))
 
 
 def plan_on(

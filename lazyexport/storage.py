@@ -330,12 +330,12 @@ class Leftover:
             "stage": "a staging file",
             "raw": "a raw working file",
             "old": "a replaced output",
+            "lazy": "a compute=False export's mark, not computed",
         }.get(self.kind, "a temporary output")
         size = self.size if self.size is not None else _size(self.path)
         return f"{self.path} ({what}, {_human(size)}, {self.owner})"
 
 
-            "lazy": "a compute=False export's mark, not computed",
 def _size(path: Path) -> int:
     try:
         if path.is_dir() and not path.is_symlink():

@@ -154,19 +154,6 @@ class Writer:
         self.refuse_foreign(spec)
         return ()
 
-    def dataset(self, spec: OutputSpec) -> str:
-        """The path of the exported array inside its container file ("" where the file is the
-        array)."""
-        return spec.dataset
-
-    def existing(self, spec: OutputSpec) -> list[Path]:
-        """The outputs of ``spec`` that exist already (and would be replaced)."""
-        if remote.is_url(spec.output):  # files are objects
-            return [p for p in spec.paths if remote.exists_object(p)]
-        return [p for p in spec.paths if p.exists() or p.is_symlink()]
-
-    def open(self, spec: OutputSpec, token: str) -> Target:
-        """Create the output under the temporary names of the run ``token``
     def refuse_foreign(self, spec: OutputSpec) -> None:
         """Refuse (in one line) an output place that holds what this format does not write
         (:meth:`foreign`): an export, ``--overwrite`` too, and a delete leave it alone."""
@@ -187,6 +174,19 @@ class Writer:
                     return path, f"a directory where the {self.name} file goes"
         return None
 
+    def dataset(self, spec: OutputSpec) -> str:
+        """The path of the exported array inside its container file ("" where the file is the
+        array)."""
+        return spec.dataset
+
+    def existing(self, spec: OutputSpec) -> list[Path]:
+        """The outputs of ``spec`` that exist already (and would be replaced)."""
+        if remote.is_url(spec.output):  # files are objects
+            return [p for p in spec.paths if remote.exists_object(p)]
+        return [p for p in spec.paths if p.exists() or p.is_symlink()]
+
+    def open(self, spec: OutputSpec, token: str) -> Target:
+        """Create the output under the temporary names of the run ``token``
         (:func:`lazyexport.storage.temp_path`). Writers that are ``resumable`` keep what exists
         under those names (an interrupted ``--resume`` export of the same output)."""
         raise NotImplementedError
@@ -194,6 +194,7 @@ class Writer:
     def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
         """Remove what an export of ``spec`` wrote (its final outputs that exist, nothing else);
         return what was (or, with ``dry_run``, would be) removed."""
+        self.refuse_foreign(spec)
         found = self.existing(spec)
         if not dry_run:
             for path in found:
@@ -207,7 +208,6 @@ class Writer:
         self,
         block_bytes: int,
         unit_bytes: int,
-        self.refuse_foreign(spec)
         staged: bool = False,
         spec: OutputSpec | None = None,
     ) -> int:
