@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .axes import names
-from .errors import ExportCancelled, ExportError, SettingsError
+from .errors import ExportCancelled, ExportError, SettingsError, redact
 from .plan import ExportPlan, holds
 from .remote import is_url
 from .roi import format_roi_spec, parse_roi_text
@@ -249,7 +249,8 @@ class Batch:
         Parameters
         ----------
         path : str or os.PathLike
-            The file to write; sources below its directory are written relative to it.
+            The file to write; sources below its directory are written relative to it. A URL's
+            user-info (``user:password@``) is written as ``***@``: credentials are not saved.
 
         Returns
         -------
@@ -260,7 +261,8 @@ class Batch:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = tomli_w.dumps(self.to_dict(base_dir=path.resolve().parent))
+        # a URL's user-info (user:password@) is never saved: credentials go in the environment
+        text = redact(tomli_w.dumps(self.to_dict(base_dir=path.resolve().parent)))
         temp = path.with_name(f".{path.name}.tmp")
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)

@@ -9,6 +9,7 @@ they were.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from . import __version__, ilastik, interrupt, remote
 from .axes import names
 from .batch import Batch, Dataset, reason
 from .describe import describe
-from .errors import ExportError, NotExportedError, SettingsError
+from .errors import ExportError, NotExportedError, SettingsError, redact
 from .formats import format_for, formats, get_writer
 from .interrupt import Terminated, exit_status, raise_interrupt
 from .plan import ExportPlan, build_plan
@@ -454,13 +455,30 @@ _BATCH_ACTIONS = {
 
 
 def cmd_clean(args) -> int:
-    path = Path(args.path)
+    path = remote.as_path(args.path)  # a URL is cleaned in its store, never as a local path
+    if remote.is_url(path):
+        return _clean_url(path, args.dry_run)
     if not path.exists() and not path.parent.is_dir():
         raise SettingsError(f"{path} does not exist, nor does the directory it would be in")
     done, kept = clean_path(path, dry_run=args.dry_run)
     _print_cleaned([item.describe() for item in done], args.dry_run)
     for item in kept:
         print(f"left alone: {item.describe()}", file=sys.stderr)
+    return 0
+
+
+def _clean_url(url: Path, dry_run: bool) -> int:
+    """``lazyexport clean URL``: what killed exports of this host left beside the output ``URL``
+    in its store (what runs elsewhere is not touched: nobody here can tell whether it runs)."""
+    if remote.url_scheme(str(url)) in remote.READ_ONLY:
+        raise SettingsError(f"{url} is read-only (HTTP): lazyexport writes nothing there to clean")
+    try:
+        done = remote.clean_beside([url], dry_run=dry_run)
+    except Exception as exc:
+        if remote.is_storage_error(exc):
+            raise remote.describe(exc, url, "clean beside") from None
+        raise
+    _print_cleaned(done, dry_run)
     return 0
 
 
@@ -791,9 +809,39 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; its exit status (0, 1 for a failure, 2 for bad input, 130 or 143 when
-    interrupted). A Ctrl-C or SIGTERM that Python ignored is not printed, it ends the command."""
-    with interrupt.quiet_lost():
+    interrupted). A Ctrl-C or SIGTERM that Python ignored is not printed, it ends the command.
+    Nothing it prints shows a URL's user-info (:func:`lazyexport.errors.redact`)."""
+    with interrupt.quiet_lost(), _redacted_output():
         return _command(argv)
+
+
+class _Redacting:
+    """A text stream that never shows a URL's user-info, whichever part of lazyexport (or of
+    the libraries it calls) prints the URL: plans, progress lines, notes, results, tracebacks."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _redacted_output():
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if isinstance(s, _Redacting) else _Redacting(s) for s in before)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = before
 
 
 def _command(argv: list[str] | None) -> int:
@@ -805,6 +853,7 @@ def _command(argv: list[str] | None) -> int:
         if in_main_thread
         else {}
     )
+    chosen: dict[str, str] = {}
     try:
         chosen = dict(remote.parse_option(o) for o in getattr(args, "storage_option", None) or [])
         if getattr(args, "nickname", None) is not None:
@@ -835,8 +884,9 @@ def _command(argv: list[str] | None) -> int:
             return 2
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
             traceback.print_exc()
+        shown = remote.without_values(str(exc), remote.normalize_options(chosen))
         print(
-            f"error: export failed: {type(exc).__name__}: {exc} (run with --debug for the "
+            f"error: export failed: {type(exc).__name__}: {shown} (run with --debug for the "
             "traceback)",
             file=sys.stderr,
         )

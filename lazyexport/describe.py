@@ -10,6 +10,7 @@ import xarray as xr
 from dask.utils import format_bytes
 
 from .axes import names
+from .errors import redact
 from .sources import open_source
 
 
@@ -48,7 +49,7 @@ class Description:
             lines.append(f"scene     {self.scene} (scenes: {', '.join(self.scenes)})")
         if self.channel_names:
             lines.append(f"channels  {', '.join(self.channel_names)}")
-        return "\n".join(lines)
+        return redact("\n".join(lines))  # no URL's user-info
 
 
 def _by_axis(arr: xr.DataArray, key: str) -> tuple[int, ...] | None:

@@ -3,13 +3,40 @@
 Every one is an :class:`ExportError` with a one-line message in the user's terms (the axis
 they named, the ROI they typed, the placeholder they misspelled). The command line prints it
 as ``error: <message>`` and exits with status 2.
+
+No message shows a secret: the user-info of a URL (``https://user:password@host/...``) is shown
+as ``***`` (:func:`redact`), and storage options' values are never put into one.
 """
 
 from __future__ import annotations
 
+import re
+
+# the user-info of a URL: everything between "scheme://" and the last "@" before the host ends
+_USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/?#\s'\"]*)@")
+# Azure's container@account: a name, not a credential
+_CONTAINER_AT = ("az", "azure", "abfs", "abfss")
+
+
+def _hide(match: re.Match) -> str:
+    scheme = match["scheme"]
+    if scheme[:-3].lower() in _CONTAINER_AT and ":" not in match["info"]:
+        return match[0]
+    return f"{scheme}***@"
+
+
+def redact(text: str) -> str:
+    """``text`` with the user-info of every URL in it (``user:password@``) shown as ``***@``:
+    what messages, plans, progress lines, results and saved project files show of a URL."""
+    return _USER_INFO.sub(_hide, text)
+
 
 class ExportError(Exception):
-    """Base class of every error lazyexport raises for bad input or a refused action."""
+    """Base class of every error lazyexport raises for bad input or a refused action. Its
+    message never shows a URL's user-info (:func:`redact`)."""
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class SourceError(ExportError):

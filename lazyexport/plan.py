@@ -29,7 +29,7 @@ from dask.utils import format_bytes, parse_bytes
 from . import cost
 from . import template as tpl
 from .axes import names
-from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
+from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError, redact
 from .formats import Writer, format_for, get_writer
 from .formats.spec import OutputSpec
 from .percentiles import percentiles
@@ -289,11 +289,12 @@ class ExportPlan:
         its chunks and shards, the blocks, tasks and tasks in flight, the projected peak memory
         and its parts, the read amplification, staging, and the notes that say why."""
         c = self.priced
-        return {
-            "source": self.source.attrs.get("source"),
+        source = self.source.attrs.get("source")
+        return {  # no URL's user-info (redact)
+            "source": redact(source) if isinstance(source, str) else source,
             "nickname": self.nickname,
             "format": self.writer.name,
-            "output": str(self.output),
+            "output": redact(str(self.output)),
             "internal": self.internal,
             "files": len(self.paths),
             "roi": {str(a): list(b) for a, b in self.roi.items()},
@@ -323,7 +324,7 @@ class ExportPlan:
             "read_amplification": round(c.amplification, 4),
             "source_bytes_decoded": c.decoded,
             "source_bytes_needed": c.needed,
-            "notes": list(self.notes),
+            "notes": [redact(n) for n in self.notes],
         }
 
     def __str__(self) -> str:
@@ -350,7 +351,7 @@ class ExportPlan:
             f"the cutout touches (read amplification {c.amplification:.2f})",
         ]
         lines += [f"  note       {n}" for n in self.notes]
-        return "\n".join(lines)
+        return redact("\n".join(lines))  # no URL's user-info
 
 
 def build_plan(

@@ -173,11 +173,51 @@ def normalize_options(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_option(text: str) -> tuple[str, str]:
-    """``key=value`` (``--storage-option``) as a pair."""
+    """``key=value`` (``--storage-option``) as a pair. A malformed one is refused naming its key
+    where that is a known option's name, never the rest (it may be a secret)."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise StorageError(f"a storage option is key=value, got {text!r}")
+        raise StorageError(f"a storage option is key=value, got {_malformed(text)}")
     return name.strip(), value.strip()
+
+
+# option names a message may show (any other text of a malformed option may be a secret)
+_KNOWN_NAMES = {
+    *_ALIASES,
+    *_ALIASES.values(),
+    *_RETRY_OPTIONS,
+    *_CLIENT_OPTIONS,
+    "virtual_hosted_style_request",
+    "account_name",
+    "account_key",
+    "service_account",
+    "service_account_key",
+    "bucket",
+}
+
+
+def _malformed(text: str) -> str:
+    key = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)(.*)$", text, re.DOTALL)
+    if not text.strip().startswith("=") and key and key[1].lower() in _KNOWN_NAMES:
+        if not key[2].strip():
+            return f"{key[1]!r} (no '=' and no value)"
+        return f"{key[1]!r} and then no '=' (the rest is not shown); write {key[1]}=VALUE"
+    if text.strip().startswith("="):
+        return "a value with no key before '=' (not shown)"
+    return "a text without '=' (not shown: it may hold a secret)"
+
+
+def without_values(text: str, values: Mapping[str, Any], quoted: bool = False) -> str:
+    """``text`` (a message of obstore's) with every storage option's value in it named by its
+    key instead: ``failed to parse "..." as Duration`` -> ``failed to parse the value of
+    timeout as Duration``; with ``quoted``, any other quoted text too (obstore's configuration
+    errors quote the value they could not use)."""
+    for name, value in sorted(values.items(), key=lambda item: -len(str(item[1]))):
+        shown = str(value)
+        text = text.replace(f'"{shown}"', f"the value of {name}")
+        if len(shown) >= 4:
+            text = text.replace(shown, f"<the value of {name}>")
+    return re.sub(r'"[^"]*"', "a value", text) if quoted else text
 
 
 def _retry_config(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,8 +277,9 @@ def store(root: str, values: Mapping[str, Any] | None = None) -> Any:
         )
     except ExportError:
         raise
-    except Exception as exc:  # obstore's configuration errors
-        raise StorageError(f"cannot use {root}: {_reason(exc)}") from None
+    except Exception as exc:  # obstore's configuration errors (they may quote a value)
+        reason = without_values(_reason(exc), values, quoted=True)
+        raise StorageError(f"cannot use {root}: {reason}") from None
     with _STORES_LOCK:
         _STORES[cache] = made
     return made
@@ -294,6 +335,7 @@ def describe(exc: BaseException, url: str | PurePath, doing: str) -> StorageErro
         hint = "; check the credentials (environment or --storage-option)"
     elif reason in ("connection refused", "the host name is not known", "timed out"):
         hint = "; check the endpoint (AWS_ENDPOINT_URL or --storage-option endpoint=...)"
+    reason = without_values(reason, current_options())
     return StorageError(f"cannot {doing} {url}: {reason}{hint}")
 
 
@@ -681,10 +723,13 @@ def _resume_state(held: UrlPath, token: str) -> tuple[str, str]:
     return ("running" if alive else "orphan"), who
 
 
-def clean_beside(outputs: Sequence[PurePath], keep: str | None = None) -> list[str]:
+def clean_beside(
+    outputs: Sequence[PurePath], keep: str | None = None, dry_run: bool = False
+) -> list[str]:
     """Remove what killed exports left beside ``outputs`` in their store (runs of this host that
     no process runs any more): finish their interrupted upload commits, remove their temporary
-    objects, and a Zarr output's chunks whose metadata never landed. Returns what was done."""
+    objects, and a Zarr output's chunks whose metadata never landed. Returns what was done
+    (with ``dry_run``: what would be, doing nothing)."""
     import obstore
 
     from .storage import _NAME, _state
@@ -712,8 +757,14 @@ def clean_beside(outputs: Sequence[PurePath], keep: str | None = None) -> list[s
     for _, url, kind in sorted(found, key=lambda f: f[0]):  # commit records first
         if kind == "commit":
             if exists_object(url):
-                finish_upload(url)
-                done.append(f"{url} (an interrupted upload, finished)")
+                if not dry_run:
+                    finish_upload(url)
+                what = "to finish" if dry_run else "finished"
+                done.append(f"{url} (an interrupted upload, {what})")
+            continue
+        if dry_run:
+            if exists(url):
+                done.append(f"{url} (a temporary output)")
             continue
         marker = url / NODE_MARKER
         if exists_object(marker):

@@ -46,6 +46,7 @@ from .errors import (
     OutputLocationError,
     SchedulerError,
     SettingsError,
+    redact,
 )
 from .executors import Distributed, Executor, Inline, Processes, Threads
 from .formats import container
@@ -128,8 +129,12 @@ class ExportResult:
         integer type)."""
         return str(self.conversions) if self.conversions is not None else ""
 
+    def __repr__(self) -> str:  # no URL's user-info (lazyexport.errors.redact)
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return redact(f"{type(self).__name__}({fields})")
+
     def __str__(self) -> str:
-        where = str(self.output) + (f"/{self.internal}" if self.internal else "")
+        where = redact(str(self.output)) + (f"/{self.internal}" if self.internal else "")
         if len(self.paths) > 1:
             where += f" (+{len(self.paths) - 1} more files)"
         rate = self.nbytes / self.seconds / 1e6 if self.seconds else 0.0
