@@ -583,11 +583,7 @@ def _data_percentiles(arr: da.Array, bounds: tuple, notes: list[str]) -> tuple[f
     found = percentiles(arr, [q for q in wanted if q is not None])
     values = iter(found.values)
     lo, hi = (float(b) if q is None else next(values) for b, q in zip(bounds, wanted))
-    how = (
-        "exact"
-        if found.error == 0
-        else f"approximate: within {found.error:.3g}, one of {len(found.counts)} bins"
-    )
+    how = "exact" if found.error == 0 else f"approximate: within {found.error:.3g}"
     shown = ", ".join(f"{b} = {v:g}" for b, v, q in zip(bounds, (lo, hi), wanted) if q is not None)
     # counted in the histogram the percentiles came from (ties at a bound stay inside)
     below, above = found.outside(lo, hi)

@@ -83,7 +83,7 @@ def _parse_range(value: Any, what: str) -> Any:
             ) from None
         if not math.isfinite(out[-1]):
             raise SettingsError(f"renormalize {what} range must be finite, got {value!r}")
-    if all(isinstance(v, str) for v in out) and float(out[0][1:]) >= float(out[1][1:]):
+    if all(isinstance(v, str) for v in out) and float(out[0][1:]) > float(out[1][1:]):
         low, high = out
         raise SettingsError(
             f"renormalize input range [{low}, {high}]: the first percentile must be below the "
