@@ -430,7 +430,7 @@ def build_plan(
     # each step returns the plan with its decisions added (the plan itself is frozen)
     if writer.capabilities.sequence:
         plan = _plan_slices(plan)
-    plan = _plan_outputs(plan)
+    plan = _stored_order(_plan_outputs(plan))
     baseline = workers.baseline if workers is not None else cost.process_rss()
     if writer.capabilities.sequence:
         return _plan_sequence(plan, baseline)
@@ -438,6 +438,22 @@ def build_plan(
     if settings.shards is not None:
         return _plan_shards(plan, baseline)
     return _choose_chunks(plan, baseline)
+
+
+def _stored_order(plan: ExportPlan) -> ExportPlan:
+    """The result in the axis order the output stores (``Writer.stored_axes``, known once the
+    output is: a TIFF's flavor may come from its name), so that the result's axes are the
+    file's; a note says so where it is not the order asked."""
+    stored = "".join(plan.writer.stored_axes(plan.spec))
+    asked = "".join(plan.axes)
+    if stored == asked:
+        return plan
+    result = transform(plan.source, plan.roi, plan.settings, plan.renormalize, stored)
+    note = (
+        f"{plan.writer.name} stores axes in the order {stored!r} (not {asked!r}): "
+        f"{plan.writer.stored_reason(plan.spec)}; the result's axes are the file's"
+    )
+    return dataclasses.replace(plan, result=result, order=stored, notes=(*plan.notes, note))
 
 
 def plan(source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:

@@ -247,9 +247,14 @@ def test_tiff_flavors(tmp_path, volume, reference, flavor):
         if flavor == "plain":
             assert (xres, yres) == pytest.approx((1e5, 1e5))  # pixels per centimeter
     back = le.open_exported(result)
-    assert back.dims == ("c", "z", "y", "x")
+    # the result's axes are the file's: ImageJ's order, which the plan's note gives
+    stored = ("z", "c", "y", "x") if flavor == "imagej" else ("c", "z", "y", "x")
+    assert back.dims == result.axes == stored
+    assert any("order 'zcyx'" in note for note in result.notes) == (flavor == "imagej")
     assert back.attrs["pixel_size"] == pytest.approx(PIXEL)
-    np.testing.assert_array_equal(back.values, expected)
+    np.testing.assert_array_equal(
+        back.values, expected.transpose(["czyx".index(a) for a in stored])
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]  # the raw temporary file is gone
 
 

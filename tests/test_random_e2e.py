@@ -99,6 +99,19 @@ def _result_axes(case: Case) -> tuple[str, ...]:
     axes = tuple(case.axis_order) if case.axis_order else tuple(case.axes)
     if case.format == "ome-zarr":
         axes = tuple(a for a in NGFF_ORDER if a in axes or a in "yx")
+    # TIFF: the file's order (docs/formats.md): ImageJ's TZCYX; plain pages over the last two
+    # spatial axes, with c last as the samples; a slice's channels first or last
+    spatial = [a for a in axes if a != "c"]
+    imagej = case.format == "tiff" and case.options.get("tiff_flavor") == "imagej"
+    if imagej and {"y", "x"} <= set(axes) <= set("tzcyx"):
+        axes = (*(a for a in "tzc" if a in axes), "y", "x")
+    elif case.format == "tiff" and len(spatial) >= 2 and axes[-1] != "c":
+        axes = (*(a for a in axes if a not in spatial[-2:]), *spatial[-2:])
+    elif case.format == "tiff-sequence" and "c" in axes and len(spatial) >= 2:
+        plane = [a for a in axes if a != spatial[0]]
+        if plane[0] != "c" and plane[-1] != "c":
+            at = spatial.index(plane[0] if plane[0] != "c" else plane[1])
+            axes = (*spatial[:at], "c", *spatial[at:])
     return axes
 
 

@@ -17,8 +17,11 @@ The chosen way costs one extra write and read of the uncompressed volume and as 
 disk space beside the output, and the TIFF encoding in ``finish()`` runs on one thread. In
 exchange, memory is one page (or one band of tiles) whatever the order blocks finish in, it
 needs no coordination between tasks, and a failed export leaves nothing behind (both temp
-files are removed). The raw file is in the TIFF's own page order, so blocks are transposed
-as they arrive (ImageJ needs ``TZCYX``).
+files are removed). The raw file is in the TIFF's own order (:meth:`TiffWriter.file_axes`:
+ImageJ needs ``TZCYX``), which the planner gives the result already (``stored_axes``), so the
+result's axes are the file's and blocks arrive in it (they would be transposed otherwise).
+A plain TIFF keeps a last axis ``c`` as each pixel's samples (contiguous), so ``zyxc`` is
+stored as asked.
 
 BigTIFF, which ImageJ's own TIFF opener cannot read, is used only when the file could reach
 4 GiB: tifffile cannot know the compressed size of pages from an iterator in advance, so the
@@ -74,7 +77,8 @@ METADATA_BYTES = 2**20  # header, descriptions (ImageJ, OME-XML, JSON), resoluti
 
 
 def is_tiled(shape: tuple[int, ...], itemsize: int) -> bool:
-    """Whether planes of ``shape[-2:]`` are written in tiles rather than strips."""
+    """Whether planes of ``shape[-2:]`` (pixels of ``itemsize`` bytes: all their samples) are
+    written in tiles rather than strips."""
     return shape[-2] * shape[-1] * itemsize > TILED_PLANE_BYTES
 
 
@@ -136,7 +140,8 @@ class TiffWriter(Writer):
 
     def file_axes(self, spec: OutputSpec) -> tuple[str, ...]:
         """The TIFF's axis order: pages over the outer axes, planes over the last two spatial
-        axes (ImageJ and OME: over y and x, which they require)."""
+        axes (ImageJ and OME: over y and x, which they require); plain TIFF keeps a last axis
+        ``c`` as the planes' samples (pixels of several values), in the order asked."""
         flavor = self.flavor(spec)
         spatial = [a for a in spec.axes if a != "c"]
         if len(spatial) < 2:
@@ -145,6 +150,8 @@ class TiffWriter(Writer):
                 f"{''.join(spec.axes)!r}"
             )
         plane = spatial[-2:]
+        if flavor == "plain" and spec.axes[-1] == "c":
+            plane.append("c")
         if flavor != "plain":
             other = [a for a in spec.axes if a not in "tzcyx"]
             if other:
@@ -175,6 +182,17 @@ class TiffWriter(Writer):
             outer = [a for a in spec.axes if a not in plane]
         return (*outer, *plane)
 
+    def stored_axes(self, spec: OutputSpec) -> tuple[str, ...]:
+        return self.file_axes(spec)
+
+    def stored_reason(self, spec: OutputSpec) -> str:
+        flavor = self.flavor(spec)
+        if flavor == "imagej":
+            return "an ImageJ hyperstack's order is TZCYX"
+        if flavor == "ome":
+            return "OME-TIFF planes are y by x"
+        return "TIFF planes are two spatial axes, with channels as samples only when c is last"
+
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
         self.file_axes(spec)  # refuse what the flavor cannot hold, at planning time
@@ -187,8 +205,12 @@ class TiffWriter(Writer):
 
     def bigtiff(self, spec: OutputSpec) -> bool:
         """BigTIFF only where a classic TIFF might not hold the file (see :func:`size_bound`)."""
-        shape = tuple(spec.sizes[a] for a in self.file_axes(spec))
-        return size_bound(shape, spec.dtype.itemsize, spec.compression != "none") >= CLASSIC_LIMIT
+        axes = self.file_axes(spec)
+        shape = tuple(spec.sizes[a] for a in axes)
+        itemsize = spec.dtype.itemsize
+        if self.flavor(spec) == "plain" and axes[-1] == "c":  # samples: pixels of c values
+            shape, itemsize = shape[:-1], itemsize * shape[-1]
+        return size_bound(shape, itemsize, spec.compression != "none") >= CLASSIC_LIMIT
 
     def open(self, spec: OutputSpec, token: str) -> Target:
         final = spec.output
@@ -246,6 +268,11 @@ class TiffTarget(Target):
         self.pixel_size, self.unit = dict(pixel_size), unit
         self.bigtiff = bigtiff
         self.channel_names = channel_names
+        # plain TIFF with c last: c values per pixel (contiguous samples); a length-1 c is left
+        # out of the pages and kept in the description's shape
+        self.samples = self.shape[-1] if flavor == "plain" and self.file_axes[-1] == "c" else 0
+        self.page_shape = self.shape[-3:] if self.samples else self.shape[-2:]
+        self.pixel_bytes = self.dtype.itemsize * max(self.samples, 1)
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         fd = os.open(self.raw, os.O_WRONLY)
@@ -258,13 +285,14 @@ class TiffTarget(Target):
 
     @property
     def tiled(self) -> bool:
-        return is_tiled(self.shape, self.dtype.itemsize)
+        return is_tiled(self.page_shape[:2], self.pixel_bytes)
 
     def pages(self) -> Iterator[np.ndarray]:
         """Pages (or tiles, row by row within each page) from the raw file, one band in memory."""
-        height, width = self.shape[-2:]
-        row = width * self.dtype.itemsize
-        npages = math.prod(self.shape[:-2])
+        height, width = self.page_shape[:2]
+        row = width * self.pixel_bytes
+        npages = math.prod(self.shape[: -len(self.page_shape)])
+        pixel = (self.samples,) if self.samples > 1 else ()
         band = TILE if self.tiled else height
         fd = os.open(self.raw, os.O_RDONLY)
         try:
@@ -274,7 +302,7 @@ class TiffTarget(Target):
                     data = np.frombuffer(
                         pread_exact(fd, rows * row, (page * height + y) * row), self.dtype
                     )
-                    data = data.reshape(rows, width)
+                    data = data.reshape(rows, width, *pixel)
                     if not self.tiled:
                         yield data
                         continue
@@ -335,13 +363,17 @@ class TiffTarget(Target):
         if self.tiled:
             args["tile"] = (TILE, TILE)
         elif compression:
-            args["rowsperstrip"] = rows_per_strip(self.shape[-1], self.dtype.itemsize)
+            args["rowsperstrip"] = rows_per_strip(self.page_shape[1], self.pixel_bytes)
         shape = self.shape
+        if self.samples > 1:
+            args["planarconfig"] = "contig"
+        elif self.samples == 1:  # (the description keeps it)
+            shape = shape[:-1]
         # keep a last axis of length 1 (see the module's note): the plain description written
         # here rather than by tifffile, ImageJ's samples axis given
         metadata: dict | None = meta
         if self.flavor == "plain":  # tifffile's own format
-            args["description"] = json.dumps({"shape": list(shape), **meta})
+            args["description"] = json.dumps({"shape": list(self.shape), **meta})
             metadata = None
         elif self.flavor == "imagej":
             shape, metadata = (*shape, 1), {**meta, "axes": meta["axes"] + "S"}
