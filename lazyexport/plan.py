@@ -29,7 +29,7 @@ from dask.utils import format_bytes, parse_bytes
 from . import cost
 from . import template as tpl
 from .axes import names
-from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError, redact
+from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
 from .formats import Writer, format_for, get_writer
 from .formats.spec import OutputSpec
 from .percentiles import percentiles
@@ -134,6 +134,8 @@ class ExportPlan:
     slice_axis: str | None = None  # sequences: the axis the files run along
     slice_start: int = 0  # sequences: source index of the first slice
     staged: bool = False  # sequences: blocks follow the source, slices assembled on disk
+    # sequences: the path of every slice file, "\0" where the slice index goes (see OutputSpec)
+    slice_template: str = ""
     notes: tuple[str, ...] = ()
     order: str | None = None  # the writer's own axis order, applied after the settings' transpose
     # the block shape chosen and what it costs (see lazyexport.cost); build_plan always sets it
@@ -289,12 +291,11 @@ class ExportPlan:
         its chunks and shards, the blocks, tasks and tasks in flight, the projected peak memory
         and its parts, the read amplification, staging, and the notes that say why."""
         c = self.priced
-        source = self.source.attrs.get("source")
-        return {  # no URL's user-info (redact)
-            "source": redact(source) if isinstance(source, str) else source,
+        return {
+            "source": self.source.attrs.get("source"),
             "nickname": self.nickname,
             "format": self.writer.name,
-            "output": redact(str(self.output)),
+            "output": str(self.output),
             "internal": self.internal,
             "files": len(self.paths),
             "roi": {str(a): list(b) for a, b in self.roi.items()},
@@ -324,7 +325,7 @@ class ExportPlan:
             "read_amplification": round(c.amplification, 4),
             "source_bytes_decoded": c.decoded,
             "source_bytes_needed": c.needed,
-            "notes": [redact(n) for n in self.notes],
+            "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
@@ -351,7 +352,7 @@ class ExportPlan:
             f"the cutout touches (read amplification {c.amplification:.2f})",
         ]
         lines += [f"  note       {n}" for n in self.notes]
-        return redact("\n".join(lines))  # no URL's user-info
+        return "\n".join(lines)
 
 
 def build_plan(
@@ -430,7 +431,7 @@ def build_plan(
     # each step returns the plan with its decisions added (the plan itself is frozen)
     if writer.capabilities.sequence:
         plan = _plan_slices(plan)
-    plan = _stored_order(_plan_outputs(plan))
+    plan = _plan_outputs(plan)
     baseline = workers.baseline if workers is not None else cost.process_rss()
     if writer.capabilities.sequence:
         return _plan_sequence(plan, baseline)
@@ -438,22 +439,6 @@ def build_plan(
     if settings.shards is not None:
         return _plan_shards(plan, baseline)
     return _choose_chunks(plan, baseline)
-
-
-def _stored_order(plan: ExportPlan) -> ExportPlan:
-    """The result in the axis order the output stores (``Writer.stored_axes``, known once the
-    output is: a TIFF's flavor may come from its name), so that the result's axes are the
-    file's; a note says so where it is not the order asked."""
-    stored = "".join(plan.writer.stored_axes(plan.spec))
-    asked = "".join(plan.axes)
-    if stored == asked:
-        return plan
-    result = transform(plan.source, plan.roi, plan.settings, plan.renormalize, stored)
-    note = (
-        f"{plan.writer.name} stores axes in the order {stored!r} (not {asked!r}): "
-        f"{plan.writer.stored_reason(plan.spec)}; the result's axes are the file's"
-    )
-    return dataclasses.replace(plan, result=result, order=stored, notes=(*plan.notes, note))
 
 
 def plan(source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
@@ -599,7 +584,11 @@ def _data_percentiles(arr: da.Array, bounds: tuple, notes: list[str]) -> tuple[f
     found = percentiles(arr, [q for q in wanted if q is not None])
     values = iter(found.values)
     lo, hi = (float(b) if q is None else next(values) for b, q in zip(bounds, wanted))
-    how = "exact" if found.error == 0 else f"approximate: within {found.error:.3g}"
+    how = (
+        "exact"
+        if found.error == 0
+        else f"approximate: within {found.error:.3g}, one of {len(found.counts)} bins"
+    )
     shown = ", ".join(f"{b} = {v:g}" for b, v, q in zip(bounds, (lo, hi), wanted) if q is not None)
     # counted in the histogram the percentiles came from (ties at a bound stay inside)
     below, above = found.outside(lo, hi)
@@ -703,7 +692,10 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
             raise TemplateError(
                 f"output template {template!r} gives several slices the same file name"
             )
-        plan = dataclasses.replace(plan, paths=tuple(paths), output=paths[0])
+        any_slice = str(as_path(tpl.render(template, {**values, "slice_index": tpl.ANY_INDEX})))
+        plan = dataclasses.replace(
+            plan, paths=tuple(paths), output=paths[0], slice_template=any_slice
+        )
     else:
         rendered = tpl.render(template, values)
         file, internal = tpl.split_container(rendered, writer.extensions)
@@ -1093,6 +1085,7 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         nickname=plan.nickname,
         slice_axis=plan.slice_axis,
         slice_start=plan.slice_start,
+        slice_template=plan.slice_template,
         staged=plan.staged,
         memory_limit=plan.memory_limit,
         workers=plan.workers,

@@ -256,9 +256,10 @@ def replace(temp: Path, final: Path) -> None:
 def commit_renames(renames: Sequence[tuple[Path, Path]], then_remove: Sequence[Path] = ()) -> None:
     """Rename each temporary to its final name, as one recorded step: the record is written
     (and fsynced) beside the temporaries first and removed last, so a kill in between can be
-    finished later (:func:`finish_commit`). ``then_remove`` (a journal, a staging file) goes
-    after the renames and before the record: a kill can never leave it beside finished outputs
-    with nothing to say it is stale."""
+    finished later (:func:`finish_commit`). ``then_remove`` (a journal, a staging file, an old
+    output this one replaces without a rename: a longer sequence's tail) is in the record too
+    and goes after the renames and before the record: a kill can never leave it beside finished
+    outputs with nothing to say it is stale."""
     if not renames:
         for path in then_remove:
             remove(path)
@@ -268,6 +269,7 @@ def commit_renames(renames: Sequence[tuple[Path, Path]], then_remove: Sequence[P
         {
             "renames": [[str(Path(t).absolute()), str(Path(f).absolute())] for t, f in renames],
             "records": [str(r.absolute()) for r in records],
+            "remove": [str(Path(p).absolute()) for p in then_remove],
         }
     )
     for record in records:
@@ -303,6 +305,9 @@ def finish_commit(record: Path) -> list[Path]:
             remove(temp)
             continue
         replace(temp, final)
+    for path in map(Path, data.get("remove", [])):  # unless written since, by someone else
+        if (path.exists() or path.is_symlink()) and path.lstat().st_mtime_ns <= written:
+            remove(path)
     for copy in data.get("records", [str(record)]):
         remove(Path(copy))
     return finals

@@ -132,6 +132,17 @@ class SliceIndex(int):
         return format(int(self), spec or f"0{self.width}d")
 
 
+class _AnyIndex:
+    """Fills ``{slice_index}`` with "\0" (whatever its format spec): the template of every
+    slice file, as :func:`lazyexport.formats.sequence.template_files` matches it."""
+
+    def __format__(self, spec: str) -> str:
+        return "\0"
+
+
+ANY_INDEX = _AnyIndex()
+
+
 def render(template: str, values: Mapping[str, object]) -> str:
     try:
         return _FORMATTER.vformat(template, (), dict(values))

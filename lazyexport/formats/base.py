@@ -79,6 +79,9 @@ class Target:
         self.temps = temps
         self.token = token
         self.scratch: list[Path] = []  # working files, removed after the commit (and on abort)
+        # earlier outputs that this one replaces without a rename of its own (a longer
+        # sequence's tail), removed by the commit (recorded with it), kept on abort
+        self.retired: list[Path] = []
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         """Write ``block`` at ``location`` (output coordinates); return the bytes written."""
@@ -105,7 +108,7 @@ class Target:
         self.finish()
         self.prepare_commit()
         renames = [(temp, final) for final, temp in self.temps.items()]
-        commit_renames(renames, then_remove=self.scratch)
+        commit_renames(renames, then_remove=[*self.retired, *self.scratch])
         return list(self.temps)
 
     def prepare_commit(self) -> None:
@@ -141,16 +144,6 @@ class Writer:
         Raise :class:`~lazyexport.errors.FormatError` where the user's order cannot be stored.
         """
         return None
-
-    def stored_axes(self, spec: OutputSpec) -> tuple[str, ...]:
-        """The axis order the output stores for ``spec`` (default: ``spec.axes``). Where it
-        differs, the planner reorders the result to it, with a note giving
-        :meth:`stored_reason`, so that the result's axes are the file's."""
-        return tuple(spec.axes)
-
-    def stored_reason(self, spec: OutputSpec) -> str:
-        """Why :meth:`stored_axes` is not ``spec.axes``, for the plan's note."""
-        return "the format's own order"
 
     def compression(self, requested: str | None) -> str:
         """The codec of an export that asks for ``requested`` (None: the format's default)."""

@@ -21,8 +21,10 @@ Two ways to get from blocks to slice files, chosen by the planner (``spec.staged
 
 from __future__ import annotations
 
+import glob
 import math
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from .. import remote
 from ..storage import NOFOLLOW, temp_path
 from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
@@ -41,6 +44,31 @@ def plane_axes(axes: tuple[str, ...], slice_axis: str) -> tuple[str, ...]:
     """Axes of one written plane: channel first (if any), then the plane's spatial axes."""
     rest = [a for a in axes if a != slice_axis]
     return tuple(a for a in rest if a == "c") + tuple(a for a in rest if a != "c")
+
+
+def template_files(slice_template: str, paths: tuple[Path, ...] = ()) -> list[Path]:
+    """The local files of a sequence's template, whatever their slice index: ``slice_template``
+    is every slice's path with "\0" where its index goes (:attr:`OutputSpec.slice_template`),
+    and the same digits wherever the index repeats. None where the template is unknown, or
+    does not name every one of ``paths`` (a staged upload's local copy)."""
+    if not slice_template or remote.is_url(slice_template):
+        return []
+    parts = slice_template.split("\0")
+    if len(parts) < 2:
+        return []
+    pattern = re.compile(
+        re.escape(parts[0])
+        + "".join(
+            ("(?P<i>[0-9]+)" if k == 0 else "(?P=i)") + re.escape(part)
+            for k, part in enumerate(parts[1:])
+        )
+    )
+    if not all(pattern.fullmatch(str(p)) for p in paths):
+        return []
+    found = glob.glob("*".join(glob.escape(part) for part in parts))
+    return sorted(
+        Path(f) for f in found if pattern.fullmatch(f) and (os.path.isfile(f) or os.path.islink(f))
+    )
 
 
 def stage_path(spec: OutputSpec, token: str) -> Path:
@@ -67,6 +95,13 @@ class SequenceWriter(Writer):
         )
         return 2 * unit_bytes + (block_bytes if staged and reordered else 0)
 
+    def existing(self, spec: OutputSpec) -> list[Path]:
+        """The slice files of this export that exist, then any other file of its template (a
+        longer earlier export's tail): all of them are the output, replaced with it."""
+        found = super().existing(spec)
+        seen = set(found)
+        return found + [f for f in template_files(spec.slice_template, spec.paths) if f not in seen]
+
     def open(self, spec: OutputSpec, token: str) -> Target:
         # one token for all slices, so they are recognisably one export
         temps = {}
@@ -82,6 +117,7 @@ class SequenceWriter(Writer):
             spec.compression_level,
             spec.slice_start,
         )
+        target.slice_template = spec.slice_template
         if spec.staged:
             stage = stage_path(spec, token)
             # sparse; what an interrupted run staged is kept; never through a link at its name
@@ -106,6 +142,7 @@ class SequenceTarget(Target):
         self.level = level
         self.slice_start = slice_start
         self.stage: Path | None = None
+        self.slice_template = ""  # see OutputSpec.slice_template
 
     def stage_in(self, stage: Path, shape: tuple[int, ...], dtype) -> None:
         """Assemble slices in the raw file ``stage``, stored slice by slice (slice axis first,
@@ -209,6 +246,14 @@ class SequenceTarget(Target):
             with ThreadPoolExecutor(min(os.cpu_count() or 1, 4)) as pool:
                 list(pool.map(self._write_staged, left))
 
+    def prepare_commit(self) -> None:
+        """Files of the template that this export does not write (an earlier, longer export's
+        tail) go with the commit."""
+        finals = set(self.temps)
+        self.retired = [
+            f for f in template_files(self.slice_template, tuple(finals)) if f not in finals
+        ]
+
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
         raise NotImplementedError
 
@@ -224,42 +269,23 @@ class SequenceTarget(Target):
 
 
 class TiffSequenceTarget(SequenceTarget):
-    def plane_axes(self) -> tuple[str, ...]:
-        """Axes of one written plane, in the exported order (:meth:`TiffSequenceWriter.stored_axes`
-        puts a channel axis first or last): a channel first is a leading page axis, a channel
-        last the pixels' samples."""
-        return tuple(a for a in self.axes if a != self.axes[self.slice_pos])
-
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
-        import json
-
-        # any length-1 axes stay as leading page axes; tifffile's code for the two spatial axes
-        # is always YX, our own letters go in the description
+        # channel and any length-1 axes stay as leading page axes; tifffile's code for the
+        # two spatial axes is always YX, our own letters go in the description
         axes = self.plane_axes()
-        samples = plane.shape[-1] if axes[-1] == "c" else 0
-        page = axes[:-1] if samples else axes
-        codes = "".join("C" if a == "c" else "Q" for a in page[:-2]) + "YX" + "C" * bool(samples)
+        codes = "".join("C" if a == "c" else "Q" for a in axes[:-2]) + "YX"
         compression = None if self.compression == "none" else self.compression
         args: dict[str, Any] = (
             {"compressionargs": {"level": self.level}}
             if compression and self.level is not None
             else {}
         )
-        if samples > 1:
-            args["planarconfig"] = "contig"
-        # the description written here keeps a length-1 axis tifffile would take for samples
-        meta = {
-            "shape": list(plane.shape),
-            "axes": codes,
-            **self.slice_metadata(index, "".join(axes)),
-        }
         tifffile.imwrite(
             path,
-            plane[..., 0] if samples == 1 else plane,
+            plane,
             photometric="minisblack",
             compression=compression,
-            description=json.dumps(meta),
-            metadata=None,
+            metadata={"axes": codes, **self.slice_metadata(index, "".join(axes))},
             **args,
         )
 
@@ -273,19 +299,3 @@ class TiffSequenceWriter(SequenceWriter):
     )
     description = "one TIFF per slice along the outermost non-channel axis"
     target_class = TiffSequenceTarget
-
-    def stored_axes(self, spec: OutputSpec) -> tuple[str, ...]:
-        """The exported order, except a channel axis between a slice's plane axes, which goes
-        before them (a channel axis first in a slice is a page axis, last its samples)."""
-        axes = tuple(spec.axes)
-        if spec.slice_axis is None or "c" not in axes:
-            return axes
-        plane = [a for a in axes if a != spec.slice_axis]
-        if plane[0] == "c" or plane[-1] == "c":
-            return axes
-        rest = [a for a in axes if a != "c"]
-        at = rest.index(next(a for a in plane if a != "c"))
-        return (*rest[:at], "c", *rest[at:])
-
-    def stored_reason(self, spec: OutputSpec) -> str:
-        return "a slice's channels are its first axis (pages) or its last (samples)"

@@ -1,0 +1,107 @@
+"""Replacing and deleting outputs (issue 26): the files of a sequence's template are exactly the
+last export's, older ones go with its commit; a node deleted from a store with consolidated
+metadata leaves its listing; a full disk is one line and ``clean`` removes what it left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lazyexport as le
+from conftest import hidden_temps
+from lazyexport.batch import Dataset
+from lazyexport.errors import OutputExistsError
+
+SLICES = np.arange(20 * 8 * 8, dtype=np.uint16).reshape(20, 8, 8)
+
+
+def _sequence(tmp_path: Path, stop: int, fmt: str = "tiff-sequence", **options):
+    template = str(
+        tmp_path / "seq" / ("s{slice_index}.tif" if "tiff" in fmt else "s{slice_index}.png")
+    )
+    settings = le.ExportSettings(format=fmt, output=template, roi={"z": (0, stop)})
+    return le.export(le.open_source(SLICES, axes="zyx"), settings, **options)
+
+
+def _others(tmp_path: Path) -> dict[str, str]:
+    """Files beside the slices that are not the template's: left alone by everything."""
+    mine = {"notes.txt": "mine", "t3.tif": "other", "s.tif": "no index", "s7.txt": "text"}
+    for name, text in mine.items():
+        (tmp_path / "seq" / name).write_text(text)
+    return mine
+
+
+@pytest.mark.parametrize("fmt", ["tiff-sequence", "png-sequence"])
+def test_an_overwrite_with_fewer_slices_leaves_exactly_the_new_slices(tmp_path, fmt):
+    """Item 5: 20 slices, then 15 with --overwrite: s15..s19 go with the commit (before the fix
+    they stayed beside the new export); other files in the directory stay."""
+    first = _sequence(tmp_path, 20, fmt)
+    others = _others(tmp_path)
+    with pytest.raises(OutputExistsError, match="exists already"):
+        _sequence(tmp_path, 15, fmt)
+    result = _sequence(tmp_path, 15, fmt, overwrite=True)
+    assert len(first.paths) == 20 and len(result.paths) == 15
+    names = sorted(p.name for p in (tmp_path / "seq").iterdir())
+    assert names == sorted({p.name for p in result.paths} | set(others))
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), SLICES[:15])
+    assert hidden_temps(tmp_path) == []
+
+
+def test_an_old_tail_alone_is_an_existing_output(tmp_path):
+    """Only s15..s19 of an earlier export: a new 15-slice export without --overwrite is refused
+    (it would remove them at its commit)."""
+    _sequence(tmp_path, 20)
+    for i in range(15):
+        (tmp_path / "seq" / f"s{i:02d}.tif").unlink()
+    with pytest.raises(OutputExistsError, match=r"s15\.tif \(and 4 more\) exists already"):
+        _sequence(tmp_path, 15)
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == [
+        f"s{i}.tif" for i in range(15, 20)
+    ]
+
+
+def test_delete_all_removes_every_file_of_the_template(tmp_path):
+    """The project's output is every file its template names: delete-all of the 15-slice
+    project removes the earlier 20-slice export's tail too, and nothing else."""
+    np.save(tmp_path / "v.npy", SLICES)
+    project = le.Batch(
+        {
+            "format": "tiff-sequence",
+            "output": "{dataset_dir}/seq/s{slice_index}.tif",
+            "roi": {"z": (0, 15)},
+        },
+        [Dataset("v.npy", "v")],
+        base_dir=tmp_path,
+    )
+    _sequence(tmp_path, 20)
+    others = _others(tmp_path)
+    report = project.delete_all()
+    assert report.refused == {} and len(report.removed) == 20
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == sorted(others)
+
+
+def test_a_commit_killed_before_the_old_tail_went_is_finished_by_clean(tmp_path, monkeypatch):
+    """The old tail is in the commit's record: a kill after the renames, before s15..s19 went,
+    leaves the record, and ``clean`` (as the next export would) finishes the commit."""
+    from lazyexport import storage
+
+    _sequence(tmp_path, 20)
+    real = storage.remove
+
+    def killed(path):
+        if Path(path).name == "s15.tif":
+            raise KeyboardInterrupt  # the kill, after the renames
+        real(path)
+
+    monkeypatch.setattr(storage, "remove", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _sequence(tmp_path, 15, overwrite=True)
+    monkeypatch.undo()
+    assert (tmp_path / "seq" / "s15.tif").exists() and hidden_temps(tmp_path)
+    storage.clean([tmp_path / "seq"])
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == [
+        f"s{i:02d}.tif" for i in range(15)
+    ]
+    assert hidden_temps(tmp_path) == []
