@@ -29,7 +29,7 @@ from dask.utils import format_bytes, parse_bytes
 from . import cost
 from . import template as tpl
 from .axes import names
-from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError
+from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError, redact
 from .formats import Writer, format_for, get_writer
 from .formats.spec import OutputSpec
 from .percentiles import percentiles
@@ -291,11 +291,12 @@ class ExportPlan:
         its chunks and shards, the blocks, tasks and tasks in flight, the projected peak memory
         and its parts, the read amplification, staging, and the notes that say why."""
         c = self.priced
-        return {
-            "source": self.source.attrs.get("source"),
+        source = self.source.attrs.get("source")
+        return {  # no URL's user-info (redact)
+            "source": redact(source) if isinstance(source, str) else source,
             "nickname": self.nickname,
             "format": self.writer.name,
-            "output": str(self.output),
+            "output": redact(str(self.output)),
             "internal": self.internal,
             "files": len(self.paths),
             "roi": {str(a): list(b) for a, b in self.roi.items()},
@@ -325,7 +326,7 @@ class ExportPlan:
             "read_amplification": round(c.amplification, 4),
             "source_bytes_decoded": c.decoded,
             "source_bytes_needed": c.needed,
-            "notes": list(self.notes),
+            "notes": [redact(n) for n in self.notes],
         }
 
     def __str__(self) -> str:
@@ -352,7 +353,7 @@ class ExportPlan:
             f"the cutout touches (read amplification {c.amplification:.2f})",
         ]
         lines += [f"  note       {n}" for n in self.notes]
-        return "\n".join(lines)
+        return redact("\n".join(lines))  # no URL's user-info
 
 
 def build_plan(
@@ -431,7 +432,7 @@ def build_plan(
     # each step returns the plan with its decisions added (the plan itself is frozen)
     if writer.capabilities.sequence:
         plan = _plan_slices(plan)
-    plan = _plan_outputs(plan)
+    plan = _stored_order(_plan_outputs(plan))
     baseline = workers.baseline if workers is not None else cost.process_rss()
     if writer.capabilities.sequence:
         return _plan_sequence(plan, baseline)
@@ -439,6 +440,22 @@ def build_plan(
     if settings.shards is not None:
         return _plan_shards(plan, baseline)
     return _choose_chunks(plan, baseline)
+
+
+def _stored_order(plan: ExportPlan) -> ExportPlan:
+    """The result in the axis order the output stores (``Writer.stored_axes``, known once the
+    output is: a TIFF's flavor may come from its name), so that the result's axes are the
+    file's; a note says so where it is not the order asked."""
+    stored = "".join(plan.writer.stored_axes(plan.spec))
+    asked = "".join(plan.axes)
+    if stored == asked:
+        return plan
+    result = transform(plan.source, plan.roi, plan.settings, plan.renormalize, stored)
+    note = (
+        f"{plan.writer.name} stores axes in the order {stored!r} (not {asked!r}): "
+        f"{plan.writer.stored_reason(plan.spec)}; the result's axes are the file's"
+    )
+    return dataclasses.replace(plan, result=result, order=stored, notes=(*plan.notes, note))
 
 
 def plan(source: Any, settings: ExportSettings | None = None, **options: Any) -> ExportPlan:
@@ -584,11 +601,7 @@ def _data_percentiles(arr: da.Array, bounds: tuple, notes: list[str]) -> tuple[f
     found = percentiles(arr, [q for q in wanted if q is not None])
     values = iter(found.values)
     lo, hi = (float(b) if q is None else next(values) for b, q in zip(bounds, wanted))
-    how = (
-        "exact"
-        if found.error == 0
-        else f"approximate: within {found.error:.3g}, one of {len(found.counts)} bins"
-    )
+    how = "exact" if found.error == 0 else f"approximate: within {found.error:.3g}"
     shown = ", ".join(f"{b} = {v:g}" for b, v, q in zip(bounds, (lo, hi), wanted) if q is not None)
     # counted in the histogram the percentiles came from (ties at a bound stay inside)
     below, above = found.outside(lo, hi)

@@ -145,6 +145,16 @@ class Writer:
         """
         return None
 
+    def stored_axes(self, spec: OutputSpec) -> tuple[str, ...]:
+        """The axis order the output stores for ``spec`` (default: ``spec.axes``). Where it
+        differs, the planner reorders the result to it, with a note giving
+        :meth:`stored_reason`, so that the result's axes are the file's."""
+        return tuple(spec.axes)
+
+    def stored_reason(self, spec: OutputSpec) -> str:
+        """Why :meth:`stored_axes` is not ``spec.axes``, for the plan's note."""
+        return "the format's own order"
+
     def compression(self, requested: str | None) -> str:
         """The codec of an export that asks for ``requested`` (None: the format's default)."""
         return requested or self.capabilities.compressions[0]

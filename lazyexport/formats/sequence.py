@@ -269,23 +269,42 @@ class SequenceTarget(Target):
 
 
 class TiffSequenceTarget(SequenceTarget):
+    def plane_axes(self) -> tuple[str, ...]:
+        """Axes of one written plane, in the exported order (:meth:`TiffSequenceWriter.stored_axes`
+        puts a channel axis first or last): a channel first is a leading page axis, a channel
+        last the pixels' samples."""
+        return tuple(a for a in self.axes if a != self.axes[self.slice_pos])
+
     def write_plane(self, path: Path, plane: np.ndarray, index: int) -> None:
-        # channel and any length-1 axes stay as leading page axes; tifffile's code for the
-        # two spatial axes is always YX, our own letters go in the description
+        import json
+
+        # any length-1 axes stay as leading page axes; tifffile's code for the two spatial axes
+        # is always YX, our own letters go in the description
         axes = self.plane_axes()
-        codes = "".join("C" if a == "c" else "Q" for a in axes[:-2]) + "YX"
+        samples = plane.shape[-1] if axes[-1] == "c" else 0
+        page = axes[:-1] if samples else axes
+        codes = "".join("C" if a == "c" else "Q" for a in page[:-2]) + "YX" + "C" * bool(samples)
         compression = None if self.compression == "none" else self.compression
         args: dict[str, Any] = (
             {"compressionargs": {"level": self.level}}
             if compression and self.level is not None
             else {}
         )
+        if samples > 1:
+            args["planarconfig"] = "contig"
+        # the description written here keeps a length-1 axis tifffile would take for samples
+        meta = {
+            "shape": list(plane.shape),
+            "axes": codes,
+            **self.slice_metadata(index, "".join(axes)),
+        }
         tifffile.imwrite(
             path,
-            plane,
+            plane[..., 0] if samples == 1 else plane,
             photometric="minisblack",
             compression=compression,
-            metadata={"axes": codes, **self.slice_metadata(index, "".join(axes))},
+            description=json.dumps(meta),
+            metadata=None,
             **args,
         )
 
@@ -299,3 +318,19 @@ class TiffSequenceWriter(SequenceWriter):
     )
     description = "one TIFF per slice along the outermost non-channel axis"
     target_class = TiffSequenceTarget
+
+    def stored_axes(self, spec: OutputSpec) -> tuple[str, ...]:
+        """The exported order, except a channel axis between a slice's plane axes, which goes
+        before them (a channel axis first in a slice is a page axis, last its samples)."""
+        axes = tuple(spec.axes)
+        if spec.slice_axis is None or "c" not in axes:
+            return axes
+        plane = [a for a in axes if a != spec.slice_axis]
+        if plane[0] == "c" or plane[-1] == "c":
+            return axes
+        rest = [a for a in axes if a != "c"]
+        at = rest.index(next(a for a in plane if a != "c"))
+        return (*rest[:at], "c", *rest[at:])
+
+    def stored_reason(self, spec: OutputSpec) -> str:
+        return "a slice's channels are its first axis (pages) or its last (samples)"
