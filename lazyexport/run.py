@@ -766,17 +766,28 @@ def _stage_and_upload(
     scheduler: Any,
     cancel: threading.Event | None,
 ) -> tuple[list[Path], Conversions | None]:
-    """Export to a local staging directory (``TMPDIR``), then upload (:func:`remote.upload`)."""
+    """Export to a local staging directory (``TMPDIR``), then upload (:func:`remote.upload`).
+    An existing file the export adds to (``Writer.adds_to_existing``: a dataset into an HDF5
+    file holding others) is fetched into the staging directory first, so the upload keeps
+    what else it holds, as a local export into it would."""
     staging = Path(tempfile.mkdtemp(prefix="lazyexport-upload-"))
     try:
+        kept = [
+            (p, found[0])
+            for p in plan.paths
+            if plan.writer.adds_to_existing(plan.spec) and (found := remote.stamp(p)) is not None
+        ]
+        needed = plan.nbytes + sum(size for _, size in kept)
         free = shutil.disk_usage(staging).free
-        if free < plan.nbytes:
+        if free < needed:
             raise OutputLocationError(
                 f"cannot stage {plan.output} for the upload: {format_bytes(free)} free in "
-                f"{staging.parent}, the export writes up to {format_bytes(plan.nbytes)}; set "
+                f"{staging.parent}, the export writes up to {format_bytes(needed)}; set "
                 "TMPDIR to a larger disk, or export to Zarr (written to the store directly)"
             )
         local = {p: staging.joinpath(*p.parts[1:]) for p in plan.paths}
+        for url, _ in kept:
+            _fetch(url, local[url])
         staged = dataclasses.replace(
             plan, output=local[plan.output], paths=tuple(local[p] for p in plan.paths)
         )
@@ -784,6 +795,13 @@ def _stage_and_upload(
         return remote.upload([(local[p], p) for p in plan.paths], token), done.conversions
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch(url: Path, path: Path) -> None:
+    """Copy the object at ``url`` to the local file ``path``, 16 MiB at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        shutil.copyfileobj(remote.RemoteFile(url, buffer_size=16 * 2**20), f, 16 * 2**20)
 
 
 def _refuse_existing(plan: ExportPlan, existing: list[Path]) -> None:

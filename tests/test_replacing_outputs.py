@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 import lazyexport as le
-from conftest import hidden_temps
+from conftest import hidden_temps, run_cli
+from lazyexport import remote
 from lazyexport.batch import Dataset
 from lazyexport.errors import OutputExistsError
 
@@ -105,3 +107,88 @@ def test_a_commit_killed_before_the_old_tail_went_is_finished_by_clean(tmp_path,
         f"s{i:02d}.tif" for i in range(15)
     ]
     assert hidden_temps(tmp_path) == []
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_delete_all_of_a_node_rewrites_the_consolidated_metadata(tmp_path, zarr_format):
+    """Item 6: the store keeps consolidated metadata; deleting the exported node removes it
+    from the listing (before the fix, zarr.open_consolidated showed a zero-filled 'exp')."""
+    store = tmp_path / "s.zarr"
+    group = zarr.open_group(str(store), mode="w", zarr_format=zarr_format)
+    group.create_array("raw", shape=(4, 8, 8), dtype="uint8")[...] = 1
+    zarr.consolidate_metadata(str(store))
+    project = le.Batch(
+        {"format": "zarr", "zarr_format": zarr_format, "output": "{dataset_dir}/s.zarr/exp"},
+        [Dataset("s.zarr/raw", "x")],
+        base_dir=tmp_path,
+    )
+    assert project.export_all().ok
+    listed = zarr.open_consolidated(str(store), zarr_format=zarr_format)
+    assert sorted(listed.keys()) == ["exp", "raw"]
+    report = project.delete_all()
+    assert report.refused == {} and "only this node" in report.removed[0]
+    listed = zarr.open_consolidated(str(store), zarr_format=zarr_format)
+    assert sorted(listed.keys()) == ["raw"] and (listed["raw"][...] == 1).all()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from objstore import S3Server, environment
+
+    server = S3Server()
+    with environment(server.env):
+        server.bucket("lzx")
+        yield server
+    server.stop()
+
+
+def _datasets(s3, key: str) -> list[str]:
+    import io
+
+    import h5py
+
+    body = s3.client().get_object(Bucket="lzx", Key=key)["Body"].read()
+    with h5py.File(io.BytesIO(body), "r") as f:
+        return sorted(f)
+
+
+def test_a_dataset_goes_into_a_remote_hdf5_file_beside_the_others(s3, tmp_path):
+    """Item 7: before the fix, s3://lzx/f.h5/b was refused as existing when only the file (with
+    dataset a) did, and --overwrite uploaded a file holding b alone. Now b is added, as to a
+    local file; b itself exists afterwards (refused without --overwrite, replaced with it)."""
+    np.save(tmp_path / "v.npy", SLICES[:4])
+    for name in ("a", "b"):
+        run = run_cli("export", "v.npy", "--output", f"s3://lzx/f.h5/{name}", cwd=tmp_path)
+        assert run.returncode == 0, run.stderr
+    assert _datasets(s3, "f.h5") == ["a", "b"]
+    again = run_cli("export", "v.npy", "--output", "s3://lzx/f.h5/b", cwd=tmp_path)
+    assert again.returncode == 2 and "s3://lzx/f.h5/b exists already" in again.stderr
+    run = run_cli("export", "v.npy", "--output", "s3://lzx/f.h5/b", "--overwrite", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert _datasets(s3, "f.h5") == ["a", "b"]
+    project = le.Batch(
+        {"format": "hdf5", "output": "s3://lzx/f.h5/b"}, [Dataset("v.npy", "v")], base_dir=tmp_path
+    )
+    report = project.delete_all()  # a file at a URL is replaced whole: b alone is not removed
+    assert "holds other datasets besides b" in report.refused["v"]
+    assert _datasets(s3, "f.h5") == ["a", "b"]
+
+
+def test_a_remote_consolidated_store_is_relisted_when_a_node_is_deleted(s3, tmp_path):
+    """Item 6 at a URL: the node's keys go, and the store's consolidated listing with them."""
+    np.save(tmp_path / "v.npy", SLICES[:4])
+    store = zarr.open_group(
+        remote.zarr_store(remote.as_path("s3://lzx/c.zarr"), read_only=False), mode="w"
+    )
+    store.create_array("raw", shape=(2, 2), dtype="uint8")[...] = 1
+    zarr.consolidate_metadata(remote.zarr_store(remote.as_path("s3://lzx/c.zarr"), read_only=False))
+    project = le.Batch(
+        {"format": "zarr", "output": "s3://lzx/c.zarr/exp"}, [Dataset("v.npy", "v")],
+        base_dir=tmp_path,
+    )  # fmt: skip
+    assert project.export_all().ok
+    listed = zarr.open_consolidated(remote.zarr_store(remote.as_path("s3://lzx/c.zarr")), mode="r")
+    assert sorted(listed.keys()) == ["exp", "raw"]
+    assert project.delete_all().refused == {}
+    listed = zarr.open_consolidated(remote.zarr_store(remote.as_path("s3://lzx/c.zarr")), mode="r")
+    assert sorted(listed.keys()) == ["raw"]

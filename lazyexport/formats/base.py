@@ -198,6 +198,13 @@ class Writer:
             return [p for p in spec.paths if remote.exists_object(p)]
         return [p for p in spec.paths if p.exists() or p.is_symlink()]
 
+    def adds_to_existing(self, spec: OutputSpec) -> bool:
+        """Whether an export into an existing output file adds to it, keeping what else it
+        holds (HDF5: a dataset beside others), rather than replacing it whole. An output at a
+        URL that does is fetched into the staging directory first, and the file uploaded with
+        the others' data kept (default: False, the file is replaced)."""
+        return False
+
     def open(self, spec: OutputSpec, token: str) -> Target:
         """Create the output under the temporary names of the run ``token``
         (:func:`lazyexport.storage.temp_path`). Writers that are ``resumable`` keep what exists

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
+import zarr
+
 from .. import remote
 from ..errors import FormatError
 from ..storage import remove, temp_path
@@ -229,6 +231,8 @@ def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False
     if remote.is_url(container):  # exactly the keys below the node (or the whole store)
         if not dry_run:
             remote.delete_prefix(found[0])
+            if found[0] != container:
+                relist(container)
         return [str(found[0])]
     if not in_existing(container, internal):
         if not dry_run:
@@ -240,9 +244,20 @@ def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False
         remove(node)
         if not others:
             remove(container)
+        else:
+            relist(container)
     if others:
         return [f"{node} (only this node: the store holds other data too)"]
     return [str(container)]
+
+
+def relist(store: Path) -> None:
+    """Rewrite a Zarr store's consolidated metadata, where it keeps one, after a node in it was
+    removed: the listing must not name the node any more (as an export's commit rewrites it to
+    name a new one). Nothing for stores without it (and N5, which has none)."""
+    if consolidated(store):
+        where = remote.zarr_store(store, read_only=False) if remote.is_url(store) else str(store)
+        zarr.consolidate_metadata(where)
 
 
 def _other_content(layout: Layout, container: Path, internal: str) -> bool:

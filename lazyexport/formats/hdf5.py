@@ -93,10 +93,16 @@ def _close_handle(path: Path) -> None:
         f.close()
 
 
+def _readable(file: Path):
+    """What h5py opens to read ``file``: the path, or at a URL a file object over the object."""
+    return remote.RemoteFile(file) if remote.is_url(file) else file
+
+
 def _other_content(file: Path, dataset: str) -> bool | None:
-    """None if ``file`` is not readable HDF5; else whether it holds anything besides ``dataset``."""
+    """None if ``file`` is not readable HDF5; else whether it holds anything besides ``dataset``
+    (at a URL too: read through range requests)."""
     try:
-        with h5py.File(file, "r") as f:
+        with h5py.File(_readable(file), "r") as f:
             names: list[str] = []
             f.visit(names.append)
             inside = {dataset.strip("/")} | {p for p in _parents(dataset)}
@@ -136,21 +142,22 @@ class HDF5Writer(Writer):
         return spec.dataset or DEFAULT_DATASET
 
     def existing(self, spec: OutputSpec) -> list[Path]:
+        """The file if it holds the dataset (or is not HDF5: then the whole file is in the way);
+        a file at a URL alike, read through range requests."""
         file = spec.output
-        if remote.is_url(file):  # an object is written and replaced as a whole
-            return super().existing(spec)
-        if not file.exists():
+        if not (remote.exists_object(file) if remote.is_url(file) else file.exists()):
             return []
-        # not HDF5: the whole file is in the way
         if _other_content(file, self.dataset(spec)) is None:
             return [file]
-        with h5py.File(file, "r") as f:
+        with h5py.File(_readable(file), "r") as f:
             return [file] if self.dataset(spec) in f else []
 
+    def adds_to_existing(self, spec: OutputSpec) -> bool:
+        return True  # the dataset goes into the file, beside what else it holds
+
     def delete(self, spec: OutputSpec, dry_run: bool = False) -> list[str]:
-        """Remove the file, or only our dataset when the file holds other data too."""
-        if remote.is_url(spec.output):
-            return super().delete(spec, dry_run)
+        """Remove the file, or only our dataset when the file holds other data too (at a URL,
+        where an object is replaced only as a whole, such a file is left alone)."""
         self.refuse_foreign(spec)
         if not self.existing(spec):
             return []
@@ -162,8 +169,14 @@ class HDF5Writer(Writer):
             )
         if not other:
             if not dry_run:
-                remove(file)
+                remote.delete_object(file) if remote.is_url(file) else remove(file)
             return [str(file)]
+        if remote.is_url(file):
+            raise FormatError(
+                f"{file} holds other datasets besides {name}, and a file at a URL is only "
+                "replaced whole, so it is left alone; export the others elsewhere first, or "
+                "delete the whole file yourself"
+            )
         if not dry_run:
             with h5py.File(file, "r+") as f:
                 del f[name]
