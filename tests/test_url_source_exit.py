@@ -1,0 +1,93 @@
+"""A URL source that cannot be opened exits 2, with one error line, every time (issue #26 item 11).
+
+Before the fix about one run in six of ``lazyexport info s3://bucket/prefix`` (a prefix holding
+objects but no Zarr node) printed the right line and then died of SIGABRT (status 134, -6 from
+subprocess): a thread of obstore's Tokio runtime was still busy while the interpreter was torn
+down. The command is run many times (bounded) against an S3 server and an HTTP server on
+loopback.
+"""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_command, cli_env
+from objstore import S3Server, environment, serve_directory
+
+RUNS = 20  # at one abort in six, 20 clean runs happen by chance about once in 40
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("served")
+    (root / "notzarr").mkdir()
+    for i in range(30):
+        (root / "notzarr" / f"f{i}.txt").write_text("x" * 100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def s3(served):
+    server = S3Server()
+    with environment(server.env):
+        server.bucket("lzexit")
+        server.upload_tree(served / "notzarr", "lzexit", "notzarr")
+        yield server
+    server.stop()
+
+
+def _statuses(args: list[str], env: dict[str, str], runs: int) -> tuple[dict[int, int], set[str]]:
+    statuses: collections.Counter[int] = collections.Counter()
+    lines = set()
+    for _ in range(runs):
+        done = subprocess.run(
+            cli_command(*args),
+            env={**cli_env(), **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        statuses[done.returncode] += 1
+        lines.add(done.stderr)
+    return dict(statuses), lines
+
+
+def _one_line_each(lines: set[str], text: str) -> None:
+    for line in lines:
+        assert line.startswith("error: ") and line.count("\n") == 1, line
+        assert text in line and "Traceback" not in line, line
+
+
+@pytest.mark.parametrize(
+    "url, text",
+    [
+        ("s3://lzexit/notzarr", "cannot open s3://lzexit/notzarr as Zarr"),
+        ("s3://lzexit/missing.zarr", "does not exist"),
+    ],
+)
+def test_an_s3_source_that_cannot_be_opened_exits_2_every_time(s3, url, text):
+    runs = RUNS if "notzarr" in url else 5
+    statuses, lines = _statuses(["info", url], s3.env, runs)
+    assert statuses == {2: runs}
+    _one_line_each(lines, text)
+
+
+def test_an_export_of_an_s3_source_that_cannot_be_opened_exits_2_every_time(s3, tmp_path):
+    args = ["export", "s3://lzexit/notzarr", "--output", str(tmp_path / "o.h5")]
+    statuses, lines = _statuses(args, s3.env, 5)
+    assert statuses == {2: 5}
+    _one_line_each(lines, "as Zarr")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_http_source_that_cannot_be_opened_exits_2_every_time(served):
+    with serve_directory(served) as base:
+        statuses, lines = _statuses(["info", f"{base}/notzarr"], {}, 10)
+        missing, missing_lines = _statuses(["info", f"{base}/missing.h5/data"], {}, 5)
+    assert statuses == {2: 10} and missing == {2: 5}
+    _one_line_each(lines, "as Zarr")
+    _one_line_each(missing_lines, "missing.h5")
