@@ -175,14 +175,16 @@ NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 def create_new(path: Path, mode: int = 0o644) -> int:
     """Create the file ``path`` for writing (``O_EXCL | O_NOFOLLOW``); return its descriptor.
     What is there already (a killed run's file, or a link someone planted at this predictable
-    name) is removed first: the entry itself, never what a link points to."""
+    name) is unlinked first: the entry itself, never what a link points to (nor a directory)."""
     for _ in range(3):
         try:
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, mode)
         except FileExistsError:
             try:
-                remove(path)
-            except OSError:  # another user's entry in a shared (sticky) directory
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError:  # a directory, or another user's entry in a sticky directory
                 break
     raise OutputLocationError(
         f"{path} is in the way and cannot be removed; lazyexport never writes through what it "

@@ -157,3 +157,16 @@ def test_the_journal_is_never_appended_through_a_link(tmp_path):
     with pytest.raises(OSError):
         journal.record((0, 0))
     assert _untouched(victim)
+
+
+def test_a_directory_at_a_temporary_name_is_refused_not_removed(tmp_path):
+    from lazyexport.errors import OutputLocationError
+
+    record = tmp_path / ".o.h5.lazyexport-t0123abcdp1h000000.commit"
+    planted = record.with_name(record.name + ".new")
+    planted.mkdir()
+    (planted / "keep.txt").write_text(PRECIOUS)
+    with pytest.raises(OutputLocationError, match="is in the way"):
+        write_durably(record, "{}")
+    assert (planted / "keep.txt").read_text() == PRECIOUS
+    assert not record.exists()
