@@ -625,10 +625,18 @@ def _execute(
             plan = dataclasses.replace(
                 plan, output=plan.output.absolute(), paths=tuple(p.absolute() for p in plan.paths)
             )
-        if resumable:
-            target, journal, done = open_resumable(plan, token)
-        else:
-            target, journal, done = plan.writer.open(plan.spec, token), None, set()
+        made = _missing_dirs(plan)  # a failed export removes those it made (where empty)
+        try:
+            if resumable:
+                target, journal, done = open_resumable(plan, token)
+            else:
+                target, journal, done = plan.writer.open(plan.spec, token), None, set()
+        except BaseException as exc:
+            _remove_empty(made)
+            mistake = _location_error(plan, exc, kept=False)
+            if mistake is not None:
+                raise mistake from None
+            raise
         try:
             cost.reset_peak()
             conversions = _write_all(plan, target, journal, done, resolved, progress, cancel)
@@ -645,6 +653,7 @@ def _execute(
                     finish_commit(record)
             elif journal is None:
                 target.abort()
+                _remove_empty(made)
             else:
                 target.close()  # keep the temporary output and the journal for the next run
             mistake = _location_error(plan, exc, kept=journal is not None)
@@ -847,9 +856,35 @@ _LOCATION_ERRNOS = {
 }
 
 
+def _missing_dirs(plan: ExportPlan) -> list[Path]:
+    """The directories of ``plan``'s outputs that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for parent in {p.parent for p in plan.paths}:
+        for directory in (parent, *parent.parents):
+            if directory.exists() or directory.is_symlink():
+                break
+            missing.add(directory)
+    return sorted(missing, key=lambda d: len(d.parts), reverse=True)
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove those of ``directories`` (deepest first) that are empty: what a failed export
+    made and left nothing in."""
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+# A short write with no error number (numpy's tofile, as tifffile writes pages): on a local
+# file, the disk (or quota) is full
+_SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
+
 def _location_error(plan: ExportPlan, exc: BaseException, kept: bool) -> OutputLocationError | None:
     """``exc`` in the user's terms, where the output's own place caused it (a full disk during
-    the writes, a directory made read-only meanwhile), else None."""
+    the writes or the commit, a directory made read-only meanwhile), else None."""
+    if isinstance(exc, OSError) and exc.errno is None and _SHORT_WRITE.match(str(exc)):
+        exc = OSError(errno.ENOSPC, str(exc))
     if not isinstance(exc, OSError) or exc.errno not in _LOCATION_ERRNOS:
         return None
     if exc.errno not in (errno.ENOSPC, errno.EDQUOT) and not (

@@ -162,10 +162,15 @@ def write_durably(path: Path, text: str) -> None:
     name is written through a symbolic link: the temporary is created anew (:func:`create_new`),
     and the rename replaces a link at ``path`` itself."""
     temp = path.with_name(path.name + ".new")
-    with os.fdopen(create_new(temp), "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = create_new(temp)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: no half-written record is left behind
+        remove(temp)
+        raise
     os.replace(temp, path)
 
 
@@ -338,6 +343,7 @@ class Leftover:
             "raw": "a raw working file",
             "old": "a replaced output",
             "lazy": "a compute=False export's mark, not computed",
+            "new": "a record or journal whose writing never finished (its commit never began)",
         }.get(self.kind, "a temporary output")
         size = self.size if self.size is not None else _size(self.path)
         return f"{self.path} ({what}, {_human(size)}, {self.owner})"
@@ -385,10 +391,16 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
         m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens
     }
     return [
-        Leftover(entry, m["token"], m["kind"], *_state(m["token"], owners))
+        Leftover(entry, m["token"], _kind(entry, m), *_state(m["token"], owners))
         for (entry, m, owners), p in zip(entries, picked)
         if p or m["token"] in committing
     ]
+
+
+def _kind(entry: Path, match: re.Match) -> str:
+    """The kind of a leftover; ``new`` for the temporary of a :func:`write_durably` that never
+    finished (a ``.commit.new``: the renames never began, so it is an orphan like any other)."""
+    return "new" if entry.name.endswith(".new") else match["kind"]
 
 
 def _state(token: str, owners: dict[str, Path]) -> tuple[str, str]:

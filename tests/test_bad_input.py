@@ -116,6 +116,121 @@ def test_a_full_or_read_only_disk_during_the_writes_is_one_line_and_leaves_nothi
     assert hidden_temps(tmp_path) == [] and not (tmp_path / "out" / "o.npy").exists()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB file system of its own (tmpfs), unmounted afterwards; skipped only where it
+    cannot be mounted (no root, no tmpfs)."""
+    import subprocess
+
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+BIG = (np.arange(16 * 256 * 256) % 65521).astype("uint16").reshape(16, 256, 256)  # 2 MiB
+
+
+def _fill(directory) -> None:
+    """Write a file in ``directory`` until its file system is full."""
+    with open(directory / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\xff" * 4096)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def test_a_small_disk_filled_by_a_tiff_sequence_is_one_line_and_leaves_nothing(
+    small_disk, tmp_path
+):
+    """Issue 26 item 10 on a real full file system. Before: tifffile's short write came out as
+    'error: export failed: OSError: 65536 requested and 48968 written' (exit 1) and the
+    directory the export made stayed."""
+    np.save(tmp_path / "big.npy", BIG)
+    template = f"{small_disk}/seq/s{{slice_index}}.tif"
+    run = run_cli(
+        "export", "big.npy", "--format", "tiff-sequence", "--output", template, cwd=tmp_path
+    )
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert "no space left on the device" in lines[0] and "temporary output was removed" in lines[0]
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_small_disk_full_at_the_commit_is_one_line_and_leaves_no_record(small_disk):
+    """The slices fit, the commit's record does not (the disk filled after the last block):
+    one line, nothing left, not even an empty .commit.new (before: one stayed, which neither
+    the next export nor `lazyexport clean` removed)."""
+    out = small_disk / "seq" / "s{slice_index}.tif"
+    total = []
+
+    def fill_after_the_last_block(event):
+        total.append(event)
+        if event.blocks_done == event.blocks_total:
+            _fill(small_disk)
+
+    with pytest.raises(OutputLocationError, match="no space left on the device"):
+        le.export(
+            le.open_source(BIG[:4, :128], axes="zyx"),
+            le.ExportSettings(format="tiff-sequence", output=str(out)),
+            progress=fill_after_the_last_block,
+        )
+    assert total and sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_a_full_disk_as_a_short_write_or_at_the_commit_is_one_line_and_leaves_nothing(
+    volume, tmp_path, monkeypatch, capsys
+):
+    """The same as the two tests above with the error injected (runs everywhere): numpy's short
+    write without an error number, and ENOSPC while the commit record is written."""
+    import tifffile
+
+    from lazyexport import storage
+
+    def short_write(*args, **kwargs):
+        raise OSError("65536 requested and 48968 written")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = f"{tmp_path}/out/s{{slice_index}}.tif"
+    for target, name, fault in ((tifffile, "imwrite", short_write), (storage.os, "fsync", full)):
+        with monkeypatch.context() as patch:
+            patch.setattr(target, name, fault)
+            status = cli.main(
+                ["export", str(volume), "--format", "tiff-sequence", "--output", out, "--quiet"]
+            )
+        err = capsys.readouterr().err
+        assert status == 2 and err.count("error:") == 1 and "no space left on the device" in err
+        assert "temporary output was removed" in err
+        assert not (tmp_path / "out").exists() and hidden_temps(tmp_path) == []
+
+
+def test_clean_removes_an_unfinished_commit_record_and_its_run(tmp_path, capsys):
+    """An empty .commit.new (its writing never finished: the renames never began) left by a
+    dead run, beside that run's temporaries: `lazyexport clean` removes them all and says
+    what the record is (before: it tried to finish it, failed, and kept it for good)."""
+    from lazyexport import storage
+
+    token = f"t0badf00dp{2**22 + 17}h{storage._host_tag()}"
+    (tmp_path / f".s0.tif.lazyexport-{token}.commit.new").write_bytes(b"")
+    for i in range(2):
+        (tmp_path / f".s{i}.tif.lazyexport-{token}.tmp").write_bytes(b"II*\0")
+    assert cli.main(["clean", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "whose writing never finished" in out and "interrupted commit, finished" not in out
+    assert hidden_temps(tmp_path) == []
+
+
 def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(
     volume, tmp_path, monkeypatch
 ):
