@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,32 @@ def test_an_http_source_that_cannot_be_opened_exits_2_every_time(served):
     assert statuses == {2: 10} and missing == {2: 5}
     _one_line_each(lines, "as Zarr")
     _one_line_each(missing_lines, "missing.h5")
+
+
+def test_the_program_ends_without_tearing_down_the_interpreter(tmp_path):
+    """Deterministic: run as the program, the command's status ends the process after the
+    atexit callbacks and the threads that are not daemons, before the interpreter is finalized
+    (where a still-busy thread of obstore's runtime aborted it)."""
+    code = (
+        "import atexit, sys, threading, time\n"
+        "class Torn:\n"
+        "    def __del__(self):\n"
+        "        print('finalized', flush=True)\n"
+        "torn = Torn()\n"
+        "atexit.register(lambda: print('atexit', flush=True))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('joined', flush=True))).start()\n"
+        "sys.argv = ['lazyexport', 'info', 'missing.npy']\n"
+        "from lazyexport.entry import main\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.split() == ["joined", "atexit"]
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
