@@ -10,7 +10,14 @@ numcodecs codecs zarr uses, so the files are exactly those zarr would write. Sha
 with that inner layout and the default shard index go through :class:`ShardFiles` (same
 chunks and index format, but inner chunks in C order, not zarr's Morton order). Anything
 else (transposes, big-endian data, other index layouts, remote stores) keeps going through
-zarr: :meth:`ChunkFiles.of` returns None for it.
+zarr: :meth:`ChunkFiles.of` returns None for it, and :func:`layout_refusal` says why.
+
+The layout is recognised from the array's metadata document (the specification's JSON, the
+same in every zarr-python release), never from zarr-python's own classes, whose names and
+fields change between minor releases. Metadata it cannot parse is a refusal with a reason, not
+a silent None. Where lazyexport relies on this path to keep its memory promise — the Zarr
+outputs it creates, whose shards the plan counts as assembled and written once — the writer
+refuses to go on without it (see ``formats/zarr.py``) rather than fall back to zarr.
 """
 
 from __future__ import annotations
@@ -32,39 +39,147 @@ _BLOSC_SHUFFLE = {
     "shuffle": numcodecs.Blosc.SHUFFLE,
     "bitshuffle": numcodecs.Blosc.BITSHUFFLE,
 }
-_V2_COMPRESSORS = (numcodecs.Zstd, numcodecs.Blosc, numcodecs.GZip, numcodecs.Zlib)
+_V2_COMPRESSORS = frozenset({"zstd", "blosc", "gzip", "zlib"})
+_V3_DATA_TYPES = frozenset(
+    {"bool", "float16", "float32", "float64"}
+    | {f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)}
+)
 
 
-def _v3_compressor(codec: Any) -> numcodecs.abc.Codec | None:
-    """The numcodecs codec zarr itself uses for a v3 compressor codec; raises for others."""
-    name = type(codec).__name__
-    if name == "ZstdCodec":
-        return numcodecs.Zstd(level=codec.level, checksum=codec.checksum)
-    if name == "GzipCodec":
-        return numcodecs.GZip(level=codec.level)
-    if name == "BloscCodec":
-        shuffle = getattr(codec.shuffle, "value", codec.shuffle)
-        return numcodecs.Blosc(
-            cname=getattr(codec.cname, "value", codec.cname),
-            clevel=codec.clevel,
-            shuffle=_BLOSC_SHUFFLE[shuffle],
-            blocksize=codec.blocksize,
-        )
-    raise ValueError(name)
+class Refused(ValueError):
+    """The array's layout is not one the direct chunk I/O takes (the message says why)."""
 
 
-def _v3_plain_codecs(codecs) -> numcodecs.abc.Codec | None:
-    """The compressor of a v3 codec list ``bytes`` (not big-endian) + at most one compressor;
-    raises ValueError for any other list."""
+def _config(codec: dict) -> dict:
+    return dict(codec.get("configuration") or {})
+
+
+def _blosc(config: dict) -> numcodecs.abc.Codec:
+    """numcodecs' Blosc for a v3 ``blosc`` configuration, with its ``typesize`` where this
+    numcodecs takes one (as zarr does; without it the typed chunks give the same size)."""
+    kwargs = dict(
+        cname=config["cname"],
+        clevel=config["clevel"],
+        shuffle=_BLOSC_SHUFFLE[config["shuffle"]],
+        blocksize=config.get("blocksize", 0),
+    )
+    if config.get("typesize") is not None:
+        try:
+            return numcodecs.Blosc(**kwargs, typesize=config["typesize"])
+        except TypeError:  # numcodecs < 0.16
+            pass
+    return numcodecs.Blosc(**kwargs)
+
+
+def _v3_compressor(codec: dict) -> numcodecs.abc.Codec:
+    """The numcodecs codec zarr itself uses for a v3 compressor codec (its metadata)."""
+    name, config = codec["name"], _config(codec)
+    if name == "zstd":
+        return numcodecs.Zstd(level=config.get("level", 0), checksum=config.get("checksum", False))
+    if name == "gzip":
+        return numcodecs.GZip(level=config.get("level", 5))
+    if name == "blosc":
+        return _blosc(config)
+    raise Refused(f"the {name!r} codec")
+
+
+def _v3_plain_codecs(codecs: list[dict]) -> numcodecs.abc.Codec | None:
+    """The compressor of a v3 codec list ``bytes`` (little-endian) + at most one compressor."""
     first, *rest = codecs
-    if (
-        type(first).__name__ != "BytesCodec"
-        or getattr(first.endian, "value", first.endian) == "big"
-    ):
-        raise ValueError("not the bytes codec")
+    if first["name"] != "bytes" or _config(first).get("endian") == "big":
+        raise Refused(f"codecs {[c['name'] for c in codecs]} (not little-endian 'bytes' first)")
     if len(rest) > 1:
-        raise ValueError("more than one compressor")
+        raise Refused(f"codecs {[c['name'] for c in codecs]} (more than one compressor)")
     return _v3_compressor(rest[0]) if rest else None
+
+
+class _ChunkKey:
+    """The chunk key encoding of the array's metadata: ``c/1/2`` (v3 default), ``1.2`` (v2)."""
+
+    def __init__(self, prefix: str, separator: str):
+        if separator not in "./" or len(separator) != 1:
+            raise Refused(f"the chunk key separator {separator!r}")
+        self.prefix, self.separator = prefix, separator
+
+    def __call__(self, index: tuple[int, ...]) -> str:
+        return self.prefix + self.separator.join(str(int(i)) for i in index)
+
+
+def _v3_key(doc: dict) -> _ChunkKey:
+    encoding = doc.get("chunk_key_encoding") or {"name": "default"}
+    separator = _config(encoding).get("separator", "/" if encoding["name"] == "default" else ".")
+    if encoding["name"] == "default":
+        return _ChunkKey("c" + separator, separator)
+    if encoding["name"] == "v2":
+        return _ChunkKey("", separator)
+    raise Refused(f"the chunk key encoding {encoding['name']!r}")
+
+
+def _dtype(name: Any, endian: str | None = None) -> np.dtype:
+    """The numpy type of chunks of the data type ``name`` (numbers and bool, little-endian)."""
+    dtype = np.dtype(name)
+    if dtype.kind not in "biuf" or dtype.byteorder == ">" or endian == "big":
+        raise Refused(f"the data type {name!r}")
+    return dtype if dtype.byteorder == "|" else dtype.newbyteorder("<")
+
+
+def _v3_layout(doc: dict) -> dict:
+    """ChunkFiles' arguments for a v3 array's metadata document (or ShardFiles', with
+    ``inner``); raises Refused for a layout it does not take."""
+    grid = doc["chunk_grid"]
+    if grid["name"] != "regular" or doc.get("storage_transformers"):
+        raise Refused(f"the chunk grid {grid['name']!r}")
+    if doc["data_type"] not in _V3_DATA_TYPES:
+        raise Refused(f"the data type {doc['data_type']!r}")
+    layout = dict(chunks=tuple(_config(grid)["chunk_shape"]), key_of=_v3_key(doc))
+    codecs = list(doc["codecs"])
+    if codecs[0]["name"] != "sharding_indexed":
+        layout["compressor"] = _v3_plain_codecs(codecs)
+        layout["dtype"] = _dtype(doc["data_type"], _config(codecs[0]).get("endian"))
+        return layout
+    if len(codecs) > 1:
+        raise Refused("codecs after the sharding codec")
+    sharding = _config(codecs[0])
+    index = [(c["name"], _config(c).get("endian", "little")) for c in sharding["index_codecs"]]
+    if index != [("bytes", "little"), ("crc32c", "little")]:
+        raise Refused(f"the shard index codecs {[c['name'] for c in sharding['index_codecs']]}")
+    if sharding.get("index_location", "end") != "end":
+        raise Refused(f"the shard index at the {sharding['index_location']}")
+    inner = list(sharding["codecs"])
+    layout["compressor"] = _v3_plain_codecs(inner)
+    layout["dtype"] = _dtype(doc["data_type"], _config(inner[0]).get("endian"))
+    layout["inner"] = tuple(sharding["chunk_shape"])
+    return layout
+
+
+def _v2_layout(doc: dict) -> dict:
+    """ChunkFiles' arguments for a v2 array's metadata document; raises Refused for others."""
+    if doc.get("filters") or doc.get("order", "C") != "C":
+        raise Refused("filters or Fortran order")
+    if not isinstance(doc["dtype"], str):
+        raise Refused(f"the data type {doc['dtype']!r}")
+    compressor = doc.get("compressor")
+    if compressor is not None:
+        if compressor.get("id") not in _V2_COMPRESSORS:
+            raise Refused(f"the {compressor.get('id')!r} compressor")
+        compressor = numcodecs.get_codec(dict(compressor))
+    return dict(
+        chunks=tuple(doc["chunks"]),
+        dtype=_dtype(doc["dtype"]),
+        compressor=compressor,
+        key_of=_ChunkKey("", doc.get("dimension_separator") or "."),
+    )
+
+
+def layout_refusal(arr: Any) -> str | None:
+    """Why :meth:`ChunkFiles.of` does not take the zarr array ``arr`` (None: it does)."""
+    try:
+        ChunkFiles._of(arr)
+    except Refused as exc:
+        return str(exc)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        return f"its metadata ({type(exc).__name__}: {exc})"
+    return None
 
 
 class ChunkFiles:
@@ -93,66 +208,50 @@ class ChunkFiles:
 
     @classmethod
     def of(cls, arr: Any) -> ChunkFiles | None:
-        """Direct chunk I/O for the zarr array ``arr``, or None if its layout needs zarr itself."""
+        """Direct chunk I/O for the zarr array ``arr``, or None if its layout needs zarr itself
+        (:func:`layout_refusal` says why). The layout is read from the array's metadata document
+        (``arr.metadata.to_dict()``, the Zarr specification's JSON), not from zarr-python's
+        classes, so it does not depend on which zarr release wrote or opened the array."""
         try:
             return cls._of(arr)
-        except (AttributeError, TypeError, ValueError, KeyError):
+        except Refused:
             return None
 
     @classmethod
-    def _of(cls, arr: Any) -> ChunkFiles | None:
+    def _of(cls, arr: Any) -> ChunkFiles:
+        """As :meth:`of`; raises Refused for a layout it does not take."""
         import zarr.storage
 
         store = arr.store
         if type(store) is not zarr.storage.LocalStore:
-            return None
-        dtype = np.dtype(arr.dtype)
-        if dtype.kind not in "biuf" or dtype.byteorder == ">" or arr.ndim == 0:
-            return None
-        meta = arr.metadata
+            raise Refused(f"a {type(store).__name__} (not a local directory)")
+        doc = arr.metadata.to_dict()
+        try:
+            if doc.get("zarr_format") == 3:
+                layout = _v3_layout(doc)
+            elif doc.get("zarr_format") == 2:
+                layout = _v2_layout(doc)
+            else:
+                raise Refused(f"zarr_format {doc.get('zarr_format')!r}")
+        except (KeyError, TypeError, IndexError) as exc:
+            reason = f"metadata it does not understand ({type(exc).__name__}: {exc})"
+            raise Refused(reason) from None
+        if not doc["shape"]:
+            raise Refused("a 0-dimensional array")
+        if np.dtype(arr.dtype).byteorder == ">":  # zarr hands out big-endian values: so would we
+            raise Refused(f"the big-endian data type {arr.dtype}")
         root = Path(store.root) / arr.path if arr.path else Path(store.root)
-        if arr.metadata.zarr_format == 3:
-            if type(meta.chunk_grid).__name__ != "RegularChunkGrid":
-                return None
-            (sharding,) = (
-                meta.codecs if type(meta.codecs[0]).__name__ == "ShardingCodec" else (None,)
-            )
-            compressor = _v3_plain_codecs(sharding.codecs if sharding else meta.codecs)
-            if sharding is not None:
-                index_codecs = [type(c).__name__ for c in sharding.index_codecs]
-                endian = getattr(sharding.index_codecs[0].endian, "value", None)
-                location = getattr(sharding.index_location, "value", sharding.index_location)
-                if (
-                    index_codecs != ["BytesCodec", "Crc32cCodec"]
-                    or endian != "little"
-                    or location != "end"
-                ):
-                    return None
-                return ShardFiles(
-                    root,
-                    tuple(arr.shape),
-                    tuple(arr.shards),
-                    dtype,
-                    arr.fill_value,
-                    compressor,
-                    meta.encode_chunk_key,
-                    inner=tuple(sharding.chunk_shape),
-                )
-        else:
-            if meta.filters or meta.order != "C":
-                return None
-            compressor = meta.compressor
-            if compressor is not None and type(compressor) not in _V2_COMPRESSORS:
-                return None
-        return cls(
+        inner = layout.pop("inner", None)
+        args = (
             root,
-            tuple(arr.shape),
-            tuple(arr.chunks),
-            dtype,
+            tuple(doc["shape"]),
+            layout["chunks"],
+            layout["dtype"],
             arr.fill_value,
-            compressor,
-            meta.encode_chunk_key,
+            layout["compressor"],
+            layout["key_of"],
         )
+        return ShardFiles(*args, inner=inner) if inner is not None else cls(*args)
 
     # -- chunks
     def _path(self, index: tuple[int, ...]) -> Path:
@@ -364,4 +463,4 @@ def reader_for(arr: Any) -> Any:
     return ChunkFiles.of(arr) or arr
 
 
-__all__ = ["ChunkFiles", "ShardFiles", "reader_for"]
+__all__ = ["ChunkFiles", "Refused", "ShardFiles", "layout_refusal", "reader_for"]

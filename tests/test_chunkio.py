@@ -265,3 +265,63 @@ def test_chunks_of_only_nan_fill_are_left_out_like_zarr(tmp_path):
     )
     assert (spans.reshape(4, 2)[:, 0] != 2**64 - 1).sum() == 1  # one inner chunk of four
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "mine.zarr"))[...], data)
+
+
+# ---------------------------------------------------------------- the layouts lazyexport creates
+
+CREATED = [
+    dict(zarr_format=zarr_format, compression=compression, shards=shards)
+    for zarr_format in (2, 3)
+    for compression in ("zstd", "blosc", "gzip", "none")
+    for shards in ((None, {"y": 8, "x": 10}) if zarr_format == 3 else (None,))
+]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    CREATED,
+    ids=lambda c: f"v{c['zarr_format']}-{c['compression']}" + ("-sharded" * bool(c["shards"])),
+)
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_the_layouts_lazyexport_creates_are_read_and_written_directly(tmp_path, layout, dtype):
+    """Every Zarr layout lazyexport writes (each format version and compressor, sharded or not)
+    is one the direct chunk I/O takes, on whichever zarr-python is installed: the plan's memory
+    promise for Zarr outputs, and the decode-once counts of Zarr sources, rest on it. A zarr
+    release that changes how it describes these layouts must fail here, not switch the fast
+    path off silently."""
+    import lazyexport as le
+    from lazyexport.chunkio import layout_refusal
+
+    data = (np.arange(6 * 16 * 20).reshape(6, 16, 20) % 251).astype(dtype)
+    result = le.export(
+        data,
+        le.ExportSettings(
+            format="zarr", output=str(tmp_path / "out.zarr"), chunks={"y": 4, "x": 5}, **layout
+        ),
+    )
+    arr = zarr.open_array(str(result.paths[0]), mode="r")
+    files = ChunkFiles.of(arr)
+    assert files is not None, f"zarr {zarr.__version__}: {layout_refusal(arr)}"
+    assert isinstance(files, ShardFiles) == bool(layout["shards"])
+    np.testing.assert_array_equal(files[...], data)
+    np.testing.assert_array_equal(arr[...], data)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_every_ome_zarr_level_is_read_directly(tmp_path, zarr_format):
+    import lazyexport as le
+    from lazyexport.chunkio import layout_refusal
+
+    data = (np.arange(4 * 64 * 64).reshape(4, 64, 64) % 251).astype("uint16")
+    result = le.export(
+        data,
+        le.ExportSettings(
+            format="ome-zarr", output=str(tmp_path / "out.ome.zarr"), zarr_format=zarr_format
+        ),
+    )
+    group = zarr.open_group(str(result.paths[0]), mode="r")
+    levels = [arr for _, arr in group.arrays()]
+    assert levels
+    for arr in levels:
+        assert ChunkFiles.of(arr) is not None, f"{arr.path}: {layout_refusal(arr)}"
+        np.testing.assert_array_equal(ChunkFiles.of(arr)[...], arr[...])
