@@ -17,7 +17,7 @@ import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 from .. import remote
-from ..chunkio import ChunkFiles
+from ..chunkio import ChunkFiles, layout_refusal
 from ..errors import FormatError
 from ..storage import remove
 from . import container
@@ -103,6 +103,7 @@ class ZarrWriter(container.ContainerWriter):
                 dimension_names=list(spec.axes) if fmt == 3 else None,
                 attributes=attrs,
             )
+            target.direct()  # the layout the plan counts on, checked before any block
         except BaseException:
             target.abort()
             raise
@@ -158,6 +159,25 @@ class ZarrTarget(Target):
                     )
         return self._array
 
+    def direct(self) -> ChunkFiles | Literal[False]:
+        """The chunk files blocks are written into (False: through zarr, at a URL).
+
+        A local output is one lazyexport created, in a layout :class:`ChunkFiles` takes, and the
+        plan counts on it: each block is whole chunks (or a whole shard, assembled and written
+        once). A layout it does not take is an error here, never a quiet switch to zarr's own
+        pipeline, which the plan's memory model does not describe."""
+        if self.remote:
+            return False
+        arr = self.array()
+        files = ChunkFiles.of(arr)
+        if files is None:
+            raise FormatError(
+                f"the Zarr array lazyexport created at {next(iter(self.temps))} is not in a "
+                f"layout its chunk writer takes ({layout_refusal(arr)}, zarr {zarr.__version__}); "
+                f"this is a bug in lazyexport, please report it"
+            )
+        return files
+
     @property
     def remote(self) -> bool:
         """Whether the output goes to an object store: chunks are written in their final place,
@@ -205,7 +225,7 @@ class ZarrTarget(Target):
 
     def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
         if self._files is None:
-            self._files = ChunkFiles.of(self.array()) or False
+            self._files = self.direct()
         if self._files:
             self._files.write(block, location)  # the chunk files, encoded as zarr would
         else:
