@@ -26,7 +26,7 @@ import numpy as np
 import xarray as xr
 from dask.utils import format_bytes, parse_bytes
 
-from . import cost
+from . import cost, location
 from . import template as tpl
 from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError, redact
@@ -675,6 +675,7 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
     if template is None:
         template = tpl.default_template(bool(settings.result_type), writer.capabilities.sequence)
     tpl.check(template, names(src), writer.capabilities.sequence)
+    _refuse_unnamed(template, writer)
     named = format_for(template)
     if (
         named not in (None, writer.name)
@@ -714,17 +715,46 @@ def _plan_outputs(plan: ExportPlan) -> ExportPlan:
         file, internal = tpl.split_container(rendered, writer.extensions)
         output = as_path(file)
         plan = dataclasses.replace(plan, output=output, internal=internal, paths=(output,))
-    if is_url(plan.output) and UrlPath(str(plan.output)).scheme in READ_ONLY:
+    _refuse_url_output(plan)
+    _refuse_source_as_output(plan)
+    return dataclasses.replace(plan, notes=plan.notes + tuple(writer.check(plan.spec)))
+
+
+def _refuse_unnamed(template: str, writer: Writer) -> None:
+    """An output template ending in '/' without an extension names a directory, not an output
+    (it would write a file named only by its extension, ``.zarr``); a URL needs a key."""
+    if is_url(template) and not UrlPath(template).key:
+        raise TemplateError(
+            f"output {template!r} names a bucket, not an output in it; write to "
+            f"{UrlPath(template).root}/name{writer.extensions[0]}"
+        )
+    if template.rstrip().endswith("/") and not tpl.has_extension(template, writer.extensions):
+        raise TemplateError(
+            f"output {template!r} ends with '/': name the output in it, e.g. "
+            f"{template.rstrip()}out{writer.extensions[0]}"
+        )
+
+
+def _refuse_url_output(plan: ExportPlan) -> None:
+    """Outputs at URLs: below a bucket (not the bucket itself), not HTTP(S), of a format that
+    writes objects."""
+    if not is_url(plan.output):
+        return
+    url, writer = UrlPath(str(plan.output)), plan.writer
+    if url.scheme in READ_ONLY:
         raise TemplateError(
             f"{plan.output}: HTTP(S) URLs are read-only; write to s3://, gs://, az:// or a path"
         )
-    _refuse_source_as_output(plan)
-    if is_url(plan.output) and not writer.capabilities.object_store and hasattr(writer, "layout"):
+    if not url.key:
+        raise TemplateError(
+            f"output {plan.output} names a bucket, not an output in it; write to "
+            f"{url.root}/name{writer.extensions[0]}"
+        )
+    if not writer.capabilities.object_store and hasattr(writer, "layout"):
         raise FormatError(
             f"{writer.name} outputs (a directory of files) cannot be written to a URL; export "
             "to zarr or ome-zarr there, or to a local path"
         )
-    return dataclasses.replace(plan, notes=plan.notes + tuple(writer.check(plan.spec)))
 
 
 def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
@@ -738,66 +768,42 @@ def _output_chunks(plan: ExportPlan, writer: Writer) -> tuple[int, ...]:
 
 def _refuse_source_as_output(plan: ExportPlan) -> None:
     """The output must neither be the source nor hold it (replacing it would delete the source),
-    nor lie inside it: compared as nodes, a file or store plus the path inside it."""
+    nor lie inside it: compared as nodes, a file or store plus the path inside it, in one
+    canonical form (:mod:`lazyexport.location`: every spelling of a location is the same)."""
     source = plan.source.attrs.get("source")
     if not source or source.startswith("<"):
         return
-    files = {
-        Path(p).resolve()
-        for p in plan.source.encoding.get("lazyexport_identity_paths", ())
-        if not is_url(p)
-    }
+    files = [as_path(p) for p in plan.source.encoding.get("lazyexport_identity_paths", ())]
     # whole files: e.g. a glob's slice
     for path in plan.paths if not plan.writer.dataset(plan.spec) else ():
-        if not is_url(path) and path.resolve() in files:
+        if any(location.same(path, f) for f in files):
             raise TemplateError(
                 f"the output {path} is a file of the source {source}; choose another output "
                 "template"
             )
     internal = str(plan.source.attrs.get("internal_path", "")).strip("/")
-    src = _node(as_path(source), internal)
+    src = location.node(as_path(source), internal)
     source = f"{source}/{internal}" if internal else source
     for path in plan.paths:
-        out = _node(path, plan.internal)
-        if out == src:
+        out = location.node(path, plan.internal)
+        shown = location.shown(path, plan.internal)
+        if location.is_same_node(out, src):
             raise TemplateError(
-                f"the output {_shown(path, plan.internal)} is the source itself; "
-                f"choose another output template"
+                f"the output {shown} is the source itself; choose another output template"
             )
-        if _inside(src, out):
+        if location.inside(src, out):
             raise TemplateError(
-                f"the output {_shown(path, plan.internal)} holds the source {source}, which "
-                f"writing it would replace; choose another output template"
+                f"the output {shown} holds the source {source}, which writing it would replace; "
+                "choose another output template"
             )
-        if _inside(out, src):
+        if location.inside(out, src):
             raise TemplateError(
-                f"the output {_shown(path, plan.internal)} lies inside the source {source}; "
-                f"choose another output template"
+                f"the output {shown} lies inside the source {source}; choose another output "
+                "template"
             )
 
 
-def _node(file: Path, internal: str) -> tuple[Path, tuple[str, ...]]:
-    return file if is_url(file) else file.resolve(), tuple(p for p in internal.split("/") if p)
-
-
-def holds(output: tuple[Path, str], source: tuple[Path, str]) -> bool:
-    """Whether the output node (file or store, path inside) is the source node or holds it."""
-    out, src = _node(*output), _node(*source)
-    return out == src or _inside(src, out)
-
-
-def _inside(inner: tuple[Path, tuple[str, ...]], outer: tuple[Path, tuple[str, ...]]) -> bool:
-    """Whether node ``inner`` lies inside node ``outer`` (files: in the same file, deeper)."""
-    (inner_file, inner_path), (outer_file, outer_path) = inner, outer
-    if inner_file == outer_file:
-        return len(inner_path) > len(outer_path) and inner_path[: len(outer_path)] == outer_path
-    if is_url(inner_file) != is_url(outer_file):
-        return False
-    return outer_file in inner_file.parents and not outer_path
-
-
-def _shown(path: Path, internal: str) -> str:
-    return f"{path}/{internal.strip('/')}" if internal.strip("/") else str(path)
+holds = location.holds
 
 
 def read_model(src: xr.DataArray) -> tuple[cost.Source, dict[str, tuple[int, ...] | None]]:

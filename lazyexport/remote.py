@@ -6,10 +6,12 @@ Every request goes through `obstore <https://developmentseed.org/obstore/>`_ (Ru
 backoff, and upload large objects in parts. Zarr stores are read and written through
 ``zarr.storage.ObjectStore`` over the same clients.
 
-A URL is carried through planning as a :class:`UrlPath`: a pure path (``parent``, ``name``,
-``with_name`` work as for files, so templates and hidden temporary names need no second
-implementation) that prints as the URL and that no file-system call accepts - code that
-forgot a URL fails loudly instead of writing a local directory named ``s3:``.
+A URL is carried through planning as a :class:`UrlPath`: a location of its own, not a pathlib
+path (``parent``, ``name``, ``with_name`` and ``/`` work as for files, so templates and hidden
+temporary names need no second implementation), made once from text in one spelling (``//``,
+``.`` and ``..`` resolved), equal to every other spelling of the same location (scheme aliases
+and case), and accepted by no file-system call - code that forgot a URL fails loudly instead of
+writing a local directory named ``s3:``.
 
 Storage options (``--storage-option key=value``, ``storage_options={...}``) are held for the
 command that runs (:func:`options`); they may hold secrets, so they are never shown: messages
@@ -45,6 +47,8 @@ SCHEMES = {
     "https": "HTTP",
 }
 READ_ONLY = ("http", "https")
+# aliases of one scheme -> the one spelling locations are compared in
+_CANONICAL_SCHEME = {"s3a": "s3", "gcs": "gs", "azure": "az", "abfs": "az", "abfss": "az"}
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<rest>.*)$")
 
 # option names as fsspec / s3fs users know them -> obstore's
@@ -68,34 +72,164 @@ class StorageError(ExportError):
     endpoint, or a fault that outlasted the retries."""
 
 
-class UrlPath(PurePosixPath):
-    """A URL as a path: ``UrlPath("s3://bucket/dir/out.zarr").parent`` is ``s3://bucket/dir``.
-    Not a file-system path: ``os.fspath`` refuses it, and it has no ``exists`` or ``open``."""
+class UrlPath:
+    """A URL as a location: ``UrlPath("s3://bucket/dir/out.zarr").parent`` is ``s3://bucket/dir``.
 
-    __fspath__ = None  # type: ignore[assignment]
+    Not a path: no file-system call accepts it (``os.fspath``, ``Path(...)`` and ``open`` refuse
+    it), and it has only the operations planning needs (``parent``, ``name``, ``suffix``,
+    ``with_name``, ``/``, ``root``, ``key``), so code that forgot a URL fails loudly instead of
+    writing a local directory named ``s3:``.
+
+    Made once from text, in one spelling: the scheme lower-cased, empty segments (``//``) and
+    ``.`` dropped, ``..`` taken back (refused above the bucket). Two spellings of one location
+    are equal (``==``, ``hash``): the scheme's aliases (``s3a``, ``gcs``, ``azure``, ``abfs``)
+    and the bucket's (host's) case do not count; it prints as it was given otherwise, so the
+    client sees the scheme the user chose.
+    """
+
+    __slots__ = ("scheme", "bucket", "segments")
+    scheme: str  # lower-cased
+    bucket: str  # or host (HTTP)
+    segments: tuple[str, ...]  # of the key: none empty, '.' or '..'
+
+    def __init__(self, text: str | UrlPath) -> None:
+        if isinstance(text, UrlPath):
+            self.scheme, self.bucket, self.segments = text.scheme, text.bucket, text.segments
+            return
+        match = _URL.match(str(text))
+        if match is None:
+            raise StorageError(f"{text!r} is not a URL (scheme://bucket/key)")
+        bucket, _, key = match["rest"].partition("/")
+        if not bucket or bucket in (".", ".."):
+            raise StorageError(f"{text!r} names no bucket")
+        self.scheme = match["scheme"].lower()
+        self.bucket = bucket
+        self.segments = tuple(clean_segments(key.split("/"), f"{text!r}", "the bucket"))
+
+    @classmethod
+    def _made(cls, scheme: str, bucket: str, segments: Sequence[str]) -> UrlPath:
+        made = cls.__new__(cls)
+        made.scheme, made.bucket, made.segments = scheme, bucket, tuple(segments)
+        return made
 
     def __str__(self) -> str:
-        return super().__str__().replace(":/", "://", 1)
+        return "/".join((f"{self.scheme}://{self.bucket}", *self.segments))
 
     def __repr__(self) -> str:
         return f"UrlPath({str(self)!r})"
 
+    def __reduce__(self) -> tuple:
+        return (UrlPath, (str(self),))
+
     @property
-    def scheme(self) -> str:
-        return self.parts[0].rstrip(":").lower()
+    def canonical(self) -> tuple[str, ...]:
+        """The location as one tuple: scheme aliases mapped, the bucket (host) lower-cased
+        (Azure's ``container@account...``: the container)."""
+        scheme = _CANONICAL_SCHEME.get(self.scheme, self.scheme)
+        bucket = self.bucket.lower()
+        if scheme == "az":
+            bucket = bucket.partition("@")[0]
+        return (scheme, bucket, *self.segments)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UrlPath) and self.canonical == other.canonical
+
+    def __hash__(self) -> int:
+        return hash(self.canonical)
+
+    def __lt__(self, other: UrlPath) -> bool:
+        return self.canonical < other.canonical
 
     @property
     def root(self) -> str:
         """``scheme://bucket`` (for HTTP: ``scheme://host``)."""
-        return f"{self.parts[0]}//{self.parts[1]}"
+        return f"{self.scheme}://{self.bucket}"
 
     @property
     def key(self) -> str:
-        """The path below the bucket (no leading slash)."""
-        return "/".join(self.parts[2:])
+        """The path below the bucket (no leading slash; empty for the bucket itself)."""
+        return "/".join(self.segments)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """``("s3:", bucket, *segments)``, as a pure path's parts of ``s3:/bucket/...``."""
+        return (f"{self.scheme}:", self.bucket, *self.segments)
+
+    @property
+    def name(self) -> str:
+        return self.segments[-1] if self.segments else ""
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.name).suffix if self.name else ""
+
+    @property
+    def suffixes(self) -> list[str]:
+        return PurePosixPath(self.name).suffixes if self.name else []
+
+    @property
+    def stem(self) -> str:
+        return PurePosixPath(self.name).stem if self.name else ""
+
+    @property
+    def parent(self) -> UrlPath:
+        return self._made(self.scheme, self.bucket, self.segments[:-1])
+
+    @property
+    def parents(self) -> tuple[UrlPath, ...]:
+        return tuple(
+            self._made(self.scheme, self.bucket, self.segments[:i])
+            for i in range(len(self.segments) - 1, -1, -1)
+        )
+
+    def with_name(self, name: str) -> UrlPath:
+        if not self.segments:
+            raise ValueError(f"{self} has an empty name")
+        return self.parent / name
+
+    def with_suffix(self, suffix: str) -> UrlPath:
+        return self.with_name(self.stem + suffix)
+
+    def joinpath(self, *others: str | PurePath) -> UrlPath:
+        segments = [*self.segments]
+        for other in others:
+            if isinstance(other, UrlPath) or is_url(str(other)):
+                raise TypeError(f"cannot join the URL {other} below {self}")
+            segments += str(other).split("/")
+        return self._made(
+            self.scheme, self.bucket, clean_segments(segments, f"{self} / {others}", "the bucket")
+        )
+
+    def __truediv__(self, other: str | PurePath) -> UrlPath:
+        return self.joinpath(other)
+
+    def relative_to(self, other: UrlPath) -> PurePosixPath:
+        if other not in (self, *self.parents):
+            raise ValueError(f"{self} is not below {other}")
+        return PurePosixPath(*self.segments[len(other.segments) :])
+
+    def is_relative_to(self, other: UrlPath) -> bool:
+        return other in (self, *self.parents)
 
 
-def _url(value: PurePath) -> UrlPath:
+def clean_segments(segments: Sequence[str], what: str, top: str) -> list[str]:
+    """Path segments in one spelling: empty ones (``a//b``, a trailing ``/``) and ``.`` dropped,
+    ``..`` taking back the segment before it; a ``..`` above the first segment is refused
+    (``top`` names where that would go: the bucket, the container)."""
+    kept: list[str] = []
+    for segment in segments:
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not kept:
+                raise StorageError(f"{what}: '..' goes above {top}")
+            kept.pop()
+        else:
+            kept.append(segment)
+    return kept
+
+
+def _url(value: object) -> UrlPath:
     if not isinstance(value, UrlPath):
         raise TypeError(f"not a URL: {value!r}")
     return value
@@ -118,27 +252,40 @@ def url_scheme(value: str) -> str | None:
 
 
 def as_path(value: Any) -> Path:
-    """``value`` as a :class:`UrlPath` if it is a URL, else as a :class:`pathlib.Path`; refuses a
-    URL of a scheme that is not supported (it would otherwise become a local directory).
+    """``value`` as a :class:`UrlPath` if it is a URL, else as a :class:`pathlib.Path`: where
+    text becomes a location. Refuses a URL of a scheme that is not supported (it would otherwise
+    become a local directory) and one that names no bucket; ``file://`` URLs are local paths
+    (:func:`local_text`).
 
     Typed as a Path: outputs are Paths throughout planning, and a UrlPath stands in for one
-    where only pure-path operations apply; file-system calls check :func:`is_url` first (and a
+    where only its few operations apply; file-system calls check :func:`is_url` first (and a
     UrlPath has none of them, so one that forgot fails loudly)."""
     if isinstance(value, (UrlPath, Path)):
         return cast(Path, value)
     text = str(value)
     if is_url(text):
-        path = UrlPath(text)
-        if len(path.parts) < 2 or not path.parts[1]:
-            raise StorageError(f"{text!r} names no bucket")
-        return cast(Path, path)
+        return cast(Path, UrlPath(text))
+    return Path(local_text(text))
+
+
+def local_text(text: str) -> str:
+    """``text`` as a local path: a ``file://`` URL's path (``file:///abs/path``,
+    ``file://localhost/abs/path``); refuses another host and a scheme lazyexport does not know.
+    Text without a scheme is returned as it is."""
     scheme = url_scheme(text)
-    if scheme is not None and scheme != "file":
+    if scheme is None:
+        return text
+    if scheme != "file":
+        if is_url(text):
+            raise StorageError(f"{text!r} is a URL, not a local path")
         known = ", ".join(f"{s}://" for s in SCHEMES)
-        raise StorageError(f"unknown URL scheme {scheme}:// in {text!r} (known: {known})")
-    if scheme == "file":
-        text = text[len("file://") :]
-    return Path(text)
+        raise StorageError(f"unknown URL scheme {scheme}:// in {text!r} (known: {known}, file://)")
+    host, slash, path = text.split("://", 1)[1].partition("/")
+    if host not in ("", "localhost") or not slash:
+        raise StorageError(
+            f"{text!r}: a file:// URL names a local path, file:///absolute/path (no host)"
+        )
+    return "/" + path
 
 
 # -- storage options ---------------------------------------------------------------------------
@@ -285,7 +432,9 @@ def store(root: str, values: Mapping[str, Any] | None = None) -> Any:
     return made
 
 
-def zarr_store(url: PurePath, read_only: bool = True, values: Mapping | None = None) -> Any:
+def zarr_store(
+    url: PurePath | UrlPath, read_only: bool = True, values: Mapping | None = None
+) -> Any:
     """``zarr.storage.ObjectStore`` rooted at ``url`` (it pickles with its client's
     configuration, so cluster workers reach the same store)."""
     url = _url(url)
@@ -342,7 +491,7 @@ def describe(exc: BaseException, url: str | PurePath, doing: str) -> StorageErro
 # -- objects -----------------------------------------------------------------------------------
 
 
-def list_keys(url: PurePath, values: Mapping | None = None) -> list[str]:
+def list_keys(url: PurePath | UrlPath, values: Mapping | None = None) -> list[str]:
     """Every key below ``url`` (a prefix), relative to it."""
     url = _url(url)
     import obstore
@@ -354,7 +503,7 @@ def list_keys(url: PurePath, values: Mapping | None = None) -> list[str]:
     return found
 
 
-def exists(url: PurePath) -> bool:
+def exists(url: PurePath | UrlPath) -> bool:
     """Whether an object ``url`` exists, or any object below it (a store)."""
     url = _url(url)
     import obstore
@@ -371,7 +520,9 @@ def exists(url: PurePath) -> bool:
     return False
 
 
-def delete_prefix(url: PurePath, include_self: bool = True, values: Mapping | None = None) -> int:
+def delete_prefix(
+    url: PurePath | UrlPath, include_self: bool = True, values: Mapping | None = None
+) -> int:
     """Remove every object below ``url`` (and the object ``url`` itself); return how many."""
     url = _url(url)
     import obstore
@@ -386,7 +537,7 @@ def delete_prefix(url: PurePath, include_self: bool = True, values: Mapping | No
     return len(keys)
 
 
-def stamp(url: PurePath) -> tuple[int, str] | None:
+def stamp(url: PurePath | UrlPath) -> tuple[int, str] | None:
     """Size and entity tag of the object ``url`` (None if there is none): changes when it is
     rewritten."""
     url = _url(url)
@@ -399,7 +550,7 @@ def stamp(url: PurePath) -> tuple[int, str] | None:
     return int(meta["size"]), str(meta.get("e_tag") or meta.get("last_modified"))
 
 
-def listing(url: PurePath) -> list[tuple[str, int, str]]:
+def listing(url: PurePath | UrlPath) -> list[tuple[str, int, str]]:
     """(key, size, entity tag) of the object ``url``, or of every object below it; raises
     OSError if it cannot be listed."""
     url = _url(url)
@@ -415,12 +566,12 @@ def listing(url: PurePath) -> list[tuple[str, int, str]]:
         ]
     except Exception as exc:
         if is_storage_error(exc):
-            raise OSError(str(describe(exc, url, "list"))) from None
+            raise OSError(str(describe(exc, str(url), "list"))) from None
         raise
     return ([(url.key, *found)] if found is not None else []) + sorted(objects)
 
 
-def put_file(path: Path, url: PurePath) -> None:
+def put_file(path: Path, url: PurePath | UrlPath) -> None:
     """Upload the local file ``path`` to ``url``: in parts when large; the object appears only
     when every part arrived."""
     url = _url(url)
@@ -430,21 +581,21 @@ def put_file(path: Path, url: PurePath) -> None:
         obstore.put(store(url.root), url.key, f)
 
 
-def put_bytes(url: PurePath, data: bytes, values: Mapping | None = None) -> None:
+def put_bytes(url: PurePath | UrlPath, data: bytes, values: Mapping | None = None) -> None:
     url = _url(url)
     import obstore
 
     obstore.put(store(url.root, values), url.key, data)
 
 
-def get_bytes(url: PurePath, values: Mapping | None = None) -> bytes:
+def get_bytes(url: PurePath | UrlPath, values: Mapping | None = None) -> bytes:
     url = _url(url)
     import obstore
 
     return bytes(obstore.get(store(url.root, values), url.key).bytes())
 
 
-def copy(source: PurePath, target: PurePath) -> None:
+def copy(source: PurePath | UrlPath, target: PurePath | UrlPath) -> None:
     """Copy an object within one store (server-side)."""
     source = _url(source)
     target = _url(target)
@@ -457,7 +608,9 @@ class RemoteFile:
     """A seekable, read-only file over an object (range requests, buffered by obstore), for
     readers that take a file object (h5py, tifffile). Picklable: reopened in each process."""
 
-    def __init__(self, url: PurePath, buffer_size: int = 2**20, values: Mapping | None = None):
+    def __init__(
+        self, url: PurePath | UrlPath, buffer_size: int = 2**20, values: Mapping | None = None
+    ):
         self.url, self.buffer_size = _url(url), buffer_size
         self.values = current_options() if values is None else dict(values)
         self._reader: Any = None
@@ -524,7 +677,10 @@ def is_metadata(key: str) -> bool:
 
 
 def held_store(
-    node: PurePath, held: PurePath, read_only: bool = False, values: Mapping | None = None
+    node: PurePath | UrlPath,
+    held: PurePath | UrlPath,
+    read_only: bool = False,
+    values: Mapping | None = None,
 ) -> Any:
     """A Zarr store at ``node`` whose metadata documents are written to (and read first from)
     ``held`` instead: chunks land in their final place while nothing there is a Zarr node yet.
@@ -573,7 +729,7 @@ def held_store(
     return HeldMetadata(zarr_store(node, read_only, values), zarr_store(held, read_only, values))
 
 
-def publish(node: PurePath, held: PurePath) -> None:
+def publish(node: PurePath | UrlPath, held: PurePath | UrlPath) -> None:
     """Copy the metadata held at ``held`` into ``node``, deepest first and the node's own last
     (what makes the output visible is written once everything under it is there), then remove
     ``held``."""
@@ -601,7 +757,7 @@ def publish(node: PurePath, held: PurePath) -> None:
 NODE_MARKER = ".lazyexport-node"  # in a held-metadata prefix: the URL of the node it belongs to
 
 
-def mark_node(held: PurePath, node: PurePath) -> None:
+def mark_node(held: PurePath | UrlPath, node: PurePath | UrlPath) -> None:
     """Record, before anything else is written, which node the held metadata ``held`` is for:
     whoever finds it orphaned removes the node's chunks too (unless the node became visible)."""
     held = _url(held)
@@ -609,13 +765,13 @@ def mark_node(held: PurePath, node: PurePath) -> None:
     put_bytes(held / NODE_MARKER, str(node).encode())
 
 
-def visible(node: PurePath) -> bool:
+def visible(node: PurePath | UrlPath) -> bool:
     """Whether a Zarr node is at ``node`` (its metadata is there)."""
     node = _url(node)
     return any(exists_object(node / key) for key in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def is_array(node: PurePath) -> bool:
+def is_array(node: PurePath | UrlPath) -> bool:
     """Whether a Zarr array (v2 or v3) is at ``node``."""
     node = _url(node)
     if exists_object(node / ".zarray"):
@@ -626,7 +782,7 @@ def is_array(node: PurePath) -> bool:
         return False
 
 
-def delete_object(url: PurePath) -> None:
+def delete_object(url: PurePath | UrlPath) -> None:
     import obstore
 
     url = _url(url)
@@ -634,7 +790,7 @@ def delete_object(url: PurePath) -> None:
         obstore.delete(store(url.root), url.key)
 
 
-def exists_object(url: PurePath, values: Mapping | None = None) -> bool:
+def exists_object(url: PurePath | UrlPath, values: Mapping | None = None) -> bool:
     url = _url(url)
     import obstore
 
@@ -645,7 +801,7 @@ def exists_object(url: PurePath, values: Mapping | None = None) -> bool:
         return False
 
 
-def upload(files: Sequence[tuple[Path, PurePath]], token: str) -> list[Path]:
+def upload(files: Sequence[tuple[Path, PurePath | UrlPath]], token: str) -> list[Path]:
     """Upload local files to their URLs as one step. One file: a single put, which replaces an
     object atomically. Several: each to a hidden temporary key beside its final one, then a
     commit record listing them, then server-side copies into place - a run killed during the
@@ -664,7 +820,7 @@ def upload(files: Sequence[tuple[Path, PurePath]], token: str) -> list[Path]:
     return [cast(Path, f) for f in finish_upload(record)]
 
 
-def finish_upload(record: PurePath) -> list[UrlPath]:
+def finish_upload(record: PurePath | UrlPath) -> list[UrlPath]:
     """Copy each temporary of the commit ``record`` that is still there into place, remove it,
     then the record."""
     record = _url(record)
@@ -684,7 +840,7 @@ def finish_upload(record: PurePath) -> list[UrlPath]:
 OWNER = "owner"  # in a --resume export's held prefix: the process that runs it
 
 
-def claim(held: PurePath, token: str) -> None:
+def claim(held: PurePath | UrlPath, token: str) -> None:
     """Name this process as the runner of the ``--resume`` export whose held prefix is
     ``held``; raise :class:`lazyexport.storage.Busy` if a live process (or one on another host:
     nobody here can tell) runs it. Not atomic: two runs starting in the same instant may both
@@ -699,7 +855,7 @@ def claim(held: PurePath, token: str) -> None:
     put_bytes(held / OWNER, json.dumps(text).encode())
 
 
-def release(held: PurePath) -> None:
+def release(held: PurePath | UrlPath) -> None:
     import obstore
 
     held = _url(held)
@@ -724,7 +880,7 @@ def _resume_state(held: UrlPath, token: str) -> tuple[str, str]:
 
 
 def clean_beside(
-    outputs: Sequence[PurePath], keep: str | None = None, dry_run: bool = False
+    outputs: Sequence[PurePath | UrlPath], keep: str | None = None, dry_run: bool = False
 ) -> list[str]:
     """Remove what killed exports left beside ``outputs`` in their store (runs of this host that
     no process runs any more): finish their interrupted upload commits, remove their temporary

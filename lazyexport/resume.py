@@ -72,7 +72,7 @@ class Journal:
     :meth:`record` may run on any worker thread; appends of one short line do not interleave."""
 
     def __init__(self, path: Path, blocks: tuple[tuple[int, ...], ...]):
-        self.path = Path(path)
+        self.path = path if remote.is_url(path) else Path(path)  # (RemoteJournal: a URL)
         self.header = json.dumps({"lazyexport-journal": 1, "blocks": [list(b) for b in blocks]})
 
     def load(self) -> set[Block]:
@@ -115,7 +115,6 @@ class RemoteJournal(Journal):
 
     def __init__(self, url: Path, blocks: tuple[tuple[int, ...], ...]):
         super().__init__(url, blocks)
-        self.path = url  # a URL: not a file-system path
         self.values = remote.current_options()
 
     def load(self) -> set[Block]:

@@ -13,8 +13,9 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 
+from . import location
 from .errors import TemplateError
-from .remote import UrlPath, as_path, is_url, url_scheme
+from .remote import as_path, is_url, local_text
 
 FIXED = ("dataset_dir", "nickname", "result_type", "roi", "slice_index")
 DEFAULT = "{dataset_dir}/{nickname}_export"
@@ -172,12 +173,15 @@ def values_for(
 
 def split_container(path: str, extensions: Sequence[str]) -> tuple[str, str]:
     """Split ``out.h5/group/data`` at the last component ending in one of ``extensions`` (a URL
-    too: ``s3://bucket/out.zarr/export``)."""
-    if url_scheme(path) is not None:
-        as_path(path)  # refuses a scheme lazyexport does not write to
-    whole = UrlPath(path) if is_url(path) else PurePath(path)
+    too: ``s3://bucket/out.zarr/export``). The path inside comes back in one spelling (``a//b``,
+    ``x/../b``; a ``..`` above the container is refused); a ``file://`` URL is a local path."""
+    whole: PurePath = as_path(path)  # refuses a scheme lazyexport does not write to
+    if not is_url(whole):
+        whole = PurePath(local_text(path))  # as written: the OS resolves its own '..'
     parts = whole.parts
     for i in range(len(parts), 0, -1):
         if parts[i - 1].lower().endswith(tuple(extensions)):
-            return str(type(whole)(*parts[:i])), "/".join(parts[i:])
-    return path, ""
+            container = whole.parents[len(parts) - i - 1] if i < len(parts) else whole
+            inner = "/".join(parts[i:])
+            return str(container), location.internal_path(inner, container)
+    return str(whole), ""

@@ -17,7 +17,8 @@ from typing import cast
 import xarray as xr
 
 from ..errors import SourceError
-from ..remote import UrlPath, as_path, describe, is_storage_error, is_url
+from ..location import internal_path
+from ..remote import UrlPath, as_path, describe, is_storage_error, is_url, local_text
 from ..remote import exists as remote_exists
 from . import bioio, hdf5, n5, npy, tiff, zarr
 from .memory import open_memory
@@ -47,23 +48,35 @@ def split_path(text: str) -> tuple[Path, str]:
     if is_url(text):
         file, internal = split_url(as_path(text))
         return cast(Path, file), internal
-    parts = Path(text).parts
+    parts = Path(local_text(text)).parts
     for i in range(1, len(parts) + 1):
         head = Path(*parts[:i])
         if head.suffix.lower() in OPENERS or head.is_file() or zarr.is_zarr_dir(head):
-            return head, "/".join(parts[i:])
-    return Path(text), ""
+            if _climbs(parts[i:]):  # 'a.zarr/../b.zarr': the file system's '..', not the store's
+                continue
+            return head, internal_path("/".join(parts[i:]), head)
+    return Path(local_text(text)), ""
 
 
-def split_url(url: PurePath) -> tuple[UrlPath, str]:
+def _climbs(parts: tuple[str, ...]) -> bool:
+    """Whether a '..' of ``parts`` goes above where they start."""
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else part not in ("", ".")
+        if depth < 0:
+            return True
+    return False
+
+
+def split_url(url: PurePath | UrlPath) -> tuple[UrlPath, str]:
     """:func:`split_path` for a URL: the object (or store) part ends at the first component whose
     suffix names a known format (no listing: an object store has no directories); a URL
-    without one is a Zarr store."""
-    parts = url.parts
-    for i in range(3, len(parts) + 1):
-        if UrlPath(*parts[:i]).suffix.lower() in OPENERS:
-            return UrlPath(*parts[:i]), "/".join(parts[i:])
-    return UrlPath(url), ""
+    without one is a Zarr store. (A UrlPath is in one spelling already: no ``..`` in it.)"""
+    url = UrlPath(cast(UrlPath, url))
+    for outer in reversed((url, *url.parents)[:-1]):
+        if outer.suffix.lower() in OPENERS:
+            return outer, "/".join(url.segments[len(outer.segments) :])
+    return url, ""
 
 
 def open_url(url: PurePath, axes=None) -> xr.DataArray:
@@ -80,7 +93,7 @@ def open_url(url: PurePath, axes=None) -> xr.DataArray:
         found = remote_exists(path)  # the bucket, the credentials, the endpoint: one request
     except Exception as exc:
         if is_storage_error(exc):
-            raise describe(exc, path, "read") from None
+            raise describe(exc, str(path), "read") from None
         raise
     if not found:
         raise SourceError(f"source {str(path)!r} does not exist")
@@ -95,6 +108,7 @@ def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataAr
         )
     if is_url(text):
         return open_url(as_path(text), axes=axes)
+    text = local_text(text)  # file:///abs/path; an unknown scheme is refused
     if any(ch in text for ch in "*?["):
         if not text.lower().endswith(tiff.IMAGE_SUFFIXES):
             raise SourceError(f"a glob source must match .tif or .png files, got {text!r}")

@@ -7,6 +7,7 @@ OME-Zarr group's ``multiscales.axes`` (level 0 is opened).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import xarray as xr
 import zarr
@@ -73,8 +74,8 @@ def _array_axes(arr: zarr.Array) -> list[str] | None:
     return [str(d) for d in dims] if isinstance(dims, list) and dims else None
 
 
-def open_zarr(path: Path | UrlPath, internal: str, axes=None) -> xr.DataArray:
-    url = path if isinstance(path, UrlPath) else None
+def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
+    url = cast(UrlPath, path) if isinstance(path, UrlPath) else None
     # absolute: the array is pickled to cluster workers, which may run in other directories
     store = zarr_store(url) if url is not None else str(Path(path).absolute())
     try:
