@@ -32,8 +32,10 @@ def redact(text: str) -> str:
 
 
 class ExportError(Exception):
-    """Base class of every error lazyexport raises for bad input or a refused action. Its
-    message never shows a URL's user-info (:func:`redact`)."""
+    """Base class of every error lazyexport raises for bad input or a refused action.
+
+    Its message never shows a URL's user-info (:func:`redact`).
+    """
 
     def __str__(self) -> str:
         return redact(super().__str__())
