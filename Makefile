@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-memory bench-scale clean random crashtest
+.PHONY: demo test test-pythons lint bench bench-memory bench-scale clean random crashtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,36 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(VENV)/bin/mypy
 
+# make test: the samples that carry the promises
+# (contracts, object storage, memory, the randomized end-to-end comparison, the fast chunk path,
+# byte order) on every other Python that pyproject.toml's requires-python admits, each in its own
+# virtual environment with the dependency versions pip picks there (.venv-3.12, .venv-3.13), then
+# the whole suite on the default Python.
 test: lint
+	$(MAKE) test-pythons
 	$(PY) -m pytest -q
 
+OTHER_PYTHONS ?= 3.12 3.13
+PYTHON_SAMPLES := tests/test_contracts.py tests/test_object_storage.py tests/test_memory_budget.py \
+	tests/test_memory_formats.py tests/test_memory_layouts.py tests/test_random_e2e.py \
+	tests/test_chunkio.py tests/test_shards.py
+test-pythons:
+	@set -e; for v in $(OTHER_PYTHONS); do \
+		venv=$(VENV)-$$v; \
+		if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+			interpreter=$$(.ci/find-python $$v); \
+			echo "installing lazyexport[test] for Python $$v ($$interpreter) into $$venv"; \
+			$$interpreter -m venv $$venv; \
+			$$venv/bin/python -m pip install --quiet --upgrade pip; \
+			$$venv/bin/python -m pip install --quiet -e '.[test]'; \
+			touch $$venv/.installed; \
+		fi; \
+		echo "Python $$v: $$($$venv/bin/python -c 'import sys, zarr, numpy, dask; print(sys.version.split()[0], "zarr", zarr.__version__, "numpy", numpy.__version__, "dask", dask.__version__)')"; \
+		$$venv/bin/python -m pytest -q -p no:cacheprovider $(PYTHON_SAMPLES); \
+	done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VENV)-* .pytest_cache .hypothesis
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py --formats zarr,hdf5,tiff-sequence,zarr-sharded,zarr-sharded-deep --scaling
