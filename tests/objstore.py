@@ -224,3 +224,21 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def s3_bucket(name: str) -> Iterator[S3Server]:
+    """An S3 server on loopback holding the bucket ``name``, its credentials in the environment
+    while in use (the tests' module-scoped ``s3`` fixtures)."""
+    server = S3Server()
+    try:
+        with environment(server.env):
+            server.bucket(name)
+            yield server
+    finally:
+        server.stop()
+
+
+def key_prefix(node_name: str) -> str:
+    """A key prefix of a test's own in a shared bucket, from its node name."""
+    return "t-" + node_name.replace("[", "-").replace("]", "").replace("/", "-")[:80]

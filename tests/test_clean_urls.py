@@ -14,18 +14,15 @@ import pytest
 
 from conftest import cli_command, cli_env
 from lazyexport.storage import _host_tag
-from objstore import S3Server, environment
+from objstore import s3_bucket
 
 BUCKET = "lzclean"
 
 
 @pytest.fixture(scope="module")
 def s3():
-    server = S3Server()
-    with environment(server.env):
-        server.bucket(BUCKET)
+    with s3_bucket(BUCKET) as server:
         yield server
-    server.stop()
 
 
 def _dead_pid() -> int:

@@ -27,23 +27,20 @@ from lazyexport import location, remote
 from lazyexport.remote import UrlPath
 from lazyexport.sources import split_path
 from lazyexport.template import split_container
-from objstore import S3Server, environment
+from objstore import key_prefix, s3_bucket
 
 SHAPE = (4, 16, 16)
 
 
 @pytest.fixture(scope="module")
 def s3():
-    server = S3Server()
-    with environment(server.env):
-        server.bucket("bkt")
+    with s3_bucket("bkt") as server:
         yield server
-    server.stop()
 
 
 @pytest.fixture
 def prefix(request) -> str:
-    return "t-" + request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:80]
+    return key_prefix(request.node.name)
 
 
 def _one_error_line(done, *expected: str) -> str:

@@ -24,7 +24,7 @@ from lazyexport import remote
 from lazyexport.errors import SourceError
 from lazyexport.settings import ExportSettings
 from lazyexport.storage import Run
-from objstore import FaultProxy, S3Server, environment, serve_directory
+from objstore import FaultProxy, key_prefix, s3_bucket, serve_directory
 
 SHAPE = (12, 40, 36)
 CUT = {"z": (2, 11), "y": (3, 37)}
@@ -32,17 +32,14 @@ CUT = {"z": (2, 11), "y": (3, 37)}
 
 @pytest.fixture(scope="module")
 def s3():
-    server = S3Server()
-    with environment(server.env):
-        server.bucket("lzx")
+    with s3_bucket("lzx") as server:
         yield server
-    server.stop()
 
 
 @pytest.fixture
 def prefix(request) -> str:
     """A key prefix of the test's own in the bucket."""
-    return "t-" + request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:80]
+    return key_prefix(request.node.name)
 
 
 @pytest.fixture

@@ -133,13 +133,10 @@ def test_delete_all_of_a_node_rewrites_the_consolidated_metadata(tmp_path, zarr_
 
 @pytest.fixture(scope="module")
 def s3():
-    from objstore import S3Server, environment
+    from objstore import s3_bucket
 
-    server = S3Server()
-    with environment(server.env):
-        server.bucket("lzx")
+    with s3_bucket("lzx") as server:
         yield server
-    server.stop()
 
 
 def _datasets(s3, key: str) -> list[str]:
