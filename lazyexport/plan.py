@@ -31,6 +31,7 @@ from . import template as tpl
 from .axes import names
 from .errors import FormatError, MemoryLimitError, SettingsError, TemplateError, redact
 from .formats import Writer, format_for, get_writer
+from .formats.sequence import template_files
 from .formats.spec import OutputSpec
 from .percentiles import percentiles
 from .remote import READ_ONLY, UrlPath, as_path, is_url
@@ -774,8 +775,11 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     if not source or source.startswith("<"):
         return
     files = [as_path(p) for p in plan.source.encoding.get("lazyexport_identity_paths", ())]
-    # whole files: e.g. a glob's slice
-    for path in plan.paths if not plan.writer.dataset(plan.spec) else ():
+    # whole files: e.g. a glob's slice, and every file of a sequence's template (all of them are
+    # the output, replaced with it: a source slice numbered with other digits is one of them)
+    wholes = [] if plan.writer.dataset(plan.spec) else [*plan.paths]
+    wholes += [] if not wholes else template_files(plan.spec.slice_template, plan.paths)
+    for path in wholes:
         if any(location.same(path, f) for f in files):
             raise TemplateError(
                 f"the output {path} is a file of the source {source}; choose another output "

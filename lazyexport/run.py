@@ -73,6 +73,7 @@ from .storage import (
     Run,
     claim,
     clean,
+    create_new,
     finish_commit,
     leftovers,
     new_token,
@@ -1279,7 +1280,7 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
     # a second computation, in any process, finds it gone and writes nothing
     mark = temp_path(plan.paths[0], token, "lazy")
     try:
-        os.close(os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.close(create_new(mark))
     except BaseException:
         target.abort()
         raise

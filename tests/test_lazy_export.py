@@ -4,9 +4,11 @@ exports and decode each shared source chunk once."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import dask
+import h5py
 import numpy as np
 import pytest
 
@@ -138,3 +140,26 @@ def test_the_time_counts_from_the_first_block_not_from_the_graph(tmp_path, sourc
     time.sleep(1.5)  # the graph waits: not the export's time
     (result,) = dask.compute(lazy)
     assert 0 < result.seconds < 1.0, result.seconds
+
+
+def test_a_dataset_added_to_an_hdf5_file_leaves_no_mark_and_commits_once(tmp_path, source):
+    """A lazy export into an HDF5 file that holds other data adds its dataset beside them (the
+    merge commit): it removes its mark like any other commit, so a second computation is the
+    same clear error and nothing is left for ``clean`` (before: the mark stayed, and the second
+    compute raised FileNotFoundError)."""
+    path, _ = source
+    out = tmp_path / "o.h5"
+    with h5py.File(out, "w") as f:
+        f["keep"] = np.arange(5)
+    settings = dataclasses.replace(
+        _settings(tmp_path, "", "hdf5", ROIS[0]), output=f"{out}/exported"
+    )
+    lazy = le.export(str(path), settings, compute=False)
+    dask.compute(lazy, scheduler="threads")
+    before = snapshot(tmp_path)
+    assert not hidden_temps(tmp_path)
+    with pytest.raises(AlreadyComputedError, match="computed already"):
+        dask.compute(lazy, scheduler="threads")
+    assert snapshot(tmp_path) == before
+    with h5py.File(out, "r") as f:
+        assert sorted(f) == ["exported", "keep"] and f["keep"][...].tolist() == list(range(5))

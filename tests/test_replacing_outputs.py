@@ -189,3 +189,23 @@ def test_a_remote_consolidated_store_is_relisted_when_a_node_is_deleted(s3, tmp_
     assert project.delete_all().refused == {}
     listed = zarr.open_consolidated(remote.zarr_store(remote.as_path("s3://lzx/c.zarr")), mode="r")
     assert sorted(listed.keys()) == ["raw"]
+
+
+def test_a_sequence_whose_template_names_the_source_s_slices_is_refused(tmp_path):
+    """Every file of the template is the output (a longer earlier export's tail goes with the
+    commit), so a template the source's own slices match - numbered with other digits than
+    this cutout's (img_00..img_11 vs img_0..img_4) - holds the source and is refused, never
+    replaced with --overwrite (found in review: the source's 12 files were deleted)."""
+    import tifffile
+
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for i in range(12):
+        tifffile.imwrite(folder / f"img_{i:02d}.tif", SLICES[i])
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    settings = le.ExportSettings(
+        format="tiff-sequence", output=str(folder / "img_{slice_index}.tif"), roi={"z": (0, 5)}
+    )
+    with pytest.raises(le.ExportError, match="is a file of the source"):
+        le.export(le.open_source(str(folder / "img_*.tif")), settings, overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

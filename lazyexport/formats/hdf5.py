@@ -306,5 +306,6 @@ class HDF5Target(Target):
             if self.dataset in dst:
                 del dst[self.dataset]
             dst.move(staging, self.dataset)
-        remove(self.temp)
+        for path in (self.temp, *self.scratch):
+            remove(path)
         return [self.final]
