@@ -35,7 +35,7 @@ test: lint
 OTHER_PYTHONS ?= 3.12 3.13
 PYTHON_SAMPLES := tests/test_contracts.py tests/test_object_storage.py tests/test_memory_budget.py \
 	tests/test_memory_formats.py tests/test_memory_layouts.py tests/test_random_e2e.py \
-	tests/test_chunkio.py tests/test_shards.py
+	tests/test_chunkio.py tests/test_shards.py tests/test_byte_order.py
 test-pythons:
 	@set -e; for v in $(OTHER_PYTHONS); do \
 		venv=$(VENV)-$$v; \

@@ -233,7 +233,10 @@ class ChunkFiles:
                 layout = _v2_layout(doc)
             else:
                 raise Refused(f"zarr_format {doc.get('zarr_format')!r}")
-        except (KeyError, TypeError, IndexError) as exc:
+        except Refused:
+            raise
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+            # e.g. numcodecs refusing a codec's parameters: zarr itself may still read it
             reason = f"metadata it does not understand ({type(exc).__name__}: {exc})"
             raise Refused(reason) from None
         if not doc["shape"]:

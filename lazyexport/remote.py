@@ -360,6 +360,8 @@ def without_values(text: str, values: Mapping[str, Any], quoted: bool = False) -
     timeout as Duration``; with ``quoted``, any other quoted text too (obstore's configuration
     errors quote the value they could not use)."""
     for name, value in sorted(values.items(), key=lambda item: -len(str(item[1]))):
+        if isinstance(value, bool):  # true/false: no secret, and "True" is in many messages
+            continue
         shown = str(value)
         text = text.replace(f'"{shown}"', f"the value of {name}")
         if len(shown) >= 4:

@@ -48,12 +48,17 @@ def percentile_of(bound: Any) -> float | None:
     return None
 
 
+# defaults a release before this one had, still taken as "not set" from Python (tiff_flavor
+# was "plain"; None now lets an .ome.tif name choose OME-TIFF): code that passed them stays valid
+_FORMER_DEFAULTS = {"tiff_flavor": "plain"}
+
+
 def check_nickname(nickname: Any) -> str:
     """A nickname given (it goes into file names through ``{nickname}``): no ``/``, ``\\`` or
     ``..``, which would put the output in another directory."""
     if not isinstance(nickname, str) or not nickname.strip():
         raise SettingsError(f"a nickname must be a non-empty text, got {nickname!r}")
-    if any(bad in nickname for bad in ("/", "\\", "..")):
+    if "/" in nickname or "\\" in nickname or nickname.strip() == "..":
         raise SettingsError(
             f"nickname {nickname!r} must not contain '/', '\\' or '..': it goes into file names"
         )
@@ -137,8 +142,9 @@ def _check_format_options(
 
     defaults = {f.name: f.default for f in dataclasses.fields(settings)}
     for name, what in FORMAT_OPTIONS.items():
+        unset = (defaults[name], _FORMER_DEFAULTS.get(name, defaults[name]))
         if name in writer.capabilities.options or (
-            getattr(settings, name) == defaults[name] and name not in given
+            getattr(settings, name) in unset and name not in given
         ):
             continue
         users = [f for f in formats() if name in get_writer(f).capabilities.options]
