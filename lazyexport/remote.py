@@ -187,9 +187,6 @@ class UrlPath:
             raise ValueError(f"{self} has an empty name")
         return self.parent / name
 
-    def with_suffix(self, suffix: str) -> UrlPath:
-        return self.with_name(self.stem + suffix)
-
     def joinpath(self, *others: str | PurePath) -> UrlPath:
         segments = [*self.segments]
         for other in others:
@@ -207,9 +204,6 @@ class UrlPath:
         if other not in (self, *self.parents):
             raise ValueError(f"{self} is not below {other}")
         return PurePosixPath(*self.segments[len(other.segments) :])
-
-    def is_relative_to(self, other: UrlPath) -> bool:
-        return other in (self, *self.parents)
 
 
 def clean_segments(segments: Sequence[str], what: str, top: str) -> list[str]:

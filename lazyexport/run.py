@@ -1285,6 +1285,7 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
         target.abort()
         raise
     target.scratch.append(mark)
+    marked = (mark, f"{plan.output}/{plan.internal}".rstrip("/"))  # and the output it names
     data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect
     lock = SerializableLock() if plan.writer.capabilities.single_writer else None
     stored = da.map_blocks(
@@ -1292,7 +1293,7 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
         data,
         target=target,
         lock=lock,
-        mark=(mark, f"{plan.output}/{plan.internal}".rstrip("/")),
+        mark=marked,
         dtype=np.float64,
         chunks=tuple((1,) * len(c) for c in data.chunks),
         name=f"lazyexport-store-{token}",
@@ -1300,7 +1301,7 @@ def export_lazily(plan: ExportPlan, overwrite: bool = False) -> Any:
     # unoptimized: optimizing the array graph here would fuse each read of a source chunk into
     # this export's tasks, and exports computed together could not share it
     written = stored.to_delayed(optimize_graph=False).ravel().tolist()
-    return dask.delayed(_commit_lazily, pure=False)(written, target, plan, mark)
+    return dask.delayed(_commit_lazily, pure=False)(written, target, plan, marked)
 
 
 def _uncommitted(mark: Path, output: str) -> None:
@@ -1326,10 +1327,10 @@ def _store_block(
     return np.full((1,) * block.ndim, started)
 
 
-def _commit_lazily(written: list, target, plan: ExportPlan, mark: Path) -> ExportResult:
+def _commit_lazily(written: list, target, plan: ExportPlan, mark: tuple[Path, str]) -> ExportResult:
     """Commit once every block is written; the result's time runs from the first block's
     start (not from when the graph was built)."""
-    _uncommitted(mark, f"{plan.output}/{plan.internal}".rstrip("/"))
+    _uncommitted(*mark)
     first = min(float(w.min()) for w in written)
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
         paths = target.commit()

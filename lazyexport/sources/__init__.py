@@ -18,7 +18,16 @@ import xarray as xr
 
 from ..errors import SourceError
 from ..location import internal_path
-from ..remote import UrlPath, as_path, describe, is_storage_error, is_url, local_text
+from ..remote import (
+    StorageError,
+    UrlPath,
+    as_path,
+    clean_segments,
+    describe,
+    is_storage_error,
+    is_url,
+    local_text,
+)
 from ..remote import exists as remote_exists
 from . import bioio, hdf5, n5, npy, tiff, zarr
 from .memory import open_memory
@@ -60,11 +69,10 @@ def split_path(text: str) -> tuple[Path, str]:
 
 def _climbs(parts: tuple[str, ...]) -> bool:
     """Whether a '..' of ``parts`` goes above where they start."""
-    depth = 0
-    for part in parts:
-        depth += -1 if part == ".." else part not in ("", ".")
-        if depth < 0:
-            return True
+    try:
+        clean_segments(parts, "", "")
+    except StorageError:
+        return True
     return False
 
 
