@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -273,3 +274,27 @@ def test_contract_classes_cover_every_backend():
         "TestMemoryBackend",
         "TestS3Backend",
     }
+
+
+# -- the location operations formats call instead of branching on is_url ------------------------
+
+
+def test_location_operations_do_the_same_for_files_and_urls(s3, request, tmp_path):
+    from lazyexport.storage import paths
+
+    url = remote.as_path(f"s3://contract/{key_prefix(request.node.name)}")
+    for root in (tmp_path, url):
+        file = root / "f.bin"
+        assert not paths.exists(file) and not paths.file_exists(file)
+        if root == url:
+            remote.put_bytes(file, b"x")
+            assert paths.readable(file).read() == b"x"  # range requests
+        else:
+            file.write_bytes(b"x")
+            assert paths.readable(file) == file
+        assert paths.exists(file) and paths.file_exists(file)
+        paths.remove_file(file)
+        paths.remove_file(file)  # nothing there: no error
+        assert not paths.exists(file)
+    assert paths.identity_text(url) == str(url)
+    assert paths.identity_text(Path("rel")) == str(Path("rel").absolute())
