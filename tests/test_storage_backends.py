@@ -276,6 +276,17 @@ def test_contract_classes_cover_every_backend():
     }
 
 
+def test_racing_local_claims_of_several_owner_files_have_one_winner(tmp_path):
+    """storage.claim, as a local --resume export calls it (an owner file in each directory)."""
+    from lazyexport import storage
+
+    with Run(TOKEN):
+        for round in range(ROUNDS):
+            owners = [tmp_path / str(round) / d / f".o.lazyexport-{TOKEN}.owner" for d in "ab"]
+            assert len(race(RACERS, lambda i, owners=owners: storage.claim(owners, TOKEN))) == 1
+            assert all(o.exists() for o in owners)  # the loser removed none of the winner's
+
+
 # -- the location operations formats call instead of branching on is_url ------------------------
 
 

@@ -13,9 +13,11 @@ module's private parts. Its modules, from the bottom:
 - :mod:`~lazyexport.storage.local`: local files - hidden temporaries named by run token, the
   owner claim, the recorded commit (renames) and the leftovers of killed runs;
 - :mod:`~lazyexport.storage.objects`: object-store requests through obstore, storage options;
-- :mod:`~lazyexport.storage.held`: object-store outputs under way - held Zarr metadata, recorded
-  uploads, the owner claim, leftovers;
-- :mod:`~lazyexport.storage.location`: "is this the same location?" asked once, canonically.
+- :mod:`~lazyexport.storage.held`: object-store outputs under way - held Zarr metadata
+  (:mod:`~lazyexport.storage.zarrheld`), recorded uploads, the owner claim, leftovers;
+- :mod:`~lazyexport.storage.location`: "is this the same location?" asked once, canonically;
+- :mod:`~lazyexport.storage.paths`: the operations a writer needs on a location (exists, remove,
+  what zarr or h5py opens), local or URL alike: callers do not branch on ``is_url``.
 
 The names below are the local-file API as the rest of lazyexport uses it
 (``storage.claim``, ``storage.commit_renames``, ...); ``lazyexport.remote`` names the
