@@ -38,7 +38,8 @@ from . import remote
 from .errors import ResumeError
 from .formats.base import Target
 from .sources.base import file_identity
-from .storage import NOFOLLOW, as_path, paths, remove, temp_path, with_kind, write_durably
+from .storage import NOFOLLOW, as_path, remove, temp_path, with_kind, write_durably
+from .storage.paths import identity_text
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -50,7 +51,7 @@ def plan_token(plan: ExportPlan) -> str:
     """A short hash of everything that decides what an export of ``plan`` writes."""
     identity = {
         "format": plan.writer.name,
-        "paths": [paths.identity_text(p) for p in plan.paths],
+        "paths": [identity_text(p) for p in plan.paths],
         "internal": plan.internal,
         "settings": plan.settings.to_dict(),
         "source": plan.source.data.name,
