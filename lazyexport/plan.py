@@ -39,6 +39,7 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings, percentile_of
 from .sources import open_source
 from .sources.base import Window, dask_chunks, reader_array
+from .sources.facts import source_facts
 from .transforms import (
     compute_dtype,
     convert_block,
@@ -262,7 +263,7 @@ class ExportPlan:
 
     def native_chunks(self) -> tuple[int, ...] | None:
         """The source file's own chunk shape in output axes (1 for added axes), if known."""
-        native = self.source.encoding.get("lazyexport_native")
+        native = source_facts(self.source).native
         if native is None:
             return None
         lengths = dict(zip(names(self.source), native))
@@ -582,7 +583,7 @@ def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Ar
     cutout overlaps, each in one task (for a pass over the data: its min/max, percentiles);
     slicing the source's own dask chunks would read them whole, beyond the cutout."""
     reader = read_through(src)
-    units = src.encoding.get("lazyexport_chunks") if reader is not None else None
+    units = source_facts(src).chunks if reader is not None else None
     dims = names(src)
     if isinstance(reader, np.ndarray) or not units or any(d not in units for d in dims):
         return cutout(src, roi).data
@@ -774,7 +775,7 @@ def _refuse_source_as_output(plan: ExportPlan) -> None:
     source = plan.source.attrs.get("source")
     if not source or source.startswith("<"):
         return
-    files = [as_path(p) for p in plan.source.encoding.get("lazyexport_identity_paths", ())]
+    files = [as_path(p) for p in source_facts(plan.source).identity_paths or ()]
     # whole files: e.g. a glob's slice, and every file of a sequence's template (all of them are
     # the output, replaced with it: a source slice numbered with other digits is one of them)
     wholes = [] if plan.writer.dataset(plan.spec) else [*plan.paths]
@@ -815,7 +816,7 @@ def read_model(src: xr.DataArray) -> tuple[cost.Source, dict[str, tuple[int, ...
     read-unit boundaries (None: any region is read as it is)."""
     itemsize = src.dtype.itemsize
     reader = read_through(src)
-    units = src.encoding.get("lazyexport_chunks") if reader is not None else None
+    units = source_facts(src).chunks if reader is not None else None
     axes = names(src)
     bounds: dict[str, tuple[int, ...] | None]
     if reader is None:  # a dask graph: whole chunks are computed
@@ -840,8 +841,9 @@ def read_through(src: xr.DataArray) -> Any:
     """What a block task reads ``src`` through: its file reader, the numpy array it wraps, or
     None where it must be computed by dask (the user's dask array, several files joined, or a
     source transformed after it was opened)."""
-    reader = src.encoding.get("lazyexport_reader")
-    if reader is None or src.data.name != src.encoding.get("lazyexport_name"):
+    facts = source_facts(src)
+    reader = facts.reader
+    if reader is None or src.data.name != facts.name:
         return None
     return reader
 
