@@ -55,6 +55,8 @@ def plan_slices(plan: Plan) -> Plan:
 
 
 def plan_outputs(plan: Plan) -> Plan:
+    """The output paths the template renders (every slice's for sequences), after the refusals
+    of a template or output that cannot be written; the writer's notes on the output added."""
     settings, writer, src = plan.settings, plan.writer, plan.source
     template = settings.output
     if template is None:
