@@ -38,6 +38,7 @@ from . import remote
 from .errors import ResumeError
 from .formats.base import Target
 from .sources.base import file_identity
+from .sources.facts import source_facts
 from .storage import NOFOLLOW, as_path, remove, temp_path, with_kind, write_durably
 from .storage.paths import identity_text
 
@@ -173,7 +174,7 @@ def source_identity(plan: ExportPlan) -> str | None:
     files (for a Zarr array or an N5 dataset: every chunk file), listed now, so pixels rewritten
     since an interrupted run make another plan. None for data in memory (its dask name says it).
     Raises ResumeError where the files cannot be listed: nobody can tell whether they changed."""
-    paths = plan.source.encoding.get("lazyexport_identity_paths")
+    paths = source_facts(plan.source).identity_paths
     if paths is None:
         return None
     identity = file_identity(*paths)

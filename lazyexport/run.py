@@ -68,6 +68,7 @@ from .roi import resolve_roi
 from .settings import ExportSettings
 from .sources import open_source
 from .sources.base import release_files
+from .sources.facts import attach_facts, source_facts
 from .storage import (
     Busy,
     Run,
@@ -1139,7 +1140,7 @@ def plan_regions(
     shared, why = (None, "") if lazy else _shared_chunks(src, boxes, scheduler, limit)
     if shared is not None:
         src = src.copy(deep=False)
-        src.encoding = {**src.encoding, "lazyexport_reader": shared}
+        attach_facts(src, source_facts(src).replace(reader=shared))
         limit -= shared.limit
     plans = []
     for name, each in items:
