@@ -43,6 +43,7 @@ from .execution.regions import (
     RegionPlans,
     RegionResults,
     in_region,
+    plan_exports,
     plan_regions,
 )
 from .execution.remote_run import execute_remote
@@ -67,7 +68,7 @@ from .execution.schedulers import (
     stop_writes,
     writing,
 )
-from .plan import WORKER_ALLOWANCE, ZARR_CONCURRENCY, ExportPlan, build_plan, parse_memory_limit
+from .plan import WORKER_ALLOWANCE, ZARR_CONCURRENCY, ExportPlan, parse_memory_limit
 from .remote import is_url
 from .resume import Journal, commit_record, owner_paths, plan_token
 from .settings import ExportSettings
@@ -502,45 +503,14 @@ def export(
                 f"compute=False exports take no {' and '.join(given)}: the computation is the "
                 "caller's (dask.compute with its own scheduler, stopped as it stops)"
             )
-    with remote.options(storage_options):
+    with remote.options(storage_options), scheduler_session(scheduler, memory_limit) as resolved:
+        jobs = plan_exports(
+            source, settings, resolved, nickname, memory_limit, overwrite, resume, not compute
+        )
         if not compute:
-            return _export_lazily(
-                source, settings, nickname, memory_limit, overwrite, progress, resume
-            )
-        if settings is not None and settings.regions:
-            each = (lambda _, event: progress(event)) if progress is not None else None
-            return export_regions(
-                source, settings, nickname=nickname, overwrite=overwrite,
-                memory_limit=memory_limit, progress=each, scheduler=scheduler, cancel=cancel,
-                resume=resume,
-            )  # fmt: skip
-        with scheduler_session(scheduler, memory_limit) as resolved:
-            plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
-            return execute(
-                plan,
-                overwrite=overwrite,
-                progress=progress,
-                scheduler=resolved,
-                cancel=cancel,
-                resume=resume,
-            )
-
-
-def _export_lazily(
-    source: Any,
-    settings: ExportSettings | None,
-    nickname: str | None,
-    memory_limit: Any,
-    overwrite: bool,
-    progress: ProgressCallback | None,
-    resume: bool,
-) -> Any:
-    """:func:`export` with ``compute=False``: a Delayed (a list of them, one per region)."""
-    if settings is not None and settings.regions:
-        regions = plan_regions(source, settings, None, nickname, memory_limit, overwrite, lazy=True)
-        return [export_lazily(p, overwrite, progress, resume) for p in regions.plans]
-    plan = build_plan(source, settings, nickname=nickname, memory_limit=memory_limit)
-    return export_lazily(plan, overwrite, progress, resume)
+            return jobs.outcome([export_lazily(p, overwrite, progress, resume) for p in jobs.plans])
+        each = (lambda _, event: progress(event)) if progress is not None else None
+        return jobs.outcome(_run_plans(jobs, overwrite, each, resolved, cancel, resume))
 
 
 def export_regions(
@@ -562,26 +532,40 @@ def export_regions(
     several of them read. With ``resume``, a region whose output exists is left as it is and
     an interrupted one continues. ``progress(name, event)`` as a batch's; ``before(name,
     plan)`` is called as each region starts."""
-    results: dict[str, ExportResult] = {}
     with scheduler_session(scheduler, memory_limit) as resolved:
         regions = plan_regions(
             source, settings, resolved, nickname, memory_limit, overwrite, resume
         )
-        dims = list(regions.boxes[0]) if regions.boxes else []
-        order = sorted(range(len(regions.plans)), key=lambda i: [regions.boxes[i][d] for d in dims])
-        for i in order:
-            name, plan = regions.names[i], regions.plans[i]
-            if name not in regions.existing:
-                if before is not None:
-                    before(name, plan)
-                each = (lambda event, name=name: progress(name, event)) if progress else None
-                with in_region(name, written=list(results)):
-                    results[name] = execute(
-                        plan, overwrite=overwrite, progress=each, scheduler=resolved,
-                        cancel=cancel, resume=resume,
-                    )  # fmt: skip
-            if regions.shared is not None:
-                regions.shared.done(i)
+        return _run_plans(regions, overwrite, progress, resolved, cancel, resume, before)
+
+
+def _run_plans(
+    regions: RegionPlans,
+    overwrite: bool,
+    progress: NamedProgress | None,
+    scheduler: Any,
+    cancel: threading.Event | None,
+    resume: bool,
+    before: Callable[[str, ExportPlan], None] | None = None,
+) -> RegionResults:
+    """Run the plans of an export one after the other (ordered by position, so overlapping
+    regions run close together), on ``scheduler`` as :func:`scheduler_session` yields it."""
+    results: dict[str, ExportResult] = {}
+    dims = list(regions.boxes[0]) if regions.boxes else []
+    order = sorted(range(len(regions.plans)), key=lambda i: [regions.boxes[i][d] for d in dims])
+    for i in order:
+        name, plan = regions.names[i], regions.plans[i]
+        if name not in regions.existing:
+            if before is not None:
+                before(name, plan)
+            each = (lambda event, name=name: progress(name, event)) if progress else None
+            with in_region(name, written=list(results)):
+                results[name] = execute(
+                    plan, overwrite=overwrite, progress=each, scheduler=scheduler,
+                    cancel=cancel, resume=resume,
+                )  # fmt: skip
+        if regions.shared is not None:
+            regions.shared.done(i)
     shared = regions.shared
     return RegionResults(
         {name: results[name] for name in regions.names if name in results},

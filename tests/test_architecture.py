@@ -15,7 +15,12 @@ PACKAGE = "lazyexport"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 # what the output formats must not depend on: the planner and everything that runs plans
-ABOVE_FORMATS = {f"{PACKAGE}.{name}" for name in ("plan", "run", "batch", "cli", "preview")}
+ABOVE_FORMATS = {
+    f"{PACKAGE}.{name}"
+    for name in ("plan", "run", "batch", "cli", "preview", "execution")
+    + tuple(f"execution.{m}" for m in ("job", "lazy", "preflight", "regions", "remote_run"))
+    + tuple(f"execution.{m}" for m in ("results", "schedulers"))
+}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

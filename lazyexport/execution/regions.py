@@ -67,18 +67,47 @@ class RegionPlans:
     """The plans of an export of several regions, made and checked before anything is written
     (:func:`plan_regions`)."""
 
-    names: list[str]
+    names: list[str]  # [""]: the one region of settings without regions
     plans: list[ExportPlan]
     boxes: list[dict[str, tuple[int, int]]]  # each region's [start, stop) per source axis
     existing: list[str]  # regions whose output exists (left alone with resume)
     shared: SharedChunks | None
     sharing: str  # why nothing is shared, where nothing can be
 
+    def outcome(self, done: Any) -> Any:
+        """What an export of these plans gives: ``done`` (a :class:`RegionResults`, or a list
+        with an item per region), or its one item for settings without regions."""
+        if self.names != [""]:
+            return done
+        return done[""] if isinstance(done, RegionResults) else done[0]
+
 
 # below this, the plans keep the whole limit and regions read for themselves
 MIN_SHARING = 4 * 2**20
 # more shared read units than this are not tracked (the bookkeeping would cost memory)
 MAX_SHARED_UNITS = 200_000
+
+
+def plan_exports(
+    source: Any,
+    settings: ExportSettings | None,
+    scheduler: Any,
+    nickname: str | None = None,
+    memory_limit: Any = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    lazy: bool = False,
+) -> RegionPlans:
+    """The plans of an export: one per region of ``settings.regions`` (:func:`plan_regions`),
+    or the one region ``settings`` describe, unnamed (its output is checked as it is written:
+    :func:`lazyexport.execution.job.check_local`). An export is a list of regions: this is the
+    one place that decides how many."""
+    if settings is not None and settings.regions:
+        return plan_regions(
+            source, settings, scheduler, nickname, memory_limit, overwrite, resume, lazy
+        )
+    plan = plan_on(scheduler, source, settings, nickname=nickname, memory_limit=memory_limit)
+    return RegionPlans([""], [plan], [{}], [], None, "")
 
 
 def plan_regions(
@@ -125,7 +154,7 @@ def plan_regions(
     for name, p in zip(names_, plans):
         found = p.writer.existing(p.spec)
         if found and not overwrite:
-            if not resume:
+            if not resume or lazy:  # a lazy export's list has a Delayed for each region
                 with in_region(name):
                     refuse_existing(p, found)
             existing.append(name)
@@ -134,7 +163,11 @@ def plan_regions(
 
 @contextlib.contextmanager
 def in_region(name: str, written: list[str] | None = None) -> Iterator[None]:
-    """An error in here names the region (and the regions already written)."""
+    """An error in here names the region (and the regions already written); the unnamed
+    region of settings without regions adds nothing to it."""
+    if not name:
+        yield
+        return
     try:
         yield
     except ExportError as exc:
