@@ -2,8 +2,8 @@
 
 Every block of the planned result is computed and handed to the writer's target by one task
 (:class:`BlockJob`), so reading, transforming and writing a block happen together and no block
-is kept once written. An executor (:mod:`lazyexport.executors`) submits the tasks in a bounded
-window, at most ``plan.in_flight`` at a time (on a cluster, per worker).
+is kept once written. An executor (:mod:`lazyexport.execution.executors`) submits the tasks in
+a bounded window, at most ``plan.in_flight`` at a time (on a cluster, per worker).
 Outputs are written under temporary names and renamed only when every block succeeded; on
 any failure or cancellation (Ctrl-C included) the temporary output is removed — unless the
 export was asked to resume (``resume=True``, formats that can: see :mod:`lazyexport.resume`),

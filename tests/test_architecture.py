@@ -19,7 +19,7 @@ ABOVE_FORMATS = {
     f"{PACKAGE}.{name}"
     for name in ("plan", "run", "batch", "cli", "preview", "execution")
     + tuple(f"execution.{m}" for m in ("job", "lazy", "preflight", "regions", "remote_run"))
-    + tuple(f"execution.{m}" for m in ("results", "schedulers"))
+    + tuple(f"execution.{m}" for m in ("executors", "results", "schedulers"))
 }
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from .. import cost
 from ..errors import ExportCancelled, SchedulerError
-from ..executors import Distributed, Executor, Inline, Processes, Threads
 from ..plan import ExportPlan, Workers, build_plan, parse_memory_limit
 from ..settings import ExportSettings
+from .executors import Distributed, Executor, Inline, Processes, Threads
 
 CONNECT_TIMEOUT = 10.0  # seconds a cluster's first worker may take to join
 STOP_TIMEOUT = 120.0  # seconds to wait for a cancelled run's writes to finish on the workers
