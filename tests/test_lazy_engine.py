@@ -135,3 +135,26 @@ def test_without_resume_an_interrupted_lazy_export_starts_again(
     assert len(events) == 12
     np.testing.assert_array_equal(le.open_exported(result).values, data)
     assert not hidden_temps(tmp_path)
+
+
+def test_an_interrupted_lazy_export_to_s3_is_resumed_by_the_next(
+    s3, prefix, tmp_path, small_blocks, monkeypatch
+):
+    data = make_data("uint16", SHAPE)
+    source = str(write_zarr3(tmp_path / "src.zarr", data, chunks=(1, 256, 512)).file)
+    url = f"s3://lazy/{prefix}/o.zarr"
+    settings = ExportSettings(format="zarr", output=url, chunks={"z": 1})
+    lazy = le.export(source, settings, compute=False, resume=True)
+    with monkeypatch.context() as patched:
+        _fail_writes_after(patched, TARGETS["zarr"][1], 5)
+        with pytest.raises(OSError, match="disk on fire"):
+            dask.compute(lazy, scheduler="synchronous")
+    keys = s3.keys("lazy", prefix)
+    assert f"{prefix}/o.zarr/zarr.json" not in keys  # not visible
+    assert len([k for k in keys if "/blocks/" in k]) == 5, keys  # the journal, in the store
+    events = []
+    again = le.export(source, settings, compute=False, resume=True, progress=events.append)
+    dask.compute(again, scheduler="synchronous")
+    assert len(events) == 12 - 5 and events[-1].blocks_done == 12
+    np.testing.assert_array_equal(le.open_source(url).values, data)
+    assert not [k for k in s3.keys("lazy", prefix) if ".lazyexport-" in k]

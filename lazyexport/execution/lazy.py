@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -77,8 +78,8 @@ class _Counter:
 
     def __init__(self, plan: ExportPlan, progress: ProgressCallback | None, done: int):
         self.progress, self.total, self.nbytes = progress, plan.nblocks, plan.nbytes
-        self.itemsize, self.done, self.bytes = plan.dtype.itemsize, done, 0
-        self.bytes = int(self.nbytes * done / self.total) if self.total else 0
+        self.itemsize, self.done = plan.dtype.itemsize, done
+        self.bytes = int(self.nbytes * done / self.total) if self.total else 0  # about
         self.start = time.perf_counter()
         self.lock = threading.Lock()
 
@@ -136,6 +137,7 @@ def _prepare(plan: ExportPlan, overwrite: bool, resume: bool) -> tuple[ExportJob
     token = plan_token(plan) if resumable else new_token()  # not registered as running
     named = f"{plan.output}/{plan.internal}".rstrip("/")
     if url:
+        # (a resumable output whose commit ran is refused as existing, or replaced)
         existing, _ = check_remote(plan, token, resumable)
         if existing and not overwrite:
             refuse_existing(plan, existing)
@@ -148,7 +150,7 @@ def _prepare(plan: ExportPlan, overwrite: bool, resume: bool) -> tuple[ExportJob
         mark = _Mark(temp_path(plan.output, token, "lazy"), named, remote.current_options())
         if not remote.exists_object(mark.path, mark.values):
             remote.put_bytes(mark.path, b"", mark.values)
-        return job, mark, lambda paths: _unmark(mark, paths)
+        return job, mark, functools.partial(_unmark, mark)
     check_local(plan, token, overwrite)
     job = open_job(plan, token, resumable)
     mark = _Mark(temp_path(plan.paths[0], token, "lazy"), named)
@@ -158,7 +160,7 @@ def _prepare(plan: ExportPlan, overwrite: bool, resume: bool) -> tuple[ExportJob
         job.target.abort()
         raise
     job.target.scratch.append(mark.path)  # the commit removes it with the temporaries
-    return job, mark, lambda paths: paths
+    return job, mark, _as_is
 
 
 def _make_mark(path: Path, resumable: bool) -> None:
@@ -167,6 +169,10 @@ def _make_mark(path: Path, resumable: bool) -> None:
     except FileExistsError:
         if not resumable:  # a resumed export finds its interrupted run's mark
             raise
+
+
+def _as_is(paths: list[Path]) -> list[Path]:
+    return paths
 
 
 def _unmark(mark: _Mark, paths: list[Path]) -> list[Path]:
