@@ -622,69 +622,26 @@ def scale_part(args) -> None:
             if "error" in made:
                 table.row([size, str(shape), "FAILED to create the source: " + made["error"]])
                 continue
-            runs = {}
-            for mode in ("planned", "cold"):
-                work = Path(tempfile.mkdtemp(prefix=f"scale-{size}-", dir=OUT))
-                spec = {
-                    "kind": "scale",
-                    "path": str(path),
-                    "dir": str(work),
-                    "memory_limit": limit,
-                    "plan_first": mode == "planned",
-                    "rss_cap": args.rss_cap and parse_bytes(args.rss_cap),
-                }
-                try:
-                    r = run_child(spec, args.timeout)
-                finally:
-                    shutil.rmtree(work, ignore_errors=True)
-                r.update(size=size, shape=list(shape), mode=mode, source=made)
-                jsonl.write(json.dumps(r) + "\n")
-                jsonl.flush()
-                runs[mode] = r
-                if "error" in r:
-                    problems.append(f"{size} ({mode}): FAILED: {r['error']}")
-                if r.get("left_in_output_dir"):
-                    problems.append(
-                        f"{size} ({mode}): left after the cancel: {r['left_in_output_dir']}"
-                    )
-                if "first_block_seconds" not in r and "error" not in r:
-                    problems.append(
-                        f"{size} ({mode}): no progress event; outcome {r.get('outcome')}"
-                    )
-
-            def peak(r: dict) -> int:
-                return max(
-                    r.get("hwm_before_export", 0), r.get("hwm_end", 0), r.get("sampled_peak", 0)
-                )
-
-            def secs(r: dict, key: str) -> str:
-                return f"{r[key]:.2f}" if key in r else "-"
-
+            runs = _scale_runs(size, shape, path, made, limit, args, jsonl, problems)
             a, b = runs["planned"], runs["cold"]
-            peaks[size] = peak(a)
+            peaks[size] = _scale_peak(a)
             p = a.get("plan", {})
             table.row(
                 [
                     size,
                     "x".join(map(str, shape)),
-                    secs(a, "plan_seconds"),
-                    secs(a, "first_block_seconds"),
-                    secs(a, "cancel_seconds"),
-                    f"{mib(peak(a))} ({mib(peak(b))})",
-                    secs(b, "first_block_seconds"),
-                    secs(b, "cancel_seconds"),
+                    _secs(a, "plan_seconds"),
+                    _secs(a, "first_block_seconds"),
+                    _secs(a, "cancel_seconds"),
+                    f"{mib(_scale_peak(a))} ({mib(_scale_peak(b))})",
+                    _secs(b, "first_block_seconds"),
+                    _secs(b, "cancel_seconds"),
                     p.get("tasks", "-"),
                     p.get("tasks_in_flight", "-"),
                     mib(p.get("projected_peak", 0)),
                 ]
             )
-            target = {"1TiB": 5.0, "64TiB": 10.0}.get(size)
-            for mode, r in runs.items():
-                if target and r.get("first_block_seconds", math.inf) > target:
-                    problems.append(
-                        f"{size} ({mode}): first block after {secs(r, 'first_block_seconds')} s, "
-                        f"target {target:g} s"
-                    )
+            problems += _slow_first_blocks(size, runs)
         table.emit("")
         if len(peaks) > 1:
             spread = (max(peaks.values()) - min(peaks.values())) / MiB
@@ -695,6 +652,57 @@ def scale_part(args) -> None:
         for line in problems:
             table.emit(line)
     print(f"\nwritten: {text_path}, {json_path}")
+
+
+def _scale_runs(size, shape, path, made, limit, args, jsonl, problems: list[str]) -> dict:
+    """The scale export of one size, planned first and cold, each in a fresh child: its records
+    by mode (also written to ``jsonl``); what went wrong is added to ``problems``."""
+    runs = {}
+    for mode in ("planned", "cold"):
+        work = Path(tempfile.mkdtemp(prefix=f"scale-{size}-", dir=OUT))
+        spec = {
+            "kind": "scale",
+            "path": str(path),
+            "dir": str(work),
+            "memory_limit": limit,
+            "plan_first": mode == "planned",
+            "rss_cap": args.rss_cap and parse_bytes(args.rss_cap),
+        }
+        try:
+            r = run_child(spec, args.timeout)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        r.update(size=size, shape=list(shape), mode=mode, source=made)
+        jsonl.write(json.dumps(r) + "\n")
+        jsonl.flush()
+        runs[mode] = r
+        if "error" in r:
+            problems.append(f"{size} ({mode}): FAILED: {r['error']}")
+        if r.get("left_in_output_dir"):
+            problems.append(f"{size} ({mode}): left after the cancel: {r['left_in_output_dir']}")
+        if "first_block_seconds" not in r and "error" not in r:
+            problems.append(f"{size} ({mode}): no progress event; outcome {r.get('outcome')}")
+    return runs
+
+
+def _scale_peak(r: dict) -> int:
+    """A scale child's peak RSS: the largest of VmHWM before/after the export and sampled RSS."""
+    return max(r.get("hwm_before_export", 0), r.get("hwm_end", 0), r.get("sampled_peak", 0))
+
+
+def _secs(r: dict, key: str) -> str:
+    return f"{r[key]:.2f}" if key in r else "-"
+
+
+def _slow_first_blocks(size: str, runs: dict) -> list[str]:
+    """The runs of ``size`` whose first block came after its target (1TiB: 5 s, 64TiB: 10 s)."""
+    target = {"1TiB": 5.0, "64TiB": 10.0}.get(size)
+    return [
+        f"{size} ({mode}): first block after {_secs(r, 'first_block_seconds')} s, "
+        f"target {target:g} s"
+        for mode, r in runs.items()
+        if target and r.get("first_block_seconds", math.inf) > target
+    ]
 
 
 def main() -> None:

@@ -15,12 +15,10 @@ A project is a TOML file::
     dtype = "uint16"
 
 A per-dataset setting replaces the shared one as a whole (an overriding ``roi`` replaces the
-whole shared ``roi``). TOML has no null: ``renormalize = [[], [0, 255]]`` takes the input range
-from the data, and a ROI with open ends is written in its text form ``"z=10:,x=:512"``.
+whole shared ``roi``). How TOML writes None and open ROIs: :mod:`lazyexport.batch_project`.
 
-:class:`Batch` lists the datasets with their output locations, exports one, some or all of
-them (one failing does not stop the others unless ``fail_fast``), and deletes exactly the
-outputs the project writes.
+:class:`Batch` lists the datasets with their outputs, exports one, some or all of them (one
+failing does not stop the others unless ``fail_fast``), and deletes exactly what it writes.
 """
 
 from __future__ import annotations
@@ -34,10 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from .axes import names
+from .batch_project import (
+    PROJECT_KEYS,
+    Dataset,
+    dataset_entry,
+    relative_source,
+    settings_from_toml,
+    settings_to_toml,
+)
 from .errors import ExportCancelled, ExportError, SettingsError, redact
 from .plan import ExportPlan, holds
 from .remote import is_url
-from .roi import format_roi_spec, parse_roi_text
 from .run import (
     ExportResult,
     NamedProgress,
@@ -49,40 +54,11 @@ from .run import (
     plan_regions,
     scheduler_session,
 )
-from .settings import ExportSettings, check_nickname
+from .settings import ExportSettings
 from .sources import open_source, split_path
-from .sources.base import default_nickname
-
-PROJECT_KEYS = ("settings", "datasets")
-DATASET_KEYS = ("source", "nickname", "axes", "settings", "scene")
 
 BatchProgress = NamedProgress  # (nickname, progress)
 BatchDone = Callable[[str, "ExportResult | Exception"], Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """One dataset of a project: its source (absolute, or relative to the project's directory),
-    nickname, optional axis tags and per-dataset setting overrides (as in the project file)."""
-
-    source: str
-    nickname: str = ""
-    axes: str | None = None
-    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    scene: int | str | None = None  # a microscopy file's scene, by index or name
-
-    def __post_init__(self) -> None:
-        if isinstance(self.source, os.PathLike):
-            object.__setattr__(self, "source", os.fspath(self.source))
-        if not isinstance(self.source, str) or not self.source:
-            raise SettingsError(
-                f"a dataset's source must be one path or URL (text), got {self.source!r}; give "
-                "each source its own [[datasets]] entry"
-            )
-        if self.nickname:
-            check_nickname(self.nickname)
-        else:
-            object.__setattr__(self, "nickname", default_nickname(split_path(self.source)[0]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +139,9 @@ class Batch:
     ):
         if isinstance(settings, ExportSettings):
             settings = settings.to_dict()
-        self.settings: dict[str, Any] = _from_toml(settings or {})
+        self.settings: dict[str, Any] = settings_from_toml(settings or {})
         self.base_dir = Path(base_dir or os.getcwd()).resolve()
-        self.datasets: list[Dataset] = [_dataset(d, i) for i, d in enumerate(datasets)]
+        self.datasets: list[Dataset] = [dataset_entry(d, i) for i, d in enumerate(datasets)]
         counts = Counter(d.nickname for d in self.datasets)
         duplicates = [n for n, k in counts.items() if k > 1]
         if duplicates:
@@ -231,7 +207,7 @@ class Batch:
         datasets = []
         for d in self.datasets:
             entry: dict[str, Any] = {
-                "source": _relative(self.source_path(d), base),
+                "source": relative_source(self.source_path(d), base),
                 "nickname": d.nickname,
             }
             if d.axes:
@@ -239,9 +215,9 @@ class Batch:
             if d.scene is not None:
                 entry["scene"] = d.scene
             if d.settings:
-                entry["settings"] = _to_toml(d.settings)
+                entry["settings"] = settings_to_toml(d.settings)
             datasets.append(entry)
-        return {"settings": _to_toml(self.settings), "datasets": datasets}
+        return {"settings": settings_to_toml(self.settings), "datasets": datasets}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the project to a TOML file.
@@ -294,7 +270,7 @@ class Batch:
             if one in d.settings:  # the dataset's cutout replaces the shared one, in either form
                 shared.pop(other, None)
         try:
-            return ExportSettings.from_dict({**shared, **_from_toml(d.settings)})
+            return ExportSettings.from_dict({**shared, **settings_from_toml(d.settings)})
         except ExportError as exc:
             raise type(exc)(f"dataset {nickname!r}: {exc}") from None
 
@@ -607,71 +583,6 @@ def output_location(plan: ExportPlan) -> str:
     if len(plan.paths) > 1:
         return f"{plan.paths[0]} .. {plan.paths[-1].name} ({len(plan.paths)} files)"
     return str(plan.output) + (f"/{plan.internal}" if plan.internal else "")
-
-
-def _dataset(entry: Dataset | Mapping[str, Any], index: int) -> Dataset:
-    if isinstance(entry, Dataset):
-        return entry
-    if not isinstance(entry, Mapping) or not entry.get("source"):
-        raise SettingsError(f"dataset {index + 1} needs a source, got {entry!r}")
-    unknown = sorted(set(entry) - set(DATASET_KEYS))
-    if unknown:
-        raise SettingsError(
-            f"dataset {index + 1} ({entry['source']}): unknown key(s) {', '.join(unknown)}; "
-            f"known: {', '.join(DATASET_KEYS)}"
-        )
-    overrides = entry.get("settings") or {}
-    if not isinstance(overrides, Mapping):
-        raise SettingsError(f"dataset {index + 1} ({entry['source']}): settings must be a table")
-    try:
-        return Dataset(
-            entry["source"],
-            entry.get("nickname") or "",
-            entry.get("axes"),
-            dict(overrides),
-            entry.get("scene"),
-        )
-    except SettingsError as exc:
-        raise SettingsError(f"dataset {index + 1}: {exc}") from None
-
-
-def _from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings as written in TOML -> ExportSettings fields (the ROI text form, ``[]`` for None)."""
-    out = dict(table)
-    if isinstance(out.get("roi"), str):
-        out["roi"] = parse_roi_text(out["roi"])
-    renorm = out.get("renormalize")
-    if isinstance(renorm, (list, tuple)) and len(renorm) == 2 and renorm[0] in ([], ()):
-        out["renormalize"] = [None, renorm[1]]
-    return out
-
-
-def _to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """ExportSettings fields -> TOML-ready values (no None: see :func:`_from_toml`; regions in
-    the ROI text form)."""
-    out = {k: v for k, v in settings.items() if v is not None}
-    if isinstance(out.get("regions"), Mapping):
-        out["regions"] = {n: format_roi_spec(r) for n, r in out["regions"].items()}
-    roi = out.get("roi")
-    if isinstance(roi, Mapping):
-        if any(b is None for bounds in roi.values() for b in bounds):
-            out["roi"] = format_roi_spec(roi)
-        else:
-            out["roi"] = {a: list(b) for a, b in roi.items()}
-    renorm = out.get("renormalize")
-    if renorm is not None:
-        out["renormalize"] = [list(renorm[0]) if renorm[0] is not None else [], list(renorm[1])]
-    return out
-
-
-def _relative(source: str, base: Path) -> str:
-    if is_url(source):
-        return source
-    path = Path(source)
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def _remove_empty_parents(paths: Sequence[Path], stop: Path) -> None:

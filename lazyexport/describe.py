@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from dask.utils import format_bytes
 from .axes import names
 from .errors import redact
 from .sources import open_source
+from .sources.facts import source_facts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +54,7 @@ class Description:
         return redact("\n".join(lines))  # no URL's user-info
 
 
-def _by_axis(arr: xr.DataArray, key: str) -> tuple[int, ...] | None:
-    lengths = arr.encoding.get(key)
+def _by_axis(arr: xr.DataArray, lengths: Mapping[str, int] | None) -> tuple[int, ...] | None:
     if not isinstance(lengths, dict) or any(d not in lengths for d in arr.dims):
         return None
     return tuple(min(int(lengths[d]), int(n)) for d, n in arr.sizes.items())
@@ -82,9 +83,10 @@ def describe(source: Any, axes: str | None = None) -> Description:
     """
     arr = open_source(source, axes=axes)
     blocks = tuple(int(max(c)) for c in arr.data.chunks)
-    chunks = _by_axis(arr, "lazyexport_chunks")
+    facts = source_facts(arr)
+    chunks = _by_axis(arr, facts.chunks)
     # an array, not a file: its own chunks
-    if chunks is None and "lazyexport_reader" not in arr.encoding:
+    if chunks is None and facts.reader is None:
         chunks = blocks
     return Description(
         source=str(arr.attrs.get("source")),
@@ -94,7 +96,7 @@ def describe(source: Any, axes: str | None = None) -> Description:
         dtype=arr.dtype,
         chunks=chunks or blocks,
         nbytes=int(arr.nbytes),
-        shards=_by_axis(arr, "lazyexport_shards"),
+        shards=_by_axis(arr, facts.shards),
         blocks=blocks,
         chunked=chunks is not None,
         scene=arr.attrs.get("scene"),

@@ -39,6 +39,7 @@ from .errors import ResumeError
 from .formats.base import Target
 from .remote import is_url
 from .sources.base import file_identity
+from .sources.facts import source_facts
 from .storage import NOFOLLOW, remove, temp_path, with_kind, write_durably
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ def source_identity(plan: ExportPlan) -> str | None:
     files (for a Zarr array or an N5 dataset: every chunk file), listed now, so pixels rewritten
     since an interrupted run make another plan. None for data in memory (its dask name says it).
     Raises ResumeError where the files cannot be listed: nobody can tell whether they changed."""
-    paths = plan.source.encoding.get("lazyexport_identity_paths")
+    paths = source_facts(plan.source).identity_paths
     if paths is None:
         return None
     identity = file_identity(*paths)

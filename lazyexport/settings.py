@@ -246,107 +246,16 @@ class ExportSettings:
     def __post_init__(self) -> None:
         from .formats import get_writer  # the registry validates format names
 
-        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        set_("roi", normalize_roi_spec(self.roi) or None)
-        if self.regions is not None:
-            set_("regions", normalize_regions(self.regions))
-            if self.roi:
-                raise SettingsError("give roi or regions, not both (each region has its ROI)")
-        if self.renormalize is not None:
-            pair = self.renormalize
-            if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
-                raise SettingsError(
-                    f"renormalize must be ((in_min, in_max), (out_min, out_max)), got {pair!r}"
-                )
-            in_range = None if pair[0] is None else _parse_range(pair[0], "input")
-            out_range = _parse_range(pair[1], "output")
-            if in_range is not None and in_range[0] == in_range[1]:
-                low, high = (f"{v:g}" if isinstance(v, float) else v for v in in_range)
-                raise SettingsError(
-                    f"renormalize input range [{low}, {high}] is empty (min == max)"
-                )
-            set_("renormalize", (in_range, out_range))
-        if self.dtype is not None:
-            set_("dtype", parse_dtype(self.dtype))
-        if self.axis_order is not None:
-            set_("axis_order", "".join(parse_axes(self.axis_order)))
+        # one check per concern, in this order: a test or a user sees the first mistake first
+        _set(self, "roi", normalize_roi_spec(self.roi) or None)
+        _check_regions(self)
+        _check_transforms(self)
         writer = get_writer(self.format)
-        set_("format", writer.name)
-        if self.compression is not None:
-            set_("compression", str(self.compression).lower())
-            if self.compression not in writer.capabilities.compressions:
-                raise SettingsError(
-                    f"format {writer.name} has no compression {self.compression!r}; "
-                    f"choose one of {', '.join(writer.capabilities.compressions)}"
-                )
-        if self.compression_level is not None:
-            if isinstance(self.compression_level, bool) or not isinstance(
-                self.compression_level, int
-            ):
-                raise SettingsError(
-                    f"compression level must be a whole number, got {self.compression_level!r}"
-                )
-            codec = writer.compression(self.compression)
-            default = "" if self.compression else f" (the default of format {writer.name})"
-            if codec not in COMPRESSION_LEVELS:
-                leveled = [c for c in writer.capabilities.compressions if c in COMPRESSION_LEVELS]
-                raise SettingsError(
-                    f"compression {codec!r}{default} has no level; drop the level"
-                    + (
-                        f" or choose a compression with one: {', '.join(leveled)}"
-                        if leveled
-                        else ""
-                    )
-                )
-            lo, hi = COMPRESSION_LEVELS[codec]
-            if not lo <= self.compression_level <= hi:
-                raise SettingsError(
-                    f"compression level {self.compression_level} is out of range for "
-                    f"{codec}{default}; give {lo} to {hi}"
-                )
-        if self.chunks is not None:
-            set_("chunks", _axis_lengths(self.chunks, "chunk"))
-        if self.zarr_format not in (2, 3):
-            raise SettingsError(f"zarr_format must be 2 or 3, got {self.zarr_format!r}")
-        if self.shards is not None:
-            if self.zarr_format != 3:
-                raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
-            if isinstance(self.shards, str):
-                if self.shards.lower() != "auto":
-                    raise SettingsError(
-                        f"shards must be 'auto' or map axis letters to lengths, got {self.shards!r}"
-                    )
-                set_("shards", "auto")
-            else:
-                set_("shards", _axis_lengths(self.shards, "shard"))
-                if not self.shards:
-                    raise SettingsError("shards needs a length for at least one axis, or 'auto'")
-        if self.pixel_size is not None:
-            set_("pixel_size", parse_pixel_size(self.pixel_size) or None)
-        if self.unit is not None:
-            set_("unit", parse_unit(self.unit))
-        if self.levels is not None:
-            if (
-                isinstance(self.levels, bool)
-                or not isinstance(self.levels, int)
-                or not 1 <= self.levels <= 32
-            ):
-                raise SettingsError(
-                    f"levels must be a whole number from 1 to 32, got {self.levels!r}"
-                )
-        if self.downsample is not None:
-            set_("downsample", str(self.downsample).lower())
-            if self.downsample not in DOWNSAMPLE_METHODS:
-                raise SettingsError(
-                    f"unknown downsample method {self.downsample!r}; choose one of "
-                    f"{', '.join(DOWNSAMPLE_METHODS)}"
-                )
-        if self.tiff_flavor is not None:
-            set_("tiff_flavor", str(self.tiff_flavor).lower())
-        if self.tiff_flavor is not None and self.tiff_flavor not in TIFF_FLAVORS:
-            raise SettingsError(
-                f"unknown TIFF flavor {self.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}"
-            )
+        _set(self, "format", writer.name)
+        _check_compression(self, writer)
+        _check_layout(self)
+        _check_metadata(self)
+        _check_pyramid_and_tiff(self)
         # (after each value is checked: a wrong value says so first)
         _check_format_options(self, writer)
 
@@ -399,3 +308,125 @@ class ExportSettings:
     @classmethod
     def from_json(cls, text: str) -> ExportSettings:
         return cls.from_dict(json.loads(text))
+
+
+def _set(settings: ExportSettings, name: str, value: Any) -> None:
+    """Store a normalized value on the frozen settings (only during ``__post_init__``)."""
+    object.__setattr__(settings, name, value)
+
+
+def _check_regions(s: ExportSettings) -> None:
+    """Normalize ``regions``; refuse them beside a ``roi``."""
+    if s.regions is not None:
+        _set(s, "regions", normalize_regions(s.regions))
+        if s.roi:
+            raise SettingsError("give roi or regions, not both (each region has its ROI)")
+
+
+def _check_renormalize(pair: Any) -> tuple[InRange | None, Range]:
+    """The renormalize pair as ``(input range or None, output range)``."""
+    if isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2:
+        raise SettingsError(
+            f"renormalize must be ((in_min, in_max), (out_min, out_max)), got {pair!r}"
+        )
+    in_range = None if pair[0] is None else _parse_range(pair[0], "input")
+    out_range = _parse_range(pair[1], "output")
+    if in_range is not None and in_range[0] == in_range[1]:
+        low, high = (f"{v:g}" if isinstance(v, float) else v for v in in_range)
+        raise SettingsError(f"renormalize input range [{low}, {high}] is empty (min == max)")
+    return in_range, out_range
+
+
+def _check_transforms(s: ExportSettings) -> None:
+    """Normalize renormalize, dtype and axis order (the transformations of the data)."""
+    if s.renormalize is not None:
+        _set(s, "renormalize", _check_renormalize(s.renormalize))
+    if s.dtype is not None:
+        _set(s, "dtype", parse_dtype(s.dtype))
+    if s.axis_order is not None:
+        _set(s, "axis_order", "".join(parse_axes(s.axis_order)))
+
+
+def _check_compression(s: ExportSettings, writer: Any) -> None:
+    """The codec must be one of the writer's; a level must be a whole number in the codec's
+    range, and only for a codec that has levels."""
+    if s.compression is not None:
+        _set(s, "compression", str(s.compression).lower())
+        if s.compression not in writer.capabilities.compressions:
+            raise SettingsError(
+                f"format {writer.name} has no compression {s.compression!r}; "
+                f"choose one of {', '.join(writer.capabilities.compressions)}"
+            )
+    if s.compression_level is not None:
+        _check_compression_level(s, writer)
+
+
+def _check_compression_level(s: ExportSettings, writer: Any) -> None:
+    level = s.compression_level
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise SettingsError(f"compression level must be a whole number, got {level!r}")
+    codec = writer.compression(s.compression)
+    default = "" if s.compression else f" (the default of format {writer.name})"
+    if codec not in COMPRESSION_LEVELS:
+        leveled = [c for c in writer.capabilities.compressions if c in COMPRESSION_LEVELS]
+        raise SettingsError(
+            f"compression {codec!r}{default} has no level; drop the level"
+            + (f" or choose a compression with one: {', '.join(leveled)}" if leveled else "")
+        )
+    lo, hi = COMPRESSION_LEVELS[codec]
+    if not lo <= level <= hi:
+        raise SettingsError(
+            f"compression level {level} is out of range for {codec}{default}; give {lo} to {hi}"
+        )
+
+
+def _check_layout(s: ExportSettings) -> None:
+    """Chunks, Zarr version and shards (shards need Zarr v3)."""
+    if s.chunks is not None:
+        _set(s, "chunks", _axis_lengths(s.chunks, "chunk"))
+    if s.zarr_format not in (2, 3):
+        raise SettingsError(f"zarr_format must be 2 or 3, got {s.zarr_format!r}")
+    if s.shards is None:
+        return
+    if s.zarr_format != 3:
+        raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
+    if isinstance(s.shards, str):
+        if s.shards.lower() != "auto":
+            raise SettingsError(
+                f"shards must be 'auto' or map axis letters to lengths, got {s.shards!r}"
+            )
+        _set(s, "shards", "auto")
+        return
+    _set(s, "shards", _axis_lengths(s.shards, "shard"))
+    if not s.shards:
+        raise SettingsError("shards needs a length for at least one axis, or 'auto'")
+
+
+def _check_metadata(s: ExportSettings) -> None:
+    """Normalize pixel size and unit."""
+    if s.pixel_size is not None:
+        _set(s, "pixel_size", parse_pixel_size(s.pixel_size) or None)
+    if s.unit is not None:
+        _set(s, "unit", parse_unit(s.unit))
+
+
+def _check_pyramid_and_tiff(s: ExportSettings) -> None:
+    """Pyramid levels (1..32), the downsample method and the TIFF flavor."""
+    levels = s.levels
+    if levels is not None and (
+        isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 32
+    ):
+        raise SettingsError(f"levels must be a whole number from 1 to 32, got {levels!r}")
+    if s.downsample is not None:
+        _set(s, "downsample", str(s.downsample).lower())
+        if s.downsample not in DOWNSAMPLE_METHODS:
+            raise SettingsError(
+                f"unknown downsample method {s.downsample!r}; choose one of "
+                f"{', '.join(DOWNSAMPLE_METHODS)}"
+            )
+    if s.tiff_flavor is not None:
+        _set(s, "tiff_flavor", str(s.tiff_flavor).lower())
+        if s.tiff_flavor not in TIFF_FLAVORS:
+            raise SettingsError(
+                f"unknown TIFF flavor {s.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}"
+            )

@@ -17,9 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # what the output formats must not depend on: the planner and everything that runs plans
 ABOVE_FORMATS = {
     f"{PACKAGE}.{name}"
-    for name in ("plan", "run", "batch", "cli", "preview", "execution")
-    + tuple(f"execution.{m}" for m in ("job", "lazy", "preflight", "regions", "remote_run"))
-    + tuple(f"execution.{m}" for m in ("executors", "results", "schedulers"))
+    for name in (
+        *("plan", "plan_chunks", "plan_outputs", "plan_steps", "run", "batch", "batch_project"),
+        *("cli", "cli_batch", "cli_options", "cli_output", "cli_settings", "preview"),
+        *("execution", "execution.job", "execution.lazy", "execution.preflight"),
+        *("execution.regions", "execution.remote_run", "execution.executors"),
+        *("execution.results", "execution.schedulers"),
+    )
 }
 
 
@@ -84,13 +88,18 @@ def _in(package: str, module: str) -> bool:
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """One cycle (first module repeated at the end) per strongly connected group of modules."""
+    return sorted(_cycle_in(graph, group) for group in _groups(graph))
+
+
+def _groups(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on_stack: set[str] = set()
     groups: list[set[str]] = []
 
-    def visit(node: str) -> None:  # Tarjan's algorithm
+    def visit(node: str) -> None:
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
@@ -114,22 +123,23 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     for node in sorted(graph):
         if node not in index:
             visit(node)
-    cycles = []
-    for group in groups:
-        start = min(group)
-        paths = {start: [start]}  # the shortest way back to ``start`` inside the group
-        queue = [start]
-        while queue:
-            node = queue.pop(0)
-            for nxt in sorted(graph[node] & group):
-                if nxt == start:
-                    queue = []
-                    cycles.append(paths[node] + [start])
-                    break
-                if nxt not in paths:
-                    paths[nxt] = paths[node] + [nxt]
-                    queue.append(nxt)
-    return sorted(cycles)
+    return groups
+
+
+def _cycle_in(graph: dict[str, set[str]], group: set[str]) -> list[str]:
+    """The shortest way from the group's first module back to it, inside the group."""
+    start = min(group)
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(graph[node] & group):
+            if nxt == start:
+                return paths[node] + [start]
+            if nxt not in paths:
+                paths[nxt] = paths[node] + [nxt]
+                queue.append(nxt)
+    raise AssertionError(f"no cycle in the strongly connected group {sorted(group)}")
 
 
 def test_the_graph_is_read():

@@ -83,9 +83,9 @@ def test_writes_files_zarr_reads_and_would_write(tmp_path, layout):
     )
     assert mine_files == ref_files  # the fill-only chunk is not stored by either
     for rel in ref_files:
-        assert _without_gzip_time((tmp_path / "mine.zarr" / rel).read_bytes()) == _without_gzip_time(
-            (tmp_path / "ref.zarr" / rel).read_bytes()
-        ), rel
+        assert _without_gzip_time(
+            (tmp_path / "mine.zarr" / rel).read_bytes()
+        ) == _without_gzip_time((tmp_path / "ref.zarr" / rel).read_bytes()), rel
 
 
 def _without_gzip_time(chunk: bytes) -> bytes:

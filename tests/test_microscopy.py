@@ -23,6 +23,7 @@ import lazyexport as le
 from conftest import run_cli
 from lazyexport import cli
 from lazyexport.errors import SourceError
+from lazyexport.sources.facts import source_facts
 
 # bioio-ome-tiff 1.4 passes ome-types an argument it deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:As of version 0.4.0, the parser argument")
@@ -336,10 +337,10 @@ def test_sizes_keep_their_unit_and_no_channel_names_are_invented(tmp_path):
 def test_a_bioio_source_reads_any_region_after_pickling(files):
     d, czi, _ = files
     src = le.open_source(d / "cells.czi", scene="right")
-    reader = pickle.loads(pickle.dumps(src.encoding["lazyexport_reader"]))  # as a worker gets it
+    reader = pickle.loads(pickle.dumps(source_facts(src).reader))  # as a worker gets it
     region = (0, slice(1, 3), slice(1, 4), slice(5, 17), slice(3, 29))
     np.testing.assert_array_equal(reader[region], czi["right"][region[1:]])
-    assert src.encoding["lazyexport_native"] == (1, 1, 1, 20, 30)  # bioio's chunks: y/x planes
+    assert source_facts(src).native == (1, 1, 1, 20, 30)  # bioio's chunks: y/x planes
 
 
 def test_a_plugin_that_does_not_choose_chunks_is_read_in_its_own(files, monkeypatch):
@@ -357,8 +358,8 @@ def test_a_plugin_that_does_not_choose_chunks_is_read_in_its_own(files, monkeypa
 
     monkeypatch.setattr(bioio, "BioImage", no_chunk_dims)
     src = le.open_source(d / "cells.czi")
-    assert src.encoding["lazyexport_native"] == (1, 1, 4, 20, 30)  # bioio's default: z-stacks
-    reader = pickle.loads(pickle.dumps(src.encoding["lazyexport_reader"]))
+    assert source_facts(src).native == (1, 1, 4, 20, 30)  # bioio's default: z-stacks
+    reader = pickle.loads(pickle.dumps(source_facts(src).reader))
     np.testing.assert_array_equal(reader[0, 1:2, 2:4, :5, :6], czi["left"][1:2, 2:4, :5, :6])
     assert asked == [True, False, False]  # the copy does not ask again
 

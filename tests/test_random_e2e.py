@@ -532,62 +532,93 @@ def _convert(values: np.ndarray, dtype: np.dtype, bound, renormalized: bool):
 # reading what was written, with readers other than lazyexport
 
 
-def read_back(result, case: Case) -> tuple[list[np.ndarray], list[tuple[str, ...] | None]]:
+Stored = tuple[list[np.ndarray], list[tuple[str, ...] | None]]
+
+
+def read_back(result, case: Case) -> Stored:
     """Arrays as stored (one per slice for sequences), and the axes the file records for each
     (None where the format records none)."""
-    fmt, out, internal = result.format, Path(result.output), result.internal
-    if fmt == "hdf5":
-        with h5py.File(out, "r") as f:
-            dset = f[internal or "exported_data"]
-            axes = tuple(entry["key"] for entry in json.loads(dset.attrs["axistags"])["axes"])
-            return [dset[...]], [axes]
-    if fmt == "zarr":
-        arr = zarr.open_array(str(out), path=internal or None, mode="r")
-        v3 = arr.metadata.zarr_format == 3
-        names = arr.metadata.dimension_names if v3 else arr.attrs["_ARRAY_DIMENSIONS"]
-        return [arr[...]], [tuple(names)]
-    if fmt == "ome-zarr":
-        group = zarr.open_group(str(out), path=internal or None, mode="r")
-        attrs = group.attrs.asdict()
-        multiscale = (attrs["ome"] if "ome" in attrs else attrs)["multiscales"][0]
-        level0 = group[multiscale["datasets"][0]["path"]]
-        return [level0[...]], [tuple(a["name"] for a in multiscale["axes"])]
-    if fmt == "n5":
-        import tensorstore as ts
+    reader = READERS.get(result.format)
+    if reader is None:
+        raise AssertionError(result.format)
+    return reader(result, Path(result.output), result.internal)
 
-        spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(out)}}
-        if internal:
-            spec["path"] = internal
-        attrs = json.loads((out / internal / "attributes.json").read_text())
-        # tensorstore shows N5's own order (x first), the reverse of the C order N5 tools read
-        return [ts.open(spec, open=True).result().read().result().T], [
-            tuple(reversed(attrs["axes"]))
-        ]
-    if fmt == "npy":
-        return [np.load(out)], [None]
-    if fmt == "tiff":
-        with tifffile.TiffFile(out) as tif:
-            data = tif.asarray()
-            if tif.is_imagej:  # ImageJ's axes (TZCYX), without those of length 1
-                return [data], [tuple(tif.series[0].axes.lower())]
-            return [data], [tuple(tif.shaped_metadata[0]["lazyexport_axes"])]
-    if fmt == "tiff-sequence":
-        arrays, axes = [], []
-        for path in result.paths:
-            with tifffile.TiffFile(path) as tif:
-                arrays.append(tif.asarray())
-                axes.append(tuple(tif.shaped_metadata[0]["lazyexport_plane"]))
-        return arrays, axes
-    if fmt == "png-sequence":
-        from PIL import Image
 
-        arrays, axes = [], []
-        for path in result.paths:
-            with Image.open(path) as image:
-                arrays.append(np.asarray(image))
-                axes.append(tuple(json.loads(image.text["lazyexport"])["lazyexport_plane"]))
-        return arrays, axes
-    raise AssertionError(fmt)
+def _read_hdf5(result, out: Path, internal: str) -> Stored:
+    with h5py.File(out, "r") as f:
+        dset = f[internal or "exported_data"]
+        axes = tuple(entry["key"] for entry in json.loads(dset.attrs["axistags"])["axes"])
+        return [dset[...]], [axes]
+
+
+def _read_zarr(result, out: Path, internal: str) -> Stored:
+    arr = zarr.open_array(str(out), path=internal or None, mode="r")
+    v3 = arr.metadata.zarr_format == 3
+    names = arr.metadata.dimension_names if v3 else arr.attrs["_ARRAY_DIMENSIONS"]
+    return [arr[...]], [tuple(names)]
+
+
+def _read_ome_zarr(result, out: Path, internal: str) -> Stored:
+    group = zarr.open_group(str(out), path=internal or None, mode="r")
+    attrs = group.attrs.asdict()
+    multiscale = (attrs["ome"] if "ome" in attrs else attrs)["multiscales"][0]
+    level0 = group[multiscale["datasets"][0]["path"]]
+    return [level0[...]], [tuple(a["name"] for a in multiscale["axes"])]
+
+
+def _read_n5(result, out: Path, internal: str) -> Stored:
+    import tensorstore as ts
+
+    spec = {"driver": "n5", "kvstore": {"driver": "file", "path": str(out)}}
+    if internal:
+        spec["path"] = internal
+    attrs = json.loads((out / internal / "attributes.json").read_text())
+    # tensorstore shows N5's own order (x first), the reverse of the C order N5 tools read
+    return [ts.open(spec, open=True).result().read().result().T], [tuple(reversed(attrs["axes"]))]
+
+
+def _read_npy(result, out: Path, internal: str) -> Stored:
+    return [np.load(out)], [None]
+
+
+def _read_tiff(result, out: Path, internal: str) -> Stored:
+    with tifffile.TiffFile(out) as tif:
+        data = tif.asarray()
+        if tif.is_imagej:  # ImageJ's axes (TZCYX), without those of length 1
+            return [data], [tuple(tif.series[0].axes.lower())]
+        return [data], [tuple(tif.shaped_metadata[0]["lazyexport_axes"])]
+
+
+def _read_tiff_sequence(result, out: Path, internal: str) -> Stored:
+    arrays, axes = [], []
+    for path in result.paths:
+        with tifffile.TiffFile(path) as tif:
+            arrays.append(tif.asarray())
+            axes.append(tuple(tif.shaped_metadata[0]["lazyexport_plane"]))
+    return arrays, axes
+
+
+def _read_png_sequence(result, out: Path, internal: str) -> Stored:
+    from PIL import Image
+
+    arrays, axes = [], []
+    for path in result.paths:
+        with Image.open(path) as image:
+            arrays.append(np.asarray(image))
+            axes.append(tuple(json.loads(image.text["lazyexport"])["lazyexport_plane"]))
+    return arrays, axes
+
+
+READERS = {
+    "hdf5": _read_hdf5,
+    "zarr": _read_zarr,
+    "ome-zarr": _read_ome_zarr,
+    "n5": _read_n5,
+    "npy": _read_npy,
+    "tiff": _read_tiff,
+    "tiff-sequence": _read_tiff_sequence,
+    "png-sequence": _read_png_sequence,
+}
 
 
 def compare(case: Case, result, expected: np.ndarray, axes: tuple[str, ...], bound) -> None:

@@ -19,6 +19,7 @@ from ..regions import SharedChunks, check_distinct, region_settings
 from ..roi import resolve_roi
 from ..settings import ExportSettings
 from ..sources import open_source
+from ..sources.facts import attach_facts, source_facts
 from .preflight import refuse_existing
 from .results import ExportResult
 from .schedulers import plan_on
@@ -138,7 +139,7 @@ def plan_regions(
     shared, why = (None, "") if lazy else _shared_chunks(src, boxes, scheduler, limit)
     if shared is not None:
         src = src.copy(deep=False)
-        src.encoding = {**src.encoding, "lazyexport_reader": shared}
+        attach_facts(src, source_facts(src).replace(reader=shared))
         limit -= shared.limit
     plans = []
     for name, each in items:

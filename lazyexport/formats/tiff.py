@@ -319,26 +319,10 @@ class TiffTarget(Target):
         if "x" in px and "y" in px:
             res["resolution"] = (1.0 / px["x"], 1.0 / px["y"])
         if self.flavor == "imagej":
-            meta: dict = {"axes": codes}
-            if px and self.unit:
-                meta["unit"] = imagej_unit(self.unit)
-            if "z" in px:
-                meta["spacing"] = px["z"]
-            if self.channel_names and "c" in self.file_axes:  # a label per page: its channel's
-                outer = [range(n) for n in self.shape[:-2]]
-                c = self.file_axes.index("c")
-                meta["Labels"] = [self.channel_names[i[c]] for i in itertools.product(*outer)]
-            return meta, res
+            return self._imagej_metadata(codes), res
         if self.flavor == "ome":
-            meta = {"axes": codes}
-            for a, size in px.items():
-                if self.unit:  # OME-XML's default unit is µm: sizes without a unit are left out
-                    meta[f"PhysicalSize{a.upper()}"] = size
-                    meta[f"PhysicalSize{a.upper()}Unit"] = unit_symbol(self.unit)
-            if self.channel_names and "c" in self.file_axes:
-                meta["Channel"] = {"Name": list(self.channel_names)}
-            return meta, res
-        meta = {"axes": codes, "lazyexport_axes": "".join(self.file_axes)}
+            return self._ome_metadata(codes), res
+        meta: dict = {"axes": codes, "lazyexport_axes": "".join(self.file_axes)}
         if px:
             meta["pixel_size"] = px
         if px and self.unit:
@@ -352,6 +336,31 @@ class TiffTarget(Target):
                 "resolutionunit": "CENTIMETER",
             }
         return meta, res
+
+    def _imagej_metadata(self, codes: str) -> dict:
+        """ImageJ's hyperstack metadata: axes, unit, z spacing, a channel label per page."""
+        px = self.pixel_size
+        meta: dict = {"axes": codes}
+        if px and self.unit:
+            meta["unit"] = imagej_unit(self.unit)
+        if "z" in px:
+            meta["spacing"] = px["z"]
+        if self.channel_names and "c" in self.file_axes:  # a label per page: its channel's
+            outer = [range(n) for n in self.shape[:-2]]
+            c = self.file_axes.index("c")
+            meta["Labels"] = [self.channel_names[i[c]] for i in itertools.product(*outer)]
+        return meta
+
+    def _ome_metadata(self, codes: str) -> dict:
+        """OME-XML's metadata: axes, physical sizes with their unit, channel names."""
+        meta: dict = {"axes": codes}
+        for a, size in self.pixel_size.items():
+            if self.unit:  # OME-XML's default unit is µm: sizes without a unit are left out
+                meta[f"PhysicalSize{a.upper()}"] = size
+                meta[f"PhysicalSize{a.upper()}Unit"] = unit_symbol(self.unit)
+        if self.channel_names and "c" in self.file_axes:
+            meta["Channel"] = {"Name": list(self.channel_names)}
+        return meta
 
     def finish(self) -> None:
         release_memory()

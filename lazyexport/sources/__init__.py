@@ -1,16 +1,17 @@
 """``open_source``: any supported input -> a labeled, dask-backed :class:`xarray.DataArray`.
 
-Paths are dispatched on the file part's suffix through :data:`OPENERS`; the part after the file
-is the internal path (``file.h5/group/data``, ``store.zarr/level0``). Opening reads metadata only.
-Microscopy files (CZI, ND2, LIF, ...) are read through bioio's reader plugins, where installed
-(:mod:`lazyexport.sources.bioio`); so is a file of a suffix lazyexport does not know that an
-installed plugin claims, and a TIFF whose scene is chosen.
+Paths are given to a :class:`~lazyexport.sources.registry.SourceReader` from the reader registry
+(:mod:`lazyexport.sources.registry`): the one the file part's suffix names, else the first whose
+``can_open`` accepts the file (a Zarr directory; a suffix an installed bioio plugin claims); the
+part after the file is the internal path (``file.h5/group/data``, ``store.zarr/level0``). A URL
+goes only to a reader that ``supports_urls`` (a URL no suffix names is a Zarr store); a glob to
+the slice-sequence reader. Opening reads metadata only; what the planner needs to know about the
+file comes with the DataArray as one :class:`~lazyexport.sources.facts.SourceFacts`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import cast
 
@@ -29,23 +30,22 @@ from ..remote import (
     local_text,
 )
 from ..remote import exists as remote_exists
-from . import bioio, hdf5, n5, npy, tiff, zarr
+from . import bioio, hdf5, n5, npy, tiff, zarr  # noqa: F401  (each registers its reader)
+from .facts import SourceFacts, source_facts
 from .memory import open_memory
+from .registry import (
+    SourceReader,
+    get_reader,
+    known_suffixes,
+    reader_for,
+    reader_for_suffix,
+    readers,
+    register,
+    url_readers,
+)
 
-Opener = Callable[..., xr.DataArray]
-
-# suffix of the file part -> opener(path, internal, axes)
-OPENERS: dict[str, Opener] = {}
-for _module, _opener in (
-    (hdf5, hdf5.open_hdf5),
-    (zarr, zarr.open_zarr),
-    (npy, npy.open_npy),
-    (n5, n5.open_n5),
-    (tiff, tiff.open_tiff),
-    (bioio, bioio.open_bioio),
-):
-    for _suffix in _module.SUFFIXES:
-        OPENERS[_suffix] = _opener
+ZARR = "zarr"  # the reader of a URL that no suffix names
+SEQUENCE = "slice-sequence"  # the reader of a glob
 
 
 def split_path(text: str) -> tuple[Path, str]:
@@ -60,7 +60,7 @@ def split_path(text: str) -> tuple[Path, str]:
     parts = Path(local_text(text)).parts
     for i in range(1, len(parts) + 1):
         head = Path(*parts[:i])
-        if head.suffix.lower() in OPENERS or head.is_file() or zarr.is_zarr_dir(head):
+        if reader_for_suffix(head.suffix) or head.is_file() or zarr.is_zarr_dir(head):
             if _climbs(parts[i:]):  # 'a.zarr/../b.zarr': the file system's '..', not the store's
                 continue
             return head, internal_path("/".join(parts[i:]), head)
@@ -82,7 +82,7 @@ def split_url(url: PurePath | UrlPath) -> tuple[UrlPath, str]:
     without one is a Zarr store. (A UrlPath is in one spelling already: no ``..`` in it.)"""
     url = UrlPath(cast(UrlPath, url))
     for outer in reversed((url, *url.parents)[:-1]):
-        if outer.suffix.lower() in OPENERS:
+        if reader_for_suffix(outer.suffix):
             return outer, "/".join(url.segments[len(outer.segments) :])
     return url, ""
 
@@ -91,12 +91,13 @@ def open_url(url: PurePath, axes=None) -> xr.DataArray:
     """Open a source at a URL: Zarr and OME-Zarr stores through ``zarr.storage.ObjectStore``,
     N5 containers object by object, HDF5 and TIFF files through range requests."""
     path, internal = split_url(url)
-    opener = OPENERS.get(path.suffix.lower(), zarr.open_zarr)
-    if opener not in (zarr.open_zarr, hdf5.open_hdf5, tiff.open_tiff, n5.open_n5):
-        raise SourceError(
-            f"{path}: {path.suffix} sources are read from local files only (at a URL: Zarr, "
-            "OME-Zarr, N5, HDF5, TIFF)"
-        )
+    reader = reader_for_suffix(path.suffix) or get_reader(ZARR)
+    if get_reader(SEQUENCE).can_open(UrlPath(cast(UrlPath, url)).name.partition("?")[0]):
+        reader = get_reader(SEQUENCE)  # a glob of objects (no query string)
+    if not reader.supports_urls:
+        able = ", ".join(r.description for r in url_readers())
+        kind = f"{path.suffix} sources" if reader.suffixes else reader.description
+        raise SourceError(f"{path}: {kind} are read from local files only (at a URL: {able})")
     try:
         found = remote_exists(path)  # the bucket, the credentials, the endpoint: one request
     except Exception as exc:
@@ -105,7 +106,7 @@ def open_url(url: PurePath, axes=None) -> xr.DataArray:
         raise
     if not found:
         raise SourceError(f"source {str(path)!r} does not exist")
-    return opener(path, internal, axes=axes)
+    return reader.open(path, internal, axes=axes)
 
 
 def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:
@@ -117,32 +118,34 @@ def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataAr
     if is_url(text):
         return open_url(as_path(text), axes=axes)
     text = local_text(text)  # file:///abs/path; an unknown scheme is refused
-    if any(ch in text for ch in "*?["):
-        if not text.lower().endswith(tiff.IMAGE_SUFFIXES):
-            raise SourceError(f"a glob source must match .tif or .png files, got {text!r}")
-        return tiff.open_sequence(text, axes=axes)
+    if get_reader(SEQUENCE).can_open(text):
+        return get_reader(SEQUENCE).open(text, "", axes=axes)
     path, internal = split_path(text)
     if not path.exists():
         raise SourceError(f"source {str(path)!r} does not exist")
-    suffix = path.suffix.lower()
-    opener = OPENERS.get(suffix)
-    if opener is None and zarr.is_zarr_dir(path):
-        opener = zarr.open_zarr
-    if opener is None and bioio.claims(path):
-        opener = bioio.open_bioio
-    if opener is None:
-        known = ", ".join(sorted(OPENERS))
+    reader = reader_for(path)
+    if reader is None:
+        known = ", ".join(known_suffixes())
         raise SourceError(f"cannot tell the format of {str(path)!r} from its name (known: {known})")
-    if opener is tiff.open_tiff and scene is not None:  # an OME-TIFF's series: bioio's scenes
-        opener = bioio.open_bioio
-    if opener is bioio.open_bioio:
-        return opener(path, internal, axes=axes, scene=scene)
+    return _open_scene(reader, path, internal, axes, scene)
+
+
+def _open_scene(
+    reader: SourceReader, path: Path, internal: str, axes, scene: int | str | None
+) -> xr.DataArray:
+    """Open with ``reader``, or with the reader its scenes are read through when one is chosen;
+    a scene is refused by a reader without scenes."""
+    if scene is not None and not reader.supports_scenes and reader.scenes_through:
+        reader = get_reader(reader.scenes_through)  # an OME-TIFF's series: bioio's scenes
+    if reader.supports_scenes:
+        return reader.open(path, internal, axes=axes, scene=scene)
     if scene is not None:
+        with_scenes = ", ".join(bioio.SUFFIXES)
         raise SourceError(
             f"{path} has no scenes: a scene is chosen in microscopy files read through bioio "
-            f"({', '.join(bioio.SUFFIXES)}, OME-TIFF, ...)"
+            f"({with_scenes}, OME-TIFF, ...)"
         )
-    return opener(path, internal, axes=axes)
+    return reader.open(path, internal, axes=axes)
 
 
 def open_source(obj, axes: str | None = None, scene: int | str | None = None) -> xr.DataArray:
@@ -219,4 +222,15 @@ def open_exported(exported) -> xr.DataArray:
     return out if tuple(out.dims) == axes else transpose(out, axes)
 
 
-__all__ = ["OPENERS", "open_exported", "open_source", "split_path"]
+__all__ = [
+    "SourceFacts",
+    "SourceReader",
+    "get_reader",
+    "open_exported",
+    "open_source",
+    "reader_for",
+    "readers",
+    "register",
+    "source_facts",
+    "split_path",
+]

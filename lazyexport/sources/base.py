@@ -21,6 +21,7 @@ import xarray as xr
 from .. import remote
 from ..axes import guess_axes, parse_axes
 from ..errors import SourceError
+from .facts import SourceFacts, attach_facts
 
 # Bytes per dask chunk that openers aim for when growing a file's native chunks.
 CHUNK_TARGET_BYTES = 64 * 2**20
@@ -242,8 +243,9 @@ def labeled(
     ``native`` is the file's own chunk shape, which the planner aligns output chunks with.
     ``file_chunks`` (default ``native``) and ``shards`` are the file's chunk and shard shapes as
     ``describe`` shows them. ``identity_paths`` are the files (or directories of chunk files) whose
-    :func:`file_identity` says whether a file source changed (see :mod:`lazyexport.resume`). The
-    dtype becomes numpy's own (:func:`canonical_dtype`).
+    :func:`file_identity` says whether a file source changed (see :mod:`lazyexport.resume`). They
+    are attached as one :class:`~lazyexport.sources.facts.SourceFacts` (none for an array without
+    any). The dtype becomes numpy's own (:func:`canonical_dtype`).
 
     ``attrs`` always holds ``source`` (the path or a description), ``nickname`` (the file name
     without extension) and ``dataset_dir`` (the directory holding the source; the current
@@ -277,20 +279,25 @@ def labeled(
         base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
     base.update(attrs)
     out = xr.DataArray(data, dims=tuple(axes), attrs=base)
-    if reader is not None:
-        out.encoding.update(lazyexport_reader=reader, lazyexport_name=data.name)
-    if native is not None:
-        out.encoding["lazyexport_native"] = tuple(int(n) for n in native)
     file_chunks = file_chunks if file_chunks is not None else native
-    if file_chunks is not None:  # by axis: they stay right when the array is transposed
-        out.encoding["lazyexport_chunks"] = {a: int(n) for a, n in zip(out.dims, file_chunks)}
-    if shards is not None:
-        out.encoding["lazyexport_shards"] = {a: int(n) for a, n in zip(out.dims, shards)}
-    if identity_paths is not None:
-        out.encoding["lazyexport_identity_paths"] = tuple(
-            str(p) if remote.is_url(p) else os.path.abspath(p) for p in identity_paths
-        )
+    facts = SourceFacts(
+        reader=reader,
+        name=data.name if reader is not None else None,
+        native=None if native is None else tuple(int(n) for n in native),
+        # by axis: they stay right when the array is transposed
+        chunks=None if file_chunks is None else _by_axis(out.dims, file_chunks),
+        shards=None if shards is None else _by_axis(out.dims, shards),
+        identity_paths=None
+        if identity_paths is None
+        else tuple(str(p) if remote.is_url(p) else os.path.abspath(p) for p in identity_paths),
+    )
+    if any(v is not None for v in (reader, native, file_chunks, shards, identity_paths)):
+        attach_facts(out, facts)
     return out
+
+
+def _by_axis(dims: Sequence[Any], lengths: Sequence[int]) -> dict[str, int]:
+    return {str(a): int(n) for a, n in zip(dims, lengths)}
 
 
 def _view(block: np.ndarray, dtype: str) -> np.ndarray:

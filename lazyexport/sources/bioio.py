@@ -36,6 +36,7 @@ import xarray as xr
 from ..errors import SourceError
 from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
+from .registry import SourceReader, register
 
 # suffixes that go to bioio (lazyexport reads none of them itself), from bioio's list of
 # plugins; any other suffix a plugin claims is tried when lazyexport does not know it
@@ -285,3 +286,22 @@ def open_bioio(
         **extra,
     )
     return out
+
+
+@register
+class BioioReader(SourceReader):
+    """Microscopy files through bioio's installed plugins (see the module's description): the
+    suffixes lazyexport sends to bioio, and any other an installed plugin claims (asked last);
+    local files only."""
+
+    name = "bioio"
+    description = "microscopy files through bioio"
+    suffixes = SUFFIXES
+    supports_scenes = True
+    guess_order = 10
+
+    def can_open(self, path) -> bool:
+        return super().can_open(path) or claims(path)
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        return open_bioio(path, internal, axes=axes, scene=scene)

@@ -12,6 +12,7 @@ from ..errors import SourceError
 from ..remote import RemoteFile, is_url
 from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
+from .registry import SourceReader, register
 
 SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".ilp")
 
@@ -70,3 +71,16 @@ def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
         internal_path=internal,
         **source_attrs(sizes, "micrometer"),
     )
+
+
+@register
+class Hdf5Reader(SourceReader):
+    """HDF5 datasets, at a URL through range requests."""
+
+    name = "hdf5"
+    description = "HDF5"
+    suffixes = SUFFIXES
+    supports_urls = True
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        return open_hdf5(path, internal, axes=axes)

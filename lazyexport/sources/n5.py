@@ -24,6 +24,7 @@ from ..n5codec import ATTRIBUTES, block_decoder, chunk_file, decode_block, read_
 from ..remote import as_path, is_url
 from ..units import parse_unit
 from .base import FileArray, from_file_array, labeled, resolve_axes
+from .registry import SourceReader, register
 
 SUFFIXES = (".n5",)
 
@@ -160,3 +161,16 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
         internal_path=internal,
         **n5_pixel_size(attrs, dims),
     )
+
+
+@register
+class N5Reader(SourceReader):
+    """N5 containers, at a URL object by object."""
+
+    name = "n5"
+    description = "N5"
+    suffixes = SUFFIXES
+    supports_urls = True
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        return open_n5(path, internal, axes=axes)

@@ -9,6 +9,7 @@ import xarray as xr
 
 from ..errors import SourceError
 from .base import FileArray, from_file_array, labeled, resolve_axes
+from .registry import SourceReader, register
 
 SUFFIXES = (".npy",)
 
@@ -29,3 +30,15 @@ def open_npy(path: Path, internal: str, axes=None) -> xr.DataArray:
     del mm
     dims = resolve_axes(axes, None, arr.shape)
     return labeled(from_file_array(arr), dims, path, reader=arr, identity_paths=[arr.data_path()])
+
+
+@register
+class NpyReader(SourceReader):
+    """NumPy ``.npy`` files, memory-mapped: local files only."""
+
+    name = "npy"
+    description = "NumPy .npy"
+    suffixes = SUFFIXES
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        return open_npy(path, internal, axes=axes)

@@ -25,6 +25,8 @@ from ..errors import AxisError, SourceError
 from ..remote import RemoteFile, is_url
 from ..units import source_attrs
 from .base import FileArray, canonical_dtype, from_file_array, labeled, resolve_axes
+from .facts import attach_facts, source_facts
+from .registry import SourceReader, register
 
 SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 IMAGE_SUFFIXES = SUFFIXES + (".png",)
@@ -356,5 +358,40 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     if meta and axes is None:
         out = transpose(out, meta["lazyexport_axes"])
     # each file is one chunk: one slice deep
-    out.encoding["lazyexport_chunks"] = {d: 1 if d == dims[0] else n for d, n in out.sizes.items()}
+    chunks = {str(d): 1 if d == dims[0] else n for d, n in out.sizes.items()}
+    attach_facts(out, source_facts(out).replace(chunks=chunks))
     return out
+
+
+@register
+class TiffReader(SourceReader):
+    """TIFF, OME-TIFF and ImageJ hyperstacks, at a URL through range requests; a scene (an
+    OME-TIFF's series) is read through bioio."""
+
+    name = "tiff"
+    description = "TIFF"
+    suffixes = SUFFIXES
+    supports_urls = True
+    scenes_through = "bioio"
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        return open_tiff(path, internal, axes=axes)
+
+
+@register
+class SliceSequenceReader(SourceReader):
+    """A glob of TIFF or PNG slice files (``dir/slice_*.tif``), stacked along a new axis; local
+    files only. Chosen by the glob, not by a suffix."""
+
+    name = "slice-sequence"
+    description = "sequences of TIFF/PNG slices"
+    guess_order = 5
+
+    def can_open(self, path) -> bool:
+        return any(ch in os.fspath(path) for ch in "*?[")
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        pattern = os.path.join(os.fspath(path), internal) if internal else os.fspath(path)
+        if not pattern.lower().endswith(IMAGE_SUFFIXES):
+            raise SourceError(f"a glob source must match .tif or .png files, got {pattern!r}")
+        return open_sequence(pattern, axes=axes)

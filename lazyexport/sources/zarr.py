@@ -19,6 +19,7 @@ from ..remote import UrlPath, describe, is_storage_error, zarr_store
 from ..remote import stamp as remote_stamp
 from ..units import source_attrs
 from .base import dask_chunks, labeled, reader_array, resolve_axes, stamp
+from .registry import SourceReader, register
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
 MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -149,3 +150,20 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         internal_path=internal,
         **extra,
     )
+
+
+@register
+class ZarrReader(SourceReader):
+    """Zarr v2/v3 stores and OME-Zarr images: by suffix, or a directory holding Zarr metadata;
+    at a URL through ``zarr.storage.ObjectStore`` (a URL no suffix names is read as Zarr)."""
+
+    name = "zarr"
+    description = "Zarr, OME-Zarr"
+    suffixes = SUFFIXES
+    supports_urls = True
+
+    def can_open(self, path) -> bool:
+        return super().can_open(path) or is_zarr_dir(Path(path))
+
+    def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
+        return open_zarr(path, internal, axes=axes)

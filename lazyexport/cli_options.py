@@ -1,0 +1,153 @@
+"""The ``lazyexport`` command's argument parser and the options its commands share.
+
+A parser error prints one ``error: ...`` line and exits with status 2, like every other mistake
+a user can fix. Options keep ilastik's headless spellings as aliases (``--export_dtype``,
+``--output_filename_format``, ...) so ilastik command lines run unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .formats import formats
+from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2, like every other user error
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def add_scene(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scene", help="a microscopy file's scene, by name or index (default: first)")
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--roi",
+        action="append",
+        help="cutout, e.g. z=0:100,x=:512 (stop exclusive, negatives count from the end); given "
+        "more than once: several regions, named region1, region2, ... ({region} in --output)",
+    )
+    p.add_argument(
+        "--regions",
+        metavar="FILE",
+        help="several named regions from a CSV (name,z_start,z_stop,...) or TOML file "
+        '(name = "z=0:10,y=5:20"): one output each, {region} in --output their name',
+    )
+    p.add_argument(
+        "--renormalize",
+        metavar="IN:OUT",
+        help="linear map in_min,in_max:out_min,out_max, e.g. 0,1:0,255; ':0,255' takes the input "
+        "range from the data (its min/max inside the ROI, read once)",
+    )
+    p.add_argument(
+        "--dtype",
+        "--export_dtype",
+        help="convert to this data type (integers round and clip), e.g. uint8",
+    )
+    p.add_argument(
+        "--axis-order", "--output_axis_order", help="transpose to this axis order, e.g. czyx"
+    )
+    p.add_argument("--format", help=f"output format: {', '.join(formats())} (default hdf5)")
+    p.add_argument(
+        "--output",
+        "--output_filename_format",
+        metavar="TEMPLATE",
+        help="output template, e.g. '{dataset_dir}/{nickname}_export.h5' (placeholders: see docs)",
+    )
+    ilastik = p.add_argument_group(
+        "ilastik's headless export flags", "the same exports as ilastik's (see docs/usage.md)"
+    )
+    ilastik.add_argument(
+        "--output_format", dest="ilastik_format", help="e.g. 'compressed hdf5', 'tiff sequence'"
+    )
+    ilastik.add_argument("--output_internal_path", help="the dataset inside the output file")
+    ilastik.add_argument(
+        "--cutout_subregion", help="[(starts...),(stops...)] in the source's axis order"
+    )
+    ilastik.add_argument("--export_drange", help="(min,max) of the exported values")
+    ilastik.add_argument(
+        "--pipeline_result_drange", help="(min,max) of the source values that map to it"
+    )
+    ilastik.add_argument("--headless", action="store_true", help="accepted; lazyexport has no GUI")
+    p.add_argument(
+        "--nickname", help="the dataset's nickname for {nickname} (default: the file name)"
+    )
+    p.add_argument("--result-type", help="a label for {result_type}, e.g. Probabilities")
+    p.add_argument(
+        "--compression", help="codec, e.g. gzip, lzf, zstd, none (default: the format's)"
+    )
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd",
+    )
+    p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
+    p.add_argument(
+        "--zarr-format", type=int, default=None, choices=(2, 3), help="Zarr version (default 3)"
+    )
+    p.add_argument(
+        "--shards",
+        help="zarr v3 sharding for many small chunks: auto (one shard per block) "
+        "or shard lengths, e.g. z=64,y=1024,x=1024 (default: no shards)",
+    )
+    p.add_argument(
+        "--pixel-size",
+        help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)",
+    )
+    p.add_argument(
+        "--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)"
+    )
+    p.add_argument(
+        "--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)"
+    )
+    p.add_argument(
+        "--downsample",
+        choices=DOWNSAMPLE_METHODS,
+        help="ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type "
+        "naming labels, e.g. Labels) or nearest",
+    )
+    p.add_argument(
+        "--tiff-flavor",
+        default=None,
+        choices=TIFF_FLAVORS,
+        help="tiff metadata: plain, imagej (hyperstack) or ome (default: ome for an output "
+        "named .ome.tif or .ome.tiff, else plain)",
+    )
+    add_run_options(p)
+    p.add_argument(
+        "--save-settings",
+        metavar="FILE.toml",
+        help="also save these settings as a one-dataset project file for 'lazyexport batch'",
+    )
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--memory-limit", help="memory budget for the whole export, e.g. 512MiB (default 1GiB)"
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="NAME|ADDRESS",
+        help="dask scheduler: threads (default), synchronous, processes, local-cluster (a dask "
+        "LocalCluster for this run), or a running cluster's address, e.g. tcp://host:8786 "
+        "(source and output must be on storage every worker sees, or at a URL; see "
+        "docs/cluster.md)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="zarr, tiff-sequence, png-sequence: continue an interrupted --resume export of the "
+        "same plan, and keep the temporary output if this one is interrupted (other formats "
+        "restart)",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the plan (chunks, blocks, tasks in flight, projected peak memory and its "
+        "parts, read amplification, staging) and write nothing",
+    )
+    p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")

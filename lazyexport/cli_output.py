@@ -1,0 +1,106 @@
+"""What the ``lazyexport`` command shows: progress bars, plans, cleaned items, redacted streams.
+
+Progress bars appear only on a terminal's stderr; results and plans go to stdout. Every stream the
+command prints to is wrapped in :class:`Redacting`, so no URL's user-info is ever shown, whichever
+part of lazyexport (or a library it calls) prints it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any
+
+from .errors import redact
+from .run import Progress
+
+
+class Bar:
+    """A tqdm progress bar on stderr, only when it is a terminal: bytes written, rate, ETA, and
+    blocks (chunks) done / total."""
+
+    def __init__(self, enabled: bool, label: str):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=True
+            )
+
+    def __call__(self, event: Progress) -> None:
+        if self.bar is None:
+            return
+        self.bar.total = event.bytes_total
+        self.bar.n = event.bytes_done
+        self.bar.set_postfix_str(f"{event.blocks_done}/{event.blocks_total} blocks", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class BatchBars:
+    """One progress bar line per dataset of a batch (a new bar when the nickname changes)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.nickname: str | None = None
+        self.bar = Bar(False, "")
+
+    def __call__(self, nickname: str, event: Progress) -> None:
+        if nickname != self.nickname:
+            self.close()
+            self.nickname, self.bar = nickname, Bar(self.enabled, nickname)
+        self.bar(event)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.nickname, self.bar = None, Bar(False, "")
+
+
+def show_plans(plans, as_json: bool) -> None:
+    """Print plans (text, or one JSON document: an object, or a list for several)."""
+    if as_json:
+        data = [p.summary() for p in plans]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        print("\n\n".join(str(p) for p in plans))
+
+
+def print_cleaned(removed: list[str], dry_run: bool) -> None:
+    for item in removed:
+        print(f"{'would remove' if dry_run else 'removed'} {item}")
+    if not removed:
+        print("nothing to clean")
+
+
+class Redacting:
+    """A text stream that never shows a URL's user-info, whichever part of lazyexport (or of
+    the libraries it calls) prints the URL: plans, progress lines, notes, results, tracebacks."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def redacted_output():
+    before = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (s if isinstance(s, Redacting) else Redacting(s) for s in before)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = before

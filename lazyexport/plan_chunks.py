@@ -1,0 +1,259 @@
+"""The block shape of a plan: the cheapest one the cost model (:mod:`lazyexport.cost`) finds
+within the memory budget, for the output's chunks, a sequence's slices or the shards.
+
+Blocks are whole output chunks (or shards), so no two tasks write one chunk. A plan whose
+smallest block does not fit the budget is refused with the smallest memory limit that works; the
+planner's own chunks (not the user's) are first made smaller, down to ``MIN_CHUNK_BYTES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from dask.utils import format_bytes
+
+from . import cost
+from .axes import names
+from .errors import MemoryLimitError, SettingsError
+from .formats.spec import OutputSpec
+from .plan_outputs import output_chunks
+from .transforms import compute_dtype
+
+# what a cluster's worker may hold beyond its even share of the budget: its interpreter and
+# the libraries it imports (a local-cluster worker's limit has room for its share + this)
+WORKER_ALLOWANCE = 256 * 2**20
+# The extra time of a staged slice sequence (the output written to and read from disk once more).
+STAGING_TIME = 0.5
+MIN_CHUNK_BYTES = 64 * 2**10  # the planner's own output chunks are not made smaller than this
+
+# A lazyexport.plan.ExportPlan (not imported: lazyexport.plan imports this module).
+Plan = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Pricing:
+    """What pricing a block shape takes beside the plan: the memory the process (or the busiest
+    worker) holds now, how the source reads and its read-unit boundaries per source axis
+    (:func:`lazyexport.plan.read_model`), and the largest block one task may write."""
+
+    baseline: int
+    source: cost.Source
+    bounds: dict[str, tuple[int, ...] | None]
+    max_block_bytes: int
+
+
+def _cost_axes(
+    plan: Plan, pricing: Pricing, unit: tuple[int, ...], aligned: tuple[bool, ...] = ()
+) -> list[cost.Axis]:
+    """The cost model's axes: the output's, then the source axes the output drops (length 1)."""
+    bounds = pricing.bounds
+    sizes = dict(zip(names(plan.source), plan.source.shape))
+    axes = []
+    for i, (a, n, u) in enumerate(zip(plan.axes, plan.shape, unit)):
+        follow = aligned[i] if aligned else False
+        if a in sizes:
+            axes.append(cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], aligned=follow))
+        else:
+            axes.append(cost.Axis(a, n, 1))
+    for d in names(plan.source):
+        if d not in plan.axes:
+            axes.append(cost.Axis(d, 1, 1, plan.roi[d][0], sizes[d], bounds[d]))
+    return axes
+
+
+def _encode_bytes(
+    plan: Plan,
+    spec: OutputSpec,
+    block: tuple[int, ...],
+    unit: tuple[int, ...],
+    staged: bool = False,
+) -> int:
+    """What the writer holds on top of the block while it writes it (see Writer.write_buffers)."""
+    itemsize = plan.dtype.itemsize
+    out = math.prod(block[: len(plan.axes)]) * itemsize
+    if plan.writer.capabilities.sequence:
+        pos = plan.axes.index(plan.slice_axis)
+        plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
+        return plan.writer.write_buffers(out, plane, staged=staged, spec=spec)
+    return plan.writer.write_buffers(out, math.prod(unit) * itemsize, spec=spec)
+
+
+def _choose(
+    plan: Plan,
+    unit: tuple[int, ...],
+    pricing: Pricing,
+    what: str,
+    aligned: tuple[bool, ...] = (),
+    staged: bool = False,
+    time_extra: float = 0.0,
+) -> cost.Costs:
+    """The cheapest block shape made of whole ``unit`` s that fits the budget, or a one-line
+    refusal naming what does not fit (``what``: the user's word for ``unit``)."""
+    source = dataclasses.replace(pricing.source, shared=plan.in_process)
+    axes = _cost_axes(plan, pricing, unit, aligned)
+    unit = tuple(unit) + (1,) * (len(axes) - len(unit))
+    compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0
+
+    hosts = plan.cluster.count if plan.cluster is not None else 1
+    spec = plan.spec
+
+    def choose(budget: int, host_budget: int | None = None) -> cost.Costs:
+        return cost.choose(
+            axes,
+            source,
+            plan.dtype.itemsize,
+            compute_itemsize=compute,
+            encode=lambda block: _encode_bytes(plan, spec, block, unit, staged),
+            budget=budget,
+            baseline=pricing.baseline,
+            threads=plan.workers,
+            max_block_bytes=pricing.max_block_bytes,
+            time_extra=time_extra,
+            hosts=hosts,
+            host_budget=host_budget,
+        )
+
+    try:
+        if plan.cluster is not None:
+            # Where a task fits it, keep each worker within an even share of the budget plus its
+            # interpreter (WORKER_ALLOWANCE, whose baseline it holds already); else a task may
+            # take up to what one worker has room for.
+            share = plan.memory_limit // hosts + WORKER_ALLOWANCE - plan.cluster.baseline
+            if 0 < share < plan.cluster.budget:
+                with contextlib.suppress(cost.NoFit):
+                    return choose(plan.memory_limit, share)
+        return choose(plan.memory_limit, plan.cluster.budget if plan.cluster is not None else None)
+    except cost.NoFit as exc:
+        failure = exc
+    needed = failure.needed
+    for _ in range(8):  # the smallest limit that works (scratch sizes grow a little with the limit)
+        needed = -(-needed // 2**20) * 2**20
+        try:
+            choose(needed)
+            break
+        except cost.NoFit as exc:
+            needed = max(exc.needed, needed + 2**20)
+    raise MemoryLimitError(_no_fit(plan, pricing, failure, needed, unit, what)) from None
+
+
+def _no_fit(
+    plan: Plan, pricing: Pricing, exc: cost.NoFit, needed: int, unit: tuple[int, ...], what: str
+) -> str:
+    need = format_bytes(needed)
+    limit = format_bytes(plan.memory_limit)
+    if plan.cluster is not None:
+        limit += (
+            f" (up to {format_bytes(plan.cluster.budget)} on one of the cluster's "
+            f"{plan.cluster.count} workers)"
+        )
+        need += " (on one worker: give the workers that much room under their memory limit)"
+    bounds = pricing.bounds
+    read = tuple(
+        max(b - a for a, b in zip(bs, bs[1:])) if bs else 1
+        for bs in (bounds[d] for d in names(plan.source))
+    )
+    if exc.unit_bytes > plan.memory_limit // 2:
+        return (
+            f"one source chunk of {read} {plan.source.dtype} decodes to "
+            f"{format_bytes(exc.unit_bytes)}, which "
+            f"the memory limit {limit} cannot hold while it is converted and written; the smallest "
+            f"memory limit that works is {need} (or rechunk the source)"
+        )
+    shown = unit[: len(plan.axes)]
+    return (
+        f"{what} of {shown} need about {format_bytes(exc.needed)} while one is computed and "
+        "written, more than "
+        f"the memory limit {limit}; choose smaller {what}, or a memory limit of at least {need}"
+    )
+
+
+def choose_chunks(plan: Plan, pricing: Pricing) -> Plan:
+    """Blocks for the output chunks; chunks the planner chose itself (not the user's) are made
+    smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one."""
+    while True:
+        try:
+            return dataclasses.replace(
+                plan, costs=_choose(plan, plan.chunks, pricing, what="chunks")
+            )
+        except MemoryLimitError:
+            size = math.prod(plan.chunks) * plan.dtype.itemsize
+            if plan.settings.chunks or size <= MIN_CHUNK_BYTES:
+                raise
+            smaller = plan.default_chunks(size // 2)
+            if smaller == plan.chunks:
+                raise
+            plan = dataclasses.replace(plan, chunks=smaller)
+
+
+def plan_sequence(plan: Plan, pricing: Pricing) -> Plan:
+    """Slices are written straight from blocks of whole planes when the slab of slices one
+    source read unit spans fits the budget; else blocks follow the source and slices are
+    assembled in a staging file on disk (one more write and read of the output)."""
+    pos = plan.axes.index(plan.slice_axis)
+    plane = output_chunks(plan, plan.writer)
+    plan = dataclasses.replace(plan, chunks=plane)
+    follow = tuple(i == pos for i in range(len(plan.axes)))
+    direct = staged = None
+    with contextlib.suppress(MemoryLimitError):
+        direct = _choose(plan, plane, pricing, "slices", aligned=follow)
+    if direct is None or direct.amplification > 1.05:
+        ones = (1,) * len(plan.axes)
+        with contextlib.suppress(MemoryLimitError):
+            staged = _choose(plan, ones, pricing, "slices", staged=True, time_extra=STAGING_TIME)
+        if staged is not None and (
+            direct is None or staged.amplification < direct.amplification / 1.05
+        ):
+            plan = dataclasses.replace(plan, staged=True, costs=staged)
+            depth = max((c for c in plan.blocks[pos]), default=1)
+            note = (
+                "a slab of slices as deep as one source chunk does not fit the memory limit: "
+                "blocks follow "
+                f"the source ({depth} slices deep), and slices are assembled in a staging file "
+                "beside the output"
+            )
+            return dataclasses.replace(plan, notes=plan.notes + (note,))
+    if direct is None:
+        direct = _choose(plan, plane, pricing, "slices", aligned=follow)  # raises the refusal
+    return dataclasses.replace(plan, costs=direct)
+
+
+def plan_shards(plan: Plan, pricing: Pricing) -> Plan:
+    """The shard shape. ``"auto"``: the block the cost model picks for the chunks (no shards if
+    that is one chunk). Else the user's lengths, rounded up to whole chunks, one shard across an
+    axis at most; a shard is written by one task, and one that cannot fit the budget is refused."""
+    chunks, shape = plan.chunks, plan.shape
+    wanted = plan.settings.shards
+    if wanted == "auto":
+        costs = _choose(plan, chunks, pricing, "chunks")
+        shards = tuple(
+            min(math.ceil(n / c) * c, math.ceil(s / c) * c)
+            for n, c, s in zip(costs.block, chunks, shape)
+        )
+        if shards == chunks:
+            note = "shards 'auto': a block holds one chunk, so the output is not sharded"
+            return dataclasses.replace(plan, costs=costs, notes=plan.notes + (note,))
+        return dataclasses.replace(plan, costs=costs, shards=shards)
+    if not isinstance(wanted, Mapping):  # settings allow no other text than "auto"
+        raise SettingsError(f"shards must be 'auto' or lengths per axis, not {wanted!r}")
+    unknown = sorted(set(wanted) - set(plan.axes))
+    if unknown:
+        raise SettingsError(
+            f"shards name axes {', '.join(unknown)} that the output (axes {''.join(plan.axes)!r}) "
+            "does not have"
+        )
+    lengths = tuple(wanted.get(a, c) for a, c in zip(plan.axes, chunks))
+    shards = tuple(
+        min(math.ceil(n / c), math.ceil(s / c)) * c for n, c, s in zip(lengths, chunks, shape)
+    )
+    if shards != lengths:
+        note = (
+            f"shards {lengths} rounded up to whole chunks of {chunks}, one shard across an axis "
+            f"at most: {shards}"
+        )
+        plan = dataclasses.replace(plan, notes=plan.notes + (note,))
+    plan = dataclasses.replace(plan, shards=shards)
+    return dataclasses.replace(plan, costs=_choose(plan, shards, pricing, "shards"))
