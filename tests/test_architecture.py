@@ -20,6 +20,9 @@ ABOVE_FORMATS = {
     for name in (
         *("plan", "plan_chunks", "plan_outputs", "plan_steps", "run", "batch", "batch_project"),
         *("cli", "cli_batch", "cli_options", "cli_output", "cli_settings", "preview"),
+        *("execution", "execution.job", "execution.lazy", "execution.preflight"),
+        *("execution.regions", "execution.remote_run", "execution.executors"),
+        *("execution.results", "execution.schedulers"),
     )
 }
 
