@@ -32,12 +32,7 @@ from .formats.spec import OutputSpec
 from .plan_chunks import MIN_CHUNK_BYTES as MIN_CHUNK_BYTES
 from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
-from .plan_chunks import (
-    Pricing,
-    choose_chunks,
-    plan_sequence,
-    plan_shards,
-)
+from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
 from .plan_steps import aligned_chunks, data_percentiles, data_range, transform
 from .plan_steps import steps as steps
