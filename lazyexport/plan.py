@@ -567,6 +567,8 @@ def block_shape(
 def output_spec(plan: ExportPlan) -> OutputSpec:
     """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
     they are planned)."""
+    from .formats.options import values_for  # (an import here: this function is all of it)
+
     settings = plan.settings
     return OutputSpec(
         format=plan.writer.name,
@@ -599,4 +601,5 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         result_type=settings.result_type,
         channel_names=plan.channel_names,
         origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},
+        options=values_for(plan.writer, settings.options),
     )

@@ -12,6 +12,7 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
+from .formats.options import DOWNSAMPLE_METHODS, TIFF_FLAVORS, check_declared, declared, refusal
 from .formats.spec import ZarrFormat
 from .regions import normalize_regions
 from .roi import Bounds, normalize_roi_spec
@@ -20,7 +21,6 @@ from .units import parse_pixel_size, parse_unit
 Range = tuple[float, float]
 # an input range: numbers, or percentiles of the data (``"p99.9"``) until the plan computes them
 InRange = tuple[float | str, float | str]
-DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
 # The levels each codec takes (the codecs of every format; one without an entry has no level).
 COMPRESSION_LEVELS = {
     "gzip": (0, 9),
@@ -30,7 +30,6 @@ COMPRESSION_LEVELS = {
     "lzma": (0, 9),
     "deflate": (0, 9),
 }
-TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
 def percentile_of(bound: Any) -> float | None:
@@ -137,22 +136,17 @@ def _check_format_options(
     """Refuse a setting only some formats use (``FORMAT_OPTIONS``) where ``writer``'s format does
     not use it -- one given a value other than its default, or named in ``given`` (set
     explicitly, e.g. on the command line) -- never silently ignored."""
-    from .formats import formats, get_writer
-    from .formats.base import FORMAT_OPTIONS
+    from .formats.options import BUILTIN
 
     defaults = {f.name: f.default for f in dataclasses.fields(settings)}
-    for name, what in FORMAT_OPTIONS.items():
+    for option in BUILTIN:
+        name = option.name
         unset = (defaults[name], _FORMER_DEFAULTS.get(name, defaults[name]))
         if name in writer.capabilities.options or (
             getattr(settings, name) in unset and name not in given
         ):
             continue
-        users = [f for f in formats() if name in get_writer(f).capabilities.options]
-        raise SettingsError(
-            f"{name} (--{name.replace('_', '-')}: {what}) does not apply to format {writer.name}, "
-            f"only to {', '.join(users)}; drop it or choose "
-            f"{'that format' if len(users) == 1 else 'one of those'}"
-        )
+        raise refusal(option, writer.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +212,11 @@ class ExportSettings:
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
 
+    options : mapping of str to value, optional
+        The options a format declares beyond the fields above (``lazyexport formats`` lists
+        them; docs/formats.md, "Format options"), by name, e.g. ``{"demo_greeting": "hi"}``;
+        each is checked by its declaration.
+
     Notes
     -----
     An option the chosen format does not use (``levels`` for HDF5, ``tiff_flavor`` for Zarr,
@@ -242,6 +241,7 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from .formats import get_writer  # the registry validates format names
@@ -258,6 +258,7 @@ class ExportSettings:
         _check_pyramid_and_tiff(self)
         # (after each value is checked: a wrong value says so first)
         _check_format_options(self, writer)
+        _check_declared_options(self, writer)
 
     def check_given(self, given: tuple[str, ...]) -> None:
         """Refuse format options in ``given`` (set explicitly, whatever their value) that this
@@ -282,7 +283,7 @@ class ExportSettings:
                 value = {n: {a: list(b) for a, b in r.items()} for n, r in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
-            elif field.name in ("chunks", "pixel_size") or (
+            elif field.name in ("chunks", "pixel_size", "options") or (
                 field.name == "shards" and value != "auto"
             ):
                 value = dict(value)
@@ -292,12 +293,16 @@ class ExportSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExportSettings:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        options = set(data) & (set(declared()) - known)  # a format's option, by its name
+        unknown = sorted(set(data) - known - options)
         if unknown:
             raise SettingsError(
-                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown setting(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known | set(declared())))}"
             )
-        values = dict(data)
+        values = {k: v for k, v in data.items() if k not in options}
+        if options:
+            values["options"] = {**(values.get("options") or {}), **{k: data[k] for k in options}}
         if values.get("roi") is not None:
             values["roi"] = {a: tuple(b) for a, b in values["roi"].items()}
         return cls(**values)
@@ -313,6 +318,14 @@ class ExportSettings:
 def _set(settings: ExportSettings, name: str, value: Any) -> None:
     """Store a normalized value on the frozen settings (only during ``__post_init__``)."""
     object.__setattr__(settings, name, value)
+
+
+def _check_declared_options(s: ExportSettings, writer: Any) -> None:
+    """The options formats declare (``options``): each known, valid and read by this format."""
+    if s.options is not None:
+        if not isinstance(s.options, Mapping):
+            raise SettingsError(f"options must map option names to values, got {s.options!r}")
+        _set(s, "options", check_declared(s.options, writer) or None)
 
 
 def _check_regions(s: ExportSettings) -> None:
