@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from .formats import formats, get_writer
-from .formats.options import BUILTIN, Option, declared
+from .formats.options import BUILTIN, Option
+from .settings import declared_options
 
 
 def option_dest(option: Option) -> str:
@@ -103,7 +104,7 @@ def add_format_options(p: argparse.ArgumentParser) -> None:
     (``Writer.options``), with the formats that read them."""
     for option in BUILTIN:
         p.add_argument(option.flag, **_argparse_kwargs(option, option.help, option.name))
-    found = declared()
+    found = declared_options()
     if not found:
         return
     group = p.add_argument_group("format options", "declared by the formats that read them")

@@ -16,10 +16,9 @@ from .axes import names
 from .cli_options import option_dest
 from .errors import SettingsError
 from .formats import format_for
-from .formats.options import declared
 from .regions import read_regions
 from .roi import parse_roi_text
-from .settings import ExportSettings
+from .settings import ExportSettings, declared_options
 
 
 def parse_renormalize(text: str):
@@ -131,7 +130,7 @@ def settings_from_args(args, source=None) -> ExportSettings:
 def _declared_options(args) -> dict[str, Any] | None:
     """The formats' declared options given on the command line (``--demo-greeting``, ...)."""
     given = {}
-    for option in declared().values():
+    for option in declared_options().values():
         value = getattr(args, option_dest(option), None)
         if value is not None:
             given[option.name] = value

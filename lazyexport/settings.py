@@ -12,7 +12,14 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
-from .formats.options import DOWNSAMPLE_METHODS, TIFF_FLAVORS, check_declared, declared, refusal
+from .formats.options import (
+    DOWNSAMPLE_METHODS,
+    TIFF_FLAVORS,
+    Option,
+    check_declared,
+    declared_by,
+    refusal,
+)
 from .formats.spec import ZarrFormat
 from .regions import normalize_regions
 from .roi import Bounds, normalize_roi_spec
@@ -130,6 +137,18 @@ def _axis_lengths(value: Any, what: str) -> dict[str, int]:
     return lengths
 
 
+def registered_writers() -> list[Any]:
+    """A writer of every registered format."""
+    from .formats import formats, get_writer
+
+    return [get_writer(f) for f in formats()]
+
+
+def declared_options() -> dict[str, Option]:
+    """Every option the registered formats declare (``Writer.options``), by name."""
+    return declared_by(registered_writers())
+
+
 def _check_format_options(
     settings: ExportSettings, writer: Any, given: tuple[str, ...] = ()
 ) -> None:
@@ -146,7 +165,7 @@ def _check_format_options(
             getattr(settings, name) in unset and name not in given
         ):
             continue
-        raise refusal(option, writer.name)
+        raise refusal(option, writer.name, registered_writers())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,12 +312,13 @@ class ExportSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExportSettings:
         known = {f.name for f in dataclasses.fields(cls)}
-        options = set(data) & (set(declared()) - known)  # a format's option, by its name
+        declared = set(declared_options()) - known
+        options = set(data) & declared  # a format's option, by its name
         unknown = sorted(set(data) - known - options)
         if unknown:
             raise SettingsError(
                 f"unknown setting(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known | set(declared())))}"
+                f"{', '.join(sorted(known | declared))}"
             )
         values = {k: v for k, v in data.items() if k not in options}
         if options:
@@ -325,7 +345,7 @@ def _check_declared_options(s: ExportSettings, writer: Any) -> None:
     if s.options is not None:
         if not isinstance(s.options, Mapping):
             raise SettingsError(f"options must map option names to values, got {s.options!r}")
-        _set(s, "options", check_declared(s.options, writer) or None)
+        _set(s, "options", check_declared(s.options, writer, registered_writers()) or None)
 
 
 def _check_regions(s: ExportSettings) -> None:

@@ -14,7 +14,9 @@ involve other settings); a writer lists those it reads in ``Capabilities.options
 Invariants: an option's :meth:`Option.validate` returns the normalized value or raises a
 one-line :class:`~lazyexport.errors.SettingsError`; an option name is declared by one Option
 value (writers that share an option share the value) and is no built-in's; a format that
-declares no option of a name refuses it (:func:`refusal`), never ignores it.
+declares no option of a name refuses it (:func:`refusal`), never ignores it. Nothing here
+knows the registry: callers hand in the registered writers
+(:func:`lazyexport.settings.declared_options`).
 """
 
 from __future__ import annotations
@@ -134,23 +136,15 @@ def declared_by(writers: Iterable[Any]) -> dict[str, Option]:
     return found
 
 
-def declared() -> dict[str, Option]:
-    """Every option the registered writers declare, by name."""
-    from .registry import formats, get_writer
-
-    return declared_by(get_writer(f) for f in formats())
+def users(name: str, writers: Iterable[Any]) -> list[str]:
+    """The formats of ``writers`` that read the option ``name``."""
+    return [w.name for w in writers if name in w.capabilities.options]
 
 
-def users(name: str) -> list[str]:
-    """The registered formats that read the option ``name``."""
-    from .registry import formats, get_writer
-
-    return [f for f in formats() if name in get_writer(f).capabilities.options]
-
-
-def refusal(option: Option, fmt: str) -> SettingsError:
-    """The one-line error for ``option`` given with the format ``fmt``, which does not read it."""
-    found = users(option.name)
+def refusal(option: Option, fmt: str, writers: Iterable[Any]) -> SettingsError:
+    """The one-line error for ``option`` given with the format ``fmt``, which does not read it
+    (``writers``: every registered format's)."""
+    found = users(option.name, writers)
     those = "that format" if len(found) == 1 else "one of those"
     return SettingsError(
         f"{option.name} ({option.flag}: {option.what}) does not apply to format {fmt}, only to "
@@ -158,11 +152,12 @@ def refusal(option: Option, fmt: str) -> SettingsError:
     )
 
 
-def check_declared(given: Mapping[str, Any], writer: Any) -> dict[str, Any]:
+def check_declared(given: Mapping[str, Any], writer: Any, writers: Iterable[Any]) -> dict[str, Any]:
     """The declared options ``given`` (name -> value) checked for ``writer``: each must be
-    declared by some registered format, valid, and read by ``writer``'s format; None values are
-    left out."""
-    known = declared()
+    declared by one of ``writers`` (every registered format's), valid, and read by ``writer``'s
+    format; None values are left out."""
+    writers = list(writers)
+    known = declared_by(writers)
     out = {}
     for name, value in given.items():
         if name not in known:
@@ -173,7 +168,7 @@ def check_declared(given: Mapping[str, Any], writer: Any) -> dict[str, Any]:
             continue
         out[name] = known[name].validate(value)
         if name not in writer.capabilities.options:
-            raise refusal(known[name], writer.name)
+            raise refusal(known[name], writer.name, writers)
     return out
 
 
