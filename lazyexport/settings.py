@@ -12,10 +12,11 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
+from .formats.options import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
+from .formats.options import TIFF_FLAVORS as TIFF_FLAVORS
 from .formats.options import (
-    DOWNSAMPLE_METHODS,
-    TIFF_FLAVORS,
     Option,
+    builtin,
     check_declared,
     declared_by,
     refusal,
@@ -417,8 +418,7 @@ def _check_layout(s: ExportSettings) -> None:
     """Chunks, Zarr version and shards (shards need Zarr v3)."""
     if s.chunks is not None:
         _set(s, "chunks", _axis_lengths(s.chunks, "chunk"))
-    if s.zarr_format not in (2, 3):
-        raise SettingsError(f"zarr_format must be 2 or 3, got {s.zarr_format!r}")
+    builtin("zarr_format").validate(s.zarr_format)
     if s.shards is None:
         return
     if s.zarr_format != 3:
@@ -444,22 +444,8 @@ def _check_metadata(s: ExportSettings) -> None:
 
 
 def _check_pyramid_and_tiff(s: ExportSettings) -> None:
-    """Pyramid levels (1..32), the downsample method and the TIFF flavor."""
-    levels = s.levels
-    if levels is not None and (
-        isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 32
-    ):
-        raise SettingsError(f"levels must be a whole number from 1 to 32, got {levels!r}")
-    if s.downsample is not None:
-        _set(s, "downsample", str(s.downsample).lower())
-        if s.downsample not in DOWNSAMPLE_METHODS:
-            raise SettingsError(
-                f"unknown downsample method {s.downsample!r}; choose one of "
-                f"{', '.join(DOWNSAMPLE_METHODS)}"
-            )
-    if s.tiff_flavor is not None:
-        _set(s, "tiff_flavor", str(s.tiff_flavor).lower())
-        if s.tiff_flavor not in TIFF_FLAVORS:
-            raise SettingsError(
-                f"unknown TIFF flavor {s.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}"
-            )
+    """Pyramid levels (1..32), the downsample method and the TIFF flavor (each checked by its
+    declaration: :data:`lazyexport.formats.options.BUILTIN`)."""
+    for name in ("levels", "downsample", "tiff_flavor"):
+        if getattr(s, name) is not None:
+            _set(s, name, builtin(name).validate(getattr(s, name)))

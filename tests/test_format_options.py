@@ -22,7 +22,7 @@ from conftest import ROOT, cli_env
 from lazyexport.errors import SettingsError
 from lazyexport.formats import formats, get_writer
 from lazyexport.formats.base import FORMAT_OPTIONS, Capabilities, Writer
-from lazyexport.formats.options import BUILTIN, Option, declared_by, values_for
+from lazyexport.formats.options import BUILTIN, Option, builtin, declared_by, values_for
 from lazyexport.settings import declared_options
 
 
@@ -206,3 +206,27 @@ def test_the_docs_option_table_is_the_declarations():
         for o in options
     }
     assert _docs_table() == expected
+
+
+@pytest.mark.parametrize(
+    "name, value, normalized, refused",
+    [
+        ("tiff_flavor", "OME", "ome", "unknown TIFF flavor 'bigtiff'; choose one of plain, imagej"),
+        ("downsample", "Mode", "mode", "unknown downsample method 'bigtiff'; choose one of mean"),
+        ("levels", 3, 3, "levels must be a whole number from 1 to 32, got 'bigtiff'"),
+        ("zarr_format", 2, 2, "zarr_format must be 2 or 3, got 'bigtiff'"),
+    ],
+)
+def test_a_builtin_option_is_checked_by_its_declaration(name, value, normalized, refused):
+    """The settings check a built-in option's value through its declaration: the same result
+    and the same one-line message either way."""
+    option = builtin(name)
+    assert option.validate(value) == normalized
+    fmt = {"tiff_flavor": "tiff", "zarr_format": "zarr"}.get(name, "ome-zarr")
+    assert getattr(le.ExportSettings(format=fmt, **{name: value}), name) == normalized
+    for check in (
+        lambda: option.validate("bigtiff"),
+        lambda: le.ExportSettings(**{name: "bigtiff"}),
+    ):
+        with pytest.raises(SettingsError, match="^" + re.escape(refused)):
+            check()

@@ -35,8 +35,9 @@ TIFF_FLAVORS = ("plain", "imagej", "ome")
 class Option:
     """One format option. ``check`` takes a value (from Python, a project file or ``parse``)
     and returns it normalized, raising ``SettingsError``, ``ValueError`` or ``TypeError`` with
-    a one-line reason; ``choices`` (compared case-insensitively for text) are checked first.
-    ``parse`` reads the command line's text (default: the text itself)."""
+    a one-line reason; without one, a value must be one of the ``choices`` (where there are;
+    text compared case-insensitively). ``parse`` reads the command line's text (default: the
+    text itself), and the command line offers the ``choices``."""
 
     name: str
     what: str  # a few words: "the Zarr version"
@@ -58,7 +59,7 @@ class Option:
 
     def validate(self, value: Any) -> Any:
         """``value`` checked and normalized (one-line ``SettingsError`` naming the option)."""
-        if self.choices:
+        if self.choices and self.check is None:
             if isinstance(value, str):
                 value = value.lower()
             if value not in self.choices:
@@ -76,10 +77,48 @@ class Option:
             raise SettingsError(f"{self.name} ({self.flag}: {self.what}): {exc}") from None
 
 
-#: The options every release had: ExportSettings fields, checked in :mod:`lazyexport.settings`.
+def _zarr_format(value: Any) -> Any:
+    if value not in (2, 3):
+        raise SettingsError(f"zarr_format must be 2 or 3, got {value!r}")
+    return value
+
+
+def _levels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise SettingsError(f"levels must be a whole number from 1 to 32, got {value!r}")
+    return value
+
+
+def _downsample(value: Any) -> str:
+    value = str(value).lower()
+    if value not in DOWNSAMPLE_METHODS:
+        raise SettingsError(
+            f"unknown downsample method {value!r}; choose one of {', '.join(DOWNSAMPLE_METHODS)}"
+        )
+    return value
+
+
+def _tiff_flavor(value: Any) -> str:
+    value = str(value).lower()
+    if value not in TIFF_FLAVORS:
+        raise SettingsError(
+            f"unknown TIFF flavor {value!r}; choose one of {', '.join(TIFF_FLAVORS)}"
+        )
+    return value
+
+
+#: The options every release had: ExportSettings fields. Those whose value is checked alone
+#: are checked here (``check``); ``shards``, ``pixel_size`` and ``unit``, whose checks involve
+#: other settings or modules, in :mod:`lazyexport.settings`.
 BUILTIN = (
     Option(
-        "zarr_format", "the Zarr version", "Zarr version (default 3)", 3, choices=(2, 3), parse=int
+        "zarr_format",
+        "the Zarr version",
+        "Zarr version (default 3)",
+        3,
+        choices=(2, 3),
+        parse=int,
+        check=_zarr_format,
     ),
     Option(
         "shards",
@@ -92,6 +131,7 @@ BUILTIN = (
         "pyramid levels",
         "ome-zarr pyramid levels (default: until a level fits 512x512)",
         parse=int,
+        check=_levels,
     ),
     Option(
         "downsample",
@@ -99,6 +139,7 @@ BUILTIN = (
         "ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type naming "
         "labels, e.g. Labels) or nearest",
         choices=DOWNSAMPLE_METHODS,
+        check=_downsample,
     ),
     Option(
         "tiff_flavor",
@@ -106,6 +147,7 @@ BUILTIN = (
         "tiff metadata: plain, imagej (hyperstack) or ome (default: ome for an output named "
         ".ome.tif or .ome.tiff, else plain)",
         choices=TIFF_FLAVORS,
+        check=_tiff_flavor,
     ),
     Option(
         "pixel_size",
@@ -118,6 +160,11 @@ BUILTIN = (
         "unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)",
     ),
 )
+
+
+def builtin(name: str) -> Option:
+    """The built-in option ``name``."""
+    return next(o for o in BUILTIN if o.name == name)
 
 
 def declared_by(writers: Iterable[Any]) -> dict[str, Option]:
