@@ -87,6 +87,8 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
         for nick in ("a", "b"):
             print("project", nick, dict(batch.settings_for(nick).options))
             print("planned", nick, [n for n in batch.plan(nick).notes if n.startswith("greeting")])
+        again = Batch.load(batch.save({str(tmp_path / "saved.toml")!r}))
+        print("saved", [dict(again.settings_for(n).options) for n in ("a", "b")])
         """
     )
     done = _with_plugin("-c", code)
@@ -100,7 +102,10 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
         "planned a ['greeting: hello']",
         "project b {'demo_greeting': 'good evening'}",
         "planned b ['greeting: good evening']",
+        "saved [{'demo_greeting': 'hello'}, {'demo_greeting': 'good evening'}]",
     ]
+    saved = (tmp_path / "saved.toml").read_text()
+    assert 'demo_greeting = "hello"' in saved and "options" not in saved
 
 
 def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_values():
@@ -132,9 +137,13 @@ def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_valu
 def test_a_declared_option_on_the_command_line(tmp_path, source):
     out = tmp_path / "out.npy"
     base = ["export", source, "--output", out, "--plan"]
-    done = _cli(*base, "--format", "npy-contract", "--demo-greeting", "hi")
+    saved = tmp_path / "saved.toml"
+    done = _cli(
+        *base, "--format", "npy-contract", "--demo-greeting", "hi", "--save-settings", saved
+    )
     assert done.returncode == 0, done.stderr
     assert "note       greeting: hi" in done.stdout
+    assert 'demo_greeting = "hi"' in saved.read_text()
     refused = _cli(*base, "--format", "npy", "--demo-greeting", "hi")
     assert refused.returncode == 2
     assert refused.stderr.splitlines() == [
