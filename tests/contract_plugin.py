@@ -18,7 +18,8 @@ def _greeting(value):
 DEMO_GREETING = Option(
     "demo_greeting",
     "a greeting in the plan",
-    "a throwaway option: the plan notes this greeting, e.g. hello",
+    "a throwaway option: the plan notes this greeting (default hello)",
+    "hello",
     check=_greeting,
     metavar="TEXT",
 )
@@ -32,5 +33,4 @@ class ContractNpyWriter(NpyWriter):
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
-        greeting = spec.options["demo_greeting"]
-        return (*notes, f"greeting: {greeting}") if greeting is not None else notes
+        return (*notes, f"greeting: {spec.options['demo_greeting']}")

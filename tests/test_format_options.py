@@ -58,7 +58,7 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
             [settings]
             format = "npy-contract"
             output = "{tmp_path}/{{nickname}}_out.npy"
-            demo_greeting = "hello"
+            demo_greeting = "good morning"
 
             [[datasets]]
             source = "{source}"
@@ -79,6 +79,9 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
 
         s = le.ExportSettings(format="npy-contract", options={{"demo_greeting": "  hi "}})
         print("settings", dict(s.options))
+        plain = le.ExportSettings(format="npy-contract", output={str(tmp_path / "d.npy")!r})
+        default = le.plan({str(source)!r}, plain)
+        print("default", dict(default.spec.options))
         print("roundtrip", le.ExportSettings.from_json(s.to_json()) == s)
         plan = le.plan({str(source)!r}, s.replace(output={str(tmp_path / "x.npy")!r}))
         print("spec", dict(plan.spec.options))
@@ -95,17 +98,18 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == [
         "settings {'demo_greeting': 'hi'}",
+        "default {'demo_greeting': 'hello'}",
         "roundtrip True",
         "spec {'demo_greeting': 'hi'}",
         "notes ['greeting: hi']",
-        "project a {'demo_greeting': 'hello'}",
-        "planned a ['greeting: hello']",
+        "project a {'demo_greeting': 'good morning'}",
+        "planned a ['greeting: good morning']",
         "project b {'demo_greeting': 'good evening'}",
         "planned b ['greeting: good evening']",
-        "saved [{'demo_greeting': 'hello'}, {'demo_greeting': 'good evening'}]",
+        "saved [{'demo_greeting': 'good morning'}, {'demo_greeting': 'good evening'}]",
     ]
     saved = (tmp_path / "saved.toml").read_text()
-    assert 'demo_greeting = "hello"' in saved and "options" not in saved
+    assert 'demo_greeting = "good morning"' in saved and "options" not in saved
 
 
 def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_values():
