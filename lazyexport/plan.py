@@ -28,16 +28,12 @@ from . import cost, location
 from .axes import names
 from .errors import SettingsError, redact
 from .formats import Writer, get_writer
+from .formats.options import values_for
 from .formats.spec import OutputSpec
 from .plan_chunks import MIN_CHUNK_BYTES as MIN_CHUNK_BYTES
 from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
-from .plan_chunks import (
-    Pricing,
-    choose_chunks,
-    plan_sequence,
-    plan_shards,
-)
+from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
 from .plan_steps import aligned_chunks, data_percentiles, data_range, transform
 from .plan_steps import steps as steps
@@ -567,8 +563,6 @@ def block_shape(
 def output_spec(plan: ExportPlan) -> OutputSpec:
     """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
     they are planned)."""
-    from .formats.options import values_for  # (an import here: this function is all of it)
-
     settings = plan.settings
     return OutputSpec(
         format=plan.writer.name,

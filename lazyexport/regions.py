@@ -68,20 +68,36 @@ def read_regions(path: str | Path) -> dict[str, dict[str, Bounds]]:
     except UnicodeDecodeError:
         raise SettingsError(f"the regions file {path} is not UTF-8 text") from None
     if path.suffix.lower() == ".toml":
-        try:
-            table = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"cannot read the regions file {path}: {exc}") from None
-        if isinstance(table.get("regions"), dict):  # a [regions] table: nothing beside it
-            if len(table) > 1:
-                raise SettingsError(
-                    f"the regions file {path} has a [regions] table and other keys "
-                    f"({', '.join(k for k in table if k != 'regions')}): put every region in one"
-                )
-            table = table["regions"]
-        return normalize_regions(table)
+        return _toml_regions(path, text)
     if path.suffix.lower() != ".csv":
         raise SettingsError(f"the regions file {path} must be .csv or .toml")
+    columns, rows = _csv_rows(path, text)
+    regions: dict[str, dict[str, list[int | None]]] = {}
+    for line, row in rows:
+        name = (row.get("name") or "").strip()
+        if name in regions:
+            raise SettingsError(f"the regions file {path} names region {name!r} twice")
+        regions[name] = _csv_roi(path, line, row, columns)
+    return normalize_regions(regions)
+
+
+def _toml_regions(path: Path, text: str) -> dict[str, dict[str, Bounds]]:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"cannot read the regions file {path}: {exc}") from None
+    if isinstance(table.get("regions"), dict):  # a [regions] table: nothing beside it
+        if len(table) > 1:
+            raise SettingsError(
+                f"the regions file {path} has a [regions] table and other keys "
+                f"({', '.join(k for k in table if k != 'regions')}): put every region in one"
+            )
+        table = table["regions"]
+    return normalize_regions(table)
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A regions CSV file's axis columns, and its rows that are not empty (with line numbers)."""
     reader = csv.reader(text.splitlines())
     header = [c.strip() for c in next(reader, [])]
     if "name" not in header:
@@ -108,25 +124,25 @@ def read_regions(path: str | Path) -> dict[str, dict[str, Bounds]]:
             f"the regions file {path} has column {bad[0]!r}; columns are name and "
             "<axis>_start / <axis>_stop (e.g. z_start)"
         )
-    regions: dict[str, dict[str, list[int | None]]] = {}
-    for line, row in rows:
-        name = (row.get("name") or "").strip()
-        if name in regions:
-            raise SettingsError(f"the regions file {path} names region {name!r} twice")
-        roi: dict[str, list[int | None]] = {}
-        for column in columns:
-            cell = (row.get(column) or "").strip()
-            axis, edge = column[0].lower(), column[2:]
-            pair = roi.setdefault(axis, [None, None])
-            try:
-                pair[edge == "stop"] = int(cell) if cell else None
-            except ValueError:
-                raise SettingsError(
-                    f"the regions file {path}, line {line}: {column} is {cell!r}, not a whole "
-                    "number"
-                ) from None
-        regions[name] = {a: b for a, b in roi.items() if b != [None, None]}
-    return normalize_regions(regions)
+    return columns, rows
+
+
+def _csv_roi(
+    path: Path, line: int, row: dict[str, str], columns: list[str]
+) -> dict[str, list[int | None]]:
+    """One CSV row's ROI: [start, stop] per axis it bounds."""
+    roi: dict[str, list[int | None]] = {}
+    for column in columns:
+        cell = (row.get(column) or "").strip()
+        axis, edge = column[0].lower(), column[2:]
+        pair = roi.setdefault(axis, [None, None])
+        try:
+            pair[edge == "stop"] = int(cell) if cell else None
+        except ValueError:
+            raise SettingsError(
+                f"the regions file {path}, line {line}: {column} is {cell!r}, not a whole number"
+            ) from None
+    return {a: b for a, b in roi.items() if b != [None, None]}
 
 
 def region_settings(settings: Any) -> list[tuple[str, Any]]:

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING
 from . import remote
 from .errors import ResumeError
 from .formats.base import Target
-from .remote import is_url
 from .sources.base import file_identity
 from .sources.facts import source_facts
-from .storage import NOFOLLOW, remove, temp_path, with_kind, write_durably
+from .storage import NOFOLLOW, as_path, remove, temp_path, with_kind, write_durably
+from .storage.paths import identity_text
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -52,7 +52,7 @@ def plan_token(plan: ExportPlan) -> str:
     """A short hash of everything that decides what an export of ``plan`` writes."""
     identity = {
         "format": plan.writer.name,
-        "paths": [str(p) if is_url(p) else os.path.abspath(p) for p in plan.paths],
+        "paths": [identity_text(p) for p in plan.paths],
         "internal": plan.internal,
         "settings": plan.settings.to_dict(),
         "source": plan.source.data.name,
@@ -73,7 +73,7 @@ class Journal:
     :meth:`record` may run on any worker thread; appends of one short line do not interleave."""
 
     def __init__(self, path: Path, blocks: tuple[tuple[int, ...], ...]):
-        self.path = path if remote.is_url(path) else Path(path)  # (RemoteJournal: a URL)
+        self.path = as_path(path)  # (RemoteJournal: a URL)
         self.header = json.dumps({"lazyexport-journal": 1, "blocks": [list(b) for b in blocks]})
 
     def load(self) -> set[Block]:

@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 
-from lazyexport import cli, storage
+from lazyexport import cli
+from lazyexport.storage import local as storage
 
 step = int(sys.argv[1])
 renames = [0]

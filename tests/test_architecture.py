@@ -20,6 +20,9 @@ ABOVE_FORMATS = {
     for name in (
         *("plan", "plan_chunks", "plan_outputs", "plan_steps", "run", "batch", "batch_project"),
         *("cli", "cli_batch", "cli_options", "cli_output", "cli_settings", "preview"),
+        *("execution", "execution.job", "execution.lazy", "execution.preflight"),
+        *("execution.regions", "execution.remote_run", "execution.executors"),
+        *("execution.results", "execution.schedulers"),
     )
 }
 
@@ -192,3 +195,72 @@ def test_sources_do_not_import_formats():
 def test_no_import_cycles():
     cycles = _cycles(GRAPH)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def _private_uses(module: str) -> list[str]:
+    """The private names (``_name``, not dunders) of other lazyexport modules that ``module``
+    uses: imported by name, or read as an attribute of an imported lazyexport module."""
+    path, is_package = MODULES[module]
+    package = module if is_package else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    bound: dict[str, str] = {}  # local name -> the lazyexport module it names
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)] + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                if full in MODULES:
+                    bound[alias.asname or alias.name] = full
+                elif _known(base) and _private(alias.name) and _known(base) != module:
+                    found.append(f"{module}: from {base} import {alias.name}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in MODULES:
+                    bound[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in bound
+            and _private(node.attr)
+        ):
+            found.append(f"{module}: {bound[node.value.id]}.{node.attr}")
+    return found
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert _private_uses(f"{PACKAGE}.plan") == []
+    wrong = [use for module in sorted(MODULES) for use in _private_uses(module)]
+    assert not wrong, "private names are the module's own: " + "; ".join(wrong)
+
+
+def test_obstore_is_imported_only_by_the_storage_layer():
+    users = sorted(
+        module
+        for module, (path, _) in MODULES.items()
+        if not _in(f"{PACKAGE}.storage", module)
+        and any(
+            (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "obstore" for a in n.names))
+            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "obstore")
+            for n in ast.walk(ast.parse(path.read_text(), str(path)))
+        )
+    )
+    assert any(
+        "obstore" in ast.dump(ast.parse(p.read_text()))
+        for m, (p, _) in MODULES.items()
+        if _in(f"{PACKAGE}.storage", m)
+    )
+    assert not users, "obstore belongs to lazyexport.storage: " + ", ".join(users)
+
+
+def test_modules_a_reader_can_hold_in_mind():
+    long = {m: n for m, (p, _) in MODULES.items() if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, f"modules over 600 lines: {long}"

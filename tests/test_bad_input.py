@@ -194,7 +194,7 @@ def test_a_full_disk_as_a_short_write_or_at_the_commit_is_one_line_and_leaves_no
     write without an error number, and ENOSPC while the commit record is written."""
     import tifffile
 
-    from lazyexport import storage
+    from lazyexport.storage import local as storage
 
     def short_write(*args, **kwargs):
         raise OSError("65536 requested and 48968 written")
@@ -221,7 +221,7 @@ def test_clean_removes_an_unfinished_commit_record_and_its_run(tmp_path, capsys)
     what the record is (before: it tried to finish it, failed, and kept it for good)."""
     from lazyexport import storage
 
-    token = f"t0badf00dp{2**22 + 17}h{storage._host_tag()}"
+    token = f"t0badf00dp{2**22 + 17}h{storage.host_tag()}"
     (tmp_path / f".s0.tif.lazyexport-{token}.commit.new").write_bytes(b"")
     for i in range(2):
         (tmp_path / f".s{i}.tif.lazyexport-{token}.tmp").write_bytes(b"II*\0")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_command, cli_env
-from lazyexport.storage import _host_tag
+from lazyexport.storage import host_tag
 from objstore import s3_bucket
 
 BUCKET = "lzclean"
@@ -47,7 +47,7 @@ def _clean(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
 
 
 def test_clean_of_a_url_removes_what_a_killed_export_left_in_the_store(s3, tmp_path):
-    leftover = f"run/.o.zarr.lazyexport-t0123abcdp{_dead_pid()}h{_host_tag()}.tmp"
+    leftover = f"run/.o.zarr.lazyexport-t0123abcdp{_dead_pid()}h{host_tag()}.tmp"
     client = s3.client()
     for key in (f"{leftover}/zarr.json", f"{leftover}/c/0", "run/keep.txt"):
         client.put_object(Bucket=BUCKET, Key=key, Body=b"x")

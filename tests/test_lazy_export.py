@@ -5,6 +5,7 @@ exports and decode each shared source chunk once."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import dask
@@ -117,15 +118,7 @@ def test_a_second_compute_on_other_processes_or_of_regions_changes_nothing(tmp_p
     assert snapshot(tmp_path) == before and not hidden_temps(tmp_path)
 
 
-def test_a_url_output_is_refused(source):
-    path, _ = source
-    with pytest.raises(le.ExportError, match="compute=False exports write local outputs"):
-        le.export(str(path), ExportSettings(format="zarr", output="s3://b/o.zarr"), compute=False)
-
-
-@pytest.mark.parametrize(
-    "option", [{"scheduler": "threads"}, {"progress": print}, {"resume": True}]
-)
+@pytest.mark.parametrize("option", [{"scheduler": "threads"}, {"cancel": threading.Event()}])
 def test_options_the_caller_s_compute_cannot_honour_are_refused(tmp_path, source, option):
     path, _ = source
     settings = _settings(tmp_path, "r", "zarr", None)

@@ -296,8 +296,8 @@ def test_a_dataset_s_regions_replace_the_shared_roi_and_the_other_way_round(tmp_
 def test_lazy_regions_are_checked_as_computed_ones_are(tmp_path, source):
     path, _ = source
     regions = {"a": "z=0:5", "b": "z=3:9"}
-    with pytest.raises(le.ExportError, match="take no resume"):
-        le.export(str(path), ExportSettings(regions=regions), compute=False, resume=True)
+    with pytest.raises(le.ExportError, match="take no scheduler"):
+        le.export(str(path), ExportSettings(regions=regions), compute=False, scheduler="threads")
     for output in ("same.npy", "one.h5/{region}"):  # one file for two lazy regions: refused
         fmt = "npy" if output.endswith("npy") else "hdf5"
         settings = ExportSettings(regions=regions, format=fmt, output=str(tmp_path / output))

@@ -87,7 +87,7 @@ def test_delete_all_removes_every_file_of_the_template(tmp_path):
 def test_a_commit_killed_before_the_old_tail_went_is_finished_by_clean(tmp_path, monkeypatch):
     """The old tail is in the commit's record: a kill after the renames, before s15..s19 went,
     leaves the record, and ``clean`` (as the next export would) finishes the commit."""
-    from lazyexport import storage
+    from lazyexport.storage import local as storage
 
     _sequence(tmp_path, 20)
     real = storage.remove

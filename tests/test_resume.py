@@ -350,7 +350,7 @@ def test_delete_all_removes_what_an_interrupted_resume_kept(volume):
 KILLED_WHILE_CLEANING_UP = """
 import os, signal, sys
 import lazyexport as le
-from lazyexport import storage
+from lazyexport.storage import local as storage
 
 real_remove, written = storage.remove, [False]
 

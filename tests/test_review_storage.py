@@ -248,7 +248,8 @@ def kill_at(step: int, args: list[str]) -> subprocess.CompletedProcess:
 
 KILL_AFTER_OLD_ASIDE = """
 import os, signal, sys
-from lazyexport import cli, storage
+from lazyexport import cli
+from lazyexport.storage import local as storage
 real = os.replace
 def replace(a, b):
     real(a, b)
@@ -471,7 +472,7 @@ def test_item05_a_token_names_its_process_and_a_dead_process_owns_nothing(tmp_pa
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     pid = int(dead.stdout)
-    token = storage.new_token().split("p")[0] + f"p{pid}h" + storage._host_tag()
+    token = storage.new_token().split("p")[0] + f"p{pid}h" + storage.host_tag()
     orphan = storage.temp_path(tmp_path / "x.zarr", token)
     orphan.mkdir()
     (found,) = storage.leftovers([tmp_path])
@@ -480,7 +481,7 @@ def test_item05_a_token_names_its_process_and_a_dead_process_owns_nothing(tmp_pa
     other_host.write_bytes(b"")
     states = {f.path.name: f.state for f in storage.leftovers([tmp_path])}
     assert states[other_host.name] in ("unknown", "orphan")
-    assert states[other_host.name] == ("orphan" if storage._host_tag() == "ffffff" else "unknown")
+    assert states[other_host.name] == ("orphan" if storage.host_tag() == "ffffff" else "unknown")
 
 
 # -- item 9: a cancelled run's write task that was still reading --------------------------------
@@ -635,7 +636,7 @@ def test_item05_clean_reports_the_size_of_what_it_removed(tmp_path):
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    token = f"t12345678p{int(dead.stdout)}h{storage._host_tag()}"
+    token = f"t12345678p{int(dead.stdout)}h{storage.host_tag()}"
     orphan = storage.temp_path(tmp_path / "o.npy", token)
     orphan.write_bytes(b"x" * 3000)
     cleaned = run_cli("clean", str(tmp_path / "o.npy"))

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import remote
 from ..errors import OutputExistsError
-from ..storage import commit_renames, remove
+from ..storage import commit_renames, paths, remove
 from .options import BUILTIN, Option
 from .spec import OutputSpec
 
@@ -203,9 +203,7 @@ class Writer:
 
     def existing(self, spec: OutputSpec) -> list[Path]:
         """The outputs of ``spec`` that exist already (and would be replaced)."""
-        if remote.is_url(spec.output):  # files are objects
-            return [p for p in spec.paths if remote.exists_object(p)]
-        return [p for p in spec.paths if p.exists() or p.is_symlink()]
+        return [p for p in spec.paths if paths.file_exists(p)]  # at a URL: objects
 
     def adds_to_existing(self, spec: OutputSpec) -> bool:
         """Whether an export into an existing output file adds to it, keeping what else it
@@ -227,10 +225,7 @@ class Writer:
         found = self.existing(spec)
         if not dry_run:
             for path in found:
-                if remote.is_url(path):
-                    remote.delete_object(path)
-                else:
-                    remove(path)
+                paths.remove_file(path)
         return [str(p) for p in found]
 
     def write_buffers(

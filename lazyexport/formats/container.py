@@ -21,7 +21,7 @@ import zarr
 
 from .. import remote
 from ..errors import FormatError
-from ..storage import remove, temp_path
+from ..storage import paths, remove, temp_path
 from .base import Writer
 from .spec import OutputSpec
 
@@ -88,9 +88,7 @@ class Placement:
 def exists(path: Path) -> bool:
     """Whether ``path`` (a file, a directory, or at a URL: an object or any object below it)
     exists."""
-    if remote.is_url(path):
-        return remote.exists(path)
-    return path.exists() or path.is_symlink()
+    return paths.exists(path)
 
 
 def node_exists(path: Path) -> bool:
@@ -256,8 +254,7 @@ def relist(store: Path) -> None:
     removed: the listing must not name the node any more (as an export's commit rewrites it to
     name a new one). Nothing for stores without it (and N5, which has none)."""
     if consolidated(store):
-        where = remote.zarr_store(store, read_only=False) if remote.is_url(store) else str(store)
-        zarr.consolidate_metadata(where)
+        zarr.consolidate_metadata(paths.zarr_location(store))
 
 
 def _other_content(layout: Layout, container: Path, internal: str) -> bool:

@@ -18,7 +18,7 @@ from isal import isal_zlib
 from .. import remote
 from ..axes import vigra_axistags
 from ..errors import FormatError
-from ..storage import remove, temp_path
+from ..storage import paths, remove, temp_path
 from ..units import SPATIAL_AXES, to_micrometers
 from .base import Capabilities, Target, Writer
 from .registry import register
@@ -95,7 +95,7 @@ def _close_handle(path: Path) -> None:
 
 def _readable(file: Path):
     """What h5py opens to read ``file``: the path, or at a URL a file object over the object."""
-    return remote.RemoteFile(file) if remote.is_url(file) else file
+    return paths.readable(file)
 
 
 def _other_content(file: Path, dataset: str) -> bool | None:
@@ -169,7 +169,7 @@ class HDF5Writer(Writer):
             )
         if not other:
             if not dry_run:
-                remote.delete_object(file) if remote.is_url(file) else remove(file)
+                paths.remove_file(file)
             return [str(file)]
         if remote.is_url(file):
             raise FormatError(

@@ -19,7 +19,7 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 from .. import remote
 from ..chunkio import ChunkFiles, layout_refusal
 from ..errors import FormatError
-from ..storage import remove
+from ..storage import paths, remove
 from . import container
 from .base import Capabilities, Target
 from .registry import register
@@ -112,8 +112,7 @@ class ZarrWriter(container.ContainerWriter):
 
 def make_parent_groups(store: Path, node: Path, zarr_format: ZarrFormat) -> None:
     """Create the root and the groups leading to ``node`` in ``store`` where missing."""
-    where = remote.zarr_store(store, read_only=False) if remote.is_url(store) else str(store)
-    root = zarr.open_group(store=where, mode="a", zarr_format=zarr_format)
+    root = zarr.open_group(store=paths.zarr_location(store), mode="a", zarr_format=zarr_format)
     parent = node.parent.relative_to(store).as_posix()
     if parent != ".":
         root.require_group(parent)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import SchedulerError
+from ..errors import SchedulerError
 
 Job = Callable[[tuple[int, ...]], Any]
 POLL = 0.05  # seconds between checks for a cancel while tasks run

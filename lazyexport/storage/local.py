@@ -34,36 +34,19 @@ that one is kept, and the stale temporary dropped.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
 import shutil
-import socket
-import threading
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .errors import OutputLocationError
+from ..errors import OutputLocationError
+from .files import NOFOLLOW, FileBackend
+from .runs import RUN_TOKEN, claim_key, host_tag, owner_state, process_alive
 
 KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old", "lazy")
-_NAME = re.compile(r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)(?:\.new)?")
-_RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
-
-# tokens of the runs this process has under way (a finished run's token is dropped, so its
-# leftovers count as orphans even though this process lives on)
-_RUNS: set[str] = set()
-_RUNS_LOCK = threading.Lock()
-
-
-def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-
-
-def new_token() -> str:
-    """A token for one export run, naming this process (see the module docs)."""
-    return f"t{uuid.uuid4().hex[:8]}p{os.getpid()}h{_host_tag()}"
+NAME = re.compile(r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)(?:\.new)?")
 
 
 def temp_path(final: Path, token: str, kind: str = "tmp") -> Path:
@@ -71,73 +54,19 @@ def temp_path(final: Path, token: str, kind: str = "tmp") -> Path:
     return final.with_name(f".{final.name}.lazyexport-{token}.{kind}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """An export run under way in this process: its token, registered while it runs."""
-
-    token: str
-
-    def __enter__(self) -> Run:
-        with _RUNS_LOCK:
-            _RUNS.add(self.token)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with _RUNS_LOCK:
-            _RUNS.discard(self.token)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _process_alive(pid: int, host: str, token: str) -> bool | None:
-    """Whether the process that runs ``token`` is alive; None where this machine cannot tell."""
-    if host != _host_tag():
-        return None
-    if pid == os.getpid():
-        with _RUNS_LOCK:
-            return token in _RUNS
-    return _pid_alive(pid)
-
-
 # -- ownership of --resume exports -------------------------------------------------------------
-
-
-class Busy(Exception):
-    """Another live export owns what this one wanted to claim."""
 
 
 def claim(owner_files: Sequence[Path], token: str) -> None:
     """Make this process the owner of the ``--resume`` export ``token`` (its ``owner`` file in
     every directory it writes temporaries to); raise :class:`Busy` if a live process owns it.
-    Each file is created exclusively, so of two runs starting at once only one gets it."""
-    text = json.dumps({"pid": os.getpid(), "host": _host_tag(), "hostname": socket.gethostname()})
+    Each file is created atomically (:func:`~lazyexport.storage.runs.claim_key`), so of two runs
+    starting at once only one gets it."""
     made: list[Path] = []
     try:
         for owner_file in owner_files:
-            owner_file.parent.mkdir(parents=True, exist_ok=True)
-            for _ in range(2):
-                try:
-                    fd = os.open(owner_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    holder = owner_of(owner_file, token)
-                    if holder is not None and holder[1] is not False:
-                        raise Busy(holder[0]) from None
-                    remove(owner_file)  # a dead owner's (or an unreadable) file
-                    continue
-                with os.fdopen(fd, "w") as f:
-                    f.write(text)
-                made.append(owner_file)
-                break
-            else:
-                raise Busy("another process claimed it at the same moment")
+            claim_key(FileBackend(owner_file.parent), owner_file.name, token)
+            made.append(owner_file)
     except BaseException:
         for owner_file in made:
             remove(owner_file)
@@ -148,13 +77,9 @@ def owner_of(owner_file: Path, token: str) -> tuple[str, bool | None] | None:
     """Who owns ``token`` by ``owner_file`` (a description, and whether alive: None = cannot
     tell), or None if nobody does."""
     try:
-        owner = json.loads(owner_file.read_text())
-        pid, host = int(owner["pid"]), str(owner["host"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return owner_state(owner_file.read_bytes(), token)
+    except OSError:
         return None
-    alive = _process_alive(pid, host, token)
-    where = "this host" if host == _host_tag() else f"host {owner.get('hostname', '?')}"
-    return f"pid {pid} on {where}", alive
 
 
 def write_durably(path: Path, text: str) -> None:
@@ -172,9 +97,6 @@ def write_durably(path: Path, text: str) -> None:
         remove(temp)
         raise
     os.replace(temp, path)
-
-
-NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def create_new(path: Path, mode: int = 0o644) -> int:
@@ -208,7 +130,7 @@ def refuse_links(directories: Iterable[Path], token: str) -> None:
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            match = _NAME.fullmatch(entry.name)
+            match = NAME.fullmatch(entry.name)
             if match is None or match["token"] != token:
                 continue
             if entry.is_symlink():
@@ -293,7 +215,7 @@ def _record_of(directory: Path, renames: Sequence[tuple[Path, Path]]) -> Path:
     """The commit record for the temporaries in ``directory``: beside the first of them, named
     after it (a node moved out of a temporary store: after that store)."""
     first = next(Path(t) for t, _ in renames if Path(t).parent == directory)
-    hidden = next((p for p in (first, *first.parents) if _NAME.fullmatch(p.name)), first)
+    hidden = next((p for p in (first, *first.parents) if NAME.fullmatch(p.name)), first)
     return with_kind(hidden, "commit")
 
 
@@ -380,7 +302,7 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
             continue
         owners: dict[str, Path] = {}
         for entry in listing:
-            match = _NAME.fullmatch(entry.name)
+            match = NAME.fullmatch(entry.name)
             if match and match["kind"] in KINDS:
                 entries.append((entry, match, owners))
                 if match["kind"] == "owner" and not entry.name.endswith(".new"):
@@ -391,7 +313,7 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
         m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens
     }
     return [
-        Leftover(entry, m["token"], _kind(entry, m), *_state(m["token"], owners))
+        Leftover(entry, m["token"], _kind(entry, m), *state_of(m["token"], owners))
         for (entry, m, owners), p in zip(entries, picked)
         if p or m["token"] in committing
     ]
@@ -403,12 +325,12 @@ def _kind(entry: Path, match: re.Match) -> str:
     return "new" if entry.name.endswith(".new") else match["kind"]
 
 
-def _state(token: str, owners: dict[str, Path]) -> tuple[str, str]:
-    run = _RUN_TOKEN.fullmatch(token)
+def state_of(token: str, owners: dict[str, Path]) -> tuple[str, str]:
+    run = RUN_TOKEN.fullmatch(token)
     if run:
-        alive = _process_alive(int(run["pid"]), run["host"], token)
+        alive = process_alive(int(run["pid"]), run["host"], token)
         who = f"left by pid {run['pid']}" + (
-            "" if run["host"] == _host_tag() else " on another host"
+            "" if run["host"] == host_tag() else " on another host"
         )
     elif token in owners and (holder := owner_of(owners[token], token)) is not None:
         alive = holder[1]

@@ -1,0 +1,192 @@
+"""Where block tasks run: scheduler names, the executor of a plan on a scheduler, and the
+sizing of a plan for a dask cluster's workers. A cancelled distributed run stops its writes on
+every worker (:func:`stop_writes`) before its temporary output is removed.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .. import cost
+from ..errors import ExportCancelled, SchedulerError
+from ..plan import ExportPlan, Workers, build_plan, parse_memory_limit
+from ..settings import ExportSettings
+from .executors import Distributed, Executor, Inline, Processes, Threads
+
+CONNECT_TIMEOUT = 10.0  # seconds a cluster's first worker may take to join
+STOP_TIMEOUT = 120.0  # seconds to wait for a cancelled run's writes to finish on the workers
+LOCAL_SCHEDULERS = ("threads", "synchronous", "processes", "local-cluster")
+
+# Writes running in this process, per run, and the runs whose writes must not start any more:
+# a cancelled distributed run stops new writes and waits until none of its writes runs on any
+# worker before it removes the temporary output (a task that was still reading its block when
+# the run was cancelled then writes nothing).
+_ACTIVE: collections.Counter[str] = collections.Counter()
+_STOPPED: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def stop_writes(run: str) -> int:
+    """Let no write task of ``run`` start in this process from now on; return how many are
+    still running (called on workers)."""
+    with _ACTIVE_LOCK:
+        _STOPPED.add(run)
+        return _ACTIVE[run]
+
+
+def _wait_writes_stopped(client, run: str) -> None:
+    """Stop new writes of ``run`` on every worker and wait (at most STOP_TIMEOUT) until none
+    runs any more: cancelling futures does not interrupt tasks already running (reading their
+    block, or writing it), and those must not write after the temporary output is removed.
+    Twice quiet in a row, for a worker that joins between two looks."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+        try:
+            busy = client.run(stop_writes, run, on_error="ignore")
+        except Exception:  # the cluster is gone: nothing runs there any more
+            return
+        quiet = quiet + 1 if not any(busy.values()) else 0
+        time.sleep(0.1)
+
+
+def is_client(scheduler: Any) -> bool:
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(scheduler, Client)
+
+
+_ADDRESS = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)\S+$|^[\w.-]+:\d+$", re.IGNORECASE)
+
+
+def scheduler_name(scheduler: Any) -> str | Any:
+    """Check ``scheduler`` and return its canonical form: a local scheduler's name, a scheduler
+    address, or the ``distributed.Client`` itself. Raises SchedulerError for anything else."""
+    if scheduler is None:
+        return "threads"
+    if is_client(scheduler):
+        return scheduler
+    name = str(scheduler).strip().lower() if isinstance(scheduler, str) else None
+    aliases = {
+        "threads": "threads",
+        "threading": "threads",
+        "sync": "synchronous",
+        "synchronous": "synchronous",
+        "single-threaded": "synchronous",
+        "processes": "processes",
+        "multiprocessing": "processes",
+        "local-cluster": "local-cluster",
+        "localcluster": "local-cluster",
+    }
+    if name in aliases:
+        return aliases[name]
+    if name is not None and _ADDRESS.match(scheduler.strip()):
+        return scheduler.strip()
+    raise SchedulerError(
+        f"unknown scheduler {scheduler!r}; choose {', '.join(LOCAL_SCHEDULERS)}, a scheduler "
+        f"address like tcp://host:8786, or (from Python) a distributed.Client"
+    )
+
+
+# distributed pauses a worker whose memory passes 80 % of its limit; plans stay under this part
+PAUSE_MARGIN = 0.7
+
+
+def _worker_baseline() -> int:
+    """A worker's resident memory once it has imported what block tasks run (so the baseline
+    does not leave out the libraries the first task would load)."""
+    import lazyexport.blocks  # noqa: F401
+    import lazyexport.formats.registry  # noqa: F401
+
+    return cost.process_rss()
+
+
+def cluster_workers(client: Any, memory_limit: Any = None) -> Workers:
+    """What a plan for ``client``'s cluster is sized by (see :class:`lazyexport.plan.Workers`):
+    the fewest threads of a worker; what the most constrained worker may add (PAUSE_MARGIN of
+    its memory limit less what it holds now, and no more than ``memory_limit``); and what all
+    workers together may add: ``memory_limit`` when one is given."""
+    info = client.scheduler_info().get("workers", {})
+    if not info:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT)
+        info = client.scheduler_info().get("workers", {})
+    threads = min(int(w.get("nthreads", 1)) for w in info.values())
+    # what each worker holds now (the scheduler's metrics lag behind a worker that just started)
+    try:
+        used = max(client.run(_worker_baseline).values())
+    except Exception:  # noqa: BLE001 -- a worker that cannot run it: the scheduler's metrics
+        used = max(int(w.get("metrics", {}).get("memory", 0)) for w in info.values())
+    limits = [int(w.get("memory_limit") or 0) for w in info.values()]
+    limit = min(limits) if all(limits) else 0
+    budget = max(int(limit * PAUSE_MARGIN) - used if limit else parse_memory_limit(memory_limit), 0)
+    total = parse_memory_limit(memory_limit) if memory_limit is not None else budget * len(info)
+    return Workers(
+        count=len(info),
+        threads=threads,
+        budget=min(budget, total),
+        baseline=used,
+        memory_limit=limit,
+        total=total,
+    )
+
+
+def executor_for(plan: ExportPlan, scheduler: Any, run: str = "") -> Executor:
+    """The executor of ``plan`` on ``scheduler`` (a local scheduler's name or a distributed.Client):
+    ``plan.in_flight`` tasks at a time (on a cluster, in all, and on each worker no more than
+    the plan gives one)."""
+    if scheduler == "synchronous" or (scheduler == "threads" and plan.in_flight <= 1):
+        return Threads(1) if scheduler == "threads" else Inline()
+    if scheduler == "threads":
+        return Threads(plan.in_flight)
+    if scheduler == "processes":
+        return Processes(plan.in_flight)
+    workers = scheduler.scheduler_info().get("workers", {})
+    per_worker = max(plan.priced.per_host or plan.in_flight, 1)
+    slots = {
+        address: max(min(int(info.get("nthreads", 1)), per_worker), 1)
+        for address, info in workers.items()
+    }
+    return Distributed(
+        scheduler,
+        slots,
+        default_slots=1,
+        window=plan.in_flight,
+        on_stop=lambda: _wait_writes_stopped(scheduler, run),
+    )
+
+
+def plan_on(
+    scheduler: Any, source: Any, settings: ExportSettings | None = None, **options: Any
+) -> ExportPlan:
+    """:func:`lazyexport.plan.build_plan` for where it will run: on a dask cluster (``scheduler``
+    a ``distributed.Client``, as :func:`scheduler_session` yields) sized for its workers."""
+    if isinstance(scheduler, str) or scheduler is None:
+        return build_plan(source, settings, in_process=scheduler != "processes", **options)
+    return build_plan(
+        source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options
+    )
+
+
+@contextlib.contextmanager
+def writing(run: str) -> Iterator[None]:
+    """One block write of ``run`` under way in this process; refused (ExportCancelled) once the
+    run was stopped (:func:`stop_writes`)."""
+    with _ACTIVE_LOCK:
+        if run in _STOPPED:  # cancelled while this task read its block: write nothing
+            raise ExportCancelled("export cancelled")
+        _ACTIVE[run] += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE[run] -= 1
+            if not _ACTIVE[run]:
+                del _ACTIVE[run]

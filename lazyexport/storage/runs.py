@@ -1,0 +1,166 @@
+"""Export runs and who owns them: run tokens, whether a run's process lives, and the atomic
+ownership claim of a ``--resume`` export, over any :class:`~lazyexport.storage.backend.Backend`.
+
+A run's random token names the process that made it (``t<random>p<pid>h<host>``); a process
+counts as running a token only while it holds it in a :class:`Run`. Whether a process on
+another host lives cannot be told from here (None).
+
+The claim (:func:`claim_key`) is one owner record created with :meth:`Backend.put_new`: of any
+number of runs claiming one key at once, exactly one creates it; the others read it and get
+:class:`Busy`. A record whose process is dead (or that cannot be read) is *taken over*, never
+deleted and re-created (two takers could each delete the other's fresh record and both win):
+a taker first creates a marker named after the stale record's hash with ``put_new`` - one
+taker wins it - then checks that the record is still the stale one, and only then replaces
+it. Each record holds a random nonce, so two records are never the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import socket
+import threading
+import uuid
+
+from .backend import Backend
+
+RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
+
+# tokens of the runs this process has under way (a finished run's token is dropped, so its
+# leftovers count as orphans even though this process lives on)
+_RUNS: set[str] = set()
+_RUNS_LOCK = threading.Lock()
+
+
+def host_tag() -> str:
+    """This host's short tag, as run tokens and owner records name it."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def new_token() -> str:
+    """A token for one export run, naming this process (see the module docs)."""
+    return f"t{uuid.uuid4().hex[:8]}p{os.getpid()}h{host_tag()}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """An export run under way in this process: its token, registered while it runs."""
+
+    token: str
+
+    def __enter__(self) -> Run:
+        with _RUNS_LOCK:
+            _RUNS.add(self.token)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _RUNS_LOCK:
+            _RUNS.discard(self.token)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def process_alive(pid: int, host: str, token: str) -> bool | None:
+    """Whether the process that runs ``token`` is alive; None where this machine cannot tell."""
+    if host != host_tag():
+        return None
+    if pid == os.getpid():
+        with _RUNS_LOCK:
+            return token in _RUNS
+    return _pid_alive(pid)
+
+
+# -- ownership of --resume exports -------------------------------------------------------------
+
+
+class Busy(Exception):
+    """Another live export owns what this one wanted to claim."""
+
+
+def owner_record() -> bytes:
+    """A new owner record naming this process (with a nonce: no two records are equal)."""
+    return json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": host_tag(),
+            "hostname": socket.gethostname(),
+            "nonce": uuid.uuid4().hex,
+        }
+    ).encode()
+
+
+def owner_state(data: bytes, token: str) -> tuple[str, bool | None] | None:
+    """Who owns ``token`` by the owner record ``data`` (a description, and whether alive: None
+    = cannot tell), or None if it names nobody (unreadable)."""
+    try:
+        owner = json.loads(data)
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    alive = process_alive(pid, host, token)
+    where = "this host" if host == host_tag() else f"host {owner.get('hostname', '?')}"
+    return f"pid {pid} on {where}", alive
+
+
+def claim_key(backend: Backend, key: str, token: str) -> None:
+    """Make this process the owner of ``token`` by the record ``key`` of ``backend``; raise
+    :class:`Busy` if a live process (or one on another host: nobody here can tell) owns it.
+    Atomic: of runs claiming at once, exactly one returns (see the module docs)."""
+    record = owner_record()
+    for _ in range(3):
+        try:
+            backend.put_new(key, record)
+            return
+        except FileExistsError:
+            pass
+        found = _read(backend, key)
+        if found is None:  # released meanwhile
+            continue
+        holder = owner_state(found, token)
+        if holder is not None and holder[1] is not False:
+            raise Busy(holder[0])
+        if _take_over(backend, key, found, record, token):
+            return
+    raise Busy("another process claimed it at the same moment")
+
+
+def _read(backend: Backend, key: str) -> bytes | None:
+    """The bytes of ``key``; None if it is not there, empty if it cannot be read (a link)."""
+    try:
+        return backend.read(key)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return b""
+
+
+def _take_over(backend: Backend, key: str, stale: bytes, record: bytes, token: str) -> bool:
+    """Replace the dead owner's record ``stale`` at ``key`` with ``record``, if this run is the
+    one taker (it creates the marker of ``stale``) and ``stale`` is still there."""
+    marker = f"{key}.take-{hashlib.sha256(stale).hexdigest()[:16]}"
+    try:
+        backend.put_new(marker, record)
+    except FileExistsError:
+        taker = _read(backend, marker)  # a taker killed midway leaves its marker: drop it
+        holder = None if taker is None else owner_state(taker, token)
+        if taker is not None and (holder is None or holder[1] is False):
+            backend.delete(marker)
+        return False
+    try:
+        if _read(backend, key) != stale:
+            return False
+        backend.put(key, record)
+        return True
+    finally:
+        backend.delete(marker)

@@ -1,0 +1,311 @@
+"""One contract suite for every storage backend (as zarr-python's ``StoreTests``): the class
+:class:`BackendTests` states what a :class:`~lazyexport.storage.backend.Backend` does, and a
+subclass per backend runs it against local files, an S3 server (moto, on loopback) and
+obstore's memory store. Then the ownership claim over each backend, and two racing ``--resume``
+claims on S3 (threads and processes): exactly one wins, every round."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lazyexport import remote
+from lazyexport.storage import Backend, Busy, FileBackend, Run
+from lazyexport.storage.runs import claim_key
+from lazyexport.storage.stores import ObjectBackend
+from objstore import key_prefix, s3_bucket
+
+ROUNDS = 12
+RACERS = 6
+
+
+def race(n: int, attempt: Callable[[int], None]) -> list[int]:
+    """Run ``attempt(i)`` in ``n`` threads released at once; the ``i`` that did not raise."""
+    barrier, won, lock = threading.Barrier(n), [], threading.Lock()
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            attempt(i)
+        except (FileExistsError, Busy):
+            return
+        with lock:
+            won.append(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return won
+
+
+class BackendTests:
+    """What every backend does; a subclass gives the ``backend`` fixture."""
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError
+
+    def test_put_then_read(self, backend):
+        backend.put("a/b/c.bin", b"0123456789")
+        assert backend.read("a/b/c.bin") == b"0123456789"
+        assert backend.exists("a/b/c.bin")
+
+    def test_read_a_byte_range(self, backend):
+        backend.put("r", b"0123456789")
+        assert backend.read("r", 2, 5) == b"234"
+        assert backend.read("r", 7) == b"789"
+        assert backend.read("r", 0, 10) == b"0123456789"
+
+    def test_put_replaces(self, backend):
+        backend.put("k", b"old")
+        backend.put("k", b"new")
+        assert backend.read("k") == b"new"
+
+    def test_a_missing_key(self, backend):
+        assert not backend.exists("nothing")
+        with pytest.raises(FileNotFoundError):
+            backend.read("nothing")
+        backend.delete("nothing")  # no error
+        assert backend.delete_prefix("nothing/") == 0
+
+    def test_list_by_prefix(self, backend):
+        for key in ("x/1", "x/2", "x/sub/3", "xy", "y/1"):
+            backend.put(key, b".")
+        assert backend.list("x/") == ["x/1", "x/2", "x/sub/3"]
+        assert backend.list("x") == ["x/1", "x/2", "x/sub/3", "xy"]
+        assert backend.list("x/sub/") == ["x/sub/3"]
+        assert set(backend.list()) >= {"x/1", "x/2", "x/sub/3", "xy", "y/1"}
+
+    def test_delete(self, backend):
+        backend.put("d/1", b".")
+        backend.put("d/2", b".")
+        backend.delete("d/1")
+        assert not backend.exists("d/1") and backend.exists("d/2")
+
+    def test_delete_prefix(self, backend):
+        for key in ("p/1", "p/q/2", "pq", "other"):
+            backend.put(key, b".")
+        assert backend.delete_prefix("p/") == 2
+        assert backend.list("p") == ["pq"]
+        assert backend.exists("other")
+
+    def test_put_new_creates(self, backend):
+        backend.put_new("n/new", b"first")
+        assert backend.read("n/new") == b"first"
+
+    def test_put_new_refuses_an_existing_key(self, backend):
+        backend.put("n/old", b"kept")
+        with pytest.raises(FileExistsError):
+            backend.put_new("n/old", b"other")
+        assert backend.read("n/old") == b"kept"
+
+    def test_racing_put_new_has_exactly_one_winner(self, backend):
+        for round in range(ROUNDS):
+            key = f"race/{round}"
+            won = race(RACERS, lambda i, key=key: backend.put_new(key, f"{i}".encode()))
+            assert len(won) == 1, f"round {round}: winners {won}"
+            assert backend.read(key) == f"{won[0]}".encode()  # the winner's bytes, whole
+
+    def test_a_claim_is_refused_while_its_owner_lives(self, backend):
+        with Run("rclaim"):
+            claim_key(backend, "held/owner", "rclaim")
+            with pytest.raises(Busy, match="pid"):
+                claim_key(backend, "held/owner", "rclaim")
+
+    def test_racing_claims_have_exactly_one_winner(self, backend):
+        with Run("rrace"):
+            for round in range(ROUNDS):
+                key = f"claims/{round}/owner"
+                assert len(race(RACERS, lambda i, key=key: claim_key(backend, key, "rrace"))) == 1
+
+    def test_a_dead_owner_is_taken_over_by_exactly_one_racer(self, backend, dead_pid):
+        stale = json.dumps({"pid": dead_pid, "host": _host(), "hostname": "here"}).encode()
+        with Run("rtake"):
+            for round in range(ROUNDS):
+                key = f"stale/{round}/owner"
+                backend.put(key, stale)
+                won = race(RACERS, lambda i, key=key: claim_key(backend, key, "rtake"))
+                assert len(won) == 1, f"round {round}: winners {won}"
+                assert json.loads(backend.read(key))["pid"] == os.getpid()
+                assert backend.list(f"stale/{round}/") == [key]  # no marker left
+
+
+def _host() -> str:
+    from lazyexport.storage import host_tag
+
+    return host_tag()
+
+
+@pytest.fixture(scope="module")
+def dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+class TestFileBackend(BackendTests):
+    @pytest.fixture
+    def backend(self, tmp_path) -> Backend:
+        return FileBackend(tmp_path / "root")
+
+    def test_put_new_never_writes_through_a_link(self, backend, tmp_path):
+        target = tmp_path / "target"
+        target.write_bytes(b"theirs")
+        (tmp_path / "root").mkdir()
+        (tmp_path / "root" / "planted").symlink_to(target)
+        with pytest.raises(FileExistsError):
+            backend.put_new("planted", b"ours")
+        backend.put("planted", b"ours")  # replaces the link itself
+        assert target.read_bytes() == b"theirs"
+        assert not (tmp_path / "root" / "planted").is_symlink()
+
+    def test_put_new_without_hard_links(self, backend, monkeypatch):
+        def no_links(*args, **kwargs):
+            raise PermissionError("no hard links here")
+
+        monkeypatch.setattr(os, "link", no_links)
+        backend.put_new("n", b"first")
+        with pytest.raises(FileExistsError):
+            backend.put_new("n", b"second")
+        assert backend.read("n") == b"first"
+        assert backend.list() == ["n"]  # no temporary left
+
+
+class TestMemoryBackend(BackendTests):
+    @pytest.fixture
+    def backend(self) -> Backend:
+        from obstore.store import MemoryStore
+
+        return ObjectBackend(MemoryStore())
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_bucket("contract") as server:
+        yield server
+
+
+class TestS3Backend(BackendTests):
+    @pytest.fixture
+    def backend(self, s3, request) -> Backend:
+        url = remote.UrlPath(f"s3://contract/{key_prefix(request.node.name)}")
+        return ObjectBackend.at(url)
+
+
+# -- two --resume runs racing for one held prefix on S3 -----------------------------------------
+
+TOKEN = "r00112233445566778"
+
+
+def test_two_racing_resume_claims_on_s3_threads(s3, request):
+    """remote.claim, as a --resume export calls it, from racing threads: one wins each round."""
+    with Run(TOKEN):
+        for round in range(ROUNDS):
+            held = remote.as_path(f"s3://contract/{key_prefix(request.node.name)}/{round}.tmp")
+
+            def attempt(i: int, held=held) -> None:
+                remote.claim(held, TOKEN)
+
+            assert len(race(2, attempt)) == 1
+            assert len(race(RACERS, attempt)) == 0  # still owned by the winner
+
+
+CLAIMER = """
+import sys, time
+from pathlib import Path
+from lazyexport import remote
+from lazyexport.storage import Busy, Run
+held, token = remote.as_path(sys.argv[1]), sys.argv[2]
+go, stop = Path(sys.argv[3]), Path(sys.argv[4])
+with Run(token):
+    while not go.exists():
+        time.sleep(0.005)
+    try:
+        remote.claim(held, token)
+        print("won", flush=True)
+    except Busy:
+        print("busy", flush=True)
+    while not stop.exists():  # the winner lives on while the others look
+        time.sleep(0.01)
+"""
+
+
+def test_two_racing_resume_processes_on_s3_exactly_one_wins(s3, request, tmp_path):
+    """Two processes start a --resume export of one output at once: exactly one claims it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for round in range(4):
+        held = f"s3://contract/{key_prefix(request.node.name)}/{round}.tmp"
+        go, stop = tmp_path / f"go{round}", tmp_path / f"stop{round}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", CLAIMER, held, TOKEN, str(go), str(stop)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(2)
+        ]
+        time.sleep(1.5)  # both imported and waiting
+        go.touch()
+        answers = [p.stdout.readline().strip() for p in procs]
+        stop.touch()
+        for p in procs:
+            p.wait(timeout=60)
+        assert sorted(answers) == ["busy", "won"], f"round {round}: {answers}"
+
+
+def test_contract_classes_cover_every_backend():
+    assert {c.__name__ for c in BackendTests.__subclasses__()} == {
+        "TestFileBackend",
+        "TestMemoryBackend",
+        "TestS3Backend",
+    }
+
+
+def test_racing_local_claims_of_several_owner_files_have_one_winner(tmp_path):
+    """storage.claim, as a local --resume export calls it (an owner file in each directory)."""
+    from lazyexport import storage
+
+    with Run(TOKEN):
+        for round in range(ROUNDS):
+            owners = [tmp_path / str(round) / d / f".o.lazyexport-{TOKEN}.owner" for d in "ab"]
+            assert len(race(RACERS, lambda i, owners=owners: storage.claim(owners, TOKEN))) == 1
+            assert all(o.exists() for o in owners)  # the loser removed none of the winner's
+
+
+# -- the location operations formats call instead of branching on is_url ------------------------
+
+
+def test_location_operations_do_the_same_for_files_and_urls(s3, request, tmp_path):
+    from lazyexport.storage import paths
+
+    url = remote.as_path(f"s3://contract/{key_prefix(request.node.name)}")
+    for root in (tmp_path, url):
+        file = root / "f.bin"
+        assert not paths.exists(file) and not paths.file_exists(file)
+        if root == url:
+            remote.put_bytes(file, b"x")
+            assert paths.readable(file).read() == b"x"  # range requests
+        else:
+            file.write_bytes(b"x")
+            assert paths.readable(file) == file
+        assert paths.exists(file) and paths.file_exists(file)
+        paths.remove_file(file)
+        paths.remove_file(file)  # nothing there: no error
+        assert not paths.exists(file)
+    assert paths.identity_text(url) == str(url)
+    assert paths.identity_text(Path("rel")) == str(Path("rel").absolute())
