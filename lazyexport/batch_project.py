@@ -79,8 +79,16 @@ def dataset_entry(entry: Dataset | Mapping[str, Any], index: int) -> Dataset:
 
 
 def settings_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings as written in TOML -> ExportSettings fields (the ROI text form, ``[]`` for None)."""
+    """Settings as written in TOML -> ExportSettings fields (the ROI text form, ``[]`` for None).
+    The formats' declared options are keys of their own (``demo_greeting = "hi"``, as
+    :meth:`ExportSettings.from_dict` takes them): an ``options`` table is spread into them, so
+    that a dataset's settings override the project's option by option."""
     out = dict(table)
+    options = out.pop("options", None)
+    if isinstance(options, Mapping):
+        out = {**options, **out}
+    elif options is not None:
+        out["options"] = options  # (refused by the settings' check)
     if isinstance(out.get("roi"), str):
         out["roi"] = parse_roi_text(out["roi"])
     renorm = out.get("renormalize")
@@ -92,7 +100,8 @@ def settings_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
 def settings_to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
     """ExportSettings fields -> TOML-ready values (no None: see :func:`settings_from_toml`;
     regions in the ROI text form)."""
-    out = {k: v for k, v in settings.items() if v is not None}
+    out = {k: v for k, v in settings.items() if v is not None and k != "options"}
+    out.update({k: v for k, v in (settings.get("options") or {}).items() if v is not None})
     if isinstance(out.get("regions"), Mapping):
         out["regions"] = {n: format_roi_spec(r) for n, r in out["regions"].items()}
     roi = out.get("roi")

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from .formats import formats
-from .settings import DOWNSAMPLE_METHODS, TIFF_FLAVORS
+from .formats import formats, get_writer
+from .formats.options import BUILTIN, Option
+from .settings import declared_options
+
+
+def option_dest(option: Option) -> str:
+    """Where argparse keeps a declared format option's value (a name no other option has)."""
+    return f"format_option_{option.name}"
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,43 +90,37 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
         help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd",
     )
     p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
-    p.add_argument(
-        "--zarr-format", type=int, default=None, choices=(2, 3), help="Zarr version (default 3)"
-    )
-    p.add_argument(
-        "--shards",
-        help="zarr v3 sharding for many small chunks: auto (one shard per block) "
-        "or shard lengths, e.g. z=64,y=1024,x=1024 (default: no shards)",
-    )
-    p.add_argument(
-        "--pixel-size",
-        help="physical pixel size per spatial axis, e.g. z=0.5,y=0.1,x=0.1 (default: the source's)",
-    )
-    p.add_argument(
-        "--unit", help="unit of --pixel-size, e.g. micrometer, nanometer, um (default micrometer)"
-    )
-    p.add_argument(
-        "--levels", type=int, help="ome-zarr pyramid levels (default: until a level fits 512x512)"
-    )
-    p.add_argument(
-        "--downsample",
-        choices=DOWNSAMPLE_METHODS,
-        help="ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type "
-        "naming labels, e.g. Labels) or nearest",
-    )
-    p.add_argument(
-        "--tiff-flavor",
-        default=None,
-        choices=TIFF_FLAVORS,
-        help="tiff metadata: plain, imagej (hyperstack) or ome (default: ome for an output "
-        "named .ome.tif or .ome.tiff, else plain)",
-    )
+    add_format_options(p)
     add_run_options(p)
     p.add_argument(
         "--save-settings",
         metavar="FILE.toml",
         help="also save these settings as a one-dataset project file for 'lazyexport batch'",
     )
+
+
+def add_format_options(p: argparse.ArgumentParser) -> None:
+    """The format options: the built-in ones, then every registered format's declared ones
+    (``Writer.options``), with the formats that read them."""
+    for option in BUILTIN:
+        p.add_argument(option.flag, **_argparse_kwargs(option, option.help, option.name))
+    found = declared_options()
+    if not found:
+        return
+    group = p.add_argument_group("format options", "declared by the formats that read them")
+    for option in found.values():
+        users = [f for f in formats() if option in get_writer(f).options]
+        help = f"{', '.join(users)}: {option.help}"
+        group.add_argument(option.flag, **_argparse_kwargs(option, help, option_dest(option)))
+
+
+def _argparse_kwargs(option: Option, help: str, dest: str) -> dict:
+    kwargs: dict = dict(dest=dest, default=None, help=help, metavar=option.metavar)
+    if option.parse is not None:
+        kwargs["type"] = option.parse
+    if option.choices:
+        kwargs["choices"] = option.choices
+    return kwargs
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

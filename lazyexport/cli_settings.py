@@ -13,11 +13,12 @@ from typing import Any
 
 from . import ilastik
 from .axes import names
+from .cli_options import option_dest
 from .errors import SettingsError
 from .formats import format_for
 from .regions import read_regions
 from .roi import parse_roi_text
-from .settings import ExportSettings
+from .settings import ExportSettings, declared_options
 
 
 def parse_renormalize(text: str):
@@ -117,12 +118,23 @@ def settings_from_args(args, source=None) -> ExportSettings:
         levels=levels,
         downsample=args.downsample,
         shards=parse_shards(args.shards) if args.shards is not None else None,
+        options=_declared_options(args),
         **explicit,
     )
     settings.check_given(tuple(explicit))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     return settings
+
+
+def _declared_options(args) -> dict[str, Any] | None:
+    """The formats' declared options given on the command line (``--demo-greeting``, ...)."""
+    given = {}
+    for option in declared_options().values():
+        value = getattr(args, option_dest(option), None)
+        if value is not None:
+            given[option.name] = value
+    return given or None
 
 
 def _format(args) -> tuple[str | None, str | None, int | None]:

@@ -28,6 +28,7 @@ from . import cost, location
 from .axes import names
 from .errors import SettingsError, redact
 from .formats import Writer, get_writer
+from .formats.options import values_for
 from .formats.spec import OutputSpec
 from .plan_chunks import MIN_CHUNK_BYTES as MIN_CHUNK_BYTES
 from .plan_chunks import STAGING_TIME as STAGING_TIME
@@ -594,4 +595,5 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         result_type=settings.result_type,
         channel_names=plan.channel_names,
         origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},
+        options=values_for(plan.writer, settings.options),
     )

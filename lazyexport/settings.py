@@ -12,6 +12,15 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
+from .formats.options import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
+from .formats.options import TIFF_FLAVORS as TIFF_FLAVORS
+from .formats.options import (
+    Option,
+    builtin,
+    check_declared,
+    declared_by,
+    refusal,
+)
 from .formats.spec import ZarrFormat
 from .regions import normalize_regions
 from .roi import Bounds, normalize_roi_spec
@@ -20,7 +29,6 @@ from .units import parse_pixel_size, parse_unit
 Range = tuple[float, float]
 # an input range: numbers, or percentiles of the data (``"p99.9"``) until the plan computes them
 InRange = tuple[float | str, float | str]
-DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
 # The levels each codec takes (the codecs of every format; one without an entry has no level).
 COMPRESSION_LEVELS = {
     "gzip": (0, 9),
@@ -30,7 +38,6 @@ COMPRESSION_LEVELS = {
     "lzma": (0, 9),
     "deflate": (0, 9),
 }
-TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
 def percentile_of(bound: Any) -> float | None:
@@ -131,28 +138,35 @@ def _axis_lengths(value: Any, what: str) -> dict[str, int]:
     return lengths
 
 
+def registered_writers() -> list[Any]:
+    """A writer of every registered format."""
+    from .formats import formats, get_writer
+
+    return [get_writer(f) for f in formats()]
+
+
+def declared_options() -> dict[str, Option]:
+    """Every option the registered formats declare (``Writer.options``), by name."""
+    return declared_by(registered_writers())
+
+
 def _check_format_options(
     settings: ExportSettings, writer: Any, given: tuple[str, ...] = ()
 ) -> None:
     """Refuse a setting only some formats use (``FORMAT_OPTIONS``) where ``writer``'s format does
     not use it -- one given a value other than its default, or named in ``given`` (set
     explicitly, e.g. on the command line) -- never silently ignored."""
-    from .formats import formats, get_writer
-    from .formats.base import FORMAT_OPTIONS
+    from .formats.options import BUILTIN
 
     defaults = {f.name: f.default for f in dataclasses.fields(settings)}
-    for name, what in FORMAT_OPTIONS.items():
+    for option in BUILTIN:
+        name = option.name
         unset = (defaults[name], _FORMER_DEFAULTS.get(name, defaults[name]))
         if name in writer.capabilities.options or (
             getattr(settings, name) in unset and name not in given
         ):
             continue
-        users = [f for f in formats() if name in get_writer(f).capabilities.options]
-        raise SettingsError(
-            f"{name} (--{name.replace('_', '-')}: {what}) does not apply to format {writer.name}, "
-            f"only to {', '.join(users)}; drop it or choose "
-            f"{'that format' if len(users) == 1 else 'one of those'}"
-        )
+        raise refusal(option, writer.name, registered_writers())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +232,11 @@ class ExportSettings:
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
 
+    options : mapping of str to value, optional
+        The options a format declares beyond the fields above (``lazyexport formats`` lists
+        them; docs/formats.md, "Format options"), by name, e.g. ``{"demo_greeting": "hi"}``;
+        each is checked by its declaration.
+
     Notes
     -----
     An option the chosen format does not use (``levels`` for HDF5, ``tiff_flavor`` for Zarr,
@@ -242,6 +261,7 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from .formats import get_writer  # the registry validates format names
@@ -258,6 +278,7 @@ class ExportSettings:
         _check_pyramid_and_tiff(self)
         # (after each value is checked: a wrong value says so first)
         _check_format_options(self, writer)
+        _check_declared_options(self, writer)
 
     def check_given(self, given: tuple[str, ...]) -> None:
         """Refuse format options in ``given`` (set explicitly, whatever their value) that this
@@ -282,7 +303,7 @@ class ExportSettings:
                 value = {n: {a: list(b) for a, b in r.items()} for n, r in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
-            elif field.name in ("chunks", "pixel_size") or (
+            elif field.name in ("chunks", "pixel_size", "options") or (
                 field.name == "shards" and value != "auto"
             ):
                 value = dict(value)
@@ -292,12 +313,17 @@ class ExportSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExportSettings:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        declared = set(declared_options()) - known
+        options = set(data) & declared  # a format's option, by its name
+        unknown = sorted(set(data) - known - options)
         if unknown:
             raise SettingsError(
-                f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+                f"unknown setting(s) {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(known | declared))}"
             )
-        values = dict(data)
+        values = {k: v for k, v in data.items() if k not in options}
+        if options:
+            values["options"] = {**(values.get("options") or {}), **{k: data[k] for k in options}}
         if values.get("roi") is not None:
             values["roi"] = {a: tuple(b) for a, b in values["roi"].items()}
         return cls(**values)
@@ -313,6 +339,14 @@ class ExportSettings:
 def _set(settings: ExportSettings, name: str, value: Any) -> None:
     """Store a normalized value on the frozen settings (only during ``__post_init__``)."""
     object.__setattr__(settings, name, value)
+
+
+def _check_declared_options(s: ExportSettings, writer: Any) -> None:
+    """The options formats declare (``options``): each known, valid and read by this format."""
+    if s.options is not None:
+        if not isinstance(s.options, Mapping):
+            raise SettingsError(f"options must map option names to values, got {s.options!r}")
+        _set(s, "options", check_declared(s.options, writer, registered_writers()) or None)
 
 
 def _check_regions(s: ExportSettings) -> None:
@@ -384,8 +418,7 @@ def _check_layout(s: ExportSettings) -> None:
     """Chunks, Zarr version and shards (shards need Zarr v3)."""
     if s.chunks is not None:
         _set(s, "chunks", _axis_lengths(s.chunks, "chunk"))
-    if s.zarr_format not in (2, 3):
-        raise SettingsError(f"zarr_format must be 2 or 3, got {s.zarr_format!r}")
+    builtin("zarr_format").validate(s.zarr_format)
     if s.shards is None:
         return
     if s.zarr_format != 3:
@@ -411,22 +444,8 @@ def _check_metadata(s: ExportSettings) -> None:
 
 
 def _check_pyramid_and_tiff(s: ExportSettings) -> None:
-    """Pyramid levels (1..32), the downsample method and the TIFF flavor."""
-    levels = s.levels
-    if levels is not None and (
-        isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 32
-    ):
-        raise SettingsError(f"levels must be a whole number from 1 to 32, got {levels!r}")
-    if s.downsample is not None:
-        _set(s, "downsample", str(s.downsample).lower())
-        if s.downsample not in DOWNSAMPLE_METHODS:
-            raise SettingsError(
-                f"unknown downsample method {s.downsample!r}; choose one of "
-                f"{', '.join(DOWNSAMPLE_METHODS)}"
-            )
-    if s.tiff_flavor is not None:
-        _set(s, "tiff_flavor", str(s.tiff_flavor).lower())
-        if s.tiff_flavor not in TIFF_FLAVORS:
-            raise SettingsError(
-                f"unknown TIFF flavor {s.tiff_flavor!r}; choose one of {', '.join(TIFF_FLAVORS)}"
-            )
+    """Pyramid levels (1..32), the downsample method and the TIFF flavor (each checked by its
+    declaration: :data:`lazyexport.formats.options.BUILTIN`)."""
+    for name in ("levels", "downsample", "tiff_flavor"):
+        if getattr(s, name) is not None:
+            _set(s, name, builtin(name).validate(getattr(s, name)))

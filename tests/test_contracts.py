@@ -10,7 +10,8 @@ result as a clean one, or -- where the format's capabilities say it cannot resum
 with a note and the same result; the export on worker processes (single-writer formats encode
 there and write here) equals the threaded one; a ``compute=False`` export computed twice commits
 once (the second computation is one error and changes nothing); a directory at the output that
-holds what the format does not write is refused, with or without ``overwrite``, and by a delete.
+holds what the format does not write is refused, with or without ``overwrite``, and by a delete;
+the options it declares reach it (``spec.options``) and are refused by the other formats.
 """
 
 from __future__ import annotations
@@ -194,6 +195,22 @@ def test_a_foreign_directory_at_the_output_is_left_alone(fmt, tmp_path):
     with pytest.raises(OutputExistsError, match="lazyexport did not write it"):
         plan.writer.delete(plan.spec)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_its_declared_options_reach_it_and_are_refused_elsewhere(fmt, tmp_path):
+    """The options a format declares (``Writer.options``) are among those it reads (``lazyexport
+    formats`` lists them) and reach it in ``spec.options``, at their defaults when not given; a
+    format that does not declare one refuses it in one line."""
+    writer = get_writer(fmt)
+    assert {o.name for o in writer.options} <= writer.capabilities.options
+    spec = get_plan(fmt, tmp_path).spec
+    assert dict(spec.options) == {o.name: o.default for o in writer.options}
+    for option in (o for o in writer.options if o.default is not None):
+        for other in (f for f in FORMATS if option not in get_writer(f).options):
+            with pytest.raises(le.ExportError, match="does not apply to format") as caught:
+                le.ExportSettings(format=other, options={option.name: option.default})
+            assert "\n" not in str(caught.value)
 
 
 def test_a_format_registered_by_a_plugin_gets_every_row(tmp_path):

@@ -21,19 +21,12 @@ import numpy as np
 from .. import remote
 from ..errors import OutputExistsError
 from ..storage import commit_renames, paths, remove
+from .options import BUILTIN, Option
 from .spec import OutputSpec
 
 #: Settings that only some formats use (ExportSettings field -> what it is), each refused where
-#: the format's :class:`Capabilities` do not list it.
-FORMAT_OPTIONS = {
-    "zarr_format": "the Zarr version",
-    "shards": "Zarr v3 sharding",
-    "levels": "pyramid levels",
-    "downsample": "how pyramid levels are made",
-    "tiff_flavor": "multipage TIFF metadata",
-    "pixel_size": "the physical pixel size",
-    "unit": "the pixel size's unit",
-}
+#: the format's :class:`Capabilities` do not list it; declared in :mod:`.options` (``BUILTIN``).
+FORMAT_OPTIONS = {o.name: o.what for o in BUILTIN}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +41,8 @@ class Capabilities:
     - ``object_store``: writes straight to an object store (a URL output); other formats are
       written to a local staging directory and uploaded on commit.
     - ``compressions``: the codecs it writes, the first the default.
-    - ``options``: the :data:`FORMAT_OPTIONS` it reads.
+    - ``options``: the :data:`FORMAT_OPTIONS` it reads, and the options its writer declares
+      (``Writer.options``: added to ``declared`` and here when the writer class is made).
     """
 
     sequence: bool = False
@@ -57,14 +51,16 @@ class Capabilities:
     object_store: bool = False
     compressions: tuple[str, ...] = ("none",)
     options: frozenset[str] = frozenset()
+    declared: frozenset[str] = frozenset()  # the writer's own options (Writer.options)
 
     def __post_init__(self) -> None:
-        unknown = set(self.options) - set(FORMAT_OPTIONS)
+        unknown = set(self.options) - set(FORMAT_OPTIONS) - set(self.declared)
         if unknown:
             raise ValueError(
                 f"unknown format options {sorted(unknown)}; known: {sorted(FORMAT_OPTIONS)}"
             )
         object.__setattr__(self, "options", frozenset(self.options))
+        object.__setattr__(self, "declared", frozenset(self.declared))
 
 
 class Target:
@@ -134,6 +130,19 @@ class Writer:
     capabilities: ClassVar[Capabilities] = Capabilities()
     chunk_bytes: ClassVar[int] = 4 * 2**20  # the planner sizes output chunks to about this
     description: ClassVar[str] = ""
+    # the options only this format (and formats that share them) reads, declared here: the
+    # settings, command line and project files accept them, the writer reads them in
+    # ``spec.options`` (see lazyexport.formats.options)
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = frozenset(o.name for o in cls.options)
+        if names != cls.capabilities.declared:  # the declared options are read, by definition
+            base = cls.capabilities.options - cls.capabilities.declared
+            cls.capabilities = dataclasses.replace(
+                cls.capabilities, options=base | names, declared=names
+            )
 
     def axis_order(
         self, axes: tuple[str, ...], sizes: dict[str, int], explicit: str | None

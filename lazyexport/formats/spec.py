@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -67,6 +67,8 @@ class OutputSpec:
     # the source index of the output's first pixel, per output axis where the cutout does not
     # start at 0 (ome-zarr: its translation)
     origin: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # the options this format declares (Writer.options), each as given, else its default
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -79,6 +81,7 @@ class OutputSpec:
         set_("shards", None if self.shards is None else tuple(int(n) for n in self.shards))
         set_("pixel_size", MappingProxyType(dict(self.pixel_size)))
         set_("origin", MappingProxyType({a: int(n) for a, n in self.origin.items() if n}))
+        set_("options", MappingProxyType(dict(self.options)))
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
         if self.channel_names is not None:
             set_("channel_names", tuple(str(n) for n in self.channel_names))
