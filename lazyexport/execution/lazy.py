@@ -128,7 +128,8 @@ def export_lazily(
     # this export's tasks, and exports computed together could not share it
     blocks = data.to_delayed(optimize_graph=False)
     # opaque: dask would traverse the dataclass and make its plan's arrays every task's input
-    opened = dask.delayed(job, traverse=False)
+    # (named by the job's token: dask need not hash the open target)
+    opened = dask.delayed(job, name=f"lazyexport-job-{job.token}", traverse=False)
     store = dask.delayed(_store_block, pure=False)
     written = []
     for index in np.ndindex(*blocks.shape):
