@@ -33,9 +33,9 @@ import zarr
 
 from . import cost, interrupt, remote
 from .blocks import BlockGrid, BlockSource
-from .errors import ExportCancelled, OutputBusyError, SchedulerError, SettingsError
+from .errors import ExportCancelled, OutputBusyError, SchedulerError
 from .execution.job import ExportJob, check_local, commit, open_job
-from .execution.lazy import export_lazily
+from .execution.lazy import export_lazily, refuse_lazy_options, refuse_lazy_outputs
 from .execution.preflight import beside_outputs, clean_outputs, location_error, remove_empty
 from .execution.regions import (
     MAX_SHARED_UNITS,
@@ -477,9 +477,10 @@ def export(
         False: plan and open the output now (the same export job and checks), and return a
         ``dask.delayed`` object that writes it (commit included) when computed, giving the
         ExportResult; several of them (and other work) computed in one ``dask.compute`` call
-        read their shared source chunks once. ``progress``, ``resume`` and URL outputs apply
-        (progress is reported where the blocks run); ``scheduler`` and ``cancel`` do not: the
-        computation is the caller's (docs/usage.md, "In a bigger dask graph").
+        read their shared source chunks once. ``progress`` applies (reported where the blocks
+        run); ``scheduler`` and ``cancel`` do not (the computation is the caller's), and
+        ``resume=True`` and URL outputs are refused: use ``compute=True`` for them
+        (docs/usage.md, "In a bigger dask graph").
 
     Returns
     -------
@@ -497,18 +498,14 @@ def export(
         When ``cancel`` was set.
     """
     if not compute:
-        given = [n for n, v in (("scheduler", scheduler), ("cancel", cancel)) if v is not None]
-        if given:
-            raise SettingsError(
-                f"compute=False exports take no {' and '.join(given)}: the computation is the "
-                "caller's (dask.compute with its own scheduler, stopped as it stops)"
-            )
+        refuse_lazy_options(scheduler, cancel, resume)
     with remote.options(storage_options), scheduler_session(scheduler, memory_limit) as resolved:
         jobs = plan_exports(
             source, settings, resolved, nickname, memory_limit, overwrite, resume, not compute
         )
         if not compute:
-            return jobs.outcome([export_lazily(p, overwrite, progress, resume) for p in jobs.plans])
+            refuse_lazy_outputs(jobs.plans)
+            return jobs.outcome([export_lazily(p, overwrite, progress) for p in jobs.plans])
         each = (lambda _, event: progress(event)) if progress is not None else None
         return jobs.outcome(_run_plans(jobs, overwrite, each, resolved, cancel, resume))
 
