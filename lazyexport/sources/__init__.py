@@ -113,7 +113,7 @@ def open_url(url: PurePath, axes=None) -> xr.DataArray:
     return reader.open(path, internal, axes=axes)
 
 
-def _refuse_local_only(reader: SourceReader, path: PurePath) -> None:
+def _refuse_local_only(reader: SourceReader, path: PurePath | UrlPath) -> None:
     """Refuse, in one line, a reader that reads local files only at the URL ``path``."""
     if not reader.supports_urls:
         able = ", ".join(r.description for r in url_readers())
