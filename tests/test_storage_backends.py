@@ -109,6 +109,15 @@ class BackendTests:
             backend.put_new("n/old", b"other")
         assert backend.read("n/old") == b"kept"
 
+    def test_replace_writes_only_over_the_expected_bytes(self, backend):
+        assert not backend.replace("r", b"old", b"new")  # nothing there
+        assert not backend.exists("r")
+        backend.put("r", b"old")
+        assert not backend.replace("r", b"other", b"new")
+        assert backend.read("r") == b"old"
+        assert backend.replace("r", b"old", b"new")
+        assert backend.read("r") == b"new"
+
     def test_racing_put_new_has_exactly_one_winner(self, backend):
         for round in range(ROUNDS):
             key = f"race/{round}"
@@ -232,6 +241,10 @@ class _Gated(Backend):
         self._gate(key)
         self.inner.put_new(key, data)
 
+    def replace(self, key: str, expected: bytes, data: bytes) -> bool:
+        self._gate(key, put=True)
+        return self.inner.replace(key, expected, data)
+
     def delete(self, key: str) -> None:
         self._gate(key)
         self.inner.delete(key)
@@ -270,6 +283,17 @@ class TestFileBackend(BackendTests):
         assert target.read_bytes() == b"theirs"
         assert not (tmp_path / "root" / "planted").is_symlink()
 
+    def test_a_link_at_an_owner_record_is_taken_over_itself(self, backend, tmp_path):
+        target = tmp_path / "target"
+        target.write_bytes(b"theirs")
+        (tmp_path / "root").mkdir()
+        (tmp_path / "root" / "owner").symlink_to(target)
+        with Run("rlink"):
+            claim_key(backend, "owner", "rlink")
+        assert target.read_bytes() == b"theirs"
+        assert json.loads(backend.read("owner"))["pid"] == os.getpid()
+        assert backend.list() == ["owner"]  # no marker left
+
     def test_put_new_without_hard_links(self, backend, monkeypatch):
         def no_links(*args, **kwargs):
             raise PermissionError("no hard links here")
@@ -282,12 +306,33 @@ class TestFileBackend(BackendTests):
         assert backend.list() == ["n"]  # no temporary left
 
 
+def _replace_after_a_change(backend: Backend, monkeypatch) -> None:
+    """ObjectBackend.replace, with the object changed between its read and its put."""
+    import obstore
+
+    backend.put("r", b"old")
+    real_get = obstore.get
+
+    def get_then_change(*args, **kwargs):
+        found = real_get(*args, **kwargs)
+        backend.put("r", b"changed meanwhile")
+        return found
+
+    monkeypatch.setattr(obstore, "get", get_then_change)
+    assert not backend.replace("r", b"old", b"new")
+    monkeypatch.undo()
+    assert backend.read("r") == b"changed meanwhile"
+
+
 class TestMemoryBackend(BackendTests):
     @pytest.fixture
     def backend(self) -> Backend:
         from obstore.store import MemoryStore
 
         return ObjectBackend(MemoryStore())
+
+    def test_replace_never_overwrites_a_change_made_after_its_read(self, backend, monkeypatch):
+        _replace_after_a_change(backend, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -301,6 +346,9 @@ class TestS3Backend(BackendTests):
     def backend(self, s3, request) -> Backend:
         url = remote.UrlPath(f"s3://contract/{key_prefix(request.node.name)}")
         return ObjectBackend.at(url)
+
+    def test_replace_never_overwrites_a_change_made_after_its_read(self, backend, monkeypatch):
+        _replace_after_a_change(backend, monkeypatch)
 
 
 # -- two --resume runs racing for one held prefix on S3 -----------------------------------------

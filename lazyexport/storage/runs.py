@@ -11,7 +11,8 @@ number of runs claiming one key at once, exactly one creates it; the others read
 deleted and re-created (two takers could each delete the other's fresh record and both win):
 a taker first creates a marker named after the stale record's hash (:func:`marker_of`) with
 ``put_new`` - one taker wins it - then checks that the marker still holds its own record and
-the record is still the stale one, and only then replaces it. A taker killed midway leaves its
+the record is still the stale one, and only then replaces it (:meth:`Backend.replace`: on an
+object store a put conditional on the stale record's entity tag). A taker killed midway leaves its
 marker; it is taken over the same way (a marker of *its* hash, then a check that it is still
 there before it is replaced), up to :data:`MAX_TAKERS` deep. Nothing is ever deleted because of
 a read that may be stale: a run deletes only a marker it made and still finds its own. Each
@@ -158,6 +159,15 @@ def marker_of(key: str, stale: bytes) -> str:
     return f"{key}.take-{hashlib.sha256(stale).hexdigest()[:16]}"
 
 
+def _replace(backend: Backend, key: str, stale: bytes, record: bytes) -> bool:
+    """:meth:`Backend.replace` of ``stale`` at ``key``; what could not be read (a link, read as
+    empty by :func:`_read`) is replaced itself, never what it points to."""
+    if stale == b"" and _read(backend, key) == b"":
+        backend.put(key, record)
+        return True
+    return backend.replace(key, stale, record)
+
+
 def _take_over(backend: Backend, key: str, stale: bytes, record: bytes, token: str) -> bool:
     """Replace the dead owner's record ``stale`` at ``key`` with ``record``, if this run is the
     one taker (it holds the marker of ``stale``) and ``stale`` is still there."""
@@ -167,10 +177,7 @@ def _take_over(backend: Backend, key: str, stale: bytes, record: bytes, token: s
     if _read(backend, marker) != record:  # taken from this run: not this run's to delete
         return False
     try:
-        if _read(backend, key) != stale:
-            return False
-        backend.put(key, record)
-        return True
+        return _replace(backend, key, stale, record)
     finally:
         backend.delete(marker)
 
@@ -193,10 +200,9 @@ def _hold(backend: Backend, key: str, marker: str, record: bytes, token: str, le
     if not _hold(backend, key, inner, record, token, left - 1):
         return False
     try:
-        if _read(backend, inner) != record or _read(backend, marker) != found:
+        if _read(backend, inner) != record:
             return False
-        backend.put(marker, record)
-        return True
+        return _replace(backend, marker, found, record)
     finally:
         if _read(backend, inner) == record:
             backend.delete(inner)
