@@ -500,3 +500,39 @@ def test_item12_an_in_memory_array_of_an_aliased_dtype_exports_to_zarr(tmp_path)
     assert le.open_source(data).dtype.type is np.dtype("uint64").type
     result = le.export(data, le.ExportSettings(format="zarr", output=str(tmp_path / "m.zarr")))
     np.testing.assert_array_equal(zarr.open_array(str(result.output), mode="r")[...], data)
+
+
+# ------------------------------------------- review of #27, finding 8: '[', '*', '?' in URL keys
+
+
+@pytest.fixture(scope="module")
+def s3_keys():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from objstore import s3_bucket
+
+    with s3_bucket("lzg") as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("scan[1].zarr", "zarr"),
+        ("a[1]/v.zarr", "zarr"),
+        ("scan[1].h5", "hdf5"),
+        ("s*1.zarr", "zarr"),
+    ],
+)
+def test_finding8_a_url_whose_key_holds_glob_characters_opens_by_its_suffix(s3_keys, name, fmt):
+    data = np.arange(4 * 8 * 8, dtype="uint16").reshape(4, 8, 8)
+    url = f"s3://lzg/{name}"
+    le.export(data, le.ExportSettings(format=fmt, output=url))
+    np.testing.assert_array_equal(le.open_source(url).values, data)
+
+
+def test_finding8_a_glob_at_a_url_that_names_no_object_is_still_refused_in_one_line(s3_keys):
+    with pytest.raises(SourceError, match="read from local files only") as info:
+        le.open_source("s3://lzg/slices/z_*.tif")
+    assert "\n" not in str(info.value) and "slices" in str(info.value)

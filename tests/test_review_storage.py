@@ -642,3 +642,55 @@ def test_item05_clean_reports_the_size_of_what_it_removed(tmp_path):
     cleaned = run_cli("clean", str(tmp_path / "o.npy"))
     assert cleaned.returncode == 0 and "2.9 KiB" in cleaned.stdout, cleaned.stdout
     assert not orphan.exists()
+
+
+# -- review of #27, finding 9: takeover markers and FileBackend's parts are leftovers too --------
+
+
+def _dead_pid() -> int:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(dead.stdout)
+
+
+def _owner_record(pid: int) -> bytes:
+    record = {"pid": pid, "host": storage.host_tag(), "hostname": "x", "nonce": os.urandom(4).hex()}
+    return json.dumps(record).encode()
+
+
+def test_finding9_a_killed_takers_marker_and_a_records_part_are_found_and_cleaned(tmp_path):
+    from lazyexport.storage.runs import marker_of
+
+    token, pid = "r00112233445566aa", _dead_pid()
+    owner = storage.temp_path(tmp_path / "o.zarr", token, "owner")
+    owner.write_bytes(_owner_record(pid))
+    marker = tmp_path / marker_of(owner.name, owner.read_bytes())
+    marker.write_bytes(_owner_record(pid))  # a taker killed midway
+    part = owner.with_name(f"{owner.name}.{'ab' * 16}.part")
+    part.write_bytes(_owner_record(pid)[:5])  # a record whose writing never finished
+    found = {f.path.name: f for f in storage.leftovers([tmp_path])}
+    assert set(found) == {owner.name, marker.name, part.name}
+    assert found[marker.name].kind == "take" and found[part.name].kind == "part"
+    assert all(f.state == "orphan" for f in found.values())
+    assert "takeover" in found[marker.name].describe()
+    assert "never finished" in found[part.name].describe()
+    cleaned = run_cli("clean", str(tmp_path / "o.zarr"))
+    assert cleaned.returncode == 0 and marker.name in cleaned.stdout, cleaned.stdout
+    assert part.name in cleaned.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finding9_a_live_takers_marker_is_left_alone(tmp_path):
+    from lazyexport.storage.runs import marker_of, owner_record
+
+    token = "r00112233445566bb"
+    owner = storage.temp_path(tmp_path / "o.zarr", token, "owner")
+    owner.write_bytes(_owner_record(_dead_pid()))
+    marker = tmp_path / marker_of(owner.name, owner.read_bytes())
+    with storage.Run(token):
+        marker.write_bytes(owner_record())  # this process is taking the dead run over
+        removed, kept = storage.clean([tmp_path])
+        assert [f.path for f in kept] == [marker] and kept[0].state == "running"
+        assert [f.path for f in removed] == [owner]
+    assert marker.exists()

@@ -19,7 +19,7 @@ import pytest
 
 from lazyexport import remote
 from lazyexport.storage import Backend, Busy, FileBackend, Run
-from lazyexport.storage.runs import claim_key
+from lazyexport.storage.runs import claim_key, marker_of
 from lazyexport.storage.stores import ObjectBackend
 from objstore import key_prefix, s3_bucket
 
@@ -109,6 +109,15 @@ class BackendTests:
             backend.put_new("n/old", b"other")
         assert backend.read("n/old") == b"kept"
 
+    def test_replace_writes_only_over_the_expected_bytes(self, backend):
+        assert not backend.replace("r", b"old", b"new")  # nothing there
+        assert not backend.exists("r")
+        backend.put("r", b"old")
+        assert not backend.replace("r", b"other", b"new")
+        assert backend.read("r") == b"old"
+        assert backend.replace("r", b"old", b"new")
+        assert backend.read("r") == b"new"
+
     def test_racing_put_new_has_exactly_one_winner(self, backend):
         for round in range(ROUNDS):
             key = f"race/{round}"
@@ -138,6 +147,107 @@ class BackendTests:
                 assert len(won) == 1, f"round {round}: winners {won}"
                 assert json.loads(backend.read(key))["pid"] == os.getpid()
                 assert backend.list(f"stale/{round}/") == [key]  # no marker left
+
+    def test_killed_takers_markers_are_taken_over_by_exactly_one_racer(self, backend, dead_pid):
+        with Run("rkill"):
+            for round in range(ROUNDS // 2):
+                key = f"killed/{round}/owner"
+                stale, first = _record(dead_pid), _record(dead_pid)
+                backend.put(key, stale)
+                backend.put(marker_of(key, stale), first)  # a taker killed midway
+                backend.put(marker_of(key, first), _record(dead_pid))  # and its taker
+                won = race(RACERS, lambda i, key=key: claim_key(backend, key, "rkill"))
+                assert len(won) == 1, f"round {round}: winners {won}"
+                assert json.loads(backend.read(key))["pid"] == os.getpid()
+                assert backend.list(f"killed/{round}/") == [key]  # no marker left
+
+    def test_a_stale_read_of_a_killed_takers_marker_never_makes_two_winners(
+        self, backend, dead_pid
+    ):
+        """Review of #27, finding 6: C reads a killed taker's marker and is delayed before it acts
+        on that read; B takes the record over meanwhile and is delayed before its put; then C
+        goes on, then B. Before the fix C deleted B's fresh marker by name and both won."""
+        stale = _record(dead_pid)
+        key = "gated/owner"
+        backend.put(key, stale)
+        backend.put(marker_of(key, stale), _record(dead_pid))  # a taker killed midway
+        gated = _Gated(backend, key, marker_of(key, stale))
+        won: list[str] = []
+
+        def claimer() -> None:
+            try:
+                claim_key(gated, key, "rgate")
+            except Busy:
+                return
+            won.append(threading.current_thread().name)
+
+        with Run("rgate"):
+            c = threading.Thread(target=claimer, name="C")
+            c.start()
+            assert gated.c_paused.wait(30)
+            b = threading.Thread(target=claimer, name="B")
+            b.start()
+            assert gated.b_paused.wait(30)
+            gated.c_go.set()
+            c.join(30)
+            gated.b_go.set()
+            b.join(30)
+        assert won == ["B"], f"winners {won}"
+        assert json.loads(backend.read(key))["pid"] == os.getpid()
+        assert backend.list("gated/") == [key]  # no marker left
+
+
+def _record(pid: int) -> bytes:
+    return json.dumps(
+        {"pid": pid, "host": _host(), "hostname": "x", "nonce": os.urandom(4).hex()}
+    ).encode()
+
+
+class _Gated(Backend):
+    """``inner``, with the thread scheduling of the review's takeover race forced: thread C
+    pauses at its first write after it read ``marker``; thread B pauses before it puts ``key``."""
+
+    def __init__(self, inner: Backend, key: str, marker: str) -> None:
+        self.inner, self.key, self.marker = inner, key, marker
+        self.c_read = False
+        self.c_paused, self.c_go, self.b_paused, self.b_go = (threading.Event() for _ in range(4))
+
+    def _gate(self, key: str, put: bool = False) -> None:
+        name = threading.current_thread().name
+        if name == "C" and self.c_read and not self.c_go.is_set():
+            self.c_paused.set()
+            self.c_go.wait()
+        if name == "B" and put and key == self.key and not self.b_go.is_set():
+            self.b_paused.set()
+            self.b_go.wait()
+
+    def exists(self, key: str) -> bool:
+        return self.inner.exists(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return self.inner.list(prefix)
+
+    def read(self, key: str, start: int | None = None, end: int | None = None) -> bytes:
+        data = self.inner.read(key, start, end)
+        if threading.current_thread().name == "C" and key == self.marker:
+            self.c_read = True
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        self._gate(key, put=True)
+        self.inner.put(key, data)
+
+    def put_new(self, key: str, data: bytes) -> None:
+        self._gate(key)
+        self.inner.put_new(key, data)
+
+    def replace(self, key: str, expected: bytes, data: bytes) -> bool:
+        self._gate(key, put=True)
+        return self.inner.replace(key, expected, data)
+
+    def delete(self, key: str) -> None:
+        self._gate(key)
+        self.inner.delete(key)
 
 
 def _host() -> str:
@@ -173,6 +283,17 @@ class TestFileBackend(BackendTests):
         assert target.read_bytes() == b"theirs"
         assert not (tmp_path / "root" / "planted").is_symlink()
 
+    def test_a_link_at_an_owner_record_is_taken_over_itself(self, backend, tmp_path):
+        target = tmp_path / "target"
+        target.write_bytes(b"theirs")
+        (tmp_path / "root").mkdir()
+        (tmp_path / "root" / "owner").symlink_to(target)
+        with Run("rlink"):
+            claim_key(backend, "owner", "rlink")
+        assert target.read_bytes() == b"theirs"
+        assert json.loads(backend.read("owner"))["pid"] == os.getpid()
+        assert backend.list() == ["owner"]  # no marker left
+
     def test_put_new_without_hard_links(self, backend, monkeypatch):
         def no_links(*args, **kwargs):
             raise PermissionError("no hard links here")
@@ -185,12 +306,33 @@ class TestFileBackend(BackendTests):
         assert backend.list() == ["n"]  # no temporary left
 
 
+def _replace_after_a_change(backend: Backend, monkeypatch) -> None:
+    """ObjectBackend.replace, with the object changed between its read and its put."""
+    import obstore
+
+    backend.put("r", b"old")
+    real_get = obstore.get
+
+    def get_then_change(*args, **kwargs):
+        found = real_get(*args, **kwargs)
+        backend.put("r", b"changed meanwhile")
+        return found
+
+    monkeypatch.setattr(obstore, "get", get_then_change)
+    assert not backend.replace("r", b"old", b"new")
+    monkeypatch.undo()
+    assert backend.read("r") == b"changed meanwhile"
+
+
 class TestMemoryBackend(BackendTests):
     @pytest.fixture
     def backend(self) -> Backend:
         from obstore.store import MemoryStore
 
         return ObjectBackend(MemoryStore())
+
+    def test_replace_never_overwrites_a_change_made_after_its_read(self, backend, monkeypatch):
+        _replace_after_a_change(backend, monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +346,9 @@ class TestS3Backend(BackendTests):
     def backend(self, s3, request) -> Backend:
         url = remote.UrlPath(f"s3://contract/{key_prefix(request.node.name)}")
         return ObjectBackend.at(url)
+
+    def test_replace_never_overwrites_a_change_made_after_its_read(self, backend, monkeypatch):
+        _replace_after_a_change(backend, monkeypatch)
 
 
 # -- two --resume runs racing for one held prefix on S3 -----------------------------------------

@@ -4,8 +4,10 @@ Paths are given to a :class:`~lazyexport.sources.registry.SourceReader` from the
 (:mod:`lazyexport.sources.registry`): the one the file part's suffix names, else the first whose
 ``can_open`` accepts the file (a Zarr directory; a suffix an installed bioio plugin claims); the
 part after the file is the internal path (``file.h5/group/data``, ``store.zarr/level0``). A URL
-goes only to a reader that ``supports_urls`` (a URL no suffix names is a Zarr store); a glob to
-the slice-sequence reader. Opening reads metadata only; what the planner needs to know about the
+goes only to a reader that ``supports_urls`` (a URL no suffix names is a Zarr store); a local glob
+to the slice-sequence reader (at a URL, ``[``, ``*`` and ``?`` are characters of a key: a name
+that is there opens by its suffix; one that is not, with glob characters, is a glob of slices,
+read from local files only). Opening reads metadata only; what the planner needs to know about the
 file comes with the DataArray as one :class:`~lazyexport.sources.facts.SourceFacts`.
 """
 
@@ -89,24 +91,34 @@ def split_url(url: PurePath | UrlPath) -> tuple[UrlPath, str]:
 
 def open_url(url: PurePath, axes=None) -> xr.DataArray:
     """Open a source at a URL: Zarr and OME-Zarr stores through ``zarr.storage.ObjectStore``,
-    N5 containers object by object, HDF5 and TIFF files through range requests."""
+    N5 containers object by object, HDF5 and TIFF files through range requests. ``[``, ``*``
+    and ``?`` are characters of a key (``scan[1].zarr`` opens as any other name): only a name
+    with them that is not there (or cannot be asked for) is a glob of objects, refused."""
     path, internal = split_url(url)
     reader = reader_for_suffix(path.suffix) or get_reader(ZARR)
-    if get_reader(SEQUENCE).can_open(UrlPath(cast(UrlPath, url)).name.partition("?")[0]):
-        reader = get_reader(SEQUENCE)  # a glob of objects (no query string)
+    _refuse_local_only(reader, path)
+    glob = get_reader(SEQUENCE).can_open(UrlPath(cast(UrlPath, url)).name.partition("?")[0])
+    try:
+        found = remote_exists(path)  # the bucket, the credentials, the endpoint: one request
+    except Exception as exc:
+        if not glob and is_storage_error(exc):
+            raise describe(exc, str(path), "read") from None
+        if not glob:
+            raise
+        found = False  # a server that cannot look a glob up: no such object
+    if not found and glob:
+        _refuse_local_only(get_reader(SEQUENCE), path)
+    if not found:
+        raise SourceError(f"source {str(path)!r} does not exist")
+    return reader.open(path, internal, axes=axes)
+
+
+def _refuse_local_only(reader: SourceReader, path: PurePath | UrlPath) -> None:
+    """Refuse, in one line, a reader that reads local files only at the URL ``path``."""
     if not reader.supports_urls:
         able = ", ".join(r.description for r in url_readers())
         kind = f"{path.suffix} sources" if reader.suffixes else reader.description
         raise SourceError(f"{path}: {kind} are read from local files only (at a URL: {able})")
-    try:
-        found = remote_exists(path)  # the bucket, the credentials, the endpoint: one request
-    except Exception as exc:
-        if is_storage_error(exc):
-            raise describe(exc, str(path), "read") from None
-        raise
-    if not found:
-        raise SourceError(f"source {str(path)!r} does not exist")
-    return reader.open(path, internal, axes=axes)
 
 
 def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:

@@ -14,6 +14,8 @@ Invariants every implementation keeps:
   files, a conditional put, ``If-None-Match: *``, for object stores): of any number of callers
   racing for one key exactly one succeeds, and it writes its bytes whole; the others get
   :class:`FileExistsError` and change nothing.
+- :meth:`Backend.replace` writes only over the bytes it was given (on an object store: a put
+  conditional on their entity tag, ``If-Match``).
 - :meth:`Backend.delete` and :meth:`Backend.delete_prefix` of what is not there are no errors.
 - A missing key is :class:`FileNotFoundError` on :meth:`Backend.read`.
 """
@@ -53,6 +55,19 @@ class Backend(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` (nothing there: no error)."""
+
+    def replace(self, key: str, expected: bytes, data: bytes) -> bool:
+        """Store ``data`` under ``key`` only if it holds ``expected``; return whether it did. Here:
+        read, compare, :meth:`put` (callers that race hold a marker meanwhile, as
+        :mod:`lazyexport.storage.runs` does); an object store makes its put conditional on the
+        entity tag of what it read, so a change in between is never overwritten."""
+        try:
+            if self.read(key) != expected:
+                return False
+        except FileNotFoundError:
+            return False
+        self.put(key, data)
+        return True
 
     def delete_prefix(self, prefix: str) -> int:
         """Remove every key that starts with ``prefix``; return how many."""

@@ -8,7 +8,11 @@ the output (the file, store or container it names) under a hidden name::
 ``kind`` is ``tmp`` (the output being written), ``raw`` / ``stage`` (uncompressed working files),
 ``blocks`` (the journal of a ``--resume`` export), ``owner`` (who runs a ``--resume`` export),
 ``commit`` (the renames of a commit under way), ``old`` (a replaced output on its way out) or
-``lazy`` (a ``compute=False`` export not computed yet: removed when it commits).
+``lazy`` (a ``compute=False`` export not computed yet: removed when it commits). An ``owner``
+file is written through ``….owner.<random>.part`` and a dead run's is taken over through a
+marker ``….owner.take-<hash>`` (:mod:`lazyexport.storage.runs`): both are leftovers of the run
+too (kinds ``part`` and ``take``), held by the process whose record they hold, else as the
+run's other temporaries.
 
 Who owns a temporary is read from its token: a run's random token names the process that made
 it (``t<random>p<pid>h<host>``), so a temporary whose process is gone is an *orphan*; a
@@ -46,7 +50,10 @@ from .files import NOFOLLOW, FileBackend
 from .runs import RUN_TOKEN, claim_key, host_tag, owner_state, process_alive
 
 KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old", "lazy")
-NAME = re.compile(r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)(?:\.new)?")
+NAME = re.compile(
+    r"\.(?P<prefix>.+)\.lazyexport-(?P<token>[0-9a-z]+)\.(?P<kind>[a-z]+)"
+    r"(?P<take>\.take-[0-9a-f]{16})?(?:\.new|(?P<part>\.[0-9a-f]{32}\.part))?"
+)
 
 
 def temp_path(final: Path, token: str, kind: str = "tmp") -> Path:
@@ -261,6 +268,8 @@ class Leftover:
             "commit": "an interrupted commit, finished: its renames done",
             "blocks": "a --resume journal",
             "owner": "a --resume owner file",
+            "take": "a marker of a --resume owner file's takeover",
+            "part": "an owner record whose writing never finished",
             "stage": "a staging file",
             "raw": "a raw working file",
             "old": "a replaced output",
@@ -305,7 +314,7 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
             match = NAME.fullmatch(entry.name)
             if match and match["kind"] in KINDS:
                 entries.append((entry, match, owners))
-                if match["kind"] == "owner" and not entry.name.endswith(".new"):
+                if match["kind"] == "owner" and _kind(entry, match) == "owner":
                     owners[match["token"]] = entry
     picked = [wanted is None or m["prefix"] in wanted for _, m, _ in entries]
     tokens = {m["token"] for (_, m, _), p in zip(entries, picked) if p}
@@ -313,7 +322,7 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
         m["token"] for _, m, _ in entries if m["kind"] == "commit" and m["token"] in tokens
     }
     return [
-        Leftover(entry, m["token"], _kind(entry, m), *state_of(m["token"], owners))
+        Leftover(entry, m["token"], _kind(entry, m), *_state(entry, m, owners))
         for (entry, m, owners), p in zip(entries, picked)
         if p or m["token"] in committing
     ]
@@ -321,8 +330,28 @@ def leftovers(directories: Iterable[Path], prefixes: Iterable[str] | None = None
 
 def _kind(entry: Path, match: re.Match) -> str:
     """The kind of a leftover; ``new`` for the temporary of a :func:`write_durably` that never
-    finished (a ``.commit.new``: the renames never began, so it is an orphan like any other)."""
-    return "new" if entry.name.endswith(".new") else match["kind"]
+    finished (a ``.commit.new``: the renames never began, so it is an orphan like any other);
+    ``part`` for an owner record (or marker) whose writing never finished (``<name>.<random>
+    .part``); ``take`` for the marker of a taker of a dead run's owner file
+    (``.owner.take-<hash>``, :func:`~lazyexport.storage.runs.marker_of`)."""
+    if entry.name.endswith(".new"):
+        return "new"
+    return "part" if match["part"] else "take" if match["take"] else match["kind"]
+
+
+def _state(entry: Path, match: re.Match, owners: dict[str, Path]) -> tuple[str, str]:
+    """:func:`state_of` the leftover's token; a takeover marker or a record's part that names a
+    live process (the taker's own record) is that process's, running, whatever the owner file
+    says. It is read as a record: never through a link."""
+    if match["take"] or match["part"]:
+        try:
+            data = FileBackend(entry.parent).read(entry.name)
+        except OSError:
+            data = b""
+        holder = owner_state(data, match["token"])
+        if holder is not None and holder[1] is not False:
+            return _said(holder[1], f"--resume owner takeover by {holder[0]}")
+    return state_of(match["token"], owners)
 
 
 def state_of(token: str, owners: dict[str, Path]) -> tuple[str, str]:
@@ -340,6 +369,10 @@ def state_of(token: str, owners: dict[str, Path]) -> tuple[str, str]:
             False,
             "kept by an interrupted --resume export" if token.startswith("r") else "no owner",
         )
+    return _said(alive, who)
+
+
+def _said(alive: bool | None, who: str) -> tuple[str, str]:
     if alive is None:
         return "unknown", who + " (cannot tell from here whether it still runs)"
     return ("running", who + ", running now") if alive else ("orphan", who)

@@ -9,9 +9,14 @@ The claim (:func:`claim_key`) is one owner record created with :meth:`Backend.pu
 number of runs claiming one key at once, exactly one creates it; the others read it and get
 :class:`Busy`. A record whose process is dead (or that cannot be read) is *taken over*, never
 deleted and re-created (two takers could each delete the other's fresh record and both win):
-a taker first creates a marker named after the stale record's hash with ``put_new`` - one
-taker wins it - then checks that the record is still the stale one, and only then replaces
-it. Each record holds a random nonce, so two records are never the same bytes.
+a taker first creates a marker named after the stale record's hash (:func:`marker_of`) with
+``put_new`` - one taker wins it - then checks that the marker still holds its own record and
+the record is still the stale one, and only then replaces it (:meth:`Backend.replace`: on an
+object store a put conditional on the stale record's entity tag). A taker killed midway leaves its
+marker; it is taken over the same way (a marker of *its* hash, then a check that it is still
+there before it is replaced), up to :data:`MAX_TAKERS` deep. Nothing is ever deleted because of
+a read that may be stale: a run deletes only a marker it made and still finds its own. Each
+record holds a random nonce, so two records (and so two markers' names) are never the same.
 """
 
 from __future__ import annotations
@@ -145,22 +150,59 @@ def _read(backend: Backend, key: str) -> bytes | None:
         return b""
 
 
-def _take_over(backend: Backend, key: str, stale: bytes, record: bytes, token: str) -> bool:
-    """Replace the dead owner's record ``stale`` at ``key`` with ``record``, if this run is the
-    one taker (it creates the marker of ``stale``) and ``stale`` is still there."""
-    marker = f"{key}.take-{hashlib.sha256(stale).hexdigest()[:16]}"
-    try:
-        backend.put_new(marker, record)
-    except FileExistsError:
-        taker = _read(backend, marker)  # a taker killed midway leaves its marker: drop it
-        holder = None if taker is None else owner_state(taker, token)
-        if taker is not None and (holder is None or holder[1] is False):
-            backend.delete(marker)
-        return False
-    try:
-        if _read(backend, key) != stale:
-            return False
+MAX_TAKERS = 3  # takers killed midway, one after another, before a claim gives up (Busy)
+
+
+def marker_of(key: str, stale: bytes) -> str:
+    """The name of the marker a taker of the stale bytes ``stale`` (a record or another taker's
+    marker) of the record ``key`` creates: ``key.take-<16 hex digits of their hash>``."""
+    return f"{key}.take-{hashlib.sha256(stale).hexdigest()[:16]}"
+
+
+def _replace(backend: Backend, key: str, stale: bytes, record: bytes) -> bool:
+    """:meth:`Backend.replace` of ``stale`` at ``key``; what could not be read (a link, read as
+    empty by :func:`_read`) is replaced itself, never what it points to."""
+    if stale == b"" and _read(backend, key) == b"":
         backend.put(key, record)
         return True
+    return backend.replace(key, stale, record)
+
+
+def _take_over(backend: Backend, key: str, stale: bytes, record: bytes, token: str) -> bool:
+    """Replace the dead owner's record ``stale`` at ``key`` with ``record``, if this run is the
+    one taker (it holds the marker of ``stale``) and ``stale`` is still there."""
+    marker = marker_of(key, stale)
+    if not _hold(backend, key, marker, record, token, MAX_TAKERS):
+        return False
+    if _read(backend, marker) != record:  # taken from this run: not this run's to delete
+        return False
+    try:
+        return _replace(backend, key, stale, record)
     finally:
         backend.delete(marker)
+
+
+def _hold(backend: Backend, key: str, marker: str, record: bytes, token: str, left: int) -> bool:
+    """Make ``marker`` hold ``record``: create it, or take over the marker of a taker killed
+    midway as a record is taken over (through the marker of *its* bytes: one taker wins it, then
+    finds the dead marker still there before replacing it). Nothing is deleted on a read that
+    may be stale: only a marker this run made and still holds."""
+    try:
+        backend.put_new(marker, record)
+        return True
+    except FileExistsError:
+        pass
+    found = _read(backend, marker)
+    holder = None if found is None else owner_state(found, token)
+    if found is None or left <= 1 or (holder is not None and holder[1] is not False):
+        return False  # released meanwhile (the record changed), or a live taker
+    inner = marker_of(key, found)
+    if not _hold(backend, key, inner, record, token, left - 1):
+        return False
+    try:
+        if _read(backend, inner) != record:
+            return False
+        return _replace(backend, marker, found, record)
+    finally:
+        if _read(backend, inner) == record:
+            backend.delete(inner)

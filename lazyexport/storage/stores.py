@@ -5,11 +5,14 @@ Invariants: :meth:`ObjectBackend.put_new` is obstore's conditional put (``mode="
 ``If-None-Match: *`` on S3, honoured by S3 and by moto's server), so of racing creators exactly
 one succeeds; obstore's ``AlreadyExistsError`` and ``PreconditionError`` become
 :class:`FileExistsError` and its ``NotFoundError`` is :class:`FileNotFoundError` already.
+:meth:`ObjectBackend.replace` puts conditionally on the entity tag (and version) of the object
+it read (``If-Match`` on S3, honoured by moto's server too), so it never overwrites a change
+made since.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from .backend import Backend
 from .objects import store
@@ -78,6 +81,28 @@ class ObjectBackend(Backend):
             obstore.put(self.client, self._key(key), data, mode="create")
         except (AlreadyExistsError, PreconditionError):
             raise FileExistsError(key) from None
+
+    def replace(self, key: str, expected: bytes, data: bytes) -> bool:
+        import obstore
+        from obstore.exceptions import NotSupportedError, PreconditionError
+
+        try:
+            found = obstore.get(self.client, self._key(key))
+        except FileNotFoundError:
+            return False
+        meta = found.meta
+        if bytes(found.bytes()) != expected:
+            return False
+        version = {k: meta[k] for k in ("e_tag", "version") if meta.get(k) is not None}
+        if not version:  # nothing to make the put conditional on
+            return super().replace(key, expected, data)
+        try:
+            obstore.put(self.client, self._key(key), data, mode=cast(Any, version))
+        except PreconditionError:  # changed since it was read
+            return False
+        except NotSupportedError:  # a store without conditional updates
+            return super().replace(key, expected, data)
+        return True
 
     def delete(self, key: str) -> None:
         import obstore
