@@ -56,3 +56,10 @@ def v2_metadata(node: Any) -> ArrayV2Metadata:
     metadata = as_array(node).metadata
     assert isinstance(metadata, ArrayV2Metadata), type(metadata)
     return metadata
+
+
+def dimension_names(node: Any) -> tuple[str | None, ...]:
+    """The dimension names of Zarr v3 array `node`, asserted to be set."""
+    names = v3_metadata(node).dimension_names
+    assert names is not None, node
+    return names
