@@ -14,6 +14,7 @@ import pytest
 import lazyexport as le
 from conftest import hidden_temps, make_data, write_zarr3
 from lazyexport.errors import AlreadyComputedError
+from lazyexport.run import Progress
 from lazyexport.settings import ExportSettings
 from objstore import key_prefix, s3_bucket
 
@@ -57,7 +58,7 @@ def test_a_url_output_is_written_by_the_delayed_and_commits_once(s3, prefix, sou
 
 def test_progress_is_called_as_blocks_finish(tmp_path, small_blocks):
     data = make_data("uint16", SHAPE)
-    events = []
+    events: list[Progress] = []
     lock = threading.Lock()
 
     def progress(event):
@@ -83,7 +84,8 @@ def _fail_writes_after(monkeypatch, target: str, count: int) -> None:
     """Make every block write after the first ``count`` fail (a full disk, say)."""
     module, _, name = target.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    original, written = cls.write, []
+    original = cls.write
+    written: list[object] = []  # the locations written
 
     def write(self, block, location):
         if len(written) >= count:
@@ -109,7 +111,7 @@ def test_an_interrupted_lazy_export_is_resumed_by_the_next(
             dask.compute(lazy, scheduler="synchronous")
     assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
     assert hidden_temps(tmp_path / "out")  # kept for the next resume=True export
-    events = []
+    events: list[Progress] = []
     again = le.export(source, settings, compute=False, resume=True, progress=events.append)
     (result,) = dask.compute(again, scheduler="synchronous")
     assert len(events) == 12 - 7  # the journaled blocks are not written again
@@ -129,7 +131,7 @@ def test_without_resume_an_interrupted_lazy_export_starts_again(
         _fail_writes_after(patched, TARGETS["zarr"][1], 7)
         with pytest.raises(OSError, match="disk on fire"):
             dask.compute(le.export(data, settings, compute=False), scheduler="synchronous")
-    events = []
+    events: list[Progress] = []
     again = le.export(data, settings, compute=False, progress=events.append)
     (result,) = dask.compute(again, scheduler="synchronous")
     assert len(events) == 12
@@ -152,7 +154,7 @@ def test_an_interrupted_lazy_export_to_s3_is_resumed_by_the_next(
     keys = s3.keys("lazy", prefix)
     assert f"{prefix}/o.zarr/zarr.json" not in keys  # not visible
     assert len([k for k in keys if "/blocks/" in k]) == 5, keys  # the journal, in the store
-    events = []
+    events: list[Progress] = []
     again = le.export(source, settings, compute=False, resume=True, progress=events.append)
     dask.compute(again, scheduler="synchronous")
     assert len(events) == 12 - 5 and events[-1].blocks_done == 12

@@ -3,7 +3,8 @@
 zarr-python types `group[name]` as `Array | Group`, a read `array[...]` as any array-like or
 scalar and `node.attrs` values as any JSON. A test knows which it reads; these helpers say so to
 mypy. Invariant: at run time each is the plain zarr access, plus an isinstance assertion where
-the test already relies on the node being an array or a group; nothing is copied or converted.
+the test already relies on the node being an array (of Zarr v2 / v3); nothing is copied or
+converted.
 """
 
 from __future__ import annotations
@@ -20,12 +21,6 @@ from zarr.core.metadata import ArrayV2Metadata, ArrayV3Metadata
 def as_array(node: Any) -> zarr.Array:
     """`node` (a group member or an opened node), asserted to be an array."""
     assert isinstance(node, zarr.Array), type(node)
-    return node
-
-
-def as_group(node: Any) -> zarr.Group:
-    """`node` (a group member or an opened node), asserted to be a group."""
-    assert isinstance(node, zarr.Group), type(node)
     return node
 
 
