@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/lazyexport demo
 
-# Static checks (part of make test): ruff lint and format (line length 100), mypy on lazyexport/.
+# Static checks (part of make test): ruff lint and format (line length 100), mypy on lazyexport/
+# and tests/ (the files of pyproject.toml's [tool.mypy]).
 LINTED := lazyexport tests benchmarks
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from .axes import names, parse_axes
@@ -187,7 +188,7 @@ def _count(*values: int) -> None:
         counts += np.asarray(values, dtype=np.int64)
 
 
-def convert_block(x: np.ndarray, dtype: np.dtype, in_place: bool = False) -> np.ndarray:
+def convert_block(x: np.ndarray, dtype: npt.DTypeLike, in_place: bool = False) -> np.ndarray:
     """Convert one block to ``dtype``: integers round half to even, clip to the type's range,
     NaN -> 0 (what is clipped and mapped is counted: :func:`counted`). With ``in_place``, ``x``
     (a temporary of the caller's) may be overwritten."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 import pytest
 import tifffile
 import zarr
@@ -29,14 +30,14 @@ FILE_CHUNKS = (8, 16, 16)  # native chunks of the HDF5 / Zarr sources (not align
 DTYPES = ("float32", "uint8", "uint16")
 
 
-def make_data(dtype: str, shape: tuple[int, ...] = SHAPE, seed: int = 0) -> np.ndarray:
+def make_data(dtype: npt.DTypeLike, shape: tuple[int, ...] = SHAPE, seed: int = 0) -> np.ndarray:
     """Random data with a fixed seed: float32 in [0, 1), integers over the whole dtype range."""
     rng = np.random.default_rng(seed)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return rng.random(shape, dtype=np.float32).astype(dtype)
-    info = np.iinfo(dtype)
-    return rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    kind = np.dtype(dtype)
+    if kind.kind == "f":
+        return rng.random(shape, dtype=np.float32).astype(kind)
+    info = np.iinfo(kind)
+    return rng.integers(info.min, info.max, size=shape, dtype=kind, endpoint=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,12 +182,15 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def cli_command(*args: str) -> list[str]:
+def cli_command(*args: str | os.PathLike[str]) -> list[str]:
     return [sys.executable, "-m", "lazyexport", *map(str, args)]
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, stdin=subprocess.DEVNULL, timeout: float = 120
+    *args: str | os.PathLike[str],
+    cwd: Path | None = None,
+    stdin=subprocess.DEVNULL,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
         cli_command(*args),

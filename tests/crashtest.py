@@ -118,6 +118,7 @@ def kill_once(fmt: str, directory: Path, data: np.ndarray, delay: float, in_writ
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stderr is not None  # a pipe
     if in_writes:
         give_up = time.monotonic() + 120
         while not leftovers(directory) and proc.poll() is None and time.monotonic() < give_up:

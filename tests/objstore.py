@@ -130,8 +130,8 @@ class FaultProxy:
                 for k, v in answer.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
-                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
+                declared = answer.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", declared or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

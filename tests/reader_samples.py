@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -112,7 +113,7 @@ def _tiff(d: Path, data: np.ndarray) -> Sample:
     return Sample(str(path), path)
 
 
-def _order(data: np.ndarray) -> str:
+def _order(data: np.ndarray) -> Literal[">", "<"]:
     """The TIFF byte order that stores ``data`` as it is in memory."""
     return ">" if data.dtype.byteorder == ">" else "<"
 
@@ -155,7 +156,7 @@ def _poison_n5(sample: Sample, keep: Units, units: dict[str, int]) -> None:
 def _poison_tiff(sample: Sample, keep: Units, units: dict[str, int]) -> None:
     with tifffile.TiffFile(sample.upload) as tif:
         pages = [(p.shape, p.dataoffsets, p.databytecounts) for p in tif.pages]
-    ranges = {}
+    ranges: dict[tuple[int, ...], tuple[int, int]] = {}
     for z, (shape, offsets, sizes) in enumerate(pages):
         across = -(-shape[1] // units["x"])
         for t, (offset, size) in enumerate(zip(offsets, sizes)):
@@ -208,6 +209,7 @@ def sample_data(dtype: str, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     order."""
     wanted = np.dtype(dtype)
     values = np.arange(np.prod(shape), dtype=np.uint64) * 2654435761 % 65521
+    out: np.ndarray
     if wanted.kind == "f":
         out = values.astype(np.float64) / 7.0
     elif wanted.kind == "u":

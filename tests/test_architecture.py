@@ -63,9 +63,9 @@ def _imports(module: str) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                base = ".".join(base + ([node.module] if node.module else []))
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             # the submodule where the name is one, else the module the name comes from
@@ -178,7 +178,8 @@ def _imports_of(package: str, forbidden) -> list[str]:
             if target != module and forbidden(target)
         ]
         if chains:
-            wrong.append(" -> ".join(min(chains, key=len)))
+            shortest = min(chains, key=len)
+            wrong.append(" -> ".join(shortest))
     return wrong
 
 

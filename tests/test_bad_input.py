@@ -5,6 +5,7 @@ the way, a full or read-only disk during the writes."""
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import numpy as np
 import pytest
@@ -252,7 +253,7 @@ def test_a_source_that_cannot_be_read_is_not_called_an_output_problem(
 
 # -- options only some formats use: refused where the format does not use them -----------------
 
-OPTION_VALUES = {
+OPTION_VALUES: dict[str, Any] = {
     "zarr_format": 2,
     "shards": "auto",
     "levels": 2,

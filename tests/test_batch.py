@@ -17,6 +17,8 @@ import zarr
 import lazyexport as le
 from conftest import cli_env, run_cli, snapshot
 from lazyexport.batch import Dataset
+from lazyexport.run import ExportResult
+from zarr_nodes import read_all
 
 EXAMPLE = textwrap.dedent("""\
     [settings]
@@ -240,6 +242,7 @@ def test_python_api_progress_per_dataset_and_results(three_formats):
     for events in seen.values():
         last = events[-1]
         assert last.blocks_done == last.blocks_total and last.bytes_done == last.bytes_total
+    assert isinstance(report.results["c"], ExportResult)
     assert report.results["c"].paths[0].name == "z0.tif" and len(report.results["c"].paths) == 10
     with pytest.raises(le.ExportError, match="no dataset nicknamed 'zz'"):
         batch.export(["zz"])
@@ -337,7 +340,7 @@ def test_delete_all_removes_only_its_array_from_a_store_with_other_arrays(tmp_pa
     )
     group = zarr.open_group(str(store), mode="r")
     assert sorted(group.array_keys()) == ["labels", "raw"]
-    assert (group["raw"][...] == 7).all() and (group["labels"][...] == 1).all()
+    assert (read_all(group["raw"]) == 7).all() and (read_all(group["labels"]) == 1).all()
 
 
 def test_export_save_settings_makes_a_reusable_project(tmp_path):
@@ -366,7 +369,7 @@ def test_export_save_settings_makes_a_reusable_project(tmp_path):
     assert data["settings"]["roi"] == "z=2:,x=:6"  # open ends in the text form
     assert data["settings"]["renormalize"] == [[], [0.0, 255.0]]  # input range from the data
     assert data["datasets"] == [{"source": str(src), "nickname": "vol"}]
-    first = zarr.open_array(str(tmp_path / "vol_z2-6_y0-8_x0-6.zarr"))[...]
+    first = read_all(zarr.open_array(str(tmp_path / "vol_z2-6_y0-8_x0-6.zarr")))
 
     listing = run_cli("batch", saved, "list")
     assert listing.stdout.splitlines()[1].endswith("yes")

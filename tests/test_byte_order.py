@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import dask
 import h5py
@@ -23,6 +24,7 @@ import zarr
 
 import lazyexport as le
 from conftest import run_cli
+from zarr_nodes import read_all
 
 SHAPE = (3, 6, 10)  # z, y, x
 BIG = (">u2", ">f4", ">i4")
@@ -32,6 +34,7 @@ def big_endian(dtype: str, shape=SHAPE) -> np.ndarray:
     """Values whose bytes are not palindromes (a byte swap changes every one of them)."""
     n = int(np.prod(shape))
     dt = np.dtype(dtype)
+    values: np.ndarray
     if dt.kind == "f":
         values = np.arange(n, dtype=np.float64) * 1.25 + 0.5
     elif dt.kind == "i":
@@ -42,7 +45,7 @@ def big_endian(dtype: str, shape=SHAPE) -> np.ndarray:
 
 
 # format -> (ExportSettings fields, output name, dtypes it holds)
-FORMATS = {
+FORMATS: dict[str, tuple[dict[str, Any], str, tuple[str, ...] | None]] = {
     "zarr-v3": ({"format": "zarr", "compression": "none"}, "out.zarr", None),
     "zarr-v2": ({"format": "zarr", "zarr_format": 2, "compression": "none"}, "out.zarr", None),
     "zarr-v3-compressed": ({"format": "zarr"}, "out.zarr", None),
@@ -66,9 +69,9 @@ def read_independently(result) -> np.ndarray:
     """The exported array (zyx) as the format's own reader gives it."""
     fmt, out = result.format, Path(result.output)
     if fmt == "zarr":
-        return zarr.open_array(str(out), mode="r")[...]
+        return read_all(zarr.open_array(str(out), mode="r"))
     if fmt == "ome-zarr":
-        return zarr.open_group(str(out), mode="r")["0"][...]
+        return read_all(zarr.open_group(str(out), mode="r")["0"])
     if fmt == "hdf5":
         with h5py.File(out, "r") as f:
             return f[result.internal or "exported_data"][...]
@@ -189,7 +192,7 @@ def test_the_issue_example_reads_back_its_values(tmp_path):
     a = (np.arange(6).reshape(1, 2, 3) * 257 + 1).astype(">u2")
     out = tmp_path / "o.zarr"
     le.export(le.open_source(a, axes="zyx"), le.ExportSettings(format="zarr", output=str(out)))
-    assert zarr.open_array(str(out), mode="r")[...].ravel().tolist() == [
+    assert read_all(zarr.open_array(str(out), mode="r")).ravel().tolist() == [
         1,
         258,
         515,
@@ -308,7 +311,7 @@ def test_big_endian_source_exports_as_its_little_endian_twin(dtype, tmp_path):
             renormalize=((float(twin.min()), float(twin.max())), (0.0, 1.0)),
         )
         result = le.export(le.open_source(array, axes="zyx"), settings)
-        outputs.append(zarr.open_array(str(result.output), mode="r")[...])
+        outputs.append(read_all(zarr.open_array(str(result.output), mode="r")))
     assert outputs[0].dtype == outputs[1].dtype
     np.testing.assert_array_equal(outputs[0], outputs[1])
 
@@ -359,5 +362,5 @@ def test_big_endian_source_ome_zarr_pyramid(zarr_format, tmp_path):
     )
     result = le.export(le.open_source(data, axes="zyx"), settings)
     group = zarr.open_group(str(result.output), mode="r")
-    np.testing.assert_array_equal(group["0"][...], data)
-    np.testing.assert_array_equal(group["1"][...], data[::2, ::2, ::2])
+    np.testing.assert_array_equal(read_all(group["0"]), data)
+    np.testing.assert_array_equal(read_all(group["1"]), data[::2, ::2, ::2])

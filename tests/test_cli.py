@@ -48,7 +48,7 @@ def workspace(tmp_path_factory) -> dict:
     }
 
 
-def error_cases(ws: dict) -> dict[str, tuple[list, list[str]]]:
+def error_cases(ws: dict) -> dict[str, tuple[list, list[str | re.Pattern[str]]]]:
     """name -> (arguments, substrings the one error line must contain)."""
     root, src = ws["root"], ws["src"]
     out = f"{root}/out.h5"

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -80,7 +81,10 @@ def files_in(directory: Path) -> list[str]:
 
 # -- every format on the cluster equals the threaded export -------------------------------------
 
-FORMAT_OPTIONS = {"ome-zarr": {"levels": 2}, "png-sequence": {"dtype": "uint8"}}
+FORMAT_OPTIONS: dict[str, dict[str, Any]] = {
+    "ome-zarr": {"levels": 2},
+    "png-sequence": {"dtype": "uint8"},
+}
 
 
 @pytest.mark.parametrize("fmt", formats())
@@ -115,8 +119,11 @@ def test_every_format_on_a_local_cluster_equals_the_threaded_export(client, tmp_
     if fmt == "ome-zarr":  # the pyramid level built in commit() on the client is the same too
         import zarr
 
+        from zarr_nodes import read_all
+
         levels = [
-            zarr.open_array(str(r.output), path="1", mode="r")[...] for r in (threaded, on_cluster)
+            read_all(zarr.open_array(str(r.output), path="1", mode="r"))
+            for r in (threaded, on_cluster)
         ]
         assert levels[0].shape == (20, 96, 128)
         np.testing.assert_array_equal(levels[1], levels[0])
@@ -242,6 +249,7 @@ class SlowWriteZarrTarget(ZarrTarget):
 class SlowWriteZarr(ZarrWriter):
     def open(self, spec, token):
         target = super().open(spec, token)
+        assert isinstance(target, ZarrTarget)
         return SlowWriteZarrTarget(target.temps, target.token, target.internal)
 
 
@@ -491,6 +499,7 @@ def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
     workers = client.scheduler_info()["workers"].values()
     assert plan.cluster is not None and plan.cluster.count == len(workers) == 2
     assert plan.notes[0].startswith("sized for the dask cluster: 2 workers x 1 thread")
+    assert plan.costs is not None
     assert plan.workers == 2 and plan.costs.per_host == 1  # one thread per worker
     limit = min(w["memory_limit"] for w in workers)
     assert plan.cluster.budget <= 0.7 * limit and plan.memory_limit == 2 * plan.cluster.budget
@@ -525,8 +534,10 @@ def test_local_cluster_workers_stay_within_their_share_and_never_pause(
     )
     with run.scheduler_session("local-cluster", "256MiB") as cluster:
         plan = run.plan_on(cluster, source, settings, memory_limit="256MiB")
+        assert plan.cluster is not None
         share = 256 * 2**20 // plan.cluster.count
         assert plan.memory_limit == 256 * 2**20 and plan.in_flight == in_flight
+        assert plan.costs is not None
         assert plan.in_flight * plan.costs.task_peak <= plan.memory_limit
         result = run.execute(plan, scheduler=cluster)
         peaks = cluster.run(_worker_peak)

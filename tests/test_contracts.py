@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -75,7 +76,7 @@ def settings(fmt: str, out: Path) -> le.ExportSettings:
     return le.ExportSettings(format=fmt, roi=ROI, output=str(out / name), chunks={"z": 1})
 
 
-def export(fmt: str, out: Path, src=None, **options) -> le.ExportResult:
+def export(fmt: str, out: Path, src=None, **options) -> Any:  # a Delayed with compute=False
     return le.export(
         le.open_source(source() if src is None else src, axes="zyx"),
         settings(fmt, out),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ ROW = re.compile(r"^\| (?P<what>[^|]+) \| `(?P<how>[^`]+)` \| `(?P<says>[^`]+)` 
 
 def rows() -> list[tuple[str, str, str]]:
     found = [
-        m.group("what", "how", "says")
+        cast("tuple[str, str, str]", m.group("what", "how", "says"))
         for line in CATALOG.read_text().splitlines()
         if (m := ROW.match(line))
     ]

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import numpy as np
 import pytest
@@ -236,10 +237,11 @@ def test_a_builtin_option_is_checked_by_its_declaration(name, value, normalized,
     option = builtin(name)
     assert option.validate(value) == normalized
     fmt = {"tiff_flavor": "tiff", "zarr_format": "zarr"}.get(name, "ome-zarr")
-    assert getattr(le.ExportSettings(format=fmt, **{name: value}), name) == normalized
+    given: dict[str, Any] = {name: value}
+    assert getattr(le.ExportSettings(format=fmt, **given), name) == normalized
     for check in (
         lambda: option.validate("bigtiff"),
-        lambda: le.ExportSettings(**{name: "bigtiff"}),
+        lambda: le.ExportSettings(**{name: "bigtiff"}),  # type: ignore[arg-type]
     ):
         with pytest.raises(SettingsError, match="^" + re.escape(refused)):
             check()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any, cast
 from xml.etree import ElementTree
 
 import dask.array as da
@@ -22,6 +23,7 @@ from lazyexport.errors import FormatError, SettingsError
 from lazyexport.formats import ome_zarr as omz
 from lazyexport.formats import tiff as tiff_format
 from lazyexport.plan import block_shape
+from zarr_nodes import as_array, read_all, v2_metadata, v3_metadata, zarr_attrs
 
 PIXEL = {"z": 0.5, "y": 0.1, "x": 0.1}
 ROI = {"z": (2, 11), "y": (5, 85), "x": (3, 70)}
@@ -72,21 +74,22 @@ def test_ome_zarr_round_trip_and_metadata(tmp_path, volume, reference, zarr_form
     )
     group = zarr.open_group(str(result.output), mode="r")
     assert group.metadata.zarr_format == zarr_format
+    multiscale: Any  # OME-NGFF 0.5's or 0.4's model
     if zarr_format == 3:
-        from ome_zarr_models.v05.image import Image
+        from ome_zarr_models.v05.image import Image as Image05
 
-        model = Image.from_zarr(group)
+        model = Image05.from_zarr(group)
         multiscale = (
             model.ome_attributes.multiscales[0]
             if hasattr(model, "ome_attributes")
             else model.attributes.ome.multiscales[0]
         )
-        assert group["0"].metadata.dimension_names == ("c", "z", "y", "x")
+        assert v3_metadata(group["0"]).dimension_names == ("c", "z", "y", "x")
     else:
-        from ome_zarr_models.v04.image import Image
+        from ome_zarr_models.v04.image import Image as Image04
 
-        multiscale = Image.from_zarr(group).attributes.multiscales[0]
-        assert group["0"].metadata.dimension_separator == "/"
+        multiscale = Image04.from_zarr(group).attributes.multiscales[0]
+        assert v2_metadata(group["0"]).dimension_separator == "/"
     assert [a.name for a in multiscale.axes] == ["c", "z", "y", "x"]
     assert [a.type for a in multiscale.axes] == ["channel", "space", "space", "space"]
     assert [a.unit for a in multiscale.axes] == [None, "micrometer", "micrometer", "micrometer"]
@@ -135,7 +138,7 @@ def test_pyramid_levels_downsample_the_level_below(tmp_path, kind):
     else:
         data = rng.integers(0, 4, shape).astype(np.uint16)
     source = xr.DataArray(da.from_array(data, chunks=(4, 16, 16)), dims=("z", "y", "x"))
-    labels = (
+    labels: dict[str, Any] = (
         {"result_type": "Labels"} if kind == "labels" else {}
     )  # integers are averaged unless labels
     result = le.export(
@@ -150,22 +153,22 @@ def test_pyramid_levels_downsample_the_level_below(tmp_path, kind):
         memory_limit="16MiB",
     )
     group = zarr.open_group(str(result.output), mode="r")
-    image = group.attrs["ome"]["multiscales"][0]
+    image = zarr_attrs(group)["ome"]["multiscales"][0]
     assert [d["path"] for d in image["datasets"]] == ["0", "1", "2", "3"]
     expected_shapes = [(9, 37, 45), (5, 19, 23), (3, 10, 12), (2, 5, 6)]  # isotropic: z halves too
-    assert [group[str(i)].shape for i in range(4)] == expected_shapes
+    assert [as_array(group[str(i)]).shape for i in range(4)] == expected_shapes
     assert [d["coordinateTransformations"][0]["scale"] for d in image["datasets"]] == [
         [1.0, 1.0, 1.0],
         [2.0, 2.0, 2.0],
         [4.0, 4.0, 4.0],
         [8.0, 8.0, 8.0],
     ]
-    np.testing.assert_array_equal(group["0"][:], data)
+    np.testing.assert_array_equal(read_all(group["0"]), data)
     how = "mean" if kind == "float" else "mode"
     for level in range(1, 4):
-        below = group[str(level - 1)][:]
+        below = read_all(group[str(level - 1)])
         expected = _reference_downsample(below, (2, 2, 2), how)
-        got = group[str(level)][:]
+        got = read_all(group[str(level)])
         assert got.dtype == data.dtype
         if kind == "float":
             np.testing.assert_allclose(got, expected, rtol=1e-6)
@@ -232,6 +235,7 @@ def test_tiff_flavors(tmp_path, volume, reference, flavor):
         xres, yres = tif.pages.first.resolution
         if flavor == "imagej":
             assert series.axes == "ZCYX"  # ImageJ's TZCYX order
+            assert tif.imagej_metadata is not None
             np.testing.assert_array_equal(data, expected.transpose(1, 0, 2, 3))
             assert tif.imagej_metadata["spacing"] == pytest.approx(0.5)
             assert tif.imagej_metadata["unit"] == "micron"
@@ -240,9 +244,11 @@ def test_tiff_flavors(tmp_path, volume, reference, flavor):
             assert series.axes == "CZYX"
             np.testing.assert_array_equal(data, expected)
         if flavor == "ome":
+            assert tif.ome_metadata is not None
             pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
-            assert float(pixels.get("PhysicalSizeZ")) == pytest.approx(0.5)
-            assert float(pixels.get("PhysicalSizeX")) == pytest.approx(0.1)
+            assert pixels is not None
+            assert float(cast(str, pixels.get("PhysicalSizeZ"))) == pytest.approx(0.5)
+            assert float(cast(str, pixels.get("PhysicalSizeX"))) == pytest.approx(0.1)
             assert pixels.get("PhysicalSizeXUnit") == "µm"
         if flavor == "plain":
             assert (xres, yres) == pytest.approx((1e5, 1e5))  # pixels per centimeter
@@ -342,7 +348,7 @@ def test_png_sequence_rgb_uint8(tmp_path, volume, reference):
 
 
 def test_png_sequence_uint16_gray(tmp_path, volume, reference):
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
     result = le.export(
         volume,
@@ -359,6 +365,7 @@ def test_png_sequence_uint16_gray(tmp_path, volume, reference):
         np.uint16
     )  # float32 math, as the export
     with Image.open(result.paths[4]) as img:
+        assert isinstance(img, PngImagePlugin.PngImageFile)
         assert np.asarray(img).dtype == np.uint16
         np.testing.assert_array_equal(np.asarray(img), expected[4])
         assert json.loads(img.text["lazyexport"])["lazyexport_axes"] == "zyx"
@@ -467,7 +474,7 @@ def test_pixel_size_from_an_imagej_tiff_becomes_the_ome_zarr_scale(tmp_path):
     result = le.export(
         src, le.ExportSettings(format="ome-zarr", output=str(tmp_path / "o.ome.zarr"), levels=1)
     )
-    image = zarr.open_group(str(result.output), mode="r").attrs["ome"]["multiscales"][0]
+    image = zarr_attrs(zarr.open_group(str(result.output), mode="r"))["ome"]["multiscales"][0]
     assert image["datasets"][0]["coordinateTransformations"][0]["scale"] == pytest.approx(
         [1.5, 0.25, 0.25]
     )
@@ -547,9 +554,9 @@ def test_writers_are_told_the_output_in_a_frozen_spec(tmp_path):
         and spec.sizes == {"z": 4, "y": 1200, "x": 1100}
     )
     with pytest.raises(AttributeError):
-        spec.chunks = (1, 1, 1)
+        spec.chunks = (1, 1, 1)  # type: ignore[misc]
     with pytest.raises(TypeError):
-        spec.pixel_size["y"] = 0.5
+        spec.pixel_size["y"] = 0.5  # type: ignore[index]
     notes = list(plan.notes)
     found = plan.writer.check(spec)
     assert (
@@ -592,7 +599,8 @@ def test_cli_formats_and_new_options(tmp_path, capsys):
         == 0
     )
     with tifffile.TiffFile(tmp_path / "o.tif") as tif:
-        assert tif.is_imagej and tif.imagej_metadata["spacing"] == 2.0
+        assert tif.is_imagej and tif.imagej_metadata is not None
+        assert tif.imagej_metadata["spacing"] == 2.0
     assert (
         main(
             [
@@ -609,7 +617,11 @@ def test_cli_formats_and_new_options(tmp_path, capsys):
         )
         == 0
     )
-    assert zarr.open_group(str(tmp_path / "o.ome.zarr"), mode="r")["1"].shape == (2, 10, 10)
+    assert as_array(zarr.open_group(str(tmp_path / "o.ome.zarr"), mode="r")["1"]).shape == (
+        2,
+        10,
+        10,
+    )
     assert (
         main(
             [

@@ -16,6 +16,7 @@ import pytest
 
 import lazyexport as le
 from conftest import hidden_temps, make_data, write_zarr3
+from lazyexport.run import Progress
 from lazyexport.settings import ExportSettings
 from objstore import key_prefix, s3_bucket
 
@@ -133,7 +134,8 @@ def _fail_writes_after(monkeypatch, target: str, count: int) -> None:
     """Make every block write after the first ``count`` fail (a full disk, say)."""
     module, _, name = target.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
-    original, written = cls.write, []
+    original = cls.write
+    written: list[tuple[slice, ...]] = []
 
     def write(self, block, location):
         if len(written) >= count:
@@ -153,7 +155,7 @@ def test_without_resume_an_interrupted_lazy_export_starts_again(
         _fail_writes_after(patched, TARGETS["zarr"][1], 7)
         with pytest.raises(OSError, match="disk on fire"):
             dask.compute(le.export(data, settings, compute=False), scheduler="synchronous")
-    events = []
+    events: list[Progress] = []
     again = le.export(data, settings, compute=False, progress=events.append)
     (result,) = dask.compute(again, scheduler="synchronous")
     assert len(events) == 12

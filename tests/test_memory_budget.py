@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def run_export(source, settings: dict) -> dict:
     return report
 
 
-FORMATS = {
+FORMATS: dict[str, dict[str, Any]] = {
     "zarr": {"output": "v.zarr"},
     "hdf5": {"output": "v.h5"},
     "n5": {"output": "v.n5", "compression": "raw"},

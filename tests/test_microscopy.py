@@ -24,6 +24,7 @@ from conftest import run_cli
 from lazyexport import cli
 from lazyexport.errors import SourceError
 from lazyexport.sources.facts import source_facts
+from zarr_nodes import read_all, zarr_attrs
 
 # bioio-ome-tiff 1.4 passes ome-types an argument it deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:As of version 0.4.0, the parser argument")
@@ -92,9 +93,9 @@ def bioio_data(path: Path, scene=0) -> np.ndarray:
 
 def level0(store: Path) -> tuple[np.ndarray, dict]:
     group = zarr.open_group(str(store), mode="r")
-    attrs = dict(group.attrs)
+    attrs = dict(zarr_attrs(group))
     meta = attrs.get("ome", attrs)
-    return np.asarray(group[meta["multiscales"][0]["datasets"][0]["path"]][...]), meta
+    return np.asarray(read_all(group[meta["multiscales"][0]["datasets"][0]["path"]])), meta
 
 
 def scale(meta: dict) -> list[float]:
@@ -271,6 +272,7 @@ def test_channel_names_go_into_ome_tiff_and_imagej_tiff(files, tmp_path):
     le.export(src, le.ExportSettings(format="tiff", tiff_flavor="ome", output=str(ome)))
     with tifffile.TiffFile(ome) as tif:
         xml = tif.ome_metadata
+        assert xml is not None
         np.testing.assert_array_equal(tif.series[0].asarray(), czi["left"])  # CZYX
     for name in CHANNELS:
         assert f'Name="{name}"' in xml
@@ -280,6 +282,7 @@ def test_channel_names_go_into_ome_tiff_and_imagej_tiff(files, tmp_path):
     le.export(src, le.ExportSettings(format="tiff", tiff_flavor="imagej", output=str(imagej)))
     with tifffile.TiffFile(imagej) as tif:
         assert tif.series[0].axes == "ZCYX"
+        assert tif.imagej_metadata is not None
         assert tif.imagej_metadata["Labels"] == CHANNELS * 4  # each page: its channel's name
         np.testing.assert_array_equal(tif.series[0].asarray(), czi["left"].transpose(1, 0, 2, 3))
 
@@ -311,6 +314,7 @@ def test_a_cutout_of_channels_keeps_their_names_and_a_transpose_keeps_them_with_
     )
     le.export(src, settings)
     with tifffile.TiffFile(ij) as f:
+        assert f.imagej_metadata is not None
         assert f.imagej_metadata["Labels"] == ["GFP", "mCherry"] * 2
 
 

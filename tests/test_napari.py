@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from typing import cast
 from xml.etree import ElementTree
 
 import dask.array as da
@@ -17,11 +18,13 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from npe2.types import FullLayerData
 from numpydoc.validate import validate
 
 import lazyexport as le
 from lazyexport import napari as writers
 from lazyexport.errors import AxisError, FormatError
+from zarr_nodes import as_array, read_all, zarr_attrs
 
 PLUGIN = "lazyexport"
 SCALE = [2.0, 0.5, 0.25]  # z, y, x
@@ -117,8 +120,8 @@ def test_the_plugin_is_discovered_through_the_installed_entry_point():
     for (path, types), command in expected.items():
         writer, _ = pm.get_writer(path, layer_types=list(types), plugin_name=PLUGIN)
         assert writer is not None and writer.command == command, (path, types)
-    for path, types in [("a.tif", ["image", "labels"]), ("a.ome.zarr", ["image", "image"])]:
-        assert pm.get_writer(path, layer_types=types, plugin_name=PLUGIN)[0] is None
+    for path, kinds in [("a.tif", ["image", "labels"]), ("a.ome.zarr", ["image", "image"])]:
+        assert pm.get_writer(path, layer_types=kinds, plugin_name=PLUGIN)[0] is None
     assert pm.get_writer("a.png", layer_types=["image"], plugin_name=PLUGIN)[0] is None
 
 
@@ -140,33 +143,36 @@ def test_ome_zarr_image_and_labels_round_trip(tmp_path):
     group = zarr.open_group(str(out), mode="r")
     model = Image.from_zarr(group)  # valid OME-NGFF 0.5, labels with as many levels as the image
     assert model.labels is not None and model.labels.label_paths == ["cells"]
-    np.testing.assert_array_equal(group["0"][...], raw)
-    np.testing.assert_array_equal(group["labels/cells/0"][...], cells)
-    assert group["labels/cells/0"].dtype == np.int32
+    np.testing.assert_array_equal(read_all(group["0"]), raw)
+    np.testing.assert_array_equal(read_all(group["labels/cells/0"]), cells)
+    assert as_array(group["labels/cells/0"]).dtype == np.int32
     for node, name in [(group, "raw"), (group["labels/cells"], "cells")]:
-        (multiscale,) = node.attrs["ome"]["multiscales"]
+        (multiscale,) = zarr_attrs(node)["ome"]["multiscales"]
         assert multiscale["name"] == name
         assert [a["unit"] for a in multiscale["axes"]] == ["micrometer"] * 3
         scales = [d["coordinateTransformations"][0]["scale"] for d in multiscale["datasets"]]
         assert scales == [SCALE, [2.0, 1.0, 0.5]]  # z (coarser than y/x) is not halved
-    assert group["labels/cells"].attrs["ome"]["image-label"]["source"] == {"image": "../../"}
+    assert zarr_attrs(group["labels/cells"])["ome"]["image-label"]["source"] == {"image": "../../"}
     # labels downsample to the most frequent label: no value that was not a label
-    assert set(np.unique(group["labels/cells/1"][...])) <= set(np.unique(cells))
+    assert set(np.unique(read_all(group["labels/cells/1"]))) <= set(np.unique(cells))
     nodes = list(Reader(parse_url(str(out)))())  # what napari-ome-zarr reads
     assert [n.metadata.get("name") for n in nodes if n.data] == ["raw", "cells"]
 
 
 def test_ome_zarr_replaces_a_store_and_keeps_a_scale_without_unit(tmp_path):
     out = tmp_path / "old.zarr"
-    first = [(image(), meta("first"), "image"), (labels(), meta("l"), "labels")]
+    first: list[FullLayerData] = [
+        (image(), meta("first"), "image"),
+        (labels(), meta("l"), "labels"),
+    ]
     npe2.write(out, first, plugin_name=PLUGIN)
     data = da.from_array(image(seed=5), chunks=(2, 16, 16))  # dask data is written lazily
-    second = [(data, meta("second", units="pixel"), "image")]
+    second: list[FullLayerData] = [(data, meta("second", units="pixel"), "image")]
     assert npe2.write(out, second, plugin_name=PLUGIN) == [str(out)]
     group = zarr.open_group(str(out), mode="r")
     assert "labels" not in group  # the old store was replaced as a whole
-    np.testing.assert_array_equal(group["0"][...], data.compute())
-    (multiscale,) = group.attrs["ome"]["multiscales"]
+    np.testing.assert_array_equal(read_all(group["0"]), data.compute())
+    (multiscale,) = zarr_attrs(group)["ome"]["multiscales"]
     assert multiscale["name"] == "second"
     assert all("unit" not in a for a in multiscale["axes"])  # napari's "pixel": no unit invented
     assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == SCALE
@@ -176,7 +182,10 @@ def test_ome_zarr_replaces_a_store_and_keeps_a_scale_without_unit(tmp_path):
 def test_hdf5_layers_become_datasets_named_after_them(tmp_path):
     raw, cells = image(dtype="uint8"), labels(dtype="uint64")
     out = tmp_path / "layers.h5"
-    layers = [(raw, meta("raw"), "image"), (cells, meta("cells/nuclei", units="nm"), "labels")]
+    layers: list[FullLayerData] = [
+        (raw, meta("raw"), "image"),
+        (cells, meta("cells/nuclei", units="nm"), "labels"),
+    ]
     assert npe2.write(out, layers, plugin_name=PLUGIN) == [str(out)]
     with h5py.File(out, "r") as f:
         assert sorted(f) == ["cells_nuclei", "raw"]
@@ -208,7 +217,7 @@ def test_units_as_napari_keeps_them(tmp_path):
     """One unit object per axis; spatial axes in different units are given in micrometers, a
     unit that is not a length is none."""
     raw = image(dtype="uint8")
-    layers = [
+    layers: list[FullLayerData] = [
         (
             raw,
             meta("mixed", units=None) | {"units": (Unit("nanometer"), *[Unit("µm")] * 2)},
@@ -250,6 +259,7 @@ def test_tiff_image_round_trip(tmp_path):
     assert written == [str(out)]
     np.testing.assert_array_equal(tifffile.imread(out), raw)
     with tifffile.TiffFile(out) as tif:
+        assert tif.shaped_metadata is not None
         (description,) = tif.shaped_metadata
         assert description["pixel_size"] == dict(zip("zyx", SCALE))
         assert description["unit"] == "micrometer"
@@ -269,9 +279,10 @@ def test_ome_tiff_labels_round_trip(tmp_path):
     assert back.dtype == np.int32
     np.testing.assert_array_equal(back, cells)
     with tifffile.TiffFile(out) as tif:
+        assert tif.ome_metadata is not None
         pixels = ElementTree.fromstring(tif.ome_metadata).find(".//{*}Pixels")
     assert pixels is not None
-    assert [float(pixels.get(f"PhysicalSize{a}")) for a in "ZYX"] == SCALE
+    assert [float(cast(str, pixels.get(f"PhysicalSize{a}"))) for a in "ZYX"] == SCALE
     assert {pixels.get(f"PhysicalSize{a}Unit") for a in "ZYX"} == {"nm"}
 
 
@@ -281,19 +292,19 @@ def test_axes_from_axis_labels_rgb_and_multiscale(tmp_path):
     named = meta("movie", scale=[1.0, *SCALE], axis_labels=("time", "Z", "y", "x"))
     npe2.write(tmp_path / "movie.ome.zarr", [(movie, named, "image")], plugin_name=PLUGIN)
     group = zarr.open_group(str(tmp_path / "movie.ome.zarr"), mode="r")
-    axes = group.attrs["ome"]["multiscales"][0]["axes"]
+    axes = zarr_attrs(group)["ome"]["multiscales"][0]["axes"]
     assert [a["name"] for a in axes] == ["t", "z", "y", "x"]
-    np.testing.assert_array_equal(group["0"][...], movie)
+    np.testing.assert_array_equal(read_all(group["0"]), movie)
 
     # RGB: channels last in napari, first in OME-Zarr (NGFF's order)
     photo = image((20, 30, 3), dtype="uint8")
     rgb = meta("photo", scale=[0.5, 0.25], rgb=True)
     npe2.write(tmp_path / "photo.zarr", [(photo, rgb, "image")], plugin_name=PLUGIN)
     group = zarr.open_group(str(tmp_path / "photo.zarr"), mode="r")
-    (multiscale,) = group.attrs["ome"]["multiscales"]
+    (multiscale,) = zarr_attrs(group)["ome"]["multiscales"]
     assert [a["name"] for a in multiscale["axes"]] == ["c", "y", "x"]
     assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [1.0, 0.5, 0.25]
-    np.testing.assert_array_equal(group["0"][...], photo.transpose(2, 0, 1))
+    np.testing.assert_array_equal(read_all(group["0"]), photo.transpose(2, 0, 1))
 
     # multiscale: the full-resolution level (dask) is written
     full = da.from_array(image((8, 64, 64)), chunks=(4, 32, 32))

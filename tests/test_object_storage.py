@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from lazyexport.errors import SourceError
 from lazyexport.settings import ExportSettings
 from lazyexport.storage import Run
 from objstore import FaultProxy, key_prefix, s3_bucket, serve_directory
+from zarr_nodes import read_all
 
 SHAPE = (12, 40, 36)
 CUT = {"z": (2, 11), "y": (3, 37)}
@@ -57,11 +59,11 @@ def _read(path: Path, fmt: str) -> dict[str, np.ndarray]:
         return {"data": le.open_exported(path).values}
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
-        return {"": node[...]}
-    return {name: arr[...] for name, arr in sorted(node.arrays())}  # level 0 first
+        return {"": read_all(node)}
+    return {name: read_all(arr) for name, arr in sorted(node.arrays())}  # level 0 first
 
 
-OUTPUTS = {  # format -> (settings, output name)
+OUTPUTS: dict[str, tuple[dict[str, Any], str]] = {  # format -> (settings, output name)
     "zarr": ({"format": "zarr"}, "out.zarr"),
     "zarr-sharded": ({"format": "zarr", "shards": {"z": 8}, "chunks": {"z": 2}}, "sh.zarr"),
     "ome-zarr": ({"format": "ome-zarr", "levels": 2}, "out.ome.zarr"),
@@ -215,7 +217,17 @@ def test_a_killed_export_leaves_no_visible_output_and_the_next_run_leaves_no_str
     data = make_data("uint16", (48, 64, 64))
     source = write_zarr3(tmp_path / "big.zarr", data, chunks=(1, 64, 64)).file
     url = f"s3://lzx/{prefix}/killed.zarr"
-    args = ["export", source, "--format", "zarr", "--output", url, "--chunks", "z=1", "-q"]
+    args: list[str | os.PathLike[str]] = [
+        "export",
+        source,
+        "--format",
+        "zarr",
+        "--output",
+        url,
+        "--chunks",
+        "z=1",
+        "-q",
+    ]
     slow = [sys.executable, str(ROOT / "tests" / "slow_cli.py"), tmp_path / "marker", "0.05"]
     proc = subprocess.Popen([*map(str, slow), *map(str, args)], env=cli_env(), cwd=ROOT)
     deadline = time.monotonic() + 60
@@ -242,7 +254,16 @@ def test_a_killed_resume_export_continues_to_an_output_identical_to_a_clean_expo
     data = make_data("uint16", (40, 256, 512))  # 40 blocks of one 256 KiB slice
     source = write_zarr3(tmp_path / "big.zarr", data, chunks=(1, 256, 512)).file
     url = f"s3://lzx/{prefix}/resumed.zarr"
-    args = ["export", source, "--format", "zarr", "--output", url, "--chunks", "z=1"]
+    args: list[str | os.PathLike[str]] = [
+        "export",
+        source,
+        "--format",
+        "zarr",
+        "--output",
+        url,
+        "--chunks",
+        "z=1",
+    ]
     args += ["--resume", "-q"]
     marker = tmp_path / "marker"
     slow = [sys.executable, str(ROOT / "tests" / "slow_cli.py"), marker, "0.05"]
@@ -380,6 +401,7 @@ def test_review_findings_at_urls(s3, prefix, volume, tmp_path):
     listed = zarr.open_group(
         remote.zarr_store(remote.as_path(store_url)), mode="r", use_consolidated=True
     )
+    assert listed.metadata.consolidated_metadata is not None
     assert "exports/a" in listed.metadata.consolidated_metadata.flattened_metadata
     # a project file with a URL source
     s3.upload_tree(source, "lzx", f"{prefix}/p/src.zarr")

@@ -67,6 +67,7 @@ def test_an_export_by_percentiles_writes_what_the_computed_range_writes(tmp_path
         output=str(tmp_path / "p.npy"),
     )  # fmt: skip
     plan = build_plan(str(tmp_path / "v.npy"), settings)
+    assert plan.renormalize is not None
     (lo, hi), _ = plan.renormalize
     cut = data[1:9, 3:27]
     expected = np.percentile(cut, (0.5, 99.5))
@@ -158,6 +159,7 @@ def test_the_plan_counts_the_values_beyond_the_percentiles_ties_included(tmp_pat
     np.save(tmp_path / "t.npy", data)
     settings = ExportSettings(renormalize=(("p10", "p90"), (0, 255)), dtype="uint8")
     plan = build_plan(str(tmp_path / "t.npy"), settings)
+    assert plan.renormalize is not None
     (lo, hi), _ = plan.renormalize
     below, above = int(np.count_nonzero(data < lo)), int(np.count_nonzero(data > hi))
     note = next(n for n in plan.notes if "p10" in n)
@@ -169,6 +171,7 @@ def test_the_plan_counts_the_values_beyond_the_percentiles_ties_included(tmp_pat
 
 def test_a_percentile_keeps_every_digit_given():
     settings = ExportSettings(renormalize=(("p0.123456789", "p99.9999999"), (0, 1)))
+    assert settings.renormalize is not None
     assert settings.renormalize[0] == ("p0.123456789", "p99.9999999")
 
 

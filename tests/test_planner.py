@@ -60,6 +60,7 @@ def test_a_mid_chunk_cutout_decodes_each_source_chunk_once(tmp_path, monkeypatch
     result = le.export(str(path), settings, memory_limit="64MiB")
     counted = len(decoded) * 16 * 32 * 32 * 4
     assert len(decoded) >= needed_chunks
+    assert plan.costs is not None
     assert plan.costs.decoded == counted  # the model counts what is decoded
     assert plan.costs.amplification <= 1.05
     assert len(decoded) == needed_chunks  # each chunk once
@@ -75,18 +76,21 @@ def test_chunks_that_straddle_blocks_are_decoded_once_and_shared(tmp_path, monke
     path, data = counting_zarr(tmp_path, (48, 160, 160), (16, 32, 32))
     decoded = []
     original = chunkio.ChunkFiles._load
-    monkeypatch.setattr(
-        chunkio.ChunkFiles,
-        "_load",
-        lambda self, index, out=None: decoded.append(index) or original(self, index, out),
-    )
+
+    def load(self, index, out=None):
+        decoded.append(index)
+        return original(self, index, out)
+
+    monkeypatch.setattr(chunkio.ChunkFiles, "_load", load)
     roi = {"z": (3, 45), "y": (7, 150), "x": (13, 147)}
     settings = le.ExportSettings(
         format=fmt, roi=roi, output=str(tmp_path / "o"), chunks={"z": 8, "y": 16, "x": 16}
     )
     plan = build_plan(str(path), settings, memory_limit="16MiB")
     apart = run.plan_on("processes", str(path), settings, memory_limit="16MiB")
+    assert plan.costs is not None
     assert plan.nblocks > 1 and plan.costs.shared > 0  # blocks edges inside source chunks
+    assert apart.costs is not None
     assert (
         not apart.in_process and apart.costs.amplification > 1.05
     )  # ... which processes would decode twice
@@ -107,9 +111,14 @@ def test_shared_reads_are_dropped_after_their_last_block_and_read_again_when_a_r
     region = ((5, 25), (0, 50))  # overlaps blocks 0, 1 and 2 (2 is done already)
     assert shared.users(region) == 2
     loads = []
-    shared.get(region, lambda: loads.append(1) or np.ones(3))
+
+    def load():
+        loads.append(1)
+        return np.ones(3)
+
+    shared.get(region, load)
     assert len(shared) == 1  # kept for the second block
-    shared.get(region, lambda: loads.append(1) or np.ones(3))
+    shared.get(region, load)
     assert len(shared) == 0 and len(loads) == 1  # read once, dropped after its last block
 
     def fail():
@@ -134,6 +143,7 @@ def test_a_source_chunk_larger_than_the_budget_is_refused_in_one_line_with_the_l
         le.open_source(big, axes="zyx"), settings, memory_limit=" ".join(needed).replace(" ", "")
     )
     assert plan.in_flight == 1
+    assert plan.costs is not None
     assert plan.costs.task_peak <= plan.memory_limit
 
 
@@ -157,9 +167,11 @@ def test_sequences_stage_only_when_the_slab_of_one_source_chunk_does_not_fit(tmp
         format="tiff-sequence", output=str(tmp_path / "s_{slice_index}.tif")
     )
     roomy = build_plan(src, settings, memory_limit="256MiB")
+    assert roomy.costs is not None
     assert not roomy.staged and roomy.costs.amplification == 1.0
     assert set(roomy.blocks[0]) == {32}  # slabs follow the source's chunks
     tight = build_plan(src, settings, memory_limit="16MiB")
+    assert tight.costs is not None
     assert tight.staged and tight.costs.amplification == 1.0
     assert any("staging file" in n for n in tight.notes)
     result = le.export(src, settings, memory_limit="16MiB")
@@ -174,6 +186,7 @@ def test_a_mid_chunk_slice_sequence_writes_slabs_that_follow_the_source(tmp_path
         format="tiff-sequence", roi={"z": (3, 37)}, output=str(tmp_path / "s_{slice_index}.tif")
     )
     plan = build_plan(src, settings, memory_limit="64MiB")
+    assert plan.costs is not None
     assert not plan.staged and plan.costs.amplification == 1.0
     assert plan.blocks[0][0] == 5  # up to the first chunk edge (z=8)
     result = le.export(src, settings, memory_limit="64MiB")
@@ -224,7 +237,7 @@ def test_plan_prints_and_writes_nothing_and_its_json_matches_the_real_run(tmp_pa
         "staged",
     ):
         assert key in shown
-    events = []
+    events: list[run.Progress] = []
     plan = build_plan(
         str(tmp_path / "a.npy"),
         le.ExportSettings(
@@ -239,6 +252,7 @@ def test_plan_prints_and_writes_nothing_and_its_json_matches_the_real_run(tmp_pa
     assert plan.summary()["tasks"] == shown["tasks"] and list(plan.block) == shown["block"]
     result = le.run.execute(plan, progress=events.append)
     assert len(events) == shown["tasks"] == plan.nblocks
+    assert plan.costs is not None
     assert result.projected_peak == plan.costs.projected_peak
     assert result.peak_memory > 0
 
@@ -302,7 +316,7 @@ def test_the_plan_is_a_frozen_value_that_execution_does_not_change(tmp_path):
         data, le.ExportSettings(format="zarr", output=str(tmp_path / "o")), memory_limit="16MiB"
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
-        plan.chunks = (1, 1, 1)
+        plan.chunks = (1, 1, 1)  # type: ignore[misc]
     before = plan.summary()
     result = le.run.execute(plan, resume=True, scheduler="threads")
     assert plan.summary() == before

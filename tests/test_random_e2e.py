@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask
 import h5py
@@ -44,6 +44,7 @@ import lazyexport as le
 from conftest import cli_env, hidden_temps, write_hdf5, write_npy, write_zarr2, write_zarr3
 from lazyexport.formats import formats
 from lazyexport.plan import build_plan
+from zarr_nodes import dimension_names, read_all, zarr_attrs
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 
@@ -189,7 +190,8 @@ def _draw_shape(rng: np.random.Generator, axes: str) -> tuple[int, ...]:
 
 
 def _draw_roi(rng: np.random.Generator, axes: str, shape: tuple[int, ...]):
-    roi = {}
+    roi: dict[str, tuple[int | None, int | None]] = {}
+    stop: int | None
     for axis, size in zip(axes, shape):
         choice = rng.random()
         if choice < 0.35:
@@ -344,7 +346,7 @@ def _draw_interrupted(rng: np.random.Generator, index: int, interrupt: str) -> C
     shape = (max(8, 40 // np.dtype(dtype).itemsize), 512, 512)
     deep = kind != "npy" and rng.random() < 0.7  # sequences are staged from deep chunks
     chunks = (int(rng.integers(2, 9)) if deep else 1, 128, 256) if kind != "npy" else None
-    roi = {"z": (int(rng.integers(0, 3)), None)}
+    roi: dict[str, tuple[int | None, int | None]] = {"z": (int(rng.integers(0, 3)), None)}
     if rng.random() < 0.5:
         roi["x"] = (int(rng.integers(0, 50)), None)
     case = Case(
@@ -411,6 +413,7 @@ def write_source(case: Case, data: np.ndarray, root: Path) -> tuple[Any, dict[st
     if case.kind == "zarr3":
         return write_zarr3(root / "src3.zarr", data, axes=axes, chunks=chunks).spec, {}
     if case.kind == "zarr3-group":
+        assert chunks is not None  # a file source has chunks
         group = zarr.open_group(str(root / "a.zarr"), mode="w", zarr_format=3)
         raw = group.create_array(
             "raw", shape=data.shape, dtype=data.dtype, chunks=chunks, dimension_names=list(axes)
@@ -424,6 +427,7 @@ def write_source(case: Case, data: np.ndarray, root: Path) -> tuple[Any, dict[st
     if case.kind == "n5":
         import tensorstore as ts
 
+        assert chunks is not None  # a file source has chunks
         labels = np.arange(12, dtype=np.uint16).reshape(3, 4)
         for name, array, chunk in (("raw", data, chunks), ("labels", labels, (3, 4))):
             # tensorstore shows N5's own order (x first): the reverse of what N5 tools read as
@@ -470,7 +474,7 @@ def expected_result(
         # exactly (float64 at least; a float32 computation may differ within the bound)
         x = cut.astype(np.float64)
         ratio = (out_max - out_min) / (in_max - in_min)
-        y = (x - in_min) * ratio + out_min
+        y: np.ndarray = (x - in_min) * ratio + out_min
         if case.dtype in ("int64", "uint64"):  # the float64 value of x is already rounded
             y = (cut.astype(np.longdouble) - in_min) * np.longdouble(ratio) + out_min
             y = y.astype(np.float64)
@@ -535,9 +539,9 @@ def _convert(values: np.ndarray, dtype: np.dtype, bound, renormalized: bool):
 Stored = tuple[list[np.ndarray], list[tuple[str, ...] | None]]
 
 
-def read_back(result, case: Case) -> Stored:
+def read_back(result, case: Case | None) -> Stored:
     """Arrays as stored (one per slice for sequences), and the axes the file records for each
-    (None where the format records none)."""
+    (None where the format records none). ``case`` is not needed: None is fine."""
     reader = READERS.get(result.format)
     if reader is None:
         raise AssertionError(result.format)
@@ -552,18 +556,18 @@ def _read_hdf5(result, out: Path, internal: str) -> Stored:
 
 
 def _read_zarr(result, out: Path, internal: str) -> Stored:
-    arr = zarr.open_array(str(out), path=internal or None, mode="r")
+    arr = zarr.open_array(str(out), path=internal, mode="r")  # "": the store's root array
     v3 = arr.metadata.zarr_format == 3
-    names = arr.metadata.dimension_names if v3 else arr.attrs["_ARRAY_DIMENSIONS"]
-    return [arr[...]], [tuple(names)]
+    names = dimension_names(arr) if v3 else zarr_attrs(arr)["_ARRAY_DIMENSIONS"]
+    return [read_all(arr)], [tuple(cast("tuple[str, ...]", names))]
 
 
 def _read_ome_zarr(result, out: Path, internal: str) -> Stored:
     group = zarr.open_group(str(out), path=internal or None, mode="r")
-    attrs = group.attrs.asdict()
+    attrs: dict[str, Any] = group.attrs.asdict()
     multiscale = (attrs["ome"] if "ome" in attrs else attrs)["multiscales"][0]
     level0 = group[multiscale["datasets"][0]["path"]]
-    return [level0[...]], [tuple(a["name"] for a in multiscale["axes"])]
+    return [read_all(level0)], [tuple(a["name"] for a in multiscale["axes"])]
 
 
 def _read_n5(result, out: Path, internal: str) -> Stored:
@@ -586,24 +590,29 @@ def _read_tiff(result, out: Path, internal: str) -> Stored:
         data = tif.asarray()
         if tif.is_imagej:  # ImageJ's axes (TZCYX), without those of length 1
             return [data], [tuple(tif.series[0].axes.lower())]
+        assert tif.shaped_metadata is not None
         return [data], [tuple(tif.shaped_metadata[0]["lazyexport_axes"])]
 
 
 def _read_tiff_sequence(result, out: Path, internal: str) -> Stored:
-    arrays, axes = [], []
+    arrays: list[np.ndarray] = []
+    axes: list[tuple[str, ...] | None] = []
     for path in result.paths:
         with tifffile.TiffFile(path) as tif:
             arrays.append(tif.asarray())
+            assert tif.shaped_metadata is not None
             axes.append(tuple(tif.shaped_metadata[0]["lazyexport_plane"]))
     return arrays, axes
 
 
 def _read_png_sequence(result, out: Path, internal: str) -> Stored:
-    from PIL import Image
+    from PIL import Image, PngImagePlugin
 
-    arrays, axes = [], []
+    arrays: list[np.ndarray] = []
+    axes: list[tuple[str, ...] | None] = []
     for path in result.paths:
         with Image.open(path) as image:
+            assert isinstance(image, PngImagePlugin.PngImageFile)
             arrays.append(np.asarray(image))
             axes.append(tuple(json.loads(image.text["lazyexport"])["lazyexport_plane"]))
     return arrays, axes
@@ -631,6 +640,7 @@ def compare(case: Case, result, expected: np.ndarray, axes: tuple[str, ...], bou
         k = axes.index(slice_axis)
         assert len(arrays) == expected.shape[k], (what, len(arrays))
         for i, (array, plane_axes) in enumerate(zip(arrays, stored_axes)):
+            assert plane_axes is not None  # every slice says its axes
             rest = [a for a in axes if a != slice_axis]
             want = np.take(expected, i, axis=k)
             b = None if bound is None else np.take(bound, i, axis=k)
@@ -802,7 +812,7 @@ def run_case(case: Case, root: Path):
             killed.stdout,
             killed.stderr[-2000:],
         )
-    options = dict(memory_limit=MEMORY_LIMIT, resume=True) if case.interrupt else {}
+    options: dict[str, Any] = dict(memory_limit=MEMORY_LIMIT, resume=True) if case.interrupt else {}
     # after a kill during the renames some final files exist: --resume finishes that commit
     # (no --overwrite needed, nothing written again)
     try:
@@ -828,7 +838,7 @@ def _read_container_array(case: Case, spec: str, name: str) -> np.ndarray:
             return f[name][...]
     container = spec.rsplit("/", 1)[0]
     if case.kind == "zarr3-group":
-        return zarr.open_array(container, path=name, mode="r")[...]
+        return read_all(zarr.open_array(container, path=name, mode="r"))
     import tensorstore as ts
 
     return (

@@ -21,6 +21,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -133,28 +134,29 @@ def test_a_cutout_decodes_only_the_units_it_overlaps(tmp_path, monkeypatch, name
     sample = made.write(tmp_path, data)
     src = le.open_source(sample.text)  # metadata only: before the units are spoiled
     facts = source_facts(src)
-    units = dict(facts.chunks or dict.fromkeys(src.dims, 1))  # none: any region as it is
-    assert set(units) == set(src.dims), f"{name} declares no read unit for an axis: {units}"
+    dims = cast("tuple[str, ...]", src.dims)  # xarray types them as any hashable
+    units = dict(facts.chunks or dict.fromkeys(dims, 1))  # none: any region as it is
+    assert set(units) == set(dims), f"{name} declares no read unit for an axis: {units}"
     assert [units[d] for d in "zyx"] != [src.sizes[d] for d in "zyx"]  # several units
     if facts.reader is None:  # read through dask: each block at most one read unit
-        for d, sizes in zip(src.dims, src.data.chunks):
+        for d, sizes in zip(dims, src.data.chunks):
             assert max(sizes) <= units[d], (name, d, sizes)
     if made.poison is not None:
         made.poison(sample, _units(ROI, units, "zyx"), units)
     reads = _count_reads(monkeypatch, facts.reader) if facts.reader is not None else []
-    roi = {d: ROI.get(d, (0, n)) for d, n in src.sizes.items()}
+    roi = {d: ROI.get(d, (0, n)) for d, n in zip(dims, src.shape)}
     output = tmp_path / "cut.npy"
     le.export(src, ExportSettings(roi=ROI, output=str(output), format="npy", axis_order="zyx"))
     want = data[tuple(slice(*ROI[d]) for d in "zyx")]
     np.testing.assert_array_equal(np.load(output), want)
     if facts.reader is not None:
-        boxes = [{d: (k.start or 0, k.stop) for d, k in zip(src.dims, key)} for key in reads]
+        boxes = [{d: (k.start or 0, k.stop) for d, k in zip(dims, key)} for key in reads]
         assert all(roi[d][0] <= b[d][0] and b[d][1] <= roi[d][1] for b in boxes for d in b)
         assert sum(math.prod(b - a for a, b in box.values()) for box in boxes) == want.size
     if facts.chunks is not None:  # the planner's pass over the data reads by units
         passed = cutout_reads(src, roi).compute(scheduler="sync")
         np.testing.assert_array_equal(
-            _zyx(src[tuple(slice(*roi[d]) for d in src.dims)].copy(data=np.asarray(passed))), want
+            _zyx(src[tuple(slice(*roi[d]) for d in dims)].copy(data=np.asarray(passed))), want
         )
 
 

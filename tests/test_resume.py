@@ -16,6 +16,8 @@ import zarr
 import lazyexport as le
 from conftest import cli_env, snapshot
 from lazyexport.plan import build_plan
+from lazyexport.run import Progress
+from zarr_nodes import read_all
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 
@@ -70,7 +72,7 @@ def export_args(fmt: str, src: Path, *extra: str) -> list[str]:
 def read_output(fmt: str, src: Path) -> np.ndarray:
     out = src.parent / "out"
     if fmt == "zarr":
-        return zarr.open_array(str(out / "vol.zarr"))[...]
+        return read_all(zarr.open_array(str(out / "vol.zarr")))
     if fmt == "tiff-sequence":
         return np.stack([tifffile.imread(out / f"vol_z{i:02}.tif") for i in range(SHAPE[0])])
     import h5py
@@ -237,7 +239,7 @@ def test_a_changed_plan_does_not_reuse_stale_data(volume):
     stale = resume_files(out)
     assert len(stale) == 2
     changed = settings("zarr", chunks={"z": 1}, renormalize=((0, 1), (0, 100)))
-    events = []
+    events: list[Progress] = []
     le.export(volume, changed, memory_limit="16MiB", resume=True, progress=events.append)
     assert events[0].blocks_done == 1  # nothing skipped
     assert resume_files(out) == []  # the stale run's files are gone

@@ -131,6 +131,7 @@ def test_item22_batch_empty_input_range_is_the_data_range(tmp_path):
 def test_item22_docs_say_the_data_range():
     readme = (ROOT / "README.md").read_text()
     assert "dtype's range for integers" not in readme
+    assert le.ExportSettings.__doc__ is not None
     assert "the dtype's range" not in le.ExportSettings.__doc__
     for text in (
         readme,
@@ -181,6 +182,7 @@ def _signal_early(command: list[str], signum: int, delay: float) -> subprocess.C
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    assert proc.stderr is not None  # a pipe
     first = proc.stderr.readline()
     time.sleep(delay)
     proc.send_signal(signum)
@@ -316,7 +318,7 @@ def test_item23_a_signal_python_ignored_still_ends_the_command_as_interrupted(
             )  # as the handler does when Ctrl-C lands here
 
     original = run._Tracker.check
-    calls = []
+    calls: list[int] = []
 
     def check(self):
         if not calls:
@@ -325,7 +327,8 @@ def test_item23_a_signal_python_ignored_still_ends_the_command_as_interrupted(
         original(self)  # ...but the next check raises it
 
     monkeypatch.setattr(run._Tracker, "check", check)
-    printed = []  # what Python would print as "Exception ignored in ... Traceback ..."
+    # what Python would print as "Exception ignored in ... Traceback ..."
+    printed: list[sys.UnraisableHookArgs] = []
     monkeypatch.setattr(sys, "unraisablehook", printed.append)
     status = cli.main(
         ["export", str(volume), "--format", "zarr", "--output", str(tmp_path / "o"), "--quiet"]

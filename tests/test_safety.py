@@ -30,7 +30,11 @@ SHAPE = (20, 30, 40)
 CHUNKS = (5, 30, 40)
 FORMATS = ["hdf5", "zarr", "tiff-sequence"]
 OUTPUTS = {"hdf5": "out.h5", "zarr": "out.zarr", "tiff-sequence": "slices/z{slice_index}.tif"}
-TARGETS = {"hdf5": HDF5Target, "zarr": ZarrTarget, "tiff-sequence": TiffSequenceTarget}
+TARGETS: dict[str, type[HDF5Target | ZarrTarget | TiffSequenceTarget]] = {
+    "hdf5": HDF5Target,
+    "zarr": ZarrTarget,
+    "tiff-sequence": TiffSequenceTarget,
+}
 
 
 class Boom(RuntimeError):

@@ -109,6 +109,7 @@ def test_large_shards_run_fewer_at_a_time_and_too_large_ones_are_refused(tmp_pat
         volume, settings(tmp_path / "a.zarr", shards=big), memory_limit="64MiB", threads=8
     )
     assert plan.nblocks == 1 and plan.in_flight == 1
+    assert plan.costs is not None
     assert plan.in_flight * plan.costs.task_peak <= 64 * 2**20
     # kept as float32 (20 MiB), the shard alone and its encoded copy cannot fit 16 MiB
     as_float = settings(tmp_path / "b.zarr", shards=big).replace(dtype=None, renormalize=None)
@@ -116,7 +117,9 @@ def test_large_shards_run_fewer_at_a_time_and_too_large_ones_are_refused(tmp_pat
         SettingsError, match=r"shards of .* more than the memory limit 16.00 MiB; .* at least"
     ):
         build_plan(volume, as_float, memory_limit="16MiB")
-    assert build_plan(volume, as_float, memory_limit="80MiB").costs.task_peak <= 80 * 2**20
+    roomy = build_plan(volume, as_float, memory_limit="80MiB")
+    assert roomy.costs is not None
+    assert roomy.costs.task_peak <= 80 * 2**20
 
 
 def test_auto_shards_follow_the_unsharded_blocks_and_never_refuse(tmp_path, volume):

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 
@@ -27,7 +28,7 @@ ROUNDS = 12
 RACERS = 6
 
 
-def race(n: int, attempt: Callable[[int], None]) -> list[int]:
+def race(n: int, attempt: Callable[..., object]) -> list[int]:
     """Run ``attempt(i)`` in ``n`` threads released at once; the ``i`` that did not raise."""
     barrier, won, lock = threading.Barrier(n), [], threading.Lock()
 
@@ -406,7 +407,7 @@ def test_two_racing_resume_processes_on_s3_exactly_one_wins(s3, request, tmp_pat
         ]
         time.sleep(1.5)  # both imported and waiting
         go.touch()
-        answers = [p.stdout.readline().strip() for p in procs]
+        answers = [cast(IO[str], p.stdout).readline().strip() for p in procs]  # pipes
         stop.touch()
         for p in procs:
             p.wait(timeout=60)
