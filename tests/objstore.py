@@ -22,11 +22,37 @@ ENV = {
 }
 
 
+_PUTS = threading.Lock()
+
+
+def _atomic_puts() -> None:
+    """Make moto's PutObject one step, as S3's is. moto checks ``If-None-Match: *`` and
+    ``If-Match`` and then stores the object in two steps of one request thread, so two
+    conditional puts racing through its threaded server can both pass the check (seen under
+    load); S3 itself decides a conditional put atomically, and the claims lazyexport makes rely
+    on that. Patched once per process; every put is serialized (moto is in-process Python)."""
+    from moto.s3.responses import S3Response
+
+    put = S3Response.put_object
+    if getattr(put, "lazyexport_atomic", False):
+        return
+
+    @functools.wraps(put)
+    def atomic(self, *args, **kwargs):
+        with _PUTS:
+            return put(self, *args, **kwargs)
+
+    atomic.lazyexport_atomic = True  # type: ignore[attr-defined]
+    S3Response.put_object = atomic  # type: ignore[method-assign]
+
+
 class S3Server:
-    """moto's S3 in server mode on 127.0.0.1 (a port of its own)."""
+    """moto's S3 in server mode on 127.0.0.1 (a port of its own), its puts atomic as S3's."""
 
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
+
+        _atomic_puts()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
