@@ -125,7 +125,10 @@ def _record(block: Block) -> str:
     return "-".join(str(int(i)) for i in block)
 
 
-RemoteJournal = Journal  # the name of the object-store journal before there was one Journal
+def RemoteJournal(held: Path, blocks: tuple[tuple[int, ...], ...]) -> Journal:  # noqa: N802
+    """The :class:`Journal` of the run whose held prefix in an object store is ``held`` (the
+    name and call of the object-store journal before there was one class)."""
+    return Journal(held / "blocks", blocks)
 
 
 def journal_path(plan: ExportPlan, token: str) -> Path:

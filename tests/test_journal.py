@@ -41,8 +41,12 @@ def place(request, tmp_path) -> Path:
     return remote.as_path(f"s3://{BUCKET}/{key_prefix(request.node.name)}/held/blocks")
 
 
-def test_one_journal_class():
-    assert RemoteJournal is Journal
+def test_one_journal_class(s3, request):
+    held = remote.as_path(
+        f"s3://{BUCKET}/{key_prefix(request.node.name)}/.o.zarr.lazyexport-r1.tmp"
+    )
+    journal = RemoteJournal(held, GRID)  # the old name and call
+    assert type(journal) is Journal and str(journal.path) == str(held / "blocks")
 
 
 def test_a_block_is_listed_once_recorded_and_a_resumed_run_reads_it(place):
