@@ -10,11 +10,15 @@ when the token is made: :func:`source_identity`), the resolved renormalization r
 output's shape, dtype and chunks. A changed plan or rewritten source data gets another token, so
 stale data is never reused; a source whose files cannot be listed is refused.
 
-Beside the temporary output, ``.{name}.lazyexport-r{token}.blocks`` is the journal: a JSON
-header (the block grid) and then one line per finished block index, appended and fsynced after
-the block was written. A resumed run skips the blocks listed; an interrupted line (a kill in the
-middle of an append) is dropped. A journal whose block grid differs (another ``memory_limit``)
-is started afresh: every block is written again over the kept temporary output.
+Beside the temporary output, ``.{name}.lazyexport-r{token}.blocks`` is the journal
+(:class:`Journal`, one class for every backend: a log of the storage layer): a header (a hash of
+the block grid)
+and then one line per finished block index (``i-j-k``), appended and fsynced after the block
+was written; in an object store, where nothing can be appended, the journal is kept in the
+run's held prefix (``blocks.header``, and one empty object ``blocks/i-j-k`` per finished block).
+A resumed run skips the blocks listed; an interrupted line (a kill in the middle of an append)
+is dropped. A journal whose header differs (another ``memory_limit``, or a journal of an older
+lazyexport) is started afresh: every block is written again over the kept temporary output.
 
 While a run works on a token, ``.{name}.lazyexport-r{token}.owner`` names its process: a second
 run of the same plan is refused while the first lives. An interrupted commit (a kill during the
@@ -30,17 +34,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import remote
 from .errors import ResumeError
 from .formats.base import Target
 from .sources.base import file_identity
 from .sources.facts import source_facts
-from .storage import NOFOLLOW, as_path, remove, temp_path, with_kind, write_durably
+from .storage import as_path, temp_path, with_kind
+from .storage.paths import exists as stored
 from .storage.paths import identity_text
+from .storage.resolve import backend_at
+from .storage.resolve import journal_path as located_journal
 
 if TYPE_CHECKING:
     from .plan import ExportPlan
@@ -69,84 +74,67 @@ def plan_token(plan: ExportPlan) -> str:
 
 
 class Journal:
-    """The finished blocks of one resumable export. Picklable (a path and a header), so
-    :meth:`record` may run on any worker thread; appends of one short line do not interleave."""
+    """The finished blocks of one resumable export, kept as a log of the storage layer
+    (:meth:`lazyexport.storage.Backend.start_log`) at ``path``: a header naming the block grid,
+    then one record per finished block (``i-j-k``), added after the block was written. The
+    backend is the one of ``path``'s place (:func:`lazyexport.storage.resolve.backend_at`):
+    beside a local output one append-only file, in an object store one empty object per block.
+
+    Picklable (a path and a backend: an object store's client carries the storage options in
+    use when the journal was made), so :meth:`record` may run on any worker thread or process;
+    its repr names the path only, never an option."""
 
     def __init__(self, path: Path, blocks: tuple[tuple[int, ...], ...]):
-        self.path = as_path(path)  # (RemoteJournal: a URL)
-        self.header = json.dumps({"lazyexport-journal": 1, "blocks": [list(b) for b in blocks]})
+        self.path = as_path(path)
+        self.backend, self.key = backend_at(self.path)
+        grid = json.dumps([list(b) for b in blocks])
+        self.header = f"lazyexport-journal-2 {hashlib.sha256(grid.encode()).hexdigest()}"
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
 
     def load(self) -> set[Block]:
-        """The blocks finished by earlier runs; the journal is rewritten to hold exactly them."""
+        """The blocks finished by earlier runs; the journal is rewritten to hold exactly them
+        (under another header - another block grid - it starts afresh)."""
+        header, records = self.backend.read_log(self.key)
         done: set[Block] = set()
-        if self.path.exists():
-            lines = self.path.read_text().split("\n")
-            if lines[0] == self.header:
-                for line in lines[1:-1]:  # the last part is "" or an interrupted line
-                    try:
-                        done.add(tuple(int(i) for i in json.loads(line)))
-                    except (ValueError, TypeError):
-                        continue
-        write_durably(
-            self.path,
-            "".join(
-                f"{line}\n" for line in [self.header, *map(json.dumps, map(list, sorted(done)))]
-            ),
-        )
+        if header == self.header:
+            for record in records:
+                try:
+                    done.add(tuple(int(i) for i in record.split("-")))
+                except ValueError:
+                    continue
+        self.backend.start_log(self.key, self.header, map(_record, sorted(done)))
         return done
 
     def record(self, block: Block) -> None:
-        # never through a link planted at the journal's (predictable) name
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
-        try:
-            os.write(fd, (json.dumps([int(i) for i in block]) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Note ``block`` as finished (after it was written), durably."""
+        self.backend.add_to_log(self.key, _record(block))
+
+    def files(self) -> list[Path]:
+        """The local files the journal is kept in (the commit removes them with the
+        temporaries); none in an object store (it goes with the held metadata)."""
+        found = self.backend.file_path(self.key)
+        return [] if found is None else [found]
 
     def remove(self) -> None:
-        remove(self.path)
+        self.backend.delete_log(self.key)
 
 
-class RemoteJournal(Journal):
-    """:class:`Journal` of an export to an object store, kept in the store beside the output
-    (an object cannot be appended to): ``blocks.json`` holds the header, and each finished block
-    is an empty object ``blocks/<i>-<j>-...`` - written after the block, so a listing names
-    exactly the finished ones. Picklable (a URL, a header and the storage options)."""
+def _record(block: Block) -> str:
+    return "-".join(str(int(i)) for i in block)
 
-    def __init__(self, url: Path, blocks: tuple[tuple[int, ...], ...]):
-        super().__init__(url, blocks)
-        self.values = remote.current_options()
 
-    def load(self) -> set[Block]:
-        url, values = self.path, self.values
-        header = url / "blocks.json"
-        if not (
-            remote.exists_object(header, values)
-            and remote.get_bytes(header, values) == self.header.encode()
-        ):
-            remote.delete_prefix(url / "blocks", values=values)
-            remote.put_bytes(header, self.header.encode(), values)
-            return set()
-        done = set()
-        for key in remote.list_keys(url / "blocks", values):
-            try:
-                done.add(tuple(int(i) for i in key.split("-")))
-            except ValueError:
-                continue
-        return done
-
-    def record(self, block: Block) -> None:
-        name = "-".join(str(int(i)) for i in block)
-        remote.put_bytes(self.path / "blocks" / name, b"", self.values)
-
-    def remove(self) -> None:
-        remote.delete_prefix(self.path / "blocks", values=self.values)
-        remote.delete_prefix(self.path / "blocks.json", values=self.values)
+def RemoteJournal(held: Path, blocks: tuple[tuple[int, ...], ...]) -> Journal:  # noqa: N802
+    """The :class:`Journal` of the run whose held prefix in an object store is ``held`` (the
+    name and call of the object-store journal before there was one class)."""
+    return Journal(held / "blocks", blocks)
 
 
 def journal_path(plan: ExportPlan, token: str) -> Path:
-    return temp_path(plan.output, token, "blocks")
+    """Where the journal of ``token``'s run of ``plan`` is kept (see
+    :func:`lazyexport.storage.resolve.journal_path`)."""
+    return located_journal(plan.output, token)
 
 
 def owner_paths(plan: ExportPlan, token: str) -> list[Path]:
@@ -190,7 +178,7 @@ def open_resumable(plan: ExportPlan, token: str) -> tuple[Target, Journal, set[B
     """Open ``plan``'s writer on its deterministic temporary output, keeping what an interrupted
     run wrote there; return the target, the journal and the blocks already finished."""
     journal = Journal(journal_path(plan, token), plan.blocks)
-    if not any(p.exists() for p in _temps(plan, token)):
+    if not any(stored(p) for p in _temps(plan, token)):  # a journal of nothing kept
         journal.remove()
     target = plan.writer.open(plan.spec, token)
     return target, journal, journal.load()

@@ -119,6 +119,49 @@ class BackendTests:
         assert backend.replace("r", b"old", b"new")
         assert backend.read("r") == b"new"
 
+    # -- logs (a resume journal) ------------------------------------------------------------
+
+    def test_a_log_reads_back_its_header_and_the_records_added(self, backend):
+        backend.start_log("j", "header one")
+        for record in ("0-0", "1-0", "0-1"):
+            backend.add_to_log("j", record)
+        header, records = backend.read_log("j")
+        assert header == "header one" and sorted(records) == ["0-0", "0-1", "1-0"]
+
+    def test_a_missing_log(self, backend):
+        assert backend.read_log("none") == (None, ())
+        backend.delete_log("none")  # no error
+
+    def test_a_restarted_log_holds_exactly_the_records_given(self, backend):
+        backend.start_log("j", "h")
+        for record in ("0", "1", "2"):
+            backend.add_to_log("j", record)
+        backend.start_log("j", "h", ["0", "2"])
+        assert sorted(backend.read_log("j")[1]) == ["0", "2"]
+        backend.start_log("j", "another header")
+        assert backend.read_log("j") == ("another header", ())
+
+    def test_a_log_record_is_a_key_segment(self, backend):
+        backend.start_log("j", "h")
+        for bad in ("", "a/b", ".x", "a\nb", "a b"):
+            with pytest.raises(ValueError):
+                backend.add_to_log("j", bad)
+        assert backend.read_log("j") == ("h", ())
+
+    def test_delete_log(self, backend):
+        backend.start_log("j", "h", ["1"])
+        backend.add_to_log("j", "2")
+        backend.put("jx", b"not the log's")
+        backend.delete_log("j")
+        assert backend.read_log("j") == (None, ())
+        assert backend.list() == ["jx"]
+
+    def test_racing_log_additions_all_read_back(self, backend):
+        backend.start_log("j", "h")
+        won = race(RACERS, lambda i: backend.add_to_log("j", f"{i}-0"))
+        assert sorted(won) == list(range(RACERS))
+        assert sorted(backend.read_log("j")[1]) == sorted(f"{i}-0" for i in range(RACERS))
+
     def test_racing_put_new_has_exactly_one_winner(self, backend):
         for round in range(ROUNDS):
             key = f"race/{round}"
@@ -295,6 +338,32 @@ class TestFileBackend(BackendTests):
         assert json.loads(backend.read("owner"))["pid"] == os.getpid()
         assert backend.list() == ["owner"]  # no marker left
 
+    def test_a_log_is_one_append_only_file_of_lines(self, backend, tmp_path):
+        assert backend.renames and backend.directories
+        backend.start_log("j", "h", ["0-0"])
+        backend.add_to_log("j", "1-0")
+        assert (tmp_path / "root" / "j").read_text() == "h\n0-0\n1-0\n"
+        assert backend.file_path("j") == tmp_path / "root" / "j"
+
+    def test_an_interrupted_line_of_a_log_is_not_read(self, backend, tmp_path):
+        backend.start_log("j", "h", ["0-0"])
+        with open(tmp_path / "root" / "j", "a") as f:
+            f.write("1-")  # killed in the middle of an append
+        assert backend.read_log("j") == ("h", ("0-0",))
+        (tmp_path / "root" / "j").write_text("no newline yet")
+        assert backend.read_log("j") == (None, ())
+
+    def test_a_log_is_never_appended_through_a_link(self, backend, tmp_path):
+        target = tmp_path / "target"
+        target.write_text("theirs")
+        (tmp_path / "root").mkdir()
+        (tmp_path / "root" / "j").symlink_to(target)
+        with pytest.raises(OSError):
+            backend.add_to_log("j", "0")
+        backend.start_log("j", "h")  # replaces the link itself
+        assert target.read_text() == "theirs"
+        assert backend.read_log("j") == ("h", ())
+
     def test_put_new_without_hard_links(self, backend, monkeypatch):
         def no_links(*args, **kwargs):
             raise PermissionError("no hard links here")
@@ -334,6 +403,14 @@ class TestMemoryBackend(BackendTests):
 
     def test_replace_never_overwrites_a_change_made_after_its_read(self, backend, monkeypatch):
         _replace_after_a_change(backend, monkeypatch)
+
+    def test_a_log_is_a_header_object_and_one_empty_object_per_record(self, backend):
+        assert not backend.renames and not backend.directories
+        assert backend.file_path("j") is None
+        backend.start_log("j", "h", ["0-0"])
+        backend.add_to_log("j", "1-0")
+        assert backend.list() == ["j.header", "j/0-0", "j/1-0"]
+        assert backend.read("j.header") == b"h" and backend.read("j/1-0") == b""
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """An export job: one plan's token, preflight, opened target, resume journal and commit, made
 once and run by any executor (:func:`lazyexport.run.execute`'s block tasks, or the dask graph
-of a ``compute=False`` export: :mod:`.lazy`).
+of a ``compute=False`` export: :mod:`.lazy`), wherever the output is: local files and object
+stores differ only in what their backend can do (:class:`lazyexport.storage.Backend`'s
+``renames`` and ``directories``), never by a test of the location's kind here.
 
 A job's target is open from :func:`open_job` until :func:`commit` (or the target's abort): the
 output appears at its final place only in the commit. A resumable job's journal lists the
@@ -17,9 +19,10 @@ import zarr
 
 from .. import remote
 from ..plan import ZARR_CONCURRENCY, ExportPlan
-from ..resume import Journal, RemoteJournal, open_resumable
+from ..resume import Journal, open_resumable
 from ..sources.base import release_files
-from ..storage import temp_path
+from ..storage import paths, temp_path
+from ..storage.resolve import backend_of
 from .preflight import (
     check_location,
     clean_outputs,
@@ -47,31 +50,31 @@ class ExportJob:
     made: list[Path] = dataclasses.field(default_factory=list)
 
 
-def check_local(plan: ExportPlan, token: str, overwrite: bool) -> None:
-    """Before a local export writes: remove what killed exports left beside its outputs (but
-    ``token``'s own), refuse existing outputs without ``overwrite``, and directories that
-    cannot be made or written."""
-    clean_outputs(plan, keep=token)
-    existing = plan.writer.existing(plan.spec)
-    if existing and not overwrite:
-        refuse_existing(plan, existing)
-    check_location(plan)
-
-
-def check_remote(plan: ExportPlan, token: str, resumable: bool) -> tuple[list[Path], bool]:
-    """Before an export to a URL writes: remove what killed exports left beside its outputs,
-    and refuse someone's objects where a Zarr store goes. Return the existing outputs, and
-    whether they are ``token``'s own, committed by an interrupted resumable run (whose held
-    metadata is removed now: nothing is left to do)."""
+def check_outputs(
+    plan: ExportPlan, token: str, overwrite: bool, resumable: bool
+) -> tuple[list[Path], bool]:
+    """Before an export writes, wherever its output is: remove what killed exports left beside
+    its outputs (but ``token``'s own) and refuse existing outputs without ``overwrite``; where
+    keys live in directories, refuse directories that cannot be made or written; where an
+    output is written in place (no rename at the commit), refuse someone's objects where a
+    Zarr store goes. Return the existing outputs, and whether they are ``token``'s own,
+    committed in place by an interrupted resumable run (whose held metadata is removed now:
+    nothing is left to do)."""
+    backend = backend_of(plan.output)
     held = temp_path(plan.output, token)
     try:
-        remote.clean_beside(plan.paths, keep=token)
+        clean_outputs(plan, keep=token)
         existing = list(plan.writer.existing(plan.spec))
-        if resumable and existing and remote.exists(held):  # its commit ran, the cleanup did not
+        kept = resumable and not backend.renames and paths.exists(held)
+        if kept and existing:  # its commit ran in place, the cleanup did not
             remote.delete_prefix(held)
             return existing, True
-        if plan.writer.capabilities.object_store and not existing:
-            refuse_foreign_objects(plan, kept=resumable and remote.exists(held))
+        if existing and not overwrite:
+            refuse_existing(plan, existing)
+        if backend.directories:
+            check_location(plan)
+        if not (backend.renames or existing) and plan.writer.capabilities.object_store:
+            refuse_foreign_objects(plan, kept=kept)
     except Exception as exc:
         if remote.is_storage_error(exc):
             raise remote.describe(exc, plan.output, "write") from None
@@ -79,11 +82,23 @@ def check_remote(plan: ExportPlan, token: str, resumable: bool) -> tuple[list[Pa
     return existing, False
 
 
+def check_local(plan: ExportPlan, token: str, overwrite: bool) -> None:
+    """:func:`check_outputs` of an export that does not resume (the name of before there was
+    one check)."""
+    check_outputs(plan, token, overwrite, resumable=False)
+
+
+def check_remote(plan: ExportPlan, token: str, resumable: bool) -> tuple[list[Path], bool]:
+    """:func:`check_outputs` that leaves refusing existing outputs to the caller (the name of
+    before there was one check)."""
+    return check_outputs(plan, token, overwrite=True, resumable=resumable)
+
+
 def open_job(plan: ExportPlan, token: str, resumable: bool) -> ExportJob:
     """Open ``plan``'s target under ``token`` (resumable: on its deterministic temporary output,
     with the journal of what interrupted runs finished); a failure to open it removes the
     directories it made and is said in the user's terms where the output's place caused it."""
-    made = missing_dirs(plan)
+    made = missing_dirs(plan) if backend_of(plan.output).directories else []
     try:
         if resumable:
             target, journal, done = open_resumable(plan, token)
@@ -97,19 +112,16 @@ def open_job(plan: ExportPlan, token: str, resumable: bool) -> ExportJob:
         raise
 
 
-def open_remote_job(plan: ExportPlan, token: str, journal: RemoteJournal | None) -> ExportJob:
-    """Open a Zarr output in place in its object store; ``journal``: a resumable export's, kept
-    in the store beside the held metadata."""
-    target = plan.writer.open(plan.spec, token)
-    done = journal.load() if journal is not None else set()
-    return ExportJob(plan, token, target, journal, done)
+def open_remote_job(plan: ExportPlan, token: str, journal: Journal | None) -> ExportJob:
+    """:func:`open_job` (the name of before there was one; ``journal``: whether it resumes)."""
+    return open_job(plan, token, resumable=journal is not None)
 
 
 def commit(job: ExportJob) -> list[Path]:
     """Finish ``job`` once every block is written: the atomic rename (or publication) of its
     outputs, the journal removed with the temporaries; return the paths written."""
     release_files(job.plan.paths)  # a source read from the output's own file (HDF5) must let go
-    if job.journal is not None and not isinstance(job.journal, RemoteJournal):
-        job.target.scratch.append(job.journal.path)  # removed with the commit, before its record
+    if job.journal is not None:  # removed with the commit, before its record (in a store: with
+        job.target.scratch.extend(job.journal.files())  # the held metadata)
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
-        return job.target.commit()  # a remote journal goes with the held metadata
+        return job.target.commit()

@@ -23,10 +23,9 @@ from dask.utils import format_bytes
 from .. import remote
 from ..errors import OutputBusyError, OutputLocationError
 from ..plan import ExportPlan
-from ..resume import Journal, RemoteJournal
+from ..resume import Journal
 from ..storage import Busy, new_token, temp_path
-from .job import check_remote, commit, open_remote_job
-from .preflight import refuse_existing
+from .job import check_outputs, commit, open_job
 from .results import Conversions, ExportResult, ProgressCallback, make_result
 
 
@@ -75,19 +74,16 @@ def execute_remote(
     export (Zarr) keeps its held metadata and a journal in the store when interrupted."""
     start = time.perf_counter()
     held = temp_path(plan.output, token)
-    existing, finished = check_remote(plan, token, resumable)
+    existing, finished = check_outputs(plan, token, overwrite, resumable)
     if finished:
         return make_result(plan, existing, start, True)
-    if existing and not overwrite:
-        refuse_existing(plan, existing)
-    journal = RemoteJournal(held, plan.blocks) if resumable else None
     try:
         with _held(plan, held, token, resumable):
             if plan.writer.capabilities.object_store:
                 if existing:  # a store has no rename to swap it at the end
                     plan.writer.delete(plan.spec)
                 paths, conversions = _write_remote(
-                    engine, plan, token, journal, progress, scheduler, cancel
+                    engine, plan, token, resumable, progress, scheduler, cancel
                 )
             else:
                 paths, conversions = _stage_and_upload(
@@ -123,22 +119,22 @@ def _write_remote(
     engine: Engine,
     plan: ExportPlan,
     token: str,
-    journal: RemoteJournal | None,
+    resumable: bool,
     progress: ProgressCallback | None,
     scheduler: Any,
     cancel: threading.Event | None,
 ) -> tuple[list[Path], Conversions | None]:
     """Write a Zarr output in place in its object store; an interrupted resumable export keeps
-    what it wrote, and the blocks its ``journal`` lists are skipped the next time."""
+    what it wrote, and the blocks its journal lists are skipped the next time."""
     with engine.session(scheduler) as resolved:
-        job = open_remote_job(plan, token, journal)
+        job = open_job(plan, token, resumable)
         try:
             conversions = engine.write_all(
-                plan, job.target, journal, job.done, resolved, progress, cancel
+                plan, job.target, job.journal, job.done, resolved, progress, cancel
             )
             return commit(job), conversions  # the held metadata (the journal) goes too
         except BaseException:
-            if journal is None:
+            if job.journal is None:
                 with contextlib.suppress(Exception):  # else the next export cleans it up
                     job.target.abort()
             raise

@@ -7,21 +7,31 @@ temporary beside the key and renames it into place; :meth:`FileBackend.put_new` 
 temporary and hard-links it to the key (``link`` fails if anything is there, so the key appears
 atomically and with all of its bytes: a reader never finds a created but empty record; on a file
 system without hard links it is created with ``O_EXCL`` and then written).
+
+A log (a resume journal) is one file: its header on the first line, then one line per record,
+each appended (``O_APPEND | O_NOFOLLOW``, never through a link) and fsynced before
+:meth:`FileBackend.add_to_log` returns; appends of one short line do not interleave, so threads
+may add at once. A last line without its newline (a kill in the middle of an append) is not read,
+and :meth:`FileBackend.start_log` rewrites the whole file in one step (:meth:`FileBackend.put`).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
-from .backend import Backend
+from .backend import RECORD, Backend, check_record
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class FileBackend(Backend):
     """The files below the directory ``root``."""
+
+    renames = True
+    directories = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
@@ -95,3 +105,34 @@ class FileBackend(Backend):
             os.unlink(self._path(key))
         except FileNotFoundError:
             pass
+
+    def file_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def start_log(self, key: str, header: str, records: Iterable[str] = ()) -> None:
+        if "\n" in header:
+            raise ValueError("a log header is one line")
+        lines = [header, *(check_record(r) for r in records)]
+        self.put(key, "".join(f"{line}\n" for line in lines).encode())
+
+    def add_to_log(self, key: str, record: str) -> None:
+        line = f"{check_record(record)}\n".encode()
+        fd = os.open(self._path(key), os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read_log(self, key: str) -> tuple[str | None, tuple[str, ...]]:
+        try:
+            lines = self.read(key).decode(errors="replace").split("\n")
+        except FileNotFoundError:
+            return None, ()
+        if len(lines) < 2:  # not even the header's line whole
+            return None, ()
+        # the last part is "" or an interrupted line
+        return lines[0], tuple(r for r in lines[1:-1] if RECORD.fullmatch(r))
+
+    def delete_log(self, key: str) -> None:
+        self.delete(key)

@@ -269,7 +269,7 @@ class Leftover:
             "blocks": "a --resume journal",
             "owner": "a --resume owner file",
             "take": "a marker of a --resume owner file's takeover",
-            "part": "an owner record whose writing never finished",
+            "part": "an owner record or journal whose writing never finished",
             "stage": "a staging file",
             "raw": "a raw working file",
             "old": "a replaced output",
