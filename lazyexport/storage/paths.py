@@ -4,7 +4,10 @@ branching on :func:`~lazyexport.storage.urls.is_url` itself.
 
 Invariants: each function does for a URL what it does for a local path, with the object store's
 nearest operation (a file is an object; a directory is every object below a prefix); nothing
-here follows a symbolic link to delete (a link is removed itself).
+here follows a symbolic link to delete (a link is removed itself). Where the two differ in kind
+(no rename at a URL, no directory in an output's way there) the difference is stated by the
+function; what a location can or cannot do at all is asked of
+:mod:`~lazyexport.storage.capabilities`.
 """
 
 from __future__ import annotations
