@@ -23,10 +23,10 @@ import zarr
 
 from .errors import AxisError, FormatError
 from .plan import plan
-from .remote import is_url
 from .run import export
 from .settings import ExportSettings
 from .sources import open_source
+from .storage.capabilities import replaced_whole
 from .units import parse_unit, source_attrs, to_micrometers
 
 # napari's full layer data tuple: (data, metadata, layer type)
@@ -71,7 +71,7 @@ def write_ome_zarr(path: str, layer_data: list[LayerData]) -> list[str]:
     layers = [_Layer(*item) for item in layer_data]
     images = [layer for layer in layers if layer.kind == "image"]
     labels = [layer for layer in layers if layer.kind == "labels"]
-    if is_url(path) and len(layers) > 1:
+    if replaced_whole(path) and len(layers) > 1:  # labels and metadata are added afterwards
         raise FormatError("an image with its labels is saved to a local OME-Zarr store, not a URL")
     if len(images) > 1:
         raise FormatError("an OME-Zarr store holds one image layer (and its labels); save one")
@@ -120,7 +120,7 @@ def write_hdf5(path: str, layer_data: list[LayerData]) -> list[str]:
     """
     _check_extension(path, "HDF5", (".h5", ".hdf5"))
     layers = [_Layer(*item) for item in layer_data]
-    if is_url(path) and len(layers) > 1:  # an object is replaced as a whole by each export
+    if replaced_whole(path) and len(layers) > 1:  # each layer is added to the file
         raise FormatError("several layers are saved to a local HDF5 file, one layer to a URL")
     names = _unique([layer.name for layer in layers], "dataset")
     exports = [

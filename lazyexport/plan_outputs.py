@@ -19,9 +19,10 @@ from .axes import names
 from .errors import FormatError, TemplateError
 from .formats import Writer, format_for
 from .formats.sequence import template_files
-from .remote import READ_ONLY, UrlPath, as_path, is_url
+from .remote import as_path
 from .roi import roi_text
 from .sources.facts import source_facts
+from .storage.capabilities import bucket_root, can_rename, read_only
 
 # A lazyexport.plan.ExportPlan (not imported: lazyexport.plan imports this module).
 Plan = Any
@@ -111,10 +112,11 @@ def plan_outputs(plan: Plan) -> Plan:
 def _refuse_unnamed(template: str, writer: Writer) -> None:
     """An output template ending in '/' without an extension names a directory, not an output
     (it would write a file named only by its extension, ``.zarr``); a URL needs a key."""
-    if is_url(template) and not UrlPath(template).key:
+    root = bucket_root(template)
+    if root is not None:
         raise TemplateError(
             f"output {template!r} names a bucket, not an output in it; write to "
-            f"{UrlPath(template).root}/name{writer.extensions[0]}"
+            f"{root}/name{writer.extensions[0]}"
         )
     if template.rstrip().endswith("/") and not tpl.has_extension(template, writer.extensions):
         raise TemplateError(
@@ -126,19 +128,22 @@ def _refuse_unnamed(template: str, writer: Writer) -> None:
 def _refuse_url_output(plan: Plan) -> None:
     """Outputs at URLs: below a bucket (not the bucket itself), not HTTP(S), of a format that
     writes objects."""
-    if not is_url(plan.output):
-        return
-    url, writer = UrlPath(str(plan.output)), plan.writer
-    if url.scheme in READ_ONLY:
+    writer, root = plan.writer, bucket_root(plan.output)
+    if read_only(plan.output):
         raise TemplateError(
             f"{plan.output}: HTTP(S) URLs are read-only; write to s3://, gs://, az:// or a path"
         )
-    if not url.key:
+    if root is not None:
         raise TemplateError(
             f"output {plan.output} names a bucket, not an output in it; write to "
-            f"{url.root}/name{writer.extensions[0]}"
+            f"{root}/name{writer.extensions[0]}"
         )
-    if not writer.capabilities.object_store and hasattr(writer, "layout"):
+    # a directory of files is written under a temporary name and renamed into place
+    if (
+        not can_rename(plan.output)
+        and not writer.capabilities.object_store
+        and hasattr(writer, "layout")
+    ):
         raise FormatError(
             f"{writer.name} outputs (a directory of files) cannot be written to a URL; export "
             "to zarr or ome-zarr there, or to a local path"

@@ -34,9 +34,9 @@ import xarray as xr
 from .axes import CHANNEL, names, parse_axes
 from .errors import AxisError, NotExportedError, RoiError, SettingsError, SourceError
 from .plan import ExportPlan, build_plan, transform
-from .remote import is_url
 from .settings import ExportSettings
 from .sources import open_exported
+from .storage.capabilities import opened_by_name
 from .transforms import cutout
 
 LAYERS = ("raw", "live", "disk")
@@ -206,7 +206,7 @@ class Position:
             else:  # read only the slice file that holds the plane
                 files = [plan.paths[index[axis]]]
                 expected[axis], index[axis] = 1, 0
-            if is_url(files[0]):
+            if not opened_by_name(files[0]):
                 raise NotExportedError(
                     f"slice files at a URL ({files[0]}) are not read back; the panel shows nothing"
                 )

@@ -11,11 +11,10 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import PurePath
 
 from . import location
 from .errors import TemplateError
-from .remote import as_path, is_url, local_text
+from .storage.paths import written_location
 
 FIXED = ("dataset_dir", "nickname", "result_type", "roi", "slice_index")
 DEFAULT = "{dataset_dir}/{nickname}_export"
@@ -175,9 +174,7 @@ def split_container(path: str, extensions: Sequence[str]) -> tuple[str, str]:
     """Split ``out.h5/group/data`` at the last component ending in one of ``extensions`` (a URL
     too: ``s3://bucket/out.zarr/export``). The path inside comes back in one spelling (``a//b``,
     ``x/../b``; a ``..`` above the container is refused); a ``file://`` URL is a local path."""
-    whole: PurePath = as_path(path)  # refuses a scheme lazyexport does not write to
-    if not is_url(whole):
-        whole = PurePath(local_text(path))  # as written: the OS resolves its own '..'
+    whole = written_location(path)  # refuses a scheme lazyexport does not write to
     parts = whole.parts
     for i in range(len(parts), 0, -1):
         if parts[i - 1].lower().endswith(tuple(extensions)):

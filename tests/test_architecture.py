@@ -265,3 +265,62 @@ def test_obstore_is_imported_only_by_the_storage_layer():
 def test_modules_a_reader_can_hold_in_mind():
     long = {m: n for m, (p, _) in MODULES.items() if (n := len(p.read_text().splitlines())) > 600}
     assert not long, f"modules over 600 lines: {long}"
+
+
+# Modules outside lazyexport.storage that still ask "is this a URL?" themselves. This list must
+# only shrink: a new question about a location becomes an operation or a capability of the
+# storage layer (lazyexport.storage.paths, lazyexport.storage.capabilities), named by its use.
+ASK_WHETHER_REMOTE = {
+    f"{PACKAGE}.{name}"
+    for name in (
+        *("cli", "batch", "batch_project", "run", "execution.lazy", "execution.preflight"),
+        *("sources", "sources.base", "sources.hdf5", "sources.n5", "sources.tiff"),
+        "sources.zarr",
+    )
+}
+# the old names of the storage layer, which only re-export it
+STORAGE_SHIMS = {f"{PACKAGE}.remote", f"{PACKAGE}.location"}
+
+
+def _asks_whether_remote(path: Path) -> bool:
+    """Whether the file calls ``is_url`` (under any name it is imported as) or checks
+    ``isinstance(..., UrlPath)``."""
+    tree = ast.parse(path.read_text(), str(path))
+    names = {"is_url"} | {
+        alias.asname
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name == "is_url" and alias.asname
+    }
+
+    def called(func: ast.expr) -> str | None:
+        if isinstance(func, ast.Name):
+            return func.id
+        return func.attr if isinstance(func, ast.Attribute) else None
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if called(node.func) in names:
+            return True
+        if called(node.func) == "isinstance" and len(node.args) == 2:
+            kinds = ast.walk(node.args[1])
+            if any(called(k) == "UrlPath" for k in kinds if isinstance(k, ast.expr)):
+                return True
+    return False
+
+
+def test_writers_and_front_ends_do_not_ask_whether_a_location_is_remote():
+    asking = {
+        module
+        for module, (path, _) in MODULES.items()
+        if not _in(f"{PACKAGE}.storage", module)
+        and module not in STORAGE_SHIMS
+        and _asks_whether_remote(path)
+    }
+    assert asking <= ASK_WHETHER_REMOTE, (
+        "ask the storage layer (an operation or a capability named by its use) instead of "
+        "is_url / isinstance(..., UrlPath): " + ", ".join(sorted(asking - ASK_WHETHER_REMOTE))
+    )
+    assert _asks_whether_remote(MODULES[f"{PACKAGE}.storage.paths"][0])

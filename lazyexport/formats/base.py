@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import remote
 from ..errors import OutputExistsError
 from ..storage import commit_renames, paths, remove
 from .options import BUILTIN, Option
@@ -191,9 +190,8 @@ class Writer:
         """The first local place of ``spec``'s output that holds what this format does not
         write, and what it is: by default a directory with something in it where a file goes."""
         for path in spec.paths:
-            if not remote.is_url(path) and path.is_dir() and not path.is_symlink():
-                if any(path.iterdir()):
-                    return path, f"a directory where the {self.name} file goes"
+            if paths.occupied_directory(path):
+                return path, f"a directory where the {self.name} file goes"
         return None
 
     def dataset(self, spec: OutputSpec) -> str:

@@ -12,7 +12,6 @@ only when nothing but the groups leading to the node is left in it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -22,6 +21,7 @@ import zarr
 from .. import remote
 from ..errors import FormatError
 from ..storage import paths, remove, temp_path
+from ..storage.capabilities import can_rename, removed_by_prefix
 from .base import Writer
 from .spec import OutputSpec
 
@@ -39,19 +39,15 @@ class Layout:
 
 
 def _zarr_array(node: Path) -> bool:
-    if (node / ".zarray").exists():
+    if paths.present(node / ".zarray"):
         return True
-    try:
-        return json.loads((node / "zarr.json").read_text()).get("node_type") == "array"
-    except (OSError, ValueError):
-        return False
+    root = paths.read_json(node / "zarr.json")
+    return root is not None and root.get("node_type") == "array"
 
 
 def _n5_dataset(node: Path) -> bool:
-    try:
-        return "dimensions" in json.loads((node / "attributes.json").read_text())
-    except (OSError, ValueError):
-        return False
+    attributes = paths.read_json(node / "attributes.json")
+    return attributes is not None and "dimensions" in attributes
 
 
 ZARR = Layout(
@@ -94,7 +90,7 @@ def exists(path: Path) -> bool:
 def node_exists(path: Path) -> bool:
     """Whether a node is at ``path``: a file or directory, or at a URL a Zarr node (its
     metadata: chunks alone, of an export under way, are not one)."""
-    return remote.visible(path) if remote.is_url(path) else exists(path)
+    return paths.node_exists(path)
 
 
 def node_path(container: Path, internal: str) -> Path:
@@ -104,9 +100,7 @@ def node_path(container: Path, internal: str) -> Path:
 
 def in_existing(container: Path, internal: str) -> bool:
     """Whether the output is a node of a container that exists already."""
-    if remote.is_url(container):
-        return bool(internal.strip("/")) and remote.visible(container)
-    return bool(internal.strip("/")) and container.is_dir()
+    return bool(internal.strip("/")) and paths.store_exists(container)
 
 
 def place(container: Path, internal: str, token: str) -> Placement:
@@ -114,7 +108,7 @@ def place(container: Path, internal: str, token: str) -> Placement:
     there is no rename: ``final`` is where the chunks go, ``temp`` where the metadata is held
     until the commit (see :mod:`lazyexport.remote`)."""
     internal = internal.strip("/")
-    if remote.is_url(container):
+    if not can_rename(container):
         held = temp_path(container, token)
         spot = (
             Placement(container / internal, held, "", container)
@@ -144,52 +138,36 @@ def settle(target, node: str) -> None:
 
 def consolidated(store: Path) -> bool:
     """Whether a Zarr store keeps consolidated metadata (which must then list a new node)."""
-    if remote.is_url(store):
-        if remote.exists_object(store / ".zmetadata"):
-            return True
-        try:
-            root = json.loads(remote.get_bytes(store / "zarr.json"))
-        except (FileNotFoundError, ValueError):
-            return False
-        return root.get("consolidated_metadata") is not None
-    if (store / ".zmetadata").exists():
+    if paths.present(store / ".zmetadata"):
         return True
-    try:
-        return (
-            json.loads((store / "zarr.json").read_text()).get("consolidated_metadata") is not None
-        )
-    except (OSError, ValueError):
-        return False
+    root = paths.read_json(store / "zarr.json")
+    return root is not None and root.get("consolidated_metadata") is not None
 
 
 def check(layout: Layout, container: Path, internal: str) -> None:
     """Refuse, before anything is computed, an output the container cannot take: a node inside
     a file, inside an array, or in a directory that is not a container of this format."""
     internal = internal.strip("/")
-    url = remote.is_url(container)  # an object store has no files in the way
-    if not internal or not (url or container.exists() or container.is_symlink()):
+    if not internal or not paths.exists(container):
         return
-    if not url and not container.is_dir():
+    if paths.file_in_the_way(container):
         raise FormatError(
             f"{container} is a file, not a {layout.kind} store, so it cannot hold {internal!r}; "
             f"choose another output"
         )
-    is_array = remote.is_array if url else layout.array_test
     parts = internal.split("/")
     for depth in range(len(parts)):
         node = container.joinpath(*parts[:depth])
-        if is_array(node):
+        if layout.array_test(node):
             inside = "/".join(parts[:depth]) or "its root"
             raise FormatError(
                 f"{container} holds an array at {inside}, which cannot hold {internal!r}; "
                 f"choose another output"
             )
-    if url:
-        return
     if (
         layout.root_metadata
-        and any(container.iterdir())
-        and not any((container / f).exists() for f in layout.group_files)
+        and paths.occupied_directory(container, follow_links=True)
+        and not any(paths.present(container / f) for f in layout.group_files)
     ):
         raise FormatError(
             f"{container} is a directory but not a {layout.kind} store; choose another output"
@@ -200,13 +178,11 @@ def foreign(layout: Layout, container: Path, internal: str) -> tuple[Path, str] 
     """The output node (or whole store) if it is a local directory that holds something but
     no metadata of ``layout`` (what lazyexport did not write), and what it is. (A file there is
     an output in the way, replaced with ``overwrite`` as a file output would be.)"""
-    if remote.is_url(container):  # refused where it is written (no rename replaces it there)
+    if not can_rename(container):  # refused where it is written (no rename replaces it there)
         return None
     node = node_path(container, internal) if in_existing(container, internal) else container
-    if (
-        node.is_dir()
-        and any(node.iterdir())
-        and not any((node / f).exists() for f in layout.node_files)
+    if paths.occupied_directory(node, follow_links=True) and not any(
+        paths.present(node / f) for f in layout.node_files
     ):
         return node, f"a directory without {layout.kind} metadata"
     return None
@@ -226,7 +202,7 @@ def delete(layout: Layout, container: Path, internal: str, dry_run: bool = False
     found = existing(container, internal)
     if not found:
         return []
-    if remote.is_url(container):  # exactly the keys below the node (or the whole store)
+    if removed_by_prefix(container):  # exactly the keys below the node (or the whole store)
         if not dry_run:
             remote.delete_prefix(found[0])
             if found[0] != container:

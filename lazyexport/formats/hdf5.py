@@ -15,10 +15,10 @@ import numcodecs
 import numpy as np
 from isal import isal_zlib
 
-from .. import remote
 from ..axes import vigra_axistags
 from ..errors import FormatError
 from ..storage import paths, remove, temp_path
+from ..storage.capabilities import replaced_whole
 from ..units import SPATIAL_AXES, to_micrometers
 from .base import Capabilities, Target, Writer
 from .registry import register
@@ -145,7 +145,7 @@ class HDF5Writer(Writer):
         """The file if it holds the dataset (or is not HDF5: then the whole file is in the way);
         a file at a URL alike, read through range requests."""
         file = spec.output
-        if not (remote.exists_object(file) if remote.is_url(file) else file.exists()):
+        if not paths.present(file):
             return []
         if _other_content(file, self.dataset(spec)) is None:
             return [file]
@@ -171,7 +171,7 @@ class HDF5Writer(Writer):
             if not dry_run:
                 paths.remove_file(file)
             return [str(file)]
-        if remote.is_url(file):
+        if replaced_whole(file):
             raise FormatError(
                 f"{file} holds other datasets besides {name}, and a file at a URL is only "
                 "replaced whole, so it is left alone; export the others elsewhere first, or "

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from .. import remote
 from ..storage import NOFOLLOW, temp_path
+from ..storage.paths import matching_files
 from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
 from .spec import OutputSpec
@@ -51,7 +51,7 @@ def template_files(slice_template: str, paths: tuple[Path, ...] = ()) -> list[Pa
     is every slice's path with "\0" where its index goes (:attr:`OutputSpec.slice_template`),
     and the same digits wherever the index repeats. None where the template is unknown, or
     does not name every one of ``paths`` (a staged upload's local copy)."""
-    if not slice_template or remote.is_url(slice_template):
+    if not slice_template:
         return []
     parts = slice_template.split("\0")
     if len(parts) < 2:
@@ -65,7 +65,7 @@ def template_files(slice_template: str, paths: tuple[Path, ...] = ()) -> list[Pa
     )
     if not all(pattern.fullmatch(str(p)) for p in paths):
         return []
-    found = glob.glob("*".join(glob.escape(part) for part in parts))
+    found = matching_files("*".join(glob.escape(part) for part in parts))
     return sorted(
         Path(f) for f in found if pattern.fullmatch(f) and (os.path.isfile(f) or os.path.islink(f))
     )

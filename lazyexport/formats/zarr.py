@@ -20,6 +20,7 @@ from .. import remote
 from ..chunkio import ChunkFiles, layout_refusal
 from ..errors import FormatError
 from ..storage import paths, remove
+from ..storage.capabilities import can_rename
 from . import container
 from .base import Capabilities, Target
 from .registry import register
@@ -181,7 +182,7 @@ class ZarrTarget(Target):
     def remote(self) -> bool:
         """Whether the output goes to an object store: chunks are written in their final place,
         the metadata held beside it (``temp``) until the commit (see :mod:`lazyexport.remote`)."""
-        return remote.is_url(self.temp)
+        return not can_rename(self.temp)
 
     def zarr_store(self) -> Any:
         """What zarr opens: the temporary store's directory, or the held-metadata object store."""
