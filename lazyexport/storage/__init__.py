@@ -18,6 +18,10 @@ module's private parts. Its modules, from the bottom:
 - :mod:`~lazyexport.storage.location`: "is this the same location?" asked once, canonically;
 - :mod:`~lazyexport.storage.paths`: the operations a writer needs on a location (exists, remove,
   what zarr or h5py opens), local or URL alike: callers do not branch on ``is_url``.
+- :mod:`~lazyexport.storage.resolve`: a location's backend and key (as zarr's
+  ``make_store_path``), and where a run's resume journal goes;
+- :mod:`~lazyexport.storage.capabilities`: what a location can do, asked by purpose (renamed
+  into place? replaced whole by each write?), from the backend's capabilities;
 
 The names below are the local-file API as the rest of lazyexport uses it
 (``storage.claim``, ``storage.commit_renames``, ...); ``lazyexport.remote`` names the

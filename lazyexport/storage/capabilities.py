@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .resolve import backend_class
 from .urls import READ_ONLY, UrlPath, is_url
 
 
@@ -18,8 +19,8 @@ def can_rename(path: Any) -> bool:
     """Whether an output at ``path`` is written under a temporary name and renamed into place
     (a file system). An object store has no rename: there chunks go to their final place and
     what makes the output visible is held back until the commit
-    (:mod:`~lazyexport.storage.held`)."""
-    return not is_url(path)
+    (:mod:`~lazyexport.storage.held`). The backend's ``renames`` capability decides."""
+    return backend_class(path).renames
 
 
 def replaced_whole(path: Any) -> bool:

@@ -19,9 +19,15 @@ from .stores import ObjectBackend
 from .urls import UrlPath, as_url, is_url
 
 
+def backend_class(path: object) -> type[Backend]:
+    """The kind of backend ``path`` is in, without making one: its class attributes say what
+    it can do (see :class:`Backend`), which :mod:`~lazyexport.storage.capabilities` asks."""
+    return ObjectBackend if is_url(path) else FileBackend
+
+
 def backend_at(path: PurePath | UrlPath) -> tuple[Backend, str]:
     """The backend holding ``path``, and ``path``'s key in it."""
-    if is_url(path):
+    if backend_class(path) is ObjectBackend:
         url = as_url(path)
         return ObjectBackend.at(url.parent), url.name
     local = Path(str(path))
