@@ -17,6 +17,7 @@ from lazyexport import ExportSettings, open_source
 from lazyexport.blocks import BlockGrid, BlockSource
 from lazyexport.execution.lazy import export_lazily
 from lazyexport.plan import build_plan
+from lazyexport.resume import plan_token
 from lazyexport.run import execute
 from lazyexport.steps import Convert, Cutout, Pipeline, Renormalize, Step, Transpose
 from lazyexport.transforms import convert_block, renormalizer, transpose
@@ -223,6 +224,18 @@ def test_the_pipeline_reads_what_the_block_tasks_read_and_gives_the_lazy_results
 
 # ---------------------------------------------------------------------------------------------
 # a step defined outside the package, on both paths
+
+
+def test_resume_does_not_continue_an_export_of_other_steps(tmp_path):
+    """A flip keeps shape and dtype: only the steps tell its partial output from another's."""
+    src = write_zarr3(tmp_path / "src.zarr", make_data("uint8"))
+    settings = ExportSettings(format="zarr", output=str(tmp_path / "out.zarr"))
+
+    def token(*steps):
+        return plan_token(build_plan(src.spec, settings, steps=steps))
+
+    assert token() != token(Flip("zyx", "z")) != token(Flip("zyx", "y"))
+    assert token(Flip("zyx", "z")) == token(Flip("zyx", "z"))  # the same steps: it resumes
 
 
 def _reference(data, roi, step_on, axis):
