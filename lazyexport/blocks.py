@@ -3,10 +3,13 @@
 A plan's output is cut into a grid of blocks (:class:`BlockGrid`); one task computes one block
 and hands it to the writer. :class:`BlockSource` computes a block: it reads the block's source
 region in *pieces* of whole source read units (each read unit is decoded by one task, once),
-applies the plan's transformations to each piece in sub-slabs of a few MiB, in numpy (the
-functions :func:`lazyexport.plan.steps` maps over the lazy result's blocks, without building a
-graph per piece), and assembles the block in the output dtype. What that holds at most is what
-:mod:`lazyexport.cost` projects.
+applies the plan's transformations to each piece in sub-slabs of a few MiB, in numpy (the steps
+of the plan's :class:`~lazyexport.steps.Pipeline`, which the lazy result maps over its blocks;
+here without building a graph per piece), and assembles the block in the output dtype. What
+that holds at most is what :mod:`lazyexport.cost` projects. This is for a pipeline of a cutout
+and steps on values and axes (all there is today, :meth:`~lazyexport.steps.Pipeline.piecewise`);
+with any other step (a shape change, a halo) a task reads its block's source region whole and
+runs the pipeline on it (not priced by the cost model yet).
 
 Where blocks run as threads of one process (``plan.in_process``), a read unit that straddles
 block edges is read whole by the first block that needs it and kept (:class:`SharedReads`)
@@ -37,7 +40,8 @@ from dask.optimization import cull
 from .axes import names
 from .cost import scratch_bytes
 from .errors import ExportError, SourceError
-from .plan import read_model, read_through, value_steps
+from .plan import read_model, read_through
+from .steps import Cutout
 
 Index = tuple[int, ...]
 
@@ -120,12 +124,19 @@ class BlockSource:
         self.dims = names(src)
         self.name = str(src.attrs.get("source", "the source"))
         self.dtype = src.dtype
-        self.start = {d: plan.roi[d][0] for d in self.dims}
+        pipeline = plan.pipeline
+        cut = pipeline.steps[0]
+        self.start = {d: cut.start(d) if isinstance(cut, Cutout) else 0 for d in self.dims}
         self.axes = plan.axes
         self.out_dtype = plan.dtype
-        # the values of a piece, as in steps(); then its axes are taken to the block's: those
-        # kept (in the block's order), and length-1 axes added where the block has axes it lacks
-        self.values, _ = value_steps(self.dtype, plan.settings, plan.renormalize)
+        # a pipeline of a cutout, then steps on values and axes only, is computed piece by
+        # piece; any other reads each block's source region whole and runs the pipeline on it
+        fast = pipeline.piecewise()
+        self.pipeline = None if fast else pipeline
+        # the values of a piece, as the pipeline's value steps; then its axes are taken to the
+        # block's: those kept (in the block's order), and length-1 axes added where the block
+        # has axes it lacks
+        self.values = pipeline.values()
         kept = [d for d in self.dims if d in self.axes]
         self.drop = tuple(slice(None) if d in kept else 0 for d in self.dims)
         self.order = [kept.index(a) for a in self.axes if a in kept]
@@ -140,7 +151,7 @@ class BlockSource:
         shape = dict(zip(self.axes, plan.shape))
         self.whole = (
             {a: (0, shape[a]) for a in self.axes}
-            if plan.in_process and plan.priced.shared
+            if plan.in_process and plan.priced.shared and fast
             else None
         )
         self.edges = dict(zip(self.axes, plan.edges))
@@ -159,6 +170,9 @@ class BlockSource:
 
     def compute(self, region: tuple[slice, ...]) -> np.ndarray:
         """The block at ``region`` (output coordinates), in the output dtype, C-contiguous."""
+        if self.pipeline is not None:
+            data = self.pipeline.apply(self._read(self.pipeline.source_region(region)), region)
+            return np.ascontiguousarray(data, dtype=self.out_dtype)
         shape = tuple(s.stop - s.start for s in region)
         out = np.empty(shape, dtype=self.out_dtype)
         shared = self.shared

@@ -15,11 +15,10 @@ import dataclasses
 import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.utils import format_bytes, parse_bytes
@@ -35,15 +34,17 @@ from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
 from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
-from .plan_steps import aligned_chunks, data_percentiles, data_range, transform
+from .plan_steps import aligned_chunks, data_percentiles, data_range, pipeline, transform
+from .plan_steps import cutout_reads as cutout_reads
+from .plan_steps import read_through as read_through
 from .plan_steps import steps as steps
 from .plan_steps import value_steps as value_steps
 from .roi import resolve_roi, roi_text
 from .settings import ExportSettings, check_nickname
 from .sources import open_source
-from .sources.base import Window, dask_chunks, reader_array
 from .sources.facts import source_facts
-from .transforms import convert_block, cutout, dtype_range
+from .steps import Pipeline, Step
+from .transforms import convert_block, dtype_range
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
@@ -135,6 +136,16 @@ class ExportPlan:
     # block tasks are threads of one process: read units that straddle block edges are decoded
     # once, for all blocks
     in_process: bool = True
+    # steps after the cutout, before conversion and transpose (none from the settings yet)
+    extra_steps: tuple[Step, ...] = ()
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The steps from the source to :attr:`result` (:func:`lazyexport.plan_steps.pipeline`):
+        block tasks run them on numpy blocks."""
+        return pipeline(
+            self.source, self.roi, self.settings, self.renormalize, self.order, self.extra_steps
+        )
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -356,6 +367,7 @@ def build_plan(
     threads: int | None = None,
     workers: Workers | None = None,
     in_process: bool = True,
+    steps: Sequence[Step] = (),
 ) -> ExportPlan:
     """Plan the export of ``source`` (anything :func:`open_source` takes) with ``settings``:
     ``memory_limit`` is the memory the export may add to the process, ``threads`` how many
@@ -364,8 +376,11 @@ def build_plan(
     for its workers: all their threads, what they may add in all, and no task larger than what
     one of them may add. ``in_process``: the block
     tasks will be threads of one process (not processes or a cluster's workers), so a source
-    read unit that straddles blocks is decoded once and kept for the blocks that need it."""
+    read unit that straddles blocks is decoded once and kept for the blocks that need it.
+    ``steps`` (:class:`lazyexport.steps.Step`) apply after the cutout, before conversion and
+    transpose."""
     settings = settings or ExportSettings()
+    steps = tuple(steps)
     if settings.regions:
         raise SettingsError(
             f"a plan covers one region, and these settings have {len(settings.regions)}: plan "
@@ -391,7 +406,7 @@ def build_plan(
         else:
             in_range = (float(asked[0]), float(asked[1]))
         renorm = (in_range, out_range)
-    result = transform(src, roi, settings, renorm)
+    result = transform(src, roi, settings, renorm, None, steps)
     # a format with an axis order of its own (ImageJ's TZCYX) gets one more transpose
     wanted = writer.axis_order(
         names(result), dict(zip(names(result), result.shape)), settings.axis_order
@@ -399,7 +414,7 @@ def build_plan(
     if wanted == "".join(names(result)):
         wanted = None
     if wanted is not None:
-        result = transform(src, roi, settings, renorm, wanted)
+        result = transform(src, roi, settings, renorm, wanted, steps)
         notes.append(f"{writer.name} stores axes in the order {wanted!r}")
 
     plan = ExportPlan(
@@ -419,6 +434,7 @@ def build_plan(
         order=wanted,
         cluster=workers,
         in_process=in_process and workers is None,
+        extra_steps=steps,
     )
     # each step returns the plan with its decisions added (the plan itself is frozen)
     if writer.capabilities.sequence:
@@ -442,7 +458,9 @@ def _stored_order(plan: ExportPlan) -> ExportPlan:
     asked = "".join(plan.axes)
     if stored == asked:
         return plan
-    result = transform(plan.source, plan.roi, plan.settings, plan.renormalize, stored)
+    result = transform(
+        plan.source, plan.roi, plan.settings, plan.renormalize, stored, plan.extra_steps
+    )
     note = (
         f"{plan.writer.name} stores axes in the order {stored!r} (not {asked!r}): "
         f"{plan.writer.stored_reason(plan.spec)}; the result's axes are the file's"
@@ -477,24 +495,6 @@ def plan(source: Any, settings: ExportSettings | None = None, **options: Any) ->
     return build_plan(source, settings, **options)
 
 
-def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Array:
-    """The cutout of ``src`` as a dask array that reads only the file chunks (read units) the
-    cutout overlaps, each in one task (for a pass over the data: its min/max, percentiles);
-    slicing the source's own dask chunks would read them whole, beyond the cutout."""
-    reader = read_through(src)
-    units = source_facts(src).chunks if reader is not None else None
-    dims = names(src)
-    if isinstance(reader, np.ndarray) or not units or any(d not in units for d in dims):
-        return cutout(src, roi).data
-    box = [
-        (roi[d][0] // units[d] * units[d], min(-(-roi[d][1] // units[d]) * units[d], n))
-        for d, n in zip(dims, src.shape)
-    ]
-    window = Window(reader, tuple(slice(*b) for b in box), src.dtype)
-    arr = reader_array(window, dask_chunks(window.shape, src.dtype, [units[d] for d in dims]))
-    return arr[tuple(slice(roi[d][0] - b[0], roi[d][1] - b[0]) for d, b in zip(dims, box))]
-
-
 holds = location.holds
 
 
@@ -522,17 +522,6 @@ def read_model(src: xr.DataArray) -> tuple[cost.Source, dict[str, tuple[int, ...
 
 def _regular(size: int, unit: int) -> tuple[int, ...]:
     return tuple(range(0, size, max(unit, 1))) + (size,)
-
-
-def read_through(src: xr.DataArray) -> Any:
-    """What a block task reads ``src`` through: its file reader, the numpy array it wraps, or
-    None where it must be computed by dask (the user's dask array, several files joined, or a
-    source transformed after it was opened)."""
-    facts = source_facts(src)
-    reader = facts.reader
-    if reader is None or src.data.name != facts.name:
-        return None
-    return reader
 
 
 def block_shape(

@@ -1,8 +1,9 @@
 """The planner's steps on values: the transformations after the cutout, the output chunk shape
 that follows the source's chunking, and the renormalize input range read from the data.
 
-The lazy result (:func:`steps`) and the block tasks (:func:`value_steps` on numpy blocks) apply
-the same transformations in the same order, so both paths give the same values. Reading the
+The transformations are the steps of one :class:`~lazyexport.steps.Pipeline` (:func:`pipeline`):
+the lazy result (:func:`transform`) and the block tasks (:mod:`lazyexport.blocks`, on numpy
+blocks) run the same pipeline, so both paths give the same values. Reading the
 data (:func:`data_range`, :func:`data_percentiles`) happens only when renormalizing without an
 input range, once, and a note says so.
 """
@@ -10,30 +11,59 @@ input range, once, and a note says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .axes import names
 from .errors import SettingsError
 from .percentiles import percentiles
 from .settings import ExportSettings, percentile_of
-from .transforms import converter, cutout, renormalizer, transpose
+from .sources.base import Window, dask_chunks, reader_array
+from .sources.facts import source_facts
+from .steps import Convert, Cutout, Pipeline, Renormalize, Step, Transpose, ValueStep
+from .transforms import converter, cutout
+
+
+def pipeline(
+    src: xr.DataArray,
+    roi: Mapping[str, tuple[int, int]],
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+    order: str | None = None,
+    extra: Sequence[Step] = (),
+) -> Pipeline:
+    """The export's steps from the source ``src``, in their order: the cutout of ``roi``, the
+    ``extra`` steps (none from the settings yet), renormalize (with resolved ranges, converting
+    in the same pass) or convert, transpose to the settings' axis order, then to the format's own
+    (``order``). Block tasks and the lazy result run this same pipeline."""
+    dims = names(src)
+    found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi), *extra])
+    value = value_step(found.dtype, settings, renorm)
+    if value is not None:
+        found.add(value)
+    for axes in (settings.axis_order, order):
+        if axes is not None:
+            found.add(Transpose(found.axes, axes))
+    return found
 
 
 def transform(
     src: xr.DataArray,
-    roi: dict[str, tuple[int, int]],
+    roi: Mapping[str, tuple[int, int]],
     settings: ExportSettings,
     renorm: tuple[tuple[float, float], tuple[float, float]] | None,
     order: str | None = None,
+    extra: Sequence[Step] = (),
 ) -> xr.DataArray:
-    """The lazy export result for ``roi``: cutout, then :func:`steps`, without rechunking.
+    """The lazy export result for ``roi``: :func:`pipeline` on ``src``, without rechunking.
     :func:`build_plan` applies it to the whole ROI; a preview applies it to a one-plane ROI so
     that only the chunks of that plane are computed."""
-    return steps(cutout(src, roi), settings, renorm, order)
+    return pipeline(src, roi, settings, renorm, order, extra).lazy(src)
 
 
 def steps(
@@ -42,28 +72,17 @@ def steps(
     renorm: tuple[tuple[float, float], tuple[float, float]] | None,
     order: str | None = None,
 ) -> xr.DataArray:
-    """The transformations after the cutout, in their order: renormalize (with resolved
-    ranges), convert, transpose to the settings' axis order, then to the format's own
-    (``order``). Block tasks apply the same to each piece of the source they read, in numpy
-    (:func:`value_steps`, then the axes of the result)."""
-    result = arr
-    block, dtype = value_steps(arr.dtype, settings, renorm)
-    if block is not None:
-        result = arr.copy(data=da.map_blocks(block, arr.data, dtype=dtype))
-    if settings.axis_order is not None:
-        result = transpose(result, settings.axis_order)
-    if order is not None:
-        result = transpose(result, order)
-    return result
+    """The transformations after the cutout, in their order, on ``arr`` (the cutout): the
+    :func:`pipeline` of ``arr`` whole."""
+    return transform(arr, {}, settings, renorm, order)
 
 
-def value_steps(
+def value_step(
     dtype: np.dtype,
     settings: ExportSettings,
     renorm: tuple[tuple[float, float], tuple[float, float]] | None,
-) -> tuple[Callable[[np.ndarray], np.ndarray] | None, np.dtype]:
-    """What :func:`steps` does to the values of a ``dtype`` array, as a function of a numpy
-    block that leaves the block unchanged (None: nothing), and the result's dtype: renormalize
+) -> ValueStep | None:
+    """What the pipeline does to the values of a ``dtype`` array (None: nothing): renormalize
     (converting in the same pass), or convert.
 
     This is where the output dtype is decided, and it is always in native byte order, whatever
@@ -72,9 +91,20 @@ def value_steps(
     (Zarr v3's ``bytes`` codec and OME-Zarr 0.5 are little-endian; N5's codec swaps to the
     big-endian blocks its specification prescribes)."""
     if renorm is not None:
-        return renormalizer(dtype, *renorm, settings.dtype)
+        return Renormalize(dtype, *renorm, settings.dtype)
     to = np.dtype(dtype if settings.dtype is None else settings.dtype).newbyteorder("=")
-    return converter(dtype, to), to
+    return None if converter(dtype, to) is None else Convert(dtype, to)
+
+
+def value_steps(
+    dtype: np.dtype,
+    settings: ExportSettings,
+    renorm: tuple[tuple[float, float], tuple[float, float]] | None,
+) -> tuple[Callable[[np.ndarray], np.ndarray] | None, np.dtype]:
+    """:func:`value_step` as a function of a numpy block that leaves the block unchanged (None:
+    nothing), and the result's dtype."""
+    step = value_step(dtype, settings, renorm)
+    return (None, np.dtype(dtype)) if step is None else (step.values, step.out)
 
 
 def aligned_chunks(
@@ -159,3 +189,32 @@ def data_range(arr: da.Array, notes: list[str]) -> tuple[float, float]:
         f"renormalize input range taken from the data inside the ROI: [{shown[0]}, {shown[1]}]"
     )
     return (lo, hi)
+
+
+def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Array:
+    """The cutout of ``src`` as a dask array that reads only the file chunks (read units) the
+    cutout overlaps, each in one task (for a pass over the data: its min/max, percentiles);
+    slicing the source's own dask chunks would read them whole, beyond the cutout."""
+    reader = read_through(src)
+    units = source_facts(src).chunks if reader is not None else None
+    dims = names(src)
+    if isinstance(reader, np.ndarray) or not units or any(d not in units for d in dims):
+        return cutout(src, roi).data
+    box = [
+        (roi[d][0] // units[d] * units[d], min(-(-roi[d][1] // units[d]) * units[d], n))
+        for d, n in zip(dims, src.shape)
+    ]
+    window = Window(reader, tuple(slice(*b) for b in box), src.dtype)
+    arr = reader_array(window, dask_chunks(window.shape, src.dtype, [units[d] for d in dims]))
+    return arr[tuple(slice(roi[d][0] - b[0], roi[d][1] - b[0]) for d, b in zip(dims, box))]
+
+
+def read_through(src: xr.DataArray) -> Any:
+    """What a block task reads ``src`` through: its file reader, the numpy array it wraps, or
+    None where it must be computed by dask (the user's dask array, several files joined, or a
+    source transformed after it was opened)."""
+    facts = source_facts(src)
+    reader = facts.reader
+    if reader is None or src.data.name != facts.name:
+        return None
+    return reader

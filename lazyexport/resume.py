@@ -37,6 +37,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dask.base import tokenize
+
 from .errors import ResumeError
 from .formats.base import Target
 from .sources.base import file_identity
@@ -69,6 +71,8 @@ def plan_token(plan: ExportPlan) -> str:
         "chunks": plan.chunks,
         "shards": plan.shards,
     }
+    if plan.extra_steps:  # steps added to build_plan (a flip keeps the shape, not the values)
+        identity["steps"] = [tokenize(step) for step in plan.extra_steps]
     text = json.dumps(identity, sort_keys=True, default=str)
     return "r" + hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -1,5 +1,6 @@
-"""Transformations: cutout, renormalize, convert dtype, transpose, applied in this order by the
-planner (:func:`lazyexport.plan.steps`).
+"""Transformations: cutout, renormalize, convert dtype, transpose, as functions; the planner
+applies them in this order as steps of one pipeline (:mod:`lazyexport.steps`,
+:func:`lazyexport.plan_steps.pipeline`).
 
 Renormalize and convert are functions of a numpy block (:func:`renormalizer`,
 :func:`converter`): the lazy result maps them over its blocks (``map_blocks``, so nothing is
