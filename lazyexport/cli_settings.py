@@ -90,9 +90,7 @@ def settings_from_args(args, source=None) -> ExportSettings:
     What ilastik's flags did beyond that (a cutout clipped, a flag ignored) is noted on stderr."""
     notes: list[str] = []
     explicit = {
-        name: getattr(args, name)
-        for name in ("zarr_format", "tiff_flavor")
-        if getattr(args, name) is not None
+        name: getattr(args, name) for name in ("zarr_format",) if getattr(args, name) is not None
     }
     fmt, compression, levels = _format(args)
     output = _output(args, fmt, notes)

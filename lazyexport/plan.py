@@ -588,7 +588,6 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         memory_limit=plan.memory_limit,
         workers=plan.workers,
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
-        tiff_flavor=settings.tiff_flavor,
         zarr_format=settings.zarr_format,
         levels=settings.levels,
         downsample=settings.downsample,

@@ -9,7 +9,10 @@ from there, so a new option touches its writer (and its docs) only.
 
 The options lazyexport has always had (:data:`BUILTIN`: ``zarr_format``, ``shards``, ...) are
 declared here too and stay :class:`~lazyexport.settings.ExportSettings` fields (their checks
-involve other settings); a writer lists those it reads in ``Capabilities.options``.
+involve other settings); a writer lists those it reads in ``Capabilities.options``. One has
+moved to its writer: ``tiff_flavor`` (:mod:`lazyexport.formats.tiff`) is declared there, its
+value in ``options``; ``ExportSettings`` still takes it as a keyword and shows it as a field
+(:data:`lazyexport.settings.MIRRORED`).
 
 Invariants: an option's :meth:`Option.validate` returns the normalized value or raises a
 one-line :class:`~lazyexport.errors.SettingsError`; an option name is declared by one Option
@@ -28,7 +31,6 @@ from typing import Any
 from ..errors import SettingsError
 
 DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
-TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +100,6 @@ def _downsample(value: Any) -> str:
     return value
 
 
-def _tiff_flavor(value: Any) -> str:
-    value = str(value).lower()
-    if value not in TIFF_FLAVORS:
-        raise SettingsError(
-            f"unknown TIFF flavor {value!r}; choose one of {', '.join(TIFF_FLAVORS)}"
-        )
-    return value
-
-
 #: The options every release had: ExportSettings fields. Those whose value is checked alone
 #: are checked here (``check``); ``shards``, ``pixel_size`` and ``unit``, whose checks involve
 #: other settings or modules, in :mod:`lazyexport.settings`.
@@ -140,14 +133,6 @@ BUILTIN = (
         "labels, e.g. Labels) or nearest",
         choices=DOWNSAMPLE_METHODS,
         check=_downsample,
-    ),
-    Option(
-        "tiff_flavor",
-        "multipage TIFF metadata",
-        "tiff metadata: plain, imagej (hyperstack) or ome (default: ome for an output named "
-        ".ome.tif or .ome.tiff, else plain)",
-        choices=TIFF_FLAVORS,
-        check=_tiff_flavor,
     ),
     Option(
         "pixel_size",

@@ -57,7 +57,6 @@ class OutputSpec:
     # block in flight: the planner's own block sizing, for a writer's second pass (pyramid levels)
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
     # settings that only some formats read
-    tiff_flavor: str | None  # tiff: "plain", "imagej" or "ome" (None: by the output's name)
     zarr_format: ZarrFormat  # zarr, ome-zarr
     levels: int | None  # ome-zarr: pyramid levels (None: until y/x fit 512)
     downsample: str | None  # ome-zarr: "mean", "mode", "nearest" (None: by result type)
@@ -85,6 +84,13 @@ class OutputSpec:
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
         if self.channel_names is not None:
             set_("channel_names", tuple(str(n) for n in self.channel_names))
+
+    @property
+    def tiff_flavor(self) -> str | None:
+        """tiff: ``"plain"``, ``"imagej"`` or ``"ome"`` (None: by the output's name); declared by
+        the tiff writer, its value in :attr:`options`."""
+        value: str | None = self.options.get("tiff_flavor")
+        return value
 
     @property
     def dataset(self) -> str:
