@@ -589,8 +589,6 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         workers=plan.workers,
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
         zarr_format=settings.zarr_format,
-        levels=settings.levels,
-        downsample=settings.downsample,
         result_type=settings.result_type,
         channel_names=plan.channel_names,
         origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},

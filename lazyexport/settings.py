@@ -12,7 +12,7 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
-from .formats.options import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
+from .formats.ome_zarr import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from .formats.options import (
     Option,
     builtin,
@@ -61,7 +61,7 @@ _FORMER_DEFAULTS = {"tiff_flavor": "plain"}
 
 # options a writer declares (Writer.options, its value in ``options``) that were fields before:
 # still taken as keywords and shown as fields (the field mirrors ``options``); never both ways
-MIRRORED = ("tiff_flavor",)
+MIRRORED = ("tiff_flavor", "levels", "downsample")
 
 
 def check_nickname(nickname: Any) -> str:
@@ -279,7 +279,6 @@ class ExportSettings:
         _check_compression(self, writer)
         _check_layout(self)
         _check_metadata(self)
-        _check_pyramid_and_tiff(self)
         # (after each value is checked: a wrong value says so first)
         _check_format_options(self, writer)
         _mirror_into_options(self, writer)
@@ -481,11 +480,3 @@ def _check_metadata(s: ExportSettings) -> None:
         _set(s, "pixel_size", parse_pixel_size(s.pixel_size) or None)
     if s.unit is not None:
         _set(s, "unit", parse_unit(s.unit))
-
-
-def _check_pyramid_and_tiff(s: ExportSettings) -> None:
-    """Pyramid levels (1..32), the downsample method and the TIFF flavor (each checked by its
-    declaration: :data:`lazyexport.formats.options.BUILTIN`)."""
-    for name in ("levels", "downsample"):
-        if getattr(s, name) is not None:
-            _set(s, name, builtin(name).validate(getattr(s, name)))

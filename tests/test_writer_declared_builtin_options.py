@@ -1,7 +1,8 @@
-"""A built-in option moved into its writer's declarations (issue 27: "Writer options declared
-by each writer"): ``tiff_flavor`` is declared and checked by the tiff writer, its value lives
-in ``settings.options`` and ``spec.options``, and every former way of giving or reading it
-(keyword, attribute, ``replace``, ``to_dict``, project files, the command line) still works.
+"""Built-in options moved into their writers' declarations (issue 27: "Writer options declared
+by each writer"): ``tiff_flavor`` is declared and checked by the tiff writer, ``levels`` and
+``downsample`` by the ome-zarr writer; their values live in ``settings.options`` and
+``spec.options``, and every former way of giving or reading them (keyword, attribute,
+``replace``, ``to_dict``, project files, the command line) still works.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def test_the_tiff_writer_declares_its_flavor():
     writer = get_writer("tiff")
     assert [o.name for o in writer.options] == ["tiff_flavor"]
     assert "tiff_flavor" not in {o.name for o in BUILTIN}
-    assert MIRRORED == ("tiff_flavor",)
+    assert MIRRORED == ("tiff_flavor", "levels", "downsample")
     assert writer.options[0].validate("ImageJ") == "imagej"
 
 
@@ -86,3 +87,34 @@ def test_a_project_file_keeps_its_key(tmp_path):
     assert 'tiff_flavor = "imagej"' in saved and "options" not in saved
     loaded = le.Batch.load(tmp_path / "p.toml").settings_for("v")
     assert loaded.tiff_flavor == "imagej" and loaded.options == {"tiff_flavor": "imagej"}
+
+
+def test_the_ome_zarr_writer_declares_its_pyramid_options(tmp_path):
+    import numpy as np
+
+    writer = get_writer("ome-zarr")
+    assert [o.name for o in writer.options] == ["levels", "downsample"]
+    settings = le.ExportSettings(format="ome-zarr", levels=2, downsample="Mode")
+    assert settings.options == {"levels": 2, "downsample": "mode"}
+    assert (settings.levels, settings.downsample) == (2, "mode")
+    assert settings.to_dict() == {"format": "ome-zarr", "levels": 2, "downsample": "mode"}
+    assert settings.replace(levels=3).options == {"levels": 3, "downsample": "mode"}
+    plan = le.plan(
+        np.zeros((4, 64, 64), "uint8"), settings.replace(output=str(tmp_path / "a.ome.zarr"))
+    )
+    assert (plan.spec.levels, plan.spec.downsample) == (2, "mode")
+    assert len(writer.levels(plan.spec)) == 2  # type: ignore[attr-defined]
+    with pytest.raises(SettingsError, match="^levels must be a whole number from 1 to 32"):
+        le.ExportSettings(format="ome-zarr", levels=0)
+    with pytest.raises(SettingsError, match="does not apply to format hdf5, only to ome-zarr"):
+        le.ExportSettings(levels=2)
+
+
+def test_the_levels_flag_and_ilastik_formats_still_give_levels():
+    from lazyexport.cli import make_parser
+
+    args = make_parser().parse_args(
+        ["export", "v.npy", "--format", "ome-zarr", "--levels", "3", "--downsample", "nearest"]
+    )
+    settings = settings_from_args(args)
+    assert settings.options == {"levels": 3, "downsample": "nearest"}

@@ -9,9 +9,10 @@ from there, so a new option touches its writer (and its docs) only.
 
 The options lazyexport has always had (:data:`BUILTIN`: ``zarr_format``, ``shards``, ...) are
 declared here too and stay :class:`~lazyexport.settings.ExportSettings` fields (their checks
-involve other settings); a writer lists those it reads in ``Capabilities.options``. One has
-moved to its writer: ``tiff_flavor`` (:mod:`lazyexport.formats.tiff`) is declared there, its
-value in ``options``; ``ExportSettings`` still takes it as a keyword and shows it as a field
+involve other settings); a writer lists those it reads in ``Capabilities.options``. Some have
+moved to their writers: ``tiff_flavor`` (:mod:`lazyexport.formats.tiff`), ``levels`` and
+``downsample`` (:mod:`lazyexport.formats.ome_zarr`) are declared there, their values in
+``options``; ``ExportSettings`` still takes them as keywords and shows them as fields
 (:data:`lazyexport.settings.MIRRORED`).
 
 Invariants: an option's :meth:`Option.validate` returns the normalized value or raises a
@@ -29,8 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import SettingsError
-
-DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,21 +84,6 @@ def _zarr_format(value: Any) -> Any:
     return value
 
 
-def _levels(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-        raise SettingsError(f"levels must be a whole number from 1 to 32, got {value!r}")
-    return value
-
-
-def _downsample(value: Any) -> str:
-    value = str(value).lower()
-    if value not in DOWNSAMPLE_METHODS:
-        raise SettingsError(
-            f"unknown downsample method {value!r}; choose one of {', '.join(DOWNSAMPLE_METHODS)}"
-        )
-    return value
-
-
 #: The options every release had: ExportSettings fields. Those whose value is checked alone
 #: are checked here (``check``); ``shards``, ``pixel_size`` and ``unit``, whose checks involve
 #: other settings or modules, in :mod:`lazyexport.settings`.
@@ -118,21 +102,6 @@ BUILTIN = (
         "Zarr v3 sharding",
         "zarr v3 sharding for many small chunks: auto (one shard per block) or shard lengths, "
         "e.g. z=64,y=1024,x=1024 (default: no shards)",
-    ),
-    Option(
-        "levels",
-        "pyramid levels",
-        "ome-zarr pyramid levels (default: until a level fits 512x512)",
-        parse=int,
-        check=_levels,
-    ),
-    Option(
-        "downsample",
-        "how pyramid levels are made",
-        "ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type naming "
-        "labels, e.g. Labels) or nearest",
-        choices=DOWNSAMPLE_METHODS,
-        check=_downsample,
     ),
     Option(
         "pixel_size",

@@ -58,8 +58,6 @@ class OutputSpec:
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
     # settings that only some formats read
     zarr_format: ZarrFormat  # zarr, ome-zarr
-    levels: int | None  # ome-zarr: pyramid levels (None: until y/x fit 512)
-    downsample: str | None  # ome-zarr: "mean", "mode", "nearest" (None: by result type)
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
     # the source's names of the output's channels (along "c"), where known
     channel_names: tuple[str, ...] | None = None
@@ -90,6 +88,19 @@ class OutputSpec:
         """tiff: ``"plain"``, ``"imagej"`` or ``"ome"`` (None: by the output's name); declared by
         the tiff writer, its value in :attr:`options`."""
         value: str | None = self.options.get("tiff_flavor")
+        return value
+
+    @property
+    def levels(self) -> int | None:
+        """ome-zarr: pyramid levels (None: until y/x fit 512); in :attr:`options`."""
+        value: int | None = self.options.get("levels")
+        return value
+
+    @property
+    def downsample(self) -> str | None:
+        """ome-zarr: ``"mean"``, ``"mode"``, ``"nearest"`` (None: by result type); in
+        :attr:`options`."""
+        value: str | None = self.options.get("downsample")
         return value
 
     @property
