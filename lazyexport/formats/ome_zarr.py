@@ -46,7 +46,7 @@ from ..errors import FormatError, SettingsError
 from ..transforms import convert_block
 from . import container
 from .base import Capabilities, Target, release_memory
-from .options import Option
+from .options import Option, one_of
 from .registry import register
 from .spec import OutputSpec, Shape, ZarrFormat
 from .zarr import ZarrTarget, ZarrWriter, compressors
@@ -232,15 +232,6 @@ def _levels(value: Any) -> int:
     return value
 
 
-def _downsample(value: Any) -> str:
-    value = str(value).lower()
-    if value not in DOWNSAMPLE_METHODS:
-        raise SettingsError(
-            f"unknown downsample method {value!r}; choose one of {', '.join(DOWNSAMPLE_METHODS)}"
-        )
-    return value
-
-
 # declared here, read here (spec.options); ExportSettings(levels=..., downsample=...) still
 # takes them
 LEVELS = Option(
@@ -257,7 +248,7 @@ DOWNSAMPLE = Option(
     "pyramid: mean (default), mode (labels; the default with a --result-type naming labels, "
     "e.g. Labels) or nearest",
     choices=DOWNSAMPLE_METHODS,
-    check=_downsample,
+    check=one_of("downsample method", DOWNSAMPLE_METHODS),
 )
 
 

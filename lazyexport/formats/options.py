@@ -78,6 +78,19 @@ class Option:
             raise SettingsError(f"{self.name} ({self.flag}: {self.what}): {exc}") from None
 
 
+def one_of(what: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    """A ``check`` for a text option with ``choices``: the value lower-cased, or one line
+    "unknown {what} ...; choose one of ..."."""
+
+    def check(value: Any) -> str:
+        value = str(value).lower()
+        if value not in choices:
+            raise SettingsError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 def _zarr_format(value: Any) -> Any:
     if value not in (2, 3):
         raise SettingsError(f"zarr_format must be 2 or 3, got {value!r}")

@@ -47,16 +47,15 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tifffile
 
-from ..errors import FormatError, SettingsError
+from ..errors import FormatError
 from ..storage import remove, temp_path
 from ..units import imagej_unit, to_micrometers, unit_symbol
 from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
-from .options import Option
+from .options import Option, one_of
 from .registry import register
 from .spec import OutputSpec
 
@@ -105,15 +104,6 @@ def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
 TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
-def _tiff_flavor(value: Any) -> str:
-    value = str(value).lower()
-    if value not in TIFF_FLAVORS:
-        raise SettingsError(
-            f"unknown TIFF flavor {value!r}; choose one of {', '.join(TIFF_FLAVORS)}"
-        )
-    return value
-
-
 # declared here, read here (spec.options); ExportSettings(tiff_flavor=...) still takes it
 TIFF_FLAVOR = Option(
     "tiff_flavor",
@@ -121,7 +111,7 @@ TIFF_FLAVOR = Option(
     "plain, imagej (hyperstack) or ome metadata (default: ome for an output named .ome.tif "
     "or .ome.tiff, else plain)",
     choices=TIFF_FLAVORS,
-    check=_tiff_flavor,
+    check=one_of("TIFF flavor", TIFF_FLAVORS),
 )
 
 
