@@ -41,21 +41,19 @@ from .batch_project import (
     settings_to_toml,
 )
 from .errors import ExportCancelled, ExportError, SettingsError, redact
+from .execution.fronts import plan_jobs, run_jobs
+from .execution.regions import RegionPlans
 from .plan import ExportPlan, holds
-from .remote import is_url
 from .run import (
     ExportResult,
     NamedProgress,
     RegionResults,
     clean_outputs,
-    execute,
-    export_regions,
-    plan_on,
-    plan_regions,
     scheduler_session,
 )
 from .settings import ExportSettings
 from .sources import open_source, split_path
+from .storage.names import absolute, remove_empty_parents
 
 BatchProgress = NamedProgress  # (nickname, progress)
 BatchDone = Callable[[str, "ExportResult | Exception"], Any]
@@ -259,9 +257,7 @@ class Batch:
         )
 
     def source_path(self, dataset: Dataset) -> str:
-        if is_url(dataset.source):
-            return dataset.source
-        return os.path.abspath(self.base_dir / os.path.expanduser(dataset.source))
+        return absolute(dataset.source, self.base_dir)
 
     def settings_for(self, nickname: str) -> ExportSettings:
         d = self.dataset(nickname)
@@ -318,18 +314,21 @@ class Batch:
         list of ExportPlan
             In the order of the regions.
         """
-        d = self.dataset(nickname)
-        source = open_source(self.source_path(d), axes=d.axes, scene=d.scene)
+        return self._jobs(nickname, memory_limit, scheduler).plans
+
+    def _jobs(self, nickname: str, memory_limit: Any = None, scheduler: Any = None) -> RegionPlans:
+        """The plans of exporting one dataset, with their regions' names."""
+        source = self._source(nickname)
         settings = self.settings_for(nickname)
-        if settings.regions:  # as an export plans them (existing outputs are not refused here)
-            return plan_regions(
-                source, settings, scheduler or "threads", nickname, memory_limit, overwrite=True
-            ).plans
-        return [plan_on(scheduler, source, settings, nickname=nickname, memory_limit=memory_limit)]
+        return plan_jobs(source, settings, scheduler, nickname=nickname, memory_limit=memory_limit)
+
+    def _source(self, nickname: str) -> Any:
+        d = self.dataset(nickname)
+        return open_source(self.source_path(d), axes=d.axes, scene=d.scene)
 
     def region_names(self, nickname: str) -> list[str | None]:
         """The names of a dataset's regions, in the order of :meth:`plans` ([None]: none)."""
-        return list(self.settings_for(nickname).regions or [None])
+        return [name or None for name in self._jobs(nickname).names]
 
     def list(self) -> list[Row]:
         """Each dataset's nickname, source, output location and whether that output exists.
@@ -343,16 +342,16 @@ class Batch:
         rows = []
         for d in self.datasets:
             try:
-                plans = self.plans(d.nickname)
+                jobs = self._jobs(d.nickname)
             except Exception as exc:
                 rows.append(Row(d.nickname, d.source, "?", False, reason(exc)))
                 continue
-            for region, plan in zip(self.region_names(d.nickname), plans):
+            for region, plan in zip(jobs.names, jobs.plans):
                 src = plan.source
                 described = f"{d.source} {''.join(names(src))} {tuple(src.shape)} {src.dtype}"
                 rows.append(
                     Row(
-                        d.nickname if region is None else f"{d.nickname}:{region}",
+                        f"{d.nickname}:{region}" if region else d.nickname,
                         described,
                         output_location(plan),
                         bool(plan.writer.existing(plan.spec)),
@@ -458,24 +457,12 @@ class Batch:
         self, nick, overwrite, resume, memory_limit, scheduler, progress, cancel
     ) -> ExportResult | RegionResults:
         settings = self.settings_for(nick)
-        if settings.regions:  # each region's bar under the dataset's name
-            d = self.dataset(nick)
-            each = (lambda _, event: progress(nick, event)) if progress else None
-            return export_regions(
-                open_source(self.source_path(d), axes=d.axes, scene=d.scene), settings,
-                nickname=nick,
-                overwrite=overwrite, resume=resume, memory_limit=memory_limit,
-                scheduler=scheduler, progress=each, cancel=cancel,
-            )  # fmt: skip
-        plan = self.plan(nick, memory_limit=memory_limit, scheduler=scheduler)
-        return execute(
-            plan,
-            overwrite=overwrite,
-            progress=(lambda event: progress(nick, event)) if progress else None,
-            scheduler=scheduler,
+        return run_jobs(
+            self._source(nick), settings, nickname=nick,
+            overwrite=overwrite, resume=resume, memory_limit=memory_limit, scheduler=scheduler,
+            progress=(lambda _, event: progress(nick, event)) if progress else None,
             cancel=cancel,
-            resume=resume,
-        )
+        )  # fmt: skip
 
     def export_all(self, *, fail_fast: bool = False, **options: Any) -> BatchReport:
         """Export every dataset of the project.
@@ -571,7 +558,7 @@ class Batch:
                     report.removed += removed
                     if not dry_run and removed:
                         stop = Path(plan.source.attrs["dataset_dir"])
-                        _remove_empty_parents(plan.paths, stop=stop)
+                        remove_empty_parents(plan.paths, stop=stop)
             except Exception as exc:
                 report.refused[d.nickname] = reason(exc)
                 continue
@@ -583,18 +570,3 @@ def output_location(plan: ExportPlan) -> str:
     if len(plan.paths) > 1:
         return f"{plan.paths[0]} .. {plan.paths[-1].name} ({len(plan.paths)} files)"
     return str(plan.output) + (f"/{plan.internal}" if plan.internal else "")
-
-
-def _remove_empty_parents(paths: Sequence[Path], stop: Path) -> None:
-    """Remove directories holding ``paths`` that are now empty, up to (not including) ``stop``
-    or the first directory that is not empty."""
-    if any(is_url(p) for p in paths):
-        return  # an object store has no directories to leave behind
-    stop = stop.resolve()
-    for parent in sorted({p.resolve().parent for p in paths}, key=lambda p: -len(p.parts)):
-        while parent != stop and stop in parent.parents:
-            try:
-                parent.rmdir()  # only succeeds when empty
-            except OSError:
-                break
-            parent = parent.parent

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SettingsError
-from .remote import is_url
 from .roi import format_roi_spec, parse_roi_text
 from .settings import check_nickname
 from .sources import split_path
 from .sources.base import default_nickname
+from .storage.names import relative
 
 PROJECT_KEYS = ("settings", "datasets")
 DATASET_KEYS = ("source", "nickname", "axes", "settings", "scene")
@@ -118,10 +118,4 @@ def settings_to_toml(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def relative_source(source: str, base: Path) -> str:
     """``source`` relative to ``base`` where it lies under it (URLs and others as they are)."""
-    if is_url(source):
-        return source
-    path = Path(source)
-    try:
-        return path.relative_to(base).as_posix()
-    except ValueError:
-        return str(path)
+    return relative(source, base)

@@ -23,25 +23,19 @@ from .axes import names
 from .batch import Batch, Dataset
 from .cli_batch import cmd_batch
 from .cli_options import Parser, add_export_options, add_run_options, add_scene
-from .cli_output import Bar, BatchBars, print_cleaned, redacted_output, show_plans
+from .cli_output import RegionBars, print_cleaned, redacted_output, show_plans
 from .cli_settings import parse_axis_numbers, settings_from_args, source_arg
 from .describe import describe
 from .errors import ExportError, NotExportedError, SettingsError
+from .execution.fronts import plan_jobs, run_jobs
 from .formats import formats, get_writer
 from .interrupt import Terminated, exit_status, raise_interrupt
 from .plan import ExportPlan, build_plan
 from .preview import preview_plan, render_png
-from .run import (
-    execute,
-    export_notes,
-    export_regions,
-    plan_on,
-    plan_regions,
-    scheduler_session,
-)
+from .run import export_notes, scheduler_session
 from .settings import ExportSettings, check_nickname
 from .sources import open_exported, open_source
-from .storage import clean_path
+from .storage.names import clean_named
 
 
 def _run_export(
@@ -56,31 +50,20 @@ def _run_export(
     quiet=False,
     label=None,
 ):
-    if settings.regions:
-        bars = BatchBars(not quiet)
+    bars = RegionBars(not quiet, label)
 
-        def notes(name: str, plan: ExportPlan) -> None:
-            for note in export_notes(plan, resume):
-                print(f"note: {name}: {note}", file=sys.stderr)
-
-        try:
-            return export_regions(
-                source, settings, nickname=nickname, overwrite=overwrite, resume=resume,
-                memory_limit=memory_limit, scheduler=scheduler, progress=bars, before=notes,
-            )  # fmt: skip
-        finally:
-            bars.close()
-    with scheduler_session(scheduler, memory_limit) as resolved:
-        plan = plan_on(resolved, source, settings, nickname=nickname, memory_limit=memory_limit)
+    def start(name: str, plan: ExportPlan) -> None:
         for note in export_notes(plan, resume):
-            print(f"note: {note}", file=sys.stderr)
-        bar = Bar(not quiet, label or plan.nickname)
-        try:
-            return execute(
-                plan, overwrite=overwrite, progress=bar, scheduler=resolved, resume=resume
-            )
-        finally:
-            bar.close()
+            print(f"note: {f'{name}: ' if name else ''}{note}", file=sys.stderr)
+        bars.start(name, plan)
+
+    try:
+        return run_jobs(
+            source, settings, nickname=nickname, overwrite=overwrite, resume=resume,
+            memory_limit=memory_limit, scheduler=scheduler, progress=bars, before=start,
+        )  # fmt: skip
+    finally:
+        bars.close()
 
 
 def cmd_info(args) -> int:
@@ -101,19 +84,11 @@ def cmd_export(args) -> int:
             f"'lazyexport batch {saved} export-all'",
             file=sys.stderr,
         )
-    if args.plan:
+    if args.plan:  # as the export plans them: the checks, the shared reads
         with scheduler_session(args.scheduler, args.memory_limit) as resolved:
-            if settings.regions:  # as the export plans them: the checks, the shared reads
-                plans = plan_regions(
-                    source, settings, resolved, args.nickname, args.memory_limit, overwrite=True
-                ).plans
-            else:
-                plans = [
-                    plan_on(
-                        resolved, source, settings, nickname=args.nickname,
-                        memory_limit=args.memory_limit,
-                    )
-                ]  # fmt: skip
+            plans = plan_jobs(
+                source, settings, resolved, nickname=args.nickname, memory_limit=args.memory_limit
+            ).plans
         show_plans(plans, args.json)
         return 0
     result = _run_export(
@@ -159,30 +134,10 @@ def cmd_preview(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    path = remote.as_path(args.path)  # a URL is cleaned in its store, never as a local path
-    if remote.is_url(path):
-        return _clean_url(path, args.dry_run)
-    if not path.exists() and not path.parent.is_dir():
-        raise SettingsError(f"{path} does not exist, nor does the directory it would be in")
-    done, kept = clean_path(path, dry_run=args.dry_run)
-    print_cleaned([item.describe() for item in done], args.dry_run)
+    done, kept = clean_named(args.path, dry_run=args.dry_run)  # a URL is cleaned in its store
+    print_cleaned(done, args.dry_run)
     for item in kept:
-        print(f"left alone: {item.describe()}", file=sys.stderr)
-    return 0
-
-
-def _clean_url(url: Path, dry_run: bool) -> int:
-    """``lazyexport clean URL``: what killed exports of this host left beside the output ``URL``
-    in its store (what runs elsewhere is not touched: nobody here can tell whether it runs)."""
-    if remote.url_scheme(str(url)) in remote.READ_ONLY:
-        raise SettingsError(f"{url} is read-only (HTTP): lazyexport writes nothing there to clean")
-    try:
-        done = remote.clean_beside([url], dry_run=dry_run)
-    except Exception as exc:
-        if remote.is_storage_error(exc):
-            raise remote.describe(exc, url, "clean beside") from None
-        raise
-    print_cleaned(done, dry_run)
+        print(f"left alone: {item}", file=sys.stderr)
     return 0
 
 

@@ -61,6 +61,26 @@ class BatchBars:
         self.nickname, self.bar = None, Bar(False, "")
 
 
+class RegionBars:
+    """One progress bar line per region of an export (one for an export without regions),
+    opened as the region starts: labelled with the region's name, else ``label`` or the plan's
+    nickname."""
+
+    def __init__(self, enabled: bool, label: str | None = None):
+        self.enabled, self.label = enabled, label
+        self.bar = Bar(False, "")
+
+    def start(self, name: str, plan: Any) -> None:
+        self.bar.close()
+        self.bar = Bar(self.enabled, name or self.label or plan.nickname)
+
+    def __call__(self, name: str, event: Progress) -> None:
+        self.bar(event)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 def show_plans(plans, as_json: bool) -> None:
     """Print plans (text, or one JSON document: an object, or a list for several)."""
     if as_json:

@@ -90,9 +90,7 @@ def settings_from_args(args, source=None) -> ExportSettings:
     What ilastik's flags did beyond that (a cutout clipped, a flag ignored) is noted on stderr."""
     notes: list[str] = []
     explicit = {
-        name: getattr(args, name)
-        for name in ("zarr_format", "tiff_flavor")
-        if getattr(args, name) is not None
+        name: getattr(args, name) for name in ("zarr_format",) if getattr(args, name) is not None
     }
     fmt, compression, levels = _format(args)
     output = _output(args, fmt, notes)
@@ -116,7 +114,6 @@ def settings_from_args(args, source=None) -> ExportSettings:
         pixel_size=args.pixel_size,
         unit=args.unit,
         levels=levels,
-        downsample=args.downsample,
         shards=parse_shards(args.shards) if args.shards is not None else None,
         options=_declared_options(args),
         **explicit,
@@ -140,7 +137,8 @@ def _declared_options(args) -> dict[str, Any] | None:
 def _format(args) -> tuple[str | None, str | None, int | None]:
     """The format, compression and levels of ``--format`` or ilastik's ``--output_format``
     (which implies a compression and levels), else the format the output's extension names."""
-    fmt, compression, levels = args.format, args.compression, args.levels
+    fmt, compression = args.format, args.compression
+    levels = getattr(args, option_dest(declared_options()["levels"]))  # (ome-zarr's option)
     if args.ilastik_format is not None:
         if args.format is not None:
             raise SettingsError("give --format or ilastik's --output_format, not both")

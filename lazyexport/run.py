@@ -99,6 +99,7 @@ __all__ = [  # what other modules and the tests import from here
     "export_regions",
     "plan_on",
     "plan_regions",
+    "run_plans",
     "scheduler_name",
     "scheduler_session",
 ]
@@ -507,7 +508,7 @@ def export(
             refuse_lazy_outputs(jobs.plans)
             return jobs.outcome([export_lazily(p, overwrite, progress) for p in jobs.plans])
         each = (lambda _, event: progress(event)) if progress is not None else None
-        return jobs.outcome(_run_plans(jobs, overwrite, each, resolved, cancel, resume))
+        return jobs.outcome(run_plans(jobs, overwrite, each, resolved, cancel, resume))
 
 
 def export_regions(
@@ -533,10 +534,10 @@ def export_regions(
         regions = plan_regions(
             source, settings, resolved, nickname, memory_limit, overwrite, resume
         )
-        return _run_plans(regions, overwrite, progress, resolved, cancel, resume, before)
+        return run_plans(regions, overwrite, progress, resolved, cancel, resume, before)
 
 
-def _run_plans(
+def run_plans(
     regions: RegionPlans,
     overwrite: bool,
     progress: NamedProgress | None,

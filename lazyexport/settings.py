@@ -12,8 +12,7 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
-from .formats.options import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
-from .formats.options import TIFF_FLAVORS as TIFF_FLAVORS
+from .formats.ome_zarr import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from .formats.options import (
     Option,
     builtin,
@@ -22,6 +21,7 @@ from .formats.options import (
     refusal,
 )
 from .formats.spec import ZarrFormat
+from .formats.tiff import TIFF_FLAVORS as TIFF_FLAVORS
 from .regions import normalize_regions
 from .roi import Bounds, normalize_roi_spec
 from .units import parse_pixel_size, parse_unit
@@ -58,6 +58,10 @@ def percentile_of(bound: Any) -> float | None:
 # defaults a release before this one had, still taken as "not set" from Python (tiff_flavor
 # was "plain"; None now lets an .ome.tif name choose OME-TIFF): code that passed them stays valid
 _FORMER_DEFAULTS = {"tiff_flavor": "plain"}
+
+# options a writer declares (Writer.options, its value in ``options``) that were fields before:
+# still taken as keywords and shown as fields (the field mirrors ``options``); never both ways
+MIRRORED = ("tiff_flavor", "levels", "downsample")
 
 
 def check_nickname(nickname: Any) -> str:
@@ -275,10 +279,12 @@ class ExportSettings:
         _check_compression(self, writer)
         _check_layout(self)
         _check_metadata(self)
-        _check_pyramid_and_tiff(self)
         # (after each value is checked: a wrong value says so first)
         _check_format_options(self, writer)
+        _mirror_into_options(self, writer)
         _check_declared_options(self, writer)
+        for name in MIRRORED:  # the field shows the checked value
+            _set(self, name, (self.options or {}).get(name, getattr(self, name)))
 
     def check_given(self, given: tuple[str, ...]) -> None:
         """Refuse format options in ``given`` (set explicitly, whatever their value) that this
@@ -288,7 +294,15 @@ class ExportSettings:
         _check_format_options(self, get_writer(self.format), given)
 
     def replace(self, **changes: Any) -> ExportSettings:
-        return dataclasses.replace(self, **changes)
+        options = dict(changes.get("options", self.options) or {})
+        for name in MIRRORED:  # the one given now replaces the other form of it
+            if name in changes:
+                options.pop(name, None)
+            elif name in options and "options" in changes:
+                changes[name] = None
+            elif name in options:
+                options.pop(name)  # (the field holds it)
+        return dataclasses.replace(self, **{**changes, "options": options or None})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, not tuples; None fields left out), for JSON or TOML."""
@@ -303,7 +317,11 @@ class ExportSettings:
                 value = {n: {a: list(b) for a, b in r.items()} for n, r in value.items()}
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
-            elif field.name in ("chunks", "pixel_size", "options") or (
+            elif field.name == "options":  # (a mirrored option is its own key, as before)
+                value = {k: v for k, v in value.items() if k not in MIRRORED}
+                if not value:
+                    continue
+            elif field.name in ("chunks", "pixel_size") or (
                 field.name == "shards" and value != "auto"
             ):
                 value = dict(value)
@@ -339,6 +357,27 @@ class ExportSettings:
 def _set(settings: ExportSettings, name: str, value: Any) -> None:
     """Store a normalized value on the frozen settings (only during ``__post_init__``)."""
     object.__setattr__(settings, name, value)
+
+
+def _mirror_into_options(s: ExportSettings, writer: Any) -> None:
+    """A :data:`MIRRORED` option given as a keyword goes into ``options``; given both ways with
+    two values, it is refused. A former default given for a format that does not read it is
+    taken as not set (``_FORMER_DEFAULTS``)."""
+    if s.options is not None and not isinstance(s.options, Mapping):
+        return  # (refused by the options' own check)
+    options = dict(s.options or {})
+    for name in MIRRORED:
+        keyword, given = getattr(s, name), options.get(name)
+        if keyword is None:
+            continue
+        if given is not None and given != keyword:
+            raise SettingsError(
+                f"{name} is given twice, {keyword!r} and {given!r} in options: give it once"
+            )
+        if name not in writer.capabilities.options and keyword == _FORMER_DEFAULTS.get(name):
+            continue
+        options[name] = keyword
+    _set(s, "options", options or None)
 
 
 def _check_declared_options(s: ExportSettings, writer: Any) -> None:
@@ -441,11 +480,3 @@ def _check_metadata(s: ExportSettings) -> None:
         _set(s, "pixel_size", parse_pixel_size(s.pixel_size) or None)
     if s.unit is not None:
         _set(s, "unit", parse_unit(s.unit))
-
-
-def _check_pyramid_and_tiff(s: ExportSettings) -> None:
-    """Pyramid levels (1..32), the downsample method and the TIFF flavor (each checked by its
-    declaration: :data:`lazyexport.formats.options.BUILTIN`)."""
-    for name in ("levels", "downsample", "tiff_flavor"):
-        if getattr(s, name) is not None:
-            _set(s, name, builtin(name).validate(getattr(s, name)))

@@ -24,7 +24,7 @@ from lazyexport.errors import SettingsError
 from lazyexport.formats import formats, get_writer
 from lazyexport.formats.base import FORMAT_OPTIONS, Capabilities, Writer
 from lazyexport.formats.options import BUILTIN, Option, builtin, declared_by, values_for
-from lazyexport.settings import declared_options
+from lazyexport.settings import MIRRORED, declared_options
 
 
 def _with_plugin(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -135,7 +135,8 @@ def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_valu
         "demo_greeting (--demo-greeting: a greeting in the plan) does not apply to format npy, "
         "only to npy-contract; drop it or choose that format",
         "demo_greeting (--demo-greeting: a greeting in the plan): give a non-empty text, got '  '",
-        "unknown format option 'demo_greting'; known: demo_greeting",
+        "unknown format option 'demo_greting'; known: demo_greeting, downsample, levels, "
+        "tiff_flavor",
     ]
 
 
@@ -164,10 +165,13 @@ def test_a_declared_option_on_the_command_line(tmp_path, source):
 
 
 def test_without_the_plugin_no_format_declares_an_option_of_its_own():
-    """The built-in formats read the built-in options (ExportSettings fields) only."""
-    assert declared_options() == {}
+    """The built-in formats read the built-in options (ExportSettings fields) and the ones
+    moved into their writers (still ExportSettings keywords: settings.MIRRORED) only."""
+    assert set(declared_options()) == set(MIRRORED)
     with pytest.raises(
-        SettingsError, match=r"^unknown format option 'demo_greeting'; known: none$"
+        SettingsError,
+        match=r"^unknown format option 'demo_greeting'; known: downsample, levels, "
+        r"tiff_flavor$",
     ):
         le.ExportSettings(options={"demo_greeting": "hi"})
     assert list(FORMAT_OPTIONS) == [o.name for o in BUILTIN]
@@ -234,7 +238,7 @@ def test_the_docs_option_table_is_the_declarations():
 def test_a_builtin_option_is_checked_by_its_declaration(name, value, normalized, refused):
     """The settings check a built-in option's value through its declaration: the same result
     and the same one-line message either way."""
-    option = builtin(name)
+    option = builtin(name) if name not in MIRRORED else declared_options()[name]
     assert option.validate(value) == normalized
     fmt = {"tiff_flavor": "tiff", "zarr_format": "zarr"}.get(name, "ome-zarr")
     given: dict[str, Any] = {name: value}

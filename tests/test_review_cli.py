@@ -39,17 +39,17 @@ def renormalized(data: np.ndarray, lo: float, hi: float, out=(0, 255), dtype="ui
 
 
 def test_item21_resume_note_printed_before_the_export_runs(tmp_path, monkeypatch, capsys):
-    from lazyexport import cli
+    from lazyexport import cli, run
 
     src = write_hdf5(tmp_path / "raw.h5", make_data("uint8"), dataset="data")
     seen_before = []
-    real_execute = cli.execute
+    real_execute = run.execute  # what every front end's export runs each plan with
 
     def execute(plan, **options):
         seen_before.append(capsys.readouterr().err)  # what the user has read when the export starts
         return real_execute(plan, **options)
 
-    monkeypatch.setattr(cli, "execute", execute)
+    monkeypatch.setattr(run, "execute", execute)
     code = cli.main(["export", src.spec, "--output", str(tmp_path / "out.h5"), "--resume", "-q"])
     assert code == 0
     assert len(seen_before) == 1

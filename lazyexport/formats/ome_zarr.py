@@ -36,15 +36,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import dask
 import numpy as np
 import zarr
 
-from ..errors import FormatError
+from ..errors import FormatError, SettingsError
 from ..transforms import convert_block
 from . import container
 from .base import Capabilities, Target, release_memory
+from .options import Option, one_of
 from .registry import register
 from .spec import OutputSpec, Shape, ZarrFormat
 from .zarr import ZarrTarget, ZarrWriter, compressors
@@ -221,6 +223,35 @@ def ngff_metadata(
     return {"ome": {"version": "0.5", "multiscales": [image], **extra}}
 
 
+DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
+
+
+def _levels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
+        raise SettingsError(f"levels must be a whole number from 1 to 32, got {value!r}")
+    return value
+
+
+# declared here, read here (spec.options); ExportSettings(levels=..., downsample=...) still
+# takes them
+LEVELS = Option(
+    "levels",
+    "pyramid levels",
+    "pyramid levels (default: until a level fits 512x512)",
+    parse=int,
+    check=_levels,
+    metavar="LEVELS",
+)
+DOWNSAMPLE = Option(
+    "downsample",
+    "how pyramid levels are made",
+    "pyramid: mean (default), mode (labels; the default with a --result-type naming labels, "
+    "e.g. Labels) or nearest",
+    choices=DOWNSAMPLE_METHODS,
+    check=one_of("downsample method", DOWNSAMPLE_METHODS),
+)
+
+
 @register
 class OmeZarrWriter(ZarrWriter):
     name = "ome-zarr"
@@ -230,8 +261,9 @@ class OmeZarrWriter(ZarrWriter):
     capabilities = Capabilities(
         object_store=True,
         compressions=ZarrWriter.capabilities.compressions,
-        options=frozenset({"zarr_format", "levels", "downsample", "pixel_size", "unit"}),
+        options=frozenset({"zarr_format", "pixel_size", "unit"}),
     )
+    options = (LEVELS, DOWNSAMPLE)
 
     def axis_order(self, axes, sizes, explicit):
         other = [
@@ -251,19 +283,20 @@ class OmeZarrWriter(ZarrWriter):
 
     def levels(self, spec: OutputSpec) -> list[Level]:
         centred = self.method(spec) != "nearest"
-        return pyramid(spec.axes, spec.shape, spec.pixel_size, spec.levels, spec.origin, centred)
+        levels = spec.options.get("levels")
+        return pyramid(spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred)
 
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type) and
         bool masks (a mean of a mask would be "any", growing it level by level), else mean."""
         labels = is_label_type(spec.result_type) or spec.dtype.kind == "b"
-        return spec.downsample or ("mode" if labels else "mean")
+        return spec.options.get("downsample") or ("mode" if labels else "mean")
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
         if (
             len(self.levels(spec)) > 1
-            and spec.downsample is None
+            and spec.options.get("downsample") is None
             and spec.dtype.kind in "iu"
             and self.method(spec) == "mean"
         ):

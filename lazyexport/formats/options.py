@@ -9,7 +9,11 @@ from there, so a new option touches its writer (and its docs) only.
 
 The options lazyexport has always had (:data:`BUILTIN`: ``zarr_format``, ``shards``, ...) are
 declared here too and stay :class:`~lazyexport.settings.ExportSettings` fields (their checks
-involve other settings); a writer lists those it reads in ``Capabilities.options``.
+involve other settings); a writer lists those it reads in ``Capabilities.options``. Some have
+moved to their writers: ``tiff_flavor`` (:mod:`lazyexport.formats.tiff`), ``levels`` and
+``downsample`` (:mod:`lazyexport.formats.ome_zarr`) are declared there, their values in
+``options``; ``ExportSettings`` still takes them as keywords and shows them as fields
+(:data:`lazyexport.settings.MIRRORED`).
 
 Invariants: an option's :meth:`Option.validate` returns the normalized value or raises a
 one-line :class:`~lazyexport.errors.SettingsError`; an option name is declared by one Option
@@ -26,9 +30,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import SettingsError
-
-DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
-TIFF_FLAVORS = ("plain", "imagej", "ome")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,33 +78,22 @@ class Option:
             raise SettingsError(f"{self.name} ({self.flag}: {self.what}): {exc}") from None
 
 
+def one_of(what: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    """A ``check`` for a text option with ``choices``: the value lower-cased, or one line
+    "unknown {what} ...; choose one of ..."."""
+
+    def check(value: Any) -> str:
+        value = str(value).lower()
+        if value not in choices:
+            raise SettingsError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 def _zarr_format(value: Any) -> Any:
     if value not in (2, 3):
         raise SettingsError(f"zarr_format must be 2 or 3, got {value!r}")
-    return value
-
-
-def _levels(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-        raise SettingsError(f"levels must be a whole number from 1 to 32, got {value!r}")
-    return value
-
-
-def _downsample(value: Any) -> str:
-    value = str(value).lower()
-    if value not in DOWNSAMPLE_METHODS:
-        raise SettingsError(
-            f"unknown downsample method {value!r}; choose one of {', '.join(DOWNSAMPLE_METHODS)}"
-        )
-    return value
-
-
-def _tiff_flavor(value: Any) -> str:
-    value = str(value).lower()
-    if value not in TIFF_FLAVORS:
-        raise SettingsError(
-            f"unknown TIFF flavor {value!r}; choose one of {', '.join(TIFF_FLAVORS)}"
-        )
     return value
 
 
@@ -125,29 +115,6 @@ BUILTIN = (
         "Zarr v3 sharding",
         "zarr v3 sharding for many small chunks: auto (one shard per block) or shard lengths, "
         "e.g. z=64,y=1024,x=1024 (default: no shards)",
-    ),
-    Option(
-        "levels",
-        "pyramid levels",
-        "ome-zarr pyramid levels (default: until a level fits 512x512)",
-        parse=int,
-        check=_levels,
-    ),
-    Option(
-        "downsample",
-        "how pyramid levels are made",
-        "ome-zarr pyramid: mean (default), mode (labels; the default with a --result-type naming "
-        "labels, e.g. Labels) or nearest",
-        choices=DOWNSAMPLE_METHODS,
-        check=_downsample,
-    ),
-    Option(
-        "tiff_flavor",
-        "multipage TIFF metadata",
-        "tiff metadata: plain, imagej (hyperstack) or ome (default: ome for an output named "
-        ".ome.tif or .ome.tiff, else plain)",
-        choices=TIFF_FLAVORS,
-        check=_tiff_flavor,
     ),
     Option(
         "pixel_size",

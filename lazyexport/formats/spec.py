@@ -57,10 +57,7 @@ class OutputSpec:
     # block in flight: the planner's own block sizing, for a writer's second pass (pyramid levels)
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
     # settings that only some formats read
-    tiff_flavor: str | None  # tiff: "plain", "imagej" or "ome" (None: by the output's name)
     zarr_format: ZarrFormat  # zarr, ome-zarr
-    levels: int | None  # ome-zarr: pyramid levels (None: until y/x fit 512)
-    downsample: str | None  # ome-zarr: "mean", "mode", "nearest" (None: by result type)
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
     # the source's names of the output's channels (along "c"), where known
     channel_names: tuple[str, ...] | None = None
@@ -85,6 +82,26 @@ class OutputSpec:
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
         if self.channel_names is not None:
             set_("channel_names", tuple(str(n) for n in self.channel_names))
+
+    @property
+    def tiff_flavor(self) -> str | None:
+        """tiff: ``"plain"``, ``"imagej"`` or ``"ome"`` (None: by the output's name); declared by
+        the tiff writer, its value in :attr:`options`."""
+        value: str | None = self.options.get("tiff_flavor")
+        return value
+
+    @property
+    def levels(self) -> int | None:
+        """ome-zarr: pyramid levels (None: until y/x fit 512); in :attr:`options`."""
+        value: int | None = self.options.get("levels")
+        return value
+
+    @property
+    def downsample(self) -> str | None:
+        """ome-zarr: ``"mean"``, ``"mode"``, ``"nearest"`` (None: by result type); in
+        :attr:`options`."""
+        value: str | None = self.options.get("downsample")
+        return value
 
     @property
     def dataset(self) -> str:

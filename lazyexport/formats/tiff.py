@@ -55,6 +55,7 @@ from ..errors import FormatError
 from ..storage import remove, temp_path
 from ..units import imagej_unit, to_micrometers, unit_symbol
 from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
+from .options import Option, one_of
 from .registry import register
 from .spec import OutputSpec
 
@@ -100,14 +101,29 @@ def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
     return data + math.prod(shape[:-2]) * (PAGE_BYTES + segments * SEGMENT_BYTES) + METADATA_BYTES
 
 
+TIFF_FLAVORS = ("plain", "imagej", "ome")
+
+
+# declared here, read here (spec.options); ExportSettings(tiff_flavor=...) still takes it
+TIFF_FLAVOR = Option(
+    "tiff_flavor",
+    "multipage TIFF metadata",
+    "plain, imagej (hyperstack) or ome metadata (default: ome for an output named .ome.tif "
+    "or .ome.tiff, else plain)",
+    choices=TIFF_FLAVORS,
+    check=one_of("TIFF flavor", TIFF_FLAVORS),
+)
+
+
 @register
 class TiffWriter(Writer):
     name = "tiff"
     extensions = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
     capabilities = Capabilities(
         compressions=("none", "zlib", "lzma"),
-        options=frozenset({"tiff_flavor", "pixel_size", "unit"}),
+        options=frozenset({"pixel_size", "unit"}),
     )
+    options = (TIFF_FLAVOR,)
     # the usual chunks, which follow the source's: the raw file takes any block shape, and a
     # block shaped like the page (whole rows or planes) would read source chunks that
     # neighbouring blocks need too, which dask then holds in memory between them
@@ -134,8 +150,9 @@ class TiffWriter(Writer):
     def flavor(spec: OutputSpec) -> str:
         """The settings' flavor; without one, OME-TIFF for an output named ``.ome.tif`` or
         ``.ome.tiff``, else plain."""
-        if spec.tiff_flavor is not None:
-            return spec.tiff_flavor
+        flavor: str | None = spec.options.get("tiff_flavor")
+        if flavor is not None:
+            return flavor
         return "ome" if spec.output.name.lower().endswith(OME_SUFFIXES) else "plain"
 
     def file_axes(self, spec: OutputSpec) -> tuple[str, ...]:
