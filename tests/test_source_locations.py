@@ -18,7 +18,7 @@ import lazyexport as le
 from conftest import make_data, write_zarr3
 from lazyexport.remote import UrlPath, as_path
 from lazyexport.sources.base import release_files
-from lazyexport.storage import reading
+from lazyexport.storage import capabilities, reading
 from objstore import key_prefix, s3_bucket
 
 TREE = {
@@ -97,7 +97,7 @@ def test_what_needs_no_request_asks_none(monkeypatch):
     assert reading.options_for(url) is not None
     assert reading.handle_key(url) is None
     assert not reading.can_glob("s3://bkt/slice_*.tif")
-    assert not reading.local_readers_can_open(as_path(url))
+    assert not capabilities.opened_by_name(as_path(url))
 
 
 def test_a_local_path_is_named_from_anywhere(tmp_path, monkeypatch):
@@ -111,7 +111,7 @@ def test_a_local_path_is_named_from_anywhere(tmp_path, monkeypatch):
     assert reading.handle_key("link/a.h5") == reading.handle_key(tmp_path / "real" / "a.h5")
     assert reading.options_for("a.h5") is None
     assert reading.open_file("a.h5") == "a.h5"
-    assert reading.can_glob("slice_*.tif") and reading.local_readers_can_open("a.h5")
+    assert reading.can_glob("slice_*.tif") and capabilities.opened_by_name("a.h5")
     assert reading.location_text(Path("a.h5")) == "a.h5"
     assert reading.location_text(UrlPath("s3://b/k")) == "s3://b/k"
     assert reading.location_text(np.zeros(2)) is None

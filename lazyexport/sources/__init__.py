@@ -30,7 +30,7 @@ from ..remote import (
     local_text,
 )
 from ..remote import exists as remote_exists
-from ..storage import reading
+from ..storage import capabilities, reading
 from . import bioio, hdf5, n5, npy, tiff, zarr  # noqa: F401  (each registers its reader)
 from .facts import SourceFacts, source_facts
 from .memory import open_memory
@@ -119,13 +119,13 @@ def _refuse_local_only(reader: SourceReader, path: PurePath | UrlPath) -> None:
 
 def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:
     if scene is not None and (
-        not reading.local_readers_can_open(text) or any(ch in text for ch in "*?[")
+        not capabilities.opened_by_name(text) or any(ch in text for ch in "*?[")
     ):
         raise SourceError(
             f"{text}: scenes are chosen in local microscopy files read through bioio, not at a URL "
             "or in a glob of slices"
         )
-    if not reading.local_readers_can_open(text):  # only the readers that make requests
+    if not capabilities.opened_by_name(text):  # only the readers that make requests
         return open_url(as_path(text), axes=axes)
     text = local_text(text)  # file:///abs/path; an unknown scheme is refused
     if reading.can_glob(text) and get_reader(SEQUENCE).can_open(text):

@@ -22,7 +22,7 @@ import zarr
 
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
-from ..storage import reading
+from ..storage import capabilities, reading
 from ..units import source_attrs
 from .base import FileArray, canonical_dtype, from_file_array, labeled, resolve_axes
 from .facts import attach_facts, source_facts
@@ -304,7 +304,7 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
 
     pattern = files if isinstance(files, str) else None
     listed = [files] if isinstance(files, str) else files
-    if not all(reading.local_readers_can_open(f) for f in listed):
+    if not all(capabilities.opened_by_name(f) for f in listed):
         raise SourceError(
             "sequences of slice files are read from local files only; download them, or export "
             "to Zarr at a URL"

@@ -7,7 +7,8 @@ Invariants:
 
 - each function does for a URL what it does for a local path, with the object store's nearest
   operation (a file is an object; a directory is every object below a prefix), or says in its
-  name what it cannot do there (:func:`can_glob`, :func:`local_readers_can_open`);
+  name what it cannot do there (:func:`can_glob`; whether readers of file names only can
+  open it is :func:`~lazyexport.storage.capabilities.opened_by_name`);
 - nothing here writes, and nothing asks an object store what a function's docs do not say it
   asks: a location's text, name, folder or parts are worked out without a request;
 - a local path keeps the spelling its caller gave (absolute where the docs say so), and a URL
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from . import objects
+from .capabilities import opened_by_name
 from .urls import StorageError, UrlPath, as_path, is_url
 
 # -- where a location is, as text and parts (no request) --------------------------------------
@@ -185,17 +187,10 @@ def storage_failure(path: Any, exc: BaseException, where: str) -> StorageError |
 # -- capabilities -----------------------------------------------------------------------------
 
 
-def local_readers_can_open(location: Any) -> bool:
-    """Whether readers of local files only (bioio's, slice sequences, numpy's) can read
-    ``location``: a path of the file system can; a URL is read only by the readers that make
-    requests (``supports_urls``)."""
-    return not is_url(location)
-
-
 def can_glob(text: str) -> bool:
     """Whether glob patterns expand at ``text``: in the file system they do; at a URL ``[``,
     ``*`` and ``?`` are characters of a key."""
-    return local_readers_can_open(text)
+    return opened_by_name(text)
 
 
 # -- whether the data changed -----------------------------------------------------------------
@@ -260,7 +255,6 @@ __all__ = [
     "is_container",
     "listed_dir",
     "listed_file",
-    "local_readers_can_open",
     "location_text",
     "name_of",
     "open_file",
