@@ -274,8 +274,6 @@ ASK_WHETHER_REMOTE = {
     f"{PACKAGE}.{name}"
     for name in (
         *("cli", "batch", "batch_project", "run", "execution.lazy", "execution.preflight"),
-        *("sources", "sources.base", "sources.hdf5", "sources.n5", "sources.tiff"),
-        "sources.zarr",
     )
 }
 # the old names of the storage layer, which only re-export it
@@ -324,3 +322,27 @@ def test_writers_and_front_ends_do_not_ask_whether_a_location_is_remote():
         "is_url / isinstance(..., UrlPath): " + ", ".join(sorted(asking - ASK_WHETHER_REMOTE))
     )
     assert _asks_whether_remote(MODULES[f"{PACKAGE}.storage.paths"][0])
+
+
+def _names_whether_remote(node: ast.AST) -> bool:
+    """Whether ``node`` names ``is_url`` or is an ``isinstance(..., UrlPath)`` check."""
+    if isinstance(node, ast.Name | ast.Attribute):
+        return (node.id if isinstance(node, ast.Name) else node.attr) == "is_url"
+    if isinstance(node, ast.alias):
+        return node.name == "is_url" or node.asname == "is_url"
+    if not (isinstance(node, ast.Call) and ast.unparse(node.func) == "isinstance"):
+        return False
+    return len(node.args) == 2 and "UrlPath" in ast.unparse(node.args[1])
+
+
+def test_sources_do_not_ask_whether_a_location_is_remote():
+    wrong = sorted(
+        f"{module}:{getattr(node, 'lineno', 0)}"
+        for module, (path, _) in MODULES.items()
+        if _in(f"{PACKAGE}.sources", module)
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if _names_whether_remote(node)
+    )
+    assert not wrong, "the storage layer decides local or remote (storage.reading): " + ", ".join(
+        wrong
+    )

@@ -149,14 +149,14 @@ def test_item03_a_file_rewritten_with_its_old_mtime_is_another_source(tmp_path, 
 
 
 def test_item03_resume_refuses_a_source_whose_identity_is_unknown(tmp_path, monkeypatch):
-    from lazyexport.sources import base
+    from lazyexport.storage import reading
 
     spec = _write_source("zarr3", tmp_path / "src.zarr", np.ones((2, 16, 16), np.float32))
 
     def unlistable(path):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(base, "_listing", unlistable)
+    monkeypatch.setattr(reading, "file_listing", unlistable)
     settings = le.ExportSettings(format="zarr", output=str(tmp_path / "out.zarr"))
     with pytest.raises(ExportError, match="cannot tell whether the source changed") as err:
         le.export(spec, settings, resume=True)

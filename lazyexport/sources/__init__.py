@@ -13,7 +13,6 @@ file comes with the DataArray as one :class:`~lazyexport.sources.facts.SourceFac
 
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePath
 from typing import cast
 
@@ -28,10 +27,10 @@ from ..remote import (
     clean_segments,
     describe,
     is_storage_error,
-    is_url,
     local_text,
 )
 from ..remote import exists as remote_exists
+from ..storage import capabilities, reading
 from . import bioio, hdf5, n5, npy, tiff, zarr  # noqa: F401  (each registers its reader)
 from .facts import SourceFacts, source_facts
 from .memory import open_memory
@@ -54,19 +53,16 @@ def split_path(text: str) -> tuple[Path, str]:
     """Split ``file.h5/inner/path`` into the file (or store) and the internal path.
 
     The file part ends at the first component whose suffix names a known format, or at the
-    first component that exists as a file or a Zarr directory.
+    first component that exists as a file or a Zarr directory (at a URL: by suffix only, no
+    listing: an object store has no directories; a URL without one is a Zarr store).
     """
-    if is_url(text):
-        file, internal = split_url(as_path(text))
-        return cast(Path, file), internal
-    parts = Path(local_text(text)).parts
-    for i in range(1, len(parts) + 1):
-        head = Path(*parts[:i])
-        if reader_for_suffix(head.suffix) or head.is_file() or zarr.is_zarr_dir(head):
-            if _climbs(parts[i:]):  # 'a.zarr/../b.zarr': the file system's '..', not the store's
+    location = as_path(text)
+    for head, rest in reading.prefixes(location):
+        if reader_for_suffix(head.suffix) or reading.listed_file(head) or zarr.is_zarr_dir(head):
+            if _climbs(rest):  # 'a.zarr/../b.zarr': the file system's '..', not the store's
                 continue
-            return head, internal_path("/".join(parts[i:]), head)
-    return Path(local_text(text)), ""
+            return head, internal_path("/".join(rest), head)
+    return location, ""
 
 
 def _climbs(parts: tuple[str, ...]) -> bool:
@@ -122,15 +118,17 @@ def _refuse_local_only(reader: SourceReader, path: PurePath | UrlPath) -> None:
 
 
 def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:
-    if scene is not None and (is_url(text) or any(ch in text for ch in "*?[")):
+    if scene is not None and (
+        not capabilities.opened_by_name(text) or any(ch in text for ch in "*?[")
+    ):
         raise SourceError(
             f"{text}: scenes are chosen in local microscopy files read through bioio, not at a URL "
             "or in a glob of slices"
         )
-    if is_url(text):
+    if not capabilities.opened_by_name(text):  # only the readers that make requests
         return open_url(as_path(text), axes=axes)
     text = local_text(text)  # file:///abs/path; an unknown scheme is refused
-    if get_reader(SEQUENCE).can_open(text):
+    if reading.can_glob(text) and get_reader(SEQUENCE).can_open(text):
         return get_reader(SEQUENCE).open(text, "", axes=axes)
     path, internal = split_path(text)
     if not path.exists():
@@ -187,10 +185,9 @@ def open_source(obj, axes: str | None = None, scene: int | str | None = None) ->
         For a path that cannot be opened, a corrupt or truncated file, or unsupported data
         (complex, non-numeric).
     """
-    if isinstance(obj, UrlPath):
-        return open_path(str(obj), axes=axes, scene=scene)
-    if isinstance(obj, (str, os.PathLike)):
-        return open_path(os.fspath(obj), axes=axes, scene=scene)
+    text = reading.location_text(obj)
+    if text is not None:
+        return open_path(text, axes=axes, scene=scene)
     if scene is not None:
         raise SourceError("an array has no scenes: scene is for microscopy files")
     return open_memory(obj, axes=axes)

@@ -7,20 +7,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .. import remote
 from ..axes import guess_axes, parse_axes
 from ..errors import SourceError
+from ..storage import reading
+from ..storage.paths import identity_text
 from .facts import SourceFacts, attach_facts
 
 # Bytes per dask chunk that openers aim for when growing a file's native chunks.
@@ -38,26 +38,6 @@ def canonical_dtype(dtype: Any) -> np.dtype:
     return dtype if dtype.fields else np.dtype(dtype.str)
 
 
-def _listing(path: str) -> list[tuple[str, int, int, int]]:
-    """(path relative to ``path``, size, mtime in ns, inode) of the file ``path``, or of every file
-    below the directory ``path`` (one scandir walk); raises OSError if it cannot be listed."""
-    info = os.stat(path)
-    if not stat.S_ISDIR(info.st_mode):
-        return [("", info.st_size, info.st_mtime_ns, info.st_ino)]
-    found, folders = [], [path]
-    while folders:
-        folder = folders.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(entry.path)
-                else:
-                    info = entry.stat()
-                    relative = os.path.relpath(entry.path, path)
-                    found.append((relative, info.st_size, info.st_mtime_ns, info.st_ino))
-    return sorted(found)
-
-
 def file_identity(*paths: str | os.PathLike) -> str | None:
     """A hash that changes when the data of the files ``paths`` changes: the size, modification
     time and inode of each file, or of every file below a directory (a Zarr array, an N5
@@ -65,12 +45,7 @@ def file_identity(*paths: str | os.PathLike) -> str | None:
     or of every object below the prefix). None when a path cannot be listed: then nobody
     can tell whether the data changed."""
     try:
-        listing = [
-            (str(p), remote.listing(remote.as_path(p)))
-            if remote.is_url(p)
-            else (os.path.abspath(p), _listing(os.fspath(p)))
-            for p in paths
-        ]
+        listing = [reading.contents(p) for p in paths]
     except OSError:
         return None
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:32]
@@ -81,13 +56,7 @@ def stamp(path: Any) -> tuple | None:
     read): part of a source's dask name. What decides whether a ``--resume`` export may reuse
     blocks is the full :func:`file_identity`, taken only then. For an object (a URL): its size
     and entity tag."""
-    if remote.is_url(path):
-        return remote.stamp(remote.as_path(path))
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns, info.st_ino
+    return reading.stamp(path)
 
 
 class FileArray:
@@ -102,9 +71,9 @@ class FileArray:
 
     def __init__(self, path: str | os.PathLike, shape: Sequence[int], dtype: Any, key: str = ""):
         # absolute: workers of a cluster may run in other directories
-        self.path: Any = path if remote.is_url(path) else os.path.abspath(path)
+        self.path: Any = reading.absolute(path)
         # a URL's storage options travel with the array to the workers that read it
-        self.storage_options = remote.current_options() if remote.is_url(path) else None
+        self.storage_options = reading.options_for(path)
         self.key = key
         self.shape = tuple(int(s) for s in shape)
         self.dtype = canonical_dtype(dtype)
@@ -119,9 +88,7 @@ class FileArray:
     def file(self) -> Any:
         """What to hand a reader that takes a file name or a file object: the path, or for a URL
         a :class:`~lazyexport.remote.RemoteFile` (range requests)."""
-        if remote.is_url(self.path):
-            return remote.RemoteFile(self.path, values=self.storage_options)
-        return self.path
+        return reading.open_file(self.path, self.storage_options)
 
     def _open(self) -> Any:
         raise NotImplementedError
@@ -177,11 +144,9 @@ def release_files(paths: Iterable[str | os.PathLike]) -> None:
     """Close the handles this process holds open on ``paths`` for reading sources, before those
     files are written: HDF5 cannot open a file for writing while it is open read-only in the
     same process (an export into the source's own HDF5 file). Sources open them again if read."""
-    wanted = {os.path.realpath(p) for p in paths if not remote.is_url(p)}
+    wanted = {key for key in map(reading.handle_key, paths) if key is not None}
     with _OPEN_LOCK:
-        arrays = [
-            a for a in _OPEN if not remote.is_url(a.path) and os.path.realpath(a.path) in wanted
-        ]
+        arrays = [a for a in _OPEN if reading.handle_key(a.path) in wanted]
     for arr in arrays:
         arr.close()
 
@@ -217,7 +182,7 @@ def resolve_axes(
 
 def default_nickname(file: str | os.PathLike) -> str:
     """A source's default nickname: its file name without extension (``a.ome.tif`` -> ``a``)."""
-    name = file.name if isinstance(file, remote.UrlPath) else Path(file).name
+    name = reading.name_of(file)
     for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -261,19 +226,11 @@ def labeled(
         )
     if data.dtype.type is not dtype.type:
         data = da.map_blocks(_view, data, dtype.str, dtype=dtype)
-    if remote.is_url(path):
-        url = remote.as_path(path)
+    if path is not None:
         base = {
-            "source": str(url),
-            "nickname": default_nickname(url),
-            "dataset_dir": str(url.parent),
-        }
-    elif path is not None:
-        file = Path(path)
-        base = {
-            "source": str(path),
-            "nickname": default_nickname(file),
-            "dataset_dir": str(file.resolve().parent),
+            "source": reading.source_text(path),
+            "nickname": default_nickname(path),
+            "dataset_dir": reading.folder_of(path),
         }
     else:
         base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
@@ -289,7 +246,7 @@ def labeled(
         shards=None if shards is None else _by_axis(out.dims, shards),
         identity_paths=None
         if identity_paths is None
-        else tuple(str(p) if remote.is_url(p) else os.path.abspath(p) for p in identity_paths),
+        else tuple(identity_text(cast(Path, p)) for p in identity_paths),
     )
     if any(v is not None for v in (reader, native, file_chunks, shards, identity_paths)):
         attach_facts(out, facts)

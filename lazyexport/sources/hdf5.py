@@ -9,7 +9,7 @@ import xarray as xr
 
 from ..axes import parse_vigra_axistags
 from ..errors import SourceError
-from ..remote import RemoteFile, is_url
+from ..storage import reading
 from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
 from .registry import SourceReader, register
@@ -33,7 +33,7 @@ def list_datasets(file: h5py.File) -> list[str]:
 
 def open_hdf5(path: Path, internal: str, axes=None) -> xr.DataArray:
     try:
-        file = h5py.File(RemoteFile(path) if is_url(path) else path, "r")
+        file = h5py.File(reading.open_file(path), "r")
     except OSError as exc:
         raise SourceError(f"cannot open {path} as HDF5: {exc}") from None
     with file:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .. import remote
 from ..errors import FormatError, SourceError
-from ..n5codec import ATTRIBUTES, block_decoder, chunk_file, decode_block, read_attributes
-from ..remote import as_path, is_url
+from ..n5codec import ATTRIBUTES, block_decoder, chunk_file, decode_block
+from ..remote import as_path
+from ..storage import reading
 from ..units import parse_unit
 from .base import FileArray, from_file_array, labeled, resolve_axes
 from .registry import SourceReader, register
@@ -29,20 +28,9 @@ from .registry import SourceReader, register
 SUFFIXES = (".n5",)
 
 
-def _read(file: Path, values: Any = None) -> bytes | None:
-    """The bytes of ``file`` (at a URL: of the object), or None where there is none."""
-    if is_url(file):
-        try:
-            return remote.get_bytes(file, values)
-        except FileNotFoundError:
-            return None
-    return file.read_bytes() if file.exists() else None
-
-
 def _attributes(node: Path, values: Any = None) -> dict:
-    if not is_url(node):
-        return read_attributes(node)
-    found = _read(node / ATTRIBUTES, values)
+    """The attributes of the N5 node ``node`` ({} where it has none)."""
+    found = reading.read_bytes(reading.below(node, ATTRIBUTES), values)
     return json.loads(found) if found is not None else {}
 
 
@@ -64,7 +52,7 @@ class N5Dataset:
             for r, c in zip(region, self.chunks)
         ]
         for grid in product(*grids):
-            data = _read(chunk_file(self.path, grid), self.values)
+            data = reading.read_bytes(chunk_file(self.path, grid), self.values)
             if data is None:
                 continue
             block = decode_block(data, self.dtype, self.decoder)
@@ -79,9 +67,7 @@ class N5Dataset:
 
 class N5Array(FileArray):
     def data_path(self) -> Any:
-        if is_url(self.path):
-            return self.path / self.key if self.key else self.path
-        return str(Path(self.path) / self.key) if self.key else self.path
+        return reading.below(self.path, self.key)
 
     def _open(self):
         node = as_path(self.data_path())
@@ -90,17 +76,8 @@ class N5Array(FileArray):
 
 def _datasets(root: Path) -> list[str]:
     """Dataset paths below ``root``; chunk directories (numbered) are not entered."""
-    if is_url(root):  # every attributes.json below it, outside chunk directories
-        keys = [k for k in remote.list_keys(root) if k.rpartition("/")[2] == ATTRIBUTES]
-        folders = [k.rpartition("/")[0] for k in keys]
-        folders = [f for f in folders if not any(p.isdigit() for p in f.split("/") if p)]
-        return sorted(f for f in folders if "dimensions" in _attributes(root / f if f else root))
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.isdigit()]
-        if ATTRIBUTES in files and "dimensions" in read_attributes(Path(folder)):
-            found.append(Path(folder).relative_to(root).as_posix().strip("."))
-    return sorted(found)
+    folders = reading.folders_with(root, ATTRIBUTES, skip=str.isdigit)
+    return sorted(f for f in folders if "dimensions" in _attributes(root / f if f else root))
 
 
 def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
@@ -128,7 +105,7 @@ def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
 
 
 def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
-    container = is_url(path) or path.is_dir()
+    container = reading.is_container(path)
     if not container or "n5" not in _attributes(path) and not _datasets(path):
         raise SourceError(f"{path} is not an N5 container (no attributes.json)")
     internal = internal.strip("/")

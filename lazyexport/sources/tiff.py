@@ -10,8 +10,8 @@ import glob as globmod
 import json
 import logging
 import os
-from pathlib import Path, PurePath
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import dask.array as da
@@ -22,7 +22,7 @@ import zarr
 
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
-from ..remote import RemoteFile, is_url
+from ..storage import capabilities, reading
 from ..units import source_attrs
 from .base import FileArray, canonical_dtype, from_file_array, labeled, resolve_axes
 from .facts import attach_facts, source_facts
@@ -101,11 +101,11 @@ def _parsed(path: str | Path):
     logger.addHandler(keep)
     propagate, logger.propagate = logger.propagate, False
     try:
-        file: Any = RemoteFile(cast(PurePath, path)) if is_url(path) else path
+        file: Any = reading.open_file(path)
         with tifffile.TiffFile(file) as tif:
             series = tif.series[0]
             end = _data_end(series)
-            size = file.size if isinstance(file, RemoteFile) else os.path.getsize(path)
+            size = reading.size_of(file)
             if skipped or end > size:
                 reason = (
                     skipped[0].split("> ", 1)[-1]
@@ -303,7 +303,8 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     from ..transforms import transpose
 
     pattern = files if isinstance(files, str) else None
-    if any(is_url(f) for f in ([files] if isinstance(files, str) else files)):
+    listed = [files] if isinstance(files, str) else files
+    if not all(capabilities.opened_by_name(f) for f in listed):
         raise SourceError(
             "sequences of slice files are read from local files only; download them, or export "
             "to Zarr at a URL"

@@ -7,7 +7,6 @@ OME-Zarr group's ``multiscales.axes`` (level 0 is opened).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 import xarray as xr
 import zarr
@@ -15,8 +14,7 @@ from dask.base import tokenize
 
 from ..chunkio import reader_for
 from ..errors import SourceError
-from ..remote import UrlPath, describe, is_storage_error, zarr_store
-from ..remote import stamp as remote_stamp
+from ..storage import reading
 from ..units import source_attrs
 from .base import dask_chunks, labeled, reader_array, resolve_axes, stamp
 from .registry import SourceReader, register
@@ -26,7 +24,8 @@ MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 
 def is_zarr_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in MARKERS)
+    """Whether ``path`` is a directory holding Zarr metadata (at a URL: False, nothing asked)."""
+    return reading.listed_dir(path) and any((path / m).exists() for m in MARKERS)
 
 
 def _multiscales(attrs) -> list | None:
@@ -76,15 +75,15 @@ def _array_axes(arr: zarr.Array) -> list[str] | None:
 
 
 def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
-    url = cast(UrlPath, path) if isinstance(path, UrlPath) else None
     # absolute: the array is pickled to cluster workers, which may run in other directories
-    store = zarr_store(url) if url is not None else str(Path(path).absolute())
+    store = reading.zarr_readable(path)
     try:
         node = zarr.open(store=store, mode="r", path=internal or None)
     except Exception as exc:  # zarr raises several kinds for a missing or broken store
         where = f"{path}/{internal}" if internal else str(path)
-        if url is not None and is_storage_error(exc):
-            raise describe(exc, where, "read") from None
+        failure = reading.storage_failure(path, exc, where)
+        if failure is not None:
+            raise failure from None
         raise SourceError(f"cannot open {where} as Zarr: {exc}") from None
     meta_axes = None
     extra: dict = {}
@@ -120,15 +119,11 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     shards = getattr(arr, "shards", None)
     native = shards or arr.chunks
     chunks = dask_chunks(arr.shape, arr.dtype, native)
-    array_dir: Path | None = None
-    if url is not None:  # the metadata's entity tags say whether it was rewritten
-        node_url = url / internal if internal else url
-        stamps = [remote_stamp(node_url / m) for m in MARKERS]
-    else:  # its files say whether it changed (for --resume)
-        array_dir = Path(path).absolute() / internal
-        stamps = [stamp(array_dir / m) for m in MARKERS]
+    # its files (at a URL: the metadata's entity tags) say whether it changed (for --resume)
+    node_path = reading.zarr_node(path, internal)
+    stamps = [stamp(node_path / m) for m in MARKERS]
     name = "zarr-" + tokenize(
-        str(url if url is not None else Path(path).resolve()),
+        reading.resolved_text(path),
         internal,
         arr.shape,
         str(arr.dtype),
@@ -144,7 +139,7 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         path,
         reader=reader,
         native=native,
-        identity_paths=[str(node_url) if url is not None else str(array_dir)],
+        identity_paths=[str(node_path)],
         file_chunks=arr.chunks,
         shards=shards,
         internal_path=internal,
