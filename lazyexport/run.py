@@ -478,8 +478,9 @@ def export(
         ``dask.delayed`` object that writes it (commit included) when computed, giving the
         ExportResult; several of them (and other work) computed in one ``dask.compute`` call
         read their shared source chunks once. ``progress`` applies (reported where the blocks
-        run); ``scheduler`` and ``cancel`` do not (the computation is the caller's), and
-        ``resume=True`` and URL outputs are refused: use ``compute=True`` for them
+        run); ``scheduler`` and ``cancel`` do not (the computation is the caller's). With
+        ``resume=True`` the computation claims the output as ``compute=True`` does and
+        continues an interrupted export; at a URL, Zarr and OME-Zarr outputs only
         (docs/usage.md, "In a bigger dask graph").
 
     Returns
@@ -498,14 +499,14 @@ def export(
         When ``cancel`` was set.
     """
     if not compute:
-        refuse_lazy_options(scheduler, cancel, resume)
+        refuse_lazy_options(scheduler, cancel)
     with remote.options(storage_options), scheduler_session(scheduler, memory_limit) as resolved:
         jobs = plan_exports(
             source, settings, resolved, nickname, memory_limit, overwrite, resume, not compute
         )
         if not compute:
-            refuse_lazy_outputs(jobs.plans)
-            return jobs.outcome([export_lazily(p, overwrite, progress) for p in jobs.plans])
+            refuse_lazy_outputs(jobs.plans, jobs.existing if resume else [])
+            return jobs.outcome([export_lazily(p, overwrite, progress, resume) for p in jobs.plans])
         each = (lambda _, event: progress(event)) if progress is not None else None
         return jobs.outcome(_run_plans(jobs, overwrite, each, resolved, cancel, resume))
 

@@ -1,0 +1,226 @@
+"""``export(..., compute=False, resume=True)``: the computation claims the output as
+``compute=True`` does (atomically: of two runs, one wins) and continues from the journal an
+interrupted run kept (cancelled, failed or killed); building the Delayed touches no output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import dask
+import numpy as np
+import pytest
+
+import lazyexport as le
+from conftest import cli_env, hidden_temps, make_data, snapshot, write_zarr3
+from lazyexport.errors import AlreadyComputedError, ExportCancelled, OutputBusyError
+from lazyexport.formats.zarr import ZarrTarget
+from lazyexport.run import Progress
+from lazyexport.settings import ExportSettings
+
+SHAPE = (12, 256, 512)  # 12 blocks of one 256 KiB slice with small_blocks
+
+
+@pytest.fixture
+def source(tmp_path, small_blocks):
+    data = make_data("uint16", SHAPE)
+    return str(write_zarr3(tmp_path / "src.zarr", data, chunks=(1, 256, 512)).file), data
+
+
+def _settings(tmp_path) -> ExportSettings:
+    return ExportSettings(format="zarr", output=str(tmp_path / "out" / "o.zarr"), chunks={"z": 1})
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """The block writes of Zarr targets in this process, counted."""
+    counted, lock, original = [], threading.Lock(), ZarrTarget.write
+
+    def write(self, block, location):
+        with lock:
+            counted.append(location)
+        return original(self, block, location)
+
+    monkeypatch.setattr(ZarrTarget, "write", write)
+    return counted
+
+
+def _cancelled_after(source, settings, blocks: int) -> None:
+    """A compute=True resume export cancelled after ``blocks`` blocks (it keeps its journal)."""
+    cancel = threading.Event()
+
+    def progress(event):
+        if event.blocks_done >= blocks:
+            cancel.set()
+
+    with pytest.raises(ExportCancelled):
+        le.export(
+            source, settings, resume=True, cancel=cancel, progress=progress,
+            scheduler="synchronous",
+        )  # fmt: skip
+
+
+def test_a_lazy_resume_continues_what_an_interrupted_run_kept(tmp_path, source, writes):
+    path, data = source
+    settings = _settings(tmp_path)
+    _cancelled_after(path, settings, 5)
+    first = len(writes)
+    assert 5 <= first < 12 and hidden_temps(tmp_path / "out")
+    events: list[Progress] = []
+    lazy = le.export(path, settings, compute=False, resume=True, progress=events.append)
+    (result,) = dask.compute(lazy, scheduler="threads")
+    assert len(writes) - first == 12 - first  # only the blocks the journal did not list
+    assert len(events) == 12 and max(e.blocks_done for e in events) == 12
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not hidden_temps(tmp_path / "out")
+
+
+def test_building_a_lazy_resume_export_touches_no_output(tmp_path, source):
+    """Only the mark is made: the kept temporary output and journal stay as they were until
+    the computation claims them."""
+    path, data = source
+    settings = _settings(tmp_path)
+    _cancelled_after(path, settings, 4)
+    before = snapshot(tmp_path / "out")
+    lazy = le.export(path, settings, compute=False, resume=True)
+    after = snapshot(tmp_path / "out")
+    added = sorted(set(after) - set(before))
+    assert [k.rpartition(".")[2] for k in added] == ["lazy"]
+    assert {k: v for k, v in after.items() if k not in added} == before
+    (result,) = dask.compute(lazy, scheduler="synchronous")
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+
+
+def test_a_running_lazy_resume_export_holds_its_claim(tmp_path, source):
+    """While a compute=False resume export is computed (paused after 3 blocks), a compute=True
+    resume export of the same plan is refused; the lazy one then commits the whole output
+    (before: it claimed nothing, and the other run could take its temporary output)."""
+    path, data = source
+    settings = _settings(tmp_path)
+    gate, paused, results, errors = threading.Event(), threading.Event(), [], []
+
+    def progress(event):
+        if event.blocks_done == 3:
+            paused.set()
+            gate.wait(60)
+
+    lazy = le.export(path, settings, compute=False, resume=True, progress=progress)
+
+    def first():
+        try:
+            results.extend(dask.compute(lazy, scheduler="synchronous"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert paused.wait(60)
+        with pytest.raises(OutputBusyError, match="another --resume export of .* runs now"):
+            le.export(path, settings, resume=True, scheduler="synchronous")
+    finally:
+        gate.set()
+        thread.join()
+    assert not errors
+    assert (tmp_path / "out" / "o.zarr" / "zarr.json").exists()
+    np.testing.assert_array_equal(le.open_exported(results[0]).values, data)
+    assert not hidden_temps(tmp_path / "out")
+
+
+def test_of_two_lazy_resume_exports_computed_at_once_one_wins(tmp_path, source):
+    path, data = source
+    settings = _settings(tmp_path)
+    gate, paused, results, errors = threading.Event(), threading.Event(), [], []
+
+    def progress(event):
+        if event.blocks_done == 2:
+            paused.set()
+            gate.wait(60)
+
+    one = le.export(path, settings, compute=False, resume=True, progress=progress)
+    two = le.export(path, settings, compute=False, resume=True)
+
+    def first():
+        try:
+            results.extend(dask.compute(one, scheduler="threads"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert paused.wait(60)
+        with pytest.raises(OutputBusyError):
+            dask.compute(two, scheduler="threads")
+    finally:
+        gate.set()
+        thread.join()
+    assert not errors
+    np.testing.assert_array_equal(le.open_exported(results[0]).values, data)
+    assert not hidden_temps(tmp_path / "out")
+
+
+def test_a_lazy_resume_export_computed_twice_commits_once(tmp_path, source):
+    path, data = source
+    lazy = le.export(path, _settings(tmp_path), compute=False, resume=True)
+    dask.compute(lazy, scheduler="threads")
+    before = snapshot(tmp_path / "out")
+    for scheduler in ("synchronous", "threads"):
+        with pytest.raises(AlreadyComputedError, match="computed already"):
+            dask.compute(lazy, scheduler=scheduler)
+        assert snapshot(tmp_path / "out") == before
+    assert not hidden_temps(tmp_path / "out")
+
+
+_KILLED = """
+import sys, time, dask, lazyexport as le
+from lazyexport.settings import ExportSettings
+def progress(event):
+    if event.blocks_done == 4:
+        print("written", flush=True)
+        time.sleep(600)
+settings = ExportSettings(format="zarr", output=sys.argv[2], chunks={"z": 1})
+lazy = le.export(sys.argv[1], settings, compute=False, resume=True, progress=progress)
+dask.compute(lazy, scheduler="synchronous")
+"""
+
+
+def test_a_killed_lazy_resume_export_is_continued(tmp_path, source, writes):
+    """A compute=False resume export killed (SIGKILL) after 4 blocks: the next one (lazy too)
+    takes over its claim (its process is gone) and writes only the blocks it did not."""
+    path, data = source
+    settings = _settings(tmp_path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_KILLED), path, str(settings.output)],
+        env=cli_env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "written"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    time.sleep(0.1)
+    assert any(p.name.endswith(".owner") for p in hidden_temps(tmp_path / "out"))
+    lazy = le.export(path, settings, compute=False, resume=True)
+    (result,) = dask.compute(lazy, scheduler="threads")
+    assert 0 < len(writes) <= 12 - 4
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not hidden_temps(tmp_path / "out")
+
+
+def test_a_lazy_overwrite_replaces_the_output_only_when_computed(tmp_path, source):
+    path, data = source
+    settings = _settings(tmp_path)
+    le.export(np.zeros(SHAPE, dtype="uint16"), settings)
+    before = snapshot(tmp_path / "out")
+    lazy = le.export(path, settings, compute=False, overwrite=True, resume=True)
+    after = snapshot(tmp_path / "out")
+    assert {k: v for k, v in after.items() if not k.endswith(".lazy")} == before
+    (result,) = dask.compute(lazy, scheduler="threads")
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not hidden_temps(tmp_path / "out")
