@@ -224,3 +224,46 @@ def test_a_lazy_overwrite_replaces_the_output_only_when_computed(tmp_path, sourc
     (result,) = dask.compute(lazy, scheduler="threads")
     np.testing.assert_array_equal(le.open_exported(result).values, data)
     assert not hidden_temps(tmp_path / "out")
+
+
+_KILLED_COMMITTING = """
+import os, signal, sys
+import lazyexport as le
+from lazyexport.storage import local as storage
+
+real_remove, written = storage.remove, [False]
+
+
+def remove(path):  # the run dies as it removes its journal once every block is written
+    if written[0] and str(path).endswith(".blocks"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_remove(path)
+
+
+def progress(event):
+    written[0] = event.blocks_done == event.blocks_total
+
+
+storage.remove = remove
+settings = le.ExportSettings(format="tiff-sequence", output=sys.argv[2], dtype="uint8")
+le.export(sys.argv[1], settings, resume=True, progress=progress)
+"""
+
+
+def test_a_lazy_resume_finishes_a_commit_a_killed_run_began(tmp_path):
+    """A resume run killed in its commit (its record left, its outputs renamed): the lazy
+    export is not refused as "exists" and its computation finishes that commit."""
+    data = np.random.default_rng(3).integers(0, 255, (6, 40, 50)).astype("uint8")
+    np.save(tmp_path / "v.npy", data)
+    out = str(tmp_path / "o_{slice_index}.tif")
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_COMMITTING, str(tmp_path / "v.npy"), out],
+        env=cli_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-800:]
+    assert any(".commit" in p.name for p in tmp_path.iterdir())  # the record is still there
+    settings = ExportSettings(format="tiff-sequence", output=out, dtype="uint8")
+    lazy = le.export(str(tmp_path / "v.npy"), settings, compute=False, resume=True)
+    (result,) = dask.compute(lazy, scheduler="synchronous")
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)).reshape(data.shape), data)
+    assert [p.name for p in tmp_path.iterdir() if ".lazyexport-" in p.name] == []

@@ -214,7 +214,7 @@ def _made(plan: ExportPlan, overwrite: bool, resume: bool) -> _Lazy:
     )
     try:
         existing = plan.writer.existing(plan.spec)
-        if existing and not overwrite:
+        if existing and not overwrite and not (resumable and _committing(plan, token, at_url)):
             refuse_existing(plan, existing)
         if not at_url:
             check_location(plan)
@@ -225,6 +225,14 @@ def _made(plan: ExportPlan, overwrite: bool, resume: bool) -> _Lazy:
             raise remote.describe(exc, plan.output, "write") from None
         raise
     return lazy
+
+
+def _committing(plan: ExportPlan, token: str, at_url: bool) -> bool:
+    """Whether an interrupted ``--resume`` run of ``plan`` was committing (its output may exist:
+    the first task finishes the commit, as ``compute=True`` does)."""
+    if at_url:
+        return remote.exists(temp_path(plan.output, token))
+    return commit_record(plan, token) is not None
 
 
 @contextlib.contextmanager
