@@ -72,7 +72,17 @@ from .plan import WORKER_ALLOWANCE, ZARR_CONCURRENCY, ExportPlan, parse_memory_l
 from .remote import is_url
 from .resume import Journal, commit_record, owner_paths, plan_token
 from .settings import ExportSettings
-from .storage import Busy, Run, claim, finish_commit, leftovers, new_token, refuse_links, remove
+from .storage import (
+    Busy,
+    Run,
+    claim,
+    finish_commit,
+    leftovers,
+    new_token,
+    refuse_links,
+    remove,
+    temp_path,
+)
 from .transforms import counted
 
 __all__ = [  # what other modules and the tests import from here
@@ -405,6 +415,9 @@ def _run_job(
         raise
     if job.journal is not None:
         job.journal.remove()
+        # a compute=False export of this plan that an interruption left is done now: computing
+        # it again is refused (execution.lazy), not a second export
+        remove(temp_path(job.plan.paths[0], job.token, "lazy"))
     return paths, conversions
 
 

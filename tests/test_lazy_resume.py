@@ -13,6 +13,7 @@ import threading
 import time
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 
@@ -267,3 +268,70 @@ def test_a_lazy_resume_finishes_a_commit_a_killed_run_began(tmp_path):
     (result,) = dask.compute(lazy, scheduler="synchronous")
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)).reshape(data.shape), data)
     assert [p.name for p in tmp_path.iterdir() if ".lazyexport-" in p.name] == []
+
+
+class _Flaky:
+    """A source read that fails for slice ``at`` while ``failing`` (the same dask array, so the
+    same plan, before and after)."""
+
+    def __init__(self, data: np.ndarray, at: int):
+        self.failing, self.at = True, at
+        self.array = da.from_array(data, chunks=(1, *data.shape[1:])).map_blocks(
+            self.read, dtype=data.dtype
+        )
+
+    def read(self, block, block_info=None):
+        if block_info and self.failing and block_info[0]["array-location"][0][0] == self.at:
+            raise OSError("source on fire")
+        return block
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+@pytest.mark.parametrize("failing", ["write", "source"])
+def test_a_failed_lazy_resume_is_resumed_in_the_same_process(
+    tmp_path, small_blocks, monkeypatch, scheduler, failing
+):
+    """A computation that fails (a block write, or a source read: a task before the export's
+    own) ends its claim and keeps its journal: compute=True resume=True in the same process then
+    writes only the blocks left (before: refused as a running export while the process lived),
+    and computing the failed Delayed again is refused as done, the output left alone."""
+    data = make_data("uint16", SHAPE)
+    flaky = _Flaky(data, at=8)
+    settings = _settings(tmp_path)
+    original, written = ZarrTarget.write, list[object]()
+
+    def write(self, block, location):
+        if failing == "write" and len(written) >= 5:
+            raise OSError("disk on fire")
+        written.append(location)
+        return original(self, block, location)
+
+    monkeypatch.setattr(ZarrTarget, "write", write)
+    lazy = le.export(flaky.array, settings, compute=False, resume=True)
+    with pytest.raises(OSError, match="on fire"):
+        dask.compute(lazy, scheduler=scheduler)
+    assert not any(p.name.endswith(".owner") for p in hidden_temps(tmp_path / "out"))
+    flaky.failing, first = False, len(written)
+    monkeypatch.setattr(ZarrTarget, "write", original)
+    monkeypatch.setattr(ZarrTarget, "write", write if failing == "source" else original)
+    result = le.export(flaky.array, settings, resume=True, scheduler=scheduler)
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    if failing == "source":
+        assert len(written) - first <= 12 - first
+    assert not hidden_temps(tmp_path / "out")
+    before = snapshot(tmp_path / "out")
+    with pytest.raises(AlreadyComputedError):
+        dask.compute(lazy, scheduler=scheduler)
+    assert snapshot(tmp_path / "out") == before
+
+
+def test_a_failed_lazy_resume_computed_again_continues(tmp_path, small_blocks):
+    data = make_data("uint16", SHAPE)
+    flaky = _Flaky(data, at=6)
+    lazy = le.export(flaky.array, _settings(tmp_path), compute=False, resume=True)
+    with pytest.raises(OSError, match="source on fire"):
+        dask.compute(lazy, scheduler="threads")
+    flaky.failing = False
+    (result,) = dask.compute(lazy, scheduler="threads")
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not hidden_temps(tmp_path / "out")

@@ -33,16 +33,18 @@ import contextlib
 import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
+from dask.callbacks import Callback
 from dask.utils import SerializableLock
 
 from .. import remote
-from ..errors import AlreadyComputedError, OutputBusyError, SettingsError
+from ..errors import AlreadyComputedError, ExportCancelled, OutputBusyError, SettingsError
 from ..plan import ExportPlan
 from ..resume import RemoteJournal, commit_record, owner_paths, plan_token
 from ..storage import Busy, Run, claim, finish_commit, leftovers, new_token, refuse_links, temp_path
@@ -105,12 +107,97 @@ class _Lazy:
 @dataclasses.dataclass
 class _Prepared:
     """What the first task made: the open job (None: an interrupted commit was finished, with
-    ``paths``), and the claim to end with the commit (owner files; the held prefix at a URL)."""
+    ``paths``), and the claim to end with the commit (owner files; the held prefix at a URL).
+    In the process that made it, it counts the block writes under way, so that a failed
+    computation can end the claim once none is (:class:`_Releaser`)."""
 
     job: ExportJob | None
     paths: list[Path] = dataclasses.field(default_factory=list)
     owners: list[Path] = dataclasses.field(default_factory=list)
     held: Path | None = None
+    key: str = ""  # the first task's, for a --resume export's claim (_CLAIMED)
+
+    def __post_init__(self) -> None:
+        self.lock, self.writes, self.stopped = threading.Lock(), 0, False
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One block write; refused once the computation failed and the claim may end."""
+        with self.lock:
+            if self.stopped:
+                raise ExportCancelled(_STOPPED)
+            self.writes += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.writes -= 1
+
+    def stop(self, lazy: _Lazy) -> None:
+        """After a failed computation: refuse further writes, wait for those under way (up to
+        STOP_WAIT seconds), then keep the temporary output and journal and end the claim. A
+        write still under way then keeps the claim (this process holds it while it lives)."""
+        with self.lock:
+            self.stopped = True
+        deadline = time.monotonic() + STOP_WAIT
+        while self.writes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.writes:
+            return
+        if self.job is not None:
+            with contextlib.suppress(Exception):
+                self.job.target.close()
+        _release(self, lazy)
+
+
+# how long a failed computation waits for its block writes under way before it ends the claim
+STOP_WAIT = 60.0
+
+# the --resume exports prepared in this process and not committed: their first task's key ->
+# (the export, what the task made); see _Releaser
+_CLAIMED: dict[str, tuple[_Lazy, _Prepared]] = {}
+# the first tasks of computations that failed here: one still under way ends its claim itself
+_FAILED: set[str] = set()
+_PREPARING: set[str] = set()  # the first tasks under way in this process
+_CLAIMED_LOCK = threading.Lock()
+_PREPARE = "lazyexport-prepare-"
+_STOPPED = "this compute=False export stopped: a task of its computation failed"
+
+
+class _Releaser(Callback):
+    """Ends the claims of ``--resume`` exports whose computation by a local dask scheduler
+    (synchronous, threads) failed or was interrupted in this process, so that the next export
+    (lazy or not, in this process too) can resume. On other processes or a cluster the claim is
+    held by the process that ran the first task, while it lives."""
+
+    def _start(self, dsk: Any) -> None:
+        if _FAILED:
+            with _CLAIMED_LOCK:
+                _FAILED.difference_update([key for key in _FAILED if key in dsk])
+
+    def _finish(self, dsk: Any, state: Any, errored: bool) -> None:
+        if not errored:
+            return
+        with _CLAIMED_LOCK:
+            failed = [_CLAIMED.pop(key) for key in list(_CLAIMED) if key in dsk]
+            # first tasks not started yet refuse to; those under way (in a thread of the pool)
+            # end their claim as they end: wait for them
+            firsts = {k for k in dsk if isinstance(k, str) and k.startswith(_PREPARE)}
+            _FAILED.update(firsts)
+        for lazy, prepared in failed:
+            prepared.stop(lazy)
+        deadline = time.monotonic() + STOP_WAIT
+        while _PREPARING & firsts and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+_RELEASER = _Releaser()
 
 
 class _Counter:
@@ -177,6 +264,8 @@ def export_lazily(
     every block and then commits (the atomic finish), and returns the :class:`ExportResult`
     (see the module docs; :func:`refuse_lazy_outputs` first)."""
     lazy = _made(plan, overwrite, resume)
+    if lazy.resumable and _RELEASER._callback not in Callback.active:
+        _RELEASER.register()  # (a computation under way takes the callbacks from its start)
     data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect
     lock = SerializableLock() if plan.writer.capabilities.single_writer else None
     counter = _Counter(plan, progress, 0)
@@ -187,7 +276,8 @@ def export_lazily(
     # opaque: dask would traverse the dataclass and make its plan's arrays every task's input
     # (named by the job's token: dask need not hash the plan)
     export = dask.delayed(lazy, name=f"lazyexport-export-{lazy.token}", traverse=False)
-    prepared = dask.delayed(_prepare, pure=False)(export)
+    key = f"{_PREPARE}{uuid.uuid4().hex}"
+    prepared = dask.delayed(_prepare, pure=False)(export, key, dask_key_name=key)
     store = dask.delayed(_store_block, pure=False)
     written = []
     for index in np.ndindex(*blocks.shape):
@@ -247,11 +337,31 @@ def _said(lazy: _Lazy) -> Iterator[None]:
         raise
 
 
-def _prepare(lazy: _Lazy) -> _Prepared:
-    """The first task: check the mark, then prepare the job as ``compute=True`` does."""
-    with _said(lazy):
-        lazy.check()
-        return _prepare_remote(lazy) if lazy.at_url else _prepare_local(lazy)
+def _prepare(lazy: _Lazy, key: str) -> _Prepared:
+    """The first task (``key``): check the mark, then prepare the job as ``compute=True``
+    does; a ``--resume`` export's claim is recorded for :class:`_Releaser`."""
+    with _CLAIMED_LOCK:
+        if key in _FAILED:  # its computation failed before it started
+            _FAILED.discard(key)
+            raise ExportCancelled(_STOPPED)
+        _PREPARING.add(key)
+    try:
+        with _said(lazy):
+            lazy.check()
+            prepared = _prepare_remote(lazy) if lazy.at_url else _prepare_local(lazy)
+        prepared.key = key
+        with _CLAIMED_LOCK:
+            stopped = key in _FAILED
+            _FAILED.discard(key)
+            if lazy.resumable and not stopped:
+                _CLAIMED[key] = (lazy, prepared)
+        if stopped:  # its computation failed meanwhile
+            prepared.stop(lazy)
+            raise ExportCancelled(_STOPPED)
+        return prepared
+    finally:
+        with _CLAIMED_LOCK:
+            _PREPARING.discard(key)
 
 
 def _busy(lazy: _Lazy, exc: Busy) -> OutputBusyError:
@@ -344,12 +454,13 @@ def _store_block(
     if job is None or index in job.done:
         counter.add(block)
         return None
-    lazy.check()
-    started = time.time()
-    with lock if lock is not None else contextlib.nullcontext():
-        job.target.write(block, where)
-    if job.journal is not None:
-        job.journal.record(index)
+    with prepared.writing():
+        lazy.check()
+        started = time.time()
+        with lock if lock is not None else contextlib.nullcontext():
+            job.target.write(block, where)
+        if job.journal is not None:
+            job.journal.record(index)
     counter.add(block)
     return started
 
@@ -371,6 +482,8 @@ def _commit_lazily(written: list[float | None], prepared: _Prepared, lazy: _Lazy
             if job.journal is not None and not lazy.at_url:
                 job.journal.remove()
         remove_mark(lazy.mark)
+        with _CLAIMED_LOCK:
+            _CLAIMED.pop(prepared.key, None)
         _release(prepared, lazy)
     # the time the blocks took on the wall clock, as a perf_counter start for make_result
     start = time.perf_counter() - (time.time() - first)
