@@ -16,8 +16,11 @@ and every lazy export would compute the whole source, whatever its cutout.
 
 Every task checks the mark, and the commit removes it, so computing the Delayed twice (in any
 process) raises AlreadyComputedError and leaves the output as it is. A computation that fails
-leaves the temporary output (a ``--resume`` export: with its journal, and its claim while the
-process that prepared it lives), for the next export of the output (or ``lazyexport clean``).
+leaves the temporary output (a ``--resume`` export: with its journal), for the next export of
+the output (or ``lazyexport clean``). A ``--resume`` export's claim is ended by its commit, or,
+when a local dask scheduler's computation fails in the process that made the claim, once no
+block write of it is under way any more (:class:`_Releaser`, no later write starts); otherwise
+(worker processes, a cluster) the process that ran the first task holds it while it lives.
 
 Storage options are captured when the graph is made (never shown: :class:`_Options`) and put in
 effect in the tasks that open stores. Refused (one line): outputs at a URL that are staged
@@ -150,10 +153,11 @@ class _Prepared:
             time.sleep(0.01)
         if self.writes:
             return
-        if self.job is not None:
-            with contextlib.suppress(Exception):
-                self.job.target.close()
-        _release(self, lazy)
+        with lazy.options.active():
+            if self.job is not None:
+                with contextlib.suppress(Exception):
+                    self.job.target.close()
+            _release(self, lazy)
 
 
 # how long a failed computation waits for its block writes under way before it ends the claim
