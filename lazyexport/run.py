@@ -83,6 +83,7 @@ from .storage import (
     remove,
     temp_path,
 )
+from .storage.targets import remove_mark
 from .transforms import counted
 
 __all__ = [  # what other modules and the tests import from here
@@ -332,9 +333,12 @@ def execute(
         caps = plan.writer.capabilities
         resumable = resume and caps.resumable and caps.object_store
         with Run(token := plan_token(plan) if resumable else new_token()):
-            return execute_remote(
+            result = execute_remote(
                 _ENGINE, plan, token, resumable, overwrite, progress, scheduler, cancel
             )
+        if resumable:  # as _run_job: an interrupted compute=False export of it is done now
+            remove_mark(temp_path(plan.paths[0], token, "lazy"))
+        return result
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
@@ -417,7 +421,7 @@ def _run_job(
         job.journal.remove()
         # a compute=False export of this plan that an interruption left is done now: computing
         # it again is refused (execution.lazy), not a second export
-        remove(temp_path(job.plan.paths[0], job.token, "lazy"))
+        remove_mark(temp_path(job.plan.paths[0], job.token, "lazy"))
     return paths, conversions
 
 

@@ -335,3 +335,14 @@ def test_a_failed_lazy_resume_computed_again_continues(tmp_path, small_blocks):
     (result,) = dask.compute(lazy, scheduler="threads")
     np.testing.assert_array_equal(le.open_exported(result).values, data)
     assert not hidden_temps(tmp_path / "out")
+
+
+def test_a_lazy_resume_computed_on_worker_processes(tmp_path, source):
+    """The claim is made, and ended by the commit, in the worker processes."""
+    path, data = source
+    settings = _settings(tmp_path)
+    _cancelled_after(path, settings, 3)
+    lazy = le.export(path, settings, compute=False, resume=True)
+    (result,) = dask.compute(lazy, scheduler="processes")
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not hidden_temps(tmp_path / "out")

@@ -165,7 +165,7 @@ def test_a_lazy_resume_continues_the_journal_in_the_store(
             path, _zarr(url), resume=True, cancel=cancel, progress=progress,
             scheduler="synchronous",
         )  # fmt: skip
-    writes, original = [], ZarrTarget.write
+    writes, original = list[object](), ZarrTarget.write
 
     def write(self, block, location):
         writes.append(location)
@@ -175,5 +175,32 @@ def test_a_lazy_resume_continues_the_journal_in_the_store(
     lazy = le.export(path, _zarr(url), compute=False, resume=True)
     (result,) = dask.compute(lazy, scheduler="synchronous")
     assert 0 < len(writes) <= 12 - 2
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not [k for k in s3.keys("lazyurl", prefix) if "lazyexport-" in k]
+
+
+def test_a_failed_lazy_resume_to_a_store_is_continued_in_the_same_process(
+    s3, prefix, tmp_path, small_blocks, monkeypatch
+):
+    """The failed computation ends its claim of the held metadata (its storage options in
+    effect), keeping the journal: compute=True resume=True then writes only the blocks left."""
+    data = make_data("uint16", (12, 256, 512))
+    path = str(write_zarr3(tmp_path / "src.zarr", data, chunks=(1, 256, 512)).file)
+    url = f"s3://lazyurl/{prefix}/r.zarr"
+    writes, original = list[object](), ZarrTarget.write
+
+    def write(self, block, location):
+        if len(writes) >= 5:
+            raise OSError("disk on fire")
+        writes.append(location)
+        return original(self, block, location)
+
+    monkeypatch.setattr(ZarrTarget, "write", write)
+    lazy = le.export(path, _zarr(url), compute=False, resume=True)
+    with pytest.raises(OSError, match="disk on fire"):
+        dask.compute(lazy, scheduler="threads")
+    assert not [k for k in s3.keys("lazyurl", prefix) if k.endswith("/owner")]
+    monkeypatch.setattr(ZarrTarget, "write", original)
+    result = le.export(path, _zarr(url), resume=True, scheduler="synchronous")
     np.testing.assert_array_equal(le.open_exported(result).values, data)
     assert not [k for k in s3.keys("lazyurl", prefix) if "lazyexport-" in k]
