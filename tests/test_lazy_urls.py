@@ -22,6 +22,7 @@ from lazyexport.errors import AlreadyComputedError, ExportCancelled, OutputBusyE
 from lazyexport.formats.zarr import ZarrTarget
 from lazyexport.plan import build_plan
 from lazyexport.resume import plan_token
+from lazyexport.run import Progress
 from lazyexport.settings import ExportSettings
 from lazyexport.storage import Run, temp_path
 from objstore import key_prefix, s3_bucket
@@ -61,12 +62,16 @@ def test_an_overwrite_replaces_the_store_only_when_computed(s3, prefix, source):
     url = f"s3://lazyurl/{prefix}/o.zarr"
     le.export(np.zeros(data.shape, data.dtype), _zarr(url))
     before = s3.keys("lazyurl", prefix)
-    lazy = le.export(path, _zarr(url), compute=False, overwrite=True)
+    events: list[Progress] = []
+    lazy = le.export(path, _zarr(url), compute=False, overwrite=True, progress=events.append)
     built = s3.keys("lazyurl", prefix)
     assert len(_marks(built)) == 1 and [k for k in built if k not in _marks(built)] == before
     np.testing.assert_array_equal(le.open_source(url).values, 0)
+    assert not events  # nothing runs before the compute
     (result,) = dask.compute(lazy, scheduler="threads")
     np.testing.assert_array_equal(le.open_exported(result).values, data)
+    last = max(events, key=lambda e: e.blocks_done)
+    assert last.blocks_done == last.blocks_total == len(events) and last.fraction == 1.0
     done = s3.keys("lazyurl", prefix)
     assert not _marks(done) and not [k for k in done if "lazyexport-" in k]
     with pytest.raises(AlreadyComputedError, match="computed already"):
