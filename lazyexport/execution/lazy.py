@@ -246,7 +246,7 @@ def refuse_lazy_outputs(plans: list[ExportPlan], kept: list[str]) -> None:
     """Refuse, before any plan's mark is made, outputs at a URL that are staged and uploaded,
     and regions ``kept`` (their output exists, with ``resume``): see the module docs."""
     for plan in plans:
-        if remote.is_url(plan.output) and not plan.writer.capabilities.object_store:
+        if _at_url(plan) and not plan.writer.capabilities.object_store:
             raise SettingsError(
                 f"compute=False exports to a URL write Zarr or OME-Zarr (into the store "
                 f"itself); export {plan.output} with compute=True"
@@ -293,7 +293,7 @@ def export_lazily(
 def _made(plan: ExportPlan, overwrite: bool, resume: bool) -> _Lazy:
     """The export as its tasks see it, checked (checks the first task makes again) and with its
     mark made (see the module docs)."""
-    at_url = remote.is_url(plan.output)
+    at_url = _at_url(plan)
     caps = plan.writer.capabilities
     resumable = resume and caps.resumable and (caps.object_store or not at_url)
     token = plan_token(plan) if resumable else new_token()
@@ -319,6 +319,12 @@ def _made(plan: ExportPlan, overwrite: bool, resume: bool) -> _Lazy:
             raise remote.describe(exc, plan.output, "write") from None
         raise
     return lazy
+
+
+def _at_url(plan: ExportPlan) -> bool:
+    """Whether ``plan`` writes into an object store (this module's one local-or-URL choice:
+    what the tasks do follows from the export's ``at_url``)."""
+    return remote.is_url(plan.output)
 
 
 def _committing(plan: ExportPlan, token: str, at_url: bool) -> bool:
