@@ -346,3 +346,25 @@ def test_a_lazy_resume_computed_on_worker_processes(tmp_path, source):
     (result,) = dask.compute(lazy, scheduler="processes")
     np.testing.assert_array_equal(le.open_exported(result).values, data)
     assert not hidden_temps(tmp_path / "out")
+
+
+def test_without_resume_a_killed_lazy_export_is_removed_by_the_next(tmp_path, source):
+    """Killed after 4 blocks, a compute=False export without resume leaves its temporary output
+    and mark (no claim); the next export of the output removes them and writes it whole."""
+    path, data = source
+    settings = _settings(tmp_path)
+    script = textwrap.dedent(_KILLED).replace("resume=True", "resume=False")
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, path, str(settings.output)],
+        env=cli_env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "written"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    left = {p.name.rpartition(".")[2] for p in hidden_temps(tmp_path / "out")}
+    assert left == {"tmp", "lazy"} and not (tmp_path / "out" / "o.zarr").exists()
+    (result,) = dask.compute(le.export(path, settings, compute=False), scheduler="threads")
+    np.testing.assert_array_equal(le.open_exported(result).values, data)
+    assert not hidden_temps(tmp_path / "out")
