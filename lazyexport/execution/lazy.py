@@ -49,11 +49,11 @@ from dask.utils import SerializableLock
 from .. import remote
 from ..errors import AlreadyComputedError, ExportCancelled, OutputBusyError, SettingsError
 from ..plan import ExportPlan
-from ..resume import RemoteJournal, commit_record, owner_paths, plan_token
+from ..resume import commit_record, owner_paths, plan_token
 from ..storage import Busy, Run, claim, finish_commit, leftovers, new_token, refuse_links, temp_path
 from ..storage import remove as remove_file
 from ..storage.targets import has_mark, make_mark, remove_mark
-from .job import ExportJob, check_local, check_remote, commit, open_job, open_remote_job
+from .job import ExportJob, check_local, check_remote, commit, open_job
 from .preflight import beside_outputs, check_location, refuse_existing
 from .results import ExportResult, Progress, ProgressCallback, make_result
 
@@ -430,8 +430,7 @@ def _prepare_remote(lazy: _Lazy) -> _Prepared:
     try:
         if existing:  # a store has no rename to swap it at the end
             plan.writer.delete(plan.spec)
-        journal = RemoteJournal(held, plan.blocks) if lazy.resumable else None
-        prepared.job = open_remote_job(plan, token, journal)
+        prepared.job = open_job(plan, token, lazy.resumable)  # (in the store: no directories)
     except BaseException:
         _release(prepared, lazy)
         raise
