@@ -273,7 +273,7 @@ def test_modules_a_reader_can_hold_in_mind():
 ASK_WHETHER_REMOTE = {
     f"{PACKAGE}.{name}"
     for name in (
-        *("cli", "batch", "batch_project", "run", "execution.lazy", "execution.preflight"),
+        *("cli", "batch", "batch_project", "run"),
         *("sources", "sources.base", "sources.hdf5", "sources.n5", "sources.tiff"),
         "sources.zarr",
     )

@@ -52,6 +52,7 @@ from ..plan import ExportPlan
 from ..resume import commit_record, owner_paths, plan_token
 from ..storage import Busy, Run, claim, finish_commit, leftovers, new_token, refuse_links, temp_path
 from ..storage import remove as remove_file
+from ..storage.capabilities import can_rename
 from ..storage.targets import has_mark, make_mark, remove_mark
 from .job import ExportJob, check_local, check_remote, commit, open_job
 from .preflight import beside_outputs, check_location, refuse_existing
@@ -322,9 +323,9 @@ def _made(plan: ExportPlan, overwrite: bool, resume: bool) -> _Lazy:
 
 
 def _at_url(plan: ExportPlan) -> bool:
-    """Whether ``plan`` writes into an object store (this module's one local-or-URL choice:
-    what the tasks do follows from the export's ``at_url``)."""
-    return remote.is_url(plan.output)
+    """Whether ``plan`` writes into an object store, where nothing is renamed into place (this
+    module's one local-or-URL choice: what the tasks do follows from the export's ``at_url``)."""
+    return not can_rename(plan.output)
 
 
 def _committing(plan: ExportPlan, token: str, at_url: bool) -> bool:
