@@ -72,7 +72,18 @@ from .plan import WORKER_ALLOWANCE, ZARR_CONCURRENCY, ExportPlan, parse_memory_l
 from .remote import is_url
 from .resume import Journal, commit_record, owner_paths, plan_token
 from .settings import ExportSettings
-from .storage import Busy, Run, claim, finish_commit, leftovers, new_token, refuse_links, remove
+from .storage import (
+    Busy,
+    Run,
+    claim,
+    finish_commit,
+    leftovers,
+    new_token,
+    refuse_links,
+    remove,
+    temp_path,
+)
+from .storage.targets import remove_mark
 from .transforms import counted
 
 __all__ = [  # what other modules and the tests import from here
@@ -323,9 +334,12 @@ def execute(
         caps = plan.writer.capabilities
         resumable = resume and caps.resumable and caps.object_store
         with Run(token := plan_token(plan) if resumable else new_token()):
-            return execute_remote(
+            result = execute_remote(
                 _ENGINE, plan, token, resumable, overwrite, progress, scheduler, cancel
             )
+        if resumable:  # as _run_job: an interrupted compute=False export of it is done now
+            remove_mark(temp_path(plan.paths[0], token, "lazy"))
+        return result
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
@@ -406,6 +420,9 @@ def _run_job(
         raise
     if job.journal is not None:
         job.journal.remove()
+        # a compute=False export of this plan that an interruption left is done now: computing
+        # it again is refused (execution.lazy), not a second export
+        remove_mark(temp_path(job.plan.paths[0], job.token, "lazy"))
     return paths, conversions
 
 
@@ -479,8 +496,9 @@ def export(
         ``dask.delayed`` object that writes it (commit included) when computed, giving the
         ExportResult; several of them (and other work) computed in one ``dask.compute`` call
         read their shared source chunks once. ``progress`` applies (reported where the blocks
-        run); ``scheduler`` and ``cancel`` do not (the computation is the caller's), and
-        ``resume=True`` and URL outputs are refused: use ``compute=True`` for them
+        run); ``scheduler`` and ``cancel`` do not (the computation is the caller's). With
+        ``resume=True`` the computation claims the output as ``compute=True`` does and
+        continues an interrupted export; at a URL, Zarr and OME-Zarr outputs only
         (docs/usage.md, "In a bigger dask graph").
 
     Returns
@@ -499,14 +517,14 @@ def export(
         When ``cancel`` was set.
     """
     if not compute:
-        refuse_lazy_options(scheduler, cancel, resume)
+        refuse_lazy_options(scheduler, cancel)
     with remote.options(storage_options), scheduler_session(scheduler, memory_limit) as resolved:
         jobs = plan_exports(
             source, settings, resolved, nickname, memory_limit, overwrite, resume, not compute
         )
         if not compute:
-            refuse_lazy_outputs(jobs.plans)
-            return jobs.outcome([export_lazily(p, overwrite, progress) for p in jobs.plans])
+            refuse_lazy_outputs(jobs.plans, jobs.existing if resume else [])
+            return jobs.outcome([export_lazily(p, overwrite, progress, resume) for p in jobs.plans])
         each = (lambda _, event: progress(event)) if progress is not None else None
         return jobs.outcome(run_plans(jobs, overwrite, each, resolved, cancel, resume))
 

@@ -270,12 +270,7 @@ def test_modules_a_reader_can_hold_in_mind():
 # Modules outside lazyexport.storage that still ask "is this a URL?" themselves. This list must
 # only shrink: a new question about a location becomes an operation or a capability of the
 # storage layer (lazyexport.storage.paths, lazyexport.storage.capabilities), named by its use.
-ASK_WHETHER_REMOTE = {
-    f"{PACKAGE}.{name}"
-    for name in (
-        *("cli", "batch", "batch_project", "run", "execution.lazy", "execution.preflight"),
-    )
-}
+ASK_WHETHER_REMOTE = {f"{PACKAGE}.{name}" for name in ("run",)}
 # the old names of the storage layer, which only re-export it
 STORAGE_SHIMS = {f"{PACKAGE}.remote", f"{PACKAGE}.location"}
 

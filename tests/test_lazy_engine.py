@@ -1,9 +1,8 @@
 """``export(..., compute=False)`` runs the same export job as ``compute=True``: it reports
 progress as blocks finish, and an interrupted lazy export is started again by the next. What a
-graph cannot do safely is refused in one line before anything is written: ``resume=True`` (it
-cannot hold the output's claim from when it is made until it is computed) and outputs at a URL
-(an S3 server here: existing outputs and the other datasets of a file there are left as they
-are)."""
+graph cannot do safely is refused in one line before anything is written: outputs at a URL that
+are staged and uploaded (an S3 server here: the other datasets of a file there are left as they
+are); a ``resume=True`` export claims its output when computed (tests/test_lazy_resume.py)."""
 
 from __future__ import annotations
 
@@ -43,17 +42,17 @@ def source(tmp_path):
 SECRET = "SeCrEt-session-token-4711"
 
 
-@pytest.mark.parametrize(
-    "fmt,name", [("zarr", "o.zarr"), ("hdf5", "o.h5/new")], ids=["zarr", "hdf5"]
-)
+@pytest.mark.parametrize("fmt,name", [("hdf5", "o.h5/new")], ids=["hdf5"])
 def test_a_url_output_is_refused_and_what_is_there_stays(s3, prefix, source, fmt, name):
+    """(Zarr at a URL is exported lazily: tests/test_lazy_urls.py.)"""
     path, data = source
     url = f"s3://lazy/{prefix}/{name}"
     kept = "o.zarr" if fmt == "zarr" else "o.h5/old"  # an existing output; another dataset
     le.export(str(path), ExportSettings(format=fmt, output=f"s3://lazy/{prefix}/{kept}"))
     before = s3.keys("lazy", prefix)
     for overwrite in (False, True):
-        with pytest.raises(le.ExportError, match="compute=False exports write local outputs") as e:
+        refused = "compute=False exports to a URL write Zarr or OME-Zarr"
+        with pytest.raises(le.ExportError, match=refused) as e:
             le.export(
                 str(path), ExportSettings(format=fmt, output=url), compute=False,
                 overwrite=overwrite, storage_options={"session_token": SECRET},
@@ -63,18 +62,10 @@ def test_a_url_output_is_refused_and_what_is_there_stays(s3, prefix, source, fmt
     np.testing.assert_array_equal(le.open_source(f"s3://lazy/{prefix}/{kept}").values, data)
 
 
-def test_resume_is_refused_before_anything_is_written(tmp_path, small_blocks):
-    data = make_data("uint16", SHAPE)
-    source = str(write_zarr3(tmp_path / "src.zarr", data, chunks=(1, 256, 512)).file)
-    settings = ExportSettings(format="zarr", output=str(tmp_path / "out" / "o.zarr"))
-    with pytest.raises(le.ExportError, match="do not resume; export with compute=True"):
-        le.export(source, settings, compute=False, resume=True)
-    assert not (tmp_path / "out").exists()
-
-
 def test_a_running_resume_export_is_not_touched_by_a_lazy_one(tmp_path, small_blocks):
     """A compute=True resume=True export paused after 3 blocks: a compute=False resume=True
-    export of the same plan is refused, and the running export commits the whole output."""
+    export of the same plan is refused when computed (it claims the output as compute=True
+    does), and the running export commits the whole output."""
     data = make_data("uint16", SHAPE)
     source = str(write_zarr3(tmp_path / "src.zarr", data, chunks=(1, 256, 512)).file)
     out = tmp_path / "out" / "o.zarr"
@@ -96,14 +87,15 @@ def test_a_running_resume_export_is_not_touched_by_a_lazy_one(tmp_path, small_bl
     thread.start()
     try:
         assert paused.wait(60)
-        with pytest.raises(le.ExportError, match="do not resume"):
-            le.export(source, settings, compute=False, resume=True)
+        lazy = le.export(source, settings, compute=False, resume=True)
+        with pytest.raises(le.ExportError, match="another --resume export of .* runs now"):
+            dask.compute(lazy, scheduler="synchronous")
     finally:
         gate.set()
         thread.join()
     assert not errors
     np.testing.assert_array_equal(le.open_source(str(out)).values, data)
-    assert not hidden_temps(tmp_path / "out")
+    assert not hidden_temps(tmp_path / "out")  # (its commit removed the lazy export's mark)
 
 
 def test_progress_is_called_as_blocks_finish(tmp_path, small_blocks):

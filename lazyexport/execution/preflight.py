@@ -18,26 +18,19 @@ from .. import remote
 from ..errors import OutputExistsError, OutputLocationError
 from ..formats import container
 from ..plan import ExportPlan
-from ..remote import is_url
-from ..storage import clean
+from ..storage.targets import beside, clean_beside
 
 
 def beside_outputs(plan: ExportPlan) -> tuple[set[Path], set[str]]:
     """Where the temporaries of ``plan``'s outputs lie: the directories, and the output names
     they are named after (through a symlinked store too)."""
-    paths = [*plan.paths, *(p.resolve() for p in plan.paths)]
-    return {p.parent for p in paths}, {p.name for p in paths}
+    return beside(plan.paths)
 
 
 def clean_outputs(plan: ExportPlan, keep: str | None = None, dry_run: bool = False):
     """Remove (or list) what killed exports left beside ``plan``'s outputs: see
-    :func:`lazyexport.storage.clean` (at a URL: :func:`lazyexport.remote.clean_beside`, which
-    lists nothing)."""
-    if is_url(plan.output):
-        if not dry_run:
-            remote.clean_beside(plan.paths, keep=keep)
-        return [], []
-    return clean(*beside_outputs(plan), keep=keep, dry_run=dry_run)
+    :func:`lazyexport.storage.targets.clean_beside` (at a URL it lists nothing)."""
+    return clean_beside(plan.paths, keep=keep, dry_run=dry_run)
 
 
 def refuse_foreign_objects(plan: ExportPlan, kept: bool) -> None:

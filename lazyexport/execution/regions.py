@@ -155,7 +155,7 @@ def plan_regions(
     for name, p in zip(names_, plans):
         found = p.writer.existing(p.spec)
         if found and not overwrite:
-            if not resume:  # (compute=False exports refuse resume before they are planned)
+            if not resume:  # (compute=False exports with resume refuse those kept)
                 with in_region(name):
                     refuse_existing(p, found)
             existing.append(name)
