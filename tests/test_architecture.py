@@ -316,6 +316,10 @@ def test_writers_and_front_ends_do_not_ask_whether_a_location_is_remote():
         "ask the storage layer (an operation or a capability named by its use) instead of "
         "is_url / isinstance(..., UrlPath): " + ", ".join(sorted(asking - ASK_WHETHER_REMOTE))
     )
+    assert asking == ASK_WHETHER_REMOTE, (
+        "these no longer ask: take them off ASK_WHETHER_REMOTE, so that the list only shrinks: "
+        + ", ".join(sorted(ASK_WHETHER_REMOTE - asking))
+    )
     assert _asks_whether_remote(MODULES[f"{PACKAGE}.storage.paths"][0])
 
 
