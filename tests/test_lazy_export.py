@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import hidden_temps, make_data, snapshot, write_zarr3
+from helpers import hidden_temps, make_data, snapshot, write_zarr3
 from lazyexport import chunkio
 from lazyexport.errors import AlreadyComputedError, OutputExistsError
 from lazyexport.run import ExportResult

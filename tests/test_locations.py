@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lazyexport as le
-from conftest import make_data, run_cli, snapshot, write_zarr3
+from helpers import make_data, run_cli, snapshot, write_zarr3
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import location, remote
 from lazyexport.remote import UrlPath
 from lazyexport.sources import split_path
 from lazyexport.template import split_container
-from objstore import key_prefix, s3_bucket
 
 SHAPE = (4, 16, 16)
 

@@ -15,8 +15,8 @@ import pytest
 import tifffile
 import zarr
 
+from helpers.zarr_nodes import as_array, read
 from lazyexport.demo import sample_volume
-from zarr_nodes import as_array, read
 
 SHAPE = (512, 1024, 1024)  # z, y, x; two float32 channels: 4 GiB
 BUDGET = 512 * 2**20

@@ -14,14 +14,14 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import cli_env, snapshot
+from helpers import cli_env, snapshot
+from helpers.zarr_nodes import read_all
 from lazyexport.plan import build_plan
 from lazyexport.run import Progress
-from zarr_nodes import read_all
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 
-SLOW_CLI = Path(__file__).with_name("slow_cli.py")
+SLOW_CLI = Path(__file__).with_name("helpers") / "slow_cli.py"
 SHAPE = (
     24,
     512,

@@ -21,7 +21,7 @@ import pytest
 import zarr
 
 import lazyexport as le
-from conftest import ROOT, cli_env, make_data, run_cli, write_hdf5
+from helpers import ROOT, cli_env, make_data, run_cli, write_hdf5
 from lazyexport.errors import AxisError, OutputExistsError
 from lazyexport.formats import formats
 

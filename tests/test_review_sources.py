@@ -20,9 +20,9 @@ import tifffile
 import zarr
 
 import lazyexport as le
+from helpers.zarr_nodes import read_all, zarr_attrs
 from lazyexport.cli import main
 from lazyexport.errors import ExportError, SourceError
-from zarr_nodes import read_all, zarr_attrs
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 
@@ -521,7 +521,7 @@ def s3_keys():
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from objstore import s3_bucket
+    from helpers.objstore import s3_bucket
 
     with s3_bucket("lzg") as server:
         yield server

@@ -18,15 +18,15 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import cli_env, hidden_temps, run_cli
+from helpers import cli_env, hidden_temps, run_cli
+from helpers.zarr_nodes import as_array, read_all
 from lazyexport import storage
 from lazyexport.errors import ExportCancelled, FormatError, OutputBusyError, TemplateError
 from lazyexport.plan import build_plan
 from lazyexport.run import _stop_writes, _write_block
-from zarr_nodes import as_array, read_all
 
-KILL_AT_COMMIT = Path(__file__).with_name("kill_at_commit.py")
-SLOW_CLI = Path(__file__).with_name("slow_cli.py")
+KILL_AT_COMMIT = Path(__file__).with_name("helpers") / "kill_at_commit.py"
+SLOW_CLI = Path(__file__).with_name("helpers") / "slow_cli.py"
 
 
 def arange(shape, dtype="uint16") -> np.ndarray:

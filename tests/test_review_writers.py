@@ -27,13 +27,13 @@ import xarray as xr
 import zarr
 
 import lazyexport as le
-from conftest import run_cli
+from helpers import run_cli
+from helpers.zarr_nodes import read_all, zarr_attrs
 from lazyexport.cli import main
 from lazyexport.errors import FormatError
 from lazyexport.formats import tiff as tiff_format
 from lazyexport.plan import build_plan
 from lazyexport.transforms import renormalize
-from zarr_nodes import read_all, zarr_attrs
 
 DRANGE_FORMATS = {"hdf5": "out.h5", "zarr": "out.zarr", "n5": "out.n5", "ome-zarr": "out.ome.zarr"}
 

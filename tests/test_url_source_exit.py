@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_command, cli_env
-from objstore import S3Server, environment, serve_directory
+from helpers import cli_command, cli_env
+from helpers.objstore import S3Server, environment, serve_directory
 
 RUNS = 20  # at one abort in six, 20 clean runs happen by chance about once in 40
 
