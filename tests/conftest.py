@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
-from helpers import DTYPES, FILE_KINDS, WRITERS, SourceFile, make_data, run_cli
+from helpers import DTYPES, FILE_KINDS, WRITERS, SourceFile, arange, make_data, run_cli
 
 
 @pytest.fixture(params=DTYPES)
@@ -109,3 +110,20 @@ def decodes(monkeypatch):
 
     monkeypatch.setattr(chunkio.ChunkFiles, "_load", counting)
     return seen
+
+
+@pytest.fixture
+def zarr_store(tmp_path) -> Path:
+    """A Zarr v3 store holding ``raw`` (:func:`helpers.arange` of (6, 8, 10), uint16, chunked) and
+    ``labels`` (three 9s): a source store that exports go into."""
+    store = tmp_path / "a.zarr"
+    zarr.create_array(
+        str(store),
+        shape=(6, 8, 10),
+        chunks=(2, 4, 5),
+        dtype="uint16",
+        name="raw",
+        dimension_names=list("zyx"),
+    )[...] = arange((6, 8, 10))
+    zarr.create_array(str(store), shape=(3,), chunks=(3,), dtype="uint8", name="labels")[...] = 9
+    return store

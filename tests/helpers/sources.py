@@ -33,6 +33,11 @@ def make_data(dtype: npt.DTypeLike, shape: tuple[int, ...] = SHAPE, seed: int = 
     return rng.integers(info.min, info.max, size=shape, dtype=kind, endpoint=True)
 
 
+def arange(shape: tuple[int, ...], dtype: npt.DTypeLike = "uint16") -> np.ndarray:
+    """0, 1, 2, ... in ``shape``: every element tells where it came from."""
+    return np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceFile:
     """A source written to disk: what to pass to ``open_source``, and what it holds."""
