@@ -388,6 +388,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_cli_exports_on_a_separately_started_cluster(tmp_path):
     data = make_data("uint16", (24, 64, 80), seed=3)
     np.save(tmp_path / "src.npy", data)
@@ -507,6 +508,7 @@ def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)), volume((64, 256, 256)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "chunks,in_flight",
     [

@@ -63,6 +63,7 @@ def expected_plane(z: int) -> np.ndarray:
     return sample_volume(shape=SHAPE).isel(z=z).values.transpose(2, 0, 1)  # cyx
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tiff", "ome-zarr"])
 def test_peak_memory_of_a_4_gib_export(tmp_path, fmt):
     if fmt == "tiff":

@@ -172,6 +172,7 @@ def _one_error_line(done: subprocess.CompletedProcess, *expected: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_bucket_denied_access_and_a_bad_endpoint_fail_in_one_line(s3, volume, tmp_path):
     _, source = volume
     fast = ["--storage-option", "max_retries=1", "--storage-option", "retry_timeout=3"]

@@ -285,6 +285,7 @@ def test_journal_drops_an_interrupted_line(tmp_path):
     assert other_grid.load() == set()  # another block grid: start afresh
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fmt,sig",
     [("zarr", signal.SIGTERM), ("tiff-sequence", signal.SIGINT)],
