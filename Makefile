@@ -87,4 +87,4 @@ random: $(STAMP)
 # the next --resume run (make test runs one kill per format); CRASH_KILLS per format.
 CRASH_KILLS ?= 10
 crashtest: $(STAMP)
-	$(PY) tests/crashtest.py --kills $(CRASH_KILLS)
+	$(PY) tests/helpers/crashtest.py --kills $(CRASH_KILLS)

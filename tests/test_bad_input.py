@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import hidden_temps, run_cli
+from helpers import hidden_temps, run_cli
 from lazyexport import cli
 from lazyexport.errors import OutputLocationError, SettingsError
 

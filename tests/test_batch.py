@@ -15,10 +15,10 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import cli_env, run_cli, snapshot
+from helpers import cli_env, run_cli, snapshot
+from helpers.zarr_nodes import read_all
 from lazyexport.batch import Dataset
 from lazyexport.run import ExportResult
-from zarr_nodes import read_all
 
 EXAMPLE = textwrap.dedent("""\
     [settings]

@@ -23,8 +23,8 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import run_cli
-from zarr_nodes import read_all
+from helpers import run_cli
+from helpers.zarr_nodes import read_all
 
 SHAPE = (3, 6, 10)  # z, y, x
 BIG = (">u2", ">f4", ">i4")

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from zarr.codecs import BloscCodec, GzipCodec, TransposeCodec, ZstdCodec
 from zarr.core.array import ShardsConfigParam
 
+from helpers.zarr_nodes import read
 from lazyexport.chunkio import ChunkFiles, ShardFiles
-from zarr_nodes import read
 
 SHAPE, CHUNKS = (7, 13, 10), (3, 4, 5)  # edge chunks on every axis
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_command, cli_env
+from helpers import cli_command, cli_env
+from helpers.objstore import s3_bucket
 from lazyexport.storage import host_tag
-from objstore import s3_bucket
 
 BUCKET = "lzclean"
 

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import hidden_temps, make_data, write_hdf5
+from helpers import hidden_temps, make_data, write_hdf5
 
 
 def run_cli(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:

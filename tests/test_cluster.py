@@ -25,7 +25,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import lazyexport as le
-from conftest import cancel_a_huge_export, make_data
+from helpers import cancel_a_huge_export, make_data
 from lazyexport import cli, run
 from lazyexport.errors import ExportCancelled, SchedulerError
 from lazyexport.formats import formats
@@ -119,7 +119,7 @@ def test_every_format_on_a_local_cluster_equals_the_threaded_export(client, tmp_
     if fmt == "ome-zarr":  # the pyramid level built in commit() on the client is the same too
         import zarr
 
-        from zarr_nodes import read_all
+        from helpers.zarr_nodes import read_all
 
         levels = [
             read_all(zarr.open_array(str(r.output), path="1", mode="r"))
@@ -388,6 +388,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+@pytest.mark.slow
 def test_cli_exports_on_a_separately_started_cluster(tmp_path):
     data = make_data("uint16", (24, 64, 80), seed=3)
     np.save(tmp_path / "src.npy", data)
@@ -507,6 +508,7 @@ def test_a_plan_for_a_cluster_is_sized_by_its_workers(client, tmp_path):
     np.testing.assert_array_equal(np.asarray(le.open_exported(result)), volume((64, 256, 256)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "chunks,in_flight",
     [

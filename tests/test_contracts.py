@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import ROOT, cli_env, hidden_temps, snapshot
+from helpers import ROOT, cli_env, hidden_temps, snapshot
 from lazyexport.errors import AlreadyComputedError, ExportCancelled, OutputExistsError
 from lazyexport.formats import formats, get_writer
 from test_random_e2e import read_back
@@ -215,8 +215,8 @@ def test_its_declared_options_reach_it_and_are_refused_elsewhere(fmt, tmp_path):
 
 
 def test_a_format_registered_by_a_plugin_gets_every_row(tmp_path):
-    """A throwaway writer registered by a pytest plugin (tests/contract_plugin.py) is collected
-    and passes every row above, without this file naming it."""
+    """A throwaway writer registered by a pytest plugin (tests/helpers/contract_plugin.py) is
+    collected and passes every row above, without this file naming it."""
     env = cli_env()
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), env["PYTHONPATH"]])
     rows = len(
@@ -234,7 +234,7 @@ def test_a_format_registered_by_a_plugin_gets_every_row(tmp_path):
             "pytest",
             str(Path(__file__)),
             "-p",
-            "contract_plugin",
+            "helpers.contract_plugin",
             "-q",
             "-p",
             "no:cacheprovider",

@@ -16,7 +16,7 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import ROOT, run_cli, snapshot
+from helpers import ROOT, run_cli, snapshot
 
 CATALOG = ROOT / "docs" / "errors.md"
 ROW = re.compile(r"^\| (?P<what>[^|]+) \| `(?P<how>[^`]+)` \| `(?P<says>[^`]+)` \|$")

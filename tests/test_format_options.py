@@ -1,10 +1,10 @@
 """Format options declared by the writers (lazyexport/formats/options.py): a new option touches
-its writer only. ``demo_greeting``, declared by the throwaway format of tests/contract_plugin.py
-and nowhere in lazyexport, is accepted from Python, the command line and a project file, reaches
-the writer through ``OutputSpec.options``, is refused in one line for the other formats and is
-listed by ``lazyexport formats`` and ``--help``. The plugin runs in subprocesses: this process's
-registry keeps the built-in formats only. docs/formats.md's option table is checked against the
-declarations."""
+its writer only. ``demo_greeting``, declared by the throwaway format of
+tests/helpers/contract_plugin.py and nowhere in lazyexport, is accepted from Python, the command
+line and a project file, reaches the writer through ``OutputSpec.options``, is refused in one
+line for the other formats and is listed by ``lazyexport formats`` and ``--help``. The plugin
+runs in subprocesses: this process's registry keeps the built-in formats only. docs/formats.md's
+option table is checked against the declarations."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import ROOT, cli_env
+from helpers import ROOT, cli_env
 from lazyexport.errors import SettingsError
 from lazyexport.formats import formats, get_writer
 from lazyexport.formats.base import FORMAT_OPTIONS, Capabilities, Writer
@@ -38,7 +38,7 @@ def _with_plugin(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     """The command line with the plugin's format registered."""
     code = (
-        "import sys, contract_plugin; from lazyexport.entry import main; "
+        "import sys, helpers.contract_plugin; from lazyexport.entry import main; "
         "sys.exit(main(sys.argv[1:]))"
     )
     return _with_plugin("-c", code, *map(str, args), cwd=cwd)
@@ -74,7 +74,7 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
     )
     code = textwrap.dedent(
         f"""
-        import contract_plugin
+        import helpers.contract_plugin
         import lazyexport as le
         from lazyexport.batch import Batch
 
@@ -116,7 +116,7 @@ def test_a_declared_option_reaches_the_writer_from_python_and_a_project_file(tmp
 def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_values():
     code = textwrap.dedent(
         """
-        import contract_plugin
+        import helpers.contract_plugin
         import lazyexport as le
         for kwargs in (
             dict(format="npy", options={"demo_greeting": "hi"}),

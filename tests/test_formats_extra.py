@@ -17,13 +17,13 @@ import xarray as xr
 import zarr
 
 import lazyexport as le
+from helpers.zarr_nodes import as_array, read_all, v2_metadata, v3_metadata, zarr_attrs
 from lazyexport.cli import main
 from lazyexport.demo import sample_volume
 from lazyexport.errors import FormatError, SettingsError
 from lazyexport.formats import ome_zarr as omz
 from lazyexport.formats import tiff as tiff_format
 from lazyexport.plan import block_shape
-from zarr_nodes import as_array, read_all, v2_metadata, v3_metadata, zarr_attrs
 
 PIXEL = {"z": 0.5, "y": 0.1, "x": 0.1}
 ROI = {"z": (2, 11), "y": (5, 85), "x": (3, 70)}

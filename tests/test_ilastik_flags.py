@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import make_data, write_hdf5
+from helpers import make_data, write_hdf5
 from lazyexport import cli
 from lazyexport.sources import open_exported
 

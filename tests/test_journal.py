@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 import lazyexport as le
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import remote
 from lazyexport.execution.job import check_local, check_outputs, check_remote
 from lazyexport.plan import build_plan
 from lazyexport.resume import Journal, RemoteJournal, journal_path, plan_token
 from lazyexport.storage import temp_path
 from lazyexport.storage.resolve import backend_of
-from objstore import key_prefix, s3_bucket
 
 GRID = ((2, 2), (3, 3))
 BUCKET = "lzjournal"

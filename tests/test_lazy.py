@@ -15,12 +15,12 @@ import xarray as xr
 import zarr
 
 import lazyexport.sources.base as sources_base
-from conftest import WRITERS, make_data
+from helpers import WRITERS, make_data
+from helpers.zarr_nodes import read_all
 from lazyexport import ExportSettings, describe, export, open_exported, open_source
 from lazyexport.chunkio import ChunkFiles
 from lazyexport.plan import build_plan
 from lazyexport.sources.base import FileArray, from_file_array, labeled
-from zarr_nodes import read_all
 
 SHAPE = (20, 30, 40)
 CHUNKS = (5, 10, 10)

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import hidden_temps, make_data, write_zarr3
+from helpers import hidden_temps, make_data, write_zarr3
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport.run import Progress
 from lazyexport.settings import ExportSettings
-from objstore import key_prefix, s3_bucket
 
 SHAPE = (12, 256, 512)  # 12 blocks of one 256 KiB slice with small_blocks
 

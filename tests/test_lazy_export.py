@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import hidden_temps, make_data, snapshot, write_zarr3
+from helpers import hidden_temps, make_data, snapshot, write_zarr3
 from lazyexport import chunkio
 from lazyexport.errors import AlreadyComputedError, OutputExistsError
 from lazyexport.run import ExportResult
@@ -98,6 +98,7 @@ def test_a_failed_graph_leaves_nothing_visible_and_the_next_export_cleans_up(
     assert (tmp_path / "f" / "o.zarr").exists() and not hidden_temps(tmp_path / "f")
 
 
+@pytest.mark.slow
 def test_a_second_compute_on_other_processes_or_of_regions_changes_nothing(tmp_path, source):
     """The commit removes the export's mark, so a second computation finds it gone wherever it
     runs (worker processes share no memory with the first); each region's Delayed likewise."""

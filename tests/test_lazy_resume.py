@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import cli_env, hidden_temps, make_data, snapshot, write_zarr3
+from helpers import cli_env, hidden_temps, make_data, snapshot, write_zarr3
 from lazyexport.errors import AlreadyComputedError, ExportCancelled, OutputBusyError
 from lazyexport.formats.zarr import ZarrTarget
 from lazyexport.run import Progress

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import make_data, write_zarr3
+from helpers import make_data, write_zarr3
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import remote
 from lazyexport.errors import AlreadyComputedError, ExportCancelled, OutputBusyError
 from lazyexport.formats.zarr import ZarrTarget
@@ -25,7 +26,6 @@ from lazyexport.resume import plan_token
 from lazyexport.run import Progress
 from lazyexport.settings import ExportSettings
 from lazyexport.storage import Run, temp_path
-from objstore import key_prefix, s3_bucket
 
 SECRET = "SeCrEt-session-token-4711"
 

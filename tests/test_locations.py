@@ -22,12 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lazyexport as le
-from conftest import make_data, run_cli, snapshot, write_zarr3
+from helpers import make_data, run_cli, snapshot, write_zarr3
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import location, remote
 from lazyexport.remote import UrlPath
 from lazyexport.sources import split_path
 from lazyexport.template import split_container
-from objstore import key_prefix, s3_bucket
 
 SHAPE = (4, 16, 16)
 
@@ -149,6 +149,7 @@ def test_a_symlinked_or_dotted_local_spelling_does_not_get_past_it_either(tmp_pa
 # -- item 8: '..' in a container path or a URL ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dot_dot_inside_a_container_is_resolved_or_refused_at_planning_time(tmp_path):
     store, data = _store_with_raw(tmp_path)
     before = snapshot(tmp_path)
@@ -197,6 +198,7 @@ def test_dot_dot_in_a_url_is_resolved_and_refused_above_the_bucket(s3, prefix, t
 # -- item 9: a bucket alone, no bucket, file:// ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_bucket_alone_or_no_bucket_is_one_line_and_file_urls_are_local_paths(s3, tmp_path):
     source = write_zarr3(tmp_path / "src.zarr", make_data("uint16", SHAPE), chunks=(2, 8, 8))
     before = s3.keys("bkt")

@@ -92,6 +92,7 @@ def expected(z: int) -> np.ndarray:
     return sample_volume(shape=EIGHT_GIB).isel(z=z).values  # yxc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_8_gib_export_stays_within_the_budget(tmp_path, fmt):
     settings = {"format": fmt, **FORMATS[fmt]}
@@ -115,6 +116,7 @@ def test_8_gib_export_stays_within_the_budget(tmp_path, fmt):
         np.testing.assert_array_equal(back.isel(z=z).transpose("y", "x", "c").values, expected(z))
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_volume(tmp_path):
     peaks = {}
     for factor, shape in ((1, (128, 1024, 1024)), (8, EIGHT_GIB)):
@@ -126,6 +128,7 @@ def test_peak_memory_does_not_grow_with_the_volume(tmp_path):
     assert peaks[8] - peaks[1] < 96 * MiB, {k: v // MiB for k, v in peaks.items()}
 
 
+@pytest.mark.slow
 def test_slice_sequence_from_deep_chunks_stays_within_the_budget(tmp_path):
     """64-slice-deep source chunks: blocks follow them and slices are assembled in a staging
     file."""

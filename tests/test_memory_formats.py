@@ -15,8 +15,8 @@ import pytest
 import tifffile
 import zarr
 
+from helpers.zarr_nodes import as_array, read
 from lazyexport.demo import sample_volume
-from zarr_nodes import as_array, read
 
 SHAPE = (512, 1024, 1024)  # z, y, x; two float32 channels: 4 GiB
 BUDGET = 512 * 2**20
@@ -63,6 +63,7 @@ def expected_plane(z: int) -> np.ndarray:
     return sample_volume(shape=SHAPE).isel(z=z).values.transpose(2, 0, 1)  # cyx
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["tiff", "ome-zarr"])
 def test_peak_memory_of_a_4_gib_export(tmp_path, fmt):
     if fmt == "tiff":

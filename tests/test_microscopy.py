@@ -20,11 +20,11 @@ from ome_zarr_models.v05.image import Image as Image05
 from pylibCZIrw import czi as pyczi
 
 import lazyexport as le
-from conftest import run_cli
+from helpers import run_cli
+from helpers.zarr_nodes import read_all, zarr_attrs
 from lazyexport import cli
 from lazyexport.errors import SourceError
 from lazyexport.sources.facts import source_facts
-from zarr_nodes import read_all, zarr_attrs
 
 # bioio-ome-tiff 1.4 passes ome-types an argument it deprecated
 pytestmark = pytest.mark.filterwarnings("ignore:As of version 0.4.0, the parser argument")

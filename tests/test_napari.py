@@ -22,9 +22,9 @@ from npe2.types import FullLayerData
 from numpydoc.validate import validate
 
 import lazyexport as le
+from helpers.zarr_nodes import as_array, read_all, zarr_attrs
 from lazyexport import napari as writers
 from lazyexport.errors import AxisError, FormatError
-from zarr_nodes import as_array, read_all, zarr_attrs
 
 PLUGIN = "lazyexport"
 SCALE = [2.0, 0.5, 0.25]  # z, y, x

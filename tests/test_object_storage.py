@@ -20,13 +20,13 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import ROOT, cli_env, make_data, run_cli, write_hdf5, write_zarr3
+from helpers import ROOT, cli_env, make_data, run_cli, write_hdf5, write_zarr3
+from helpers.objstore import FaultProxy, key_prefix, s3_bucket, serve_directory
+from helpers.zarr_nodes import read_all
 from lazyexport import remote
 from lazyexport.errors import SourceError
 from lazyexport.settings import ExportSettings
 from lazyexport.storage import Run
-from objstore import FaultProxy, key_prefix, s3_bucket, serve_directory
-from zarr_nodes import read_all
 
 SHAPE = (12, 40, 36)
 CUT = {"z": (2, 11), "y": (3, 37)}
@@ -172,6 +172,7 @@ def _one_error_line(done: subprocess.CompletedProcess, *expected: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_bad_bucket_denied_access_and_a_bad_endpoint_fail_in_one_line(s3, volume, tmp_path):
     _, source = volume
     fast = ["--storage-option", "max_retries=1", "--storage-option", "retry_timeout=3"]
@@ -228,7 +229,12 @@ def test_a_killed_export_leaves_no_visible_output_and_the_next_run_leaves_no_str
         "z=1",
         "-q",
     ]
-    slow = [sys.executable, str(ROOT / "tests" / "slow_cli.py"), tmp_path / "marker", "0.05"]
+    slow = [
+        sys.executable,
+        str(ROOT / "tests" / "helpers" / "slow_cli.py"),
+        tmp_path / "marker",
+        "0.05",
+    ]
     proc = subprocess.Popen([*map(str, slow), *map(str, args)], env=cli_env(), cwd=ROOT)
     deadline = time.monotonic() + 60
     while not [k for k in s3.keys("lzx", prefix) if "/c/" in k] and time.monotonic() < deadline:
@@ -266,7 +272,7 @@ def test_a_killed_resume_export_continues_to_an_output_identical_to_a_clean_expo
     ]
     args += ["--resume", "-q"]
     marker = tmp_path / "marker"
-    slow = [sys.executable, str(ROOT / "tests" / "slow_cli.py"), marker, "0.05"]
+    slow = [sys.executable, str(ROOT / "tests" / "helpers" / "slow_cli.py"), marker, "0.05"]
     proc = subprocess.Popen([*map(str, slow), *map(str, args)], env=cli_env(), cwd=ROOT)
     deadline = time.monotonic() + 60
     while (

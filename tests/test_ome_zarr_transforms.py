@@ -11,8 +11,8 @@ import pytest
 import zarr
 
 import lazyexport as le
+from helpers.zarr_nodes import read_all
 from lazyexport.formats.ome_zarr import downsample
-from zarr_nodes import read_all
 
 PIXEL = {"z": 2.0, "y": 0.5, "x": 0.25}
 

@@ -16,11 +16,11 @@ from pathlib import Path, PurePath
 import pytest
 
 import lazyexport as le
-from conftest import make_data, write_zarr3
+from helpers import make_data, write_zarr3
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import remote
 from lazyexport.storage import capabilities, paths
 from lazyexport.storage.urls import StorageError, UrlPath
-from objstore import key_prefix, s3_bucket
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import make_data
+from helpers import make_data
 from lazyexport import cli
 from lazyexport.errors import SettingsError
 from lazyexport.percentiles import BINS, percentiles

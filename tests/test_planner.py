@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 import lazyexport as le
-from conftest import cancel_a_huge_export
+from helpers import cancel_a_huge_export
 from lazyexport import chunkio, run
 from lazyexport.errors import MemoryLimitError
 from lazyexport.plan import build_plan

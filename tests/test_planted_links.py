@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import run_cli
+from helpers import run_cli
 from lazyexport.plan import build_plan
 from lazyexport.resume import plan_token
 from lazyexport.storage import commit_renames, write_durably

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from helpers.zarr_nodes import read_all
 from lazyexport import ExportSettings, export
 from lazyexport.errors import RoiError
 from lazyexport.roi import resolve_roi
 from lazyexport.transforms import compute_dtype, convert_block
-from zarr_nodes import read_all
 
 INT_DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
 

@@ -41,10 +41,10 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import cli_env, hidden_temps, write_hdf5, write_npy, write_zarr2, write_zarr3
+from helpers import cli_env, hidden_temps, write_hdf5, write_npy, write_zarr2, write_zarr3
+from helpers.zarr_nodes import dimension_names, read_all, zarr_attrs
 from lazyexport.formats import formats
 from lazyexport.plan import build_plan
-from zarr_nodes import dimension_names, read_all, zarr_attrs
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 

@@ -1,7 +1,7 @@
 """The promises every source reader keeps, one suite generated from the reader registry: a reader
 registered in :mod:`lazyexport.sources` (a plugin's too, through the ``lazyexport.readers`` entry
 point group, see the last test) gets every row without this file being edited, and fails the
-suite until tests/reader_samples.py has a sample maker for it.
+suite until tests/helpers/reader_samples.py has a sample maker for it.
 
 Per reader: ``open_source`` chooses it for its sample and the values equal numpy, for several
 dtypes (a big-endian one where the format stores it); a cutout that starts and stops inside read
@@ -27,13 +27,13 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import ROOT
+from helpers import ROOT
+from helpers.objstore import key_prefix, s3_bucket, serve_directory
+from helpers.reader_samples import SAMPLES, Sample, installed, maker, sample_data
 from lazyexport.errors import SourceError
 from lazyexport.plan import cutout_reads
 from lazyexport.settings import ExportSettings
 from lazyexport.sources import SourceReader, get_reader, readers, source_facts
-from objstore import key_prefix, s3_bucket, serve_directory
-from reader_samples import SAMPLES, Sample, installed, maker, sample_data
 
 NAMES = [r.name for r in readers()]
 CASES = [(n, d) for n in NAMES for d in (SAMPLES[n].dtypes if n in SAMPLES else ("uint16",))]

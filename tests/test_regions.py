@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 import lazyexport as le
-from conftest import make_data, write_hdf5, write_zarr3
+from helpers import make_data, write_hdf5, write_zarr3
 from lazyexport import cli
 from lazyexport.batch import Batch
 from lazyexport.regions import SharedChunks, read_regions

@@ -11,11 +11,11 @@ import pytest
 import zarr
 
 import lazyexport as le
-from conftest import hidden_temps, run_cli
+from helpers import hidden_temps, run_cli
+from helpers.zarr_nodes import read_all
 from lazyexport import remote
 from lazyexport.batch import Dataset
 from lazyexport.errors import OutputExistsError
-from zarr_nodes import read_all
 
 SLICES = np.arange(20 * 8 * 8, dtype=np.uint16).reshape(20, 8, 8)
 
@@ -134,7 +134,7 @@ def test_delete_all_of_a_node_rewrites_the_consolidated_metadata(tmp_path, zarr_
 
 @pytest.fixture(scope="module")
 def s3():
-    from objstore import s3_bucket
+    from helpers.objstore import s3_bucket
 
     with s3_bucket("lzx") as server:
         yield server

@@ -14,14 +14,14 @@ import tifffile
 import zarr
 
 import lazyexport as le
-from conftest import cli_env, snapshot
+from helpers import cli_env, snapshot
+from helpers.zarr_nodes import read_all
 from lazyexport.plan import build_plan
 from lazyexport.run import Progress
-from zarr_nodes import read_all
 
 pytestmark = pytest.mark.usefixtures("small_blocks")
 
-SLOW_CLI = Path(__file__).with_name("slow_cli.py")
+SLOW_CLI = Path(__file__).with_name("helpers") / "slow_cli.py"
 SHAPE = (
     24,
     512,
@@ -285,6 +285,7 @@ def test_journal_drops_an_interrupted_line(tmp_path):
     assert other_grid.load() == set()  # another block grid: start afresh
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fmt,sig",
     [("zarr", signal.SIGTERM), ("tiff-sequence", signal.SIGINT)],

@@ -21,7 +21,7 @@ import tifffile
 import xarray as xr
 import zarr
 
-from conftest import (
+from helpers import (
     FILE_KINDS,
     SHAPE,
     WRITERS,
@@ -31,9 +31,9 @@ from conftest import (
     write_zarr2,
     write_zarr3,
 )
+from helpers.zarr_nodes import as_array, dimension_names, read_all
 from lazyexport import ExportSettings, describe, export, open_exported, open_source
 from lazyexport.transforms import compute_dtype
-from zarr_nodes import as_array, dimension_names, read_all
 
 # ---------------------------------------------------------------------------------------------
 # the numpy reference

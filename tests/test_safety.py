@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from conftest import hidden_temps, make_data
+from helpers import hidden_temps, make_data
 from lazyexport import ExportSettings, export
 from lazyexport.errors import OutputExistsError
 from lazyexport.formats.hdf5 import HDF5Target

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import cli_command, cli_env
+from helpers import cli_command, cli_env
+from helpers.objstore import S3Server, environment
 from lazyexport import remote
 from lazyexport.errors import ExportError, redact
-from objstore import S3Server, environment
 
 SECRET = "SeCrEt-do-not-show-4711"
 

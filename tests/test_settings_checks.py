@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import run_cli, snapshot
+from helpers import run_cli, snapshot
 
 
 @pytest.fixture

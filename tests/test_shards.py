@@ -240,6 +240,7 @@ def test_a_sharded_source_exports_like_its_data(tmp_path, volume):
     )
 
 
+@pytest.mark.slow
 def test_reading_many_shards_keeps_one_file_open_at_a_time(tmp_path):
     import resource
 

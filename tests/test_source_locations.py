@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from conftest import make_data, write_zarr3
+from helpers import make_data, write_zarr3
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport.remote import UrlPath, as_path
 from lazyexport.sources.base import release_files
 from lazyexport.storage import capabilities, reading
-from objstore import key_prefix, s3_bucket
 
 TREE = {
     "attributes.json": b'{"n5": "4.0.0"}',

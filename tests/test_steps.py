@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from conftest import make_data, write_zarr3
+from helpers import make_data, write_zarr3
 from lazyexport import ExportSettings, open_source
 from lazyexport.blocks import BlockGrid, BlockSource
 from lazyexport.execution.lazy import export_lazily

@@ -18,11 +18,11 @@ from typing import IO, cast
 
 import pytest
 
+from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import remote
 from lazyexport.storage import Backend, Busy, FileBackend, Run
 from lazyexport.storage.runs import claim_key, marker_of
 from lazyexport.storage.stores import ObjectBackend
-from objstore import key_prefix, s3_bucket
 
 ROUNDS = 12
 RACERS = 6

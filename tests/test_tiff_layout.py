@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 import lazyexport as le
-from conftest import run_cli
+from helpers import run_cli
 
 
 @pytest.mark.parametrize("dtype", ["uint64", "int64", "float16"])

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_command, cli_env
-from objstore import S3Server, environment, serve_directory
+from helpers import cli_command, cli_env
+from helpers.objstore import S3Server, environment, serve_directory
 
 RUNS = 20  # at one abort in six, 20 clean runs happen by chance about once in 40
 
@@ -85,6 +85,7 @@ def test_an_export_of_an_s3_source_that_cannot_be_opened_exits_2_every_time(s3, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_http_source_that_cannot_be_opened_exits_2_every_time(served):
     with serve_directory(served) as base:
         statuses, lines = _statuses(["info", f"{base}/notzarr"], {}, 10)

@@ -1,7 +1,7 @@
 """SIGKILL campaign: real ``lazyexport export --resume`` runs killed at random moments, for every
 registered format, each followed by the next run.
 
-    python tests/crashtest.py [--kills 10] [--formats zarr,hdf5,...] [--seed 1]   (make crashtest)
+    python tests/helpers/crashtest.py [--kills 10] [--formats zarr,...] [--seed 1]  (make crashtest)
 
 Per kill, in a fresh directory: start the export in a subprocess (blocks of 64 KiB, so it runs
 as dozens of tasks), SIGKILL it (one in five at a random moment of its start-up, the others a
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (48, 256, 256)
 BLOCK_BYTES = 64 * 2**10
 

@@ -195,7 +195,7 @@ def maker(name: str) -> Maker:
     """The sample maker of the reader ``name``; a reader without one fails the suite."""
     if name not in SAMPLES:
         raise AssertionError(
-            f"the reader {name!r} has no sample maker: add one to tests/reader_samples.py"
+            f"the reader {name!r} has no sample maker: add one to tests/helpers/reader_samples.py"
         )
     return SAMPLES[name]
 

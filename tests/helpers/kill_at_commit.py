@@ -1,6 +1,6 @@
 """Run the ``lazyexport`` command and SIGKILL it at one step of its final commit.
 
-    python tests/kill_at_commit.py STEP lazyexport-arguments...
+    python tests/helpers/kill_at_commit.py STEP lazyexport-arguments...
 
 The commit of an export is: write the commit record, rename each temporary output to its final
 name, remove the record. STEP 0 kills just before the record is written, STEP k (1 <= k <= n)

@@ -1,6 +1,6 @@
 """Run the ``lazyexport`` command with every block write slowed down, for interruption tests.
 
-    python tests/slow_cli.py MARKER_FILE SECONDS_PER_BLOCK lazyexport-arguments...
+    python tests/helpers/slow_cli.py MARKER_FILE SECONDS_PER_BLOCK lazyexport-arguments...
 
 Each block write sleeps SECONDS_PER_BLOCK first, then writes, then appends a line to
 MARKER_FILE, so a test can wait until some blocks are written before sending a signal. At the

@@ -1,5 +1,5 @@
-"""A pytest plugin (``-p contract_plugin``) that registers a throwaway output format, so that
-tests/test_contracts.py can show a new format gets the whole contract suite unedited, and
+"""A pytest plugin (``-p helpers.contract_plugin``) that registers a throwaway output format, so
+that tests/test_contracts.py can show a new format gets the whole contract suite unedited, and
 tests/test_format_options.py that a new format option (``demo_greeting``, declared here only)
 reaches the settings, the command line, project files, ``lazyexport formats`` and the writer."""
 

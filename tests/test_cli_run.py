@@ -1,12 +1,12 @@
-"""Issue 13, items 21, 22, 23 and 25: what a new user of the command line saw.
-
-Each test names its item; each failed before the fix it guards.
+"""The command line as a user runs it (issue 13 items 21, 23 and 25): the resume note is printed
+once, before the export runs; a signal during start-up (even one Python ignored) ends the command
+as interrupted, and the console script and ``python -m`` still run; "exists" messages name the
+dataset and an unknown axis of ``axis_order`` is named, in Python and on the command line. Each
+test names its item and failed before the fix it guards.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 import signal
 import subprocess
 import sys
@@ -15,27 +15,13 @@ import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-import zarr
 
 import lazyexport as le
-from conftest import ROOT, cli_env, make_data, run_cli, write_hdf5
+from helpers import ROOT, cli_env, make_data, run_cli, write_hdf5
 from lazyexport.errors import AxisError, OutputExistsError
 from lazyexport.formats import formats
-
-
-def renormalized(data: np.ndarray, lo: float, hi: float, out=(0, 255), dtype="uint8") -> np.ndarray:
-    """The documented renormalization (float32 for inputs up to 16 bits), then rounding and
-    clipping."""
-    f = np.float32
-    y = (data.astype(f) - f(lo)) * f(out[1] - out[0]) / f(hi - lo) + f(out[0])
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(y), info.min, info.max).astype(dtype)
-
-
-# --- item 21: the "exported from the start" note of --resume appears before the export --------
 
 
 def test_item21_resume_note_printed_before_the_export_runs(tmp_path, monkeypatch, capsys):
@@ -63,87 +49,6 @@ def test_item21_resume_note_in_cli_output_once(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("npy outputs cannot resume; exported from the start") == 1, proc.stderr
-
-
-# --- item 22: an input range left out is the data's range (inside the ROI), for integers too ---
-
-
-def test_item22_api_integer_input_range_is_the_data_range_inside_the_roi(tmp_path):
-    rng = np.random.default_rng(22)
-    data = rng.integers(1000, 3000, size=(6, 10, 12), dtype=np.uint16)
-    data[0] = 0  # outside the ROI: must not widen the range
-    data[-1] = 65535
-    settings = le.ExportSettings(
-        roi={"z": (1, 5)},
-        renormalize=(None, (0, 255)),
-        dtype="uint8",
-        format="npy",
-        output=str(tmp_path / "out.npy"),
-    )
-    result = le.export(le.open_source(data, axes="zyx"), settings)
-    inside = data[1:5]
-    lo, hi = int(inside.min()), int(inside.max())
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), renormalized(inside, lo, hi))
-    assert any(f"[{lo}, {hi}]" in note and "data" in note for note in result.notes), result.notes
-
-
-def test_item22_cli_renormalize_without_input_range_on_integers(tmp_path):
-    data = (make_data("uint8") // 4 + 50).astype(np.uint8)  # values 50..113
-    src = write_hdf5(tmp_path / "raw.h5", data, dataset="data")
-    proc = run_cli(
-        "export",
-        src.spec,
-        "--renormalize",
-        ":0,255",
-        "--dtype",
-        "uint8",
-        "--output",
-        tmp_path / "out.h5",
-        "-q",
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "renormalize input range taken from the data inside the ROI: [50, 113]" in proc.stderr
-    with h5py.File(tmp_path / "out.h5", "r") as f:
-        np.testing.assert_array_equal(f["exported_data"][...], renormalized(data, 50, 113))
-
-
-def test_item22_batch_empty_input_range_is_the_data_range(tmp_path):
-    data = np.arange(-40, 60, dtype=np.int16).reshape(4, 5, 5)
-    np.save(tmp_path / "vol.npy", data)
-    batch = le.Batch.from_dict(
-        {
-            "settings": {
-                "format": "zarr",
-                "output": "{dataset_dir}/{nickname}.zarr",
-                "dtype": "uint8",
-                "renormalize": [[], [0, 255]],
-            },
-            "datasets": [{"source": "vol.npy"}],
-        },
-        base_dir=tmp_path,
-    )
-    report = batch.export_all()
-    assert report.ok, report.summary()
-    written = zarr.open_array(str(tmp_path / "vol.zarr"))[...]
-    np.testing.assert_array_equal(written, renormalized(data, -40, 59))
-
-
-def test_item22_docs_say_the_data_range():
-    readme = (ROOT / "README.md").read_text()
-    assert "dtype's range for integers" not in readme
-    assert le.ExportSettings.__doc__ is not None
-    assert "the dtype's range" not in le.ExportSettings.__doc__
-    for text in (
-        readme,
-        (ROOT / "docs" / "batch.md").read_text(),
-        (ROOT / "docs" / "usage.md").read_text(),
-    ):
-        assert re.search(r"min/max\s+inside\s+the\s+(ROI|cutout)", text), (
-            "the data's range is not said"
-        )
-
-
-# --- item 23: a signal during start-up exits 130 / 143 without a traceback ------------------
 
 
 def _script_entry() -> str:
@@ -224,34 +129,6 @@ def test_item23_console_script_and_module_still_run(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert all(name in proc.stdout for name in formats())
     assert le.preview.__name__ == "preview" and callable(le.describe)  # the API, not the submodules
-
-
-# --- item 25: docs list every format and setting; messages name what the user typed -----------
-
-
-def _table_formats(text: str) -> set[str]:
-    section = text.split("## Formats", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.MULTILINE))
-
-
-def test_item25_usage_format_table_lists_every_format():
-    assert _table_formats((ROOT / "docs" / "usage.md").read_text()) == set(formats())
-
-
-def test_item25_readme_format_comment_lists_every_format():
-    readme = (ROOT / "README.md").read_text()
-    line = next(line for line in readme.splitlines() if line.strip().startswith("format="))
-    listed = {name.strip() for name in line.split("#", 1)[1].split("|")}
-    assert listed == set(formats()), line
-
-
-def test_item25_batch_docs_list_every_settings_key():
-    text = (ROOT / "docs" / "batch.md").read_text()
-    keys = text.split("`[settings]` keys are the fields of `ExportSettings`:", 1)[1].split(
-        "\n- ", 1
-    )[0]
-    listed = set(re.findall(r"`([a-z][a-z_]*)`", keys))
-    assert listed == {f.name for f in dataclasses.fields(le.ExportSettings)}
 
 
 @pytest.mark.parametrize(
