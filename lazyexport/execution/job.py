@@ -18,10 +18,12 @@ from typing import Any
 import zarr
 
 from .. import remote
+from ..errors import OutputBusyError
 from ..plan import ZARR_CONCURRENCY, ExportPlan
 from ..resume import Journal, open_resumable
 from ..sources.base import release_files
 from ..storage import paths, temp_path
+from ..storage.held import running_beside
 from ..storage.resolve import backend_of
 from .preflight import (
     check_location,
@@ -64,6 +66,8 @@ def check_outputs(
     held = temp_path(plan.output, token)
     try:
         clean_outputs(plan, keep=token)
+        if not backend.renames:
+            refuse_running(plan, token)
         existing = list(plan.writer.existing(plan.spec))
         kept = resumable and not backend.renames and paths.exists(held)
         if kept and existing:  # its commit ran in place, the cleanup did not
@@ -80,6 +84,16 @@ def check_outputs(
             raise remote.describe(exc, plan.output, "write") from None
         raise
     return existing, False
+
+
+def refuse_running(plan: ExportPlan, token: str) -> None:
+    """Refuse an export written in place (an object store: no rename) while another live run
+    writes the same output: their chunks would mix in one visible output."""
+    running = running_beside(plan.paths, keep=token)
+    if running:
+        raise OutputBusyError(
+            f"another export of {plan.output} runs now ({running[0].name}); wait for it to end"
+        )
 
 
 def check_local(plan: ExportPlan, token: str, overwrite: bool) -> None:

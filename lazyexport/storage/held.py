@@ -11,7 +11,7 @@ with a conditional put (:func:`claim`), so of two runs claiming at once exactly 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, cast
 
@@ -183,19 +183,33 @@ def clean_beside(
 def _orphans(urls: Sequence[UrlPath], keep: str | None) -> list[tuple[UrlPath, str]]:
     """The hidden objects of runs no process runs any more beside ``urls`` (but ``keep``'s),
     with their kinds."""
+    return [(url, kind) for url, kind, state in _runs_beside(urls, keep) if state == "orphan"]
+
+
+def running_beside(outputs: Sequence[PurePath | UrlPath], keep: str | None) -> list[UrlPath]:
+    """The held outputs beside ``outputs`` that a live process of this host writes now (but
+    ``keep``'s run's). An object store has no rename, so two runs writing one output would mix
+    their chunks in place: a run that finds one must not start."""
+    found = _runs_beside([as_url(u) for u in outputs], keep)
+    return [url for url, kind, state in found if kind == "tmp" and state == "running"]
+
+
+def _runs_beside(urls: Sequence[UrlPath], keep: str | None) -> Iterator[tuple[UrlPath, str, str]]:
+    """The hidden objects of other runs beside ``urls`` (but ``keep``'s), each with its kind and
+    whether its run runs ("running", "unknown" or "orphan")."""
     names = {u.name for u in urls}
-    found: list[tuple[UrlPath, str]] = []
     for parent in dict.fromkeys(u.parent for u in urls):
         for name in list_dir(parent):
             match = NAME.fullmatch(name)
             if not match or match["prefix"] not in names or match["token"] == keep:
                 continue
-            token = match["token"]
-            resume = token.startswith("r") and match["kind"] == "tmp"
-            state = _resume_state(parent / name, token) if resume else state_of(token, {})
-            if state[0] == "orphan":
-                found.append((parent / name, match["kind"]))
-    return found
+            token, kind = match["token"], match["kind"]
+            if token.startswith("r") and kind in ("tmp", "lazy"):  # its held prefix's owner
+                held = parent / f".{match['prefix']}.lazyexport-{token}.tmp"
+                state = _resume_state(held, token)
+            else:
+                state = state_of(token, {})
+            yield parent / name, kind, state[0]
 
 
 def _clean_one(url: UrlPath, kind: str, dry_run: bool) -> str | None:

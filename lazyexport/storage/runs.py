@@ -21,6 +21,7 @@ record holds a random nonce, so two records (and so two markers' names) are neve
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -36,7 +37,7 @@ RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
 
 # tokens of the runs this process has under way (a finished run's token is dropped, so its
 # leftovers count as orphans even though this process lives on)
-_RUNS: set[str] = set()
+_RUNS: collections.Counter[str] = collections.Counter()  # a token may run twice at once
 _RUNS_LOCK = threading.Lock()
 
 
@@ -58,12 +59,14 @@ class Run:
 
     def __enter__(self) -> Run:
         with _RUNS_LOCK:
-            _RUNS.add(self.token)
+            _RUNS[self.token] += 1
         return self
 
     def __exit__(self, *exc) -> None:
         with _RUNS_LOCK:
-            _RUNS.discard(self.token)
+            _RUNS[self.token] -= 1  # a second run of the same token (refused or not)
+            if _RUNS[self.token] <= 0:  # leaves the first one registered
+                del _RUNS[self.token]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,7 +85,7 @@ def process_alive(pid: int, host: str, token: str) -> bool | None:
         return None
     if pid == os.getpid():
         with _RUNS_LOCK:
-            return token in _RUNS
+            return _RUNS[token] > 0
     return _pid_alive(pid)
 
 
