@@ -72,9 +72,20 @@ def plan_token(plan: ExportPlan) -> str:
         "shards": plan.shards,
     }
     if plan.extra_steps:  # steps added to build_plan (a flip keeps the shape, not the values)
-        identity["steps"] = [tokenize(step) for step in plan.extra_steps]
+        identity["steps"] = [step_identity(step) for step in plan.extra_steps]
     text = json.dumps(identity, sort_keys=True, default=str)
     return "r" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def step_identity(step: object) -> str:
+    """The same text in every process for equal steps: the step's class by its import name and
+    its fields (``__dask_tokenize__`` where the step defines one). A class defined in a script
+    would otherwise be hashed by value, differently in each process, and a resume in a new
+    process would never continue."""
+    kind = f"{type(step).__module__}.{type(step).__qualname__}"
+    custom = getattr(step, "__dask_tokenize__", None)
+    fields = custom() if callable(custom) else getattr(step, "__dict__", repr(step))
+    return tokenize(kind, fields)
 
 
 class Journal:
