@@ -250,3 +250,53 @@ def test_option_values_are_in_no_key_or_repr_of_the_graph(s3, prefix, source):
     graph = dict(lazy.__dask_graph__())
     assert SECRET not in repr(list(graph)) and SECRET not in repr(graph)
     assert len(graph) == 2  # the export (opaque) and its one task
+
+
+def _put(s3, key: str, body: bytes) -> None:
+    s3.client().put_object(Bucket="lazystaged", Key=key, Body=body)
+
+
+def test_what_is_written_after_the_build_is_kept(s3, prefix, source):
+    """The existing file is fetched when computed, not when built: a dataset another program
+    added to it in between is kept; a TIFF another program wrote in between (the Delayed was
+    built without overwrite) is not replaced (refused as compute=True refuses it)."""
+    path, data = source
+    le.export(data + 1, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/old")))
+    tif = ExportSettings(format="tiff", output=_url(prefix, "o.tif"))
+    lazy_h5 = le.export(
+        path, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/new")), compute=False
+    )
+    lazy_tif = le.export(path, tif, compute=False)
+    body = io.BytesIO(_bodies(s3, prefix)[f"{prefix}/f.h5"])
+    with h5py.File(body, "a") as f:
+        f["between"] = data + 2
+    _put(s3, f"{prefix}/f.h5", body.getvalue())
+    other = io.BytesIO()
+    tifffile.imwrite(other, data + 3)
+    _put(s3, f"{prefix}/o.tif", other.getvalue())
+    dask.compute(lazy_h5, scheduler="threads")
+    got = _h5(s3, prefix)
+    assert sorted(got) == ["between", "new", "old"]
+    np.testing.assert_array_equal(got["between"], data + 2)
+    np.testing.assert_array_equal(got["new"], data)
+    with pytest.raises(le.ExportError, match="exists already") as e:
+        dask.compute(lazy_tif, scheduler="threads")
+    assert str(e.value).count("\n") == 0
+    np.testing.assert_array_equal(le.open_source(_url(prefix, "o.tif")).values, data + 3)
+
+
+def test_another_export_of_the_file_in_between_is_not_undone(s3, prefix, source):
+    """An export into the same file in this process, after the build: the Delayed is then
+    refused when computed (its mark was removed, as for any output exported again), and the
+    file keeps both datasets."""
+    path, data = source
+    le.export(data + 1, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/old")))
+    lazy = le.export(
+        path, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/new")), compute=False
+    )
+    le.export(data + 2, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/between")))
+    before = _bodies(s3, prefix)
+    with pytest.raises(AlreadyComputedError):
+        dask.compute(lazy, scheduler="threads")
+    assert _bodies(s3, prefix) == before
+    assert sorted(_h5(s3, prefix)) == ["between", "old"]
