@@ -524,7 +524,9 @@ def export(
         )
         if not compute:
             refuse_lazy_outputs(jobs.plans, jobs.existing if resume else [])
-            return jobs.outcome([export_lazily(p, overwrite, progress, resume) for p in jobs.plans])
+            return jobs.outcome(
+                [export_lazily(p, overwrite, progress, resume, _ENGINE) for p in jobs.plans]
+            )
         each = (lambda _, event: progress(event)) if progress is not None else None
         return jobs.outcome(run_plans(jobs, overwrite, each, resolved, cancel, resume))
 

@@ -22,12 +22,18 @@ when a local dask scheduler's computation fails in the process that made the cla
 block write of it is under way any more (:class:`_Releaser`, no later write starts); otherwise
 (worker processes, a cluster) the process that ran the first task holds it while it lives.
 
+Outputs at a URL that are staged locally and uploaded (HDF5, also a dataset added into an
+existing file; TIFF, image sequences, npy, ...) are one task after the graph's mark: it runs the
+whole staged export through the code ``compute=True`` runs for it
+(:func:`~.remote_run.execute_remote`, with threads inside the task; ``resume`` as it treats it),
+so the staging directory is made, filled, uploaded and removed within that task, in one process;
+then it removes the mark. Nothing is staged, fetched, claimed or uploaded before the computation.
+
 Storage options are captured when the graph is made (never shown: :class:`_Options`) and put in
-effect in the tasks that open stores. Refused (one line): outputs at a URL that are staged
-locally and uploaded (HDF5, TIFF, N5, ...: the staging would outlive the call, and the commit's
-upload would run in whichever process ran it), and ``resume=True`` with regions whose output
-exists already. Progress is reported by the tasks, in the process that runs them. A cancel
-event and a scheduler do not apply: the computation is the caller's.
+effect in the tasks that open stores (process-wide: such tasks run one at a time in a process,
+a staged export's task for all of its export). Refused (one line): ``resume=True`` with regions
+whose output exists already. Progress is reported by the tasks, in the process that runs them.
+A cancel event and a scheduler do not apply: the computation is the caller's.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from ..storage.capabilities import can_rename
 from ..storage.targets import has_mark, make_mark, remove_mark
 from .job import ExportJob, check_local, check_remote, commit, open_job
 from .preflight import beside_outputs, check_location, refuse_existing
+from .remote_run import Engine, execute_remote
 from .results import ExportResult, Progress, ProgressCallback, make_result
 
 # storage options are process-wide (remote.options): tasks that set them do so one at a time
@@ -244,14 +251,8 @@ def refuse_lazy_options(scheduler: Any, cancel: Any) -> None:
 
 
 def refuse_lazy_outputs(plans: list[ExportPlan], kept: list[str]) -> None:
-    """Refuse, before any plan's mark is made, outputs at a URL that are staged and uploaded,
-    and regions ``kept`` (their output exists, with ``resume``): see the module docs."""
-    for plan in plans:
-        if _at_url(plan) and not plan.writer.capabilities.object_store:
-            raise SettingsError(
-                f"compute=False exports to a URL write Zarr or OME-Zarr (into the store "
-                f"itself); export {plan.output} with compute=True"
-            )
+    """Refuse, before any plan's mark is made, regions ``kept`` (their output exists, with
+    ``resume``): see the module docs."""
     if kept:
         raise SettingsError(
             f"the output of region {kept[0]} exists already; compute=False exports with "
@@ -264,11 +265,21 @@ def export_lazily(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     resume: bool = False,
+    engine: Engine | None = None,
 ) -> Any:
     """``plan``'s export as a ``dask.delayed`` object: computing it prepares the job, writes
     every block and then commits (the atomic finish), and returns the :class:`ExportResult`
-    (see the module docs; :func:`refuse_lazy_outputs` first)."""
+    (see the module docs; :func:`refuse_lazy_outputs` first). An output at a URL that is
+    staged needs ``engine``, the block writes ``compute=True`` uses (:mod:`lazyexport.run`'s)."""
+    staged = _at_url(plan) and not plan.writer.capabilities.object_store
+    if staged and engine is None:
+        raise SettingsError(
+            f"{plan.output} is staged and uploaded: export it with lazyexport.export"
+        )
     lazy = _made(plan, overwrite, resume)
+    if staged:
+        export = dask.delayed(lazy, name=f"lazyexport-export-{lazy.token}", traverse=False)
+        return dask.delayed(_export_staged, pure=False)(export, engine, progress)
     if lazy.resumable and _RELEASER._callback not in Callback.active:
         _RELEASER.register()  # (a computation under way takes the callbacks from its start)
     data = plan.result.data.rechunk(plan.blocks)  # one task per planned block, as writers expect
@@ -498,3 +509,17 @@ def _commit_lazily(written: list[float | None], prepared: _Prepared, lazy: _Lazy
     # the time the blocks took on the wall clock, as a perf_counter start for make_result
     start = time.perf_counter() - (time.time() - first)
     return make_result(lazy.plan, paths, start, lazy.resumable)
+
+
+def _export_staged(lazy: _Lazy, engine: Engine, progress: ProgressCallback | None) -> ExportResult:
+    """The one task of an output at a URL that is staged: check the mark, run the export as
+    ``compute=True`` does (staged in ``TMPDIR``, uploaded, the staging removed however it
+    ends), under the captured storage options, then remove the mark (see the module docs)."""
+    with _said(lazy):
+        lazy.check()
+        with Run(lazy.token):
+            result = execute_remote(
+                engine, lazy.plan, lazy.token, False, lazy.overwrite, progress, "threads", None
+            )
+        remove_mark(lazy.mark)
+    return result
