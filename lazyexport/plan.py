@@ -40,7 +40,7 @@ from .plan_steps import read_through as read_through
 from .plan_steps import steps as steps
 from .plan_steps import value_steps as value_steps
 from .roi import resolve_roi, roi_text
-from .settings import ExportSettings, check_nickname
+from .settings import ExportSettings
 from .sources import open_source
 from .sources.facts import source_facts
 from .steps import Pipeline, Step
@@ -392,7 +392,7 @@ def build_plan(
     threads = threads or os.cpu_count() or 1
     if workers is not None:
         limit, threads = workers.all_workers, workers.count * workers.threads
-    nickname = check_nickname(nickname) if nickname else str(src.attrs.get("nickname", "export"))
+    nickname = nickname or str(src.attrs.get("nickname", "export"))
 
     roi = resolve_roi(settings.roi, names(src), src.shape)
     notes: list[str] = [str(workers)] if workers is not None else []

@@ -21,6 +21,7 @@ from .formats import Writer, format_for
 from .formats.sequence import template_files
 from .remote import as_path
 from .roi import roi_text
+from .settings import check_nickname
 from .sources.facts import source_facts
 from .storage.capabilities import bucket_root, can_rename, read_only
 
@@ -76,6 +77,8 @@ def plan_outputs(plan: Plan) -> Plan:
         )
     if not tpl.has_extension(template, writer.extensions):
         template += writer.extensions[0]
+    if "nickname" in tpl.placeholders(template):  # it goes into a file name (napari's not)
+        check_nickname(plan.nickname)
     values = tpl.values_for(
         dataset_dir=str(src.attrs.get("dataset_dir", os.getcwd())),
         nickname=plan.nickname,

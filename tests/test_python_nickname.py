@@ -1,5 +1,5 @@
-"""A nickname given from Python is checked as on the command line and in project files: it
-goes into file names through ``{nickname}``, so ``/``, ``\\`` or ``..`` would put the output
+"""A nickname given from Python is checked as on the command line and in project files where
+it goes into file names through ``{nickname}``: ``/``, ``\\`` or ``..`` would put the output
 elsewhere."""
 
 from __future__ import annotations
@@ -29,3 +29,12 @@ def test_a_plain_nickname_names_the_output(tmp_path: Path) -> None:
     settings = lazyexport.ExportSettings(format="hdf5", output=str(tmp_path / "{nickname}.h5"))
     lazyexport.export(np.zeros((4, 4), "uint8"), settings, nickname="cells")
     assert (tmp_path / "cells.h5").is_file()
+
+
+def test_a_nickname_with_a_slash_is_fine_where_no_file_name_uses_it(tmp_path: Path) -> None:
+    """napari saves each layer under its own node and passes the layer's name ("cells/nuclei")
+    as the nickname, which only the metadata shows."""
+    settings = lazyexport.ExportSettings(format="hdf5", output=str(tmp_path / "out.h5/cells"))
+    result = lazyexport.export(np.zeros((4, 4), "uint8"), settings, nickname="cells/nuclei")
+    assert [str(p) for p in result.paths] == [str(tmp_path / "out.h5")]
+    assert lazyexport.open_source(str(tmp_path / "out.h5/cells")).shape == (4, 4)
