@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pythons lint bench bench-memory bench-scale clean random crashtest
+.PHONY: demo test test-pythons lint bench bench-memory bench-scale clean random crashtest memtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,10 @@ RANDOM_CASES ?= 1000
 RANDOM_SEED ?= 13
 random: $(STAMP)
 	LAZYEXPORT_RANDOM_CASES=$(RANDOM_CASES) LAZYEXPORT_RANDOM_SEED=$(RANDOM_SEED) $(PY) -m pytest -q tests/test_random_e2e.py
+
+# The 8 GiB memory campaign in every format (make test runs three of them).
+memtest: $(STAMP)
+	LAZYEXPORT_MEMORY_FORMATS=all $(PY) -m pytest -q tests/test_memory_budget.py
 
 # The SIGKILL campaign: real exports of every format killed at random moments, each followed by
 # the next --resume run (make test runs one kill per format); CRASH_KILLS per format.
