@@ -24,7 +24,7 @@ from helpers import ROOT, cli_env, make_data, run_cli, write_hdf5, write_zarr3
 from helpers.objstore import FaultProxy, key_prefix, s3_bucket, serve_directory
 from helpers.zarr_nodes import read_all
 from lazyexport import remote
-from lazyexport.errors import SourceError
+from lazyexport.errors import OutputBusyError, SourceError
 from lazyexport.settings import ExportSettings
 from lazyexport.storage import Run
 
@@ -383,9 +383,10 @@ def test_a_zarr_output_over_objects_that_are_not_an_output_is_refused(s3, prefix
 
 
 def test_review_findings_at_urls(s3, prefix, volume, tmp_path):
-    """A running --resume export is not removed by another export of the same output; a
-    consolidated store lists a node written into it; project files take URL sources; HTTP
-    outputs and nodes inside an array are refused before anything is written."""
+    """A running --resume export is not removed by another export of the same output, which
+    is refused while it runs (both would write the one output in place); a consolidated store
+    lists a node written into it; project files take URL sources; HTTP outputs and nodes
+    inside an array are refused before anything is written."""
     data, source = volume
     # a live --resume run's held metadata: claimed by this process
     url = f"s3://lzx/{prefix}/busy.zarr"
@@ -393,7 +394,8 @@ def test_review_findings_at_urls(s3, prefix, volume, tmp_path):
     remote.put_bytes(held / "zarr.json", b"{}")
     with Run("r0123456789abcdef"):  # as a --resume export of this process runs
         remote.claim(held, "r0123456789abcdef")
-        le.export(source, ExportSettings(format="zarr", output=url, roi={"z": (0, 2)}))
+        with pytest.raises(OutputBusyError, match="another export of .* runs now"):
+            le.export(source, ExportSettings(format="zarr", output=url, roi={"z": (0, 2)}))
         assert remote.exists_object(held / "zarr.json")  # left alone: its owner lives
     assert remote.exists_object(held / "owner")  # its process ended without releasing it
     le.export(source, ExportSettings(format="zarr", output=url), overwrite=True)
