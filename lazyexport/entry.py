@@ -20,7 +20,14 @@ import sys
 import threading
 from typing import NoReturn
 
-from .interrupt import Terminated, check, exit_status, quiet_lost, raise_interrupt
+from .interrupt import (
+    Terminated,
+    check,
+    exit_status,
+    interrupted_by,
+    quiet_lost,
+    raise_interrupt,
+)
 
 
 def _handle(signum: int, handler) -> None:
@@ -47,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                 _leave(status)
         return status
     # outside the command's own handling: mostly while importing it
-    except KeyboardInterrupt as exc:
+    except BaseException as caught:
+        exc = interrupted_by(caught)  # also an error a library made of the interruption
+        if exc is None:
+            raise
         # exiting now: a second signal changes nothing
         for signum in (signal.SIGINT, signal.SIGTERM):
             _handle(signum, signal.SIG_IGN)

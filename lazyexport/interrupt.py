@@ -52,6 +52,17 @@ def check() -> None:
         _raise(signum)
 
 
+def interrupted_by(exc: BaseException) -> KeyboardInterrupt | None:
+    """The interruption ``exc`` stands for: ``exc`` itself if it is one; else, while a signal is
+    pending (raised in code that turned its KeyboardInterrupt into another error, as a library's
+    clean-up can while it is imported), that signal's; None for any other error."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    if _pending:
+        return Terminated() if _pending[-1] == signal.SIGTERM else KeyboardInterrupt()
+    return None
+
+
 def exit_status(exc: KeyboardInterrupt) -> int:
     """130 for Ctrl-C (SIGINT), 143 (128 + 15) for SIGTERM."""
     return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
