@@ -28,7 +28,20 @@ from lazyexport.run import Progress
 from lazyexport.settings import ExportSettings
 
 SECRET = "SeCrEt-session-token-4711"
-STAGING = os.path.join(tempfile.gettempdir(), "lazyexport-upload-*")
+
+
+@pytest.fixture(autouse=True)
+def own_tmpdir(tmp_path, monkeypatch):
+    """Each test stages in a temporary directory of its own (TMPDIR, inherited by worker
+    processes), so that what other runs stage at the same time is not counted."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+
+
+def _staging() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "lazyexport-upload-*")))
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +103,14 @@ def test_a_dataset_into_an_existing_remote_file_keeps_the_others(s3, prefix, sou
     reports progress to the end; a second computation is refused and changes nothing."""
     path, data = source
     le.export(data + 1, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/old")))
-    before, staged = _bodies(s3, prefix), set(glob.glob(STAGING))
+    before, staged = _bodies(s3, prefix), _staging()
     events: list[Progress] = []
     settings = ExportSettings(format="hdf5", output=_url(prefix, "f.h5/new"))
     lazy = le.export(path, settings, compute=False, progress=events.append)
     built = _bodies(s3, prefix)
     assert len(_ours(built)) == 1 and _ours(built)[0].endswith(".lazy")
     assert {k: v for k, v in built.items() if k not in _ours(built)} == before
-    assert set(glob.glob(STAGING)) == staged and not events
+    assert _staging() == staged and not events
     (result,) = dask.compute(lazy, scheduler="threads")
     got = _h5(s3, prefix)
     np.testing.assert_array_equal(got["old"], data + 1)
@@ -106,7 +119,7 @@ def test_a_dataset_into_an_existing_remote_file_keeps_the_others(s3, prefix, sou
     last = max(events, key=lambda e: e.blocks_done)
     assert last.blocks_done == last.blocks_total and last.fraction == 1.0
     done = _bodies(s3, prefix)
-    assert not _ours(done) and set(glob.glob(STAGING)) == staged
+    assert not _ours(done) and _staging() == staged
     with pytest.raises(AlreadyComputedError, match="computed already"):
         dask.compute(lazy, scheduler="threads")
     assert _bodies(s3, prefix) == done
@@ -126,15 +139,15 @@ def test_an_overwrite_replaces_the_output_only_when_computed(s3, prefix, source,
     path, data = source
     url = _url(prefix, name)
     le.export(np.zeros(data.shape, data.dtype), ExportSettings(format=fmt, output=url))
-    before, staged = _bodies(s3, prefix), set(glob.glob(STAGING))
+    before, staged = _bodies(s3, prefix), _staging()
     lazy = le.export(path, ExportSettings(format=fmt, output=url), compute=False, overwrite=True)
     built = _bodies(s3, prefix)
     assert {k: v for k, v in built.items() if k not in _ours(built)} == before
     np.testing.assert_array_equal(_read(s3, prefix, read), 0)
-    assert set(glob.glob(STAGING)) == staged
+    assert _staging() == staged
     dask.compute(lazy, scheduler="synchronous")
     np.testing.assert_array_equal(_read(s3, prefix, read), data)
-    assert not _ours(s3.keys("lazystaged", prefix)) and set(glob.glob(STAGING)) == staged
+    assert not _ours(s3.keys("lazystaged", prefix)) and _staging() == staged
 
 
 def test_without_overwrite_an_existing_output_is_refused_when_built(s3, prefix, source):
@@ -180,25 +193,25 @@ def test_a_failed_upload_leaves_no_staging_and_the_output_as_it_was(
     (with its other dataset), and computing the Delayed again exports it."""
     path, data = source
     le.export(data + 1, ExportSettings(format="hdf5", output=_url(prefix, "f.h5/old")))
-    before, staged = _bodies(s3, prefix), set(glob.glob(STAGING))
+    before, staged = _bodies(s3, prefix), _staging()
     settings = ExportSettings(format="hdf5", output=_url(prefix, "f.h5/new"))
     lazy = le.export(path, settings, compute=False)
 
     def broken(*args, **kwargs):
         raise OSError("the upload broke")
 
-    monkeypatch.setattr(remote, "upload", broken)
-    with pytest.raises(OSError, match="the upload broke"):
-        dask.compute(lazy, scheduler="threads")
-    monkeypatch.undo()
-    assert set(glob.glob(STAGING)) == staged
+    with monkeypatch.context() as patched:  # (undo() would also undo the own TMPDIR)
+        patched.setattr(remote, "upload", broken)
+        with pytest.raises(OSError, match="the upload broke"):
+            dask.compute(lazy, scheduler="threads")
+    assert _staging() == staged
     after = _bodies(s3, prefix)
     assert {k: v for k, v in after.items() if k not in _ours(after)} == before
     dask.compute(lazy, scheduler="threads")
     got = _h5(s3, prefix)
     np.testing.assert_array_equal(got["old"], data + 1)
     np.testing.assert_array_equal(got["new"], data)
-    assert not _ours(s3.keys("lazystaged", prefix)) and set(glob.glob(STAGING)) == staged
+    assert not _ours(s3.keys("lazystaged", prefix)) and _staging() == staged
 
 
 @pytest.mark.parametrize(
