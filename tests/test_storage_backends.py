@@ -514,7 +514,7 @@ def test_racing_local_claims_of_several_owner_files_have_one_winner(tmp_path):
 
 
 def test_location_operations_do_the_same_for_files_and_urls(s3, request, tmp_path):
-    from lazyexport.storage import paths
+    from lazyexport.storage import paths, reading
 
     url = remote.as_path(f"s3://contract/{key_prefix(request.node.name)}")
     for root in (tmp_path, url):
@@ -522,10 +522,10 @@ def test_location_operations_do_the_same_for_files_and_urls(s3, request, tmp_pat
         assert not paths.exists(file) and not paths.file_exists(file)
         if root == url:
             remote.put_bytes(file, b"x")
-            assert paths.readable(file).read() == b"x"  # range requests
+            assert reading.open_file(file).read() == b"x"  # range requests
         else:
             file.write_bytes(b"x")
-            assert paths.readable(file) == file
+            assert reading.open_file(file) == file
         assert paths.exists(file) and paths.file_exists(file)
         paths.remove_file(file)
         paths.remove_file(file)  # nothing there: no error

@@ -17,7 +17,7 @@ from isal import isal_zlib
 
 from ..axes import vigra_axistags
 from ..errors import FormatError
-from ..storage import paths, remove, temp_path
+from ..storage import paths, reading, remove, temp_path
 from ..storage.capabilities import replaced_whole
 from ..units import SPATIAL_AXES, to_micrometers
 from .base import Capabilities, Target, Writer
@@ -93,16 +93,11 @@ def _close_handle(path: Path) -> None:
         f.close()
 
 
-def _readable(file: Path):
-    """What h5py opens to read ``file``: the path, or at a URL a file object over the object."""
-    return paths.readable(file)
-
-
 def _other_content(file: Path, dataset: str) -> bool | None:
     """None if ``file`` is not readable HDF5; else whether it holds anything besides ``dataset``
     (at a URL too: read through range requests)."""
     try:
-        with h5py.File(_readable(file), "r") as f:
+        with h5py.File(reading.open_file(file), "r") as f:
             names: list[str] = []
             f.visit(names.append)
             inside = {dataset.strip("/")} | {p for p in _parents(dataset)}
@@ -149,7 +144,7 @@ class HDF5Writer(Writer):
             return []
         if _other_content(file, self.dataset(spec)) is None:
             return [file]
-        with h5py.File(_readable(file), "r") as f:
+        with h5py.File(reading.open_file(file), "r") as f:
             return [file] if self.dataset(spec) in f else []
 
     def adds_to_existing(self, spec: OutputSpec) -> bool:

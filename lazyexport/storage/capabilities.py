@@ -39,7 +39,7 @@ def removed_by_prefix(path: Any) -> bool:
 def opened_by_name(path: Any) -> bool:
     """Whether ``path`` is a file a reader that takes only file names can open (a local path);
     an object is read through range requests
-    (:func:`~lazyexport.storage.paths.readable`)."""
+    (:func:`~lazyexport.storage.reading.open_file`)."""
     return not is_url(path)
 
 

@@ -56,12 +56,6 @@ def zarr_location(store: Path, read_only: bool = False) -> Any:
     return str(store)
 
 
-def readable(file: Path) -> Any:
-    """What a reader that takes a path or a file object opens to read ``file``: the path, or at
-    a URL a seekable file object over the object (range requests)."""
-    return objects.RemoteFile(file) if is_url(file) else file
-
-
 def identity_text(path: Path) -> str:
     """``path`` as text that names it wherever it is read: a URL as written, a local path
     absolute."""
