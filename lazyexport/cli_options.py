@@ -12,11 +12,30 @@ import argparse
 from .formats import formats, get_writer
 from .formats.options import BUILTIN, Option
 from .settings import declared_options
+from .step_settings import STEP_SETTINGS
 
 
 def option_dest(option: Option) -> str:
     """Where argparse keeps a declared format option's value (a name no other option has)."""
     return f"format_option_{option.name}"
+
+
+class InOrder(argparse.Action):
+    """A step option (``--bin``, ...): keeps its text, and its name in ``step_order`` in the
+    order the options were given (the order the steps apply in)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice: each step applies once")
+        setattr(namespace, self.dest, values)
+        namespace.step_order = [*(getattr(namespace, "step_order", None) or []), self.dest]
+
+
+def add_steps(p: argparse.ArgumentParser) -> None:
+    """The step options (:mod:`lazyexport.step_settings`), one per step."""
+    p.set_defaults(step_order=None)
+    for name, step in STEP_SETTINGS.items():
+        p.add_argument(f"--{name}", action=InOrder, dest=name, metavar=step.metavar, help=step.help)
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,6 +74,7 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--axis-order", "--output_axis_order", help="transpose to this axis order, e.g. czyx"
     )
+    add_steps(p)
     p.add_argument("--format", help=f"output format: {', '.join(formats())} (default hdf5)")
     p.add_argument(
         "--output",

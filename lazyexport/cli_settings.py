@@ -19,6 +19,7 @@ from .formats import format_for
 from .regions import read_regions
 from .roi import parse_roi_text
 from .settings import ExportSettings, declared_options
+from .step_settings import STEP_SETTINGS, option_fields
 
 
 def parse_renormalize(text: str):
@@ -116,6 +117,8 @@ def settings_from_args(args, source=None) -> ExportSettings:
         levels=levels,
         shards=parse_shards(args.shards) if args.shards is not None else None,
         options=_declared_options(args),
+        step_order=getattr(args, "step_order", None),
+        **option_fields({name: getattr(args, name, None) for name in STEP_SETTINGS}),
         **explicit,
     )
     settings.check_given(tuple(explicit))

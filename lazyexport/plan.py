@@ -136,7 +136,7 @@ class ExportPlan:
     # block tasks are threads of one process: read units that straddle block edges are decoded
     # once, for all blocks
     in_process: bool = True
-    # steps after the cutout, before conversion and transpose (none from the settings yet)
+    # steps given to build_plan: after the cutout and the settings' steps, before conversion
     extra_steps: tuple[Step, ...] = ()
 
     @property

@@ -25,6 +25,7 @@ from .percentiles import percentiles
 from .settings import ExportSettings, percentile_of
 from .sources.base import Window, dask_chunks, reader_array
 from .sources.facts import source_facts
+from .step_settings import settings_steps
 from .steps import Convert, Cutout, Pipeline, Renormalize, Step, Transpose, ValueStep
 from .transforms import converter, cutout
 
@@ -38,11 +39,15 @@ def pipeline(
     extra: Sequence[Step] = (),
 ) -> Pipeline:
     """The export's steps from the source ``src``, in their order: the cutout of ``roi``, the
-    ``extra`` steps (none from the settings yet), renormalize (with resolved ranges, converting
-    in the same pass) or convert, transpose to the settings' axis order, then to the format's own
-    (``order``). Block tasks and the lazy result run this same pipeline."""
+    steps the settings ask for (:mod:`lazyexport.step_settings`), the ``extra`` steps,
+    renormalize (with resolved ranges, converting in the same pass) or convert, transpose to the
+    settings' axis order, then to the format's own (``order``).
+    Block tasks and the lazy result run this same pipeline."""
     dims = names(src)
-    found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi), *extra])
+    found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi)])
+    settings_steps(settings, found, src)
+    for step in extra:
+        found.add(step)
     value = value_step(found.dtype, settings, renorm)
     if value is not None:
         found.add(value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -236,6 +236,9 @@ class ExportSettings:
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
 
+    step_order : sequence of str, optional
+        The order of the steps these settings ask for (docs/usage.md, "Steps"), by name; None:
+        their default order. The command line sets it to the order its options were given.
     options : mapping of str to value, optional
         The options a format declares beyond the fields above (``lazyexport formats`` lists
         them; docs/formats.md, "Format options"), by name, e.g. ``{"demo_greeting": "hi"}``;
@@ -265,6 +268,7 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    step_order: Sequence[str] | None = None
     options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -274,6 +278,7 @@ class ExportSettings:
         _set(self, "roi", normalize_roi_spec(self.roi) or None)
         _check_regions(self)
         _check_transforms(self)
+        _check_steps(self)
         writer = get_writer(self.format)
         _set(self, "format", writer.name)
         _check_compression(self, writer)
@@ -315,6 +320,8 @@ class ExportSettings:
                 value = {a: list(b) for a, b in value.items()}
             elif field.name == "regions":
                 value = {n: {a: list(b) for a, b in r.items()} for n, r in value.items()}
+            elif field.name == "step_order":
+                value = list(value)
             elif field.name == "renormalize":
                 value = [list(value[0]) if value[0] is not None else None, list(value[1])]
             elif field.name == "options":  # (a mirrored option is its own key, as before)
@@ -418,6 +425,17 @@ def _check_transforms(s: ExportSettings) -> None:
         _set(s, "dtype", parse_dtype(s.dtype))
     if s.axis_order is not None:
         _set(s, "axis_order", "".join(parse_axes(s.axis_order)))
+
+
+def _check_steps(s: ExportSettings) -> None:
+    """The steps beyond ilastik's three (:mod:`lazyexport.step_settings`) and their order."""
+    from .step_settings import check_steps
+
+    if isinstance(s.step_order, str):  # "bin,smooth"
+        _set(s, "step_order", [n.strip() for n in s.step_order.split(",") if n.strip()])
+    if s.step_order is not None:
+        _set(s, "step_order", tuple(s.step_order) or None)
+    check_steps(s)
 
 
 def _check_compression(s: ExportSettings, writer: Any) -> None:
