@@ -44,6 +44,8 @@ from .formats.base import Target
 from .sources.base import file_identity
 from .sources.facts import source_facts
 from .storage import as_path, temp_path, with_kind
+from .storage.capabilities import can_rename
+from .storage.held import OWNER
 from .storage.paths import exists as stored
 from .storage.paths import identity_text
 from .storage.resolve import backend_at
@@ -153,7 +155,11 @@ def journal_path(plan: ExportPlan, token: str) -> Path:
 
 
 def owner_paths(plan: ExportPlan, token: str) -> list[Path]:
-    """The owner files of ``token``'s run: one in every directory its temporaries are in."""
+    """The owner records of ``token``'s run (:mod:`lazyexport.storage.owners`): an owner file in
+    every directory its temporaries are in; where outputs are written in place (an object
+    store), the owner key of the run's held prefix."""
+    if not can_rename(plan.output):
+        return [temp_path(plan.output, token) / OWNER]
     firsts: dict[Path, Path] = {}
     for path in plan.paths:
         firsts.setdefault(path.parent, path)
@@ -162,8 +168,11 @@ def owner_paths(plan: ExportPlan, token: str) -> list[Path]:
 
 def commit_record(plan: ExportPlan, token: str) -> Path | None:
     """The record of an interrupted commit of ``token``'s run, if there is one (beside the
-    first temporary: see :func:`lazyexport.storage.commit_renames`)."""
+    first temporary: see :func:`lazyexport.storage.commit_renames`; only commits that rename
+    keep one)."""
     first = plan.paths[0]
+    if not can_rename(first):
+        return None
     found = [with_kind(temp_path(p, token), "commit") for p in (first, first.resolve())]
     return next((p for p in found if p.exists()), None)
 

@@ -11,7 +11,8 @@ which keeps it with a journal of the finished blocks, and skips those blocks the
 
 An export is one :class:`lazyexport.execution.job.ExportJob` (token, checks, target, journal,
 commit), run here by an executor or, with ``compute=False``, as a dask graph
-(:mod:`lazyexport.execution.lazy`); exports to a URL: :mod:`lazyexport.execution.remote_run`.
+(:mod:`lazyexport.execution.lazy`), wherever the output is: Zarr in an object store is written in
+place, a format that edits files is staged and uploaded there (:mod:`lazyexport.execution.staging`).
 This module keeps the public names of :mod:`lazyexport.execution` importable from here.
 """
 
@@ -34,9 +35,15 @@ import zarr
 from . import cost, interrupt, remote
 from .blocks import BlockGrid, BlockSource
 from .errors import ExportCancelled, OutputBusyError, SchedulerError
-from .execution.job import ExportJob, check_local, commit, open_job
+from .execution.job import ExportJob, check_outputs, commit, open_job
 from .execution.lazy import export_lazily, refuse_lazy_options, refuse_lazy_outputs
-from .execution.preflight import beside_outputs, clean_outputs, location_error, remove_empty
+from .execution.preflight import (
+    beside_outputs,
+    clean_outputs,
+    location_error,
+    remove_empty,
+    storage_said,
+)
 from .execution.regions import (
     MAX_SHARED_UNITS,
     MIN_SHARING,
@@ -46,7 +53,6 @@ from .execution.regions import (
     plan_exports,
     plan_regions,
 )
-from .execution.remote_run import execute_remote
 from .execution.results import (
     Conversions,
     ExportResult,
@@ -68,8 +74,8 @@ from .execution.schedulers import (
     stop_writes,
     writing,
 )
+from .execution.staging import execute_staged, stages
 from .plan import WORKER_ALLOWANCE, ZARR_CONCURRENCY, ExportPlan, parse_memory_limit
-from .remote import is_url
 from .resume import Journal, commit_record, owner_paths, plan_token
 from .settings import ExportSettings
 from .storage import (
@@ -79,11 +85,12 @@ from .storage import (
     finish_commit,
     leftovers,
     new_token,
-    refuse_links,
+    release,
     remove,
     temp_path,
 )
-from .storage.targets import remove_mark
+from .storage.capabilities import can_rename
+from .storage.targets import refuse_links_beside, remove_mark
 from .transforms import counted
 
 __all__ = [  # what other modules and the tests import from here
@@ -330,33 +337,28 @@ def execute(
     same plan continues it (or finishes its interrupted commit); other formats export from the
     start (and clean up as usual). Before it starts, an export removes what killed exports left
     beside the same outputs (see :mod:`lazyexport.storage`)."""
-    if is_url(plan.output):
-        caps = plan.writer.capabilities
-        resumable = resume and caps.resumable and caps.object_store
-        with Run(token := plan_token(plan) if resumable else new_token()):
-            result = execute_remote(
-                _ENGINE, plan, token, resumable, overwrite, progress, scheduler, cancel
-            )
-        if resumable:  # as _run_job: an interrupted compute=False export of it is done now
-            remove_mark(temp_path(plan.paths[0], token, "lazy"))
-        return result
+    if stages(plan):  # a format that edits files, at a place without files: staged, uploaded
+        with Run(token := new_token()):
+            return execute_staged(_ENGINE, plan, token, overwrite, progress, scheduler, cancel)
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
     if resumable:  # its names are a hash of the plan: anyone could have planted a link at one
-        refuse_links(beside_outputs(plan)[0], token)
-    try:
-        claim(owners, token)
-    except Busy as exc:
-        raise OutputBusyError(
-            f"another --resume export of {plan.output} runs now ({exc}); wait for it to end"
-        ) from None
-    with Run(token):
+        refuse_links_beside(plan.paths, token)
+    with storage_said(plan):
         try:
-            return _execute(plan, token, resumable, overwrite, progress, scheduler, cancel, resume)
-        finally:
-            for owner in owners:
-                remove(owner)
+            claim(owners, token)
+        except Busy as exc:
+            raise OutputBusyError(
+                f"another --resume export of {plan.output} runs now ({exc}); wait for it to end"
+            ) from None
+        with Run(token):
+            try:
+                return _execute(
+                    plan, token, resumable, overwrite, progress, scheduler, cancel, resume
+                )
+            finally:
+                release(owners)
 
 
 def _execute(
@@ -377,7 +379,11 @@ def _execute(
             if found.token == token and found.kind != "owner":  # its journal, staging file
                 remove(found.path)
         return make_result(plan, paths, start, resume)
-    check_local(plan, token, overwrite)
+    existing, finished = check_outputs(plan, token, overwrite, resumable)
+    if finished:  # an interrupted run committed it in place: only its clean-up was left
+        return make_result(plan, existing, start, True)
+    if existing and not can_rename(plan.output):  # nothing swaps it at the end: it goes now
+        plan.writer.delete(plan.spec)
     with scheduler_session(scheduler) as resolved:
         if not isinstance(resolved, str):  # cluster workers may run in other directories
             plan = dataclasses.replace(
@@ -410,7 +416,8 @@ def _run_job(
             with contextlib.suppress(OSError):  # else the next export or `clean` finishes it
                 finish_commit(record)
         elif job.journal is None:
-            job.target.abort()
+            with contextlib.suppress(Exception):  # else the next export or `clean` removes it
+                job.target.abort()
             remove_empty(job.made)
         else:
             job.target.close()  # keep the temporary output and the journal for the next run
@@ -427,14 +434,8 @@ def _run_job(
 
 
 class _Engine:
-    """This module's block writes, for exports to a URL (:mod:`.execution.remote_run`); looked
-    up when called, so a test's replacement of them applies there too."""
-
-    def session(self, scheduler: Any) -> contextlib.AbstractContextManager[Any]:
-        return scheduler_session(scheduler)
-
-    def write_all(self, *args: Any) -> Conversions | None:
-        return _write_all(*args)
+    """This module's export of a claimed plan, for staged exports (:mod:`.execution.staging`);
+    looked up when called, so a test's replacement of it applies there too."""
 
     def execute(self, *args: Any) -> ExportResult:
         return _execute(*args)

@@ -21,7 +21,7 @@ ABOVE_FORMATS = {
         *("plan", "plan_chunks", "plan_outputs", "plan_steps", "run", "batch", "batch_project"),
         *("cli", "cli_batch", "cli_options", "cli_output", "cli_settings", "preview"),
         *("execution", "execution.job", "execution.lazy", "execution.preflight"),
-        *("execution.regions", "execution.remote_run", "execution.executors"),
+        *("execution.regions", "execution.staging", "execution.executors"),
         *("execution.results", "execution.schedulers"),
     )
 }
@@ -270,7 +270,7 @@ def test_modules_a_reader_can_hold_in_mind():
 # Modules outside lazyexport.storage that still ask "is this a URL?" themselves. This list must
 # only shrink: a new question about a location becomes an operation or a capability of the
 # storage layer (lazyexport.storage.paths, lazyexport.storage.capabilities), named by its use.
-ASK_WHETHER_REMOTE = {f"{PACKAGE}.{name}" for name in ("run",)}
+ASK_WHETHER_REMOTE: set[str] = set()  # (none left)
 # the old names of the storage layer, which only re-export it
 STORAGE_SHIMS = {f"{PACKAGE}.remote", f"{PACKAGE}.location"}
 

@@ -16,7 +16,7 @@ import pytest
 import lazyexport as le
 from helpers.objstore import key_prefix, s3_bucket
 from lazyexport import remote
-from lazyexport.execution.job import check_local, check_outputs, check_remote
+from lazyexport.execution.job import check_outputs
 from lazyexport.plan import build_plan
 from lazyexport.resume import Journal, RemoteJournal, journal_path, plan_token
 from lazyexport.storage import temp_path
@@ -136,8 +136,11 @@ def test_a_kept_local_temporary_beside_an_existing_output_is_not_taken_for_a_com
     with pytest.raises(le.ExportError, match="exists already"):
         check_outputs(zarr_plan, token, overwrite=False, resumable=True)
     with pytest.raises(le.ExportError, match="exists already"):
-        check_local(zarr_plan, token, overwrite=False)
-    assert check_remote(zarr_plan, token, resumable=True) == ([zarr_plan.output], False)
+        check_outputs(zarr_plan, token, overwrite=False, resumable=False)
+    assert check_outputs(zarr_plan, token, overwrite=True, resumable=True) == (
+        [zarr_plan.output],
+        False,
+    )
 
 
 def test_the_local_journal_lies_beside_the_output_and_the_remote_one_in_the_held_prefix(

@@ -96,18 +96,6 @@ def refuse_running(plan: ExportPlan, token: str) -> None:
         )
 
 
-def check_local(plan: ExportPlan, token: str, overwrite: bool) -> None:
-    """:func:`check_outputs` of an export that does not resume (the name of before there was
-    one check)."""
-    check_outputs(plan, token, overwrite, resumable=False)
-
-
-def check_remote(plan: ExportPlan, token: str, resumable: bool) -> tuple[list[Path], bool]:
-    """:func:`check_outputs` that leaves refusing existing outputs to the caller (the name of
-    before there was one check)."""
-    return check_outputs(plan, token, overwrite=True, resumable=resumable)
-
-
 def open_job(plan: ExportPlan, token: str, resumable: bool) -> ExportJob:
     """Open ``plan``'s target under ``token`` (resumable: on its deterministic temporary output,
     with the journal of what interrupted runs finished); a failure to open it removes the
@@ -124,11 +112,6 @@ def open_job(plan: ExportPlan, token: str, resumable: bool) -> ExportJob:
         if mistake is not None:
             raise mistake from None
         raise
-
-
-def open_remote_job(plan: ExportPlan, token: str, journal: Journal | None) -> ExportJob:
-    """:func:`open_job` (the name of before there was one; ``journal``: whether it resumes)."""
-    return open_job(plan, token, resumable=journal is not None)
 
 
 def commit(job: ExportJob) -> list[Path]:

@@ -25,7 +25,7 @@ block write of it is under way any more (:class:`_Releaser`, no later write star
 Outputs at a URL that are staged locally and uploaded (HDF5, also a dataset added into an
 existing file; TIFF, image sequences, npy, ...) are one task after the graph's mark: it runs the
 whole staged export through the code ``compute=True`` runs for it
-(:func:`~.remote_run.execute_remote`, with threads inside the task; ``resume`` as it treats it),
+(:func:`~.staging.execute_staged`, with threads inside the task; it does not resume),
 so the staging directory is made, filled, uploaded and removed within that task, in one process;
 then it removes the mark. Nothing is staged, fetched, claimed or uploaded before the computation.
 
@@ -56,14 +56,14 @@ from .. import remote
 from ..errors import AlreadyComputedError, ExportCancelled, OutputBusyError, SettingsError
 from ..plan import ExportPlan
 from ..resume import commit_record, owner_paths, plan_token
-from ..storage import Busy, Run, claim, finish_commit, leftovers, new_token, refuse_links, temp_path
+from ..storage import Busy, Run, claim, finish_commit, leftovers, new_token, release, temp_path
 from ..storage import remove as remove_file
 from ..storage.capabilities import can_rename
-from ..storage.targets import has_mark, make_mark, remove_mark
-from .job import ExportJob, check_local, check_remote, commit, open_job
+from ..storage.targets import has_mark, make_mark, refuse_links_beside, remove_mark
+from .job import ExportJob, check_outputs, commit, open_job
 from .preflight import beside_outputs, check_location, refuse_existing
-from .remote_run import Engine, execute_remote
 from .results import ExportResult, Progress, ProgressCallback, make_result
+from .staging import Engine, execute_staged
 
 # storage options are process-wide (remote.options): tasks that set them do so one at a time
 _OPTIONS_LOCK = threading.Lock()
@@ -118,14 +118,13 @@ class _Lazy:
 @dataclasses.dataclass
 class _Prepared:
     """What the first task made: the open job (None: an interrupted commit was finished, with
-    ``paths``), and the claim to end with the commit (owner files; the held prefix at a URL).
+    ``paths``), and the claim to end with the commit (its owner records, wherever the output is).
     In the process that made it, it counts the block writes under way, so that a failed
     computation can end the claim once none is (:class:`_Releaser`)."""
 
     job: ExportJob | None
     paths: list[Path] = dataclasses.field(default_factory=list)
     owners: list[Path] = dataclasses.field(default_factory=list)
-    held: Path | None = None
     key: str = ""  # the first task's, for a --resume export's claim (_CLAIMED)
 
     def __post_init__(self) -> None:
@@ -370,7 +369,7 @@ def _prepare(lazy: _Lazy, key: str) -> _Prepared:
     try:
         with _said(lazy):
             lazy.check()
-            prepared = _prepare_remote(lazy) if lazy.at_url else _prepare_local(lazy)
+            prepared = _prepare_job(lazy)
         prepared.key = key
         with _CLAIMED_LOCK:
             stopped = key in _FAILED
@@ -392,18 +391,20 @@ def _busy(lazy: _Lazy, exc: Busy) -> OutputBusyError:
     )
 
 
-def _prepare_local(lazy: _Lazy) -> _Prepared:
-    """Claim a ``--resume`` export's ownership (atomically), finish an interrupted commit of it,
-    or check the output and open the job (as :func:`lazyexport.run.execute`)."""
+def _prepare_job(lazy: _Lazy) -> _Prepared:
+    """Claim a ``--resume`` export's ownership (atomically: its owner records, wherever the
+    output is), finish an interrupted commit of it, or check the output, replace an existing
+    one where nothing is renamed into place (``overwrite``) and open the job (as
+    :func:`lazyexport.run.execute`)."""
     plan, token = lazy.plan, lazy.token
     owners = owner_paths(plan, token) if lazy.resumable else []
     if lazy.resumable:  # its names are a hash of the plan: anyone could have planted a link
-        refuse_links(beside_outputs(plan)[0], token)
+        refuse_links_beside(plan.paths, token)
     try:
         claim(owners, token)
     except Busy as exc:
         raise _busy(lazy, exc) from None
-    if lazy.resumable:  # the owner files name this process: it runs the export
+    if lazy.resumable:  # the owner records name this process: it runs the export
         Run(token).__enter__()
     try:
         record = commit_record(plan, token) if lazy.resumable else None
@@ -413,7 +414,11 @@ def _prepare_local(lazy: _Lazy) -> _Prepared:
                 if found.token == token and found.kind not in ("owner", "lazy"):
                     remove_file(found.path)
             return _Prepared(None, paths, owners)
-        check_local(plan, token, lazy.overwrite)
+        existing, finished = check_outputs(plan, token, lazy.overwrite, lazy.resumable)
+        if finished:  # an interrupted run committed it in place: only its clean-up was left
+            return _Prepared(None, existing, owners)
+        if existing and not can_rename(plan.output):  # nothing swaps it at the end: it goes now
+            plan.writer.delete(plan.spec)
         job = open_job(plan, token, lazy.resumable)
     except BaseException:
         _release(_Prepared(None, owners=owners), lazy)
@@ -421,41 +426,9 @@ def _prepare_local(lazy: _Lazy) -> _Prepared:
     return _Prepared(job, owners=owners)
 
 
-def _prepare_remote(lazy: _Lazy) -> _Prepared:
-    """Check a Zarr output at a URL, claim a ``--resume`` export's held metadata (atomically),
-    replace an existing output (``overwrite``) and open the job in the store (as
-    :func:`lazyexport.execution.remote_run.execute_remote`)."""
-    plan, token = lazy.plan, lazy.token
-    held = temp_path(plan.output, token)
-    existing, finished = check_remote(plan, token, lazy.resumable)
-    if finished:
-        return _Prepared(None, existing)
-    if existing and not lazy.overwrite:
-        refuse_existing(plan, existing)
-    prepared = _Prepared(None, held=held if lazy.resumable else None)
-    if lazy.resumable:
-        try:
-            remote.claim(held, token)
-        except Busy as exc:
-            raise _busy(lazy, exc) from None
-        Run(token).__enter__()
-    try:
-        if existing:  # a store has no rename to swap it at the end
-            plan.writer.delete(plan.spec)
-        prepared.job = open_job(plan, token, lazy.resumable)  # (in the store: no directories)
-    except BaseException:
-        _release(prepared, lazy)
-        raise
-    return prepared
-
-
 def _release(prepared: _Prepared, lazy: _Lazy) -> None:
-    """End a ``--resume`` export's claim (its owner files, or its held prefix's record)."""
-    for owner in prepared.owners:
-        remove_file(owner)
-    if prepared.held is not None:
-        with contextlib.suppress(Exception):
-            remote.release(prepared.held)
+    """End a ``--resume`` export's claim (its owner records)."""
+    release(prepared.owners)
     if lazy.resumable:
         Run(lazy.token).__exit__()
 
@@ -518,8 +491,8 @@ def _export_staged(lazy: _Lazy, engine: Engine, progress: ProgressCallback | Non
     with _said(lazy):
         lazy.check()
         with Run(lazy.token):
-            result = execute_remote(
-                engine, lazy.plan, lazy.token, False, lazy.overwrite, progress, "threads", None
+            result = execute_staged(
+                engine, lazy.plan, lazy.token, lazy.overwrite, progress, "threads", None
             )
         remove_mark(lazy.mark)
     return result

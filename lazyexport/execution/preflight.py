@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from dask.utils import format_bytes
@@ -112,6 +113,18 @@ def remove_empty(directories: list[Path]) -> None:
 # A short write with no error number (numpy's tofile, as tifffile writes pages): on a local
 # file, the disk (or quota) is full
 _SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
+
+
+@contextlib.contextmanager
+def storage_said(plan: ExportPlan) -> Iterator[None]:
+    """Say an object store's error while exporting ``plan`` in the user's terms (one line
+    naming the output and the cause: :func:`lazyexport.remote.describe`)."""
+    try:
+        yield
+    except Exception as exc:
+        if remote.is_storage_error(exc):
+            raise remote.describe(exc, plan.output, "write") from None
+        raise
 
 
 def location_error(plan: ExportPlan, exc: BaseException, kept: bool) -> OutputLocationError | None:

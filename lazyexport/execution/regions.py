@@ -101,7 +101,7 @@ def plan_exports(
 ) -> RegionPlans:
     """The plans of an export: one per region of ``settings.regions`` (:func:`plan_regions`),
     or the one region ``settings`` describe, unnamed (its output is checked as it is written:
-    :func:`lazyexport.execution.job.check_local`). An export is a list of regions: this is the
+    :func:`lazyexport.execution.job.check_outputs`). An export is a list of regions: this is the
     one place that decides how many."""
     if settings is not None and settings.regions:
         return plan_regions(

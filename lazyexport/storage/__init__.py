@@ -11,7 +11,7 @@ module's private parts. Its modules, from the bottom:
 - :mod:`~lazyexport.storage.runs`: run tokens, live processes, and the atomic ownership claim of
   a ``--resume`` export over any backend;
 - :mod:`~lazyexport.storage.local`: local files - hidden temporaries named by run token, the
-  owner claim, the recorded commit (renames) and the leftovers of killed runs;
+  recorded commit (renames) and the leftovers of killed runs;
 - :mod:`~lazyexport.storage.objects`: object-store requests through obstore, storage options;
 - :mod:`~lazyexport.storage.held`: object-store outputs under way - held Zarr metadata
   (:mod:`~lazyexport.storage.zarrheld`), recorded uploads, the owner claim, leftovers;
@@ -20,6 +20,8 @@ module's private parts. Its modules, from the bottom:
   what zarr or h5py opens), local or URL alike: callers do not branch on ``is_url``.
 - :mod:`~lazyexport.storage.resolve`: a location's backend and key (as zarr's
   ``make_store_path``), and where a run's resume journal goes;
+- :mod:`~lazyexport.storage.owners`: the owner records of a ``--resume`` run, claimed
+  atomically and released the same way at any location;
 - :mod:`~lazyexport.storage.capabilities`: what a location can do, asked by purpose (renamed
   into place? replaced whole by each write?), from the backend's capabilities;
 
@@ -38,7 +40,6 @@ from .local import (
     NAME,
     NOFOLLOW,
     Leftover,
-    claim,
     clean,
     clean_path,
     commit_renames,
@@ -54,6 +55,7 @@ from .local import (
     with_kind,
     write_durably,
 )
+from .owners import claim, release
 from .runs import Busy, Run, host_tag, new_token, process_alive
 from .urls import StorageError, UrlPath, as_path, is_url
 
@@ -83,6 +85,7 @@ __all__ = [
     "owner_of",
     "process_alive",
     "refuse_links",
+    "release",
     "remove",
     "replace",
     "state_of",

@@ -23,6 +23,14 @@ def can_rename(path: Any) -> bool:
     return backend_class(path).renames
 
 
+def holds_files(path: Any) -> bool:
+    """Whether ``path`` is on a file system, where a writer that edits files in place (HDF5,
+    TIFF, npy) writes its output directly; elsewhere (an object store) such an output is
+    exported to a local staging directory and uploaded by the commit. The backend's
+    ``directories`` capability decides."""
+    return backend_class(path).directories
+
+
 def replaced_whole(path: Any) -> bool:
     """Whether what is at ``path`` is replaced as a whole by each write, never changed in part
     (an object; a local file is opened and edited): nothing written there is added to later."""

@@ -30,8 +30,9 @@ from .objects import (
     put_file,
     zarr_store,
 )
-from .runs import claim_key, owner_state
-from .stores import ObjectBackend
+from .owners import claim as claim_owners
+from .owners import release as release_owners
+from .runs import owner_state
 from .urls import StorageError, UrlPath, as_url
 
 # -- Zarr outputs: the metadata that makes them visible, held back until the commit ------------
@@ -146,12 +147,11 @@ def claim(held: PurePath | UrlPath, token: str) -> None:
     ``held``; raise :class:`lazyexport.storage.Busy` if a live process (or one on another host:
     nobody here can tell) runs it. Atomic: the owner record is created with a conditional put
     (:func:`~lazyexport.storage.runs.claim_key`), so of runs starting at once exactly one wins."""
-    claim_key(ObjectBackend.at(as_url(held)), OWNER, token)
+    claim_owners([as_url(held) / OWNER], token)
 
 
 def release(held: PurePath | UrlPath) -> None:
-    held = as_url(held)
-    delete_object(held / OWNER)
+    release_owners([as_url(held) / OWNER])
 
 
 def _resume_state(held: UrlPath, token: str) -> tuple[str, str]:

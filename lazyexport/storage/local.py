@@ -47,7 +47,7 @@ from pathlib import Path
 
 from ..errors import OutputLocationError
 from .files import NOFOLLOW, FileBackend
-from .runs import RUN_TOKEN, claim_key, host_tag, owner_state, process_alive
+from .runs import RUN_TOKEN, host_tag, owner_state, process_alive
 
 KINDS = ("tmp", "raw", "stage", "blocks", "owner", "commit", "old", "lazy")
 NAME = re.compile(
@@ -62,22 +62,6 @@ def temp_path(final: Path, token: str, kind: str = "tmp") -> Path:
 
 
 # -- ownership of --resume exports -------------------------------------------------------------
-
-
-def claim(owner_files: Sequence[Path], token: str) -> None:
-    """Make this process the owner of the ``--resume`` export ``token`` (its ``owner`` file in
-    every directory it writes temporaries to); raise :class:`Busy` if a live process owns it.
-    Each file is created atomically (:func:`~lazyexport.storage.runs.claim_key`), so of two runs
-    starting at once only one gets it."""
-    made: list[Path] = []
-    try:
-        for owner_file in owner_files:
-            claim_key(FileBackend(owner_file.parent), owner_file.name, token)
-            made.append(owner_file)
-    except BaseException:
-        for owner_file in made:
-            remove(owner_file)
-        raise
 
 
 def owner_of(owner_file: Path, token: str) -> tuple[str, bool | None] | None:

@@ -16,7 +16,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from .held import clean_beside as clean_beside_urls
-from .local import Leftover, clean, create_new
+from .local import Leftover, clean, create_new, refuse_links
 from .objects import delete_object, exists_object, put_bytes
 from .urls import UrlPath, is_url
 
@@ -26,6 +26,13 @@ def beside(paths: Sequence[Path]) -> tuple[set[Path], set[str]]:
     names they are named after (through a symlinked store too)."""
     both = [*paths, *(p.resolve() for p in paths)]
     return {p.parent for p in both}, {p.name for p in both}
+
+
+def refuse_links_beside(paths: Sequence[Path], token: str) -> None:
+    """Refuse a symbolic link at a name of the run ``token`` beside the outputs ``paths``
+    (:func:`~.local.refuse_links`); an object store has no links."""
+    if paths and not is_url(paths[0]):
+        refuse_links(beside(paths)[0], token)
 
 
 def clean_beside(

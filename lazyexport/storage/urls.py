@@ -151,6 +151,10 @@ class UrlPath:
             for i in range(len(self.segments) - 1, -1, -1)
         )
 
+    def absolute(self) -> UrlPath:
+        """A URL names its place from any working directory already (as ``Path.absolute``)."""
+        return self
+
     def with_name(self, name: str) -> UrlPath:
         if not self.segments:
             raise ValueError(f"{self} has an empty name")
