@@ -345,20 +345,18 @@ def execute(
     owners = owner_paths(plan, token) if resumable else []
     if resumable:  # its names are a hash of the plan: anyone could have planted a link at one
         refuse_links_beside(plan.paths, token)
-    with storage_said(plan):
+    # the run is registered first: a record naming this process is alive from its first moment
+    with storage_said(plan), Run(token):
         try:
             claim(owners, token)
         except Busy as exc:
             raise OutputBusyError(
                 f"another --resume export of {plan.output} runs now ({exc}); wait for it to end"
             ) from None
-        with Run(token):
-            try:
-                return _execute(
-                    plan, token, resumable, overwrite, progress, scheduler, cancel, resume
-                )
-            finally:
-                release(owners)
+        try:
+            return _execute(plan, token, resumable, overwrite, progress, scheduler, cancel, resume)
+        finally:
+            release(owners)
 
 
 def _execute(
@@ -381,6 +379,7 @@ def _execute(
         return make_result(plan, paths, start, resume)
     existing, finished = check_outputs(plan, token, overwrite, resumable)
     if finished:  # an interrupted run committed it in place: only its clean-up was left
+        remove_mark(temp_path(plan.paths[0], token, "lazy"))  # (as _run_job)
         return make_result(plan, existing, start, True)
     if existing and not can_rename(plan.output):  # nothing swaps it at the end: it goes now
         plan.writer.delete(plan.spec)

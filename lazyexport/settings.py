@@ -428,14 +428,21 @@ def _check_transforms(s: ExportSettings) -> None:
 
 
 def _check_steps(s: ExportSettings) -> None:
-    """The steps beyond ilastik's three (:mod:`lazyexport.step_settings`) and their order."""
+    """The steps beyond ilastik's three (:mod:`lazyexport.step_settings`) and their order (kept
+    only where it is not the default one, so equal exports have equal settings)."""
     from .step_settings import check_steps
 
-    if isinstance(s.step_order, str):  # "bin,smooth"
-        _set(s, "step_order", [n.strip() for n in s.step_order.split(",") if n.strip()])
-    if s.step_order is not None:
-        _set(s, "step_order", tuple(s.step_order) or None)
-    check_steps(s)
+    order = s.step_order
+    if isinstance(order, str):  # "bin,smooth"
+        order = [n.strip() for n in order.split(",") if n.strip()]
+    if order is not None and (
+        not isinstance(order, (list, tuple)) or not all(isinstance(n, str) for n in order)
+    ):
+        raise SettingsError(
+            f"step_order must name steps, e.g. ['bin', 'smooth'] or 'bin,smooth', not {order!r}"
+        )
+    _set(s, "step_order", tuple(order) if order else None)
+    _set(s, "step_order", check_steps(s))
 
 
 def _check_compression(s: ExportSettings, writer: Any) -> None:

@@ -52,16 +52,18 @@ STEP_SETTINGS: dict[str, StepSetting] = {}
 DEFAULT_ORDER: tuple[str, ...] = ("bin", "smooth", "threshold", "segment")
 
 
-def given_steps(settings: ExportSettings) -> list[str]:
-    """The names of the steps ``settings`` ask for, in the order they apply."""
+def given_steps(settings: ExportSettings, default: bool = False) -> list[str]:
+    """The names of the steps ``settings`` ask for, in the order they apply (``default``: in
+    their default order)."""
     asked = [n for n, s in STEP_SETTINGS.items() if getattr(settings, s.name, None) is not None]
-    order = list(settings.step_order or ())
+    order = [] if default else list(settings.step_order or ())
     rest = [n for n in DEFAULT_ORDER if n not in order] + [n for n in asked if n not in order]
     return [n for n in dict.fromkeys(order + rest) if n in asked]
 
 
-def check_steps(settings: ExportSettings) -> None:
-    """Check the step settings (each step's own check, then the order)."""
+def check_steps(settings: ExportSettings) -> tuple[str, ...] | None:
+    """Check the step settings (the order, then each step's own check); return the order to
+    keep: None where it is the default one."""
     order = tuple(settings.step_order or ())
     for name in order:
         if name not in STEP_SETTINGS:
@@ -73,6 +75,9 @@ def check_steps(settings: ExportSettings) -> None:
             raise SettingsError(f"step_order names {name!r}, but the settings do not give {name}")
     for step in STEP_SETTINGS.values():
         step.check(settings)
+    if given_steps(settings) == given_steps(settings, default=True):
+        return None
+    return order
 
 
 def option_fields(options: dict[str, str | None]) -> dict[str, Any]:

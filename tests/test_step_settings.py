@@ -18,3 +18,9 @@ def test_no_step_given_means_no_step_and_no_order_kept():
     assert settings.step_order is None
     assert given_steps(settings) == []
     assert "step_order" not in settings.to_dict()
+
+
+@pytest.mark.parametrize("value", [5, 1.5, True, [1, 2]])
+def test_a_step_order_that_names_no_steps_is_a_settings_error(value):
+    with pytest.raises(SettingsError, match="step_order must name steps"):
+        ExportSettings(step_order=value)

@@ -22,8 +22,8 @@ from ..errors import OutputBusyError
 from ..plan import ZARR_CONCURRENCY, ExportPlan
 from ..resume import Journal, open_resumable
 from ..sources.base import release_files
-from ..storage import paths, temp_path
-from ..storage.held import running_beside
+from ..storage import temp_path
+from ..storage.held import holds_run_state, running_beside
 from ..storage.resolve import backend_of
 from .preflight import (
     check_location,
@@ -69,7 +69,7 @@ def check_outputs(
         if not backend.renames:
             refuse_running(plan, token)
         existing = list(plan.writer.existing(plan.spec))
-        kept = resumable and not backend.renames and paths.exists(held)
+        kept = resumable and not backend.renames and holds_run_state(held)
         if kept and existing:  # its commit ran in place, the cleanup did not
             remote.delete_prefix(held)
             return existing, True

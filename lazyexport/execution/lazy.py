@@ -400,12 +400,14 @@ def _prepare_job(lazy: _Lazy) -> _Prepared:
     owners = owner_paths(plan, token) if lazy.resumable else []
     if lazy.resumable:  # its names are a hash of the plan: anyone could have planted a link
         refuse_links_beside(plan.paths, token)
+    if lazy.resumable:  # registered first: a record naming this process is alive at once
+        Run(token).__enter__()
     try:
         claim(owners, token)
     except Busy as exc:
+        if lazy.resumable:
+            Run(token).__exit__()
         raise _busy(lazy, exc) from None
-    if lazy.resumable:  # the owner records name this process: it runs the export
-        Run(token).__enter__()
     try:
         record = commit_record(plan, token) if lazy.resumable else None
         if record is not None:  # an interrupted run wrote everything: finish its renames

@@ -19,6 +19,7 @@ from .. import remote
 from ..errors import OutputExistsError, OutputLocationError
 from ..formats import container
 from ..plan import ExportPlan
+from ..storage.capabilities import holds_files
 from ..storage.targets import beside, clean_beside
 
 
@@ -117,12 +118,13 @@ _SHORT_WRITE = re.compile(r"^\d+ requested and \d+ written$")
 
 @contextlib.contextmanager
 def storage_said(plan: ExportPlan) -> Iterator[None]:
-    """Say an object store's error while exporting ``plan`` in the user's terms (one line
-    naming the output and the cause: :func:`lazyexport.remote.describe`)."""
+    """Say an object store's error while exporting ``plan`` into one in the user's terms (one
+    line naming the output and the cause: :func:`lazyexport.remote.describe`); an export to
+    files leaves a source's errors to be said as a source's."""
     try:
         yield
     except Exception as exc:
-        if remote.is_storage_error(exc):
+        if remote.is_storage_error(exc) and not holds_files(plan.output):
             raise remote.describe(exc, plan.output, "write") from None
         raise
 

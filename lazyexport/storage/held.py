@@ -33,6 +33,7 @@ from .objects import (
 from .owners import claim as claim_owners
 from .owners import release as release_owners
 from .runs import owner_state
+from .stores import ObjectBackend
 from .urls import StorageError, UrlPath, as_url
 
 # -- Zarr outputs: the metadata that makes them visible, held back until the commit ------------
@@ -148,6 +149,14 @@ def claim(held: PurePath | UrlPath, token: str) -> None:
     nobody here can tell) runs it. Atomic: the owner record is created with a conditional put
     (:func:`~lazyexport.storage.runs.claim_key`), so of runs starting at once exactly one wins."""
     claim_owners([as_url(held) / OWNER], token)
+
+
+def holds_run_state(held: PurePath | UrlPath) -> bool:
+    """Whether the held prefix ``held`` keeps what a run left to continue or finish (held
+    metadata, a journal, recorded uploads), not only a live run's owner record and the markers
+    of taking one over."""
+    backend = ObjectBackend.at(as_url(held))
+    return any(k != OWNER and not k.startswith(f"{OWNER}.take-") for k in backend.list())
 
 
 def release(held: PurePath | UrlPath) -> None:
