@@ -228,7 +228,8 @@ class ExportPlan:
     def pixel_size(self) -> dict[str, float]:
         """Physical pixel size per spatial output axis, where known: the settings' sizes, else
         the source's (``attrs["pixel_size"]``, converted to :attr:`unit`; sizes without a unit
-        are taken as they are). Axes without one are left out: nothing is invented."""
+        are taken as they are), times the steps' scale (binning). Axes without one are left out:
+        nothing is invented."""
         src = self.source.attrs
         src_unit, unit = src.get("unit"), self.unit
         factor = (
@@ -236,7 +237,8 @@ class ExportPlan:
         )
         found = {a: v * factor for a, v in (src.get("pixel_size") or {}).items()}
         found.update(self.settings.pixel_size or {})
-        return {a: float(found[a]) for a in self.axes if a in found}
+        scale = dict(zip(self.axes, self.pipeline.scale()))  # binned: larger pixels
+        return {a: float(found[a]) * scale[a] for a in self.axes if a in found}
 
     @property
     def unit(self) -> str | None:
@@ -549,6 +551,15 @@ def block_shape(
     return tuple(block)
 
 
+def origin(plan: ExportPlan) -> dict[str, float]:
+    """Per output axis of the source's, where the output's first pixel centre lies in the
+    source, in output pixels (the cutout's start; over the factor and at the window's centre
+    where binned): :attr:`OutputSpec.origin`."""
+    pipeline = plan.pipeline
+    found = zip(pipeline.axes, pipeline.origin(), pipeline.scale())
+    return {a: at / f if at % f else int(at // f) for a, at, f in found if a in plan.roi}
+
+
 def output_spec(plan: ExportPlan) -> OutputSpec:
     """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
     they are planned)."""
@@ -580,6 +591,6 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         zarr_format=settings.zarr_format,
         result_type=settings.result_type,
         channel_names=plan.channel_names,
-        origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},
+        origin=origin(plan),
         options=values_for(plan.writer, settings.options),
     )

@@ -76,7 +76,7 @@ def pyramid(
     shape: tuple[int, ...],
     pixel_size: Mapping[str, float],
     levels: int | None,
-    origin: Mapping[str, int] | None = None,
+    origin: Mapping[str, float] | None = None,
     centred: bool = False,
 ) -> list[Level]:
     """The levels of the pyramid: their shapes, factors, scales and translations (``levels=None``:
@@ -119,10 +119,11 @@ def pyramid(
 
 
 def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
-    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode`` or ``nearest``.
+    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode``, ``nearest``, ``max``
+    or ``min`` (the last two for binning, :mod:`lazyexport.step_bin`).
 
     A window cut short by the end of the array counts only the pixels it has (edge padding
-    repeats them evenly, which changes neither a mean nor a mode).
+    repeats them evenly, which changes no mean, mode, maximum or minimum).
     """
     if all(f == 1 for f in factors):
         return block
@@ -143,6 +144,8 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
         if block.dtype.kind == "f":
             return mean.astype(block.dtype)
         return convert_block(mean, block.dtype, in_place=True)
+    if method in ("max", "min"):
+        return windows.max(axis=-1) if method == "max" else windows.min(axis=-1)
     windows = np.sort(windows, axis=-1)
     counts = np.stack(
         [
