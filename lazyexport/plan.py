@@ -32,7 +32,7 @@ from .formats.spec import OutputSpec
 from .plan_chunks import MIN_CHUNK_BYTES as MIN_CHUNK_BYTES
 from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
-from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards
+from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards, step_lines, steps_text
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
 from .plan_steps import aligned_chunks, data_percentiles, data_range, pipeline, transform
 from .plan_steps import cutout_reads as cutout_reads
@@ -328,6 +328,9 @@ class ExportPlan:
                 "shared_reads": c.shared,
             },
             "read_amplification": round(c.amplification, 4),
+            "steps": [
+                {"step": t, "reads_per_pixel": r, "holds": h} for t, r, h in step_lines(self)
+            ],
             "source_bytes_decoded": c.decoded,
             "source_bytes_needed": c.needed,
             "notes": [redact(n) for n in self.notes],
@@ -356,6 +359,7 @@ class ExportPlan:
             f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks "
             f"the cutout touches (read amplification {c.amplification:.2f})",
         ]
+        lines += steps_text(self)
         lines += [f"  note       {n}" for n in self.notes]
         return redact("\n".join(lines))  # no URL's user-info
 
@@ -552,9 +556,8 @@ def block_shape(
 
 
 def origin(plan: ExportPlan) -> dict[str, float]:
-    """Per output axis of the source's, where the output's first pixel centre lies in the
-    source, in output pixels (the cutout's start; over the factor and at the window's centre
-    where binned): :attr:`OutputSpec.origin`."""
+    """:attr:`OutputSpec.origin`: the cutout's start (binned: a window's centre, over the
+    factor) per output axis of the source's, in output pixels."""
     pipeline = plan.pipeline
     found = zip(pipeline.axes, pipeline.origin(), pipeline.scale())
     return {a: at / f if at % f else int(at // f) for a, at, f in found if a in plan.roi}

@@ -73,9 +73,9 @@ class Bin(Step):
         window = math.prod(self.factors)
         if self.method == "nearest" or window == 1:
             return 0
-        # an edge-padded copy and the windows' reordered copy; the mean's float64 result; the
-        # mode's sorted copy, its counts (int16 per pixel and window pixel) and comparisons
-        copies = 2 * n * size
+        # the windows' reordered copy; the mean's float64 result; the mode's sorted copy, its
+        # counts (int16 per pixel and window pixel) and comparisons
+        copies = n * size
         if self.method == "mean":
             return copies + n // window * 8
         if self.method == "mode":

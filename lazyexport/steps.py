@@ -193,6 +193,9 @@ class Transpose(Step):
     def axes(self, in_axes: Axes) -> Axes:
         return self.order
 
+    def describe(self) -> str:
+        return f"transpose to {''.join(self.order)}"
+
     def output_shape(self, in_shape: Shape) -> Shape:
         sizes = dict(zip(self.in_axes, in_shape))
         return tuple(sizes.get(a, 1) for a in self.order)
