@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import subprocess
 from typing import Any, cast
 
@@ -20,6 +19,7 @@ from distributed import Client, LocalCluster
 
 import lazyexport as le
 from helpers import cli_command, cli_env, make_data, write_zarr3
+from helpers.binning import reference
 from lazyexport import ExportSettings
 from lazyexport.errors import SettingsError
 from lazyexport.plan import build_plan
@@ -27,40 +27,6 @@ from lazyexport.resume import plan_token
 from lazyexport.step_bin import Bin
 
 METHODS = ("mean", "max", "min", "mode", "nearest")
-
-
-def windows(n: int, f: int) -> np.ndarray:
-    return np.arange(0, n, f)
-
-
-def reference(cut: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
-    """The binned ``cut`` by numpy alone: reduceat along each axis (windows cut short at the
-    end), a loop for the mode."""
-    if method == "nearest":
-        return cut[tuple(slice(None, None, f) for f in factors)]
-    if method == "mode":
-        out = np.empty(tuple(math.ceil(n / f) for n, f in zip(cut.shape, factors)), cut.dtype)
-        for index in np.ndindex(*out.shape):
-            window = cut[tuple(slice(i * f, (i + 1) * f) for i, f in zip(index, factors))]
-            values, counts = np.unique(window, return_counts=True)
-            out[index] = values[np.argmax(counts)]  # ties: the smallest (unique sorts)
-        return out
-    reduce = {"mean": np.add, "max": np.maximum, "min": np.minimum}[method]
-    data: Any = cut.astype(np.float64) if method == "mean" else cut
-    for axis, f in enumerate(factors):
-        data = reduce.reduceat(data, windows(cut.shape[axis], f), axis=axis)
-    if method != "mean":
-        return data
-    counted: Any = np.ones(data.shape)
-    for axis, f in enumerate(factors):
-        n = cut.shape[axis]
-        lengths = np.minimum(windows(n, f) + f, n) - windows(n, f)
-        counted = counted * lengths.reshape([-1 if i == axis else 1 for i in range(cut.ndim)])
-    mean = data / counted
-    if cut.dtype.kind == "f":
-        return mean.astype(cut.dtype)
-    info = np.iinfo(cut.dtype)
-    return np.clip(np.round(mean), info.min, info.max).astype(cut.dtype)
 
 
 def labels(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
