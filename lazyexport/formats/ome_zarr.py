@@ -145,21 +145,33 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
 
 
 def _reduce(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
-    """:func:`downsample` of a block whose lengths are whole multiples of ``factors``."""
+    """:func:`downsample` of a block whose lengths are whole multiples of ``factors``: a mean,
+    maximum or minimum over the windows' pixels taken a window apart (one strided view per
+    pixel of a window, no copy of the block), a mode over the windows reordered."""
+    if method in ("mean", "max", "min"):
+        views = [
+            block[tuple(slice(o, None, f) for o, f in zip(offset, factors))]
+            for offset in product(*(range(f) for f in factors))
+        ]
+        if method != "mean":
+            out = views[0].copy()
+            for view in views[1:]:
+                (np.maximum if method == "max" else np.minimum)(out, view, out=out)
+            return out
+        total = views[0].astype(np.float64)
+        for view in views[1:]:
+            np.add(total, view, out=total)
+        mean = np.divide(total, len(views), out=total)
+        # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
+        if block.dtype.kind == "f":
+            return mean.astype(block.dtype)
+        return convert_block(mean, block.dtype, in_place=True)
     nd = block.ndim
     split = [x for n, f in zip(block.shape, factors) for x in (n // f, f)]
     windows = block.reshape(split).transpose(
         [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
     )
     windows = windows.reshape(windows.shape[:nd] + (-1,))
-    if method == "mean":
-        mean = windows.mean(axis=-1, dtype=np.float64)
-        # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
-        if block.dtype.kind == "f":
-            return mean.astype(block.dtype)
-        return convert_block(mean, block.dtype, in_place=True)
-    if method in ("max", "min"):
-        return windows.max(axis=-1) if method == "max" else windows.min(axis=-1)
     windows = np.sort(windows, axis=-1)
     counts = np.stack(
         [
