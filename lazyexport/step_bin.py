@@ -73,14 +73,13 @@ class Bin(Step):
         window = math.prod(self.factors)
         if self.method == "nearest" or window == 1:
             return 0
-        # the windows' reordered copy; the mean's float64 result; the mode's sorted copy, its
-        # counts (int16 per pixel and window pixel) and comparisons
-        copies = n * size
+        # the mean's float64 sums (maxima and minima: their result); the mode's reordered and
+        # sorted copies, its counts (int16 per pixel and window pixel) and comparisons
         if self.method == "mean":
-            return copies + n // window * 8
+            return n // window * 8
         if self.method == "mode":
-            return copies + n * size + n * 2 * 2 + n
-        return copies
+            return 2 * n * size + n * 2 * 2 + n
+        return 0
 
     def describe(self) -> str:
         shown = ",".join(f"{a}={f}" for a, f in zip(self.in_axes, self.factors) if f != 1)
