@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
+import sys
 from typing import Any, cast
 
 import dask
@@ -311,3 +312,50 @@ def test_plan_json_lists_the_steps(tmp_path):
     plan = build_plan(data, ExportSettings(bin={"x": 2}, dtype="float32"))
     steps = json.loads(json.dumps(plan.summary()))["steps"]
     assert [s["step"] for s in steps][1:] == ["bin x=2 (mean)", "convert"]
+
+
+MEMORY_SCRIPT = """
+import json, sys
+import lazyexport as le
+source, output, method = sys.argv[1:]
+settings = le.ExportSettings(
+    bin={"z": 2, "y": 2, "x": 2}, bin_method=method, format="zarr", output=output
+)
+plan = le.plan(source, settings, memory_limit="64MiB")
+le.run.execute(plan)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "projected": plan.costs.projected_peak,
+                  "baseline": plan.costs.baseline}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mean", "mode"])
+def test_binning_peaks_as_projected(tmp_path, method):
+    import dask.array as da
+
+    from lazyexport.demo import smooth_volume
+
+    volume = smooth_volume((32, 1024, 1024), (16, 256, 256))  # 128 MiB of float32
+    store = zarr.create_array(
+        str(tmp_path / "s.zarr"), shape=volume.shape, chunks=(16, 256, 256), dtype="float32"
+    )
+    da.store(volume.astype("float32"), store, lock=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEMORY_SCRIPT,
+            str(tmp_path / "s.zarr"),
+            str(tmp_path / "o"),
+            method,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cli_env(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["peak"] <= found["baseline"] + 64 * 2**20 + 32 * 2**20, found
+    assert 0.75 <= found["peak"] / found["projected"] <= 1.25, found
