@@ -340,7 +340,7 @@ def test_binning_peaks_as_projected(tmp_path, method):
     store = zarr.create_array(
         str(tmp_path / "s.zarr"), shape=volume.shape, chunks=(16, 256, 256), dtype="float32"
     )
-    da.store(volume.astype("float32"), store, lock=False)
+    da.store(volume.astype("float32"), cast(Any, store), lock=False)
     done = subprocess.run(
         [
             sys.executable,
