@@ -16,7 +16,6 @@ import dask
 import numpy as np
 import pytest
 import zarr
-from distributed import Client, LocalCluster
 
 import lazyexport as le
 from helpers import cli_command, cli_env, make_data, write_zarr3
@@ -279,7 +278,7 @@ def test_compute_false(tmp_path, chunk_blocks):
     np.testing.assert_array_equal(got, reference(data[:, 3:], (3, 1, 2), "mean"))
 
 
-@pytest.mark.parametrize("scheduler", ["processes", "cluster"])
+@pytest.mark.parametrize("scheduler", ["processes", "local-cluster"])
 def test_processes_and_a_cluster(tmp_path, chunk_blocks, scheduler):
     data = make_data("uint16", (16, 64, 64))
     settings = ExportSettings(
@@ -290,20 +289,8 @@ def test_processes_and_a_cluster(tmp_path, chunk_blocks, scheduler):
         chunks={"z": 2},
     )
     expected = reference(data[1:], (2, 2, 1), "mean")
-    if scheduler == "processes":
-        le.export(data, settings, memory_limit="16MiB", scheduler="processes")
-    else:
-        with (
-            LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster, set_as_default=False) as client,
-        ):
-            le.export(data, settings, memory_limit="16MiB", scheduler=client)
+    # (local-cluster: a LocalCluster of worker processes, started and closed by the export)
+    le.export(data, settings, memory_limit="16MiB", scheduler=scheduler)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "o.zarr"), mode="r")[:], expected)
 
 
