@@ -157,6 +157,18 @@ def test_pixel_sizes_multiply_and_ome_zarr_puts_a_pixel_at_its_window_centre(tmp
     assert image["datasets"][0]["coordinateTransformations"][1]["translation"] == [2.0, 1.5, 0.0]
 
 
+@pytest.mark.parametrize("fmt,name", [("hdf5", "o.h5"), ("tiff", "o.tif"), ("n5", "o.n5")])
+def test_every_format_that_writes_pixel_sizes_writes_the_binned_ones(tmp_path, fmt, name):
+    settings = ExportSettings(
+        bin={"z": 2, "x": 4},
+        format=fmt,
+        output=str(tmp_path / name),
+        pixel_size={"z": 1.0, "y": 0.5, "x": 0.25},
+    )
+    back = le.open_exported(le.export(np.zeros((8, 20, 20), "uint16"), settings))
+    assert back.attrs["pixel_size"] == {"z": 2.0, "y": 0.5, "x": 1.0}
+
+
 # -- the planner ----------------------------------------------------------------------------------
 
 
