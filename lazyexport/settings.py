@@ -236,6 +236,11 @@ class ExportSettings:
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
 
+    bin : mapping of str to int, optional
+        Binning: each window of this many pixels per axis becomes one, e.g. ``{"z": 2, "y": 4,
+        "x": 4}`` (docs/usage.md, "Steps"); pixel sizes multiply by the factors.
+    bin_method : {"mean", "max", "min", "mode", "nearest"}, optional
+        How a window becomes one pixel (None: ``"mean"``; ``"mode"`` for labels).
     step_order : sequence of str, optional
         The order of the steps these settings ask for (docs/usage.md, "Steps"), by name; None:
         their default order. The command line sets it to the order its options were given.
@@ -268,6 +273,8 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    bin: Mapping[str, int] | None = None
+    bin_method: str | None = None
     step_order: Sequence[str] | None = None
     options: Mapping[str, Any] | None = None
 
@@ -328,7 +335,7 @@ class ExportSettings:
                 value = {k: v for k, v in value.items() if k not in MIRRORED}
                 if not value:
                     continue
-            elif field.name in ("chunks", "pixel_size") or (
+            elif field.name in ("chunks", "pixel_size", "bin") or (
                 field.name == "shards" and value != "auto"
             ):
                 value = dict(value)

@@ -98,3 +98,9 @@ def settings_steps(settings: ExportSettings, found: Pipeline, src: xr.DataArray)
         found.add(step)
         added.append(step)
     return added
+
+
+# each step's module (it cannot import this one: no import cycles) gives its StepSetting's fields
+from .step_bin import BIN  # noqa: E402
+
+STEP_SETTINGS["bin"] = StepSetting(**BIN)
