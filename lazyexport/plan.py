@@ -43,6 +43,7 @@ from .roi import resolve_roi, roi_text
 from .settings import ExportSettings
 from .sources import open_source
 from .sources.facts import source_facts
+from .step_segment import label_names
 from .steps import Pipeline, Step
 from .transforms import convert_block, dtype_range
 from .units import DEFAULT_UNIT, to_micrometers
@@ -579,6 +580,7 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
         zarr_format=settings.zarr_format,
         result_type=settings.result_type,
+        labels=label_names(plan.pipeline.steps),
         channel_names=plan.channel_names,
         origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},
         options=values_for(plan.writer, settings.options),

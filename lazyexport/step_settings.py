@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import SettingsError
+from .step_segment import SEGMENT, THRESHOLD
 
 ExportSettings = Any  # (lazyexport.settings imports this module: its checks run them)
 
@@ -48,7 +49,10 @@ class StepSetting:
         return self.fields[0]
 
 
-STEP_SETTINGS: dict[str, StepSetting] = {}
+STEP_SETTINGS: dict[str, StepSetting] = {
+    "threshold": StepSetting(**THRESHOLD),
+    "segment": StepSetting(**SEGMENT),
+}
 DEFAULT_ORDER: tuple[str, ...] = ("bin", "smooth", "threshold", "segment")
 
 
