@@ -50,8 +50,8 @@ class StepSetting:
 
 
 STEP_SETTINGS: dict[str, StepSetting] = {
-    "threshold": StepSetting(**THRESHOLD),
     "segment": StepSetting(**SEGMENT),
+    "threshold": StepSetting(**THRESHOLD),
 }
 DEFAULT_ORDER: tuple[str, ...] = ("bin", "smooth", "threshold", "segment")
 

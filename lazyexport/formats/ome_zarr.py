@@ -318,7 +318,8 @@ class OmeZarrWriter(ZarrWriter):
 
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type, or made
-        by a segment or threshold step) and bool masks (a mean of a mask would be "any", growing it level by level), else mean."""
+        by a segment or threshold step) and bool masks (a mean of a mask would be "any", growing
+        it level by level), else mean."""
         labels = (
             is_label_type(spec.result_type) or spec.dtype.kind == "b" or spec.labels is not None
         )
