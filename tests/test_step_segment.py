@@ -6,7 +6,6 @@ files, --plan, preview, regions, compute=False and worker processes."""
 
 from __future__ import annotations
 
-import operator
 import re
 import shlex
 from typing import Any
@@ -20,26 +19,14 @@ import zarr
 
 import lazyexport as le
 from helpers import ROOT, run_cli, write_hdf5, write_zarr3
+from helpers.labels import COMPARISONS as OPS
+from helpers.labels import expected_argmax
 from helpers.zarr_nodes import as_array, read_all, zarr_attrs
 from lazyexport.errors import ExportError, SettingsError
 from lazyexport.plan import build_plan
 from lazyexport.resume import plan_token
 from lazyexport.step_segment import Segment, Threshold, argmax_labels, label_names
 from lazyexport.steps import Pipeline
-
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-
-
-def expected_argmax(probs: np.ndarray, axis: int) -> np.ndarray:
-    """1 + the index of the largest value that is not NaN (the first of ties), 0: all NaN;
-    channel by channel, as a reader would check it."""
-    best = np.full(np.delete(probs.shape, axis), -np.inf)
-    index = np.full(best.shape, -1)
-    for k in range(probs.shape[axis]):
-        value = np.take(probs, k, axis=axis)
-        better = ~np.isnan(value) & ((index < 0) | (value > best))
-        best[better], index[better] = value[better], k
-    return index + 1
 
 
 def probabilities(shape=(6, 20, 24, 3), seed=0, nan=0.0) -> np.ndarray:
