@@ -236,6 +236,12 @@ class ExportSettings:
         "z=5:20,y=0:64"}`` (instead of ``roi``). Each is exported to its own output through the
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
+
+    bin : mapping of str to int, optional
+        Binning: each window of this many pixels per axis becomes one, e.g. ``{"z": 2, "y": 4,
+        "x": 4}`` (docs/usage.md, "Steps"); pixel sizes multiply by the factors.
+    bin_method : {"mean", "max", "min", "mode", "nearest"}, optional
+        How a window becomes one pixel (None: ``"mean"``; ``"mode"`` for labels).
     segment : str, optional
         ``"argmax:c"``: a label image, 1 + the index of each pixel's largest channel along
         ``c`` (0 where all are NaN); the axis disappears (docs/usage.md, "Segment and threshold").
@@ -274,6 +280,8 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    bin: Mapping[str, int] | None = None
+    bin_method: str | None = None
     segment: str | None = None
     threshold: str | None = None
     step_order: Sequence[str] | None = None
@@ -336,7 +344,7 @@ class ExportSettings:
                 value = {k: v for k, v in value.items() if k not in MIRRORED}
                 if not value:
                     continue
-            elif field.name in ("chunks", "pixel_size") or (
+            elif field.name in ("chunks", "pixel_size", "bin") or (
                 field.name == "shards" and value != "auto"
             ):
                 value = dict(value)

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import SettingsError
-from .step_segment import SEGMENT, THRESHOLD
 
 ExportSettings = Any  # (lazyexport.settings imports this module: its checks run them)
 
@@ -49,10 +48,7 @@ class StepSetting:
         return self.fields[0]
 
 
-STEP_SETTINGS: dict[str, StepSetting] = {
-    "segment": StepSetting(**SEGMENT),
-    "threshold": StepSetting(**THRESHOLD),
-}
+STEP_SETTINGS: dict[str, StepSetting] = {}
 DEFAULT_ORDER: tuple[str, ...] = ("bin", "smooth", "threshold", "segment")
 
 
@@ -97,3 +93,14 @@ def settings_steps(settings: ExportSettings, found: Pipeline, src: xr.DataArray)
         found.add(step)
         added.append(step)
     return added
+
+
+# each step's module (it cannot import this one: no import cycles) gives its StepSetting's fields
+from .step_bin import BIN  # noqa: E402
+
+STEP_SETTINGS["bin"] = StepSetting(**BIN)
+
+from .step_segment import SEGMENT, THRESHOLD  # noqa: E402
+
+STEP_SETTINGS["segment"] = StepSetting(**SEGMENT)
+STEP_SETTINGS["threshold"] = StepSetting(**THRESHOLD)

@@ -93,7 +93,7 @@ def pyramid(
     shape: tuple[int, ...],
     pixel_size: Mapping[str, float],
     levels: int | None,
-    origin: Mapping[str, int] | None = None,
+    origin: Mapping[str, float] | None = None,
     centred: bool = False,
 ) -> list[Level]:
     """The levels of the pyramid: their shapes, factors, scales and translations (``levels=None``:
@@ -136,18 +136,33 @@ def pyramid(
 
 
 def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
-    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode`` or ``nearest``.
+    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode``, ``nearest``, ``max``
+    or ``min`` (the last two for binning, :mod:`lazyexport.step_bin`).
 
-    A window cut short by the end of the array counts only the pixels it has (edge padding
-    repeats them evenly, which changes neither a mean nor a mode).
+    A window cut short by the end of the array counts only the pixels it has: the windows that
+    fit and the short ones at the end are reduced apart, each with its own window.
     """
     if all(f == 1 for f in factors):
         return block
     if method == "nearest":
         return block[tuple(slice(None, None, f) for f in factors)]
-    pad = [(0, -n % f) for n, f in zip(block.shape, factors)]
-    if any(p for _, p in pad):
-        block = np.pad(block, pad, mode="edge")
+    # per axis: the whole windows (source part, output part, window), then the short one
+    parts = []
+    for n, f in zip(block.shape, factors):
+        whole = n - n % f
+        found = [(slice(0, whole), slice(0, whole // f), f)] if whole else []
+        if whole < n:
+            found.append((slice(whole, n), slice(whole // f, whole // f + 1), n - whole))
+        parts.append(found)
+    out = np.empty(tuple(math.ceil(n / f) for n, f in zip(block.shape, factors)), block.dtype)
+    for chosen in product(*parts):
+        source, target, window = zip(*chosen)
+        out[target] = _reduce(block[source], window, method)
+    return out
+
+
+def _reduce(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
+    """:func:`downsample` of a block whose lengths are whole multiples of ``factors``."""
     nd = block.ndim
     split = [x for n, f in zip(block.shape, factors) for x in (n // f, f)]
     windows = block.reshape(split).transpose(
@@ -160,6 +175,8 @@ def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.n
         if block.dtype.kind == "f":
             return mean.astype(block.dtype)
         return convert_block(mean, block.dtype, in_place=True)
+    if method in ("max", "min"):
+        return windows.max(axis=-1) if method == "max" else windows.min(axis=-1)
     windows = np.sort(windows, axis=-1)
     counts = np.stack(
         [
