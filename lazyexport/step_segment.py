@@ -21,6 +21,7 @@ at once; a ``dtype`` that cannot hold every label is refused when the export is 
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -89,6 +90,11 @@ class LabelStep(Step):
     def apply(self, block: np.ndarray, out_region: Region, in_shape: Shape) -> np.ndarray:
         return self.labels(block)
 
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        # the comparisons' masks and the int64 indices of the output pixels
+        n = math.prod(in_shape)
+        return 2 * n + 16 * (n // max(in_shape[self.at], 1))
+
     def lazy(self, arr: xr.DataArray) -> xr.DataArray:
         data = arr.data[
             tuple(self.along(arr.shape) if i == self.at else slice(None) for i in range(arr.ndim))
@@ -103,6 +109,18 @@ class Segment(LabelStep):
 
     def labels(self, block: np.ndarray) -> np.ndarray:
         return argmax_labels(block, self.at, self.out)
+
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        n, size = math.prod(in_shape), np.dtype(in_dtype).itemsize
+        pixels = n // max(in_shape[self.at], 1)
+        if np.dtype(in_dtype).kind != "f":  # the int64 indices, and one plus them
+            return 16 * pixels
+        # the NaN mask and the copy with NaN as -inf (twice where -inf ties: the mask negated),
+        # then per output pixel the indices, the largest values, and two masks
+        return n * (2 + size) + pixels * (8 + 8 + size + 2)
+
+    def describe(self) -> str:
+        return f"segment argmax:{self.axis} (labels 1..{len(self.names)}, {self.out})"
 
 
 def argmax_labels(block: np.ndarray, at: int, dtype: np.dtype) -> np.ndarray:
@@ -138,6 +156,9 @@ class Threshold(LabelStep):
 
     def labels(self, block: np.ndarray) -> np.ndarray:
         return COMPARISONS[self.op](block, self.value).take(0, axis=self.at).astype(self.out)
+
+    def describe(self) -> str:
+        return f"threshold {self.names[0]} (a {self.out} mask)"
 
 
 def label_names(steps: Sequence[Step]) -> tuple[str, ...] | None:

@@ -284,6 +284,8 @@ def test_cli_plan_and_export(tmp_path, ilastik_file):
     plan = run_cli("export", *args, "--roi", "z=1:7", "--plan")
     assert plan.returncode == 0, plan.stderr
     assert "result     zyx (6, 24, 28) uint8" in plan.stdout and not out.exists()
+    assert "-> segment argmax:c (labels 1..3, uint8)" in plan.stdout
+    assert "reads 3.00 input pixels per output pixel" in plan.stdout
     done = run_cli("export", *args, "--roi", "z=1:7")
     assert done.returncode == 0, done.stderr
     np.testing.assert_array_equal(
