@@ -90,11 +90,6 @@ class LabelStep(Step):
     def apply(self, block: np.ndarray, out_region: Region, in_shape: Shape) -> np.ndarray:
         return self.labels(block)
 
-    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
-        # the comparisons' masks and the int64 indices of the output pixels
-        n = math.prod(in_shape)
-        return 2 * n + 16 * (n // max(in_shape[self.at], 1))
-
     def lazy(self, arr: xr.DataArray) -> xr.DataArray:
         data = arr.data[
             tuple(self.along(arr.shape) if i == self.at else slice(None) for i in range(arr.ndim))
@@ -156,6 +151,9 @@ class Threshold(LabelStep):
 
     def labels(self, block: np.ndarray) -> np.ndarray:
         return COMPARISONS[self.op](block, self.value).take(0, axis=self.at).astype(self.out)
+
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        return 2 * math.prod(in_shape)  # the comparison's mask, and the channel taken from it
 
     def describe(self) -> str:
         return f"threshold {self.names[0]} (a {self.out} mask)"
