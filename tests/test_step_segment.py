@@ -323,8 +323,7 @@ def test_preview_shows_the_labels(tmp_path, ilastik_file):
         np.testing.assert_array_equal(planes[layer].values, want)
 
 
-def test_regions_compute_false_and_processes(tmp_path, ilastik_file):
-    data = ilastik_file.data
+def test_regions(tmp_path, ilastik_file):
     regions = {"a": {"z": (0, 3)}, "b": {"z": (2, 8), "x": (5, 20)}}
     settings = le.ExportSettings(
         segment="argmax:c", format="zarr", regions=regions,
@@ -334,23 +333,33 @@ def test_regions_compute_false_and_processes(tmp_path, ilastik_file):
     for name, roi in regions.items():
         box = tuple(slice(*roi.get(a, (None, None))) for a in "zyx")
         got = read_all(zarr.open_array(str(tmp_path / "r" / f"{name}.zarr")))
-        np.testing.assert_array_equal(got, expected_argmax(data[box], 3))
+        np.testing.assert_array_equal(got, expected_argmax(ilastik_file.data[box], 3))
+
+
+def test_compute_false_then_worker_processes(tmp_path, ilastik_file):
+    out = tmp_path / "l.zarr"
     lazy = le.export(
         ilastik_file.spec,
-        le.ExportSettings(threshold="c=1:<0.3", format="zarr", output=str(tmp_path / "l.zarr")),
+        le.ExportSettings(threshold="c=1:<0.3", format="zarr", output=str(out)),
         compute=False,
     )
+    assert not out.exists()
     dask.compute(lazy, scheduler="processes")
     np.testing.assert_array_equal(
-        read_all(zarr.open_array(str(tmp_path / "l.zarr"))), data[..., 1] < 0.3
+        read_all(zarr.open_array(str(out))), ilastik_file.data[..., 1] < 0.3
     )
+
+
+def test_scheduler_processes(tmp_path, ilastik_file):
     out = tmp_path / "p.zarr"
     le.export(
         ilastik_file.spec,
         le.ExportSettings(segment="argmax:c", format="zarr", output=str(out)),
         scheduler="processes",
     )
-    np.testing.assert_array_equal(read_all(zarr.open_array(str(out))), expected_argmax(data, 3))
+    np.testing.assert_array_equal(
+        read_all(zarr.open_array(str(out))), expected_argmax(ilastik_file.data, 3)
+    )
 
 
 def test_the_lazy_result_is_the_labels(tmp_path):
