@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 from dask.utils import format_bytes, parse_bytes
 
-from . import cost, location
+from . import cost, location, step_segment
 from .axes import names
 from .errors import SettingsError, redact
 from .formats import Writer, get_writer
@@ -593,6 +593,7 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
         zarr_format=settings.zarr_format,
         result_type=settings.result_type,
+        labels=step_segment.label_names(plan.pipeline.steps),
         channel_names=plan.channel_names,
         origin=origin(plan),
         options=values_for(plan.writer, settings.options),

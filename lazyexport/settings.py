@@ -221,7 +221,8 @@ class ExportSettings:
     downsample : {"mean", "mode", "nearest"}, optional
         How pyramid levels are made: ``"mean"`` (the default: intensities), ``"mode"`` (label
         images keep their labels; the default when ``result_type`` names labels, e.g.
-        ``"Labels"``, ``"Simple Segmentation"``) or ``"nearest"``.
+        ``"Labels"``, ``"Simple Segmentation"``, and with ``segment`` or ``threshold``) or
+        ``"nearest"``.
     tiff_flavor : {"plain", "imagej", "ome"}, optional
         Multipage TIFF metadata: plain, ImageJ hyperstack or OME-TIFF (None: OME-TIFF for an
         output named ``.ome.tif`` or ``.ome.tiff``, else plain).
@@ -241,6 +242,12 @@ class ExportSettings:
         "x": 4}`` (docs/usage.md, "Steps"); pixel sizes multiply by the factors.
     bin_method : {"mean", "max", "min", "mode", "nearest"}, optional
         How a window becomes one pixel (None: ``"mean"``; ``"mode"`` for labels).
+    segment : str, optional
+        ``"argmax:c"``: a label image, 1 + the index of each pixel's largest channel along
+        ``c`` (0 where all are NaN); the axis disappears (docs/usage.md, "Segment and threshold").
+    threshold : str, optional
+        ``"c=1:>0.5"``: a mask, 1 where channel 1 along ``c`` is above 0.5 (also ``>=``, ``<``,
+        ``<=``), else 0; the axis disappears.
     step_order : sequence of str, optional
         The order of the steps these settings ask for (docs/usage.md, "Steps"), by name; None:
         their default order. The command line sets it to the order its options were given.
@@ -275,6 +282,8 @@ class ExportSettings:
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
     bin: Mapping[str, int] | None = None
     bin_method: str | None = None
+    segment: str | None = None
+    threshold: str | None = None
     step_order: Sequence[str] | None = None
     options: Mapping[str, Any] | None = None
 

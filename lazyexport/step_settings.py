@@ -104,3 +104,8 @@ def settings_steps(settings: ExportSettings, found: Pipeline, src: xr.DataArray)
 from .step_bin import BIN  # noqa: E402
 
 STEP_SETTINGS["bin"] = StepSetting(**BIN)
+
+from .step_segment import SEGMENT, THRESHOLD  # noqa: E402
+
+STEP_SETTINGS["segment"] = StepSetting(**SEGMENT)
+STEP_SETTINGS["threshold"] = StepSetting(**THRESHOLD)

@@ -24,6 +24,12 @@ the source times the scale, plus, for levels made of windows' means or modes, th
 windows' centres (:func:`pyramid`), so viewers place a cutout over its source and every level
 over level 0.
 
+The result of a segment or threshold step (:attr:`OutputSpec.labels`) is a label image: its
+pyramid takes the mode (unless ``downsample`` is given), and its integer image gets OME-NGFF
+``image-label`` metadata (:func:`image_label`) beside ``multiscales``: the label image is the
+store's own image (there is no intensity image in the store for it to sit under ``labels/`` of),
+which ome-zarr-py reads as a label image and napari-ome-zarr opens as a labels layer.
+
 Where the source names its channels (a microscopy file's), the names become the labels of the
 ``omero`` channels (top-level in 0.4, under ``ome`` in 0.5), with a color each and a display
 window of the output's value range (0 to 1 for floats whose range is not known).
@@ -59,6 +65,17 @@ PLANE_FIT = 512  # the default pyramid ends with a level whose y/x fit in this
 ANISOTROPY = 1.5  # z is downsampled while its spacing is at most this times y/x's
 # omero channel colors: one channel white, several blue, green, red, magenta, cyan, yellow, ...
 CHANNEL_COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00", "FFFFFF")
+# image-label colors of labels 1, 2, ... (repeated); label 0 (none) is transparent
+LABEL_COLORS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+)
 
 
 @dataclass(frozen=True)
@@ -213,6 +230,19 @@ def omero_metadata(
     }
 
 
+def image_label(names: tuple[str, ...], version: str) -> dict:
+    """``image-label`` metadata of a label image made by the export (labels 1.. named
+    ``names``, 0: none): a color (0 transparent) and a ``class`` per label value. It names no
+    source image: the label image is the store's own image."""
+    values = range(len(names) + 1)
+    rgba = [[0, 0, 0, 0]] + [[*LABEL_COLORS[i % len(LABEL_COLORS)], 255] for i in values[:-1]]
+    return {
+        "version": version,
+        "colors": [{"label-value": v, "rgba": c} for v, c in zip(values, rgba)],
+        "properties": [{"label-value": v, "class": n} for v, n in zip(values, ("none", *names))],
+    }
+
+
 def coordinate_transformations(level: Level) -> list[dict]:
     """A level's ``scale``, then its ``translation`` where it has one (NGFF's order)."""
     out: list[dict] = [{"type": "scale", "scale": list(level.scale)}]
@@ -275,7 +305,7 @@ DOWNSAMPLE = Option(
     "downsample",
     "how pyramid levels are made",
     "pyramid: mean (default), mode (labels; the default with a --result-type naming labels, "
-    "e.g. Labels) or nearest",
+    "e.g. Labels, and with --segment or --threshold) or nearest",
     choices=DOWNSAMPLE_METHODS,
     check=one_of("downsample method", DOWNSAMPLE_METHODS),
 )
@@ -316,9 +346,12 @@ class OmeZarrWriter(ZarrWriter):
         return pyramid(spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred)
 
     def method(self, spec: OutputSpec) -> str:
-        """The downsampling: the settings', else mode for label images (by result type) and
-        bool masks (a mean of a mask would be "any", growing it level by level), else mean."""
-        labels = is_label_type(spec.result_type) or spec.dtype.kind == "b"
+        """The downsampling: the settings', else mode for label images (by result type, or made
+        by a segment or threshold step) and bool masks (a mean of a mask would be "any", growing
+        it level by level), else mean."""
+        labels = (
+            is_label_type(spec.result_type) or spec.dtype.kind == "b" or spec.labels is not None
+        )
         return spec.options.get("downsample") or ("mode" if labels else "mean")
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
@@ -351,6 +384,8 @@ class OmeZarrWriter(ZarrWriter):
         attrs = ngff_metadata(spec.nickname, spec.axes, levels, units, version, omero)
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)
+        if spec.labels is not None and spec.dtype.kind in "iu":  # (NGFF labels are integers)
+            (attrs["ome"] if fmt == 3 else attrs)["image-label"] = image_label(spec.labels, version)
         target = OmeZarrTarget(
             {spot.final: temp},
             token,

@@ -59,6 +59,9 @@ class OutputSpec:
     # settings that only some formats read
     zarr_format: ZarrFormat  # zarr, ome-zarr
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
+    # a label image (a segment or threshold step): the names of labels 1, 2, ... (ome-zarr:
+    # mode pyramids and image-label metadata); None: not one
+    labels: tuple[str, ...] | None = None
     # the source's names of the output's channels (along "c"), where known
     channel_names: tuple[str, ...] | None = None
     # where the output's first pixel centre lies in the source, in output pixels, per output axis
@@ -81,6 +84,8 @@ class OutputSpec:
         set_("origin", MappingProxyType({a: n for a, n in self.origin.items() if n}))
         set_("options", MappingProxyType(dict(self.options)))
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
+        if self.labels is not None:
+            set_("labels", tuple(str(n) for n in self.labels))
         if self.channel_names is not None:
             set_("channel_names", tuple(str(n) for n in self.channel_names))
 
