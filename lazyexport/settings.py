@@ -236,6 +236,9 @@ class ExportSettings:
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
 
+    smooth : mapping of str to float or str, optional
+        Gaussian smoothing: sigma per axis in pixels, or a length where the source has pixel
+        sizes, e.g. ``{"y": 2, "x": "0.5um"}`` (docs/usage.md, "Smooth"); float32 output.
     step_order : sequence of str, optional
         The order of the steps these settings ask for (docs/usage.md, "Steps"), by name; None:
         their default order. The command line sets it to the order its options were given.
@@ -268,6 +271,7 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    smooth: Mapping[str, float | str] | str | None = None
     step_order: Sequence[str] | None = None
     options: Mapping[str, Any] | None = None
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import SettingsError
+from .step_smooth import SMOOTH
 
 ExportSettings = Any  # (lazyexport.settings imports this module: its checks run them)
 
@@ -48,7 +49,7 @@ class StepSetting:
         return self.fields[0]
 
 
-STEP_SETTINGS: dict[str, StepSetting] = {}
+STEP_SETTINGS: dict[str, StepSetting] = {"smooth": StepSetting(**SMOOTH)}
 DEFAULT_ORDER: tuple[str, ...] = ("bin", "smooth", "threshold", "segment")
 
 
