@@ -105,8 +105,11 @@ def _draw_length(rng: np.random.Generator, n: int) -> int:
 def source(case: Case, data: np.ndarray, root: Path) -> Any:
     if case.kind == "memory":
         return xr.DataArray(data, dims=tuple(case.axes))
-    write = {"hdf5": write_hdf5, "zarr2": write_zarr2, "zarr3": write_zarr3}[case.kind]
-    return write(root / f"src.{case.kind}", data, axes=case.axes, chunks=case.file_chunks).spec
+    path, chunks = root / f"src.{case.kind}", case.file_chunks
+    if case.kind == "hdf5":
+        return write_hdf5(path, data, axes=case.axes, chunks=chunks).spec
+    write = write_zarr2 if case.kind == "zarr2" else write_zarr3
+    return write(path, data, axes=case.axes, chunks=chunks).spec
 
 
 def expected(case: Case, data: np.ndarray) -> np.ndarray:
