@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .errors import SettingsError
-from .step_smooth import SMOOTH
 
 ExportSettings = Any  # (lazyexport.settings imports this module: its checks run them)
 
@@ -49,7 +48,7 @@ class StepSetting:
         return self.fields[0]
 
 
-STEP_SETTINGS: dict[str, StepSetting] = {"smooth": StepSetting(**SMOOTH)}
+STEP_SETTINGS: dict[str, StepSetting] = {}
 DEFAULT_ORDER: tuple[str, ...] = ("bin", "smooth", "threshold", "segment")
 
 
@@ -94,3 +93,9 @@ def settings_steps(settings: ExportSettings, found: Pipeline, src: xr.DataArray)
         found.add(step)
         added.append(step)
     return added
+
+
+# each step's module (it cannot import this one: no import cycles) gives its StepSetting's fields
+from .step_smooth import SMOOTH  # noqa: E402
+
+STEP_SETTINGS["smooth"] = StepSetting(**SMOOTH)

@@ -96,6 +96,24 @@ class Smooth(Step):
             return [(0, n) for n in in_shape]
         return [(-o, e - o) for o, e in zip(self.origin, self.extent)]
 
+    def describe(self) -> str:
+        """The step in one line (``--plan``): sigma and halo per axis, in pixels."""
+        halo = ",".join(f"{a}={radius(s)}" for a, s in self.sigma.items())
+        sigma = ",".join(f"{a}={s:g}" for a, s in self.sigma.items())
+        return f"smooth {sigma} (halo {halo} pixels each side)"
+
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        """Bytes :meth:`apply` holds beyond its input for an input block of ``in_shape``: the
+        passes' results, two at a time (each pass crops the halo along its own axis)."""
+        shape, itemsize = list(in_shape), self.dtype(in_dtype).itemsize
+        held, peak = 0, 0
+        for i, r in enumerate(self.radii()):
+            made = math.prod(shape) * itemsize if self.in_axes[i] in self.sigma else 0
+            peak = max(peak, held + made)
+            held = made or held
+            shape[i] = max(shape[i] - r, 1)  # (at least: a block at the source's edge)
+        return peak
+
     def source_region(self, out_region: Region, in_shape: Shape) -> Region:
         """``out_region`` grown by the radius per smoothed axis, clipped to the source (this
         region may reach outside the cutout: the cutout maps it into the source)."""

@@ -125,6 +125,14 @@ def test_the_halo_reaches_outside_the_cutout_up_to_the_sources_edge():
     assert alone.source_region(region, in_shape)[1] == slice(0, 18)
 
 
+def test_the_step_describes_itself_and_its_working_memory():
+    step = Smooth("zyx", {"z": 1, "x": 2})
+    assert step.describe() == "smooth z=1,x=2 (halo z=4,x=8 pixels each side)"
+    # pass along z: 10x20x30 float32; pass along x: 6x20x30, while the first is held
+    assert step.work((10, 20, 30), np.dtype("uint8")) == (10 + 6) * 20 * 30 * 4
+    assert Smooth("zyx", {"y": 1}).work((10, 20, 30), np.dtype("float64")) == 10 * 20 * 30 * 8
+
+
 def test_the_step_equals_scipy_on_any_region():
     data = make_data("float32", (12, 40, 50), seed=2)
     step = Smooth("zyx", {"z": 1, "y": 2.5, "x": 0.7}, origin=(0, 0, 0), extent=data.shape)
