@@ -103,16 +103,10 @@ class Smooth(Step):
         return f"smooth {sigma} (halo {halo} pixels each side)"
 
     def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
-        """Bytes :meth:`apply` holds beyond its input for an input block of ``in_shape``: the
-        passes' results, two at a time (each pass crops the halo along its own axis)."""
-        shape, itemsize = list(in_shape), self.dtype(in_dtype).itemsize
-        held, peak = 0, 0
-        for i, r in enumerate(self.radii()):
-            made = math.prod(shape) * itemsize if self.in_axes[i] in self.sigma else 0
-            peak = max(peak, held + made)
-            held = made or held
-            shape[i] = max(shape[i] - r, 1)  # (at least: a block at the source's edge)
-        return peak
+        """Bytes :meth:`apply` holds beyond its input for an input block of ``in_shape``: one
+        array of the input's shape in the output dtype (the first pass writes it, the others
+        work in it, in place; the result is a view of it)."""
+        return math.prod(in_shape) * self.dtype(in_dtype).itemsize if self.sigma else 0
 
     def source_region(self, out_region: Region, in_shape: Shape) -> Region:
         """``out_region`` grown by the radius per smoothed axis, clipped to the source (this
@@ -128,11 +122,14 @@ class Smooth(Step):
         read = self.source_region(out_region, in_shape)
         out_dtype = self.dtype(block.dtype)
         data = block.view(np.uint8) if block.dtype == np.bool_ else block
+        own = False  # whether ``data`` is this call's own array (else: ``block``, unchanged)
         for i, axis in enumerate(self.in_axes):
-            if axis in self.sigma:
-                data = gaussian_filter1d(
-                    data, self.sigma[axis], axis=i, output=out_dtype, truncate=TRUNCATE
+            if axis in self.sigma:  # the first pass makes the result, the others work in place
+                output = data if own else out_dtype
+                found = gaussian_filter1d(
+                    data, self.sigma[axis], axis=i, output=output, truncate=TRUNCATE
                 )
+                data, own = (data if own else found), True
             keep = slice(out_region[i].start - read[i].start, out_region[i].stop - read[i].start)
             data = data[(slice(None),) * i + (keep,)]
         return np.asarray(data, dtype=out_dtype)
