@@ -16,6 +16,11 @@ cutout, float32, to Zarr: lazyexport's ``smooth`` step against
 values: the cutout's neighbours are read, the source's edge reflected), and ``to_zarr``; the
 two outputs are compared after the runs (at most 1e-5 relative).
 
+``--formats bin``: the binning workload instead (issue 28): a 2x2x2 mean of the whole source
+(z, y, x; channels kept) to Zarr, lazyexport's ``bin`` step against ``dask.array.coarsen(np.mean,
+...)`` + ``to_zarr`` (both zstd level 3; the volume's lengths are even, so coarsen's windows are
+the bin's).
+
 Both sides write the same codec: Zarr zstd level 3 (lazyexport's default; ``da.to_zarr`` is
 given ``compressors=ZstdCodec(level=3)``), HDF5 gzip level 1, TIFF uncompressed; each run
 reads back what it wrote and the codecs are printed. The plain TIFF sequence is a per-slice
@@ -107,6 +112,20 @@ def run_plain_smooth(src: Path, out: Path, cut: dict) -> None:
     da.to_zarr(y, str(out), mode="w", compressors=[ZstdCodec(level=ZARR_LEVEL)])
 
 
+BIN = {"z": 2, "y": 2, "x": 2}  # the binning workload's factors (--formats bin)
+
+
+def run_plain_bin(src: Path, out: Path) -> None:
+    """The 2x2x2 mean by hand: dask's coarsen, then to_zarr."""
+    import dask.array as da
+    import numpy as np
+    from zarr.codecs import ZstdCodec
+
+    x = da.from_zarr(str(src))
+    y = da.coarsen(np.mean, x, {i: BIN[a] for i, a in enumerate("zyx")}, trim_excess=True)
+    da.to_zarr(y.astype(x.dtype), str(out), mode="w", compressors=[ZstdCodec(level=ZARR_LEVEL)])
+
+
 def run_plain(fmt: str, src: Path, out: Path, cut: dict) -> None:
     """What a user writes by hand with dask, tifffile and h5py."""
     if fmt == "smooth":
@@ -116,6 +135,8 @@ def run_plain(fmt: str, src: Path, out: Path, cut: dict) -> None:
     import tifffile
     from zarr.codecs import ZstdCodec
 
+    if fmt == "bin":
+        return run_plain_bin(src, out)
     x = da.from_zarr(str(src))
     src_chunks = x.chunksize  # before the cutout: the source store's chunks, zyxc
     x = x[cut_slices(cut)]
@@ -166,6 +187,10 @@ def run_lazyexport(fmt: str, src: Path, out: Path, cut: dict) -> None:
     if fmt == "smooth":
         settings = le.ExportSettings(roi=cut, smooth=SMOOTH_SIGMA, format="zarr", output=output)
         le.export(str(src), settings, overwrite=True)
+        return
+    if fmt == "bin":
+        binned = le.ExportSettings(bin=BIN, bin_method="mean", format="zarr", output=output)
+        le.export(str(src), binned, overwrite=True)
         return
     sharded = {}
     if fmt in SHARDED:
@@ -251,7 +276,7 @@ def _zarr_codecs(codecs: list[dict]) -> str:
 
 def describe_output(fmt: str, out: Path) -> str:
     """The codec (and chunks) of what a run wrote, read back from the files."""
-    if fmt in ("zarr", "smooth") or fmt in SHARDED:
+    if fmt in ("zarr", "smooth", "bin") or fmt in SHARDED:
         meta = json.loads((out / "zarr.json").read_text())
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         (shard,) = [c for c in meta["codecs"] if c["name"] == "sharding_indexed"] or [None]
@@ -287,8 +312,8 @@ def describe_output(fmt: str, out: Path) -> str:
 def output_path(kind: str, fmt: str) -> Path:
     """Where a run writes: NAME.h5, NAME.zarr (lazyexport adds the extension when it is missing)
     or, for a TIFF sequence, the directory NAME."""
-    zarr_like = fmt in ("zarr", "smooth") or fmt in SHARDED
-    suffix = ".h5" if fmt == "hdf5" else ".zarr" if zarr_like else ""
+    zarrs = ("zarr", "smooth", "bin", *SHARDED)
+    suffix = ".h5" if fmt == "hdf5" else ".zarr" if fmt in zarrs else ""
     return OUT / f"out-{kind}-{fmt}{suffix}"
 
 
@@ -320,6 +345,7 @@ def child_main(spec: str) -> None:
     target = output_path(kind, fmt)
     remove_output(target)  # so neither side's timing includes deleting the last run's output
     cut = CUTS[rest[1]] if kind in ("plain", "lazyexport", "before", "transform") else {}
+    cut = {} if fmt == "bin" else cut  # the binning workload bins the whole source
     os.sync()  # the last run's writes reach the disk before this one is timed, not during it
     start = time.perf_counter()
     if kind == "plain":
@@ -360,7 +386,8 @@ def main() -> None:
         "--formats",
         default="zarr,hdf5,tiff-sequence",
         help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded, zarr-sharded-deep, "
-        "smooth (a sigma-2 Gaussian to Zarr against dask-image's)",
+        "smooth (a sigma-2 Gaussian to Zarr against dask-image's), bin (the binning workload: a "
+        "2x2x2 mean of the whole source)",
     )
     parser.add_argument(
         "--scaling",
@@ -428,12 +455,13 @@ def main() -> None:
                 checkout = args.before if tool == "before" else None
                 runs[tool].append(child([tool, fmt, str(src), args.cut], checkout))
         med = {tool: statistics.median(r["seconds"] for r in rs) for tool, rs in runs.items()}
+        read = arr.nbytes if fmt == "bin" else cut_bytes  # (bin: the whole source)
         for tool, rs in runs.items():
             rss = max(r["peak_rss"] for r in rs) / 2**20
             ratio = f"{med['plain'] / med[tool]:.2f}x" if tool != "plain" else ""
             each = " ".join(f"{r['seconds']:.2f}" for r in rs)
             print(
-                f"{fmt:14} {tool:11} {med[tool]:9.2f} {cut_bytes / med[tool] / 1e9:6.2f} "
+                f"{fmt:14} {tool:11} {med[tool]:9.2f} {read / med[tool] / 1e9:6.2f} "
                 f"{rss:7.0f}Mi {ratio:>12}  {each}"
             )
             codecs.append(f"  {fmt:14} {tool:11} " + " | ".join(sorted({r["codec"] for r in rs})))
@@ -443,7 +471,7 @@ def main() -> None:
     print("\n".join(codecs))
     if args.scaling:
         print("\npeak RSS of lazyexport, lazily generated source, memory_limit=512MiB")
-        for fmt in (f for f in args.formats.split(",") if f not in (*SHARDED, "smooth")):
+        for fmt in (f for f in args.formats.split(",") if f not in (*SHARDED, "smooth", "bin")):
             row = []
             for factor in (1, 4, 8):
                 r = child(["scaling", fmt, str(factor)])

@@ -23,7 +23,14 @@ process holds when the export is planned: the interpreter, its libraries, the ca
 tasks in flight × task peak + shared. On a cluster, ``hosts`` workers each take at most
 ``host_budget`` and the projected peak is one worker's. Read amplification is the source
 bytes decoded / the bytes of the source read units the cutout touches (each must be decoded
-once): a block boundary inside a read unit makes two tasks decode it. :func:`choose` picks the block
+once): a block boundary inside a read unit makes two tasks decode it.
+
+Where the pipeline has a step that is not a cutout, a map of values or of axes (a bin, a halo,
+an axis removed: :meth:`lazyexport.steps.Pipeline.piecewise` is false), a block's source region
+is not the block moved by the cutout's start: each axis then has a :class:`Reach` (the source
+extent of an output interval, asked of the pipeline) and a task reads its block's source
+region whole and runs the steps on it (:mod:`lazyexport.blocks`): ``piece`` is that region,
+``transform`` the steps' intermediate arrays and scratch (``work``). :func:`choose` picks the block
 shape with the smallest estimated time (decoded and written bytes over the tasks that run at once,
 plus the largest task, plus a cost per task) among
 those whose projected peak fits the budget; if none fits it raises :class:`NoFit` with the
@@ -37,7 +44,8 @@ import functools
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -61,6 +69,14 @@ class NoFit(Exception):
         self.needed, self.unit_bytes = needed, unit_bytes
 
 
+class Reach(Protocol):
+    """The source extent of output intervals along one axis (absolute source coordinates)."""
+
+    def span(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per block between ``edges`` (output coordinates): its source region's start and stop."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Axis:
     """One axis of the cost model, in output order (source axes the output drops come last,
@@ -70,7 +86,9 @@ class Axis:
     reach the end); ``aligned``: the block grid may start with a short block so that blocks
     follow the source's read units (allowed where the write unit is 1); ``start``: the cutout's
     start in the source; ``size``: the source's length; ``bounds``: the source's read-unit
-    boundaries (None: any region is read as it is, e.g. a memory map or an in-memory array)."""
+    boundaries (None: any region is read as it is, e.g. a memory map or an in-memory array);
+    ``reach``: where a block's source region is not the block moved by ``start`` (see the
+    module's docstring), the source extent of output intervals."""
 
     name: str
     length: int
@@ -79,6 +97,7 @@ class Axis:
     size: int = 1
     bounds: tuple[int, ...] | None = None
     aligned: bool = False
+    reach: Reach | None = dataclasses.field(default=None, compare=False)
 
     # (cached: the properties below are asked for in every candidate's cost)
     @functools.cached_property
@@ -159,9 +178,12 @@ def block_edges(length: int, block: int, phase: int = 0) -> np.ndarray:
 
 
 def _touched(axis: Axis, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per block along ``axis``: its length, the source extent of the read units it touches,
-    and whether it covers them exactly (no partial read unit)."""
-    lo, hi = edges[:-1] + axis.start, edges[1:] + axis.start
+    """Per block along ``axis``: the length of its source region, the source extent of the read
+    units it touches, and whether it covers them exactly (no partial read unit)."""
+    if axis.reach is None:
+        lo, hi = edges[:-1] + axis.start, edges[1:] + axis.start
+    else:
+        lo, hi = axis.reach.span(edges)
     bounds = axis.edges
     if bounds is None:
         return hi - lo, hi - lo, np.ones(len(lo), bool)
@@ -176,7 +198,7 @@ def _phase(axis: Axis, block: int) -> int:
     """The first block's length where the grid may follow the source's read units: up to the
     first read-unit boundary after the cutout's start (0: the grid starts at 0)."""
     bounds = axis.edges
-    if not axis.aligned or bounds is None:
+    if not axis.aligned or bounds is None or axis.reach is not None:
         return 0
     if axis.start in bounds:  # the cutout starts on a read-unit edge: blocks from 0 follow them
         return 0
@@ -218,17 +240,21 @@ def evaluate(
     time_extra: float = 0.0,
     hosts: int = 1,
     host_budget: int | None = None,
+    work: Callable[[tuple[int, ...]], int] | None = None,
 ) -> Costs:
     """The costs of blocks of shape ``block`` (one length per axis). ``budget`` and ``threads``
     are for all tasks together; on ``hosts`` processes (a cluster's workers, ``threads`` spread
-    evenly) a task must also fit what one of them may add, ``host_budget``."""
+    evenly) a task must also fit what one of them may add, ``host_budget``. ``work``: where
+    a task reads its block's source region whole and runs the pipeline's steps on it, what
+    they hold beside it for a block (the module's docstring); None: piece by piece."""
     phases = tuple(_phase(a, b) for a, b in zip(axes, block))
-    lengths, extents, exacts, counts, wholes, seams, factors = [], [], [], [], [], [], []
+    lengths, sources, extents, exacts, counts, wholes, seams, factors = ([] for _ in range(8))
     decoded = 1
     for axis, b, p in zip(axes, block, phases):
         edges = block_edges(axis.length, b, p)
         length, extent, exact = _touched(axis, edges)
-        lengths.append(int(length.max()))
+        lengths.append(int(np.diff(edges).max()))
+        sources.append(int(length.max()))
         extents.append(int(extent.max()))
         exacts.append(bool(exact.all()))
         counts.append(len(length))
@@ -244,10 +270,11 @@ def evaluate(
     out = math.prod(lengths) * out_itemsize
     if source.kind == "view":
         piece = read_extra = 0
-        piece_elems = math.prod(lengths)
-        shape = tuple(lengths)
+        piece_elems = math.prod(sources)
+        shape = tuple(sources)
     else:
-        shape = _piece_shape(axes, extents, isz, piece_target)
+        # piece by piece, or the block's whole source region
+        shape = _piece_shape(axes, extents, isz, piece_target) if work is None else tuple(sources)
         piece = math.prod(shape) * isz
         piece_elems = math.prod(shape)
         unit = math.prod(min(a.read_unit, e) for a, e in zip(axes, extents)) * isz
@@ -259,7 +286,9 @@ def evaluate(
         else:  # dask: chunks computed one at a time, sliced into the piece
             read_extra = unit if not all(exacts) or piece > unit else 0
     sub = min(piece_elems, max(subslab // isz, 1))
-    transform = sub * (compute_itemsize + out_itemsize + isz)
+    transform = (
+        sub * (compute_itemsize + out_itemsize + isz) if work is None else work(tuple(block))
+    )
     task_peak = max(out + piece + read_extra + transform, out + encode)
     host_budget = budget if host_budget is None else host_budget
     per_host = min(max(threads // hosts, 1), host_budget // task_peak if task_peak else threads)
@@ -284,7 +313,7 @@ def evaluate(
     # each task decodes what it touches; or, where tasks share read units (Source.shared) and
     # the units kept fit, each unit is decoded once and kept for the blocks that need it
     options = [variant(0, decoded)]
-    if source.shared and source.kind != "view" and any(seams):
+    if source.shared and source.kind != "view" and any(seams) and work is None:
         options.append(
             variant(_kept(axes, extents, wholes, seams) * isz, needed * math.prod(factors))
         )
@@ -369,9 +398,11 @@ def choose(
     time_extra: float = 0.0,
     hosts: int = 1,
     host_budget: int | None = None,
+    work: Callable[[tuple[int, ...]], int] | None = None,
 ) -> Costs:
     """The block shape of the smallest estimated time whose projected peak fits ``budget``.
-    ``encode(block) -> bytes`` is the writer's buffers for a block. Raises NoFit."""
+    ``encode(block) -> bytes`` is the writer's buffers for a block (``work``: see
+    :func:`evaluate`). Raises NoFit."""
     options = [candidates(a) for a in axes]
 
     def cost(block) -> Costs:
@@ -388,6 +419,7 @@ def choose(
             time_extra=time_extra,
             hosts=hosts,
             host_budget=host_budget,
+            work=work,
         )
 
     least = tuple(o[0] for o in options)

@@ -32,7 +32,7 @@ from .formats.spec import OutputSpec
 from .plan_chunks import MIN_CHUNK_BYTES as MIN_CHUNK_BYTES
 from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
-from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards
+from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards, step_lines, steps_text
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
 from .plan_steps import aligned_chunks, data_percentiles, data_range, pipeline, transform
 from .plan_steps import cutout_reads as cutout_reads
@@ -228,7 +228,8 @@ class ExportPlan:
     def pixel_size(self) -> dict[str, float]:
         """Physical pixel size per spatial output axis, where known: the settings' sizes, else
         the source's (``attrs["pixel_size"]``, converted to :attr:`unit`; sizes without a unit
-        are taken as they are). Axes without one are left out: nothing is invented."""
+        are taken as they are), times the steps' scale (binning). Axes without one are left out:
+        nothing is invented."""
         src = self.source.attrs
         src_unit, unit = src.get("unit"), self.unit
         factor = (
@@ -236,7 +237,8 @@ class ExportPlan:
         )
         found = {a: v * factor for a, v in (src.get("pixel_size") or {}).items()}
         found.update(self.settings.pixel_size or {})
-        return {a: float(found[a]) for a in self.axes if a in found}
+        scale = dict(zip(self.axes, self.pipeline.scale()))  # binned: larger pixels
+        return {a: float(found[a]) * scale[a] for a in self.axes if a in found}
 
     @property
     def unit(self) -> str | None:
@@ -326,6 +328,9 @@ class ExportPlan:
                 "shared_reads": c.shared,
             },
             "read_amplification": round(c.amplification, 4),
+            "steps": [
+                {"step": t, "reads_per_pixel": r, "holds": h} for t, r, h in step_lines(self)
+            ],
             "source_bytes_decoded": c.decoded,
             "source_bytes_needed": c.needed,
             "notes": [redact(n) for n in self.notes],
@@ -354,6 +359,7 @@ class ExportPlan:
             f"  reads      {mib(c.decoded)} of source decoded for {mib(c.needed)} in the chunks "
             f"the cutout touches (read amplification {c.amplification:.2f})",
         ]
+        lines += steps_text(self)
         lines += [f"  note       {n}" for n in self.notes]
         return redact("\n".join(lines))  # no URL's user-info
 
@@ -549,6 +555,14 @@ def block_shape(
     return tuple(block)
 
 
+def origin(plan: ExportPlan) -> dict[str, float]:
+    """:attr:`OutputSpec.origin`: the cutout's start (binned: a window's centre, over the
+    factor) per output axis of the source's, in output pixels."""
+    pipeline = plan.pipeline
+    found = zip(pipeline.axes, pipeline.origin(), pipeline.scale())
+    return {a: at / f if at % f else int(at // f) for a, at, f in found if a in plan.roi}
+
+
 def output_spec(plan: ExportPlan) -> OutputSpec:
     """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
     they are planned)."""
@@ -580,6 +594,6 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         zarr_format=settings.zarr_format,
         result_type=settings.result_type,
         channel_names=plan.channel_names,
-        origin={a: plan.roi[a][0] for a in plan.axes if a in plan.roi},
+        origin=origin(plan),
         options=values_for(plan.writer, settings.options),
     )

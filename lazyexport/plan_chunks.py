@@ -1,7 +1,13 @@
 """The block shape of a plan: the cheapest one the cost model (:mod:`lazyexport.cost`) finds
 within the memory budget, for the output's chunks, a sequence's slices or the shards.
 
-Blocks are whole output chunks (or shards), so no two tasks write one chunk. A plan whose
+Blocks are whole output chunks (or shards), so no two tasks write one chunk. Where the plan's
+pipeline has steps beyond the cutout and maps of values and axes (a bin, a halo, an axis
+removed), the cost model is told what an output block really reads, from the pipeline
+(:meth:`~lazyexport.steps.Pipeline.source_region`: :class:`PipelineReach` per axis) and what
+its steps hold (:func:`step_work`); without such steps nothing is asked of it and the plans
+are those of a cutout. A bin's block covers whole windows (an output pixel is one window). A
+plan whose
 smallest block does not fit the budget is refused with the smallest memory limit that works; the
 planner's own chunks (not the user's) are first made smaller, down to ``MIN_CHUNK_BYTES``.
 """
@@ -11,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from dask.utils import format_bytes
 
 from . import cost
@@ -21,6 +28,7 @@ from .axes import names
 from .errors import MemoryLimitError, SettingsError
 from .formats.spec import OutputSpec
 from .plan_outputs import output_chunks
+from .steps import Pipeline
 from .transforms import compute_dtype
 
 # what a cluster's worker may hold beyond its even share of the budget: its interpreter and
@@ -46,23 +54,127 @@ class Pricing:
     max_block_bytes: int
 
 
+class PipelineReach:
+    """The source extent of output intervals along the output axis ``index`` (None: a source
+    axis the output drops) for the source axis ``source`` (its position), asked of the
+    pipeline (each interval once): :class:`lazyexport.cost.Reach`."""
+
+    def __init__(self, pipeline: Pipeline, index: int | None, source: int):
+        self.pipeline, self.index, self.source = pipeline, index, source
+        self.base = [slice(0, 1) for _ in pipeline.shape]
+        self.known: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def interval(self, a: int, b: int) -> tuple[int, int]:
+        if (a, b) not in self.known:
+            region = list(self.base)
+            if self.index is not None:
+                region[self.index] = slice(a, b)
+            s = self.pipeline.source_region(tuple(region))[self.source]
+            self.known[(a, b)] = (s.start, s.stop)
+        return self.known[(a, b)]
+
+    def span(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = [self.interval(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+        lo, hi = np.array(found, dtype=np.int64).reshape(-1, 2).T
+        return lo, hi
+
+
+def _middle(pipeline: Pipeline, block: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The shape of each step's input, then of the output, for a block of ``block`` (output
+    axes) in the middle of the output (where a halo is whole)."""
+    region = tuple(
+        slice(s, min(s + b, n))
+        for n, b in zip(pipeline.shape, block)
+        for s in [max(n // 2 // max(b, 1) * b, 0)]
+    )
+    return [tuple(s.stop - s.start for s in r) for r in pipeline.regions(region)]
+
+
+def step_costs(pipeline: Pipeline, block: tuple[int, ...]) -> list[tuple[int, float, int]]:
+    """Per step (its index): the input pixels it reads per output pixel and the bytes it holds
+    (its input if an earlier step made it, its output, its own scratch:
+    :meth:`~lazyexport.steps.Step.work`) for a block of ``block``; none for the cutout's and
+    transpose's views."""
+    sizes = _middle(pipeline, block)
+    found = []
+    views = True  # the steps so far only view the source region (counted as the piece)
+    for k, step in enumerate(pipeline.steps):
+        if step.kind in ("window", "axes"):
+            continue
+        given = 0 if views else math.prod(sizes[k]) * pipeline.dtypes[k].itemsize
+        views = False
+        made = math.prod(sizes[k + 1]) * pipeline.dtypes[k + 1].itemsize
+        reads = math.prod(sizes[k]) / max(math.prod(sizes[k + 1]), 1)
+        found.append((k, reads, given + made + step.work(sizes[k], pipeline.dtypes[k])))
+    return found
+
+
+def step_lines(plan: Plan) -> list[tuple[str, float | None, int | None]]:
+    """Each step of the plan's pipeline: its description (:meth:`Step.describe`), and where the
+    block tasks run the steps on whole blocks (not piecewise), the input pixels it reads per
+    output pixel and the bytes it holds per task for the plan's block (None otherwise)."""
+    pipeline = plan.pipeline
+    costs = [] if pipeline.piecewise() else step_costs(pipeline, plan.block)
+    known = {k: (reads, held) for k, reads, held in costs}
+    return [(step.describe(), *known.get(k, (None, None))) for k, step in enumerate(pipeline.steps)]
+
+
+def steps_text(plan: Plan) -> list[str]:
+    """The lines of ``--plan`` that show the steps (:func:`step_lines`)."""
+    shown = step_lines(plan)
+    return ["  steps      " + " -> ".join(text for text, _, _ in shown)] + [
+        f"  step       {text}: reads {reads:.2f} input pixels per output pixel, holds "
+        f"{format_bytes(held)} per task"
+        for text, reads, held in shown
+        if reads is not None and held is not None
+    ]
+
+
+def step_work(pipeline: Pipeline, block: tuple[int, ...]) -> int:
+    """What the steps hold beside the source region while a task runs them on a block of
+    ``block``: the most any step holds (:func:`step_costs`), and the result made contiguous."""
+    held = max((b for _, _, b in step_costs(pipeline, block)), default=0)
+    return held + math.prod(block) * pipeline.dtype.itemsize
+
+
 def _cost_axes(
     plan: Plan, pricing: Pricing, unit: tuple[int, ...], aligned: tuple[bool, ...] = ()
 ) -> list[cost.Axis]:
-    """The cost model's axes: the output's, then the source axes the output drops (length 1)."""
+    """The cost model's axes: the output's, then the source axes the output drops (length 1);
+    each with a :class:`PipelineReach` where the pipeline is not piecewise."""
     bounds = pricing.bounds
-    sizes = dict(zip(names(plan.source), plan.source.shape))
+    dims = names(plan.source)
+    sizes = dict(zip(dims, plan.source.shape))
+    pipeline = plan.pipeline
+    general = not pipeline.piecewise()
+
+    def reach(index: int | None, axis: str) -> PipelineReach | None:
+        return PipelineReach(pipeline, index, dims.index(axis)) if general else None
+
     axes = []
     for i, (a, n, u) in enumerate(zip(plan.axes, plan.shape, unit)):
         follow = aligned[i] if aligned else False
         if a in sizes:
-            axes.append(cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], aligned=follow))
+            axes.append(
+                cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], follow, reach(i, a))
+            )
         else:
             axes.append(cost.Axis(a, n, 1))
-    for d in names(plan.source):
+    for d in dims:
         if d not in plan.axes:
-            axes.append(cost.Axis(d, 1, 1, plan.roi[d][0], sizes[d], bounds[d]))
+            axes.append(
+                cost.Axis(d, 1, 1, plan.roi[d][0], sizes[d], bounds[d], reach=reach(None, d))
+            )
     return axes
+
+
+def _work(plan: Plan) -> Callable[[tuple[int, ...]], int] | None:
+    """:func:`step_work` for the plan's blocks where the pipeline is not piecewise (else None)."""
+    pipeline = plan.pipeline
+    if pipeline.piecewise():
+        return None
+    n = len(plan.axes)
+    return lambda block: step_work(pipeline, tuple(block[:n]))
 
 
 def _encode_bytes(
@@ -115,8 +227,10 @@ def _choose(
             time_extra=time_extra,
             hosts=hosts,
             host_budget=host_budget,
+            work=work,
         )
 
+    work = _work(plan)
     try:
         if plan.cluster is not None:
             # Where a task fits it, keep each worker within an even share of the budget plus its

@@ -13,11 +13,15 @@ Positions must lie inside the ROI for the live and disk layers (inside the sourc
 
 Every layer is a labeled :class:`xarray.DataArray` with dims ``(row_axis, column_axis[, "c"])``,
 coordinates in source indices for the plane axes and scalar coordinates for the fixed axes, so
-the three layers line up pixel for pixel:
+the three layers line up pixel for pixel (binned: the live and disk layers have a pixel per
+window, at the source index of the window's first pixel, and a fixed axis's position is the
+window holding it):
 
 - ``raw``: the source, cut to the ROI in the plane, before any transformation;
 - ``live``: the export result, computed on the fly from only the chunks this plane needs (the
-  transformations are applied to a one-plane ROI, not to the whole volume);
+  transformations are applied to a one-plane ROI, not to the whole volume; with a step that
+  reads beyond its output pixel, e.g. binning, the whole pipeline's lazy result, of which only
+  the chunks of this plane are computed);
 - ``disk``: the same plane read back from the written output; sequences read only the slice file
   that holds the plane. Raises :class:`~lazyexport.errors.NotExportedError` if nothing is there.
 """
@@ -175,14 +179,20 @@ class Position:
             name=layer,
             attrs={"layer": layer, "source": self.plan.source.attrs.get("source")},
         )
-        coords: dict[str, Any] = {a: np.arange(*self.plan.roi[a]) for a in self.plane}
+        # the output's pixels a window apart where binned (not the raw source's)
+        step = dict(zip(self.plan.axes, self.plan.pipeline.scale())) if layer != "raw" else {}
+        coords: dict[str, Any] = {
+            a: self.plan.roi[a][0] + np.arange(plane.sizes[a]) * int(step.get(a, 1))
+            for a in self.plane
+        }
         coords.update(self.fixed)
         return plane.assign_coords(coords)
 
     def output_index(self, axis: str) -> int:
-        """The output index of a fixed (or added, length-1) output axis."""
+        """The output index of a fixed (or added, length-1) output axis (binned: the window)."""
         if axis in self.fixed:
-            return self.fixed[axis] - self.plan.roi[axis][0]
+            step = dict(zip(self.plan.axes, self.plan.pipeline.scale())).get(axis, 1)
+            return int((self.fixed[axis] - self.plan.roi[axis][0]) // step)
         return 0
 
     def raw(self) -> xr.DataArray:
@@ -190,6 +200,12 @@ class Position:
 
     def live(self) -> xr.DataArray:
         plan = self.plan
+        if not plan.pipeline.piecewise():  # the plane of the whole result (its chunks computed)
+            whole = transform(
+                plan.source, plan.roi, plan.settings, plan.renormalize, None, plan.extra_steps
+            )
+            index = {a: self.output_index(a) for a in names(whole) if a in self.fixed}
+            return self._label(whole.isel(index), "live")
         return self._label(
             transform(plan.source, self.roi, plan.settings, plan.renormalize), "live"
         )

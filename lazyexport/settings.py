@@ -236,6 +236,11 @@ class ExportSettings:
         template, where ``{region}`` is its name; source chunks that several regions read are
         read once (docs/usage.md, "Many regions").
 
+    bin : mapping of str to int, optional
+        Binning: each window of this many pixels per axis becomes one, e.g. ``{"z": 2, "y": 4,
+        "x": 4}`` (docs/usage.md, "Steps"); pixel sizes multiply by the factors.
+    bin_method : {"mean", "max", "min", "mode", "nearest"}, optional
+        How a window becomes one pixel (None: ``"mean"``; ``"mode"`` for labels).
     smooth : mapping of str to float or str, optional
         Gaussian smoothing: sigma per axis in pixels, or a length where the source has pixel
         sizes, e.g. ``{"y": 2, "x": "0.5um"}`` (docs/usage.md, "Smooth"); float32 output.
@@ -271,6 +276,8 @@ class ExportSettings:
     tiff_flavor: str | None = None
     shards: Mapping[str, int] | str | None = None
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
+    bin: Mapping[str, int] | None = None
+    bin_method: str | None = None
     smooth: Mapping[str, float | str] | str | None = None
     step_order: Sequence[str] | None = None
     options: Mapping[str, Any] | None = None
@@ -332,7 +339,7 @@ class ExportSettings:
                 value = {k: v for k, v in value.items() if k not in MIRRORED}
                 if not value:
                     continue
-            elif field.name in ("chunks", "pixel_size") or (
+            elif field.name in ("chunks", "pixel_size", "bin") or (
                 field.name == "shards" and value != "auto"
             ):
                 value = dict(value)

@@ -96,6 +96,9 @@ def settings_steps(settings: ExportSettings, found: Pipeline, src: xr.DataArray)
 
 
 # each step's module (it cannot import this one: no import cycles) gives its StepSetting's fields
+from .step_bin import BIN  # noqa: E402
+
+STEP_SETTINGS["bin"] = StepSetting(**BIN)
 from .step_smooth import SMOOTH  # noqa: E402
 
 STEP_SETTINGS["smooth"] = StepSetting(**SMOOTH)

@@ -58,7 +58,7 @@ def smooth_dtype(in_dtype: np.dtype) -> np.dtype:
 class Smooth(Step):
     """A Gaussian of ``sigma`` pixels per axis (by name) of an input with axes ``in_axes``.
 
-    ``origin`` and ``extent`` say where the input lies in the source (the cutout's start, the
+    ``offset`` and ``extent`` say where the input lies in the source (the cutout's start, the
     source's shape, per input axis): the halo is read up to the source's edge. None: the input
     is all there is. ``source`` is the source's dask array, for :meth:`lazy` (not pickled: block
     tasks read through the pipeline)."""
@@ -69,13 +69,13 @@ class Smooth(Step):
         self,
         in_axes: Sequence[str],
         sigma: Mapping[str, float],
-        origin: Sequence[int] | None = None,
+        offset: Sequence[int] | None = None,
         extent: Sequence[int] | None = None,
         source: da.Array | None = None,
     ):
         self.in_axes: Axes = tuple(in_axes)
         self.sigma = {a: float(s) for a, s in sigma.items() if float(s) > 0}
-        self.origin = None if origin is None else tuple(int(n) for n in origin)
+        self.offset = None if offset is None else tuple(int(n) for n in offset)
         self.extent = None if extent is None else tuple(int(n) for n in extent)
         self.source = source
 
@@ -92,9 +92,9 @@ class Smooth(Step):
 
     def bounds(self, in_shape: Shape) -> list[tuple[int, int]]:
         """Per input axis, the readable range in the input's coordinates (the source's)."""
-        if self.origin is None or self.extent is None:
+        if self.offset is None or self.extent is None:
             return [(0, n) for n in in_shape]
-        return [(-o, e - o) for o, e in zip(self.origin, self.extent)]
+        return [(-o, e - o) for o, e in zip(self.offset, self.extent)]
 
     def describe(self) -> str:
         """The step in one line (``--plan``): sigma and halo per axis, in pixels."""
@@ -137,9 +137,9 @@ class Smooth(Step):
     def lazy(self, arr: xr.DataArray) -> xr.DataArray:
         """One task per chunk of ``arr`` (the input), each :meth:`apply` on its source region,
         read from the source (the cutout's surroundings included) or from ``arr``."""
-        source, origin = self.source, self.origin
-        if source is None or origin is None:
-            source, origin = arr.data, (0,) * arr.ndim
+        source, offset = self.source, self.offset
+        if source is None or offset is None:
+            source, offset = arr.data, (0,) * arr.ndim
         in_shape = tuple(arr.shape)
         edges = [np.cumsum((0, *c)).tolist() for c in arr.data.chunks]
         out = self.dtype(arr.dtype)
@@ -147,7 +147,7 @@ class Smooth(Step):
         for index in np.ndindex(*pieces.shape):
             region = tuple(slice(e[i], e[i + 1]) for e, i in zip(edges, index))
             read = self.source_region(region, in_shape)
-            piece = source[tuple(slice(s.start + o, s.stop + o) for s, o in zip(read, origin))]
+            piece = source[tuple(slice(s.start + o, s.stop + o) for s, o in zip(read, offset))]
             task = dask.delayed(self.apply, pure=True)(piece, region, in_shape)
             shape = tuple(s.stop - s.start for s in region)
             pieces[index] = da.from_delayed(task, shape, dtype=out)
@@ -256,8 +256,8 @@ def build(settings: Any, found: Pipeline, src: xr.DataArray) -> Smooth:
     cut = found.steps[0] if len(found.steps) == 1 else None
     if not isinstance(cut, Cutout):
         return Smooth(found.axes, sigma)
-    origin = [cut.start(a) for a in found.axes]
-    return Smooth(found.axes, sigma, origin, src.shape, src.data)
+    offset = [cut.start(a) for a in found.axes]
+    return Smooth(found.axes, sigma, offset, src.shape, src.data)
 
 
 def parse(text: str) -> dict[str, Any]:

@@ -70,6 +70,11 @@ class Step:
         """Per output axis, how many input pixels one output pixel spans (1: the same size)."""
         return (1.0,) * len(self.output_shape(in_shape))
 
+    def origin(self, in_shape: Shape) -> tuple[float, ...]:
+        """Per output axis, where the output's first pixel centre lies, in input pixels from the
+        input's first pixel centre (0: on it)."""
+        return (0.0,) * len(self.output_shape(in_shape))
+
     def source_region(self, out_region: Region, in_shape: Shape) -> Region:
         """The region of the input that ``out_region`` of the output needs (with its halo)."""
         return out_region
@@ -78,6 +83,15 @@ class Step:
         """``out_region`` of the output, from ``block``: ``source_region(out_region)`` of the
         input."""
         raise NotImplementedError
+
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        """Bytes :meth:`apply` holds beyond its input and output for an input block of
+        ``in_shape`` (the planner's cost of the step; default 0)."""
+        return 0
+
+    def describe(self) -> str:
+        """The step in one line (``--plan`` shows it); default: its class's name."""
+        return type(self).__name__.lower()
 
     def lazy(self, arr: xr.DataArray) -> xr.DataArray:
         """The step on a dask-backed array, computing nothing: by default each output chunk
@@ -103,6 +117,12 @@ class Cutout(Step):
             self.roi[a][1] - self.roi[a][0] if a in self.roi else n
             for a, n in zip(self.in_axes, in_shape)
         )
+
+    def origin(self, in_shape: Shape) -> tuple[float, ...]:
+        return tuple(float(self.start(a)) for a in self.in_axes)
+
+    def describe(self) -> str:
+        return "cutout " + (",".join(f"{a}={b}:{c}" for a, (b, c) in self.roi.items()) or "whole")
 
     def source_region(self, out_region: Region, in_shape: Shape) -> Region:
         return tuple(
@@ -173,6 +193,9 @@ class Transpose(Step):
     def axes(self, in_axes: Axes) -> Axes:
         return self.order
 
+    def describe(self) -> str:
+        return f"transpose to {''.join(self.order)}"
+
     def output_shape(self, in_shape: Shape) -> Shape:
         sizes = dict(zip(self.in_axes, in_shape))
         return tuple(sizes.get(a, 1) for a in self.order)
@@ -240,6 +263,18 @@ class Pipeline:
             out = step.axes(axes)
             factors = {a: factors.get(a, 1.0) * f for a, f in zip(out, step.scale(shape))}
         return tuple(factors.get(a, 1.0) for a in self.axes)
+
+    def origin(self) -> tuple[float, ...]:
+        """Per output axis, where the output's first pixel centre lies in the source, in source
+        pixels (the steps' :meth:`Step.origin` times the scale before each, followed by name)."""
+        where: dict[str, float] = {}
+        factors: dict[str, float] = {}
+        for step, shape, axes in zip(self.steps, self.shapes, self.axes_at):
+            out = step.axes(axes)
+            shift = dict(zip(out, step.origin(shape)))
+            where = {a: where.get(a, 0.0) + shift[a] * factors.get(a, 1.0) for a in out}
+            factors = {a: factors.get(a, 1.0) * f for a, f in zip(out, step.scale(shape))}
+        return tuple(where.get(a, 0.0) for a in self.axes)
 
     def regions(self, out_region: Region) -> list[Region]:
         """The region of each step's input ``out_region`` of the output needs, then

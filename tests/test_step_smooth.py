@@ -114,7 +114,7 @@ def test_radius_is_scipys():
 
 
 def test_the_halo_reaches_outside_the_cutout_up_to_the_sources_edge():
-    step = Smooth("zyx", {"y": 2, "x": 1}, origin=(3, 5, 2), extent=SHAPE)
+    step = Smooth("zyx", {"y": 2, "x": 1}, offset=(3, 5, 2), extent=SHAPE)
     assert step.kind == "general" and step.dtype(np.dtype("uint16")) == np.float32
     assert step.dtype(np.dtype("float64")) == np.float64
     in_shape = (17, 59, 59)
@@ -135,7 +135,7 @@ def test_the_step_describes_itself_and_its_working_memory():
 
 def test_the_step_equals_scipy_on_any_region():
     data = make_data("float32", (12, 40, 50), seed=2)
-    step = Smooth("zyx", {"z": 1, "y": 2.5, "x": 0.7}, origin=(0, 0, 0), extent=data.shape)
+    step = Smooth("zyx", {"z": 1, "y": 2.5, "x": 0.7}, offset=(0, 0, 0), extent=data.shape)
     expected = gaussian_filter(data, (1, 2.5, 0.7), truncate=4.0, output=np.float32)
     before = data.copy()
     for region in [

@@ -76,7 +76,7 @@ def pyramid(
     shape: tuple[int, ...],
     pixel_size: Mapping[str, float],
     levels: int | None,
-    origin: Mapping[str, int] | None = None,
+    origin: Mapping[str, float] | None = None,
     centred: bool = False,
 ) -> list[Level]:
     """The levels of the pyramid: their shapes, factors, scales and translations (``levels=None``:
@@ -119,30 +119,59 @@ def pyramid(
 
 
 def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
-    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode`` or ``nearest``.
+    """Reduce each window of ``factors`` pixels to one: ``mean``, ``mode``, ``nearest``, ``max``
+    or ``min`` (the last two for binning, :mod:`lazyexport.step_bin`).
 
-    A window cut short by the end of the array counts only the pixels it has (edge padding
-    repeats them evenly, which changes neither a mean nor a mode).
+    A window cut short by the end of the array counts only the pixels it has: the windows that
+    fit and the short ones at the end are reduced apart, each with its own window.
     """
     if all(f == 1 for f in factors):
         return block
     if method == "nearest":
         return block[tuple(slice(None, None, f) for f in factors)]
-    pad = [(0, -n % f) for n, f in zip(block.shape, factors)]
-    if any(p for _, p in pad):
-        block = np.pad(block, pad, mode="edge")
+    # per axis: the whole windows (source part, output part, window), then the short one
+    parts = []
+    for n, f in zip(block.shape, factors):
+        whole = n - n % f
+        found = [(slice(0, whole), slice(0, whole // f), f)] if whole else []
+        if whole < n:
+            found.append((slice(whole, n), slice(whole // f, whole // f + 1), n - whole))
+        parts.append(found)
+    out = np.empty(tuple(math.ceil(n / f) for n, f in zip(block.shape, factors)), block.dtype)
+    for chosen in product(*parts):
+        source, target, window = zip(*chosen)
+        out[target] = _reduce(block[source], window, method)
+    return out
+
+
+def _reduce(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
+    """:func:`downsample` of a block whose lengths are whole multiples of ``factors``: a mean,
+    maximum or minimum over the windows' pixels taken a window apart (one strided view per
+    pixel of a window, no copy of the block), a mode over the windows reordered."""
+    if method in ("mean", "max", "min"):
+        views = [
+            block[tuple(slice(o, None, f) for o, f in zip(offset, factors))]
+            for offset in product(*(range(f) for f in factors))
+        ]
+        if method != "mean":
+            out = views[0].copy()
+            for view in views[1:]:
+                (np.maximum if method == "max" else np.minimum)(out, view, out=out)
+            return out
+        total = views[0].astype(np.float64)
+        for view in views[1:]:
+            np.add(total, view, out=total)
+        mean = np.divide(total, len(views), out=total)
+        # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
+        if block.dtype.kind == "f":
+            return mean.astype(block.dtype)
+        return convert_block(mean, block.dtype, in_place=True)
     nd = block.ndim
     split = [x for n, f in zip(block.shape, factors) for x in (n // f, f)]
     windows = block.reshape(split).transpose(
         [2 * i for i in range(nd)] + [2 * i + 1 for i in range(nd)]
     )
     windows = windows.reshape(windows.shape[:nd] + (-1,))
-    if method == "mean":
-        mean = windows.mean(axis=-1, dtype=np.float64)
-        # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
-        if block.dtype.kind == "f":
-            return mean.astype(block.dtype)
-        return convert_block(mean, block.dtype, in_place=True)
     windows = np.sort(windows, axis=-1)
     counts = np.stack(
         [

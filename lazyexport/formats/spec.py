@@ -61,9 +61,10 @@ class OutputSpec:
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
     # the source's names of the output's channels (along "c"), where known
     channel_names: tuple[str, ...] | None = None
-    # the source index of the output's first pixel, per output axis where the cutout does not
-    # start at 0 (ome-zarr: its translation)
-    origin: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # where the output's first pixel centre lies in the source, in output pixels, per output axis
+    # where it is not 0: the cutout's start, over the bin factor and at the window's centre where
+    # binned (ome-zarr: its translation)
+    origin: Mapping[str, float] = dataclasses.field(default_factory=dict)
     # the options this format declares (Writer.options), each as given, else its default
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -77,7 +78,7 @@ class OutputSpec:
         set_("chunks", tuple(int(n) for n in self.chunks))
         set_("shards", None if self.shards is None else tuple(int(n) for n in self.shards))
         set_("pixel_size", MappingProxyType(dict(self.pixel_size)))
-        set_("origin", MappingProxyType({a: int(n) for a, n in self.origin.items() if n}))
+        set_("origin", MappingProxyType({a: n for a, n in self.origin.items() if n}))
         set_("options", MappingProxyType(dict(self.options)))
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
         if self.channel_names is not None:
