@@ -218,6 +218,7 @@ def test_cli_export_and_plan(source, tmp_path):
     shown = run_cli("export", *args, "--output", out, "--plan")
     assert shown.returncode == 0, shown.stderr
     assert "float32" in shown.stdout and not out.exists()
+    assert "-> smooth z=1,y=2,x=1.5 (halo z=4,y=8,x=6 pixels each side)" in shown.stdout
     run = run_cli("export", *args, "--output", out)
     assert run.returncode == 0, run.stderr
     assert_close(written(out), smoothed(data))
