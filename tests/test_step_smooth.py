@@ -206,6 +206,14 @@ def test_sigma_in_micrometers_uses_the_pixel_size(source):
         build_plan(src.spec, settings)
 
 
+def test_sigma_as_a_length_uses_the_sources_own_pixel_sizes_and_unit():
+    data = make_data("float32", (10, 30, 40), seed=4)
+    sizes = {"pixel_size": {"y": 0.5, "x": 0.5}, "unit": "nanometer"}
+    arr = xr.DataArray(data, dims=("z", "y", "x"), attrs=sizes)
+    got = build_plan(arr, ExportSettings(smooth={"x": "0.001um"})).result.values
+    assert_close(got, smoothed(data, {"x": 2}, {}))
+
+
 # ---------------------------------------------------------------------------------------------
 # everywhere an export runs
 
