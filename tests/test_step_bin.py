@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
+import sys
 from typing import Any, cast
 
 import dask
 import numpy as np
 import pytest
 import zarr
-from distributed import Client, LocalCluster
 
 import lazyexport as le
 from helpers import cli_command, cli_env, make_data, write_zarr3
@@ -157,6 +157,18 @@ def test_pixel_sizes_multiply_and_ome_zarr_puts_a_pixel_at_its_window_centre(tmp
     assert image["datasets"][0]["coordinateTransformations"][1]["translation"] == [2.0, 1.5, 0.0]
 
 
+@pytest.mark.parametrize("fmt,name", [("hdf5", "o.h5"), ("tiff", "o.tif"), ("n5", "o.n5")])
+def test_every_format_that_writes_pixel_sizes_writes_the_binned_ones(tmp_path, fmt, name):
+    settings = ExportSettings(
+        bin={"z": 2, "x": 4},
+        format=fmt,
+        output=str(tmp_path / name),
+        pixel_size={"z": 1.0, "y": 0.5, "x": 0.25},
+    )
+    back = le.open_exported(le.export(np.zeros((8, 20, 20), "uint16"), settings))
+    assert back.attrs["pixel_size"] == {"z": 2.0, "y": 0.5, "x": 1.0}
+
+
 # -- the planner ----------------------------------------------------------------------------------
 
 
@@ -278,7 +290,7 @@ def test_compute_false(tmp_path, chunk_blocks):
     np.testing.assert_array_equal(got, reference(data[:, 3:], (3, 1, 2), "mean"))
 
 
-@pytest.mark.parametrize("scheduler", ["processes", "cluster"])
+@pytest.mark.parametrize("scheduler", ["processes", "local-cluster"])
 def test_processes_and_a_cluster(tmp_path, chunk_blocks, scheduler):
     data = make_data("uint16", (16, 64, 64))
     settings = ExportSettings(
@@ -289,20 +301,8 @@ def test_processes_and_a_cluster(tmp_path, chunk_blocks, scheduler):
         chunks={"z": 2},
     )
     expected = reference(data[1:], (2, 2, 1), "mean")
-    if scheduler == "processes":
-        le.export(data, settings, memory_limit="16MiB", scheduler="processes")
-    else:
-        with (
-            LocalCluster(
-                n_workers=2,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster, set_as_default=False) as client,
-        ):
-            le.export(data, settings, memory_limit="16MiB", scheduler=client)
+    # (local-cluster: a LocalCluster of worker processes, started and closed by the export)
+    le.export(data, settings, memory_limit="16MiB", scheduler=scheduler)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "o.zarr"), mode="r")[:], expected)
 
 
@@ -311,3 +311,50 @@ def test_plan_json_lists_the_steps(tmp_path):
     plan = build_plan(data, ExportSettings(bin={"x": 2}, dtype="float32"))
     steps = json.loads(json.dumps(plan.summary()))["steps"]
     assert [s["step"] for s in steps][1:] == ["bin x=2 (mean)", "convert"]
+
+
+MEMORY_SCRIPT = """
+import json, sys
+import lazyexport as le
+source, output, method = sys.argv[1:]
+settings = le.ExportSettings(
+    bin={"z": 2, "y": 2, "x": 2}, bin_method=method, format="zarr", output=output
+)
+plan = le.plan(source, settings, memory_limit="64MiB")
+le.run.execute(plan)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "projected": plan.costs.projected_peak,
+                  "baseline": plan.costs.baseline}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["mean", "mode"])
+def test_binning_peaks_as_projected(tmp_path, method):
+    import dask.array as da
+
+    from lazyexport.demo import smooth_volume
+
+    volume = smooth_volume((32, 1024, 1024), (16, 256, 256))  # 128 MiB of float32
+    store = zarr.create_array(
+        str(tmp_path / "s.zarr"), shape=volume.shape, chunks=(16, 256, 256), dtype="float32"
+    )
+    da.store(volume.astype("float32"), cast(Any, store), lock=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEMORY_SCRIPT,
+            str(tmp_path / "s.zarr"),
+            str(tmp_path / "o"),
+            method,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cli_env(),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["peak"] <= found["baseline"] + 64 * 2**20 + 32 * 2**20, found
+    assert 0.75 <= found["peak"] / found["projected"] <= 1.25, found
