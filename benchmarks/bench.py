@@ -10,6 +10,12 @@ chunks in 8 MiB shards, or ``zarr-sharded-deep``, 256 KiB chunks 16 slices deep 
 against ``da.store`` of shard-aligned blocks into the same sharded array through zarr-python's
 default codec pipeline).
 
+The ``smooth`` workload (``--formats smooth``): a sigma-2 Gaussian along z, y and x of the same
+cutout, float32, to Zarr: lazyexport's ``smooth`` step against
+``dask_image.ndfilters.gaussian_filter`` of the whole source, then cut out (what gives the same
+values: the cutout's neighbours are read, the source's edge reflected), and ``to_zarr``; the
+two outputs are compared after the runs (at most 1e-5 relative).
+
 ``--formats bin``: the binning workload instead (issue 28): a 2x2x2 mean of the whole source
 (z, y, x; channels kept) to Zarr, lazyexport's ``bin`` step against ``dask.array.coarsen(np.mean,
 ...)`` + ``to_zarr`` (both zstd level 3; the volume's lengths are even, so coarsen's windows are
@@ -27,7 +33,7 @@ own process, so its peak RSS is its own. Prints medians and the speed ratio (pla
 seconds / lazyexport seconds: > 1 means lazyexport is faster).
 
     python benchmarks/bench.py [--gib 2] [--src-chunks 16,256,256,2] [--cut z|mid] [--repeats 3]
-        [--scaling]
+        [--scaling] [--formats zarr,hdf5,tiff-sequence,smooth]
 """
 
 from __future__ import annotations
@@ -90,6 +96,22 @@ def cut_slices(cut: dict, axes: str = "zyxc") -> tuple[slice, ...]:
     return tuple(slice(*cut.get(a, (None, None))) for a in axes)
 
 
+SMOOTH_SIGMA = {"z": 2.0, "y": 2.0, "x": 2.0}  # the smooth workload's, in pixels
+
+
+def run_plain_smooth(src: Path, out: Path, cut: dict) -> None:
+    """dask-image's Gaussian of the whole source (zyxc; c not smoothed), then the cutout."""
+    import dask.array as da
+    from dask_image.ndfilters import gaussian_filter
+    from zarr.codecs import ZstdCodec
+
+    x = da.from_zarr(str(src))
+    sigma = [SMOOTH_SIGMA.get(a, 0.0) for a in "zyxc"]
+    y = gaussian_filter(x, sigma=sigma, truncate=4.0)[cut_slices(cut)]
+    y = y.rechunk(x.chunksize)  # to_zarr needs regular chunks (the cutout broke them)
+    da.to_zarr(y, str(out), mode="w", compressors=[ZstdCodec(level=ZARR_LEVEL)])
+
+
 BIN = {"z": 2, "y": 2, "x": 2}  # the binning workload's factors (--formats bin)
 
 
@@ -106,6 +128,8 @@ def run_plain_bin(src: Path, out: Path) -> None:
 
 def run_plain(fmt: str, src: Path, out: Path, cut: dict) -> None:
     """What a user writes by hand with dask, tifffile and h5py."""
+    if fmt == "smooth":
+        return run_plain_smooth(src, out, cut)
     import dask.array as da
     import numpy as np
     import tifffile
@@ -160,6 +184,10 @@ def run_lazyexport(fmt: str, src: Path, out: Path, cut: dict) -> None:
     import lazyexport as le
 
     output = str(out / "z{slice_index}.tif") if fmt == "tiff-sequence" else str(out)
+    if fmt == "smooth":
+        settings = le.ExportSettings(roi=cut, smooth=SMOOTH_SIGMA, format="zarr", output=output)
+        le.export(str(src), settings, overwrite=True)
+        return
     if fmt == "bin":
         binned = le.ExportSettings(bin=BIN, bin_method="mean", format="zarr", output=output)
         le.export(str(src), binned, overwrite=True)
@@ -248,7 +276,7 @@ def _zarr_codecs(codecs: list[dict]) -> str:
 
 def describe_output(fmt: str, out: Path) -> str:
     """The codec (and chunks) of what a run wrote, read back from the files."""
-    if fmt in ("zarr", "bin") or fmt in SHARDED:
+    if fmt in ("zarr", "smooth", "bin") or fmt in SHARDED:
         meta = json.loads((out / "zarr.json").read_text())
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         (shard,) = [c for c in meta["codecs"] if c["name"] == "sharding_indexed"] or [None]
@@ -284,7 +312,7 @@ def describe_output(fmt: str, out: Path) -> str:
 def output_path(kind: str, fmt: str) -> Path:
     """Where a run writes: NAME.h5, NAME.zarr (lazyexport adds the extension when it is missing)
     or, for a TIFF sequence, the directory NAME."""
-    zarrs = ("zarr", "bin", *SHARDED)
+    zarrs = ("zarr", "smooth", "bin", *SHARDED)
     suffix = ".h5" if fmt == "hdf5" else ".zarr" if fmt in zarrs else ""
     return OUT / f"out-{kind}-{fmt}{suffix}"
 
@@ -294,6 +322,22 @@ def remove_output(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()
+
+
+def compare_smooth(tools: list[str]) -> str:
+    """The smooth outputs of the last runs against the plain one's (then removed)."""
+    import dask.array as da
+
+    paths = [output_path(tool, "smooth") for tool in tools]
+    plain, *others = (da.from_zarr(str(p)) for p in paths)
+    found = []
+    for tool, arr in zip(tools[1:], others):
+        scale = float(da.fabs(plain).max().compute())
+        error = float(da.fabs(arr.rechunk(plain.chunks) - plain).max().compute()) / scale
+        found.append(f"{tool} {'equal' if error <= 1e-5 else 'NOT EQUAL'} ({error:.2g} relative)")
+    for path in paths:
+        remove_output(path)
+    return "; ".join(found)
 
 
 def child_main(spec: str) -> None:
@@ -315,7 +359,8 @@ def child_main(spec: str) -> None:
     seconds = time.perf_counter() - start
     rss = peak_rss()
     codec = describe_output(fmt, target) if kind in ("plain", "lazyexport", "before") else ""
-    remove_output(target)
+    if fmt != "smooth":  # (the smooth outputs stay until they are compared)
+        remove_output(target)
     print(json.dumps({"seconds": seconds, "peak_rss": rss, "codec": codec}))
 
 
@@ -340,8 +385,9 @@ def main() -> None:
     parser.add_argument(
         "--formats",
         default="zarr,hdf5,tiff-sequence",
-        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded, zarr-sharded-deep, bin "
-        "(the binning workload: a 2x2x2 mean of the whole source)",
+        help="comma-separated: zarr, hdf5, tiff-sequence, zarr-sharded, zarr-sharded-deep, "
+        "smooth (a sigma-2 Gaussian to Zarr against dask-image's), bin (the binning workload: a "
+        "2x2x2 mean of the whole source)",
     )
     parser.add_argument(
         "--scaling",
@@ -419,11 +465,13 @@ def main() -> None:
                 f"{rss:7.0f}Mi {ratio:>12}  {each}"
             )
             codecs.append(f"  {fmt:14} {tool:11} " + " | ".join(sorted({r["codec"] for r in rs})))
+        if fmt == "smooth":
+            print(f"{'':14} equal output: {compare_smooth(list(runs))}")
     print("\nwritten (read back from each run's output):")
     print("\n".join(codecs))
     if args.scaling:
         print("\npeak RSS of lazyexport, lazily generated source, memory_limit=512MiB")
-        for fmt in (f for f in args.formats.split(",") if f not in SHARDED):
+        for fmt in (f for f in args.formats.split(",") if f not in (*SHARDED, "smooth", "bin")):
             row = []
             for factor in (1, 4, 8):
                 r = child(["scaling", fmt, str(factor)])

@@ -20,6 +20,10 @@ Two parts, each export in its own child process (so its peak resident memory, Vm
 
     python benchmarks/memory.py [--gib 8] [--memory-limit 512MiB] [--formats zarr,hdf5,...]
                                 [--part all|memory|scale] [--scale-sizes 1TiB,64TiB]
+                                [--smooth z=4,y=4,x=4]
+
+``--smooth`` adds the smoothing step (docs/usage.md, "Smooth") to every export of the memory
+part: its halo is read with each block.
 
 Tables are printed and written to bench-out/ (git-ignored): memory-<GiB>-<limit>.txt/.jsonl
 and scale-<limit>.txt/.jsonl.
@@ -133,10 +137,12 @@ class Sampler(threading.Thread):
             time.sleep(self.interval)
 
 
-def settings_for(fmt: str, directory: str, renormalize: bool = True):
+def settings_for(fmt: str, directory: str, renormalize: bool = True, smooth: str | None = None):
     import lazyexport as le
 
-    extra = dict(renormalize=((0.0, 1.0), (0, 255)), dtype="uint8") if renormalize else {}
+    extra: dict = dict(renormalize=((0.0, 1.0), (0, 255)), dtype="uint8") if renormalize else {}
+    if smooth:
+        extra["smooth"] = smooth
     return le.ExportSettings(format=fmt, output=str(Path(directory) / OUTPUT_NAMES[fmt]), **extra)
 
 
@@ -172,7 +178,7 @@ def child_layout(spec: dict) -> dict:
     layout = tuple(spec["layout"])
     data = generated(shape, layout)
     src = le.open_source(data, axes="zyx")
-    settings = settings_for(spec["format"], spec["dir"])
+    settings = settings_for(spec["format"], spec["dir"], smooth=spec.get("smooth"))
     limit = spec["memory_limit"]
     report: dict = {"shape": list(shape), "chunks": [c[0] for c in data.chunks]}
     start = time.perf_counter()
@@ -410,18 +416,27 @@ class Table:
         self.emit(" | ".join(cells).rstrip())
 
 
+def run_tag(args, cluster: bool) -> str:
+    """The memory part's file names: size, limit, scheduler and smoothing."""
+    tag = f"{args.gib:g}GiB-{args.memory_limit}" + ("-local-cluster" if cluster else "")
+    return tag + (
+        "-smooth-" + args.smooth.replace(",", "-").replace("=", "") if args.smooth else ""
+    )
+
+
 def memory_part(args) -> None:
     limit = parse_bytes(args.memory_limit)
     shape = source_shape(args.gib, args.plane)
     layouts = [tuple(int(n) for n in text.split("x")) for text in args.layouts.split(",")]
     formats = args.formats.split(",")
     cluster = args.scheduler == "local-cluster"
-    tag = f"{args.gib:g}GiB-{args.memory_limit}" + ("-local-cluster" if cluster else "")
+    tag = run_tag(args, cluster)
     text_path, json_path = OUT / f"memory-{tag}.txt", OUT / f"memory-{tag}.jsonl"
     with open(text_path, "w") as text, open(json_path, "w") as jsonl:
         head = (
             f"memory by layout: generated float32 zyx {shape} "
             f"({math.prod(shape) * 4 / GiB:.2f} GiB), "
+            f"{f'smooth {args.smooth}, ' * bool(args.smooth)}"
             f"renormalize [0,1]->[0,255] uint8, memory_limit={args.memory_limit} "
             f"({limit / MiB:.0f} MiB), "
             f"budget+256MiB = {(limit + SLACK) / MiB:.0f} MiB; {os.cpu_count()} cores; "
@@ -473,6 +488,7 @@ def memory_part(args) -> None:
                     "verify": args.verify,
                     "scheduler": args.scheduler,
                     "rss_cap": args.rss_cap and parse_bytes(args.rss_cap),
+                    "smooth": args.smooth,
                 }
                 try:
                     r = run_child(spec, args.timeout)
@@ -742,6 +758,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=3600.0, help="seconds per child (default 3600)"
+    )
+    parser.add_argument(
+        "--smooth", help="memory part: smooth every export, e.g. z=4,y=4,x=4 (sigma in pixels)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -242,6 +242,9 @@ class ExportSettings:
         "x": 4}`` (docs/usage.md, "Steps"); pixel sizes multiply by the factors.
     bin_method : {"mean", "max", "min", "mode", "nearest"}, optional
         How a window becomes one pixel (None: ``"mean"``; ``"mode"`` for labels).
+    smooth : mapping of str to float or str, optional
+        Gaussian smoothing: sigma per axis in pixels, or a length where the source has pixel
+        sizes, e.g. ``{"y": 2, "x": "0.5um"}`` (docs/usage.md, "Smooth"); float32 output.
     segment : str, optional
         ``"argmax:c"``: a label image, 1 + the index of each pixel's largest channel along
         ``c`` (0 where all are NaN); the axis disappears (docs/usage.md, "Segment and threshold").
@@ -282,6 +285,7 @@ class ExportSettings:
     regions: Mapping[str, Mapping[str, Bounds] | str] | None = None
     bin: Mapping[str, int] | None = None
     bin_method: str | None = None
+    smooth: Mapping[str, float | str] | str | None = None
     segment: str | None = None
     threshold: str | None = None
     step_order: Sequence[str] | None = None

@@ -105,6 +105,10 @@ from .step_bin import BIN  # noqa: E402
 
 STEP_SETTINGS["bin"] = StepSetting(**BIN)
 
+from .step_smooth import SMOOTH  # noqa: E402
+
+STEP_SETTINGS["smooth"] = StepSetting(**SMOOTH)
+
 from .step_segment import SEGMENT, THRESHOLD  # noqa: E402
 
 STEP_SETTINGS["segment"] = StepSetting(**SEGMENT)
