@@ -34,7 +34,7 @@ from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
 from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards, step_lines, steps_text
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
-from .plan_steps import aligned_chunks, data_percentiles, data_range, pipeline, transform
+from .plan_steps import aligned_chunks, pipeline, read_range, transform
 from .plan_steps import cutout_reads as cutout_reads
 from .plan_steps import read_through as read_through
 from .plan_steps import steps as steps
@@ -405,10 +405,8 @@ def build_plan(
     renorm = None
     if settings.renormalize is not None:
         asked, out_range = settings.renormalize
-        if asked is None:
-            in_range = data_range(cutout_reads(src, roi), notes)
-        elif any(isinstance(v, str) for v in asked):
-            in_range = data_percentiles(cutout_reads(src, roi), asked, notes)
+        if asked is None or any(isinstance(v, str) for v in asked):
+            in_range = read_range(src, roi, settings, steps, asked, notes)
         else:
             in_range = (float(asked[0]), float(asked[1]))
         renorm = (in_range, out_range)

@@ -214,6 +214,40 @@ def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Ar
     return arr[tuple(slice(roi[d][0] - b[0], roi[d][1] - b[0]) for d, b in zip(dims, box))]
 
 
+def range_reads(
+    src: xr.DataArray,
+    roi: Mapping[str, tuple[int, int]],
+    settings: ExportSettings,
+    extra: Sequence[Step] = (),
+) -> da.Array:
+    """What renormalize's input range is read from where the settings do not give it: the
+    cutout (:func:`cutout_reads`), or, where steps follow it (the settings' and ``extra``), their
+    result, which renormalize applies to (a binned mean or a smoothed volume has another range
+    than its source)."""
+    dims = names(src)
+    found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi)])
+    settings_steps(settings, found, src)
+    for step in extra:
+        found.add(step)
+    if len(found.steps) == 1:
+        return cutout_reads(src, roi)
+    return found.lazy(src).data
+
+
+def read_range(
+    src: xr.DataArray,
+    roi: Mapping[str, tuple[int, int]],
+    settings: ExportSettings,
+    extra: Sequence[Step],
+    asked: tuple | None,
+    notes: list[str],
+) -> tuple[float, float]:
+    """Renormalize's input range read from the data (:func:`range_reads`): its min/max where
+    ``asked`` is None, else the percentiles it names (``("p0.1", "p99.9")``)."""
+    data = range_reads(src, roi, settings, extra)
+    return data_range(data, notes) if asked is None else data_percentiles(data, asked, notes)
+
+
 def read_through(src: xr.DataArray) -> Any:
     """What a block task reads ``src`` through: its file reader, the numpy array it wraps, or
     None where it must be computed by dask (the user's dask array, several files joined, or a
