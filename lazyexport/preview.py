@@ -200,12 +200,17 @@ class Position:
 
     def live(self) -> xr.DataArray:
         plan = self.plan
-        if not plan.pipeline.piecewise():  # the plane of the whole result (its chunks computed)
-            whole = transform(
-                plan.source, plan.roi, plan.settings, plan.renormalize, None, plan.extra_steps
+        if not plan.pipeline.piecewise():  # the plane's source region (halo, windows) only
+            pipe = plan.pipeline
+            index = {a: self.output_index(a) for a in pipe.axes if a in self.fixed}
+            region = tuple(
+                slice(index[a], index[a] + 1) if a in index else slice(0, n)
+                for a, n in zip(pipe.axes, pipe.shape)
             )
-            index = {a: self.output_index(a) for a in names(whole) if a in self.fixed}
-            return self._label(whole.isel(index), "live")
+            reads = pipe.source_region(region)
+            box = {a: (s.start, s.stop) for a, s in zip(names(plan.source), reads)}
+            block = np.asarray(cutout(plan.source, box).values)
+            return self._label(xr.DataArray(pipe.apply(block, region), dims=pipe.axes), "live")
         return self._label(
             transform(plan.source, self.roi, plan.settings, plan.renormalize), "live"
         )
