@@ -39,6 +39,11 @@ RUN_TOKEN = re.compile(r"t[0-9a-f]{8}p(?P<pid>\d+)h(?P<host>[0-9a-f]{6})")
 # leftovers count as orphans even though this process lives on)
 _RUNS: collections.Counter[str] = collections.Counter()  # a token may run twice at once
 _RUNS_LOCK = threading.Lock()
+# the owner records this process claimed, by token (their nonces), and those of runs that ended:
+# a record of this process whose run has ended is dead, even while another run of the same
+# token is registered (the run that claims is registered before its record exists)
+_CLAIMED: collections.defaultdict[str, set[str]] = collections.defaultdict(set)
+_ENDED: set[str] = set()
 
 
 def host_tag() -> str:
@@ -67,6 +72,7 @@ class Run:
             _RUNS[self.token] -= 1  # a second run of the same token (refused or not)
             if _RUNS[self.token] <= 0:  # leaves the first one registered
                 del _RUNS[self.token]
+                _ENDED.update(_CLAIMED.pop(self.token, ()))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -79,13 +85,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def process_alive(pid: int, host: str, token: str) -> bool | None:
-    """Whether the process that runs ``token`` is alive; None where this machine cannot tell."""
+def process_alive(pid: int, host: str, token: str, nonce: str | None = None) -> bool | None:
+    """Whether the process that runs ``token`` is alive; None where this machine cannot tell.
+    In this process: whether a run of ``token`` is registered, and the record (its ``nonce``) is
+    not one a run that has ended claimed."""
     if host != host_tag():
         return None
     if pid == os.getpid():
         with _RUNS_LOCK:
-            return _RUNS[token] > 0
+            return _RUNS[token] > 0 and nonce not in _ENDED
     return _pid_alive(pid)
 
 
@@ -116,7 +124,7 @@ def owner_state(data: bytes, token: str) -> tuple[str, bool | None] | None:
         pid, host = int(owner["pid"]), str(owner["host"])
     except (ValueError, KeyError, TypeError):
         return None
-    alive = process_alive(pid, host, token)
+    alive = process_alive(pid, host, token, owner.get("nonce"))
     where = "this host" if host == host_tag() else f"host {owner.get('hostname', '?')}"
     return f"pid {pid} on {where}", alive
 
@@ -126,6 +134,8 @@ def claim_key(backend: Backend, key: str, token: str) -> None:
     :class:`Busy` if a live process (or one on another host: nobody here can tell) owns it.
     Atomic: of runs claiming at once, exactly one returns (see the module docs)."""
     record = owner_record()
+    with _RUNS_LOCK:  # ended with its run (see _ENDED)
+        _CLAIMED[token].add(json.loads(record)["nonce"])
     for _ in range(3):
         try:
             backend.put_new(key, record)
