@@ -51,8 +51,11 @@ def radius(sigma: float) -> int:
 
 
 def smooth_dtype(in_dtype: np.dtype) -> np.dtype:
-    """The output dtype of smoothing a ``in_dtype`` input: float64 for float64, else float32."""
-    return np.dtype(np.float64 if np.dtype(in_dtype) == np.float64 else np.float32)
+    """The output dtype of smoothing a ``in_dtype`` input: float64 for float64 (of either byte
+    order: N5 and some HDF5 files store big-endian), else float32; native byte order."""
+    dtype = np.dtype(in_dtype)
+    wide = dtype.kind == "f" and dtype.itemsize == 8
+    return np.dtype(np.float64 if wide else np.float32)
 
 
 class Smooth(Step):
