@@ -250,17 +250,31 @@ def in_pixels(settings: Any, found: Pipeline, src: xr.DataArray) -> dict[str, fl
     return sigma
 
 
+class HalfSmooth(Smooth):
+    """:class:`Smooth` of a float16 input, which scipy.ndimage does not filter: each block is
+    cast to float32 first (one more float32 array of the block's shape, counted in
+    :meth:`work`), then smoothed as a float32 block; the output is float32."""
+
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        return math.prod(in_shape) * 4 + super().work(in_shape, np.dtype(np.float32))
+
+    def apply(self, block: np.ndarray, out_region: Region, in_shape: Shape) -> np.ndarray:
+        return super().apply(block.astype(np.float32), out_region, in_shape)
+
+
 def build(settings: Any, found: Pipeline, src: xr.DataArray) -> Smooth:
     """The smoothing step after ``found``: right after the cutout it reads its halo from the
     source ``src``; after another step, from that step's output only."""
     if found.dtype.kind not in "biuf":
         raise SettingsError(f"cannot smooth {found.dtype} data: only integers and floats")
     sigma = in_pixels(settings, found, src)
+    half = found.dtype.kind == "f" and found.dtype.itemsize == 2
+    step = HalfSmooth if half else Smooth
     cut = found.steps[0] if len(found.steps) == 1 else None
     if not isinstance(cut, Cutout):
-        return Smooth(found.axes, sigma)
+        return step(found.axes, sigma)
     offset = [cut.start(a) for a in found.axes]
-    return Smooth(found.axes, sigma, offset, src.shape, src.data)
+    return step(found.axes, sigma, offset, src.shape, src.data)
 
 
 def parse(text: str) -> dict[str, Any]:

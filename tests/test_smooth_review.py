@@ -6,6 +6,8 @@ length keeps its digits."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ import zarr
 from scipy.ndimage import gaussian_filter
 
 import lazyexport as le
+from lazyexport.plan import build_plan
+from lazyexport.step_smooth import HalfSmooth, Smooth
 
 
 def _written(path) -> np.ndarray:
@@ -39,3 +43,29 @@ def test_big_endian_float64_is_smoothed_in_float64(tmp_path, how):
     got = _written(out)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, _whole(data, [0, 2, 0]), rtol=1e-13)
+
+
+@pytest.mark.parametrize("path", ["blocks", "lazy"])
+def test_float16_is_smoothed_as_float32(tmp_path, path):
+    data = np.random.default_rng(1).random((6, 40, 30)).astype(np.float16)
+    roi = {"z": (1, 6), "y": (3, 37)}
+    settings = le.ExportSettings(roi=roi, smooth={"z": 1, "y": 2, "x": 1.5})
+    expected = _whole(data, [1, 2, 1.5])[1:6, 3:37]
+    if path == "lazy":
+        got = np.asarray(build_plan(le.open_source(data, axes="zyx"), settings).result.values)
+    else:
+        out = tmp_path / "o.zarr"
+        chunks = {"z": 2, "y": 8, "x": 8}
+        written = dataclasses.replace(settings, format="zarr", output=str(out), chunks=chunks)
+        le.export(le.open_source(data, axes="zyx"), written)
+        got = _written(out)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_float16_block_work_counts_the_float32_copy():
+    shape = (4, 30, 20)
+    half, single = HalfSmooth("zyx", {"y": 2}), Smooth("zyx", {"y": 2})
+    copy = 4 * 30 * 20 * 4
+    assert half.work(shape, np.dtype(np.float16)) == single.work(shape, np.dtype("f4")) + copy
+    assert half.dtype(np.dtype(np.float16)) == np.float32
