@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import dask
@@ -41,6 +41,8 @@ from .steps import Axes, Cutout, Pipeline, Region, Shape, Step
 from .units import SPATIAL_AXES, parse_unit, to_micrometers
 
 TRUNCATE = 4.0
+MIN_SIGMA = 0.01  # pixels: less does not smooth (a one-pixel kernel); far less, scipy divides by 0
+MAX_RADIUS = 10**6  # pixels each side: a wider kernel is not smoothing a volume, but a mistake
 ORDER = "tczyx"  # the order normalized settings keep their axes in
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([^\d\s].*)?$")
 
@@ -51,8 +53,11 @@ def radius(sigma: float) -> int:
 
 
 def smooth_dtype(in_dtype: np.dtype) -> np.dtype:
-    """The output dtype of smoothing a ``in_dtype`` input: float64 for float64, else float32."""
-    return np.dtype(np.float64 if np.dtype(in_dtype) == np.float64 else np.float32)
+    """The output dtype of smoothing a ``in_dtype`` input: float64 for float64 (of either byte
+    order: N5 and some HDF5 files store big-endian), else float32; native byte order."""
+    dtype = np.dtype(in_dtype)
+    wide = dtype.kind == "f" and dtype.itemsize == 8
+    return np.dtype(np.float64 if wide else np.float32)
 
 
 class Smooth(Step):
@@ -158,25 +163,45 @@ class Smooth(Step):
 def parse_sigma(value: Any) -> dict[str, float | str]:
     """``"y=2,x=2um"`` or ``{"y": 2, "x": "0.5 micrometer"}`` -> per axis (in :data:`ORDER`) a
     positive number of pixels, or ``"<number> <unit>"`` (a UDUNITS name)."""
+    pairs: Collection[tuple[Any, Any]] = ()
     if isinstance(value, str):
-        pairs = []
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            axis, sep, sigma = part.partition("=")
-            if not sep:
-                raise SettingsError(
-                    f"cannot read smooth part {part!r}; write axis=sigma, e.g. y=2,x=2 or z=1um"
-                )
-            pairs.append((axis.strip(), sigma.strip()))
-        value = dict(pairs)
-    if not isinstance(value, Mapping) or not value:
+        pairs = _parts(value)
+    elif isinstance(value, Mapping):
+        pairs = value.items()
+    if not pairs:
         raise SettingsError(
             f"smooth must map axes to sigmas, e.g. {{'y': 2, 'x': 2}}, got {value!r}"
         )
     found: dict[str, float | str] = {}
-    for axis, sigma in value.items():
-        (letter,) = parse_axes(str(axis))
+    for axis, sigma in pairs:
+        letter = _axis(axis)
+        if letter in found:
+            raise SettingsError(f"smooth names axis {letter!r} twice; give each axis one sigma")
         found[letter] = _sigma(letter, sigma)
     return {a: found[a] for a in sorted(found, key=_axis_rank)}
+
+
+def _parts(text: str) -> list[tuple[str, str]]:
+    """``"y=2,x=2um"`` -> ``[("y", "2"), ("x", "2um")]`` (an axis twice stays twice)."""
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        axis, sep, sigma = part.partition("=")
+        if not sep:
+            raise SettingsError(
+                f"cannot read smooth part {part!r}; write axis=sigma, e.g. y=2,x=2 or z=1um"
+            )
+        pairs.append((axis.strip(), sigma.strip()))
+    return pairs
+
+
+def _axis(axis: Any) -> str:
+    """The one axis letter ``axis`` names (lower case)."""
+    letters = parse_axes(str(axis))
+    if len(letters) != 1:
+        raise SettingsError(
+            f"smooth gives a sigma to {str(axis)!r}: name one axis per sigma, e.g. y=2,x=2"
+        )
+    return letters[0]
 
 
 def _axis_rank(axis: str) -> tuple[int, str]:
@@ -200,10 +225,26 @@ def _sigma(axis: str, sigma: Any) -> float | str:
     if not (math.isfinite(number) and number > 0):
         raise SettingsError(f"smooth sigma for axis {axis!r} must be positive, got {sigma!r}")
     if unit is None or unit.strip().lower() in ("px", "pixel", "pixels"):
-        return number
+        return check_pixels(axis, number, f"{number:g} pixels")
     if axis not in SPATIAL_AXES:
         raise SettingsError(f"smooth sigma in {unit.strip()} is for the spatial axes z, y, x")
-    return f"{number:g} {parse_unit(unit)}"
+    short = f"{number:g}"  # the number as written where that is exact, else all its digits
+    return f"{short if float(short) == number else repr(number)} {parse_unit(unit)}"
+
+
+def check_pixels(axis: str, sigma: float, given: str) -> float:
+    """``sigma`` (pixels; ``given``: how the settings gave it) where scipy can smooth with it:
+    at least :data:`MIN_SIGMA`, its kernel's radius at most :data:`MAX_RADIUS`."""
+    if sigma < MIN_SIGMA:
+        raise SettingsError(
+            f"smooth sigma for axis {axis!r} is {given}: it must be at least {MIN_SIGMA} pixel"
+        )
+    if not math.isfinite(sigma) or radius(sigma) > MAX_RADIUS:
+        raise SettingsError(
+            f"smooth sigma for axis {axis!r} is {given}: its kernel (4 sigma each side) must "
+            f"reach at most {MAX_RADIUS} pixels"
+        )
+    return sigma
 
 
 def check(settings: Any) -> None:
@@ -242,9 +283,22 @@ def in_pixels(settings: Any, found: Pipeline, src: xr.DataArray) -> dict[str, fl
                     f"smooth gives axis {axis!r} a sigma in {unit}, but the source has no pixel "
                     f"size for it; give it in pixels or set pixel_size"
                 )
-            value = to_micrometers(float(number), unit) / (sizes[axis] * scale[axis])
+            pixels = to_micrometers(float(number), unit) / (sizes[axis] * scale[axis])
+            value = check_pixels(axis, pixels, f"{number} {unit} = {pixels:g} pixels")
         sigma[axis] = float(value)
     return sigma
+
+
+class HalfSmooth(Smooth):
+    """:class:`Smooth` of a float16 input, which scipy.ndimage does not filter: each block is
+    cast to float32 first (one more float32 array of the block's shape, counted in
+    :meth:`work`), then smoothed as a float32 block; the output is float32."""
+
+    def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
+        return math.prod(in_shape) * 4 + super().work(in_shape, np.dtype(np.float32))
+
+    def apply(self, block: np.ndarray, out_region: Region, in_shape: Shape) -> np.ndarray:
+        return super().apply(block.astype(np.float32), out_region, in_shape)
 
 
 def build(settings: Any, found: Pipeline, src: xr.DataArray) -> Smooth:
@@ -253,11 +307,13 @@ def build(settings: Any, found: Pipeline, src: xr.DataArray) -> Smooth:
     if found.dtype.kind not in "biuf":
         raise SettingsError(f"cannot smooth {found.dtype} data: only integers and floats")
     sigma = in_pixels(settings, found, src)
+    half = found.dtype.kind == "f" and found.dtype.itemsize == 2
+    step = HalfSmooth if half else Smooth
     cut = found.steps[0] if len(found.steps) == 1 else None
     if not isinstance(cut, Cutout):
-        return Smooth(found.axes, sigma)
+        return step(found.axes, sigma)
     offset = [cut.start(a) for a in found.axes]
-    return Smooth(found.axes, sigma, offset, src.shape, src.data)
+    return step(found.axes, sigma, offset, src.shape, src.data)
 
 
 def parse(text: str) -> dict[str, Any]:
