@@ -72,3 +72,37 @@ def test_mean_bin_after_segment_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="mean after segment would average labels"):
         le.export(le.open_source(np.zeros((2, 4, 4, 3), np.float32), axes="zyxc"), settings)
     assert not (tmp_path / "o.zarr").exists()
+
+
+def _transforms(store) -> list[dict]:
+    ms = json.loads((store / "zarr.json").read_text())["attributes"]["ome"]["multiscales"][0]
+    return [
+        {t["type"]: t[t["type"]] for t in d["coordinateTransformations"]} for d in ms["datasets"]
+    ]
+
+
+def test_binned_ome_zarr_without_pixel_sizes_is_in_source_pixels(tmp_path):
+    out = tmp_path / "b.ome.zarr"
+    settings = le.ExportSettings(
+        format="ome-zarr",
+        output=str(out),
+        roi={"y": (3, 40), "x": (10, 60)},
+        bin={"y": 2, "x": 3},
+        levels=2,
+    )
+    le.export(le.open_source(np.zeros((4, 40, 60), np.uint16), axes="zyx"), settings)
+    level0, level1 = _transforms(out)
+    # one binned pixel spans 2 x 3 source pixels, its centre at the window's centre
+    assert level0 == {"scale": [1.0, 2.0, 3.0], "translation": [0.0, 3.5, 11.0]}
+    # level 1 halves z, y and x (z: 1 source pixel, not coarser than y/x), each at its centre
+    assert level1["scale"] == [2.0, 4.0, 6.0]
+    assert level1["translation"] == [0.5, 4.5, 12.5]
+
+
+def test_unbinned_ome_zarr_without_pixel_sizes_keeps_scale_one(tmp_path):
+    out = tmp_path / "u.ome.zarr"
+    settings = le.ExportSettings(
+        format="ome-zarr", output=str(out), roi={"y": (3, 40), "x": (10, 60)}, levels=1
+    )
+    le.export(le.open_source(np.zeros((4, 40, 60), np.uint16), axes="zyx"), settings)
+    assert _transforms(out) == [{"scale": [1.0, 1.0, 1.0], "translation": [0.0, 3.0, 10.0]}]
