@@ -7,7 +7,9 @@ reduction is the pyramid's (:func:`lazyexport.formats.ome_zarr.downsample`, one 
 both): ``mean`` (integers rounded half to even and clipped to their type, floats in their
 type, accumulated in float64), ``max``, ``min``, ``mode`` (the most frequent value of the
 window, ties to the smaller: for labels) and ``nearest`` (the window's first pixel). The dtype
-is the input's.
+is the input's. The mean of a bool mask is its majority: True where more than half the window
+is (the fraction rounded half to even, as integers are; a tie is False), not the "any" a float
+mean stored as bool would be (the pyramid's ``downsample="mean"`` keeps that).
 
 Invariants: an output region needs exactly its windows (``factor`` times the region per axis,
 cut at the input's end), so a block of the output never shares a window with another block;
@@ -69,6 +71,8 @@ class Bin(Step):
         )
 
     def apply(self, block: np.ndarray, out_region: Region, in_shape: Shape) -> np.ndarray:
+        if block.dtype.kind == "b" and self.method == "mean":  # the majority (0/1 rounded)
+            return downsample(block.view(np.uint8), self.factors, "mean").astype(bool)
         return downsample(block, self.factors, self.method)
 
     def lazy(self, arr: xr.DataArray) -> xr.DataArray:

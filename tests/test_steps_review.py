@@ -106,3 +106,19 @@ def test_unbinned_ome_zarr_without_pixel_sizes_keeps_scale_one(tmp_path):
     )
     le.export(le.open_source(np.zeros((4, 40, 60), np.uint16), axes="zyx"), settings)
     assert _transforms(out) == [{"scale": [1.0, 1.0, 1.0], "translation": [0.0, 3.0, 10.0]}]
+
+
+def test_bool_mean_bin_is_the_majority(tmp_path):
+    mask = np.zeros((1, 4, 5), bool)
+    mask[0, 0, 0] = True  # 1 of 4: False
+    mask[0, 0:2, 2:4] = [[True, True], [True, False]]  # 3 of 4: True
+    mask[0, 2:4, 0:2] = [[True, False], [False, True]]  # 2 of 4 (a tie): False
+    mask[0, 2:4, 4] = True  # the short last window along x: 2 of 2: True
+    out = tmp_path / "o.zarr"
+    le.export(
+        le.open_source(mask, axes="zyx"),
+        le.ExportSettings(format="zarr", output=str(out), bin={"y": 2, "x": 2}),
+    )
+    got = np.asarray(zarr.open_array(str(out))[...])
+    assert got.dtype == bool
+    assert got.tolist() == [[[False, True, False], [False, False, True]]], got
