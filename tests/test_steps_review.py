@@ -122,3 +122,24 @@ def test_bool_mean_bin_is_the_majority(tmp_path):
     got = np.asarray(zarr.open_array(str(out))[...])
     assert got.dtype == bool
     assert got.tolist() == [[[False, True, False], [False, False, True]]], got
+
+
+@pytest.mark.parametrize("step", [{"threshold": "c=1:>0.5"}, {"segment": "argmax:c"}])
+def test_label_step_after_a_bin_along_its_axis_is_refused(tmp_path, step):
+    p = np.random.default_rng(0).random((2, 10, 12, 4), dtype=np.float32)
+    out = tmp_path / "o.zarr"
+    settings = le.ExportSettings(format="zarr", output=str(out), bin={"c": 2}, **step)
+    with pytest.raises(SettingsError, match="an earlier step made each pixel along 'c' span 2"):
+        le.export(le.open_source(p, axes="zyxc"), settings)
+    assert not out.exists()
+
+
+def test_threshold_before_a_bin_along_another_axis(tmp_path):
+    p = np.random.default_rng(0).random((2, 10, 12, 4), dtype=np.float32)
+    out = tmp_path / "o.zarr"
+    settings = le.ExportSettings(
+        format="zarr", output=str(out), bin={"x": 2}, bin_method="max", threshold="c=1:>0.5"
+    )
+    le.export(le.open_source(p, axes="zyxc"), settings)
+    expected = (p[..., 1] > 0.5).reshape(2, 10, 6, 2).max(-1)
+    assert np.array_equal(zarr.open_array(str(out))[...], expected)
