@@ -106,8 +106,15 @@ def parse_bin(text: str) -> dict[str, Any]:
         axis, eq, value = part.partition("=")
         if not eq or not axis.strip():
             raise SettingsError(f"cannot read bin {text!r}; write e.g. z=2,y=4,x=4 or y=2,x=2:max")
+        _once(axis.strip(), found)
         found[axis.strip()] = value.strip()
     return {"bin": found, "bin_method": method.strip() or None}
+
+
+def _once(axis: str, found: Mapping[str, Any]) -> None:
+    """Refuse an axis given twice (in any case)."""
+    if axis.lower() in (a.lower() for a in found):
+        raise SettingsError(f"bin gives axis {axis.lower()!r} twice: give each axis one factor")
 
 
 def _factor(axis: str, value: Any) -> int:
@@ -130,11 +137,12 @@ def check_bin(settings: Any) -> None:
         given = parse_bin(given)["bin"]
     if not isinstance(given, Mapping) or not given:
         raise SettingsError(f"bin must map axis letters to factors, e.g. {{'z': 2}}, got {given!r}")
-    factors = {}
+    factors: dict[str, int] = {}
     for axis, value in given.items():
         letter = str(axis).strip().lower()
         if len(letter) != 1 or not letter.isalpha() or not letter.isascii():
             raise SettingsError(f"bin names {axis!r}, not an axis letter like z, y or x")
+        _once(letter, factors)
         factors[letter] = _factor(letter, value)
     if method is not None and method not in BIN_METHODS:
         raise SettingsError(f"bin_method must be one of {', '.join(BIN_METHODS)}, got {method!r}")

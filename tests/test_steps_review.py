@@ -11,6 +11,7 @@ import pytest
 import zarr
 
 import lazyexport as le
+from helpers import run_cli
 from lazyexport.errors import SettingsError
 
 
@@ -143,3 +144,31 @@ def test_threshold_before_a_bin_along_another_axis(tmp_path):
     le.export(le.open_source(p, axes="zyxc"), settings)
     expected = (p[..., 1] > 0.5).reshape(2, 10, 6, 2).max(-1)
     assert np.array_equal(zarr.open_array(str(out))[...], expected)
+
+
+def test_bin_after_segment_names_the_data_after_it(tmp_path):
+    settings = le.ExportSettings(
+        format="zarr",
+        output=str(tmp_path / "o.zarr"),
+        segment="argmax:c",
+        bin={"c": 2},
+        step_order=["segment", "bin"],
+    )
+    with pytest.raises(SettingsError) as exc:
+        le.export(le.open_source(np.zeros((2, 8, 8, 3), np.float32), axes="zyxc"), settings)
+    assert "which the data after segment (axes 'zyx') does not have" in str(exc.value)
+
+
+@pytest.mark.parametrize("given", ["y=2,y=3", "y=2,Y=3:max", {"y": 2, "Y": 3}])
+def test_bin_axis_given_twice_is_refused(given):
+    with pytest.raises(SettingsError, match="bin gives axis 'y' twice"):
+        le.ExportSettings(bin=given)
+
+
+def test_bin_axis_given_twice_on_the_command_line_is_refused(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((4, 8, 8), np.uint8))
+    out = tmp_path / "o.zarr"
+    done = run_cli("export", tmp_path / "a.npy", "--bin", "y=2,y=3", "--output", out)
+    assert done.returncode == 2, done.stderr
+    assert "bin gives axis 'y' twice" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
