@@ -562,8 +562,7 @@ def origin(plan: ExportPlan) -> dict[str, float]:
 
 
 def output_spec(plan: ExportPlan) -> OutputSpec:
-    """The writer's view of ``plan``'s output, as the plan stands now (chunks are empty until
-    they are planned)."""
+    """The writer's view of ``plan``'s output as the plan stands (chunks: empty until planned)."""
     settings = plan.settings
     return OutputSpec(
         format=plan.writer.name,
@@ -594,5 +593,6 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         labels=step_segment.label_names(plan.pipeline.steps),
         channel_names=plan.channel_names,
         origin=origin(plan),
+        scale=dict(zip(plan.pipeline.axes, plan.pipeline.scale())),
         options=values_for(plan.writer, settings.options),
     )

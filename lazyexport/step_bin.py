@@ -7,7 +7,9 @@ reduction is the pyramid's (:func:`lazyexport.formats.ome_zarr.downsample`, one 
 both): ``mean`` (integers rounded half to even and clipped to their type, floats in their
 type, accumulated in float64), ``max``, ``min``, ``mode`` (the most frequent value of the
 window, ties to the smaller: for labels) and ``nearest`` (the window's first pixel). The dtype
-is the input's.
+is the input's. The mean of a bool mask is its majority: True where more than half the window
+is (the fraction rounded half to even, as integers are; a tie is False), not the "any" a float
+mean stored as bool would be (the pyramid's ``downsample="mean"`` keeps that).
 
 Invariants: an output region needs exactly its windows (``factor`` times the region per axis,
 cut at the input's end), so a block of the output never shares a window with another block;
@@ -28,9 +30,11 @@ import xarray as xr
 
 from .errors import SettingsError
 from .formats.ome_zarr import downsample
-from .steps import Axes, Pipeline, Region, Shape, Step
+from .step_segment import label_names
+from .steps import Axes, Cutout, Pipeline, Region, Shape, Step
 
 BIN_METHODS = ("mean", "max", "min", "mode", "nearest")
+LABEL_METHODS = ("mode", "nearest", "max", "min")  # each binned value is one of its window
 
 
 class Bin(Step):
@@ -43,6 +47,12 @@ class Bin(Step):
         self.in_axes: Axes = tuple(in_axes)
         self.factors = tuple(int(factors.get(a, 1)) for a in self.in_axes)
         self.method = method
+
+    @property
+    def keeps_labels(self) -> bool:
+        """Whether a label image stays one: every binned value is a value of its window (all
+        methods but ``mean``; :func:`lazyexport.step_segment.label_names` reads it)."""
+        return self.method in LABEL_METHODS
 
     def output_shape(self, in_shape: Shape) -> Shape:
         return tuple(math.ceil(n / f) for n, f in zip(in_shape, self.factors))
@@ -61,6 +71,8 @@ class Bin(Step):
         )
 
     def apply(self, block: np.ndarray, out_region: Region, in_shape: Shape) -> np.ndarray:
+        if block.dtype.kind == "b" and self.method == "mean":  # the majority (0/1 rounded)
+            return downsample(block.view(np.uint8), self.factors, "mean").astype(bool)
         return downsample(block, self.factors, self.method)
 
     def lazy(self, arr: xr.DataArray) -> xr.DataArray:
@@ -94,8 +106,15 @@ def parse_bin(text: str) -> dict[str, Any]:
         axis, eq, value = part.partition("=")
         if not eq or not axis.strip():
             raise SettingsError(f"cannot read bin {text!r}; write e.g. z=2,y=4,x=4 or y=2,x=2:max")
+        _once(axis.strip(), found)
         found[axis.strip()] = value.strip()
     return {"bin": found, "bin_method": method.strip() or None}
+
+
+def _once(axis: str, found: Mapping[str, Any]) -> None:
+    """Refuse an axis given twice (in any case)."""
+    if axis.lower() in (a.lower() for a in found):
+        raise SettingsError(f"bin gives axis {axis.lower()!r} twice: give each axis one factor")
 
 
 def _factor(axis: str, value: Any) -> int:
@@ -118,11 +137,12 @@ def check_bin(settings: Any) -> None:
         given = parse_bin(given)["bin"]
     if not isinstance(given, Mapping) or not given:
         raise SettingsError(f"bin must map axis letters to factors, e.g. {{'z': 2}}, got {given!r}")
-    factors = {}
+    factors: dict[str, int] = {}
     for axis, value in given.items():
         letter = str(axis).strip().lower()
         if len(letter) != 1 or not letter.isalpha() or not letter.isascii():
             raise SettingsError(f"bin names {axis!r}, not an axis letter like z, y or x")
+        _once(letter, factors)
         factors[letter] = _factor(letter, value)
     if method is not None and method not in BIN_METHODS:
         raise SettingsError(f"bin_method must be one of {', '.join(BIN_METHODS)}, got {method!r}")
@@ -130,14 +150,28 @@ def check_bin(settings: Any) -> None:
 
 
 def build_bin(settings: Any, found: Pipeline, src: xr.DataArray) -> Bin:
-    """The binning step of ``settings`` on the pipeline so far; refuses axes it lacks."""
+    """The binning step of ``settings`` on the pipeline so far; refuses axes it lacks, and a
+    mean of a label image (a label step before it): without a method, labels take the mode."""
+    before = _steps_before(found)
     missing = [a for a in settings.bin if a not in found.axes]
     if missing:
+        data = f"the data after {before}" if before else "the source"
         raise SettingsError(
-            f"bin names axis {', '.join(missing)}, which the source (axes "
+            f"bin names axis {', '.join(missing)}, which {data} (axes "
             f"{''.join(found.axes)!r}) does not have"
         )
-    return Bin(found.axes, settings.bin, settings.bin_method or "mean")
+    labels = label_names(found.steps) is not None
+    if labels and settings.bin_method == "mean":
+        raise SettingsError(
+            f"bin_method mean after {before} would average labels into labels that do not exist: "
+            f"use {', '.join(LABEL_METHODS)} (default: mode)"
+        )
+    return Bin(found.axes, settings.bin, settings.bin_method or ("mode" if labels else "mean"))
+
+
+def _steps_before(found: Pipeline) -> str:
+    """The names of the pipeline's steps after the cutout ("" for none), e.g. "segment"."""
+    return ", ".join(s.describe().split(" ")[0] for s in found.steps if not isinstance(s, Cutout))
 
 
 # the binning's lazyexport.step_settings.StepSetting (that module makes it: it imports this one)

@@ -13,10 +13,12 @@ Invariants: an output region needs the same region of the input with the whole a
 or the one channel (threshold) along the step's axis; the block path and the lazy path apply the
 same function (:meth:`LabelStep.labels`) to blocks holding that whole axis, so both give the
 same labels. Channel indices in ``threshold`` are the source's (as ROIs are): the cutout must
-keep that channel. A label step's result is a label image (:func:`label_names`): OME-Zarr
-pyramids take the mode, and its metadata names the labels. Settings that make no sense for labels
-are refused when the settings are made: renormalizing them, converting them to floats, both steps
-at once; a ``dtype`` that cannot hold every label is refused when the export is planned.
+keep that channel, and no step before it may rescale the axis (a bin along it is refused). A
+label step's result is a label image (:func:`label_names`, which steps with ``keeps_labels``
+keep): OME-Zarr pyramids take the mode, and its metadata names the labels. Settings that make
+no sense for labels are refused when the settings are made: renormalizing them, converting them
+to floats, both steps at once; a ``dtype`` that cannot hold every label is refused when the
+export is planned.
 """
 
 from __future__ import annotations
@@ -245,11 +247,21 @@ def check_threshold(settings: Any) -> None:
 
 
 def _axis_of(found: Pipeline, src: xr.DataArray, axis: str, what: str) -> int:
+    """The index of ``axis`` in the pipeline so far; refuses an axis it lacks, and one an
+    earlier step rescaled (binned channels are not the source's)."""
     if axis not in found.axes:
         raise AxisError(
             f"{what}: the data has no axis {axis!r} (the source's axes are {''.join(names(src))!r})"
         )
-    return found.axes.index(axis)
+    at = found.axes.index(axis)
+    factor = found.scale()[at]
+    if factor != 1:
+        raise SettingsError(
+            f"{what}: an earlier step made each pixel along {axis!r} span {factor:g} of the "
+            f"source's; it needs the source's channels: apply it first (step_order) or do not "
+            f"bin {axis!r}"
+        )
+    return at
 
 
 def _check_dtype(settings: Any, count: int, what: str) -> None:

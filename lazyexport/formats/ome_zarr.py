@@ -19,7 +19,8 @@ how to ask for labels when integer data are averaged by default. The axes must b
 NGFF's order (time, channel, space), so the plan reorders the result when the user gave no axis
 order.
 
-Each level's ``scale`` is followed by a ``translation`` where it is not 0: a cutout's start in
+Each level's ``scale`` (where the pixel size is unknown: in source pixels, so a binned level 0
+gets the bin factors) is followed by a ``translation`` where it is not 0: a cutout's start in
 the source times the scale, plus, for levels made of windows' means or modes, the shift to the
 windows' centres (:func:`pyramid`), so viewers place a cutout over its source and every level
 over level 0.
@@ -83,7 +84,8 @@ class Level:
     path: str
     shape: tuple[int, ...]
     factors: tuple[int, ...]  # downsampling from the level before (1 for level 0)
-    scale: tuple[float, ...]  # physical size of a pixel per axis (1 where unknown)
+    # physical size of a pixel per axis; where unknown, in source pixels (1, binned: the factor)
+    scale: tuple[float, ...]
     # where the level's first pixel centre lies, in the scale's units (0 for channels)
     translation: tuple[float, ...] = ()
 
@@ -95,17 +97,22 @@ def pyramid(
     levels: int | None,
     origin: Mapping[str, float] | None = None,
     centred: bool = False,
+    steps: Mapping[str, float] | None = None,
 ) -> list[Level]:
     """The levels of the pyramid: their shapes, factors, scales and translations (``levels=None``:
     until y/x fit 512).
 
-    Level 0's translation is the cutout's start in the source (``origin``, source pixels) times
-    the scale. A coarser pixel made from a window of ``f`` pixels (``centred``: the mean or mode
-    of the window) lies at the window's centre, ``(f - 1) / 2`` pixels of the level below after
-    the window's first; ``nearest`` takes the first pixel of the window, so no shift.
+    Level 0's scale is ``pixel_size`` (already times the steps' factors) where known; elsewhere
+    the unit is the source's pixel: the steps' factor (``steps``, source pixels per output
+    pixel: binning), 1 without one; channels: 1. Its translation is the output's first pixel
+    centre (``origin``, output pixels) times the scale. A coarser pixel made from a window of
+    ``f`` pixels (``centred``: the mean or mode of the window) lies at the window's centre,
+    ``(f - 1) / 2`` pixels of the level below after the window's first; ``nearest`` takes the
+    first pixel of the window, so no shift.
     """
-    origin = origin or {}
-    scale = tuple(pixel_size.get(a, 1.0) if AXIS_TYPES.get(a) == "space" else 1.0 for a in axes)
+    origin, steps = origin or {}, steps or {}
+    known = {a: s for a, s in pixel_size.items() if AXIS_TYPES.get(a) == "space"}
+    scale = tuple(1.0 if a == "c" else known.get(a, steps.get(a, 1.0)) for a in axes)
     start = tuple(0.0 if a == "c" else origin.get(a, 0) * s for a, s in zip(axes, scale))
     out = [Level("0", tuple(shape), (1,) * len(axes), scale, start)]
     plane = [i for i, a in enumerate(axes) if a in "yx"]
@@ -343,7 +350,9 @@ class OmeZarrWriter(ZarrWriter):
     def levels(self, spec: OutputSpec) -> list[Level]:
         centred = self.method(spec) != "nearest"
         levels = spec.options.get("levels")
-        return pyramid(spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred)
+        return pyramid(
+            spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale
+        )
 
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type, or made

@@ -68,6 +68,10 @@ class OutputSpec:
     # where it is not 0: the cutout's start, over the bin factor and at the window's centre where
     # binned (ome-zarr: its translation)
     origin: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # per output axis where it is not 1: how many source pixels an output pixel spans (the
+    # steps' scale: binning); ome-zarr: the scale of axes whose pixel size is unknown (the unit
+    # then is the source pixel)
+    scale: Mapping[str, float] = dataclasses.field(default_factory=dict)
     # the options this format declares (Writer.options), each as given, else its default
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -82,6 +86,7 @@ class OutputSpec:
         set_("shards", None if self.shards is None else tuple(int(n) for n in self.shards))
         set_("pixel_size", MappingProxyType(dict(self.pixel_size)))
         set_("origin", MappingProxyType({a: n for a, n in self.origin.items() if n}))
+        set_("scale", MappingProxyType({a: f for a, f in self.scale.items() if f != 1}))
         set_("options", MappingProxyType(dict(self.options)))
         set_("value_range", None if self.value_range is None else tuple(self.value_range))
         if self.labels is not None:
