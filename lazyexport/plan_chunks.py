@@ -131,10 +131,10 @@ def steps_text(plan: Plan) -> list[str]:
 
 
 def step_work(pipeline: Pipeline, block: tuple[int, ...]) -> int:
-    """What the steps hold beside the source region while a task runs them on a block of
-    ``block``: the most any step holds (:func:`step_costs`), and the result made contiguous."""
-    held = max((b for _, _, b in step_costs(pipeline, block)), default=0)
-    return held + math.prod(block) * pipeline.dtype.itemsize
+    """What the steps hold beside the source region and the block while a task runs them on a
+    block of ``block``: the most any step holds (:func:`step_costs`). (The result made
+    contiguous is the task's block, which the cost model counts as ``out``.)"""
+    return max((b for _, _, b in step_costs(pipeline, block)), default=0)
 
 
 def _cost_axes(

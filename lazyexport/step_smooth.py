@@ -108,10 +108,14 @@ class Smooth(Step):
         return f"smooth {sigma} (halo {halo} pixels each side)"
 
     def work(self, in_shape: Shape, in_dtype: np.dtype) -> int:
-        """Bytes :meth:`apply` holds beyond its input for an input block of ``in_shape``: one
-        array of the input's shape in the output dtype (the first pass writes it, the others
-        work in it, in place; the result is a view of it)."""
-        return math.prod(in_shape) * self.dtype(in_dtype).itemsize if self.sigma else 0
+        """Bytes :meth:`apply` holds beyond its input and output for an input block of
+        ``in_shape``: one array of the input's shape in the output dtype (the first pass writes
+        it, the others work in it, in place), less the result, a view of it (the input without
+        its halo, ``radius`` each side: at most what a block holds that has all of its halo)."""
+        if not self.sigma:
+            return 0
+        kept = (max(n - 2 * r, 0) for n, r in zip(in_shape, self.radii()))
+        return (math.prod(in_shape) - math.prod(kept)) * self.dtype(in_dtype).itemsize
 
     def source_region(self, out_region: Region, in_shape: Shape) -> Region:
         """``out_region`` grown by the radius per smoothed axis, clipped to the source (this

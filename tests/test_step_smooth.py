@@ -128,9 +128,11 @@ def test_the_halo_reaches_outside_the_cutout_up_to_the_sources_edge():
 def test_the_step_describes_itself_and_its_working_memory():
     step = Smooth("zyx", {"z": 1, "x": 2})
     assert step.describe() == "smooth z=1,x=2 (halo z=4,x=8 pixels each side)"
-    # the first pass's float32 result; the others work in it
-    assert step.work((10, 20, 30), np.dtype("uint8")) == 10 * 20 * 30 * 4
-    assert Smooth("zyx", {"y": 1}).work((10, 20, 30), np.dtype("float64")) == 10 * 20 * 30 * 8
+    # the first pass's float32 result (the others work in it), less the result, a view of it
+    # (the input less a halo of 4 in z and 8 in x each side)
+    assert step.work((10, 20, 30), np.dtype("uint8")) == (10 * 20 * 30 - 2 * 20 * 14) * 4
+    alone = Smooth("zyx", {"y": 1})
+    assert alone.work((10, 20, 30), np.dtype("float64")) == 10 * (20 - 12) * 30 * 8
 
 
 def test_the_step_equals_scipy_on_any_region():
