@@ -83,7 +83,7 @@ bench-scale: $(STAMP)
 RANDOM_CASES ?= 1000
 RANDOM_SEED ?= 13
 random: $(STAMP)
-	LAZYEXPORT_RANDOM_CASES=$(RANDOM_CASES) LAZYEXPORT_RANDOM_SEED=$(RANDOM_SEED) $(PY) -m pytest -q tests/test_random_e2e.py
+	LAZYEXPORT_RANDOM_CASES=$(RANDOM_CASES) LAZYEXPORT_RANDOM_SEED=$(RANDOM_SEED) $(PY) -m pytest -q tests/test_random_e2e.py tests/test_random_bin.py tests/test_random_smooth.py tests/test_random_segment.py
 
 # The 8 GiB memory campaign in every format (make test runs three of them).
 memtest: $(STAMP)
