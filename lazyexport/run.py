@@ -339,7 +339,7 @@ def execute(
     beside the same outputs (see :mod:`lazyexport.storage`)."""
     if stages(plan):  # a format that edits files, at a place without files: staged, uploaded
         with Run(token := new_token()):
-            return execute_staged(_ENGINE, plan, token, overwrite, progress, scheduler, cancel)
+            return execute_staged(_engine, plan, token, overwrite, progress, scheduler, cancel)
     resumable = resume and plan.writer.capabilities.resumable
     token = plan_token(plan) if resumable else new_token()
     owners = owner_paths(plan, token) if resumable else []
@@ -432,15 +432,10 @@ def _run_job(
     return paths, conversions
 
 
-class _Engine:
-    """This module's export of a claimed plan, for staged exports (:mod:`.execution.staging`);
-    looked up when called, so a test's replacement of it applies there too."""
-
-    def execute(self, *args: Any) -> ExportResult:
-        return _execute(*args)
-
-
-_ENGINE = _Engine()
+def _engine(*args: Any) -> ExportResult:
+    """:func:`_execute` for staged exports (:mod:`.execution.staging`), looked up when called,
+    so a test's replacement of it applies there too."""
+    return _execute(*args)
 
 
 def export(
@@ -525,7 +520,7 @@ def export(
         if not compute:
             refuse_lazy_outputs(jobs.plans, jobs.existing if resume else [])
             return jobs.outcome(
-                [export_lazily(p, overwrite, progress, resume, _ENGINE) for p in jobs.plans]
+                [export_lazily(p, overwrite, progress, resume, _engine) for p in jobs.plans]
             )
         each = (lambda _, event: progress(event)) if progress is not None else None
         return jobs.outcome(run_plans(jobs, overwrite, each, resolved, cancel, resume))

@@ -38,7 +38,7 @@ import xarray as xr
 from .axes import parse_axes
 from .errors import SettingsError
 from .steps import Axes, Cutout, Pipeline, Region, Shape, Step
-from .units import SPATIAL_AXES, parse_unit, to_micrometers
+from .units import SPATIAL_AXES, axis_pairs, parse_unit, to_micrometers
 
 TRUNCATE = 4.0
 MIN_SIGMA = 0.01  # pixels: less does not smooth (a one-pixel kernel); far less, scipy divides by 0
@@ -169,7 +169,7 @@ def parse_sigma(value: Any) -> dict[str, float | str]:
     positive number of pixels, or ``"<number> <unit>"`` (a UDUNITS name)."""
     pairs: Collection[tuple[Any, Any]] = ()
     if isinstance(value, str):
-        pairs = _parts(value)
+        pairs = axis_pairs(value, "smooth", "axis=sigma, e.g. y=2,x=2 or z=1um")
     elif isinstance(value, Mapping):
         pairs = value.items()
     if not pairs:
@@ -183,19 +183,6 @@ def parse_sigma(value: Any) -> dict[str, float | str]:
             raise SettingsError(f"smooth names axis {letter!r} twice; give each axis one sigma")
         found[letter] = _sigma(letter, sigma)
     return {a: found[a] for a in sorted(found, key=_axis_rank)}
-
-
-def _parts(text: str) -> list[tuple[str, str]]:
-    """``"y=2,x=2um"`` -> ``[("y", "2"), ("x", "2um")]`` (an axis twice stays twice)."""
-    pairs = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        axis, sep, sigma = part.partition("=")
-        if not sep:
-            raise SettingsError(
-                f"cannot read smooth part {part!r}; write axis=sigma, e.g. y=2,x=2 or z=1um"
-            )
-        pairs.append((axis.strip(), sigma.strip()))
-    return pairs
 
 
 def _axis(axis: Any) -> str:

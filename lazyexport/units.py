@@ -68,18 +68,23 @@ def to_micrometers(size: float, unit: str) -> float:
     return size * _UNITS[unit][1]
 
 
+def axis_pairs(text: str, what: str, example: str) -> list[tuple[str, str]]:
+    """``"y=2,x=2um"`` -> ``[("y", "2"), ("x", "2um")]``, stripped, in order (an axis given
+    twice stays twice: the caller refuses it); a part without ``=`` is a one-line error naming
+    ``what`` and how to write it (``example``)."""
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        axis, sep, value = part.partition("=")
+        if not sep:
+            raise SettingsError(f"cannot read {what} part {part!r}; write {example}")
+        pairs.append((axis.strip(), value.strip()))
+    return pairs
+
+
 def parse_pixel_size(value: Any) -> dict[str, float]:
     """``{"z": 0.5, "y": 0.1}`` or ``"z=0.5,y=0.1"`` -> positive floats per spatial axis."""
     if isinstance(value, str):
-        pairs = []
-        for part in filter(None, (p.strip() for p in value.split(","))):
-            axis, sep, size = part.partition("=")
-            if not sep:
-                raise SettingsError(
-                    f"cannot read pixel size part {part!r}; write axis=size, e.g. z=0.5,y=0.1,x=0.1"
-                )
-            pairs.append((axis.strip(), size.strip()))
-        value = dict(pairs)
+        value = dict(axis_pairs(value, "pixel size", "axis=size, e.g. z=0.5,y=0.1,x=0.1"))
     if not isinstance(value, Mapping):
         raise SettingsError(
             f"pixel size must map axes to sizes, e.g. {{'z': 0.5, 'y': 0.1}}, got {value!r}"

@@ -1,6 +1,6 @@
 """Exports of a format that edits files in place (HDF5, TIFF, npy, ...) to a place without files
 (an object store): the one engine (:func:`lazyexport.run.execute`, passed in as
-:class:`Engine`) exports to a local staging directory (``TMPDIR``), and the commit uploads what
+``Engine``) exports to a local staging directory (``TMPDIR``), and the commit uploads what
 it wrote (:func:`lazyexport.remote.upload`); the staging directory is removed however the export
 ends. Zarr and OME-Zarr are written into a store in place, by the engine itself: nothing of this
 module applies to them.
@@ -17,8 +17,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dask.utils import format_bytes
 
@@ -31,22 +32,9 @@ from .job import check_outputs
 from .preflight import storage_said
 from .results import Conversions, ExportResult, ProgressCallback, make_result
 
-
-class Engine(Protocol):
-    """What a staged export asks the engine for: an export of a plan, as
-    :func:`lazyexport.run.execute` runs it once claimed."""
-
-    def execute(
-        self,
-        plan: ExportPlan,
-        token: str,
-        resumable: bool,
-        overwrite: bool,
-        progress: ProgressCallback | None,
-        scheduler: Any,
-        cancel: threading.Event | None,
-        resume: bool,
-    ) -> ExportResult: ...
+# the engine's export of a claimed plan (passed in: lazyexport.run imports this module), called
+# as run's _execute: (plan, token, resumable, overwrite, progress, scheduler, cancel, resume)
+Engine = Callable[..., ExportResult]
 
 
 def stages(plan: ExportPlan) -> bool:
@@ -106,7 +94,7 @@ def _stage_and_upload(
         staged = dataclasses.replace(
             plan, output=local[plan.output], paths=tuple(local[p] for p in plan.paths)
         )
-        done = engine.execute(staged, new_token(), False, True, progress, scheduler, cancel, False)
+        done = engine(staged, new_token(), False, True, progress, scheduler, cancel, False)
         return remote.upload([(local[p], p) for p in plan.paths], token), done.conversions
     finally:
         shutil.rmtree(staging, ignore_errors=True)
