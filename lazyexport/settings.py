@@ -12,7 +12,6 @@ import numpy as np
 
 from .axes import parse_axes
 from .errors import SettingsError
-from .formats.ome_zarr import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from .formats.options import (
     Option,
     builtin,
@@ -20,6 +19,7 @@ from .formats.options import (
     declared_by,
     refusal,
 )
+from .formats.pyramid import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from .formats.spec import ZarrFormat
 from .formats.tiff import TIFF_FLAVORS as TIFF_FLAVORS
 from .regions import normalize_regions

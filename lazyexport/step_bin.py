@@ -3,7 +3,7 @@
 
 Windows start at the cutout's first pixel; the last window along an axis covers only the real
 pixels left (as OME-Zarr pyramid levels do): the output has ``ceil(n / factor)`` pixels. The
-reduction is the pyramid's (:func:`lazyexport.formats.ome_zarr.downsample`, one reducer for
+reduction is the pyramid's (:func:`lazyexport.formats.pyramid.downsample`, one reducer for
 both): ``mean`` (integers rounded half to even and clipped to their type, floats in their
 type, accumulated in float64), ``max``, ``min``, ``mode`` (the most frequent value of the
 window, ties to the smaller: for labels) and ``nearest`` (the window's first pixel). The dtype
@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import SettingsError
-from .formats.ome_zarr import downsample
+from .formats.pyramid import downsample
 from .step_segment import label_names
 from .steps import Axes, Cutout, Pipeline, Region, Shape, Step
 

@@ -11,7 +11,7 @@ The options lazyexport has always had (:data:`BUILTIN`: ``zarr_format``, ``shard
 declared here too and stay :class:`~lazyexport.settings.ExportSettings` fields (their checks
 involve other settings); a writer lists those it reads in ``Capabilities.options``. Some have
 moved to their writers: ``tiff_flavor`` (:mod:`lazyexport.formats.tiff`), ``levels`` and
-``downsample`` (:mod:`lazyexport.formats.ome_zarr`) are declared there, their values in
+``downsample`` (:mod:`lazyexport.formats.pyramid`) are declared there, their values in
 ``options``; ``ExportSettings`` still takes them as keywords and shows them as fields
 (:data:`lazyexport.settings.MIRRORED`).
 
