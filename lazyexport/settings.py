@@ -218,11 +218,12 @@ class ExportSettings:
         The unit of ``pixel_size``, e.g. ``"micrometer"``.
     levels : int, optional
         OME-Zarr pyramid levels (None: until the smallest level fits 512x512).
-    downsample : {"mean", "mode", "nearest"}, optional
+    downsample : {"mean", "mode", "nearest", "gaussian"}, optional
         How pyramid levels are made: ``"mean"`` (the default: intensities), ``"mode"`` (label
         images keep their labels; the default when ``result_type`` names labels, e.g.
-        ``"Labels"``, ``"Simple Segmentation"``, and with ``segment`` or ``threshold``) or
-        ``"nearest"``.
+        ``"Labels"``, ``"Simple Segmentation"``, and with ``segment`` or ``threshold``),
+        ``"nearest"`` or ``"gaussian"`` (anti-aliased). Which axes each level halves:
+        ``options={"downsample_axes": "y,x"}``.
     tiff_flavor : {"plain", "imagej", "ome"}, optional
         Multipage TIFF metadata: plain, ImageJ hyperstack or OME-TIFF (None: OME-TIFF for an
         output named ``.ome.tif`` or ``.ome.tiff``, else plain).

@@ -135,8 +135,8 @@ def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_valu
         "demo_greeting (--demo-greeting: a greeting in the plan) does not apply to format npy, "
         "only to npy-contract; drop it or choose that format",
         "demo_greeting (--demo-greeting: a greeting in the plan): give a non-empty text, got '  '",
-        "unknown format option 'demo_greting'; known: demo_greeting, downsample, levels, "
-        "tiff_flavor",
+        "unknown format option 'demo_greting'; known: demo_greeting, downsample, downsample_axes, "
+        "levels, tiff_flavor",
     ]
 
 
@@ -166,12 +166,13 @@ def test_a_declared_option_on_the_command_line(tmp_path, source):
 
 def test_without_the_plugin_no_format_declares_an_option_of_its_own():
     """The built-in formats read the built-in options (ExportSettings fields) and the ones
-    moved into their writers (still ExportSettings keywords: settings.MIRRORED) only."""
-    assert set(declared_options()) == set(MIRRORED)
+    moved into their writers (still ExportSettings keywords: settings.MIRRORED), and ome-zarr's
+    downsample_axes (declared by its writer, never a field) only."""
+    assert set(declared_options()) == {*MIRRORED, "downsample_axes"}
     with pytest.raises(
         SettingsError,
-        match=r"^unknown format option 'demo_greeting'; known: downsample, levels, "
-        r"tiff_flavor$",
+        match=r"^unknown format option 'demo_greeting'; known: downsample, downsample_axes, "
+        r"levels, tiff_flavor$",
     ):
         le.ExportSettings(options={"demo_greeting": "hi"})
     assert list(FORMAT_OPTIONS) == [o.name for o in BUILTIN]

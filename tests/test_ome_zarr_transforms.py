@@ -12,7 +12,7 @@ import zarr
 
 import lazyexport as le
 from helpers.zarr_nodes import read_all
-from lazyexport.formats.ome_zarr import downsample
+from lazyexport.formats.pyramid import downsample
 
 PIXEL = {"z": 2.0, "y": 0.5, "x": 0.25}
 

@@ -9,13 +9,16 @@ would either hold level 0 blocks until their coarse chunks are complete, or reco
 export per level).
 
 Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
-enough": z spacing at most 1.5 times the y/x spacing); time and channel are never scaled.
+enough": z spacing at most 1.5 times the y/x spacing), or the axes ``downsample_axes`` names;
+time and channel are never scaled (the geometry and methods: :mod:`lazyexport.formats.pyramid`).
 Intensities are averaged (integers rounded half to even); label images take the most frequent
 value of each window (ties to the smaller label), so no label appears that was not there;
-``downsample="nearest"`` takes every other pixel. Without ``downsample``, data are labels when
-the result type says so (:func:`is_label_type`: "Labels", "Simple Segmentation", ...) and bool
-masks take the mode too (their mean, stored as bool, is "any": masks would grow); a note says
-how to ask for labels when integer data are averaged by default. The axes must be stored in
+``downsample="nearest"`` takes every other pixel, ``"gaussian"`` smooths the level below before
+averaging (anti-aliased). The multiscale records the method (``type``, ``metadata``).
+Without ``downsample``, data are labels when the result type says so (:func:`is_label_type`:
+"Labels", "Simple Segmentation", ...) and bool masks take the mode too (their mean, stored as
+bool, is "any": masks would grow); a note says how to ask for labels when integer data are
+averaged by default. The axes must be stored in
 NGFF's order (time, channel, space), so the plan reorders the result when the user gave no axis
 order.
 
@@ -38,7 +41,6 @@ window of the output's value range (0 to 1 for floats whose range is not known).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from itertools import product
 from pathlib import Path
@@ -53,11 +55,14 @@ from .base import Capabilities, Target, release_memory
 from .pyramid import (
     AXIS_TYPES,
     DOWNSAMPLE,
+    DOWNSAMPLE_AXES,
     LEVELS,
     Level,
     coordinate_transformations,
-    downsample,
+    level_block,
+    method_metadata,
     pyramid,
+    work_bytes,
 )
 from .registry import register
 from .spec import OutputSpec, Shape, ZarrFormat
@@ -130,10 +135,12 @@ def ngff_metadata(
     units: dict[str, str],
     version: str,
     omero: dict | None = None,
+    method: str | None = None,
 ) -> dict:
     """The group attributes: ``multiscales`` (under ``ome`` for 0.5). ``units`` names the unit
     of the space axes whose size is known; the others get none (their scale is 1). ``omero``
-    (:func:`omero_metadata`), where given, goes beside ``multiscales``."""
+    (:func:`omero_metadata`), where given, goes beside ``multiscales``; ``method``, where
+    given, is the pyramid's (the multiscale's ``type`` and ``metadata``)."""
     axes_meta = []
     for a in axes:
         entry = {"name": a, "type": AXIS_TYPES[a]}
@@ -147,6 +154,7 @@ def ngff_metadata(
             {"path": lv.path, "coordinateTransformations": coordinate_transformations(lv)}
             for lv in levels
         ],
+        **(method_metadata(method) if method is not None else {}),
     }
     extra = {"omero": omero} if omero is not None else {}
     if version == "0.4":
@@ -165,7 +173,7 @@ class OmeZarrWriter(ZarrWriter):
         compressions=ZarrWriter.capabilities.compressions,
         options=frozenset({"zarr_format", "pixel_size", "unit"}),
     )
-    options = (LEVELS, DOWNSAMPLE)
+    options = (LEVELS, DOWNSAMPLE, DOWNSAMPLE_AXES)
 
     def axis_order(self, axes, sizes, explicit):
         other = [
@@ -185,9 +193,15 @@ class OmeZarrWriter(ZarrWriter):
 
     def levels(self, spec: OutputSpec) -> list[Level]:
         centred = self.method(spec) != "nearest"
-        levels = spec.options.get("levels")
+        levels, halved = spec.options.get("levels"), spec.options.get("downsample_axes")
+        missing = [a for a in (halved or "").split(",") if a and a not in spec.axes]
+        if missing:
+            raise FormatError(
+                f"downsample_axes {halved!r} names {', '.join(missing)}, which the output has "
+                f"not (axes {''.join(spec.axes)!r}); name only its spatial axes"
+            )
         return pyramid(
-            spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale
+            spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale, halved
         )
 
     def method(self, spec: OutputSpec) -> str:
@@ -226,7 +240,9 @@ class OmeZarrWriter(ZarrWriter):
             else None
         )
         version = "0.4" if fmt == 2 else "0.5"
-        attrs = ngff_metadata(spec.nickname, spec.axes, levels, units, version, omero)
+        attrs = ngff_metadata(
+            spec.nickname, spec.axes, levels, units, version, omero, self.method(spec)
+        )
         if spec.value_range is not None:
             attrs["drange"] = list(spec.value_range)
         if spec.labels is not None and spec.dtype.kind in "iu":  # (NGFF labels are integers)
@@ -302,9 +318,7 @@ class OmeZarrTarget(ZarrTarget):
     def build_level(self, src: zarr.Array, dst: zarr.Array, factors: tuple[int, ...]) -> None:
         """Write ``dst`` from ``src`` block by block; a block is whole chunks of ``dst`` whose
         source region (and its float64 working copies) fits the memory budget per block."""
-        # per output pixel: its window read, a reordered copy of it, and float64 (or sort) work
-        # space
-        itemsize = (2 * src.dtype.itemsize + 8) * math.prod(factors)
+        itemsize = work_bytes(src.dtype.itemsize, factors, self.method)
         block = self.block_shape(dst.chunks, dst.shape, itemsize)
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
 
@@ -313,7 +327,9 @@ class OmeZarrTarget(ZarrTarget):
             region = tuple(
                 slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape)
             )
-            dst[out] = downsample(np.asarray(src[region]), factors, self.method)
+            dst[out] = level_block(
+                lambda r: np.asarray(src[r]), region, src.shape, factors, self.method
+            )
 
         # dask's own thread pool, the one that wrote level 0: new threads would each get new
         # malloc arenas, and the process would keep the old ones' memory besides

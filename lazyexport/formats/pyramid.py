@@ -3,18 +3,31 @@
 :func:`pyramid` gives each level's shape, factors (from the level below), ``scale`` and
 ``translation``; :func:`coordinate_transformations` writes them in NGFF's order; :func:`downsample`
 reduces a block by whole windows (also binning's reducer, :mod:`lazyexport.step_bin`).
-:data:`LEVELS` and :data:`DOWNSAMPLE` are the OME-Zarr writer's options that choose them.
+:data:`LEVELS`, :data:`DOWNSAMPLE` and :data:`DOWNSAMPLE_AXES` are the OME-Zarr writer's options
+that choose them.
+
+Methods: ``mean``, ``mode`` (labels), ``nearest`` (a window's first pixel) and ``gaussian``: the
+level below smoothed (sigma ``2 * f / 6`` pixels along a halved axis, scikit-image's
+``pyramid_reduce`` rule; truncated at 4 sigma, edges reflected, as :mod:`lazyexport.step_smooth`),
+then each window averaged. :func:`level_block` makes one block of a level; the multiscale's
+``type`` and ``metadata`` name the method (:func:`method_metadata`). :data:`DOWNSAMPLE_AXES`
+names the axes every level halves (default: y, x, and z while isotropic enough).
 
 Invariants: level 0 is the export itself (factors 1); a level's shape is ``ceil(n / f)`` of the
 level below's along each axis; channels are never scaled and never translated; a level's
-translation is the physical position of its first pixel's centre, so viewers place every level
-over level 0 (and a cutout over its source). Nothing here reads or writes a store.
+translation is the physical position of its first pixel's centre (``mean``, ``mode``,
+``gaussian``: the centre of its window; ``nearest``: the window's first pixel), so viewers place
+every level over level 0 (and a cutout over its source). A ``gaussian`` block reads the kernel's
+radius beyond its windows (clipped at the level's edges), so its values are those of the whole
+level smoothed, whatever the blocks. Nothing here reads or writes a store (blocks are read
+through the caller's function).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -22,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import SettingsError
+from ..step_smooth import TRUNCATE, radius
+from ..steps import Region
 from ..transforms import convert_block
 from .options import Option, one_of
 
@@ -49,48 +64,69 @@ def pyramid(
     origin: Mapping[str, float] | None = None,
     centred: bool = False,
     steps: Mapping[str, float] | None = None,
+    halved: str | None = None,
 ) -> list[Level]:
     """The levels of the pyramid: their shapes, factors, scales and translations (``levels=None``:
-    until y/x fit 512).
+    until the halved y/x fit 512).
 
     Level 0's scale is ``pixel_size`` (already times the steps' factors) where known; elsewhere
     the unit is the source's pixel: the steps' factor (``steps``, source pixels per output
     pixel: binning), 1 without one; channels: 1. Its translation is the output's first pixel
     centre (``origin``, output pixels) times the scale. A coarser pixel made from a window of
-    ``f`` pixels (``centred``: the mean or mode of the window) lies at the window's centre,
-    ``(f - 1) / 2`` pixels of the level below after the window's first; ``nearest`` takes the
-    first pixel of the window, so no shift.
+    ``f`` pixels (``centred``: the mean, mode or smoothed mean of the window) lies at the
+    window's centre, ``(f - 1) / 2`` pixels of the level below after the window's first;
+    ``nearest`` takes the first pixel of the window, so no shift. ``halved`` (``"y,x"``: the
+    :data:`DOWNSAMPLE_AXES` option) names the axes halved at every level; None: y and x, and z
+    while it is isotropic enough (:func:`factors`). The pyramid ends where no axis is left to
+    halve.
     """
     origin, steps = origin or {}, steps or {}
     known = {a: s for a, s in pixel_size.items() if AXIS_TYPES.get(a) == "space"}
     scale = tuple(1.0 if a == "c" else known.get(a, steps.get(a, 1.0)) for a in axes)
     start = tuple(0.0 if a == "c" else origin.get(a, 0) * s for a, s in zip(axes, scale))
     out = [Level("0", tuple(shape), (1,) * len(axes), scale, start)]
-    plane = [i for i, a in enumerate(axes) if a in "yx"]
-    while True:
+    chosen = halved.split(",") if halved else None
+    # the default pyramid ends when these fit PLANE_FIT: the halved plane axes, else all halved
+    fit = [i for i, a in enumerate(axes) if a in "yx" and (chosen is None or a in chosen)]
+    fit = fit or [i for i, a in enumerate(axes) if chosen is not None and a in chosen]
+    while levels is None or len(out) < levels:
         last = out[-1]
-        if levels is not None and len(out) >= levels:
+        if levels is None and max((last.shape[i] for i in fit), default=0) <= PLANE_FIT:
             break
-        if levels is None and max(last.shape[i] for i in plane) <= PLANE_FIT:
-            break
-        if all(last.shape[i] == 1 for i in plane):  # nothing left to halve
-            break
-        xy = max(last.scale[i] for i in plane)
-        factors = []
-        for i, a in enumerate(axes):
-            scaled = a in "yx" or (a == "z" and last.scale[i] <= ANISOTROPY * xy)
-            factors.append(2 if scaled and last.shape[i] > 1 else 1)
-        shift = [(f - 1) / 2 * s if centred else 0.0 for f, s in zip(factors, last.scale)]
+        found = factors(axes, last.shape, last.scale, chosen)
+        if all(last.shape[i] == 1 for i in fit) or found == (1,) * len(axes):
+            break  # nothing left to halve
+        shift = [(f - 1) / 2 * s if centred else 0.0 for f, s in zip(found, last.scale)]
         out.append(
             Level(
                 str(len(out)),
-                tuple(math.ceil(n / f) for n, f in zip(last.shape, factors)),
-                tuple(factors),
-                tuple(s * f for s, f in zip(last.scale, factors)),
+                tuple(math.ceil(n / f) for n, f in zip(last.shape, found)),
+                found,
+                tuple(s * f for s, f in zip(last.scale, found)),
                 tuple(t + d for t, d in zip(last.translation, shift)),
             )
         )
     return out
+
+
+def factors(
+    axes: tuple[str, ...],
+    shape: tuple[int, ...],
+    scale: tuple[float, ...],
+    halved: list[str] | None = None,
+) -> tuple[int, ...]:
+    """The factors of the level after one of ``shape`` and ``scale``: 2 along the ``halved``
+    axes (None: y and x, and z while its spacing is at most 1.5 times y/x's), 1 along the others
+    and along an axis already 1 pixel long."""
+    xy = max((s for a, s in zip(axes, scale) if a in "yx"), default=1.0)
+    out = []
+    for a, n, s in zip(axes, shape, scale):
+        if halved is None:
+            scaled = a in "yx" or (a == "z" and s <= ANISOTROPY * xy)
+        else:
+            scaled = a in halved
+        out.append(2 if scaled and n > 1 else 1)
+    return tuple(out)
 
 
 def downsample(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndarray:
@@ -136,11 +172,7 @@ def _reduce(block: np.ndarray, factors: tuple[int, ...], method: str) -> np.ndar
         total = views[0].astype(np.float64)
         for view in views[1:]:
             np.add(total, view, out=total)
-        mean = np.divide(total, len(views), out=total)
-        # integers: rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)
-        if block.dtype.kind == "f":
-            return mean.astype(block.dtype)
-        return convert_block(mean, block.dtype, in_place=True)
+        return as_type(np.divide(total, len(views), out=total), block.dtype)
     nd = block.ndim
     split = [x for n, f in zip(block.shape, factors) for x in (n // f, f)]
     windows = block.reshape(split).transpose(
@@ -167,7 +199,94 @@ def coordinate_transformations(level: Level) -> list[dict]:
     return out
 
 
-DOWNSAMPLE_METHODS = ("mean", "mode", "nearest")
+def as_type(mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float64 working ``mean`` (the caller's temporary) in ``dtype``: floats cast, integers
+    rounded half to even and clipped to the type (float64 rounds 2**63 - 1 up)."""
+    if dtype.kind == "f":
+        return mean.astype(dtype)
+    return convert_block(mean, dtype, in_place=True)
+
+
+def sigmas(factors: tuple[int, ...]) -> tuple[float, ...]:
+    """``gaussian``'s standard deviation per axis, in pixels of the level below: scikit-image's
+    ``pyramid_reduce`` rule ``2 * f / 6`` (2/3 for a halved axis), 0 where ``f`` is 1."""
+    return tuple(2 * f / 6 if f > 1 else 0.0 for f in factors)
+
+
+def halo(factors: tuple[int, ...], method: str) -> tuple[int, ...]:
+    """The pixels of the level below a block of ``method`` reads beyond its windows, each side,
+    per axis: the Gaussian's radius (truncated at 4 sigma, as the smooth step's), else 0."""
+    if method != "gaussian":
+        return (0,) * len(factors)
+    return tuple(radius(s) for s in sigmas(factors))
+
+
+def level_block(
+    read: Callable[[Region], np.ndarray],
+    windows: Region,
+    shape: tuple[int, ...],
+    factors: tuple[int, ...],
+    method: str,
+) -> np.ndarray:
+    """The pixels of a coarser level made from ``windows``, a region of the level below (of
+    ``shape``; it starts at a window's start), read by ``read``. ``gaussian`` reads the region
+    grown by its :func:`halo`, clipped to the level, smooths it in float64 (scipy's
+    ``gaussian_filter``, mode ``reflect`` at the level's edges, as the smooth step), cuts the
+    halo away and averages each window: the values are those of the whole level smoothed, then
+    averaged window by window, whatever the blocks."""
+    if method != "gaussian":
+        return downsample(read(windows), factors, method)
+    from scipy.ndimage import gaussian_filter  # (scipy: only for gaussian levels)
+
+    grown = tuple(
+        slice(max(w.start - r, 0), min(w.stop + r, n))
+        for w, r, n in zip(windows, halo(factors, method), shape)
+    )
+    data = read(grown)
+    smooth = gaussian_filter(
+        data.astype(np.float64), sigmas(factors), mode="reflect", truncate=TRUNCATE
+    )
+    keep = tuple(slice(w.start - g.start, w.stop - g.start) for w, g in zip(windows, grown))
+    return as_type(downsample(smooth[keep], factors, "mean"), data.dtype)
+
+
+def work_bytes(itemsize: int, factors: tuple[int, ...], method: str) -> int:
+    """Bytes a level's block takes per output pixel: its window read, a reordered copy of it and
+    float64 (or sort) work space; ``gaussian``: the window read and two float64 copies of it."""
+    per_pixel = itemsize + 16 if method == "gaussian" else 2 * itemsize + 8
+    return per_pixel * math.prod(factors)
+
+
+def method_metadata(method: str) -> dict[str, Any]:
+    """The multiscale's ``type`` (the method) and ``metadata`` (NGFF: how the levels were made:
+    ``description``, ``method``, ``version``, ``kwargs``)."""
+    kwargs: dict[str, Any] = {"method": method, "factor": 2}
+    if method == "gaussian":
+        kwargs.update(sigma="2 * factor / 6", truncate=TRUNCATE, mode="reflect")
+    return {
+        "type": method,
+        "metadata": {
+            "description": DESCRIPTIONS[method],
+            "method": "lazyexport.formats.pyramid.downsample",
+            # the package's own (imported before any of its modules; not imported by name here:
+            # the package imports what runs plans, which formats do not depend on)
+            "version": sys.modules[__name__.partition(".")[0]].__version__,
+            "kwargs": kwargs,
+        },
+    }
+
+
+DOWNSAMPLE_METHODS = ("mean", "mode", "nearest", "gaussian")
+# each method in a line, for the multiscale's metadata
+DESCRIPTIONS = {
+    "mean": "each level's pixel is the mean of a window of the level below (integers rounded "
+    "half to even), at the window's centre",
+    "mode": "each level's pixel is the most frequent value of a window of the level below (ties "
+    "to the smaller), at the window's centre: for label images",
+    "nearest": "each level's pixel is the first pixel of a window of the level below",
+    "gaussian": "the level below smoothed by a Gaussian of sigma 2 * factor / 6 pixels along the "
+    "halved axes, then each window averaged, at the window's centre: anti-aliased",
+}
 
 
 def _levels(value: Any) -> int:
@@ -190,7 +309,30 @@ DOWNSAMPLE = Option(
     "downsample",
     "how pyramid levels are made",
     "pyramid: mean (default), mode (labels; the default with a --result-type naming labels, "
-    "e.g. Labels, and with --segment or --threshold) or nearest",
+    "e.g. Labels, and with --segment or --threshold), nearest or gaussian (anti-aliased)",
     choices=DOWNSAMPLE_METHODS,
     check=one_of("downsample method", DOWNSAMPLE_METHODS),
+)
+
+
+def _downsample_axes(value: Any) -> str:
+    """``"y,x"`` (or ``("y", "x")``, ``"yx"``): the spatial axes halved, normalized to
+    ``"z,y,x"`` order."""
+    given = value.replace(",", "") if isinstance(value, str) else "".join(value)
+    given = given.replace(" ", "").lower()
+    if not given or len(set(given)) != len(given) or any(a not in "zyx" for a in given):
+        raise SettingsError(
+            f"downsample_axes must name spatial axes z, y, x, each at most once, e.g. y,x; "
+            f"got {value!r}"
+        )
+    return ",".join(a for a in "zyx" if a in given)
+
+
+DOWNSAMPLE_AXES = Option(
+    "downsample_axes",
+    "the axes the pyramid halves",
+    "axes each pyramid level halves, e.g. y,x (no z-downsampling) or z,y,x "
+    "(default: y and x, and z while its spacing is at most 1.5 times y/x's)",
+    check=_downsample_axes,
+    metavar="AXES",
 )
