@@ -252,9 +252,12 @@ def level_block(
 
 def work_bytes(itemsize: int, factors: tuple[int, ...], method: str) -> int:
     """Bytes a level's block takes per output pixel: its window read, a reordered copy of it and
-    float64 (or sort) work space; ``gaussian``: the window read and two float64 copies of it."""
-    per_pixel = itemsize + 16 if method == "gaussian" else 2 * itemsize + 8
-    return per_pixel * math.prod(factors)
+    float64 (or sort) work space; ``gaussian``: the window read and two float64 copies of it
+    (the input, smoothed), then the windows' float64 sum and mean (the halo, a few pixels each
+    side, is left to the budget's slack)."""
+    if method == "gaussian":
+        return (itemsize + 16) * math.prod(factors) + 16
+    return (2 * itemsize + 8) * math.prod(factors)
 
 
 def method_metadata(method: str) -> dict[str, Any]:
