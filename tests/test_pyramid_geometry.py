@@ -258,3 +258,31 @@ def test_ngff_zarr_places_every_level_as_ome_zarr_py_does(tmp_path, method):
             np.testing.assert_allclose(start, starts[0])
         else:
             np.testing.assert_allclose(centre, centres[0])
+
+
+def test_a_gaussian_level_built_in_many_blocks_is_scipy_on_the_whole(tmp_path, monkeypatch):
+    """End to end, with a budget that splits each level into many blocks: the level is still
+    the whole level below smoothed, then averaged (float32: to float tolerance)."""
+    from lazyexport.formats import ome_zarr
+
+    calls = []
+    real = ome_zarr.level_block
+
+    def counted(*args):
+        calls.append(args[1])
+        return real(*args)
+
+    monkeypatch.setattr(ome_zarr, "level_block", counted)
+    data = np.random.default_rng(5).random((4, 400, 408)).astype("float32")
+    out = tmp_path / "blocks.ome.zarr"
+    le.export(
+        le.open_source(data, axes="zyx"),
+        le.ExportSettings(format="ome-zarr", levels=3, downsample="gaussian", output=str(out),
+                          chunks={"z": 2, "y": 16, "x": 16}, options={"downsample_axes": "y,x"}),
+        memory_limit="16MiB",
+    )  # fmt: skip
+    assert len(calls) > 8  # level 1 alone: several blocks
+    group = zarr.open_group(str(out), mode="r")
+    for k in (1, 2):
+        below, got = read_all(group[str(k - 1)]), read_all(group[str(k)])
+        np.testing.assert_allclose(got, gaussian_of(below, (1, 2, 2)), rtol=1e-5, atol=1e-6)
