@@ -218,6 +218,13 @@ def test_downsample_axes_from_the_command_line_and_a_project_round_trip(tmp_path
     assert (settings.options or {}).get("downsample_axes") == "y,x"
     again = le.ExportSettings.from_dict(settings.to_dict())
     assert (again.options or {}).get("downsample_axes") == "y,x"
+    # a project file's [settings] table: a key of its own, read back the same
+    from lazyexport.batch_project import settings_from_toml, settings_to_toml
+
+    table = settings_to_toml(settings.to_dict())
+    assert table["downsample_axes"] == "y,x"
+    read = le.ExportSettings.from_dict(settings_from_toml(table))
+    assert (read.options or {}).get("downsample_axes") == "y,x"
 
 
 def test_downsample_axes_mistakes_are_one_line_errors(tmp_path):
