@@ -211,14 +211,17 @@ def layer_source(data: Any, meta: Mapping[str, Any], kind: str = "image") -> xr.
     Returns
     -------
     xarray.DataArray
-        The lazy source, labeled with the layer's axes.
+        The lazy source, labeled with the layer's axes, nicknamed after the layer.
 
     Raises
     ------
     ExportError
         For a layer lazyexport cannot export (another layer type, axes it cannot name, ...).
     """
-    return _Layer(data, meta, kind).source()
+    layer = _Layer(data, meta, kind)
+    source = layer.source()
+    source.attrs["nickname"] = layer.name  # (the writers name their exports so too)
+    return source
 
 
 class _Layer:

@@ -13,12 +13,14 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import runpy
 import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("napari")
 
@@ -186,6 +188,7 @@ def test_layer_source_description_and_cutout_from_the_view(qtbot):
     qtbot.addWidget(w)
     w.layer_box.setCurrentText("cells")
     assert "shape     (z=4, y=10, x=12)" in w.description.toPlainText()
+    assert "nickname  cells" in w.description.toPlainText()
     viewer.dims.set_current_step(0, 2)
     w.buttons["From current plane"].click()
     assert w.choices().roi_text() == "z=2:3"
@@ -317,3 +320,12 @@ def test_the_manifest_contributes_the_widget():
     command = {c.id: c for c in manifest.contributions.commands or []}[widget.command]
     assert command.python_name == "lazyexport.napari_widget:ExportWidget"
     assert FILE_SOURCE  # the widget module imports
+
+
+def test_the_docs_picture_is_grabbed_from_the_widget(qtbot, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "scripts" / "napari_widget_png.py"
+    script = runpy.run_path(str(path))
+    width, height = script["grab"](str(tmp_path / "widget.png"))
+    with Image.open(tmp_path / "widget.png") as picture:
+        assert picture.size == (width, height) and height > width > 400
+        assert len(set(picture.convert("L").getdata())) > 10  # drawn, not blank
