@@ -126,6 +126,22 @@ class Controls:
                 self.roi[axis][0].setText(str(lo))
                 self.roi[axis][1].setText(str(hi))
 
+    def show(self, choices: ExportChoices) -> None:
+        """Set the controls to ``choices`` (the inverse of :meth:`read`)."""
+        for axis in choices.roi:
+            if axis not in self.roi:  # an axis of a source not described yet
+                self.roi[axis] = (line("0"), line("end"))
+                self.roi_form.addRow(axis, _pair(*self.roi[axis]))
+        for axis, (start, stop) in self.roi.items():
+            start.setText(choices.roi.get(axis, ("", ""))[0])
+            stop.setText(choices.roi.get(axis, ("", ""))[1])
+        self.renormalize_mode.setCurrentText(choices.renormalize_mode)
+        for edit, value in zip(self.renormalize, choices.renormalize_values):
+            edit.setText(value)
+        for name, control in self.text.items():
+            set_text(control, choices.options.get(name, ""))
+        self.overwrite.setChecked(choices.overwrite)
+
     def read(self, choices: ExportChoices) -> ExportChoices:
         """The choices the controls hold (the source is the widget's to set)."""
         choices.roi = {a: (s.text(), e.text()) for a, (s, e) in self.roi.items()}

@@ -174,8 +174,11 @@ class ExportChoices:
             cancel=cancel,
         )
 
-    def project(self, datasets: list[Dataset] | None, base_dir: Any = None) -> Batch:
-        """A project with these settings shared by ``datasets`` (default: this file source)."""
+    def project(
+        self, datasets: list[Dataset] | None, base_dir: Any = None, kept: Any = None
+    ) -> Batch:
+        """A project with these settings shared by ``datasets`` (default: this file source),
+        and the settings ``kept`` (a mapping of fields) where these leave them unset."""
         if datasets is None:
             if self.layer is not None or not self.source_text.strip():
                 raise SettingsError(
@@ -184,7 +187,11 @@ class ExportChoices:
                 )
             nickname = self.options.get("nickname", "").strip()
             datasets = [Dataset(self.source_text.strip(), nickname, self.axes.strip() or None)]
-        return Batch(self.settings(), datasets, base_dir=base_dir)
+        settings = self.settings().to_dict()
+        for name, value in (kept or {}).items():
+            if settings.get(name) is None:
+                settings[name] = value
+        return Batch(settings, datasets, base_dir=base_dir)
 
 
 class Project:
@@ -220,6 +227,42 @@ class Project:
     def delete_all(self) -> DeleteReport:
         """``batch PROJECT delete-all --yes``."""
         return self.batch.delete_all()
+
+
+# the settings fields the controls show, and the option each is read from
+SHOWN = {
+    "dtype": "dtype",
+    "axis_order": "axis-order",
+    "format": "format",
+    "output": "output",
+    "compression": "compression",
+    "compression_level": "compression-level",
+    "levels": "levels",
+    "result_type": "result-type",
+}
+
+
+def choices_from(settings: ExportSettings, choices: ExportChoices) -> dict[str, Any]:
+    """Fill ``choices`` with ``settings`` (a loaded project's); return the fields the controls
+    cannot show, with their values (Save keeps them)."""
+    values = settings.to_dict()
+    choices.options.update({SHOWN[k]: str(v) for k, v in values.items() if k in SHOWN and v})
+    if values.get("chunks"):
+        choices.options["chunks"] = ",".join(f"{a}={n}" for a, n in values["chunks"].items())
+    roi = values.get("roi") or {}
+    choices.roi = {a: ("" if lo is None else str(lo), "" if hi is None else str(hi))
+                   for a, (lo, hi) in roi.items()}  # fmt: skip
+    if values.get("renormalize"):
+        (low, high), (out_low, out_high) = [(None, None) if b is None else b
+                                            for b in values["renormalize"]]  # fmt: skip
+        percent = isinstance(low, str)
+        choices.renormalize_mode = (
+            "data range" if low is None else "percentiles" if percent else "fixed"
+        )
+        ins = [str(v).lstrip("p") if v is not None else "" for v in (low, high)]
+        choices.renormalize_values = (ins[0], ins[1], str(out_low), str(out_high))
+    shown = {*SHOWN, "chunks", "roi", "renormalize"}
+    return {k: v for k, v in values.items() if k not in shown and v is not None}
 
 
 def outcome_text(outcome: Any) -> str:

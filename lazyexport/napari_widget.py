@@ -44,9 +44,10 @@ from qtpy.QtWidgets import (
 from .errors import SettingsError
 from .napari_controls import Controls, line
 from .napari_layers import exported_array, live_array, live_scale_translate
-from .napari_model import ExportChoices, Project, one_line, outcome_text
+from .napari_model import ExportChoices, Project, choices_from, one_line, outcome_text
 from .napari_view import current_plane, shapes_rectangle
 from .plan import build_plan
+from .settings import ExportSettings
 
 FILE_SOURCE = "(file or URL)"
 
@@ -74,6 +75,7 @@ class ExportWidget(QWidget):
         self.viewer = napari_viewer
         self.controls = Controls()
         self.project: Project | None = None
+        self.kept: dict[str, Any] = {}  # a loaded project's settings the controls do not show
         self.worker: Any = None
         self.cancel_event = threading.Event()
         self.progress_event: Any = None
@@ -355,8 +357,20 @@ class ExportWidget(QWidget):
         except Exception as exc:
             self.show_status(one_line(exc))
             return
+        current = self.choices()
+        choices = ExportChoices(  # the project's settings replace the controls' choices
+            options={"memory-limit": current.options.get("memory-limit", "")},
+            overwrite=current.overwrite,
+        )
+        self.kept = choices_from(ExportSettings.from_dict(self.project.batch.settings), choices)
+        self.controls.show(choices)
         self.refresh_table()
-        self.show_status(f"loaded {path}: {len(self.project.batch.datasets)} datasets")
+        note = (
+            f"; its settings {', '.join(self.kept)} are not shown here (Save keeps them)"
+            if self.kept
+            else ""
+        )
+        self.show_status(f"loaded {path}: {len(self.project.batch.datasets)} datasets{note}")
 
     def save_settings(self, path: str) -> None:
         """Save the widget's settings as a project file: shared by the loaded project's
@@ -365,7 +379,7 @@ class ExportWidget(QWidget):
             loaded = self.project
             datasets = loaded.batch.datasets if loaded is not None else None
             base = loaded.batch.base_dir if loaded is not None else None
-            saved = self.choices().project(datasets, base).save(path)
+            saved = self.choices().project(datasets, base, self.kept).save(path)
         except Exception as exc:
             self.show_status(one_line(exc))
             return

@@ -27,6 +27,7 @@ pytest.importorskip("napari")
 from napari.components import ViewerModel  # noqa: E402
 
 from helpers import arange, snapshot, write_hdf5  # noqa: E402
+from lazyexport.batch import Batch  # noqa: E402
 from lazyexport.cli import main, make_parser  # noqa: E402
 from lazyexport.cli_settings import settings_from_args  # noqa: E402
 from lazyexport.napari_controls import set_text  # noqa: E402
@@ -328,4 +329,24 @@ def test_the_docs_picture_is_grabbed_from_the_widget(qtbot, tmp_path):
     width, height = script["grab"](str(tmp_path / "widget.png"))
     with Image.open(tmp_path / "widget.png") as picture:
         assert picture.size == (width, height) and height > width > 400
-        assert len(set(picture.convert("L").getdata())) > 10  # drawn, not blank
+        assert len(np.unique(np.asarray(picture.convert("L")))) > 10  # drawn, not blank
+
+
+def test_load_shows_a_projects_settings_and_save_keeps_them(qtbot, tmp_path):
+    write_hdf5(tmp_path / "a.h5", arange((4, 10, 12)))
+    shutil.copy(tmp_path / "a.h5", tmp_path / "b.h5")
+    more = 'roi = "z=1:,x=:-2"\nbin = { y = 2 }\ncompression_level = 3\n\n[[datasets]]'
+    (tmp_path / "project.toml").write_text(PROJECT.replace("\n[[datasets]]", more, 1))
+    w = ExportWidget(ViewerModel())
+    qtbot.addWidget(w)
+    w.load_project(str(tmp_path / "project.toml"))
+    assert "bin" in w.status.text()  # not shown as a control: said so, and kept
+    shown = w.choices()
+    assert shown.roi_text() == "z=1:,x=:-2" and shown.renormalize_mode == "data range"
+    assert shown.options["dtype"] == "uint8" and shown.options["format"] == "zarr"
+    assert shown.options["compression-level"] == "3"
+    w.save_settings(str(tmp_path / "saved.toml"))
+    loaded, saved = (Batch.load(tmp_path / name) for name in ("project.toml", "saved.toml"))
+    for nickname in ("a", "b"):
+        assert saved.settings_for(nickname) == loaded.settings_for(nickname)
+    assert saved.settings_for("a").bin == {"y": 2}
