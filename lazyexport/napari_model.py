@@ -32,7 +32,7 @@ from .describe import Description, describe
 from .errors import ExportError, SettingsError
 from .execution.fronts import plan_jobs, run_jobs
 from .napari import layer_source
-from .run import ExportResult, Progress
+from .run import Progress
 from .settings import ExportSettings, declared_options
 from .sources import open_source
 from .step_settings import STEP_SETTINGS
@@ -250,19 +250,22 @@ def choices_from(settings: ExportSettings, choices: ExportChoices) -> dict[str, 
     if values.get("chunks"):
         choices.options["chunks"] = ",".join(f"{a}={n}" for a, n in values["chunks"].items())
     roi = values.get("roi") or {}
-    choices.roi = {a: ("" if lo is None else str(lo), "" if hi is None else str(hi))
-                   for a, (lo, hi) in roi.items()}  # fmt: skip
+    choices.roi = {a: (_text(lo), _text(hi)) for a, (lo, hi) in roi.items()}
     if values.get("renormalize"):
-        (low, high), (out_low, out_high) = [(None, None) if b is None else b
-                                            for b in values["renormalize"]]  # fmt: skip
+        ins, (out_low, out_high) = values["renormalize"]
+        low, high = ins if ins is not None else (None, None)
         percent = isinstance(low, str)
         choices.renormalize_mode = (
             "data range" if low is None else "percentiles" if percent else "fixed"
         )
-        ins = [str(v).lstrip("p") if v is not None else "" for v in (low, high)]
-        choices.renormalize_values = (ins[0], ins[1], str(out_low), str(out_high))
+        texts = [_text(v).lstrip("p") for v in (low, high)]
+        choices.renormalize_values = (texts[0], texts[1], str(out_low), str(out_high))
     shown = {*SHOWN, "chunks", "roi", "renormalize"}
     return {k: v for k, v in values.items() if k not in shown and v is not None}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def outcome_text(outcome: Any) -> str:
@@ -274,8 +277,3 @@ def outcome_text(outcome: Any) -> str:
         lines += [f"left alone: {nick}: {why}" for nick, why in outcome.refused.items()]
         return "\n".join(lines)
     return str(outcome)
-
-
-def exported_result(outcome: Any) -> ExportResult | None:
-    """The one output an export wrote, to show as the Exported Image layer (None: several)."""
-    return outcome if isinstance(outcome, ExportResult) else None

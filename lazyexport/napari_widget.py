@@ -80,6 +80,7 @@ class ExportWidget(QWidget):
         self.cancel_event = threading.Event()
         self.progress_event: Any = None
         self.confirm: Callable[[list[str]], bool] = self._ask
+        self.buttons: dict[str, QPushButton] = {}
         self._build()
         self.viewer.layers.events.inserted.connect(self.refresh_layers)
         self.viewer.layers.events.removed.connect(self.refresh_layers)
@@ -112,7 +113,7 @@ class ExportWidget(QWidget):
     def _button(self, text: str, action: Callable) -> QPushButton:
         button = QPushButton(text)
         button.clicked.connect(action)
-        self.buttons = {**getattr(self, "buttons", {}), text: button}
+        self.buttons[text] = button
         return button
 
     def _source_box(self) -> QGroupBox:
