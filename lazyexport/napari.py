@@ -194,6 +194,36 @@ def _write_tiff(path: str, layer: _Layer) -> list[str]:
     return _export(layer, _output(path), layer.settings("tiff", tiff_flavor=flavor))
 
 
+def layer_source(data: Any, meta: Mapping[str, Any], kind: str = "image") -> xr.DataArray:
+    """A napari layer's data as a lazyexport source, as the writers take it (for the widget).
+
+    Its axes, pixel size and name are read as the module docstring says; nothing is computed.
+
+    Parameters
+    ----------
+    data : array
+        The layer's data (numpy or dask; of a multiscale layer, its levels).
+    meta : dict
+        The layer's metadata (``name``, ``scale``, ``units``, ``axis_labels``, ``rgb``, ...).
+    kind : str, default "image"
+        The layer type: ``"image"`` or ``"labels"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        The lazy source, labeled with the layer's axes, nicknamed after the layer.
+
+    Raises
+    ------
+    ExportError
+        For a layer lazyexport cannot export (another layer type, axes it cannot name, ...).
+    """
+    layer = _Layer(data, meta, kind)
+    source = layer.source()
+    source.attrs["nickname"] = layer.name  # (the writers name their exports so too)
+    return source
+
+
 class _Layer:
     """One napari layer as lazyexport exports it: its data, axes, pixel size and name."""
 
@@ -349,4 +379,10 @@ def _label_metadata(path: str, names: list[str]) -> None:
         }
 
 
-__all__ = ["write_hdf5", "write_ome_zarr", "write_tiff_image", "write_tiff_labels"]
+__all__ = [
+    "layer_source",
+    "write_hdf5",
+    "write_ome_zarr",
+    "write_tiff_image",
+    "write_tiff_labels",
+]
