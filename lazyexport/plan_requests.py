@@ -156,8 +156,10 @@ def _staged(plan: ExportPlan) -> tuple[int, int, int, int, int]:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2f} s"
     if seconds < 120:
-        return f"{seconds:.1f} s"
+        return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"

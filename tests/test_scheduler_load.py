@@ -10,9 +10,8 @@ process and its memory is ``make bench-cluster`` (benchmarks/cluster_scale.py).
 from __future__ import annotations
 
 import pytest
-from distributed import Client, LocalCluster
 
-from helpers.scheduler_load import EMPTY_SHAPES, make_empty, watch_export
+from helpers.scheduler_load import EMPTY_SHAPES, make_empty, process_cluster, watch_export
 
 WORKERS = 3
 SECONDS = 5.0
@@ -21,16 +20,7 @@ FIRST_BLOCK = 30.0  # loose here (a loaded machine); the benchmark checks 5 s
 
 @pytest.fixture(scope="module")
 def client():
-    with (
-        LocalCluster(
-            n_workers=WORKERS,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as c,
-    ):
+    with process_cluster(WORKERS) as c:
         yield c
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 import lazyexport as le
-from helpers.scheduler_load import paused_workers, worker_state
+from helpers.scheduler_load import paused_workers, process_cluster, worker_state
 from lazyexport import cost, run
 from lazyexport.demo import smooth_volume
 from lazyexport.plan import WORKER_ALLOWANCE
@@ -30,17 +29,7 @@ def test_each_worker_stays_within_its_share_and_none_pauses_or_spills(tmp_path):
         renormalize=((0, 1), (0, 255)),
         dtype="uint8",
     )
-    with (
-        LocalCluster(
-            n_workers=WORKERS,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit="1GiB",
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with process_cluster(WORKERS, memory_limit="1GiB") as client:
         plan = run.plan_on(client, source, settings, memory_limit=LIMIT)
         assert plan.cluster is not None and plan.cluster.count == WORKERS
         client.run(cost.reset_peak)

@@ -4,9 +4,11 @@ bounded-load tests and benchmarks/cluster_scale.py (which imports it)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,26 @@ def make_empty(path: Path, size: str) -> Path:
             dimension_names=["z", "y", "x"],
         )
     return path
+
+
+@contextlib.contextmanager
+def process_cluster(workers: int, **options: Any) -> Iterator[Any]:
+    """A client of a ``distributed.LocalCluster`` of ``workers`` single-thread worker processes
+    on loopback (``options``: LocalCluster's, e.g. ``memory_limit``)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            **options,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 def _scheduler_state(dask_scheduler=None) -> tuple[int, int]:
