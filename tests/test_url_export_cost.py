@@ -132,3 +132,17 @@ def test_an_unreadable_throughput_is_one_line_and_exit_2(source, capsys):
     assert err.strip().splitlines() == [
         "error: cannot read throughput 'fast'; write e.g. 200MB/s or 1GB/s"
     ]
+
+
+def test_the_duration_is_shared_by_the_workers_of_a_cluster_plan(s3, source):
+    from lazyexport.plan import Workers, build_plan
+
+    settings = ExportSettings(format="zarr", chunks=CHUNKS, output="s3://lzc/workers/o.zarr")
+    one = transfer(le.plan(source[1], settings), "100MB/s")
+    room = Workers(count=3, threads=1, budget=256 * 2**20, baseline=0, memory_limit=0)
+    three = transfer(build_plan(source[1], settings, workers=room, in_process=False), "100MB/s")
+    assert one is not None and three is not None
+    assert (one.workers, three.workers) == (1, 3)
+    assert (three.gets, three.puts, three.written) == (one.gets, one.puts, one.written)
+    assert three.seconds == pytest.approx(one.seconds / 3)
+    assert one.seconds == pytest.approx((one.read + one.written) / 100e6)
