@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pythons lint bench bench-memory bench-scale clean random crashtest memtest
+.PHONY: demo test test-pythons lint bench bench-memory bench-scale bench-cluster clean random crashtest memtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ bench-memory: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(PY) benchmarks/memory.py --part scale
+
+# A cluster started as users start one (dask scheduler + 3 dask worker processes): the scheduler's
+# tasks and memory for an empty 1 TiB and 64 TiB export (60 s each), and each worker's peak on the
+# deep-chunk layout against its share (docs/cluster.md).
+bench-cluster: $(STAMP)
+	$(PY) benchmarks/cluster_scale.py
 
 # The randomized end-to-end comparison against numpy at length (make test runs 40 cases);
 # RANDOM_CASES and RANDOM_SEED choose how many and which.

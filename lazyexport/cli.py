@@ -89,7 +89,7 @@ def cmd_export(args) -> int:
             plans = plan_jobs(
                 source, settings, resolved, nickname=args.nickname, memory_limit=args.memory_limit
             ).plans
-        show_plans(plans, args.json)
+        show_plans(plans, args.json, args.assume_throughput)
         return 0
     result = _run_export(
         source,

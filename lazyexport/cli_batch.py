@@ -42,7 +42,7 @@ def _batch_export(batch: Batch, args) -> int:
                 for n in nicknames
                 for plan in batch.plans(n, memory_limit=args.memory_limit, scheduler=resolved)
             ]
-        show_plans(plans, args.json)
+        show_plans(plans, args.json, args.assume_throughput)
         return 0
     bars = BatchBars(not args.quiet)
 

@@ -171,3 +171,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "parts, read amplification, staging) and write nothing",
     )
     p.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
+    p.add_argument(
+        "--assume-throughput",
+        metavar="RATE",
+        help="with --plan, for a source or output at a URL: the bytes per second one worker moves "
+        "to and from the object store, for the projected duration (default 200MB/s)",
+    )

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from .errors import redact
+from .plan_requests import transfer
 from .run import Progress
 
 
@@ -81,13 +82,19 @@ class RegionBars:
         self.bar.close()
 
 
-def show_plans(plans, as_json: bool) -> None:
-    """Print plans (text, or one JSON document: an object, or a list for several)."""
+def show_plans(plans, as_json: bool, throughput: Any = None) -> None:
+    """Print plans (text, or one JSON document: an object, or a list for several), each with
+    the requests of its parts at URLs (:func:`lazyexport.plan_requests.transfer`) at
+    ``throughput`` per worker."""
+    costs = [transfer(p, throughput) for p in plans]
     if as_json:
-        data = [p.summary() for p in plans]
+        data = [
+            {**p.summary(), **({"requests": c.summary()} if c else {})}
+            for p, c in zip(plans, costs)
+        ]
         print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
     else:
-        print("\n\n".join(str(p) for p in plans))
+        print("\n\n".join(str(p) + (f"\n{c}" if c else "") for p, c in zip(plans, costs)))
 
 
 def print_cleaned(removed: list[str], dry_run: bool) -> None:

@@ -239,6 +239,15 @@ class Writer:
         ``spec``: the output as planned so far (None: assume the most)."""
         return 2 * unit_bytes
 
+    def chunk_objects(self, spec: OutputSpec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The arrays the output stores one file (an object at a URL) per chunk or shard of, in
+        the order they are written, as (shape, chunk or shard shape) each; an array after the
+        first is built from the one before it (a pyramid level). Empty where each of the
+        output's paths is one file (for the planner's cost of an export at a URL)."""
+        if not self.capabilities.object_store:
+            return []
+        return [(tuple(spec.shape), tuple(spec.shards or spec.chunks))]
+
 
 def write_region(
     fd: int, offset: int, shape: tuple[int, ...], block: np.ndarray, location: tuple[slice, ...]

@@ -204,6 +204,12 @@ class OmeZarrWriter(ZarrWriter):
             spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale, halved
         )
 
+    def chunk_objects(self, spec: OutputSpec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        return [
+            (lv.shape, tuple(min(c, n) for c, n in zip(spec.chunks, lv.shape)))
+            for lv in self.levels(spec)
+        ]
+
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type, or made
         by a segment or threshold step) and bool masks (a mean of a mask would be "any", growing
