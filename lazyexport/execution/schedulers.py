@@ -1,12 +1,17 @@
 """Where block tasks run: scheduler names, the executor of a plan on a scheduler, and the
 sizing of a plan for a dask cluster's workers. A cancelled distributed run stops its writes on
-every worker (:func:`stop_writes`) before its temporary output is removed.
+every worker (:func:`stop_writes`) before its temporary output is removed. A plan for a dask
+cluster whose workers write the output's files is refused (one OutputLocationError, before
+anything is written) when a worker does not see the output's directory as this machine sees
+it (:func:`refuse_unseen`); object-store outputs and outputs the workers only encode for skip it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
+import os
 import re
 import threading
 import time
@@ -14,9 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import cost
-from ..errors import ExportCancelled, SchedulerError
+from ..errors import ExportCancelled, OutputLocationError, SchedulerError
 from ..plan import ExportPlan, Workers, build_plan, parse_memory_limit
 from ..settings import ExportSettings
+from ..storage.capabilities import holds_files
 from .executors import Distributed, Executor, Inline, Processes, Threads
 
 CONNECT_TIMEOUT = 10.0  # seconds a cluster's first worker may take to join
@@ -170,9 +176,47 @@ def plan_on(
     a ``distributed.Client``, as :func:`scheduler_session` yields) sized for its workers."""
     if isinstance(scheduler, str) or scheduler is None:
         return build_plan(source, settings, in_process=scheduler != "processes", **options)
-    return build_plan(
+    plan = build_plan(
         source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options
     )
+    refuse_unseen(scheduler, plan)
+    return plan
+
+
+SEEN_NAMES = 256  # entries of a directory compared between this machine and a worker
+
+
+def directory_view(path: str) -> tuple[bool, frozenset[str]]:
+    """Whether ``path`` is a directory here, and (some of) the names in it (run on workers)."""
+    try:
+        with os.scandir(path) as entries:
+            return True, frozenset(e.name for e in itertools.islice(entries, SEEN_NAMES))
+    except OSError:
+        return False, frozenset()
+
+
+def refuse_unseen(client: Any, plan: ExportPlan) -> None:
+    """Refuse ``plan`` when a worker of ``client``'s cluster that would write its files does not
+    see the output's nearest existing directory as this machine does: not there, or holding
+    none of the names it holds here (a directory of this machine only, a worker-only temp dir).
+    Objects in a store, and outputs the workers only encode for (single-writer formats), skip it."""
+    if not holds_files(plan.output) or plan.writer.capabilities.single_writer:
+        return
+    near = next(a for a in (plan.output.absolute(), *plan.output.absolute().parents) if a.is_dir())
+    _, here = directory_view(str(near))
+    try:
+        views = client.run(directory_view, str(near), on_error="ignore")
+    except Exception:  # noqa: BLE001 -- no worker answers: the export's own errors say why
+        return
+    blind = sorted(
+        w for w, (seen, names) in views.items() if not seen or (here and not here & names)
+    )
+    if blind:
+        raise OutputLocationError(
+            f"{len(blind)} of {len(views)} dask workers ({blind[0]}{', ...' * (len(blind) > 1)}) "
+            f"do not see {near} as this machine does, and the output goes there; put the output "
+            f"on storage every worker shares under the same path, or in an object store"
+        )
 
 
 @contextlib.contextmanager
