@@ -183,37 +183,36 @@ def plan_on(
     return plan
 
 
-SEEN_NAMES = 256  # entries of a directory compared between this machine and a worker
+SEEN_NAMES = 256  # names of the output's directory here that a worker looks for
 
 
-def directory_view(path: str) -> tuple[bool, frozenset[str]]:
-    """Whether ``path`` is a directory here, and (some of) the names in it (run on workers)."""
-    try:
-        with os.scandir(path) as entries:
-            return True, frozenset(e.name for e in itertools.islice(entries, SEEN_NAMES))
-    except OSError:
-        return False, frozenset()
+def sees(directory: str, names: list[str]) -> bool:
+    """Whether ``directory`` is a directory here holding one of ``names`` (any, when none is
+    given): run on each worker for :func:`refuse_unseen`."""
+    if not os.path.isdir(directory):
+        return False
+    return not names or any(os.path.lexists(os.path.join(directory, n)) for n in names)
 
 
 def refuse_unseen(client: Any, plan: ExportPlan) -> None:
     """Refuse ``plan`` when a worker of ``client``'s cluster that would write its files does not
     see the output's nearest existing directory as this machine does: not there, or holding
-    none of the names it holds here (a directory of this machine only, a worker-only temp dir).
-    Objects in a store, and outputs the workers only encode for (single-writer formats), skip it."""
+    none of (up to SEEN_NAMES of) the names it holds here (a directory of this machine only, its
+    TMPDIR). Objects in a store, and outputs the workers only encode for (single-writer
+    formats), skip it."""
     if not holds_files(plan.output) or plan.writer.capabilities.single_writer:
         return
     near = next(a for a in (plan.output.absolute(), *plan.output.absolute().parents) if a.is_dir())
-    _, here = directory_view(str(near))
+    with os.scandir(near) as entries:
+        names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
     try:
-        views = client.run(directory_view, str(near), on_error="ignore")
+        seen = client.run(sees, str(near), names, on_error="ignore")
     except Exception:  # noqa: BLE001 -- no worker answers: the export's own errors say why
         return
-    blind = sorted(
-        w for w, (seen, names) in views.items() if not seen or (here and not here & names)
-    )
+    blind = sorted(worker for worker, yes in seen.items() if not yes)
     if blind:
         raise OutputLocationError(
-            f"{len(blind)} of {len(views)} dask workers ({blind[0]}{', ...' * (len(blind) > 1)}) "
+            f"{len(blind)} of {len(seen)} dask workers ({blind[0]}{', ...' * (len(blind) > 1)}) "
             f"do not see {near} as this machine does, and the output goes there; put the output "
             f"on storage every worker shares under the same path, or in an object store"
         )
