@@ -28,7 +28,7 @@ import xarray as xr
 
 import lazyexport as le
 from helpers import cli_command, cli_env, make_data, run_cli, write_zarr3
-from helpers.dask_processes import ProcessCluster, can_hide
+from helpers.dask_processes import ProcessCluster, alive, can_hide
 from helpers.objstore import key_prefix, s3_bucket
 from lazyexport.errors import FormatError, OutputLocationError
 from lazyexport.formats import formats
@@ -226,12 +226,15 @@ def test_a_worker_killed_mid_export_changes_nothing(cluster, tmp_path):
 def test_a_scheduler_killed_mid_export_fails_in_one_line_and_resume_completes(tmp_path):
     source, out = long_export(tmp_path), tmp_path / "out.zarr"
     with ProcessCluster(tmp_path / "first") as first:
+        assert first.scheduler is not None
+        processes = [first.scheduler.pid, *first.worker_pids().values()]
         proc = start_export(export_args(source, out, first.address, "--resume"))
         written = wait_for_chunks(out, proc, 40)
         first.kill_scheduler()
         start = time.monotonic()
         stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
+    assert not [pid for pid in processes if alive(pid)]  # the cluster left no process behind
     assert time.monotonic() - start < 60  # not a hang: the client gives up after its timeout
     errors = [line for line in stderr.splitlines() if line and not line.startswith("note:")]
     assert errors == [

@@ -159,6 +159,21 @@ class ProcessCluster:
             self.log.close()
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
 def _kill(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``'s process group (the worker's nanny and its worker process with it)."""
     try:
