@@ -130,9 +130,7 @@ def _call(job: Job, index: tuple[int, ...]) -> Any:
 
 
 def _lost(client) -> bool:
-    """Whether ``client`` has lost its scheduler (it reconnects, or gave up and closed); the
-    run waits until distributed has given up (or reconnected) before it raises, so that its log
-    line about it is dropped while the run still listens."""
+    """Whether ``client`` has lost its scheduler (it reconnects, or gave up and closed)."""
     return client.status not in ("running", "newly-created")
 
 
@@ -145,7 +143,8 @@ class _NoReconnectLog(logging.Filter):
 
 @contextlib.contextmanager
 def _scheduler_loss(client) -> Iterator[None]:
-    """Raise the loss of ``client``'s scheduler during the block as one SchedulerError."""
+    """Raise the loss of ``client``'s scheduler during the block as one SchedulerError, once
+    distributed has given up reconnecting (its log line about that is dropped meanwhile)."""
     logger, quiet = logging.getLogger("distributed.client"), _NoReconnectLog()
     address = getattr(client.scheduler, "address", None) or "its address"  # gone once closed
     logger.addFilter(quiet)

@@ -203,8 +203,11 @@ def refuse_unseen(client: Any, plan: ExportPlan) -> None:
     if not holds_files(plan.output) or plan.writer.capabilities.single_writer:
         return
     near = next(a for a in (plan.output.absolute(), *plan.output.absolute().parents) if a.is_dir())
-    with os.scandir(near) as entries:
-        names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
+    try:
+        with os.scandir(near) as entries:
+            names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
+    except OSError:  # not listable here: look for the directory only
+        names = []
     try:
         seen = client.run(sees, str(near), names, on_error="ignore")
     except Exception:  # noqa: BLE001 -- no worker answers: the export's own errors say why
