@@ -13,7 +13,9 @@ waited for, and the error is raised.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import itertools
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -127,6 +129,41 @@ def _call(job: Job, index: tuple[int, ...]) -> Any:
     return job(index)
 
 
+def _lost(client) -> bool:
+    """Whether ``client`` has lost its scheduler (it reconnects, or gave up and closed)."""
+    return client.status not in ("running", "newly-created")
+
+
+class _NoReconnectLog(logging.Filter):
+    """Drops distributed's log line about a failed reconnect: the run raises it instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to reconnect")
+
+
+@contextlib.contextmanager
+def _scheduler_loss(client) -> Iterator[None]:
+    """Raise the loss of ``client``'s scheduler during the block as one SchedulerError, once
+    distributed has given up reconnecting (its log line about that is dropped meanwhile)."""
+    logger, quiet = logging.getLogger("distributed.client"), _NoReconnectLog()
+    address = getattr(client.scheduler, "address", None) or "its address"  # gone once closed
+    logger.addFilter(quiet)
+    try:
+        yield
+    except Exception:
+        if not _lost(client):
+            raise
+        settled = time.monotonic() + NO_WORKER_TIMEOUT  # until distributed stops reconnecting
+        while client.status in ("connecting", "closing") and time.monotonic() < settled:
+            time.sleep(POLL)
+        raise SchedulerError(
+            f"lost the connection to the dask scheduler at {address} during the export "
+            "(the scheduler stopped, or the network to it failed)"
+        ) from None
+    finally:
+        logger.removeFilter(quiet)
+
+
 class Distributed(Executor):
     """A dask cluster: ``slots`` tasks at a time on each worker (by address; a worker that
     joins later gets ``default_slots``), ``window`` at most in all. The job is sent to every worker
@@ -155,6 +192,10 @@ class Distributed(Executor):
         return None
 
     def run(self, indices, job, done, check) -> None:
+        with _scheduler_loss(self.client):
+            self._run(indices, job, done, check)
+
+    def _run(self, indices, job, done, check) -> None:
         from distributed import as_completed
 
         client = self.client

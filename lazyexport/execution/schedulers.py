@@ -1,12 +1,17 @@
 """Where block tasks run: scheduler names, the executor of a plan on a scheduler, and the
 sizing of a plan for a dask cluster's workers. A cancelled distributed run stops its writes on
-every worker (:func:`stop_writes`) before its temporary output is removed.
+every worker (:func:`stop_writes`) before its temporary output is removed. A plan for a dask
+cluster whose workers write the output's files is refused (one OutputLocationError, before
+anything is written) when a worker does not see the output's directory as this machine sees
+it (:func:`refuse_unseen`); object-store outputs and outputs the workers only encode for skip it.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
+import os
 import re
 import threading
 import time
@@ -14,9 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from .. import cost
-from ..errors import ExportCancelled, SchedulerError
+from ..errors import ExportCancelled, OutputLocationError, SchedulerError
 from ..plan import ExportPlan, Workers, build_plan, parse_memory_limit
 from ..settings import ExportSettings
+from ..storage.capabilities import holds_files
 from .executors import Distributed, Executor, Inline, Processes, Threads
 
 CONNECT_TIMEOUT = 10.0  # seconds a cluster's first worker may take to join
@@ -170,9 +176,49 @@ def plan_on(
     a ``distributed.Client``, as :func:`scheduler_session` yields) sized for its workers."""
     if isinstance(scheduler, str) or scheduler is None:
         return build_plan(source, settings, in_process=scheduler != "processes", **options)
-    return build_plan(
+    plan = build_plan(
         source, settings, workers=cluster_workers(scheduler, options.get("memory_limit")), **options
     )
+    refuse_unseen(scheduler, plan)
+    return plan
+
+
+SEEN_NAMES = 256  # names of the output's directory here that a worker looks for
+
+
+def sees(directory: str, names: list[str]) -> bool:
+    """Whether ``directory`` is a directory here holding one of ``names`` (any, when none is
+    given): run on each worker for :func:`refuse_unseen`."""
+    if not os.path.isdir(directory):
+        return False
+    return not names or any(os.path.lexists(os.path.join(directory, n)) for n in names)
+
+
+def refuse_unseen(client: Any, plan: ExportPlan) -> None:
+    """Refuse ``plan`` when a worker of ``client``'s cluster that would write its files does not
+    see the output's nearest existing directory as this machine does: not there, or holding
+    none of (up to SEEN_NAMES of) the names it holds here (a directory of this machine only, its
+    TMPDIR). Objects in a store, and outputs the workers only encode for (single-writer
+    formats), skip it."""
+    if not holds_files(plan.output) or plan.writer.capabilities.single_writer:
+        return
+    near = next(a for a in (plan.output.absolute(), *plan.output.absolute().parents) if a.is_dir())
+    try:
+        with os.scandir(near) as entries:
+            names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
+    except OSError:  # not listable here: look for the directory only
+        names = []
+    try:
+        seen = client.run(sees, str(near), names, on_error="ignore")
+    except Exception:  # noqa: BLE001 -- no worker answers: the export's own errors say why
+        return
+    blind = sorted(worker for worker, yes in seen.items() if not yes)
+    if blind:
+        raise OutputLocationError(
+            f"{len(blind)} of {len(seen)} dask workers ({blind[0]}{', ...' * (len(blind) > 1)}) "
+            f"do not see {near} as this machine does, and the output goes there; put the output "
+            f"on storage every worker shares under the same path, or in an object store"
+        )
 
 
 @contextlib.contextmanager
