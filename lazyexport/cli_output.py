@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import redact
-from .run import Progress
+
+if TYPE_CHECKING:
+    from .run import Progress
 
 
 class Bar:
