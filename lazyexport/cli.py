@@ -18,13 +18,11 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import threading
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, interrupt, remote
+from . import __version__, interrupt
 from .cli_options import Parser, add_export_options, add_run_options, add_scene
 from .cli_output import redacted_output
 from .errors import ExportError
@@ -178,6 +176,8 @@ def cmd_demo(args) -> int:
         _run_demo(out_dir, args)
         print(f"\nOutputs are in {out_dir}")
         return 0
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="lazyexport-demo-") as temp:
         _run_demo(Path(temp), args)
     print(
@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
 def _command(argv: list[str] | None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    from . import remote  # (the storage layer: not for --help and --version)
+
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
     previous = (
         {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -428,6 +430,8 @@ def _command(argv: list[str] | None) -> int:
             print(f"error: {remote.describe(exc, 'the object store', 'use')}", file=sys.stderr)
             return 2
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         shown = remote.without_values(str(exc), remote.normalize_options(chosen))
         print(

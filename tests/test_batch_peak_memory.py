@@ -13,6 +13,7 @@ import pytest
 
 import lazyexport as le
 from lazyexport import cost
+from lazyexport.run import ExportResult
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the peak is measured on Linux (VmHWM)"
@@ -20,9 +21,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_a_small_dataset_after_a_big_one_reports_its_own_peak(tmp_path):
-    big = np.random.default_rng(0).integers(0, 60000, (32, 1024, 1024), dtype=np.uint16)
-    np.save(tmp_path / "big.npy", big)
-    del big
+    np.save(
+        tmp_path / "big.npy",
+        np.random.default_rng(0).integers(0, 60000, (32, 1024, 1024), dtype=np.uint16),
+    )
     np.save(tmp_path / "small.npy", np.zeros((2, 16, 16), dtype=np.uint8))
     project = tmp_path / "p.toml"
     project.write_text(
@@ -35,8 +37,9 @@ def test_a_small_dataset_after_a_big_one_reports_its_own_peak(tmp_path):
         held[nickname] = cost.process_rss()  # what the next dataset starts with
 
     report = le.Batch.load(project).export_all(on_done=done)
-    big_peak = report.results["big"].peak_memory
-    small_peak = report.results["small"].peak_memory
+    first, second = report.results["big"], report.results["small"]
+    assert isinstance(first, ExportResult) and isinstance(second, ExportResult)
+    big_peak, small_peak = first.peak_memory, second.peak_memory
     assert big_peak > held["big"] + 32 * 2**20  # the big export rose well above what it left
     assert small_peak < big_peak
     assert small_peak <= held["big"] + 16 * 2**20  # at most a little above what it started with
