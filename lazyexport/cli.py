@@ -4,6 +4,12 @@ Mistakes a user can fix (bad ROI, unknown axis or placeholder, existing output, 
 ``error: ...`` line and exit with status 2; Ctrl-C exits with 130 and SIGTERM with 143 (128 + 15),
 both after removing the temporary output (kept only with ``--resume``); existing outputs stay as
 they were.
+
+Start-up is quick: a command imports what it runs when it runs (the sources, the planner, the
+writers: numpy, dask, xarray, zarr, h5py, tifffile), and each command's options are declared
+when that command is parsed (:class:`~lazyexport.cli_options.Parser`), so ``--help``,
+``--version``, ``formats`` and the errors of the command line import none of them
+(``tests/test_startup_imports.py``).
 """
 
 from __future__ import annotations
@@ -12,30 +18,19 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import threading
-import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import __version__, interrupt, remote
-from .axes import names
-from .batch import Batch, Dataset
-from .cli_batch import cmd_batch
+from . import __version__, interrupt
 from .cli_options import Parser, add_export_options, add_run_options, add_scene
-from .cli_output import RegionBars, print_cleaned, redacted_output, show_plans
-from .cli_settings import parse_axis_numbers, settings_from_args, source_arg
-from .describe import describe
-from .errors import ExportError, NotExportedError, SettingsError
-from .execution.fronts import plan_jobs, run_jobs
-from .formats import formats, get_writer
+from .cli_output import redacted_output
+from .errors import ExportError
 from .interrupt import Terminated, exit_status, raise_interrupt
-from .plan import ExportPlan, build_plan
-from .preview import preview_plan, render_png
-from .run import export_notes, scheduler_session
-from .settings import ExportSettings, check_nickname
-from .sources import open_exported, open_source
-from .storage.names import clean_named
+
+if TYPE_CHECKING:
+    from .plan import ExportPlan
+    from .settings import ExportSettings
 
 
 def _run_export(
@@ -50,6 +45,10 @@ def _run_export(
     quiet=False,
     label=None,
 ):
+    from .cli_output import RegionBars
+    from .execution.fronts import run_jobs
+    from .run import export_notes
+
     bars = RegionBars(not quiet, label)
 
     def start(name: str, plan: ExportPlan) -> None:
@@ -67,11 +66,21 @@ def _run_export(
 
 
 def cmd_info(args) -> int:
+    from .describe import describe
+    from .sources import open_source
+
     print(describe(open_source(args.source, axes=args.axes, scene=args.scene)))
     return 0
 
 
 def cmd_export(args) -> int:
+    from .batch import Batch, Dataset
+    from .cli_output import show_plans
+    from .cli_settings import settings_from_args, source_arg
+    from .execution.fronts import plan_jobs
+    from .run import scheduler_session
+    from .sources import open_source
+
     args.source = source_arg(args)
     source = open_source(args.source, axes=args.axes, scene=args.scene)
     settings = settings_from_args(args, source)
@@ -106,6 +115,13 @@ def cmd_export(args) -> int:
 
 
 def cmd_preview(args) -> int:
+    from .axes import names
+    from .cli_settings import parse_axis_numbers, settings_from_args, source_arg
+    from .errors import NotExportedError, SettingsError
+    from .plan import build_plan
+    from .preview import preview_plan, render_png
+    from .sources import open_source
+
     args.source = source_arg(args)
     source = open_source(args.source, axes=args.axes, scene=args.scene)
     settings = settings_from_args(args, source)
@@ -134,6 +150,9 @@ def cmd_preview(args) -> int:
 
 
 def cmd_clean(args) -> int:
+    from .cli_output import print_cleaned
+    from .storage.names import clean_named
+
     done, kept = clean_named(args.path, dry_run=args.dry_run)  # a URL is cleaned in its store
     print_cleaned(done, args.dry_run)
     for item in kept:
@@ -142,31 +161,37 @@ def cmd_clean(args) -> int:
 
 
 def cmd_formats(args) -> int:
-    for name in formats():
-        writer = get_writer(name)
-        kind = "sequence" if writer.capabilities.sequence else "single  "
-        options = (
-            f"  options: {', '.join(sorted(writer.capabilities.options))}"
-            if writer.capabilities.options
-            else ""
-        )
-        print(
-            f"{name:15} {kind} {'/'.join(writer.extensions):26} compression: "
-            f"{', '.join(writer.capabilities.compressions)} (default "
-            f"{writer.capabilities.compressions[0]})  - {writer.description}{options}"
-        )
+    from .format_table import rows, table
+
+    print("\n".join(table(rows())))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from .demo import sample_volume
+    """Export the sample to ``--output-dir``, or to a temporary directory removed at the end
+    (however the demo ends)."""
+    if args.output_dir:
+        out_dir = Path(args.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _run_demo(out_dir, args)
+        print(f"\nOutputs are in {out_dir}")
+        return 0
+    import tempfile
 
-    out_dir = (
-        Path(args.output_dir)
-        if args.output_dir
-        else Path(tempfile.mkdtemp(prefix="lazyexport-demo-"))
+    with tempfile.TemporaryDirectory(prefix="lazyexport-demo-") as temp:
+        _run_demo(Path(temp), args)
+    print(
+        "\nThe outputs were written to a temporary directory, now removed (--output-dir keeps them)"
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return 0
+
+
+def _run_demo(out_dir: Path, args) -> None:
+    from .demo import sample_volume
+    from .describe import describe
+    from .settings import ExportSettings
+    from .sources import open_exported
+
     volume = sample_volume()
     print("Source (a lazily generated two-channel probability map; nothing is in memory yet):")
     print(describe(volume))
@@ -190,8 +215,6 @@ def cmd_demo(args) -> int:
         expected = execute_reference_plane(volume, 16 + 40)
         status = "read back OK" if (plane == expected).all() else "READ BACK DIFFERS"
         print(f"  {result}  [{status}]")
-    print(f"\nOutputs are in {out_dir}")
-    return 0
 
 
 def execute_reference_plane(volume, z: int):
@@ -202,46 +225,39 @@ def execute_reference_plane(volume, z: int):
     return np.clip(np.rint(plane), 0, 255).astype("uint8").transpose(2, 0, 1)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="lazyexport", description="Export image volumes larger than memory, chunk by chunk."
-    )
-    parser.add_argument("--version", action="version", version=f"lazyexport {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+def cmd_batch(args) -> int:
+    from .cli_batch import cmd_batch as run
 
-    p = sub.add_parser(
-        "info", help="describe a source (or an exported file) without reading pixels"
-    )
+    return run(args)
+
+
+def _source_options(p: argparse.ArgumentParser, sources: str) -> None:
+    """The source of ``export`` and ``preview`` and the options that say how to read it."""
+    p.add_argument("source", nargs="?", help=sources)
+    p.add_argument("--raw_data", help="ilastik's name for SOURCE")
+    p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
+    add_scene(p)
+
+
+def _info(p: argparse.ArgumentParser) -> None:
     p.add_argument("source")
     p.add_argument("--axes", help="axis tags overriding the file's, e.g. zyxc")
     add_scene(p)
-    p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("export", help="export one source")
-    p.add_argument(
-        "source",
-        nargs="?",
-        help="file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy, a glob "
+
+def _export(p: argparse.ArgumentParser) -> None:
+    _source_options(
+        p,
+        "file.h5/dataset, store.zarr[/path], store.n5[/path], file.tif, file.npy, a glob "
         "of slices, or a URL (s3://, gs://, az://, https://)",
     )
-    p.add_argument("--raw_data", help="ilastik's name for SOURCE")
-    p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
-    add_scene(p)
     add_export_options(p)
-    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser(
-        "preview", help="draw a plane of the raw, live and exported data side by side into a PNG"
+
+def _preview(p: argparse.ArgumentParser) -> None:
+    _source_options(
+        p, "file.h5/dataset, store.zarr[/path], file.tif, file.npy, a glob of slices or a URL"
     )
-    p.add_argument(
-        "source",
-        nargs="?",
-        help="file.h5/dataset, store.zarr[/path], file.tif, file.npy, a glob of slices or a URL",
-    )
-    p.add_argument("--raw_data", help="ilastik's name for SOURCE")
-    p.add_argument("--axes", "--input_axes", help="axis tags overriding the file's, e.g. zyxc")
-    add_scene(p)
     p.add_argument(
         "--at",
         help="where the plane lies, in source coordinates, e.g. z=10 (the plane spans the last "
@@ -257,10 +273,9 @@ def make_parser() -> argparse.ArgumentParser:
         help="show this channel only (default: up to 3 channels as a composite)",
     )
     add_export_options(p)
-    p.set_defaults(func=cmd_preview)
-    p = sub.add_parser(
-        "batch", help="many datasets from a project file: list, export, export-all, delete-all"
-    )
+
+
+def _batch(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", help="the project file (TOML; see docs/batch.md)")
     p.add_argument(
         "--save-settings",
@@ -288,21 +303,18 @@ def make_parser() -> argparse.ArgumentParser:
         "clean", help="remove what killed exports left beside the project's outputs"
     )
     a.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.set_defaults(func=cmd_batch)
 
-    p = sub.add_parser(
-        "clean",
-        help="remove what killed exports left beside an output (hidden temporaries "
-        "no running export owns); an interrupted commit is finished",
-    )
+
+def _clean(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="an output (file, store or first slice), or a directory of outputs")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
-    p.set_defaults(func=cmd_clean)
 
-    p = sub.add_parser("formats", help="list the output formats")
-    p.set_defaults(func=cmd_formats)
 
-    p = sub.add_parser("demo", help="export a built-in sample volume to every core format")
+def _formats(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", help="where to write (default: a new temporary directory)")
     p.add_argument(
         "--overwrite",
@@ -310,15 +322,60 @@ def make_parser() -> argparse.ArgumentParser:
         help="replace outputs of an earlier demo in --output-dir",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_demo)
-    for command in sub.choices.values():  # every command may name URLs
-        command.add_argument(
+
+
+# command -> (its help, what declares its arguments, what runs it)
+_COMMANDS = {
+    "info": ("describe a source (or an exported file) without reading pixels", _info, cmd_info),
+    "export": ("export one source", _export, cmd_export),
+    "preview": (
+        "draw a plane of the raw, live and exported data side by side into a PNG",
+        _preview,
+        cmd_preview,
+    ),
+    "batch": (
+        "many datasets from a project file: list, export, export-all, delete-all",
+        _batch,
+        cmd_batch,
+    ),
+    "clean": (
+        "remove what killed exports left beside an output (hidden temporaries no running "
+        "export owns); an interrupted commit is finished",
+        _clean,
+        cmd_clean,
+    ),
+    "formats": ("list the output formats", _formats, cmd_formats),
+    "demo": ("export a built-in sample volume to every core format", _demo, cmd_demo),
+}
+
+
+def _declared(declare):
+    """``declare``, then the option every command has: it may name URLs."""
+
+    def build(p: argparse.ArgumentParser) -> None:
+        declare(p)
+        p.add_argument(
             "--storage-option",
             action="append",
             metavar="KEY=VALUE",
             help="an object-store option (repeatable), e.g. endpoint=http://localhost:9000, "
             "region=eu-west-1, max_retries=5 (see docs/storage.md)",
         )
+
+    return build
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The command line; each command's arguments are declared when it is parsed (see the
+    module docs)."""
+    parser = Parser(
+        prog="lazyexport", description="Export image volumes larger than memory, chunk by chunk."
+    )
+    parser.add_argument("--version", action="version", version=f"lazyexport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (text, declare, command) in _COMMANDS.items():
+        sub.add_parser(name, help=text, build=_declared(declare)).set_defaults(func=command)
     return parser
 
 
@@ -333,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
 def _command(argv: list[str] | None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    from . import remote  # (the storage layer: not for --help and --version)
+
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
     previous = (
         {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -343,6 +402,8 @@ def _command(argv: list[str] | None) -> int:
     try:
         chosen = dict(remote.parse_option(o) for o in getattr(args, "storage_option", None) or [])
         if getattr(args, "nickname", None) is not None:
+            from .settings import check_nickname
+
             check_nickname(args.nickname)
         with remote.options(chosen):
             status = args.func(args)
@@ -369,6 +430,8 @@ def _command(argv: list[str] | None) -> int:
             print(f"error: {remote.describe(exc, 'the object store', 'use')}", file=sys.stderr)
             return 2
         if args.debug or os.environ.get("LAZYEXPORT_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         shown = remote.without_values(str(exc), remote.normalize_options(chosen))
         print(

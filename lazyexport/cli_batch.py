@@ -1,7 +1,8 @@
 """``lazyexport batch PROJECT ACTION``: the actions on a project file's datasets.
 
-Each action reports per dataset; one dataset that fails does not stop the others (unless
-``--fail-fast``), and the status is 1 when any failed. ``delete-all`` removes only outputs the
+Each action reports per dataset (an export its notes too, as ``export`` prints them); one
+dataset that fails does not stop the others (unless ``--fail-fast``), and the status is 1 when
+any failed. ``delete-all`` removes only outputs the
 project writes, after a confirmation (or ``--yes``), and never without a terminal to ask on.
 """
 
@@ -48,6 +49,7 @@ def _batch_export(batch: Batch, args) -> int:
 
     def done(nickname: str, outcome) -> None:
         bars.close()
+        _print_notes(nickname, outcome)
         if isinstance(outcome, RegionResults):
             print("\n".join(f"{nickname}:{line}" for line in str(outcome).splitlines()))
         elif isinstance(outcome, ExportResult):
@@ -70,6 +72,20 @@ def _batch_export(batch: Batch, args) -> int:
         bars.close()
     print(report.summary())
     return 0 if report.ok else 1
+
+
+def _print_notes(nickname: str, outcome) -> None:
+    """The notes of a dataset's export (of each of its regions), as ``export`` prints them,
+    named by the dataset (and region)."""
+    if isinstance(outcome, RegionResults):
+        named = [(f"{nickname}:{region}", r) for region, r in outcome.results.items()]
+    elif isinstance(outcome, ExportResult):
+        named = [(nickname, outcome)]
+    else:  # a failure has no notes
+        return
+    for name, result in named:
+        for note in result.notes:
+            print(f"note: {name}: {note}", file=sys.stderr)
 
 
 def _batch_delete(batch: Batch, args) -> int:

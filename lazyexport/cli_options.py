@@ -3,16 +3,21 @@
 A parser error prints one ``error: ...`` line and exits with status 2, like every other mistake
 a user can fix. Options keep ilastik's headless spellings as aliases (``--export_dtype``,
 ``--output_filename_format``, ...) so ilastik command lines run unchanged.
+
+A command's options are declared when that command is parsed or its help printed
+(:class:`Parser`'s ``build``), not before: the format and step options come from modules that
+import numpy, dask, xarray, zarr, h5py and tifffile, which ``--help``, ``--version``,
+``formats`` and the errors of the command line itself do not need.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .formats import formats, get_writer
-from .formats.options import BUILTIN, Option
-from .settings import declared_options
-from .step_settings import STEP_SETTINGS
+if TYPE_CHECKING:
+    from .formats.options import Option
 
 
 def option_dest(option: Option) -> str:
@@ -33,12 +38,38 @@ class InOrder(argparse.Action):
 
 def add_steps(p: argparse.ArgumentParser) -> None:
     """The step options (:mod:`lazyexport.step_settings`), one per step."""
+    from .step_settings import STEP_SETTINGS
+
     p.set_defaults(step_order=None)
     for name, step in STEP_SETTINGS.items():
         p.add_argument(f"--{name}", action=InOrder, dest=name, metavar=step.metavar, help=step.help)
 
 
 class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, and whose arguments may be declared on
+    first use: ``build(parser)`` runs once, before the parser parses or prints its help."""
+
+    def __init__(self, *args, build: Callable[[argparse.ArgumentParser], None] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self._build = build
+
+    def _declare(self) -> None:
+        build, self._build = self._build, None
+        if build is not None:
+            build(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._declare()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._declare()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._declare()
+        return super().format_help()
+
     def error(self, message: str):  # one line, status 2, like every other user error
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
@@ -48,6 +79,8 @@ def add_scene(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_options(p: argparse.ArgumentParser) -> None:
+    from .formats import formats
+
     p.add_argument(
         "--roi",
         action="append",
@@ -122,6 +155,10 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
 def add_format_options(p: argparse.ArgumentParser) -> None:
     """The format options: the built-in ones, then every registered format's declared ones
     (``Writer.options``), with the formats that read them."""
+    from .formats import formats, get_writer
+    from .formats.options import BUILTIN
+    from .settings import declared_options
+
     for option in BUILTIN:
         p.add_argument(option.flag, **_argparse_kwargs(option, option.help, option.name))
     found = declared_options()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import redact
-from .plan_requests import transfer
-from .run import Progress
+
+if TYPE_CHECKING:
+    from .run import Progress
 
 
 class Bar:
@@ -86,6 +87,8 @@ def show_plans(plans, as_json: bool, throughput: Any = None) -> None:
     """Print plans (text, or one JSON document: an object, or a list for several), each with
     the requests of its parts at URLs (:func:`lazyexport.plan_requests.transfer`) at
     ``throughput`` per worker."""
+    from .plan_requests import transfer
+
     costs = [transfer(p, throughput) for p in plans]
     if as_json:
         data = [

@@ -1,4 +1,5 @@
-"""The Source Image Description: shape, dtype, axes, chunking and size, without reading pixels."""
+"""The Source Image Description: shape, dtype, axes, chunking and size, and the pixel sizes and
+channel names where the file has them, without reading pixels."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .axes import names
 from .errors import redact
 from .sources import open_source
 from .sources.facts import source_facts
+from .units import unit_symbol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +33,9 @@ class Description:
     scene: str | None = None  # a microscopy file's scene read, of ``scenes``
     scenes: tuple[str, ...] = ()
     channel_names: tuple[str, ...] = ()  # the names of the channels (axis c), where known
+    # the file's physical pixel size per spatial axis, where known, in ``unit`` (None: no unit)
+    pixel_size: tuple[tuple[str, float], ...] = ()
+    unit: str | None = None
 
     def __str__(self) -> str:
         dims = ", ".join(f"{a}={s}" for a, s in zip(self.axes, self.shape))
@@ -49,9 +54,27 @@ class Description:
         lines.append(f"size      {format_bytes(self.nbytes)} ({self.nbytes} bytes)")
         if self.scene is not None:
             lines.append(f"scene     {self.scene} (scenes: {', '.join(self.scenes)})")
+        if self.pixel_size:
+            sizes = " ".join(f"{a}={v:g}" for a, v in self.pixel_size)
+            lines.append(f"pixels    {sizes}" + (f" {_symbol(self.unit)}" if self.unit else ""))
         if self.channel_names:
             lines.append(f"channels  {', '.join(self.channel_names)}")
         return redact("\n".join(lines))  # no URL's user-info
+
+
+def _symbol(unit: str) -> str:
+    try:
+        return unit_symbol(unit)
+    except KeyError:  # a unit an array of the user's names: as it is
+        return unit
+
+
+def _pixel_size(arr: xr.DataArray) -> tuple[tuple[str, float], ...]:
+    """The source's pixel sizes (``attrs["pixel_size"]``) in the array's axis order."""
+    sizes = arr.attrs.get("pixel_size")
+    if not isinstance(sizes, Mapping):
+        return ()
+    return tuple((a, float(sizes[a])) for a in names(arr) if a in sizes)
 
 
 def _by_axis(arr: xr.DataArray, lengths: Mapping[str, int] | None) -> tuple[int, ...] | None:
@@ -73,8 +96,9 @@ def describe(source: Any, axes: str | None = None) -> Description:
     Returns
     -------
     Description
-        Axes, shape, dtype, bytes, the chunks and shards as stored in the file, and the blocks
-        lazyexport reads in where they differ; ``print()`` it.
+        Axes, shape, dtype, bytes, the chunks and shards as stored in the file, the blocks
+        lazyexport reads in where they differ, and the pixel sizes and channel names where the
+        file has them; ``print()`` it.
 
     Raises
     ------
@@ -102,4 +126,6 @@ def describe(source: Any, axes: str | None = None) -> Description:
         scene=arr.attrs.get("scene"),
         scenes=tuple(arr.attrs.get("scenes", ())),
         channel_names=tuple(arr.attrs.get("channel_names", ())),
+        pixel_size=_pixel_size(arr),
+        unit=arr.attrs.get("unit"),
     )

@@ -1,7 +1,8 @@
 """The ``lazyexport`` command's entry point: the console script and ``python -m lazyexport``.
 
-Importing the command (numpy, dask, xarray, zarr, h5py, ...) takes a second or more. This module
-imports nothing of that before the signal handlers are in place, so Ctrl-C exits with 130 and
+Importing what a command runs (numpy, dask, xarray, zarr, h5py, ...) takes a second or more; the
+command line imports it only once it knows the command (see :mod:`lazyexport.cli`), and this
+module imports nothing before the signal handlers are in place, so Ctrl-C exits with 130 and
 SIGTERM with 143 (128 + 15) from the first moment on: never with a traceback, never silently.
 
 Run as the program (no ``argv``: the console script, ``python -m lazyexport``), the process ends
