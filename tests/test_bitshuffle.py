@@ -5,6 +5,7 @@ than with blosc's byte shuffle."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,14 +25,14 @@ def smooth() -> np.ndarray:
     return (2000 + 1000 * np.sin(x / 40) * np.cos(y / 30) + 5 * z + noise).astype(np.uint16)
 
 
-def write(data: np.ndarray, out: Path, fmt: str, compression: str, zarr_format: int) -> Path:
+def write(data: np.ndarray, out: Path, fmt: str, compression: str, zarr_format: Any) -> Path:
     settings = le.ExportSettings(
         format=fmt,
         output=str(out),
         compression=compression,
         zarr_format=zarr_format,
         chunks={"z": 16, "y": 128, "x": 128},
-        **({"levels": 1} if fmt == "ome-zarr" else {}),
+        levels=1 if fmt == "ome-zarr" else None,
     )
     return le.export(data, settings).output
 
@@ -41,7 +42,7 @@ def stored_bytes(path: Path) -> int:
 
 
 def blosc_config(array: zarr.Array) -> dict:
-    meta = array.metadata.to_dict()
+    meta: Any = array.metadata.to_dict()
     if array.metadata.zarr_format == 2:
         return meta["compressor"]
     codecs = meta["codecs"]
