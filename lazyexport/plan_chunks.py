@@ -37,6 +37,9 @@ WORKER_ALLOWANCE = 256 * 2**20
 # The extra time of a staged slice sequence (the output written to and read from disk once more).
 STAGING_TIME = 0.5
 MIN_CHUNK_BYTES = 64 * 2**10  # the planner's own output chunks are not made smaller than this
+# A writer's default shards (Writer.shard_bytes) apply where the output has more chunks than
+# this: fewer are few files already, and each would be one task (no parallel blocks).
+FEW_FILES = 100
 
 # A lazyexport.plan.ExportPlan (not imported: lazyexport.plan imports this module).
 Plan = Any
@@ -355,7 +358,7 @@ def choose_chunks(plan: Plan, pricing: Pricing) -> Plan:
     """Blocks for the output chunks; chunks the planner chose itself (not the user's) are made
     smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one. A writer with default
     shards (``Writer.shard_bytes``) on Zarr v3 without a ``shards`` setting then gets them
-    (:func:`default_shards`)."""
+    (:func:`default_shards`) where the output has more than ``FEW_FILES`` chunks."""
     plan = _with_planner_chunks(plan)
     while True:
         try:
@@ -372,7 +375,12 @@ def choose_chunks(plan: Plan, pricing: Pricing) -> Plan:
                 raise
             plan = dataclasses.replace(plan, chunks=smaller)
     target = getattr(plan.writer, "shard_bytes", None)
-    if target and plan.settings.shards is None and plan.settings.zarr_format == 3:
+    if (
+        target
+        and plan.settings.shards is None
+        and plan.settings.zarr_format == 3
+        and shard_files(plan.shape, plan.chunks) > FEW_FILES
+    ):
         return default_shards(plan, pricing, target)
     return plan
 

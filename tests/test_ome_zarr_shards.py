@@ -218,9 +218,14 @@ def test_zarr_v2_cannot_shard(ramp, tmp_path, capsys):
 def test_plan_names_the_default_shards_and_none_turns_them_off(ramp, tmp_path):
     source = le.open_source(str(ramp[0]))
     settings = le.ExportSettings(format="ome-zarr", output=str(tmp_path / "p.ome.zarr"))
-    plan = build_plan(source, settings.replace(chunks={"z": 64, "y": 64, "x": 64}))
+    plan = build_plan(source, settings.replace(chunks={"z": 16, "y": 16, "x": 16}))
     assert plan.shards == (128, 128, 128)  # up to 32 MiB: here the whole (4 MiB) volume
     assert any("shards of (128, 128, 128) (4.00 MiB each, 1 file at" in n for n in plan.notes)
-    plain = build_plan(source, settings.replace(shards="none"))
-    assert plain.shards is None
+    # 100 chunks or fewer are few files already: not sharded (each shard would be one task)
+    few = build_plan(source, settings.replace(chunks={"z": 32, "y": 32, "x": 32}))  # 64
+    assert few.chunks == (32, 32, 32) and few.shards is None
+    many = build_plan(source, settings.replace(chunks={"z": 16, "y": 32, "x": 32}))  # 128
+    assert many.shards is not None
+    plain = build_plan(source, settings.replace(chunks={"z": 16, "y": 16, "x": 16}, shards="none"))
+    assert plain.shards is None and not any("shards of" in n for n in plain.notes)
     assert build_plan(source, settings.replace(format="zarr", output=None)).shards is None
