@@ -8,6 +8,11 @@ This reads level 0 once more from disk instead of building one graph over all le
 would either hold level 0 blocks until their coarse chunks are complete, or recompute the
 export per level).
 
+On Zarr v3 every level is sharded alike (``spec.shards``: the setting's, or the planner's
+default of about :data:`SHARD_BYTES`), each level's shard shape clipped to its shape
+(:func:`level_shards`). A coarser level is written one whole shard per task, assembled from
+pieces within the pyramid's block budget, so no shard is written by two threads.
+
 Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
 enough": z spacing at most 1.5 times the y/x spacing); time and channel are never scaled.
 Intensities are averaged (integers rounded half to even); label images take the most frequent
