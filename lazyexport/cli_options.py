@@ -142,7 +142,11 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
         type=int,
         help="codec level: 0-9 for gzip, zlib, lzma, blosc, deflate; 1-22 for zstd",
     )
-    p.add_argument("--chunks", help="output chunk lengths, e.g. z=32,y=256")
+    p.add_argument(
+        "--chunks",
+        help="output chunk lengths, e.g. z=32,y=256 (default: about the format's chunk size, "
+        "following the source's chunks; ome-zarr volumes near-cubic: docs/formats.md)",
+    )
     add_format_options(p)
     add_run_options(p)
     p.add_argument(

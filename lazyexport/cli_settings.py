@@ -70,10 +70,12 @@ def parse_chunks(text: str) -> dict[str, int]:
 
 
 def parse_shards(text: str) -> dict[str, int] | str:
-    """``--shards``: ``auto`` or a length per axis."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    return parse_axis_numbers(text, "--shards", "auto or axis=length, e.g. z=64,y=1024,x=1024")
+    """``--shards``: ``auto``, ``none`` or a length per axis."""
+    if text.strip().lower() in ("auto", "none"):
+        return text.strip().lower()
+    return parse_axis_numbers(
+        text, "--shards", "auto, none or axis=length, e.g. z=64,y=1024,x=1024"
+    )
 
 
 def source_arg(args) -> str:

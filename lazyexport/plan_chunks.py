@@ -37,6 +37,9 @@ WORKER_ALLOWANCE = 256 * 2**20
 # The extra time of a staged slice sequence (the output written to and read from disk once more).
 STAGING_TIME = 0.5
 MIN_CHUNK_BYTES = 64 * 2**10  # the planner's own output chunks are not made smaller than this
+# A writer's default shards (Writer.shard_bytes) apply where the output has more chunks than
+# this: fewer are few files already, and each would be one task (no parallel blocks).
+FEW_FILES = 100
 
 # A lazyexport.plan.ExportPlan (not imported: lazyexport.plan imports this module).
 Plan = Any
@@ -285,22 +288,145 @@ def _no_fit(
     )
 
 
+def planner_chunks(plan: Plan, chunk_bytes: int) -> tuple[int, ...]:
+    """The planner's own chunk shape of about ``chunk_bytes``: the one that follows the source's
+    chunks (:meth:`ExportPlan.default_chunks`), unless the writer's output is viewed as a volume
+    (``Writer.volume_chunks``: ome-zarr) and those chunks are thin planes (their z length under a
+    quarter of their y and x lengths, as from a page-chunked TIFF): then near-cubic chunks
+    (:func:`cubic_chunks`)."""
+    found = plan.default_chunks(chunk_bytes)
+    if plan.settings.chunks or not getattr(plan.writer, "volume_chunks", False):
+        return found
+    length = {a: (n, c) for a, n, c in zip(plan.axes, plan.shape, found)}
+    if any(a not in length or length[a][0] == 1 for a in "zyx"):
+        return found  # not a volume: one plane deep, as the source's chunks give
+    (_, z), (_, y), (_, x) = length["z"], length["y"], length["x"]
+    if 4 * z >= min(y, x):
+        return found
+    keep = {i: c for i, (a, c) in enumerate(zip(plan.axes, found)) if a == "c"}
+    return cubic_chunks(plan.axes, plan.shape, plan.dtype.itemsize, chunk_bytes, keep)
+
+
+def doubled(
+    axes: tuple[str, ...],
+    start: tuple[int, ...],
+    limit: tuple[int, ...],
+    itemsize: int,
+    nbytes: int,
+    fixed: tuple[int, ...] = (),
+) -> tuple[int, ...]:
+    """``start`` with its z, y and x lengths (not those in ``fixed``) doubled in turn, the
+    shortest first (the innermost on ties), each up to its ``limit``, while the shape holds at
+    most ``nbytes``: near-cubic where the limits allow."""
+    shape = list(start)
+    spatial = [i for i, a in enumerate(axes) if a in "zyx" and i not in fixed]
+    while True:
+        room = [
+            i
+            for i in spatial
+            if shape[i] < limit[i]
+            and math.prod(shape) // shape[i] * min(2 * shape[i], limit[i]) * itemsize <= nbytes
+        ]
+        if not room:
+            return tuple(shape)
+        i = min(room, key=lambda j: (shape[j], -j))
+        shape[i] = min(2 * shape[i], limit[i])
+
+
+def cubic_chunks(
+    axes: tuple[str, ...],
+    shape: tuple[int, ...],
+    itemsize: int,
+    nbytes: int,
+    keep: Mapping[int, int],
+) -> tuple[int, ...]:
+    """Chunks of at most ``nbytes`` (at least one pixel), near-cubic in z, y and x
+    (:func:`doubled` from 1: a cube of a power of two where the shape allows). Axes in ``keep``
+    keep their length; the others are 1."""
+    start = tuple(keep.get(i, 1) for i in range(len(axes)))
+    return doubled(axes, start, shape, itemsize, nbytes, tuple(keep))
+
+
+def _with_planner_chunks(plan: Plan) -> Plan:
+    """``plan`` with :func:`planner_chunks` where the planner chooses the chunks."""
+    if plan.settings.chunks or not getattr(plan.writer, "volume_chunks", False):
+        return plan
+    return dataclasses.replace(plan, chunks=planner_chunks(plan, plan.writer.chunk_bytes))
+
+
 def choose_chunks(plan: Plan, pricing: Pricing) -> Plan:
     """Blocks for the output chunks; chunks the planner chose itself (not the user's) are made
-    smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one."""
+    smaller, down to MIN_CHUNK_BYTES, where the budget cannot hold one. A writer with default
+    shards (``Writer.shard_bytes``) on Zarr v3 without a ``shards`` setting then gets them
+    (:func:`default_shards`) where the output has more than ``FEW_FILES`` chunks."""
+    plan = _with_planner_chunks(plan)
     while True:
         try:
-            return dataclasses.replace(
+            plan = dataclasses.replace(
                 plan, costs=_choose(plan, plan.chunks, pricing, what="chunks")
             )
+            break
         except MemoryLimitError:
             size = math.prod(plan.chunks) * plan.dtype.itemsize
             if plan.settings.chunks or size <= MIN_CHUNK_BYTES:
                 raise
-            smaller = plan.default_chunks(size // 2)
+            smaller = planner_chunks(plan, size // 2)
             if smaller == plan.chunks:
                 raise
             plan = dataclasses.replace(plan, chunks=smaller)
+    target = getattr(plan.writer, "shard_bytes", None)
+    if (
+        target
+        and plan.settings.shards is None
+        and plan.settings.zarr_format == 3
+        and shard_files(plan.shape, plan.chunks) > FEW_FILES
+    ):
+        return default_shards(plan, pricing, target)
+    return plan
+
+
+def grown_shards(
+    axes: tuple[str, ...],
+    chunks: tuple[int, ...],
+    shape: tuple[int, ...],
+    itemsize: int,
+    nbytes: int,
+) -> tuple[int, ...]:
+    """A shard of whole ``chunks`` of at most ``nbytes`` (uncompressed), near-cubic in z, y and x
+    (:func:`doubled` from one chunk, each axis up to the whole chunks that cover it); other axes
+    one chunk."""
+    cover = tuple(math.ceil(n / c) * c for n, c in zip(shape, chunks))
+    return doubled(axes, chunks, cover, itemsize, nbytes)
+
+
+def shard_files(shape: tuple[int, ...], shards: tuple[int, ...]) -> int:
+    """How many shard files an array of ``shape`` in ``shards`` has (where every one is written)."""
+    return math.prod(math.ceil(n / s) for n, s in zip(shape, shards))
+
+
+def default_shards(plan: Plan, pricing: Pricing, target: int) -> Plan:
+    """The writer's default shards (:func:`grown_shards` up to ``target`` bytes), halved while
+    one task's shard does not fit the memory budget; none (a note) where a shard would be one
+    chunk. The pyramid levels of an OME-Zarr take the same shape, clipped to each level."""
+    itemsize = plan.dtype.itemsize
+    while True:
+        shards = grown_shards(plan.axes, plan.chunks, plan.shape, itemsize, target)
+        if shards == plan.chunks:
+            note = "shards: a shard would be one chunk, so the output is not sharded"
+            return dataclasses.replace(plan, notes=plan.notes + (note,))
+        sharded = dataclasses.replace(plan, shards=shards)
+        try:
+            costs = _choose(sharded, shards, pricing, "shards")
+        except MemoryLimitError:
+            target = math.prod(shards) * itemsize // 2
+            continue
+        files = shard_files(plan.shape, shards)
+        note = (
+            f"shards of {shards} ({format_bytes(math.prod(shards) * itemsize)} each, {files} "
+            f"file{'s' if files > 1 else ''} at full resolution; --shards none for one file "
+            "per chunk)"
+        )
+        return dataclasses.replace(sharded, costs=costs, notes=plan.notes + (note,))
 
 
 def plan_sequence(plan: Plan, pricing: Pricing) -> Plan:
@@ -336,9 +462,13 @@ def plan_sequence(plan: Plan, pricing: Pricing) -> Plan:
 
 
 def plan_shards(plan: Plan, pricing: Pricing) -> Plan:
-    """The shard shape. ``"auto"``: the block the cost model picks for the chunks (no shards if
-    that is one chunk). Else the user's lengths, rounded up to whole chunks, one shard across an
-    axis at most; a shard is written by one task, and one that cannot fit the budget is refused."""
+    """The shard shape. ``"none"``: none (not even a writer's default). ``"auto"``: the block
+    the cost model picks for the chunks (no shards if that is one chunk). Else the user's
+    lengths, rounded up to whole chunks, one shard across an axis at most; a shard is written by
+    one task, and one that cannot fit the budget is refused."""
+    if plan.settings.shards == "none":
+        return choose_chunks(plan, pricing)
+    plan = _with_planner_chunks(plan)
     chunks, shape = plan.chunks, plan.shape
     wanted = plan.settings.shards
     if wanted == "auto":

@@ -35,6 +35,7 @@ COMPRESSION_LEVELS = {
     "zlib": (0, 9),
     "zstd": (1, 22),
     "blosc": (0, 9),
+    "blosc-bitshuffle": (0, 9),
     "lzma": (0, 9),
     "deflate": (0, 9),
 }
@@ -227,11 +228,12 @@ class ExportSettings:
     tiff_flavor : {"plain", "imagej", "ome"}, optional
         Multipage TIFF metadata: plain, ImageJ hyperstack or OME-TIFF (None: OME-TIFF for an
         output named ``.ome.tif`` or ``.ome.tiff``, else plain).
-    shards : mapping of str to int or "auto", optional
+    shards : mapping of str to int or "auto" or "none", optional
         Zarr v3 sharding, for outputs of many small chunks: shard length per axis, e.g.
         ``{"z": 64, "y": 1024, "x": 1024}`` (rounded up to whole chunks, one shard across an
         axis at most; axes not named: one chunk), or ``"auto"``: one shard per block the memory
-        budget allows. None: no sharding.
+        budget allows, or ``"none"``. None: the format's default (ome-zarr on Zarr v3: shards
+        of about 32 MiB, see docs/formats.md; zarr: no sharding).
     regions : mapping of str to ROI, optional
         Several cutouts of the source in one run, by name: ``{"cellA": {"z": (0, 10)}, "cellB":
         "z=5:20,y=0:64"}`` (instead of ``roi``). Each is exported to its own output through the
@@ -350,7 +352,7 @@ class ExportSettings:
                 if not value:
                     continue
             elif field.name in ("chunks", "pixel_size", "bin") or (
-                field.name == "shards" and value != "auto"
+                field.name == "shards" and value not in ("auto", "none")
             ):
                 value = dict(value)
             out[field.name] = value
@@ -506,12 +508,15 @@ def _check_layout(s: ExportSettings) -> None:
     builtin("zarr_format").validate(s.zarr_format)
     if s.shards is None:
         return
+    if isinstance(s.shards, str) and s.shards.lower() == "none":  # no shards (not the default)
+        _set(s, "shards", "none")
+        return
     if s.zarr_format != 3:
         raise SettingsError("shards need zarr_format 3; Zarr v2 has no sharding")
     if isinstance(s.shards, str):
         if s.shards.lower() != "auto":
             raise SettingsError(
-                f"shards must be 'auto' or map axis letters to lengths, got {s.shards!r}"
+                f"shards must be 'none', 'auto' or map axis letters to lengths, got {s.shards!r}"
             )
         _set(s, "shards", "auto")
         return

@@ -143,7 +143,8 @@ def test_auto_shards_follow_the_unsharded_blocks_and_never_refuse(tmp_path, volu
     [
         (
             dict(format="hdf5", output="x.h5"),
-            r"shards \(--shards: Zarr v3 sharding\) does not apply to format hdf5, only to zarr",
+            r"shards \(--shards: Zarr v3 sharding\) does not apply to format hdf5, only to "
+            "ome-zarr, zarr",
         ),
         (dict(zarr_format=2), "Zarr v2 has no sharding"),
         (dict(shards="some"), "'auto' or map axis letters"),

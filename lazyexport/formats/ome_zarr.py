@@ -8,6 +8,11 @@ This reads level 0 once more from disk instead of building one graph over all le
 would either hold level 0 blocks until their coarse chunks are complete, or recompute the
 export per level).
 
+On Zarr v3 every level is sharded alike (``spec.shards``: the setting's, or the planner's
+default of about :data:`SHARD_BYTES`), each level's shard shape clipped to its shape
+(:func:`level_shards`). A coarser level is written one whole shard per task, assembled from
+pieces within the pyramid's block budget, so no shard is written by two threads.
+
 Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
 enough": z spacing at most 1.5 times the y/x spacing), or the axes ``downsample_axes`` names;
 time and channel are never scaled (the geometry and methods: :mod:`lazyexport.formats.pyramid`).
@@ -41,6 +46,7 @@ window of the output's value range (0 to 1 for floats whose range is not known).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from itertools import product
 from pathlib import Path
@@ -69,6 +75,9 @@ from .spec import OutputSpec, Shape, ZarrFormat
 from .zarr import ZarrTarget, ZarrWriter, compressors
 
 NGFF_ORDER = "tczyx"
+# On Zarr v3 without a shards setting: shards of whole chunks of up to this many bytes
+# (uncompressed; lazyexport.plan_chunks.default_shards), applied to every level
+SHARD_BYTES = 32 * 2**20
 # A result type containing one of these (any case) names a label image.
 LABEL_WORDS = ("label", "segmentation", "identities", "mask")
 # omero channel colors: one channel white, several blue, green, red, magenta, cyan, yellow, ...
@@ -171,9 +180,11 @@ class OmeZarrWriter(ZarrWriter):
     capabilities = Capabilities(
         object_store=True,
         compressions=ZarrWriter.capabilities.compressions,
-        options=frozenset({"zarr_format", "pixel_size", "unit"}),
+        options=frozenset({"zarr_format", "shards", "pixel_size", "unit"}),
     )
     options = (LEVELS, DOWNSAMPLE, DOWNSAMPLE_AXES)
+    shard_bytes = SHARD_BYTES
+    volume_chunks = True  # viewers read volumes in near-cubic chunks
 
     def axis_order(self, axes, sizes, explicit):
         other = [
@@ -269,12 +280,14 @@ class OmeZarrWriter(ZarrWriter):
             group = root.require_group(group_path) if group_path else root
             group.attrs.update(attrs)
             for level in levels:
+                chunks = tuple(min(c, n) for c, n in zip(spec.chunks, level.shape))
                 group.create_array(
                     name=level.path,
                     shape=level.shape,
                     dtype=spec.dtype,
                     fill_value=0,
-                    chunks=tuple(min(c, n) for c, n in zip(spec.chunks, level.shape)),
+                    chunks=chunks,
+                    shards=level_shards(spec.shards, chunks, level.shape),
                     compressors=compressors(spec.compression, spec.compression_level, fmt),
                     dimension_names=list(spec.axes) if fmt == 3 else None,
                     chunk_key_encoding={"name": "v2", "separator": "/"} if fmt == 2 else None,
@@ -283,6 +296,14 @@ class OmeZarrWriter(ZarrWriter):
             target.abort()
             raise
         return target
+
+
+def level_shards(shards: Shape | None, chunks: Shape, shape: Shape) -> tuple[int, ...] | None:
+    """A level's shard shape: the export's ``shards`` clipped to the whole ``chunks`` (the
+    level's) that cover its ``shape`` (None: not sharded)."""
+    if shards is None:
+        return None
+    return tuple(min(s, math.ceil(n / c) * c) for s, c, n in zip(shards, chunks, shape))
 
 
 class OmeZarrTarget(ZarrTarget):
@@ -323,19 +344,34 @@ class OmeZarrTarget(ZarrTarget):
 
     def build_level(self, src: zarr.Array, dst: zarr.Array, factors: tuple[int, ...]) -> None:
         """Write ``dst`` from ``src`` block by block; a block is whole chunks of ``dst`` whose
-        source region (and its float64 working copies) fits the memory budget per block."""
+        source region (and its float64 working copies) fits the memory budget per block. A
+        sharded ``dst``'s block is one shard (so no shard is written by two threads), assembled
+        from pieces of that size: it holds the shard's bytes besides one piece's work."""
         itemsize = work_bytes(src.dtype.itemsize, factors, self.method)
-        block = self.block_shape(dst.chunks, dst.shape, itemsize)
+        piece = self.block_shape(dst.chunks, dst.shape, itemsize)
+        block = piece if dst.shards is None else dst.shards
+        piece = tuple(min(p, b) for p, b in zip(piece, block))
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
 
-        def one(corner: tuple[int, ...]) -> None:
-            out = tuple(slice(c, min(c + b, n)) for c, b, n in zip(corner, block, dst.shape))
+        def made(out: tuple[slice, ...]) -> np.ndarray:
             region = tuple(
                 slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape)
             )
-            dst[out] = level_block(
+            return level_block(
                 lambda r: np.asarray(src[r]), region, src.shape, factors, self.method
             )
+
+        def one(corner: tuple[int, ...]) -> None:
+            out = tuple(slice(c, min(c + b, n)) for c, b, n in zip(corner, block, dst.shape))
+            if block == piece:
+                dst[out] = made(out)
+                return
+            whole = np.empty(tuple(s.stop - s.start for s in out), dst.dtype)
+            for start in product(*(range(s.start, s.stop, p) for s, p in zip(out, piece))):
+                part = tuple(slice(a, min(a + p, s.stop)) for a, p, s in zip(start, piece, out))
+                at = tuple(slice(q.start - s.start, q.stop - s.start) for q, s in zip(part, out))
+                whole[at] = made(part)
+            dst[out] = whole
 
         # dask's own thread pool, the one that wrote level 0: new threads would each get new
         # malloc arenas, and the process would keep the old ones' memory besides

@@ -113,8 +113,9 @@ BUILTIN = (
     Option(
         "shards",
         "Zarr v3 sharding",
-        "zarr v3 sharding for many small chunks: auto (one shard per block) or shard lengths, "
-        "e.g. z=64,y=1024,x=1024 (default: no shards)",
+        "zarr v3 sharding for many small chunks: auto (one shard per block), none, or shard "
+        "lengths, e.g. z=64,y=1024,x=1024 (default: ome-zarr v3 shards of about 32 MiB, "
+        "zarr none)",
     ),
     Option(
         "pixel_size",

@@ -1,6 +1,10 @@
 """Zarr v3 (default) or v2 stores: one array, ``dimension_names`` (v3) or ``_ARRAY_DIMENSIONS``
 (v2).
 
+Compressions (:func:`compressors`, one table for zarr and ome-zarr): zstd, blosc (zstd inside
+blosc, byte shuffle), blosc-bitshuffle (the same with bit shuffle: smaller for smooth integer
+images), gzip, none; the same codec on Zarr v2 (numcodecs) and v3 (zarr.codecs).
+
 Every block handed to the target covers whole chunks, so blocks are written in parallel with
 no lock.
 """
@@ -26,24 +30,33 @@ from .base import Capabilities, Target
 from .registry import register
 from .spec import OutputSpec, ZarrFormat
 
-_DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "gzip": 1}
+_DEFAULT_LEVELS = {"zstd": 3, "blosc": 5, "blosc-bitshuffle": 5, "gzip": 1}
+# blosc's shuffle per compression name: v3's name, v2's (numcodecs) constant
+_SHUFFLE: dict[str, tuple[Literal["shuffle", "bitshuffle"], int]] = {
+    "blosc": ("shuffle", numcodecs.Blosc.SHUFFLE),
+    "blosc-bitshuffle": ("bitshuffle", numcodecs.Blosc.BITSHUFFLE),
+}
+COMPRESSIONS = ("zstd", "blosc", "blosc-bitshuffle", "gzip", "none")  # the first the default
 
 
 def compressors(name: str, level: int | None, zarr_format: ZarrFormat):
+    """The codec(s) of the compression ``name`` (one of :data:`COMPRESSIONS`) at ``level``
+    (None: its default) for ``create_array``'s ``compressors`` on Zarr ``zarr_format``."""
     if name == "none":
         return None
     level = _DEFAULT_LEVELS[name] if level is None else level
+    if name in _SHUFFLE:
+        v3, v2 = _SHUFFLE[name]
+        if zarr_format == 2:
+            return numcodecs.Blosc(cname="zstd", clevel=level, shuffle=v2)
+        return [BloscCodec(cname="zstd", clevel=level, shuffle=v3)]
     if zarr_format == 2:
         return {
             "zstd": lambda: numcodecs.Zstd(level=level),
-            "blosc": lambda: numcodecs.Blosc(
-                cname="zstd", clevel=level, shuffle=numcodecs.Blosc.SHUFFLE
-            ),
             "gzip": lambda: numcodecs.GZip(level=level),
         }[name]()
     return {
         "zstd": lambda: [ZstdCodec(level=level)],
-        "blosc": lambda: [BloscCodec(cname="zstd", clevel=level, shuffle="shuffle")],
         "gzip": lambda: [GzipCodec(level=level)],
     }[name]()
 
@@ -55,10 +68,14 @@ class ZarrWriter(container.ContainerWriter):
     capabilities = Capabilities(
         resumable=True,
         object_store=True,
-        compressions=("zstd", "blosc", "gzip", "none"),
+        compressions=COMPRESSIONS,
         options=frozenset({"zarr_format", "shards"}),
     )
     chunk_bytes = 4 * 2**20
+    # without a shards setting on Zarr v3: shards of whole chunks up to this many bytes
+    # (lazyexport.plan_chunks.default_shards); None: no shards
+    shard_bytes: int | None = None
+    volume_chunks = False  # planner's chunks near-cubic for volumes (plan_chunks.planner_chunks)
     description = "a Zarr v3 (or v2) array with dimension names"
 
     layout = container.ZARR
