@@ -38,7 +38,7 @@ lint: $(STAMP)
 # make test: the samples that carry the promises (contracts of writers, readers and storage
 # backends, object storage, the randomized end-to-end comparison, the fast chunk path, shards,
 # byte order) on every other Python that pyproject.toml's requires-python admits, each in its own
-# virtual environment with the dependency versions pip picks there (.venv-3.12, .venv-3.13); the
+# virtual environment with the dependency versions its lock pins (.venv-3.12, .venv-3.13); the
 # memory tests per format and per chunk layout on the newest of them too; then the whole suite on
 # the default Python. The 8 GiB memory campaign (tests/test_memory_budget.py, 4.5 minutes) runs on
 # the default Python only, so that CI stays under 30 minutes on two cores.
