@@ -93,8 +93,8 @@ def test_the_default_environment_installs_from_the_lock_without_resolving(tmp_pa
     shown = make("-n", f"VENV={venv}", f"{venv}/.installed")
     assert shown.returncode == 0, shown.stderr
     lock = f"requirements/test-py{RUNNING}.txt"
-    assert f"{venv}/bin/python -m pip install --quiet -r {lock}" in shown.stdout
-    assert f"{venv}/bin/python -m pip install --quiet --no-deps -e ." in shown.stdout
+    assert f"{venv}/bin/python -m pip install --quiet --no-compile -r {lock}" in shown.stdout
+    assert f"{venv}/bin/python -m pip install --quiet --no-compile --no-deps -e ." in shown.stdout
     assert ".[test]" not in shown.stdout
 
 
@@ -102,8 +102,8 @@ def test_every_other_python_installs_from_its_lock() -> None:
     shown = make("-n", "test-pythons")
     assert shown.returncode == 0, shown.stderr
     assert "lock=requirements/test-py$v.txt" in shown.stdout
-    assert "$venv/bin/python -m pip install --quiet -r $lock" in shown.stdout
-    assert "$venv/bin/python -m pip install --quiet --no-deps -e ." in shown.stdout
+    assert "$venv/bin/python -m pip install --quiet --no-compile -r $lock" in shown.stdout
+    assert "$venv/bin/python -m pip install --quiet --no-compile --no-deps -e ." in shown.stdout
     assert "[ $lock -nt $venv/.installed ]" in shown.stdout
     assert ".[test]" not in shown.stdout
 
