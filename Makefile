@@ -5,13 +5,26 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pythons lint bench bench-memory bench-scale bench-cluster clean random crashtest memtest
+.PHONY: demo test test-pythons lock lint bench bench-memory bench-scale bench-cluster clean random crashtest memtest
 
-$(STAMP): pyproject.toml
+# Every virtual environment is installed from the lock of its Python (requirements/test-pyX.Y.txt,
+# every package pinned; made by make lock from pyproject.toml's test extra), then lazyexport itself
+# without dependencies: no resolver runs, any pip installs it, and every machine gets the same
+# versions. --no-compile: Python compiles a module when it is first imported, not all of them
+# (moto's thousands) at install time, which took 40% of the install's CPU. $(call install,VENV,LOCK)
+install = $(1)/bin/python -m pip install --quiet --no-compile -r $(2) \
+	&& $(1)/bin/python -m pip install --quiet --no-compile --no-deps -e .
+lock_of = requirements/test-py$(1).txt
+PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+LOCK := $(call lock_of,$(PYTHON_VERSION))
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(call install,$(VENV),$(LOCK))
 	touch $(STAMP)
+
+requirements/test-py%.txt:
+	@echo "error: no lock for Python $* ($@): add $* to LOCK_PYTHONS and run make lock" >&2; exit 1
 
 demo: $(STAMP)
 	$(VENV)/bin/lazyexport demo
@@ -27,7 +40,7 @@ lint: $(STAMP)
 # make test: the samples that carry the promises (contracts of writers, readers and storage
 # backends, object storage, the randomized end-to-end comparison, the fast chunk path, shards,
 # byte order) on every other Python that pyproject.toml's requires-python admits, each in its own
-# virtual environment with the dependency versions pip picks there (.venv-3.12, .venv-3.13); the
+# virtual environment with the dependency versions its lock pins (.venv-3.12, .venv-3.13); the
 # memory tests per format and per chunk layout on the newest of them too; then the whole suite on
 # the default Python. The 8 GiB memory campaign (tests/test_memory_budget.py, 4.5 minutes) runs on
 # the default Python only, so that CI stays under 30 minutes on two cores.
@@ -46,18 +59,43 @@ NEWEST_SAMPLES := tests/test_object_storage.py tests/test_random_e2e.py tests/te
 test-pythons:
 	@set -e; for v in $(OTHER_PYTHONS); do \
 		venv=$(VENV)-$$v; \
-		if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ]; then \
+		lock=$(call lock_of,$$v); \
+		if [ ! -f $$lock ]; then echo "error: no lock for Python $$v ($$lock): run make lock" >&2; exit 1; fi; \
+		if [ ! -f $$venv/.installed ] || [ pyproject.toml -nt $$venv/.installed ] || [ $$lock -nt $$venv/.installed ]; then \
 			interpreter=$$(.ci/find-python $$v); \
-			echo "installing lazyexport[test] for Python $$v ($$interpreter) into $$venv"; \
+			echo "installing lazyexport[test] for Python $$v ($$interpreter) into $$venv from $$lock"; \
 			$$interpreter -m venv $$venv; \
-			$$venv/bin/python -m pip install --quiet --upgrade pip; \
-			$$venv/bin/python -m pip install --quiet -e '.[test]'; \
+			$(call install,$$venv,$$lock); \
 			touch $$venv/.installed; \
 		fi; \
 		echo "Python $$v: $$($$venv/bin/python -c 'import sys, zarr, numpy, dask; print(sys.version.split()[0], "zarr", zarr.__version__, "numpy", numpy.__version__, "dask", dask.__version__)')"; \
 		samples="$(PYTHON_SAMPLES)"; \
 		if [ "$$v" = "$(NEWEST_PYTHON)" ]; then samples="$$samples $(NEWEST_SAMPLES)"; fi; \
 		$$venv/bin/python -m pytest -q -p no:cacheprovider $$samples; \
+	done
+
+# make lock: the locks of the test environment, one per Python that make test uses (the default and
+# OTHER_PYTHONS), from pyproject.toml's test extra, resolved by uv (pinned below) for each
+# interpreter .ci/find-python finds. Pins already in a lock stay while pyproject.toml admits them
+# (a new package is added, nothing else moves); make lock UPGRADE=1 moves every pin to the newest
+# release. Commit the changed requirements/ files with the pyproject.toml change.
+UV_VERSION ?= 0.13.8
+LOCK_TOOLS := $(VENV)-lock
+LOCK_PYTHONS ?= $(sort $(PYTHON_VERSION) $(OTHER_PYTHONS))
+lock:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	@set -e; mkdir -p requirements; for v in $(LOCK_PYTHONS); do \
+		lock=$(call lock_of,$$v); \
+		echo "locking lazyexport[test] for Python $$v into $$lock"; \
+		$(LOCK_TOOLS)/bin/uv pip compile --quiet --no-header $(if $(UPGRADE),--upgrade) \
+			--python "$$(.ci/find-python $$v)" --extra test -o $$lock pyproject.toml; \
+		{ echo "# The test environment of lazyexport on Python $$v (Linux x86_64): every package pinned."; \
+		  echo "# Made by make lock (uv $(UV_VERSION): uv pip compile --extra test pyproject.toml for"; \
+		  echo "# Python $$v) from pyproject.toml's test extra; do not edit. make test installs it with"; \
+		  echo "# pip install -r $$lock, then pip install --no-deps -e ."; \
+		  cat $$lock; } > $$lock.new; \
+		mv $$lock.new $$lock; \
 	done
 
 clean:
