@@ -4,6 +4,8 @@ Level ``0`` is the export itself, written block by block like any Zarr array. Th
 levels ``1 .. N-1`` are made in :meth:`OmeZarrTarget.finish`, after every block of level 0 is
 on disk and before the atomic rename: each level is read back from the level just written, in
 blocks bounded by the memory budget, downsampled and written chunk-aligned by a few threads.
+Progress counts the pixels these reads take as work after the blocks
+(:meth:`OmeZarrTarget.finishing_work`), so it reaches 1 only after the rename.
 This reads level 0 once more from disk instead of building one graph over all levels (which
 would either hold level 0 blocks until their coarse chunks are complete, or recompute the
 export per level).
@@ -53,6 +55,7 @@ from ..errors import FormatError, SettingsError
 from ..transforms import convert_block
 from . import container
 from .base import Capabilities, Target, release_memory
+from .layout import ArrayLayout
 from .options import Option, one_of
 from .registry import register
 from .spec import OutputSpec, Shape, ZarrFormat
@@ -354,6 +357,18 @@ class OmeZarrWriter(ZarrWriter):
             spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale
         )
 
+    def arrays(self, spec: OutputSpec) -> tuple[ArrayLayout, ...]:
+        """Every level: its path under the output, shape and chunks (a level's chunks are cut
+        to its shape)."""
+        return tuple(
+            ArrayLayout(
+                f"{spec.internal.strip('/')}/{level.path}".strip("/"),
+                level.shape,
+                tuple(min(c, n) for c, n in zip(spec.chunks, level.shape)),
+            )
+            for level in self.levels(spec)
+        )
+
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type, or made
         by a segment or threshold step) and bool masks (a mean of a mask would be "any", growing
@@ -454,6 +469,10 @@ class OmeZarrTarget(ZarrTarget):
     def node(self) -> str:
         return self.group
 
+    def finishing_work(self) -> int:
+        """Every coarser level reads the level below it once."""
+        return sum(math.prod(level.shape) for level in self.levels[:-1])
+
     def finish(self) -> None:
         release_memory()
         root = zarr.open_group(store=self.zarr_store(), mode="r+")
@@ -478,6 +497,8 @@ class OmeZarrTarget(ZarrTarget):
                 slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape)
             )
             dst[out] = downsample(np.asarray(src[region]), factors, self.method)
+            if self.report is not None:
+                self.report(math.prod(s.stop - s.start for s in region))
 
         # dask's own thread pool, the one that wrote level 0: new threads would each get new
         # malloc arenas, and the process would keep the old ones' memory besides
