@@ -124,3 +124,28 @@ def test_the_plan_text_and_json_list_every_level(volume, tmp_path):
     assert [(p, list(s), list(c)) for p, s, c in _stored(out)] == [
         (a["path"], a["shape"], a["chunks"]) for a in shown["arrays"]
     ]
+
+
+def test_the_bar_stays_below_its_total_until_the_commit(volume, tmp_path):
+    from lazyexport.cli_output import Bar
+
+    out = tmp_path / "o.ome.zarr"
+
+    class Seen:  # what tqdm is told, and whether the output was in place then
+        total = n = 0
+        shown: list[tuple[int, int, bool]] = []
+
+        def set_postfix_str(self, text, refresh=True):
+            self.postfix = text
+
+        def refresh(self):
+            self.shown.append((self.n, self.total, out.exists()))
+
+    bar = Bar(False, "o")
+    bar.bar = Seen()
+    _export(volume, out, bar)
+    shown = Seen.shown
+    assert all(n < total and not there for n, total, there in shown[:-1])
+    assert shown[-1][0] == shown[-1][1] > 0 and shown[-1][2]  # full only once committed
+    assert [n for n, _, _ in shown] == sorted(n for n, _, _ in shown)
+    assert "finishing 100%" in bar.bar.postfix
