@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 
 class Bar:
-    """A tqdm progress bar on stderr, only when it is a terminal: bytes written, rate, ETA, and
-    blocks (chunks) done / total."""
+    """A tqdm progress bar on stderr, only when it is a terminal: bytes written (and read by the
+    finishing work: an OME-Zarr pyramid's levels) as :attr:`Progress.fraction` counts them, rate,
+    ETA, and blocks (chunks) done / total."""
 
     def __init__(self, enabled: bool, label: str):
         self.bar = None
@@ -34,9 +35,13 @@ class Bar:
     def __call__(self, event: Progress) -> None:
         if self.bar is None:
             return
-        self.bar.total = event.bytes_total
-        self.bar.n = event.bytes_done
-        self.bar.set_postfix_str(f"{event.blocks_done}/{event.blocks_total} blocks", refresh=False)
+        work = event.bytes_total + event.finishing_total  # (the pyramid's levels read)
+        self.bar.total = work
+        self.bar.n = int(event.fraction * work)  # below the total until the commit
+        said = f"{event.blocks_done}/{event.blocks_total} blocks"
+        if event.finishing_total:
+            said += f", finishing {event.finishing_done / event.finishing_total:.0%}"
+        self.bar.set_postfix_str(said, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

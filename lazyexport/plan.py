@@ -310,6 +310,7 @@ class ExportPlan:
             "bytes": self.nbytes,
             "chunks": list(self.chunks),
             "shards": list(self.shards) if self.shards else None,
+            "arrays": [a.summary() for a in self.writer.arrays(self.spec)],  # pyramid levels
             "block": list(self.block),
             "tasks": self.nblocks,
             "tasks_in_flight": self.in_flight,
@@ -347,6 +348,7 @@ class ExportPlan:
             f"  roi        {roi_text(self.roi, names(self.source))}",
             f"  result     {''.join(self.axes)} {self.shape} {self.dtype} ({mib(self.nbytes)})",
             f"  chunks     {self.chunks}" + (f" in shards of {self.shards}" if self.shards else ""),
+            *(f"  level      {a}" for a in self.writer.arrays(self.spec)),  # pyramid levels
             f"  blocks     {self.block}: {self.nblocks} tasks, {self.in_flight} at a time"
             + (", slices assembled in a staging file" if self.staged else ""),
             "  memory     projected peak "

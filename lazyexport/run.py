@@ -44,6 +44,7 @@ from .execution.preflight import (
     remove_empty,
     storage_said,
 )
+from .execution.progress import WorkCounter
 from .execution.regions import (
     MAX_SHARED_UNITS,
     MIN_SHARING,
@@ -194,7 +195,8 @@ def _write_block(
 
 class _Tracker:
     """Counts finished block tasks for progress, stores what single-writer tasks encoded, and
-    stops the run when cancelled."""
+    stops the run when cancelled; counts the target's finishing work too (``finishing``: what
+    :meth:`Target.finish` reports) and says when the commit is done (``work.committed``)."""
 
     def __init__(
         self,
@@ -205,14 +207,16 @@ class _Tracker:
         journal: Journal | None,
         skipped: AbstractSet[tuple[int, ...]] = frozenset(),
     ):
-        self.progress, self.cancel = progress, cancel
-        self.target, self.journal = target, journal
-        self.total, self.nbytes = plan.nblocks, plan.nbytes
+        self.cancel, self.target, self.journal = cancel, target, journal
         grid = BlockGrid(plan.edges)
         self.counts = np.zeros(4, dtype=np.int64)  # see _Written.counts
-        self.done = len(skipped)  # blocks an interrupted run finished count as done
-        self.bytes = sum(grid.size(index) for index in skipped) * plan.dtype.itemsize
-        self.start = time.perf_counter()
+        self.itemsize = plan.dtype.itemsize
+        # blocks an interrupted run finished count as done
+        done = sum(grid.size(index) for index in skipped) * self.itemsize
+        finishing = target.finishing_work() * self.itemsize
+        self.work = WorkCounter(
+            progress, (len(skipped), plan.nblocks), (done, plan.nbytes), finishing
+        )
 
     def check(self) -> None:
         interrupt.check()  # a Ctrl-C or SIGTERM of the command that Python lost
@@ -229,18 +233,11 @@ class _Tracker:
         else:
             written = result.nbytes
         self.counts += np.asarray(result.counts, dtype=np.int64)
-        self.done += 1
-        self.bytes += written
-        if self.progress is not None:
-            self.progress(
-                Progress(
-                    self.done,
-                    self.total,
-                    min(self.bytes, self.nbytes),
-                    self.nbytes,
-                    time.perf_counter() - self.start,
-                )
-            )
+        self.work.block(written)
+
+    def finishing(self, pixels: int) -> None:
+        """Account for ``pixels`` read by the target's finishing work."""
+        self.work.finishing(pixels * self.itemsize)
 
 
 @contextlib.contextmanager
@@ -295,12 +292,12 @@ def _write_all(
     journal: Journal | None,
     done: set[tuple[int, ...]],
     scheduler: Any,
-    progress: ProgressCallback | None,
-    cancel: threading.Event | None,
+    tracker: _Tracker,
 ) -> Conversions | None:
     """Write every block of ``plan`` not in ``done`` into ``target`` with ``scheduler`` (a local
-    scheduler's name or a distributed.Client), a bounded window of block tasks at a time; return
-    what converting to an integer type did (None where the export converts to none)."""
+    scheduler's name or a distributed.Client), a bounded window of block tasks at a time,
+    counted by ``tracker``; return what converting to an integer type did (None where the
+    export converts to none)."""
     # other processes must not write a single-writer target: they encode, this process stores
     encode_only = plan.writer.capabilities.single_writer and scheduler not in (
         "threads",
@@ -310,7 +307,6 @@ def _write_all(
     job = BlockJob(plan, target, journal, run, encode_only)
     if scheduler in ("threads", "synchronous"):
         job.source.share(skip=done)  # the tasks are this process's threads: they share read units
-    tracker = _Tracker(plan, progress, cancel, target, journal, skipped=done)
     indices = (i for i in job.grid.indices() if i not in done) if done else job.grid.indices()
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
@@ -405,10 +401,11 @@ def _run_job(
     finished) and is said in the user's terms where the output's place caused it."""
     try:
         cost.reset_peak()
-        conversions = _write_all(
-            job.plan, job.target, job.journal, job.done, scheduler, progress, cancel
-        )
+        tracker = _Tracker(job.plan, progress, cancel, job.target, job.journal, job.done)
+        conversions = _write_all(job.plan, job.target, job.journal, job.done, scheduler, tracker)
+        job.target.report = tracker.finishing
         paths = commit(job)
+        tracker.work.committed()
     except BaseException as exc:
         record = commit_record(job.plan, job.token)
         if record is not None:  # past the commit point: every temporary is complete

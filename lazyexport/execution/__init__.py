@@ -1,6 +1,7 @@
 """Running export plans: what :mod:`lazyexport.run` (the export functions) is built from.
 
 - :mod:`.results`: what an export reports (progress, result, conversions);
+- :mod:`.progress`: counting an export's work (blocks, finishing work, commit) for progress;
 - :mod:`.preflight`: the checks every export makes before it writes, and errors in the user's
   terms;
 - :mod:`.executors`: inline, threads, processes and a dask cluster, each submitting block tasks

@@ -1,6 +1,13 @@
 """What an export reports: :class:`Progress` after every block, :class:`ExportResult` at the end
 (with :class:`Conversions`: what converting to an integer type clipped). Values only: nothing
 here writes or reads.
+
+A :class:`Progress`'s ``fraction`` is monotonic over an export's events. Where the target has
+finishing work after its blocks (an OME-Zarr pyramid's coarser levels: ``finishing_total``,
+bytes of the levels read to make them), the work is the blocks' bytes plus those, the commit
+(the atomic rename) counts as the last :data:`COMMIT_SHARE` of it, and the fraction is 1.0 only
+in the one event after the commit (``committed``); without finishing work it is the blocks
+done, as each block is reported.
 """
 
 from __future__ import annotations
@@ -16,7 +23,12 @@ from dask.utils import format_bytes
 
 from .. import cost
 from ..errors import redact
+from ..formats.layout import ArrayLayout
 from ..plan import ExportPlan
+
+# the share of an export with finishing work that its commit counts for in ``Progress.fraction``
+# (a bar shows at most 99 % before the commit)
+COMMIT_SHARE = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,13 +40,26 @@ class Progress:
     bytes_done: int  # uncompressed result bytes written so far
     bytes_total: int
     elapsed: float
+    # bytes the target's finishing work has read of ``finishing_total`` (0: none to do)
+    finishing_done: int = 0
+    finishing_total: int = 0
+    committed: bool = False  # the event after the commit (exports with finishing work)
 
     @property
     def fraction(self) -> float:
-        return self.blocks_done / self.blocks_total if self.blocks_total else 1.0
+        blocks = self.blocks_done / self.blocks_total if self.blocks_total else 1.0
+        if not self.finishing_total:
+            return blocks
+        if self.committed:
+            return 1.0
+        done = blocks * self.bytes_total + self.finishing_done
+        return (1 - COMMIT_SHARE) * done / (self.bytes_total + self.finishing_total)
 
     @property
     def eta(self) -> float | None:
+        if self.finishing_total:
+            done = self.fraction
+            return self.elapsed * (1 - done) / done if done else None
         if not self.bytes_done:
             return None
         return self.elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done
@@ -58,6 +83,8 @@ class ExportResult:
     peak_memory: int = 0
     projected_peak: int = 0  # what the plan projected for it
     conversions: Conversions | None = None  # what converting to an integer type clipped
+    # the arrays written beside the planned one (an OME-Zarr pyramid's levels, level 0 first)
+    arrays: tuple[ArrayLayout, ...] = ()
 
     @property
     def report(self) -> str:
@@ -80,7 +107,8 @@ class ExportResult:
             if self.peak_memory and self.projected_peak
             else ""
         )
-        report = f"\n  {self.report}" if self.report else ""
+        report = "".join(f"\n  level {a}" for a in self.arrays)
+        report += f"\n  {self.report}" if self.report else ""
         return (
             f"wrote {self.format} {where}: {''.join(self.axes)} {self.shape} {self.dtype}, "
             f"{self.nbytes / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s){memory}"
@@ -149,4 +177,5 @@ def make_result(
         peak_memory=cost.peak_rss() if measured else 0,
         projected_peak=plan.priced.projected_peak,
         conversions=conversions,
+        arrays=plan.writer.arrays(plan.spec),
     )

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..errors import OutputExistsError
 from ..storage import commit_renames, paths, remove
+from .layout import ArrayLayout
 from .options import BUILTIN, Option
 from .spec import OutputSpec
 
@@ -94,6 +96,16 @@ class Target:
         bytes."""
         raise NotImplementedError
 
+    # set by the runner before the commit: :meth:`finish` calls it with the pixels each piece
+    # of its finishing work read (see :meth:`finishing_work`)
+    report: Callable[[int], Any] | None = None
+
+    def finishing_work(self) -> int:
+        """Pixels :meth:`finish` reads to make more than the blocks written (an OME-Zarr
+        pyramid's coarser levels): progress counts them as work before the commit (0 by
+        default)."""
+        return 0
+
     def finish(self) -> None:
         """Complete metadata and close files before the rename (nothing by default)."""
 
@@ -166,6 +178,11 @@ class Writer:
     def compression(self, requested: str | None) -> str:
         """The codec of an export that asks for ``requested`` (None: the format's default)."""
         return requested or self.capabilities.compressions[0]
+
+    def arrays(self, spec: OutputSpec) -> tuple[ArrayLayout, ...]:
+        """The arrays the output holds where they are more than the planned one (an OME-Zarr
+        pyramid's levels), for the plan and the result to list; none by default."""
+        return ()
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         """Refuse, at planning time, an output this format cannot write (raise
@@ -246,6 +263,9 @@ class Writer:
         output's paths is one file (for the planner's cost of an export at a URL)."""
         if not self.capabilities.object_store:
             return []
+        listed = self.arrays(spec)
+        if listed:
+            return [(a.shape, a.shards or a.chunks) for a in listed]
         return [(tuple(spec.shape), tuple(spec.shards or spec.chunks))]
 
 

@@ -4,6 +4,8 @@ Level ``0`` is the export itself, written block by block like any Zarr array. Th
 levels ``1 .. N-1`` are made in :meth:`OmeZarrTarget.finish`, after every block of level 0 is
 on disk and before the atomic rename: each level is read back from the level just written, in
 blocks bounded by the memory budget, downsampled and written chunk-aligned by a few threads.
+Progress counts the pixels these reads take as work after the blocks
+(:meth:`OmeZarrTarget.finishing_work`), so it reaches 1 only after the rename.
 This reads level 0 once more from disk instead of building one graph over all levels (which
 would either hold level 0 blocks until their coarse chunks are complete, or recompute the
 export per level).
@@ -58,6 +60,7 @@ import zarr
 from ..errors import FormatError
 from . import container
 from .base import Capabilities, Target, release_memory
+from .layout import ArrayLayout
 from .pyramid import (
     AXIS_TYPES,
     DOWNSAMPLE,
@@ -215,11 +218,17 @@ class OmeZarrWriter(ZarrWriter):
             spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale, halved
         )
 
-    def chunk_objects(self, spec: OutputSpec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-        return [
-            (lv.shape, tuple(min(c, n) for c, n in zip(spec.chunks, lv.shape)))
-            for lv in self.levels(spec)
-        ]
+    def arrays(self, spec: OutputSpec) -> tuple[ArrayLayout, ...]:
+        """Every level: its path under the output, shape, chunks and shards (a level's chunks
+        are cut to its shape, its shards to its whole chunks: :func:`level_shards`); :meth:`open`
+        creates the levels as these say."""
+        layouts = []
+        for level in self.levels(spec):
+            chunks = tuple(min(c, n) for c, n in zip(spec.chunks, level.shape))
+            path = f"{spec.internal.strip('/')}/{level.path}".strip("/")
+            shards = level_shards(spec.shards, chunks, level.shape)
+            layouts.append(ArrayLayout(path, level.shape, chunks, shards))
+        return tuple(layouts)
 
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type, or made
@@ -279,15 +288,14 @@ class OmeZarrWriter(ZarrWriter):
             root = zarr.open_group(store=target.zarr_store(), mode="w", zarr_format=fmt)
             group = root.require_group(group_path) if group_path else root
             group.attrs.update(attrs)
-            for level in levels:
-                chunks = tuple(min(c, n) for c, n in zip(spec.chunks, level.shape))
+            for level, layout in zip(levels, self.arrays(spec)):
                 group.create_array(
                     name=level.path,
                     shape=level.shape,
                     dtype=spec.dtype,
                     fill_value=0,
-                    chunks=chunks,
-                    shards=level_shards(spec.shards, chunks, level.shape),
+                    chunks=layout.chunks,
+                    shards=layout.shards,
                     compressors=compressors(spec.compression, spec.compression_level, fmt),
                     dimension_names=list(spec.axes) if fmt == 3 else None,
                     chunk_key_encoding={"name": "v2", "separator": "/"} if fmt == 2 else None,
@@ -333,6 +341,10 @@ class OmeZarrTarget(ZarrTarget):
     def node(self) -> str:
         return self.group
 
+    def finishing_work(self) -> int:
+        """Every coarser level reads the level below it once."""
+        return sum(math.prod(level.shape) for level in self.levels[:-1])
+
     def finish(self) -> None:
         release_memory()
         root = zarr.open_group(store=self.zarr_store(), mode="r+")
@@ -357,9 +369,12 @@ class OmeZarrTarget(ZarrTarget):
             region = tuple(
                 slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape)
             )
-            return level_block(
+            values = level_block(
                 lambda r: np.asarray(src[r]), region, src.shape, factors, self.method
             )
+            if self.report is not None:
+                self.report(math.prod(s.stop - s.start for s in region))
+            return values
 
         def one(corner: tuple[int, ...]) -> None:
             out = tuple(slice(c, min(c + b, n)) for c, b, n in zip(corner, block, dst.shape))

@@ -1,0 +1,35 @@
+"""The arrays an output holds where it holds more than the one the plan describes (an OME-Zarr
+pyramid's levels): their paths, shapes, chunks and shards, as :meth:`Writer.arrays` returns them.
+
+One description serves the plan (``--plan``, text and JSON) and the result (the result line and
+:attr:`ExportResult.arrays`), so both list the same levels. Values only: nothing here writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayLayout:
+    """One array of an output: its path in the store, shape, chunk shape and shard shape (None:
+    not sharded)."""
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """As plain data (JSON)."""
+        return {
+            "path": self.path,
+            "shape": list(self.shape),
+            "chunks": list(self.chunks),
+            "shards": list(self.shards) if self.shards else None,
+        }
+
+    def __str__(self) -> str:
+        shards = f" in shards of {self.shards}" if self.shards else ""
+        return f"{self.path}: {self.shape}, chunks {self.chunks}{shards}"
