@@ -1,6 +1,7 @@
 """The load an export puts on a dask cluster started as users start one (a ``dask scheduler``
 process and three ``dask worker`` processes, one thread each, each with its own
-``--local-directory`` and ``TMPDIR``), the client connected by address.
+``--local-directory`` and ``TMPDIR``: the tests' ``helpers.dask_processes.ProcessCluster``),
+the client connected by address.
 
 Two parts:
 
@@ -25,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the samplers the tests use (tests/helpers)
+sys.path.insert(0, str(ROOT / "tests"))  # the cluster and samplers the tests use (tests/helpers)
 
 OUT = ROOT / "bench-out"
 MiB = 2**20
@@ -44,60 +42,11 @@ ALLOWANCE = 256 * MiB  # what a worker may hold beyond its share: its interprete
 DEEP = (64, 256, 256)
 
 
-class CommandLineCluster:
-    """``dask scheduler`` + WORKERS ``dask worker`` processes on loopback, each worker with its
-    own local directory and TMPDIR under ``root``."""
-
-    def __init__(self, root: Path, worker_memory: str):
-        bin_dir = Path(sys.executable).parent
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.address = f"tcp://127.0.0.1:{port}"
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-        common = ["--no-dashboard"]
-        self.procs = [
-            subprocess.Popen(
-                [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-                + common,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        ]
-        for i in range(WORKERS):
-            home = root / f"worker-{i}"
-            (home / "tmp").mkdir(parents=True)
-            self.procs.append(
-                subprocess.Popen(
-                    [str(bin_dir / "dask"), "worker", self.address, "--nthreads", "1"]
-                    + ["--local-directory", str(home), "--memory-limit", worker_memory]
-                    + common,
-                    env={**env, "TMPDIR": str(home / "tmp")},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def load_part(client, work: Path, args, emit) -> list[dict]:
     """Part 1: per size, the scheduler's tasks and RSS while the export runs."""
-    import numpy as np
+    from helpers.scheduler_load import EMPTY_SHAPES, make_empty, warm_up, watch_export
 
-    import lazyexport as le
-    from helpers.scheduler_load import EMPTY_SHAPES, make_empty, watch_export
-
-    warm = le.ExportSettings(format="zarr", output=str(work / "warm.zarr"))
-    le.export(np.zeros((8, 64, 64), "uint8"), warm, scheduler=client)  # the workers' imports
+    warm_up(client, work)
     emit(
         f"scheduler load: empty uint8 Zarr sources -> zarr on {WORKERS} workers x 1 thread, "
         f"memory_limit={args.memory_limit}, {args.seconds:g} s after the first block"
@@ -199,7 +148,9 @@ def main() -> None:
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cluster-scale-", dir=OUT))
-    cluster = CommandLineCluster(work, args.worker_memory)
+    from helpers.dask_processes import ProcessCluster
+
+    cluster = ProcessCluster(work, workers=WORKERS, memory_limit=args.worker_memory)
     lines: list[str] = []
 
     def emit(line: str) -> None:
@@ -207,17 +158,13 @@ def main() -> None:
         lines.append(line)
 
     try:
-        from distributed import Client
-
-        with Client(cluster.address, timeout=60) as client:
-            client.wait_for_workers(WORKERS, timeout=120)
+        with cluster, cluster.client(timeout=60) as client:
             rows = []
             if args.part in ("all", "load"):
                 rows += load_part(client, work, args, emit)
             if args.part in ("all", "memory"):
                 rows += memory_part(client, work, args, emit)
     finally:
-        cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
     (OUT / "cluster-scale.txt").write_text("\n".join(lines) + "\n")
     with open(OUT / "cluster-scale.jsonl", "w") as f:

@@ -33,7 +33,7 @@ def rows() -> list[tuple[str, str, str]]:
 
 
 COMMANDS = [r for r in rows() if r[1].startswith("lazyexport ")]
-INJECTED = [r for r in rows() if r[1].startswith("test_")]
+INJECTED = [r for r in rows() if r[1].startswith(("test_", "tests/"))]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,8 @@ def test_a_catalogued_mistake_is_one_line_with_exit_2_and_changes_nothing(
 
 @pytest.mark.parametrize("what,test,says", INJECTED, ids=[r[0] for r in INJECTED])
 def test_a_catalogued_error_during_the_writes_names_a_test_that_checks_it(what, test, says):
-    source = (ROOT / "tests" / "test_bad_input.py").read_text()
+    path, _, test = test.rpartition("::")  # tests/FILE.py::test_name, or in test_bad_input.py
+    source = (ROOT / (path or "tests/test_bad_input.py")).read_text()
     assert f"def {test}(" in source
     assert says in source  # the text the test expects
 

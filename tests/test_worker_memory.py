@@ -1,8 +1,10 @@
-"""Per-worker memory on a cluster of three worker processes: on the deep-chunk layout of the
-memory tests (64 x 256 x 256 float32 source chunks), each worker's peak resident memory, read
-from the worker itself (VmHWM since the export started), stays within its even share of
-``--memory-limit`` + WORKER_ALLOWANCE (its interpreter and libraries), and no worker pauses or
-spills. The full-size figure is ``make bench-cluster`` (benchmarks/cluster_scale.py)."""
+"""Per-worker memory on a cluster started as users start one
+(:class:`helpers.dask_processes.ProcessCluster`: a ``dask scheduler`` and three ``dask worker``
+processes): on the deep-chunk layout of the memory tests (64 x 256 x 256 float32 source
+chunks), each worker's peak resident memory, read from the worker itself (VmHWM since the export
+started), stays within its even share of ``--memory-limit`` + WORKER_ALLOWANCE (its interpreter
+and libraries), and no worker pauses or spills. The full-size figure is ``make bench-cluster``
+(benchmarks/cluster_scale.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import numpy as np
 import pytest
 
 import lazyexport as le
-from helpers.scheduler_load import paused_workers, process_cluster, worker_state
+from helpers.dask_processes import ProcessCluster
+from helpers.scheduler_load import paused_workers, worker_state
 from lazyexport import cost, run
 from lazyexport.demo import smooth_volume
 from lazyexport.plan import WORKER_ALLOWANCE
@@ -29,7 +32,10 @@ def test_each_worker_stays_within_its_share_and_none_pauses_or_spills(tmp_path):
         renormalize=((0, 1), (0, 255)),
         dtype="uint8",
     )
-    with process_cluster(WORKERS, memory_limit="1GiB") as client:
+    with (
+        ProcessCluster(tmp_path / "cluster", workers=WORKERS, memory_limit="1GiB") as cluster,
+        cluster.client() as client,
+    ):
         plan = run.plan_on(client, source, settings, memory_limit=LIMIT)
         assert plan.cluster is not None and plan.cluster.count == WORKERS
         client.run(cost.reset_peak)

@@ -3,7 +3,9 @@ sizing of a plan for a dask cluster's workers. A cancelled distributed run stops
 every worker (:func:`stop_writes`) before its temporary output is removed. A plan for a dask
 cluster whose workers write the output's files is refused (one OutputLocationError, before
 anything is written) when a worker does not see the output's directory as this machine sees
-it (:func:`refuse_unseen`); object-store outputs and outputs the workers only encode for skip it.
+it (:func:`refuse_unseen`), and so is an output staged in this machine's TMPDIR before its upload
+to an object store when a worker does not see that directory; objects written to a store in
+place and outputs the workers only encode for skip it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from .. import cost
@@ -24,6 +27,7 @@ from ..plan import ExportPlan, Workers, build_plan, parse_memory_limit
 from ..settings import ExportSettings
 from ..storage.capabilities import holds_files
 from .executors import Distributed, Executor, Inline, Processes, Threads
+from .staging import stages, staging_root
 
 CONNECT_TIMEOUT = 10.0  # seconds a cluster's first worker may take to join
 STOP_TIMEOUT = 120.0  # seconds to wait for a cancelled run's writes to finish on the workers
@@ -196,13 +200,36 @@ def sees(directory: str, names: list[str]) -> bool:
 
 def refuse_unseen(client: Any, plan: ExportPlan) -> None:
     """Refuse ``plan`` when a worker of ``client``'s cluster that would write its files does not
-    see the output's nearest existing directory as this machine does: not there, or holding
-    none of (up to SEEN_NAMES of) the names it holds here (a directory of this machine only, its
-    TMPDIR). Objects in a store, and outputs the workers only encode for (single-writer
-    formats), skip it."""
-    if not holds_files(plan.output) or plan.writer.capabilities.single_writer:
+    see the directory they go to as this machine does: the output's nearest existing directory,
+    or for an output staged here before its upload (:func:`~.staging.stages`: a format that
+    edits files, to an object store) the staging directory, ``TMPDIR``. Objects written to a
+    store in place, and outputs the workers only encode for (single-writer formats), skip it."""
+    if plan.writer.capabilities.single_writer:
         return
-    near = next(a for a in (plan.output.absolute(), *plan.output.absolute().parents) if a.is_dir())
+    if stages(plan):
+        _refuse_blind(
+            client,
+            staging_root().absolute(),
+            f"and {plan.output} is staged there before its upload; set TMPDIR to a directory "
+            "every worker shares under the same path, or export to Zarr (written to the store "
+            "directly)",
+        )
+    elif holds_files(plan.output):
+        near = next(
+            a for a in (plan.output.absolute(), *plan.output.absolute().parents) if a.is_dir()
+        )
+        _refuse_blind(
+            client,
+            near,
+            "and the output goes there; put the output on storage every worker shares under the "
+            "same path, or in an object store",
+        )
+
+
+def _refuse_blind(client: Any, near: Path, why: str) -> None:
+    """Raise OutputLocationError (ending in ``why``) when a worker does not see ``near`` as
+    this machine does: not there, or holding none of (up to SEEN_NAMES of) the names it holds
+    here (a directory of this machine only, its TMPDIR)."""
     try:
         with os.scandir(near) as entries:
             names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
@@ -216,8 +243,7 @@ def refuse_unseen(client: Any, plan: ExportPlan) -> None:
     if blind:
         raise OutputLocationError(
             f"{len(blind)} of {len(seen)} dask workers ({blind[0]}{', ...' * (len(blind) > 1)}) "
-            f"do not see {near} as this machine does, and the output goes there; put the output "
-            f"on storage every worker shares under the same path, or in an object store"
+            f"do not see {near} as this machine does, {why}"
         )
 
 

@@ -43,6 +43,11 @@ def stages(plan: ExportPlan) -> bool:
     return not (plan.writer.capabilities.object_store or holds_files(plan.output))
 
 
+def staging_root() -> Path:
+    """Where outputs are staged before their upload: this machine's ``TMPDIR``."""
+    return Path(tempfile.gettempdir())
+
+
 def execute_staged(
     engine: Engine,
     plan: ExportPlan,
@@ -73,7 +78,7 @@ def _stage_and_upload(
     An existing file the export adds to (``Writer.adds_to_existing``: a dataset into an HDF5
     file holding others) is fetched into the staging directory first, so the upload keeps
     what else it holds, as a local export into it would."""
-    staging = Path(tempfile.mkdtemp(prefix="lazyexport-upload-"))
+    staging = Path(tempfile.mkdtemp(prefix="lazyexport-upload-", dir=staging_root()))
     try:
         kept = [
             (p, found[0])

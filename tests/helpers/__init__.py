@@ -5,7 +5,9 @@ The names below are the helpers every kind of test uses: source files written fr
 data (:mod:`helpers.sources`), the command line in a subprocess (:mod:`helpers.cli`), what an
 export leaves on disk (:mod:`helpers.outputs`) and a cancelled huge export
 (:mod:`helpers.exports`). The other modules are imported by name: object storage on loopback
-(``helpers.objstore``), reading Zarr nodes (``helpers.zarr_nodes``), reader samples
+(``helpers.objstore``) and the requests it counted (``helpers.request_counts``), a dask cluster
+of command-line processes (``helpers.dask_processes``) and what an export asks of it
+(``helpers.scheduler_load``), reading Zarr nodes (``helpers.zarr_nodes``), reader samples
 (``helpers.reader_samples``), a format plugin (``helpers.contract_plugin``), and scripts run by
 path (``crashtest.py``, ``kill_at_commit.py``, ``slow_cli.py``). Helpers hold no fixtures: those
 stay in tests/conftest.py.

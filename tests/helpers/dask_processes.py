@@ -5,8 +5,9 @@ and its own ``TMPDIR`` (no temp directory shared with the client), one thread an
 Invariants: every process is started in a process group of its own and :meth:`ProcessCluster.close`
 kills each group (SIGKILL) and waits for it, also when a test failed or the cluster was only
 half started, so no process outlives the cluster (a fixture closes it in its teardown; an
-``atexit`` hook closes what a test process that stopped early left open). Workers import this
-checkout. ``hidden`` directories
+``atexit`` hook closes what a test process that stopped early left open). The scheduler and the
+workers import this checkout, and the test helpers (functions a test runs on them by name, such
+as :mod:`helpers.scheduler_load`'s samplers). ``hidden`` directories
 are masked on the workers by an empty tmpfs in a mount namespace of their own (``unshare``), so
 the workers do not see what the client keeps there, as on hosts that share nothing but the
 scheduler and the object store.
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.cli import cli_env
+from helpers.cli import ROOT, cli_env
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 90.0
@@ -34,6 +35,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment of the cluster's processes: the CLI's, with tests/ (the helpers) on the
+    import path too."""
+    env = cli_env()
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(ROOT / "tests")])
+    return env
 
 
 def can_hide() -> bool:
@@ -92,7 +101,7 @@ class ProcessCluster:
         port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
         command = [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port)]
-        self.scheduler = self._spawn([*command, "--no-dashboard"], cli_env())
+        self.scheduler = self._spawn([*command, "--no-dashboard"], cluster_env())
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             assert self.scheduler.poll() is None, "the dask scheduler exited"
@@ -106,7 +115,7 @@ class ProcessCluster:
     def start_worker(self, n: int) -> None:
         home = self.root / f"worker-{n}"
         (home / "tmp").mkdir(parents=True, exist_ok=True)
-        env = cli_env()
+        env = cluster_env()
         env.update(self.env)
         env["TMPDIR"] = str(home / "tmp")
         command = [

@@ -1,17 +1,19 @@
 """A long export on a dask cluster, watched from the scheduler: how many tasks it holds and its
-resident memory, sampled while the export runs, and when the first block was written. For the
-bounded-load tests and benchmarks/cluster_scale.py (which imports it)."""
+resident memory, sampled while the export runs, and when the first block was written; what the
+workers held. For the bounded-load and worker-memory tests and benchmarks/cluster_scale.py
+(which imports it), all on a :class:`helpers.dask_processes.ProcessCluster` (a scheduler process
+of its own, so its resident memory is the scheduler's alone). The functions run on the scheduler
+or the workers are imported there by name: the cluster's processes have tests/ on their path."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zarr
 
 import lazyexport as le
@@ -40,24 +42,11 @@ def make_empty(path: Path, size: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def process_cluster(workers: int, **options: Any) -> Iterator[Any]:
-    """A client of a ``distributed.LocalCluster`` of ``workers`` single-thread worker processes
-    on loopback (``options``: LocalCluster's, e.g. ``memory_limit``)."""
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            **options,
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
+def warm_up(client: Any, directory: Path) -> None:
+    """A small export on ``client``'s cluster, so that what is measured next meets workers that
+    have imported what block tasks run (and a scheduler that has run a job)."""
+    settings = le.ExportSettings(format="zarr", output=str(directory / "warm.zarr"))
+    le.export(np.zeros((8, 64, 64), "uint8"), settings, scheduler=client)
 
 
 def _scheduler_state(dask_scheduler=None) -> tuple[int, int]:
