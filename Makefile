@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 # Static checks (part of make test): ruff lint and format (line length 100), mypy on lazyexport/
 # and tests/ (the files of pyproject.toml's [tool.mypy]).
-LINTED := lazyexport tests benchmarks
+LINTED := lazyexport tests benchmarks scripts
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
