@@ -425,6 +425,9 @@ def _command(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return exit_status(exc)
+    except BrokenPipeError:  # the reader of stdout left (``| head``): as any Unix tool, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no flush error at exit)
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if remote.is_storage_error(exc):  # a request that failed for good (after the retries)
             print(f"error: {remote.describe(exc, 'the object store', 'use')}", file=sys.stderr)

@@ -236,7 +236,9 @@ class _Tracker:
         self.work.block(written)
 
     def finishing(self, pixels: int) -> None:
-        """Account for ``pixels`` read by the target's finishing work."""
+        """Account for ``pixels`` read by the target's finishing work; a cancelled run stops
+        there (ExportCancelled in the finishing work: nothing is committed)."""
+        self.check()
         self.work.finishing(pixels * self.itemsize)
 
 

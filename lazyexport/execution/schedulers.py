@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,17 +229,31 @@ def refuse_unseen(client: Any, plan: ExportPlan) -> None:
 
 def _refuse_blind(client: Any, near: Path, why: str) -> None:
     """Raise OutputLocationError (ending in ``why``) when a worker does not see ``near`` as
-    this machine does: not there, or holding none of (up to SEEN_NAMES of) the names it holds
-    here (a directory of this machine only, its TMPDIR)."""
+    this machine does. The probe is a file of a name made for it, created in ``near`` here and
+    removed afterwards: a worker sees ``near`` when it sees that file (names a node-local
+    directory shares with every other host's, ``/tmp/.X11-unix`` say, prove nothing). Where
+    ``near`` cannot be written here, a worker must see ``near`` holding one of (up to
+    SEEN_NAMES of) the names it holds here."""
+    made = near / f".lazyexport-probe-{uuid.uuid4().hex}"
+    probe: Path | None = made
     try:
-        with os.scandir(near) as entries:
-            names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
-    except OSError:  # not listable here: look for the directory only
-        names = []
+        made.touch(exist_ok=False)
+        names = [made.name]
+    except OSError:  # not writable here: look for the names it holds
+        probe = None
+        try:
+            with os.scandir(near) as entries:
+                names = [e.name for e in itertools.islice(entries, SEEN_NAMES)]
+        except OSError:  # not listable here either: look for the directory only
+            names = []
     try:
         seen = client.run(sees, str(near), names, on_error="ignore")
     except Exception:  # noqa: BLE001 -- no worker answers: the export's own errors say why
         return
+    finally:
+        if probe is not None:
+            with contextlib.suppress(OSError):
+                probe.unlink()
     blind = sorted(worker for worker, yes in seen.items() if not yes)
     if blind:
         raise OutputLocationError(

@@ -306,6 +306,17 @@ class OmeZarrWriter(ZarrWriter):
         return target
 
 
+def fitting_piece(piece: Shape, fit: int) -> tuple[int, ...]:
+    """``piece`` halved along its longest axis until it holds at most ``fit`` pixels: a level's
+    blocks are whole chunks (or shards), but one chunk's work can exceed the budget (a gaussian
+    level's float64 windows), so the block is then assembled from smaller pieces."""
+    out = list(piece)
+    while math.prod(out) > max(fit, 1) and max(out) > 1:
+        i = out.index(max(out))
+        out[i] = math.ceil(out[i] / 2)
+    return tuple(out)
+
+
 def level_shards(shards: Shape | None, chunks: Shape, shape: Shape) -> tuple[int, ...] | None:
     """A level's shard shape: the export's ``shards`` clipped to the whole ``chunks`` (the
     level's) that cover its ``shape`` (None: not sharded)."""
@@ -358,11 +369,16 @@ class OmeZarrTarget(ZarrTarget):
         """Write ``dst`` from ``src`` block by block; a block is whole chunks of ``dst`` whose
         source region (and its float64 working copies) fits the memory budget per block. A
         sharded ``dst``'s block is one shard (so no shard is written by two threads), assembled
-        from pieces of that size: it holds the shard's bytes besides one piece's work."""
+        from pieces of that size: it holds the shard's bytes besides one piece's work. Where one
+        chunk's work exceeds the budget, the pieces are smaller than a chunk
+        (:func:`fitting_piece`), still assembled into whole chunks before they are written."""
         itemsize = work_bytes(src.dtype.itemsize, factors, self.method)
         piece = self.block_shape(dst.chunks, dst.shape, itemsize)
         block = piece if dst.shards is None else dst.shards
-        piece = tuple(min(p, b) for p, b in zip(piece, block))
+        piece = fitting_piece(
+            tuple(min(p, b) for p, b in zip(piece, block)),
+            math.prod(self.block_shape((1,) * dst.ndim, dst.chunks, itemsize)),
+        )
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
 
         def made(out: tuple[slice, ...]) -> np.ndarray:
