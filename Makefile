@@ -10,15 +10,24 @@ STAMP := $(VENV)/.installed
 # Every virtual environment is installed from the lock of its Python (requirements/test-pyX.Y.txt,
 # every package pinned; made by make lock from pyproject.toml's test extra), then lazyexport itself
 # without dependencies: no resolver runs, any pip installs it, and every machine gets the same
-# versions. --no-compile: Python compiles a module when it is first imported, not all of them
-# (moto's thousands) at install time, which took 40% of the install's CPU. $(call install,VENV,LOCK)
-install = $(1)/bin/python -m pip install --quiet --no-compile -r $(2) \
-	&& $(1)/bin/python -m pip install --quiet --no-compile --no-deps -e .
+# versions. The installer is uv (pinned below, in its own virtual environment $(LOCK_TOOLS)): the
+# three environments of make test hold napari, Qt and moto, which pip took 1.5 to 2 minutes each to
+# install; uv installs the same pins from one cache in seconds (pip install -r LOCK, then pip install
+# --no-deps -e ., installs the same). $(call install,VENV,LOCK)
+UV_VERSION ?= 0.13.8
+LOCK_TOOLS := $(VENV)-lock
+UV := $(LOCK_TOOLS)/bin/uv
+install = $(UV) pip install --quiet --python $(1)/bin/python -r $(2) \
+	&& $(UV) pip install --quiet --python $(1)/bin/python --no-deps -e .
 lock_of = requirements/test-py$(1).txt
 PYTHON_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 LOCK := $(call lock_of,$(PYTHON_VERSION))
 
-$(STAMP): pyproject.toml $(LOCK)
+$(UV):
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): pyproject.toml $(LOCK) | $(UV)
 	$(PYTHON) -m venv $(VENV)
 	$(call install,$(VENV),$(LOCK))
 	touch $(STAMP)
@@ -56,7 +65,7 @@ PYTHON_SAMPLES := tests/test_contracts.py tests/test_reader_contracts.py tests/t
 NEWEST_SAMPLES := tests/test_object_storage.py tests/test_random_e2e.py tests/test_chunkio.py \
 	tests/test_shards.py tests/test_byte_order.py \
 	tests/test_memory_formats.py tests/test_memory_layouts.py
-test-pythons:
+test-pythons: | $(UV)
 	@set -e; for v in $(OTHER_PYTHONS); do \
 		venv=$(VENV)-$$v; \
 		lock=$(call lock_of,$$v); \
@@ -79,12 +88,8 @@ test-pythons:
 # interpreter .ci/find-python finds. Pins already in a lock stay while pyproject.toml admits them
 # (a new package is added, nothing else moves); make lock UPGRADE=1 moves every pin to the newest
 # release. Commit the changed requirements/ files with the pyproject.toml change.
-UV_VERSION ?= 0.13.8
-LOCK_TOOLS := $(VENV)-lock
 LOCK_PYTHONS ?= $(sort $(PYTHON_VERSION) $(OTHER_PYTHONS))
-lock:
-	$(PYTHON) -m venv $(LOCK_TOOLS)
-	$(LOCK_TOOLS)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+lock: | $(UV)
 	@set -e; mkdir -p requirements; for v in $(LOCK_PYTHONS); do \
 		lock=$(call lock_of,$$v); \
 		echo "locking lazyexport[test] for Python $$v into $$lock"; \
@@ -93,7 +98,7 @@ lock:
 		{ echo "# The test environment of lazyexport on Python $$v (Linux x86_64): every package pinned."; \
 		  echo "# Made by make lock (uv $(UV_VERSION): uv pip compile --extra test pyproject.toml for"; \
 		  echo "# Python $$v) from pyproject.toml's test extra; do not edit. make test installs it with"; \
-		  echo "# pip install -r $$lock, then pip install --no-deps -e ."; \
+		  echo "# uv pip install -r $$lock, then --no-deps -e . (pip installs it the same way)"; \
 		  cat $$lock; } > $$lock.new; \
 		mv $$lock.new $$lock; \
 	done
@@ -131,7 +136,7 @@ RANDOM_SEED ?= 13
 random: $(STAMP)
 	LAZYEXPORT_RANDOM_CASES=$(RANDOM_CASES) LAZYEXPORT_RANDOM_SEED=$(RANDOM_SEED) $(PY) -m pytest -q tests/test_random_e2e.py tests/test_random_bin.py tests/test_random_smooth.py tests/test_random_segment.py
 
-# The 8 GiB memory campaign in every format (make test runs three of them).
+# The 8 GiB memory campaign in every format (make test runs two of them).
 memtest: $(STAMP)
 	LAZYEXPORT_MEMORY_FORMATS=all $(PY) -m pytest -q tests/test_memory_budget.py
 

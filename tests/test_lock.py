@@ -93,8 +93,9 @@ def test_the_default_environment_installs_from_the_lock_without_resolving(tmp_pa
     shown = make("-n", f"VENV={venv}", f"{venv}/.installed")
     assert shown.returncode == 0, shown.stderr
     lock = f"requirements/test-py{RUNNING}.txt"
-    assert f"{venv}/bin/python -m pip install --quiet --no-compile -r {lock}" in shown.stdout
-    assert f"{venv}/bin/python -m pip install --quiet --no-compile --no-deps -e ." in shown.stdout
+    uv = f"{venv}-lock/bin/uv pip install --quiet --python {venv}/bin/python"
+    assert f"{uv} -r {lock}" in shown.stdout
+    assert f"{uv} --no-deps -e ." in shown.stdout
     assert ".[test]" not in shown.stdout
 
 
@@ -102,8 +103,9 @@ def test_every_other_python_installs_from_its_lock() -> None:
     shown = make("-n", "test-pythons")
     assert shown.returncode == 0, shown.stderr
     assert "lock=requirements/test-py$v.txt" in shown.stdout
-    assert "$venv/bin/python -m pip install --quiet --no-compile -r $lock" in shown.stdout
-    assert "$venv/bin/python -m pip install --quiet --no-compile --no-deps -e ." in shown.stdout
+    uv = ".venv-lock/bin/uv pip install --quiet --python $venv/bin/python"
+    assert f"{uv} -r $lock" in shown.stdout
+    assert f"{uv} --no-deps -e ." in shown.stdout
     assert "[ $lock -nt $venv/.installed ]" in shown.stdout
     assert ".[test]" not in shown.stdout
 
@@ -111,6 +113,9 @@ def test_every_other_python_installs_from_its_lock() -> None:
 def test_a_changed_lock_reinstalls_the_environment(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     venv.mkdir()
+    uv = tmp_path / "venv-lock" / "bin" / "uv"  # the installer, made before the environment
+    uv.parent.mkdir(parents=True)
+    uv.touch()
     (venv / ".installed").touch()
     stamp = f"{venv}/.installed"
     assert make("-q", f"VENV={venv}", stamp).returncode == 0, "a fresh stamp is up to date"
