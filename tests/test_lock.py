@@ -93,9 +93,9 @@ def test_the_default_environment_installs_from_the_lock_without_resolving(tmp_pa
     shown = make("-n", f"VENV={venv}", f"{venv}/.installed")
     assert shown.returncode == 0, shown.stderr
     lock = f"requirements/test-py{RUNNING}.txt"
-    uv = f"{venv}-lock/bin/uv pip install --quiet --python {venv}/bin/python"
-    assert f"{uv} -r {lock}" in shown.stdout
-    assert f"{uv} --no-deps -e ." in shown.stdout
+    uv = f"{venv}-lock/bin/uv pip install --quiet"
+    assert f"{uv} --compile-bytecode --python {venv}/bin/python -r {lock}" in shown.stdout
+    assert f"{uv} --python {venv}/bin/python --no-deps -e ." in shown.stdout
     assert ".[test]" not in shown.stdout
 
 
@@ -103,9 +103,9 @@ def test_every_other_python_installs_from_its_lock() -> None:
     shown = make("-n", "test-pythons")
     assert shown.returncode == 0, shown.stderr
     assert "lock=requirements/test-py$v.txt" in shown.stdout
-    uv = ".venv-lock/bin/uv pip install --quiet --python $venv/bin/python"
-    assert f"{uv} -r $lock" in shown.stdout
-    assert f"{uv} --no-deps -e ." in shown.stdout
+    uv = ".venv-lock/bin/uv pip install --quiet"
+    assert f"{uv} --compile-bytecode --python $venv/bin/python -r $lock" in shown.stdout
+    assert f"{uv} --python $venv/bin/python --no-deps -e ." in shown.stdout
     assert "[ $lock -nt $venv/.installed ]" in shown.stdout
     assert ".[test]" not in shown.stdout
 
