@@ -48,13 +48,12 @@ from .transforms import convert_block, dtype_range
 from .units import DEFAULT_UNIT, to_micrometers
 
 DEFAULT_MEMORY_LIMIT = 2**30
-# The largest block (output bytes) one task writes, whatever the budget: keeps progress and
-# cancellation fine-grained on large budgets. LAZYEXPORT_MAX_BLOCK_BYTES (e.g. 4MiB) sets it.
+# The largest block (output bytes) a task writes, whatever the budget (tests set it small).
 MAX_BLOCK_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_MAX_BLOCK_BYTES", "1GiB"))
+# The block bytes aimed at (cost.evaluate: larger only where it saves time); 0: none.
+BLOCK_TARGET_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_BLOCK_TARGET", "32MiB"))
 ZARR_CONCURRENCY = 4  # chunks zarr-python decodes at once per read (set by the runner)
-# Memory one block in flight can take, as a multiple of its size: only for the pyramid levels
-# an OME-Zarr writer builds from the level before (the planner's own blocks use lazyexport.cost).
-BLOCK_MEMORY_FACTOR = 6
+BLOCK_MEMORY_FACTOR = 6  # a pyramid level's block in flight, as a multiple (else: lazyexport.cost)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,7 +446,7 @@ def build_plan(
         plan = plan_slices(plan)
     plan = _stored_order(plan_outputs(plan))
     baseline = workers.baseline if workers is not None else cost.process_rss()
-    pricing = Pricing(baseline, *read_model(src), max_block_bytes=MAX_BLOCK_BYTES)
+    pricing = Pricing(baseline, *read_model(src), MAX_BLOCK_BYTES, BLOCK_TARGET_BYTES)
     if writer.capabilities.sequence:
         return plan_sequence(plan, pricing)
     plan = dataclasses.replace(plan, chunks=output_chunks(plan, writer))
@@ -539,7 +538,7 @@ def block_shape(
 ) -> tuple[int, ...]:
     """A block of whole ``chunks`` of at most ``budget`` bytes (at least one chunk), grown along
     the ``first`` axes, then the innermost axes first, up to the full axis."""
-    budget = max(min(budget, MAX_BLOCK_BYTES), 1)
+    budget = max(min(budget, MAX_BLOCK_BYTES, BLOCK_TARGET_BYTES or MAX_BLOCK_BYTES), 1)
     chunk_bytes = math.prod(chunks) * itemsize
     multiples = max(budget // max(chunk_bytes, 1), 1)
     block = list(chunks)

@@ -55,6 +55,7 @@ class Pricing:
     source: cost.Source
     bounds: dict[str, tuple[int, ...] | None]
     max_block_bytes: int
+    block_target: int = 0  # the block bytes beyond which a block costs its excess (cost.evaluate)
 
 
 class PipelineReach:
@@ -227,6 +228,7 @@ def _choose(
             baseline=pricing.baseline,
             threads=plan.workers,
             max_block_bytes=pricing.max_block_bytes,
+            block_target=min(pricing.block_target, pricing.max_block_bytes),
             time_extra=time_extra,
             hosts=hosts,
             host_budget=host_budget,
