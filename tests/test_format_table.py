@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from helpers import ROOT
 from lazyexport.declarations import FORMATS, Capabilities, Format, Option
 from lazyexport.format_table import rows, table
 from lazyexport.formats import formats, get_writer
@@ -53,6 +54,29 @@ def test_no_writer_class_declares_again():
         assert _declares(cls) == {"declaration"}, cls
         for base in cls.__mro__[1 : cls.__mro__.index(Writer)]:
             assert not _declares(base) - {"declaration"}, base
+
+
+def test_a_writer_class_that_names_a_declaration_and_declares_again_is_refused():
+    with pytest.raises(TypeError, match="^Again sets description, which its declaration gives"):
+
+        class Again(Writer):
+            declaration = FORMATS["npy"]
+            description = "a second description"
+
+
+def test_no_format_module_makes_a_declaration():
+    """Capabilities, options and formats are made in lazyexport/declarations.py only (the base
+    Writer has default Capabilities, and makes a plugin class's Format from what it sets)."""
+    made = {}
+    for path in sorted((ROOT / "lazyexport" / "formats").glob("*.py")):
+        calls = {
+            node.func.id
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        }
+        made[path.name] = calls & {"Capabilities", "Option", "Format", "one_of"}
+    assert made.pop("base.py") == {"Capabilities", "Format"}
+    assert not any(made.values()), made
 
 
 def test_a_writer_that_sets_its_attributes_gets_one_declaration_from_them():

@@ -105,7 +105,8 @@ class Writer:
     (``declaration = HDF5``, an entry of :mod:`lazyexport.declarations`) gets that entry's own
     ``name``, ``extensions``, ``description``, ``capabilities`` and ``options``. A class that sets
     those attributes itself instead (a plugin's format, or a variant of a writer) gets a
-    declaration made from them, so every registered writer has exactly one."""
+    declaration made from them, so every registered writer has exactly one; a class that does
+    both is refused (TypeError)."""
 
     declaration: ClassVar[Format]
     name: ClassVar[str]
@@ -120,8 +121,14 @@ class Writer:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         own = vars(cls)
+        again = [key for key in DECLARED if key in own]
+        if "declaration" in own and again:
+            raise TypeError(
+                f"{cls.__name__} sets {', '.join(again)}, which its declaration gives: "
+                "change it there"
+            )
         if "declaration" not in own:
-            if not any(key in own for key in DECLARED) or not hasattr(cls, "name"):
+            if not again or not hasattr(cls, "name"):
                 return
             cls.declaration = Format(
                 cls.name, tuple(cls.extensions), cls.description, cls.capabilities, cls.options
