@@ -37,12 +37,12 @@ _SHUFFLE: dict[str, tuple[Literal["shuffle", "bitshuffle"], int]] = {
     "blosc": ("shuffle", numcodecs.Blosc.SHUFFLE),
     "blosc-bitshuffle": ("bitshuffle", numcodecs.Blosc.BITSHUFFLE),
 }
-COMPRESSIONS = ZARR.capabilities.compressions  # the first the default
 
 
 def compressors(name: str, level: int | None, zarr_format: ZarrFormat):
-    """The codec(s) of the compression ``name`` (one of :data:`COMPRESSIONS`) at ``level``
-    (None: its default) for ``create_array``'s ``compressors`` on Zarr ``zarr_format``."""
+    """The codec(s) of the compression ``name`` (one the format declares:
+    :data:`~lazyexport.declarations.ZARR_COMPRESSIONS`) at ``level`` (None: its default) for
+    ``create_array``'s ``compressors`` on Zarr ``zarr_format``."""
     if name == "none":
         return None
     level = _DEFAULT_LEVELS[name] if level is None else level
