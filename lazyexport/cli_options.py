@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .formats.options import Option
+    from .declarations import Option
 
 
 def option_dest(option: Option) -> str:
@@ -159,8 +159,8 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
 def add_format_options(p: argparse.ArgumentParser) -> None:
     """The format options: the built-in ones, then every registered format's declared ones
     (``Writer.options``), with the formats that read them."""
+    from .declarations import BUILTIN
     from .formats import formats, get_writer
-    from .formats.options import BUILTIN
     from .settings import declared_options
 
     for option in BUILTIN:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,49 +18,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..declarations import FORMAT_OPTIONS as FORMAT_OPTIONS  # (still named here)
+from ..declarations import Capabilities, Format, Option
 from ..errors import OutputExistsError
 from ..storage import commit_renames, paths, remove
 from .layout import ArrayLayout
-from .options import BUILTIN, Option
 from .spec import OutputSpec
 
-#: Settings that only some formats use (ExportSettings field -> what it is), each refused where
-#: the format's :class:`Capabilities` do not list it; declared in :mod:`.options` (``BUILTIN``).
-FORMAT_OPTIONS = {o.name: o.what for o in BUILTIN}
-
-
-@dataclasses.dataclass(frozen=True)
-class Capabilities:
-    """What a format supports, declared once per writer; settings are checked against it before
-    anything is opened, and the contract tests check it against what the writer does.
-
-    - ``sequence``: one file per slice along an axis (the template needs ``{slice_index}``).
-    - ``resumable``: ``open`` keeps what its run's temporaries hold, so ``--resume`` continues.
-    - ``single_writer``: only one process may write the output (HDF5): other processes encode,
-      the exporting process stores (:meth:`Target.encode` / :meth:`Target.store`).
-    - ``object_store``: writes straight to an object store (a URL output); other formats are
-      written to a local staging directory and uploaded on commit.
-    - ``compressions``: the codecs it writes, the first the default.
-    - ``options``: the :data:`FORMAT_OPTIONS` it reads, and the options its writer declares
-      (``Writer.options``: added to ``declared`` and here when the writer class is made).
-    """
-
-    sequence: bool = False
-    resumable: bool = False
-    single_writer: bool = False
-    object_store: bool = False
-    compressions: tuple[str, ...] = ("none",)
-    options: frozenset[str] = frozenset()
-    declared: frozenset[str] = frozenset()  # the writer's own options (Writer.options)
-
-    def __post_init__(self) -> None:
-        unknown = set(self.options) - set(FORMAT_OPTIONS) - set(self.declared)
-        if unknown:
-            raise ValueError(
-                f"unknown format options {sorted(unknown)}; known: {sorted(FORMAT_OPTIONS)}"
-            )
-        object.__setattr__(self, "options", frozenset(self.options))
-        object.__setattr__(self, "declared", frozenset(self.declared))
+#: What a format's declaration (:class:`~lazyexport.declarations.Format`) gives its writer.
+DECLARED = ("name", "extensions", "description", "capabilities", "options")
 
 
 class Target:
@@ -134,26 +99,43 @@ class Target:
 
 class Writer:
     """Base of every output format. Register subclasses with
-    :func:`lazyexport.formats.registry.register`."""
+    :func:`lazyexport.formats.registry.register`.
 
+    A writer takes what it declares from its format's declaration: a class that names one
+    (``declaration = HDF5``, an entry of :mod:`lazyexport.declarations`) gets that entry's own
+    ``name``, ``extensions``, ``description``, ``capabilities`` and ``options``. A class that sets
+    those attributes itself instead (a plugin's format, or a variant of a writer) gets a
+    declaration made from them, so every registered writer has exactly one; a class that does
+    both is refused (TypeError)."""
+
+    declaration: ClassVar[Format]
     name: ClassVar[str]
-    extensions: ClassVar[tuple[str, ...]]  # the first is appended to templates without one
+    extensions: ClassVar[tuple[str, ...]] = ()  # the first is appended to templates without one
     capabilities: ClassVar[Capabilities] = Capabilities()
     chunk_bytes: ClassVar[int] = 4 * 2**20  # the planner sizes output chunks to about this
     description: ClassVar[str] = ""
-    # the options only this format (and formats that share them) reads, declared here: the
-    # settings, command line and project files accept them, the writer reads them in
-    # ``spec.options`` (see lazyexport.formats.options)
+    # the options only this format (and formats that share them) reads: the settings, command
+    # line and project files accept them, the writer reads them in ``spec.options``
     options: ClassVar[tuple[Option, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        names = frozenset(o.name for o in cls.options)
-        if names != cls.capabilities.declared:  # the declared options are read, by definition
-            base = cls.capabilities.options - cls.capabilities.declared
-            cls.capabilities = dataclasses.replace(
-                cls.capabilities, options=base | names, declared=names
+        own = vars(cls)
+        again = [key for key in DECLARED if key in own]
+        if "declaration" in own and again:
+            raise TypeError(
+                f"{cls.__name__} sets {', '.join(again)}, which its declaration gives: "
+                "change it there"
             )
+        if "declaration" not in own:
+            if not again or not hasattr(cls, "name"):
+                return
+            cls.declaration = Format(
+                cls.name, tuple(cls.extensions), cls.description, cls.capabilities, cls.options
+            )
+        declaration = cls.declaration
+        for key in DECLARED:
+            setattr(cls, key, getattr(declaration, key))
 
     def axis_order(
         self, axes: tuple[str, ...], sizes: dict[str, int], explicit: str | None

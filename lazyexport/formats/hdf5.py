@@ -16,11 +16,12 @@ import numpy as np
 from isal import isal_zlib
 
 from ..axes import vigra_axistags
+from ..declarations import HDF5
 from ..errors import FormatError
 from ..storage import paths, reading, remove, temp_path
 from ..storage.capabilities import replaced_whole
 from ..units import SPATIAL_AXES, to_micrometers
-from .base import Capabilities, Target, Writer
+from .base import Target, Writer
 from .registry import register
 from .spec import OutputSpec
 
@@ -113,15 +114,8 @@ def _parents(dataset: str) -> list[str]:
 
 @register
 class HDF5Writer(Writer):
-    name = "hdf5"
-    extensions = (".h5", ".hdf5", ".hdf")
-    capabilities = Capabilities(
-        single_writer=True,
-        compressions=("gzip", "lzf", "zstd", "blosc", "none"),
-        options=frozenset({"pixel_size", "unit"}),
-    )
+    declaration = HDF5
     chunk_bytes = 2**20
-    description = "one chunked HDF5 dataset with ilastik axistags"
 
     def write_buffers(
         self,

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from ..declarations import N5
 from ..errors import FormatError
 from ..n5codec import ATTRIBUTES, DTYPES, chunk_file, encode_block, read_attributes
 from ..storage import remove
 from ..units import SPATIAL_AXES, unit_symbol
 from . import container
-from .base import Capabilities, Target
+from .base import Target
 from .registry import register
 from .spec import OutputSpec
 
@@ -36,13 +37,8 @@ def _write_attributes(node: Path, attrs: dict) -> None:
 
 @register
 class N5Writer(container.ContainerWriter):
-    name = "n5"
-    extensions = (".n5",)
-    capabilities = Capabilities(
-        compressions=("gzip", "raw"), options=frozenset({"pixel_size", "unit"})
-    )
+    declaration = N5
     chunk_bytes = 2**20
-    description = "an N5 dataset (Fiji N5 / BigDataViewer), gzip or raw blocks"
     layout = container.N5
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:

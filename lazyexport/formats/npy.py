@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..declarations import NPY
 from ..storage import remove, temp_path
 from .base import Target, Writer, write_region
 from .registry import register
@@ -22,9 +23,7 @@ from .spec import OutputSpec
 
 @register
 class NpyWriter(Writer):
-    name = "npy"
-    extensions = (".npy",)
-    description = "one .npy file, written block by block at its byte offsets"
+    declaration = NPY
 
     def open(self, spec: OutputSpec, token: str) -> Target:
         final = spec.output

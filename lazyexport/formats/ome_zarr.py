@@ -57,15 +57,13 @@ import dask
 import numpy as np
 import zarr
 
+from ..declarations import OME_ZARR
 from ..errors import FormatError
 from . import container
-from .base import Capabilities, Target, release_memory
+from .base import Target, release_memory
 from .layout import ArrayLayout
 from .pyramid import (
     AXIS_TYPES,
-    DOWNSAMPLE,
-    DOWNSAMPLE_AXES,
-    LEVELS,
     Level,
     coordinate_transformations,
     level_block,
@@ -176,16 +174,7 @@ def ngff_metadata(
 
 @register
 class OmeZarrWriter(ZarrWriter):
-    name = "ome-zarr"
-    extensions = (".ome.zarr", ".zarr")
-    description = "an OME-NGFF image (0.5 on Zarr v3, 0.4 on v2) with a multiscale pyramid"
-    # not resumable: the pyramid is built at the end, from level 0 as one run wrote it
-    capabilities = Capabilities(
-        object_store=True,
-        compressions=ZarrWriter.capabilities.compressions,
-        options=frozenset({"zarr_format", "shards", "pixel_size", "unit"}),
-    )
-    options = (LEVELS, DOWNSAMPLE, DOWNSAMPLE_AXES)
+    declaration = OME_ZARR  # not resumable: the pyramid is built from level 0 as one run wrote it
     shard_bytes = SHARD_BYTES
     volume_chunks = True  # viewers read volumes in near-cubic chunks
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..declarations import PNG_SEQUENCE
 from ..errors import FormatError
-from .base import Capabilities
 from .registry import register
 from .sequence import SequenceTarget, SequenceWriter
 from .spec import OutputSpec
@@ -44,10 +44,7 @@ class PngSequenceTarget(SequenceTarget):
 
 @register
 class PngSequenceWriter(SequenceWriter):
-    name = "png-sequence"
-    extensions = (".png",)
-    capabilities = Capabilities(sequence=True, resumable=True, compressions=("deflate",))
-    description = "one PNG per slice (8-bit gray/RGB(A), 16-bit gray)"
+    declaration = PNG_SEQUENCE
     target_class = PngSequenceTarget
 
     def check(self, spec: OutputSpec) -> tuple[str, ...]:

@@ -3,14 +3,15 @@
 :func:`pyramid` gives each level's shape, factors (from the level below), ``scale`` and
 ``translation``; :func:`coordinate_transformations` writes them in NGFF's order; :func:`downsample`
 reduces a block by whole windows (also binning's reducer, :mod:`lazyexport.step_bin`).
-:data:`LEVELS`, :data:`DOWNSAMPLE` and :data:`DOWNSAMPLE_AXES` are the OME-Zarr writer's options
-that choose them.
+:data:`~lazyexport.declarations.LEVELS`, :data:`~lazyexport.declarations.DOWNSAMPLE` and
+:data:`~lazyexport.declarations.DOWNSAMPLE_AXES` are the OME-Zarr format's options that choose
+them.
 
 Methods: ``mean``, ``mode`` (labels), ``nearest`` (a window's first pixel) and ``gaussian``: the
 level below smoothed (sigma ``2 * f / 6`` pixels along a halved axis, scikit-image's
 ``pyramid_reduce`` rule; truncated at 4 sigma, edges reflected, as :mod:`lazyexport.step_smooth`),
 then each window averaged. :func:`level_block` makes one block of a level; the multiscale's
-``type`` and ``metadata`` name the method (:func:`method_metadata`). :data:`DOWNSAMPLE_AXES`
+``type`` and ``metadata`` name the method (:func:`method_metadata`). The ``downsample_axes`` option
 names the axes every level halves (default: y, x, and z while isotropic enough).
 
 Invariants: level 0 is the export itself (factors 1); a level's shape is ``ceil(n / f)`` of the
@@ -34,11 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SettingsError
+from ..declarations import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from ..step_smooth import TRUNCATE, radius
 from ..steps import Region
 from ..transforms import convert_block
-from .options import Option, one_of
 
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 PLANE_FIT = 512  # the default pyramid ends with a level whose y/x fit in this
@@ -76,7 +76,7 @@ def pyramid(
     ``f`` pixels (``centred``: the mean, mode or smoothed mean of the window) lies at the
     window's centre, ``(f - 1) / 2`` pixels of the level below after the window's first;
     ``nearest`` takes the first pixel of the window, so no shift. ``halved`` (``"y,x"``: the
-    :data:`DOWNSAMPLE_AXES` option) names the axes halved at every level; None: y and x, and z
+    ``downsample_axes`` option) names the axes halved at every level; None: y and x, and z
     while it is isotropic enough (:func:`factors`). The pyramid ends where no axis is left to
     halve.
     """
@@ -279,7 +279,6 @@ def method_metadata(method: str) -> dict[str, Any]:
     }
 
 
-DOWNSAMPLE_METHODS = ("mean", "mode", "nearest", "gaussian")
 # each method in a line, for the multiscale's metadata
 DESCRIPTIONS = {
     "mean": "each level's pixel is the mean of a window of the level below (integers rounded "
@@ -290,52 +289,3 @@ DESCRIPTIONS = {
     "gaussian": "the level below smoothed by a Gaussian of sigma 2 * factor / 6 pixels along the "
     "halved axes, then each window averaged, at the window's centre: anti-aliased",
 }
-
-
-def _levels(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 32:
-        raise SettingsError(f"levels must be a whole number from 1 to 32, got {value!r}")
-    return value
-
-
-# declared here, read here (spec.options); ExportSettings(levels=..., downsample=...) still
-# takes them
-LEVELS = Option(
-    "levels",
-    "pyramid levels",
-    "pyramid levels (default: until a level fits 512x512)",
-    parse=int,
-    check=_levels,
-    metavar="LEVELS",
-)
-DOWNSAMPLE = Option(
-    "downsample",
-    "how pyramid levels are made",
-    "pyramid: mean (default), mode (labels; the default with a --result-type naming labels, "
-    "e.g. Labels, and with --segment or --threshold), nearest or gaussian (anti-aliased)",
-    choices=DOWNSAMPLE_METHODS,
-    check=one_of("downsample method", DOWNSAMPLE_METHODS),
-)
-
-
-def _downsample_axes(value: Any) -> str:
-    """``"y,x"`` (or ``("y", "x")``, ``"yx"``): the spatial axes halved, normalized to
-    ``"z,y,x"`` order."""
-    given = value.replace(",", "") if isinstance(value, str) else "".join(value)
-    given = given.replace(" ", "").lower()
-    if not given or len(set(given)) != len(given) or any(a not in "zyx" for a in given):
-        raise SettingsError(
-            f"downsample_axes must name spatial axes z, y, x, each at most once, e.g. y,x; "
-            f"got {value!r}"
-        )
-    return ",".join(a for a in "zyx" if a in given)
-
-
-DOWNSAMPLE_AXES = Option(
-    "downsample_axes",
-    "the axes the pyramid halves",
-    "axes each pyramid level halves, e.g. y,x (no z-downsampling) or z,y,x "
-    "(default: y and x, and z while its spacing is at most 1.5 times y/x's)",
-    check=_downsample_axes,
-    metavar="AXES",
-)

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from ..declarations import TIFF_SEQUENCE
 from ..storage import NOFOLLOW, temp_path
 from ..storage.paths import matching_files
-from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
+from .base import Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
 from .spec import OutputSpec
 
@@ -77,8 +78,6 @@ def stage_path(spec: OutputSpec, token: str) -> Path:
 
 
 class SequenceWriter(Writer):
-    capabilities = Capabilities(sequence=True, resumable=True)
-
     def write_buffers(
         self,
         block_bytes: int,
@@ -311,12 +310,7 @@ class TiffSequenceTarget(SequenceTarget):
 
 @register
 class TiffSequenceWriter(SequenceWriter):
-    name = "tiff-sequence"
-    extensions = (".tif", ".tiff")
-    capabilities = Capabilities(
-        sequence=True, resumable=True, compressions=("none", "zlib", "lzma")
-    )
-    description = "one TIFF per slice along the outermost non-channel axis"
+    declaration = TIFF_SEQUENCE
     target_class = TiffSequenceTarget
 
     def stored_axes(self, spec: OutputSpec) -> tuple[str, ...]:

@@ -51,11 +51,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ..declarations import TIFF
+from ..declarations import TIFF_FLAVORS as TIFF_FLAVORS  # (still named here)
 from ..errors import FormatError
 from ..storage import remove, temp_path
 from ..units import imagej_unit, to_micrometers, unit_symbol
-from .base import Capabilities, Target, Writer, pread_exact, release_memory, write_region
-from .options import Option, one_of
+from .base import Target, Writer, pread_exact, release_memory, write_region
 from .registry import register
 from .spec import OutputSpec
 
@@ -101,36 +102,13 @@ def size_bound(shape: tuple[int, ...], itemsize: int, compressed: bool) -> int:
     return data + math.prod(shape[:-2]) * (PAGE_BYTES + segments * SEGMENT_BYTES) + METADATA_BYTES
 
 
-TIFF_FLAVORS = ("plain", "imagej", "ome")
-
-
-# declared here, read here (spec.options); ExportSettings(tiff_flavor=...) still takes it
-TIFF_FLAVOR = Option(
-    "tiff_flavor",
-    "multipage TIFF metadata",
-    "plain, imagej (hyperstack) or ome metadata (default: ome for an output named .ome.tif "
-    "or .ome.tiff, else plain)",
-    choices=TIFF_FLAVORS,
-    check=one_of("TIFF flavor", TIFF_FLAVORS),
-)
-
-
 @register
 class TiffWriter(Writer):
-    name = "tiff"
-    extensions = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
-    capabilities = Capabilities(
-        compressions=("none", "zlib", "lzma"),
-        options=frozenset({"pixel_size", "unit"}),
-    )
-    options = (TIFF_FLAVOR,)
+    declaration = TIFF
     # the usual chunks, which follow the source's: the raw file takes any block shape, and a
     # block shaped like the page (whole rows or planes) would read source chunks that
     # neighbouring blocks need too, which dask then holds in memory between them
     chunk_bytes = 4 * 2**20
-    description = (
-        "one multipage (Big)TIFF, plain, ImageJ hyperstack or OME-TIFF, streamed page by page"
-    )
 
     def write_buffers(
         self,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numcodecs
 import numpy as np
@@ -22,11 +22,12 @@ from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 from .. import remote
 from ..chunkio import ChunkFiles, layout_refusal
+from ..declarations import ZARR
 from ..errors import FormatError
 from ..storage import paths, remove
 from ..storage.capabilities import can_rename
 from . import container
-from .base import Capabilities, Target
+from .base import Target
 from .registry import register
 from .spec import OutputSpec, ZarrFormat
 
@@ -36,12 +37,12 @@ _SHUFFLE: dict[str, tuple[Literal["shuffle", "bitshuffle"], int]] = {
     "blosc": ("shuffle", numcodecs.Blosc.SHUFFLE),
     "blosc-bitshuffle": ("bitshuffle", numcodecs.Blosc.BITSHUFFLE),
 }
-COMPRESSIONS = ("zstd", "blosc", "blosc-bitshuffle", "gzip", "none")  # the first the default
 
 
 def compressors(name: str, level: int | None, zarr_format: ZarrFormat):
-    """The codec(s) of the compression ``name`` (one of :data:`COMPRESSIONS`) at ``level``
-    (None: its default) for ``create_array``'s ``compressors`` on Zarr ``zarr_format``."""
+    """The codec(s) of the compression ``name`` (one the format declares:
+    :data:`~lazyexport.declarations.ZARR_COMPRESSIONS`) at ``level`` (None: its default) for
+    ``create_array``'s ``compressors`` on Zarr ``zarr_format``."""
     if name == "none":
         return None
     level = _DEFAULT_LEVELS[name] if level is None else level
@@ -63,20 +64,12 @@ def compressors(name: str, level: int | None, zarr_format: ZarrFormat):
 
 @register
 class ZarrWriter(container.ContainerWriter):
-    name = "zarr"
-    extensions: ClassVar[tuple[str, ...]] = (".zarr",)
-    capabilities = Capabilities(
-        resumable=True,
-        object_store=True,
-        compressions=COMPRESSIONS,
-        options=frozenset({"zarr_format", "shards"}),
-    )
+    declaration = ZARR
     chunk_bytes = 4 * 2**20
     # without a shards setting on Zarr v3: shards of whole chunks up to this many bytes
     # (lazyexport.plan_chunks.default_shards); None: no shards
     shard_bytes: int | None = None
     volume_chunks = False  # planner's chunks near-cubic for volumes (plan_chunks.planner_chunks)
-    description = "a Zarr v3 (or v2) array with dimension names"
 
     layout = container.ZARR
 
