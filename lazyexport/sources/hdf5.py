@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import h5py
-
 from ..axes import parse_vigra_axistags
 from ..errors import SourceError
 from ..storage import reading
@@ -18,6 +16,7 @@ from .facts import SourceMeta
 from .registry import SourceReader, register
 
 if TYPE_CHECKING:
+    import h5py
     import xarray as xr
 
 SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".ilp")
@@ -25,6 +24,8 @@ SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".ilp")
 
 class H5Array(FileArray):
     def _open(self):
+        import h5py
+
         return h5py.File(self.file(), "r")[self.key]
 
     def _close(self, handle) -> None:
@@ -32,6 +33,8 @@ class H5Array(FileArray):
 
 
 def list_datasets(file: h5py.File) -> list[str]:
+    import h5py
+
     names: list[str] = []
     file.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     return names
@@ -39,7 +42,10 @@ def list_datasets(file: h5py.File) -> list[str]:
 
 def hdf5_meta(path: Path, internal: str, axes=None) -> tuple[SourceMeta, H5Array]:
     """What the dataset ``internal`` of the HDF5 file ``path`` holds, as its metadata say, and
-    the file array reading it; no pixel is read."""
+    the file array reading it; no pixel is read. (h5py is imported here, when a file is read:
+    ``info`` of another source does not import it.)"""
+    import h5py
+
     try:
         file = h5py.File(reading.open_file(path), "r")
     except OSError as exc:

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
 import numpy as np
-import tifffile
 
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
@@ -36,6 +35,7 @@ from .facts import SourceMeta, attach_facts, source_facts
 from .registry import SourceReader, register
 
 if TYPE_CHECKING:
+    import tifffile
     import xarray as xr
 
 SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
@@ -50,6 +50,7 @@ class TiffArray(FileArray):
     """Series 0 of a TIFF file, read region by region through tifffile's zarr store."""
 
     def _open(self):
+        import tifffile
         import zarr
 
         store = zarr.open_array(
@@ -102,7 +103,10 @@ def tiff_axes(codes: str) -> tuple[str, ...]:
 def _parsed(path: str | Path):
     """``tifffile.TiffFile(path)``, refused as truncated or corrupt where tifffile skipped part
     of it (it logs a warning, e.g. a page offset past the end of the file, instead of raising)
-    or where the first series' pixel data reach past the end of the file."""
+    or where the first series' pixel data reach past the end of the file. (tifffile is imported
+    by the functions that read a file: ``info`` of another source does not import it.)"""
+    import tifffile
+
     skipped: list[str] = []
 
     class Keep(logging.Handler):
@@ -151,6 +155,8 @@ def _data_end(series) -> int:
 def tiff_meta(path: Path, internal: str, axes=None) -> tuple[SourceMeta, TiffArray]:
     """What series 0 of the TIFF file ``path`` holds, as its metadata say, and the file array
     reading it; no pixel is read."""
+    import tifffile
+
     if internal:
         raise SourceError(f"{path} is a TIFF file; it has no internal path {internal!r}")
     try:
@@ -252,6 +258,8 @@ class ImageFileArray(FileArray):
             from PIL import Image  # optional: PNG sequences need Pillow
 
             return np.asarray(Image.open(self.path))
+        import tifffile
+
         return tifffile.imread(self.path)
 
 
@@ -291,6 +299,8 @@ def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
 
 
 def _checked_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
+    import tifffile
+
     try:
         return _image_header(file)
     except (OSError, tifffile.TiffFileError, IndexError) as exc:
@@ -300,6 +310,8 @@ def _checked_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
 def _sequence_metadata(file: str) -> dict:
     """The axes lazyexport stored in a slice it wrote (empty for other files): in tifffile's
     JSON description of a TIFF, in the ``lazyexport`` text chunk of a PNG."""
+    import tifffile
+
     if file.lower().endswith(".png"):
         from PIL import Image
 
@@ -320,6 +332,7 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
     Slices written by lazyexport's sequence writers come back in the exported axis order.
     """
     import dask.array as da
+    import tifffile
 
     from ..transforms import transpose
 
