@@ -6,8 +6,10 @@ alternating between the commands, and the median is printed with the machine's l
 (the figures only mean something on a quiet machine), the interpreter's own start-up
 (``python -c ''``), and the heavy libraries each command imported (``python -X importtime``).
 ``--against DIR`` times another checkout of lazyexport too (e.g. main), alternating run by run,
-and prints its medians and the ratio beside each. Bytecode is cached by a first run of each
-command (as after an install), even where ``PYTHONDONTWRITEBYTECODE`` is set.
+and prints its medians and the ratio beside each. The CPU time each command took (user + system,
+median) is printed too: on a loaded machine it is close to what the command takes on a quiet
+one. Bytecode is cached by a first run of each command (as after an install), even where
+``PYTHONDONTWRITEBYTECODE`` is set.
 
     python benchmarks/startup.py [--runs 10] [--against ../main]
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,9 +64,23 @@ def run_once(args: list[str], root: Path = ROOT) -> float:
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, env=_env(root), cwd=root)
     seconds = time.perf_counter() - start
+    CPU.append(_children_cpu())
     if done.returncode != 0:
         raise SystemExit(f"lazyexport {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
     return seconds
+
+
+CPU: list[float] = [0.0]  # the children's CPU seconds so far, after each run
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def cpu_of_last_run() -> float:
+    """CPU seconds (user + system) of the last :func:`run_once`."""
+    return CPU[-1] - CPU[-2]
 
 
 def heavy_imports(args: list[str]) -> list[str]:
@@ -93,6 +110,8 @@ def main() -> None:
         chosen = commands(make_store(Path(temp)))
         times: dict[str, list[float]] = {name: [] for name in [*chosen, "python"]}
         before: dict[str, list[float]] = {name: [] for name in chosen}
+        cpu: dict[str, list[float]] = {name: [] for name in chosen}
+        cpu_before: dict[str, list[float]] = {name: [] for name in chosen}
         for root in roots:
             for args, _ in chosen.values():
                 run_once(args, root)  # compiled and cached once, as after an install
@@ -101,8 +120,10 @@ def main() -> None:
             times["python"].append(run_once([]))
             for name, (args, _) in chosen.items():
                 times[name].append(run_once(args))
+                cpu[name].append(cpu_of_last_run())
                 if other:
                     before[name].append(run_once(args, roots[1]))
+                    cpu_before[name].append(cpu_of_last_run())
         load = max(load, os.getloadavg()[0])
         print(f"lazyexport start-up, median of {runs} runs (load average up to {load:.1f}):")
         floor = statistics.median(times["python"])
@@ -111,13 +132,18 @@ def main() -> None:
             median = statistics.median(times[name])
             verdict = "meets" if median < target else "MISSES"
             heavy = heavy_imports(args)
+            used = statistics.median(cpu[name])
             print(
-                f"  lazyexport {name:12} {median:6.3f} s  (target < {target} s: {verdict}; "
+                f"  lazyexport {name:12} {median:6.3f} s  (cpu {used:.3f} s; "
+                f"target < {target} s: {verdict}; "
                 f"imports {', '.join(heavy) or 'none of ' + '/'.join(HEAVY)})"
             )
             if other:
                 then = statistics.median(before[name])
-                print(f"    {other}: {then:6.3f} s (this checkout: x{then / median:.1f} faster)")
+                print(
+                    f"    {other}: {then:6.3f} s (cpu {statistics.median(cpu_before[name]):.3f} "
+                    f"s; this checkout: x{then / median:.1f} faster)"
+                )
 
 
 if __name__ == "__main__":
