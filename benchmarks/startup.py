@@ -5,14 +5,20 @@ small Zarr array the script makes). Each command runs ``--runs`` times (10 by de
 alternating between the commands, and the median is printed with the machine's load average
 (the figures only mean something on a quiet machine), the interpreter's own start-up
 (``python -c ''``), and the heavy libraries each command imported (``python -X importtime``).
+``--against DIR`` times another checkout of lazyexport too (e.g. main), alternating run by run,
+and prints its medians and the ratio beside each. The CPU time each command took (user + system,
+median) is printed too: on a loaded machine it is close to what the command takes on a quiet
+one. Bytecode is cached by a first run of each command (as after an install), even where
+``PYTHONDONTWRITEBYTECODE`` is set.
 
-    python benchmarks/startup.py [--runs 10]
+    python benchmarks/startup.py [--runs 10] [--against ../main]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,21 +50,37 @@ def make_store(where: Path) -> Path:
     return store
 
 
-def _env() -> dict[str, str]:
+def _env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # the first run caches the bytecode, as installed
     return env
 
 
-def run_once(args: list[str]) -> float:
-    """Seconds of one ``lazyexport ARGS`` (``args`` None: the interpreter alone, ``-c pass``)."""
+def run_once(args: list[str], root: Path = ROOT) -> float:
+    """Seconds of one ``lazyexport ARGS`` of the checkout ``root`` (``args`` empty: the
+    interpreter alone, ``-c ''``)."""
     command = [sys.executable, "-m", "lazyexport", *args] if args else [sys.executable, "-c", ""]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, env=_env(), cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, env=_env(root), cwd=root)
     seconds = time.perf_counter() - start
+    CPU.append(_children_cpu())
     if done.returncode != 0:
         raise SystemExit(f"lazyexport {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
     return seconds
+
+
+CPU: list[float] = [0.0]  # the children's CPU seconds so far, after each run
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def cpu_of_last_run() -> float:
+    """CPU seconds (user + system) of the last :func:`run_once`."""
+    return CPU[-1] - CPU[-2]
 
 
 def heavy_imports(args: list[str]) -> list[str]:
@@ -80,17 +102,28 @@ def heavy_imports(args: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10)
-    runs = parser.parse_args().runs
+    parser.add_argument("--against", type=Path, help="another checkout to time alternately")
+    options = parser.parse_args()
+    runs, other = options.runs, options.against
+    roots = [ROOT] + ([other.resolve()] if other else [])
     with tempfile.TemporaryDirectory(prefix="lazyexport-startup-") as temp:
         chosen = commands(make_store(Path(temp)))
         times: dict[str, list[float]] = {name: [] for name in [*chosen, "python"]}
-        for args, _ in chosen.values():
-            run_once(args)  # compiled and cached once, as after an install
+        before: dict[str, list[float]] = {name: [] for name in chosen}
+        cpu: dict[str, list[float]] = {name: [] for name in chosen}
+        cpu_before: dict[str, list[float]] = {name: [] for name in chosen}
+        for root in roots:
+            for args, _ in chosen.values():
+                run_once(args, root)  # compiled and cached once, as after an install
         load = os.getloadavg()[0]
         for _ in range(runs):
             times["python"].append(run_once([]))
             for name, (args, _) in chosen.items():
                 times[name].append(run_once(args))
+                cpu[name].append(cpu_of_last_run())
+                if other:
+                    before[name].append(run_once(args, roots[1]))
+                    cpu_before[name].append(cpu_of_last_run())
         load = max(load, os.getloadavg()[0])
         print(f"lazyexport start-up, median of {runs} runs (load average up to {load:.1f}):")
         floor = statistics.median(times["python"])
@@ -99,10 +132,18 @@ def main() -> None:
             median = statistics.median(times[name])
             verdict = "meets" if median < target else "MISSES"
             heavy = heavy_imports(args)
+            used = statistics.median(cpu[name])
             print(
-                f"  lazyexport {name:12} {median:6.3f} s  (target < {target} s: {verdict}; "
+                f"  lazyexport {name:12} {median:6.3f} s  (cpu {used:.3f} s; "
+                f"target < {target} s: {verdict}; "
                 f"imports {', '.join(heavy) or 'none of ' + '/'.join(HEAVY)})"
             )
+            if other:
+                then = statistics.median(before[name])
+                print(
+                    f"    {other}: {then:6.3f} s (cpu {statistics.median(cpu_before[name]):.3f} "
+                    f"s; this checkout: x{then / median:.1f} faster)"
+                )
 
 
 if __name__ == "__main__":

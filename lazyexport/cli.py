@@ -66,10 +66,9 @@ def _run_export(
 
 
 def cmd_info(args) -> int:
-    from .describe import describe
-    from .sources import open_source
+    from .describe import describe  # (from the metadata alone where it can: no dask or xarray)
 
-    print(describe(open_source(args.source, axes=args.axes, scene=args.scene)))
+    print(describe(args.source, axes=args.axes, scene=args.scene))
     return 0
 
 

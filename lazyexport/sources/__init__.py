@@ -9,14 +9,16 @@ to the slice-sequence reader (at a URL, ``[``, ``*`` and ``?`` are characters of
 that is there opens by its suffix; one that is not, with glob characters, is a glob of slices,
 read from local files only). Opening reads metadata only; what the planner needs to know about the
 file comes with the DataArray as one :class:`~lazyexport.sources.facts.SourceFacts`.
+
+A path is resolved to its reader once (:func:`locate`), then opened, or described from its
+metadata alone (:func:`describe_path`, for ``lazyexport info``: no dask or xarray is imported,
+where the reader can tell without them). Importing this package imports neither.
 """
 
 from __future__ import annotations
 
 from pathlib import Path, PurePath
-from typing import cast
-
-import xarray as xr
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import SourceError
 from ..location import internal_path
@@ -32,8 +34,7 @@ from ..remote import (
 from ..remote import exists as remote_exists
 from ..storage import capabilities, reading
 from . import bioio, hdf5, n5, npy, tiff, zarr  # noqa: F401  (each registers its reader)
-from .facts import SourceFacts, source_facts
-from .memory import open_memory
+from .facts import SourceFacts, SourceMeta, source_facts
 from .registry import (
     SourceReader,
     get_reader,
@@ -44,6 +45,9 @@ from .registry import (
     register,
     url_readers,
 )
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 ZARR = "zarr"  # the reader of a URL that no suffix names
 SEQUENCE = "slice-sequence"  # the reader of a glob
@@ -85,10 +89,11 @@ def split_url(url: PurePath | UrlPath) -> tuple[UrlPath, str]:
     return url, ""
 
 
-def open_url(url: PurePath, axes=None) -> xr.DataArray:
-    """Open a source at a URL: Zarr and OME-Zarr stores through ``zarr.storage.ObjectStore``,
-    N5 containers object by object, HDF5 and TIFF files through range requests. ``[``, ``*``
-    and ``?`` are characters of a key (``scan[1].zarr`` opens as any other name): only a name
+def locate_url(url: PurePath) -> tuple[SourceReader, Any, str]:
+    """The reader, object (or store) and internal path of a source at a URL (Zarr and OME-Zarr
+    stores are read through ``zarr.storage.ObjectStore``, N5 containers object by object, HDF5
+    and TIFF files through range requests); it is checked to exist. ``[``, ``*`` and ``?`` are
+    characters of a key (``scan[1].zarr`` opens as any other name): only a name
     with them that is not there (or cannot be asked for) is a glob of objects, refused."""
     path, internal = split_url(url)
     reader = reader_for_suffix(path.suffix) or get_reader(ZARR)
@@ -106,7 +111,7 @@ def open_url(url: PurePath, axes=None) -> xr.DataArray:
         _refuse_local_only(get_reader(SEQUENCE), path)
     if not found:
         raise SourceError(f"source {str(path)!r} does not exist")
-    return reader.open(path, internal, axes=axes)
+    return reader, path, internal
 
 
 def _refuse_local_only(reader: SourceReader, path: PurePath | UrlPath) -> None:
@@ -117,7 +122,9 @@ def _refuse_local_only(reader: SourceReader, path: PurePath | UrlPath) -> None:
         raise SourceError(f"{path}: {kind} are read from local files only (at a URL: {able})")
 
 
-def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:
+def locate(text: str, scene: int | str | None = None) -> tuple[SourceReader, Any, str]:
+    """The reader that reads the source ``text`` names (the one its scenes are read through where
+    ``scene`` is chosen), the file (or store, or glob) and the internal path; nothing is opened."""
     if scene is not None and (
         not capabilities.opened_by_name(text) or any(ch in text for ch in "*?[")
     ):
@@ -126,10 +133,10 @@ def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataAr
             "or in a glob of slices"
         )
     if not capabilities.opened_by_name(text):  # only the readers that make requests
-        return open_url(as_path(text), axes=axes)
+        return locate_url(as_path(text))
     text = local_text(text)  # file:///abs/path; an unknown scheme is refused
     if reading.can_glob(text) and get_reader(SEQUENCE).can_open(text):
-        return get_reader(SEQUENCE).open(text, "", axes=axes)
+        return get_reader(SEQUENCE), text, ""
     path, internal = split_path(text)
     if not path.exists():
         raise SourceError(f"source {str(path)!r} does not exist")
@@ -137,25 +144,44 @@ def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataAr
     if reader is None:
         known = ", ".join(known_suffixes())
         raise SourceError(f"cannot tell the format of {str(path)!r} from its name (known: {known})")
-    return _open_scene(reader, path, internal, axes, scene)
+    return _scene_reader(reader, path, scene), path, internal
 
 
-def _open_scene(
-    reader: SourceReader, path: Path, internal: str, axes, scene: int | str | None
-) -> xr.DataArray:
-    """Open with ``reader``, or with the reader its scenes are read through when one is chosen;
-    a scene is refused by a reader without scenes."""
+def _scene_reader(reader: SourceReader, path: Path, scene: int | str | None) -> SourceReader:
+    """``reader``, or the reader its scenes are read through when one is chosen; a scene is
+    refused by a reader without scenes."""
     if scene is not None and not reader.supports_scenes and reader.scenes_through:
-        reader = get_reader(reader.scenes_through)  # an OME-TIFF's series: bioio's scenes
-    if reader.supports_scenes:
-        return reader.open(path, internal, axes=axes, scene=scene)
-    if scene is not None:
+        return get_reader(reader.scenes_through)  # an OME-TIFF's series: bioio's scenes
+    if scene is not None and not reader.supports_scenes:
         with_scenes = ", ".join(bioio.SUFFIXES)
         raise SourceError(
             f"{path} has no scenes: a scene is chosen in microscopy files read through bioio "
             f"({with_scenes}, OME-TIFF, ...)"
         )
+    return reader
+
+
+def _chosen(reader: SourceReader, scene: int | str | None) -> dict:
+    """The scene argument of a reader that reads scenes (none for another)."""
+    return {"scene": scene} if reader.supports_scenes else {}
+
+
+def open_url(url: PurePath, axes=None) -> xr.DataArray:
+    """Open a source at a URL (see :func:`locate_url`)."""
+    reader, path, internal = locate_url(url)
     return reader.open(path, internal, axes=axes)
+
+
+def open_path(text: str, axes=None, scene: int | str | None = None) -> xr.DataArray:
+    reader, path, internal = locate(text, scene)
+    return reader.open(path, internal, axes=axes, **_chosen(reader, scene))
+
+
+def describe_path(text: str, axes=None, scene: int | str | None = None) -> SourceMeta | None:
+    """What the source ``text`` names holds, from its metadata alone (see
+    :meth:`SourceReader.describe`); None where its reader can only tell by opening it."""
+    reader, path, internal = locate(text, scene)
+    return reader.describe(path, internal, axes=axes, **_chosen(reader, scene))
 
 
 def open_source(obj, axes: str | None = None, scene: int | str | None = None) -> xr.DataArray:
@@ -190,6 +216,8 @@ def open_source(obj, axes: str | None = None, scene: int | str | None = None) ->
         return open_path(text, axes=axes, scene=scene)
     if scene is not None:
         raise SourceError("an array has no scenes: scene is for microscopy files")
+    from .memory import open_memory
+
     return open_memory(obj, axes=axes)
 
 
@@ -212,6 +240,8 @@ def open_exported(exported) -> xr.DataArray:
     SourceError
         For a path that cannot be opened.
     """
+    import xarray as xr
+
     from ..transforms import transpose
 
     paths = getattr(exported, "paths", None)
@@ -233,7 +263,9 @@ def open_exported(exported) -> xr.DataArray:
 
 __all__ = [
     "SourceFacts",
+    "SourceMeta",
     "SourceReader",
+    "describe_path",
     "get_reader",
     "open_exported",
     "open_source",

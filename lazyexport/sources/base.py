@@ -1,5 +1,9 @@
 """What every source opener shares: a picklable lazily opened file array, the source's identity
-and canonical dtype, and the wrapping of a dask array as a labeled :class:`xarray.DataArray`.
+and canonical dtype, and the wrapping of a dask array as a labeled :class:`xarray.DataArray`
+(from a :class:`~lazyexport.sources.facts.SourceMeta`: :func:`from_meta`).
+
+Importing this module imports neither dask nor xarray (``lazyexport info`` describes a file from
+its metadata without them); the functions that make arrays import them when called.
 """
 
 from __future__ import annotations
@@ -11,17 +15,20 @@ import threading
 import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import dask.array as da
 import numpy as np
-import xarray as xr
 
 from ..axes import guess_axes, parse_axes
 from ..errors import SourceError
 from ..storage import reading
 from ..storage.paths import identity_text
-from .facts import SourceFacts, attach_facts
+from .autochunk import auto_chunks
+from .facts import SourceFacts, SourceMeta, attach_facts
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import xarray as xr
 
 # Bytes per dask chunk that openers aim for when growing a file's native chunks.
 CHUNK_TARGET_BYTES = 64 * 2**20
@@ -152,14 +159,9 @@ def release_files(paths: Iterable[str | os.PathLike]) -> None:
 
 
 def dask_chunks(shape: Sequence[int], dtype: Any, native: Sequence[int] | None) -> tuple:
-    """dask chunks for a file array: whole multiples of its native chunks, about 64 MiB each."""
-    return da.core.normalize_chunks(
-        "auto",
-        tuple(shape),
-        dtype=np.dtype(dtype),
-        previous_chunks=tuple(native) if native else None,
-        limit=CHUNK_TARGET_BYTES,
-    )
+    """dask chunks for a file array: whole multiples of its native chunks, about 64 MiB each
+    (dask's "auto" chunks, computed without dask: :mod:`lazyexport.sources.autochunk`)."""
+    return auto_chunks(shape, np.dtype(dtype).itemsize, native, CHUNK_TARGET_BYTES)
 
 
 def from_file_array(arr: FileArray, native_chunks: Sequence[int] | None = None) -> da.Array:
@@ -216,26 +218,13 @@ def labeled(
     without extension) and ``dataset_dir`` (the directory holding the source; the current
     directory for in-memory data).
     """
-    dtype = canonical_dtype(data.dtype)
-    if dtype.kind not in "biuf" or dtype.itemsize > 8:
-        raise SourceError(
-            f"{path or 'the array'} holds {dtype} values, which lazyexport cannot export (only "
-            "bool, "
-            f"integer and floating-point images up to 64 bits); convert it first, e.g. to its "
-            f"absolute value or real part"
-        )
+    import dask.array as da
+    import xarray as xr
+
+    dtype = exportable_dtype(data.dtype, path)
     if data.dtype.type is not dtype.type:
         data = da.map_blocks(_view, data, dtype.str, dtype=dtype)
-    if path is not None:
-        base = {
-            "source": reading.source_text(path),
-            "nickname": default_nickname(path),
-            "dataset_dir": reading.folder_of(path),
-        }
-    else:
-        base = {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
-    base.update(attrs)
-    out = xr.DataArray(data, dims=tuple(axes), attrs=base)
+    out = xr.DataArray(data, dims=tuple(axes), attrs={**path_attrs(path), **attrs})
     file_chunks = file_chunks if file_chunks is not None else native
     facts = SourceFacts(
         reader=reader,
@@ -251,6 +240,48 @@ def labeled(
     if any(v is not None for v in (reader, native, file_chunks, shards, identity_paths)):
         attach_facts(out, facts)
     return out
+
+
+def exportable_dtype(dtype: Any, path: Any = None) -> np.dtype:
+    """The :func:`canonical_dtype` of a source's values; refused where lazyexport cannot export
+    them (complex, structured, wider than 64 bits)."""
+    dtype = canonical_dtype(dtype)
+    if dtype.kind not in "biuf" or dtype.itemsize > 8:
+        raise SourceError(
+            f"{path or 'the array'} holds {dtype} values, which lazyexport cannot export (only "
+            "bool, "
+            f"integer and floating-point images up to 64 bits); convert it first, e.g. to its "
+            f"absolute value or real part"
+        )
+    return dtype
+
+
+def path_attrs(path: str | os.PathLike | None) -> dict[str, str]:
+    """The attributes every source has: ``source`` (the path or a description), ``nickname``
+    and ``dataset_dir`` (see :func:`labeled`)."""
+    if path is None:
+        return {"source": "<in-memory array>", "nickname": "array", "dataset_dir": os.getcwd()}
+    return {
+        "source": reading.source_text(path),
+        "nickname": default_nickname(path),
+        "dataset_dir": reading.folder_of(path),
+    }
+
+
+def from_meta(meta: SourceMeta, data: da.Array, reader: Any = None) -> xr.DataArray:
+    """The labeled DataArray of the source ``meta`` describes, its values read by ``data``
+    (from ``reader``, see :func:`labeled`)."""
+    return labeled(
+        data,
+        meta.axes,
+        meta.path,
+        reader=reader,
+        native=meta.native,
+        identity_paths=meta.identity_paths,
+        file_chunks=meta.file_chunks,
+        shards=meta.shards,
+        **meta.attrs,
+    )
 
 
 def _by_axis(dims: Sequence[Any], lengths: Sequence[int]) -> dict[str, int]:
@@ -282,6 +313,8 @@ class Window:
 
 def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
     """A dask array reading ``reader`` block by block (no lock: readers are thread-safe)."""
+    import dask.array as da
+
     return da.from_array(
         reader,
         chunks=chunks,

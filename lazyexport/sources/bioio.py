@@ -27,16 +27,17 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
-import xarray as xr
 
 from ..errors import SourceError
 from ..units import source_attrs
 from .base import FileArray, from_file_array, labeled, resolve_axes
 from .registry import SourceReader, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 # suffixes that go to bioio (lazyexport reads none of them itself), from bioio's list of
 # plugins; any other suffix a plugin claims is tried when lazyexport does not know it
@@ -213,6 +214,8 @@ class _Plain:
         self.data = data
 
     def __getitem__(self, key) -> np.ndarray:
+        import dask
+
         with dask.config.set(scheduler="synchronous"):
             return np.asarray(self.data[key].compute())
 

@@ -1,6 +1,8 @@
 """What a file reader tells the planner about the source it opened: one frozen
 :class:`SourceFacts`, attached to the labeled DataArray once and read through
-:func:`source_facts`.
+:func:`source_facts`; and what a reader reads from a source's metadata before any array is made,
+one :class:`SourceMeta`, from which both the labeled DataArray (the export path) and
+``lazyexport info`` (without dask or xarray) are made.
 
 Invariants: the facts live under one ``encoding`` key (:data:`FACTS_KEY`), so they travel with the
 DataArray exactly as far as its ``encoding`` does (a shallow copy keeps them; an operation that
@@ -14,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import xarray as xr
+import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 # the one encoding key holding a source's facts
 FACTS_KEY = "lazyexport_source"
@@ -44,6 +49,31 @@ class SourceFacts:
     def replace(self, **changes: Any) -> SourceFacts:
         """These facts with ``changes``."""
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SourceMeta:
+    """A source as its metadata describe it, in the array's axis order: ``path`` is the file or
+    store (a URL's too), ``axes`` the resolved axis tags, ``native`` the file's chunk shape that
+    the dask blocks are whole multiples of (None: not chunked), ``file_chunks`` (default
+    ``native``) and ``shards`` the chunk and shard shapes as ``describe`` shows them,
+    ``identity_paths`` as in :class:`SourceFacts`, and ``attrs`` the source's own attributes
+    (``internal_path``, ``pixel_size``, ``unit``, ``channel_names``, ...)."""
+
+    path: Any
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: tuple[str, ...]
+    native: tuple[int, ...] | None = None
+    file_chunks: tuple[int, ...] | None = None
+    shards: tuple[int, ...] | None = None
+    identity_paths: tuple[str, ...] | None = None
+    attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The file's chunk shape as stored (``file_chunks``, else ``native``)."""
+        return self.file_chunks if self.file_chunks is not None else self.native
 
 
 def source_facts(arr: xr.DataArray) -> SourceFacts:

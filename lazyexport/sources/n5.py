@@ -3,7 +3,8 @@ reversed to ours), pixel sizes from ``pixelResolution`` or ``resolution``.
 
 Blocks are read and decoded with :mod:`lazyexport.n5codec` (the N5 writer's codec too); a
 missing block reads as zeros, as N5 specifies. A compression that cannot be decoded is refused
-when opening.
+when opening. :func:`n5_meta` reads what the metadata say (no dask or xarray); :func:`open_n5`
+makes the dask array from it.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import json
 import math
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from ..errors import FormatError, SourceError
 from ..n5codec import ATTRIBUTES, block_decoder, chunk_file, decode_block
 from ..remote import as_path
 from ..storage import reading
 from ..units import parse_unit
-from .base import FileArray, from_file_array, labeled, resolve_axes
+from .base import FileArray, exportable_dtype, from_file_array, from_meta, resolve_axes
+from .facts import SourceMeta
 from .registry import SourceReader, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 SUFFIXES = (".n5",)
 
@@ -104,7 +108,9 @@ def n5_pixel_size(attrs: dict, axes: tuple[str, ...]) -> dict:
     return out
 
 
-def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
+def n5_meta(path: Path, internal: str, axes=None) -> tuple[SourceMeta, N5Array]:
+    """What the N5 dataset ``internal`` of ``path`` holds, as its attributes say, and the file
+    array reading it; no block is read."""
     container = reading.is_container(path)
     if not container or "n5" not in _attributes(path) and not _datasets(path):
         raise SourceError(f"{path} is not an N5 container (no attributes.json)")
@@ -128,16 +134,21 @@ def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
     meta_axes = list(reversed(attrs["axes"])) if attrs.get("axes") else None
     arr = N5Array(path, shape, attrs["dataType"], key=internal)
     dims = resolve_axes(axes, meta_axes, shape)
-    return labeled(
-        from_file_array(arr, chunks),
-        dims,
-        path,
-        reader=arr,
-        identity_paths=[str(arr.data_path())],
+    meta = SourceMeta(
+        path=path,
+        shape=shape,
+        dtype=exportable_dtype(arr.dtype, path),
+        axes=dims,
         file_chunks=chunks,
-        internal_path=internal,
-        **n5_pixel_size(attrs, dims),
+        identity_paths=(str(arr.data_path()),),
+        attrs={"internal_path": internal, **n5_pixel_size(attrs, dims)},
     )
+    return meta, arr
+
+
+def open_n5(path: Path, internal: str, axes=None) -> xr.DataArray:
+    meta, arr = n5_meta(path, internal, axes)
+    return from_meta(meta, from_file_array(arr, meta.file_chunks), arr)
 
 
 @register
@@ -151,3 +162,6 @@ class N5Reader(SourceReader):
 
     def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
         return open_n5(path, internal, axes=axes)
+
+    def describe(self, path, internal, axes=None, scene=None) -> SourceMeta:
+        return n5_meta(path, internal, axes=axes)[0]

@@ -1,15 +1,20 @@
-"""NumPy ``.npy`` files, memory-mapped: a block read touches only its own bytes."""
+"""NumPy ``.npy`` files, memory-mapped: a block read touches only its own bytes. :func:`npy_meta`
+reads the header (no dask or xarray); :func:`open_npy` makes the dask array from it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from ..errors import SourceError
-from .base import FileArray, from_file_array, labeled, resolve_axes
+from .base import FileArray, exportable_dtype, from_file_array, from_meta, resolve_axes
+from .facts import SourceMeta
 from .registry import SourceReader, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 SUFFIXES = (".npy",)
 
@@ -19,7 +24,8 @@ class NpyArray(FileArray):
         return np.load(self.path, mmap_mode="r", allow_pickle=False)
 
 
-def open_npy(path: Path, internal: str, axes=None) -> xr.DataArray:
+def npy_meta(path: Path, internal: str, axes=None) -> tuple[SourceMeta, NpyArray]:
+    """What the ``.npy`` file ``path`` holds, as its header says, and the file array reading it."""
     if internal:
         raise SourceError(f"{path} is a .npy file; it has no internal path {internal!r}")
     try:
@@ -29,7 +35,19 @@ def open_npy(path: Path, internal: str, axes=None) -> xr.DataArray:
     arr = NpyArray(path, mm.shape, mm.dtype)
     del mm
     dims = resolve_axes(axes, None, arr.shape)
-    return labeled(from_file_array(arr), dims, path, reader=arr, identity_paths=[arr.data_path()])
+    meta = SourceMeta(
+        path=path,
+        shape=arr.shape,
+        dtype=exportable_dtype(arr.dtype, path),
+        axes=dims,
+        identity_paths=(arr.data_path(),),
+    )
+    return meta, arr
+
+
+def open_npy(path: Path, internal: str, axes=None) -> xr.DataArray:
+    meta, arr = npy_meta(path, internal, axes)
+    return from_meta(meta, from_file_array(arr), arr)
 
 
 @register
@@ -42,3 +60,6 @@ class NpyReader(SourceReader):
 
     def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
         return open_npy(path, internal, axes=axes)
+
+    def describe(self, path, internal, axes=None, scene=None) -> SourceMeta:
+        return npy_meta(path, internal, axes=axes)[0]

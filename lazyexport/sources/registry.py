@@ -17,11 +17,14 @@ import importlib.metadata
 import os
 import warnings
 from pathlib import Path, PurePath
-from typing import Any, ClassVar
-
-import xarray as xr
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import SourceError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from .facts import SourceMeta
 
 ENTRY_POINT_GROUP = "lazyexport.readers"
 
@@ -62,6 +65,18 @@ class SourceReader:
         """Open ``internal`` (the path inside the file, or "") of ``path``, labeled with ``axes``
         where given; ``scene`` only for a reader that ``supports_scenes``."""
         raise NotImplementedError
+
+    def describe(
+        self,
+        path: Any,
+        internal: str,
+        axes: str | None = None,
+        scene: int | str | None = None,
+    ) -> SourceMeta | None:
+        """What :meth:`open` would open, as the metadata say, without making the array (and
+        without importing dask or xarray), for ``lazyexport info``; None (the default) where the
+        reader can only tell by opening it."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

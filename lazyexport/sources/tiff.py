@@ -1,6 +1,8 @@
 """TIFF / OME-TIFF / ImageJ hyperstacks (axes from tifffile's series), and slice sequences
 given as a glob (``dir/slice_*.tif``), stacked along a new axis. Every slice file's header is
 read when the sequence is opened: one of another shape or dtype than the first is refused.
+:func:`tiff_meta` reads what a TIFF's metadata say (tifffile, no dask or xarray); :func:`open_tiff`
+makes the dask array from it.
 """
 
 from __future__ import annotations
@@ -11,22 +13,30 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
-import dask.array as da
 import numpy as np
-import tifffile
-import xarray as xr
-import zarr
 
 from ..axes import parse_axes
 from ..errors import AxisError, SourceError
 from ..storage import capabilities, reading
 from ..units import source_attrs
-from .base import FileArray, canonical_dtype, from_file_array, labeled, resolve_axes
-from .facts import attach_facts, source_facts
+from .base import (
+    FileArray,
+    canonical_dtype,
+    exportable_dtype,
+    from_file_array,
+    from_meta,
+    labeled,
+    resolve_axes,
+)
+from .facts import SourceMeta, attach_facts, source_facts
 from .registry import SourceReader, register
+
+if TYPE_CHECKING:
+    import tifffile
+    import xarray as xr
 
 SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 IMAGE_SUFFIXES = SUFFIXES + (".png",)
@@ -40,6 +50,9 @@ class TiffArray(FileArray):
     """Series 0 of a TIFF file, read region by region through tifffile's zarr store."""
 
     def _open(self):
+        import tifffile
+        import zarr
+
         store = zarr.open_array(
             tifffile.imread(self.file(), aszarr=True, series=0, level=0), mode="r"
         )
@@ -90,7 +103,10 @@ def tiff_axes(codes: str) -> tuple[str, ...]:
 def _parsed(path: str | Path):
     """``tifffile.TiffFile(path)``, refused as truncated or corrupt where tifffile skipped part
     of it (it logs a warning, e.g. a page offset past the end of the file, instead of raising)
-    or where the first series' pixel data reach past the end of the file."""
+    or where the first series' pixel data reach past the end of the file. (tifffile is imported
+    by the functions that read a file: ``info`` of another source does not import it.)"""
+    import tifffile
+
     skipped: list[str] = []
 
     class Keep(logging.Handler):
@@ -136,7 +152,11 @@ def _data_end(series) -> int:
     )
 
 
-def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
+def tiff_meta(path: Path, internal: str, axes=None) -> tuple[SourceMeta, TiffArray]:
+    """What series 0 of the TIFF file ``path`` holds, as its metadata say, and the file array
+    reading it; no pixel is read."""
+    import tifffile
+
     if internal:
         raise SourceError(f"{path} is a TIFF file; it has no internal path {internal!r}")
     try:
@@ -161,16 +181,21 @@ def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
     dims = resolve_axes(axes, meta_axes or tiff_axes(codes), shape)
     if "c" in dims and len(channel_names) == shape[dims.index("c")]:
         extra["channel_names"] = channel_names
-    return labeled(
-        from_file_array(arr, native),
-        dims,
-        path,
-        reader=arr,
-        native=native,
-        identity_paths=[str(arr.data_path())],
-        tiff_axes=codes,
-        **extra,
+    meta = SourceMeta(
+        path=path,
+        shape=tuple(shape),
+        dtype=exportable_dtype(arr.dtype, path),
+        axes=dims,
+        native=tuple(native),
+        identity_paths=(str(arr.data_path()),),
+        attrs={"tiff_axes": codes, **extra},
     )
+    return meta, arr
+
+
+def open_tiff(path: Path, internal: str, axes=None) -> xr.DataArray:
+    meta, arr = tiff_meta(path, internal, axes)
+    return from_meta(meta, from_file_array(arr, meta.native), arr)
 
 
 def _pixel_size(tif: tifffile.TiffFile, own: dict) -> dict:
@@ -233,6 +258,8 @@ class ImageFileArray(FileArray):
             from PIL import Image  # optional: PNG sequences need Pillow
 
             return np.asarray(Image.open(self.path))
+        import tifffile
+
         return tifffile.imread(self.path)
 
 
@@ -272,6 +299,8 @@ def _image_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
 
 
 def _checked_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
+    import tifffile
+
     try:
         return _image_header(file)
     except (OSError, tifffile.TiffFileError, IndexError) as exc:
@@ -281,6 +310,8 @@ def _checked_header(file: str) -> tuple[tuple[int, ...], np.dtype, str]:
 def _sequence_metadata(file: str) -> dict:
     """The axes lazyexport stored in a slice it wrote (empty for other files): in tifffile's
     JSON description of a TIFF, in the ``lazyexport`` text chunk of a PNG."""
+    import tifffile
+
     if file.lower().endswith(".png"):
         from PIL import Image
 
@@ -300,6 +331,9 @@ def open_sequence(files: str | list, axes=None, stack_axis: str = "z") -> xr.Dat
 
     Slices written by lazyexport's sequence writers come back in the exported axis order.
     """
+    import dask.array as da
+    import tifffile
+
     from ..transforms import transpose
 
     pattern = files if isinstance(files, str) else None
@@ -377,6 +411,9 @@ class TiffReader(SourceReader):
 
     def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
         return open_tiff(path, internal, axes=axes)
+
+    def describe(self, path, internal, axes=None, scene=None) -> SourceMeta:
+        return tiff_meta(path, internal, axes=axes)[0]
 
 
 @register

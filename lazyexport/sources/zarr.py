@@ -1,23 +1,26 @@
 """Zarr v2/v3 arrays and groups (``store.zarr`` or ``store.zarr/path``), OME-Zarr images included.
 
 Axes come from ``dimension_names`` (v3), ``_ARRAY_DIMENSIONS`` (the xarray convention) or an
-OME-Zarr group's ``multiscales.axes`` (level 0 is opened).
+OME-Zarr group's ``multiscales.axes`` (level 0 is opened). :func:`zarr_meta` reads what the
+metadata say (zarr-python, no dask or xarray); :func:`open_zarr` makes the dask array from it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import xarray as xr
 import zarr
-from dask.base import tokenize
 
-from ..chunkio import reader_for
 from ..errors import SourceError
 from ..storage import reading
 from ..units import source_attrs
-from .base import dask_chunks, labeled, reader_array, resolve_axes, stamp
+from .base import dask_chunks, exportable_dtype, from_meta, reader_array, resolve_axes, stamp
+from .facts import SourceMeta
 from .registry import SourceReader, register
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 SUFFIXES = (".zarr", ".zarr2", ".zarr3")
 MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -74,7 +77,9 @@ def _array_axes(arr: zarr.Array) -> list[str] | None:
     return [str(d) for d in dims] if isinstance(dims, list) and dims else None
 
 
-def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
+def zarr_meta(path: Path, internal: str, axes=None) -> tuple[SourceMeta, zarr.Array]:
+    """What the Zarr array (or OME-Zarr image's level 0) at ``internal`` of ``path`` holds, as its
+    metadata say, and the zarr array; no chunk is read."""
     # absolute: the array is pickled to cluster workers, which may run in other directories
     store = reading.zarr_readable(path)
     try:
@@ -117,9 +122,31 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
     if meta_axes is None:
         meta_axes = _array_axes(arr)
     shards = getattr(arr, "shards", None)
-    native = shards or arr.chunks
-    chunks = dask_chunks(arr.shape, arr.dtype, native)
-    # its files (at a URL: the metadata's entity tags) say whether it changed (for --resume)
+    dims = resolve_axes(axes, meta_axes, arr.shape)
+    if "c" in dims and len(labels) == arr.shape[dims.index("c")]:
+        extra["channel_names"] = labels
+    meta = SourceMeta(
+        path=path,
+        shape=tuple(arr.shape),
+        dtype=exportable_dtype(arr.dtype, path),
+        axes=dims,
+        native=shards or arr.chunks,
+        file_chunks=arr.chunks,
+        shards=shards,
+        # its files (at a URL: the metadata's entity tags) say whether it changed (--resume)
+        identity_paths=(str(reading.zarr_node(path, internal)),),
+        attrs={"internal_path": internal, **extra},
+    )
+    return meta, arr
+
+
+def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
+    from dask.base import tokenize
+
+    from ..chunkio import reader_for
+
+    meta, arr = zarr_meta(path, internal, axes)
+    internal = meta.attrs["internal_path"]
     node_path = reading.zarr_node(path, internal)
     stamps = [stamp(node_path / m) for m in MARKERS]
     name = "zarr-" + tokenize(
@@ -129,21 +156,11 @@ def open_zarr(path: Path, internal: str, axes=None) -> xr.DataArray:
         str(arr.dtype),
         stamps,
     )
-    dims = resolve_axes(axes, meta_axes, arr.shape)
-    if "c" in dims and len(labels) == arr.shape[dims.index("c")]:
-        extra["channel_names"] = labels
     reader = reader_for(arr)
-    return labeled(
-        reader_array(reader, chunks, name=name),
-        dims,
-        path,
-        reader=reader,
-        native=native,
-        identity_paths=[str(node_path)],
-        file_chunks=arr.chunks,
-        shards=shards,
-        internal_path=internal,
-        **extra,
+    return from_meta(
+        meta,
+        reader_array(reader, dask_chunks(arr.shape, arr.dtype, meta.native), name=name),
+        reader,
     )
 
 
@@ -162,3 +179,6 @@ class ZarrReader(SourceReader):
 
     def open(self, path, internal, axes=None, scene=None) -> xr.DataArray:
         return open_zarr(path, internal, axes=axes)
+
+    def describe(self, path, internal, axes=None, scene=None) -> SourceMeta:
+        return zarr_meta(path, internal, axes=axes)[0]
