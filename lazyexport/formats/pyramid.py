@@ -260,6 +260,30 @@ def work_bytes(itemsize: int, factors: tuple[int, ...], method: str) -> int:
     return (2 * itemsize + 8) * math.prod(factors)
 
 
+def pass_bytes(itemsize: int, factors: tuple[int, ...], method: str) -> int:
+    """Bytes a level's block takes per output pixel where it is made from a block of the level
+    below already held (the same pass as that level: :func:`work_bytes` without the window
+    read): ``mean`` its float64 sum and the result (and a converted copy), ``nearest`` the
+    result, ``mode`` the windows reordered and sorted with their counts."""
+    if method == "nearest":
+        return itemsize
+    if method == "mean":
+        return 8 + 2 * itemsize
+    return work_bytes(itemsize, factors, method) - itemsize * math.prod(factors) + itemsize
+
+
+def whole_units(blocks: tuple[tuple[int, ...], ...], steps: tuple[int, ...]) -> bool:
+    """Whether blocks of the lengths ``blocks`` (per axis, as dask's ``chunks``) start at
+    multiples of ``steps`` (per axis; the last block ends at the axis's end, anywhere)."""
+    for lengths, step in zip(blocks, steps):
+        edge = 0
+        for n in lengths[:-1]:
+            edge += n
+            if edge % step:
+                return False
+    return True
+
+
 def method_metadata(method: str) -> dict[str, Any]:
     """The multiscale's ``type`` (the method) and ``metadata`` (NGFF: how the levels were made:
     ``description``, ``method``, ``version``, ``kwargs``)."""
