@@ -11,7 +11,10 @@ level below smoothed (sigma ``2 * f / 6`` pixels along a halved axis, scikit-ima
 ``pyramid_reduce`` rule; truncated at 4 sigma, edges reflected, as :mod:`lazyexport.step_smooth`),
 then each window averaged. :func:`level_block` makes one block of a level; the multiscale's
 ``type`` and ``metadata`` name the method (:func:`method_metadata`). :data:`DOWNSAMPLE_AXES`
-names the axes every level halves (default: y, x, and z while isotropic enough).
+names the axes every level halves (default: y, x, and z while isotropic enough). A level's work
+space per pixel: :func:`work_bytes` (read back from the level below), :func:`pass_bytes` (made
+from a block of it still held: level 1 in level 0's pass, where blocks start at whole write
+units of level 1, :func:`whole_units`).
 
 Invariants: level 0 is the export itself (factors 1); a level's shape is ``ceil(n / f)`` of the
 level below's along each axis; channels are never scaled and never translated; a level's
