@@ -88,7 +88,9 @@ class Axis:
     start in the source; ``size``: the source's length; ``bounds``: the source's read-unit
     boundaries (None: any region is read as it is, e.g. a memory map or an in-memory array);
     ``reach``: where a block's source region is not the block moved by ``start`` (see the
-    module's docstring), the source extent of output intervals."""
+    module's docstring), the source extent of output intervals; ``step``: block lengths are
+    multiples of it too, or reach the end (a writer that makes more in the block task:
+    :meth:`lazyexport.formats.base.Writer.block_steps`)."""
 
     name: str
     length: int
@@ -98,6 +100,7 @@ class Axis:
     bounds: tuple[int, ...] | None = None
     aligned: bool = False
     reach: Reach | None = dataclasses.field(default=None, compare=False)
+    step: int = 1
 
     # (cached: the properties below are asked for in every candidate's cost)
     @functools.cached_property
@@ -384,6 +387,11 @@ def candidates(axis: Axis, cap: int | None = None) -> list[int]:
         for m in (1, 2, 4, 8):
             if step * m < length:
                 found.add(step * m)
+    if axis.step > 1:  # (the whole axis is one)
+        step = unit * axis.step // math.gcd(unit, axis.step)
+        found = {f for f in found if f % step == 0 or f >= length} | {
+            step * 2**k for k in range(4) if step * 2**k < length
+        }
     if cap is not None:
         found = {f for f in found if f <= cap} or {min(found)}
     return sorted(found)

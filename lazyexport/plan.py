@@ -278,9 +278,7 @@ class ExportPlan:
         for axis, size in zip(self.axes, self.shape):
             if axis == "c" and size <= 16:
                 fixed.setdefault(axis, size)
-        previous = self.native_chunks() or tuple(
-            max(c) if c else 1 for c in self.result.data.chunks
-        )
+        previous = self.native_chunks() or tuple(max(c, default=1) for c in self.result.data.chunks)
         return aligned_chunks(
             previous,
             self.shape,
@@ -589,6 +587,7 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         memory_limit=plan.memory_limit,
         workers=plan.workers,
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
+        blocks=plan.blocks if plan.costs is not None else (),
         zarr_format=settings.zarr_format,
         result_type=settings.result_type,
         labels=step_segment.label_names(plan.pipeline.steps),

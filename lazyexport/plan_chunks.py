@@ -142,10 +142,15 @@ def step_work(pipeline: Pipeline, block: tuple[int, ...]) -> int:
 
 
 def _cost_axes(
-    plan: Plan, pricing: Pricing, unit: tuple[int, ...], aligned: tuple[bool, ...] = ()
+    plan: Plan,
+    pricing: Pricing,
+    unit: tuple[int, ...],
+    aligned: tuple[bool, ...] = (),
+    steps: tuple[int, ...] = (),
 ) -> list[cost.Axis]:
     """The cost model's axes: the output's, then the source axes the output drops (length 1);
-    each with a :class:`PipelineReach` where the pipeline is not piecewise."""
+    each with a :class:`PipelineReach` where the pipeline is not piecewise, and the ``steps``
+    blocks start at multiples of (``Writer.block_steps``; (): any)."""
     bounds = pricing.bounds
     dims = names(plan.source)
     sizes = dict(zip(dims, plan.source.shape))
@@ -158,12 +163,13 @@ def _cost_axes(
     axes = []
     for i, (a, n, u) in enumerate(zip(plan.axes, plan.shape, unit)):
         follow = aligned[i] if aligned else False
+        step = steps[i] if steps else 1
         if a in sizes:
             axes.append(
-                cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], follow, reach(i, a))
+                cost.Axis(a, n, u, plan.roi[a][0], sizes[a], bounds[a], follow, reach(i, a), step)
             )
         else:
-            axes.append(cost.Axis(a, n, 1))
+            axes.append(cost.Axis(a, n, 1, step=step))
     for d in dims:
         if d not in plan.axes:
             axes.append(
@@ -188,14 +194,16 @@ def _encode_bytes(
     unit: tuple[int, ...],
     staged: bool = False,
 ) -> int:
-    """What the writer holds on top of the block while it writes it (see Writer.write_buffers)."""
+    """What the writer holds on top of the block while it writes it (see Writer.write_buffers),
+    or after, making more of the output from it (Writer.block_work), whichever is more."""
     itemsize = plan.dtype.itemsize
     out = math.prod(block[: len(plan.axes)]) * itemsize
     if plan.writer.capabilities.sequence:
         pos = plan.axes.index(plan.slice_axis)
         plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
         return plan.writer.write_buffers(out, plane, staged=staged, spec=spec)
-    return plan.writer.write_buffers(out, math.prod(unit) * itemsize, spec=spec)
+    buffers = plan.writer.write_buffers(out, math.prod(unit) * itemsize, spec=spec)
+    return max(buffers, plan.writer.block_work(spec, tuple(block[: len(plan.axes)])))
 
 
 def _choose(
@@ -206,11 +214,21 @@ def _choose(
     aligned: tuple[bool, ...] = (),
     staged: bool = False,
     time_extra: float = 0.0,
+    steps: tuple[int, ...] | None = None,
 ) -> cost.Costs:
     """The cheapest block shape made of whole ``unit`` s that fits the budget, or a one-line
-    refusal naming what does not fit (``what``: the user's word for ``unit``)."""
+    refusal naming what does not fit (``what``: the user's word for ``unit``). Blocks start at
+    multiples of ``steps`` (per axis; (): anywhere); None: where the writer wants blocks at its
+    ``block_steps`` (an OME-Zarr's level 1 made in the same pass), such blocks first, and where
+    none fits, any (the plan's arrays say which)."""
+    if steps is None:
+        wanted = plan.writer.block_steps(plan.spec) if plan.chunks else ()
+        if wanted:
+            with contextlib.suppress(MemoryLimitError):
+                return _choose(plan, unit, pricing, what, aligned, staged, time_extra, wanted)
+        steps = ()
     source = dataclasses.replace(pricing.source, shared=plan.in_process)
-    axes = _cost_axes(plan, pricing, unit, aligned)
+    axes = _cost_axes(plan, pricing, unit, aligned, steps)
     unit = tuple(unit) + (1,) * (len(axes) - len(unit))
     compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0
 

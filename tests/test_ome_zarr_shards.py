@@ -4,6 +4,7 @@ shards, shard-aligned pyramid levels, and every level read back by independent r
 from __future__ import annotations
 
 import math
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import zarr
 
 import lazyexport as le
 from helpers.binning import reference
+from lazyexport.chunkio import ChunkFiles
 from lazyexport.cli import main
 from lazyexport.formats.ome_zarr import SHARD_BYTES, OmeZarrWriter, level_shards, pyramid
 from lazyexport.plan import build_plan
@@ -32,12 +34,13 @@ def test_default_rule_keeps_every_level_of_the_issues_job_under_100_files(shape)
     counts = []
     for level in pyramid(("z", "y", "x"), shape, {}, 3):
         lchunks = tuple(min(c, n) for c, n in zip(chunks, level.shape))
-        lshards = level_shards(shards, lchunks, level.shape)
+        halved = level.factors if level.path == "1" else None  # (level 1: a level-0 shard's)
+        lshards = level_shards(shards, lchunks, level.shape, halved)
         assert lshards is not None and all(s % c == 0 for s, c in zip(lshards, lchunks))
         counts.append(shard_files(level.shape, lshards))
     assert max(counts) <= 100, counts
     if shape == (1024, 1024, 1024):
-        assert shards == (256, 256, 256) and counts == [64, 8, 1]
+        assert shards == (256, 256, 256) and counts == [64, 64, 1]
 
 
 def test_shards_grow_near_cubic_and_stop_at_the_array():
@@ -105,8 +108,9 @@ def sharded(ramp, tmp_path_factory) -> Path:
 
 def test_default_sharded_job_writes_few_files_per_level(sharded, ramp, tmp_path):
     files = level_files(sharded)
-    assert files == [64 + 1, 8 + 1, 1 + 1]  # shards + the level's zarr.json
-    for k, shards in enumerate([(32,) * 3, (32,) * 3, (32,) * 3]):
+    assert files == [64 + 1, 64 + 1, 1 + 1]  # shards + the level's zarr.json
+    # level 1's shards cover a level-0 shard's region (made in the same pass as level 0)
+    for k, shards in enumerate([(32,) * 3, (16,) * 3, (32,) * 3]):
         arr = zarr.open_array(str(sharded / str(k)), mode="r")
         assert arr.shards == shards and arr.chunks == (CHUNK,) * 3
     # the same job unsharded: one file per chunk
@@ -175,32 +179,45 @@ def test_explicit_shards_apply_to_every_level_clipped(ramp, want, tmp_path):
     out = tmp_path / "explicit.ome.zarr"
     assert export(ramp[0], out, "--shards", "z=16,y=64,x=128") == 0
     shards = [zarr.open_array(str(out / str(k)), mode="r").shards for k in range(3)]
-    assert shards == [(16, 64, 128), (16, 64, 64), (16, 32, 32)]
+    # level 1's: halved, in whole chunks (the region of a level-0 shard); level 2's clipped
+    assert shards == [(16, 64, 128), (8, 32, 64), (16, 32, 32)]
     for k, expected in enumerate(want):
         np.testing.assert_array_equal(zarr.open_array(str(out / str(k)), mode="r")[...], expected)
 
 
 def test_pyramid_levels_are_written_one_whole_shard_at_a_time(ramp, want, tmp_path, monkeypatch):
     """With a pyramid budget smaller than a shard, a level's shard is assembled from pieces and
-    written once: every write into levels 1 and 2 is exactly one whole shard."""
+    written once: every write into level 2 is exactly one whole shard; level 1, made by the
+    blocks in the same pass as level 0, is written in whole shards, each once."""
     writes: list[tuple[str, tuple[slice, ...]]] = []
     original = zarr.Array.__setitem__
+    direct = ChunkFiles.write
 
     def recorded(self, selection, value):
         writes.append((self.path, selection))
         return original(self, selection, value)
 
+    def recorded_direct(self, block, location):
+        writes.append((self.root.name, location))
+        return direct(self, block, location)
+
     monkeypatch.setattr(zarr.Array, "__setitem__", recorded)
+    monkeypatch.setattr(ChunkFiles, "write", recorded_direct)
     out = tmp_path / "aligned.ome.zarr"
     assert export(ramp[0], out, "--shards", "z=32,y=32,x=32", "--memory-limit", "16MiB") == 0
     for k in (1, 2):
         arr = zarr.open_array(str(out / str(k)), mode="r")
         assert arr.shards is not None
         mine = [sel for path, sel in writes if path.endswith(str(k))]
-        assert len(mine) == shard_files(arr.shape, arr.shards)  # one write per shard
+        if k == 2:
+            assert len(mine) == shard_files(arr.shape, arr.shards)  # one write per shard
+        covered: list[tuple[int, ...]] = []
         for sel in mine:
             for s, shard, n in zip(sel, arr.shards, arr.shape):
-                assert s.start % shard == 0 and s.stop == min(s.start + shard, n)
+                assert s.start % shard == 0 and (s.stop % shard == 0 or s.stop == n)
+            covered += product(*(range(s.start, s.stop, u) for s, u in zip(sel, arr.shards)))
+        assert sorted(covered) == sorted(set(covered))  # no shard written twice
+        assert len(covered) == shard_files(arr.shape, arr.shards)
     for k, expected in enumerate(want):
         np.testing.assert_array_equal(zarr.open_array(str(out / str(k)), mode="r")[...], expected)
 

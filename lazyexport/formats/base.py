@@ -238,6 +238,19 @@ class Writer:
         ``spec``: the output as planned so far (None: assume the most)."""
         return 2 * unit_bytes
 
+    def block_work(self, spec: OutputSpec, block: tuple[int, ...]) -> int:
+        """Bytes a block task holds on top of its block of shape ``block`` (output axes) to
+        make more of the output from it once it is written (an OME-Zarr's level 1 in the same
+        pass), for the planner's cost model (as :meth:`write_buffers`, not at once with
+        them): 0 by default."""
+        return 0
+
+    def block_steps(self, spec: OutputSpec) -> tuple[int, ...]:
+        """Per output axis, lengths whose multiples the writer wants blocks to start at, where
+        it makes more of the output in the block tasks (an OME-Zarr's level 1): the planner
+        tries such blocks first. () by default: any whole chunks (or shards)."""
+        return ()
+
     def chunk_objects(self, spec: OutputSpec) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
         """The arrays the output stores one file (an object at a URL) per chunk or shard of, in
         the order they are written, as (shape, chunk or shard shape) each; an array after the

@@ -13,13 +13,15 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class ArrayLayout:
-    """One array of an output: its path in the store, shape, chunk shape and shard shape (None:
-    not sharded)."""
+    """One array of an output: its path in the store, shape, chunk shape, shard shape (None:
+    not sharded) and how it is made where that is a decision of the plan (an OME-Zarr's level 1:
+    "in the same pass as level 0" or "after the blocks"; "": not one)."""
 
     path: str
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None = None
+    made: str = ""
 
     def summary(self) -> dict[str, Any]:
         """As plain data (JSON)."""
@@ -28,8 +30,10 @@ class ArrayLayout:
             "shape": list(self.shape),
             "chunks": list(self.chunks),
             "shards": list(self.shards) if self.shards else None,
+            **({"made": self.made} if self.made else {}),
         }
 
     def __str__(self) -> str:
         shards = f" in shards of {self.shards}" if self.shards else ""
-        return f"{self.path}: {self.shape}, chunks {self.chunks}{shards}"
+        made = f", made {self.made}" if self.made else ""
+        return f"{self.path}: {self.shape}, chunks {self.chunks}{shards}{made}"

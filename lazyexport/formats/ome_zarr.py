@@ -1,19 +1,25 @@
 """OME-Zarr: an OME-NGFF 0.5 image on Zarr v3 (default) or 0.4 on Zarr v2, with a pyramid.
 
-Level ``0`` is the export itself, written block by block like any Zarr array. The coarser
-levels ``1 .. N-1`` are made in :meth:`OmeZarrTarget.finish`, after every block of level 0 is
-on disk and before the atomic rename: each level is read back from the level just written, in
+Level ``0`` is the export itself, written block by block like any Zarr array. Level ``1`` is
+made in the same pass where the method reads nothing beyond its windows (not ``gaussian``) and
+the plan's blocks start at multiples of level 1's factor times its write unit
+(:meth:`OmeZarrWriter.same_pass`; the planner tries such blocks first,
+:meth:`OmeZarrWriter.block_steps`, and counts the piece's work, :meth:`OmeZarrWriter.block_work`):
+the block task downsamples the block it wrote and writes its level-1 piece, whole level-1 shards
+or chunks, so none is written by two tasks and level 0 is never read back. The other coarser
+levels (all of them otherwise) are made in :meth:`OmeZarrTarget.finish`, after every block is on
+disk and before the atomic rename: each level is read back from the level just written, in
 blocks bounded by the memory budget, downsampled and written chunk-aligned by a few threads.
 Progress counts the pixels these reads take as work after the blocks
-(:meth:`OmeZarrTarget.finishing_work`), so it reaches 1 only after the rename.
-This reads level 0 once more from disk instead of building one graph over all levels (which
-would either hold level 0 blocks until their coarse chunks are complete, or recompute the
-export per level).
+(:meth:`OmeZarrTarget.finishing_work`, at least 1 with a pyramid), so it reaches 1 only after
+the rename. Blocks marked done (a journal) have their level-1 piece written: both are written
+by the block's task before it returns (the format is not resumable anyway).
 
-On Zarr v3 every level is sharded alike (``spec.shards``: the setting's, or the planner's
-default of about :data:`SHARD_BYTES`), each level's shard shape clipped to its shape
-(:func:`level_shards`). A coarser level is written one whole shard per task, assembled from
-pieces within the pyramid's block budget, so no shard is written by two threads.
+On Zarr v3 every level is sharded (``spec.shards``: the setting's, or the planner's default of
+about :data:`SHARD_BYTES`): level 1's shards cover a level-0 shard's region (halved along the
+halved axes), the coarser levels' take level 0's shard shape; each is clipped to its level's
+shape (:func:`level_shards`). A level made after the blocks is written one whole shard per task,
+assembled from pieces within the pyramid's block budget, so no shard is written by two threads.
 
 Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
 enough": z spacing at most 1.5 times the y/x spacing), or the axes ``downsample_axes`` names;
@@ -48,6 +54,7 @@ window of the output's value range (0 to 1 for floats whose range is not known).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from itertools import product
@@ -66,9 +73,13 @@ from .pyramid import (
     AXIS_TYPES,
     Level,
     coordinate_transformations,
+    downsample,
+    halo,
     level_block,
     method_metadata,
+    pass_bytes,
     pyramid,
+    whole_units,
     work_bytes,
 )
 from .registry import register
@@ -209,15 +220,57 @@ class OmeZarrWriter(ZarrWriter):
 
     def arrays(self, spec: OutputSpec) -> tuple[ArrayLayout, ...]:
         """Every level: its path under the output, shape, chunks and shards (a level's chunks
-        are cut to its shape, its shards to its whole chunks: :func:`level_shards`); :meth:`open`
-        creates the levels as these say."""
+        are cut to its shape, its shards to its whole chunks; level 1's cover a level-0 shard's
+        region: :func:`level_shards`) and how it is made (level 1: in the same pass as level 0
+        or after the blocks, :meth:`same_pass`); :meth:`open` creates the levels as these say."""
+        layouts = list(self.layouts(spec, self.levels(spec)))
+        if len(layouts) > 1 and spec.blocks:
+            made = "in the same pass as level 0" if self.same_pass(spec) else "after the blocks"
+            layouts[1] = dataclasses.replace(layouts[1], made=made)
+        return tuple(layouts)
+
+    def layouts(self, spec: OutputSpec, levels: list[Level]) -> tuple[ArrayLayout, ...]:
+        """:meth:`arrays` of ``levels`` (without how they are made)."""
         layouts = []
-        for level in self.levels(spec):
+        for level in levels:
             chunks = tuple(min(c, n) for c, n in zip(spec.chunks, level.shape))
             path = f"{spec.internal.strip('/')}/{level.path}".strip("/")
-            shards = level_shards(spec.shards, chunks, level.shape)
+            halved = level.factors if level.path == "1" else None
+            shards = level_shards(spec.shards, chunks, level.shape, halved)
             layouts.append(ArrayLayout(path, level.shape, chunks, shards))
         return tuple(layouts)
+
+    def block_steps(self, spec: OutputSpec) -> tuple[int, ...]:
+        """Per axis, the block length whose multiples make whole write units (shards, else
+        chunks) of level 1: its factor times that unit. Blocks starting at such multiples make
+        level 1 in the same pass (:meth:`same_pass`); () where the method reads beyond its
+        windows (gaussian) or there is no level 1."""
+        levels = self.levels(spec)
+        if len(levels) < 2 or any(halo(levels[1].factors, self.method(spec))):
+            return ()
+        one = self.layouts(spec, levels[:2])[1]
+        return tuple(f * u for f, u in zip(levels[1].factors, one.shards or one.chunks))
+
+    def same_pass(self, spec: OutputSpec) -> bool:
+        """Whether each block task makes its block's level-1 piece too (so level 0 is not read
+        back to make level 1): the plan's blocks (``spec.blocks``) start at multiples of
+        :meth:`block_steps`, so each is whole write units of level 1 (none written by two
+        tasks)."""
+        steps = self.block_steps(spec) if spec.blocks else ()
+        return bool(steps) and whole_units(spec.blocks, steps)
+
+    def block_work(self, spec: OutputSpec, block: tuple[int, ...]) -> int:
+        """A block that makes its level-1 piece (its lengths multiples of :meth:`block_steps`)
+        holds that piece, its downsampling's work space (:func:`pass_bytes`) and the piece's
+        write buffers (a level-1 shard or chunk made contiguous and encoded)."""
+        steps = self.block_steps(spec)
+        if not steps or any(b % t and b < n for b, t, n in zip(block, steps, spec.shape)):
+            return 0
+        levels, method, itemsize = self.levels(spec)[:2], self.method(spec), spec.dtype.itemsize
+        level, one = levels[1], self.layouts(spec, levels)[1]
+        piece = math.prod(-(-b // f) for b, f in zip(block, level.factors))
+        made = piece * pass_bytes(itemsize, level.factors, method)
+        return made + 2 * math.prod(one.shards or one.chunks) * itemsize
 
     def method(self, spec: OutputSpec) -> str:
         """The downsampling: the settings', else mode for label images (by result type, or made
@@ -272,6 +325,7 @@ class OmeZarrWriter(ZarrWriter):
             spec.workers,
             spot.store,
             fmt,
+            self.same_pass(spec),
         )
         try:
             root = zarr.open_group(store=target.zarr_store(), mode="w", zarr_format=fmt)
@@ -306,11 +360,17 @@ def fitting_piece(piece: Shape, fit: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def level_shards(shards: Shape | None, chunks: Shape, shape: Shape) -> tuple[int, ...] | None:
+def level_shards(
+    shards: Shape | None, chunks: Shape, shape: Shape, halved: Shape | None = None
+) -> tuple[int, ...] | None:
     """A level's shard shape: the export's ``shards`` clipped to the whole ``chunks`` (the
-    level's) that cover its ``shape`` (None: not sharded)."""
+    level's) that cover its ``shape`` (None: not sharded). ``halved`` (level 1's factors): the
+    shards cover the region of one of level 0's, ``shards / factor`` rounded up to whole chunks,
+    so a block of whole level-0 shards makes whole level-1 shards (the same pass)."""
     if shards is None:
         return None
+    if halved is not None:
+        shards = tuple(math.ceil(s / f / c) * c for s, f, c in zip(shards, halved, chunks))
     return tuple(min(s, math.ceil(n / c) * c) for s, c, n in zip(shards, chunks, shape))
 
 
@@ -329,6 +389,7 @@ class OmeZarrTarget(ZarrTarget):
         workers: int,
         store: Path | None = None,
         zarr_format: ZarrFormat = 3,
+        same_pass: bool = False,
     ):
         super().__init__(temps, token, internal, store, zarr_format)
         self.group = internal.rpartition("/")[0]
@@ -336,20 +397,46 @@ class OmeZarrTarget(ZarrTarget):
         self.method = method
         self.block_shape = block_shape
         self.workers = workers
+        # level 1, written by the block tasks (OmeZarrWriter.same_pass; None: by finish)
+        self.level_1 = None
+        if same_pass:
+            one = f"{self.group}/{levels[1].path}".strip("/")
+            self.level_1 = ZarrTarget(temps, token, one, store, zarr_format)
 
     @property
     def node(self) -> str:
         return self.group
 
+    def write(self, block: np.ndarray, location: tuple[slice, ...]) -> int:
+        """Write a block of level 0 and, in the same pass, its piece of level 1 (whole write
+        units of level 1: the plan's blocks are aligned to them, :meth:`OmeZarrWriter.same_pass`);
+        return level 0's bytes."""
+        written = super().write(block, location)
+        if self.level_1 is not None:
+            factors = self.levels[1].factors
+            piece = tuple(slice(s.start // f, -(-s.stop // f)) for s, f in zip(location, factors))
+            self.level_1.write(downsample(block, factors, self.method), piece)
+        return written
+
+    def built(self) -> list[tuple[Level, Level]]:
+        """The (level below, level) pairs :meth:`finish` builds: every coarser level but level 1
+        where the blocks made it."""
+        pairs = list(zip(self.levels, self.levels[1:]))
+        return pairs[1:] if self.level_1 is not None else pairs
+
     def finishing_work(self) -> int:
-        """Every coarser level reads the level below it once."""
-        return sum(math.prod(level.shape) for level in self.levels[:-1])
+        """Every level :meth:`finish` builds reads the level below it once; at least 1 (the
+        finish itself), so progress stays below 1 until the commit where the blocks made every
+        level."""
+        if len(self.levels) == 1:
+            return 0
+        return max(sum(math.prod(below.shape) for below, _ in self.built()), 1)
 
     def finish(self) -> None:
         release_memory()
         root = zarr.open_group(store=self.zarr_store(), mode="r+")
         group = root.require_group(self.group) if self.group else root
-        for below, level in zip(self.levels, self.levels[1:]):
+        for below, level in self.built():
             src, dst = group[below.path], group[level.path]
             assert isinstance(src, zarr.Array) and isinstance(dst, zarr.Array)  # written by open()
             self.build_level(src, dst, level.factors)

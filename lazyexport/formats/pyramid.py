@@ -12,7 +12,10 @@ level below smoothed (sigma ``2 * f / 6`` pixels along a halved axis, scikit-ima
 ``pyramid_reduce`` rule; truncated at 4 sigma, edges reflected, as :mod:`lazyexport.step_smooth`),
 then each window averaged. :func:`level_block` makes one block of a level; the multiscale's
 ``type`` and ``metadata`` name the method (:func:`method_metadata`). The ``downsample_axes`` option
-names the axes every level halves (default: y, x, and z while isotropic enough).
+names the axes every level halves (default: y, x, and z while isotropic enough). A level's work
+space per pixel: :func:`work_bytes` (read back from the level below), :func:`pass_bytes` (made
+from a block of it still held: level 1 in level 0's pass, where blocks start at whole write
+units of level 1, :func:`whole_units`).
 
 Invariants: level 0 is the export itself (factors 1); a level's shape is ``ceil(n / f)`` of the
 level below's along each axis; channels are never scaled and never translated; a level's
@@ -258,6 +261,30 @@ def work_bytes(itemsize: int, factors: tuple[int, ...], method: str) -> int:
     if method == "gaussian":
         return (itemsize + 16) * math.prod(factors) + 16
     return (2 * itemsize + 8) * math.prod(factors)
+
+
+def pass_bytes(itemsize: int, factors: tuple[int, ...], method: str) -> int:
+    """Bytes a level's block takes per output pixel where it is made from a block of the level
+    below already held (the same pass as that level: :func:`work_bytes` without the window
+    read): ``mean`` its float64 sum and the result (and a converted copy), ``nearest`` the
+    result, ``mode`` the windows reordered and sorted with their counts."""
+    if method == "nearest":
+        return itemsize
+    if method == "mean":
+        return 8 + 2 * itemsize
+    return work_bytes(itemsize, factors, method) - itemsize * math.prod(factors) + itemsize
+
+
+def whole_units(blocks: tuple[tuple[int, ...], ...], steps: tuple[int, ...]) -> bool:
+    """Whether blocks of the lengths ``blocks`` (per axis, as dask's ``chunks``) start at
+    multiples of ``steps`` (per axis; the last block ends at the axis's end, anywhere)."""
+    for lengths, step in zip(blocks, steps):
+        edge = 0
+        for n in lengths[:-1]:
+            edge += n
+            if edge % step:
+                return False
+    return True
 
 
 def method_metadata(method: str) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class OutputSpec:
     # (chunks, shape, itemsize) -> a block of whole chunks within the export's memory budget per
     # block in flight: the planner's own block sizing, for a writer's second pass (pyramid levels)
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
+    # the plan's block lengths per axis (as dask's chunks); () while the planner chooses them
+    blocks: tuple[Shape, ...] = dataclasses.field(default=(), compare=False, repr=False)
     # settings that only some formats read
     zarr_format: ZarrFormat  # zarr, ome-zarr
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
