@@ -116,6 +116,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/regions.py
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/ome_zarr.py
+	$(PY) benchmarks/limit.py
 
 # The cost model against measured peaks: an 8 GiB generated source in five chunk layouts to
 # every format at memory_limit=512MiB (about 20 minutes), and an empty 1 TiB / 64 TiB source's
