@@ -13,7 +13,10 @@ Engines: ``lazyexport`` (the ``export`` API at its defaults, the job's chunks an
 ``tensorstore`` (``ts.open`` of source and destination, ``dest.write(source)``; for renorm a
 read/compute/write loop over chunk rows on as many threads as cores), ``dask-zarrs`` (dask +
 zarr-python with ``codec_pipeline.path = "zarrs.ZarrsCodecPipeline"``) and ``dask`` (plain
-dask + zarr-python). An engine that is not installed is skipped with a printed reason.
+dask + zarr-python). An engine that is not installed is skipped with a printed reason. For the
+copy, ``--engines`` also takes the bare chunk paths, in one block loop (chunk rows on as many
+threads as cores, no planning, no graph): ``chunkio`` (lazyexport's hand-written chunk files)
+and ``zarrs-loop`` (zarr-python arrays with the zarrs pipeline).
 
 The CPU bound of a job: every source chunk decoded and every output chunk encoded with the same
 numcodecs codec, single-threaded, in its own process (the renorm job: the source decoded twice,
@@ -51,13 +54,18 @@ import numpy as np
 OUT = Path(__file__).resolve().parent.parent / "bench-out"
 JOBS = ("copy", "renorm", "sharded")
 ENGINES = ("lazyexport", "tensorstore", "dask-zarrs", "dask")
+EXTRA = ("chunkio", "zarrs-loop")  # the bare chunk paths (copy job only; --engines)
 MODULES = {
+    "chunkio": ("lazyexport",),
+    "zarrs-loop": ("zarr", "zarrs"),
     "lazyexport": ("lazyexport",),
     "tensorstore": ("tensorstore",),
     "dask-zarrs": ("dask", "zarrs"),
     "dask": ("dask",),
 }
 WARM = {  # imported before the timing starts
+    "chunkio": ("zarr", "lazyexport.chunkio"),
+    "zarrs-loop": ("zarr", "zarrs"),
     "lazyexport": ("lazyexport.run", "lazyexport.sources.zarr", "lazyexport.formats.zarr"),
     "tensorstore": ("tensorstore",),
     "dask-zarrs": ("dask.array", "zarr", "zarrs"),
@@ -261,7 +269,69 @@ def run_dask_zarrs(job: str, src: Path, out: Path) -> None:
     run_dask(job, src, out)
 
 
+def _block_loop(job: str, src: Path, out: Path, open_pair) -> None:
+    """The copy as chunk rows (16x256xX) read and written on as many threads as cores, through
+    the reader and writer ``open_pair(src, out, shape)`` returns: the chunk paths compared bare,
+    without lazyexport's planning or dask's graph."""
+    import zarr
+
+    shape = zarr.open_array(str(src), mode="r").shape
+    reader, write = open_pair(src, out, shape)
+    rows = [(a, b) for a in range(0, shape[0], CHUNKS[0]) for b in range(0, shape[1], CHUNKS[1])]
+
+    def copy(row):
+        key = (slice(row[0], row[0] + CHUNKS[0]), slice(row[1], row[1] + CHUNKS[1]), slice(None))
+        write(reader[key], key)
+
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(copy, rows))
+
+
+def _create(out: Path, shape, job: str):
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    layout = job_layout(job)
+    return zarr.create_array(
+        str(out),
+        shape=shape,
+        dtype=layout["dtype"],
+        chunks=layout["chunks"],
+        compressors=ZstdCodec(level=LEVEL),
+    )
+
+
+def run_chunkio(job: str, src: Path, out: Path) -> None:
+    """lazyexport's hand-written chunk files (lazyexport.chunkio) in the bare block loop."""
+    import zarr
+
+    from lazyexport.chunkio import ChunkFiles
+
+    def pair(src, out, shape):
+        reader = ChunkFiles.of(zarr.open_array(str(src), mode="r"))
+        writer = ChunkFiles.of(_create(out, shape, job))
+        assert reader is not None and writer is not None
+        return reader, lambda block, key: writer.write(block, key)
+
+    _block_loop(job, src, out, pair)
+
+
+def run_zarrs_loop(job: str, src: Path, out: Path) -> None:
+    """zarr-python with the zarrs codec pipeline in the bare block loop."""
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
+
+    def pair(src, out, shape):
+        reader, writer = zarr.open_array(str(src), mode="r"), _create(out, shape, job)
+        return reader, lambda block, key: writer.__setitem__(key, block)
+
+    _block_loop(job, src, out, pair)
+
+
 RUNS = {
+    "chunkio": run_chunkio,
+    "zarrs-loop": run_zarrs_loop,
     "lazyexport": run_lazyexport,
     "tensorstore": run_tensorstore,
     "dask-zarrs": run_dask_zarrs,
@@ -469,7 +539,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="1GiB,4GiB", help="source sizes (default 1GiB,4GiB)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine (default 3)")
     parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated: " + ",".join(JOBS))
-    parser.add_argument("--engines", default=",".join(ENGINES), help="engines to run")
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help=f"engines to run (default {','.join(ENGINES)}; also {','.join(EXTRA)}: copy only)",
+    )
     parser.add_argument("--out", default=str(OUT), help="where sources and outputs go")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
