@@ -117,6 +117,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/ome_zarr.py
 	$(PY) benchmarks/budget_sweep.py
+	$(PY) benchmarks/limit.py
 
 # The cost model against measured peaks: an 8 GiB generated source in five chunk layouts to
 # every format at memory_limit=512MiB (about 20 minutes), and an empty 1 TiB / 64 TiB source's

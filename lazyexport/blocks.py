@@ -156,6 +156,17 @@ class BlockSource:
         )
         self.edges = dict(zip(self.axes, plan.edges))
         self.shared: SharedReads | None = None
+        # a piece the steps leave as it is (same values, dtype and axes) is decoded straight
+        # into the block by a reader that reads into a given array: no piece array, no copy
+        into = getattr(self.reader, "read_into", None)
+        same = (
+            into is not None
+            and self.values is None
+            and tuple(self.dims) == tuple(self.axes)
+            and self.out_dtype == self.dtype == self.reader.dtype
+            and self.reader.dtype.type is self.dtype.type
+        )
+        self.into = into if same else None
 
     def share(self, skip: Iterable[tuple[int, ...]] = ()) -> None:
         """Keep read units that straddle blocks for the blocks that run after (in this
@@ -191,7 +202,10 @@ class BlockSource:
                 tuple(slice(a - s.start, b - s.start) for (a, b, _, _), s in zip(parts, region))
             ]
             if shared is None or all(p[:2] == p[2:] for p in parts):
-                self._fill(self._read(self._key(parts)), target)
+                if self.into is None:
+                    self._fill(self._read(self._key(parts)), target)
+                else:
+                    self._read(self._key(parts), into=target)
                 continue
             read = tuple((lo, hi) for _, _, lo, hi in parts)
             data = shared.get(read, functools.partial(self._read_whole, parts))
@@ -218,11 +232,15 @@ class BlockSource:
         where = dict(zip(self.axes, parts))
         return [where.get(d, (0, 1, 0, 1)) for d in self.dims]
 
-    def _read(self, key: tuple[slice, ...]) -> np.ndarray:
+    def _read(self, key: tuple[slice, ...], into: np.ndarray | None = None) -> np.ndarray:
+        """The source region ``key`` (``into``: decoded into that array, through
+        :attr:`into`)."""
         if self.data is not None:  # no reader: a dask graph
             data = _compute(self.data[key])
         else:
             try:
+                if into is not None and self.into is not None:
+                    return self.into(into, key)
                 data = np.asarray(self.reader[key])
             except ExportError:
                 raise

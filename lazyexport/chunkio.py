@@ -205,6 +205,9 @@ class ChunkFiles:
         self.fill_value = np.asarray(fill_value if fill_value is not None else 0, dtype=self.dtype)
         self.compressor = compressor
         self.key_of = key_of
+        # a zero fill value: a chunk is all fill value when no element is true (one pass, no
+        # temporary; -0.0 counts as 0.0 and NaN as not, as with ``!=``)
+        self._zero_fill = self.dtype.kind in "biufc" and not self.fill_value.any()
 
     @classmethod
     def of(cls, arr: Any) -> ChunkFiles | None:
@@ -291,7 +294,10 @@ class ChunkFiles:
     def _encode(self, chunk: np.ndarray) -> bytes | None:
         """One chunk's bytes, or None when it holds only the fill value (zarr does not store
         those)."""
-        if self.fill_value.dtype.kind == "f" and np.isnan(self.fill_value):
+        if self._zero_fill:
+            if not chunk.any():
+                return None
+        elif self.fill_value.dtype.kind == "f" and np.isnan(self.fill_value):
             if np.isnan(chunk).all():
                 return None
         elif not np.any(chunk != self.fill_value):
@@ -343,6 +349,17 @@ class ChunkFiles:
             return out.squeeze(axis=dropped)
         self._read_into(out, region)
         return out.squeeze(axis=dropped)
+
+    def read_into(self, out: np.ndarray, key) -> np.ndarray:
+        """``self[key]`` decoded into ``out`` (an array of the region's shape and this dtype,
+        any strides; integers in ``key`` not allowed), which is returned: no result array made."""
+        region, dropped = self._normalize(key)
+        shape = tuple(s.stop - s.start for s in region)
+        if dropped or out.shape != shape or out.dtype != self.dtype:
+            raise ValueError(f"read_into needs a {shape} {self.dtype} array, not {out.shape}")
+        if out.size:
+            self._read_into(out, region)
+        return out
 
     def _read_into(self, out: np.ndarray, region: tuple[slice, ...]) -> None:
         for index, inner, outer in self._pieces(region, self.chunks):

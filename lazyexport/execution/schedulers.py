@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -68,11 +69,11 @@ def _wait_writes_stopped(client, run: str) -> None:
 
 
 def is_client(scheduler: Any) -> bool:
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return False
-    return isinstance(scheduler, Client)
+    """Whether ``scheduler`` is a ``distributed.Client``. A client exists only once
+    ``distributed`` is imported, so this never imports it (a second or more of start-up)."""
+    distributed = sys.modules.get("distributed")
+    client = getattr(distributed, "Client", None)
+    return client is not None and isinstance(scheduler, client)
 
 
 _ADDRESS = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)\S+$|^[\w.-]+:\d+$", re.IGNORECASE)
