@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from .axes import parse_axes
+from .declarations import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS
+from .declarations import TIFF_FLAVORS as TIFF_FLAVORS
 from .errors import SettingsError
 from .formats.options import (
     Option,
@@ -19,9 +21,7 @@ from .formats.options import (
     declared_by,
     refusal,
 )
-from .formats.pyramid import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from .formats.spec import ZarrFormat
-from .formats.tiff import TIFF_FLAVORS as TIFF_FLAVORS
 from .regions import normalize_regions
 from .roi import Bounds, normalize_roi_spec
 from .units import parse_pixel_size, parse_unit

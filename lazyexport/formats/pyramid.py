@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from ..declarations import DOWNSAMPLE_METHODS as DOWNSAMPLE_METHODS  # (still named here)
 from ..step_smooth import TRUNCATE, radius
 from ..steps import Region
 from ..transforms import convert_block

@@ -52,7 +52,6 @@ import numpy as np
 import tifffile
 
 from ..declarations import TIFF
-from ..declarations import TIFF_FLAVORS as TIFF_FLAVORS  # (still named here)
 from ..errors import FormatError
 from ..storage import remove, temp_path
 from ..units import imagej_unit, to_micrometers, unit_symbol
