@@ -3,9 +3,10 @@
 chunkio is kept only where it passes the same contract as the maintained codec pipelines. For
 every layout that matters — dtypes u1 … f8 and bool, little and big endian (v3 ``bytes``
 endian, v2 ``>`` dtypes), no compressor, zstd (with and without its checksum), gzip, zlib (v2),
-blosc with lz4 and zstd and every shuffle, Zarr v2 and v3, fill values 0, nonzero and NaN with
-chunks entirely of the fill value (absent files), shards with the index at the end and at the
-start, with and without the index's crc32c, partial edge chunks and shards:
+blosc with lz4 and zstd and every shuffle, Zarr v2 and v3, chunk key encodings, fill values 0,
+nonzero, NaN and v2's null, with chunks entirely of the fill value (absent files), shards with
+the index at the end and at the start, with and without the index's crc32c, partial edge chunks
+and shards:
 
 - what :class:`ChunkFiles` / :class:`ShardFiles` WRITE reads back identically through
   zarr-python's default pipeline, the zarrs pipeline and tensorstore, with the same set of
@@ -19,7 +20,9 @@ start, with and without the index's crc32c, partial edge chunks and shards:
   identically through the three readers.
 
 Cases are not the full cartesian product: dtype × endianness × format with the codec and fill
-value rotating, codec × format × shard layout, and fill value × dtype kind (see the lists).
+value rotating, codec × format × shard layout, fill value × dtype kind, key encodings (see
+``_cases``). zarrs does not read v2 big-endian arrays at all (its own limitation, not checked)
+and tensorstore does not open a v2 zstd compressor with a checksum (not a v2 case here).
 """
 
 from __future__ import annotations
@@ -73,10 +76,12 @@ class Case:
     codec: str = "zstd"
     index: str | None = None  # None: not sharded
     fill: Any = 0
+    keys: tuple[str, str] | None = None  # chunk key encoding and separator (None: the default)
 
     def __str__(self) -> str:
         parts = [f"v{self.fmt}", self.dtype, "be" if self.big else "le", self.codec]
         parts += [f"shard-{self.index}"] if self.index else []
+        parts += [f"keys-{self.keys[0]}{self.keys[1]}"] if self.keys else []
         return "-".join(parts + [f"fill{self.fill}"])
 
     @property
@@ -111,6 +116,12 @@ def _cases() -> list[Case]:
     # fill values: 0, nonzero and NaN (floats), unsharded and sharded
     for dtype, fill, index in itertools.product(("f4", "f8", "i2"), (0, 3, "nan"), (None, "end")):
         cases += [Case(dtype, False, fmt, "zstd", index, _fill(dtype, fill)) for fmt in (2, 3)]
+    # a v2 fill value of null (read as 0 by zarr and tensorstore)
+    cases += [Case("f4", fmt=2, fill=None), Case("i2", fmt=2, codec="blosc-lz4-shuffle", fill=None)]
+    # chunk key encodings other than the format's default
+    keys = ((2, ("v2", "/")), (3, ("v2", ".")), (3, ("v2", "/")), (3, ("default", ".")))
+    cases += [Case("u2", fmt=fmt, keys=k) for fmt, k in keys]
+    cases.append(Case("u2", index="end", keys=("v2", ".")))
     return sorted({c for c in cases if c.fmt == 3 or c.index is None}, key=str)
 
 
@@ -138,8 +149,9 @@ def values(case: Case) -> np.ndarray:
         if dtype.kind == "f":
             data[3, 2, 1] = np.nan  # a NaN that is not the fill value
             data[3, 2, 2] = -0.0
-    data[:2, :4, :4] = case.fill
-    data[4:, 8:, 8:] = case.fill
+    fill = 0 if case.fill is None else case.fill  # v2's null: zarr reads 0
+    data[:2, :4, :4] = fill
+    data[4:, 8:, 8:] = fill
     return data
 
 
@@ -168,6 +180,8 @@ def _compressor(codec: str, fmt: int) -> Any:
 def create(path: Path, case: Case) -> zarr.Array:
     """An empty array of ``case``'s layout, made by zarr-python."""
     common = dict(shape=SHAPE, dtype=case.dtype, fill_value=case.fill, zarr_format=case.fmt)
+    if case.keys is not None:
+        common["chunk_key_encoding"] = {"name": case.keys[0], "separator": case.keys[1]}
     compressor = _compressor(case.codec, case.fmt)
     if case.fmt == 2:
         dtype = np.dtype(case.dtype).newbyteorder(">") if case.big else case.dtype
