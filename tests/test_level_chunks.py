@@ -27,11 +27,11 @@ def _volume() -> np.ndarray:
     return np.random.default_rng(29).integers(0, 4000, SHAPE).astype("uint16")
 
 
-def _export(out, level_chunks, method="mean", shards=None, levels=3):
+def _export(out, level_chunks, method="mean", shards=None, levels=3, chunks=CHUNKS):
     settings = le.ExportSettings(
         format="ome-zarr",
         output=str(out),
-        chunks=CHUNKS,
+        chunks=chunks,
         shards=shards,
         levels=levels,
         downsample=method,
@@ -94,6 +94,17 @@ def test_levels_not_named_keep_level_0s_chunks_clipped(tmp_path):
     assert chunks == [(8, 16, 16), (8, 16, 16), (8, 4, 16), (4, 8, 8)]
 
 
+def test_a_coarser_levels_shards_are_rounded_up_to_its_own_chunks(tmp_path):
+    """Level 2 (8, 16, 16) in chunks 6 long along x: level 0's shard (16 along x) is no whole
+    number of them, so level 2's shard is 18 (three chunks), a valid sharded array."""
+    out = tmp_path / "o.ome.zarr"
+    small = {"z": 4, "y": 8, "x": 8}
+    _, got = _export(out, "2:x=6", shards={"z": 8, "y": 16, "x": 16}, chunks=small)
+    level_2 = zarr.open_array(str(out / "2"))
+    assert (level_2.chunks, level_2.shards) == ((4, 8, 6), (8, 16, 18))
+    assert np.array_equal(got[2], _independent(_independent(_volume(), "mean"), "mean"))
+
+
 def test_level_1_chunks_level_0_does_not_divide_still_make_the_same_pass_with_whole_units(
     tmp_path, monkeypatch
 ):
@@ -135,6 +146,9 @@ def test_the_plan_lists_every_levels_chunks_in_text_and_json(source, tmp_path, c
     arrays = json.loads(capsys.readouterr().out)["arrays"]
     assert [a["chunks"] for a in arrays] == [[8, 16, 16], [4, 8, 8], [8, 16, 16]]
     assert not (tmp_path / "o.ome.zarr").exists()
+    assert cli.main([*args[:-1], "--quiet"]) == 0  # the export itself: its result line
+    done = capsys.readouterr()
+    assert "level 1: (16, 32, 32), chunks (4, 8, 8)" in done.out + done.err
 
 
 @pytest.mark.parametrize(
