@@ -160,15 +160,17 @@ def test_the_plan_lists_every_levels_chunks_in_text_and_json(source, tmp_path, c
         ("1:y=-4", "cannot read level_chunks part"),
         ("1:t=4", "names axis 't'"),
         ("3:y=8", "names level 3, but the pyramid has levels 0 to 2"),
+        ("1:y=8 --levels 1", "names level 1, but the pyramid has level 0 only"),
         ("1:y=8;1:x=8", "level 1 twice"),
         ("y=8", "cannot read level_chunks part"),
     ],
 )
 def test_bad_level_chunks_are_refused_in_one_line(source, tmp_path, capsys, given, words):
     out = tmp_path / "o.ome.zarr"
+    given, _, levels = given.partition(" --levels ")
     status = cli.main(
-        ["export", str(source), "--format", "ome-zarr", "--output", str(out), "--levels", "3"]
-        + ["--level-chunks", given, "--plan"]
+        ["export", str(source), "--format", "ome-zarr", "--output", str(out)]
+        + ["--levels", levels or "3", "--level-chunks", given, "--plan"]
     )
     err = capsys.readouterr().err
     assert status == 2 and err.count("error:") == 1 and words in err, err

@@ -140,9 +140,10 @@ def check_level_chunks(
     asked = asked or {}
     beyond = sorted(k for k in asked if k >= count)
     if beyond:
+        has = f"levels 0 to {count - 1}" if count > 1 else "level 0 only"
         raise FormatError(
-            f"level_chunks names level {beyond[0]}, but the pyramid has levels 0 to {count - 1}; "
-            f"name levels 1 to {count - 1} or give more --levels"
+            f"level_chunks names level {beyond[0]}, but the pyramid has {has} (level 0's chunks "
+            "are --chunks); name only its levels from 1 or give more --levels"
         )
     for number, lengths in sorted(asked.items()):
         missing = [a for a in lengths if a not in axes]
