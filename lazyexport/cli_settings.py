@@ -14,6 +14,7 @@ from typing import Any
 from . import ilastik
 from .axes import names
 from .cli_options import option_dest
+from .declarations import parse_axis_numbers
 from .errors import SettingsError
 from .formats import format_for
 from .regions import read_regions
@@ -49,19 +50,6 @@ def parse_renormalize(text: str):
             ) from None
 
     return (pair(left, "in") if left.strip() else None, pair(right, "out"))
-
-
-def parse_axis_numbers(text: str, option: str, example: str) -> dict[str, int]:
-    """``z=32,y=256``: a whole number per axis, for --chunks and --at."""
-    values = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        axis, sep, value = part.partition("=")
-        if not sep or not value.strip().isdigit():
-            raise SettingsError(f"cannot read {option} part {part!r}; write {example}")
-        if axis.strip() in values:
-            raise SettingsError(f"{option} gives axis {axis.strip()!r} twice")
-        values[axis.strip()] = int(value)
-    return values
 
 
 def parse_chunks(text: str) -> dict[str, int]:

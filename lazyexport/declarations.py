@@ -18,7 +18,7 @@ shared by the formats that read it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import SettingsError
@@ -199,6 +199,93 @@ DOWNSAMPLE_AXES = Option(
 )
 
 
+def parse_axis_numbers(text: str, option: str, example: str) -> dict[str, int]:
+    """``z=32,y=256``: a whole number per axis, for --chunks, --at and --level-chunks."""
+    values = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        axis, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise SettingsError(f"cannot read {option} part {part!r}; write {example}")
+        if axis.strip() in values:
+            raise SettingsError(f"{option} gives axis {axis.strip()!r} twice")
+        values[axis.strip()] = int(value)
+    return values
+
+
+LEVEL_CHUNKS_EXAMPLE = "level:axis=length;..., e.g. 1:z=32,y=128,x=128;2:z=32,y=64,x=64"
+
+
+def _level_chunks(value: Any) -> dict[int, dict[str, int]]:
+    """``"1:z=32,y=128,x=128;2:y=64"`` (or ``{1: {"z": 32, ...}}``, ``{"1": "z=32,..."}``):
+    chunk lengths per pyramid level (1 and up) and axis, normalized to ``{1: {"z": 32}}``."""
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, str):
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            level, sep, text = part.partition(":")
+            if not sep:
+                raise SettingsError(
+                    f"cannot read level_chunks part {part!r}; write {LEVEL_CHUNKS_EXAMPLE}"
+                )
+            items.append((level.strip(), text))
+    elif isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        raise SettingsError(f"level_chunks must be {LEVEL_CHUNKS_EXAMPLE}; got {value!r}")
+    out: dict[int, dict[str, int]] = {}
+    for level, lengths in items:
+        number = _level_number(level)
+        if number in out:
+            raise SettingsError(f"level_chunks gives level {number} twice")
+        if isinstance(lengths, str):
+            lengths = parse_axis_numbers(lengths, "level_chunks", LEVEL_CHUNKS_EXAMPLE)
+        out[number] = _chunk_lengths(number, lengths)
+    if not out:
+        raise SettingsError(f"level_chunks names no level; write {LEVEL_CHUNKS_EXAMPLE}")
+    return out
+
+
+def _level_number(level: Any) -> int:
+    """A pyramid level's number from level_chunks: a whole number from 1 (level 0's chunks
+    are the export's, --chunks)."""
+    text = str(level).strip()
+    if isinstance(level, bool) or not text.isdigit():
+        raise SettingsError(f"level_chunks names an unknown level {level!r}; levels are 1, 2, ...")
+    if int(text) == 0:
+        raise SettingsError("level_chunks cannot set level 0's chunks; give --chunks (chunks=)")
+    return int(text)
+
+
+def _chunk_lengths(level: int, lengths: Any) -> dict[str, int]:
+    """One level's chunk lengths: axis letters to whole numbers from 1."""
+    if not isinstance(lengths, Mapping) or not lengths:
+        raise SettingsError(
+            f"level_chunks level {level} needs a length per axis, e.g. z=32,y=128; got {lengths!r}"
+        )
+    out = {}
+    for axis, length in lengths.items():
+        if not isinstance(axis, str) or len(axis.strip()) != 1 or not axis.strip().isalpha():
+            raise SettingsError(
+                f"level_chunks level {level}: axes are one letter each, got {axis!r}"
+            )
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise SettingsError(
+                f"level_chunks level {level}: the chunk length along {axis.strip()!r} must be a "
+                f"whole number from 1, got {length!r}"
+            )
+        out[axis.strip().lower()] = length
+    return out
+
+
+LEVEL_CHUNKS = Option(
+    "level_chunks",
+    "pyramid levels' own chunks",
+    "chunks of pyramid levels, per level and axis, e.g. 1:z=32,y=128,x=128;2:z=32,y=64,x=64 "
+    "(default: level 0's chunks, clipped to the level's shape; axes not named too)",
+    check=_level_chunks,
+    metavar="LEVEL:CHUNKS;...",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Capabilities:
     """What a format supports, declared once per format; settings are checked against it before
@@ -296,7 +383,7 @@ OME_ZARR = Format(
         compressions=ZARR_COMPRESSIONS,
         options=frozenset({"zarr_format", "shards"}) | SPATIAL_METADATA,
     ),
-    (LEVELS, DOWNSAMPLE, DOWNSAMPLE_AXES),
+    (LEVELS, DOWNSAMPLE, DOWNSAMPLE_AXES, LEVEL_CHUNKS),
 )
 TIFF = Format(
     "tiff",

@@ -136,7 +136,7 @@ def test_a_declared_option_is_refused_in_one_line_for_other_formats_and_bad_valu
         "only to npy-contract; drop it or choose that format",
         "demo_greeting (--demo-greeting: a greeting in the plan): give a non-empty text, got '  '",
         "unknown format option 'demo_greting'; known: demo_greeting, downsample, downsample_axes, "
-        "levels, tiff_flavor",
+        "level_chunks, levels, tiff_flavor",
     ]
 
 
@@ -167,12 +167,12 @@ def test_a_declared_option_on_the_command_line(tmp_path, source):
 def test_without_the_plugin_no_format_declares_an_option_of_its_own():
     """The built-in formats read the built-in options (ExportSettings fields) and the ones
     moved into their writers (still ExportSettings keywords: settings.MIRRORED), and ome-zarr's
-    downsample_axes (declared by its writer, never a field) only."""
-    assert set(declared_options()) == {*MIRRORED, "downsample_axes"}
+    downsample_axes and level_chunks (declared by its writer, never fields) only."""
+    assert set(declared_options()) == {*MIRRORED, "downsample_axes", "level_chunks"}
     with pytest.raises(
         SettingsError,
         match=r"^unknown format option 'demo_greeting'; known: downsample, downsample_axes, "
-        r"levels, tiff_flavor$",
+        r"level_chunks, levels, tiff_flavor$",
     ):
         le.ExportSettings(options={"demo_greeting": "hi"})
     assert list(FORMAT_OPTIONS) == [o.name for o in BUILTIN]

@@ -93,7 +93,12 @@ def test_the_ome_zarr_writer_declares_its_pyramid_options(tmp_path):
     import numpy as np
 
     writer = get_writer("ome-zarr")
-    assert [o.name for o in writer.options] == ["levels", "downsample", "downsample_axes"]
+    assert [o.name for o in writer.options] == [
+        "levels",
+        "downsample",
+        "downsample_axes",
+        "level_chunks",
+    ]
     settings = le.ExportSettings(format="ome-zarr", levels=2, downsample="Mode")
     assert settings.options == {"levels": 2, "downsample": "mode"}
     assert (settings.levels, settings.downsample) == (2, "mode")

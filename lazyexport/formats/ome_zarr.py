@@ -18,8 +18,11 @@ by the block's task before it returns (the format is not resumable anyway).
 On Zarr v3 every level is sharded (``spec.shards``: the setting's, or the planner's default of
 about :data:`SHARD_BYTES`): level 1's shards cover a level-0 shard's region (halved along the
 halved axes), the coarser levels' take level 0's shard shape; each is clipped to its level's
-shape (:func:`level_shards`). A level made after the blocks is written one whole shard per task,
-assembled from pieces within the pyramid's block budget, so no shard is written by two threads.
+shape (:func:`level_shards`), in whole chunks of the level: its own where ``level_chunks`` names
+it (:func:`~lazyexport.formats.pyramid.level_chunks`), else level 0's clipped; level 1's
+write units, and so the same pass's block steps, are its own. A level made after the blocks is
+written one whole shard per task, assembled from pieces within the pyramid's block budget, so no
+shard is written by two threads.
 
 Downsampling halves y and x, and z too while it is not much coarser than y/x ("isotropic
 enough": z spacing at most 1.5 times the y/x spacing), or the axes ``downsample_axes`` names;
@@ -72,10 +75,12 @@ from .layout import ArrayLayout
 from .pyramid import (
     AXIS_TYPES,
     Level,
+    check_level_chunks,
     coordinate_transformations,
     downsample,
     halo,
     level_block,
+    level_chunks,
     method_metadata,
     pass_bytes,
     pyramid,
@@ -214,9 +219,11 @@ class OmeZarrWriter(ZarrWriter):
                 f"downsample_axes {halved!r} names {', '.join(missing)}, which the output has "
                 f"not (axes {''.join(spec.axes)!r}); name only its spatial axes"
             )
-        return pyramid(
+        found = pyramid(
             spec.axes, spec.shape, spec.pixel_size, levels, spec.origin, centred, spec.scale, halved
         )
+        check_level_chunks(spec.axes, len(found), spec.options.get("level_chunks"))
+        return found
 
     def arrays(self, spec: OutputSpec) -> tuple[ArrayLayout, ...]:
         """Every level: its path under the output, shape, chunks and shards (a level's chunks
@@ -232,8 +239,8 @@ class OmeZarrWriter(ZarrWriter):
     def layouts(self, spec: OutputSpec, levels: list[Level]) -> tuple[ArrayLayout, ...]:
         """:meth:`arrays` of ``levels`` (without how they are made)."""
         layouts = []
-        for level in levels:
-            chunks = tuple(min(c, n) for c, n in zip(spec.chunks, level.shape))
+        asked = spec.options.get("level_chunks")
+        for level, chunks in zip(levels, level_chunks(spec.axes, spec.chunks, levels, asked)):
             path = f"{spec.internal.strip('/')}/{level.path}".strip("/")
             halved = level.factors if level.path == "1" else None
             shards = level_shards(spec.shards, chunks, level.shape, halved)
@@ -363,14 +370,15 @@ def fitting_piece(piece: Shape, fit: int) -> tuple[int, ...]:
 def level_shards(
     shards: Shape | None, chunks: Shape, shape: Shape, halved: Shape | None = None
 ) -> tuple[int, ...] | None:
-    """A level's shard shape: the export's ``shards`` clipped to the whole ``chunks`` (the
-    level's) that cover its ``shape`` (None: not sharded). ``halved`` (level 1's factors): the
-    shards cover the region of one of level 0's, ``shards / factor`` rounded up to whole chunks,
-    so a block of whole level-0 shards makes whole level-1 shards (the same pass)."""
+    """A level's shard shape: the export's ``shards`` rounded up to whole ``chunks`` (the
+    level's own: ``level_chunks`` may differ from level 0's) and clipped to the whole chunks
+    that cover its ``shape`` (None: not sharded). ``halved`` (level 1's factors): the shards
+    cover the region of one of level 0's, ``shards / factor`` rounded up to whole chunks, so a
+    block of whole level-0 shards makes whole level-1 shards (the same pass)."""
     if shards is None:
         return None
-    if halved is not None:
-        shards = tuple(math.ceil(s / f / c) * c for s, f, c in zip(shards, halved, chunks))
+    halved = halved or (1,) * len(shards)
+    shards = tuple(math.ceil(s / f / c) * c for s, f, c in zip(shards, halved, chunks))
     return tuple(min(s, math.ceil(n / c) * c) for s, c, n in zip(shards, chunks, shape))
 
 

@@ -1,7 +1,8 @@
 """The pyramid of an OME-Zarr image: its levels' geometry and how a window of pixels becomes one.
 
 :func:`pyramid` gives each level's shape, factors (from the level below), ``scale`` and
-``translation``; :func:`coordinate_transformations` writes them in NGFF's order; :func:`downsample`
+``translation``; :func:`level_chunks` its chunks (the ``level_chunks`` option's, else level 0's,
+clipped); :func:`coordinate_transformations` writes them in NGFF's order; :func:`downsample`
 reduces a block by whole windows (also binning's reducer, :mod:`lazyexport.step_bin`).
 :data:`~lazyexport.declarations.LEVELS`, :data:`~lazyexport.declarations.DOWNSAMPLE` and
 :data:`~lazyexport.declarations.DOWNSAMPLE_AXES` are the OME-Zarr format's options that choose
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FormatError
 from ..step_smooth import TRUNCATE, radius
 from ..steps import Region
 from ..transforms import convert_block
@@ -109,6 +111,46 @@ def pyramid(
             )
         )
     return out
+
+
+def level_chunks(
+    axes: tuple[str, ...],
+    chunks: tuple[int, ...],
+    levels: list[Level],
+    asked: Mapping[int, Mapping[str, int]] | None = None,
+) -> list[tuple[int, ...]]:
+    """Each of ``levels``' chunk shape: the lengths ``asked`` for it (the ``level_chunks``
+    option: level number -> axis -> length; checked by :func:`check_level_chunks`), else level
+    0's ``chunks``, clipped to the level's shape."""
+    asked = asked or {}
+    return [
+        tuple(
+            min(asked.get(int(lv.path), {}).get(a, c), n) for a, c, n in zip(axes, chunks, lv.shape)
+        )
+        for lv in levels
+    ]
+
+
+def check_level_chunks(
+    axes: tuple[str, ...], count: int, asked: Mapping[int, Mapping[str, int]] | None
+) -> None:
+    """Refuse, in one line, ``level_chunks`` (``asked``) naming a level beyond a pyramid of
+    ``count`` levels or an axis the output (``axes``) has not."""
+    asked = asked or {}
+    beyond = sorted(k for k in asked if k >= count)
+    if beyond:
+        has = f"levels 0 to {count - 1}" if count > 1 else "level 0 only"
+        raise FormatError(
+            f"level_chunks names level {beyond[0]}, but the pyramid has {has} (level 0's chunks "
+            "are --chunks); name only its levels from 1 or give more --levels"
+        )
+    for number, lengths in sorted(asked.items()):
+        missing = [a for a in lengths if a not in axes]
+        if missing:
+            raise FormatError(
+                f"level_chunks level {number} names axis {missing[0]!r}, which the output has "
+                f"not (axes {''.join(axes)!r})"
+            )
 
 
 def factors(
