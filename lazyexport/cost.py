@@ -159,6 +159,7 @@ class Costs:
     seconds: float  # relative time estimate (only for comparing shapes)
     shared: int = 0  # read units kept for the next blocks, at most (Source.shared)
     per_host: int = 0  # tasks one process (a cluster's worker) runs at once, at most
+    stepped: bool = False  # chosen among blocks at the writer's block steps (Axis.step)
 
     @property
     def projected_peak(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from dask.utils import format_bytes, parse_bytes
+from dask.utils import format_bytes
 
 from . import cost, location, step_segment
 from .axes import names
@@ -30,9 +30,19 @@ from .formats import Writer, get_writer
 from .formats.options import values_for
 from .formats.spec import OutputSpec
 from .plan_chunks import MIN_CHUNK_BYTES as MIN_CHUNK_BYTES
+from .plan_chunks import MIN_MEMORY_LIMIT as MIN_MEMORY_LIMIT
 from .plan_chunks import STAGING_TIME as STAGING_TIME
 from .plan_chunks import WORKER_ALLOWANCE as WORKER_ALLOWANCE
-from .plan_chunks import Pricing, choose_chunks, plan_sequence, plan_shards, step_lines, steps_text
+from .plan_chunks import (
+    Pricing,
+    choose_chunks,
+    env_bytes,
+    parse_memory_limit,
+    plan_sequence,
+    plan_shards,
+    step_lines,
+    steps_text,
+)
 from .plan_outputs import output_chunks, plan_outputs, plan_slices
 from .plan_steps import aligned_chunks, pipeline, read_range, transform
 from .plan_steps import cutout_reads as cutout_reads
@@ -47,11 +57,10 @@ from .steps import Pipeline, Step
 from .transforms import convert_block, dtype_range
 from .units import DEFAULT_UNIT, to_micrometers
 
-DEFAULT_MEMORY_LIMIT = 2**30
 # The largest block (output bytes) a task writes, whatever the budget (tests set it small).
-MAX_BLOCK_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_MAX_BLOCK_BYTES", "1GiB"))
+MAX_BLOCK_BYTES = env_bytes("LAZYEXPORT_MAX_BLOCK_BYTES", "1GiB")
 # The block bytes aimed at (cost.evaluate: larger only where it saves time); 0: none.
-BLOCK_TARGET_BYTES = parse_bytes(os.environ.get("LAZYEXPORT_BLOCK_TARGET", "32MiB"))
+BLOCK_TARGET_BYTES = env_bytes("LAZYEXPORT_BLOCK_TARGET", "32MiB")
 ZARR_CONCURRENCY = 4  # chunks zarr-python decodes at once per read (set by the runner)
 BLOCK_MEMORY_FACTOR = 6  # a pyramid level's block in flight, as a multiple (else: lazyexport.cost)
 
@@ -83,27 +92,6 @@ class Workers:
             f"{format_bytes(self.all_workers)} in all, up to {format_bytes(self.budget)} on one "
             f"worker (threads of this machine do not apply)"
         )
-
-
-# the smallest memory limit an export takes
-MIN_MEMORY_LIMIT = 16 * 2**20
-
-
-def parse_memory_limit(value: Any) -> int:
-    if value is None:
-        return DEFAULT_MEMORY_LIMIT
-    try:
-        limit = int(value) if isinstance(value, (int, np.integer)) else parse_bytes(str(value))
-    except (ValueError, TypeError):
-        raise SettingsError(
-            f"cannot read memory limit {value!r}; write e.g. 512MiB or 2GiB"
-        ) from None
-    if limit < MIN_MEMORY_LIMIT:
-        raise SettingsError(
-            f"memory limit {format_bytes(limit)} is too small; give at least "
-            f"{MIN_MEMORY_LIMIT // 2**20} MiB"
-        )
-    return limit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -588,6 +576,7 @@ def output_spec(plan: ExportPlan) -> OutputSpec:
         workers=plan.workers,
         block_shape=functools.partial(block_shape, budget=plan.pyramid_budget()),
         blocks=plan.blocks if plan.costs is not None else (),
+        stepped=plan.costs is not None and plan.costs.stepped,
         zarr_format=settings.zarr_format,
         result_type=settings.result_type,
         labels=step_segment.label_names(plan.pipeline.steps),

@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-from dask.utils import format_bytes
+from dask.utils import format_bytes, parse_bytes
 
 from . import cost
 from .axes import names
@@ -30,6 +31,42 @@ from .formats.spec import OutputSpec
 from .plan_outputs import output_chunks
 from .steps import Pipeline
 from .transforms import compute_dtype
+
+DEFAULT_MEMORY_LIMIT = 2**30
+# the smallest memory limit an export takes
+MIN_MEMORY_LIMIT = 16 * 2**20
+
+
+def parse_memory_limit(value: Any) -> int:
+    """A memory limit in bytes from a number or text such as 512MiB (None: the default)."""
+    if value is None:
+        return DEFAULT_MEMORY_LIMIT
+    try:
+        limit = int(value) if isinstance(value, (int, np.integer)) else parse_bytes(str(value))
+    except (ValueError, TypeError):
+        raise SettingsError(
+            f"cannot read memory limit {value!r}; write e.g. 512MiB or 2GiB"
+        ) from None
+    if limit < MIN_MEMORY_LIMIT:
+        raise SettingsError(
+            f"memory limit {format_bytes(limit)} is too small; give at least "
+            f"{MIN_MEMORY_LIMIT // 2**20} MiB"
+        )
+    return limit
+
+
+def env_bytes(name: str, default: str) -> int:
+    """A size in bytes from the environment variable ``name`` (e.g. 32MiB; 0 or more), else
+    ``default``; a refusal in one line names the variable where it cannot be read."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(parse_bytes(text))
+    except (ValueError, TypeError):
+        value = -1
+    if value < 0:
+        raise SettingsError(f"cannot read {name}={text!r}; write a size such as 32MiB (or 0)")
+    return value
+
 
 # what a cluster's worker may hold beyond its even share of the budget: its interpreter and
 # the libraries it imports (a local-cluster worker's limit has room for its share + this)
@@ -193,9 +230,11 @@ def _encode_bytes(
     block: tuple[int, ...],
     unit: tuple[int, ...],
     staged: bool = False,
+    stepped: bool = False,
 ) -> int:
     """What the writer holds on top of the block while it writes it (see Writer.write_buffers),
-    or after, making more of the output from it (Writer.block_work), whichever is more."""
+    or, for blocks at the writer's block steps (``stepped``), after it, making more of the output
+    from it (Writer.block_work), whichever is more."""
     itemsize = plan.dtype.itemsize
     out = math.prod(block[: len(plan.axes)]) * itemsize
     if plan.writer.capabilities.sequence:
@@ -203,6 +242,8 @@ def _encode_bytes(
         plane = math.prod(n for i, n in enumerate(plan.shape) if i != pos) * itemsize
         return plan.writer.write_buffers(out, plane, staged=staged, spec=spec)
     buffers = plan.writer.write_buffers(out, math.prod(unit) * itemsize, spec=spec)
+    if not stepped:
+        return buffers
     return max(buffers, plan.writer.block_work(spec, tuple(block[: len(plan.axes)])))
 
 
@@ -225,7 +266,8 @@ def _choose(
         wanted = plan.writer.block_steps(plan.spec) if plan.chunks else ()
         if wanted:
             with contextlib.suppress(MemoryLimitError):
-                return _choose(plan, unit, pricing, what, aligned, staged, time_extra, wanted)
+                found = _choose(plan, unit, pricing, what, aligned, staged, time_extra, wanted)
+                return dataclasses.replace(found, stepped=True)
         steps = ()
     source = dataclasses.replace(pricing.source, shared=plan.in_process)
     axes = _cost_axes(plan, pricing, unit, aligned, steps)
@@ -241,7 +283,7 @@ def _choose(
             source,
             plan.dtype.itemsize,
             compute_itemsize=compute,
-            encode=lambda block: _encode_bytes(plan, spec, block, unit, staged),
+            encode=lambda block: _encode_bytes(plan, spec, block, unit, staged, bool(steps)),
             budget=budget,
             baseline=pricing.baseline,
             threads=plan.workers,

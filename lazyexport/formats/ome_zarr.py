@@ -260,18 +260,18 @@ class OmeZarrWriter(ZarrWriter):
 
     def same_pass(self, spec: OutputSpec) -> bool:
         """Whether each block task makes its block's level-1 piece too (so level 0 is not read
-        back to make level 1): the plan's blocks (``spec.blocks``) start at multiples of
-        :meth:`block_steps`, so each is whole write units of level 1 (none written by two
-        tasks)."""
-        steps = self.block_steps(spec) if spec.blocks else ()
+        back to make level 1): the planner chose the blocks at :meth:`block_steps` and priced
+        that work (``spec.stepped``), and the plan's blocks (``spec.blocks``) start at multiples
+        of those steps, so each is whole write units of level 1 (none written by two tasks)."""
+        steps = self.block_steps(spec) if spec.blocks and spec.stepped else ()
         return bool(steps) and whole_units(spec.blocks, steps)
 
     def block_work(self, spec: OutputSpec, block: tuple[int, ...]) -> int:
-        """A block that makes its level-1 piece (its lengths multiples of :meth:`block_steps`)
-        holds that piece, its downsampling's work space (:func:`pass_bytes`) and the piece's
-        write buffers (a level-1 shard or chunk made contiguous and encoded)."""
-        steps = self.block_steps(spec)
-        if not steps or any(b % t and b < n for b, t, n in zip(block, steps, spec.shape)):
+        """A block chosen at :meth:`block_steps` (which may make its level-1 piece: the
+        planner asks only for those) holds that piece, its downsampling's work space
+        (:func:`pass_bytes`) and the piece's write buffers (a level-1 shard or chunk made
+        contiguous and encoded)."""
+        if not self.block_steps(spec):
             return 0
         levels, method, itemsize = self.levels(spec)[:2], self.method(spec), spec.dtype.itemsize
         level, one = levels[1], self.layouts(spec, levels)[1]

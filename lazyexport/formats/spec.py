@@ -58,6 +58,8 @@ class OutputSpec:
     block_shape: Callable[[Shape, Shape, int], Shape] = dataclasses.field(compare=False, repr=False)
     # the plan's block lengths per axis (as dask's chunks); () while the planner chooses them
     blocks: tuple[Shape, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    # the blocks were chosen at the writer's block_steps, priced with its block_work
+    stepped: bool = dataclasses.field(default=False, compare=False)
     # settings that only some formats read
     zarr_format: ZarrFormat  # zarr, ome-zarr
     result_type: str | None  # ome-zarr: a result type naming labels makes "mode" the default
