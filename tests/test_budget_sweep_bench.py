@@ -77,9 +77,9 @@ def test_a_row_of_numbers_per_job_and_budget(output):
         ratios = [float(m[4]) for m in matches]
         assert min(ratios) == 1.0 and all(r >= 1.0 for r in ratios), output  # time x
         assert all(float(m[2]) > 0 and float(m[5]) > 0 and int(m[8]) >= 1 for m in matches)
-        # the fastest budget's peak is the reference of ``peak x``
-        fastest = matches[ratios.index(1.0)]
-        assert float(fastest[6]) == 1.0, output
+        # the fastest budget's peak is the reference of ``peak x`` (times that print as 1.00
+        # may tie: one of them is the fastest)
+        assert any(float(m[6]) == 1.0 for m in matches if float(m[4]) == 1.0), output
         assert [m[10] for m in matches] == ["-", matches[1][10]]
         assert matches[1][10] in ("ok", "SLOWER")
 
@@ -98,9 +98,9 @@ def test_verdict_lines_agree_with_the_table(output):
         peak = peaks[job]
         default = next(m for m in rows[job] if m[1] == "1GiB")
         assert abs(float(peak[3]) - float(default[6])) < 0.011, output
-        assert (peak[6] == "yes") == (float(peak[3]) <= 1.2)
-        fastest = next(m for m in rows[job] if float(m[4]) == 1.0)
-        assert peak[4] == fastest[1]
+        if float(peak[3]) != 1.2:  # (printed with 2 decimals: 1.20 may be either side)
+            assert (peak[6] == "yes") == (float(peak[3]) <= 1.2)
+        assert peak[4] in {m[1] for m in rows[job] if float(m[4]) == 1.0}, output
 
 
 def test_steps_judged_against_the_noise_of_the_repeats():

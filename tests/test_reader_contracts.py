@@ -119,6 +119,15 @@ def _count_reads(monkeypatch, reader) -> list[tuple]:
         return original(self, key)
 
     monkeypatch.setattr(cls, "__getitem__", counted)
+    into = getattr(cls, "read_into", None)  # (a region decoded straight into a block)
+    if into is not None:
+
+        def counted_into(self, out, key):
+            if self is reader:
+                reads.append(key)
+            return into(self, out, key)
+
+        monkeypatch.setattr(cls, "read_into", counted_into)
     return reads
 
 
