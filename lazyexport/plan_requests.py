@@ -106,7 +106,8 @@ def transfer(plan: ExportPlan, throughput: Any = None) -> Transfer | None:
     staged = 0
     if remote_output:
         arrays = plan.writer.chunk_objects(plan.spec)
-        out = _chunked(plan, arrays) if arrays else _staged(plan)
+        back = [a.reads_back for a in plan.writer.arrays(plan.spec)[1:]] or [True] * len(arrays)
+        out = _chunked(plan, arrays, back) if arrays else _staged(plan)
         gets, puts, read = gets + out[0], out[1], read + out[2]
         written, objects = out[3], out[4]
         spread += out[2] + (written if arrays else 0)
@@ -129,19 +130,24 @@ def _source_reads(plan: ExportPlan) -> tuple[int, int]:
     return gets + SOURCE_META_GETS, c.decoded
 
 
-def _chunked(plan: ExportPlan, arrays) -> tuple[int, int, int, int, int]:
+def _chunked(plan: ExportPlan, arrays, back: list[bool]) -> tuple[int, int, int, int, int]:
     """(GETs, PUTs, bytes read, bytes written, objects) of a chunked store: one object per chunk
     or shard of each array; a shard fetched before it is written; each array after the first
-    built from the one before, read back."""
+    built from the one before, read back where ``back`` says so (else made in the same pass, by
+    the block tasks, which open it once more and write it as the first array: a shard fetched
+    before it is written)."""
     itemsize = plan.dtype.itemsize
     counts = [math.prod(math.ceil(n / max(u, 1)) for n, u in zip(s, unit)) for s, unit in arrays]
     sizes = [math.prod(s) * itemsize for s, _ in arrays]
     extra = len(arrays) - 1
-    gets = STORE_META_GETS + extra * ARRAY_META_GETS + sum(counts[:-1])
-    gets += counts[0] if plan.shards else 0
+    read = [i for i, again in enumerate(back[:extra]) if again]  # the arrays read back
+    same = [i + 1 for i, again in enumerate(back[:extra]) if not again]  # made by the tasks
+    gets = STORE_META_GETS + (extra + len(same)) * ARRAY_META_GETS + sum(counts[i] for i in read)
+    if plan.shards:
+        gets += counts[0] + sum(counts[i] for i in same)
     puts = STORE_META_PUTS + extra * ARRAY_META_PUTS + sum(counts)
     objects = sum(counts) + len(arrays) + (len(arrays) > 1)  # and the arrays' and group's metadata
-    return gets, puts, sum(sizes[:-1]), sum(sizes), objects
+    return gets, puts, sum(sizes[i] for i in read), sum(sizes), objects
 
 
 def _staged(plan: ExportPlan) -> tuple[int, int, int, int, int]:

@@ -15,7 +15,8 @@ import numpy as np
 import lazyexport as le
 from helpers import cli_env
 
-SHARDED = {"chunks": {"z": 32, "y": 128, "x": 128}, "shards": {"z": 64, "y": 512, "x": 512}}
+CHUNKS = {"z": 32, "y": 128, "x": 128}
+SHARDS = {"z": 64, "y": 512, "x": 512}
 
 
 def _plan(tmp_path, method: str, memory: str):
@@ -25,7 +26,8 @@ def _plan(tmp_path, method: str, memory: str):
         output=str(tmp_path / "o.ome.zarr"),
         levels=2,
         downsample=method,
-        **SHARDED,
+        chunks=CHUNKS,
+        shards=SHARDS,
     )
     return le.plan(src, settings, memory_limit=memory)
 

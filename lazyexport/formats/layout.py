@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+SAME_PASS = "in the same pass as level 0"  # ArrayLayout.made: from the blocks as they are written
+AFTER_BLOCKS = "after the blocks"  # ArrayLayout.made: from the array before it, read back
+
 
 @dataclasses.dataclass(frozen=True)
 class ArrayLayout:
@@ -22,6 +25,12 @@ class ArrayLayout:
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None = None
     made: str = ""
+
+    @property
+    def reads_back(self) -> bool:
+        """Whether the array is made from the one before it read back (a pyramid level after
+        the first that is not made in the same pass)."""
+        return self.made != SAME_PASS
 
     def summary(self) -> dict[str, Any]:
         """As plain data (JSON)."""

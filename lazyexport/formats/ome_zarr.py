@@ -71,7 +71,7 @@ from ..declarations import OME_ZARR
 from ..errors import FormatError
 from . import container
 from .base import Target, release_memory
-from .layout import ArrayLayout
+from .layout import AFTER_BLOCKS, SAME_PASS, ArrayLayout
 from .pyramid import (
     AXIS_TYPES,
     Level,
@@ -232,7 +232,7 @@ class OmeZarrWriter(ZarrWriter):
         or after the blocks, :meth:`same_pass`); :meth:`open` creates the levels as these say."""
         layouts = list(self.layouts(spec, self.levels(spec)))
         if len(layouts) > 1 and spec.blocks:
-            made = "in the same pass as level 0" if self.same_pass(spec) else "after the blocks"
+            made = SAME_PASS if self.same_pass(spec) else AFTER_BLOCKS
             layouts[1] = dataclasses.replace(layouts[1], made=made)
         return tuple(layouts)
 
