@@ -457,18 +457,31 @@ class ShardFiles(ChunkFiles):
         return fd, np.frombuffer(raw[:-4], dtype="<u8").reshape(self.per_shard + (2,))
 
     def _store(self, index: tuple[int, ...], shard: np.ndarray) -> None:
+        """Each inner chunk written to the shard file as soon as it is encoded (a task holds one
+        encoded inner chunk, never the encoded shard), then the index; no file where every inner
+        chunk holds only the fill value."""
         spans = np.full(self.per_shard + (2,), _MISSING, dtype="<u8")
-        parts, offset = [], 0
-        for local, _, where in self._pieces(tuple(slice(0, n) for n in self.chunks), self.inner):
-            data = self._encode(np.ascontiguousarray(shard[where]))
-            if data is not None:
+        path, file, offset = self._path(index), None, 0
+        try:
+            for local, _, where in self._pieces(
+                tuple(slice(0, n) for n in self.chunks), self.inner
+            ):
+                data = self._encode(np.ascontiguousarray(shard[where]))
+                if data is None:
+                    continue
+                if file is None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    file = open(path, "wb")  # noqa: SIM115 (closed below, also on an error)
+                file.write(data)
                 spans[local] = (offset, len(data))
-                parts.append(data)
                 offset += len(data)
-        if not parts:
-            return self._put(index, None)
-        table = spans.tobytes()
-        self._put(index, parts + [table, _crc32c(table)])
+            if file is None:
+                return self._put(index, None)
+            table = spans.tobytes()
+            file.write(table + _crc32c(table))
+        finally:
+            if file is not None:
+                file.close()
 
 
 _MISSING = 2**64 - 1

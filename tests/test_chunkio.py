@@ -345,3 +345,60 @@ def test_every_ome_zarr_level_is_read_directly(tmp_path, zarr_format):
     for arr in levels:
         assert ChunkFiles.of(arr) is not None, f"{arr.path}: {layout_refusal(arr)}"
         np.testing.assert_array_equal(files_of(arr)[...], arr[...])
+
+
+def test_a_shard_is_written_one_encoded_inner_chunk_at_a_time(tmp_path):
+    """Writing a shard holds one encoded inner chunk, never the encoded shard: the shard here is
+    8 MiB of incompressible values in 128 KiB inner chunks, and the write's own allocations
+    stay under 1 MiB (holding the encoded parts until the end took over 8 MiB)."""
+    import tracemalloc
+
+    shape = (64, 256, 256)
+    arr = zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=shape,
+        chunks=(16, 64, 64),
+        shards=shape,
+        dtype="uint16",
+        compressors=ZstdCodec(level=1),
+    )
+    files = files_of(arr)
+    data = np.random.default_rng(0).integers(0, 2**16, size=shape, dtype="uint16")
+    tracemalloc.start()
+    try:
+        files.write(data, tuple(slice(0, n) for n in shape))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak / 2**20:.1f} MiB held while writing an 8 MiB shard"
+    np.testing.assert_array_equal(arr[...], data)
+
+
+def test_ome_zarr_levels_after_the_blocks_are_read_and_written_through_chunk_files(
+    tmp_path, monkeypatch
+):
+    """Local levels built after the blocks go through the chunk files as level 0 does (zarr's
+    sharding codec would hold each encoded shard twice besides the assembled one)."""
+    import lazyexport as le
+
+    written: list[str] = []
+    write = ChunkFiles.write
+
+    def spy(self, block, location):
+        written.append(self.root.name)
+        return write(self, block, location)
+
+    monkeypatch.setattr(ChunkFiles, "write", spy)
+    data = (np.arange(32 * 64 * 64).reshape(32, 64, 64) % 251).astype("uint16")
+    out = tmp_path / "out.ome.zarr"
+    le.export(
+        data, le.ExportSettings(format="ome-zarr", output=str(out), levels=4, chunks={"z": 8})
+    )
+    assert {"0", "1", "2", "3"} <= set(written)
+    group = zarr.open_group(str(out), mode="r")
+    level_2 = cast(zarr.Array, group["2"])
+    expected = data
+    for _ in range(2):  # each level the mean of the level below, rounded half to even
+        z, y, x = (n // 2 for n in expected.shape)
+        expected = np.round(expected.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5)))
+    np.testing.assert_array_equal(level_2[...], expected.astype("uint16"))

@@ -67,6 +67,7 @@ import dask
 import numpy as np
 import zarr
 
+from ..chunkio import ChunkFiles, reader_for
 from ..declarations import OME_ZARR
 from ..errors import FormatError
 from . import container
@@ -464,29 +465,38 @@ class OmeZarrTarget(ZarrTarget):
             math.prod(self.block_shape((1,) * dst.ndim, dst.chunks, itemsize)),
         )
         grid = [range(0, n, b) for n, b in zip(dst.shape, block)]
+        # local levels are read and written through their chunk files, as level 0 is: zarr's own
+        # sharding codec would hold the encoded shard (twice) besides the assembled one
+        source, files = reader_for(src), ChunkFiles.of(dst)
 
         def made(out: tuple[slice, ...]) -> np.ndarray:
             region = tuple(
                 slice(s.start * f, min(s.stop * f, n)) for s, f, n in zip(out, factors, src.shape)
             )
             values = level_block(
-                lambda r: np.asarray(src[r]), region, src.shape, factors, self.method
+                lambda r: np.asarray(source[r]), region, src.shape, factors, self.method
             )
             if self.report is not None:
                 self.report(math.prod(s.stop - s.start for s in region))
             return values
 
+        def store(values: np.ndarray, out: tuple[slice, ...]) -> None:
+            if files is None:
+                dst[out] = values
+            else:
+                files.write(values, out)
+
         def one(corner: tuple[int, ...]) -> None:
             out = tuple(slice(c, min(c + b, n)) for c, b, n in zip(corner, block, dst.shape))
             if block == piece:
-                dst[out] = made(out)
+                store(made(out), out)
                 return
             whole = np.empty(tuple(s.stop - s.start for s in out), dst.dtype)
             for start in product(*(range(s.start, s.stop, p) for s, p in zip(out, piece))):
                 part = tuple(slice(a, min(a + p, s.stop)) for a, p, s in zip(start, piece, out))
                 at = tuple(slice(q.start - s.start, q.stop - s.start) for q, s in zip(part, out))
                 whole[at] = made(part)
-            dst[out] = whole
+            store(whole, out)
 
         # dask's own thread pool, the one that wrote level 0: new threads would each get new
         # malloc arenas, and the process would keep the old ones' memory besides
