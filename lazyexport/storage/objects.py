@@ -278,7 +278,9 @@ def list_dir(url: PurePath | UrlPath) -> list[str]:
 
 
 def exists(url: PurePath | UrlPath) -> bool:
-    """Whether an object ``url`` exists, or any object below it (a store)."""
+    """Whether an object ``url`` exists, or any object below it (a store). A web server
+    (``http``, ``https``) cannot list: there a store is known by a Zarr metadata document below
+    ``url`` (a listing would be a WebDAV request, refused by plain servers and retried)."""
     url = as_url(url)
     import obstore
 
@@ -287,6 +289,8 @@ def exists(url: PurePath | UrlPath) -> bool:
         return True
     except FileNotFoundError:
         pass
+    if url.scheme in READ_ONLY:
+        return any(exists_object(url / name) for name in ("zarr.json", ".zgroup", ".zarray"))
     prefix = url.key.rstrip("/") + "/"
     for batch in obstore.list(store(url.root), prefix=prefix, chunk_size=1):
         if batch:
