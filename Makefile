@@ -53,7 +53,8 @@ lint: $(STAMP)
 # backends, object storage, the randomized end-to-end comparison, the fast chunk path, shards,
 # byte order) on every other Python that pyproject.toml's requires-python admits, each in its own
 # virtual environment with the dependency versions its lock pins (.venv-3.12, .venv-3.13); the
-# memory tests per chunk layout (every format) on the newest of them too; then the whole suite on
+# memory tests per chunk layout (each format once, each layout at least once) on the newest of
+# them too; then the whole suite on
 # the default Python. The 8 GiB memory campaign (tests/test_memory_budget.py, 1.5 minutes) runs on
 # the default Python only, so that CI stays under 30 minutes on two cores.
 test: lint
@@ -82,7 +83,7 @@ test-pythons: | $(UV)
 		echo "Python $$v: $$($$venv/bin/python -c 'import sys, zarr, numpy, dask; print(sys.version.split()[0], "zarr", zarr.__version__, "numpy", numpy.__version__, "dask", dask.__version__)')"; \
 		samples="$(PYTHON_SAMPLES)"; \
 		if [ "$$v" = "$(NEWEST_PYTHON)" ]; then samples="$$samples $(NEWEST_SAMPLES)"; fi; \
-		$$venv/bin/python -m pytest -q -p no:cacheprovider $$samples; \
+		LAZYEXPORT_MEMORY_LAYOUTS=diagonal $$venv/bin/python -m pytest -q -p no:cacheprovider $$samples; \
 	done
 
 # make lock: the locks of the test environment, one per Python that make test uses (the default and
