@@ -479,8 +479,13 @@ class ShardFiles(ChunkFiles):
                 return self._put(index, None)
             table = spans.tobytes()
             file.write(table + _crc32c(table))
+        except BaseException:
+            if file is not None:  # no shard file without its index
+                file.close()
+                path.unlink(missing_ok=True)
+            raise
         finally:
-            if file is not None:
+            if file is not None and not file.closed:
                 file.close()
 
 

@@ -402,3 +402,26 @@ def test_ome_zarr_levels_after_the_blocks_are_read_and_written_through_chunk_fil
         z, y, x = (n // 2 for n in expected.shape)
         expected = np.round(expected.reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5)))
     np.testing.assert_array_equal(level_2[...], expected.astype("uint16"))
+
+
+def test_a_shard_whose_encoding_fails_leaves_no_file(tmp_path, monkeypatch):
+    """Inner chunks go to the file as they are encoded: an error part way removes the file (a
+    shard file without its index would not read back)."""
+    shape = (8, 16, 16)
+    arr = zarr.create_array(
+        str(tmp_path / "a.zarr"), shape=shape, chunks=(4, 8, 8), shards=shape, dtype="uint16"
+    )
+    files = files_of(arr)
+    encode = files._encode
+    calls = []
+
+    def failing(chunk):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return encode(chunk)
+
+    monkeypatch.setattr(files, "_encode", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        files.write(np.ones(shape, "uint16"), tuple(slice(0, n) for n in shape))
+    assert not [p for p in (tmp_path / "a.zarr").rglob("*") if p.is_file() and "c" in p.parts]

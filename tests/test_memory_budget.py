@@ -97,7 +97,8 @@ FORMATS: dict[str, dict[str, Any]] = {
 
 FULL = os.environ.get("LAZYEXPORT_MEMORY_FORMATS") == "all"  # make memtest
 SAMPLE = ("hdf5",)  # zarr: in test_peak_memory_does_not_grow_with_the_volume
-CHOSEN = list(FORMATS) if FULL else SAMPLE
+# (zarr: the growth test's 8 GiB export, checked the same way)
+CHOSEN = [f for f in FORMATS if f != "zarr"] if FULL else SAMPLE
 
 
 def expected(z: int) -> np.ndarray:

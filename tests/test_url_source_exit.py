@@ -124,3 +124,29 @@ def test_the_program_ends_without_tearing_down_the_interpreter(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stdout.split() == ["joined", "atexit"]
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "fmt, settings",
+    [
+        ("zarr", {"zarr_format": 3}),
+        ("zarr", {"zarr_format": 2}),
+        ("n5", {}),
+    ],
+    ids=["zarr3", "zarr2", "n5"],
+)
+def test_a_store_opens_at_a_server_that_serves_only_files(tmp_path, fmt, settings):
+    """An object store's web endpoint answers 404 for a store's own URL (a directory) and cannot
+    list: the store is found by its root document (zarr.json, .zarray, attributes.json)."""
+    import numpy as np
+
+    import lazyexport as le
+
+    data = (np.arange(4 * 8 * 8).reshape(4, 8, 8) % 251).astype("uint16")
+    name = "v.n5" if fmt == "n5" else "v.zarr"
+    le.export(data, le.ExportSettings(format=fmt, output=str(tmp_path / name), **settings))
+    with serve_directory(tmp_path, directories=False) as base:
+        source = le.open_source(f"{base}/{name}")
+        np.testing.assert_array_equal(np.asarray(source.transpose("z", "y", "x")), data)
+        with pytest.raises(le.ExportError, match="does not exist"):
+            le.open_source(f"{base}/missing.zarr")

@@ -277,10 +277,14 @@ def list_dir(url: PurePath | UrlPath) -> list[str]:
     return [key.rpartition("/")[2] for key in keys]
 
 
+# the documents a store (or a group or array in it) has at its root: Zarr v3, v2, N5
+STORE_MARKERS = ("zarr.json", ".zgroup", ".zarray", "attributes.json")
+
+
 def exists(url: PurePath | UrlPath) -> bool:
     """Whether an object ``url`` exists, or any object below it (a store). A web server
-    (``http``, ``https``) cannot list: there a store is known by a Zarr metadata document below
-    ``url`` (a listing would be a WebDAV request, refused by plain servers and retried)."""
+    (``http``, ``https``) cannot list: there a store is known by one of :data:`STORE_MARKERS`
+    below ``url`` (a listing would be a WebDAV request, refused by plain servers and retried)."""
     url = as_url(url)
     import obstore
 
@@ -290,7 +294,7 @@ def exists(url: PurePath | UrlPath) -> bool:
     except FileNotFoundError:
         pass
     if url.scheme in READ_ONLY:
-        return any(exists_object(url / name) for name in ("zarr.json", ".zgroup", ".zarray"))
+        return any(exists_object(url / name) for name in STORE_MARKERS)
     prefix = url.key.rstrip("/") + "/"
     for batch in obstore.list(store(url.root), prefix=prefix, chunk_size=1):
         if batch:

@@ -184,9 +184,11 @@ class FaultProxy:
 
 
 @contextlib.contextmanager
-def serve_directory(root: Path) -> Iterator[str]:
-    """Serve ``root`` read-only over plain HTTP on loopback; yields the base URL."""
-    handler = functools.partial(_QuietFiles, directory=str(root))
+def serve_directory(root: Path, directories: bool = True) -> Iterator[str]:
+    """Serve ``root`` read-only over plain HTTP on loopback; yields the base URL.
+    ``directories=False``: a directory's URL answers 404, as an object store's web endpoint
+    does (only files are there)."""
+    handler = functools.partial(_QuietFiles if directories else _FilesOnly, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -268,3 +270,13 @@ def s3_bucket(name: str) -> Iterator[S3Server]:
 def key_prefix(node_name: str) -> str:
     """A key prefix of a test's own in a shared bucket, from its node name."""
     return "t-" + node_name.replace("[", "-").replace("]", "").replace("/", "-")[:80]
+
+
+class _FilesOnly(_QuietFiles):
+    """:class:`_QuietFiles` with 404 for a directory's URL."""
+
+    def send_head(self):
+        if Path(self.translate_path(self.path)).is_dir():
+            self.send_error(404, "not a file")
+            return None
+        return super().send_head()
