@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from dask.utils import parse_bytes
 
 OUT = Path(__file__).resolve().parent.parent / "bench-out"
 JOBS = ("copy", "renorm", "sharded")
@@ -77,15 +78,6 @@ CHUNKS_4D = (1, 16, 256, 256)  # the 4-D uint8 source's chunks
 INNER = (1, 16, 128, 128)  # the sharded output's inner chunks
 SHARDS = (2, 64, 512, 512)
 CORNER = (32, 512, 512)  # the checked corner of each output (z, y, x)
-
-
-def parse_size(text: str) -> int:
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
-    low = text.strip().lower()
-    for unit, factor in units.items():
-        if low.endswith(unit):
-            return int(float(low[: -len(unit)]) * factor)
-    return int(low)
 
 
 def shapes(nbytes: int) -> dict[str, tuple[int, ...]]:
@@ -556,7 +548,7 @@ def main() -> None:
     print(f"cores: {len(os.sched_getaffinity(0))}; load average: {os.getloadavg()}")
     for size in args.sizes.split(","):
         for job in args.jobs.split(","):
-            run_job(job, parse_size(size), engines, args.repeat, where)
+            run_job(job, parse_bytes(size), engines, args.repeat, where)
 
 
 if __name__ == "__main__":

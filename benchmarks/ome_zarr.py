@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 import numpy as np  # noqa: E402
+from dask.utils import parse_bytes  # noqa: E402
 
 OUT = HERE.parent / "bench-out"
 TOOLS = ("lazyexport", "ngff-zarr", "ome-zarr-py", "bioio-ome-zarr", "dask")
@@ -65,15 +66,6 @@ LEVELS = 3
 CHUNK = 64
 SOURCE_CHUNKS = (64, 256, 256)
 CHECKED = 256  # the corner of the volume whose levels are compared with an independent mean
-
-
-def parse_size(text: str) -> int:
-    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "b": 1}
-    low = text.strip().lower()
-    for unit, factor in units.items():
-        if low.endswith(unit):
-            return int(float(low[: -len(unit)]) * factor)
-    return int(low)
 
 
 def cube_side(nbytes: int) -> int:
@@ -322,7 +314,7 @@ def main() -> None:
         child_main(args.child)
         return
     tools = available(args.tools.split(","))
-    side = cube_side(parse_size(args.size))
+    side = cube_side(parse_bytes(args.size))
     OUT.mkdir(exist_ok=True)
     src = make_source(side)
     print(f"source: uint16 {side}^3 ({side**3 * 2 / 2**30:.2f} GiB), chunks {SOURCE_CHUNKS}")

@@ -14,8 +14,9 @@ import pytest
 import zarr
 
 import lazyexport as le
+from helpers.pyramids import built_from
 from lazyexport import cli
-from lazyexport.formats.ome_zarr import OmeZarrTarget, OmeZarrWriter
+from lazyexport.formats.ome_zarr import OmeZarrWriter
 
 SHAPE = (32, 64, 64)  # halves evenly three times: an independent mean is a reshape
 CHUNKS = {"z": 8, "y": 16, "x": 16}
@@ -51,25 +52,12 @@ def _independent(level: np.ndarray, method: str) -> np.ndarray:
     return np.rint(windows.mean(axis=(1, 3, 5))).astype(level.dtype)  # half to even
 
 
-def _built_from(monkeypatch) -> list[str]:
-    """The levels :meth:`OmeZarrTarget.build_level` reads back (their paths), recorded."""
-    sources: list[str] = []
-    real = OmeZarrTarget.build_level
-
-    def recording(self, src, dst, factors):
-        sources.append(src.path)
-        return real(self, src, dst, factors)
-
-    monkeypatch.setattr(OmeZarrTarget, "build_level", recording)
-    return sources
-
-
 @pytest.mark.parametrize("method", ["mean", "nearest"])
 def test_each_level_has_its_chunks_and_shards_and_the_values_of_an_independent_pyramid(
     tmp_path, monkeypatch, method
 ):
     out = tmp_path / "o.ome.zarr"
-    read = _built_from(monkeypatch)
+    read = built_from(monkeypatch)
     plan, got = _export(out, ASKED, method, SHARDS)
     stored = [json.loads((out / str(k) / "zarr.json").read_text()) for k in range(3)]
     outer = [m["chunk_grid"]["configuration"]["chunk_shape"] for m in stored]
@@ -111,7 +99,7 @@ def test_level_1_chunks_level_0_does_not_divide_still_make_the_same_pass_with_wh
     """Level 1 in chunks of 6x12x12 (level 0's 8x16x16 do not divide 12 or 24): blocks start at
     multiples of both, so no level-1 chunk is written by two tasks, and the values are right."""
     out = tmp_path / "o.ome.zarr"
-    read = _built_from(monkeypatch)
+    read = built_from(monkeypatch)
     plan, got = _export(out, "1:z=6,y=12,x=12", levels=2)
     assert zarr.open_array(str(out / "1")).chunks == (6, 12, 12)
     assert "made in the same pass as level 0" in str(plan) and read == []
@@ -122,7 +110,7 @@ def test_level_1_chunks_level_0_does_not_divide_still_make_the_same_pass_with_wh
 
 def test_where_the_blocks_cannot_align_level_1_is_built_after_them_and_equal(tmp_path, monkeypatch):
     monkeypatch.setattr(OmeZarrWriter, "block_steps", lambda self, spec: ())
-    read = _built_from(monkeypatch)
+    read = built_from(monkeypatch)
     plan, got = _export(tmp_path / "o.ome.zarr", "1:z=6,y=12,x=12", levels=2)
     assert "made after the blocks" in str(plan) and read == ["0"]
     assert np.array_equal(got[1], _independent(_volume(), "mean"))

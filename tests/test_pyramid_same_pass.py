@@ -17,8 +17,9 @@ import pytest
 import zarr
 
 import lazyexport as le
+from helpers.pyramids import built_from
 from lazyexport.formats import ome_zarr
-from lazyexport.formats.ome_zarr import OmeZarrTarget, OmeZarrWriter
+from lazyexport.formats.ome_zarr import OmeZarrWriter
 
 SHAPE = (37, 70, 67)  # odd ends: short windows at each axis's end
 CHUNKS = {"z": 8, "y": 16, "x": 16}
@@ -48,19 +49,6 @@ def _export(volume, out, method, shards=None, levels=3):
     return plan, [np.asarray(zarr.open_array(str(out / str(k)))[...]) for k in range(levels)]
 
 
-def _built_from(monkeypatch) -> list[str]:
-    """The levels :meth:`OmeZarrTarget.build_level` reads (their paths), recorded."""
-    sources: list[str] = []
-    real = OmeZarrTarget.build_level
-
-    def recording(self, src, dst, factors):
-        sources.append(src.path)
-        return real(self, src, dst, factors)
-
-    monkeypatch.setattr(OmeZarrTarget, "build_level", recording)
-    return sources
-
-
 CASES = [  # every method and dtype, with and without shards
     ("mean", "uint8", None),
     ("mean", "uint16", SHARDS),
@@ -81,11 +69,11 @@ def test_same_pass_levels_equal_the_old_paths_and_level_0_is_not_read_back(
     volume = _volume(dtype)
     with monkeypatch.context() as old:  # the old path: no block steps, level 1 after the blocks
         old.setattr(OmeZarrWriter, "block_steps", lambda self, spec: ())
-        before = _built_from(old)
+        before = built_from(old)
         plan, expected = _export(volume, tmp_path / "old.ome.zarr", method, shards)
         assert "made after the blocks" in str(plan)
         assert before == ["0", "1"]
-    read = _built_from(monkeypatch)
+    read = built_from(monkeypatch)
     plan, got = _export(volume, tmp_path / "new.ome.zarr", method, shards)
     assert "1: (19, 35, 34)" in str(plan) and "made in the same pass as level 0" in str(plan)
     assert read == ["1"]  # level 0 is not read back; level 2 is built from level 1
@@ -94,7 +82,7 @@ def test_same_pass_levels_equal_the_old_paths_and_level_0_is_not_read_back(
 
 
 def test_gaussian_keeps_the_old_path_and_the_plan_says_so(tmp_path, monkeypatch):
-    read = _built_from(monkeypatch)
+    read = built_from(monkeypatch)
     plan, _ = _export(_volume("uint16"), tmp_path / "o.ome.zarr", "gaussian", levels=2)
     assert read == ["0"]
     (level_1,) = [a for a in plan.summary()["arrays"] if a["path"] == "1"]
