@@ -76,6 +76,7 @@ from .execution.schedulers import (
     writing,
 )
 from .execution.staging import execute_staged, stages
+from .heap import reusing_freed_memory
 from .plan import WORKER_ALLOWANCE, ZARR_CONCURRENCY, ExportPlan, parse_memory_limit
 from .resume import Journal, commit_record, owner_paths, plan_token
 from .settings import ExportSettings
@@ -311,7 +312,10 @@ def _write_all(
         job.source.share(skip=done)  # the tasks are this process's threads: they share read units
     indices = (i for i in job.grid.indices() if i not in done) if done else job.grid.indices()
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
-    with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}):
+    # the tasks are this process's threads: a freed block is kept for the next (lazyexport.heap)
+    local = scheduler in ("threads", "synchronous")
+    here = reusing_freed_memory() if local else contextlib.nullcontext()
+    with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}), here:
         executor_for(plan, scheduler, run).run(indices, job, tracker.finished, tracker.check)
     if plan.settings.dtype is None or plan.dtype.kind not in "iu":
         return None

@@ -9,8 +9,6 @@ commit.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -310,14 +308,3 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
         size -= len(part)
         offset += len(part)
     return b"".join(parts) if len(parts) != 1 else parts[0]
-
-
-def release_memory() -> None:
-    """Hand memory freed by the block writes back to the system before a writer's own second
-    pass (pyramid levels, TIFF streaming). glibc keeps freed heap pages of every thread's arena
-    resident until trimmed, so without this the second pass would add to the first's peak."""
-    libc = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(libc).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # not glibc: nothing to do
-        pass

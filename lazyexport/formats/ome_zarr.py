@@ -70,8 +70,9 @@ import zarr
 from ..chunkio import ChunkFiles, reader_for
 from ..declarations import OME_ZARR
 from ..errors import FormatError
+from ..heap import release_memory
 from . import container
-from .base import Target, release_memory
+from .base import Target
 from .layout import AFTER_BLOCKS, SAME_PASS, ArrayLayout
 from .pyramid import (
     AXIS_TYPES,

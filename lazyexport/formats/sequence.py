@@ -34,9 +34,10 @@ import numpy as np
 import tifffile
 
 from ..declarations import TIFF_SEQUENCE
+from ..heap import release_memory
 from ..storage import NOFOLLOW, temp_path
 from ..storage.paths import matching_files
-from .base import Target, Writer, pread_exact, release_memory, write_region
+from .base import Target, Writer, pread_exact, write_region
 from .registry import register
 from .spec import OutputSpec
 

@@ -53,9 +53,10 @@ import tifffile
 
 from ..declarations import TIFF
 from ..errors import FormatError
+from ..heap import release_memory
 from ..storage import remove, temp_path
 from ..units import imagej_unit, to_micrometers, unit_symbol
-from .base import Target, Writer, pread_exact, release_memory, write_region
+from .base import Target, Writer, pread_exact, write_region
 from .registry import register
 from .spec import OutputSpec
 
