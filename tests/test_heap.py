@@ -3,17 +3,13 @@ instead of fresh pages faulted in from the kernel, and the heap is handed back a
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from helpers.fresh import run_json
 from lazyexport import heap
-
-REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, resource, sys
@@ -33,16 +29,7 @@ print(json.dumps({"faults": after - before, "blocks": plan.nblocks}))
 
 
 def _faults(source: Path, out: Path, mode: str) -> dict:
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(source), str(out), mode],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json(SCRIPT, str(source), str(out), mode)
 
 
 def test_an_export_reuses_freed_blocks_instead_of_faulting_in_fresh_pages(tmp_path):

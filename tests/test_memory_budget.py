@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,13 @@ import pytest
 import tifffile
 import zarr
 
+from helpers.fresh import run_json
 from lazyexport import open_exported
 from lazyexport.demo import sample_volume
 
 MiB = 2**20
 BUDGET = 512 * MiB
 SLACK = 256 * MiB
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("free_disk")  # gigabytes per test: removed after it
 EIGHT_GIB = (1024, 1024, 1024)  # z, y, x; two float32 channels
 
@@ -56,16 +54,7 @@ print(json.dumps({"peak": int(hwm.split()[1]) * 1024,
 
 
 def run_export(source, settings: dict) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(source), json.dumps(settings)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json(SCRIPT, json.dumps(source), json.dumps(settings), timeout=900)
     print(
         f"{settings['format']} {source if isinstance(source, list) else 'file'}: "
         f"peak RSS {report['peak'] / MiB:.0f} MiB"

@@ -6,22 +6,19 @@ libraries and allocator slack."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
 
+from helpers.fresh import run_json
 from helpers.zarr_nodes import as_array, read
 from lazyexport.demo import sample_volume
 
 SHAPE = (512, 1024, 1024)  # z, y, x; two float32 channels: 4 GiB
 BUDGET = 512 * 2**20
 SLACK = 256 * 2**20
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("free_disk")  # gigabytes per test: removed after it
 
 SCRIPT = """
@@ -42,16 +39,7 @@ print(json.dumps({{"peak": int(hwm.split()[1]) * 1024,
 
 def run_export(settings: dict) -> dict:
     code = SCRIPT.format(shape=SHAPE, budget=BUDGET)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(settings)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json(code, json.dumps(settings))
     print(
         f"{settings['format']}: peak RSS {report['peak'] / 2**20:.0f} MiB "
         f"in {report['seconds']:.0f} s"

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from helpers.fresh import run_json
 
 MiB = 2**20
 BUDGET = "32MiB"
@@ -27,7 +26,6 @@ FORMATS = [
     "tiff-sequence",
     "npy",
 ]  # ome-zarr, png-sequence: see docs/performance.md, known limits
-REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, sys
@@ -52,16 +50,7 @@ print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "projected": plan.costs.pr
 
 def run(layout, fmt, tmp_path) -> dict:
     output = str(tmp_path / ("o_{slice_index}" if fmt.endswith("sequence") else "o"))
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps([SHAPE, layout, fmt, output, BUDGET])],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(SCRIPT, json.dumps([SHAPE, layout, fmt, output, BUDGET]), timeout=600)
 
 
 # every layout to every format; LAZYEXPORT_MEMORY_LAYOUTS=diagonal (make test, on the other

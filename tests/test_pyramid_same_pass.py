@@ -7,16 +7,13 @@ keeps the old path; ``--plan`` says which; the task's peak stays within the plan
 from __future__ import annotations
 
 import importlib
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 
 import lazyexport as le
+from helpers.fresh import run_json
 from helpers.pyramids import built_from
 from lazyexport.formats import ome_zarr
 from lazyexport.formats.ome_zarr import OmeZarrWriter
@@ -24,7 +21,6 @@ from lazyexport.formats.ome_zarr import OmeZarrWriter
 SHAPE = (37, 70, 67)  # odd ends: short windows at each axis's end
 CHUNKS = {"z": 8, "y": 16, "x": 16}
 SHARDS = {"z": 16, "y": 32, "x": 32}
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _volume(dtype: str) -> np.ndarray:
@@ -162,16 +158,7 @@ print(json.dumps({"peak": int(hwm.split()[1]) * 1024, "projected": plan.costs.pr
 
 def test_a_same_pass_export_peaks_within_its_projection(tmp_path):
     budget = 24 * 2**20
-    proc = subprocess.run(
-        [sys.executable, "-c", PEAK, str(tmp_path / "o.ome.zarr"), str(budget)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = run_json(PEAK, str(tmp_path / "o.ome.zarr"), str(budget))
     assert "made in the same pass as level 0" in found["plan"], found["plan"]
     assert found["projected"] <= found["baseline"] + budget
     # within the tolerance of the memory tests (tests/test_memory_layouts.py): the level-1 piece
