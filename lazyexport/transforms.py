@@ -218,14 +218,24 @@ def convert_block(x: np.ndarray, dtype: npt.DTypeLike, in_place: bool = False) -
     # float -> integer; float16 cannot even hold 65535, so widen it first (exactly)
     if x.dtype == np.float16:
         x = x.astype(np.float32)
-    ftype = x.dtype.type
     rounded = np.rint(x, out=x) if in_place else np.rint(x)  # the steps below work in place
+    return _float_to_int(rounded, dtype)
+
+
+def _float_to_int(rounded: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rounded floats as the integer ``dtype``: clipped to its range, NaN -> 0, counted."""
+    info = np.iinfo(dtype)
+    ftype = rounded.dtype.type
     hi_f = ftype(info.max)
-    if int(hi_f) > info.max:  # info.max is not representable: use the float just below it
+    exact = int(hi_f) <= info.max
+    if not exact:  # info.max is not representable: use the float just below it
         hi_f = np.nextafter(hi_f, ftype(-np.inf))
-        above = rounded > hi_f  # every float above hi_f is above info.max
-    else:
-        above = None
+    # the common case, a block inside the type's range (a renormalized one): two reductions tell
+    # that nothing is clipped, NaN or infinite (a NaN fails both comparisons), so nothing is
+    # counted and nothing clipped
+    if rounded.size and rounded.min() >= ftype(info.min) and rounded.max() <= hi_f:
+        return rounded.astype(dtype)
+    above = None if exact else rounded > hi_f  # every float above hi_f is above info.max
     nan = np.isnan(rounded)
     if getattr(_COUNTS, "counts", None) is not None:
         _count(

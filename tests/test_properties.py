@@ -291,3 +291,43 @@ def test_export_renormalize_convert_matches_numpy(case):
         np.testing.assert_allclose(written, expected, rtol=1e-6, equal_nan=True)
     else:
         np.testing.assert_array_equal(written, expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from([("float64", 64), ("float32", 32)]).flatmap(lambda d: float_arrays(*d)),
+    st.sampled_from(INT_DTYPES),
+)
+def test_conversion_counts_are_those_of_the_reference(x, dtype):
+    """What is clipped and mapped is counted the same whether the block is inside the type's
+    range (the two-reduction path) or not."""
+    from lazyexport.transforms import counted
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        info, r = np.iinfo(dtype), np.rint(x)
+        hi = x.dtype.type(info.max)
+        if int(hi) > info.max:
+            hi = np.nextafter(hi, x.dtype.type(-np.inf))
+        expected = [
+            np.count_nonzero(r < x.dtype.type(info.min)),
+            np.count_nonzero(r > hi),
+            np.count_nonzero(np.isnan(r)),
+            np.count_nonzero(np.isinf(r)),
+        ]
+        with counted() as counts:
+            out = convert_block(x, dtype)
+    assert counts.tolist() == expected
+    np.testing.assert_array_equal(out, reference_convert(x, dtype))
+
+
+def test_a_block_at_the_edges_of_the_range_takes_the_reductions_path():
+    from lazyexport.transforms import counted
+
+    x = np.array([-0.4, 0.0, 127.5, 254.6, 255.4], dtype=np.float32)  # rounds to 0 ... 255
+    with counted() as counts:
+        out = convert_block(x, "uint8")
+    assert out.tolist() == [0, 0, 128, 255, 255] and counts.tolist() == [0, 0, 0, 0]
+    x[0] = -0.6  # rounds to -1: clipped, and counted
+    with counted() as counts:
+        out = convert_block(x, "uint8")
+    assert out.tolist() == [0, 0, 128, 255, 255] and counts.tolist() == [1, 0, 0, 0]
