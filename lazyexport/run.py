@@ -312,9 +312,11 @@ def _write_all(
         job.source.share(skip=done)  # the tasks are this process's threads: they share read units
     indices = (i for i in job.grid.indices() if i not in done) if done else job.grid.indices()
     # zarr decodes up to async.concurrency chunks at once per read: keep that memory bounded
-    # the tasks are this process's threads: a freed block is kept for the next (lazyexport.heap)
-    local = scheduler in ("threads", "synchronous")
-    here = reusing_freed_memory() if local else contextlib.nullcontext()
+    # the tasks are this process's threads, each writing its own blocks: a freed block is kept
+    # for the next (lazyexport.heap); not where this thread stores what they encoded (a single
+    # writer), as blocks freed in another thread than their own were kept beside new ones
+    keep = scheduler in ("threads", "synchronous") and not plan.writer.capabilities.single_writer
+    here = reusing_freed_memory() if keep else contextlib.nullcontext()
     with zarr.config.set({"async.concurrency": ZARR_CONCURRENCY}), here:
         executor_for(plan, scheduler, run).run(indices, job, tracker.finished, tracker.check)
     if plan.settings.dtype is None or plan.dtype.kind not in "iu":
