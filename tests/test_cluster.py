@@ -28,6 +28,7 @@ import lazyexport as le
 from helpers import cancel_a_huge_export, make_data
 from lazyexport import cli, run
 from lazyexport.errors import ExportCancelled, SchedulerError
+from lazyexport.execution import executors
 from lazyexport.formats import formats
 from lazyexport.formats.zarr import ZarrTarget, ZarrWriter
 from lazyexport.plan import WORKER_ALLOWANCE, build_plan
@@ -202,6 +203,65 @@ def test_an_export_survives_a_killed_worker(client, tmp_path, fmt):
     assert done_then < plan.nblocks  # it died while blocks were still to write
     client.wait_for_workers(2, timeout=60)  # the nanny restarted it ...
     assert victim not in client.run(os.getpid).values()  # ... as a new process: the old one is dead
+
+
+def test_an_export_survives_the_loss_of_its_job_on_the_cluster(client, tmp_path, monkeypatch):
+    """The job is sent to the workers once; if the workers holding it die (one that joined
+    after the broadcast fetches it from them), the scheduler forgets the tasks that need it.
+    The export sends the job again and runs those blocks again."""
+    data = volume((64, 256, 256))
+    source = slow_source(data, (8, 256, 256))
+    sent: list[Any] = []
+    scatter = client.scatter
+
+    def recorded(*args, **kwargs):
+        sent.append(scatter(*args, **kwargs))
+        return sent[-1]
+
+    monkeypatch.setattr(client, "scatter", recorded)
+    lost: list[int] = []
+
+    def lose_the_job(event: run.Progress) -> None:
+        if not lost:
+            client.cancel([sent[0]], force=True)  # as the scheduler does when its holders die
+            lost.append(event.blocks_done)
+
+    result = le.export(
+        source,
+        settings_for("zarr", tmp_path),
+        memory_limit="16MiB",
+        scheduler=client,
+        progress=lose_the_job,
+    )
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
+    assert lost == [1]
+    assert len(sent) == 2  # sent again once
+    assert sent[0].status == "cancelled"
+
+
+def test_a_cluster_that_keeps_losing_the_job_fails_the_export(client, tmp_path, monkeypatch):
+    data = volume((64, 256, 256))
+    source = slow_source(data, (8, 256, 256))
+    sent: list[Any] = []
+    scatter = client.scatter
+
+    def recorded(*args, **kwargs):
+        sent.append(scatter(*args, **kwargs))
+        return sent[-1]
+
+    monkeypatch.setattr(client, "scatter", recorded)
+    plan = build_plan(source, settings_for("zarr", tmp_path, chunks={"z": 8}), memory_limit="16MiB")
+    assert plan.nblocks > executors.MAX_JOB_SENDS
+    with pytest.raises(SchedulerError, match="the dask cluster lost the export's job 5 times"):
+        le.export(
+            source,
+            settings_for("zarr", tmp_path, chunks={"z": 8}),
+            memory_limit="16MiB",
+            scheduler=client,
+            progress=lambda event: client.cancel([sent[-1]], force=True),
+        )
+    assert len(sent) == executors.MAX_JOB_SENDS
+    assert files_in(tmp_path) == []  # nothing half-written is left
 
 
 # -- cancellation ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from ..errors import SchedulerError
 Job = Callable[[tuple[int, ...]], Any]
 POLL = 0.05  # seconds between checks for a cancel while tasks run
 NO_WORKER_TIMEOUT = 120.0
+MAX_JOB_SENDS = 5  # a cluster that loses the job (or a block's task) more often fails the export
 
 
 class Executor:
@@ -129,6 +130,11 @@ def _call(job: Job, index: tuple[int, ...]) -> Any:
     return job(index)
 
 
+def _no_worker_since(since: float) -> None:
+    if time.monotonic() > since + NO_WORKER_TIMEOUT:
+        raise SchedulerError(f"the dask cluster has had no worker for {NO_WORKER_TIMEOUT:g} s")
+
+
 def _lost(client) -> bool:
     """Whether ``client`` has lost its scheduler (it reconnects, or gave up and closed)."""
     return client.status not in ("running", "newly-created")
@@ -197,45 +203,41 @@ class Distributed(Executor):
 
     def _run(self, indices, job, done, check) -> None:
         from distributed import as_completed
+        from distributed.client import FutureCancelledError
 
         client = self.client
-        shared = client.scatter(job, broadcast=True, hash=False)
-        pending: dict[Any, str] = {}
+        blocks = _Blocks(indices)
+        shared = _SharedJob(client, job, blocks)
+        pending: dict[Any, tuple[str, tuple[int, ...]]] = {}
         busy: dict[str, int] = {}
         completed = as_completed(loop=client.loop)
-        indices = iter(indices)
-        exhausted = False
         lonely = time.monotonic()
         try:
             while True:
                 check()
-                while not exhausted:
+                while not blocks.done:
                     address = self._free(busy)
                     if address is None:
                         break
-                    index = next(indices, None)
+                    index = blocks.next()
                     if index is None:
-                        exhausted = True
                         break
                     future = client.submit(
                         _call,
-                        shared,
+                        shared.future,
                         index,
                         workers=[address],
                         allow_other_workers=True,
                         pure=False,
                         key=f"lazyexport-block-{'-'.join(map(str, index))}-{time.monotonic_ns()}",
                     )
-                    pending[future] = address
+                    pending[future] = (address, index)
                     completed.add(future)
                     busy[address] = busy.get(address, 0) + 1
                 if not pending:
-                    if exhausted:
+                    if blocks.done:
                         break
-                    if time.monotonic() > lonely + NO_WORKER_TIMEOUT:
-                        raise SchedulerError(
-                            f"the dask cluster has had no worker for {NO_WORKER_TIMEOUT:g} s"
-                        )
+                    _no_worker_since(lonely)
                     time.sleep(POLL)
                     continue
                 lonely = time.monotonic()
@@ -243,9 +245,14 @@ class Distributed(Executor):
                 if not finished:
                     time.sleep(POLL)
                 for future in finished:
-                    address = pending.pop(future)
+                    address, index = pending.pop(future)
                     busy[address] -= 1
-                    done(future.result())
+                    try:
+                        result = future.result()
+                    except FutureCancelledError as error:
+                        shared.forgot(index, error)
+                        continue
+                    done(result)
                     future.release()
         except BaseException:
             client.cancel(list(pending))
@@ -253,7 +260,61 @@ class Distributed(Executor):
                 self.on_stop()
             raise
         finally:
-            client.cancel([shared])
+            client.cancel([shared.future])
 
     def describe(self) -> str:
         return f"a dask cluster, {self.window} task{'s' * (self.window != 1)} at a time"
+
+
+class _Blocks:
+    """The block indices still to submit: those whose task the scheduler forgot first, then the
+    rest of the lazy iterator."""
+
+    def __init__(self, indices: Iterator[tuple[int, ...]]):
+        self.indices, self.again = iter(indices), list[tuple[int, ...]]()
+        self.exhausted = False
+
+    @property
+    def done(self) -> bool:
+        return self.exhausted and not self.again
+
+    def next(self) -> tuple[int, ...] | None:
+        if self.again:
+            return self.again.pop()
+        index = None if self.exhausted else next(self.indices, None)
+        self.exhausted = index is None
+        return index
+
+
+class _SharedJob:
+    """The export's job, sent to every worker once (``future``). When the scheduler forgets a
+    block's task (finished or not), the workers that held the job died (a worker that joined
+    after the broadcast fetches it from one that has it): the job is sent again if it is gone,
+    and the block is run again. Losing the job ``MAX_JOB_SENDS`` times, or one block's task more
+    often, fails the export."""
+
+    def __init__(self, client, job: Job, blocks: _Blocks):
+        self.client, self.job, self.blocks = client, job, blocks
+        self.future = client.scatter(job, broadcast=True, hash=False)
+        self.sent = 1
+        self.forgotten: dict[tuple[int, ...], int] = {}
+
+    def forgot(self, index: tuple[int, ...], error: BaseException) -> None:
+        if _lost(self.client):
+            raise error  # the scheduler itself is gone
+        if self.future.status != "finished":
+            if self.sent >= MAX_JOB_SENDS:
+                raise SchedulerError(
+                    f"the dask cluster lost the export's job {self.sent} times "
+                    "(its workers keep dying)"
+                ) from None
+            self.client.cancel([self.future])
+            self.future = self.client.scatter(self.job, broadcast=True, hash=False)
+            self.sent += 1
+        self.forgotten[index] = self.forgotten.get(index, 0) + 1
+        if self.forgotten[index] > MAX_JOB_SENDS:
+            raise SchedulerError(
+                f"the dask cluster cancelled the task of block {index} "
+                f"{self.forgotten[index]} times"
+            ) from None
+        self.blocks.again.append(index)
