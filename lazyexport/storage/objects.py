@@ -23,6 +23,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from ..errors import ExportError
+from .local import CONTAINER_MARKERS
 from .urls import READ_ONLY, StorageError, UrlPath, as_url
 
 # option names as fsspec / s3fs users know them -> obstore's
@@ -277,8 +278,9 @@ def list_dir(url: PurePath | UrlPath) -> list[str]:
     return [key.rpartition("/")[2] for key in keys]
 
 
-# the documents a store (or a group or array in it) has at its root: Zarr v3, v2, N5
-STORE_MARKERS = ("zarr.json", ".zgroup", ".zarray", "attributes.json")
+# the documents a store (or a group or array in it) has at its root: a container's, or a Zarr v2
+# array's
+STORE_MARKERS = (*CONTAINER_MARKERS, ".zarray")
 
 
 def exists(url: PurePath | UrlPath) -> bool:
