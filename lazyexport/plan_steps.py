@@ -10,7 +10,9 @@ input range, once, and a note says so.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -175,12 +177,14 @@ def data_percentiles(arr: da.Array, bounds: tuple, notes: list[str]) -> tuple[fl
     return (lo, hi)
 
 
-def data_range(arr: da.Array, notes: list[str]) -> tuple[float, float]:
-    """The min/max of the data inside the ROI (any dtype), read once; a note says so."""
-    found = dask.compute(da.nanmin(arr), da.nanmax(arr))
+def data_range(arr: da.Array | tuple[Any, Any], notes: list[str]) -> tuple[float, float]:
+    """The min/max of the data inside the ROI (any dtype; NaN ignored), read once from ``arr``
+    (or found already: :func:`unit_extremes`); a note says so."""
+    found = arr if isinstance(arr, tuple) else dask.compute(da.nanmin(arr), da.nanmax(arr))
     lo, hi = (float(v) for v in found)
     # integers as they are (a float's %g would round 65535000 to 6.5535e+07)
-    shown = [str(int(v)) if arr.dtype.kind in "biu" else f"{float(v):g}" for v in found]
+    exact = np.asarray(found[0]).dtype.kind in "biu"
+    shown = [str(int(v)) if exact else f"{float(v):g}" for v in found]
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise SettingsError(
             "cannot renormalize: the data inside the ROI has no finite values; give an input range"
@@ -214,26 +218,6 @@ def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Ar
     return arr[tuple(slice(roi[d][0] - b[0], roi[d][1] - b[0]) for d, b in zip(dims, box))]
 
 
-def range_reads(
-    src: xr.DataArray,
-    roi: Mapping[str, tuple[int, int]],
-    settings: ExportSettings,
-    extra: Sequence[Step] = (),
-) -> da.Array:
-    """What renormalize's input range is read from where the settings do not give it: the
-    cutout (:func:`cutout_reads`), or, where steps follow it (the settings' and ``extra``), their
-    result, which renormalize applies to (a binned mean or a smoothed volume has another range
-    than its source)."""
-    dims = names(src)
-    found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi)])
-    settings_steps(settings, found, src)
-    for step in extra:
-        found.add(step)
-    if len(found.steps) == 1:
-        return cutout_reads(src, roi)
-    return found.lazy(src).data
-
-
 def read_range(
     src: xr.DataArray,
     roi: Mapping[str, tuple[int, int]],
@@ -242,10 +226,67 @@ def read_range(
     asked: tuple | None,
     notes: list[str],
 ) -> tuple[float, float]:
-    """Renormalize's input range read from the data (:func:`range_reads`): its min/max where
-    ``asked`` is None, else the percentiles it names (``("p0.1", "p99.9")``)."""
-    data = range_reads(src, roi, settings, extra)
-    return data_range(data, notes) if asked is None else data_percentiles(data, asked, notes)
+    """Renormalize's input range read from the data, where the settings do not give it: its
+    min/max where ``asked`` is None, else the percentiles it names (``("p0.1", "p99.9")``).
+    Read from the cutout (:func:`cutout_reads`; for the min/max of a local file,
+    :func:`unit_extremes`), or, where steps follow it (the settings' and ``extra``), from their
+    result, which renormalize applies to (a binned mean or a smoothed volume has another range
+    than its source)."""
+    dims = names(src)
+    found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi)])
+    settings_steps(settings, found, src)
+    for step in extra:
+        found.add(step)
+    plain = len(found.steps) == 1
+    extremes = unit_extremes(src, roi) if plain and asked is None else None
+    if extremes is not None:
+        return data_range(extremes, notes)
+    data = cutout_reads(src, roi) if plain else found.lazy(src).data
+    if asked is not None:
+        return data_percentiles(data, asked, notes)
+    return data_range(data, notes)
+
+
+def unit_extremes(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> tuple[Any, Any] | None:
+    """The min/max (NaN ignored) of the cutout of a local file source, read unit by unit (the
+    file's chunks, clipped to ``roi``) in as many threads as cores: each unit is reduced as it is
+    read, so nothing is gathered into bigger blocks. None where the source is not read through
+    its units (see :func:`cutout_reads`), or is at a URL (where one task reads many units at
+    once)."""
+    from .execution.executors import Threads
+    from .storage.urls import is_url
+
+    reader = read_through(src)
+    units = source_facts(src).chunks if reader is not None else None
+    dims = names(src)
+    if (
+        isinstance(reader, np.ndarray)
+        or not units
+        or any(d not in units for d in dims)
+        or is_url(src.attrs.get("source"))
+    ):
+        return None
+    grid = [range(roi[d][0] // units[d], -(-roi[d][1] // units[d])) for d in dims]
+
+    def extremes(index: tuple[int, ...]) -> tuple[Any, Any]:
+        box = tuple(
+            slice(max(i * units[d], roi[d][0]), min((i + 1) * units[d], roi[d][1]))
+            for i, d in zip(index, dims)
+        )
+        block = np.asarray(reader[box])
+        return np.fmin.reduce(block, axis=None), np.fmax.reduce(block, axis=None)
+
+    found: list[Any] = []
+
+    def fold(pair: tuple[Any, Any]) -> None:
+        found[:] = (
+            [pair]
+            if not found
+            else [(np.fmin(found[0][0], pair[0]), np.fmax(found[0][1], pair[1]))]
+        )
+
+    Threads(os.cpu_count() or 1).run(itertools.product(*grid), extremes, fold, lambda: None)
+    return found[0]
 
 
 def read_through(src: xr.DataArray) -> Any:

@@ -17,8 +17,9 @@ import zarr
 import lazyexport.sources.base as sources_base
 from helpers import WRITERS, make_data
 from helpers.zarr_nodes import read_all
-from lazyexport import ExportSettings, describe, export, open_exported, open_source
+from lazyexport import ExportSettings, describe, export, open_exported, open_source, plan_steps
 from lazyexport.chunkio import ChunkFiles
+from lazyexport.errors import SettingsError
 from lazyexport.plan import build_plan
 from lazyexport.sources.base import FileArray, from_file_array, labeled
 
@@ -148,6 +149,34 @@ def test_data_range_reads_only_the_roi_once_more(out_dir):
     ref = np.clip(np.rint((roi - f(lo)) * f(255) / f(hi - lo)), 0, 255).astype(np.uint8)
     np.testing.assert_array_equal(read_all(zarr.open(str(result.output), mode="r")), ref)
     assert result.notes
+
+
+def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(tmp_path):
+    """Renormalize's min/max of a local file is found unit by unit (each unit reduced as it is
+    read): NaN is ignored, a unit of NaN only is skipped, a cutout across units' edges reads only
+    its own values, and the result equals numpy's and the dask pass's."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(100, 30, (20, 40, 40)).astype("float32")
+    data[4:8, 16:32, 16:32] = np.nan  # one whole unit
+    data[rng.random(data.shape) < 0.05] = np.nan
+    data[0, 0, 0], data[19, 39, 39] = -1e6, 1e6  # outside the cutout below
+    zarr.create_array(str(tmp_path / "f.zarr"), data=data, chunks=(4, 16, 16))
+    src = open_source(tmp_path / "f.zarr")
+    roi = {"z": (3, 17), "y": (5, 33), "x": (1, 39)}
+    want = data[3:17, 5:33, 1:39]
+    found = plan_steps.unit_extremes(src, roi)
+    assert found == (np.nanmin(want), np.nanmax(want))
+    assert found[0].dtype == np.float32 and -1e6 < found[0] < found[1] < 1e6
+    assert plan_steps.data_range(found, []) == plan_steps.data_range(
+        plan_steps.cutout_reads(src, roi), []
+    )
+    nan_only = {"z": (4, 8), "y": (16, 32), "x": (16, 32)}
+    assert all(np.isnan(v) for v in plan_steps.unit_extremes(src, nan_only))
+    with pytest.raises(SettingsError, match="no finite values"):
+        build_plan(src, ExportSettings(roi=nan_only, renormalize=(None, (0, 255)), dtype="uint8"))
+    at_a_url = src.copy()
+    at_a_url.attrs["source"] = "s3://bucket/f.zarr"  # read by the dask pass, many units a task
+    assert plan_steps.unit_extremes(at_a_url, roi) is None
 
 
 # ---------------------------------------------------------------------------------------------
