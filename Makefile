@@ -54,8 +54,9 @@ lint: $(STAMP)
 # byte order) on every other Python that pyproject.toml's requires-python admits, each in its own
 # virtual environment with the dependency versions its lock pins (.venv-3.12, .venv-3.13); the
 # memory tests per chunk layout (each format once, each layout at least once) on the newest of
-# them too; then the whole suite on the default Python. The 8 GiB memory campaign (tests/test_memory_budget.py, 1.5 minutes) runs on
-# the default Python only, so that CI stays under 30 minutes on two cores.
+# them too; then the whole suite on the default Python. The 8 GiB memory campaign
+# (tests/test_memory_budget.py, 1.5 minutes) runs on the default Python only, so that CI stays
+# under 30 minutes on two cores.
 test: lint
 	$(MAKE) test-pythons
 	$(PY) -m pytest -q

@@ -205,20 +205,26 @@ def test_an_export_survives_a_killed_worker(client, tmp_path, fmt):
     assert victim not in client.run(os.getpid).values()  # ... as a new process: the old one is dead
 
 
-def test_an_export_survives_the_loss_of_its_job_on_the_cluster(client, tmp_path, monkeypatch):
+@pytest.fixture
+def sent(client, monkeypatch) -> list[Any]:
+    """The futures of what the export sends to the workers (``client.scatter``: its job)."""
+    found: list[Any] = []
+    scatter = client.scatter
+
+    def recorded(*args, **kwargs):
+        found.append(scatter(*args, **kwargs))
+        return found[-1]
+
+    monkeypatch.setattr(client, "scatter", recorded)
+    return found
+
+
+def test_an_export_survives_the_loss_of_its_job_on_the_cluster(client, tmp_path, sent):
     """The job is sent to the workers once; if the workers holding it die (one that joined
     after the broadcast fetches it from them), the scheduler forgets the tasks that need it.
     The export sends the job again and runs those blocks again."""
     data = volume((64, 256, 256))
     source = slow_source(data, (8, 256, 256))
-    sent: list[Any] = []
-    scatter = client.scatter
-
-    def recorded(*args, **kwargs):
-        sent.append(scatter(*args, **kwargs))
-        return sent[-1]
-
-    monkeypatch.setattr(client, "scatter", recorded)
     lost: list[int] = []
 
     def lose_the_job(event: run.Progress) -> None:
@@ -239,17 +245,9 @@ def test_an_export_survives_the_loss_of_its_job_on_the_cluster(client, tmp_path,
     assert sent[0].status == "cancelled"
 
 
-def test_a_cluster_that_keeps_losing_the_job_fails_the_export(client, tmp_path, monkeypatch):
+def test_a_cluster_that_keeps_losing_the_job_fails_the_export(client, tmp_path, sent):
     data = volume((64, 256, 256))
     source = slow_source(data, (8, 256, 256))
-    sent: list[Any] = []
-    scatter = client.scatter
-
-    def recorded(*args, **kwargs):
-        sent.append(scatter(*args, **kwargs))
-        return sent[-1]
-
-    monkeypatch.setattr(client, "scatter", recorded)
     plan = build_plan(source, settings_for("zarr", tmp_path, chunks={"z": 8}), memory_limit="16MiB")
     assert plan.nblocks > executors.MAX_JOB_SENDS
     with pytest.raises(SchedulerError, match="the dask cluster lost the export's job 5 times"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ import xarray as xr
 
 import lazyexport as le
 from helpers import cli_command, cli_env, make_data, run_cli, write_zarr3
-from helpers.dask_processes import ProcessCluster, alive, can_hide
+from helpers.dask_processes import ProcessCluster, alive, can_hide, kill
 from helpers.objstore import key_prefix, s3_bucket
 from lazyexport.errors import FormatError, OutputLocationError
+from lazyexport.execution import executors
 from lazyexport.formats import formats
 
 pytestmark = pytest.mark.slow
@@ -221,6 +223,35 @@ def test_a_worker_killed_mid_export_changes_nothing(cluster, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.zarr", "long.npy", "out.zarr"]
     cluster.wait_for_workers(3)  # its nanny started a new worker process
     assert victim not in cluster.worker_pids().values()
+
+
+def test_every_worker_killed_and_a_new_one_later_completes_the_export(tmp_path):
+    """All workers die (nannies too), so the job sent to them is lost; a worker that joins
+    later than the job's send timeout gets it sent again, and the export completes."""
+    data = make_data("uint16", (64, 64, 64), seed=2)
+    source = tmp_path / "s.zarr"
+    write_zarr3(source, data, chunks=(4, 64, 64))
+    with ProcessCluster(tmp_path / "cluster", workers=2) as cluster, cluster.client(3) as client:
+        killed: list[float] = []  # (the client waits 3 s at most for a worker to send data to)
+
+        def kill_every_worker(event) -> None:
+            if not killed:
+                for worker in list(cluster.workers):
+                    kill(worker)
+                killed.append(time.monotonic())
+                later = threading.Timer(executors.SEND_TIMEOUT + 2, cluster.start_worker, (2,))
+                later.start()
+
+        result = le.export(
+            le.open_source(str(source), axes="zyx"),
+            le.ExportSettings(format="zarr", output=str(tmp_path / "out.zarr"), chunks={"z": 4}),
+            memory_limit="16MiB",
+            scheduler=client,
+            progress=kill_every_worker,
+        )
+        took = time.monotonic() - killed[0]
+    np.testing.assert_array_equal(np.asarray(le.open_exported(result)), data)
+    assert took > executors.SEND_TIMEOUT + 2  # it waited for the new worker
 
 
 def test_a_scheduler_killed_mid_export_fails_in_one_line_and_resume_completes(tmp_path):

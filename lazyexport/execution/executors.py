@@ -27,6 +27,7 @@ Job = Callable[[tuple[int, ...]], Any]
 POLL = 0.05  # seconds between checks for a cancel while tasks run
 NO_WORKER_TIMEOUT = 120.0
 MAX_JOB_SENDS = 5  # a cluster that loses the job (or a block's task) more often fails the export
+SEND_TIMEOUT = 2.0  # seconds to wait for a worker to take the job sent again
 
 
 class Executor:
@@ -197,6 +198,28 @@ class Distributed(Executor):
                 return address
         return None
 
+    def _submit(self, blocks: _Blocks, shared: _SharedJob, pending, busy, completed) -> None:
+        """Submit blocks while a worker has a free slot (and the job is on the cluster)."""
+        while not blocks.done:
+            address = self._free(busy)
+            if address is None or not shared.sent():
+                return
+            index = blocks.next()
+            if index is None:
+                return
+            future = self.client.submit(
+                _call,
+                shared.future,
+                index,
+                workers=[address],
+                allow_other_workers=True,
+                pure=False,
+                key=f"lazyexport-block-{'-'.join(map(str, index))}-{time.monotonic_ns()}",
+            )
+            pending[future] = (address, index)
+            completed.add(future)
+            busy[address] = busy.get(address, 0) + 1
+
     def run(self, indices, job, done, check) -> None:
         with _scheduler_loss(self.client):
             self._run(indices, job, done, check)
@@ -215,25 +238,7 @@ class Distributed(Executor):
         try:
             while True:
                 check()
-                while not blocks.done:
-                    address = self._free(busy)
-                    if address is None:
-                        break
-                    index = blocks.next()
-                    if index is None:
-                        break
-                    future = client.submit(
-                        _call,
-                        shared.future,
-                        index,
-                        workers=[address],
-                        allow_other_workers=True,
-                        pure=False,
-                        key=f"lazyexport-block-{'-'.join(map(str, index))}-{time.monotonic_ns()}",
-                    )
-                    pending[future] = (address, index)
-                    completed.add(future)
-                    busy[address] = busy.get(address, 0) + 1
+                self._submit(blocks, shared, pending, busy, completed)
                 if not pending:
                     if blocks.done:
                         break
@@ -289,28 +294,44 @@ class _Blocks:
 class _SharedJob:
     """The export's job, sent to every worker once (``future``). When the scheduler forgets a
     block's task (finished or not), the workers that held the job died (a worker that joined
-    after the broadcast fetches it from one that has it): the job is sent again if it is gone,
-    and the block is run again. Losing the job ``MAX_JOB_SENDS`` times, or one block's task more
-    often, fails the export."""
+    after the broadcast fetches it from one that has it): the block is run again, and the job,
+    if it is gone, sent again as soon as a worker is there to take it (:meth:`sent`). Losing the
+    job ``MAX_JOB_SENDS`` times, or one block's task more often, fails the export."""
 
     def __init__(self, client, job: Job, blocks: _Blocks):
         self.client, self.job, self.blocks = client, job, blocks
         self.future = client.scatter(job, broadcast=True, hash=False)
-        self.sent = 1
+        self.gone = False
+        self.losses = 0
         self.forgotten: dict[tuple[int, ...], int] = {}
+
+    def sent(self) -> bool:
+        """Whether the job is on the cluster: sent again now if it was lost (False if no worker
+        takes it: the caller waits for one)."""
+        if self.gone:
+            try:
+                self.future = self.client.scatter(
+                    self.job, broadcast=True, hash=False, timeout=SEND_TIMEOUT
+                )
+            except (TimeoutError, OSError):  # no worker yet, or it died meanwhile
+                if _lost(self.client):
+                    raise
+                return False
+            self.gone = False
+        return True
 
     def forgot(self, index: tuple[int, ...], error: BaseException) -> None:
         if _lost(self.client):
             raise error  # the scheduler itself is gone
-        if self.future.status != "finished":
-            if self.sent >= MAX_JOB_SENDS:
+        if not self.gone and self.future.status != "finished":
+            self.losses += 1
+            if self.losses >= MAX_JOB_SENDS:
                 raise SchedulerError(
-                    f"the dask cluster lost the export's job {self.sent} times "
+                    f"the dask cluster lost the export's job {self.losses} times "
                     "(its workers keep dying)"
                 ) from None
             self.client.cancel([self.future])
-            self.future = self.client.scatter(self.job, broadcast=True, hash=False)
-            self.sent += 1
+            self.gone = True
         self.forgotten[index] = self.forgotten.get(index, 0) + 1
         if self.forgotten[index] > MAX_JOB_SENDS:
             raise SchedulerError(

@@ -158,11 +158,11 @@ class ProcessCluster:
 
     def kill_scheduler(self) -> None:
         assert self.scheduler is not None
-        _kill(self.scheduler)
+        kill(self.scheduler)
 
     def close(self) -> None:
         for proc in [*self.workers, *([self.scheduler] if self.scheduler else [])]:
-            _kill(proc)
+            kill(proc)
         self.workers, self.scheduler = [], None
         if not self.log.closed:
             self.log.close()
@@ -183,7 +183,7 @@ def alive(pid: int) -> bool:
         return True
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def kill(proc: subprocess.Popen) -> None:
     """SIGKILL ``proc``'s process group (the worker's nanny and its worker process with it)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
