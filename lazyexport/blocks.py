@@ -39,8 +39,8 @@ from dask.optimization import cull
 
 from .axes import names
 from .cost import scratch_bytes
-from .errors import ExportError, SourceError
 from .plan import read_model, read_through
+from .sources.base import read_region
 from .steps import Cutout
 
 Index = tuple[int, ...]
@@ -238,25 +238,8 @@ class BlockSource:
         if self.data is not None:  # no reader: a dask graph
             data = _compute(self.data[key])
         else:
-            try:
-                if into is not None and self.into is not None:
-                    return self.into(into, key)
-                data = np.asarray(self.reader[key])
-            except ExportError:
-                raise
-            # (tifffile.TiffFileError is a ValueError)
-            except (OSError, RuntimeError, ValueError) as exc:
-                # the file reader (zarr, h5py, tifffile) cannot read this region of the file
-                where = ", ".join(f"{d}={k.start}:{k.stop}" for d, k in zip(self.dims, key))
-                said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                why = (
-                    ""
-                    if isinstance(exc, OSError)
-                    else "; the source is corrupt or was written incompletely"
-                )
-                raise SourceError(
-                    f"cannot read {self.name} at {where}: {type(exc).__name__}: {said}{why}"
-                ) from None
+            into = into if self.into is not None else None
+            data = read_region(self.reader, key, self.name, self.dims, into)
         if data.dtype != self.dtype or data.dtype.type is not self.dtype.type:
             data = data.view(self.dtype)
         return data

@@ -383,6 +383,7 @@ def build_plan(
     writer = get_writer(settings.format)
     limit = parse_memory_limit(memory_limit)
     threads = threads or os.cpu_count() or 1
+    here = (threads, limit)  # what this process reads the data with when it must (a range)
     if workers is not None:
         limit, threads = workers.all_workers, workers.count * workers.threads
     nickname = nickname or str(src.attrs.get("nickname", "export"))
@@ -393,7 +394,7 @@ def build_plan(
     if settings.renormalize is not None:
         asked, out_range = settings.renormalize
         if asked is None or any(isinstance(v, str) for v in asked):
-            in_range = read_range(src, roi, settings, steps, asked, notes)
+            in_range = read_range(src, roi, settings, steps, asked, notes, *here)
         else:
             in_range = (float(asked[0]), float(asked[1]))
         renorm = (in_range, out_range)

@@ -25,11 +25,14 @@ from .axes import names
 from .errors import SettingsError
 from .percentiles import percentiles
 from .settings import ExportSettings, percentile_of
-from .sources.base import Window, dask_chunks, reader_array
+from .sources.base import Window, dask_chunks, read_region, reader_array, reading_errors
 from .sources.facts import source_facts
 from .step_settings import settings_steps
 from .steps import Convert, Cutout, Pipeline, Renormalize, Step, Transpose, ValueStep
 from .transforms import converter, cutout
+
+# renormalize's min/max pass reads a local file in groups of whole chunks of about this size
+RANGE_READ_BYTES = 8 * 2**20
 
 
 def pipeline(
@@ -225,35 +228,45 @@ def read_range(
     extra: Sequence[Step],
     asked: tuple | None,
     notes: list[str],
+    threads: int | None = None,
+    memory_limit: int | None = None,
 ) -> tuple[float, float]:
     """Renormalize's input range read from the data, where the settings do not give it: its
     min/max where ``asked`` is None, else the percentiles it names (``("p0.1", "p99.9")``).
     Read from the cutout (:func:`cutout_reads`; for the min/max of a local file,
-    :func:`unit_extremes`), or, where steps follow it (the settings' and ``extra``), from their
-    result, which renormalize applies to (a binned mean or a smoothed volume has another range
-    than its source)."""
+    :func:`unit_extremes`, on ``threads`` within ``memory_limit``), or, where steps follow it
+    (the settings' and ``extra``), from their result, which renormalize applies to (a binned
+    mean or a smoothed volume has another range than its source)."""
     dims = names(src)
     found = Pipeline(src.shape, src.dtype, dims, [Cutout(dims, roi)])
     settings_steps(settings, found, src)
     for step in extra:
         found.add(step)
     plain = len(found.steps) == 1
-    extremes = unit_extremes(src, roi) if plain and asked is None else None
+    extremes = unit_extremes(src, roi, threads, memory_limit) if plain and asked is None else None
     if extremes is not None:
         return data_range(extremes, notes)
     data = cutout_reads(src, roi) if plain else found.lazy(src).data
-    if asked is not None:
-        return data_percentiles(data, asked, notes)
-    return data_range(data, notes)
+    with reading_errors(str(src.attrs.get("source", "the source"))):
+        if asked is not None:
+            return data_percentiles(data, asked, notes)
+        return data_range(data, notes)
 
 
-def unit_extremes(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> tuple[Any, Any] | None:
-    """The min/max (NaN ignored) of the cutout of a local file source, read unit by unit (the
-    file's chunks, clipped to ``roi``) in as many threads as cores: each unit is reduced as it is
-    read, so nothing is gathered into bigger blocks. None where the source is not read through
-    its units (see :func:`cutout_reads`), or is at a URL (where one task reads many units at
-    once)."""
+def unit_extremes(
+    src: xr.DataArray,
+    roi: Mapping[str, tuple[int, int]],
+    threads: int | None = None,
+    memory_limit: int | None = None,
+) -> tuple[Any, Any] | None:
+    """The min/max (NaN ignored) of the cutout of a local file source, read in groups of whole
+    units (the file's chunks; about RANGE_READ_BYTES a group, clipped to ``roi``) on ``threads``
+    threads (default: one per core; fewer where ``memory_limit`` does not hold that many
+    groups): each group is reduced as it is read, and nothing bigger is gathered. None where the
+    source is not read through its units (see :func:`cutout_reads`), or is at a URL (where the
+    dask pass reads many units at once)."""
     from .execution.executors import Threads
+    from .sources.autochunk import auto_chunks
     from .storage.urls import is_url
 
     reader = read_through(src)
@@ -266,14 +279,31 @@ def unit_extremes(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> tupl
         or is_url(src.attrs.get("source"))
     ):
         return None
-    grid = [range(roi[d][0] // units[d], -(-roi[d][1] // units[d])) for d in dims]
+    # the groups: whole units from the unit boundary at or before the cutout's start
+    first = [roi[d][0] // units[d] * units[d] for d in dims]
+    last = [min(-(-roi[d][1] // units[d]) * units[d], n) for d, n in zip(dims, src.shape)]
+    sizes = auto_chunks(
+        [b - a for a, b in zip(first, last)],
+        src.dtype.itemsize,
+        [units[d] for d in dims],
+        RANGE_READ_BYTES,
+    )
+    spans = [  # per axis: each group's (start, stop), clipped to the cutout
+        [
+            (max(a + b - c, roi[d][0]), min(a + b, roi[d][1]))
+            for b, c in zip(itertools.accumulate(c), c)
+        ]
+        for a, c, d in zip(first, sizes, dims)
+    ]
+    window = threads or os.cpu_count() or 1
+    if memory_limit is not None:  # a group decoded, and what reading it holds besides
+        group = math.prod(c[0] for c in sizes) * src.dtype.itemsize
+        window = max(min(window, memory_limit // (2 * group)), 1)
+    name = str(src.attrs.get("source", "the source"))
 
-    def extremes(index: tuple[int, ...]) -> tuple[Any, Any]:
-        box = tuple(
-            slice(max(i * units[d], roi[d][0]), min((i + 1) * units[d], roi[d][1]))
-            for i, d in zip(index, dims)
-        )
-        block = np.asarray(reader[box])
+    def extremes(corner: tuple[tuple[int, int], ...]) -> tuple[Any, Any]:
+        box = tuple(slice(a, b) for a, b in corner)
+        block = read_region(reader, box, name, dims)
         return np.fmin.reduce(block, axis=None), np.fmax.reduce(block, axis=None)
 
     found: list[Any] = []
@@ -285,7 +315,7 @@ def unit_extremes(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> tupl
             else [(np.fmin(found[0][0], pair[0]), np.fmax(found[0][1], pair[1]))]
         )
 
-    Threads(os.cpu_count() or 1).run(itertools.product(*grid), extremes, fold, lambda: None)
+    Threads(window).run(itertools.product(*spans), extremes, fold, lambda: None)
     return found[0]
 
 

@@ -20,6 +20,7 @@ from helpers.zarr_nodes import read_all
 from lazyexport import ExportSettings, describe, export, open_exported, open_source, plan_steps
 from lazyexport.chunkio import ChunkFiles
 from lazyexport.errors import SettingsError
+from lazyexport.execution import executors
 from lazyexport.plan import build_plan
 from lazyexport.sources.base import FileArray, from_file_array, labeled
 
@@ -151,10 +152,15 @@ def test_data_range_reads_only_the_roi_once_more(out_dir):
     assert result.notes
 
 
-def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(tmp_path):
-    """Renormalize's min/max of a local file is found unit by unit (each unit reduced as it is
-    read): NaN is ignored, a unit of NaN only is skipped, a cutout across units' edges reads only
-    its own values, and the result equals numpy's and the dask pass's."""
+@pytest.mark.parametrize("group", [4 * 16 * 16 * 4, plan_steps.RANGE_READ_BYTES])
+def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(
+    tmp_path, monkeypatch, group
+):
+    """Renormalize's min/max of a local file is found in groups of its units (each group
+    reduced as it is read; here one unit a group, and all in one): NaN is ignored, a unit of NaN
+    only is skipped, a cutout across units' edges reads only its own values, and the result
+    equals numpy's and the dask pass's."""
+    monkeypatch.setattr(plan_steps, "RANGE_READ_BYTES", group)
     rng = np.random.default_rng(3)
     data = rng.normal(100, 30, (20, 40, 40)).astype("float32")
     data[4:8, 16:32, 16:32] = np.nan  # one whole unit
@@ -174,6 +180,17 @@ def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(tmp_p
     assert all(np.isnan(v) for v in plan_steps.unit_extremes(src, nan_only))
     with pytest.raises(SettingsError, match="no finite values"):
         build_plan(src, ExportSettings(roi=nan_only, renormalize=(None, (0, 255)), dtype="uint8"))
+    windows: list[int] = []
+    threads = executors.Threads
+
+    def counted(workers: int):
+        windows.append(workers)
+        return threads(workers)
+
+    monkeypatch.setattr(executors, "Threads", counted)
+    for limit in (None, 1):  # a budget too small for two groups: one at a time
+        assert plan_steps.unit_extremes(src, roi, threads=3, memory_limit=limit) == found
+    assert windows == [3, 1]
     at_a_url = src.copy()
     at_a_url.attrs["source"] = "s3://bucket/f.zarr"  # read by the dask pass, many units a task
     assert plan_steps.unit_extremes(at_a_url, roi) is None

@@ -31,7 +31,7 @@ from helpers import ROOT
 from helpers.objstore import key_prefix, s3_bucket, serve_directory
 from helpers.reader_samples import SAMPLES, Sample, installed, maker, sample_data
 from lazyexport.errors import SourceError
-from lazyexport.plan import cutout_reads
+from lazyexport.plan import build_plan, cutout_reads
 from lazyexport.plan_steps import unit_extremes
 from lazyexport.settings import ExportSettings
 from lazyexport.sources import SourceReader, get_reader, readers, source_facts
@@ -170,6 +170,30 @@ def test_a_cutout_decodes_only_the_units_it_overlaps(tmp_path, monkeypatch, name
         )
     if facts.reader is not None and facts.chunks is not None:  # renormalize's min/max pass
         assert unit_extremes(src, roi) == (want.min(), want.max())
+
+
+POISONABLE = [n for n in NAMES if installed(maker(n).needs) and maker(n).poison is not None]
+
+
+@pytest.mark.parametrize("name", POISONABLE)
+def test_a_corrupt_unit_in_the_cutout_is_one_line_in_the_min_max_pass(tmp_path, name):
+    """Renormalize's min/max pass over a corrupt read unit inside the cutout says so in one
+    line naming the file (SourceError), as the export's block tasks do: no error of the file's
+    library."""
+    made = maker(name)
+    sample = made.write(tmp_path, sample_data(made.dtypes[-1]))
+    src = le.open_source(sample.text)
+    dims = cast("tuple[str, ...]", src.dims)
+    units = dict(source_facts(src).chunks or {})
+    everything = _units({d: (0, n) for d, n in zip(dims, src.shape)}, units, "zyx")
+    spoiled = min(_units(ROI, units, "zyx"))
+    assert made.poison is not None
+    made.poison(sample, everything - {spoiled}, units)
+    renormalized = ExportSettings(roi=ROI, renormalize=(None, (0, 255)), dtype="uint8")
+    with pytest.raises(SourceError) as info:
+        build_plan(src, renormalized)
+    message = str(info.value)
+    assert str(sample.upload) in message and "\n" not in message, message
 
 
 @pytest.mark.parametrize("name", NAMES)

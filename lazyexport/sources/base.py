@@ -8,19 +8,20 @@ its metadata without them); the functions that make arrays import them when call
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from ..axes import guess_axes, parse_axes
-from ..errors import SourceError
+from ..errors import ExportError, SourceError
 from ..storage import reading
 from ..storage.paths import identity_text
 from .autochunk import auto_chunks
@@ -309,6 +310,42 @@ class Window:
                 )
             ]
         )
+
+
+def read_region(
+    reader: Any,
+    key: tuple[slice, ...],
+    name: str,
+    dims: Sequence[str],
+    into: np.ndarray | None = None,
+) -> np.ndarray:
+    """The region ``key`` of a file reader (zarr, h5py, tifffile, ours; ``into``: decoded into
+    that array by the reader's ``read_into``), read under :func:`reading_errors`."""
+    with reading_errors(name, ", ".join(f"{d}={k.start}:{k.stop}" for d, k in zip(dims, key))):
+        if into is not None:
+            reader.read_into(into, key)
+            return into
+        return np.asarray(reader[key])
+
+
+@contextlib.contextmanager
+def reading_errors(name: str, where: str = "") -> Iterator[None]:
+    """What the file's library (zarr, h5py, tifffile) raises where it cannot read the source
+    ``name`` (at ``where``, a region) becomes one line: SourceError."""
+    try:
+        yield
+    except ExportError:
+        raise
+    # (tifffile.TiffFileError is a ValueError)
+    except (OSError, RuntimeError, ValueError) as exc:
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = (
+            ""
+            if isinstance(exc, OSError)
+            else "; the source is corrupt or was written incompletely"
+        )
+        at = f" at {where}" if where else ""
+        raise SourceError(f"cannot read {name}{at}: {type(exc).__name__}: {said}{why}") from None
 
 
 def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
