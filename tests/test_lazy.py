@@ -177,7 +177,8 @@ def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(
         plan_steps.cutout_reads(src, roi), []
     )
     nan_only = {"z": (4, 8), "y": (16, 32), "x": (16, 32)}
-    assert all(np.isnan(v) for v in plan_steps.unit_extremes(src, nan_only))
+    nans = plan_steps.unit_extremes(src, nan_only)
+    assert nans is not None and all(np.isnan(v) for v in nans)
     with pytest.raises(SettingsError, match="no finite values"):
         build_plan(src, ExportSettings(roi=nan_only, renormalize=(None, (0, 255)), dtype="uint8"))
     windows: list[int] = []
