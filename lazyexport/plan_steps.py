@@ -25,7 +25,7 @@ from .axes import names
 from .errors import SettingsError
 from .percentiles import percentiles
 from .settings import ExportSettings, percentile_of
-from .sources.base import Window, dask_chunks, read_region, reader_array, reading_errors
+from .sources.base import Window, dask_chunks, read_region, reader_array
 from .sources.facts import source_facts
 from .step_settings import settings_steps
 from .steps import Convert, Cutout, Pipeline, Renormalize, Step, Transpose, ValueStep
@@ -216,7 +216,8 @@ def cutout_reads(src: xr.DataArray, roi: Mapping[str, tuple[int, int]]) -> da.Ar
         (roi[d][0] // units[d] * units[d], min(-(-roi[d][1] // units[d]) * units[d], n))
         for d, n in zip(dims, src.shape)
     ]
-    window = Window(reader, tuple(slice(*b) for b in box), src.dtype)
+    name = str(src.attrs.get("source", "the source"))
+    window = Window(reader, tuple(slice(*b) for b in box), src.dtype, name, dims)
     arr = reader_array(window, dask_chunks(window.shape, src.dtype, [units[d] for d in dims]))
     return arr[tuple(slice(roi[d][0] - b[0], roi[d][1] - b[0]) for d, b in zip(dims, box))]
 
@@ -247,10 +248,9 @@ def read_range(
     if extremes is not None:
         return data_range(extremes, notes)
     data = cutout_reads(src, roi) if plain else found.lazy(src).data
-    with reading_errors(str(src.attrs.get("source", "the source"))):
-        if asked is not None:
-            return data_percentiles(data, asked, notes)
-        return data_range(data, notes)
+    if asked is not None:
+        return data_percentiles(data, asked, notes)
+    return data_range(data, notes)
 
 
 def unit_extremes(
@@ -279,25 +279,21 @@ def unit_extremes(
         or is_url(src.attrs.get("source"))
     ):
         return None
-    # the groups: whole units from the unit boundary at or before the cutout's start
-    first = [roi[d][0] // units[d] * units[d] for d in dims]
-    last = [min(-(-roi[d][1] // units[d]) * units[d], n) for d, n in zip(dims, src.shape)]
-    sizes = auto_chunks(
-        [b - a for a, b in zip(first, last)],
-        src.dtype.itemsize,
-        [units[d] for d in dims],
-        RANGE_READ_BYTES,
-    )
-    spans = [  # per axis: each group's (start, stop), clipped to the cutout
+    # the groups: whole units, on the unit grid, covering the cutout
+    first = [roi[d][0] // units[d] for d in dims]
+    count = [-(-roi[d][1] // units[d]) - a for a, d in zip(first, dims)]
+    unit_bytes = math.prod(units[d] for d in dims) * src.dtype.itemsize
+    groups = auto_chunks(count, unit_bytes, [1] * len(dims), max(RANGE_READ_BYTES, unit_bytes))
+    spans = [  # per axis: each group's (start, stop) in elements, clipped to the cutout
         [
-            (max(a + b - c, roi[d][0]), min(a + b, roi[d][1]))
-            for b, c in zip(itertools.accumulate(c), c)
+            (max((a + b - c) * units[d], roi[d][0]), min((a + b) * units[d], roi[d][1]))
+            for b, c in zip(itertools.accumulate(g), g)
         ]
-        for a, c, d in zip(first, sizes, dims)
+        for a, g, d in zip(first, groups, dims)
     ]
     window = threads or os.cpu_count() or 1
     if memory_limit is not None:  # a group decoded, and what reading it holds besides
-        group = math.prod(c[0] for c in sizes) * src.dtype.itemsize
+        group = math.prod(max(g) for g in groups) * unit_bytes
         window = max(min(window, memory_limit // (2 * group)), 1)
     name = str(src.attrs.get("source", "the source"))
 

@@ -152,14 +152,15 @@ def test_data_range_reads_only_the_roi_once_more(out_dir):
     assert result.notes
 
 
-@pytest.mark.parametrize("group", [4 * 16 * 16 * 4, plan_steps.RANGE_READ_BYTES])
+@pytest.mark.parametrize("group", [1000, 4 * 16 * 16 * 4, plan_steps.RANGE_READ_BYTES])
 def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(
     tmp_path, monkeypatch, group
 ):
     """Renormalize's min/max of a local file is found in groups of its units (each group
-    reduced as it is read; here one unit a group, and all in one): NaN is ignored, a unit of NaN
-    only is skipped, a cutout across units' edges reads only its own values, and the result
-    equals numpy's and the dask pass's."""
+    reduced as it is read; here one unit a group, where a unit is bigger or as big as a group,
+    and all in one): NaN is ignored, a unit of NaN only is skipped, a cutout across units' edges
+    or in the last, partial units reads only its own values, and the result equals numpy's and
+    the dask pass's."""
     monkeypatch.setattr(plan_steps, "RANGE_READ_BYTES", group)
     rng = np.random.default_rng(3)
     data = rng.normal(100, 30, (20, 40, 40)).astype("float32")
@@ -176,6 +177,10 @@ def test_the_min_max_pass_over_a_files_units_ignores_nan_and_equals_numpys(
     assert plan_steps.data_range(found, []) == plan_steps.data_range(
         plan_steps.cutout_reads(src, roi), []
     )
+    for corner in ({"z": (16, 20), "y": (33, 40), "x": (20, 40)}, {"z": (19, 20), "y": (39, 40)}):
+        near_end = {**roi, **corner}
+        want = data[tuple(slice(*near_end[d]) for d in "zyx")]
+        assert plan_steps.unit_extremes(src, near_end) == (np.nanmin(want), np.nanmax(want))
     nan_only = {"z": (4, 8), "y": (16, 32), "x": (16, 32)}
     nans = plan_steps.unit_extremes(src, nan_only)
     assert nans is not None and all(np.isnan(v) for v in nans)

@@ -294,22 +294,30 @@ def _view(block: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class Window:
-    """The region ``box`` (a slice per axis) of a file reader, read as an array of its own."""
+    """The region ``box`` (a slice per axis) of a file reader, read as an array of its own (a
+    region it cannot read is one line naming the source ``name`` and the region on ``dims``:
+    :func:`read_region`)."""
 
-    def __init__(self, reader: Any, box: tuple[slice, ...], dtype: Any):
+    def __init__(
+        self,
+        reader: Any,
+        box: tuple[slice, ...],
+        dtype: Any,
+        name: str = "the source",
+        dims: Sequence[str] | None = None,
+    ):
         self.reader, self.box, self.dtype = reader, box, np.dtype(dtype)
         self.shape = tuple(b.stop - b.start for b in box)
         self.ndim = len(box)
+        self.name = name
+        self.dims = tuple(dims) if dims is not None else tuple(map(str, range(self.ndim)))
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        return np.asarray(
-            self.reader[
-                tuple(
-                    slice(b.start + (k.start or 0), b.start + (n if k.stop is None else k.stop))
-                    for k, b, n in zip(key, self.box, self.shape)
-                )
-            ]
+        region = tuple(
+            slice(b.start + (k.start or 0), b.start + (n if k.stop is None else k.stop))
+            for k, b, n in zip(key, self.box, self.shape)
         )
+        return read_region(self.reader, region, self.name, self.dims)
 
 
 def read_region(
