@@ -267,7 +267,7 @@ def unit_extremes(
     dask pass reads many units at once)."""
     from .execution.executors import Threads
     from .sources.autochunk import auto_chunks
-    from .storage.urls import is_url
+    from .storage.reading import small_reads_cheap
 
     reader = read_through(src)
     units = source_facts(src).chunks if reader is not None else None
@@ -276,7 +276,7 @@ def unit_extremes(
         isinstance(reader, np.ndarray)
         or not units
         or any(d not in units for d in dims)
-        or is_url(src.attrs.get("source"))
+        or not small_reads_cheap(src.attrs.get("source"))
     ):
         return None
     # the groups: whole units, on the unit grid, covering the cutout

@@ -193,6 +193,13 @@ def can_glob(text: str) -> bool:
     return opened_by_name(text)
 
 
+def small_reads_cheap(path: Any) -> bool:
+    """Whether reading a few chunks at a time from ``path`` costs no round trip: in the file
+    system it does not (a pass over the data may read small groups of chunks on a few threads);
+    at a URL every read waits on the network, and many chunks are better asked for at once."""
+    return not is_url(path)
+
+
 # -- whether the data changed -----------------------------------------------------------------
 
 
