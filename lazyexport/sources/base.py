@@ -8,13 +8,12 @@ its metadata without them); the functions that make arrays import them when call
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -303,14 +302,13 @@ class Window:
         reader: Any,
         box: tuple[slice, ...],
         dtype: Any,
-        name: str = "the source",
-        dims: Sequence[str] | None = None,
+        name: str,
+        dims: Sequence[str],
     ):
         self.reader, self.box, self.dtype = reader, box, np.dtype(dtype)
         self.shape = tuple(b.stop - b.start for b in box)
         self.ndim = len(box)
-        self.name = name
-        self.dims = tuple(dims) if dims is not None else tuple(map(str, range(self.ndim)))
+        self.name, self.dims = name, tuple(dims)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         region = tuple(
@@ -328,32 +326,28 @@ def read_region(
     into: np.ndarray | None = None,
 ) -> np.ndarray:
     """The region ``key`` of a file reader (zarr, h5py, tifffile, ours; ``into``: decoded into
-    that array by the reader's ``read_into``), read under :func:`reading_errors`."""
-    with reading_errors(name, ", ".join(f"{d}={k.start}:{k.stop}" for d, k in zip(dims, key))):
+    that array by the reader's ``read_into``). What the file's library raises where it cannot
+    read it becomes one line (SourceError) naming the source ``name`` and the region on the axes
+    ``dims``."""
+    try:
         if into is not None:
             reader.read_into(into, key)
             return into
         return np.asarray(reader[key])
-
-
-@contextlib.contextmanager
-def reading_errors(name: str, where: str = "") -> Iterator[None]:
-    """What the file's library (zarr, h5py, tifffile) raises where it cannot read the source
-    ``name`` (at ``where``, a region) becomes one line: SourceError."""
-    try:
-        yield
     except ExportError:
         raise
     # (tifffile.TiffFileError is a ValueError)
     except (OSError, RuntimeError, ValueError) as exc:
+        where = ", ".join(f"{d}={k.start}:{k.stop}" for d, k in zip(dims, key))
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         why = (
             ""
             if isinstance(exc, OSError)
             else "; the source is corrupt or was written incompletely"
         )
-        at = f" at {where}" if where else ""
-        raise SourceError(f"cannot read {name}{at}: {type(exc).__name__}: {said}{why}") from None
+        raise SourceError(
+            f"cannot read {name} at {where}: {type(exc).__name__}: {said}{why}"
+        ) from None
 
 
 def reader_array(reader: Any, chunks: Any, name: str | None = None) -> da.Array:
