@@ -46,6 +46,9 @@ _V3_DATA_TYPES = frozenset(
 )
 
 
+_PROBE = 4096  # bytes of a chunk looked at first for a value other than the fill
+
+
 class Refused(ValueError):
     """The array's layout is not one the direct chunk I/O takes (the message says why)."""
 
@@ -291,16 +294,22 @@ class ChunkFiles:
             self.compressor.decode(raw, out=out)
         return out
 
+    def _only_fill(self, values: np.ndarray) -> bool:
+        """Whether ``values`` are all the fill value."""
+        if self._zero_fill:
+            return not values.any()
+        if self.fill_value.dtype.kind == "f" and np.isnan(self.fill_value):
+            return bool(np.isnan(values).all())
+        return not np.any(values != self.fill_value)
+
     def _encode(self, chunk: np.ndarray) -> bytes | None:
         """One chunk's bytes, or None when it holds only the fill value (zarr does not store
         those)."""
-        if self._zero_fill:
-            if not chunk.any():
-                return None
-        elif self.fill_value.dtype.kind == "f" and np.isnan(self.fill_value):
-            if np.isnan(chunk).all():
-                return None
-        elif not np.any(chunk != self.fill_value):
+        flat = chunk.reshape(-1)
+        # a chunk of data shows a value other than the fill among its first elements: the whole
+        # chunk is looked at only when they are all fill (on a 2 MiB uint16 chunk, 3 us for the
+        # first 4 KiB against 210 us for all of it)
+        if self._only_fill(flat[: _PROBE // self.dtype.itemsize]) and self._only_fill(flat):
             return None
         return chunk.tobytes() if self.compressor is None else self.compressor.encode(chunk)
 
