@@ -57,6 +57,13 @@ TASK_OVERHEAD_BYTES = 2 * 2**20
 # decoding it: a unit on a block edge is read by one block and kept for a later one (a copy);
 # blocks shorter than a read unit read the same units at the same time, and wait (counted in full)
 SHARED_READ_COST = 0.1
+# the time of copying a byte, as a share of decoding it and encoding it again: a read unit
+# (chunk) that is not one contiguous run of its block is decoded into a scratch and copied in,
+# and an output chunk that is not is copied out before it is encoded. Measured on the 4 GiB
+# Zarr copy of benchmarks/limit.py (zstd-3, blocks of 16x1024x2048 holding chunks of
+# 16x256x256): the two copies took 4.3 % of its CPU for 8 GiB moved, zstd 76 % for its 4 GiB
+# decoded and 4 GiB encoded.
+COPY_COST = 0.05
 BALANCE_TASKS = 4  # tasks per thread below which the largest task's time counts
 MAX_CANDIDATES = 4000  # block shapes tried exhaustively; beyond, grown greedily
 
@@ -302,6 +309,12 @@ def evaluate(
     # are done, on the order of the largest task; so small exports are cut into enough tasks
     # while large ones use the budget (their peak then does not grow with the volume)
     largest = math.prod(extents) * isz + out if tasks < BALANCE_TASKS * threads else 0
+    # bytes copied between the block and chunks that are not contiguous runs of it (COPY_COST)
+    copied = written if _strided([a.unit for a in axes], lengths) else 0
+    if source.kind == "chunks" and _strided(
+        [a.read_unit if a.bounds is not None else n for a, n in zip(axes, sources)], sources
+    ):
+        copied += decoded * isz
     # a block beyond ``block_target`` bytes costs its excess: measured, larger blocks were not
     # faster (1.1-1.3x slower at 256 MiB than at 32 MiB) and held more memory, so a block grows
     # past the target only where that saves more, e.g. re-decoding read units it would split
@@ -315,7 +328,10 @@ def evaluate(
         par = max(min(in_flight, threads, tasks), 1)
         # the work shared by the tasks in flight, the tail, and a cost per task
         seconds = (
-            (reread * isz + written) / par + largest + tasks * TASK_OVERHEAD_BYTES / par + beyond
+            (reread * isz + written + COPY_COST * copied) / par
+            + largest
+            + tasks * TASK_OVERHEAD_BYTES / par
+            + beyond
         ) * (1.0 + time_extra)
         return (seconds if in_flight else math.inf), in_flight, shared
 
@@ -349,6 +365,15 @@ def evaluate(
         shared=int(shared),
         per_host=int(max(per_host, 0)),
     )
+
+
+def _strided(unit: Sequence[int], box: Sequence[int]) -> bool:
+    """Whether a read or write unit of shape ``unit`` at a corner of a C-order array of shape
+    ``box`` is not one contiguous run of it: after its first axis longer than 1, an axis where
+    the unit is shorter than the array."""
+    unit = [min(u, b) for u, b in zip(unit, box)]
+    first = next((i for i, u in enumerate(unit) if u > 1), len(unit))
+    return any(u < b for u, b in zip(unit[first + 1 :], box[first + 1 :]))
 
 
 def _splits_units(axis: Axis, edges: np.ndarray) -> bool:

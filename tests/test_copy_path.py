@@ -104,3 +104,65 @@ def test_an_export_on_the_default_scheduler_does_not_import_distributed(tmp_path
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "o.zarr" / "zarr.json").exists()
+
+
+@pytest.mark.parametrize("fill", [0, 7, float("nan")])
+def test_a_chunk_whose_other_values_lie_past_its_first_elements_is_stored(tmp_path, fill):
+    # the first 4 KiB of a chunk are looked at first: a chunk all fill there is looked at whole
+    dtype = "float32" if fill != fill else "uint16"
+    path = tmp_path / "out.zarr"
+    arr = zarr.create_array(
+        str(path), shape=(3, 4096), dtype=dtype, chunks=(1, 4096), fill_value=fill
+    )
+    files = ChunkFiles.of(arr)
+    assert files is not None
+    data = np.full((3, 4096), fill, dtype=dtype)
+    data[0, -1] = 1  # its last element only
+    data[2, 0] = 1  # its first
+    files.write(data, (slice(0, 3), slice(0, 4096)))
+    assert [(path / "c" / str(i) / "0").exists() for i in range(3)] == [True, False, True]
+    np.testing.assert_array_equal(zarr.open_array(str(path), mode="r")[...], data)
+
+
+def test_a_copy_plans_blocks_whose_chunks_are_contiguous(tmp_path):
+    # a block whose chunks are not contiguous runs of it copies each one in after decoding it
+    # and out before encoding it (4 % of the 4 GiB copy's CPU in benchmarks/limit.py): the
+    # planner stacks whole chunks along the first axis instead, at the same number of tasks
+    shape, chunks = (512, 2048, 2048), (16, 256, 256)
+    zarr.create_array(str(tmp_path / "big.zarr"), shape=shape, dtype="uint16", chunks=chunks)
+    settings = le.ExportSettings(
+        format="zarr", output=str(tmp_path / "out.zarr"), chunks=dict(zip("zyx", chunks))
+    )
+    block = le.plan(str(tmp_path / "big.zarr"), settings).priced.block
+    assert block[1:] == chunks[1:] and block[0] % chunks[0] == 0, block
+
+
+def test_a_copy_decodes_and_encodes_every_chunk_in_place(tmp_path, monkeypatch):
+    shape, chunks = (64, 1024, 1024), (16, 512, 512)
+    values = (np.arange(np.prod(shape), dtype="uint32") % 65521).astype("uint16").reshape(shape)
+    src = zarr.create_array(
+        str(tmp_path / "src.zarr"),
+        shape=shape,
+        dtype="uint16",
+        chunks=chunks,
+        compressors=ZstdCodec(level=1),
+    )
+    src[...] = values
+    scratch, copied = [], []
+    load, store = ChunkFiles._load, ChunkFiles._store
+
+    def loading(self, index, out=None):
+        scratch.append(out is None)  # decoded into a scratch chunk, then copied in
+        return load(self, index, out)
+
+    def storing(self, index, chunk):
+        copied.append(chunk.base is None)  # a copy of the block's part, not a view of it
+        return store(self, index, chunk)
+
+    monkeypatch.setattr(ChunkFiles, "_load", loading)
+    monkeypatch.setattr(ChunkFiles, "_store", storing)
+    out = tmp_path / "out.zarr"
+    settings = le.ExportSettings(format="zarr", output=str(out), chunks=dict(zip("zyx", chunks)))
+    le.export(str(tmp_path / "src.zarr"), settings)
+    assert len(scratch) == len(copied) == 16 and not any(scratch) and not any(copied)
+    np.testing.assert_array_equal(zarr.open_array(str(out), mode="r")[...], values)
