@@ -40,6 +40,7 @@ from dask.optimization import cull
 from .axes import names
 from .cost import scratch_bytes
 from .plan import read_model, read_through
+from .plan_steps import reads_into_block
 from .sources.base import read_region
 from .steps import Cutout
 
@@ -158,15 +159,10 @@ class BlockSource:
         self.shared: SharedReads | None = None
         # a piece the steps leave as it is (same values, dtype and axes) is decoded straight
         # into the block by a reader that reads into a given array: no piece array, no copy
-        into = getattr(self.reader, "read_into", None)
-        same = (
-            into is not None
-            and self.values is None
-            and tuple(self.dims) == tuple(self.axes)
-            and self.out_dtype == self.dtype == self.reader.dtype
-            and self.reader.dtype.type is self.dtype.type
+        same = reads_into_block(
+            self.reader, pipeline, self.dims, self.axes, self.dtype, self.out_dtype
         )
-        self.into = into if same else None
+        self.into = self.reader.read_into if same else None
 
     def share(self, skip: Iterable[tuple[int, ...]] = ()) -> None:
         """Keep read units that straddle blocks for the blocks that run after (in this

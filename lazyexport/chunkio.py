@@ -192,6 +192,10 @@ class ChunkFiles:
     on distributed workers. Regions are tuples of slices with steps of 1.
     """
 
+    # read_into decodes a whole chunk that is one contiguous run of ``out`` straight into it
+    # (the planner's cost model counts on it: lazyexport.cost.Source.in_place)
+    decodes_in_place = True
+
     def __init__(
         self,
         root: Path,
@@ -423,6 +427,8 @@ class ShardFiles(ChunkFiles):
     chunk in C order, ``2**64 - 1`` twice for a missing one — and the index's CRC32C, as the
     sharding codec's default layout (index at the end) prescribes. Inner chunks are stored in C
     order (zarr uses Morton order; readers go by the index, so both are valid)."""
+
+    decodes_in_place = False  # inner chunks are decoded into a scratch
 
     def __init__(self, *args: Any, inner: tuple[int, ...]):
         super().__init__(*args)

@@ -57,7 +57,8 @@ TASK_OVERHEAD_BYTES = 2 * 2**20
 # decoding it: a unit on a block edge is read by one block and kept for a later one (a copy);
 # blocks shorter than a read unit read the same units at the same time, and wait (counted in full)
 SHARED_READ_COST = 0.1
-# the time of copying a byte, as a share of decoding it and encoding it again: a read unit
+# the time of copying a byte, as a share of decoding it and encoding it again: where chunks are
+# decoded and encoded in place (Source.in_place, evaluate's encodes_in_place), a read unit
 # (chunk) that is not one contiguous run of its block is decoded into a scratch and copied in,
 # and an output chunk that is not is copied out before it is encoded. Measured on the 4 GiB
 # Zarr copy of benchmarks/limit.py (zstd-3, blocks of 16x1024x2048 holding chunks of
@@ -142,6 +143,9 @@ class Source:
     # read units that straddle block edges are decoded once and kept for the other blocks that
     # read them (tasks of one process)
     shared: bool = False
+    # a read unit that is one contiguous run of the block is decoded straight into it (the
+    # others into a scratch, then copied in); False: every unit is copied in, whatever the block
+    in_place: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,12 +257,15 @@ def evaluate(
     host_budget: int | None = None,
     work: Callable[[tuple[int, ...]], int] | None = None,
     block_target: int = 0,
+    encodes_in_place: bool = False,
 ) -> Costs:
     """The costs of blocks of shape ``block`` (one length per axis). ``budget`` and ``threads``
     are for all tasks together; on ``hosts`` processes (a cluster's workers, ``threads`` spread
     evenly) a task must also fit what one of them may add, ``host_budget``. ``work``: where
     a task reads its block's source region whole and runs the pipeline's steps on it, what
-    they hold beside it for a block (the module's docstring); None: piece by piece."""
+    they hold beside it for a block (the module's docstring); None: piece by piece.
+    ``encodes_in_place``: the writer encodes an output chunk that is one contiguous run of the
+    block straight from it (the others after a copy)."""
     phases = tuple(_phase(a, b) for a, b in zip(axes, block))
     lengths, sources, extents, exacts, counts, wholes, seams, factors = ([] for _ in range(8))
     decoded = 1
@@ -309,12 +316,17 @@ def evaluate(
     # are done, on the order of the largest task; so small exports are cut into enough tasks
     # while large ones use the budget (their peak then does not grow with the volume)
     largest = math.prod(extents) * isz + out if tasks < BALANCE_TASKS * threads else 0
-    # bytes copied between the block and chunks that are not contiguous runs of it (COPY_COST)
-    copied = written if _strided([a.unit for a in axes], lengths) else 0
-    if source.kind == "chunks" and _strided(
-        [a.read_unit if a.bounds is not None else n for a, n in zip(axes, sources)], sources
-    ):
-        copied += decoded * isz
+    # bytes copied between the block and chunks that are not contiguous runs of it (COPY_COST),
+    # where the others are decoded or encoded in place: output chunks, and source read units
+    # (each decoded, ``reread`` below), which a partial one always is
+    written_copied = (
+        written if encodes_in_place and _strided([a.unit for a in axes], lengths) else 0
+    )
+    reads_copied = (
+        source.in_place
+        and source.kind == "chunks"
+        and (not all(exacts) or _strided([a.read_unit for a in axes], sources))
+    )
     # a block beyond ``block_target`` bytes costs its excess: measured, larger blocks were not
     # faster (1.1-1.3x slower at 256 MiB than at 32 MiB) and held more memory, so a block grows
     # past the target only where that saves more, e.g. re-decoding read units it would split
@@ -328,7 +340,8 @@ def evaluate(
         par = max(min(in_flight, threads, tasks), 1)
         # the work shared by the tasks in flight, the tail, and a cost per task
         seconds = (
-            (reread * isz + written + COPY_COST * copied) / par
+            (reread * isz * (1.0 + COPY_COST * reads_copied) + written + COPY_COST * written_copied)
+            / par
             + largest
             + tasks * TASK_OVERHEAD_BYTES / par
             + beyond
@@ -439,6 +452,7 @@ def choose(
     hosts: int = 1,
     host_budget: int | None = None,
     work: Callable[[tuple[int, ...]], int] | None = None,
+    encodes_in_place: bool = False,
 ) -> Costs:
     """The block shape of the smallest estimated time whose projected peak fits ``budget``.
     ``encode(block) -> bytes`` is the writer's buffers for a block (``work``: see
@@ -461,6 +475,7 @@ def choose(
             host_budget=host_budget,
             work=work,
             block_target=block_target,
+            encodes_in_place=encodes_in_place,
         )
 
     least = tuple(o[0] for o in options)

@@ -29,6 +29,7 @@ from .axes import names
 from .errors import MemoryLimitError, SettingsError
 from .formats.spec import OutputSpec
 from .plan_outputs import output_chunks
+from .plan_steps import read_through, reads_into_block
 from .steps import Pipeline
 from .transforms import compute_dtype
 
@@ -269,7 +270,21 @@ def _choose(
                 found = _choose(plan, unit, pricing, what, aligned, staged, time_extra, wanted)
                 return dataclasses.replace(found, stepped=True)
         steps = ()
-    source = dataclasses.replace(pricing.source, shared=plan.in_process)
+    # Where the writer encodes chunks straight from the block, blocks that hold chunks whole
+    # save copies (cost.COPY_COST), on the reading side too where the source's chunks decode
+    # straight into it. Elsewhere none is counted: a writer of a block's rows into one file (npy,
+    # TIFF) wants wide blocks instead, which the model does not count either.
+    # (shards "auto" are the block chosen here: the chunks are not what is written)
+    encodes_in_place = plan.settings.shards != "auto" and plan.writer.encodes_in_place(plan.spec)
+    reader = read_through(plan.source)
+    in_place = (
+        encodes_in_place
+        and getattr(reader, "decodes_in_place", False)
+        and reads_into_block(
+            reader, plan.pipeline, names(plan.source), plan.axes, plan.source.dtype, plan.dtype
+        )
+    )
+    source = dataclasses.replace(pricing.source, shared=plan.in_process, in_place=in_place)
     axes = _cost_axes(plan, pricing, unit, aligned, steps)
     unit = tuple(unit) + (1,) * (len(axes) - len(unit))
     compute = compute_dtype(plan.source.dtype).itemsize if plan.renormalize else 0
@@ -293,6 +308,7 @@ def _choose(
             hosts=hosts,
             host_budget=host_budget,
             work=work,
+            encodes_in_place=encodes_in_place,
         )
 
     work = _work(plan)

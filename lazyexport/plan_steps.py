@@ -315,6 +315,23 @@ def unit_extremes(
     return found[0]
 
 
+def reads_into_block(
+    reader: Any, pipeline: Pipeline, dims: Sequence[str], axes: Sequence[str], dtype, out_dtype
+) -> bool:
+    """Whether block tasks read the source through ``reader`` straight into their blocks (its
+    ``read_into``: no piece array, no copy): a pipeline computed piece by piece that leaves the
+    values, the axes (``dims`` the source's, ``axes`` the result's) and the data type as they
+    are."""
+    return (
+        getattr(reader, "read_into", None) is not None
+        and pipeline.piecewise()
+        and pipeline.values() is None
+        and tuple(dims) == tuple(axes)
+        and np.dtype(out_dtype) == np.dtype(dtype) == reader.dtype
+        and reader.dtype.type is np.dtype(dtype).type
+    )
+
+
 def read_through(src: xr.DataArray) -> Any:
     """What a block task reads ``src`` through: its file reader, the numpy array it wraps, or
     None where it must be computed by dask (the user's dask array, several files joined, or a

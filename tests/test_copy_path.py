@@ -137,6 +137,17 @@ def test_a_copy_plans_blocks_whose_chunks_are_contiguous(tmp_path):
     assert block[1:] == chunks[1:] and block[0] % chunks[0] == 0, block
 
 
+@pytest.mark.parametrize("fmt", ["npy", "tiff"])
+def test_formats_that_write_rows_into_one_file_keep_wide_blocks(tmp_path, fmt):
+    # their writes are runs of whole rows: a block of narrow columns would be many small writes
+    zarr.create_array(
+        str(tmp_path / "big.zarr"), shape=(512, 2048, 2048), dtype="uint16", chunks=(16, 256, 256)
+    )
+    settings = le.ExportSettings(format=fmt, output=str(tmp_path / f"out.{fmt}"))
+    block = le.plan(str(tmp_path / "big.zarr"), settings).priced.block
+    assert block[2] == 2048, block
+
+
 def test_a_copy_decodes_and_encodes_every_chunk_in_place(tmp_path, monkeypatch):
     shape, chunks = (64, 1024, 1024), (16, 512, 512)
     values = (np.arange(np.prod(shape), dtype="uint32") % 65521).astype("uint16").reshape(shape)

@@ -236,6 +236,13 @@ class Writer:
         ``spec``: the output as planned so far (None: assume the most)."""
         return 2 * unit_bytes
 
+    def encodes_in_place(self, spec: OutputSpec) -> bool:
+        """Whether this format encodes an output chunk that is one contiguous run of its block
+        straight from the block (the others after a copy), for the planner's cost model: it
+        then prefers blocks that hold whole chunks contiguously, at as many tasks (a format
+        that writes a block's rows into a file wants the opposite). False by default."""
+        return False
+
     def block_work(self, spec: OutputSpec, block: tuple[int, ...]) -> int:
         """Bytes a block task holds on top of its block of shape ``block`` (output axes) to
         make more of the output from it once it is written (an OME-Zarr's level 1 in the same

@@ -73,6 +73,11 @@ class ZarrWriter(container.ContainerWriter):
 
     layout = container.ZARR
 
+    def encodes_in_place(self, spec: OutputSpec) -> bool:
+        # a local output's chunk files are written by ChunkFiles (ZarrTarget.direct), which
+        # encodes a contiguous chunk without a copy; a shard is assembled from its inner chunks
+        return spec.shards is None and can_rename(spec.output)
+
     def check(self, spec: OutputSpec) -> tuple[str, ...]:
         notes = super().check(spec)
         if container.in_existing(spec.output, spec.internal):
