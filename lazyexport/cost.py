@@ -144,7 +144,7 @@ class Source:
     # read them (tasks of one process)
     shared: bool = False
     # a read unit that is one contiguous run of the block is decoded straight into it (the
-    # others into a scratch, then copied in); False: every unit is copied in, whatever the block
+    # others into a scratch, then copied in); False: no such copies are counted
     in_place: bool = False
 
 
